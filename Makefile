@@ -1,0 +1,36 @@
+# rkvm: the two commands a user needs are `make run` and `make test`.
+# (Kbuild reads ./Kbuild, not this file, when it builds rkvm.ko.)
+
+.PHONY: run test shell setup build module clean help
+
+## run: set up, build, boot the QEMU test VM, load rkvm.ko and show `rkvm info`
+run:
+	@scripts/run.sh
+
+## test: host unit tests + QEMU (SVM) and Bochs (VMX) test VMs; ends "N passed, N failed"
+test:
+	@scripts/test.sh
+
+## shell: a shell inside the QEMU test VM with rkvm.ko loaded
+shell:
+	@scripts/setup.sh && scripts/build.sh all && scripts/vm.sh qemu shell
+
+## setup: install toolchain, emulators, kernel source and test kernel (cached)
+setup:
+	@scripts/setup.sh
+
+## build: rkvm.ko, the rkvm tool, the selftests and the initramfs
+build:
+	@scripts/build.sh all
+
+## module: rkvm.ko only
+module:
+	@scripts/build.sh module
+
+clean:
+	rm -rf build target
+	find module \( -name '*.o' -o -name '*.ko' -o -name '*.mod*' -o -name '.*.cmd' -o -name '*.d' \) -delete
+	rm -f modules.order Module.symvers module/modules.order module/abi/kvm_uapi_generated.rs
+
+help:
+	@sed -n 's/^## //p' Makefile

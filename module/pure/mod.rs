@@ -1,0 +1,10 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Pure logic: no kernel types, no allocation, no unsafe.
+//!
+//! Everything here depends on `core` alone, so the same source is part of
+//! `rkvm.ko` and of the host crate `rkvm-pure` (see `host.rs`), where
+//! `cargo test` runs its unit tests in milliseconds.
+
+pub mod cpu;
+pub mod ioctl;

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! rkvm: a small KVM-compatible hypervisor.
+//!
+//! The module registers `/dev/rkvm`, whose ioctls are a bit-exact subset of
+//! KVM's (`<linux/kvm.h>`). Layout of the crate:
+//!
+//! - [`abi`]: the KVM ABI (request numbers, capabilities, uapi structs);
+//! - [`dev`]: the system file descriptor, `/dev/rkvm`;
+//! - [`cpu`]: what the processor offers (decoded by `pure::cpu`);
+//! - `pure`: logic with no kernel dependency, also built and unit-tested on
+//!   the host as the `rkvm-pure` crate.
+
+use kernel::{
+    miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
+    prelude::*,
+};
+
+mod abi;
+mod cpu;
+mod dev;
+// Shared with the host crate `rkvm-pure` and the `rkvm` tool: `pub` there,
+// and not every item is used by the module.
+#[allow(dead_code, unreachable_pub)]
+mod pure;
+
+module! {
+    type: RkvmModule,
+    name: "rkvm",
+    authors: ["The rkvm developers"],
+    description: "rkvm: a small KVM-compatible hypervisor (/dev/rkvm)",
+    license: "GPL",
+}
+
+#[pin_data]
+struct RkvmModule {
+    #[pin]
+    _dev: MiscDeviceRegistration<dev::SystemFd>,
+}
+
+impl kernel::InPlaceModule for RkvmModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let features = cpu::probe();
+        // `VirtFeatures` implements `core::fmt::Display` (it is shared with the
+        // host); `format_args!` hands it to the kernel's formatter.
+        pr_info!(
+            "cpu: {}; backend: {}\n",
+            format_args!("{features}"),
+            features.usable_backend().unwrap_or("none")
+        );
+        pr_info!("registering /dev/rkvm (KVM API {})\n", abi::API_VERSION);
+        try_pin_init!(Self {
+            _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" }),
+        })
+    }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds what the test VM runs: rkvm.ko (against the test kernel), the static
+# `rkvm` tool, the C selftests, and the initramfs holding them all.
+#   build.sh [module|userspace|selftests|initramfs|all]   (default: all)
+source "$(dirname "$0")/common.sh"
+
+KBUILD=$(kernel_build_dir)
+KSRC=$(kernel_source_dir)
+[[ -f $KBUILD/.rkvm-done ]] || die "the test kernel is not built: run 'make setup'"
+TARGET=x86_64-unknown-linux-gnu
+
+build_module() {
+    log "building rkvm.ko"
+    # shellcheck disable=SC2046
+    make -s -C "$KBUILD" M="$RKVM_ROOT" $(kmake_args) modules
+}
+
+build_userspace() {
+    log "building the rkvm tool (static)"
+    (cd "$RKVM_ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --quiet --release --locked --target $TARGET -p rkvm)
+}
+
+# kselftest-style C tests, built with the kernel tree's own kselftest harness
+# and uapi headers (linux/kvm.h of the kernel under test).
+build_selftests() {
+    log "building the selftests"
+    local out=$RKVM_OUT/selftests src
+    mkdir -p "$out"
+    for src in "$RKVM_ROOT"/tests/selftests/*_test.c; do
+        gcc -static -O2 -Wall -Werror -D_GNU_SOURCE -pthread \
+            -I "$KBUILD/usr/include" -I "$KSRC/tools/testing/selftests" \
+            -o "$out/$(basename "$src" .c)" "$src"
+    done
+}
+
+build_initramfs() {
+    log "building the initramfs"
+    local root=$RKVM_OUT/initramfs krel applet
+    rm -rf "$root"
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,rkvm/selftests}
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $("$root/bin/busybox" --list); do
+        [[ -e $root/bin/$applet ]] || ln -s busybox "$root/bin/$applet"
+    done
+    # The test kernel's own modules (real KVM, the reference) with modules.dep.
+    # shellcheck disable=SC2046
+    make -s -C "$KBUILD" $(kmake_args) INSTALL_MOD_PATH="$root" INSTALL_MOD_STRIP=1 \
+        modules_install > /dev/null
+    krel=$(make -s -C "$KBUILD" $(kmake_args) kernelrelease)
+    rm -f "$root/lib/modules/$krel/build" "$root/lib/modules/$krel/source"
+    cp "$RKVM_ROOT/module/rkvm.ko" "$root/rkvm/"
+    cp "$RKVM_ROOT/target/$TARGET/release/rkvm" "$root/rkvm/"
+    cp "$RKVM_OUT"/selftests/* "$root/rkvm/selftests/"
+    cp "$RKVM_ROOT"/tests/vm/{lib.sh,runner.sh,main-job.sh} "$root/rkvm/"
+    cp "$RKVM_ROOT/tests/vm/init" "$root/init"
+    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$RKVM_OUT/initramfs.cpio.gz"
+}
+
+mkdir -p "$RKVM_OUT"
+case "${1:-all}" in
+    module) build_module ;;
+    userspace) build_userspace ;;
+    selftests) build_selftests ;;
+    initramfs) build_initramfs ;;
+    all) build_module; build_userspace; build_selftests; build_initramfs ;;
+    *) die "unknown build target: $1" ;;
+esac

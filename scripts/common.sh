@@ -1,0 +1,50 @@
+# Shared settings for rkvm's scripts. Sourced, never run.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+RKVM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Caches live outside the repository and survive clones; everything in them is
+# keyed by the versions that produced it.
+RKVM_CACHE=${RKVM_CACHE:-/var/cache/rkvm}
+# Per-checkout build products (initramfs, ISO, logs).
+RKVM_OUT=${RKVM_OUT:-$RKVM_ROOT/build}
+
+KERNEL_SERIES=7.3
+KERNEL_SUITE=trixie-backports
+BINDGEN_VERSION=0.73.2
+LLVM_SUFFIX=-19
+# The kernel and the module must be built by the same rustc: Debian's.
+KRUSTC=/usr/bin/rustc
+BINDGEN_ROOT=$RKVM_CACHE/bindgen-$BINDGEN_VERSION
+BINDGEN=$BINDGEN_ROOT/bin/bindgen
+FRAGMENT=$RKVM_ROOT/tests/vm/kernel.config
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'rkvm: error: %s\n' "$*" >&2; exit 1; }
+
+# The Linux source version we use: recorded when it was fetched.
+kernel_source_version() {
+    [[ -f $RKVM_CACHE/linux-source/VERSION ]] || die "no kernel source yet: run 'make setup'"
+    cat "$RKVM_CACHE/linux-source/VERSION"
+}
+
+kernel_source_dir() { echo "$RKVM_CACHE/linux-source/$(kernel_source_version)/linux-source-$KERNEL_SERIES"; }
+
+# Key of the test-kernel build: every input that changes its output.
+kernel_build_key() {
+    {
+        kernel_source_version
+        cat "$FRAGMENT"
+        "$KRUSTC" --version
+        "clang$LLVM_SUFFIX" --version | head -n1
+        echo "bindgen $BINDGEN_VERSION"
+    } | sha256sum | cut -c1-16
+}
+
+kernel_build_dir() { echo "$RKVM_CACHE/kernel/$(kernel_source_version)-$(kernel_build_key)"; }
+
+# make arguments for anything built against the test kernel.
+kmake_args() {
+    echo "LLVM=$LLVM_SUFFIX RUSTC=$KRUSTC BINDGEN=$BINDGEN"
+}

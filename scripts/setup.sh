@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Installs everything rkvm needs on a bare Debian bookworm machine, idempotently:
+# the Debian toolchain and emulators, bindgen, the Linux source and the test kernel.
+# Safe to run again: each step is skipped when its cached result is present.
+source "$(dirname "$0")/common.sh"
+
+PACKAGES=(
+    # Kernel toolchain: Debian's rustc (with its std sources) builds kernel and module.
+    rustc-web cargo-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev
+    flex bison bc libelf-dev libssl-dev cpio xz-utils make kmod gcc libc6-dev
+    # Test VM: QEMU (AMD SVM under TCG) and Bochs (Intel VMX) with what Bochs boots from.
+    busybox-static qemu-system-x86 bochs bochs-term bochsbios vgabios
+    isolinux syslinux-common genisoimage util-linux
+    # headers_install (uapi headers for the selftests) uses rsync.
+    rsync
+)
+
+install_packages() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return
+    log "installing Debian packages: ${missing[*]}"
+    [[ $(id -u) -eq 0 ]] || die "installing packages needs root (missing: ${missing[*]})"
+    apt-get update -q || die "apt-get update failed: are Debian's package mirrors reachable?"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+        || die "apt-get install failed for: ${missing[*]}"
+}
+
+install_bindgen() {
+    [[ -x $BINDGEN ]] && return
+    log "building bindgen-cli $BINDGEN_VERSION (about a minute)"
+    mkdir -p "$BINDGEN_ROOT"
+    LIBCLANG_PATH=/usr/lib/llvm-19/lib cargo install --quiet --locked --root "$BINDGEN_ROOT" \
+        "bindgen-cli@$BINDGEN_VERSION" || die "cargo install bindgen-cli@$BINDGEN_VERSION failed"
+}
+
+# Linux $KERNEL_SERIES source from Debian's $KERNEL_SUITE, fetched through a private
+# apt configuration: the system's own sources are never touched.
+fetch_kernel_source() {
+    local top=$RKVM_CACHE/linux-source
+    [[ -f $top/VERSION && -d $(kernel_source_dir 2>/dev/null || echo /nonexistent) ]] && return
+    local apt=$RKVM_CACHE/apt
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$top"
+    echo "deb http://deb.debian.org/debian $KERNEL_SUITE main" > "$apt/sources.list"
+    local A=(-o "Dir::Etc::sourcelist=$apt/sources.list" -o Dir::Etc::sourceparts=/dev/null
+             -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
+    log "looking up linux-source-$KERNEL_SERIES in $KERNEL_SUITE"
+    apt-get "${A[@]}" update -q >/dev/null || die "apt-get update of $KERNEL_SUITE failed"
+    local ver
+    ver=$(apt-cache "${A[@]}" show "linux-source-$KERNEL_SERIES" 2>/dev/null | awk '/^Version:/ {print $2; exit}')
+    [[ -n $ver ]] || die "linux-source-$KERNEL_SERIES is no longer in Debian's $KERNEL_SUITE: \
+pick the series that is there (apt-cache search linux-source) and update KERNEL_SERIES in scripts/common.sh"
+    log "downloading linux-source-$KERNEL_SERIES $ver"
+    local tmp; tmp=$(mktemp -d "$RKVM_CACHE/dl.XXXXXX")
+    chmod 755 "$tmp" # apt's download sandbox user must be able to write here
+    (cd "$tmp" && apt-get "${A[@]}" download -q "linux-source-$KERNEL_SERIES=$ver") \
+        || die "download of linux-source-$KERNEL_SERIES=$ver failed"
+    log "extracting the kernel source"
+    mkdir -p "$tmp/src"
+    dpkg-deb --fsys-tarfile "$tmp"/linux-source-*.deb \
+        | tar -x -C "$tmp" "./usr/src/linux-source-$KERNEL_SERIES.tar.xz"
+    tar -xJf "$tmp/usr/src/linux-source-$KERNEL_SERIES.tar.xz" -C "$tmp/src"
+    rm -rf "${top:?}/$ver"
+    mv "$tmp/src" "$top/$ver"
+    rm -rf "$tmp"
+    echo "$ver" > "$top/VERSION"
+}
+
+build_kernel() {
+    local src bld
+    src=$(kernel_source_dir); bld=$(kernel_build_dir)
+    [[ -f $bld/.rkvm-done ]] && return
+    log "configuring the test kernel in $bld"
+    mkdir -p "$bld"
+    # shellcheck disable=SC2046
+    make -s -C "$src" O="$bld" $(kmake_args) tinyconfig >/dev/null
+    "$src/scripts/kconfig/merge_config.sh" -m -O "$bld" "$bld/.config" "$FRAGMENT" >/dev/null
+    # shellcheck disable=SC2046
+    make -s -C "$src" O="$bld" $(kmake_args) olddefconfig >/dev/null
+    # CONFIG_RUST drops out silently when 'make rustavailable' fails: say why.
+    if ! grep -q '^CONFIG_RUST=y' "$bld/.config"; then
+        # shellcheck disable=SC2046
+        make -C "$src" O="$bld" $(kmake_args) rustavailable >&2 || true
+        die "CONFIG_RUST=y did not survive olddefconfig (see rustavailable above)"
+    fi
+    local line missing=0
+    while read -r line; do
+        [[ $line =~ ^CONFIG_[A-Z0-9_]+=[ym]$ ]] || continue
+        grep -qx "$line" "$bld/.config" || { echo "rkvm: config fragment line not in .config: $line" >&2; missing=1; }
+    done < "$FRAGMENT"
+    [[ $missing -eq 0 ]] || die "the kernel config lost options from $FRAGMENT"
+    log "building the test kernel (about 6 minutes cold; log: $bld/build.log)"
+    # shellcheck disable=SC2046
+    if ! make -C "$src" O="$bld" $(kmake_args) -j"$(nproc)" bzImage modules > "$bld/build.log" 2>&1; then
+        tail -n 40 "$bld/build.log" >&2
+        die "test kernel build failed (full log: $bld/build.log)"
+    fi
+    # Userspace headers in $bld/usr/include: linux/kvm.h for the module's
+    # bindgen step and, with asm/, for the C selftests.
+    # shellcheck disable=SC2046
+    make -s -C "$src" O="$bld" $(kmake_args) headers >/dev/null
+    touch "$bld/.rkvm-done"
+}
+
+mkdir -p "$RKVM_CACHE"
+install_packages
+install_bindgen
+fetch_kernel_source
+build_kernel
+log "setup done: kernel $(kernel_source_version), build $(kernel_build_dir)"

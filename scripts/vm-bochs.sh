@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Boot a Linux bzImage + initramfs in the Bochs x86 emulator (an Intel CPU with
+# VMX, EPT, VPID and unrestricted guest), non-interactively, and capture the
+# guest's first serial port (COM1).
+#
+#   scripts/vm-bochs.sh --kernel BZIMAGE --initrd INITRD --cmdline "CMDLINE" \
+#                       --log SERIAL_LOG --timeout SECONDS
+#
+# Exit status:
+#   0    the guest powered off (ACPI S5, e.g. busybox `poweroff -f`) and Bochs ended
+#   124  the timeout expired; Bochs and its helpers have been killed
+#   3    the guest reset (reboot, panic with panic=-1, triple fault): Bochs would
+#        boot again forever, so it is stopped
+#   1    Bochs failed (the tail of its own log is printed to stderr)
+#   2    bad usage
+#
+# Environment:
+#   RKVM_OUT   where the work directory bochs-XXXX goes (default: <repo>/build)
+#   RKVM_KEEP  1 keeps the work directory (ISO, bochsrc, bochs.log, term.out)
+#   RKVM_BOCHS_IPS  emulated instructions per second (default 20000000, see below)
+#
+# How it works, and why (Debian bookworm's bochs 2.7):
+# - Bochs cannot load a bzImage: we build an isolinux CD image with genisoimage
+#   and boot it from the emulated CD-ROM.
+# - Debian's build has no `nogui` display, so we use the ncurses `term` display
+#   inside a pty made by util-linux `script`; its screen output is thrown into
+#   term.out in the work directory.
+# - Its built-in debugger starts first: `-rc` feeds it `c` (continue), and `quit`
+#   in case the simulation ever falls back to the debugger prompt, so nothing
+#   ever waits for stdin.
+# - An ACPI S5 write by the guest makes Bochs raise a panic "ACPI control: soft
+#   power off" and exit (status 1); we tell that apart from real failures by
+#   that message in bochs.log.
+# - Bochs runs in its own session (setsid), so on timeout the whole process
+#   group is killed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+}
+die() { printf 'vm-bochs: error: %s\n' "$*" >&2; exit "${2:-1}"; }
+note() { printf 'vm-bochs: %s\n' "$*" >&2; }
+
+# ---- arguments --------------------------------------------------------------
+kernel='' initrd='' cmdline='' serial_log='' timeout=''
+while (($#)); do
+    case $1 in
+        --kernel)  kernel=${2?}; shift 2 ;;
+        --initrd)  initrd=${2?}; shift 2 ;;
+        --cmdline) cmdline=${2?}; shift 2 ;;
+        --log)     serial_log=${2?}; shift 2 ;;
+        --timeout) timeout=${2?}; shift 2 ;;
+        -h|--help) usage ;;
+        *) note "unknown argument: $1"; usage ;;
+    esac
+done
+[[ -n $kernel && -n $initrd && -n $serial_log && -n $timeout ]] || usage
+[[ -f $kernel ]] || die "no kernel: $kernel" 2
+[[ -f $initrd ]] || die "no initrd: $initrd" 2
+[[ $timeout =~ ^[1-9][0-9]*$ ]] || die "--timeout wants a positive number of seconds" 2
+[[ $cmdline != *$'\n'* ]] || die "the command line must be one line" 2
+# Bochs's config parser splits on commas and blanks: keep paths plain.
+[[ $serial_log != *[,\ \"]* ]] || die "--log path must not contain commas, blanks or quotes" 2
+
+# ---- host tools and firmware ------------------------------------------------
+ISOLINUX_BIN=/usr/lib/ISOLINUX/isolinux.bin
+LDLINUX_C32=/usr/lib/syslinux/modules/bios/ldlinux.c32
+BIOS=/usr/share/bochs/BIOS-bochs-latest
+VGABIOS=/usr/share/vgabios/vgabios.bin
+for tool in bochs genisoimage script setsid; do
+    command -v "$tool" >/dev/null ||
+        die "$tool not found (apt-get install bochs bochs-term bochsbios vgabios isolinux syslinux-common genisoimage)"
+done
+for f in "$ISOLINUX_BIN" "$LDLINUX_C32" "$BIOS" "$VGABIOS" \
+         /usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so; do
+    [[ -f $f ]] || die "$f missing (apt-get install bochs bochs-term bochsbios vgabios isolinux syslinux-common)"
+done
+
+# ---- work directory ---------------------------------------------------------
+out=${RKVM_OUT:-$ROOT/build}
+mkdir -p "$out"
+work=$(mktemp -d "$out/bochs-XXXX")
+mkdir -p "$(dirname "$serial_log")"
+serial_log=$(cd "$(dirname "$serial_log")" && pwd)/$(basename "$serial_log")
+: >"$serial_log"
+
+runner=''       # pid of `setsid script ...`: leader of Bochs's process group
+cleanup() {
+    stop_vm
+    if [[ ${RKVM_KEEP:-0} == 1 ]]; then
+        note "work files kept in $work"
+    else
+        rm -rf "$work"
+    fi
+}
+# Stop Bochs, then `script`. Bochs goes first so that `script` reaps it (PID 1
+# of a container may never reap an orphaned zombie).
+stop_vm() {
+    [[ -n $runner ]] || return 0
+    local kids p
+    # `script` runs Bochs in a session (and process group) of its own.
+    kids=$(cat "/proc/$runner/task/"*/children 2>/dev/null || true)
+    for p in $kids; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
+    for _ in {1..10}; do
+        kill -0 "$runner" 2>/dev/null || break
+        sleep 0.2
+    done
+    for p in $kids; do kill -KILL -- "-$p" 2>/dev/null || true; done
+    kill -KILL -- "-$runner" 2>/dev/null || true
+    wait "$runner" 2>/dev/null || true
+    runner=''
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- boot CD: isolinux + kernel + initramfs -----------------------------------
+mkdir -p "$work/iso/isolinux"
+cp "$ISOLINUX_BIN" "$LDLINUX_C32" "$work/iso/isolinux/"
+cp "$kernel" "$work/iso/bzimage"
+cp "$initrd" "$work/iso/initrd.img"
+cat >"$work/iso/isolinux/isolinux.cfg" <<EOF
+default linux
+prompt 0
+timeout 0
+label linux
+  kernel /bzimage
+  append initrd=/initrd.img $cmdline
+EOF
+genisoimage -quiet -o "$work/boot.iso" -R -J \
+    -b isolinux/isolinux.bin -c isolinux/boot.cat \
+    -no-emul-boot -boot-load-size 4 -boot-info-table "$work/iso"
+rm -rf "$work/iso"
+
+# ---- Bochs configuration ------------------------------------------------------
+# ips: emulated instructions per second. With clock sync=none the guest's time
+# is derived from the instruction count alone (deterministic), so a lower value
+# makes guest delays (serial transmit time, calibration loops, timeouts) cost
+# fewer host instructions. It only needs to be plausible for the kernel.
+ips=${RKVM_BOCHS_IPS:-20000000}
+cat >"$work/bochsrc" <<EOF
+display_library: term
+romimage: file=$BIOS
+vgaromimage: file=$VGABIOS
+megs: 1024
+cpu: model=corei7_haswell_4770, count=1, ips=$ips, reset_on_triple_fault=1, ignore_bad_msrs=1
+clock: sync=none, time0=local
+pci: enabled=1, chipset=i440fx
+ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
+ata0-master: type=cdrom, path=$work/boot.iso, status=inserted
+boot: cdrom
+floppy_bootsig_check: disabled=1
+mouse: enabled=0
+com1: enabled=1, mode=file, dev=$serial_log
+log: $work/bochs.log
+panic: action=fatal
+error: action=report
+info: action=report
+debug: action=ignore
+EOF
+printf 'c\nquit\n' >"$work/debugger.rc"
+
+# ---- run ------------------------------------------------------------------------
+# `script` gives the term display a pty; TERM/LINES/COLUMNS make ncurses happy
+# without a real terminal; stdin is /dev/null so nothing can block on input.
+start=$SECONDS
+(
+    cd "$work"
+    exec env TERM=vt100 LINES=25 COLUMNS=80 setsid -w script -q -e \
+        -c "bochs -q -f bochsrc -rc debugger.rc" /dev/null
+) </dev/null >"$work/term.out" 2>&1 &
+runner=$!
+
+# Wait for Bochs to end, the deadline to pass, or the guest to reset.
+status=''
+resets=0
+while :; do
+    if ! kill -0 "$runner" 2>/dev/null; then
+        status=0
+        wait "$runner" || status=$?
+        runner=''
+        break
+    fi
+    if ((SECONDS - start >= timeout)); then
+        stop_vm
+        note "timeout after ${timeout}s; serial log: $serial_log"
+        exit 124
+    fi
+    # Bochs logs one hardware reset at power-on; any further one is the guest
+    # rebooting (or a triple fault), which would start the boot all over again.
+    resets=$(grep -c 'Reset(HARDWARE)' "$work/bochs.log" 2>/dev/null || true)
+    if ((resets > 1)); then
+        stop_vm
+        note "the guest reset (reboot, panic or triple fault) after $((SECONDS - start))s; serial log: $serial_log"
+        tail -n 30 "$work/bochs.log" >&2 || true
+        exit 3
+    fi
+    sleep 1
+done
+
+if grep -q 'ACPI control: soft power off' "$work/bochs.log" 2>/dev/null; then
+    note "guest powered off after $((SECONDS - start))s"
+    exit 0
+fi
+note "bochs failed (status $status) after $((SECONDS - start))s; end of its log:"
+tail -n 40 "$work/bochs.log" >&2 2>/dev/null || tail -n 40 "$work/term.out" >&2 || true
+exit 1

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Boots the test kernel in QEMU with software emulation (TCG), as an AMD EPYC
+# with SVM and nested paging. Same interface as vm-bochs.sh:
+#   vm-qemu.sh --kernel BZIMAGE --initrd INITRD --cmdline CMDLINE --log SERIAL_LOG \
+#              --timeout SECONDS [--interactive]
+# Exits 0 when the guest powered off, 124 on timeout. With --interactive the
+# serial console is this terminal and there is no log or timeout.
+set -euo pipefail
+
+kernel= initrd= cmdline= log= timeout=600 interactive=0
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --kernel) kernel=$2; shift 2 ;;
+        --initrd) initrd=$2; shift 2 ;;
+        --cmdline) cmdline=$2; shift 2 ;;
+        --log) log=$2; shift 2 ;;
+        --timeout) timeout=$2; shift 2 ;;
+        --interactive) interactive=1; shift ;;
+        *) echo "vm-qemu.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+# -cpu EPYC: SVM + NPT under TCG (no NRIP-save, no decode assists).
+qemu=(qemu-system-x86_64 -accel tcg -cpu EPYC -smp 2 -m 1G -no-reboot -nic none
+      -kernel "$kernel" -initrd "$initrd" -append "$cmdline")
+
+if [[ $interactive -eq 1 ]]; then
+    exec "${qemu[@]}" -nographic
+fi
+
+# The serial console goes to stdout (the caller filters it) and to the log.
+: > "$log"
+set +e
+timeout --foreground -k 5 "$timeout" "${qemu[@]}" -display none -monitor none \
+    -serial stdio < /dev/null | tee -a "$log"
+status=${PIPESTATUS[0]}
+set -e
+exit "$status"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Boots the test VM with the initramfs from build.sh, in one mode:
+#   vm.sh qemu|bochs run|test|shell [LOG]
+# Prints the runner's lines live (the rkvm-out: tag stripped); the whole serial
+# log is kept in LOG (default build/<emu>-<mode>.log).
+source "$(dirname "$0")/common.sh"
+
+emu=$1 mode=$2
+log=${3:-$RKVM_OUT/$emu-$mode.log}
+cmdline="console=ttyS0 panic=-1 printk.devkmsg=on loglevel=6 rkvm.mode=$mode rkvm.emu=$emu"
+[[ ${RKVM_TEST_FAIL:-0} == 1 ]] && cmdline+=" rkvm.fail=1"
+case $emu in
+    qemu) timeout=${RKVM_QEMU_TIMEOUT:-600} ;;
+    bochs) timeout=${RKVM_BOCHS_TIMEOUT:-1800} ;;
+    *) die "unknown emulator: $emu (qemu or bochs)" ;;
+esac
+args=(--kernel "$(kernel_build_dir)/arch/x86/boot/bzImage" --initrd "$RKVM_OUT/initramfs.cpio.gz"
+      --cmdline "$cmdline")
+
+if [[ $mode == shell ]]; then
+    [[ $emu == qemu ]] || die "the interactive shell runs under QEMU only"
+    exec "$RKVM_ROOT/scripts/vm-qemu.sh" "${args[@]}" --interactive
+fi
+
+log "booting the test VM in $emu ($mode; serial log: $log)"
+set +e
+"$RKVM_ROOT/scripts/vm-$emu.sh" "${args[@]}" --log "$log" --timeout "$timeout" \
+    | sed -un 's/^.*rkvm-out: //p'
+status=${PIPESTATUS[0]}
+set -e
+if [[ $status -eq 124 ]]; then
+    echo "rkvm: $emu did not power off within ${timeout}s (serial log: $log)" >&2
+elif [[ $status -ne 0 ]]; then
+    echo "rkvm: $emu failed with status $status (serial log: $log)" >&2
+fi
+exit "$status"

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The system fd (/dev/rkvm, /dev/kvm): KVM_GET_API_VERSION, KVM_CHECK_EXTENSION
+ * and the errno rules of kvm_dev_ioctl(). Runs against rkvm and against real
+ * KVM; where the two are meant to differ (capabilities rkvm does not have yet),
+ * the test says so explicitly.
+ */
+#include <errno.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <linux/kvm.h>
+
+#include "kselftest_harness.h"
+#include "common.h"
+
+FIXTURE(sys) {
+	int fd;
+};
+
+FIXTURE_SETUP(sys)
+{
+	self->fd = open_device();
+	ASSERT_LE(0, self->fd) TH_LOG("open %s: %s", test_device(), strerror(errno));
+}
+
+FIXTURE_TEARDOWN(sys)
+{
+	close(self->fd);
+}
+
+TEST_F(sys, api_version_is_12)
+{
+	EXPECT_EQ(12, ioctl(self->fd, KVM_GET_API_VERSION, 0));
+	EXPECT_EQ(KVM_API_VERSION, ioctl(self->fd, KVM_GET_API_VERSION, 0));
+}
+
+/* kvm_dev_ioctl(): KVM_GET_API_VERSION takes no argument; any other is EINVAL. */
+TEST_F(sys, api_version_rejects_an_argument)
+{
+	errno = 0;
+	EXPECT_EQ(-1, ioctl(self->fd, KVM_GET_API_VERSION, 1));
+	EXPECT_EQ(EINVAL, errno);
+	errno = 0;
+	EXPECT_EQ(-1, ioctl(self->fd, KVM_GET_API_VERSION, ~0UL));
+	EXPECT_EQ(EINVAL, errno);
+}
+
+/* An unknown capability, even a negative or huge one, answers 0, not an error. */
+TEST_F(sys, unknown_capability_answers_zero)
+{
+	EXPECT_EQ(0, ioctl(self->fd, KVM_CHECK_EXTENSION, 0x7fffffffL));
+	EXPECT_EQ(0, ioctl(self->fd, KVM_CHECK_EXTENSION, -1L));
+	EXPECT_EQ(0, ioctl(self->fd, KVM_CHECK_EXTENSION, 1UL << 40));
+}
+
+/*
+ * Capabilities are answered honestly: rkvm announces none until the feature
+ * behind it lands. Real KVM has the basics (here the reference values).
+ */
+TEST_F(sys, capabilities_are_honest)
+{
+	long cap;
+
+	if (testing_rkvm()) {
+		for (cap = 0; cap < 1024; cap++)
+			EXPECT_EQ(0, ioctl(self->fd, KVM_CHECK_EXTENSION, cap))
+				TH_LOG("capability %ld announced before its feature exists", cap);
+	} else {
+		EXPECT_EQ(1, ioctl(self->fd, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY));
+		EXPECT_EQ(1, ioctl(self->fd, KVM_CHECK_EXTENSION, KVM_CAP_IMMEDIATE_EXIT));
+	}
+}
+
+/*
+ * A request the device does not know is EINVAL on the system fd, as in
+ * kvm_dev_ioctl()/kvm_arch_dev_ioctl(): KVM-type requests and foreign ones alike.
+ */
+TEST_F(sys, unknown_request_is_einval)
+{
+	struct termios t;
+
+	errno = 0;
+	EXPECT_EQ(-1, ioctl(self->fd, _IO(KVMIO, 0x7f), 0));
+	EXPECT_EQ(EINVAL, errno);
+	errno = 0;
+	EXPECT_EQ(-1, ioctl(self->fd, _IOW(KVMIO, 0x03, int), 0));
+	EXPECT_EQ(EINVAL, errno);
+	errno = 0;
+	EXPECT_EQ(-1, ioctl(self->fd, TCGETS, &t));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_FALSE(isatty(self->fd));
+}
+
+/* Several opens are independent; closing one leaves the others working. */
+TEST(independent_opens)
+{
+	int a = open_device(), b = open_device();
+
+	ASSERT_LE(0, a);
+	ASSERT_LE(0, b);
+	EXPECT_EQ(12, ioctl(a, KVM_GET_API_VERSION, 0));
+	EXPECT_EQ(0, close(a));
+	EXPECT_EQ(12, ioctl(b, KVM_GET_API_VERSION, 0));
+	EXPECT_EQ(0, close(b));
+}
+
+/* Read and write on the system fd are not supported, as on /dev/kvm. */
+TEST_F(sys, read_write_fail)
+{
+	char buf[8];
+
+	EXPECT_EQ(-1, read(self->fd, buf, sizeof(buf)));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, write(self->fd, buf, sizeof(buf)));
+	EXPECT_EQ(EINVAL, errno);
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,128 @@
+#!/bin/sh
+# The in-VM test runner: KTAP on the serial console (through /dev/kmsg, see
+# lib.sh). First the reference (real KVM: kvm_amd under QEMU, kvm_intel under
+# Bochs) runs the selftests, then rkvm.ko runs the same ones; the kernel log is
+# checked for oops/BUG/WARN at the end and the module must unload.
+. /rkvm/lib.sh
+
+EMU=$(cmdline_arg rkvm.emu)
+case "$EMU" in
+    bochs) KVM_MOD=kvm_intel BACKEND=vmx ;;
+    *) KVM_MOD=kvm_amd BACKEND=svm ;;
+esac
+SELFTESTS=$(ls /rkvm/selftests/)
+
+# Test plan: "name function [argument]" per line.
+PLAN="kvm_load t_kvm_load"
+for t in $SELFTESTS; do PLAN="$PLAN
+kvm:$t t_selftest /dev/kvm $t"; done
+PLAN="$PLAN
+kvm_info t_info /dev/kvm
+kvm_unload t_kvm_unload
+rkvm_load t_rkvm_load"
+for t in $SELFTESTS; do PLAN="$PLAN
+rkvm:$t t_selftest /dev/rkvm $t"; done
+PLAN="$PLAN
+rkvm_info t_info /dev/rkvm
+rkvm_unload t_rkvm_unload
+kernel_log t_kernel_log"
+[ "$(cmdline_arg rkvm.fail)" = 1 ] && PLAN="$PLAN
+deliberate_failure t_deliberate_failure"
+
+fail() { echo "FAIL: $*"; return 1; }
+
+t_kvm_load() {
+    modprobe "$KVM_MOD" || fail "modprobe $KVM_MOD"
+    [ -c /dev/kvm ] || fail "/dev/kvm did not appear"
+}
+
+t_kvm_unload() {
+    rmmod "$KVM_MOD" kvm || fail "rmmod $KVM_MOD kvm"
+    [ ! -e /dev/kvm ] || fail "/dev/kvm is still there"
+}
+
+# A kselftest binary: its own TAP becomes the subtests; exit 4 is a skip.
+t_selftest() {
+    RKVM_DEVICE=$1 "/rkvm/selftests/$2"
+}
+
+# The line the module logged at load: "rkvm: cpu: <features>; backend: <b>".
+module_cpu_line() {
+    dmesg | sed -n 's/^.*rkvm: cpu: //p' | tail -n 1
+}
+
+t_rkvm_load() {
+    insmod /rkvm/rkvm.ko || fail "insmod rkvm.ko"
+    [ -c /dev/rkvm ] || fail "/dev/rkvm is not a character device"
+    grep -qw rkvm /proc/misc || fail "rkvm is not in /proc/misc"
+    line=$(module_cpu_line)
+    echo "module: $line"
+    case "$BACKEND" in
+        svm) want="+svm -svm-disabled-by-firmware +npt" ;;
+        vmx) want="+vmx -vmx-disabled-by-firmware +ept" ;;
+    esac
+    case "$line" in *"$want"*"; backend: $BACKEND") ;; *) fail "expected '$want ... backend: $BACKEND'" ;; esac
+    if [ "$BACKEND" = vmx ]; then
+        case "$line" in *+unrestricted-guest*) ;; *) fail "no unrestricted guest" ;; esac
+    fi
+}
+
+t_info() {
+    out=$(rkvm info --device "$1" 2>&1) || { echo "$out"; fail "rkvm info --device $1"; }
+    echo "$out" | grep -v '^  KVM_CAP_'
+    echo "$out" | grep -qx "api version:  12" || fail "API version is not 12"
+    echo "$out" | grep -q "^backend:      $BACKEND\$" || fail "backend is not $BACKEND"
+    # rkvm info decodes CPUID/MSRs in userspace with the module's own decoder:
+    # the two views must be identical.
+    cpu=$(echo "$out" | sed -n 's/^cpu: *//p')
+    [ "$cpu; backend: $BACKEND" = "$(module_cpu_line)" ] || [ "$1" = /dev/kvm ] ||
+        fail "rkvm info's cpu line differs from the module's: '$cpu'"
+    if [ "$1" = /dev/rkvm ]; then
+        echo "$out" | grep -q "^capabilities: 0 of" || fail "rkvm announces capabilities it lacks"
+    else
+        echo "$out" | grep -q "KVM_CAP_USER_MEMORY  *1" || fail "KVM does not report KVM_CAP_USER_MEMORY"
+    fi
+}
+
+t_rkvm_unload() {
+    rmmod rkvm || fail "rmmod rkvm"
+    [ ! -e /dev/rkvm ] || fail "/dev/rkvm is still there"
+    ! grep -q '^rkvm ' /proc/modules || fail "rkvm is still in /proc/modules"
+}
+
+# Anything the kernel says went wrong, during the whole run.
+t_kernel_log() {
+    bad=$(dmesg | grep -v 'rkvm-out:' | grep -E \
+        'Oops|BUG:|WARNING:|kernel BUG|general protection fault|Call Trace|panicked|UBSAN|KASAN|kmemleak|refcount_t|list_add corruption|list_del corruption|unable to handle|rcu: INFO|soft lockup|hung task|Tainted: .*[DW]')
+    [ -z "$bad" ] || { echo "$bad"; fail "the kernel log has errors"; }
+}
+
+t_deliberate_failure() {
+    fail "rkvm.fail=1 was given: this test fails on purpose, to show the harness notices"
+}
+
+say "KTAP version 1"
+say "1..$(echo "$PLAN" | wc -l)"
+n=0
+echo "$PLAN" | while read -r name fn args; do
+    n=$((n + 1))
+    start=$(date +%s)
+    # shellcheck disable=SC2086
+    $fn $args > /tmp/out 2>&1
+    status=$?
+    secs=$(( $(date +%s) - start ))
+    if grep -qE '^(not )?ok [0-9]' /tmp/out; then
+        # Nested TAP from a kselftest binary: indent it as a KTAP subtest.
+        say "    KTAP version 1"
+        say "    # Subtest: $name"
+        grep -v '^TAP version' /tmp/out | relay "    "
+    else
+        relay "# " < /tmp/out
+    fi
+    case $status in
+        0) say "ok $n $name # time=${secs}s" ;;
+        4) say "ok $n $name # SKIP" ;;
+        *) say "not ok $n $name # exit=$status time=${secs}s" ;;
+    esac
+done
+say "rkvm-runner: done"
