@@ -28,11 +28,14 @@ if [[ $interactive -eq 1 ]]; then
     exec "${qemu[@]}" -nographic
 fi
 
-# The serial console goes to stdout (the caller filters it) and to the log.
+# The serial console goes to stdout (the caller filters it) and to the log;
+# QEMU's own messages (e.g. CPUID features TCG lacks) to LOG.stderr, shown on
+# failure only.
 : > "$log"
 set +e
 timeout --foreground -k 5 "$timeout" "${qemu[@]}" -display none -monitor none \
-    -serial stdio < /dev/null | tee -a "$log"
+    -serial stdio < /dev/null 2> "$log.stderr" | tee -a "$log"
 status=${PIPESTATUS[0]}
 set -e
+[[ $status -eq 0 ]] || tail -n 20 "$log.stderr" >&2
 exit "$status"
