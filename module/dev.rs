@@ -8,7 +8,7 @@ use kernel::{
     prelude::*,
 };
 
-use crate::abi;
+use crate::{abi, vm::Vm};
 
 /// An open `/dev/rkvm`. It holds no state of its own: VMs created from it are
 /// file descriptors of their own.
@@ -22,7 +22,11 @@ impl SystemFd {
     fn dispatch(cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             abi::sys::GET_API_VERSION if arg == 0 => Ok(abi::API_VERSION as isize),
+            abi::sys::CREATE_VM => Vm::create(arg),
             abi::sys::CHECK_EXTENSION => Ok(abi::check_extension(arg) as isize),
+            abi::sys::GET_VCPU_MMAP_SIZE if arg == 0 => {
+                Ok((abi::VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)
+            }
             _ => Err(EINVAL),
         }
     }
@@ -42,7 +46,8 @@ impl MiscDevice for SystemFd {
 
     #[cfg(CONFIG_COMPAT)]
     fn compat_ioctl(_me: &SystemFd, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        // The system ioctls take no pointers: the same handler serves 32-bit callers.
+        // The system ioctls take no pointers: the same handler serves 32-bit
+        // callers (and KVM_CREATE_VM's fd works the same for them).
         Self::dispatch(cmd, arg)
     }
 }

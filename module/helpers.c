@@ -1,15 +1,120 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * C helpers for rkvm: kernel facilities that are static inlines or macros and
- * so have no symbol Rust could call. Each is a one-line wrapper; the logic
- * stays in Rust.
+ * so have no symbol Rust could call. Each is a thin wrapper; the logic stays
+ * in Rust.
  */
 
+#include <linux/highmem.h>
+#include <linux/mm.h>
+#include <linux/rcupdate.h>
+#include <linux/sched/signal.h>
+#include <linux/smp.h>
 #include <linux/types.h>
+#include <linux/uaccess.h>
+#include <asm/fpu/api.h>
+#include <asm/io.h>
 #include <asm/msr.h>
+
+#include "helpers.h"
 
 /* Reads an MSR; returns 0, or -EIO if the RDMSR faulted (#GP). */
 int rkvm_rdmsr_safe(u32 msr, u64 *val)
 {
 	return rdmsrq_safe(msr, val);
+}
+
+/* Writes an MSR; returns 0, or -EIO if the WRMSR faulted (#GP). */
+int rkvm_wrmsr_safe(u32 msr, u64 val)
+{
+	return wrmsrq_safe(msr, val);
+}
+
+phys_addr_t rkvm_virt_to_phys(const void *addr)
+{
+	return virt_to_phys((void *)addr);
+}
+
+phys_addr_t rkvm_page_to_phys(struct page *page)
+{
+	return page_to_phys(page);
+}
+
+void *rkvm_phys_to_virt(phys_addr_t pa)
+{
+	return __va(pa);
+}
+
+void *rkvm_page_address(struct page *page)
+{
+	return page_address(page);
+}
+
+/* Runs fn(info) on every online CPU and waits for all of them. */
+void rkvm_on_each_cpu(void (*fn)(void *), void *info)
+{
+	on_each_cpu(fn, info, 1);
+}
+
+bool rkvm_access_ok(unsigned long addr, unsigned long size)
+{
+	return access_ok((void __user *)addr, size);
+}
+
+/*
+ * Pins the user page at addr of the current mm for as long as a memory slot
+ * maps it (FOLL_LONGTERM), writable if asked. Returns 1 on success.
+ */
+long rkvm_pin_user_page(unsigned long addr, bool write, struct page **page)
+{
+	unsigned int flags = FOLL_LONGTERM | (write ? FOLL_WRITE : 0);
+
+	return pin_user_pages_fast(addr, 1, flags, page);
+}
+
+void rkvm_unpin_user_page(struct page *page, bool dirty)
+{
+	unpin_user_pages_dirty_lock(&page, 1, dirty);
+}
+
+void rkvm_local_irq_disable(void)
+{
+	local_irq_disable();
+}
+
+void rkvm_local_irq_enable(void)
+{
+	local_irq_enable();
+}
+
+void rkvm_kernel_fpu_begin(void)
+{
+	kernel_fpu_begin();
+}
+
+void rkvm_kernel_fpu_end(void)
+{
+	kernel_fpu_end();
+}
+
+int rkvm_smp_processor_id(void)
+{
+	return smp_processor_id();
+}
+
+/*
+ * Tells RCU that this CPU is about to run a guest: like a return to user
+ * mode, guest mode holds no RCU references, so it counts as a quiescent
+ * state. Without this, a vCPU that keeps re-entering a spinning guest (every
+ * host tick lands in rkvm's preempt-disabled entry path) stalls RCU.
+ */
+void rkvm_guest_enter_irqoff(void)
+{
+	rcu_virt_note_context_switch();
+}
+
+/* Yields the CPU if the scheduler wants it (between two guest entries). */
+void rkvm_cond_resched(void)
+{
+	cond_resched();
 }

@@ -7,7 +7,11 @@
 //!
 //! - [`abi`]: the KVM ABI (request numbers, capabilities, uapi structs);
 //! - [`dev`]: the system file descriptor, `/dev/rkvm`;
+//! - [`vm`], [`vcpu`]: VM and vCPU file descriptors ([`fd`]), the run loop;
+//! - [`backend`]: the interface to the hardware backends, [`svm`] (AMD);
+//! - [`mmu`], [`memory`]: memory slots and nested page tables;
 //! - [`cpu`]: what the processor offers (decoded by `pure::cpu`);
+//! - [`sys`]: safe wrappers around C helpers (`helpers.c`);
 //! - `pure`: logic with no kernel dependency, also built and unit-tested on
 //!   the host as the `rkvm-pure` crate.
 
@@ -17,8 +21,16 @@ use kernel::{
 };
 
 mod abi;
+mod backend;
 mod cpu;
 mod dev;
+mod fd;
+mod memory;
+mod mmu;
+mod svm;
+mod sys;
+mod vcpu;
+mod vm;
 // Shared with the host crate `rkvm-pure` and the `rkvm` tool: `pub` there,
 // and not every item is used by the module.
 #[allow(dead_code, unreachable_pub)]
@@ -48,6 +60,8 @@ impl kernel::InPlaceModule for RkvmModule {
             format_args!("{features}"),
             features.usable_backend().unwrap_or("none")
         );
+        svm::init();
+        backend::set_svm_usable(features.usable_backend() == Some("svm"));
         pr_info!("registering /dev/rkvm (KVM API {})\n", abi::API_VERSION);
         try_pin_init!(Self {
             _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" }),

@@ -8,7 +8,13 @@
 
 pub(crate) mod uapi;
 
-use crate::pure::ioctl::kvm_io;
+use kernel::{
+    prelude::*,
+    transmute::{AsBytes, FromBytes},
+    uaccess::{UserPtr, UserSlice},
+};
+
+use crate::pure::ioctl::{kvm_io, kvm_ior, kvm_iow};
 
 /// `KVM_API_VERSION`: the only API version there has ever been.
 pub(crate) const API_VERSION: i32 = uapi::KVM_API_VERSION as i32;
@@ -19,15 +25,98 @@ pub(crate) mod sys {
 
     /// `KVM_GET_API_VERSION`: `_IO(KVMIO, 0x00)`.
     pub(crate) const GET_API_VERSION: u32 = kvm_io(0x00);
-    /// `KVM_CHECK_EXTENSION`: `_IO(KVMIO, 0x03)`.
+    /// `KVM_CREATE_VM`: `_IO(KVMIO, 0x01)`.
+    pub(crate) const CREATE_VM: u32 = kvm_io(0x01);
+    /// `KVM_CHECK_EXTENSION`: `_IO(KVMIO, 0x03)` (also on a VM fd).
     pub(crate) const CHECK_EXTENSION: u32 = kvm_io(0x03);
+    /// `KVM_GET_VCPU_MMAP_SIZE`: `_IO(KVMIO, 0x04)`.
+    pub(crate) const GET_VCPU_MMAP_SIZE: u32 = kvm_io(0x04);
+}
+
+/// Requests on a VM fd.
+pub(crate) mod vm {
+    use super::{kvm_io, kvm_iow, uapi};
+
+    /// `KVM_CREATE_VCPU`: `_IO(KVMIO, 0x41)`.
+    pub(crate) const CREATE_VCPU: u32 = kvm_io(0x41);
+    /// `KVM_SET_USER_MEMORY_REGION`: `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
+    pub(crate) const SET_USER_MEMORY_REGION: u32 = kvm_iow::<uapi::kvm_userspace_memory_region>(0x46);
+    /// `KVM_SET_TSS_ADDR`: `_IO(KVMIO, 0x47)`.
+    pub(crate) const SET_TSS_ADDR: u32 = kvm_io(0x47);
+}
+
+/// Requests on a vCPU fd.
+pub(crate) mod vcpu {
+    use super::{kvm_io, kvm_ior, kvm_iow, uapi};
+
+    /// `KVM_RUN`: `_IO(KVMIO, 0x80)`.
+    pub(crate) const RUN: u32 = kvm_io(0x80);
+    /// `KVM_GET_REGS`: `_IOR(KVMIO, 0x81, struct kvm_regs)`.
+    pub(crate) const GET_REGS: u32 = kvm_ior::<uapi::kvm_regs>(0x81);
+    /// `KVM_SET_REGS`: `_IOW(KVMIO, 0x82, struct kvm_regs)`.
+    pub(crate) const SET_REGS: u32 = kvm_iow::<uapi::kvm_regs>(0x82);
+    /// `KVM_GET_SREGS`: `_IOR(KVMIO, 0x83, struct kvm_sregs)`.
+    pub(crate) const GET_SREGS: u32 = kvm_ior::<uapi::kvm_sregs>(0x83);
+    /// `KVM_SET_SREGS`: `_IOW(KVMIO, 0x84, struct kvm_sregs)`.
+    pub(crate) const SET_SREGS: u32 = kvm_iow::<uapi::kvm_sregs>(0x84);
+}
+
+/// Most vCPUs per VM (`KVM_CAP_NR_VCPUS`, `KVM_CAP_MAX_VCPUS`).
+pub(crate) const MAX_VCPUS: u32 = 64;
+/// vCPU ids are below this (`KVM_CAP_MAX_VCPU_ID`).
+pub(crate) const MAX_VCPU_ID: u32 = 64;
+/// Pages of the vCPU mmap: `struct kvm_run`, then the PIO data page.
+pub(crate) const VCPU_MMAP_PAGES: usize = 2;
+/// Page offset of the PIO data page in the vCPU mmap (`KVM_PIO_PAGE_OFFSET`).
+pub(crate) const PIO_PAGE_OFFSET: usize = uapi::KVM_PIO_PAGE_OFFSET as usize;
+
+// SAFETY: these uapi structs are plain integers (and arrays and structs of
+// them) with no implicit padding: every byte pattern is a valid value, and
+// every byte of a value is initialized. The size asserts below pin the layouts
+// the ioctl numbers encode.
+unsafe impl FromBytes for uapi::kvm_userspace_memory_region {}
+// SAFETY: as above.
+unsafe impl FromBytes for uapi::kvm_regs {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_regs {}
+// SAFETY: as above (`kvm_segment` and `kvm_dtable` carry explicit padding fields).
+unsafe impl FromBytes for uapi::kvm_sregs {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_sregs {}
+
+const _: () = {
+    assert!(core::mem::size_of::<uapi::kvm_userspace_memory_region>() == 32);
+    assert!(core::mem::size_of::<uapi::kvm_regs>() == 144);
+    assert!(core::mem::size_of::<uapi::kvm_segment>() == 24);
+    assert!(core::mem::size_of::<uapi::kvm_dtable>() == 16);
+    assert!(core::mem::size_of::<uapi::kvm_sregs>() == 312);
+};
+
+/// Reads an ioctl's argument struct from user memory.
+pub(crate) fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).reader().read::<T>()
+}
+
+/// Writes an ioctl's result struct to user memory.
+pub(crate) fn write_arg<T: AsBytes>(arg: usize, value: &T) -> Result {
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).writer().write(value)
 }
 
 /// The capabilities rkvm implements, with the value `KVM_CHECK_EXTENSION`
 /// returns for each. Anything not listed answers 0, as KVM does for a
 /// capability it does not have. An entry goes here only together with the
 /// feature it announces.
-const CAPABILITIES: &[(u32, i32)] = &[];
+const CAPABILITIES: &[(u32, i32)] = &[
+    (uapi::KVM_CAP_USER_MEMORY, 1),
+    (uapi::KVM_CAP_SET_TSS_ADDR, 1),
+    (uapi::KVM_CAP_DESTROY_MEMORY_REGION_WORKS, 1),
+    (uapi::KVM_CAP_JOIN_MEMORY_REGIONS_WORKS, 1),
+    (uapi::KVM_CAP_NR_VCPUS, MAX_VCPUS as i32),
+    (uapi::KVM_CAP_MAX_VCPUS, MAX_VCPUS as i32),
+    (uapi::KVM_CAP_MAX_VCPU_ID, MAX_VCPU_ID as i32),
+    (uapi::KVM_CAP_NR_MEMSLOTS, crate::pure::memslot::USER_MEM_SLOTS as i32),
+    (uapi::KVM_CAP_READONLY_MEM, 1),
+];
 
 /// `KVM_CHECK_EXTENSION`: the argument is a `long` capability number.
 pub(crate) fn check_extension(cap: usize) -> i32 {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Pure logic: no kernel types, no allocation, no unsafe.
+//! Pure logic: no kernel types, no allocation, no unsafe (tests aside).
 //!
 //! Everything here depends on `core` alone, so the same source is part of
 //! `rkvm.ko` and of the host crate `rkvm-pure` (see `host.rs`), where
@@ -8,3 +8,7 @@
 
 pub mod cpu;
 pub mod ioctl;
+pub mod memslot;
+pub mod paging;
+pub mod vmcb;
+pub mod x86;

@@ -11,10 +11,17 @@ case "$EMU" in
     *) KVM_MOD=kvm_amd BACKEND=svm ;;
 esac
 SELFTESTS=$(ls /rkvm/selftests/)
+# The reference runs every selftest, except that kvm_intel cannot run guests
+# inside Bochs yet (it reports an invalid VMCS and the run stalls): under Bochs
+# the reference runs only the tests that do not enter a guest.
+case "$EMU" in
+    bochs) REFERENCE_SELFTESTS="api_test vm_test" ;;
+    *) REFERENCE_SELFTESTS=$SELFTESTS ;;
+esac
 
 # Test plan: "name function [argument]" per line.
 PLAN="kvm_load t_kvm_load"
-for t in $SELFTESTS; do PLAN="$PLAN
+for t in $REFERENCE_SELFTESTS; do [ -x "/rkvm/selftests/$t" ] && PLAN="$PLAN
 kvm:$t t_selftest /dev/kvm $t"; done
 PLAN="$PLAN
 kvm_info t_info /dev/kvm
@@ -78,7 +85,8 @@ t_info() {
     [ "$cpu; backend: $BACKEND" = "$(module_cpu_line)" ] || [ "$1" = /dev/kvm ] ||
         fail "rkvm info's cpu line differs from the module's: '$cpu'"
     if [ "$1" = /dev/rkvm ]; then
-        echo "$out" | grep -q "^capabilities: 0 of" || fail "rkvm announces capabilities it lacks"
+        echo "$out" | grep -q "KVM_CAP_USER_MEMORY  *1" || fail "rkvm does not report KVM_CAP_USER_MEMORY"
+        ! echo "$out" | grep -q "KVM_CAP_IRQCHIP" || fail "rkvm announces an in-kernel irqchip it lacks"
     else
         echo "$out" | grep -q "KVM_CAP_USER_MEMORY  *1" || fail "KVM does not report KVM_CAP_USER_MEMORY"
     fi

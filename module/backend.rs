@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The interface between the generic vCPU (`vcpu.rs`, which speaks the KVM
+//! ABI) and a hardware backend (`svm/`; `vmx/` to come).
+//!
+//! A backend owns the hardware state of one vCPU (VMCB or VMCS, guest GPRs,
+//! FPU), enters guest mode, and reports each exit as an [`Exit`] in terms
+//! that do not depend on the vendor. What to do with an exit (return it to
+//! userspace, emulate it, map memory) is decided above, once for all backends.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::abi::uapi;
+
+/// Whether the SVM backend can run guests here (set once at module load).
+static SVM_USABLE: AtomicBool = AtomicBool::new(false);
+
+/// Records what the CPU offers (from the module initializer).
+pub(crate) fn set_svm_usable(usable: bool) {
+    SVM_USABLE.store(usable, Ordering::Relaxed);
+}
+
+/// Whether VMs can be created with the SVM backend.
+pub(crate) fn svm_usable() -> bool {
+    SVM_USABLE.load(Ordering::Relaxed)
+}
+use crate::pure::paging::{GuestPhys, HostPhys};
+
+/// Why guest mode ended, vendor-neutral.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Exit {
+    /// A host interrupt, NMI or the like: nothing for rkvm to do.
+    Host,
+    /// IN/OUT (or INS/OUTS).
+    Io {
+        /// Port.
+        port: u16,
+        /// IN.
+        input: bool,
+        /// Bytes per transfer: 1, 2 or 4.
+        size: u8,
+        /// INS/OUTS.
+        string: bool,
+        /// RIP of the next instruction.
+        next_rip: u64,
+    },
+    /// HLT.
+    Hlt,
+    /// A guest physical address with no valid translation.
+    NestedFault {
+        /// The address.
+        gpa: GuestPhys,
+        /// A write access.
+        write: bool,
+    },
+    /// CPUID.
+    Cpuid,
+    /// RDMSR or WRMSR.
+    Msr,
+    /// VMMCALL / VMCALL.
+    Hypercall,
+    /// Triple fault: the vCPU is shut down.
+    Shutdown,
+    /// The hardware refused the guest state.
+    InvalidState(u64),
+    /// Anything else: the raw exit code and exit information.
+    Unhandled(u64, u64, u64),
+}
+
+/// The general-purpose registers, in `struct kvm_regs` order (0 = RAX ... 15 = R15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Gpr {
+    Rax = 0,
+    Rcx = 2,
+    Rdx = 3,
+}
+
+/// One vCPU's hardware state.
+pub(crate) trait ArchVcpu: Send {
+    /// Enters guest mode once, with `root` as the nested page table.
+    fn run(&mut self, root: HostPhys) -> Exit;
+    /// Puts the vCPU in its RESET state.
+    fn reset(&mut self);
+
+    /// `KVM_GET_REGS`.
+    fn regs(&self) -> uapi::kvm_regs;
+    /// `KVM_SET_REGS`.
+    fn set_regs(&mut self, regs: &uapi::kvm_regs);
+    /// `KVM_GET_SREGS`.
+    fn sregs(&self) -> uapi::kvm_sregs;
+    /// `KVM_SET_SREGS` of state already validated.
+    fn set_sregs(&mut self, sregs: &uapi::kvm_sregs);
+
+    /// A general-purpose register (rkvm's emulation needs only a few).
+    fn gpr(&self, reg: Gpr) -> u64;
+    /// Sets a general-purpose register.
+    fn set_gpr(&mut self, reg: Gpr, value: u64);
+    /// RIP.
+    fn rip(&self) -> u64;
+    /// Sets RIP.
+    fn set_rip(&mut self, rip: u64);
+    /// Moves RIP past an emulated instruction of `len` bytes.
+    fn skip(&mut self, len: u64) {
+        let rip = self.rip();
+        self.set_rip(rip.wrapping_add(len));
+    }
+    /// Queues an exception for the next entry.
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// The physical CPU this vCPU last ran on (for `fail_entry.cpu`).
+    fn last_cpu(&self) -> u32;
+}

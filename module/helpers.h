@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Prototypes of helpers.c: the C side of module/sys.rs (and svm/hw.rs,
+ * fd.rs), which declare the same functions in `extern "C"` blocks.
+ */
+#ifndef RKVM_HELPERS_H
+#define RKVM_HELPERS_H
+
+#include <linux/mm_types.h>
+#include <linux/types.h>
+
+int rkvm_rdmsr_safe(u32 msr, u64 *val);
+int rkvm_wrmsr_safe(u32 msr, u64 val);
+phys_addr_t rkvm_virt_to_phys(const void *addr);
+phys_addr_t rkvm_page_to_phys(struct page *page);
+void *rkvm_phys_to_virt(phys_addr_t pa);
+void *rkvm_page_address(struct page *page);
+void rkvm_on_each_cpu(void (*fn)(void *), void *info);
+bool rkvm_access_ok(unsigned long addr, unsigned long size);
+long rkvm_pin_user_page(unsigned long addr, bool write, struct page **page);
+void rkvm_unpin_user_page(struct page *page, bool dirty);
+void rkvm_local_irq_disable(void);
+void rkvm_local_irq_enable(void);
+void rkvm_kernel_fpu_begin(void);
+void rkvm_kernel_fpu_end(void);
+int rkvm_smp_processor_id(void);
+void rkvm_cond_resched(void);
+void rkvm_guest_enter_irqoff(void);
+
+#endif

@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Guest memory: the memory slots of a VM and the user pages behind them.
+//!
+//! Guest memory is the VM owner's own memory (`userspace_addr` of each slot).
+//! A page is pinned (`FOLL_LONGTERM`) the first time the guest touches it and
+//! stays pinned until its slot is deleted or moved, or the VM dies; so even if
+//! userspace unmaps or remaps the range, the page the guest can reach is never
+//! freed or reused by the host. The guest then keeps the old page: unlike
+//! KVM, which follows the new mapping with MMU notifiers, rkvm chooses the
+//! simpler guarantee (documented in Documentation/architecture.md).
+
+use kernel::prelude::*;
+
+use crate::{
+    pure::{
+        memslot::{self, Change, Refusal, Region, Slot},
+        paging::{GuestPhys, HostPhys},
+    },
+    sys::{self, PinnedPage},
+};
+
+/// One installed slot and its pinned pages (`None`: not touched yet).
+struct SlotMem {
+    slot: Slot,
+    pages: KVVec<Option<PinnedPage>>,
+}
+
+/// The memory slots of one VM (address space 0).
+pub(crate) struct GuestMemory {
+    slots: KVec<SlotMem>,
+    /// The slots' descriptions alone, for `pure::memslot`.
+    infos: KVec<Slot>,
+}
+
+/// What the guest reaches at a guest physical address.
+pub(crate) enum Backing {
+    /// RAM: a host page, writable or not (`KVM_MEM_READONLY`).
+    Ram(HostPhys, bool),
+    /// No slot: an MMIO access for userspace.
+    Mmio,
+}
+
+impl GuestMemory {
+    pub(crate) fn new() -> Self {
+        GuestMemory { slots: KVec::new(), infos: KVec::new() }
+    }
+
+    /// Applies `KVM_SET_USER_MEMORY_REGION`. Returns whether mappings may have
+    /// changed (so the MMU must drop what it built from the old slots).
+    pub(crate) fn set_region(&mut self, region: &Region) -> Result<bool> {
+        let valid_flags = memslot::MEM_READONLY;
+        let change = memslot::plan(region, valid_flags, &self.infos, sys::access_ok).map_err(|r| match r {
+            Refusal::Invalid => EINVAL,
+            Refusal::Overlap => EEXIST,
+        })?;
+        match change {
+            Change::Unchanged | Change::FlagsOnly { .. } => Ok(false),
+            Change::Create(slot) => {
+                let npages = usize::try_from(slot.npages).map_err(|_| EINVAL)?;
+                let mut pages = KVVec::with_capacity(npages, GFP_KERNEL)?;
+                for _ in 0..npages {
+                    pages.push(None, GFP_KERNEL)?;
+                }
+                self.slots.push(SlotMem { slot, pages }, GFP_KERNEL)?;
+                self.infos.push(slot, GFP_KERNEL)?;
+                Ok(true)
+            }
+            Change::Delete(id) => {
+                let i = self.index(id).ok_or(EINVAL)?;
+                // Dropping the slot unpins its pages: the caller has already
+                // made sure no vCPU runs (the MMU lock) and will zap the NPT.
+                drop(self.slots.remove(i).map_err(|_| EINVAL)?);
+                self.infos.remove(i).map_err(|_| EINVAL)?;
+                Ok(true)
+            }
+            Change::Move { id, base_gfn } => {
+                let i = self.index(id).ok_or(EINVAL)?;
+                self.slots[i].slot.base_gfn = base_gfn;
+                self.infos[i].base_gfn = base_gfn;
+                Ok(true)
+            }
+        }
+    }
+
+    fn index(&self, id: u16) -> Option<usize> {
+        self.infos.iter().position(|s| s.id == id)
+    }
+
+    /// What backs `gpa`, pinning its page on first use. Must run in the VM
+    /// owner's mm (the vCPU ioctl checks that).
+    pub(crate) fn backing(&mut self, gpa: GuestPhys) -> Result<Backing> {
+        let gfn = gpa.gfn();
+        let Some(mem) = self.slots.iter_mut().find(|m| m.slot.contains(gfn)) else {
+            return Ok(Backing::Mmio);
+        };
+        let writable = mem.slot.writable();
+        let index = (gfn - mem.slot.base_gfn) as usize;
+        let entry = mem.pages.get_mut(index).ok_or(EFAULT)?;
+        if entry.is_none() {
+            *entry = Some(PinnedPage::pin(mem.slot.hva(gfn), writable)?);
+        }
+        let page = entry.as_ref().ok_or(EFAULT)?;
+        Ok(Backing::Ram(page.phys(), writable))
+    }
+}

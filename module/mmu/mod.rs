@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The guest's physical memory as the hardware sees it: memory slots plus the
+//! translation structure built from them.
+//!
+//! `tdp` (two-dimensional paging: NPT on AMD) is the mode implemented now; the
+//! shadow-paging mode will sit beside it behind the same `Mmu` methods.
+
+pub(crate) mod tdp;
+
+use kernel::prelude::*;
+
+use crate::{
+    memory::{Backing, GuestMemory},
+    pure::{memslot::Region, paging::GuestPhys},
+};
+
+/// A VM's memory: its slots and the nested page table built lazily from them.
+pub(crate) struct Mmu {
+    pub(crate) memory: GuestMemory,
+    tdp: tdp::Tdp,
+}
+
+/// What a guest access to an unmapped guest physical address turned out to be.
+pub(crate) enum Fault {
+    /// The page is now mapped: re-enter the guest.
+    Mapped,
+    /// No RAM there (or a write to read-only RAM): emulate it as MMIO.
+    Mmio,
+}
+
+impl Mmu {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Mmu { memory: GuestMemory::new(), tdp: tdp::Tdp::new()? })
+    }
+
+    /// Root of the nested page table (nCR3).
+    pub(crate) fn root(&self) -> crate::pure::paging::HostPhys {
+        self.tdp.root()
+    }
+
+    /// `KVM_SET_USER_MEMORY_REGION`. Any change that can remove or move a
+    /// mapping drops the whole nested page table; it is rebuilt on demand.
+    pub(crate) fn set_region(&mut self, region: &Region) -> Result {
+        if self.memory.set_region(region)? {
+            self.tdp.clear();
+        }
+        Ok(())
+    }
+
+    /// Handles a nested page fault at `gpa`.
+    pub(crate) fn fault(&mut self, gpa: GuestPhys, write: bool) -> Result<Fault> {
+        match self.memory.backing(gpa)? {
+            Backing::Ram(hpa, writable) if writable || !write => {
+                self.tdp.map(gpa, hpa, writable)?;
+                Ok(Fault::Mapped)
+            }
+            _ => Ok(Fault::Mmio),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Addresses and x86-64 page-table entries, as the nested page tables (NPT)
+//! use them.
+//!
+//! Guest physical and host physical addresses are distinct types: a guest
+//! address can only become a host address through a memory slot lookup in the
+//! module, never by accident.
+
+/// A guest physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GuestPhys(pub u64);
+
+/// A host physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostPhys(pub u64);
+
+impl GuestPhys {
+    /// Its guest frame number.
+    pub fn gfn(self) -> u64 {
+        self.0 >> 12
+    }
+
+    /// Index into the table at `level` (4 = PML4 ... 1 = PT) of a 4-level walk.
+    pub fn index(self, level: u8) -> usize {
+        ((self.0 >> (12 + 9 * (u32::from(level) - 1))) & 0x1ff) as usize
+    }
+}
+
+/// Entry bits (AMD64 APM vol. 2, 5.3.3; nested page tables use the same format,
+/// with every access counted as a user access).
+pub mod bits {
+    /// Present.
+    pub const P: u64 = 1 << 0;
+    /// Writable.
+    pub const RW: u64 = 1 << 1;
+    /// User: must be set at every level of a nested page table.
+    pub const US: u64 = 1 << 2;
+    /// Accessed.
+    pub const A: u64 = 1 << 5;
+    /// Dirty.
+    pub const D: u64 = 1 << 6;
+    /// Page size (a large page at level 2 or 3).
+    pub const PS: u64 = 1 << 7;
+    /// No-execute.
+    pub const NX: u64 = 1 << 63;
+    /// The physical address field of an entry (bits 51:12).
+    pub const ADDR: u64 = 0x000f_ffff_ffff_f000;
+}
+
+/// One page-table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pte(pub u64);
+
+impl Pte {
+    /// Not present.
+    pub const EMPTY: Pte = Pte(0);
+
+    /// An entry pointing at the next-level table at `table`: fully permissive,
+    /// the leaf decides.
+    pub fn table(table: HostPhys) -> Pte {
+        Pte((table.0 & bits::ADDR) | bits::P | bits::RW | bits::US)
+    }
+
+    /// A 4 KiB leaf mapping `page`, writable or not. Accessed and dirty are
+    /// preset so the processor never has to write them back.
+    pub fn leaf(page: HostPhys, writable: bool) -> Pte {
+        let rw = if writable { bits::RW | bits::D } else { 0 };
+        Pte((page.0 & bits::ADDR) | bits::P | bits::US | bits::A | rw)
+    }
+
+    /// Present.
+    pub fn present(self) -> bool {
+        self.0 & bits::P != 0
+    }
+
+    /// Writable.
+    pub fn writable(self) -> bool {
+        self.0 & bits::RW != 0
+    }
+
+    /// The address it points to.
+    pub fn addr(self) -> HostPhys {
+        HostPhys(self.0 & bits::ADDR)
+    }
+}
+
+/// Error code of a nested page fault (EXITINFO1 of `#VMEXIT(NPF)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NpfError(pub u64);
+
+impl NpfError {
+    /// The translation was present (a permission fault, not a miss).
+    pub fn present(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    /// The access was a write.
+    pub fn write(self) -> bool {
+        self.0 & 2 != 0
+    }
+
+    /// The access was an instruction fetch.
+    pub fn fetch(self) -> bool {
+        self.0 & 0x10 != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices() {
+        let a = GuestPhys(0x0000_7fab_cdef_1234);
+        assert_eq!(a.index(1), (0x7fab_cdef_1234 >> 12) & 0x1ff);
+        assert_eq!(a.index(4), 0xff);
+        assert_eq!(GuestPhys(0xfee0_0000).index(2), 0x1f7);
+        assert_eq!(GuestPhys(0x1000).gfn(), 1);
+    }
+
+    #[test]
+    fn entries() {
+        let t = Pte::table(HostPhys(0x1234_5000));
+        assert_eq!(t.0, 0x1234_5007);
+        assert!(t.present() && t.writable());
+        let ro = Pte::leaf(HostPhys(0xabc_d000), false);
+        assert_eq!(ro.0, 0xabc_d025);
+        assert!(!ro.writable());
+        assert_eq!(Pte::leaf(HostPhys(0xabc_d000), true).0, 0xabc_d067);
+        assert_eq!(ro.addr(), HostPhys(0xabc_d000));
+        assert!(!Pte::EMPTY.present());
+    }
+
+    #[test]
+    fn npf_error() {
+        let e = NpfError(0x1_0000_0006); // write, user, not present, final translation
+        assert!(e.write() && !e.present() && !e.fetch());
+        assert!(NpfError(0x11).fetch());
+    }
+}

@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Architectural x86 rules the module enforces on state userspace hands it
+//! (`KVM_SET_SREGS`), and the reset state of a vCPU.
+
+/// CR0 bits.
+pub mod cr0 {
+    /// Protection enable.
+    pub const PE: u64 = 1 << 0;
+    /// Extension type (always 1 on modern CPUs).
+    pub const ET: u64 = 1 << 4;
+    /// Not write-through.
+    pub const NW: u64 = 1 << 29;
+    /// Cache disable.
+    pub const CD: u64 = 1 << 30;
+    /// Paging.
+    pub const PG: u64 = 1 << 31;
+}
+
+/// CR4 bits.
+pub mod cr4 {
+    /// Physical address extension.
+    pub const PAE: u64 = 1 << 5;
+    /// The CR4 bits rkvm lets a guest have: VME, PVI, TSD, DE, PSE, PAE, MCE,
+    /// PGE, PCE, OSFXSR, OSXMMEXCPT (bits 0-10). Anything else is refused, as
+    /// KVM refuses bits the guest's CPUID does not allow.
+    pub const SUPPORTED: u64 = 0x7ff;
+}
+
+/// EFER bits.
+pub mod efer {
+    /// SYSCALL enable.
+    pub const SCE: u64 = 1 << 0;
+    /// Long mode enable.
+    pub const LME: u64 = 1 << 8;
+    /// Long mode active.
+    pub const LMA: u64 = 1 << 10;
+    /// No-execute enable.
+    pub const NXE: u64 = 1 << 11;
+    /// SVM enable: set in the VMCB, never visible to the guest or userspace.
+    pub const SVME: u64 = 1 << 12;
+    /// The EFER bits a guest may have.
+    pub const SUPPORTED: u64 = SCE | LME | LMA | NXE;
+}
+
+/// RFLAGS bit 1, always set.
+pub const RFLAGS_FIXED: u64 = 1 << 1;
+/// RFLAGS.IF.
+pub const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.TF.
+pub const RFLAGS_TF: u64 = 1 << 8;
+
+/// The control-register part of `struct kvm_sregs` that validation needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ControlRegs {
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+    /// CS.L (64-bit code segment).
+    pub cs_l: bool,
+}
+
+/// Whether `KVM_SET_SREGS` accepts this state (`kvm_is_valid_sregs()`):
+/// `maxphyaddr` is the guest's physical address width.
+pub fn valid_sregs(c: &ControlRegs, maxphyaddr: u32) -> bool {
+    let long_mode = c.efer & efer::LME != 0 && c.cr0 & cr0::PG != 0;
+    if long_mode {
+        if c.cr4 & cr4::PAE == 0 || c.efer & efer::LMA == 0 {
+            return false;
+        }
+        if c.cr3 >> maxphyaddr != 0 {
+            return false;
+        }
+    } else if c.efer & efer::LMA != 0 || c.cs_l {
+        return false;
+    }
+    valid_cr0(c.cr0) && c.cr4 & !cr4::SUPPORTED == 0 && c.efer & !efer::SUPPORTED == 0
+}
+
+/// Whether CR0 may hold this value: no bits above 31, no NW without CD, no
+/// paging without protection.
+pub fn valid_cr0(value: u64) -> bool {
+    value >> 32 == 0
+        && !(value & cr0::NW != 0 && value & cr0::CD == 0)
+        && !(value & cr0::PG != 0 && value & cr0::PE == 0)
+}
+
+/// CR0 after RESET: CD | NW | ET.
+pub const RESET_CR0: u64 = cr0::CD | cr0::NW | cr0::ET;
+/// RIP after RESET (with CS.base 0xffff0000: the reset vector 0xfffffff0).
+pub const RESET_RIP: u64 = 0xfff0;
+/// RDX after RESET when no CPUID leaf 1 is set: family 6.
+pub const RESET_RDX: u64 = 0x600;
+/// The local APIC base MSR after RESET: 0xfee00000, enabled, BSP for vCPU 0.
+pub fn reset_apic_base(bsp: bool) -> u64 {
+    0xfee0_0000 | 1 << 11 | if bsp { 1 << 8 } else { 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn long_mode() -> ControlRegs {
+        ControlRegs {
+            cr0: cr0::PE | cr0::PG | cr0::ET,
+            cr3: 0x1000,
+            cr4: cr4::PAE,
+            efer: efer::LME | efer::LMA,
+            cs_l: true,
+        }
+    }
+
+    #[test]
+    fn reset_state_is_valid() {
+        let c = ControlRegs { cr0: RESET_CR0, ..Default::default() };
+        assert!(valid_sregs(&c, 36));
+        assert_eq!(RESET_CR0, 0x6000_0010);
+        assert_eq!(reset_apic_base(true), 0xfee0_0900);
+        assert_eq!(reset_apic_base(false), 0xfee0_0800);
+    }
+
+    #[test]
+    fn long_mode_rules() {
+        assert!(valid_sregs(&long_mode(), 36));
+        assert!(!valid_sregs(&ControlRegs { cr4: 0, ..long_mode() }, 36));
+        assert!(!valid_sregs(&ControlRegs { efer: efer::LME, ..long_mode() }, 36));
+        assert!(!valid_sregs(&ControlRegs { cr3: 1 << 40, ..long_mode() }, 36));
+        assert!(valid_sregs(&ControlRegs { cr3: 1 << 40, ..long_mode() }, 48));
+        // LMA or a 64-bit CS outside long mode.
+        assert!(!valid_sregs(&ControlRegs { cr0: cr0::PE, ..long_mode() }, 36));
+        let prot = ControlRegs { cr0: cr0::PE, cr3: 0, cr4: 0, efer: 0, cs_l: true };
+        assert!(!valid_sregs(&prot, 36));
+    }
+
+    #[test]
+    fn cr0_cr4_efer_rules() {
+        assert!(!valid_cr0(cr0::NW));
+        assert!(!valid_cr0(cr0::PG));
+        assert!(!valid_cr0(1 << 32));
+        assert!(valid_cr0(cr0::PE | cr0::PG));
+        let base = ControlRegs { cr0: cr0::PE, ..Default::default() };
+        assert!(!valid_sregs(&ControlRegs { cr4: 1 << 12, ..base }, 36)); // LA57
+        assert!(!valid_sregs(&ControlRegs { efer: efer::SVME, ..base }, 36));
+        assert!(valid_sregs(&ControlRegs { efer: efer::SCE | efer::NXE, ..base }, 36));
+    }
+}

@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Turning SVM on and off on every CPU.
+//!
+//! SVM is enabled (EFER.SVME, plus a host save area in VM_HSAVE_PA) on all
+//! CPUs when the first VM is created and disabled again when the last one is
+//! destroyed: rkvm holds the hardware only while it needs it. If EFER.SVME is
+//! already set on some CPU, another hypervisor (kvm_amd) owns SVM, and VM
+//! creation fails with EBUSY instead of taking the hardware from under it.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use kernel::{bindings, ffi::c_void, prelude::*};
+
+use crate::{pure::paging::HostPhys, sys};
+
+const MSR_EFER: u32 = 0xC000_0080;
+const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
+const EFER_SVME: u64 = 1 << 12;
+
+/// The page VMRUN saves host state into, one per CPU.
+#[repr(C, align(4096))]
+pub(super) struct HostSaveArea([u8; 4096]);
+
+/// Zero-filled heap allocation.
+///
+/// # Safety
+///
+/// All-zero bytes must be a valid `T`.
+pub(super) unsafe fn zeroed_box<T>() -> Result<KBox<T>> {
+    let b = KBox::<T>::new_uninit(GFP_KERNEL | __GFP_ZERO)?;
+    // SAFETY: the allocator zeroed it, and the caller guarantees zero is a
+    // valid `T`.
+    Ok(unsafe { b.assume_init() })
+}
+
+pub(crate) struct HwState {
+    users: usize,
+    save_areas: KVec<KBox<HostSaveArea>>,
+}
+
+impl HwState {
+    const fn new() -> Self {
+        HwState { users: 0, save_areas: KVec::new() }
+    }
+}
+
+kernel::sync::global_lock! {
+    // SAFETY: `init()` runs in the module initializer, before any VM exists.
+    unsafe(uninit) static HW: Mutex<HwState> = HwState::new();
+}
+
+/// Initializes the global state; called once from the module initializer.
+pub(crate) fn init() {
+    // SAFETY: called once, before any other use of `HW`.
+    unsafe { HW.init() };
+}
+
+/// Per-CPU outcome of enabling.
+const ENABLED: u8 = 1;
+const BUSY: u8 = 2;
+const FAILED: u8 = 3;
+
+struct PerCpu {
+    save_areas: KVec<HostPhys>,
+    results: KVec<AtomicU8>,
+}
+
+/// # Safety
+///
+/// `info` must point to a live `PerCpu` (see [`sys::on_each_cpu`]).
+unsafe extern "C" fn enable_cpu(info: *mut c_void) {
+    // SAFETY: per the contract, shared access to a live `PerCpu`.
+    let ctx = unsafe { &*info.cast::<PerCpu>() };
+    let cpu = sys::cpu_id();
+    let (Some(result), Some(area)) = (ctx.results.get(cpu), ctx.save_areas.get(cpu)) else {
+        return;
+    };
+    let outcome = match sys::rdmsr(MSR_EFER) {
+        Some(efer) if efer & EFER_SVME != 0 => BUSY,
+        Some(efer) => match sys::wrmsr(MSR_EFER, efer | EFER_SVME).and_then(|()| sys::wrmsr(MSR_VM_HSAVE_PA, area.0)) {
+            Ok(()) => ENABLED,
+            Err(_) => FAILED,
+        },
+        None => FAILED,
+    };
+    result.store(outcome, Ordering::Relaxed);
+}
+
+/// # Safety
+///
+/// As for [`enable_cpu`].
+unsafe extern "C" fn disable_cpu(info: *mut c_void) {
+    // SAFETY: per the contract, shared access to a live `PerCpu`.
+    let ctx = unsafe { &*info.cast::<PerCpu>() };
+    let cpu = sys::cpu_id();
+    // Only undo what rkvm did on this CPU.
+    if ctx.results.get(cpu).map(|r| r.load(Ordering::Relaxed)) != Some(ENABLED) {
+        return;
+    }
+    if let Some(efer) = sys::rdmsr(MSR_EFER) {
+        let _ = sys::wrmsr(MSR_VM_HSAVE_PA, 0);
+        let _ = sys::wrmsr(MSR_EFER, efer & !EFER_SVME);
+    }
+}
+
+fn per_cpu_all(save_areas: &[KBox<HostSaveArea>], state: u8) -> Result<PerCpu> {
+    let mut ctx = PerCpu { save_areas: KVec::new(), results: KVec::new() };
+    for area in save_areas {
+        ctx.save_areas.push(sys::virt_to_phys(&**area), GFP_KERNEL)?;
+        ctx.results.push(AtomicU8::new(state), GFP_KERNEL)?;
+    }
+    Ok(ctx)
+}
+
+/// A reference to SVM being enabled on all CPUs; the last one dropped
+/// disables it.
+pub(crate) struct HardwareRef(());
+
+impl HardwareRef {
+    pub(crate) fn get() -> Result<Self> {
+        let mut hw = HW.lock();
+        if hw.users == 0 {
+            // SAFETY: reading an exported variable that is fixed after boot.
+            let ncpus = unsafe { bindings::nr_cpu_ids } as usize;
+            let mut areas = KVec::with_capacity(ncpus, GFP_KERNEL)?;
+            for _ in 0..ncpus {
+                // SAFETY: a save area is plain bytes.
+                areas.push(unsafe { zeroed_box::<HostSaveArea>()? }, GFP_KERNEL)?;
+            }
+            let ctx = per_cpu_all(&areas, 0)?;
+            sys::on_each_cpu(enable_cpu, &ctx);
+            let busy = ctx.results.iter().position(|r| r.load(Ordering::Relaxed) == BUSY);
+            let failed = ctx.results.iter().position(|r| r.load(Ordering::Relaxed) == FAILED);
+            if busy.is_some() || failed.is_some() {
+                sys::on_each_cpu(disable_cpu, &ctx);
+                if let Some(cpu) = busy {
+                    pr_err!("SVM is already enabled on CPU {} by another hypervisor (kvm_amd?)\n", cpu);
+                    return Err(EBUSY);
+                }
+                pr_err!("enabling SVM failed on CPU {}\n", failed.unwrap_or(0));
+                return Err(EIO);
+            }
+            hw.save_areas = areas;
+        }
+        hw.users += 1;
+        Ok(HardwareRef(()))
+    }
+}
+
+impl Drop for HardwareRef {
+    fn drop(&mut self) {
+        let mut hw = HW.lock();
+        hw.users -= 1;
+        if hw.users == 0 {
+            if let Ok(ctx) = per_cpu_all(&hw.save_areas, ENABLED) {
+                sys::on_each_cpu(disable_cpu, &ctx);
+                hw.save_areas.clear();
+            } else {
+                // Out of memory for the bookkeeping: leave SVM on (harmless)
+                // and keep the save areas, which the CPUs still point at.
+                pr_warn!("could not disable SVM (out of memory); it stays enabled\n");
+            }
+        }
+    }
+}
+
+/// Whether SVM is enabled on the current CPU (a CPU brought online after the
+/// first VM was created is not). Call with preemption disabled.
+pub(super) fn enabled_here() -> bool {
+    sys::rdmsr(MSR_EFER).is_some_and(|efer| efer & EFER_SVME != 0)
+}

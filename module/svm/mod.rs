@@ -1,0 +1,486 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The AMD SVM backend: one VMCB per vCPU, nested paging, VMRUN.
+//!
+//! QEMU's emulated SVM (the test target) has no NRIP-save, no decode assists,
+//! no VMCB clean bits and no flush-by-ASID: rkvm relies on none of them. It
+//! flushes the TLB on every VMRUN (always allowed), computes next RIPs itself
+//! (IOIO exits give it in EXITINFO2) and treats every VMCB field as dirty.
+
+mod hw;
+
+pub(crate) use hw::{init, HardwareRef};
+
+use kernel::prelude::*;
+
+use crate::{
+    abi::uapi,
+    backend::{ArchVcpu, Exit, Gpr},
+    pure::{
+        paging::{GuestPhys, HostPhys, NpfError},
+        vmcb::{self, exit, Intercept, IoExit, SegAttrib, Segment, Vmcb},
+        x86::{self, efer},
+    },
+    sys::{self, FpuGuard},
+};
+
+use hw::{zeroed_box, HostSaveArea};
+
+extern "C" {
+    /// `svm/vmrun.S`. `vmcb` is not used by the code: passing it tells the
+    /// compiler that the VMCB may change during the call.
+    fn rkvm_svm_vmrun(vmcb_pa: u64, gprs: *mut Gprs, host_save_pa: u64, vmcb: *mut Vmcb);
+}
+
+/// The guest GPRs that the VMCB does not hold (it has RAX and RSP). Order
+/// and offsets are those of `vmrun.S`.
+#[repr(C)]
+#[derive(Default)]
+struct Gprs {
+    rbx: u64,
+    rcx: u64,
+    rdx: u64,
+    rsi: u64,
+    rdi: u64,
+    rbp: u64,
+    r8: u64,
+    r9: u64,
+    r10: u64,
+    r11: u64,
+    r12: u64,
+    r13: u64,
+    r14: u64,
+    r15: u64,
+}
+
+/// I/O permission map: one bit per port, 12 KiB, all set (every port exits).
+#[repr(C, align(4096))]
+struct Iopm([u8; 3 * 4096]);
+
+/// MSR permission map: two bits per MSR, 8 KiB, all set (every MSR exits).
+#[repr(C, align(4096))]
+struct Msrpm([u8; 2 * 4096]);
+
+/// FXSAVE image of the guest's x87/SSE state.
+#[repr(C, align(16))]
+struct FxArea([u8; 512]);
+
+/// Power-on PAT.
+const RESET_PAT: u64 = 0x0007_0406_0007_0406;
+/// DR6 and DR7 after RESET.
+const RESET_DR6: u64 = 0xffff_0ff0;
+const RESET_DR7: u64 = 0x400;
+
+/// Segment attribute bits used at RESET (APM: type, S, P).
+const SEG_P_S: u16 = (1 << 7) | (1 << 4);
+
+pub(crate) struct SvmVcpu {
+    vmcb: KBox<Vmcb>,
+    host_save: KBox<HostSaveArea>,
+    iopm: KBox<Iopm>,
+    msrpm: KBox<Msrpm>,
+    fx: KBox<FxArea>,
+    gprs: Gprs,
+    apic_base: u64,
+    bsp: bool,
+    cpu: u32,
+}
+
+impl SvmVcpu {
+    /// A vCPU of a VM that holds a [`HardwareRef`].
+    pub(crate) fn new(bsp: bool) -> Result<KBox<dyn ArchVcpu>> {
+        // SAFETY: each of these types is plain bytes/integers, valid all-zero.
+        let (vmcb, host_save, mut iopm, mut msrpm, fx) = unsafe {
+            (
+                zeroed_box::<Vmcb>()?,
+                zeroed_box::<HostSaveArea>()?,
+                zeroed_box::<Iopm>()?,
+                zeroed_box::<Msrpm>()?,
+                zeroed_box::<FxArea>()?,
+            )
+        };
+        iopm.0.fill(0xff);
+        msrpm.0.fill(0xff);
+        let mut vcpu = SvmVcpu {
+            vmcb,
+            host_save,
+            iopm,
+            msrpm,
+            fx,
+            gprs: Gprs::default(),
+            apic_base: 0,
+            bsp,
+            cpu: 0,
+        };
+        // The hardware needs page-aligned maps; kmalloc gives that for these sizes.
+        for pa in [sys::virt_to_phys(&*vcpu.vmcb), sys::virt_to_phys(&*vcpu.iopm), sys::virt_to_phys(&*vcpu.msrpm)] {
+            if pa.0 & 0xfff != 0 {
+                return Err(ENOMEM);
+            }
+        }
+        vcpu.reset();
+        Ok(KBox::new(vcpu, GFP_KERNEL)? as KBox<dyn ArchVcpu>)
+    }
+
+    fn fxrstor(&self) {
+        // SAFETY: `fx` is a 512-byte, 16-byte-aligned FXSAVE image; we are
+        // inside a kernel FPU section, so the registers are ours to load.
+        unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) self.fx.0.as_ptr(), options(nostack, readonly)) };
+    }
+
+    fn fxsave(&mut self) {
+        // SAFETY: as in `fxrstor`; FXSAVE writes exactly the 512 bytes.
+        unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) self.fx.0.as_mut_ptr(), options(nostack)) };
+    }
+
+    fn decode_exit(&mut self) -> Exit {
+        let c = &mut self.vmcb.control;
+        let (code, info1, info2) = (c.exit_code, c.exit_info_1, c.exit_info_2);
+        // An event whose delivery the exit interrupted is delivered again at
+        // the next entry.
+        if c.exit_int_info & vmcb::EVENT_VALID != 0 && code != exit::SHUTDOWN {
+            c.event_inj = c.exit_int_info;
+            c.event_inj_err = c.exit_int_info_err;
+        }
+        match code {
+            exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::Host,
+            exit::IOIO => {
+                let io = IoExit::decode(info1);
+                Exit::Io {
+                    port: io.port,
+                    input: io.input,
+                    size: io.size,
+                    string: io.string,
+                    next_rip: info2,
+                }
+            }
+            exit::HLT => Exit::Hlt,
+            exit::NPF => Exit::NestedFault { gpa: GuestPhys(info2), write: NpfError(info1).write() },
+            exit::CPUID => Exit::Cpuid,
+            exit::MSR => Exit::Msr,
+            exit::VMMCALL => Exit::Hypercall,
+            exit::SHUTDOWN => Exit::Shutdown,
+            // VMEXIT_INVALID is -1; QEMU writes it as a 32-bit -1. No valid
+            // exit code has all of the low 32 bits set.
+            c if c as u32 == exit::INVALID as u32 => Exit::InvalidState(code),
+            _ => Exit::Unhandled(code, info1, info2),
+        }
+    }
+}
+
+fn seg_reset(selector: u16, base: u64, attrib: u16) -> Segment {
+    Segment { selector, attrib, limit: 0xffff, base }
+}
+
+/// The VMCB's segment as `struct kvm_segment`, with KVM's conventions:
+/// `unusable` is "not present", G follows the limit, TR always reads busy,
+/// data segments always read accessed, SS.DPL is the CPL.
+fn to_kvm_segment(s: &Segment, kind: SegKind, cpl: u8) -> uapi::kvm_segment {
+    let a = SegAttrib::unpack(s.attrib);
+    let unusable = !a.present;
+    let mut type_ = a.type_;
+    let mut db = a.db;
+    let mut dpl = a.dpl;
+    match kind {
+        SegKind::Tr => type_ |= 2,
+        SegKind::Data if !unusable => type_ |= 1,
+        SegKind::Ss => {
+            if unusable {
+                db = false;
+            }
+            dpl = cpl;
+        }
+        _ => {}
+    }
+    uapi::kvm_segment {
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        type_,
+        present: u8::from(a.present),
+        dpl,
+        db: u8::from(db),
+        s: u8::from(a.s),
+        l: u8::from(a.l),
+        g: u8::from(s.limit > 0xfffff),
+        avl: u8::from(a.avl),
+        unusable: u8::from(unusable),
+        padding: 0,
+    }
+}
+
+fn from_kvm_segment(k: &uapi::kvm_segment) -> Segment {
+    let a = SegAttrib {
+        type_: k.type_,
+        s: k.s & 1 != 0,
+        dpl: k.dpl & 3,
+        present: k.present & 1 != 0 && k.unusable == 0,
+        avl: k.avl & 1 != 0,
+        l: k.l & 1 != 0,
+        db: k.db & 1 != 0,
+        g: k.g & 1 != 0,
+    };
+    Segment { selector: k.selector, attrib: a.pack(), limit: k.limit, base: k.base }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SegKind {
+    Code,
+    Data,
+    Ss,
+    Tr,
+    Ldt,
+}
+
+impl ArchVcpu for SvmVcpu {
+    fn run(&mut self, root: HostPhys) -> Exit {
+        let vmcb_pa = sys::virt_to_phys(&*self.vmcb).0;
+        let host_pa = sys::virt_to_phys(&*self.host_save).0;
+        self.vmcb.control.nested_cr3 = root.0;
+        let fpu = FpuGuard::begin();
+        let entered = fpu.guest_irqs_off(|| {
+            // A CPU onlined after SVM was enabled has it off: VMRUN would #UD.
+            if !hw::enabled_here() {
+                return false;
+            }
+            self.cpu = sys::cpu_id() as u32;
+            self.fxrstor();
+            let vmcb: *mut Vmcb = &mut *self.vmcb;
+            // SAFETY: SVM is enabled on this CPU with its host save area set;
+            // the VMCB, GPR block and host save area are ours and live; GIF
+            // handling and host state restoration are in vmrun.S; interrupts
+            // are off and the FPU is ours for the duration.
+            unsafe { rkvm_svm_vmrun(vmcb_pa, &mut self.gprs, host_pa, vmcb) };
+            self.fxsave();
+            true
+        });
+        drop(fpu);
+        if !entered {
+            return Exit::Unhandled(u64::MAX - 1, 0, 0);
+        }
+        self.vmcb.control.event_inj = 0;
+        self.decode_exit()
+    }
+
+    fn reset(&mut self) {
+        let iopm = sys::virt_to_phys(&*self.iopm).0;
+        let msrpm = sys::virt_to_phys(&*self.msrpm).0;
+        let c = &mut self.vmcb.control;
+        c.intercepts = [0; 6];
+        for i in [
+            Intercept::INTR,
+            Intercept::NMI,
+            Intercept::SMI,
+            Intercept::INIT,
+            Intercept::CPUID,
+            Intercept::RSM,
+            Intercept::INVD,
+            Intercept::HLT,
+            Intercept::INVLPGA,
+            Intercept::IOIO_PROT,
+            Intercept::MSR_PROT,
+            Intercept::TASK_SWITCH,
+            Intercept::SHUTDOWN,
+            Intercept::VMRUN,
+            Intercept::VMMCALL,
+            Intercept::VMLOAD,
+            Intercept::VMSAVE,
+            Intercept::STGI,
+            Intercept::CLGI,
+            Intercept::SKINIT,
+            Intercept::ICEBP,
+            Intercept::WBINVD,
+            Intercept::MONITOR,
+            Intercept::MWAIT,
+            Intercept::XSETBV,
+        ] {
+            c.intercept(i);
+        }
+        c.intercept_all_dr();
+        c.iopm_base_pa = iopm;
+        c.msrpm_base_pa = msrpm;
+        c.tsc_offset = 0;
+        c.asid = 1;
+        c.tlb_ctl = vmcb::TLB_FLUSH_ALL;
+        c.int_ctl = vmcb::V_INTR_MASKING;
+        c.int_vector = 0;
+        c.int_state = 0;
+        c.nested_ctl = vmcb::NP_ENABLE;
+        c.event_inj = 0;
+        c.event_inj_err = 0;
+
+        let s = &mut self.vmcb.save;
+        let data = SEG_P_S | 2; // read/write data
+        s.cs = seg_reset(0xf000, 0xffff_0000, SEG_P_S | 0xa); // execute/read code
+        s.ds = seg_reset(0, 0, data);
+        s.es = seg_reset(0, 0, data);
+        s.fs = seg_reset(0, 0, data);
+        s.gs = seg_reset(0, 0, data);
+        s.ss = seg_reset(0, 0, data);
+        s.gdtr = seg_reset(0, 0, 0);
+        s.idtr = seg_reset(0, 0, 0);
+        s.ldtr = seg_reset(0, 0, (1 << 7) | 2); // LDT
+        s.tr = seg_reset(0, 0, (1 << 7) | 3); // busy 16-bit TSS
+        s.cpl = 0;
+        s.efer = efer::SVME;
+        s.cr0 = x86::RESET_CR0;
+        s.cr2 = 0;
+        s.cr3 = 0;
+        s.cr4 = 0;
+        s.dr6 = RESET_DR6;
+        s.dr7 = RESET_DR7;
+        s.rflags = x86::RFLAGS_FIXED;
+        s.rip = x86::RESET_RIP;
+        s.rsp = 0;
+        s.rax = 0;
+        s.g_pat = RESET_PAT;
+        s.star = 0;
+        s.lstar = 0;
+        s.cstar = 0;
+        s.sfmask = 0;
+        s.kernel_gs_base = 0;
+        s.sysenter_cs = 0;
+        s.sysenter_esp = 0;
+        s.sysenter_eip = 0;
+        self.gprs = Gprs { rdx: x86::RESET_RDX, ..Gprs::default() };
+        self.apic_base = x86::reset_apic_base(self.bsp);
+        self.fx.0.fill(0);
+        // FCW 0x37f, MXCSR 0x1f80: the x87 and SSE reset values.
+        self.fx.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        self.fx.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    }
+
+    fn regs(&self) -> uapi::kvm_regs {
+        let (s, g) = (&self.vmcb.save, &self.gprs);
+        uapi::kvm_regs {
+            rax: s.rax,
+            rbx: g.rbx,
+            rcx: g.rcx,
+            rdx: g.rdx,
+            rsi: g.rsi,
+            rdi: g.rdi,
+            rsp: s.rsp,
+            rbp: g.rbp,
+            r8: g.r8,
+            r9: g.r9,
+            r10: g.r10,
+            r11: g.r11,
+            r12: g.r12,
+            r13: g.r13,
+            r14: g.r14,
+            r15: g.r15,
+            rip: s.rip,
+            rflags: s.rflags,
+        }
+    }
+
+    fn set_regs(&mut self, r: &uapi::kvm_regs) {
+        let s = &mut self.vmcb.save;
+        s.rax = r.rax;
+        s.rsp = r.rsp;
+        s.rip = r.rip;
+        s.rflags = r.rflags | x86::RFLAGS_FIXED;
+        self.gprs = Gprs {
+            rbx: r.rbx,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            rbp: r.rbp,
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+        };
+    }
+
+    fn sregs(&self) -> uapi::kvm_sregs {
+        let s = &self.vmcb.save;
+        let seg = |seg: &Segment, kind| to_kvm_segment(seg, kind, s.cpl);
+        let dt = |seg: &Segment| uapi::kvm_dtable { base: seg.base, limit: seg.limit as u16, padding: [0; 3] };
+        uapi::kvm_sregs {
+            cs: seg(&s.cs, SegKind::Code),
+            ds: seg(&s.ds, SegKind::Data),
+            es: seg(&s.es, SegKind::Data),
+            fs: seg(&s.fs, SegKind::Data),
+            gs: seg(&s.gs, SegKind::Data),
+            ss: seg(&s.ss, SegKind::Ss),
+            tr: seg(&s.tr, SegKind::Tr),
+            ldt: seg(&s.ldtr, SegKind::Ldt),
+            gdt: dt(&s.gdtr),
+            idt: dt(&s.idtr),
+            cr0: s.cr0,
+            cr2: s.cr2,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            cr8: u64::from(self.vmcb.control.int_ctl & 0xf),
+            efer: s.efer & !efer::SVME,
+            apic_base: self.apic_base,
+            interrupt_bitmap: [0; 4],
+        }
+    }
+
+    fn set_sregs(&mut self, k: &uapi::kvm_sregs) {
+        let s = &mut self.vmcb.save;
+        s.cs = from_kvm_segment(&k.cs);
+        s.ds = from_kvm_segment(&k.ds);
+        s.es = from_kvm_segment(&k.es);
+        s.fs = from_kvm_segment(&k.fs);
+        s.gs = from_kvm_segment(&k.gs);
+        s.ss = from_kvm_segment(&k.ss);
+        s.tr = from_kvm_segment(&k.tr);
+        s.ldtr = from_kvm_segment(&k.ldt);
+        s.cpl = k.ss.dpl & 3;
+        s.gdtr = Segment { selector: 0, attrib: 0, limit: u32::from(k.gdt.limit), base: k.gdt.base };
+        s.idtr = Segment { selector: 0, attrib: 0, limit: u32::from(k.idt.limit), base: k.idt.base };
+        s.cr0 = k.cr0;
+        s.cr2 = k.cr2;
+        s.cr3 = k.cr3;
+        s.cr4 = k.cr4;
+        s.efer = k.efer | efer::SVME;
+        let c = &mut self.vmcb.control;
+        c.int_ctl = (c.int_ctl & !0xf) | (k.cr8 & 0xf) as u32;
+        self.apic_base = k.apic_base;
+    }
+
+    fn gpr(&self, reg: Gpr) -> u64 {
+        match reg {
+            Gpr::Rax => self.vmcb.save.rax,
+            Gpr::Rcx => self.gprs.rcx,
+            Gpr::Rdx => self.gprs.rdx,
+        }
+    }
+
+    fn set_gpr(&mut self, reg: Gpr, value: u64) {
+        match reg {
+            Gpr::Rax => self.vmcb.save.rax = value,
+            Gpr::Rcx => self.gprs.rcx = value,
+            Gpr::Rdx => self.gprs.rdx = value,
+        }
+    }
+
+    fn rip(&self) -> u64 {
+        self.vmcb.save.rip
+    }
+
+    fn set_rip(&mut self, rip: u64) {
+        self.vmcb.save.rip = rip;
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        let c = &mut self.vmcb.control;
+        c.event_inj = vmcb::EVENT_VALID | vmcb::EVENT_TYPE_EXCEPTION | u32::from(vector);
+        if let Some(err) = error_code {
+            c.event_inj |= vmcb::EVENT_ERROR_VALID;
+            c.event_inj_err = err;
+        }
+    }
+
+    fn last_cpu(&self) -> u32 {
+        self.cpu
+    }
+}

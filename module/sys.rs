@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Safe wrappers around the C helpers (`helpers.c`) and a few raw kernel
+//! facilities: MSRs, physical addresses, pinned user pages, interrupt and
+//! preemption guards, the FPU.
+
+use core::ptr::NonNull;
+
+use kernel::{
+    bindings,
+    ffi::{c_int, c_long, c_void},
+    page::Page,
+    prelude::*,
+};
+
+use crate::pure::paging::HostPhys;
+
+// `struct page` contains a zero-sized member bindgen cannot express; only
+// pointers to it cross this boundary.
+#[allow(improper_ctypes)]
+extern "C" {
+    fn rkvm_rdmsr_safe(msr: u32, val: *mut u64) -> c_int;
+    fn rkvm_wrmsr_safe(msr: u32, val: u64) -> c_int;
+    fn rkvm_virt_to_phys(addr: *const c_void) -> u64;
+    fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
+    fn rkvm_page_address(page: *mut bindings::page) -> *mut c_void;
+    fn rkvm_phys_to_virt(pa: u64) -> *mut c_void;
+    fn rkvm_on_each_cpu(f: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
+    fn rkvm_access_ok(addr: usize, size: usize) -> bool;
+    fn rkvm_pin_user_page(addr: usize, write: bool, page: *mut *mut bindings::page) -> c_long;
+    fn rkvm_unpin_user_page(page: *mut bindings::page, dirty: bool);
+    fn rkvm_local_irq_disable();
+    fn rkvm_local_irq_enable();
+    fn rkvm_kernel_fpu_begin();
+    fn rkvm_kernel_fpu_end();
+    fn rkvm_smp_processor_id() -> c_int;
+    fn rkvm_cond_resched();
+    fn rkvm_guest_enter_irqoff();
+}
+
+/// Reads an MSR, or `None` if reading it faults.
+pub(crate) fn rdmsr(index: u32) -> Option<u64> {
+    let mut val = 0u64;
+    // SAFETY: the helper only writes through `val`, a valid local; a faulting
+    // RDMSR is caught by the exception table.
+    let ret = unsafe { rkvm_rdmsr_safe(index, &mut val) };
+    (ret == 0).then_some(val)
+}
+
+/// Writes an MSR; `Err(EIO)` if the WRMSR faults.
+///
+/// Only for MSRs whose meaning the caller owns (EFER.SVME, VM_HSAVE_PA).
+pub(crate) fn wrmsr(index: u32, val: u64) -> Result {
+    // SAFETY: a faulting WRMSR is caught by the exception table; the caller
+    // only writes MSRs that change no state the kernel relies on.
+    match unsafe { rkvm_wrmsr_safe(index, val) } {
+        0 => Ok(()),
+        _ => Err(EIO),
+    }
+}
+
+/// Physical address of a kernel object in the direct map (kmalloc memory).
+pub(crate) fn virt_to_phys<T>(obj: &T) -> HostPhys {
+    // SAFETY: `obj` is a live reference into the direct map (all rkvm objects
+    // passed here come from kmalloc/KBox, never vmalloc or the stack).
+    HostPhys(unsafe { rkvm_virt_to_phys((obj as *const T).cast()) })
+}
+
+/// Physical address of a page.
+pub(crate) fn page_phys(page: &Page) -> HostPhys {
+    // SAFETY: `page.as_ptr()` is a valid `struct page` for as long as `page` lives.
+    HostPhys(unsafe { rkvm_page_to_phys(page.as_ptr()) })
+}
+
+/// A page's kernel virtual address in the direct map (x86-64 has no highmem).
+pub(crate) fn page_address(page: &Page) -> *mut u8 {
+    // SAFETY: as in `page_phys`.
+    unsafe { rkvm_page_address(page.as_ptr()) }.cast()
+}
+
+/// Kernel virtual address of a physical address in the direct map.
+///
+/// # Safety
+///
+/// `pa` must be the address of memory rkvm owns and that stays allocated while
+/// the returned pointer is used.
+pub(crate) unsafe fn phys_to_virt(pa: HostPhys) -> *mut u8 {
+    // SAFETY: `__va()` is arithmetic on the direct map's base.
+    unsafe { rkvm_phys_to_virt(pa.0) }.cast()
+}
+
+/// Runs `f` on every online CPU, waiting for all.
+pub(crate) fn on_each_cpu<T: Sync>(f: unsafe extern "C" fn(*mut c_void), data: &T) {
+    // SAFETY: `data` outlives the call, which waits for every CPU to finish;
+    // `f` only reads through the pointer (shared access, `T: Sync`).
+    unsafe { rkvm_on_each_cpu(f, (data as *const T).cast_mut().cast()) }
+}
+
+/// `access_ok()`: whether `[addr, addr + size)` lies in user space.
+pub(crate) fn access_ok(addr: u64, size: u64) -> bool {
+    let (Ok(addr), Ok(size)) = (usize::try_from(addr), usize::try_from(size)) else {
+        return false;
+    };
+    // SAFETY: `access_ok` only compares numbers.
+    unsafe { rkvm_access_ok(addr, size) }
+}
+
+/// A user page pinned with `FOLL_LONGTERM`: it stays allocated (and so safe
+/// to map into a guest) until dropped, even if userspace unmaps it.
+pub(crate) struct PinnedPage {
+    page: NonNull<bindings::page>,
+    writable: bool,
+}
+
+// SAFETY: a pinned page is a counted reference to a `struct page`, usable
+// (and unpinnable) from any thread.
+unsafe impl Send for PinnedPage {}
+// SAFETY: `&PinnedPage` only reads the physical address.
+unsafe impl Sync for PinnedPage {}
+
+impl PinnedPage {
+    /// Pins the page at user address `addr` of the current mm.
+    pub(crate) fn pin(addr: u64, writable: bool) -> Result<Self> {
+        let addr = usize::try_from(addr).map_err(|_| EFAULT)?;
+        let mut page: *mut bindings::page = core::ptr::null_mut();
+        // SAFETY: `page` is a valid out-pointer for one page pointer; the
+        // helper pins from the current mm, which the caller has checked is the
+        // VM's.
+        let n = unsafe { rkvm_pin_user_page(addr, writable, &mut page) };
+        match (n, NonNull::new(page)) {
+            (1, Some(page)) => Ok(PinnedPage { page, writable }),
+            (n, _) if n < 0 => Err(Error::from_errno(n as i32)),
+            _ => Err(EFAULT),
+        }
+    }
+
+    /// Its physical address.
+    pub(crate) fn phys(&self) -> HostPhys {
+        // SAFETY: the pin keeps the page alive.
+        HostPhys(unsafe { rkvm_page_to_phys(self.page.as_ptr()) })
+    }
+}
+
+impl Drop for PinnedPage {
+    fn drop(&mut self) {
+        // SAFETY: the page was pinned once by `pin` and is unpinned once here;
+        // a writable page may have been written by the guest, so it is dirty.
+        unsafe { rkvm_unpin_user_page(self.page.as_ptr(), self.writable) }
+    }
+}
+
+/// The CPU this code runs on. Only meaningful while preemption is disabled.
+pub(crate) fn cpu_id() -> usize {
+    // SAFETY: reads a per-CPU variable; callers run with preemption disabled.
+    unsafe { rkvm_smp_processor_id() as usize }
+}
+
+/// Yields the CPU if a reschedule is due.
+pub(crate) fn cond_resched() {
+    // SAFETY: called in process context, holding no spinlock.
+    unsafe { rkvm_cond_resched() }
+}
+
+/// The FPU is ours (the task's user state saved) and preemption is off while
+/// this lives; local interrupts are disabled by [`FpuGuard::guest_irqs_off`].
+pub(crate) struct FpuGuard(());
+
+impl FpuGuard {
+    /// `kernel_fpu_begin()`.
+    pub(crate) fn begin() -> Self {
+        // SAFETY: process context; ended by `Drop`.
+        unsafe { rkvm_kernel_fpu_begin() };
+        FpuGuard(())
+    }
+
+    /// Runs `f`, which enters guest mode, with local interrupts disabled.
+    pub(crate) fn guest_irqs_off<R>(&self, f: impl FnOnce() -> R) -> R {
+        // SAFETY: paired with the enable below; `f` cannot sleep (it runs
+        // inside a kernel FPU section, which already forbids it). Guest mode
+        // is an RCU quiescent state, like user mode.
+        unsafe {
+            rkvm_local_irq_disable();
+            rkvm_guest_enter_irqoff();
+        }
+        let r = f();
+        // SAFETY: re-enables what was disabled above.
+        unsafe { rkvm_local_irq_enable() };
+        r
+    }
+}
+
+impl Drop for FpuGuard {
+    fn drop(&mut self) {
+        // SAFETY: paired with `kernel_fpu_begin` in `begin`.
+        unsafe { rkvm_kernel_fpu_end() }
+    }
+}

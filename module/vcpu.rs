@@ -1,0 +1,383 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A vCPU: the file behind the fd `KVM_CREATE_VCPU` returns, its `kvm_run`
+//! mmap, and the run loop (user mode -> `KVM_RUN` -> guest mode -> exit ->
+//! handled here, or returned to user mode).
+
+use core::ptr::addr_of_mut;
+
+use kernel::{
+    fs::File,
+    mm::virt::VmaNew,
+    new_mutex,
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    sync::{Arc, ArcBorrow, Mutex},
+};
+
+use crate::{
+    abi::{self, uapi},
+    backend::{ArchVcpu, Exit, Gpr},
+    fd::FdOps,
+    mmu::Fault,
+    pure::x86::{self, ControlRegs},
+    svm::SvmVcpu,
+    sys,
+    vm::Vm,
+};
+
+/// `struct kvm_run`, shared with userspace through the mmap.
+///
+/// Userspace may write the page at any time, so the kernel never forms a
+/// reference to it: every field is read or written once, volatile, through
+/// a raw pointer.
+struct RunPage<'a>(&'a Page);
+
+/// The address of a field of the `kvm_run` page. To be used inside an
+/// `unsafe` block whose justification is: the page is this vCPU's `kvm_run`
+/// page, allocated zeroed at vCPU creation and alive while `self` borrows it;
+/// `struct kvm_run` fits in one page (asserted below); the field is accessed
+/// once, volatile, so concurrent writes by userspace cannot tear a reference.
+macro_rules! run_field {
+    ($self:ident . $($field:tt)+) => {
+        addr_of_mut!((*$self.raw()).$($field)+)
+    };
+}
+
+const _: () = assert!(core::mem::size_of::<uapi::kvm_run>() <= PAGE_SIZE);
+
+impl RunPage<'_> {
+    fn raw(&self) -> *mut uapi::kvm_run {
+        sys::page_address(self.0).cast()
+    }
+
+    fn immediate_exit(&self) -> bool {
+        // SAFETY: see `run_field!`; a volatile read of a byte userspace may write.
+        unsafe { run_field!(self.immediate_exit).read_volatile() != 0 }
+    }
+
+    fn set_exit_reason(&self, reason: u32) {
+        // SAFETY: see `run_field!`.
+        unsafe { run_field!(self.exit_reason).write_volatile(reason) }
+    }
+
+    fn set_io(&self, input: bool, size: u8, port: u16) {
+        self.set_exit_reason(uapi::KVM_EXIT_IO);
+        // SAFETY: see `run_field!`; `io` is the union member for KVM_EXIT_IO.
+        unsafe {
+            run_field!(self.__bindgen_anon_1.io.direction)
+                .write_volatile(if input { uapi::KVM_EXIT_IO_IN } else { uapi::KVM_EXIT_IO_OUT } as u8);
+            run_field!(self.__bindgen_anon_1.io.size).write_volatile(size);
+            run_field!(self.__bindgen_anon_1.io.port).write_volatile(port);
+            run_field!(self.__bindgen_anon_1.io.count).write_volatile(1);
+            run_field!(self.__bindgen_anon_1.io.data_offset)
+                .write_volatile((abi::PIO_PAGE_OFFSET * PAGE_SIZE) as u64);
+        }
+    }
+
+    fn set_fail_entry(&self, reason: u64, cpu: u32) {
+        self.set_exit_reason(uapi::KVM_EXIT_FAIL_ENTRY);
+        // SAFETY: see `run_field!`; `fail_entry` is the member for this exit.
+        unsafe {
+            run_field!(self.__bindgen_anon_1.fail_entry.hardware_entry_failure_reason).write_volatile(reason);
+            run_field!(self.__bindgen_anon_1.fail_entry.cpu).write_volatile(cpu);
+        }
+    }
+
+    fn set_internal_error(&self, suberror: u32, data: &[u64]) {
+        self.set_exit_reason(uapi::KVM_EXIT_INTERNAL_ERROR);
+        // SAFETY: see `run_field!`; `internal` is the member for this exit and
+        // `data` has 16 entries, more than any caller passes.
+        unsafe {
+            run_field!(self.__bindgen_anon_1.internal.suberror).write_volatile(suberror);
+            run_field!(self.__bindgen_anon_1.internal.ndata).write_volatile(data.len() as u32);
+            for (i, &d) in data.iter().take(16).enumerate() {
+                run_field!(self.__bindgen_anon_1.internal.data[i]).write_volatile(d);
+            }
+        }
+    }
+
+    /// The state KVM reports with every exit.
+    fn set_common(&self, if_flag: bool, cr8: u64, apic_base: u64) {
+        // SAFETY: see `run_field!`.
+        unsafe {
+            run_field!(self.if_flag).write_volatile(u8::from(if_flag));
+            run_field!(self.cr8).write_volatile(cr8);
+            run_field!(self.apic_base).write_volatile(apic_base);
+            run_field!(self.flags).write_volatile(0);
+        }
+    }
+}
+
+/// The PIO data page.
+struct PioPage<'a>(&'a Page);
+
+impl PioPage<'_> {
+    fn write(&self, data: &[u8]) {
+        // SAFETY: the page is ours and at least `data.len()` (<= 4) bytes
+        // long; userspace may read it concurrently, which is fine for bytes.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), sys::page_address(self.0), data.len()) }
+    }
+
+    fn read(&self, out: &mut [u8]) {
+        // SAFETY: as in `write`.
+        unsafe { core::ptr::copy_nonoverlapping(sys::page_address(self.0), out.as_mut_ptr(), out.len()) }
+    }
+}
+
+/// An I/O exit that userspace completes: the next `KVM_RUN` stores the
+/// data of an IN and moves RIP past the instruction, as KVM's
+/// `complete_fast_pio_*` do (so between the exit and the next `KVM_RUN`,
+/// RIP still points at the IN/OUT).
+struct PendingIo {
+    rip: u64,
+    next_rip: u64,
+    /// Size of an IN's data, `None` for an OUT.
+    input: Option<u8>,
+}
+
+struct VcpuState {
+    arch: KBox<dyn ArchVcpu>,
+    pending_io: Option<PendingIo>,
+}
+
+#[pin_data]
+pub(crate) struct Vcpu {
+    vm: Arc<Vm>,
+    id: u32,
+    run_page: Page,
+    pio_page: Page,
+    /// Held for the whole of `KVM_RUN`, as KVM's `vcpu->mutex`.
+    #[pin]
+    state: Mutex<VcpuState>,
+}
+
+/// What the run loop does after an exit.
+enum Next {
+    /// Enter the guest again.
+    Reenter,
+    /// Return to userspace; the exit is described in `kvm_run`.
+    User,
+}
+
+const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
+const KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: u32 = 4;
+/// `-KVM_ENOSYS`: the answer to a hypercall rkvm does not implement.
+const KVM_ENOSYS: u64 = 1000;
+const GP_VECTOR: u8 = 13;
+
+impl Vcpu {
+    pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
+        let arch = SvmVcpu::new(id == 0)?;
+        Arc::pin_init(
+            try_pin_init!(Vcpu {
+                vm,
+                id,
+                run_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+                pio_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+                state <- new_mutex!(VcpuState { arch, pending_io: None }),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    fn run(&self) -> Result<isize> {
+        let mut st = self.state.lock();
+        let run = RunPage(&self.run_page);
+        self.complete_io(&mut st);
+        // As kvm_arch_vcpu_ioctl_run(): a pending I/O completes first, then
+        // immediate_exit returns EINTR without touching exit_reason.
+        let result = if run.immediate_exit() {
+            Err(EINTR)
+        } else {
+            self.run_loop(&mut st, &run)
+        };
+        let regs = st.arch.regs();
+        let sregs = st.arch.sregs();
+        run.set_common(regs.rflags & x86::RFLAGS_IF != 0, sregs.cr8, sregs.apic_base);
+        result
+    }
+
+    fn run_loop(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Result<isize> {
+        loop {
+            if kernel::current!().signal_pending() {
+                run.set_exit_reason(uapi::KVM_EXIT_INTR);
+                return Err(EINTR);
+            }
+            sys::cond_resched();
+            let exit = {
+                let mmu = self.vm.mmu.lock();
+                st.arch.run(mmu.root())
+            };
+            match self.handle(st, exit, run)? {
+                Next::Reenter => continue,
+                Next::User => return Ok(0),
+            }
+        }
+    }
+
+    fn handle(&self, st: &mut VcpuState, exit: Exit, run: &RunPage<'_>) -> Result<Next> {
+        let arch = &mut st.arch;
+        match exit {
+            Exit::Host => Ok(Next::Reenter),
+            Exit::Io { port, input, size, string: false, next_rip, .. } => {
+                if !input {
+                    let data = arch.gpr(Gpr::Rax).to_le_bytes();
+                    PioPage(&self.pio_page).write(&data[..usize::from(size)]);
+                }
+                st.pending_io = Some(PendingIo { rip: arch.rip(), next_rip, input: input.then_some(size) });
+                run.set_io(input, size, port);
+                Ok(Next::User)
+            }
+            Exit::Hlt => {
+                // No in-kernel local APIC: userspace decides when to wake.
+                arch.skip(1);
+                run.set_exit_reason(uapi::KVM_EXIT_HLT);
+                Ok(Next::User)
+            }
+            Exit::NestedFault { gpa, write } => match self.vm.mmu.lock().fault(gpa, write)? {
+                Fault::Mapped => Ok(Next::Reenter),
+                Fault::Mmio => {
+                    run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[gpa.0]);
+                    Ok(Next::User)
+                }
+            },
+            Exit::Cpuid => {
+                // No KVM_SET_CPUID2 yet: every leaf reads as zero.
+                for reg in [Gpr::Rax, Gpr::Rcx, Gpr::Rdx] {
+                    arch.set_gpr(reg, 0);
+                }
+                arch.skip(2);
+                Ok(Next::Reenter)
+            }
+            Exit::Msr => {
+                arch.inject_exception(GP_VECTOR, Some(0));
+                Ok(Next::Reenter)
+            }
+            Exit::Hypercall => {
+                arch.set_gpr(Gpr::Rax, KVM_ENOSYS.wrapping_neg());
+                arch.skip(3);
+                Ok(Next::Reenter)
+            }
+            Exit::Shutdown => {
+                // The VMCB is undefined after a shutdown intercept: reset it,
+                // as KVM does, before telling userspace.
+                arch.reset();
+                run.set_exit_reason(uapi::KVM_EXIT_SHUTDOWN);
+                Ok(Next::User)
+            }
+            Exit::InvalidState(reason) => {
+                run.set_fail_entry(reason, arch.last_cpu());
+                Ok(Next::User)
+            }
+            Exit::Io { string: true, .. } => {
+                run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[]);
+                Ok(Next::User)
+            }
+            Exit::Unhandled(code, info1, info2) => {
+                run.set_internal_error(
+                    KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+                    &[code, u64::from(arch.last_cpu()), info1, info2],
+                );
+                Ok(Next::User)
+            }
+        }
+    }
+
+    fn complete_io(&self, st: &mut VcpuState) {
+        let Some(io) = st.pending_io.take() else { return };
+        let arch = &mut st.arch;
+        if let Some(size) = io.input {
+            let mut data = [0u8; 8];
+            PioPage(&self.pio_page).read(&mut data[..usize::from(size)]);
+            let value = u64::from_le_bytes(data);
+            let rax = arch.gpr(Gpr::Rax);
+            // IN to AL/AX keeps the rest of RAX; IN to EAX zero-extends.
+            let merged = match size {
+                1 => (rax & !0xff) | value,
+                2 => (rax & !0xffff) | value,
+                _ => value,
+            };
+            arch.set_gpr(Gpr::Rax, merged);
+        }
+        // Userspace may have moved RIP (KVM_SET_REGS) meanwhile: then the
+        // instruction is not skipped.
+        if arch.rip() == io.rip {
+            arch.set_rip(io.next_rip);
+        }
+    }
+
+    fn get_regs(&self, arg: usize) -> Result<isize> {
+        let regs = self.state.lock().arch.regs();
+        abi::write_arg(arg, &regs)?;
+        Ok(0)
+    }
+
+    fn set_regs(&self, arg: usize) -> Result<isize> {
+        let regs: uapi::kvm_regs = abi::read_arg(arg)?;
+        let mut st = self.state.lock();
+        st.arch.set_regs(&regs);
+        Ok(0)
+    }
+
+    fn get_sregs(&self, arg: usize) -> Result<isize> {
+        let sregs = self.state.lock().arch.sregs();
+        abi::write_arg(arg, &sregs)?;
+        Ok(0)
+    }
+
+    fn set_sregs(&self, arg: usize) -> Result<isize> {
+        let sregs: uapi::kvm_sregs = abi::read_arg(arg)?;
+        let c = ControlRegs {
+            cr0: sregs.cr0,
+            cr3: sregs.cr3,
+            cr4: sregs.cr4,
+            efer: sregs.efer,
+            cs_l: sregs.cs.l != 0,
+        };
+        // Guest physical address width without KVM_SET_CPUID2: 36 bits, as KVM.
+        if !x86::valid_sregs(&c, 36) {
+            return Err(EINVAL);
+        }
+        self.state.lock().arch.set_sregs(&sregs);
+        Ok(0)
+    }
+}
+
+impl FdOps for Vcpu {
+    const NAME: &'static CStr = c"kvm-vcpu";
+    const HAS_MMAP: bool = true;
+
+    fn ioctl(this: ArcBorrow<'_, Self>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        this.vm.check_owner()?;
+        if crate::pure::ioctl::type_of(cmd) != crate::pure::ioctl::KVMIO {
+            return Err(EINVAL);
+        }
+        match cmd {
+            abi::vcpu::RUN if arg == 0 => this.run(),
+            abi::vcpu::GET_REGS => this.get_regs(arg),
+            abi::vcpu::SET_REGS => this.set_regs(arg),
+            abi::vcpu::GET_SREGS => this.get_sregs(arg),
+            abi::vcpu::SET_SREGS => this.set_sregs(arg),
+            // kvm_arch_vcpu_ioctl(): an unknown vCPU request is EINVAL.
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// Page 0 is `struct kvm_run`, page 1 the PIO data.
+    fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
+        // SAFETY: the VMA is being set up by this mmap call; reading its page
+        // offset is a plain field read.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as usize;
+        let pages = (vma.end() - vma.start()) / PAGE_SIZE;
+        if pgoff.checked_add(pages).is_none_or(|end| end > abi::VCPU_MMAP_PAGES) {
+            return Err(EINVAL);
+        }
+        let vma = vma.set_mixedmap();
+        for i in 0..pages {
+            let page = if pgoff + i == 0 { &this.run_page } else { &this.pio_page };
+            vma.vm_insert_page(vma.start() + i * PAGE_SIZE, page)?;
+        }
+        Ok(())
+    }
+}

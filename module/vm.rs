@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A VM: the file behind the fd `KVM_CREATE_VM` returns.
+
+use kernel::{
+    fs::File,
+    mm::Mm,
+    new_mutex,
+    prelude::*,
+    sync::{aref::ARef, Arc, ArcBorrow, Mutex},
+};
+
+use crate::{
+    abi::{self, uapi},
+    backend,
+    fd::{self, FdOps},
+    mmu::Mmu,
+    pure::memslot::Region,
+    svm,
+    vcpu::Vcpu,
+};
+
+/// vCPU ids in use, one bit each.
+struct VcpuIds([u64; (abi::MAX_VCPU_ID as usize).div_ceil(64)]);
+
+#[pin_data]
+pub(crate) struct Vm {
+    /// The mm of the process that created the VM: VM and vCPU ioctls from any
+    /// other mm fail with EIO, as in KVM (guest memory addresses are only
+    /// meaningful in this mm).
+    mm: ARef<Mm>,
+    /// Memory slots and nested page tables. A vCPU holds this lock while it
+    /// runs the guest, so slot changes wait for running vCPUs to exit.
+    #[pin]
+    pub(crate) mmu: Mutex<Mmu>,
+    #[pin]
+    vcpus: Mutex<VcpuIds>,
+    /// Keeps SVM enabled on every CPU while the VM exists.
+    _hw: svm::HardwareRef,
+}
+
+impl Vm {
+    /// `KVM_CREATE_VM`: a new VM fd.
+    pub(crate) fn create(vm_type: usize) -> Result<isize> {
+        // Only the default VM type exists on rkvm (no SEV, TDX or protected VMs).
+        if vm_type != uapi::KVM_X86_DEFAULT_VM as usize {
+            return Err(EINVAL);
+        }
+        let mm: ARef<Mm> = {
+            let current = kernel::current!();
+            let mm = current.mm().ok_or(EINVAL)?;
+            ARef::from(&**mm)
+        };
+        if !backend::svm_usable() {
+            // No backend for this CPU (VMX is not written yet, or SVM is
+            // disabled by firmware): the system fd works, VMs do not.
+            return Err(ENODEV);
+        }
+        let hw = svm::HardwareRef::get()?;
+        let mmu = Mmu::new()?;
+        let vm = Arc::pin_init(
+            pin_init!(Vm {
+                mm,
+                mmu <- new_mutex!(mmu),
+                vcpus <- new_mutex!(VcpuIds([0; (abi::MAX_VCPU_ID as usize).div_ceil(64)])),
+                _hw: hw,
+            }),
+            GFP_KERNEL,
+        )?;
+        Ok(fd::create(vm)? as isize)
+    }
+
+    /// EIO unless the caller runs in the VM owner's mm.
+    pub(crate) fn check_owner(&self) -> Result {
+        let current = kernel::current!();
+        match current.mm() {
+            Some(mm) if core::ptr::eq(mm.as_raw(), self.mm.as_raw()) => Ok(()),
+            _ => Err(EIO),
+        }
+    }
+
+    fn create_vcpu(self: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {
+        let id = u32::try_from(id).ok().filter(|&id| id < abi::MAX_VCPU_ID).ok_or(EINVAL)?;
+        let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+        {
+            let mut ids = self.vcpus.lock();
+            if ids.0[word] & bit != 0 {
+                return Err(EEXIST);
+            }
+            ids.0[word] |= bit;
+        }
+        let vm: Arc<Vm> = self.into();
+        let created = Vcpu::new(vm, id).and_then(|vcpu| fd::create(vcpu));
+        match created {
+            Ok(fd) => Ok(fd as isize),
+            Err(e) => {
+                self.vcpus.lock().0[word] &= !bit;
+                Err(e)
+            }
+        }
+    }
+
+    fn set_memory_region(&self, arg: usize) -> Result<isize> {
+        let r: uapi::kvm_userspace_memory_region = abi::read_arg(arg)?;
+        let region = Region {
+            slot: r.slot,
+            flags: r.flags,
+            guest_phys_addr: r.guest_phys_addr,
+            memory_size: r.memory_size,
+            userspace_addr: r.userspace_addr,
+        };
+        self.mmu.lock().set_region(&region)?;
+        Ok(0)
+    }
+}
+
+impl FdOps for Vm {
+    const NAME: &'static CStr = c"kvm-vm";
+
+    fn ioctl(this: ArcBorrow<'_, Self>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        this.check_owner()?;
+        match cmd {
+            abi::sys::CHECK_EXTENSION => Ok(abi::check_extension(arg) as isize),
+            abi::vm::CREATE_VCPU => this.create_vcpu(arg),
+            abi::vm::SET_USER_MEMORY_REGION => this.set_memory_region(arg),
+            // SVM does not need the real-mode TSS that VMX without
+            // unrestricted guest uses: accepted and ignored, as KVM on AMD does.
+            abi::vm::SET_TSS_ADDR => Ok(0),
+            // kvm_arch_vm_ioctl(): an unknown VM request is ENOTTY.
+            _ => Err(ENOTTY),
+        }
+    }
+}

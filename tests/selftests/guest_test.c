@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Guests that run: real mode and long mode, port I/O in both directions,
+ * memory the host sees, HLT, triple fault, failed entry, immediate_exit.
+ * Every exit reason, port, size, datum and register is asserted, the same
+ * against real KVM and rkvm.
+ */
+#include <signal.h>
+
+#include <signal.h>
+
+#include "kselftest_harness.h"
+#include "vm.h"
+
+FIXTURE(guest) {
+	struct vm vm;
+};
+
+FIXTURE_SETUP(guest)
+{
+	int r = vm_create(&self->vm);
+
+	if (r == -ENODEV && testing_rkvm())
+		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+	ASSERT_EQ(0, r) TH_LOG("creating a VM on %s: %s", test_device(), strerror(-r));
+}
+
+FIXTURE_TEARDOWN(guest)
+{
+	vm_destroy(&self->vm);
+}
+
+#define ASSERT_IO(vm, dir, sz, p) do {						\
+	ASSERT_EQ(KVM_EXIT_IO, (vm)->run->exit_reason);				\
+	ASSERT_EQ(dir, (vm)->run->io.direction);				\
+	ASSERT_EQ(sz, (vm)->run->io.size);					\
+	ASSERT_EQ(p, (vm)->run->io.port);					\
+	ASSERT_EQ(1, (vm)->run->io.count);					\
+} while (0)
+
+/*
+ * Real mode: OUT of AL, IN to AL, 16-bit OUT, a store to RAM, HLT.
+ * RIP stays on an I/O instruction until the next KVM_RUN completes it.
+ */
+TEST_F(guest, real_mode_io_memory_hlt)
+{
+	static const uint8_t code[] = {
+		0xb0, 0x42,			/* 1000: mov $0x42, %al */
+		0xe6, 0x10,			/* 1002: out %al, $0x10 */
+		0xe4, 0x11,			/* 1004: in $0x11, %al */
+		0x88, 0xc3,			/* 1006: mov %al, %bl */
+		0xb8, 0x34, 0x12,		/* 1008: mov $0x1234, %ax */
+		0xe7, 0x12,			/* 100b: out %ax, $0x12 */
+		0xc6, 0x06, 0x00, 0x20, 0x99,	/* 100d: movb $0x99, 0x2000 */
+		0xf4,				/* 1012: hlt */
+	};
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 1, 0x10);
+	EXPECT_EQ(0x42, vm_pio_data(vm)[0]);
+	EXPECT_EQ(0x1002, vm_rip(vm));
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_IN, 1, 0x11);
+	EXPECT_EQ(0x1004, vm_rip(vm));
+	vm_pio_data(vm)[0] = 0x77;
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 2, 0x12);
+	EXPECT_EQ(0x34, vm_pio_data(vm)[0]);
+	EXPECT_EQ(0x12, vm_pio_data(vm)[1]);
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0x1013, regs.rip);		/* past the HLT */
+	EXPECT_EQ(0x77, regs.rbx & 0xff);
+	EXPECT_EQ(0x1234, regs.rax & 0xffff);
+	EXPECT_EQ(0x99, vm->mem[0x2000]);	/* the guest's store, seen by the host */
+}
+
+/* 64-bit mode with the guest's own page tables: a 64-bit immediate, OUT of EAX. */
+TEST_F(guest, long_mode_io_hlt)
+{
+	static const uint8_t code[] = {
+		0x48, 0xb8, 0xef, 0xbe, 0xad, 0xde, 0x78, 0x56, 0x34, 0x12,
+						/* mov $0x12345678deadbeef, %rax */
+		0xe7, 0x20,			/* out %eax, $0x20 */
+		0x48, 0x89, 0xc3,		/* mov %rax, %rbx */
+		0xf4,				/* hlt */
+	};
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+	uint32_t data;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 4, 0x20);
+	memcpy(&data, vm_pio_data(vm), 4);
+	EXPECT_EQ(0xdeadbeef, data);
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0x12345678deadbeefULL, regs.rbx);
+	EXPECT_EQ(0x1010, regs.rip);
+}
+
+/* A 32-bit IN zero-extends into RAX; an 8-bit IN keeps the rest of RAX. */
+TEST_F(guest, in_merges_like_hardware)
+{
+	static const uint8_t code[] = {
+		0x48, 0xc7, 0xc0, 0xff, 0xff, 0xff, 0xff,	/* mov $-1, %rax */
+		0xe4, 0x30,					/* in $0x30, %al */
+		0x48, 0x89, 0xc3,				/* mov %rax, %rbx */
+		0xe5, 0x31,					/* in $0x31, %eax */
+		0xf4,						/* hlt */
+	};
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_IN, 1, 0x30);
+	vm_pio_data(vm)[0] = 0x5a;
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_IN, 4, 0x31);
+	memcpy(vm_pio_data(vm), "\x11\x22\x33\x44", 4);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0xffffffffffffff5aULL, regs.rbx);
+	EXPECT_EQ(0x44332211ULL, regs.rax);
+}
+
+/* Real mode with an empty IVT: INT3 faults, the fault faults: shutdown. */
+TEST_F(guest, triple_fault_is_shutdown)
+{
+	struct vm *vm = &self->vm;
+	struct kvm_sregs sregs;
+
+	vm->mem[0x1000] = 0xcc;				/* int3 */
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
+	sregs.idt.limit = 0;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_SREGS, &sregs));
+	ASSERT_EQ(0, vm_run(vm));
+	EXPECT_EQ(KVM_EXIT_SHUTDOWN, vm->run->exit_reason);
+}
+
+/* CS.L and CS.D together in long mode: the hardware refuses the entry. */
+TEST_F(guest, invalid_state_is_fail_entry)
+{
+	struct vm *vm = &self->vm;
+	struct kvm_sregs sregs;
+
+	vm->mem[0x1000] = 0xf4;
+	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
+	sregs.cs.db = 1;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_SREGS, &sregs));
+	ASSERT_EQ(0, vm_run(vm));
+	EXPECT_EQ(KVM_EXIT_FAIL_ENTRY, vm->run->exit_reason)
+		TH_LOG("internal error %u, data %llx %llx", vm->run->internal.suberror,
+		       (unsigned long long)vm->run->internal.data[0],
+		       (unsigned long long)vm->run->internal.data[1]);
+}
+
+/*
+ * immediate_exit: KVM_RUN returns EINTR at once without entering the guest
+ * and leaves exit_reason as it was (kvm_arch_vcpu_ioctl_run()).
+ */
+TEST_F(guest, immediate_exit)
+{
+	struct vm *vm = &self->vm;
+
+	vm->mem[0x1000] = 0xf4;
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	vm->run->immediate_exit = 1;
+	vm->run->exit_reason = 0x1234;
+	errno = 0;
+	EXPECT_EQ(-1, vm_run(vm));
+	EXPECT_EQ(EINTR, errno);
+	EXPECT_EQ(0x1234, vm->run->exit_reason);
+	EXPECT_EQ(0x1000, vm_rip(vm));			/* the guest did not run */
+	vm->run->immediate_exit = 0;
+	ASSERT_EQ(0, vm_run(vm));
+	EXPECT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+}
+
+/* A guest that loops for ever still comes back for a signal (EINTR). */
+static void on_alarm(int sig) { (void)sig; }
+
+TEST_F(guest, signal_interrupts_a_spinning_guest)
+{
+	struct vm *vm = &self->vm;
+	struct sigaction sa = { .sa_handler = on_alarm };
+
+	vm->mem[0x1000] = 0xeb;				/* jmp . */
+	vm->mem[0x1001] = 0xfe;
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	alarm(1);
+	errno = 0;
+	EXPECT_EQ(-1, vm_run(vm));
+	EXPECT_EQ(EINTR, errno);
+	EXPECT_EQ(KVM_EXIT_INTR, vm->run->exit_reason);
+	EXPECT_EQ(0x1000, vm_rip(vm));
+}
+
+TEST_HARNESS_MAIN

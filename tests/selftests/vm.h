@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * A minimal KVM client for the selftests: a VM with one memory slot, one
+ * vCPU and its kvm_run mmap, on $RKVM_DEVICE. Guest code is copied into the
+ * slot; registers are set as a test needs them.
+ */
+#ifndef RKVM_SELFTEST_VM_H
+#define RKVM_SELFTEST_VM_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <linux/kvm.h>
+
+#include "common.h"
+
+#define GUEST_MEM_SIZE	(2UL << 20)	/* 2 MiB at guest physical 0 */
+
+struct vm {
+	int sys, fd, vcpu;
+	uint8_t *mem;
+	struct kvm_run *run;
+	size_t run_size;
+};
+
+/*
+ * Gives the vCPU the CPUID the device supports, as real clients do: KVM
+ * allows CR4.PAE and friends only when the guest's CPUID has them. A device
+ * without KVM_GET_SUPPORTED_CPUID (rkvm, for now) is left as it is.
+ */
+static inline void vm_set_supported_cpuid(struct vm *vm)
+{
+	struct {
+		struct kvm_cpuid2 head;
+		struct kvm_cpuid_entry2 entries[100];
+	} cpuid = { .head.nent = 100 };
+
+	if (ioctl(vm->sys, KVM_GET_SUPPORTED_CPUID, &cpuid) == 0)
+		ioctl(vm->vcpu, KVM_SET_CPUID2, &cpuid);
+}
+
+/* Creates VM, slot 0 over [0, GUEST_MEM_SIZE) and vCPU 0; 0 or -errno. */
+static inline int vm_create(struct vm *vm)
+{
+	struct kvm_userspace_memory_region region;
+	int size;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->sys = open_device();
+	if (vm->sys < 0)
+		return -errno;
+	vm->fd = ioctl(vm->sys, KVM_CREATE_VM, 0);
+	if (vm->fd < 0)
+		return -errno;
+	vm->mem = mmap(NULL, GUEST_MEM_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (vm->mem == MAP_FAILED)
+		return -errno;
+	region = (struct kvm_userspace_memory_region) {
+		.slot = 0,
+		.guest_phys_addr = 0,
+		.memory_size = GUEST_MEM_SIZE,
+		.userspace_addr = (uintptr_t)vm->mem,
+	};
+	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region))
+		return -errno;
+	vm->vcpu = ioctl(vm->fd, KVM_CREATE_VCPU, 0);
+	if (vm->vcpu < 0)
+		return -errno;
+	vm_set_supported_cpuid(vm);
+	size = ioctl(vm->sys, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (size < 0)
+		return -errno;
+	vm->run_size = size;
+	vm->run = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->vcpu, 0);
+	if (vm->run == MAP_FAILED)
+		return -errno;
+	return 0;
+}
+
+static inline void vm_destroy(struct vm *vm)
+{
+	if (vm->run && vm->run != MAP_FAILED)
+		munmap(vm->run, vm->run_size);
+	if (vm->mem && vm->mem != MAP_FAILED)
+		munmap(vm->mem, GUEST_MEM_SIZE);
+	if (vm->vcpu > 0)
+		close(vm->vcpu);
+	if (vm->fd > 0)
+		close(vm->fd);
+	if (vm->sys > 0)
+		close(vm->sys);
+}
+
+/* Real mode with all segments based at 0, code at rip, stack below 0x8000. */
+static inline int vm_real_mode(struct vm *vm, uint64_t rip)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	if (ioctl(vm->vcpu, KVM_GET_SREGS, &sregs))
+		return -errno;
+	sregs.cs.base = 0;
+	sregs.cs.selector = 0;
+	if (ioctl(vm->vcpu, KVM_SET_SREGS, &sregs))
+		return -errno;
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = rip;
+	regs.rsp = 0x8000;
+	regs.rflags = 2;
+	if (ioctl(vm->vcpu, KVM_SET_REGS, &regs))
+		return -errno;
+	return 0;
+}
+
+/*
+ * 64-bit mode: identity map of the first 2 MiB with one large page (tables
+ * at 0x100000), flat 64-bit code and data segments set directly in the
+ * segment caches (no GDT needed), code at rip.
+ */
+static inline int vm_long_mode(struct vm *vm, uint64_t rip)
+{
+	uint64_t *pml4 = (uint64_t *)(vm->mem + 0x100000);
+	uint64_t *pdpt = (uint64_t *)(vm->mem + 0x101000);
+	uint64_t *pd = (uint64_t *)(vm->mem + 0x102000);
+	struct kvm_segment code = {
+		.base = 0, .limit = 0xffffffff, .selector = 8, .type = 0xb,
+		.present = 1, .dpl = 0, .db = 0, .s = 1, .l = 1, .g = 1,
+	};
+	struct kvm_segment data = code;
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	pml4[0] = 0x101000 | 3;
+	pdpt[0] = 0x102000 | 3;
+	pd[0] = 0 | 0x83;	/* present, writable, 2 MiB page */
+	if (ioctl(vm->vcpu, KVM_GET_SREGS, &sregs))
+		return -errno;
+	data.type = 3;
+	data.l = 0;
+	data.selector = 16;
+	sregs.cs = code;
+	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
+	sregs.cr3 = 0x100000;
+	sregs.cr4 = 1 << 5;				/* PAE */
+	sregs.cr0 = 0x80000011;				/* PG | ET | PE */
+	sregs.efer = (1 << 8) | (1 << 10);		/* LME | LMA */
+	if (ioctl(vm->vcpu, KVM_SET_SREGS, &sregs))
+		return -errno;
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = rip;
+	regs.rsp = 0x80000;
+	regs.rflags = 2;
+	if (ioctl(vm->vcpu, KVM_SET_REGS, &regs))
+		return -errno;
+	return 0;
+}
+
+static inline int vm_run(struct vm *vm)
+{
+	return ioctl(vm->vcpu, KVM_RUN, 0);
+}
+
+static inline uint8_t *vm_pio_data(struct vm *vm)
+{
+	return (uint8_t *)vm->run + vm->run->io.data_offset;
+}
+
+static inline uint64_t vm_rip(struct vm *vm)
+{
+	struct kvm_regs regs;
+
+	if (ioctl(vm->vcpu, KVM_GET_REGS, &regs))
+		return ~0ULL;
+	return regs.rip;
+}
+
+#endif
