@@ -67,12 +67,14 @@ pub(crate) enum Exit {
     Unhandled(u64, u64, u64),
 }
 
-/// The general-purpose registers, in `struct kvm_regs` order (0 = RAX ... 15 = R15).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Gpr {
-    Rax = 0,
-    Rcx = 2,
-    Rdx = 3,
+/// General-purpose register numbers, in x86 encoding order (as ModRM, REX
+/// and `pure::decode::Reg` number them).
+pub(crate) mod gpr {
+    pub(crate) const RAX: u8 = 0;
+    pub(crate) const RCX: u8 = 1;
+    pub(crate) const RDX: u8 = 2;
+    pub(crate) const RBX: u8 = 3;
+    pub(crate) const RDI: u8 = 7;
 }
 
 /// One vCPU's hardware state.
@@ -91,10 +93,10 @@ pub(crate) trait ArchVcpu: Send {
     /// `KVM_SET_SREGS` of state already validated.
     fn set_sregs(&mut self, sregs: &uapi::kvm_sregs);
 
-    /// A general-purpose register (rkvm's emulation needs only a few).
-    fn gpr(&self, reg: Gpr) -> u64;
-    /// Sets a general-purpose register.
-    fn set_gpr(&mut self, reg: Gpr, value: u64);
+    /// General-purpose register `index` (x86 encoding order, 0-15; see [`gpr`]).
+    fn gpr(&self, index: u8) -> u64;
+    /// Sets general-purpose register `index`.
+    fn set_gpr(&mut self, index: u8, value: u64);
     /// RIP.
     fn rip(&self) -> u64;
     /// Sets RIP.

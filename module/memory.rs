@@ -10,7 +10,10 @@
 //! KVM, which follows the new mapping with MMU notifiers, rkvm chooses the
 //! simpler guarantee (documented in Documentation/architecture.md).
 
-use kernel::prelude::*;
+use kernel::{
+    prelude::*,
+    uaccess::{UserPtr, UserSlice},
+};
 
 use crate::{
     pure::{
@@ -102,5 +105,17 @@ impl GuestMemory {
         }
         let page = entry.as_ref().ok_or(EFAULT)?;
         Ok(Backing::Ram(page.phys(), writable))
+    }
+
+    /// Reads guest physical memory (RAM only, within one page) through the
+    /// owner's mapping, as KVM does with `copy_from_user()`.
+    pub(crate) fn read(&self, gpa: GuestPhys, out: &mut [u8]) -> Result {
+        let offset = gpa.0 & (memslot::PAGE_SIZE - 1);
+        if offset + out.len() as u64 > memslot::PAGE_SIZE {
+            return Err(EINVAL);
+        }
+        let slot = memslot::lookup(&self.infos, gpa.gfn()).ok_or(EFAULT)?;
+        let hva = usize::try_from(slot.hva(gpa.gfn()) + offset).map_err(|_| EFAULT)?;
+        UserSlice::new(UserPtr::from_addr(hva), out.len()).reader().read_slice(out)
     }
 }

@@ -24,6 +24,7 @@ mod abi;
 mod backend;
 mod cpu;
 mod dev;
+mod emulate;
 mod fd;
 mod memory;
 mod mmu;

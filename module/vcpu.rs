@@ -17,10 +17,14 @@ use kernel::{
 
 use crate::{
     abi::{self, uapi},
-    backend::{ArchVcpu, Exit, Gpr},
+    backend::{gpr, ArchVcpu, Exit},
+    emulate::{self, Mmio, PendingLoad},
     fd::FdOps,
     mmu::Fault,
-    pure::x86::{self, ControlRegs},
+    pure::{
+        decode::{self, Reg},
+        x86::{self, ControlRegs},
+    },
     svm::SvmVcpu,
     sys,
     vm::Vm,
@@ -97,6 +101,23 @@ impl RunPage<'_> {
         }
     }
 
+    fn set_mmio(&self, gpa: u64, data: [u8; 8], len: u8, is_write: bool) {
+        self.set_exit_reason(uapi::KVM_EXIT_MMIO);
+        // SAFETY: see `run_field!`; `mmio` is the member for KVM_EXIT_MMIO.
+        unsafe {
+            run_field!(self.__bindgen_anon_1.mmio.phys_addr).write_volatile(gpa);
+            run_field!(self.__bindgen_anon_1.mmio.data).write_volatile(data);
+            run_field!(self.__bindgen_anon_1.mmio.len).write_volatile(u32::from(len));
+            run_field!(self.__bindgen_anon_1.mmio.is_write).write_volatile(u8::from(is_write));
+        }
+    }
+
+    /// The data userspace left for an MMIO load.
+    fn mmio_data(&self) -> [u8; 8] {
+        // SAFETY: see `run_field!`.
+        unsafe { run_field!(self.__bindgen_anon_1.mmio.data).read_volatile() }
+    }
+
     /// The state KVM reports with every exit.
     fn set_common(&self, if_flag: bool, cr8: u64, apic_base: u64) {
         // SAFETY: see `run_field!`.
@@ -139,6 +160,7 @@ struct PendingIo {
 struct VcpuState {
     arch: KBox<dyn ArchVcpu>,
     pending_io: Option<PendingIo>,
+    pending_mmio: Option<PendingLoad>,
 }
 
 #[pin_data]
@@ -175,7 +197,7 @@ impl Vcpu {
                 id,
                 run_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
                 pio_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
-                state <- new_mutex!(VcpuState { arch, pending_io: None }),
+                state <- new_mutex!(VcpuState { arch, pending_io: None, pending_mmio: None }),
             }),
             GFP_KERNEL,
         )
@@ -185,6 +207,9 @@ impl Vcpu {
         let mut st = self.state.lock();
         let run = RunPage(&self.run_page);
         self.complete_io(&mut st);
+        if let Some(load) = st.pending_mmio.take() {
+            load.complete(&mut *st.arch, run.mmio_data());
+        }
         // As kvm_arch_vcpu_ioctl_run(): a pending I/O completes first, then
         // immediate_exit returns EINTR without touching exit_reason.
         let result = if run.immediate_exit() {
@@ -222,7 +247,7 @@ impl Vcpu {
             Exit::Host => Ok(Next::Reenter),
             Exit::Io { port, input, size, string: false, next_rip, .. } => {
                 if !input {
-                    let data = arch.gpr(Gpr::Rax).to_le_bytes();
+                    let data = arch.gpr(gpr::RAX).to_le_bytes();
                     PioPage(&self.pio_page).write(&data[..usize::from(size)]);
                 }
                 st.pending_io = Some(PendingIo { rip: arch.rip(), next_rip, input: input.then_some(size) });
@@ -235,16 +260,27 @@ impl Vcpu {
                 run.set_exit_reason(uapi::KVM_EXIT_HLT);
                 Ok(Next::User)
             }
-            Exit::NestedFault { gpa, write } => match self.vm.mmu.lock().fault(gpa, write)? {
-                Fault::Mapped => Ok(Next::Reenter),
-                Fault::Mmio => {
-                    run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[gpa.0]);
-                    Ok(Next::User)
+            Exit::NestedFault { gpa, write } => {
+                let mut mmu = self.vm.mmu.lock();
+                if let Fault::Mapped = mmu.fault(gpa, write)? {
+                    return Ok(Next::Reenter);
                 }
-            },
+                match emulate::start(&mmu.memory, &mut **arch, write) {
+                    Some(Mmio::Write { data, len }) => run.set_mmio(gpa.0, data, len, true),
+                    Some(Mmio::Read(load)) => {
+                        run.set_mmio(gpa.0, [0; 8], load.len, false);
+                        st.pending_mmio = Some(load);
+                    }
+                    None => {
+                        let rip = arch.rip();
+                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[gpa.0, rip]);
+                    }
+                }
+                Ok(Next::User)
+            }
             Exit::Cpuid => {
                 // No KVM_SET_CPUID2 yet: every leaf reads as zero.
-                for reg in [Gpr::Rax, Gpr::Rcx, Gpr::Rdx] {
+                for reg in [gpr::RAX, gpr::RBX, gpr::RCX, gpr::RDX] {
                     arch.set_gpr(reg, 0);
                 }
                 arch.skip(2);
@@ -255,7 +291,7 @@ impl Vcpu {
                 Ok(Next::Reenter)
             }
             Exit::Hypercall => {
-                arch.set_gpr(Gpr::Rax, KVM_ENOSYS.wrapping_neg());
+                arch.set_gpr(gpr::RAX, KVM_ENOSYS.wrapping_neg());
                 arch.skip(3);
                 Ok(Next::Reenter)
             }
@@ -290,15 +326,10 @@ impl Vcpu {
         if let Some(size) = io.input {
             let mut data = [0u8; 8];
             PioPage(&self.pio_page).read(&mut data[..usize::from(size)]);
-            let value = u64::from_le_bytes(data);
-            let rax = arch.gpr(Gpr::Rax);
             // IN to AL/AX keeps the rest of RAX; IN to EAX zero-extends.
-            let merged = match size {
-                1 => (rax & !0xff) | value,
-                2 => (rax & !0xffff) | value,
-                _ => value,
-            };
-            arch.set_gpr(Gpr::Rax, merged);
+            let rax = Reg { index: gpr::RAX, high8: false };
+            let merged = decode::write_reg(arch.gpr(gpr::RAX), rax, size, u64::from_le_bytes(data));
+            arch.set_gpr(gpr::RAX, merged);
         }
         // Userspace may have moved RIP (KVM_SET_REGS) meanwhile: then the
         // instruction is not skipped.

@@ -54,7 +54,8 @@ fetch_kernel_source() {
 pick the series that is there (apt-cache search linux-source) and update KERNEL_SERIES in scripts/common.sh"
     log "downloading linux-source-$KERNEL_SERIES $ver"
     local tmp; tmp=$(mktemp -d "$RKVM_CACHE/dl.XXXXXX")
-    chmod 755 "$tmp" # apt's download sandbox user must be able to write here
+    # apt downloads as its sandbox user _apt, which must be able to write here.
+    chown _apt "$tmp" 2>/dev/null || true
     (cd "$tmp" && apt-get "${A[@]}" download -q "linux-source-$KERNEL_SERIES=$ver") \
         || die "download of linux-source-$KERNEL_SERIES=$ver failed"
     log "extracting the kernel source"

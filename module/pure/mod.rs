@@ -7,8 +7,10 @@
 //! `cargo test` runs its unit tests in milliseconds.
 
 pub mod cpu;
+pub mod decode;
 pub mod ioctl;
 pub mod memslot;
 pub mod paging;
 pub mod vmcb;
+pub mod walk;
 pub mod x86;

@@ -15,7 +15,7 @@ use kernel::prelude::*;
 
 use crate::{
     abi::uapi,
-    backend::{ArchVcpu, Exit, Gpr},
+    backend::{ArchVcpu, Exit},
     pure::{
         paging::{GuestPhys, HostPhys, NpfError},
         vmcb::{self, exit, Intercept, IoExit, SegAttrib, Segment, Vmcb},
@@ -51,6 +51,48 @@ struct Gprs {
     r13: u64,
     r14: u64,
     r15: u64,
+}
+
+impl Gprs {
+    /// The register with x86 number `index` (not 0 = RAX or 4 = RSP, which
+    /// live in the VMCB).
+    fn slot(&self, index: u8) -> &u64 {
+        match index {
+            1 => &self.rcx,
+            2 => &self.rdx,
+            3 => &self.rbx,
+            5 => &self.rbp,
+            6 => &self.rsi,
+            7 => &self.rdi,
+            8 => &self.r8,
+            9 => &self.r9,
+            10 => &self.r10,
+            11 => &self.r11,
+            12 => &self.r12,
+            13 => &self.r13,
+            14 => &self.r14,
+            _ => &self.r15,
+        }
+    }
+
+    fn slot_mut(&mut self, index: u8) -> &mut u64 {
+        match index {
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            _ => &mut self.r15,
+        }
+    }
 }
 
 /// I/O permission map: one bit per port, 12 KiB, all set (every port exits).
@@ -447,19 +489,19 @@ impl ArchVcpu for SvmVcpu {
         self.apic_base = k.apic_base;
     }
 
-    fn gpr(&self, reg: Gpr) -> u64 {
-        match reg {
-            Gpr::Rax => self.vmcb.save.rax,
-            Gpr::Rcx => self.gprs.rcx,
-            Gpr::Rdx => self.gprs.rdx,
+    fn gpr(&self, index: u8) -> u64 {
+        match index & 15 {
+            0 => self.vmcb.save.rax,
+            4 => self.vmcb.save.rsp,
+            i => *self.gprs.slot(i),
         }
     }
 
-    fn set_gpr(&mut self, reg: Gpr, value: u64) {
-        match reg {
-            Gpr::Rax => self.vmcb.save.rax = value,
-            Gpr::Rcx => self.gprs.rcx = value,
-            Gpr::Rdx => self.gprs.rdx = value,
+    fn set_gpr(&mut self, index: u8, value: u64) {
+        match index & 15 {
+            0 => self.vmcb.save.rax = value,
+            4 => self.vmcb.save.rsp = value,
+            i => *self.gprs.slot_mut(i) = value,
         }
     }
 

@@ -113,6 +113,137 @@ TEST_F(guest, long_mode_io_hlt)
 	EXPECT_EQ(0x1010, regs.rip);
 }
 
+#define ASSERT_MMIO(vm, addr, length, write) do {				\
+	ASSERT_EQ(KVM_EXIT_MMIO, (vm)->run->exit_reason)			\
+		TH_LOG("exit %u, internal error %u, data %llx %llx",		\
+		       (vm)->run->exit_reason, (vm)->run->internal.suberror,	\
+		       (unsigned long long)(vm)->run->internal.data[0],	\
+		       (unsigned long long)(vm)->run->internal.data[1]);	\
+	ASSERT_EQ(addr, (vm)->run->mmio.phys_addr);				\
+	ASSERT_EQ(length, (vm)->run->mmio.len);					\
+	ASSERT_EQ(write, (vm)->run->mmio.is_write);				\
+} while (0)
+
+/*
+ * MMIO: a guest physical address with no memory slot. Stores arrive with
+ * their data (the instruction already done), loads wait for userspace's data
+ * (RIP still on the instruction), movzx and movsx extend it as hardware does.
+ */
+TEST_F(guest, long_mode_mmio)
+{
+	static const uint8_t code[] = {
+		0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00,	/* 1000: mov $0x200000, %rbx */
+		0xc7, 0x03, 0x0d, 0xf0, 0xfe, 0xca,		/* 1007: movl $0xcafef00d, (%rbx) */
+		0x8b, 0x0b,					/* 100d: mov (%rbx), %ecx */
+		0x0f, 0xb6, 0x53, 0x10,				/* 100f: movzbl 0x10(%rbx), %edx */
+		0x48, 0x0f, 0xbe, 0x73, 0x11,			/* 1013: movsbq 0x11(%rbx), %rsi */
+		0x48, 0x89, 0x4b, 0x08,				/* 1018: mov %rcx, 8(%rbx) */
+		0xf4,						/* 101c: hlt */
+	};
+	uint64_t *pd = (uint64_t *)(self->vm.mem + 0x102000);
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+	uint64_t q;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
+	pd[1] = 0x200000 | 0x83;	/* 2 MiB at 2 MiB: beyond the slot */
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_MMIO(vm, 0x200000, 4, 1);
+	EXPECT_EQ(0, memcmp(vm->run->mmio.data, "\x0d\xf0\xfe\xca", 4));
+	EXPECT_EQ(0x100d, vm_rip(vm));
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_MMIO(vm, 0x200000, 4, 0);
+	EXPECT_EQ(0x100d, vm_rip(vm));
+	memcpy(vm->run->mmio.data, "\x44\x33\x22\x11", 4);
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_MMIO(vm, 0x200010, 1, 0);
+	vm->run->mmio.data[0] = 0xfe;
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_MMIO(vm, 0x200011, 1, 0);
+	vm->run->mmio.data[0] = 0x80;
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_MMIO(vm, 0x200008, 8, 1);
+	memcpy(&q, vm->run->mmio.data, 8);
+	EXPECT_EQ(0x11223344, q);
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0x11223344, regs.rcx);
+	EXPECT_EQ(0xfe, regs.rdx);
+	EXPECT_EQ(0xffffffffffffff80ULL, regs.rsi);
+}
+
+/* Real mode: a store to an address above the slot is MMIO too. */
+TEST_F(guest, real_mode_mmio)
+{
+	static const uint8_t code[] = {
+		0xb8, 0x00, 0xf0,		/* mov $0xf000, %ax */
+		0x8e, 0xc0,			/* mov %ax, %es */
+		0x26, 0xc7, 0x06, 0x00, 0x00, 0x34, 0x12,
+						/* movw $0x1234, %es:0 -> 0xf0000 */
+		0xf4,				/* hlt */
+	};
+	struct kvm_userspace_memory_region hole = {
+		.slot = 0, .memory_size = 0x10000, .userspace_addr = (uintptr_t)self->vm.mem,
+	};
+	struct vm *vm = &self->vm;
+
+	/* Shrink RAM to 64 KiB: delete slot 0 and add it back smaller. */
+	hole.memory_size = 0;
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &hole));
+	hole.memory_size = 0x10000;
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &hole));
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_MMIO(vm, 0xf0000, 2, 1);
+	EXPECT_EQ(0x34, vm->run->mmio.data[0]);
+	EXPECT_EQ(0x12, vm->run->mmio.data[1]);
+	ASSERT_EQ(0, vm_run(vm));
+	EXPECT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+}
+
+/* KVM_MEM_READONLY: reads see the memory, writes become MMIO exits. */
+TEST_F(guest, readonly_slot_writes_are_mmio)
+{
+	static const uint8_t code[] = {
+		0x8a, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00,	/* mov 0x400000, %al */
+		0xc6, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00, 0x01,	/* movb $1, 0x400000 */
+		0xf4,						/* hlt */
+	};
+	uint64_t *pd = (uint64_t *)(self->vm.mem + 0x102000);
+	struct vm *vm = &self->vm;
+	uint8_t *rom = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct kvm_userspace_memory_region r = {
+		.slot = 1, .flags = KVM_MEM_READONLY, .guest_phys_addr = 0x400000,
+		.memory_size = 4096, .userspace_addr = (uintptr_t)rom,
+	};
+	struct kvm_regs regs;
+
+	ASSERT_NE(MAP_FAILED, rom);
+	rom[0] = 0x77;
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
+	pd[2] = 0x400000 | 0x83;
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_MMIO(vm, 0x400000, 1, 1);
+	EXPECT_EQ(1, vm->run->mmio.data[0]);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0x77, regs.rax & 0xff);
+	EXPECT_EQ(0x77, rom[0]);			/* the write did not reach memory */
+	munmap(rom, 4096);
+}
+
 /* A 32-bit IN zero-extends into RAX; an 8-bit IN keeps the rest of RAX. */
 TEST_F(guest, in_merges_like_hardware)
 {
