@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what the test VM runs: rkvm.ko (against the test kernel), the static
-# `rkvm` tool, the C selftests, and the initramfs holding them all.
-#   build.sh [module|userspace|selftests|initramfs|all]   (default: all)
+# `rkvm` tool, the C selftests, the flat test guests, and the initramfs
+# holding them all.
+#   build.sh [module|userspace|selftests|guests|initramfs|all]   (default: all)
 source "$(dirname "$0")/common.sh"
 
 KBUILD=$(kernel_build_dir)
@@ -34,6 +35,27 @@ build_selftests() {
     done
 }
 
+# Flat test guests: tests/guests/NAME.S, assembled and linked at 0x1000 as
+# a raw binary; `.code16` ones run in real mode, the others in long mode.
+build_guests() {
+    log "building the test guests"
+    local out=$RKVM_OUT/guests src name
+    mkdir -p "$out"
+    for src in "$RKVM_ROOT"/tests/guests/*.S; do
+        name=$(basename "$src" .S)
+        if grep -q '^[[:space:]]*\.code16' "$src"; then
+            as --32 -o "$out/$name.o" "$src"
+            ld -m elf_i386 -Ttext=0x1000 --oformat=binary -o "$out/$name.bin" "$out/$name.o"
+        else
+            as --64 -o "$out/$name.o" "$src"
+            ld -m elf_x86_64 -Ttext=0x1000 --oformat=binary -o "$out/$name.bin" "$out/$name.o"
+        fi
+        rm -f "$out/$name.o"
+        cp "$RKVM_ROOT/tests/guests/$name.expected" "$out/"
+        [[ ! -f $RKVM_ROOT/tests/guests/$name.status ]] || cp "$RKVM_ROOT/tests/guests/$name.status" "$out/"
+    done
+}
+
 build_initramfs() {
     log "building the initramfs"
     local root=$RKVM_OUT/initramfs krel applet
@@ -52,6 +74,8 @@ build_initramfs() {
     cp "$RKVM_ROOT/module/rkvm.ko" "$root/rkvm/"
     cp "$RKVM_ROOT/target/$TARGET/release/rkvm" "$root/rkvm/"
     cp "$RKVM_OUT"/selftests/* "$root/rkvm/selftests/"
+    mkdir -p "$root/rkvm/guests"
+    cp "$RKVM_OUT"/guests/* "$root/rkvm/guests/"
     cp "$RKVM_ROOT"/tests/vm/{lib.sh,runner.sh,main-job.sh} "$root/rkvm/"
     cp "$RKVM_ROOT/tests/vm/init" "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$RKVM_OUT/initramfs.cpio.gz"
@@ -62,7 +86,8 @@ case "${1:-all}" in
     module) build_module ;;
     userspace) build_userspace ;;
     selftests) build_selftests ;;
+    guests) build_guests ;;
     initramfs) build_initramfs ;;
-    all) build_module; build_userspace; build_selftests; build_initramfs ;;
+    all) build_module; build_userspace; build_selftests; build_guests; build_initramfs ;;
     *) die "unknown build target: $1" ;;
 esac

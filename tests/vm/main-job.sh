@@ -1,5 +1,6 @@
 #!/bin/sh
-# The main job (README's first command): load rkvm and show what it offers.
+# The main job (README's first command): load rkvm, show what it offers and
+# run guests through it.
 . /rkvm/lib.sh
 
 step() { # title command...
@@ -12,5 +13,9 @@ step() { # title command...
 step "insmod rkvm.ko" insmod /rkvm/rkvm.ko
 step "what the module logged" sh -c "dmesg | sed -n 's/^.*\] rkvm: /rkvm: /p'"
 step "rkvm info" rkvm info
+step "rkvm run --flat hello-real.bin (real mode)" rkvm run --flat /rkvm/guests/hello-real.bin --mode real
+# long-mmio ends with status 42 on purpose (the debug-exit port).
+step "rkvm run --flat long-mmio.bin --mode long" sh -c \
+    'rkvm run --flat /rkvm/guests/long-mmio.bin --mode long; s=$?; echo "exit status $s"; [ $s = 42 ]'
 step "rmmod rkvm" rmmod rkvm
 say "done"

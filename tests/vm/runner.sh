@@ -11,6 +11,7 @@ case "$EMU" in
     *) KVM_MOD=kvm_amd BACKEND=svm ;;
 esac
 SELFTESTS=$(ls /rkvm/selftests/)
+GUESTS=$(cd /rkvm/guests && ls *.bin | sed 's/\.bin$//')
 # The reference runs every selftest, except that kvm_intel cannot run guests
 # inside Bochs yet (it reports an invalid VMCS and the run stalls): under Bochs
 # the reference runs only the tests that do not enter a guest.
@@ -23,12 +24,16 @@ esac
 PLAN="kvm_load t_kvm_load"
 for t in $REFERENCE_SELFTESTS; do [ -x "/rkvm/selftests/$t" ] && PLAN="$PLAN
 kvm:$t t_selftest /dev/kvm $t"; done
+[ "$EMU" = bochs ] || for g in $GUESTS; do PLAN="$PLAN
+kvm:run:$g t_flat /dev/kvm $g"; done
 PLAN="$PLAN
 kvm_info t_info /dev/kvm
 kvm_unload t_kvm_unload
 rkvm_load t_rkvm_load"
 for t in $SELFTESTS; do PLAN="$PLAN
 rkvm:$t t_selftest /dev/rkvm $t"; done
+[ "$BACKEND" = svm ] && for g in $GUESTS; do PLAN="$PLAN
+rkvm:run:$g t_flat /dev/rkvm $g"; done
 PLAN="$PLAN
 rkvm_info t_info /dev/rkvm
 rkvm_unload t_rkvm_unload
@@ -36,7 +41,8 @@ kernel_log t_kernel_log"
 [ "$(cmdline_arg rkvm.fail)" = 1 ] && PLAN="$PLAN
 deliberate_failure t_deliberate_failure"
 
-fail() { echo "FAIL: $*"; return 1; }
+# Each test function runs in a subshell: `fail` ends it at once.
+fail() { echo "FAIL: $*"; exit 1; }
 
 t_kvm_load() {
     modprobe "$KVM_MOD" || fail "modprobe $KVM_MOD"
@@ -51,6 +57,20 @@ t_kvm_unload() {
 # A kselftest binary: its own TAP becomes the subtests; exit 4 is a skip.
 t_selftest() {
     RKVM_DEVICE=$1 "/rkvm/selftests/$2"
+}
+
+# `rkvm run` of a flat guest: its console output and exit status must be
+# exactly the expected ones (the same through real KVM and rkvm).
+t_flat() {
+    dir=/rkvm/guests
+    case "$2" in *real*) mode=real ;; *) mode=long ;; esac
+    want_status=0
+    [ -f "$dir/$2.status" ] && want_status=$(cat "$dir/$2.status")
+    status=0
+    rkvm run --device "$1" --flat "$dir/$2.bin" --mode "$mode" > /tmp/guest.out 2> /tmp/guest.err || status=$?
+    cat /tmp/guest.err
+    cmp -s /tmp/guest.out "$dir/$2.expected" || { echo "output:"; cat /tmp/guest.out; fail "output differs from $2.expected"; }
+    [ "$status" = "$want_status" ] || fail "exit status $status, expected $want_status"
 }
 
 # The line the module logged at load: "rkvm: cpu: <features>; backend: <b>".
@@ -76,7 +96,7 @@ t_rkvm_load() {
 
 t_info() {
     out=$(rkvm info --device "$1" 2>&1) || { echo "$out"; fail "rkvm info --device $1"; }
-    echo "$out" | grep -v '^  KVM_CAP_'
+    echo "$out" | grep -v '^  KVM_CAP_' || true
     echo "$out" | grep -qx "api version:  12" || fail "API version is not 12"
     echo "$out" | grep -q "^backend:      $BACKEND\$" || fail "backend is not $BACKEND"
     # rkvm info decodes CPUID/MSRs in userspace with the module's own decoder:
@@ -101,12 +121,16 @@ t_rkvm_unload() {
 # Anything the kernel says went wrong, during the whole run.
 t_kernel_log() {
     bad=$(dmesg | grep -v 'rkvm-out:' | grep -E \
-        'Oops|BUG:|WARNING:|kernel BUG|general protection fault|Call Trace|panicked|UBSAN|KASAN|kmemleak|refcount_t|list_add corruption|list_del corruption|unable to handle|rcu: INFO|soft lockup|hung task|Tainted: .*[DW]')
+        'Oops|BUG:|WARNING:|kernel BUG|general protection fault|Call Trace|panicked|UBSAN|KASAN|kmemleak|refcount_t|list_add corruption|list_del corruption|unable to handle|rcu: INFO|soft lockup|hung task|Tainted: .*[DW]' || true)
     [ -z "$bad" ] || { echo "$bad"; fail "the kernel log has errors"; }
 }
 
+# Fails in its middle, then would succeed: the harness must report the
+# failure (a regression test for the runner, which once let a test function
+# carry on after `fail` and report ok).
 t_deliberate_failure() {
     fail "rkvm.fail=1 was given: this test fails on purpose, to show the harness notices"
+    true
 }
 
 say "KTAP version 1"
@@ -116,7 +140,7 @@ echo "$PLAN" | while read -r name fn args; do
     n=$((n + 1))
     start=$(date +%s)
     # shellcheck disable=SC2086
-    $fn $args > /tmp/out 2>&1
+    ( set -e; $fn $args ) > /tmp/out 2>&1
     status=$?
     secs=$(( $(date +%s) - start ))
     if grep -qE '^(not )?ok [0-9]' /tmp/out; then

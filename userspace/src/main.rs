@@ -8,6 +8,8 @@
 
 mod caps;
 mod cpu;
+mod devices;
+mod run;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -39,15 +41,47 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Run a guest: a flat program loaded at 0x1000 (real or long mode).
+    ///
+    /// The guest's COM1 (0x3f8) is this terminal's output; writing a byte to
+    /// port 0xf4 ends the run with that byte as the exit status; HLT ends it
+    /// with 0 and a triple fault with 3. Other ports read as 0xff and ignore
+    /// writes (each reported once). Exit counts by reason are printed at the end.
+    Run {
+        /// The KVM device: /dev/rkvm (the rkvm module) or /dev/kvm (real KVM).
+        #[arg(long, default_value = "/dev/rkvm")]
+        device: PathBuf,
+        /// A flat binary, loaded at guest physical 0x1000 and entered there.
+        #[arg(long)]
+        flat: PathBuf,
+        /// CPU mode at entry.
+        #[arg(long, value_enum, default_value = "real")]
+        mode: run::Mode,
+        /// Guest memory in MiB (from guest physical 0).
+        #[arg(long, default_value_t = 16)]
+        mem: usize,
+        /// Print one line per exit that reaches userspace.
+        #[arg(long)]
+        trace_exits: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info { device, all } => info(&device, all),
+        Command::Info { device, all } => info(&device, all).map(|()| 0),
+        Command::Run { device, flat, mode, mem, trace_exits } => {
+            let opts = run::Options { device: &device, flat: &flat, mode, mem_mib: mem, trace_exits };
+            run::run(&opts).map(|outcome| {
+                if outcome == run::Outcome::Shutdown {
+                    eprintln!("rkvm: the guest triple-faulted (shutdown)");
+                }
+                outcome.status()
+            })
+        }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(msg) => {
             eprintln!("rkvm: {msg}");
             ExitCode::FAILURE

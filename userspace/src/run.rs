@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `rkvm run`: a VM with one vCPU, guest memory at guest physical 0, a flat
+//! program loaded at 0x1000 and run in real or long mode, devices emulated
+//! on the exits that reach userspace.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::devices::{debug_exit, debug_exit::DebugExit, serial::Uart, PortBus};
+
+/// Where a flat program is loaded and starts.
+pub const LOAD_ADDR: u64 = 0x1000;
+/// Long mode: page tables (PML4, PDPT, PD) identity-mapping the first GiB.
+const PML4: u64 = 0x10_0000;
+/// Initial stack pointer.
+const STACK: u64 = 0x8_0000;
+
+/// The CPU mode a flat program starts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// 16-bit real mode, CS:IP = 0000:1000.
+    Real,
+    /// 64-bit long mode, identity-mapped first GiB, RIP = 0x1000.
+    Long,
+}
+
+/// What `rkvm run` was asked to do.
+pub struct Options<'a> {
+    pub device: &'a Path,
+    pub flat: &'a Path,
+    pub mode: Mode,
+    pub mem_mib: usize,
+    pub trace_exits: bool,
+}
+
+/// How the guest ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It wrote this status to the debug-exit port.
+    DebugExit(u8),
+    /// It executed HLT with nothing that could wake it.
+    Halted,
+    /// It triple-faulted.
+    Shutdown,
+}
+
+impl Outcome {
+    /// The status `rkvm run` exits with.
+    pub fn status(&self) -> u8 {
+        match self {
+            Outcome::DebugExit(s) => *s,
+            Outcome::Halted => 0,
+            Outcome::Shutdown => 3,
+        }
+    }
+}
+
+pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
+    let program = std::fs::read(opts.flat).map_err(|e| format!("cannot read {}: {e}", opts.flat.display()))?;
+    let mem_size = opts.mem_mib.checked_mul(1 << 20).ok_or("--mem is too large")?;
+    if mem_size < 2 << 20 {
+        return Err("--mem must be at least 2 (MiB)".into());
+    }
+    if LOAD_ADDR as usize + program.len() > 0x8_0000 {
+        return Err(format!("{} is too large: a flat program must fit below 0x80000", opts.flat.display()));
+    }
+
+    let path = CString::new(opts.device.as_os_str().as_bytes()).map_err(|_| "device path contains NUL")?;
+    let kvm = Kvm::new_with_path(path).map_err(|e| format!("cannot open {}: {e}", opts.device.display()))?;
+    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)])
+        .map_err(|e| format!("cannot allocate {} MiB of guest memory: {e}", opts.mem_mib))?;
+    add_memory(&vm, &mem)?;
+    mem.write_slice(&program, GuestAddress(LOAD_ADDR)).map_err(|e| format!("loading the program: {e}"))?;
+
+    let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+    // Real KVM allows CR4.PAE and long mode only if the guest's CPUID says
+    // so: hand the vCPU what the device supports, where it can tell.
+    if let Ok(cpuid) = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) {
+        vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    }
+    match opts.mode {
+        Mode::Real => setup_real_mode(&vcpu)?,
+        Mode::Long => setup_long_mode(&vcpu, &mem)?,
+    }
+
+    let status = Rc::new(Cell::new(None));
+    let mut bus = PortBus::default();
+    bus.add(0x3f8, 8, Box::new(Uart::new(std::io::stdout())));
+    bus.add(debug_exit::PORT, 1, Box::new(DebugExit(status.clone())));
+
+    let mut stats = Stats::default();
+    let outcome = run_loop(&mut vcpu, &mut bus, &status, &mut stats, opts.trace_exits);
+    stats.print();
+    outcome
+}
+
+fn add_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), String> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|e| format!("guest memory: {e}"))?;
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the memory belongs to `mem`, which outlives the VM in `run`.
+        unsafe { vm.set_user_memory_region(region) }.map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
+    }
+    Ok(())
+}
+
+fn setup_real_mode(vcpu: &VcpuFd) -> Result<(), String> {
+    let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+    set_entry(vcpu)
+}
+
+fn setup_long_mode(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<(), String> {
+    let write = |addr: u64, val: u64| {
+        mem.write_obj(val, GuestAddress(addr)).map_err(|e| format!("writing page tables: {e}"))
+    };
+    write(PML4, (PML4 + 0x1000) | 3)?;
+    write(PML4 + 0x1000, (PML4 + 0x2000) | 3)?;
+    for i in 0..512u64 {
+        write(PML4 + 0x2000 + i * 8, (i << 21) | 0x83)?; // 2 MiB, present, writable
+    }
+    let code = kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: 8,
+        type_: 0xb,
+        present: 1,
+        s: 1,
+        l: 1,
+        g: 1,
+        ..Default::default()
+    };
+    let data = kvm_segment { selector: 16, type_: 3, l: 0, ..code };
+    let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    sregs.cs = code;
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.cr3 = PML4;
+    sregs.cr4 = 1 << 5; // PAE
+    sregs.cr0 = 0x8000_0011; // PG, ET, PE
+    sregs.efer = (1 << 8) | (1 << 10); // LME, LMA
+    vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+    set_entry(vcpu)
+}
+
+fn set_entry(vcpu: &VcpuFd) -> Result<(), String> {
+    let mut regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    regs.rip = LOAD_ADDR;
+    regs.rsp = STACK;
+    regs.rflags = 2;
+    vcpu.set_regs(&regs).map_err(|e| format!("KVM_SET_REGS: {e}"))
+}
+
+/// Exit counts by reason, printed when the run ends.
+#[derive(Default)]
+struct Stats(BTreeMap<&'static str, u64>);
+
+impl Stats {
+    fn count(&mut self, reason: &'static str) {
+        *self.0.entry(reason).or_default() += 1;
+    }
+
+    fn print(&self) {
+        let total: u64 = self.0.values().sum();
+        let parts: Vec<String> = self.0.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        eprintln!("rkvm: {total} exits to userspace: {}", parts.join(", "));
+    }
+}
+
+fn run_loop(
+    vcpu: &mut VcpuFd,
+    bus: &mut PortBus,
+    status: &Rc<Cell<Option<u8>>>,
+    stats: &mut Stats,
+    trace: bool,
+) -> Result<Outcome, String> {
+    loop {
+        let exit = vcpu.run().map_err(|e| format!("KVM_RUN: {e}"))?;
+        let (reason, line) = describe(&exit);
+        stats.count(reason);
+        if trace {
+            eprintln!("rkvm: exit {reason:<6} {line}");
+        }
+        match exit {
+            VcpuExit::IoOut(port, data) => bus.write(port, data),
+            VcpuExit::IoIn(port, data) => bus.read(port, data),
+            VcpuExit::MmioRead(addr, data) => {
+                eprintln!("rkvm: guest read of MMIO {addr:#x}: no device there");
+                data.fill(0xff);
+            }
+            VcpuExit::MmioWrite(addr, _) => eprintln!("rkvm: guest write of MMIO {addr:#x}: no device there"),
+            VcpuExit::Hlt => return Ok(Outcome::Halted),
+            VcpuExit::Shutdown => return Ok(Outcome::Shutdown),
+            VcpuExit::FailEntry(reason, cpu) => {
+                return Err(format!("the hardware refused the guest state (reason {reason:#x}, cpu {cpu})"));
+            }
+            VcpuExit::InternalError => return Err("internal error in the hypervisor (KVM_EXIT_INTERNAL_ERROR)".into()),
+            other => return Err(format!("unexpected exit: {other:?}")),
+        }
+        if let Some(s) = status.get() {
+            return Ok(Outcome::DebugExit(s));
+        }
+    }
+}
+
+/// The exit's reason and a readable line about it.
+fn describe(exit: &VcpuExit<'_>) -> (&'static str, String) {
+    let hex = |d: &[u8]| d.iter().rev().map(|b| format!("{b:02x}")).collect::<String>();
+    match exit {
+        VcpuExit::IoOut(port, d) => ("io", format!("out port={port:#06x} size={} data=0x{}", d.len(), hex(d))),
+        VcpuExit::IoIn(port, d) => ("io", format!("in  port={port:#06x} size={}", d.len())),
+        VcpuExit::MmioWrite(a, d) => ("mmio", format!("write addr={a:#x} size={} data=0x{}", d.len(), hex(d))),
+        VcpuExit::MmioRead(a, d) => ("mmio", format!("read  addr={a:#x} size={}", d.len())),
+        VcpuExit::Hlt => ("hlt", String::new()),
+        VcpuExit::Shutdown => ("shutdown", String::new()),
+        VcpuExit::FailEntry(r, cpu) => ("fail_entry", format!("reason={r:#x} cpu={cpu}")),
+        VcpuExit::InternalError => ("internal_error", String::new()),
+        _ => ("other", format!("{exit:?}")),
+    }
+}
