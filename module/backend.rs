@@ -46,6 +46,8 @@ pub(crate) enum Exit {
     },
     /// HLT.
     Hlt,
+    /// The guest can take an interrupt now (the window rkvm asked for opened).
+    IrqWindow,
     /// A guest physical address with no valid translation.
     NestedFault {
         /// The address.
@@ -108,6 +110,16 @@ pub(crate) trait ArchVcpu: Send {
     }
     /// Queues an exception for the next entry.
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// Whether an external interrupt can be injected at the next entry:
+    /// RFLAGS.IF set, no interrupt shadow, no other event queued.
+    fn interrupt_allowed(&self) -> bool;
+    /// Queues external interrupt `vector` for the next entry, whatever
+    /// RFLAGS.IF says (as event injection does). False if another event
+    /// (one being re-delivered, or an exception) already has the slot.
+    fn inject_interrupt(&mut self, vector: u8) -> bool;
+    /// Asks for an [`Exit::IrqWindow`] as soon as the guest can take an
+    /// interrupt (or stops asking).
+    fn set_irq_window(&mut self, enable: bool);
     /// The physical CPU this vCPU last ran on (for `fail_entry.cpu`).
     fn last_cpu(&self) -> u32;
 }

@@ -55,6 +55,11 @@ impl RunPage<'_> {
         sys::page_address(self.0).cast()
     }
 
+    fn request_interrupt_window(&self) -> bool {
+        // SAFETY: see `run_field!`; a volatile read of a byte userspace may write.
+        unsafe { run_field!(self.request_interrupt_window).read_volatile() != 0 }
+    }
+
     fn immediate_exit(&self) -> bool {
         // SAFETY: see `run_field!`; a volatile read of a byte userspace may write.
         unsafe { run_field!(self.immediate_exit).read_volatile() != 0 }
@@ -119,10 +124,11 @@ impl RunPage<'_> {
     }
 
     /// The state KVM reports with every exit.
-    fn set_common(&self, if_flag: bool, cr8: u64, apic_base: u64) {
+    fn set_common(&self, if_flag: bool, ready: bool, cr8: u64, apic_base: u64) {
         // SAFETY: see `run_field!`.
         unsafe {
             run_field!(self.if_flag).write_volatile(u8::from(if_flag));
+            run_field!(self.ready_for_interrupt_injection).write_volatile(u8::from(ready));
             run_field!(self.cr8).write_volatile(cr8);
             run_field!(self.apic_base).write_volatile(apic_base);
             run_field!(self.flags).write_volatile(0);
@@ -161,6 +167,17 @@ struct VcpuState {
     arch: KBox<dyn ArchVcpu>,
     pending_io: Option<PendingIo>,
     pending_mmio: Option<PendingLoad>,
+    /// An interrupt from `KVM_INTERRUPT` not yet injected (KVM's
+    /// `vcpu->arch.interrupt`): rkvm has no in-kernel interrupt controller,
+    /// userspace's PIC decides what to inject.
+    pending_irq: Option<u8>,
+}
+
+impl VcpuState {
+    /// `kvm_vcpu_ready_for_interrupt_injection()` with a userspace irqchip.
+    fn ready_for_interrupt(&self) -> bool {
+        self.pending_irq.is_none() && self.arch.interrupt_allowed()
+    }
 }
 
 #[pin_data]
@@ -197,7 +214,7 @@ impl Vcpu {
                 id,
                 run_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
                 pio_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
-                state <- new_mutex!(VcpuState { arch, pending_io: None, pending_mmio: None }),
+                state <- new_mutex!(VcpuState { arch, pending_io: None, pending_mmio: None, pending_irq: None }),
             }),
             GFP_KERNEL,
         )
@@ -219,7 +236,8 @@ impl Vcpu {
         };
         let regs = st.arch.regs();
         let sregs = st.arch.sregs();
-        run.set_common(regs.rflags & x86::RFLAGS_IF != 0, sregs.cr8, sregs.apic_base);
+        let ready = st.ready_for_interrupt();
+        run.set_common(regs.rflags & x86::RFLAGS_IF != 0, ready, sregs.cr8, sregs.apic_base);
         result
     }
 
@@ -230,13 +248,30 @@ impl Vcpu {
                 return Err(EINTR);
             }
             sys::cond_resched();
+            // What userspace queued is injected at this entry: KVM treats a
+            // KVM_INTERRUPT vector as already accepted (userspace asks only
+            // when ready_for_interrupt_injection says so).
+            if let Some(vector) = st.pending_irq {
+                if st.arch.inject_interrupt(vector) {
+                    st.pending_irq = None;
+                }
+            }
+            // While userspace waits for a window, ask the hardware for an exit
+            // when it opens.
+            let want_window = run.request_interrupt_window() && !st.ready_for_interrupt();
+            st.arch.set_irq_window(want_window);
             let exit = {
                 let mmu = self.vm.mmu.lock();
                 st.arch.run(mmu.root())
             };
-            match self.handle(st, exit, run)? {
-                Next::Reenter => continue,
-                Next::User => return Ok(0),
+            if let Next::User = self.handle(st, exit, run)? {
+                return Ok(0);
+            }
+            // As KVM's vcpu_run(): after an exit handled in the kernel, a
+            // window userspace asked for that is now open returns to it.
+            if run.request_interrupt_window() && st.ready_for_interrupt() {
+                run.set_exit_reason(uapi::KVM_EXIT_IRQ_WINDOW_OPEN);
+                return Ok(0);
             }
         }
     }
@@ -244,7 +279,7 @@ impl Vcpu {
     fn handle(&self, st: &mut VcpuState, exit: Exit, run: &RunPage<'_>) -> Result<Next> {
         let arch = &mut st.arch;
         match exit {
-            Exit::Host => Ok(Next::Reenter),
+            Exit::Host | Exit::IrqWindow => Ok(Next::Reenter),
             Exit::Io { port, input, size, string: false, next_rip, .. } => {
                 if !input {
                     let data = arch.gpr(gpr::RAX).to_le_bytes();
@@ -338,6 +373,18 @@ impl Vcpu {
         }
     }
 
+    /// `KVM_INTERRUPT` without an in-kernel irqchip: queue one external
+    /// interrupt for the next entry. As in KVM, a second call before that
+    /// entry replaces the first.
+    fn interrupt(&self, arg: usize) -> Result<isize> {
+        let irq: uapi::kvm_interrupt = abi::read_arg(arg)?;
+        if irq.irq >= abi::NR_INTERRUPTS {
+            return Err(EINVAL);
+        }
+        self.state.lock().pending_irq = Some(irq.irq as u8);
+        Ok(0)
+    }
+
     fn get_regs(&self, arg: usize) -> Result<isize> {
         let regs = self.state.lock().arch.regs();
         abi::write_arg(arg, &regs)?;
@@ -390,6 +437,7 @@ impl FdOps for Vcpu {
             abi::vcpu::SET_REGS => this.set_regs(arg),
             abi::vcpu::GET_SREGS => this.get_sregs(arg),
             abi::vcpu::SET_SREGS => this.set_sregs(arg),
+            abi::vcpu::INTERRUPT => this.interrupt(arg),
             // kvm_arch_vcpu_ioctl(): an unknown vCPU request is EINVAL.
             _ => Err(EINVAL),
         }

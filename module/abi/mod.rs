@@ -59,12 +59,16 @@ pub(crate) mod vcpu {
     pub(crate) const GET_SREGS: u32 = kvm_ior::<uapi::kvm_sregs>(0x83);
     /// `KVM_SET_SREGS`: `_IOW(KVMIO, 0x84, struct kvm_sregs)`.
     pub(crate) const SET_SREGS: u32 = kvm_iow::<uapi::kvm_sregs>(0x84);
+    /// `KVM_INTERRUPT`: `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
+    pub(crate) const INTERRUPT: u32 = kvm_iow::<uapi::kvm_interrupt>(0x86);
 }
 
 /// Most vCPUs per VM (`KVM_CAP_NR_VCPUS`, `KVM_CAP_MAX_VCPUS`).
 pub(crate) const MAX_VCPUS: u32 = 64;
 /// vCPU ids are below this (`KVM_CAP_MAX_VCPU_ID`).
 pub(crate) const MAX_VCPU_ID: u32 = 64;
+/// Interrupt vectors (`KVM_NR_INTERRUPTS`).
+pub(crate) const NR_INTERRUPTS: u32 = 256;
 /// Pages of the vCPU mmap: `struct kvm_run`, then the PIO data page.
 pub(crate) const VCPU_MMAP_PAGES: usize = 2;
 /// Page offset of the PIO data page in the vCPU mmap (`KVM_PIO_PAGE_OFFSET`).
@@ -75,6 +79,8 @@ pub(crate) const PIO_PAGE_OFFSET: usize = uapi::KVM_PIO_PAGE_OFFSET as usize;
 // every byte of a value is initialized. The size asserts below pin the layouts
 // the ioctl numbers encode.
 unsafe impl FromBytes for uapi::kvm_userspace_memory_region {}
+// SAFETY: as above.
+unsafe impl FromBytes for uapi::kvm_interrupt {}
 // SAFETY: as above.
 unsafe impl FromBytes for uapi::kvm_regs {}
 // SAFETY: as above.

@@ -320,6 +320,11 @@ impl Control {
         self.intercepts[i.word as usize] |= 1 << i.bit;
     }
 
+    /// Clears an intercept.
+    pub fn clear_intercept(&mut self, i: Intercept) {
+        self.intercepts[i.word as usize] &= !(1 << i.bit);
+    }
+
     /// Whether an intercept is set.
     pub fn intercepted(&self, i: Intercept) -> bool {
         self.intercepts[i.word as usize] & (1 << i.bit) != 0
@@ -497,6 +502,8 @@ mod tests {
         assert_eq!(c.intercepts[4], 1);
         assert_eq!(c.intercepts[3], 1 << 24);
         assert!(c.intercepted(Intercept::HLT) && !c.intercepted(Intercept::CPUID));
+        c.clear_intercept(Intercept::HLT);
+        assert!(!c.intercepted(Intercept::HLT) && c.intercepted(Intercept::VMRUN));
         c.intercept_exception(14);
         assert_eq!(c.intercepts[2], 1 << 14);
     }

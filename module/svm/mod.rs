@@ -197,6 +197,7 @@ impl SvmVcpu {
                 }
             }
             exit::HLT => Exit::Hlt,
+            exit::VINTR => Exit::IrqWindow,
             exit::NPF => Exit::NestedFault { gpa: GuestPhys(info2), write: NpfError(info1).write() },
             exit::CPUID => Exit::Cpuid,
             exit::MSR => Exit::Msr,
@@ -519,6 +520,36 @@ impl ArchVcpu for SvmVcpu {
         if let Some(err) = error_code {
             c.event_inj |= vmcb::EVENT_ERROR_VALID;
             c.event_inj_err = err;
+        }
+    }
+
+    fn interrupt_allowed(&self) -> bool {
+        let c = &self.vmcb.control;
+        self.vmcb.save.rflags & x86::RFLAGS_IF != 0
+            && c.int_state & vmcb::INT_SHADOW == 0
+            && c.event_inj & vmcb::EVENT_VALID == 0
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) -> bool {
+        let c = &mut self.vmcb.control;
+        if c.event_inj & vmcb::EVENT_VALID != 0 {
+            return false;
+        }
+        c.event_inj = vmcb::EVENT_VALID | vmcb::EVENT_TYPE_INTR | u32::from(vector);
+        true
+    }
+
+    fn set_irq_window(&mut self, enable: bool) {
+        // A virtual interrupt (V_IRQ) that ignores the TPR is "taken" as soon
+        // as the guest could take an interrupt; intercepting VINTR turns that
+        // moment into an exit, and no virtual interrupt is ever delivered.
+        let c = &mut self.vmcb.control;
+        if enable {
+            c.int_ctl |= vmcb::V_IRQ | vmcb::V_IGN_TPR;
+            c.intercept(Intercept::VINTR);
+        } else {
+            c.int_ctl &= !(vmcb::V_IRQ | vmcb::V_IGN_TPR);
+            c.clear_intercept(Intercept::VINTR);
         }
     }
 

@@ -30,6 +30,12 @@ FIXTURE_TEARDOWN(guest)
 	vm_destroy(&self->vm);
 }
 
+#define EXPECT_ERRNO(err, call) do {					\
+	errno = 0;							\
+	EXPECT_EQ(-1, (call));						\
+	EXPECT_EQ(err, errno);						\
+} while (0)
+
 #define ASSERT_IO(vm, dir, sz, p) do {						\
 	ASSERT_EQ(KVM_EXIT_IO, (vm)->run->exit_reason);				\
 	ASSERT_EQ(dir, (vm)->run->io.direction);				\
@@ -242,6 +248,114 @@ TEST_F(guest, readonly_slot_writes_are_mmio)
 	EXPECT_EQ(0x77, regs.rax & 0xff);
 	EXPECT_EQ(0x77, rom[0]);			/* the write did not reach memory */
 	munmap(rom, 4096);
+}
+
+/*
+ * Real mode with a handler for vector 0x20 at 0x2000: OUT 0x80 from the
+ * handler, then IRET. The IVT entry (offset:segment) is at 0x80.
+ */
+static void install_irq_handler(struct vm *vm)
+{
+	static const uint8_t handler[] = {
+		0xb0, 0x99,			/* 2000: mov $0x99, %al */
+		0xe6, 0x80,			/* 2002: out %al, $0x80 */
+		0xcf,				/* 2004: iret */
+		0xb0, 0x98,			/* 2005: mov $0x98, %al (vector 0x21) */
+		0xe6, 0x80,			/* 2007: out %al, $0x80 */
+		0xcf,				/* 2009: iret */
+	};
+
+	memcpy(vm->mem + 0x2000, handler, sizeof(handler));
+	vm->mem[0x80] = 0x00;
+	vm->mem[0x81] = 0x20;			/* vector 0x20: 0000:2000 */
+	vm->mem[0x82] = vm->mem[0x83] = 0;
+	vm->mem[0x84] = 0x05;
+	vm->mem[0x85] = 0x20;			/* vector 0x21: 0000:2005 */
+	vm->mem[0x86] = vm->mem[0x87] = 0;
+}
+
+/*
+ * A halted guest with interrupts on: ready_for_interrupt_injection is set,
+ * KVM_INTERRUPT queues the vector, the next KVM_RUN delivers it, and the
+ * handler returns past the HLT.
+ */
+TEST_F(guest, interrupt_wakes_a_halted_guest)
+{
+	static const uint8_t code[] = {
+		0xfb,				/* 1000: sti */
+		0xf4,				/* 1001: hlt */
+		0xe6, 0x81,			/* 1002: out %al, $0x81 */
+		0xfa, 0xf4,			/* 1004: cli; hlt */
+	};
+	struct kvm_interrupt irq = { .irq = 0x20 };
+	struct vm *vm = &self->vm;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	install_irq_handler(vm);
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	EXPECT_EQ(1, vm->run->if_flag);
+	EXPECT_EQ(1, vm->run->ready_for_interrupt_injection);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_INTERRUPT, &irq));
+	/* Vectors stop at 255; a second vector before the entry replaces the first. */
+	irq.irq = 256;
+	EXPECT_ERRNO(EINVAL, ioctl(vm->vcpu, KVM_INTERRUPT, &irq));
+	irq.irq = 0x21;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_INTERRUPT, &irq));
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 1, 0x80);	/* the handler of 0x21 */
+	EXPECT_EQ(0x98, vm_pio_data(vm)[0]);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 1, 0x81);	/* back after the HLT */
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	EXPECT_EQ(0, vm->run->if_flag);
+	EXPECT_EQ(0, vm->run->ready_for_interrupt_injection);
+}
+
+/*
+ * The interrupt-window protocol: with IF clear the guest is not ready;
+ * userspace sets request_interrupt_window and gets KVM_EXIT_IRQ_WINDOW_OPEN
+ * once the guest has executed STI (and the instruction in its shadow).
+ */
+TEST_F(guest, interrupt_window)
+{
+	static const uint8_t code[] = {
+		0xfa,				/* 1000: cli */
+		0xe6, 0x10,			/* 1001: out %al, $0x10 */
+		0x90, 0x90,			/* 1003: nop; nop */
+		0xfb,				/* 1005: sti */
+		0x90,				/* 1006: nop (STI shadow) */
+		0x90,				/* 1007: nop */
+		0xe6, 0x11,			/* 1008: out %al, $0x11 */
+		0xfa, 0xf4,			/* 100a: cli; hlt */
+	};
+	struct kvm_interrupt irq = { .irq = 0x20 };
+	struct vm *vm = &self->vm;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	install_irq_handler(vm);
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 1, 0x10);
+	EXPECT_EQ(0, vm->run->ready_for_interrupt_injection);
+	EXPECT_EQ(0, vm->run->if_flag);
+
+	vm->run->request_interrupt_window = 1;
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IRQ_WINDOW_OPEN, vm->run->exit_reason);
+	EXPECT_EQ(1, vm->run->ready_for_interrupt_injection);
+	EXPECT_EQ(1, vm->run->if_flag);
+	EXPECT_EQ(0x1007, vm_rip(vm));
+	vm->run->request_interrupt_window = 0;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_INTERRUPT, &irq));
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 1, 0x80);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 1, 0x11);
 }
 
 /* A 32-bit IN zero-extends into RAX; an 8-bit IN keeps the rest of RAX. */
