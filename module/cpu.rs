@@ -5,7 +5,10 @@
 
 use core::arch::x86_64::__cpuid;
 
-use crate::pure::cpu::{msr, RawCpu, VirtFeatures};
+use crate::pure::{
+    cpu::{msr, RawCpu, VirtFeatures},
+    cpuid,
+};
 
 extern "C" {
     /// `rdmsrq_safe()`, from `helpers.c`.
@@ -49,5 +52,13 @@ pub(crate) fn probe() -> VirtFeatures {
         procbased: vmx_msr(msr::VMX_PROCBASED_CTLS),
         procbased2: vmx_msr(msr::VMX_PROCBASED_CTLS2),
         ept_vpid_cap: vmx_msr(msr::VMX_EPT_VPID_CAP),
+    })
+}
+
+/// `KVM_GET_SUPPORTED_CPUID`: the host's leaves, masked (`pure::cpuid`).
+pub(crate) fn supported_cpuid() -> ([cpuid::Entry; 12], usize) {
+    cpuid::supported(|leaf, sub| {
+        let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+        [r.eax, r.ebx, r.ecx, r.edx]
     })
 }

@@ -24,6 +24,16 @@ impl SystemFd {
             abi::sys::GET_API_VERSION if arg == 0 => Ok(abi::API_VERSION as isize),
             abi::sys::CREATE_VM => Vm::create(arg),
             abi::sys::CHECK_EXTENSION => Ok(abi::check_extension(arg) as isize),
+            abi::sys::GET_SUPPORTED_CPUID => {
+                let (entries, n) = crate::cpu::supported_cpuid();
+                // KVM: a buffer for no entry at all is E2BIG too.
+                let head: crate::abi::uapi::kvm_cpuid2 = abi::read_arg(arg)?;
+                if head.nent < 1 {
+                    return Err(E2BIG);
+                }
+                abi::write_cpuid(arg, &entries[..n])?;
+                Ok(0)
+            }
             abi::sys::GET_VCPU_MMAP_SIZE if arg == 0 => {
                 Ok((abi::VCPU_MMAP_PAGES * kernel::page::PAGE_SIZE) as isize)
             }

@@ -22,6 +22,7 @@ use crate::{
     fd::FdOps,
     mmu::Fault,
     pure::{
+        cpuid,
         decode::{self, Reg},
         x86::{self, ControlRegs},
     },
@@ -171,6 +172,10 @@ struct VcpuState {
     /// `vcpu->arch.interrupt`): rkvm has no in-kernel interrupt controller,
     /// userspace's PIC decides what to inject.
     pending_irq: Option<u8>,
+    /// The CPUID table from `KVM_SET_CPUID2`.
+    cpuid: KVec<cpuid::Entry>,
+    /// Whether the vCPU has entered the guest (then CPUID is frozen).
+    has_run: bool,
 }
 
 impl VcpuState {
@@ -214,7 +219,14 @@ impl Vcpu {
                 id,
                 run_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
                 pio_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
-                state <- new_mutex!(VcpuState { arch, pending_io: None, pending_mmio: None, pending_irq: None }),
+                state <- new_mutex!(VcpuState {
+                    arch,
+                    pending_io: None,
+                    pending_mmio: None,
+                    pending_irq: None,
+                    cpuid: KVec::new(),
+                    has_run: false,
+                }),
             }),
             GFP_KERNEL,
         )
@@ -264,6 +276,7 @@ impl Vcpu {
                 let mmu = self.vm.mmu.lock();
                 st.arch.run(mmu.root())
             };
+            st.has_run = true;
             if let Next::User = self.handle(st, exit, run)? {
                 return Ok(0);
             }
@@ -314,9 +327,10 @@ impl Vcpu {
                 Ok(Next::User)
             }
             Exit::Cpuid => {
-                // No KVM_SET_CPUID2 yet: every leaf reads as zero.
-                for reg in [gpr::RAX, gpr::RBX, gpr::RCX, gpr::RDX] {
-                    arch.set_gpr(reg, 0);
+                let (leaf, sub) = (arch.gpr(gpr::RAX) as u32, arch.gpr(gpr::RCX) as u32);
+                let out = cpuid::lookup(&st.cpuid, leaf, sub);
+                for (reg, value) in [gpr::RAX, gpr::RBX, gpr::RCX, gpr::RDX].into_iter().zip(out) {
+                    arch.set_gpr(reg, u64::from(value));
                 }
                 arch.skip(2);
                 Ok(Next::Reenter)
@@ -413,11 +427,29 @@ impl Vcpu {
             efer: sregs.efer,
             cs_l: sregs.cs.l != 0,
         };
-        // Guest physical address width without KVM_SET_CPUID2: 36 bits, as KVM.
-        if !x86::valid_sregs(&c, 36) {
+        let mut st = self.state.lock();
+        if !x86::valid_sregs(&c, cpuid::maxphyaddr(&st.cpuid)) {
             return Err(EINVAL);
         }
-        self.state.lock().arch.set_sregs(&sregs);
+        st.arch.set_sregs(&sregs);
+        Ok(0)
+    }
+
+    /// `KVM_SET_CPUID2`. After the first `KVM_RUN` only the same table is
+    /// accepted (EINVAL otherwise), as KVM does.
+    fn set_cpuid(&self, arg: usize) -> Result<isize> {
+        let entries = abi::read_cpuid(arg)?;
+        let mut st = self.state.lock();
+        if st.has_run {
+            return if st.cpuid[..] == entries[..] { Ok(0) } else { Err(EINVAL) };
+        }
+        st.cpuid = entries;
+        Ok(0)
+    }
+
+    fn get_cpuid(&self, arg: usize) -> Result<isize> {
+        let st = self.state.lock();
+        abi::write_cpuid(arg, &st.cpuid)?;
         Ok(0)
     }
 }
@@ -438,6 +470,8 @@ impl FdOps for Vcpu {
             abi::vcpu::GET_SREGS => this.get_sregs(arg),
             abi::vcpu::SET_SREGS => this.set_sregs(arg),
             abi::vcpu::INTERRUPT => this.interrupt(arg),
+            abi::vcpu::SET_CPUID2 => this.set_cpuid(arg),
+            abi::vcpu::GET_CPUID2 => this.get_cpuid(arg),
             // kvm_arch_vcpu_ioctl(): an unknown vCPU request is EINVAL.
             _ => Err(EINVAL),
         }

@@ -14,7 +14,10 @@ use kernel::{
     uaccess::{UserPtr, UserSlice},
 };
 
-use crate::pure::ioctl::{kvm_io, kvm_ior, kvm_iow};
+use crate::pure::{
+    cpuid,
+    ioctl::{kvm_io, kvm_ior, kvm_iow, kvm_iowr},
+};
 
 /// `KVM_API_VERSION`: the only API version there has ever been.
 pub(crate) const API_VERSION: i32 = uapi::KVM_API_VERSION as i32;
@@ -31,6 +34,8 @@ pub(crate) mod sys {
     pub(crate) const CHECK_EXTENSION: u32 = kvm_io(0x03);
     /// `KVM_GET_VCPU_MMAP_SIZE`: `_IO(KVMIO, 0x04)`.
     pub(crate) const GET_VCPU_MMAP_SIZE: u32 = kvm_io(0x04);
+    /// `KVM_GET_SUPPORTED_CPUID`: `_IOWR(KVMIO, 0x05, struct kvm_cpuid2)`.
+    pub(crate) const GET_SUPPORTED_CPUID: u32 = super::kvm_iowr::<super::uapi::kvm_cpuid2>(0x05);
 }
 
 /// Requests on a VM fd.
@@ -61,6 +66,10 @@ pub(crate) mod vcpu {
     pub(crate) const SET_SREGS: u32 = kvm_iow::<uapi::kvm_sregs>(0x84);
     /// `KVM_INTERRUPT`: `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
     pub(crate) const INTERRUPT: u32 = kvm_iow::<uapi::kvm_interrupt>(0x86);
+    /// `KVM_SET_CPUID2`: `_IOW(KVMIO, 0x90, struct kvm_cpuid2)`.
+    pub(crate) const SET_CPUID2: u32 = kvm_iow::<uapi::kvm_cpuid2>(0x90);
+    /// `KVM_GET_CPUID2`: `_IOWR(KVMIO, 0x91, struct kvm_cpuid2)`.
+    pub(crate) const GET_CPUID2: u32 = super::kvm_iowr::<uapi::kvm_cpuid2>(0x91);
 }
 
 /// Most vCPUs per VM (`KVM_CAP_NR_VCPUS`, `KVM_CAP_MAX_VCPUS`).
@@ -81,6 +90,12 @@ pub(crate) const PIO_PAGE_OFFSET: usize = uapi::KVM_PIO_PAGE_OFFSET as usize;
 unsafe impl FromBytes for uapi::kvm_userspace_memory_region {}
 // SAFETY: as above.
 unsafe impl FromBytes for uapi::kvm_interrupt {}
+// SAFETY: as above (`kvm_cpuid2` is the 8-byte header, `nent` and padding).
+unsafe impl FromBytes for uapi::kvm_cpuid2 {}
+// SAFETY: as above (explicit `padding[3]`).
+unsafe impl FromBytes for uapi::kvm_cpuid_entry2 {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_cpuid_entry2 {}
 // SAFETY: as above.
 unsafe impl FromBytes for uapi::kvm_regs {}
 // SAFETY: as above.
@@ -96,7 +111,62 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_segment>() == 24);
     assert!(core::mem::size_of::<uapi::kvm_dtable>() == 16);
     assert!(core::mem::size_of::<uapi::kvm_sregs>() == 312);
+    assert!(core::mem::size_of::<uapi::kvm_cpuid2>() == 8);
+    assert!(core::mem::size_of::<uapi::kvm_cpuid_entry2>() == 40);
 };
+
+/// Reads the entries of a `struct kvm_cpuid2` at `arg` (at most
+/// `KVM_MAX_CPUID_ENTRIES`, else E2BIG, as KVM_SET_CPUID2).
+pub(crate) fn read_cpuid(arg: usize) -> Result<KVec<cpuid::Entry>> {
+    let head: uapi::kvm_cpuid2 = read_arg(arg)?;
+    let nent = head.nent as usize;
+    if nent > cpuid::MAX_ENTRIES {
+        return Err(E2BIG);
+    }
+    let size = core::mem::size_of::<uapi::kvm_cpuid_entry2>();
+    let mut reader = UserSlice::new(UserPtr::from_addr(arg).wrapping_byte_add(8), nent * size).reader();
+    let mut entries = KVec::with_capacity(nent, GFP_KERNEL)?;
+    for _ in 0..nent {
+        let e: uapi::kvm_cpuid_entry2 = reader.read()?;
+        let entry = cpuid::Entry {
+            function: e.function,
+            index: e.index,
+            flags: e.flags,
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+        };
+        entries.push(entry, GFP_KERNEL)?;
+    }
+    Ok(entries)
+}
+
+/// Writes `entries` as the `struct kvm_cpuid2` at `arg`, whose `nent` says
+/// how many fit: E2BIG (nothing written) if they do not.
+pub(crate) fn write_cpuid(arg: usize, entries: &[cpuid::Entry]) -> Result {
+    let head: uapi::kvm_cpuid2 = read_arg(arg)?;
+    if (head.nent as usize) < entries.len() {
+        return Err(E2BIG);
+    }
+    let size = core::mem::size_of::<uapi::kvm_cpuid_entry2>();
+    let mut writer =
+        UserSlice::new(UserPtr::from_addr(arg).wrapping_byte_add(8), entries.len() * size).writer();
+    for e in entries {
+        writer.write(&uapi::kvm_cpuid_entry2 {
+            function: e.function,
+            index: e.index,
+            flags: e.flags,
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+            padding: [0; 3],
+        })?;
+    }
+    // `nent` is the header's first field; its padding stays as userspace left it.
+    write_arg(arg, &(entries.len() as u32))
+}
 
 /// Reads an ioctl's argument struct from user memory.
 pub(crate) fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
@@ -122,6 +192,7 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_MAX_VCPU_ID, MAX_VCPU_ID as i32),
     (uapi::KVM_CAP_NR_MEMSLOTS, crate::pure::memslot::USER_MEM_SLOTS as i32),
     (uapi::KVM_CAP_READONLY_MEM, 1),
+    (uapi::KVM_CAP_EXT_CPUID, 1),
 ];
 
 /// `KVM_CHECK_EXTENSION`: the argument is a `long` capability number.

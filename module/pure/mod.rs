@@ -7,6 +7,7 @@
 //! `cargo test` runs its unit tests in milliseconds.
 
 pub mod cpu;
+pub mod cpuid;
 pub mod decode;
 pub mod ioctl;
 pub mod memslot;

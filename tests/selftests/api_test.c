@@ -68,6 +68,7 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_MAX_VCPU_ID, 64 },
 	{ KVM_CAP_NR_MEMSLOTS, 32764 },
 	{ KVM_CAP_READONLY_MEM, 1 },
+	{ KVM_CAP_EXT_CPUID, 1 },
 };
 
 TEST_F(sys, capabilities_are_honest)
