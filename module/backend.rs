@@ -57,8 +57,11 @@ pub(crate) enum Exit {
     },
     /// CPUID.
     Cpuid,
-    /// RDMSR or WRMSR.
-    Msr,
+    /// RDMSR or WRMSR (`write`).
+    Msr {
+        /// WRMSR.
+        write: bool,
+    },
     /// VMMCALL / VMCALL.
     Hypercall,
     /// Triple fault: the vCPU is shut down.
@@ -120,6 +123,12 @@ pub(crate) trait ArchVcpu: Send {
     /// Asks for an [`Exit::IrqWindow`] as soon as the guest can take an
     /// interrupt (or stops asking).
     fn set_irq_window(&mut self, enable: bool);
+    /// Reads an MSR rkvm virtualizes (`pure::msr::LIST`); `None` for others.
+    fn get_msr(&self, index: u32) -> Option<u64>;
+    /// Writes an MSR: false if rkvm does not virtualize it or the value is
+    /// invalid (a #GP for the guest). `host`: the write comes from
+    /// `KVM_SET_MSRS`, which may set state the guest cannot (EFER.LMA).
+    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> bool;
     /// The physical CPU this vCPU last ran on (for `fail_entry.cpu`).
     fn last_cpu(&self) -> u32;
 }

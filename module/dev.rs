@@ -24,6 +24,10 @@ impl SystemFd {
             abi::sys::GET_API_VERSION if arg == 0 => Ok(abi::API_VERSION as isize),
             abi::sys::CREATE_VM => Vm::create(arg),
             abi::sys::CHECK_EXTENSION => Ok(abi::check_extension(arg) as isize),
+            abi::sys::GET_MSR_INDEX_LIST => {
+                abi::write_msr_list(arg, &crate::pure::msr::LIST)?;
+                Ok(0)
+            }
             abi::sys::GET_SUPPORTED_CPUID => {
                 let (entries, n) = crate::cpu::supported_cpuid();
                 // KVM: a buffer for no entry at all is E2BIG too.

@@ -335,8 +335,25 @@ impl Vcpu {
                 arch.skip(2);
                 Ok(Next::Reenter)
             }
-            Exit::Msr => {
-                arch.inject_exception(GP_VECTOR, Some(0));
+            Exit::Msr { write } => {
+                let index = arch.gpr(gpr::RCX) as u32;
+                let done = if write {
+                    let value = (arch.gpr(gpr::RDX) << 32) | (arch.gpr(gpr::RAX) & 0xffff_ffff);
+                    arch.set_msr(index, value, false)
+                } else if let Some(value) = arch.get_msr(index) {
+                    arch.set_gpr(gpr::RAX, value & 0xffff_ffff);
+                    arch.set_gpr(gpr::RDX, value >> 32);
+                    true
+                } else {
+                    false
+                };
+                // An MSR rkvm does not have, or a value it may not hold: #GP,
+                // as KVM does by default (ignore_msrs=0).
+                if done {
+                    arch.skip(2);
+                } else {
+                    arch.inject_exception(GP_VECTOR, Some(0));
+                }
                 Ok(Next::Reenter)
             }
             Exit::Hypercall => {
@@ -471,6 +488,14 @@ impl FdOps for Vcpu {
             abi::vcpu::SET_SREGS => this.set_sregs(arg),
             abi::vcpu::INTERRUPT => this.interrupt(arg),
             abi::vcpu::SET_CPUID2 => this.set_cpuid(arg),
+            abi::vcpu::GET_MSRS => {
+                let st = this.state.lock();
+                abi::msr_io(arg, true, |e| st.arch.get_msr(e.index).map(|v| e.data = v).is_some())
+            }
+            abi::vcpu::SET_MSRS => {
+                let mut st = this.state.lock();
+                abi::msr_io(arg, false, |e| st.arch.set_msr(e.index, e.data, true))
+            }
             abi::vcpu::GET_CPUID2 => this.get_cpuid(arg),
             // kvm_arch_vcpu_ioctl(): an unknown vCPU request is EINVAL.
             _ => Err(EINVAL),

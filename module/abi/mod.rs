@@ -34,6 +34,8 @@ pub(crate) mod sys {
     pub(crate) const CHECK_EXTENSION: u32 = kvm_io(0x03);
     /// `KVM_GET_VCPU_MMAP_SIZE`: `_IO(KVMIO, 0x04)`.
     pub(crate) const GET_VCPU_MMAP_SIZE: u32 = kvm_io(0x04);
+    /// `KVM_GET_MSR_INDEX_LIST`: `_IOWR(KVMIO, 0x02, struct kvm_msr_list)`.
+    pub(crate) const GET_MSR_INDEX_LIST: u32 = super::kvm_iowr::<super::uapi::kvm_msr_list>(0x02);
     /// `KVM_GET_SUPPORTED_CPUID`: `_IOWR(KVMIO, 0x05, struct kvm_cpuid2)`.
     pub(crate) const GET_SUPPORTED_CPUID: u32 = super::kvm_iowr::<super::uapi::kvm_cpuid2>(0x05);
 }
@@ -64,6 +66,10 @@ pub(crate) mod vcpu {
     pub(crate) const GET_SREGS: u32 = kvm_ior::<uapi::kvm_sregs>(0x83);
     /// `KVM_SET_SREGS`: `_IOW(KVMIO, 0x84, struct kvm_sregs)`.
     pub(crate) const SET_SREGS: u32 = kvm_iow::<uapi::kvm_sregs>(0x84);
+    /// `KVM_GET_MSRS`: `_IOWR(KVMIO, 0x88, struct kvm_msrs)`.
+    pub(crate) const GET_MSRS: u32 = super::kvm_iowr::<uapi::kvm_msrs>(0x88);
+    /// `KVM_SET_MSRS`: `_IOW(KVMIO, 0x89, struct kvm_msrs)`.
+    pub(crate) const SET_MSRS: u32 = kvm_iow::<uapi::kvm_msrs>(0x89);
     /// `KVM_INTERRUPT`: `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
     pub(crate) const INTERRUPT: u32 = kvm_iow::<uapi::kvm_interrupt>(0x86);
     /// `KVM_SET_CPUID2`: `_IOW(KVMIO, 0x90, struct kvm_cpuid2)`.
@@ -92,6 +98,14 @@ unsafe impl FromBytes for uapi::kvm_userspace_memory_region {}
 unsafe impl FromBytes for uapi::kvm_interrupt {}
 // SAFETY: as above (`kvm_cpuid2` is the 8-byte header, `nent` and padding).
 unsafe impl FromBytes for uapi::kvm_cpuid2 {}
+// SAFETY: as above (the header: `nmsrs`).
+unsafe impl FromBytes for uapi::kvm_msr_list {}
+// SAFETY: as above (the header: `nmsrs` and `pad`).
+unsafe impl FromBytes for uapi::kvm_msrs {}
+// SAFETY: as above (`index`, `reserved`, `data`).
+unsafe impl FromBytes for uapi::kvm_msr_entry {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_msr_entry {}
 // SAFETY: as above (explicit `padding[3]`).
 unsafe impl FromBytes for uapi::kvm_cpuid_entry2 {}
 // SAFETY: as above.
@@ -113,7 +127,60 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_sregs>() == 312);
     assert!(core::mem::size_of::<uapi::kvm_cpuid2>() == 8);
     assert!(core::mem::size_of::<uapi::kvm_cpuid_entry2>() == 40);
+    assert!(core::mem::size_of::<uapi::kvm_msrs>() == 8);
+    assert!(core::mem::size_of::<uapi::kvm_msr_entry>() == 16);
 };
+
+/// `KVM_GET_MSR_INDEX_LIST`: `nmsrs` is always written back (so userspace
+/// can probe with 0), then E2BIG if the list does not fit.
+pub(crate) fn write_msr_list(arg: usize, list: &[u32]) -> Result {
+    let room: u32 = read_arg(arg)?;
+    write_arg(arg, &(list.len() as u32))?;
+    if (room as usize) < list.len() {
+        return Err(E2BIG);
+    }
+    let mut writer = UserSlice::new(UserPtr::from_addr(arg).wrapping_byte_add(4), list.len() * 4).writer();
+    for index in list {
+        writer.write(index)?;
+    }
+    Ok(())
+}
+
+/// `KVM_GET_MSRS`/`KVM_SET_MSRS` (`msr_io()`): applies `op` to each entry
+/// in order, stopping at the first it refuses; writes the entries back if
+/// `writeback`; returns how many were done.
+pub(crate) fn msr_io(
+    arg: usize,
+    writeback: bool,
+    mut op: impl FnMut(&mut uapi::kvm_msr_entry) -> bool,
+) -> Result<isize> {
+    let head: uapi::kvm_msrs = read_arg(arg)?;
+    if head.nmsrs >= crate::pure::msr::MAX_IO_MSRS {
+        return Err(E2BIG);
+    }
+    let n = head.nmsrs as usize;
+    let size = core::mem::size_of::<uapi::kvm_msr_entry>();
+    let entries_ptr = UserPtr::from_addr(arg).wrapping_byte_add(8);
+    let mut reader = UserSlice::new(entries_ptr, n * size).reader();
+    let mut entries = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        entries.push(reader.read::<uapi::kvm_msr_entry>()?, GFP_KERNEL)?;
+    }
+    let mut done = 0;
+    for e in entries.iter_mut() {
+        if !op(e) {
+            break;
+        }
+        done += 1;
+    }
+    if writeback {
+        let mut writer = UserSlice::new(entries_ptr, n * size).writer();
+        for e in entries.iter() {
+            writer.write(e)?;
+        }
+    }
+    Ok(done as isize)
+}
 
 /// Reads the entries of a `struct kvm_cpuid2` at `arg` (at most
 /// `KVM_MAX_CPUID_ENTRIES`, else E2BIG, as KVM_SET_CPUID2).

@@ -11,6 +11,7 @@ pub mod cpuid;
 pub mod decode;
 pub mod ioctl;
 pub mod memslot;
+pub mod msr;
 pub mod paging;
 pub mod vmcb;
 pub mod walk;

@@ -17,6 +17,7 @@ use crate::{
     abi::uapi,
     backend::{ArchVcpu, Exit},
     pure::{
+        msr,
         paging::{GuestPhys, HostPhys, NpfError},
         vmcb::{self, exit, Intercept, IoExit, SegAttrib, Segment, Vmcb},
         x86::{self, efer},
@@ -200,7 +201,7 @@ impl SvmVcpu {
             exit::VINTR => Exit::IrqWindow,
             exit::NPF => Exit::NestedFault { gpa: GuestPhys(info2), write: NpfError(info1).write() },
             exit::CPUID => Exit::Cpuid,
-            exit::MSR => Exit::Msr,
+            exit::MSR => Exit::Msr { write: info1 == 1 },
             exit::VMMCALL => Exit::Hypercall,
             exit::SHUTDOWN => Exit::Shutdown,
             // VMEXIT_INVALID is -1; QEMU writes it as a 32-bit -1. No valid
@@ -208,6 +209,15 @@ impl SvmVcpu {
             c if c as u32 == exit::INVALID as u32 => Exit::InvalidState(code),
             _ => Exit::Unhandled(code, info1, info2),
         }
+    }
+}
+
+/// The host's time-stamp counter.
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter (CR4.TSD is clear in the kernel).
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_rdtsc()
     }
 }
 
@@ -551,6 +561,62 @@ impl ArchVcpu for SvmVcpu {
             c.int_ctl &= !(vmcb::V_IRQ | vmcb::V_IGN_TPR);
             c.clear_intercept(Intercept::VINTR);
         }
+    }
+
+    fn get_msr(&self, index: u32) -> Option<u64> {
+        let s = &self.vmcb.save;
+        Some(match index {
+            msr::TSC => rdtsc().wrapping_add(self.vmcb.control.tsc_offset),
+            msr::APIC_BASE => self.apic_base,
+            msr::SYSENTER_CS => s.sysenter_cs,
+            msr::SYSENTER_ESP => s.sysenter_esp,
+            msr::SYSENTER_EIP => s.sysenter_eip,
+            msr::PAT => s.g_pat,
+            msr::EFER => s.efer & !efer::SVME,
+            msr::STAR => s.star,
+            msr::LSTAR => s.lstar,
+            msr::CSTAR => s.cstar,
+            msr::SFMASK => s.sfmask,
+            msr::FS_BASE => s.fs.base,
+            msr::GS_BASE => s.gs.base,
+            msr::KERNEL_GS_BASE => s.kernel_gs_base,
+            _ => return None,
+        })
+    }
+
+    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> bool {
+        let canonical = msr::canonical(value);
+        let s = &mut self.vmcb.save;
+        match index {
+            msr::TSC => self.vmcb.control.tsc_offset = value.wrapping_sub(rdtsc()),
+            // Reserved: bits 7:0 and 9 (and above the physical address width).
+            msr::APIC_BASE if value & 0x2ff == 0 => self.apic_base = value,
+            msr::SYSENTER_CS => s.sysenter_cs = value & 0xffff,
+            msr::SYSENTER_ESP if canonical => s.sysenter_esp = value,
+            msr::SYSENTER_EIP if canonical => s.sysenter_eip = value,
+            msr::PAT if msr::valid_pat(value) => s.g_pat = value,
+            msr::EFER if value & !efer::SUPPORTED == 0 => {
+                if host {
+                    s.efer = value | efer::SVME;
+                } else {
+                    // LMA is the processor's to set; LME cannot change
+                    // while paging is on.
+                    if (value ^ s.efer) & efer::LME != 0 && s.cr0 & x86::cr0::PG != 0 {
+                        return false;
+                    }
+                    s.efer = (value & !efer::LMA) | (s.efer & efer::LMA) | efer::SVME;
+                }
+            }
+            msr::STAR => s.star = value,
+            msr::LSTAR if canonical => s.lstar = value,
+            msr::CSTAR if canonical => s.cstar = value,
+            msr::SFMASK if value >> 32 == 0 => s.sfmask = value,
+            msr::FS_BASE if canonical => s.fs.base = value,
+            msr::GS_BASE if canonical => s.gs.base = value,
+            msr::KERNEL_GS_BASE if canonical => s.kernel_gs_base = value,
+            _ => return false,
+        }
+        true
     }
 
     fn last_cpu(&self) -> u32 {

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The model-specific registers rkvm virtualizes: their numbers (the list
+//! `KVM_GET_MSR_INDEX_LIST` reports) and the architectural checks on writes.
+
+/// `IA32_TIME_STAMP_COUNTER`.
+pub const TSC: u32 = 0x10;
+/// `IA32_APIC_BASE`.
+pub const APIC_BASE: u32 = 0x1b;
+/// `IA32_SYSENTER_CS`.
+pub const SYSENTER_CS: u32 = 0x174;
+/// `IA32_SYSENTER_ESP`.
+pub const SYSENTER_ESP: u32 = 0x175;
+/// `IA32_SYSENTER_EIP`.
+pub const SYSENTER_EIP: u32 = 0x176;
+/// `IA32_PAT`.
+pub const PAT: u32 = 0x277;
+/// `EFER`.
+pub const EFER: u32 = 0xc000_0080;
+/// `STAR`.
+pub const STAR: u32 = 0xc000_0081;
+/// `LSTAR`.
+pub const LSTAR: u32 = 0xc000_0082;
+/// `CSTAR`.
+pub const CSTAR: u32 = 0xc000_0083;
+/// `SFMASK`.
+pub const SFMASK: u32 = 0xc000_0084;
+/// `FS.base`.
+pub const FS_BASE: u32 = 0xc000_0100;
+/// `GS.base`.
+pub const GS_BASE: u32 = 0xc000_0101;
+/// `KernelGSbase`.
+pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+/// What `KVM_GET_MSR_INDEX_LIST` reports: the MSRs a VMM saves and
+/// restores with `KVM_GET/SET_MSRS`. As in KVM, the ones whose state is part
+/// of `struct kvm_sregs` (EFER, APIC base, FS and GS bases) are left out,
+/// though `KVM_GET/SET_MSRS` and the guest reach them too.
+pub const LIST: [u32; 10] = [TSC, SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, PAT, STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE];
+
+/// `KVM_GET_MSRS`/`KVM_SET_MSRS` handle fewer than this many at once (`MAX_IO_MSRS`).
+pub const MAX_IO_MSRS: u32 = 256;
+
+/// Whether a PAT value is valid: each of its 8 entries is a memory type
+/// (0 UC, 1 WC, 4 WT, 5 WP, 6 WB, 7 UC-).
+pub fn valid_pat(pat: u64) -> bool {
+    (0..8).all(|i| matches!((pat >> (8 * i)) & 0xff, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+/// Whether `addr` is canonical with 48-bit linear addresses (the base MSRs
+/// must hold canonical addresses, else WRMSR is #GP).
+pub fn canonical(addr: u64) -> bool {
+    let top = (addr as i64) >> 47;
+    top == 0 || top == -1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pat() {
+        assert!(valid_pat(0x0007_0406_0007_0406));
+        assert!(!valid_pat(0x0007_0406_0007_0402));
+        assert!(!valid_pat(0x0800_0000_0000_0000));
+    }
+
+    #[test]
+    fn canonical_addresses() {
+        assert!(canonical(0x0000_7fff_ffff_ffff));
+        assert!(canonical(0xffff_8000_0000_0000));
+        assert!(!canonical(0x0000_8000_0000_0000));
+        assert!(!canonical(0xfff0_0000_0000_0000));
+    }
+
+    #[test]
+    fn list_has_no_duplicates() {
+        for (i, a) in LIST.iter().enumerate() {
+            assert!(!LIST[i + 1..].contains(a));
+        }
+    }
+}

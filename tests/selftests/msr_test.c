@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * MSRs: KVM_GET_MSR_INDEX_LIST probing, KVM_GET_MSRS/KVM_SET_MSRS counting
+ * what they did, and the guest's RDMSR/WRMSR (with #GP for what is not there).
+ */
+#include "kselftest_harness.h"
+#include "vm.h"
+
+#define EXPECT_ERRNO(err, call) do {					\
+	errno = 0;							\
+	EXPECT_EQ(-1, (call));						\
+	EXPECT_EQ(err, errno);						\
+} while (0)
+
+#define MSR_STAR		0xc0000081
+#define MSR_LSTAR		0xc0000082
+#define MSR_EFER		0xc0000080
+#define MSR_SYSENTER_EIP	0x176
+
+struct msr_buf {
+	struct kvm_msrs head;
+	struct kvm_msr_entry entries[4];
+};
+
+TEST(index_list)
+{
+	struct { struct kvm_msr_list head; uint32_t indices[2048]; } list;
+	int sys = open_device();
+	uint32_t i, n, found = 0;
+
+	ASSERT_LE(0, sys);
+	/* nmsrs is written back even when the list does not fit. */
+	list.head.nmsrs = 0;
+	EXPECT_ERRNO(E2BIG, ioctl(sys, KVM_GET_MSR_INDEX_LIST, &list));
+	n = list.head.nmsrs;
+	ASSERT_LT(0, n);
+	ASSERT_GE(2048, n);
+	ASSERT_EQ(0, ioctl(sys, KVM_GET_MSR_INDEX_LIST, &list));
+	EXPECT_EQ(n, list.head.nmsrs);
+	/* The syscall MSRs are there; EFER is not (it is part of kvm_sregs). */
+	for (i = 0; i < n; i++)
+		found |= (list.indices[i] == MSR_EFER) | (list.indices[i] == MSR_LSTAR) << 1 |
+			 (list.indices[i] == MSR_STAR) << 2;
+	EXPECT_EQ(6, found);
+	close(sys);
+}
+
+FIXTURE(vcpu) {
+	struct vm vm;
+};
+
+FIXTURE_SETUP(vcpu)
+{
+	int r = vm_create(&self->vm);
+
+	if (r == -ENODEV && testing_rkvm())
+		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+	ASSERT_EQ(0, r);
+}
+
+FIXTURE_TEARDOWN(vcpu)
+{
+	vm_destroy(&self->vm);
+}
+
+TEST_F(vcpu, set_and_get)
+{
+	struct msr_buf b = { .head.nmsrs = 3 };
+
+	b.entries[0] = (struct kvm_msr_entry) { .index = MSR_LSTAR, .data = 0xffffffff81000000ULL };
+	b.entries[1] = (struct kvm_msr_entry) { .index = MSR_STAR, .data = 0x0023001000000000ULL };
+	b.entries[2] = (struct kvm_msr_entry) { .index = MSR_SYSENTER_EIP, .data = 0x1234 };
+	EXPECT_EQ(3, ioctl(self->vm.vcpu, KVM_SET_MSRS, &b));
+	memset(b.entries, 0, sizeof(b.entries));
+	b.entries[0].index = MSR_SYSENTER_EIP;
+	b.entries[1].index = MSR_LSTAR;
+	b.entries[2].index = MSR_STAR;
+	EXPECT_EQ(3, ioctl(self->vm.vcpu, KVM_GET_MSRS, &b));
+	EXPECT_EQ(0x1234, b.entries[0].data);
+	EXPECT_EQ(0xffffffff81000000ULL, b.entries[1].data);
+	EXPECT_EQ(0x0023001000000000ULL, b.entries[2].data);
+
+	/* Processing stops at the first MSR refused: unknown, or non-canonical. */
+	b.entries[1].index = 0xdeadbeef;
+	EXPECT_EQ(1, ioctl(self->vm.vcpu, KVM_GET_MSRS, &b));
+	b.head.nmsrs = 1;
+	b.entries[0] = (struct kvm_msr_entry) { .index = MSR_LSTAR, .data = 0x0000800000000000ULL };
+	EXPECT_EQ(0, ioctl(self->vm.vcpu, KVM_SET_MSRS, &b));
+	b.head.nmsrs = 256;
+	EXPECT_ERRNO(E2BIG, ioctl(self->vm.vcpu, KVM_GET_MSRS, &b));
+}
+
+/*
+ * Real mode: WRMSR then RDMSR of LSTAR round-trips, RDMSR of an MSR that
+ * does not exist is #GP (the IVT handler for vector 13 reports it on 0x13).
+ */
+TEST_F(vcpu, guest_rdmsr_wrmsr)
+{
+	static const uint8_t code[] = {
+		0x66, 0xb9, 0x82, 0, 0, 0xc0,	/* 1000: mov $0xc0000082, %ecx */
+		0x66, 0xb8, 0x44, 0x33, 0x22, 0x11,/* 1006: mov $0x11223344, %eax */
+		0x66, 0xba, 0xff, 0xff, 0xff, 0xff,/* 100c: mov $0xffffffff, %edx */
+		0x0f, 0x30,			/* 1012: wrmsr */
+		0x66, 0x31, 0xc0,		/* 1014: xor %eax, %eax */
+		0x66, 0x31, 0xd2,		/* 1017: xor %edx, %edx */
+		0x0f, 0x32,			/* 101a: rdmsr */
+		0xe6, 0x10,			/* 101c: out %al, $0x10 */
+		0x66, 0xb9, 0xef, 0xbe, 0xad, 0xde,/* 101e: mov $0xdeadbeef, %ecx */
+		0x0f, 0x32,			/* 1024: rdmsr -> #GP */
+		0xf4,				/* 1026: hlt (not reached) */
+	};
+	static const uint8_t gp_handler[] = {
+		0xe6, 0x13,			/* 3000: out %al, $0x13 */
+		0xf4,				/* 3002: hlt */
+	};
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	memcpy(vm->mem + 0x3000, gp_handler, sizeof(gp_handler));
+	vm->mem[13 * 4 + 1] = 0x30;		/* IVT[13] = 0000:3000 */
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	ASSERT_EQ(0x10, vm->run->io.port);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0x11223344, regs.rax);
+	EXPECT_EQ(0xffffffff, regs.rdx);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	EXPECT_EQ(0x13, vm->run->io.port);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	/* The #GP pushed the faulting IP: the RDMSR. */
+	EXPECT_EQ(0x1024, *(uint16_t *)(vm->mem + regs.rsp));
+}
+
+TEST_HARNESS_MAIN
