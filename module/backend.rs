@@ -48,6 +48,8 @@ pub(crate) enum Exit {
     Hlt,
     /// The guest can take an interrupt now (the window rkvm asked for opened).
     IrqWindow,
+    /// A debug exception (#DB) while userspace single-steps the guest.
+    Debug,
     /// A guest physical address with no valid translation.
     NestedFault {
         /// The address.
@@ -123,6 +125,16 @@ pub(crate) trait ArchVcpu: Send {
     /// Asks for an [`Exit::IrqWindow`] as soon as the guest can take an
     /// interrupt (or stops asking).
     fn set_irq_window(&mut self, enable: bool);
+    /// `KVM_GET_FPU`.
+    fn fpu(&self) -> uapi::kvm_fpu;
+    /// `KVM_SET_FPU` of state already validated (MXCSR reserved bits clear).
+    fn set_fpu(&mut self, fpu: &uapi::kvm_fpu);
+    /// Single-steps the guest (`KVM_GUESTDBG_SINGLESTEP`): every instruction
+    /// ends with an [`Exit::Debug`]. RFLAGS.TF is set for the guest's run but
+    /// never shows in the registers.
+    fn set_single_step(&mut self, enable: bool);
+    /// `struct kvm_debug_exit_arch` for the last [`Exit::Debug`].
+    fn debug_exit(&self) -> uapi::kvm_debug_exit_arch;
     /// Reads an MSR rkvm virtualizes (`pure::msr::LIST`); `None` for others.
     fn get_msr(&self, index: u32) -> Option<u64>;
     /// Writes an MSR: false if rkvm does not virtualize it or the value is

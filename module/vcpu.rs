@@ -85,6 +85,12 @@ impl RunPage<'_> {
         }
     }
 
+    fn set_debug(&self, arch: uapi::kvm_debug_exit_arch) {
+        self.set_exit_reason(uapi::KVM_EXIT_DEBUG);
+        // SAFETY: see `run_field!`; `debug` is the member for KVM_EXIT_DEBUG.
+        unsafe { run_field!(self.__bindgen_anon_1.debug.arch).write_volatile(arch) }
+    }
+
     fn set_fail_entry(&self, reason: u64, cpu: u32) {
         self.set_exit_reason(uapi::KVM_EXIT_FAIL_ENTRY);
         // SAFETY: see `run_field!`; `fail_entry` is the member for this exit.
@@ -176,6 +182,8 @@ struct VcpuState {
     cpuid: KVec<cpuid::Entry>,
     /// Whether the vCPU has entered the guest (then CPUID is frozen).
     has_run: bool,
+    /// `KVM_GUESTDBG_SINGLESTEP` is on.
+    single_step: bool,
 }
 
 impl VcpuState {
@@ -226,6 +234,7 @@ impl Vcpu {
                     pending_irq: None,
                     cpuid: KVec::new(),
                     has_run: false,
+                    single_step: false,
                 }),
             }),
             GFP_KERNEL,
@@ -235,9 +244,16 @@ impl Vcpu {
     fn run(&self) -> Result<isize> {
         let mut st = self.state.lock();
         let run = RunPage(&self.run_page);
+        let rip = st.arch.rip();
         self.complete_io(&mut st);
         if let Some(load) = st.pending_mmio.take() {
             load.complete(&mut *st.arch, run.mmio_data());
+        }
+        // Single-stepping: an instruction that userspace just completed
+        // (I/O, MMIO load) is one step, reported before anything else runs.
+        if st.single_step && st.arch.rip() != rip {
+            run.set_debug(st.arch.debug_exit());
+            return Ok(0);
         }
         // As kvm_arch_vcpu_ioctl_run(): a pending I/O completes first, then
         // immediate_exit returns EINTR without touching exit_reason.
@@ -277,7 +293,13 @@ impl Vcpu {
                 st.arch.run(mmu.root())
             };
             st.has_run = true;
+            let rip = st.arch.rip();
             if let Next::User = self.handle(st, exit, run)? {
+                return Ok(0);
+            }
+            // An instruction emulated here (CPUID, RDMSR, ...) is one step too.
+            if st.single_step && st.arch.rip() != rip {
+                run.set_debug(st.arch.debug_exit());
                 return Ok(0);
             }
             // As KVM's vcpu_run(): after an exit handled in the kernel, a
@@ -293,6 +315,10 @@ impl Vcpu {
         let arch = &mut st.arch;
         match exit {
             Exit::Host | Exit::IrqWindow => Ok(Next::Reenter),
+            Exit::Debug => {
+                run.set_debug(arch.debug_exit());
+                Ok(Next::User)
+            }
             Exit::Io { port, input, size, string: false, next_rip, .. } => {
                 if !input {
                     let data = arch.gpr(gpr::RAX).to_le_bytes();
@@ -416,6 +442,35 @@ impl Vcpu {
         Ok(0)
     }
 
+    fn get_fpu(&self, arg: usize) -> Result<isize> {
+        let fpu = self.state.lock().arch.fpu();
+        abi::write_arg(arg, &fpu)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_FPU`. An MXCSR with reserved bits set would make the
+    /// kernel's FXRSTOR fault: refused.
+    fn set_fpu(&self, arg: usize) -> Result<isize> {
+        let fpu: uapi::kvm_fpu = abi::read_arg(arg)?;
+        if fpu.mxcsr >> 16 != 0 {
+            return Err(EINVAL);
+        }
+        self.state.lock().arch.set_fpu(&fpu);
+        Ok(0)
+    }
+
+    fn set_guest_debug(&self, arg: usize) -> Result<isize> {
+        let dbg: uapi::kvm_guest_debug = abi::read_arg(arg)?;
+        if dbg.control & abi::GUEST_DEBUG_KVM & !abi::GUEST_DEBUG_VALID != 0 {
+            return Err(EINVAL);
+        }
+        let step = dbg.control & uapi::KVM_GUESTDBG_ENABLE != 0 && dbg.control & uapi::KVM_GUESTDBG_SINGLESTEP != 0;
+        let mut st = self.state.lock();
+        st.single_step = step;
+        st.arch.set_single_step(step);
+        Ok(0)
+    }
+
     fn get_regs(&self, arg: usize) -> Result<isize> {
         let regs = self.state.lock().arch.regs();
         abi::write_arg(arg, &regs)?;
@@ -488,6 +543,9 @@ impl FdOps for Vcpu {
             abi::vcpu::SET_SREGS => this.set_sregs(arg),
             abi::vcpu::INTERRUPT => this.interrupt(arg),
             abi::vcpu::SET_CPUID2 => this.set_cpuid(arg),
+            abi::vcpu::GET_FPU => this.get_fpu(arg),
+            abi::vcpu::SET_FPU => this.set_fpu(arg),
+            abi::vcpu::SET_GUEST_DEBUG => this.set_guest_debug(arg),
             abi::vcpu::GET_MSRS => {
                 let st = this.state.lock();
                 abi::msr_io(arg, true, |e| st.arch.get_msr(e.index).map(|v| e.data = v).is_some())

@@ -72,6 +72,12 @@ pub(crate) mod vcpu {
     pub(crate) const SET_MSRS: u32 = kvm_iow::<uapi::kvm_msrs>(0x89);
     /// `KVM_INTERRUPT`: `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
     pub(crate) const INTERRUPT: u32 = kvm_iow::<uapi::kvm_interrupt>(0x86);
+    /// `KVM_GET_FPU`: `_IOR(KVMIO, 0x8c, struct kvm_fpu)`.
+    pub(crate) const GET_FPU: u32 = kvm_ior::<uapi::kvm_fpu>(0x8c);
+    /// `KVM_SET_FPU`: `_IOW(KVMIO, 0x8d, struct kvm_fpu)`.
+    pub(crate) const SET_FPU: u32 = kvm_iow::<uapi::kvm_fpu>(0x8d);
+    /// `KVM_SET_GUEST_DEBUG`: `_IOW(KVMIO, 0x9b, struct kvm_guest_debug)`.
+    pub(crate) const SET_GUEST_DEBUG: u32 = kvm_iow::<uapi::kvm_guest_debug>(0x9b);
     /// `KVM_SET_CPUID2`: `_IOW(KVMIO, 0x90, struct kvm_cpuid2)`.
     pub(crate) const SET_CPUID2: u32 = kvm_iow::<uapi::kvm_cpuid2>(0x90);
     /// `KVM_GET_CPUID2`: `_IOWR(KVMIO, 0x91, struct kvm_cpuid2)`.
@@ -98,6 +104,12 @@ unsafe impl FromBytes for uapi::kvm_userspace_memory_region {}
 unsafe impl FromBytes for uapi::kvm_interrupt {}
 // SAFETY: as above (`kvm_cpuid2` is the 8-byte header, `nent` and padding).
 unsafe impl FromBytes for uapi::kvm_cpuid2 {}
+// SAFETY: as above (`pad1` and `pad2` are explicit).
+unsafe impl FromBytes for uapi::kvm_fpu {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_fpu {}
+// SAFETY: as above (`pad` is explicit).
+unsafe impl FromBytes for uapi::kvm_guest_debug {}
 // SAFETY: as above (the header: `nmsrs`).
 unsafe impl FromBytes for uapi::kvm_msr_list {}
 // SAFETY: as above (the header: `nmsrs` and `pad`).
@@ -129,6 +141,8 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_cpuid_entry2>() == 40);
     assert!(core::mem::size_of::<uapi::kvm_msrs>() == 8);
     assert!(core::mem::size_of::<uapi::kvm_msr_entry>() == 16);
+    assert!(core::mem::size_of::<uapi::kvm_fpu>() == 416);
+    assert!(core::mem::size_of::<uapi::kvm_guest_debug>() == 72);
 };
 
 /// `KVM_GET_MSR_INDEX_LIST`: `nmsrs` is always written back (so userspace
@@ -260,7 +274,23 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_NR_MEMSLOTS, crate::pure::memslot::USER_MEM_SLOTS as i32),
     (uapi::KVM_CAP_READONLY_MEM, 1),
     (uapi::KVM_CAP_EXT_CPUID, 1),
+    (uapi::KVM_CAP_SET_GUEST_DEBUG, 1),
+    (uapi::KVM_CAP_SET_GUEST_DEBUG2, GUEST_DEBUG_VALID as i32),
+    (uapi::KVM_CAP_IMMEDIATE_EXIT, 1),
 ];
+
+/// `KVM_SET_GUEST_DEBUG` control bits rkvm implements: enable and single-step
+/// (no hardware or software breakpoints yet). `KVM_CAP_SET_GUEST_DEBUG2`.
+pub(crate) const GUEST_DEBUG_VALID: u32 = uapi::KVM_GUESTDBG_ENABLE | uapi::KVM_GUESTDBG_SINGLESTEP;
+/// The control bits KVM knows on x86 (`KVM_GUESTDBG_VALID_MASK`). A bit
+/// outside it is ignored, as KVM ignores it; a bit inside it that rkvm does
+/// not implement is refused rather than silently not done.
+pub(crate) const GUEST_DEBUG_KVM: u32 = GUEST_DEBUG_VALID
+    | uapi::KVM_GUESTDBG_USE_SW_BP
+    | uapi::KVM_GUESTDBG_USE_HW_BP
+    | uapi::KVM_GUESTDBG_INJECT_DB
+    | uapi::KVM_GUESTDBG_INJECT_BP
+    | uapi::KVM_GUESTDBG_BLOCKIRQ;
 
 /// `KVM_CHECK_EXTENSION`: the argument is a `long` capability number.
 pub(crate) fn check_extension(cap: usize) -> i32 {

@@ -104,9 +104,16 @@ struct Iopm([u8; 3 * 4096]);
 #[repr(C, align(4096))]
 struct Msrpm([u8; 2 * 4096]);
 
+/// Offsets in the FXSAVE image: ST0-ST7 and XMM0-XMM15, 16 bytes each.
+const FX_ST: usize = 32;
+const FX_XMM: usize = 160;
+
 /// FXSAVE image of the guest's x87/SSE state.
 #[repr(C, align(16))]
 struct FxArea([u8; 512]);
+
+/// The debug exception.
+const DB_VECTOR: u8 = 1;
 
 /// Power-on PAT.
 const RESET_PAT: u64 = 0x0007_0406_0007_0406;
@@ -127,6 +134,11 @@ pub(crate) struct SvmVcpu {
     apic_base: u64,
     bsp: bool,
     cpu: u32,
+    /// Userspace single-steps the guest.
+    single_step: bool,
+    /// RFLAGS.TF was set by rkvm for single-stepping (and is removed again
+    /// after the run, so the guest and userspace never see it).
+    tf_added: bool,
 }
 
 impl SvmVcpu {
@@ -154,6 +166,8 @@ impl SvmVcpu {
             apic_base: 0,
             bsp,
             cpu: 0,
+            single_step: false,
+            tf_added: false,
         };
         // The hardware needs page-aligned maps; kmalloc gives that for these sizes.
         for pa in [sys::virt_to_phys(&*vcpu.vmcb), sys::virt_to_phys(&*vcpu.iopm), sys::virt_to_phys(&*vcpu.msrpm)] {
@@ -199,6 +213,7 @@ impl SvmVcpu {
             }
             exit::HLT => Exit::Hlt,
             exit::VINTR => Exit::IrqWindow,
+            c if c == exit::EXCP_BASE + u64::from(DB_VECTOR) => Exit::Debug,
             exit::NPF => Exit::NestedFault { gpa: GuestPhys(info2), write: NpfError(info1).write() },
             exit::CPUID => Exit::Cpuid,
             exit::MSR => Exit::Msr { write: info1 == 1 },
@@ -290,6 +305,10 @@ impl ArchVcpu for SvmVcpu {
         let vmcb_pa = sys::virt_to_phys(&*self.vmcb).0;
         let host_pa = sys::virt_to_phys(&*self.host_save).0;
         self.vmcb.control.nested_cr3 = root.0;
+        if self.single_step && self.vmcb.save.rflags & x86::RFLAGS_TF == 0 {
+            self.vmcb.save.rflags |= x86::RFLAGS_TF;
+            self.tf_added = true;
+        }
         let fpu = FpuGuard::begin();
         let entered = fpu.guest_irqs_off(|| {
             // A CPU onlined after SVM was enabled has it off: VMRUN would #UD.
@@ -308,6 +327,10 @@ impl ArchVcpu for SvmVcpu {
             true
         });
         drop(fpu);
+        if self.tf_added {
+            self.vmcb.save.rflags &= !x86::RFLAGS_TF;
+            self.tf_added = false;
+        }
         if !entered {
             return Exit::Unhandled(u64::MAX - 1, 0, 0);
         }
@@ -560,6 +583,67 @@ impl ArchVcpu for SvmVcpu {
         } else {
             c.int_ctl &= !(vmcb::V_IRQ | vmcb::V_IGN_TPR);
             c.clear_intercept(Intercept::VINTR);
+        }
+    }
+
+    fn fpu(&self) -> uapi::kvm_fpu {
+        let fx = &self.fx.0;
+        let u16_at = |o: usize| u16::from_le_bytes([fx[o], fx[o + 1]]);
+        let u64_at = |o: usize| u64::from_le_bytes(fx[o..o + 8].try_into().unwrap_or([0; 8]));
+        let mut fpu = uapi::kvm_fpu {
+            fcw: u16_at(0),
+            fsw: u16_at(2),
+            ftwx: fx[4],
+            last_opcode: u16_at(6),
+            last_ip: u64_at(8),
+            last_dp: u64_at(16),
+            mxcsr: u32::from_le_bytes([fx[24], fx[25], fx[26], fx[27]]),
+            ..Default::default()
+        };
+        for (i, reg) in fpu.fpr.iter_mut().enumerate() {
+            reg.copy_from_slice(&fx[FX_ST + 16 * i..FX_ST + 16 * (i + 1)]);
+        }
+        for (i, reg) in fpu.xmm.iter_mut().enumerate() {
+            reg.copy_from_slice(&fx[FX_XMM + 16 * i..FX_XMM + 16 * (i + 1)]);
+        }
+        fpu
+    }
+
+    fn set_fpu(&mut self, fpu: &uapi::kvm_fpu) {
+        let fx = &mut self.fx.0;
+        fx[0..2].copy_from_slice(&fpu.fcw.to_le_bytes());
+        fx[2..4].copy_from_slice(&fpu.fsw.to_le_bytes());
+        fx[4] = fpu.ftwx;
+        fx[6..8].copy_from_slice(&fpu.last_opcode.to_le_bytes());
+        fx[8..16].copy_from_slice(&fpu.last_ip.to_le_bytes());
+        fx[16..24].copy_from_slice(&fpu.last_dp.to_le_bytes());
+        fx[24..28].copy_from_slice(&fpu.mxcsr.to_le_bytes());
+        for (i, reg) in fpu.fpr.iter().enumerate() {
+            fx[FX_ST + 16 * i..FX_ST + 16 * (i + 1)].copy_from_slice(reg);
+        }
+        for (i, reg) in fpu.xmm.iter().enumerate() {
+            fx[FX_XMM + 16 * i..FX_XMM + 16 * (i + 1)].copy_from_slice(reg);
+        }
+    }
+
+    fn set_single_step(&mut self, enable: bool) {
+        self.single_step = enable;
+        let c = &mut self.vmcb.control;
+        if enable {
+            c.intercept_exception(DB_VECTOR);
+        } else {
+            c.intercepts[2] &= !(1 << DB_VECTOR);
+        }
+    }
+
+    fn debug_exit(&self) -> uapi::kvm_debug_exit_arch {
+        let s = &self.vmcb.save;
+        uapi::kvm_debug_exit_arch {
+            exception: u32::from(DB_VECTOR),
+            pad: 0,
+            pc: s.cs.base.wrapping_add(s.rip),
+            dr6: s.dr6,
+            dr7: s.dr7,
         }
     }
 

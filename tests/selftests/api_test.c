@@ -69,6 +69,9 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_NR_MEMSLOTS, 32764 },
 	{ KVM_CAP_READONLY_MEM, 1 },
 	{ KVM_CAP_EXT_CPUID, 1 },
+	{ KVM_CAP_SET_GUEST_DEBUG, 1 },
+	{ KVM_CAP_SET_GUEST_DEBUG2, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP },
+	{ KVM_CAP_IMMEDIATE_EXIT, 1 },
 };
 
 TEST_F(sys, capabilities_are_honest)
