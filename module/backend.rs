@@ -41,6 +41,12 @@ pub(crate) enum Exit {
         size: u8,
         /// INS/OUTS.
         string: bool,
+        /// REP prefix (string forms).
+        rep: bool,
+        /// Address size in bytes of a string form (2, 4, 8).
+        addr_size: u8,
+        /// Segment of OUTS's source (0 = ES ... 5 = GS; INS always uses ES).
+        segment: u8,
         /// RIP of the next instruction.
         next_rip: u64,
     },
@@ -81,6 +87,7 @@ pub(crate) mod gpr {
     pub(crate) const RCX: u8 = 1;
     pub(crate) const RDX: u8 = 2;
     pub(crate) const RBX: u8 = 3;
+    pub(crate) const RSI: u8 = 6;
     pub(crate) const RDI: u8 = 7;
 }
 

@@ -102,6 +102,163 @@ pub(crate) fn start(mem: &GuestMemory, arch: &mut dyn ArchVcpu, write: bool) -> 
     Some(Mmio::Write { data: value.to_le_bytes(), len: size })
 }
 
+/// A string I/O instruction (INS/OUTS, with or without REP) in progress:
+/// each exit to userspace moves one element (OUTS) or up to 1 KiB (REP INS)
+/// through the PIO page.
+pub(crate) struct StringIo {
+    rip: u64,
+    next_rip: u64,
+    input: bool,
+    size: u8,
+    /// Transfers in this round.
+    pub(crate) count: u32,
+    rep: bool,
+    addr_size: u8,
+    /// Where an INS stores its data (guest physical, within one page).
+    dest: GuestPhys,
+}
+
+/// What `start_string_io` decided.
+pub(crate) enum StringStart {
+    /// REP with a zero count: nothing to do, the instruction is done.
+    Done,
+    /// Data for userspace: `count` transfers (an OUTS's data already copied
+    /// into the buffer given to `start_string_io`).
+    Exit(StringIo),
+}
+
+/// The register holding a string instruction's address.
+fn index_reg(input: bool) -> u8 {
+    if input {
+        gpr::RDI
+    } else {
+        gpr::RSI
+    }
+}
+
+fn addr_mask(addr_size: u8) -> u64 {
+    match addr_size {
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
+/// Starts an INS/OUTS round. For an OUTS the data is read from guest memory
+/// into `pio` (the PIO page). `None`: the guest address is not RAM (string
+/// I/O to or from MMIO is not emulated).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_string_io(
+    mem: &GuestMemory,
+    arch: &mut dyn ArchVcpu,
+    input: bool,
+    size: u8,
+    rep: bool,
+    addr_size: u8,
+    segment: u8,
+    next_rip: u64,
+    pio: &mut [u8],
+) -> Option<StringStart> {
+    let mask = addr_mask(addr_size);
+    let rcx = arch.gpr(gpr::RCX) & mask;
+    if rep && rcx == 0 {
+        arch.set_rip(next_rip);
+        return Some(StringStart::Done);
+    }
+    let s = arch.sregs();
+    let seg = if input {
+        s.es
+    } else {
+        match segment {
+            0 => s.es,
+            1 => s.cs,
+            2 => s.ss,
+            4 => s.fs,
+            5 => s.gs,
+            _ => s.ds,
+        }
+    };
+    let long = s.efer & efer::LMA != 0 && s.cs.l != 0;
+    // In 64-bit mode only FS and GS have bases (and INS always uses ES).
+    let base = match (long, input, segment) {
+        (true, false, 4 | 5) => seg.base,
+        (true, _, _) => 0,
+        _ => seg.base,
+    };
+    let index = arch.gpr(index_reg(input)) & mask;
+    let linear = base.wrapping_add(index);
+    let backwards = arch.regs().rflags & RFLAGS_DF != 0;
+    let size64 = u64::from(size);
+    // As KVM's emulator: OUTS goes out one element per exit; a forward
+    // REP INS reads ahead up to 1 KiB (and, here, up to the end of the page).
+    let mut count = 1u64;
+    if input && rep && !backwards {
+        let room = (4096 - (linear & 0xfff)) / size64;
+        count = rcx.min(room).min(1024 / size64).max(1);
+    }
+    let paging = Paging::of(s.cr0, s.cr4, s.efer);
+    let read_entry = |gpa: u64, sz: u8| {
+        let mut b = [0u8; 8];
+        mem.read(GuestPhys(gpa), &mut b[..usize::from(sz)]).ok()?;
+        Some(u64::from_le_bytes(b))
+    };
+    let gpa = walk::translate(paging, s.cr3, linear, read_entry)?;
+    // A transfer that crosses a page (only a single misaligned one can):
+    // not emulated.
+    if (gpa & 0xfff) + count * size64 > 4096 {
+        return None;
+    }
+    let bytes = (count * size64) as usize;
+    if !input {
+        mem.read(GuestPhys(gpa), pio.get_mut(..bytes)?).ok()?;
+    }
+    Some(StringStart::Exit(StringIo {
+        rip: arch.rip(),
+        next_rip,
+        input,
+        size,
+        count: count as u32,
+        rep,
+        addr_size,
+        dest: GuestPhys(gpa),
+    }))
+}
+
+impl StringIo {
+    /// Completes the round once userspace has handled it: stores an INS's
+    /// data, advances rSI/rDI and rCX, and moves RIP past the instruction
+    /// when the count is exhausted (a REP with more to do re-executes it).
+    pub(crate) fn complete(&self, mem: &GuestMemory, arch: &mut dyn ArchVcpu, pio: &[u8]) {
+        if arch.rip() != self.rip {
+            return; // userspace moved RIP: the instruction is abandoned
+        }
+        let bytes = self.count as usize * usize::from(self.size);
+        if self.input {
+            // A failed store (the slot went away) drops the data, as a
+            // write to absent memory does.
+            let _ = pio.get(..bytes).map(|data| mem.write(self.dest, data));
+        }
+        let mask = addr_mask(self.addr_size);
+        let delta = bytes as u64;
+        let reg = index_reg(self.input);
+        let old = arch.gpr(reg);
+        let moved = if arch.regs().rflags & RFLAGS_DF != 0 { old.wrapping_sub(delta) } else { old.wrapping_add(delta) };
+        let full = Reg { index: reg, high8: false };
+        arch.set_gpr(reg, decode::write_reg(old, full, self.addr_size, moved & mask));
+        let mut done = true;
+        if self.rep {
+            let rcx = arch.gpr(gpr::RCX);
+            let left = (rcx & mask).wrapping_sub(u64::from(self.count)) & mask;
+            let rcx_reg = Reg { index: gpr::RCX, high8: false };
+            arch.set_gpr(gpr::RCX, decode::write_reg(rcx, rcx_reg, self.addr_size, left));
+            done = left == 0;
+        }
+        if done {
+            arch.set_rip(self.next_rip);
+        }
+    }
+}
+
 /// Fetches up to 15 instruction bytes at CS:RIP.
 fn fetch(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<([u8; MAX_INSN], usize, Mode)> {
     let s = arch.sregs();

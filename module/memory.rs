@@ -118,4 +118,19 @@ impl GuestMemory {
         let hva = usize::try_from(slot.hva(gpa.gfn()) + offset).map_err(|_| EFAULT)?;
         UserSlice::new(UserPtr::from_addr(hva), out.len()).reader().read_slice(out)
     }
+
+    /// Writes guest physical memory (RAM only, within one page, writable
+    /// slots only) through the owner's mapping.
+    pub(crate) fn write(&self, gpa: GuestPhys, data: &[u8]) -> Result {
+        let offset = gpa.0 & (memslot::PAGE_SIZE - 1);
+        if offset + data.len() as u64 > memslot::PAGE_SIZE {
+            return Err(EINVAL);
+        }
+        let slot = memslot::lookup(&self.infos, gpa.gfn()).ok_or(EFAULT)?;
+        if !slot.writable() {
+            return Err(EFAULT);
+        }
+        let hva = usize::try_from(slot.hva(gpa.gfn()) + offset).map_err(|_| EFAULT)?;
+        UserSlice::new(UserPtr::from_addr(hva), data.len()).writer().write_slice(data)
+    }
 }

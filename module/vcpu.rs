@@ -18,7 +18,7 @@ use kernel::{
 use crate::{
     abi::{self, uapi},
     backend::{gpr, ArchVcpu, Exit},
-    emulate::{self, Mmio, PendingLoad},
+    emulate::{self, Mmio, PendingLoad, StringIo, StringStart},
     fd::FdOps,
     mmu::Fault,
     pure::{
@@ -71,7 +71,7 @@ impl RunPage<'_> {
         unsafe { run_field!(self.exit_reason).write_volatile(reason) }
     }
 
-    fn set_io(&self, input: bool, size: u8, port: u16) {
+    fn set_io(&self, input: bool, size: u8, port: u16, count: u32) {
         self.set_exit_reason(uapi::KVM_EXIT_IO);
         // SAFETY: see `run_field!`; `io` is the union member for KVM_EXIT_IO.
         unsafe {
@@ -79,7 +79,7 @@ impl RunPage<'_> {
                 .write_volatile(if input { uapi::KVM_EXIT_IO_IN } else { uapi::KVM_EXIT_IO_OUT } as u8);
             run_field!(self.__bindgen_anon_1.io.size).write_volatile(size);
             run_field!(self.__bindgen_anon_1.io.port).write_volatile(port);
-            run_field!(self.__bindgen_anon_1.io.count).write_volatile(1);
+            run_field!(self.__bindgen_anon_1.io.count).write_volatile(count);
             run_field!(self.__bindgen_anon_1.io.data_offset)
                 .write_volatile((abi::PIO_PAGE_OFFSET * PAGE_SIZE) as u64);
         }
@@ -147,15 +147,20 @@ impl RunPage<'_> {
 struct PioPage<'a>(&'a Page);
 
 impl PioPage<'_> {
+    /// Copies `data` (at most a page) to the start of the page.
     fn write(&self, data: &[u8]) {
-        // SAFETY: the page is ours and at least `data.len()` (<= 4) bytes
-        // long; userspace may read it concurrently, which is fine for bytes.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), sys::page_address(self.0), data.len()) }
+        let n = data.len().min(PAGE_SIZE);
+        // SAFETY: the page is ours and `n` bytes fit in it; userspace may
+        // read it concurrently, which for plain bytes is only a torn view of
+        // its own shared memory.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), sys::page_address(self.0), n) }
     }
 
+    /// Fills `out` (at most a page) from the start of the page.
     fn read(&self, out: &mut [u8]) {
+        let n = out.len().min(PAGE_SIZE);
         // SAFETY: as in `write`.
-        unsafe { core::ptr::copy_nonoverlapping(sys::page_address(self.0), out.as_mut_ptr(), out.len()) }
+        unsafe { core::ptr::copy_nonoverlapping(sys::page_address(self.0), out.as_mut_ptr(), n) }
     }
 }
 
@@ -184,6 +189,10 @@ struct VcpuState {
     has_run: bool,
     /// `KVM_GUESTDBG_SINGLESTEP` is on.
     single_step: bool,
+    /// An INS/OUTS round userspace is handling.
+    pending_string: Option<StringIo>,
+    /// One page, for string I/O data between guest memory and the PIO page.
+    io_buf: KVec<u8>,
 }
 
 impl VcpuState {
@@ -221,6 +230,8 @@ const GP_VECTOR: u8 = 13;
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
         let arch = SvmVcpu::new(id == 0)?;
+        let mut io_buf = KVec::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
+        io_buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
         Arc::pin_init(
             try_pin_init!(Vcpu {
                 vm,
@@ -235,6 +246,8 @@ impl Vcpu {
                     cpuid: KVec::new(),
                     has_run: false,
                     single_step: false,
+                    pending_string: None,
+                    io_buf,
                 }),
             }),
             GFP_KERNEL,
@@ -246,6 +259,11 @@ impl Vcpu {
         let run = RunPage(&self.run_page);
         let rip = st.arch.rip();
         self.complete_io(&mut st);
+        if let Some(sio) = st.pending_string.take() {
+            let st = &mut *st;
+            PioPage(&self.pio_page).read(&mut st.io_buf);
+            sio.complete(&self.vm.mmu.lock().memory, &mut *st.arch, &st.io_buf);
+        }
         if let Some(load) = st.pending_mmio.take() {
             load.complete(&mut *st.arch, run.mmio_data());
         }
@@ -325,7 +343,7 @@ impl Vcpu {
                     PioPage(&self.pio_page).write(&data[..usize::from(size)]);
                 }
                 st.pending_io = Some(PendingIo { rip: arch.rip(), next_rip, input: input.then_some(size) });
-                run.set_io(input, size, port);
+                run.set_io(input, size, port, 1);
                 Ok(Next::User)
             }
             Exit::Hlt => {
@@ -398,9 +416,36 @@ impl Vcpu {
                 run.set_fail_entry(reason, arch.last_cpu());
                 Ok(Next::User)
             }
-            Exit::Io { string: true, .. } => {
-                run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[]);
-                Ok(Next::User)
+            Exit::Io { port, input, size, string: true, rep, addr_size, segment, next_rip } => {
+                let mmu = self.vm.mmu.lock();
+                let start = emulate::start_string_io(
+                    &mmu.memory,
+                    &mut **arch,
+                    input,
+                    size,
+                    rep,
+                    addr_size,
+                    segment,
+                    next_rip,
+                    &mut st.io_buf,
+                );
+                match start {
+                    Some(StringStart::Done) => Ok(Next::Reenter),
+                    Some(StringStart::Exit(sio)) => {
+                        if !input {
+                            let bytes = sio.count as usize * usize::from(size);
+                            PioPage(&self.pio_page).write(&st.io_buf[..bytes]);
+                        }
+                        run.set_io(input, size, port, sio.count);
+                        st.pending_string = Some(sio);
+                        Ok(Next::User)
+                    }
+                    None => {
+                        let rip = arch.rip();
+                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[u64::from(port), rip]);
+                        Ok(Next::User)
+                    }
+                }
             }
             Exit::Unhandled(code, info1, info2) => {
                 run.set_internal_error(

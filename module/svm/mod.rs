@@ -208,6 +208,9 @@ impl SvmVcpu {
                     input: io.input,
                     size: io.size,
                     string: io.string,
+                    rep: io.rep,
+                    addr_size: io.addr_bits / 8,
+                    segment: io.segment,
                     next_rip: info2,
                 }
             }

@@ -358,6 +358,60 @@ TEST_F(guest, interrupt_window)
 	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 1, 0x11);
 }
 
+/*
+ * String I/O, as KVM's emulator does it: REP OUTSB goes out one byte per
+ * exit (RIP stays on the instruction until the count is done), REP INSW
+ * reads ahead (one exit for all three words), REP with CX = 0 does nothing.
+ */
+TEST_F(guest, string_io)
+{
+	static const uint8_t code[] = {
+		0xbe, 0x00, 0x30,		/* 1000: mov $0x3000, %si */
+		0xb9, 0x03, 0x00,		/* 1003: mov $3, %cx */
+		0xba, 0xf8, 0x03,		/* 1006: mov $0x3f8, %dx */
+		0xf3, 0x6e,			/* 1009: rep outsb */
+		0xbf, 0x00, 0x40,		/* 100b: mov $0x4000, %di */
+		0xb9, 0x03, 0x00,		/* 100e: mov $3, %cx */
+		0xba, 0x60, 0x00,		/* 1011: mov $0x60, %dx */
+		0xf3, 0x6d,			/* 1014: rep insw */
+		0x31, 0xc9,			/* 1016: xor %cx, %cx */
+		0xf3, 0x6e,			/* 1018: rep outsb (CX = 0) */
+		0x6e,				/* 101a: outsb */
+		0xf4,				/* 101b: hlt */
+	};
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+	int i;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	memcpy(vm->mem + 0x3000, "abcd", 4);
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	for (i = 0; i < 3; i++) {
+		ASSERT_EQ(0, vm_run(vm));
+		ASSERT_IO(vm, KVM_EXIT_IO_OUT, 1, 0x3f8);
+		EXPECT_EQ('a' + i, vm_pio_data(vm)[0]);
+		EXPECT_EQ(0x1009, vm_rip(vm));
+	}
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	ASSERT_EQ(KVM_EXIT_IO_IN, vm->run->io.direction);
+	ASSERT_EQ(2, vm->run->io.size);
+	ASSERT_EQ(0x60, vm->run->io.port);
+	ASSERT_EQ(3, vm->run->io.count);
+	memcpy(vm_pio_data(vm), "\x11\x22\x33\x44\x55\x66", 6);
+	/* CX = 0: no exit for that REP OUTSB; the plain OUTSB sends 'd'. */
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 1, 0x60);
+	EXPECT_EQ('d', vm_pio_data(vm)[0]);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	EXPECT_EQ(0, memcmp(vm->mem + 0x4000, "\x11\x22\x33\x44\x55\x66", 6));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0x3004, regs.rsi & 0xffff);
+	EXPECT_EQ(0x4006, regs.rdi & 0xffff);
+	EXPECT_EQ(0, regs.rcx & 0xffff);
+}
+
 /* A 32-bit IN zero-extends into RAX; an 8-bit IN keeps the rest of RAX. */
 TEST_F(guest, in_merges_like_hardware)
 {
