@@ -8,6 +8,8 @@
 #include <linux/highmem.h>
 #include <linux/mm.h>
 #include <linux/rcupdate.h>
+#include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/smp.h>
 #include <linux/types.h>
@@ -113,8 +115,40 @@ void rkvm_guest_enter_irqoff(void)
 	rcu_virt_note_context_switch();
 }
 
+/*
+ * The current task's mm, with a reference (mmgrab) that rkvm_mmdrop()
+ * returns; NULL for a kernel thread. These read task_struct in C on
+ * purpose: with this project's toolchain the Rust bindings' layout of
+ * struct task_struct differs from the C one (Task::mm() and Task::pid()
+ * read the wrong fields), see Documentation/architecture.md.
+ */
+struct mm_struct *rkvm_current_mm_grab(void)
+{
+	struct mm_struct *mm = current->mm;
+
+	if (mm)
+		mmgrab(mm);
+	return mm;
+}
+
+bool rkvm_current_mm_is(const struct mm_struct *mm)
+{
+	return current->mm == mm;
+}
+
+void rkvm_mmdrop(struct mm_struct *mm)
+{
+	mmdrop(mm);
+}
+
+unsigned long rkvm_vma_pgoff(const struct vm_area_struct *vma)
+{
+	return vma->vm_pgoff;
+}
+
 /* Yields the CPU if the scheduler wants it (between two guest entries). */
 void rkvm_cond_resched(void)
 {
 	cond_resched();
 }
+

@@ -26,5 +26,9 @@ void rkvm_kernel_fpu_end(void);
 int rkvm_smp_processor_id(void);
 void rkvm_cond_resched(void);
 void rkvm_guest_enter_irqoff(void);
+struct mm_struct *rkvm_current_mm_grab(void);
+bool rkvm_current_mm_is(const struct mm_struct *mm);
+void rkvm_mmdrop(struct mm_struct *mm);
+unsigned long rkvm_vma_pgoff(const struct vm_area_struct *vma);
 
 #endif

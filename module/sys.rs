@@ -36,6 +36,10 @@ extern "C" {
     fn rkvm_smp_processor_id() -> c_int;
     fn rkvm_cond_resched();
     fn rkvm_guest_enter_irqoff();
+    fn rkvm_current_mm_grab() -> *mut bindings::mm_struct;
+    fn rkvm_current_mm_is(mm: *const bindings::mm_struct) -> bool;
+    fn rkvm_mmdrop(mm: *mut bindings::mm_struct);
+    fn rkvm_vma_pgoff(vma: *const bindings::vm_area_struct) -> usize;
 }
 
 /// Reads an MSR, or `None` if reading it faults.
@@ -147,6 +151,46 @@ impl Drop for PinnedPage {
         // a writable page may have been written by the guest, so it is dirty.
         unsafe { rkvm_unpin_user_page(self.page.as_ptr(), self.writable) }
     }
+}
+
+/// The address space of the process that created a VM, held (mmgrab) as
+/// long as the VM lives, to recognise ioctls from any other process.
+///
+/// `task_struct` is read in C (`helpers.c`): the Rust bindings' layout of it
+/// is wrong with this toolchain, so `kernel::current!().mm()` must not be used.
+pub(crate) struct OwnerMm(NonNull<bindings::mm_struct>);
+
+// SAFETY: the mm is only compared by address and released with mmdrop(),
+// which any thread may do.
+unsafe impl Send for OwnerMm {}
+// SAFETY: as above; `&OwnerMm` only compares addresses.
+unsafe impl Sync for OwnerMm {}
+
+impl OwnerMm {
+    /// The current process's mm (`None` for a kernel thread).
+    pub(crate) fn current() -> Option<Self> {
+        // SAFETY: the helper takes a reference that `Drop` gives back.
+        NonNull::new(unsafe { rkvm_current_mm_grab() }).map(OwnerMm)
+    }
+
+    /// Whether the caller runs in this mm.
+    pub(crate) fn is_current(&self) -> bool {
+        // SAFETY: only compares `current->mm` with the address.
+        unsafe { rkvm_current_mm_is(self.0.as_ptr()) }
+    }
+}
+
+impl Drop for OwnerMm {
+    fn drop(&mut self) {
+        // SAFETY: drops the reference `current()` took.
+        unsafe { rkvm_mmdrop(self.0.as_ptr()) }
+    }
+}
+
+/// The page offset (`vm_pgoff`) of a VMA being set up.
+pub(crate) fn vma_pgoff(vma: &kernel::mm::virt::VmaNew) -> usize {
+    // SAFETY: the VMA is valid for the duration of the mmap call that gave it.
+    unsafe { rkvm_vma_pgoff(vma.as_ptr()) }
 }
 
 /// The CPU this code runs on. Only meaningful while preemption is disabled.

@@ -607,9 +607,7 @@ impl FdOps for Vcpu {
 
     /// Page 0 is `struct kvm_run`, page 1 the PIO data.
     fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
-        // SAFETY: the VMA is being set up by this mmap call; reading its page
-        // offset is a plain field read.
-        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff } as usize;
+        let pgoff = sys::vma_pgoff(vma);
         let pages = (vma.end() - vma.start()) / PAGE_SIZE;
         if pgoff.checked_add(pages).is_none_or(|end| end > abi::VCPU_MMAP_PAGES) {
             return Err(EINVAL);

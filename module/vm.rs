@@ -4,10 +4,9 @@
 
 use kernel::{
     fs::File,
-    mm::Mm,
     new_mutex,
     prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow, Mutex},
+    sync::{Arc, ArcBorrow, Mutex},
 };
 
 use crate::{
@@ -17,6 +16,7 @@ use crate::{
     mmu::Mmu,
     pure::memslot::Region,
     svm,
+    sys::OwnerMm,
     vcpu::Vcpu,
 };
 
@@ -28,7 +28,7 @@ pub(crate) struct Vm {
     /// The mm of the process that created the VM: VM and vCPU ioctls from any
     /// other mm fail with EIO, as in KVM (guest memory addresses are only
     /// meaningful in this mm).
-    mm: ARef<Mm>,
+    mm: OwnerMm,
     /// Memory slots and nested page tables. A vCPU holds this lock while it
     /// runs the guest, so slot changes wait for running vCPUs to exit.
     #[pin]
@@ -46,11 +46,7 @@ impl Vm {
         if vm_type != uapi::KVM_X86_DEFAULT_VM as usize {
             return Err(EINVAL);
         }
-        let mm: ARef<Mm> = {
-            let current = kernel::current!();
-            let mm = current.mm().ok_or(EINVAL)?;
-            ARef::from(&**mm)
-        };
+        let mm = OwnerMm::current().ok_or(EINVAL)?;
         if !backend::svm_usable() {
             // No backend for this CPU (VMX is not written yet, or SVM is
             // disabled by firmware): the system fd works, VMs do not.
@@ -72,10 +68,10 @@ impl Vm {
 
     /// EIO unless the caller runs in the VM owner's mm.
     pub(crate) fn check_owner(&self) -> Result {
-        let current = kernel::current!();
-        match current.mm() {
-            Some(mm) if core::ptr::eq(mm.as_raw(), self.mm.as_raw()) => Ok(()),
-            _ => Err(EIO),
+        if self.mm.is_current() {
+            Ok(())
+        } else {
+            Err(EIO)
         }
     }
 

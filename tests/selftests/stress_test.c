@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Several VMs and vCPUs at once, memory slots changing under running vCPUs,
+ * and a process killed in the middle of KVM_RUN.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "kselftest_harness.h"
+#include "vm.h"
+
+#define ROUNDS 200
+
+/* Real mode: out %ax, $0x10; inc %ax; jmp back. */
+static const uint8_t counter_code[] = {
+	0xe7, 0x10,		/* 1000: out %ax, $0x10 */
+	0x40,			/* 1002: inc %ax */
+	0xeb, 0xfb,		/* 1003: jmp 1000 */
+};
+
+struct runner {
+	int vcpu;
+	struct kvm_run *run;
+	uint16_t start;
+	int ok;
+	char why[128];
+};
+
+/* Runs one vCPU for ROUNDS exits, checking the counter it outputs. */
+static void *run_counter(void *arg)
+{
+	struct runner *r = arg;
+	uint16_t want = r->start;
+	int i;
+
+	for (i = 0; i < ROUNDS; i++, want++) {
+		uint16_t got;
+
+		if (ioctl(r->vcpu, KVM_RUN, 0)) {
+			snprintf(r->why, sizeof(r->why), "round %d: KVM_RUN: %s", i, strerror(errno));
+			return NULL;
+		}
+		if (r->run->exit_reason != KVM_EXIT_IO || r->run->io.port != 0x10 || r->run->io.size != 2) {
+			snprintf(r->why, sizeof(r->why), "round %d: exit %u port %#x suberror %u data %llx",
+				 i, r->run->exit_reason, r->run->io.port, r->run->internal.suberror,
+				 (unsigned long long)r->run->internal.data[0]);
+			return NULL;
+		}
+		memcpy(&got, (uint8_t *)r->run + r->run->io.data_offset, 2);
+		if (got != want) {
+			snprintf(r->why, sizeof(r->why), "round %d: got %u, want %u", i, got, want);
+			return NULL;
+		}
+	}
+	r->ok = 1;
+	return NULL;
+}
+
+static int add_vcpu(struct vm *vm, int id, uint16_t start, struct runner *r)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs = { .rip = 0x1000, .rflags = 2, .rax = start };
+
+	r->vcpu = id == 0 ? vm->vcpu : ioctl(vm->fd, KVM_CREATE_VCPU, id);
+	if (r->vcpu < 0)
+		return -1;
+	r->run = id == 0 ? vm->run : mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, r->vcpu, 0);
+	if (r->run == MAP_FAILED)
+		return -1;
+	if (ioctl(r->vcpu, KVM_GET_SREGS, &sregs))
+		return -1;
+	sregs.cs.base = 0;
+	sregs.cs.selector = 0;
+	if (ioctl(r->vcpu, KVM_SET_SREGS, &sregs) || ioctl(r->vcpu, KVM_SET_REGS, &regs))
+		return -1;
+	r->start = start;
+	r->ok = 0;
+	return 0;
+}
+
+/* Two VMs with two vCPUs each, every vCPU on its own thread. */
+TEST(two_vms_four_vcpus)
+{
+	struct runner runners[4];
+	pthread_t threads[4];
+	struct vm vms[2];
+	int v, i, r;
+
+	for (v = 0; v < 2; v++) {
+		r = vm_create(&vms[v]);
+		if (r == -ENODEV && testing_rkvm())
+			SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+		ASSERT_EQ(0, r);
+		memcpy(vms[v].mem + 0x1000, counter_code, sizeof(counter_code));
+		for (i = 0; i < 2; i++)
+			ASSERT_EQ(0, add_vcpu(&vms[v], i, 1000 * (2 * v + i), &runners[2 * v + i]));
+	}
+	for (i = 0; i < 4; i++)
+		ASSERT_EQ(0, pthread_create(&threads[i], NULL, run_counter, &runners[i]));
+	for (i = 0; i < 4; i++) {
+		pthread_join(threads[i], NULL);
+		EXPECT_EQ(1, runners[i].ok) TH_LOG("vCPU %d: %s", i, runners[i].why);
+	}
+	for (v = 0; v < 2; v++)
+		vm_destroy(&vms[v]);
+}
+
+struct slot_churn {
+	int vm;
+	volatile int stop;
+	void *mem;
+	int changes;
+	int err;
+};
+
+/* Adds and deletes a slot far from the guest's code, over and over. */
+static void *churn_slots(void *arg)
+{
+	struct slot_churn *c = arg;
+	struct kvm_userspace_memory_region r = {
+		.slot = 7, .guest_phys_addr = 0x10000000, .memory_size = 0x10000,
+		.userspace_addr = (uintptr_t)c->mem,
+	};
+
+	while (!c->stop) {
+		r.memory_size = 0x10000;
+		if (ioctl(c->vm, KVM_SET_USER_MEMORY_REGION, &r)) {
+			c->err = errno;
+			break;
+		}
+		r.memory_size = 0;
+		if (ioctl(c->vm, KVM_SET_USER_MEMORY_REGION, &r)) {
+			c->err = errno;
+			break;
+		}
+		c->changes++;
+	}
+	return NULL;
+}
+
+/* Memory slots change while a vCPU runs: the vCPU is not disturbed. */
+TEST(slots_change_under_a_running_vcpu)
+{
+	struct slot_churn churn = { 0 };
+	struct runner runner;
+	pthread_t t;
+	struct vm vm;
+	int r = vm_create(&vm);
+
+	if (r == -ENODEV && testing_rkvm())
+		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+	ASSERT_EQ(0, r);
+	memcpy(vm.mem + 0x1000, counter_code, sizeof(counter_code));
+	ASSERT_EQ(0, add_vcpu(&vm, 0, 7, &runner));
+	churn.vm = vm.fd;
+	churn.mem = mmap(NULL, 0x10000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, churn.mem);
+	ASSERT_EQ(0, pthread_create(&t, NULL, churn_slots, &churn));
+	run_counter(&runner);
+	churn.stop = 1;
+	pthread_join(t, NULL);
+	EXPECT_EQ(1, runner.ok) TH_LOG("%s", runner.why);
+	EXPECT_LT(0, churn.changes) TH_LOG("slot change failed: %s", strerror(churn.err));
+	munmap(churn.mem, 0x10000);
+	vm_destroy(&vm);
+}
+
+/*
+ * A process killed with SIGKILL while its vCPU spins in guest mode: KVM_RUN
+ * must notice the signal and the whole VM must be torn down with the process.
+ */
+TEST(sigkill_during_kvm_run)
+{
+	int status, pipefd[2];
+	pid_t pid;
+	char c;
+
+	ASSERT_EQ(0, pipe(pipefd));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		struct vm vm;
+		int r = vm_create(&vm);
+
+		if (r)
+			_exit(r == -ENODEV ? 4 : 1);
+		vm.mem[0x1000] = 0xeb;		/* jmp . */
+		vm.mem[0x1001] = 0xfe;
+		if (vm_real_mode(&vm, 0x1000))
+			_exit(1);
+		if (write(pipefd[1], "x", 1) != 1)
+			_exit(1);
+		vm_run(&vm);			/* never returns: killed */
+		_exit(2);
+	}
+	close(pipefd[1]);
+	if (read(pipefd[0], &c, 1) != 1) {
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 4 && testing_rkvm())
+			SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+		ASSERT_TRUE(0) TH_LOG("child failed to start its guest");
+	}
+	usleep(300000);				/* let it spin in guest mode */
+	ASSERT_EQ(0, kill(pid, SIGKILL));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFSIGNALED(status));
+	EXPECT_EQ(SIGKILL, WTERMSIG(status));
+}
+
+TEST_HARNESS_MAIN
