@@ -17,5 +17,6 @@ step "rkvm run --flat hello-real.bin (real mode)" rkvm run --flat /rkvm/guests/h
 # long-mmio ends with status 42 on purpose (the debug-exit port).
 step "rkvm run --flat long-mmio.bin --mode long" sh -c \
     'rkvm run --flat /rkvm/guests/long-mmio.bin --mode long; s=$?; echo "exit status $s"; [ $s = 42 ]'
+step "rkvm run --flat tour-long.bin --mode long --trace-exits" rkvm run --flat /rkvm/guests/tour-long.bin --mode long --trace-exits
 step "rmmod rkvm" rmmod rkvm
 say "done"
