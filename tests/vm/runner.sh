@@ -33,7 +33,8 @@ rkvm_load t_rkvm_load"
 for t in $SELFTESTS; do PLAN="$PLAN
 rkvm:$t t_selftest /dev/rkvm $t"; done
 [ "$BACKEND" = svm ] && for g in $GUESTS; do PLAN="$PLAN
-rkvm:run:$g t_flat /dev/rkvm $g"; done
+rkvm:run:$g t_flat /dev/rkvm $g
+diff:$g t_flat_diff $g"; done
 PLAN="$PLAN
 rkvm_info t_info /dev/rkvm
 rkvm_unload t_rkvm_unload
@@ -67,10 +68,25 @@ t_flat() {
     want_status=0
     [ -f "$dir/$2.status" ] && want_status=$(cat "$dir/$2.status")
     status=0
-    rkvm run --device "$1" --flat "$dir/$2.bin" --mode "$mode" > /tmp/guest.out 2> /tmp/guest.err || status=$?
-    cat /tmp/guest.err
+    trace=/tmp/trace-$(basename "$1")-$2
+    rkvm run --device "$1" --flat "$dir/$2.bin" --mode "$mode" --trace-exits > /tmp/guest.out 2> "$trace" || status=$?
+    grep -v '^rkvm: exit ' "$trace" || true
     cmp -s /tmp/guest.out "$dir/$2.expected" || { echo "output:"; cat /tmp/guest.out; fail "output differs from $2.expected"; }
     [ "$status" = "$want_status" ] || fail "exit status $status, expected $want_status"
+}
+
+# The differential check: the same guest through real KVM and through rkvm
+# must give the same sequence of exits to userspace (reason, port, address,
+# size, data) and the same registers at the end.
+t_flat_diff() {
+    [ -f "/tmp/trace-kvm-$1" ] || fail "no trace from the KVM reference run"
+    [ -f "/tmp/trace-rkvm-$1" ] || fail "no trace from the rkvm run"
+    if ! cmp -s "/tmp/trace-kvm-$1" "/tmp/trace-rkvm-$1"; then
+        echo "--- KVM:"; head -n 30 "/tmp/trace-kvm-$1"
+        echo "--- rkvm:"; head -n 30 "/tmp/trace-rkvm-$1"
+        fail "the exit sequences of KVM and rkvm differ"
+    fi
+    echo "$(grep -c '^rkvm: exit ' "/tmp/trace-rkvm-$1") exits, identical"
 }
 
 # The line the module logged at load: "rkvm: cpu: <features>; backend: <b>".

@@ -100,6 +100,9 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
 
     let mut stats = Stats::default();
     let outcome = run_loop(&mut vcpu, &mut bus, &status, &mut stats, opts.trace_exits);
+    if opts.trace_exits {
+        trace_final_state(&vcpu);
+    }
     stats.print();
     outcome
 }
@@ -223,6 +226,24 @@ fn run_loop(
         if let Some(s) = status.get() {
             return Ok(Outcome::DebugExit(s));
         }
+    }
+}
+
+/// With `--trace-exits`: the registers at the end, so that two runs (through
+/// /dev/kvm and /dev/rkvm) can be compared to the last bit.
+fn trace_final_state(vcpu: &VcpuFd) {
+    match vcpu.get_regs() {
+        Ok(r) => {
+            eprintln!(
+                "rkvm: final rip={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x}",
+                r.rip, r.rflags, r.rax, r.rbx, r.rcx, r.rdx
+            );
+            eprintln!(
+                "rkvm: final rsi={:#x} rdi={:#x} rsp={:#x} rbp={:#x} r8={:#x} r9={:#x}",
+                r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9
+            );
+        }
+        Err(e) => eprintln!("rkvm: KVM_GET_REGS: {e}"),
     }
 }
 
