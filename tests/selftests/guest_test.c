@@ -412,6 +412,71 @@ TEST_F(guest, string_io)
 	EXPECT_EQ(0, regs.rcx & 0xffff);
 }
 
+/*
+ * 32-bit protected mode with flat segments, paging off or with 4 MiB pages
+ * (CR4.PSE, identity map): a 32-bit OUT, then an MMIO store that rkvm must
+ * fetch and decode through the guest's 2-level page tables.
+ */
+static void protected_mode_io_mmio(struct __test_metadata *_metadata, struct vm *vm, int paging)
+{
+	static const uint8_t code[] = {
+		0xb8, 0x78, 0x56, 0x34, 0x12,		/* 1000: mov $0x12345678, %eax */
+		0xe7, 0x10,				/* 1005: out %eax, $0x10 */
+		0xc7, 0x05, 0x00, 0x00, 0x00, 0x3f,	/* 1007: movl $0xabcd, 0x3f000000 */
+		0xcd, 0xab, 0x00, 0x00,
+		0xf4,					/* 1011: hlt */
+	};
+	struct kvm_segment code_seg = {
+		.base = 0, .limit = 0xffffffff, .selector = 8, .type = 0xb,
+		.present = 1, .s = 1, .db = 1, .g = 1,
+	};
+	struct kvm_segment data_seg = code_seg;
+	uint32_t *pd = (uint32_t *)(vm->mem + 0x100000);
+	struct kvm_sregs sregs;
+	struct kvm_regs regs = { .rip = 0x1000, .rsp = 0x8000, .rflags = 2 };
+	uint32_t data;
+	int i;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	for (i = 0; i < 1024; i++)
+		pd[i] = (i << 22) | 0x83;		/* 4 MiB, present, writable */
+	data_seg.type = 3;
+	data_seg.selector = 16;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
+	sregs.cs = code_seg;
+	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data_seg;
+	sregs.cr0 = 0x11;				/* PE | ET */
+	if (paging) {
+		sregs.cr0 |= 0x80000000;		/* PG */
+		sregs.cr4 = 1 << 4;			/* PSE */
+		sregs.cr3 = 0x100000;
+	}
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_SREGS, &sregs));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_REGS, &regs));
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_IO(vm, KVM_EXIT_IO_OUT, 4, 0x10);
+	memcpy(&data, vm_pio_data(vm), 4);
+	EXPECT_EQ(0x12345678, data);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_MMIO(vm, 0x3f000000, 4, 1);
+	memcpy(&data, vm->run->mmio.data, 4);
+	EXPECT_EQ(0xabcd, data);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	EXPECT_EQ(0x1012, vm_rip(vm));
+}
+
+TEST_F(guest, protected_mode)
+{
+	protected_mode_io_mmio(_metadata, &self->vm, 0);
+}
+
+TEST_F(guest, protected_mode_paging)
+{
+	protected_mode_io_mmio(_metadata, &self->vm, 1);
+}
+
 /* A 32-bit IN zero-extends into RAX; an 8-bit IN keeps the rest of RAX. */
 TEST_F(guest, in_merges_like_hardware)
 {

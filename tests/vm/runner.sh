@@ -35,6 +35,8 @@ rkvm:$t t_selftest /dev/rkvm $t"; done
 [ "$BACKEND" = svm ] && for g in $GUESTS; do PLAN="$PLAN
 rkvm:run:$g t_flat /dev/rkvm $g
 diff:$g t_flat_diff $g"; done
+[ "$BACKEND" = svm ] && PLAN="$PLAN
+rkvm_refuses_busy_svm t_rkvm_refuses_busy_svm"
 PLAN="$PLAN
 rkvm_info t_info /dev/rkvm
 rkvm_unload t_rkvm_unload
@@ -126,6 +128,21 @@ t_info() {
     else
         echo "$out" | grep -q "KVM_CAP_USER_MEMORY  *1" || fail "KVM does not report KVM_CAP_USER_MEMORY"
     fi
+}
+
+# SVM belongs to one hypervisor at a time: with kvm_amd loaded (it enables
+# SVM on every CPU at load), rkvm refuses to create a VM, cleanly.
+t_rkvm_refuses_busy_svm() {
+    modprobe "$KVM_MOD" || fail "modprobe $KVM_MOD"
+    status=0
+    rkvm run --flat /rkvm/guests/hello-real.bin > /tmp/busy.out 2>&1 || status=$?
+    rmmod "$KVM_MOD" kvm || fail "rmmod $KVM_MOD kvm"
+    cat /tmp/busy.out
+    [ "$status" != 0 ] || fail "rkvm ran a guest while kvm_amd owned SVM"
+    grep -q "KVM_CREATE_VM: Device or resource busy" /tmp/busy.out || fail "expected EBUSY from KVM_CREATE_VM"
+    dmesg | grep -q "SVM is already enabled on CPU" || fail "no log line saying who owns SVM"
+    # And once kvm_amd is gone, rkvm has it.
+    rkvm run --flat /rkvm/guests/hello-real.bin > /dev/null || fail "rkvm cannot run a guest after kvm_amd left"
 }
 
 t_rkvm_unload() {
