@@ -153,7 +153,7 @@ pub(crate) fn write_msr_list(arg: usize, list: &[u32]) -> Result {
     if (room as usize) < list.len() {
         return Err(E2BIG);
     }
-    let mut writer = UserSlice::new(UserPtr::from_addr(arg).wrapping_byte_add(4), list.len() * 4).writer();
+    let mut writer = trailing::<u32>(arg, 4, list.len()).writer();
     for index in list {
         writer.write(index)?;
     }
@@ -173,9 +173,7 @@ pub(crate) fn msr_io(
         return Err(E2BIG);
     }
     let n = head.nmsrs as usize;
-    let size = core::mem::size_of::<uapi::kvm_msr_entry>();
-    let entries_ptr = UserPtr::from_addr(arg).wrapping_byte_add(8);
-    let mut reader = UserSlice::new(entries_ptr, n * size).reader();
+    let mut reader = trailing::<uapi::kvm_msr_entry>(arg, 8, n).reader();
     let mut entries = KVec::with_capacity(n, GFP_KERNEL)?;
     for _ in 0..n {
         entries.push(reader.read::<uapi::kvm_msr_entry>()?, GFP_KERNEL)?;
@@ -188,12 +186,47 @@ pub(crate) fn msr_io(
         done += 1;
     }
     if writeback {
-        let mut writer = UserSlice::new(entries_ptr, n * size).writer();
+        let mut writer = trailing::<uapi::kvm_msr_entry>(arg, 8, n).writer();
         for e in entries.iter() {
             writer.write(e)?;
         }
     }
     Ok(done as isize)
+}
+
+/// The `count` elements of type `T` that follow a `header`-byte struct at
+/// `arg` (the flexible arrays of `kvm_cpuid2`, `kvm_msrs`, `kvm_msr_list`).
+fn trailing<T>(arg: usize, header: usize, count: usize) -> UserSlice {
+    UserSlice::new(UserPtr::from_addr(arg).wrapping_byte_add(header), count * core::mem::size_of::<T>())
+}
+
+impl From<&uapi::kvm_cpuid_entry2> for cpuid::Entry {
+    fn from(e: &uapi::kvm_cpuid_entry2) -> Self {
+        cpuid::Entry {
+            function: e.function,
+            index: e.index,
+            flags: e.flags,
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+        }
+    }
+}
+
+impl From<&cpuid::Entry> for uapi::kvm_cpuid_entry2 {
+    fn from(e: &cpuid::Entry) -> Self {
+        uapi::kvm_cpuid_entry2 {
+            function: e.function,
+            index: e.index,
+            flags: e.flags,
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+            padding: [0; 3],
+        }
+    }
 }
 
 /// Reads the entries of a `struct kvm_cpuid2` at `arg` (at most
@@ -204,21 +237,11 @@ pub(crate) fn read_cpuid(arg: usize) -> Result<KVec<cpuid::Entry>> {
     if nent > cpuid::MAX_ENTRIES {
         return Err(E2BIG);
     }
-    let size = core::mem::size_of::<uapi::kvm_cpuid_entry2>();
-    let mut reader = UserSlice::new(UserPtr::from_addr(arg).wrapping_byte_add(8), nent * size).reader();
+    let mut reader = trailing::<uapi::kvm_cpuid_entry2>(arg, 8, nent).reader();
     let mut entries = KVec::with_capacity(nent, GFP_KERNEL)?;
     for _ in 0..nent {
         let e: uapi::kvm_cpuid_entry2 = reader.read()?;
-        let entry = cpuid::Entry {
-            function: e.function,
-            index: e.index,
-            flags: e.flags,
-            eax: e.eax,
-            ebx: e.ebx,
-            ecx: e.ecx,
-            edx: e.edx,
-        };
-        entries.push(entry, GFP_KERNEL)?;
+        entries.push(cpuid::Entry::from(&e), GFP_KERNEL)?;
     }
     Ok(entries)
 }
@@ -230,20 +253,9 @@ pub(crate) fn write_cpuid(arg: usize, entries: &[cpuid::Entry]) -> Result {
     if (head.nent as usize) < entries.len() {
         return Err(E2BIG);
     }
-    let size = core::mem::size_of::<uapi::kvm_cpuid_entry2>();
-    let mut writer =
-        UserSlice::new(UserPtr::from_addr(arg).wrapping_byte_add(8), entries.len() * size).writer();
+    let mut writer = trailing::<uapi::kvm_cpuid_entry2>(arg, 8, entries.len()).writer();
     for e in entries {
-        writer.write(&uapi::kvm_cpuid_entry2 {
-            function: e.function,
-            index: e.index,
-            flags: e.flags,
-            eax: e.eax,
-            ebx: e.ebx,
-            ecx: e.ecx,
-            edx: e.edx,
-            padding: [0; 3],
-        })?;
+        writer.write(&uapi::kvm_cpuid_entry2::from(e))?;
     }
     // `nent` is the header's first field; its padding stays as userspace left it.
     write_arg(arg, &(entries.len() as u32))

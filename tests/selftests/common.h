@@ -7,6 +7,7 @@
 #ifndef RKVM_SELFTEST_COMMON_H
 #define RKVM_SELFTEST_COMMON_H
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -25,6 +26,16 @@ static inline bool testing_rkvm(void)
 {
 	return strstr(test_device(), "rkvm") != NULL;
 }
+
+/* What a test says when rkvm has no backend for the CPU (VMX, for now). */
+#define NO_BACKEND "rkvm has no backend for this CPU yet (VMX is its own issue)"
+
+/* A call that must fail with errno `err`. */
+#define EXPECT_ERRNO(err, call) do {					\
+	errno = 0;							\
+	EXPECT_EQ(-1, (call));						\
+	EXPECT_EQ(err, errno);						\
+} while (0)
 
 static inline int open_device(void)
 {

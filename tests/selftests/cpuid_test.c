@@ -6,12 +6,6 @@
 #include "kselftest_harness.h"
 #include "vm.h"
 
-#define EXPECT_ERRNO(err, call) do {					\
-	errno = 0;							\
-	EXPECT_EQ(-1, (call));						\
-	EXPECT_EQ(err, errno);						\
-} while (0)
-
 struct cpuid_buf {
 	struct kvm_cpuid2 head;
 	struct kvm_cpuid_entry2 entries[300];
@@ -57,23 +51,7 @@ TEST(supported_cpuid)
 	close(sys);
 }
 
-FIXTURE(vcpu) {
-	struct vm vm;
-};
-
-FIXTURE_SETUP(vcpu)
-{
-	int r = vm_create(&self->vm);
-
-	if (r == -ENODEV && testing_rkvm())
-		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
-	ASSERT_EQ(0, r);
-}
-
-FIXTURE_TEARDOWN(vcpu)
-{
-	vm_destroy(&self->vm);
-}
+VM_FIXTURE(vcpu)
 
 /* Vendor "rkvmtestcpu!", max leaf 0xd, and a leaf 3 with known values. */
 static void test_table(struct cpuid_buf *b)

@@ -6,29 +6,7 @@
 #include "kselftest_harness.h"
 #include "vm.h"
 
-#define EXPECT_ERRNO(err, call) do {					\
-	errno = 0;							\
-	EXPECT_EQ(-1, (call));						\
-	EXPECT_EQ(err, errno);						\
-} while (0)
-
-FIXTURE(vcpu) {
-	struct vm vm;
-};
-
-FIXTURE_SETUP(vcpu)
-{
-	int r = vm_create(&self->vm);
-
-	if (r == -ENODEV && testing_rkvm())
-		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
-	ASSERT_EQ(0, r);
-}
-
-FIXTURE_TEARDOWN(vcpu)
-{
-	vm_destroy(&self->vm);
-}
+VM_FIXTURE(vcpu)
 
 /*
  * KVM_GET/SET_FPU read and write the legacy FXSAVE image. On real KVM with

@@ -12,29 +12,7 @@
 #include "kselftest_harness.h"
 #include "vm.h"
 
-FIXTURE(guest) {
-	struct vm vm;
-};
-
-FIXTURE_SETUP(guest)
-{
-	int r = vm_create(&self->vm);
-
-	if (r == -ENODEV && testing_rkvm())
-		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
-	ASSERT_EQ(0, r) TH_LOG("creating a VM on %s: %s", test_device(), strerror(-r));
-}
-
-FIXTURE_TEARDOWN(guest)
-{
-	vm_destroy(&self->vm);
-}
-
-#define EXPECT_ERRNO(err, call) do {					\
-	errno = 0;							\
-	EXPECT_EQ(-1, (call));						\
-	EXPECT_EQ(err, errno);						\
-} while (0)
+VM_FIXTURE(guest)
 
 #define ASSERT_IO(vm, dir, sz, p) do {						\
 	ASSERT_EQ(KVM_EXIT_IO, (vm)->run->exit_reason);				\

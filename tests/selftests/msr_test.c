@@ -6,12 +6,6 @@
 #include "kselftest_harness.h"
 #include "vm.h"
 
-#define EXPECT_ERRNO(err, call) do {					\
-	errno = 0;							\
-	EXPECT_EQ(-1, (call));						\
-	EXPECT_EQ(err, errno);						\
-} while (0)
-
 #define MSR_STAR		0xc0000081
 #define MSR_LSTAR		0xc0000082
 #define MSR_EFER		0xc0000080
@@ -45,23 +39,7 @@ TEST(index_list)
 	close(sys);
 }
 
-FIXTURE(vcpu) {
-	struct vm vm;
-};
-
-FIXTURE_SETUP(vcpu)
-{
-	int r = vm_create(&self->vm);
-
-	if (r == -ENODEV && testing_rkvm())
-		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
-	ASSERT_EQ(0, r);
-}
-
-FIXTURE_TEARDOWN(vcpu)
-{
-	vm_destroy(&self->vm);
-}
+VM_FIXTURE(vcpu)
 
 TEST_F(vcpu, set_and_get)
 {

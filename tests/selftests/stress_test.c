@@ -42,9 +42,12 @@ static void *run_counter(void *arg)
 			return NULL;
 		}
 		if (r->run->exit_reason != KVM_EXIT_IO || r->run->io.port != 0x10 || r->run->io.size != 2) {
-			snprintf(r->why, sizeof(r->why), "round %d: exit %u port %#x suberror %u data %llx",
+			snprintf(r->why, sizeof(r->why), "round %d: exit %u port %#x suberror %u data %llx %llx %llx %llx",
 				 i, r->run->exit_reason, r->run->io.port, r->run->internal.suberror,
-				 (unsigned long long)r->run->internal.data[0]);
+				 (unsigned long long)r->run->internal.data[0],
+				 (unsigned long long)r->run->internal.data[1],
+				 (unsigned long long)r->run->internal.data[2],
+				 (unsigned long long)r->run->internal.data[3]);
 			return NULL;
 		}
 		memcpy(&got, (uint8_t *)r->run + r->run->io.data_offset, 2);
@@ -90,7 +93,7 @@ TEST(two_vms_four_vcpus)
 	for (v = 0; v < 2; v++) {
 		r = vm_create(&vms[v]);
 		if (r == -ENODEV && testing_rkvm())
-			SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+			SKIP(return, NO_BACKEND);
 		ASSERT_EQ(0, r);
 		memcpy(vms[v].mem + 0x1000, counter_code, sizeof(counter_code));
 		for (i = 0; i < 2; i++)
@@ -149,7 +152,7 @@ TEST(slots_change_under_a_running_vcpu)
 	int r = vm_create(&vm);
 
 	if (r == -ENODEV && testing_rkvm())
-		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+		SKIP(return, NO_BACKEND);
 	ASSERT_EQ(0, r);
 	memcpy(vm.mem + 0x1000, counter_code, sizeof(counter_code));
 	ASSERT_EQ(0, add_vcpu(&vm, 0, 7, &runner));
@@ -198,7 +201,7 @@ TEST(sigkill_during_kvm_run)
 	if (read(pipefd[0], &c, 1) != 1) {
 		ASSERT_EQ(pid, waitpid(pid, &status, 0));
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 4 && testing_rkvm())
-			SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+			SKIP(return, NO_BACKEND);
 		ASSERT_TRUE(0) TH_LOG("child failed to start its guest");
 	}
 	usleep(300000);				/* let it spin in guest mode */

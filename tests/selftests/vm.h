@@ -94,11 +94,43 @@ static inline void vm_destroy(struct vm *vm)
 		close(vm->sys);
 }
 
+/* RIP, RSP and a clean RFLAGS; every other GPR zero. */
+static inline int vm_set_entry(struct vm *vm, uint64_t rip, uint64_t rsp)
+{
+	struct kvm_regs regs;
+
+	memset(&regs, 0, sizeof(regs));
+	regs.rip = rip;
+	regs.rsp = rsp;
+	regs.rflags = 2;
+	return ioctl(vm->vcpu, KVM_SET_REGS, &regs) ? -errno : 0;
+}
+
+/*
+ * A kselftest fixture `name` holding one VM from vm_create(), skipped where
+ * rkvm has no backend. Include kselftest_harness.h first.
+ */
+#define VM_FIXTURE(name)						\
+FIXTURE(name) {								\
+	struct vm vm;							\
+};									\
+FIXTURE_SETUP(name)							\
+{									\
+	int r = vm_create(&self->vm);					\
+									\
+	if (r == -ENODEV && testing_rkvm())				\
+		SKIP(return, NO_BACKEND);				\
+	ASSERT_EQ(0, r) TH_LOG("creating a VM on %s: %s", test_device(), strerror(-r)); \
+}									\
+FIXTURE_TEARDOWN(name)							\
+{									\
+	vm_destroy(&self->vm);						\
+}
+
 /* Real mode with all segments based at 0, code at rip, stack below 0x8000. */
 static inline int vm_real_mode(struct vm *vm, uint64_t rip)
 {
 	struct kvm_sregs sregs;
-	struct kvm_regs regs;
 
 	if (ioctl(vm->vcpu, KVM_GET_SREGS, &sregs))
 		return -errno;
@@ -106,13 +138,7 @@ static inline int vm_real_mode(struct vm *vm, uint64_t rip)
 	sregs.cs.selector = 0;
 	if (ioctl(vm->vcpu, KVM_SET_SREGS, &sregs))
 		return -errno;
-	memset(&regs, 0, sizeof(regs));
-	regs.rip = rip;
-	regs.rsp = 0x8000;
-	regs.rflags = 2;
-	if (ioctl(vm->vcpu, KVM_SET_REGS, &regs))
-		return -errno;
-	return 0;
+	return vm_set_entry(vm, rip, 0x8000);
 }
 
 /*
@@ -131,7 +157,6 @@ static inline int vm_long_mode(struct vm *vm, uint64_t rip)
 	};
 	struct kvm_segment data = code;
 	struct kvm_sregs sregs;
-	struct kvm_regs regs;
 
 	pml4[0] = 0x101000 | 3;
 	pdpt[0] = 0x102000 | 3;
@@ -149,13 +174,7 @@ static inline int vm_long_mode(struct vm *vm, uint64_t rip)
 	sregs.efer = (1 << 8) | (1 << 10);		/* LME | LMA */
 	if (ioctl(vm->vcpu, KVM_SET_SREGS, &sregs))
 		return -errno;
-	memset(&regs, 0, sizeof(regs));
-	regs.rip = rip;
-	regs.rsp = 0x80000;
-	regs.rflags = 2;
-	if (ioctl(vm->vcpu, KVM_SET_REGS, &regs))
-		return -errno;
-	return 0;
+	return vm_set_entry(vm, rip, 0x80000);
 }
 
 static inline int vm_run(struct vm *vm)

@@ -15,12 +15,6 @@ static int create_vm(int sys)
 	return ioctl(sys, KVM_CREATE_VM, 0);
 }
 
-#define EXPECT_ERRNO(err, call) do {					\
-	errno = 0;							\
-	EXPECT_EQ(-1, (call));						\
-	EXPECT_EQ(err, errno);						\
-} while (0)
-
 FIXTURE(fds) {
 	int sys, vm;
 };
@@ -31,7 +25,7 @@ FIXTURE_SETUP(fds)
 	ASSERT_LE(0, self->sys);
 	self->vm = create_vm(self->sys);
 	if (self->vm < 0 && errno == ENODEV && testing_rkvm())
-		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+		SKIP(return, NO_BACKEND);
 	ASSERT_LE(0, self->vm) TH_LOG("KVM_CREATE_VM: %s", strerror(errno));
 }
 
@@ -241,7 +235,7 @@ TEST(close_vm_and_sys_before_vcpu)
 	int r = vm_create(&vm);
 
 	if (r == -ENODEV && testing_rkvm())
-		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+		SKIP(return, NO_BACKEND);
 	ASSERT_EQ(0, r);
 	vm.mem[0x1000] = 0xf4;				/* hlt */
 	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
@@ -259,7 +253,7 @@ TEST(close_vcpu_before_unmapping_run)
 	int r = vm_create(&vm);
 
 	if (r == -ENODEV && testing_rkvm())
-		SKIP(return, "rkvm has no backend for this CPU yet (VMX is its own issue)");
+		SKIP(return, NO_BACKEND);
 	ASSERT_EQ(0, r);
 	ASSERT_EQ(0, close(vm.vcpu));
 	vm.vcpu = -1;
