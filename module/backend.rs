@@ -76,6 +76,9 @@ pub(crate) enum Exit {
     Shutdown,
     /// The hardware refused the guest state.
     InvalidState(u64),
+    /// The guest state was lost before entry: the VMCB held the host's
+    /// state (see `svm::host_state_in_vmcb`). The guest was not entered.
+    StateLost,
     /// Anything else: the raw exit code and exit information.
     Unhandled(u64, u64, u64),
 }

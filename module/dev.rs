@@ -35,7 +35,7 @@ impl SystemFd {
                 if head.nent < 1 {
                     return Err(E2BIG);
                 }
-                abi::write_cpuid(arg, &entries[..n])?;
+                abi::write_cpuid(arg, entries.get(..n).unwrap_or(&entries))?;
                 Ok(0)
             }
             abi::sys::GET_VCPU_MMAP_SIZE if arg == 0 => {

@@ -53,7 +53,7 @@ impl PendingLoad {
     /// Stores the data userspace supplied (`kvm_run.mmio.data`) and moves RIP
     /// past the instruction (unless userspace moved RIP meanwhile).
     pub(crate) fn complete(&self, arch: &mut dyn ArchVcpu, data: [u8; 8]) {
-        let len = usize::from(self.len);
+        let len = usize::from(self.len).min(8);
         let mut bytes = [0u8; 8];
         bytes[..len].copy_from_slice(&data[..len]);
         let raw = u64::from_le_bytes(bytes);
@@ -188,7 +188,7 @@ pub(crate) fn start_string_io(
     let index = arch.gpr(index_reg(input)) & mask;
     let linear = base.wrapping_add(index);
     let backwards = arch.regs().rflags & RFLAGS_DF != 0;
-    let size64 = u64::from(size);
+    let size64 = u64::from(size.max(1));
     // As KVM's emulator: OUTS goes out one element per exit; a forward
     // REP INS reads ahead up to 1 KiB (and, here, up to the end of the page).
     let mut count = 1u64;
@@ -205,10 +205,11 @@ pub(crate) fn start_string_io(
     let gpa = walk::translate(paging, s.cr3, linear, read_entry)?;
     // A transfer that crosses a page (only a single misaligned one can):
     // not emulated.
-    if (gpa & 0xfff) + count * size64 > 4096 {
+    let bytes = count.saturating_mul(size64);
+    if (gpa & 0xfff).saturating_add(bytes) > 4096 {
         return None;
     }
-    let bytes = (count * size64) as usize;
+    let bytes = bytes as usize;
     if !input {
         mem.read(GuestPhys(gpa), pio.get_mut(..bytes)?).ok()?;
     }
@@ -232,7 +233,7 @@ impl StringIo {
         if arch.rip() != self.rip {
             return; // userspace moved RIP: the instruction is abandoned
         }
-        let bytes = self.count as usize * usize::from(self.size);
+        let bytes = (self.count as usize).saturating_mul(usize::from(self.size));
         if self.input {
             // A failed store (the slot went away) drops the data, as a
             // write to absent memory does.
@@ -288,7 +289,8 @@ fn fetch(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<([u8; MAX_INSN], usiz
             break;
         };
         let chunk = (MAX_INSN - n).min(4096 - (gpa & 0xfff) as usize);
-        if mem.read(GuestPhys(gpa), &mut buf[n..n + chunk]).is_err() {
+        let Some(dest) = buf.get_mut(n..n + chunk) else { break };
+        if mem.read(GuestPhys(gpa), dest).is_err() {
             break;
         }
         n += chunk;

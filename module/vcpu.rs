@@ -226,6 +226,9 @@ const KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: u32 = 4;
 /// `-KVM_ENOSYS`: the answer to a hypercall rkvm does not implement.
 const KVM_ENOSYS: u64 = 1000;
 const GP_VECTOR: u8 = 13;
+/// `kvm_run.internal.data[0]` when the guest state was lost
+/// (`Exit::StateLost`): "rkvmLOST".
+pub(crate) const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
@@ -340,7 +343,7 @@ impl Vcpu {
             Exit::Io { port, input, size, string: false, next_rip, .. } => {
                 if !input {
                     let data = arch.gpr(gpr::RAX).to_le_bytes();
-                    PioPage(&self.pio_page).write(&data[..usize::from(size)]);
+                    PioPage(&self.pio_page).write(data.get(..usize::from(size)).unwrap_or(&data));
                 }
                 st.pending_io = Some(PendingIo { rip: arch.rip(), next_rip, input: input.then_some(size) });
                 run.set_io(input, size, port, 1);
@@ -412,6 +415,11 @@ impl Vcpu {
                 run.set_exit_reason(uapi::KVM_EXIT_SHUTDOWN);
                 Ok(Next::User)
             }
+            Exit::StateLost => {
+                pr_warn!("vCPU {}: guest state lost (its VMCB held host state); not entered\n", self.id);
+                run.set_internal_error(KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, &[STATE_LOST]);
+                Ok(Next::User)
+            }
             Exit::InvalidState(reason) => {
                 run.set_fail_entry(reason, arch.last_cpu());
                 Ok(Next::User)
@@ -433,8 +441,8 @@ impl Vcpu {
                     Some(StringStart::Done) => Ok(Next::Reenter),
                     Some(StringStart::Exit(sio)) => {
                         if !input {
-                            let bytes = sio.count as usize * usize::from(size);
-                            PioPage(&self.pio_page).write(&st.io_buf[..bytes]);
+                            let bytes = (sio.count as usize).saturating_mul(usize::from(size));
+                            PioPage(&self.pio_page).write(st.io_buf.get(..bytes).unwrap_or(&st.io_buf));
                         }
                         run.set_io(input, size, port, sio.count);
                         st.pending_string = Some(sio);
@@ -462,7 +470,8 @@ impl Vcpu {
         let arch = &mut st.arch;
         if let Some(size) = io.input {
             let mut data = [0u8; 8];
-            PioPage(&self.pio_page).read(&mut data[..usize::from(size)]);
+            let n = usize::from(size).min(data.len());
+            PioPage(&self.pio_page).read(&mut data[..n]);
             // IN to AL/AX keeps the rest of RAX; IN to EAX zero-extends.
             let rax = Reg { index: gpr::RAX, high8: false };
             let merged = decode::write_reg(arch.gpr(gpr::RAX), rax, size, u64::from_le_bytes(data));

@@ -80,17 +80,20 @@ impl Vm {
         let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
         {
             let mut ids = self.vcpus.lock();
-            if ids.0[word] & bit != 0 {
+            let slot = ids.0.get_mut(word).ok_or(EINVAL)?;
+            if *slot & bit != 0 {
                 return Err(EEXIST);
             }
-            ids.0[word] |= bit;
+            *slot |= bit;
         }
         let vm: Arc<Vm> = self.into();
         let created = Vcpu::new(vm, id).and_then(|vcpu| fd::create(vcpu));
         match created {
             Ok(fd) => Ok(fd as isize),
             Err(e) => {
-                self.vcpus.lock().0[word] &= !bit;
+                if let Some(slot) = self.vcpus.lock().0.get_mut(word) {
+                    *slot &= !bit;
+                }
                 Err(e)
             }
         }

@@ -119,8 +119,14 @@ impl Cursor<'_> {
 
 /// Sign-extends the low `size` bytes of `v` to 64 bits.
 pub fn sign_extend(v: u64, size: u8) -> u64 {
-    let shift = 64 - 8 * u32::from(size);
-    (((v << shift) as i64) >> shift) as u64
+    match size {
+        1..=7 => {
+            let shift = 64 - 8 * u32::from(size);
+            (((v << shift) as i64) >> shift) as u64
+        }
+        0 => 0,
+        _ => v,
+    }
 }
 
 /// The value of register operand `reg` of `size` bytes, given the whole

@@ -56,7 +56,9 @@ impl Slot {
 
     /// Host virtual address of the page holding `gfn` (which must be in the slot).
     pub fn hva(&self, gfn: u64) -> u64 {
-        self.userspace_addr + ((gfn - self.base_gfn) << PAGE_SHIFT)
+        // In range for a `gfn` the slot contains (`plan` checked the sizes);
+        // wrapping keeps a caller's mistake from being a kernel panic.
+        self.userspace_addr.wrapping_add(gfn.wrapping_sub(self.base_gfn) << PAGE_SHIFT)
     }
 
     /// One past the last frame.

@@ -80,7 +80,7 @@ fn walk_levels(mut entry: u64, mut level: u32, linear: u64, read: &mut impl FnMu
             return None;
         }
         let index = (linear >> (12 + 9 * (level - 1))) & 0x1ff;
-        entry = read((entry & bits::ADDR) + (index << 3), 8)?;
+        entry = read((entry & bits::ADDR) | (index << 3), 8)?;
         if entry & bits::P == 0 {
             return None;
         }

@@ -73,7 +73,9 @@ pub fn valid_sregs(c: &ControlRegs, maxphyaddr: u32) -> bool {
         if c.cr4 & cr4::PAE == 0 || c.efer & efer::LMA == 0 {
             return false;
         }
-        if c.cr3 >> maxphyaddr != 0 {
+        // A width from userspace's CPUID may be anything: >= 64 means no
+        // reserved bits (and must not overflow the shift).
+        if c.cr3.checked_shr(maxphyaddr).unwrap_or(0) != 0 {
             return false;
         }
     } else if c.efer & efer::LMA != 0 || c.cs_l {
@@ -131,6 +133,9 @@ mod tests {
         assert!(!valid_sregs(&ControlRegs { efer: efer::LME, ..long_mode() }, 36));
         assert!(!valid_sregs(&ControlRegs { cr3: 1 << 40, ..long_mode() }, 36));
         assert!(valid_sregs(&ControlRegs { cr3: 1 << 40, ..long_mode() }, 48));
+        // Regression: a CPUID address width of 255 once overflowed the shift
+        // (a kernel panic reachable from KVM_SET_CPUID2 + KVM_SET_SREGS).
+        assert!(valid_sregs(&ControlRegs { cr3: 1 << 40, ..long_mode() }, 255));
         // LMA or a 64-bit CS outside long mode.
         assert!(!valid_sregs(&ControlRegs { cr0: cr0::PE, ..long_mode() }, 36));
         let prot = ControlRegs { cr0: cr0::PE, cr3: 0, cr4: 0, efer: 0, cs_l: true };

@@ -230,6 +230,24 @@ impl SvmVcpu {
     }
 }
 
+/// Whether the VMCB's guest state is in fact this host's state: RIP inside
+/// `rkvm_svm_vmrun` and CS the kernel's code segment.
+///
+/// Under QEMU's TCG (the test machine) a VMCB very occasionally receives the
+/// host state saved around VMRUN while its vCPU is not running: seen only
+/// with two VMs in guest mode on both CPUs at once, never with one; the
+/// VMCB is not any CPU's VM_HSAVE_PA area. Entering such a VMCB would run
+/// host kernel code as the guest (harmless to the host, which nested paging
+/// keeps out of reach, but the guest's state is gone), so rkvm refuses to
+/// enter it and reports the loss instead. See Documentation/execution-model.md.
+fn host_state_in_vmcb(vmcb: &Vmcb) -> bool {
+    const KERNEL_CS: u16 = 0x10;
+    const VMRUN_FN_LEN: u64 = 0x100;
+    let start = rkvm_svm_vmrun as *const () as u64;
+    let rip = vmcb.save.rip;
+    vmcb.save.cs.selector == KERNEL_CS && rip >= start && rip < start + VMRUN_FN_LEN
+}
+
 /// The host's time-stamp counter.
 fn rdtsc() -> u64 {
     // SAFETY: RDTSC only reads the counter (CR4.TSD is clear in the kernel).
@@ -308,6 +326,9 @@ impl ArchVcpu for SvmVcpu {
         let vmcb_pa = sys::virt_to_phys(&*self.vmcb).0;
         let host_pa = sys::virt_to_phys(&*self.host_save).0;
         self.vmcb.control.nested_cr3 = root.0;
+        if host_state_in_vmcb(&self.vmcb) {
+            return Exit::StateLost;
+        }
         if self.single_step && self.vmcb.save.rflags & x86::RFLAGS_TF == 0 {
             self.vmcb.save.rflags |= x86::RFLAGS_TF;
             self.tf_added = true;

@@ -17,6 +17,7 @@
  */
 #include <linux/linkage.h>
 #include <asm/asm.h>
+#include <asm/ibt.h>
 
 #define G_RBX	0x00
 #define G_RCX	0x08
@@ -36,6 +37,7 @@
 .section .text, "ax"
 
 SYM_FUNC_START(rkvm_svm_vmrun)
+	ENDBR			/* its address is taken (svm/mod.rs, host_state_in_vmcb) */
 	/*
 	 * RBP is saved like any callee-saved register, not set up as a frame
 	 * pointer: it holds the guest's RBP until the final pops, and GIF stays

@@ -122,4 +122,29 @@ TEST_F(vcpu, guest_cpuid_uses_the_table)
 	EXPECT_ERRNO(EINVAL, ioctl(vm->vcpu, KVM_SET_CPUID2, &b));
 }
 
+/*
+ * Regression: a guest address width of 255 (CPUID 0x80000008) once made
+ * rkvm's KVM_SET_SREGS shift a u64 by 255 bits, a kernel panic. Whatever the
+ * answer, the call must return (and the kernel log stay clean).
+ */
+TEST_F(vcpu, absurd_address_width_in_cpuid)
+{
+	static struct cpuid_buf b;
+	struct kvm_sregs sregs;
+	int r;
+
+	test_table(&b);
+	b.head.nent = 3;
+	b.entries[2] = (struct kvm_cpuid_entry2) { .function = 0x80000008, .eax = 0xff };
+	ASSERT_EQ(0, ioctl(self->vm.vcpu, KVM_SET_CPUID2, &b));
+	ASSERT_EQ(0, ioctl(self->vm.vcpu, KVM_GET_SREGS, &sregs));
+	sregs.cr0 = 0x80000011;
+	sregs.cr4 = 1 << 5;
+	sregs.efer = (1 << 8) | (1 << 10);
+	sregs.cr3 = 1ULL << 62;
+	sregs.cs.l = 1;
+	r = ioctl(self->vm.vcpu, KVM_SET_SREGS, &sregs);
+	EXPECT_TRUE(r == 0 || errno == EINVAL) TH_LOG("KVM_SET_SREGS: %s", strerror(errno));
+}
+
 TEST_HARNESS_MAIN
