@@ -76,8 +76,8 @@ pub(crate) enum Exit {
     Shutdown,
     /// The hardware refused the guest state.
     InvalidState(u64),
-    /// The guest state was lost before entry: the VMCB held the host's
-    /// state (see `svm::host_state_in_vmcb`). The guest was not entered.
+    /// The guest state was lost: the VMCB held the host's state (see
+    /// `svm::host_state_in_vmcb`), found before entry or after an exit.
     StateLost,
     /// Anything else: the raw exit code and exit information.
     Unhandled(u64, u64, u64),
@@ -97,7 +97,9 @@ pub(crate) mod gpr {
 /// One vCPU's hardware state.
 pub(crate) trait ArchVcpu: Send {
     /// Enters guest mode once, with `root` as the nested page table.
-    fn run(&mut self, root: HostPhys) -> Exit;
+    /// `tlb_epoch` changes whenever the VM removed or changed a mapping, so
+    /// that translations cached under the old table are not used.
+    fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit;
     /// Puts the vCPU in its RESET state.
     fn reset(&mut self);
 

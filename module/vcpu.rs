@@ -232,7 +232,7 @@ pub(crate) const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
-        let arch = SvmVcpu::new(id == 0)?;
+        let arch = SvmVcpu::new(id == 0, vm.asids())?;
         let mut io_buf = KVec::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
         io_buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
         Arc::pin_init(
@@ -311,7 +311,7 @@ impl Vcpu {
             st.arch.set_irq_window(want_window);
             let exit = {
                 let mmu = self.vm.mmu.lock();
-                st.arch.run(mmu.root())
+                st.arch.run(mmu.root(), mmu.tlb_epoch())
             };
             st.has_run = true;
             let rip = st.arch.rip();
@@ -416,7 +416,7 @@ impl Vcpu {
                 Ok(Next::User)
             }
             Exit::StateLost => {
-                pr_warn!("vCPU {}: guest state lost (its VMCB held host state); not entered\n", self.id);
+                pr_warn!("vCPU {}: guest state lost (its VMCB held host state)\n", self.id);
                 run.set_internal_error(KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, &[STATE_LOST]);
                 Ok(Next::User)
             }

@@ -36,7 +36,7 @@ pub(crate) struct Vm {
     #[pin]
     vcpus: Mutex<VcpuIds>,
     /// Keeps SVM enabled on every CPU while the VM exists.
-    _hw: svm::HardwareRef,
+    hw: svm::HardwareRef,
 }
 
 impl Vm {
@@ -59,7 +59,7 @@ impl Vm {
                 mm,
                 mmu <- new_mutex!(mmu),
                 vcpus <- new_mutex!(VcpuIds([0; (abi::MAX_VCPU_ID as usize).div_ceil(64)])),
-                _hw: hw,
+                hw,
             }),
             GFP_KERNEL,
         )?;
@@ -73,6 +73,11 @@ impl Vm {
         } else {
             Err(EIO)
         }
+    }
+
+    /// The ASID allocator of the CPUs, for a new vCPU.
+    pub(crate) fn asids(&self) -> Arc<svm::AsidTable> {
+        self.hw.asids()
     }
 
     fn create_vcpu(self: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {

@@ -19,6 +19,8 @@ use crate::{
 pub(crate) struct Mmu {
     pub(crate) memory: GuestMemory,
     tdp: tdp::Tdp,
+    /// Counts the times mappings were removed (see `ArchVcpu::run`).
+    tlb_epoch: u64,
 }
 
 /// What a guest access to an unmapped guest physical address turned out to be.
@@ -31,7 +33,12 @@ pub(crate) enum Fault {
 
 impl Mmu {
     pub(crate) fn new() -> Result<Self> {
-        Ok(Mmu { memory: GuestMemory::new(), tdp: tdp::Tdp::new()? })
+        Ok(Mmu { memory: GuestMemory::new(), tdp: tdp::Tdp::new()?, tlb_epoch: 0 })
+    }
+
+    /// See `ArchVcpu::run`.
+    pub(crate) fn tlb_epoch(&self) -> u64 {
+        self.tlb_epoch
     }
 
     /// Root of the nested page table (nCR3).
@@ -44,6 +51,7 @@ impl Mmu {
     pub(crate) fn set_region(&mut self, region: &Region) -> Result {
         if self.memory.set_region(region)? {
             self.tdp.clear();
+            self.tlb_epoch = self.tlb_epoch.wrapping_add(1);
         }
         Ok(())
     }

@@ -342,6 +342,8 @@ impl Control {
     }
 }
 
+/// `tlb_ctl`: leave the TLB alone.
+pub const TLB_DO_NOTHING: u8 = 0;
 /// `tlb_ctl`: flush the whole TLB at VMRUN (always allowed; QEMU has no
 /// flush-by-ASID).
 pub const TLB_FLUSH_ALL: u8 = 1;

@@ -10,8 +10,9 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use kernel::{bindings, ffi::c_void, prelude::*};
+use kernel::{bindings, ffi::c_void, prelude::*, sync::Arc};
 
+use super::asid::AsidTable;
 use crate::{pure::paging::HostPhys, sys};
 
 const MSR_EFER: u32 = 0xC000_0080;
@@ -37,11 +38,12 @@ pub(super) unsafe fn zeroed_box<T>() -> Result<KBox<T>> {
 pub(crate) struct HwState {
     users: usize,
     save_areas: KVec<KBox<HostSaveArea>>,
+    asids: Option<Arc<AsidTable>>,
 }
 
 impl HwState {
     const fn new() -> Self {
-        HwState { users: 0, save_areas: KVec::new() }
+        HwState { users: 0, save_areas: KVec::new(), asids: None }
     }
 }
 
@@ -114,8 +116,10 @@ fn per_cpu_all(save_areas: &[KBox<HostSaveArea>], state: u8) -> Result<PerCpu> {
 }
 
 /// A reference to SVM being enabled on all CPUs; the last one dropped
-/// disables it.
-pub(crate) struct HardwareRef(());
+/// disables it. It carries the CPUs' ASID allocator.
+pub(crate) struct HardwareRef {
+    asids: Arc<AsidTable>,
+}
 
 impl HardwareRef {
     pub(crate) fn get() -> Result<Self> {
@@ -141,10 +145,18 @@ impl HardwareRef {
                 pr_err!("enabling SVM failed on CPU {}\n", failed.unwrap_or(0));
                 return Err(EIO);
             }
+            let count = core::arch::x86_64::__cpuid(0x8000_000A).ebx;
+            hw.asids = Some(Arc::new(AsidTable::new(ncpus, count)?, GFP_KERNEL)?);
             hw.save_areas = areas;
         }
+        let asids = hw.asids.clone().ok_or(EIO)?;
         hw.users += 1;
-        Ok(HardwareRef(()))
+        Ok(HardwareRef { asids })
+    }
+
+    /// The ASID allocator of the CPUs.
+    pub(crate) fn asids(&self) -> Arc<AsidTable> {
+        self.asids.clone()
     }
 }
 
@@ -156,6 +168,7 @@ impl Drop for HardwareRef {
             if let Ok(ctx) = per_cpu_all(&hw.save_areas, ENABLED) {
                 sys::on_each_cpu(disable_cpu, &ctx);
                 hw.save_areas.clear();
+                hw.asids = None;
             } else {
                 // Out of memory for the bookkeeping: leave SVM on (harmless)
                 // and keep the save areas, which the CPUs still point at.

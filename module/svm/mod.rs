@@ -7,11 +7,15 @@
 //! flushes the TLB on every VMRUN (always allowed), computes next RIPs itself
 //! (IOIO exits give it in EXITINFO2) and treats every VMCB field as dirty.
 
+mod asid;
 mod hw;
 
+pub(crate) use asid::AsidTable;
 pub(crate) use hw::{init, HardwareRef};
 
-use kernel::prelude::*;
+use asid::VcpuAsid;
+
+use kernel::{prelude::*, sync::Arc};
 
 use crate::{
     abi::uapi,
@@ -134,6 +138,9 @@ pub(crate) struct SvmVcpu {
     apic_base: u64,
     bsp: bool,
     cpu: u32,
+    /// The CPUs' ASID allocator, and this vCPU's ASID.
+    asids: Arc<AsidTable>,
+    asid: VcpuAsid,
     /// Userspace single-steps the guest.
     single_step: bool,
     /// RFLAGS.TF was set by rkvm for single-stepping (and is removed again
@@ -143,7 +150,7 @@ pub(crate) struct SvmVcpu {
 
 impl SvmVcpu {
     /// A vCPU of a VM that holds a [`HardwareRef`].
-    pub(crate) fn new(bsp: bool) -> Result<KBox<dyn ArchVcpu>> {
+    pub(crate) fn new(bsp: bool, asids: Arc<AsidTable>) -> Result<KBox<dyn ArchVcpu>> {
         // SAFETY: each of these types is plain bytes/integers, valid all-zero.
         let (vmcb, host_save, mut iopm, mut msrpm, fx) = unsafe {
             (
@@ -166,6 +173,8 @@ impl SvmVcpu {
             apic_base: 0,
             bsp,
             cpu: 0,
+            asids,
+            asid: VcpuAsid::NONE,
             single_step: false,
             tf_added: false,
         };
@@ -191,6 +200,12 @@ impl SvmVcpu {
     }
 
     fn decode_exit(&mut self) -> Exit {
+        // The state may also arrive while the guest runs: then the "guest"
+        // has just executed host code (and faulted, nested paging keeping it
+        // in its slots). Report the loss, not the fault.
+        if host_state_in_vmcb(&self.vmcb) {
+            return Exit::StateLost;
+        }
         let c = &mut self.vmcb.control;
         let (code, info1, info2) = (c.exit_code, c.exit_info_1, c.exit_info_2);
         // An event whose delivery the exit interrupted is delivered again at
@@ -239,7 +254,8 @@ impl SvmVcpu {
 /// VMCB is not any CPU's VM_HSAVE_PA area. Entering such a VMCB would run
 /// host kernel code as the guest (harmless to the host, which nested paging
 /// keeps out of reach, but the guest's state is gone), so rkvm refuses to
-/// enter it and reports the loss instead. See Documentation/execution-model.md.
+/// enter it (or, if the state arrived while the guest ran, to carry on) and
+/// reports the loss instead. See Documentation/execution-model.md.
 fn host_state_in_vmcb(vmcb: &Vmcb) -> bool {
     const KERNEL_CS: u16 = 0x10;
     const VMRUN_FN_LEN: u64 = 0x100;
@@ -322,7 +338,7 @@ enum SegKind {
 }
 
 impl ArchVcpu for SvmVcpu {
-    fn run(&mut self, root: HostPhys) -> Exit {
+    fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit {
         let vmcb_pa = sys::virt_to_phys(&*self.vmcb).0;
         let host_pa = sys::virt_to_phys(&*self.host_save).0;
         self.vmcb.control.nested_cr3 = root.0;
@@ -339,7 +355,12 @@ impl ArchVcpu for SvmVcpu {
             if !hw::enabled_here() {
                 return false;
             }
-            self.cpu = sys::cpu_id() as u32;
+            let cpu = sys::cpu_id();
+            self.cpu = cpu as u32;
+            let (asid, flush) = self.asids.assign(cpu, &mut self.asid, tlb_epoch);
+            let c = &mut self.vmcb.control;
+            c.asid = asid;
+            c.tlb_ctl = if flush { vmcb::TLB_FLUSH_ALL } else { vmcb::TLB_DO_NOTHING };
             self.fxrstor();
             let vmcb: *mut Vmcb = &mut *self.vmcb;
             // SAFETY: SVM is enabled on this CPU with its host save area set;
@@ -400,8 +421,8 @@ impl ArchVcpu for SvmVcpu {
         c.iopm_base_pa = iopm;
         c.msrpm_base_pa = msrpm;
         c.tsc_offset = 0;
-        c.asid = 1;
-        c.tlb_ctl = vmcb::TLB_FLUSH_ALL;
+        // ASID and TLB control are chosen at each entry (`asid.rs`).
+        self.asid = VcpuAsid::NONE;
         c.int_ctl = vmcb::V_INTR_MASKING;
         c.int_vector = 0;
         c.int_state = 0;

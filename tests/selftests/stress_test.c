@@ -38,6 +38,7 @@ static void *run_counter(void *arg)
 	uint16_t want = r->start;
 	int i;
 
+	r->ok = 0;
 	for (i = 0; i < ROUNDS; i++, want++) {
 		uint16_t got;
 
@@ -163,14 +164,18 @@ static void *churn_slots(void *arg)
 	return NULL;
 }
 
-/* Memory slots change while a vCPU runs: the vCPU is not disturbed. */
+/*
+ * Memory slots change while a vCPU runs: the vCPU is not disturbed, and the
+ * slot changes are not starved (a vCPU holds its VM's memory lock while in
+ * guest mode): the vCPU keeps running until a few changes went through.
+ */
 TEST(slots_change_under_a_running_vcpu)
 {
 	struct slot_churn churn = { 0 };
 	struct runner runner;
 	pthread_t t;
 	struct vm vm;
-	int r = vm_create(&vm);
+	int i, r = vm_create(&vm);
 
 	if (r == -ENODEV && testing_rkvm())
 		SKIP(return, NO_BACKEND);
@@ -181,13 +186,19 @@ TEST(slots_change_under_a_running_vcpu)
 	churn.mem = mmap(NULL, 0x10000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ASSERT_NE(MAP_FAILED, churn.mem);
 	ASSERT_EQ(0, pthread_create(&t, NULL, churn_slots, &churn));
-	run_counter(&runner);
+	i = 0;
+	do {
+		runner.start += ROUNDS * (i > 0);
+		run_counter(&runner);
+	} while (runner.ok && ++i < 500 && churn.changes < 3 && !churn.err);
 	churn.stop = 1;
 	pthread_join(t, NULL);
-	EXPECT_EQ(1, runner.ok) TH_LOG("%s", runner.why);
-	EXPECT_LT(0, churn.changes) TH_LOG("slot change failed: %s", strerror(churn.err));
 	munmap(churn.mem, 0x10000);
 	vm_destroy(&vm);
+	if (runner.state_lost)
+		SKIP(return, "rkvm found a VMCB holding host state (QEMU TCG) and reported it");
+	EXPECT_EQ(1, runner.ok) TH_LOG("%s", runner.why);
+	EXPECT_LE(3, churn.changes) TH_LOG("slot changes: %d (%s)", churn.changes, strerror(churn.err));
 }
 
 /*
