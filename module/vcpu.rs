@@ -13,6 +13,7 @@ use kernel::{
     page::{Page, PAGE_SIZE},
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
+    transmute::AsBytes,
 };
 
 use crate::{
@@ -496,9 +497,10 @@ impl Vcpu {
         Ok(0)
     }
 
-    fn get_fpu(&self, arg: usize) -> Result<isize> {
-        let fpu = self.state.lock().arch.fpu();
-        abi::write_arg(arg, &fpu)?;
+    /// A `KVM_GET_*` of vCPU state: `read` takes it, userspace gets it.
+    fn get<T: AsBytes>(&self, arg: usize, read: impl FnOnce(&VcpuState) -> T) -> Result<isize> {
+        let value = read(&self.state.lock());
+        abi::write_arg(arg, &value)?;
         Ok(0)
     }
 
@@ -525,22 +527,10 @@ impl Vcpu {
         Ok(0)
     }
 
-    fn get_regs(&self, arg: usize) -> Result<isize> {
-        let regs = self.state.lock().arch.regs();
-        abi::write_arg(arg, &regs)?;
-        Ok(0)
-    }
-
     fn set_regs(&self, arg: usize) -> Result<isize> {
         let regs: uapi::kvm_regs = abi::read_arg(arg)?;
         let mut st = self.state.lock();
         st.arch.set_regs(&regs);
-        Ok(0)
-    }
-
-    fn get_sregs(&self, arg: usize) -> Result<isize> {
-        let sregs = self.state.lock().arch.sregs();
-        abi::write_arg(arg, &sregs)?;
         Ok(0)
     }
 
@@ -591,13 +581,13 @@ impl FdOps for Vcpu {
         }
         match cmd {
             abi::vcpu::RUN if arg == 0 => this.run(),
-            abi::vcpu::GET_REGS => this.get_regs(arg),
+            abi::vcpu::GET_REGS => this.get(arg, |st| st.arch.regs()),
             abi::vcpu::SET_REGS => this.set_regs(arg),
-            abi::vcpu::GET_SREGS => this.get_sregs(arg),
+            abi::vcpu::GET_SREGS => this.get(arg, |st| st.arch.sregs()),
             abi::vcpu::SET_SREGS => this.set_sregs(arg),
             abi::vcpu::INTERRUPT => this.interrupt(arg),
             abi::vcpu::SET_CPUID2 => this.set_cpuid(arg),
-            abi::vcpu::GET_FPU => this.get_fpu(arg),
+            abi::vcpu::GET_FPU => this.get(arg, |st| st.arch.fpu()),
             abi::vcpu::SET_FPU => this.set_fpu(arg),
             abi::vcpu::SET_GUEST_DEBUG => this.set_guest_debug(arg),
             abi::vcpu::GET_MSRS => {
