@@ -27,6 +27,19 @@ use crate::{
 struct SlotMem {
     slot: Slot,
     pages: KVVec<Option<PinnedPage>>,
+    /// With `KVM_MEM_LOG_DIRTY_PAGES`: one bit per page the guest wrote
+    /// since the last `KVM_GET_DIRTY_LOG` (empty otherwise).
+    dirty: KVVec<u64>,
+}
+
+/// A dirty bitmap for `slot`: empty unless it logs dirty pages.
+fn dirty_bitmap(slot: &Slot) -> Result<KVVec<u64>> {
+    let mut bitmap = KVVec::new();
+    if slot.flags & memslot::MEM_LOG_DIRTY_PAGES != 0 {
+        let words = usize::try_from(slot.npages.div_ceil(64)).map_err(|_| EINVAL)?;
+        bitmap.resize(words, 0, GFP_KERNEL)?;
+    }
+    Ok(bitmap)
 }
 
 /// The memory slots of one VM (address space 0).
@@ -38,9 +51,10 @@ pub(crate) struct GuestMemory {
 
 /// What the guest reaches at a guest physical address.
 pub(crate) enum Backing {
-    /// RAM: a host page, writable or not (`KVM_MEM_READONLY`).
+    /// RAM: a host page, to be mapped writable or not (`KVM_MEM_READONLY`,
+    /// or a dirty-logged page not written yet).
     Ram(HostPhys, bool),
-    /// No slot: an MMIO access for userspace.
+    /// No slot, or a write to a read-only slot: an MMIO access for userspace.
     Mmio,
 }
 
@@ -52,20 +66,31 @@ impl GuestMemory {
     /// Applies `KVM_SET_USER_MEMORY_REGION`. Returns whether mappings may have
     /// changed (so the MMU must drop what it built from the old slots).
     pub(crate) fn set_region(&mut self, region: &Region) -> Result<bool> {
-        let valid_flags = memslot::MEM_READONLY;
+        let valid_flags = memslot::MEM_READONLY | memslot::MEM_LOG_DIRTY_PAGES;
         let change = memslot::plan(region, valid_flags, &self.infos, sys::access_ok).map_err(|r| match r {
             Refusal::Invalid => EINVAL,
             Refusal::Overlap => EEXIST,
         })?;
         match change {
-            Change::Unchanged | Change::FlagsOnly { .. } => Ok(false),
+            Change::Unchanged => Ok(false),
+            Change::FlagsOnly { id, flags } => {
+                // Dirty logging turned on or off: pages must be write-protected
+                // again (or may now be mapped writable), so mappings change.
+                let i = self.index(id).ok_or(EINVAL)?;
+                self.infos[i].flags = flags;
+                let mem = &mut self.slots[i];
+                mem.slot.flags = flags;
+                mem.dirty = dirty_bitmap(&mem.slot)?;
+                Ok(true)
+            }
             Change::Create(slot) => {
                 let npages = usize::try_from(slot.npages).map_err(|_| EINVAL)?;
                 let mut pages = KVVec::with_capacity(npages, GFP_KERNEL)?;
                 for _ in 0..npages {
                     pages.push(None, GFP_KERNEL)?;
                 }
-                self.slots.push(SlotMem { slot, pages }, GFP_KERNEL)?;
+                let dirty = dirty_bitmap(&slot)?;
+                self.slots.push(SlotMem { slot, pages, dirty }, GFP_KERNEL)?;
                 self.infos.push(slot, GFP_KERNEL)?;
                 Ok(true)
             }
@@ -90,21 +115,49 @@ impl GuestMemory {
         self.infos.iter().position(|s| s.id == id)
     }
 
-    /// What backs `gpa`, pinning its page on first use. Must run in the VM
-    /// owner's mm (the vCPU ioctl checks that).
-    pub(crate) fn backing(&mut self, gpa: GuestPhys) -> Result<Backing> {
+    /// What backs `gpa` for an access (`write` or not), pinning its page on
+    /// first use and logging a write to a dirty-logged slot. Must run in the
+    /// VM owner's mm (the vCPU ioctl checks that).
+    pub(crate) fn backing(&mut self, gpa: GuestPhys, write: bool) -> Result<Backing> {
         let gfn = gpa.gfn();
         let Some(mem) = self.slots.iter_mut().find(|m| m.slot.contains(gfn)) else {
             return Ok(Backing::Mmio);
         };
-        let writable = mem.slot.writable();
+        if write && !mem.slot.writable() {
+            return Ok(Backing::Mmio);
+        }
         let index = (gfn - mem.slot.base_gfn) as usize;
+        // A dirty-logged page is mapped read-only until the guest writes it;
+        // that write faults here and is logged.
+        let logging = !mem.dirty.is_empty();
+        if logging && write {
+            if let Some(word) = mem.dirty.get_mut(index / 64) {
+                *word |= 1 << (index % 64);
+            }
+        }
+        let writable = mem.slot.writable() && (!logging || write);
         let entry = mem.pages.get_mut(index).ok_or(EFAULT)?;
         if entry.is_none() {
             *entry = Some(PinnedPage::pin(mem.slot.hva(gfn), writable)?);
         }
         let page = entry.as_ref().ok_or(EFAULT)?;
         Ok(Backing::Ram(page.phys(), writable))
+    }
+
+    /// `KVM_GET_DIRTY_LOG`: slot `id`'s bitmap, cleared. ENOENT if there is
+    /// no such slot or it does not log dirty pages. The caller must
+    /// write-protect the slot's pages again (the MMU drops its mappings).
+    pub(crate) fn take_dirty_log(&mut self, id: u16) -> Result<KVVec<u64>> {
+        let i = self.index(id).ok_or(ENOENT)?;
+        let mem = &mut self.slots[i];
+        if mem.dirty.is_empty() {
+            return Err(ENOENT);
+        }
+        let mut out = KVVec::with_capacity(mem.dirty.len(), GFP_KERNEL)?;
+        for word in mem.dirty.iter_mut() {
+            out.push(core::mem::take(word), GFP_KERNEL)?;
+        }
+        Ok(out)
     }
 
     /// Reads guest physical memory (RAM only, within one page) through the

@@ -7,6 +7,7 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
+    uaccess::{UserPtr, UserSlice},
 };
 
 use crate::{
@@ -104,6 +105,25 @@ impl Vm {
         }
     }
 
+    /// `KVM_GET_DIRTY_LOG`: the slot's bitmap, one bit per page written
+    /// since the last call, `(npages + 63) / 64` 64-bit words.
+    fn get_dirty_log(&self, arg: usize) -> Result<isize> {
+        let log: uapi::kvm_dirty_log = abi::read_arg(arg)?;
+        let (as_id, id) = (log.slot >> 16, log.slot as u16);
+        if as_id != 0 || u32::from(id) >= crate::pure::memslot::USER_MEM_SLOTS {
+            return Err(EINVAL);
+        }
+        let bitmap = self.mmu.lock().take_dirty_log(id)?;
+        // SAFETY: reading the `u64` view of the union (`dirty_bitmap` and
+        // `padding2` share it), which every bit pattern is valid for.
+        let dest = unsafe { log.__bindgen_anon_1.padding2 } as usize;
+        let mut writer = UserSlice::new(UserPtr::from_addr(dest), bitmap.len() * 8).writer();
+        for word in bitmap.iter() {
+            writer.write(word)?;
+        }
+        Ok(0)
+    }
+
     fn set_memory_region(&self, arg: usize) -> Result<isize> {
         let r: uapi::kvm_userspace_memory_region = abi::read_arg(arg)?;
         let region = Region {
@@ -127,6 +147,7 @@ impl FdOps for Vm {
             abi::sys::CHECK_EXTENSION => Ok(abi::check_extension(arg) as isize),
             abi::vm::CREATE_VCPU => this.create_vcpu(arg),
             abi::vm::SET_USER_MEMORY_REGION => this.set_memory_region(arg),
+            abi::vm::GET_DIRTY_LOG => this.get_dirty_log(arg),
             // SVM does not need the real-mode TSS that VMX without
             // unrestricted guest uses: accepted and ignored, as KVM on AMD does.
             abi::vm::SET_TSS_ADDR => Ok(0),

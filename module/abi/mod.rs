@@ -46,6 +46,8 @@ pub(crate) mod vm {
 
     /// `KVM_CREATE_VCPU`: `_IO(KVMIO, 0x41)`.
     pub(crate) const CREATE_VCPU: u32 = kvm_io(0x41);
+    /// `KVM_GET_DIRTY_LOG`: `_IOW(KVMIO, 0x42, struct kvm_dirty_log)`.
+    pub(crate) const GET_DIRTY_LOG: u32 = kvm_iow::<uapi::kvm_dirty_log>(0x42);
     /// `KVM_SET_USER_MEMORY_REGION`: `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
     pub(crate) const SET_USER_MEMORY_REGION: u32 = kvm_iow::<uapi::kvm_userspace_memory_region>(0x46);
     /// `KVM_SET_TSS_ADDR`: `_IO(KVMIO, 0x47)`.
@@ -102,6 +104,8 @@ pub(crate) const PIO_PAGE_OFFSET: usize = uapi::KVM_PIO_PAGE_OFFSET as usize;
 unsafe impl FromBytes for uapi::kvm_userspace_memory_region {}
 // SAFETY: as above.
 unsafe impl FromBytes for uapi::kvm_interrupt {}
+// SAFETY: as above (`padding1` explicit; the union is a pointer-sized u64).
+unsafe impl FromBytes for uapi::kvm_dirty_log {}
 // SAFETY: as above (`kvm_cpuid2` is the 8-byte header, `nent` and padding).
 unsafe impl FromBytes for uapi::kvm_cpuid2 {}
 // SAFETY: as above (`pad1` and `pad2` are explicit).
@@ -140,6 +144,7 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_cpuid2>() == 8);
     assert!(core::mem::size_of::<uapi::kvm_cpuid_entry2>() == 40);
     assert!(core::mem::size_of::<uapi::kvm_msrs>() == 8);
+    assert!(core::mem::size_of::<uapi::kvm_dirty_log>() == 16);
     assert!(core::mem::size_of::<uapi::kvm_msr_entry>() == 16);
     assert!(core::mem::size_of::<uapi::kvm_fpu>() == 416);
     assert!(core::mem::size_of::<uapi::kvm_guest_debug>() == 72);

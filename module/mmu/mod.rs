@@ -50,20 +50,32 @@ impl Mmu {
     /// mapping drops the whole nested page table; it is rebuilt on demand.
     pub(crate) fn set_region(&mut self, region: &Region) -> Result {
         if self.memory.set_region(region)? {
-            self.tdp.clear();
-            self.tlb_epoch = self.tlb_epoch.wrapping_add(1);
+            self.drop_mappings();
         }
         Ok(())
     }
 
     /// Handles a nested page fault at `gpa`.
     pub(crate) fn fault(&mut self, gpa: GuestPhys, write: bool) -> Result<Fault> {
-        match self.memory.backing(gpa)? {
-            Backing::Ram(hpa, writable) if writable || !write => {
+        match self.memory.backing(gpa, write)? {
+            Backing::Ram(hpa, writable) => {
                 self.tdp.map(gpa, hpa, writable)?;
                 Ok(Fault::Mapped)
             }
-            _ => Ok(Fault::Mmio),
+            Backing::Mmio => Ok(Fault::Mmio),
         }
+    }
+
+    /// `KVM_GET_DIRTY_LOG` for slot `id`: its bitmap, cleared, and its pages
+    /// write-protected again (all mappings are dropped and rebuilt on demand).
+    pub(crate) fn take_dirty_log(&mut self, id: u16) -> Result<KVVec<u64>> {
+        let bitmap = self.memory.take_dirty_log(id)?;
+        self.drop_mappings();
+        Ok(bitmap)
+    }
+
+    fn drop_mappings(&mut self) {
+        self.tdp.clear();
+        self.tlb_epoch = self.tlb_epoch.wrapping_add(1);
     }
 }

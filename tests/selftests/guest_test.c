@@ -455,6 +455,73 @@ TEST_F(guest, protected_mode_paging)
 	protected_mode_io_mmio(_metadata, &self->vm, 1);
 }
 
+/*
+ * Dirty logging: a slot with KVM_MEM_LOG_DIRTY_PAGES reports, through
+ * KVM_GET_DIRTY_LOG, exactly the pages the guest wrote since the last call.
+ * Real mode reaches 0x100000-0x10ffef through DS = 0xffff.
+ */
+TEST_F(guest, dirty_log)
+{
+	static const uint8_t code[] = {
+		0xb8, 0xff, 0xff,			/* 1000: mov $0xffff, %ax */
+		0x8e, 0xd8,				/* 1003: mov %ax, %ds */
+		0xc6, 0x06, 0x10, 0x00, 0x01,		/* 1005: movb $1, 0x0010 -> 0x100000 */
+		0xc6, 0x06, 0x10, 0x50, 0x01,		/* 100a: movb $1, 0x5010 -> 0x105000 */
+		0xf4,					/* 100f: hlt */
+		0xc6, 0x06, 0x10, 0x50, 0x02,		/* 1010: movb $2, 0x5010 */
+		0xf4,					/* 1015: hlt */
+	};
+	struct vm *vm = &self->vm;
+	uint8_t *logged = mmap(NULL, 16 * 4096, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct kvm_userspace_memory_region r = {
+		.slot = 0, .memory_size = 0, .userspace_addr = (uintptr_t)vm->mem,
+	};
+	struct kvm_dirty_log log = { .slot = 1 };
+	uint64_t bitmap = ~0ULL;
+
+	ASSERT_NE(MAP_FAILED, logged);
+	/* RAM is [0, 1 MiB) in slot 0 and a logged slot 1 at 1 MiB. */
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
+	r.memory_size = 0x100000;
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
+	r = (struct kvm_userspace_memory_region) {
+		.slot = 1, .flags = KVM_MEM_LOG_DIRTY_PAGES, .guest_phys_addr = 0x100000,
+		.memory_size = 16 * 4096, .userspace_addr = (uintptr_t)logged,
+	};
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
+
+	/* No such slot, a slot without logging: ENOENT; a bad id: EINVAL. */
+	log.dirty_bitmap = &bitmap;
+	log.slot = 9;
+	EXPECT_ERRNO(ENOENT, ioctl(vm->fd, KVM_GET_DIRTY_LOG, &log));
+	log.slot = 0;
+	EXPECT_ERRNO(ENOENT, ioctl(vm->fd, KVM_GET_DIRTY_LOG, &log));
+	log.slot = 40000;
+	EXPECT_ERRNO(EINVAL, ioctl(vm->fd, KVM_GET_DIRTY_LOG, &log));
+	log.slot = 1;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	EXPECT_EQ(1, logged[0]);
+	EXPECT_EQ(1, logged[0x5000]);
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_GET_DIRTY_LOG, &log));
+	EXPECT_EQ((1ULL << 0) | (1ULL << 5), bitmap);
+	/* Read and cleared: nothing new since. */
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_GET_DIRTY_LOG, &log));
+	EXPECT_EQ(0, bitmap);
+
+	/* The pages are write-protected again: the next write is logged too. */
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	EXPECT_EQ(2, logged[0x5000]);
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_GET_DIRTY_LOG, &log));
+	EXPECT_EQ(1ULL << 5, bitmap);
+	munmap(logged, 16 * 4096);
+}
+
 /* A 32-bit IN zero-extends into RAX; an 8-bit IN keeps the rest of RAX. */
 TEST_F(guest, in_merges_like_hardware)
 {
