@@ -12,6 +12,23 @@
 
 #define ROUNDS 200
 
+/*
+ * Under QEMU's TCG the reference (kvm_amd) sometimes needs well over the
+ * harness's default 30 s for these: allow 150.
+ */
+#define STRESS_TIMEOUT 150
+
+FIXTURE(stress) {
+};
+
+FIXTURE_SETUP(stress)
+{
+}
+
+FIXTURE_TEARDOWN(stress)
+{
+}
+
 /* Real mode: out %ax, $0x10; inc %ax; jmp back. */
 static const uint8_t counter_code[] = {
 	0xe7, 0x10,		/* 1000: out %ax, $0x10 */
@@ -25,6 +42,8 @@ struct runner {
 	uint16_t start;
 	int ok;
 	int state_lost;
+	volatile int done;
+	int stalled;
 	char why[160];
 };
 
@@ -43,6 +62,7 @@ static void *run_counter(void *arg)
 		uint16_t got;
 
 		if (ioctl(r->vcpu, KVM_RUN, 0)) {
+			r->stalled = errno == EINTR;
 			snprintf(r->why, sizeof(r->why), "round %d: KVM_RUN: %s", i, strerror(errno));
 			return NULL;
 		}
@@ -68,6 +88,20 @@ static void *run_counter(void *arg)
 	return NULL;
 }
 
+static void *run_counter_thread(void *arg)
+{
+	struct runner *r = arg;
+
+	run_counter(r);
+	r->done = 1;
+	return NULL;
+}
+
+static void on_watchdog(int sig)
+{
+	(void)sig;
+}
+
 static int add_vcpu(struct vm *vm, int id, uint16_t start, struct runner *r)
 {
 	struct kvm_sregs sregs;
@@ -88,6 +122,8 @@ static int add_vcpu(struct vm *vm, int id, uint16_t start, struct runner *r)
 	r->start = start;
 	r->ok = 0;
 	r->state_lost = 0;
+	r->done = 0;
+	r->stalled = 0;
 	r->why[0] = 0;
 	return 0;
 }
@@ -101,12 +137,13 @@ static int add_vcpu(struct vm *vm, int id, uint16_t start, struct runner *r)
  * so. That case is reported as a skip naming it, not hidden; anything else
  * wrong is a failure.
  */
-TEST(two_vms_four_vcpus)
+TEST_F_TIMEOUT(stress, two_vms_four_vcpus, STRESS_TIMEOUT)
 {
+	struct sigaction watchdog = { .sa_handler = on_watchdog };
 	struct runner runners[4];
 	pthread_t threads[4];
 	struct vm vms[2];
-	int v, i, r, lost = 0;
+	int v, i, r, t, lost = 0, stalled = 0;
 
 	for (v = 0; v < 2; v++) {
 		r = vm_create(&vms[v]);
@@ -117,18 +154,37 @@ TEST(two_vms_four_vcpus)
 		for (i = 0; i < 2; i++)
 			ASSERT_EQ(0, add_vcpu(&vms[v], i, 1000 * (2 * v + i), &runners[2 * v + i]));
 	}
+	ASSERT_EQ(0, sigaction(SIGUSR1, &watchdog, NULL));
 	for (i = 0; i < 4; i++)
-		ASSERT_EQ(0, pthread_create(&threads[i], NULL, run_counter, &runners[i]));
+		ASSERT_EQ(0, pthread_create(&threads[i], NULL, run_counter_thread, &runners[i]));
+	/*
+	 * Normally done in about a second. A vCPU still in KVM_RUN after 20 s
+	 * is interrupted with a signal (KVM_RUN returns EINTR) and reported.
+	 */
+	for (t = 0; t < 200 && !(runners[0].done && runners[1].done && runners[2].done && runners[3].done); t++)
+		usleep(100000);
+	for (i = 0; i < 4; i++)
+		if (!runners[i].done)
+			pthread_kill(threads[i], SIGUSR1);
 	for (i = 0; i < 4; i++) {
 		pthread_join(threads[i], NULL);
 		lost |= runners[i].state_lost;
-		if (!runners[i].state_lost)
+		stalled |= runners[i].stalled;
+		if (!runners[i].state_lost && !(runners[i].stalled && !testing_rkvm()))
 			EXPECT_EQ(1, runners[i].ok) TH_LOG("vCPU %d: %s", i, runners[i].why);
 	}
 	for (v = 0; v < 2; v++)
 		vm_destroy(&vms[v]);
 	if (lost)
 		SKIP(return, "rkvm found a VMCB holding host state (QEMU TCG, two CPUs in guest mode) and refused to enter it");
+	/*
+	 * The reference, kvm_amd, now and then stalls here under QEMU's TCG
+	 * (about 1 run in 25): the same emulator problem, see
+	 * Documentation/execution-model.md. rkvm must not stall: for rkvm a
+	 * stall is a failure (checked above).
+	 */
+	if (stalled)
+		SKIP(return, "kvm_amd stalled with two VMs in guest mode under QEMU TCG");
 }
 
 struct slot_churn {
@@ -169,7 +225,7 @@ static void *churn_slots(void *arg)
  * slot changes are not starved (a vCPU holds its VM's memory lock while in
  * guest mode): the vCPU keeps running until a few changes went through.
  */
-TEST(slots_change_under_a_running_vcpu)
+TEST_F_TIMEOUT(stress, slots_change_under_a_running_vcpu, STRESS_TIMEOUT)
 {
 	struct slot_churn churn = { 0 };
 	struct runner runner;
@@ -205,7 +261,7 @@ TEST(slots_change_under_a_running_vcpu)
  * A process killed with SIGKILL while its vCPU spins in guest mode: KVM_RUN
  * must notice the signal and the whole VM must be torn down with the process.
  */
-TEST(sigkill_during_kvm_run)
+TEST_F_TIMEOUT(stress, sigkill_during_kvm_run, STRESS_TIMEOUT)
 {
 	int status, pipefd[2];
 	pid_t pid;
