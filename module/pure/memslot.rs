@@ -128,9 +128,9 @@ pub fn plan(
         return Err(Invalid);
     }
     let size = region.memory_size;
-    if size % PAGE_SIZE != 0
-        || region.guest_phys_addr % PAGE_SIZE != 0
-        || region.userspace_addr % PAGE_SIZE != 0
+    if !size.is_multiple_of(PAGE_SIZE)
+        || !region.guest_phys_addr.is_multiple_of(PAGE_SIZE)
+        || !region.userspace_addr.is_multiple_of(PAGE_SIZE)
         || !user_range_ok(region.userspace_addr, size)
     {
         return Err(Invalid);

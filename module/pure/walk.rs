@@ -58,7 +58,7 @@ pub fn translate(mode: Paging, cr3: u64, linear: u64, mut read: impl FnMut(u64, 
                 return Some(base | (linear & 0x3f_ffff));
             }
             let pte = read((pde & 0xffff_f000) + (((linear >> 12) & 0x3ff) << 2), 4)?;
-            (pte & bits::P != 0).then(|| (pte & 0xffff_f000) | (linear & 0xfff))
+            (pte & bits::P != 0).then_some((pte & 0xffff_f000) | (linear & 0xfff))
         }
         Paging::Pae => {
             let linear = linear & 0xffff_ffff;
