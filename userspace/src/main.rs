@@ -43,10 +43,13 @@ enum Command {
     },
     /// Run a guest: a flat program loaded at 0x1000 (real or long mode).
     ///
-    /// The guest's COM1 (0x3f8) is this terminal's output; writing a byte to
-    /// port 0xf4 ends the run with that byte as the exit status; HLT ends it
-    /// with 0 and a triple fault with 3. Other ports read as 0xff and ignore
-    /// writes (each reported once). Exit counts by reason are printed at the end.
+    /// The guest's COM1 (0x3f8) is this terminal's output and the 8259 PIC pair
+    /// (0x20, 0xa0, 0x4d0) delivers interrupts; writing a byte to port 0xf4
+    /// ends the run with that byte as the exit status, writing N to port 0xf5
+    /// pulses IRQ line N (for test guests). HLT with nothing to wake the guest
+    /// ends the run with 0, a triple fault with 3. Other ports read as 0xff and
+    /// ignore writes (each reported once). Exit counts by reason are printed at
+    /// the end.
     Run {
         /// The KVM device: /dev/rkvm (the rkvm module) or /dev/kvm (real KVM).
         #[arg(long, default_value = "/dev/rkvm")]

@@ -4,7 +4,7 @@
 //! program loaded at 0x1000 and run in real or long mode, devices emulated
 //! on the exits that reach userspace.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -13,9 +13,15 @@ use std::rc::Rc;
 
 use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use std::os::fd::AsRawFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use crate::devices::{debug_exit, debug_exit::DebugExit, serial::Uart, PortBus};
+use crate::devices::{
+    debug_exit::{self, DebugExit, IrqPort},
+    pic::{Pic, PicPorts},
+    serial::Uart,
+    PortBus,
+};
 
 /// Where a flat program is loaded and starts.
 pub const LOAD_ADDR: u64 = 0x1000;
@@ -94,12 +100,18 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     }
 
     let status = Rc::new(Cell::new(None));
+    let pic = Rc::new(RefCell::new(Pic::new()));
     let mut bus = PortBus::default();
     bus.add(0x3f8, 8, Box::new(Uart::new(std::io::stdout())));
+    for base in [0x20, 0xa0, 0x4d0] {
+        bus.add(base, 2, Box::new(PicPorts { pic: pic.clone(), base }));
+    }
     bus.add(debug_exit::PORT, 1, Box::new(DebugExit(status.clone())));
+    bus.add(debug_exit::IRQ_PORT, 1, Box::new(IrqPort(pic.clone())));
 
     let mut stats = Stats::default();
-    let outcome = run_loop(&mut vcpu, &mut bus, &status, &mut stats, opts.trace_exits);
+    let devices = Devices { bus: &mut bus, pic: &pic, status: &status };
+    let outcome = run_loop(&mut vcpu, devices, &mut stats, opts.trace_exits);
     if opts.trace_exits {
         trace_final_state(&vcpu);
     }
@@ -193,14 +205,43 @@ impl Stats {
     }
 }
 
-fn run_loop(
-    vcpu: &mut VcpuFd,
-    bus: &mut PortBus,
-    status: &Rc<Cell<Option<u8>>>,
-    stats: &mut Stats,
-    trace: bool,
-) -> Result<Outcome, String> {
+/// What the run loop serves exits with.
+struct Devices<'a> {
+    bus: &'a mut PortBus,
+    pic: &'a RefCell<Pic>,
+    status: &'a Cell<Option<u8>>,
+}
+
+nix::ioctl_write_ptr!(kvm_interrupt, kvm_bindings::KVMIO, 0x86, kvm_bindings::kvm_interrupt);
+
+/// Before each `KVM_RUN`: if the PIC raises INTR, inject its vector when the
+/// vCPU can take it, else ask for an interrupt-window exit (the protocol of
+/// a VMM without an in-kernel irqchip).
+fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<(), String> {
+    let mut pic = pic.borrow_mut();
+    let ready = vcpu.get_kvm_run().ready_for_interrupt_injection != 0;
+    let mut want_window = false;
+    if pic.interrupt_pending() {
+        if ready {
+            if let Some(vector) = pic.acknowledge() {
+                let irq = kvm_bindings::kvm_interrupt { irq: u32::from(vector) };
+                // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt`
+                // from the pointer, which is valid for the call.
+                unsafe { kvm_interrupt(vcpu.as_raw_fd(), &irq) }.map_err(|e| format!("KVM_INTERRUPT: {e}"))?;
+            }
+            want_window = pic.interrupt_pending();
+        } else {
+            want_window = true;
+        }
+    }
+    vcpu.get_kvm_run().request_interrupt_window = u8::from(want_window);
+    Ok(())
+}
+
+fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool) -> Result<Outcome, String> {
+    let Devices { bus, pic, status } = dev;
     loop {
+        inject_interrupt(vcpu, pic)?;
         let exit = vcpu.run().map_err(|e| format!("KVM_RUN: {e}"))?;
         let (reason, line) = describe(&exit);
         stats.count(reason);
@@ -215,6 +256,10 @@ fn run_loop(
                 data.fill(0xff);
             }
             VcpuExit::MmioWrite(addr, _) => eprintln!("rkvm: guest write of MMIO {addr:#x}: no device there"),
+            VcpuExit::IrqWindowOpen => {} // injected before the next entry
+            // Halted with an interrupt to deliver: it wakes the guest. With
+            // none (no timers yet), nothing ever will.
+            VcpuExit::Hlt if pic.borrow().interrupt_pending() => {}
             VcpuExit::Hlt => return Ok(Outcome::Halted),
             VcpuExit::Shutdown => return Ok(Outcome::Shutdown),
             VcpuExit::FailEntry(reason, cpu) => {
@@ -256,6 +301,7 @@ fn describe(exit: &VcpuExit<'_>) -> (&'static str, String) {
         VcpuExit::MmioWrite(a, d) => ("mmio", format!("write addr={a:#x} size={} data=0x{}", d.len(), hex(d))),
         VcpuExit::MmioRead(a, d) => ("mmio", format!("read  addr={a:#x} size={}", d.len())),
         VcpuExit::Hlt => ("hlt", String::new()),
+        VcpuExit::IrqWindowOpen => ("irq_window", String::new()),
         VcpuExit::Shutdown => ("shutdown", String::new()),
         VcpuExit::FailEntry(r, cpu) => ("fail_entry", format!("reason={r:#x} cpu={cpu}")),
         VcpuExit::InternalError => ("internal_error", String::new()),

@@ -4,6 +4,7 @@
 //! an exit to the device owning the port.
 
 pub mod debug_exit;
+pub mod pic;
 pub mod serial;
 
 use std::collections::BTreeSet;

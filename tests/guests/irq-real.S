@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Real mode: program the master 8259 (vectors 0x20-0x27, only IRQ5
+ * unmasked), install a handler for vector 0x25, raise IRQ5 through the test
+ * port 0xf5 and wait for the handler, which acknowledges with an EOI. Checks
+ * the PIC model and the KVM_INTERRUPT / interrupt-window path end to end.
+ */
+	.code16
+	.globl _start
+_start:
+	cli
+	mov	$0x11, %al		/* ICW1: edge, cascade, ICW4 follows */
+	out	%al, $0x20
+	mov	$0x20, %al		/* ICW2: vectors 0x20-0x27 */
+	out	%al, $0x21
+	mov	$0x04, %al		/* ICW3: slave on IR2 */
+	out	%al, $0x21
+	mov	$0x01, %al		/* ICW4: 8086 mode */
+	out	%al, $0x21
+	mov	$0xdf, %al		/* OCW1: only IRQ5 unmasked */
+	out	%al, $0x21
+	movw	$handler, 0x25 * 4	/* IVT[0x25] = 0000:handler */
+	movw	$0, 0x25 * 4 + 2
+
+	mov	$msg_before, %si
+	call	puts
+	sti
+	mov	$5, %al
+	out	%al, $0xf5		/* raise IRQ5 */
+1:	cmpb	$1, done
+	jne	1b
+	mov	$msg_after, %si
+	call	puts
+	mov	$0, %al
+	out	%al, $0xf4
+
+handler:
+	push	%ax
+	push	%si
+	mov	$msg_handler, %si
+	call	puts
+	movb	$1, done
+	mov	$0x20, %al		/* non-specific EOI */
+	out	%al, $0x20
+	pop	%si
+	pop	%ax
+	iret
+
+/* Prints the NUL-terminated string at %si, polling the UART. */
+puts:	push	%dx
+2:	mov	$0x3fd, %dx
+3:	in	%dx, %al
+	test	$0x20, %al
+	jz	3b
+	lodsb
+	test	%al, %al
+	jz	4f
+	mov	$0x3f8, %dx
+	out	%al, %dx
+	jmp	2b
+4:	pop	%dx
+	ret
+
+done:		.byte	0
+msg_before:	.asciz	"before the interrupt\n"
+msg_handler:	.asciz	"in the IRQ5 handler (vector 0x25)\n"
+msg_after:	.asciz	"after the interrupt\n"
