@@ -52,7 +52,9 @@ build_guests() {
         fi
         rm -f "$out/$name.o"
         cp "$RKVM_ROOT/tests/guests/$name.expected" "$out/"
-        [[ ! -f $RKVM_ROOT/tests/guests/$name.status ]] || cp "$RKVM_ROOT/tests/guests/$name.status" "$out/"
+        for extra in status nodiff; do
+            [[ ! -f $RKVM_ROOT/tests/guests/$name.$extra ]] || cp "$RKVM_ROOT/tests/guests/$name.$extra" "$out/"
+        done
     done
 }
 

@@ -19,9 +19,16 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestM
 use crate::devices::{
     debug_exit::{self, DebugExit, IrqPort},
     pic::{Pic, PicPorts},
+    pit::{self, Pit, PitPorts},
     serial::Uart,
     PortBus,
 };
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigevNotify, Signal};
+use nix::sys::time::{TimeSpec, TimeValLike};
+use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
+use nix::time::ClockId;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// Where a flat program is loaded and starts.
 pub const LOAD_ADDR: u64 = 0x1000;
@@ -101,6 +108,7 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
 
     let status = Rc::new(Cell::new(None));
     let pic = Rc::new(RefCell::new(Pic::new()));
+    let pit = Rc::new(RefCell::new(Pit::default()));
     let mut bus = PortBus::default();
     bus.add(0x3f8, 8, Box::new(Uart::new(std::io::stdout())));
     for base in [0x20, 0xa0, 0x4d0] {
@@ -108,9 +116,12 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     }
     bus.add(debug_exit::PORT, 1, Box::new(DebugExit(status.clone())));
     bus.add(debug_exit::IRQ_PORT, 1, Box::new(IrqPort(pic.clone())));
+    bus.add(pit::PORT_BASE, 4, Box::new(PitPorts { pit: pit.clone(), base: pit::PORT_BASE, now: now_ns }));
+    bus.add(pit::PORT_61, 1, Box::new(PitPorts { pit: pit.clone(), base: pit::PORT_61, now: now_ns }));
 
     let mut stats = Stats::default();
-    let devices = Devices { bus: &mut bus, pic: &pic, status: &status };
+    let mut kick = Kick::new()?;
+    let devices = Devices { bus: &mut bus, pic: &pic, pit: &pit, kick: &mut kick, status: &status };
     let outcome = run_loop(&mut vcpu, devices, &mut stats, opts.trace_exits);
     if opts.trace_exits {
         trace_final_state(&vcpu);
@@ -209,7 +220,40 @@ impl Stats {
 struct Devices<'a> {
     bus: &'a mut PortBus,
     pic: &'a RefCell<Pic>,
+    pit: &'a RefCell<Pit>,
+    kick: &'a mut Kick,
     status: &'a Cell<Option<u8>>,
+}
+
+/// Nanoseconds since the first call: the clock of the emulated devices.
+fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+extern "C" fn on_kick(_: nix::libc::c_int) {}
+
+/// Ends a `KVM_RUN` when the PIT is due to interrupt: a one-shot POSIX timer
+/// sends SIGALRM (handled, not restarting), so `KVM_RUN` returns EINTR and the
+/// loop delivers IRQ0, as a VMM's timer thread would.
+struct Kick(Timer);
+
+impl Kick {
+    fn new() -> Result<Self, String> {
+        let action = SigAction::new(SigHandler::Handler(on_kick), SaFlags::empty(), SigSet::empty());
+        // SAFETY: the handler does nothing, which is async-signal-safe.
+        unsafe { sigaction(Signal::SIGALRM, &action) }.map_err(|e| format!("sigaction: {e}"))?;
+        let event = nix::sys::signal::SigEvent::new(SigevNotify::SigevSignal { signal: Signal::SIGALRM, si_value: 0 });
+        Timer::new(ClockId::CLOCK_MONOTONIC, event).map(Kick).map_err(|e| format!("timer_create: {e}"))
+    }
+
+    /// Arms the timer for `at` (ns on `now_ns`'s clock), or disarms it.
+    fn arm(&mut self, at: Option<u64>) {
+        let delay = at.map(|at| at.saturating_sub(now_ns()).max(1000));
+        let expiration = Expiration::OneShot(TimeSpec::nanoseconds(delay.unwrap_or(0) as i64));
+        // Arming a valid timer cannot fail; a zero expiration disarms it.
+        let _ = self.0.set(expiration, TimerSetTimeFlags::empty());
+    }
 }
 
 nix::ioctl_write_ptr!(kvm_interrupt, kvm_bindings::KVMIO, 0x86, kvm_bindings::kvm_interrupt);
@@ -239,10 +283,23 @@ fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<(), String>
 }
 
 fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool) -> Result<Outcome, String> {
-    let Devices { bus, pic, status } = dev;
+    let Devices { bus, pic, pit, kick, status } = dev;
+    let mut halted = false;
     loop {
+        if pit.borrow_mut().poll_irq0(now_ns()) > 0 {
+            pic.borrow_mut().pulse_irq(0);
+        }
         inject_interrupt(vcpu, pic)?;
-        let exit = vcpu.run().map_err(|e| format!("KVM_RUN: {e}"))?;
+        kick.arm(pit.borrow().next_irq0(now_ns()));
+        let exit = match vcpu.run() {
+            Ok(exit) => exit,
+            // The kick (or any signal): deliver what is due, then go on.
+            Err(e) if e.errno() == nix::libc::EINTR => {
+                stats.count("intr");
+                continue;
+            }
+            Err(e) => return Err(format!("KVM_RUN: {e}")),
+        };
         let (reason, line) = describe(&exit);
         stats.count(reason);
         if trace {
@@ -257,10 +314,7 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
             }
             VcpuExit::MmioWrite(addr, _) => eprintln!("rkvm: guest write of MMIO {addr:#x}: no device there"),
             VcpuExit::IrqWindowOpen => {} // injected before the next entry
-            // Halted with an interrupt to deliver: it wakes the guest. With
-            // none (no timers yet), nothing ever will.
-            VcpuExit::Hlt if pic.borrow().interrupt_pending() => {}
-            VcpuExit::Hlt => return Ok(Outcome::Halted),
+            VcpuExit::Hlt => halted = true,
             VcpuExit::Shutdown => return Ok(Outcome::Shutdown),
             VcpuExit::FailEntry(reason, cpu) => {
                 return Err(format!("the hardware refused the guest state (reason {reason:#x}, cpu {cpu})"));
@@ -270,6 +324,19 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
         }
         if let Some(s) = status.get() {
             return Ok(Outcome::DebugExit(s));
+        }
+        if halted {
+            halted = false;
+            // An interrupt to deliver wakes the guest; with interrupts on and
+            // the timer running, wait for the timer; otherwise nothing ever
+            // will wake it.
+            let if_flag = vcpu.get_kvm_run().if_flag != 0;
+            if !pic.borrow().interrupt_pending() {
+                match pit.borrow().next_irq0(now_ns()) {
+                    Some(at) if if_flag => std::thread::sleep(Duration::from_nanos(at.saturating_sub(now_ns()))),
+                    _ => return Ok(Outcome::Halted),
+                }
+            }
         }
     }
 }

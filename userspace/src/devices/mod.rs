@@ -5,6 +5,7 @@
 
 pub mod debug_exit;
 pub mod pic;
+pub mod pit;
 pub mod serial;
 
 use std::collections::BTreeSet;
