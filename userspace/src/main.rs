@@ -43,8 +43,9 @@ enum Command {
     },
     /// Run a guest: a flat program loaded at 0x1000 (real or long mode).
     ///
-    /// The guest's COM1 (0x3f8) is this terminal's output and the 8259 PIC pair
-    /// (0x20, 0xa0, 0x4d0) delivers interrupts; writing a byte to port 0xf4
+    /// The guest's COM1 (0x3f8) is this terminal's output, the 8259 PIC pair
+    /// (0x20, 0xa0, 0x4d0) delivers interrupts, the 8254 PIT (0x40-0x43,
+    /// 0x61) ticks on IRQ0 and the CMOS RTC (0x70-0x71) tells the host's time; writing a byte to port 0xf4
     /// ends the run with that byte as the exit status, writing N to port 0xf5
     /// pulses IRQ line N (for test guests). HLT with nothing to wake the guest
     /// ends the run with 0, a triple fault with 3. Other ports read as 0xff and

@@ -17,6 +17,7 @@ use std::os::fd::AsRawFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::devices::{
+    cmos::{self, Cmos, CmosPorts},
     debug_exit::{self, DebugExit, IrqPort},
     pic::{Pic, PicPorts},
     pit::{self, Pit, PitPorts},
@@ -118,6 +119,7 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     bus.add(debug_exit::IRQ_PORT, 1, Box::new(IrqPort(pic.clone())));
     bus.add(pit::PORT_BASE, 4, Box::new(PitPorts { pit: pit.clone(), base: pit::PORT_BASE, now: now_ns }));
     bus.add(pit::PORT_61, 1, Box::new(PitPorts { pit: pit.clone(), base: pit::PORT_61, now: now_ns }));
+    bus.add(cmos::PORT, 2, Box::new(CmosPorts(Cmos::default())));
 
     let mut stats = Stats::default();
     let mut kick = Kick::new()?;

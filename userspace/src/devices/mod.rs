@@ -3,6 +3,7 @@
 //! Devices emulated in userspace on I/O exits, and the port bus that routes
 //! an exit to the device owning the port.
 
+pub mod cmos;
 pub mod debug_exit;
 pub mod pic;
 pub mod pit;
