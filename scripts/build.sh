@@ -44,10 +44,10 @@ build_guests() {
     for src in "$RKVM_ROOT"/tests/guests/*.S; do
         name=$(basename "$src" .S)
         if grep -q '^[[:space:]]*\.code16' "$src"; then
-            as --32 -o "$out/$name.o" "$src"
+            as --32 -I "$RKVM_ROOT/tests/guests" -o "$out/$name.o" "$src"
             ld -m elf_i386 -Ttext=0x1000 --oformat=binary -o "$out/$name.bin" "$out/$name.o"
         else
-            as --64 -o "$out/$name.o" "$src"
+            as --64 -I "$RKVM_ROOT/tests/guests" -o "$out/$name.o" "$src"
             ld -m elf_x86_64 -Ttext=0x1000 --oformat=binary -o "$out/$name.bin" "$out/$name.o"
         fi
         rm -f "$out/$name.o"

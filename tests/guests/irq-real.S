@@ -46,20 +46,7 @@ handler:
 	pop	%ax
 	iret
 
-/* Prints the NUL-terminated string at %si, polling the UART. */
-puts:	push	%dx
-2:	mov	$0x3fd, %dx
-3:	in	%dx, %al
-	test	$0x20, %al
-	jz	3b
-	lodsb
-	test	%al, %al
-	jz	4f
-	mov	$0x3f8, %dx
-	out	%al, %dx
-	jmp	2b
-4:	pop	%dx
-	ret
+	.include "puts16.inc"
 
 done:		.byte	0
 msg_before:	.asciz	"before the interrupt\n"

@@ -49,20 +49,7 @@ tick:
 	pop	%ax
 	iret
 
-/* Prints the NUL-terminated string at %si, polling the UART. */
-puts:	push	%dx
-2:	mov	$0x3fd, %dx
-3:	in	%dx, %al
-	test	$0x20, %al
-	jz	3b
-	lodsb
-	test	%al, %al
-	jz	4f
-	mov	$0x3f8, %dx
-	out	%al, %dx
-	jmp	2b
-4:	pop	%dx
-	ret
+	.include "puts16.inc"
 
 ticks:		.byte	0
 msg_start:	.asciz	"timer programmed: 100 Hz\n"
