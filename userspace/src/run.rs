@@ -21,7 +21,7 @@ use crate::devices::{
     debug_exit::{self, DebugExit, IrqPort},
     pic::{Pic, PicPorts},
     pit::{self, Pit, PitPorts},
-    serial::Uart,
+    serial::{self, PicLine, Uart},
     PortBus,
 };
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigevNotify, Signal};
@@ -111,7 +111,8 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     let pic = Rc::new(RefCell::new(Pic::new()));
     let pit = Rc::new(RefCell::new(Pit::default()));
     let mut bus = PortBus::default();
-    bus.add(0x3f8, 8, Box::new(Uart::new(std::io::stdout())));
+    let com1_irq = PicLine { pic: pic.clone(), irq: serial::IRQ };
+    bus.add(0x3f8, 8, Box::new(Uart::new(com1_irq, std::io::stdout())));
     for base in [0x20, 0xa0, 0x4d0] {
         bus.add(base, 2, Box::new(PicPorts { pic: pic.clone(), base }));
     }

@@ -144,12 +144,16 @@ pub struct Pic {
 const CASCADE_IRQ: u8 = 2;
 
 impl Pic {
-    /// Both chips after reset: everything unmasked, vectors 0x08 and 0x70
-    /// (what a PC BIOS leaves), until the guest programs them.
+    /// Both chips before the guest programs them: vectors 0x08 and 0x70
+    /// (a PC BIOS's), every line masked, so that nothing interrupts a guest
+    /// that never set up an interrupt controller. Initialization (ICW1)
+    /// unmasks everything, as on the real part.
     pub fn new() -> Self {
         let mut pic = Pic::default();
         pic.chips[0].base = 0x08;
         pic.chips[1].base = 0x70;
+        pic.chips[0].imr = 0xff;
+        pic.chips[1].imr = 0xff;
         pic
     }
 
@@ -260,6 +264,14 @@ mod tests {
         pic.write(0x21, 0xfb); // mask all but the cascade
         pic.write(0xa1, 0xff);
         pic
+    }
+
+    #[test]
+    fn masked_until_programmed() {
+        let mut pic = Pic::new();
+        pic.pulse_irq(4);
+        assert!(!pic.interrupt_pending());
+        assert_eq!(pic.read(0x21), 0xff);
     }
 
     #[test]

@@ -1,33 +1,45 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The 16550 UART on COM1 (0x3f8), from rust-vmm's vm-superio, with its
-//! output going to a writer (the terminal).
+//! output going to a writer (the terminal) and its interrupt to IRQ4 of the
+//! PIC.
 
+use std::cell::RefCell;
 use std::io::Write;
+use std::rc::Rc;
 
 use vm_superio::{serial::NoEvents, Serial, Trigger};
 
-use super::PortDevice;
+use super::{pic::Pic, PortDevice};
 
-/// Interrupt line of the UART. Without an interrupt controller yet, the
-/// guest polls the line status register; raising the line is a no-op.
-pub struct NoIrq;
+/// COM1's interrupt line.
+pub const IRQ: u8 = 4;
 
-impl Trigger for NoIrq {
+/// Raises a PIC line when the UART interrupts (an edge: vm-superio triggers
+/// once per event, transmitter empty or data received).
+pub struct PicLine {
+    /// The PIC.
+    pub pic: Rc<RefCell<Pic>>,
+    /// The line.
+    pub irq: u8,
+}
+
+impl Trigger for PicLine {
     type E = std::convert::Infallible;
 
     fn trigger(&self) -> Result<(), Self::E> {
+        self.pic.borrow_mut().pulse_irq(self.irq);
         Ok(())
     }
 }
 
 /// COM1.
-pub struct Uart<W: Write>(Serial<NoIrq, NoEvents, W>);
+pub struct Uart<W: Write>(Serial<PicLine, NoEvents, W>);
 
 impl<W: Write> Uart<W> {
-    /// A UART writing what the guest transmits to `out`.
-    pub fn new(out: W) -> Self {
-        Uart(Serial::new(NoIrq, out))
+    /// A UART writing what the guest transmits to `out`, interrupting on `line`.
+    pub fn new(line: PicLine, out: W) -> Self {
+        Uart(Serial::new(line, out))
     }
 }
 
@@ -48,9 +60,14 @@ impl<W: Write> PortDevice for Uart<W> {
 mod tests {
     use super::*;
 
+    fn line() -> (PicLine, Rc<RefCell<Pic>>) {
+        let pic = Rc::new(RefCell::new(Pic::new()));
+        (PicLine { pic: pic.clone(), irq: IRQ }, pic)
+    }
+
     #[test]
     fn transmits_and_reports_an_empty_transmitter() {
-        let mut uart = Uart::new(Vec::new());
+        let mut uart = Uart::new(line().0, Vec::new());
         for b in b"hi" {
             uart.write(0, &[*b]);
         }
@@ -58,5 +75,16 @@ mod tests {
         uart.read(5, &mut lsr);
         assert_eq!(lsr[0] & 0x60, 0x60, "THR empty and transmitter idle");
         assert_eq!(uart.0.writer().as_slice(), b"hi");
+    }
+
+    #[test]
+    fn transmitter_empty_interrupt_reaches_irq4() {
+        let (line, pic) = line();
+        pic.borrow_mut().write(0x21, 0x00); // unmask everything
+        let mut uart = Uart::new(line, Vec::new());
+        assert!(!pic.borrow().interrupt_pending());
+        uart.write(1, &[0x02]); // IER: transmitter-empty interrupt
+        assert!(pic.borrow().interrupt_pending());
+        assert_eq!(pic.borrow_mut().acknowledge(), Some(0x08 + IRQ));
     }
 }
