@@ -56,6 +56,8 @@ pub(crate) enum Exit {
     IrqWindow,
     /// A debug exception (#DB) while userspace single-steps the guest.
     Debug,
+    /// A `mov` to or from a debug register (the emulator decodes which).
+    Dr,
     /// A guest physical address with no valid translation.
     NestedFault {
         /// The address.
@@ -147,6 +149,12 @@ pub(crate) trait ArchVcpu: Send {
     fn set_single_step(&mut self, enable: bool);
     /// `struct kvm_debug_exit_arch` for the last [`Exit::Debug`].
     fn debug_exit(&self) -> uapi::kvm_debug_exit_arch;
+    /// The guest's view of debug register `n` (0-7; 4 and 5 alias 6 and 7).
+    fn get_dr(&self, n: u8) -> Option<u64>;
+    /// Sets the guest's view of debug register `n`: false if the value is
+    /// invalid (a #GP for the guest). Hardware breakpoints are not armed:
+    /// the guest's DR0-DR3 and DR7 are kept, not loaded.
+    fn set_dr(&mut self, n: u8, value: u64) -> bool;
     /// Reads an MSR rkvm virtualizes (`pure::msr::LIST`); `None` for others.
     fn get_msr(&self, index: u32) -> Option<u64>;
     /// Writes an MSR: false if rkvm does not virtualize it or the value is

@@ -260,6 +260,47 @@ impl StringIo {
     }
 }
 
+/// Emulates a `mov` to or from a debug register at RIP: false if the
+/// instruction is not one (or could not be fetched).
+pub(crate) fn mov_dr(mem: &GuestMemory, arch: &mut dyn ArchVcpu) -> MovDrResult {
+    let Some((bytes, n, mode)) = fetch(mem, arch) else {
+        return MovDrResult::NotEmulated;
+    };
+    let Some(insn) = decode::decode_mov_dr(&bytes[..n], mode) else {
+        return MovDrResult::NotEmulated;
+    };
+    // In 64-bit mode the whole register moves, else its low 32 bits.
+    let mask = if mode == Mode::Bits64 { u64::MAX } else { 0xffff_ffff };
+    let done = if insn.to_dr {
+        let value = arch.gpr(insn.gpr) & mask;
+        arch.set_dr(insn.dr, value)
+    } else {
+        match arch.get_dr(insn.dr) {
+            Some(value) => {
+                arch.set_gpr(insn.gpr, value & mask);
+                true
+            }
+            None => false,
+        }
+    };
+    if done {
+        arch.skip(u64::from(insn.len));
+        MovDrResult::Done
+    } else {
+        MovDrResult::Fault
+    }
+}
+
+/// What `mov_dr` did.
+pub(crate) enum MovDrResult {
+    /// Emulated; RIP moved on.
+    Done,
+    /// The access is invalid: a #GP for the guest.
+    Fault,
+    /// Not a `mov` to or from a debug register.
+    NotEmulated,
+}
+
 /// Fetches up to 15 instruction bytes at CS:RIP.
 fn fetch(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<([u8; MAX_INSN], usize, Mode)> {
     let s = arch.sregs();

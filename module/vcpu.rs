@@ -341,6 +341,21 @@ impl Vcpu {
                 run.set_debug(arch.debug_exit());
                 Ok(Next::User)
             }
+            Exit::Dr => {
+                let mmu = self.vm.mmu.lock();
+                match emulate::mov_dr(&mmu.memory, &mut **arch) {
+                    emulate::MovDrResult::Done => Ok(Next::Reenter),
+                    emulate::MovDrResult::Fault => {
+                        arch.inject_exception(GP_VECTOR, Some(0));
+                        Ok(Next::Reenter)
+                    }
+                    emulate::MovDrResult::NotEmulated => {
+                        let rip = arch.rip();
+                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[rip]);
+                        Ok(Next::User)
+                    }
+                }
+            }
             Exit::Io { port, input, size, string: false, next_rip, .. } => {
                 if !input {
                     let data = arch.gpr(gpr::RAX).to_le_bytes();

@@ -254,6 +254,53 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
     Ok(Insn { len: c.pos as u8, size, op })
 }
 
+/// A `mov` between a general-purpose register and a debug register
+/// (`0F 21 /r`: DRn to GPR; `0F 23 /r`: GPR to DRn).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MovDr {
+    /// Length in bytes.
+    pub len: u8,
+    /// The debug register (0-7).
+    pub dr: u8,
+    /// The general-purpose register (x86 encoding order, 0-15).
+    pub gpr: u8,
+    /// Towards the debug register.
+    pub to_dr: bool,
+}
+
+/// Decodes a `mov` to or from a debug register (prefixes and REX allowed).
+pub fn decode_mov_dr(bytes: &[u8], mode: Mode) -> Option<MovDr> {
+    let mut i = 0;
+    let mut rex = 0u8;
+    loop {
+        let b = *bytes.get(i)?;
+        match b {
+            0x66 | 0x67 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => i += 1,
+            0x40..=0x4f if mode == Mode::Bits64 => {
+                rex = b;
+                i += 1;
+            }
+            _ => break,
+        }
+    }
+    if *bytes.get(i)? != 0x0f {
+        return None;
+    }
+    let to_dr = match *bytes.get(i + 1)? {
+        0x21 => false,
+        0x23 => true,
+        _ => return None,
+    };
+    let modrm = *bytes.get(i + 2)?;
+    // The operand is always a register, whatever the mod bits say; REX.R
+    // would name DR8-DR15, which do not exist.
+    if rex & 4 != 0 {
+        return None;
+    }
+    let gpr = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
+    Some(MovDr { len: (i + 3) as u8, dr: (modrm >> 3) & 7, gpr, to_dr })
+}
+
 /// Consumes a ModRM byte (with SIB and displacement) that must name memory;
 /// returns the reg field (extended by REX.R).
 fn modrm(c: &mut Cursor<'_>, rex: u8, addr_size: u8) -> Result<u8, Unsupported> {
@@ -356,6 +403,21 @@ mod tests {
         assert_eq!(decode(&[0xc7, 0x00, 0x01], Mode::Bits64), Err(Unsupported::Truncated));
         assert_eq!(decode(&[], Mode::Bits64), Err(Unsupported::Truncated));
         assert_eq!(decode(&[0xc7, 0x08, 0, 0, 0, 0], Mode::Bits64), Err(Unsupported::Opcode)); // /1
+    }
+
+    #[test]
+    fn mov_to_and_from_debug_registers() {
+        // mov %rax, %db7 ; mov %db6, %rcx ; mov %r9, %db0 (REX.B)
+        assert_eq!(d64dr(&[0x0f, 0x23, 0xf8]), Some(MovDr { len: 3, dr: 7, gpr: 0, to_dr: true }));
+        assert_eq!(d64dr(&[0x0f, 0x21, 0xf1]), Some(MovDr { len: 3, dr: 6, gpr: 1, to_dr: false }));
+        assert_eq!(d64dr(&[0x41, 0x0f, 0x23, 0xc1]), Some(MovDr { len: 4, dr: 0, gpr: 9, to_dr: true }));
+        assert_eq!(d64dr(&[0x44, 0x0f, 0x23, 0xc1]), None, "DR8 does not exist");
+        assert_eq!(d64dr(&[0x0f, 0x20, 0xc0]), None, "mov from CR0 is not this");
+        assert_eq!(d64dr(&[0x0f]), None);
+    }
+
+    fn d64dr(bytes: &[u8]) -> Option<MovDr> {
+        decode_mov_dr(bytes, Mode::Bits64)
     }
 
     #[test]

@@ -84,6 +84,12 @@ intercepts! {
 
 /// `#VMEXIT` codes (APM vol. 2, appendix C).
 pub mod exit {
+    /// Read of debug register `n`: `DR_READ_BASE + n`.
+    pub const DR_READ_BASE: u64 = 0x20;
+    /// Write of debug register `n`: `DR_WRITE_BASE + n`.
+    pub const DR_WRITE_BASE: u64 = 0x30;
+    /// Write of debug register 15, the last of the range.
+    pub const DR_WRITE_LAST: u64 = 0x3f;
     /// Exception vector `n` intercepted: `EXCP_BASE + n`.
     pub const EXCP_BASE: u64 = 0x40;
     /// Physical interrupt.

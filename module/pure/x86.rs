@@ -98,6 +98,25 @@ pub const RESET_CR0: u64 = cr0::CD | cr0::NW | cr0::ET;
 pub const RESET_RIP: u64 = 0xfff0;
 /// RDX after RESET when no CPUID leaf 1 is set: family 6.
 pub const RESET_RDX: u64 = 0x600;
+/// DR6 after RESET: its fixed bits (31:16 and 11:4 read as one).
+pub const RESET_DR6: u64 = 0xffff_0ff0;
+/// DR7 after RESET: bit 10 reads as one, no breakpoint enabled.
+pub const RESET_DR7: u64 = 0x400;
+/// DR6 bits a `mov` sets: B0-B3, BD, BS, BT.
+const DR6_WRITABLE: u64 = 0xe00f;
+/// DR7 bits a `mov` sets: all but 10 (fixed one) and 12, 14, 15 (zero).
+const DR7_WRITABLE: u64 = 0xffff_2bff;
+
+/// The value DR6 holds after a `mov` of `value` to it, `None` for a #GP
+/// (bits 63:32 are reserved). APM vol. 2, 13.1.1.
+pub fn dr6_write(value: u64) -> Option<u64> {
+    (value >> 32 == 0).then_some((value & DR6_WRITABLE) | RESET_DR6)
+}
+
+/// The value DR7 holds after a `mov` of `value` to it, `None` for a #GP.
+pub fn dr7_write(value: u64) -> Option<u64> {
+    (value >> 32 == 0).then_some((value & DR7_WRITABLE) | RESET_DR7)
+}
 /// The local APIC base MSR after RESET: 0xfee00000, enabled, BSP for vCPU 0.
 pub fn reset_apic_base(bsp: bool) -> u64 {
     0xfee0_0000 | 1 << 11 | if bsp { 1 << 8 } else { 0 }
@@ -152,5 +171,15 @@ mod tests {
         assert!(!valid_sregs(&ControlRegs { cr4: 1 << 12, ..base }, 36)); // LA57
         assert!(!valid_sregs(&ControlRegs { efer: efer::SVME, ..base }, 36));
         assert!(valid_sregs(&ControlRegs { efer: efer::SCE | efer::NXE, ..base }, 36));
+    }
+
+    #[test]
+    fn debug_register_writes_keep_fixed_bits() {
+        assert_eq!(dr6_write(0), Some(RESET_DR6));
+        assert_eq!(dr6_write(0xffff_ffff), Some(0xffff_efff), "bit 12 reads as zero");
+        assert_eq!(dr6_write(1 << 32), None);
+        assert_eq!(dr7_write(0), Some(RESET_DR7));
+        assert_eq!(dr7_write(0xffff_d300), Some(0xffff_0700));
+        assert_eq!(dr7_write(u64::MAX), None);
     }
 }

@@ -121,9 +121,6 @@ const DB_VECTOR: u8 = 1;
 
 /// Power-on PAT.
 const RESET_PAT: u64 = 0x0007_0406_0007_0406;
-/// DR6 and DR7 after RESET.
-const RESET_DR6: u64 = 0xffff_0ff0;
-const RESET_DR7: u64 = 0x400;
 
 /// Segment attribute bits used at RESET (APM: type, S, P).
 const SEG_P_S: u16 = (1 << 7) | (1 << 4);
@@ -141,6 +138,10 @@ pub(crate) struct SvmVcpu {
     /// The CPUs' ASID allocator, and this vCPU's ASID.
     asids: Arc<AsidTable>,
     asid: VcpuAsid,
+    /// The guest's DR0-DR3, DR6 and DR7 (its view: see `set_dr`).
+    dr: [u64; 4],
+    dr6: u64,
+    dr7: u64,
     /// Userspace single-steps the guest.
     single_step: bool,
     /// RFLAGS.TF was set by rkvm for single-stepping (and is removed again
@@ -175,6 +176,9 @@ impl SvmVcpu {
             cpu: 0,
             asids,
             asid: VcpuAsid::NONE,
+            dr: [0; 4],
+            dr6: x86::RESET_DR6,
+            dr7: x86::RESET_DR7,
             single_step: false,
             tf_added: false,
         };
@@ -231,6 +235,7 @@ impl SvmVcpu {
             }
             exit::HLT => Exit::Hlt,
             exit::VINTR => Exit::IrqWindow,
+            exit::DR_READ_BASE..=exit::DR_WRITE_LAST => Exit::Dr,
             c if c == exit::EXCP_BASE + u64::from(DB_VECTOR) => Exit::Debug,
             exit::NPF => Exit::NestedFault { gpa: GuestPhys(info2), write: NpfError(info1).write() },
             exit::CPUID => Exit::Cpuid,
@@ -448,8 +453,8 @@ impl ArchVcpu for SvmVcpu {
         s.cr2 = 0;
         s.cr3 = 0;
         s.cr4 = 0;
-        s.dr6 = RESET_DR6;
-        s.dr7 = RESET_DR7;
+        s.dr6 = x86::RESET_DR6;
+        s.dr7 = x86::RESET_DR7;
         s.rflags = x86::RFLAGS_FIXED;
         s.rip = x86::RESET_RIP;
         s.rsp = 0;
@@ -464,6 +469,9 @@ impl ArchVcpu for SvmVcpu {
         s.sysenter_esp = 0;
         s.sysenter_eip = 0;
         self.gprs = Gprs { rdx: x86::RESET_RDX, ..Gprs::default() };
+        self.dr = [0; 4];
+        self.dr6 = x86::RESET_DR6;
+        self.dr7 = x86::RESET_DR7;
         self.apic_base = x86::reset_apic_base(self.bsp);
         self.fx.0.fill(0);
         // FCW 0x37f, MXCSR 0x1f80: the x87 and SSE reset values.
@@ -689,6 +697,29 @@ impl ArchVcpu for SvmVcpu {
             pc: s.cs.base.wrapping_add(s.rip),
             dr6: s.dr6,
             dr7: s.dr7,
+        }
+    }
+
+    fn get_dr(&self, n: u8) -> Option<u64> {
+        match n {
+            0..=3 => self.dr.get(usize::from(n)).copied(),
+            4 | 6 => Some(self.dr6),
+            5 | 7 => Some(self.dr7),
+            _ => None,
+        }
+    }
+
+    fn set_dr(&mut self, n: u8, value: u64) -> bool {
+        match n {
+            0..=3 => {
+                if let Some(dr) = self.dr.get_mut(usize::from(n)) {
+                    *dr = value;
+                }
+                true
+            }
+            4 | 6 => x86::dr6_write(value).map(|v| self.dr6 = v).is_some(),
+            5 | 7 => x86::dr7_write(value).map(|v| self.dr7 = v).is_some(),
+            _ => false,
         }
     }
 
