@@ -58,6 +58,19 @@ build_guests() {
     done
 }
 
+# The Linux guest that `rkvm run --kernel` boots inside the test VM: the test
+# kernel's own bzImage and a busybox initramfs whose /init reports and powers off.
+build_linux_guest() {
+    local dir=$1 groot=$RKVM_OUT/guest-initramfs
+    rm -rf "$groot"
+    mkdir -p "$groot"/{bin,proc,dev} "$dir"
+    cp /bin/busybox "$groot/bin/busybox"
+    for applet in sh mount echo uname grep sed tr poweroff; do ln -s busybox "$groot/bin/$applet"; done
+    cp "$RKVM_ROOT/tests/vm/guest-init" "$groot/init"
+    (cd "$groot" && find . | cpio -o -H newc --quiet | gzip -1) > "$dir/initramfs.cpio.gz"
+    cp "$KBUILD/arch/x86/boot/bzImage" "$dir/bzImage"
+}
+
 build_initramfs() {
     log "building the initramfs"
     local root=$RKVM_OUT/initramfs krel applet
@@ -79,6 +92,7 @@ build_initramfs() {
     mkdir -p "$root/rkvm/guests"
     cp "$RKVM_OUT"/guests/* "$root/rkvm/guests/"
     cp "$RKVM_ROOT"/tests/vm/{lib.sh,runner.sh,main-job.sh} "$root/rkvm/"
+    build_linux_guest "$root/rkvm/linux"
     cp "$RKVM_ROOT/tests/vm/init" "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$RKVM_OUT/initramfs.cpio.gz"
 }

@@ -18,5 +18,8 @@ step "rkvm run --flat hello-real.bin (real mode)" rkvm run --flat /rkvm/guests/h
 step "rkvm run --flat long-mmio.bin --mode long" sh -c \
     'rkvm run --flat /rkvm/guests/long-mmio.bin --mode long; s=$?; echo "exit status $s"; [ $s = 42 ]'
 step "rkvm run --flat tour-long.bin --mode long --trace-exits" rkvm run --flat /rkvm/guests/tour-long.bin --mode long --trace-exits
+step "rkvm run --kernel bzImage --initrd initramfs (Linux, to its /init)" rkvm run --mem 128 \
+    --kernel /rkvm/linux/bzImage --initrd /rkvm/linux/initramfs.cpio.gz \
+    --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init"
 step "rmmod rkvm" rmmod rkvm
 say "done"

@@ -37,6 +37,7 @@ rkvm:run:$g t_flat /dev/rkvm $g"
 [ -f "/rkvm/guests/$g.nodiff" ] || PLAN="$PLAN
 diff:$g t_flat_diff $g"; done
 [ "$BACKEND" = svm ] && PLAN="$PLAN
+rkvm:linux t_linux /dev/rkvm
 rkvm_refuses_busy_svm t_rkvm_refuses_busy_svm"
 PLAN="$PLAN
 rkvm_info t_info /dev/rkvm
@@ -90,6 +91,26 @@ t_flat_diff() {
         fail "the exit sequences of KVM and rkvm differ"
     fi
     echo "$(grep -c '^rkvm: exit ' "/tmp/trace-rkvm-$1") exits, identical"
+}
+
+# Boots Linux (the test kernel, with the busybox initramfs of build.sh) with
+# `rkvm run --kernel`: the guest kernel must reach its /init, which reports
+# what it saw and powers off (halts: the guest has no ACPI). Not run against
+# the reference: under kvm_amd (nested in QEMU) this guest oopses at 0.36 s
+# (CR2 0x2f, after 1.3 million port I/O exits); not investigated yet.
+t_linux() {
+    dir=/rkvm/linux
+    status=0
+    timeout 300 rkvm run --device "$1" --mem 128 --kernel "$dir/bzImage" --initrd "$dir/initramfs.cpio.gz" \
+        --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init" > /tmp/linux.raw 2> /tmp/linux.err || status=$?
+    tr -d '\r' < /tmp/linux.raw > /tmp/linux.out   # the guest's tty ends lines with CR LF
+    grep '^rkvm-guest: \|Linux version\|Run /init\|Power off' /tmp/linux.out || true
+    cat /tmp/linux.err
+    [ "$status" = 0 ] || { tail -n 20 /tmp/linux.out; fail "rkvm run --kernel: exit status $status"; }
+    grep -q '^rkvm-guest: init ran, kernel '"$(uname -r)"'$' /tmp/linux.out || fail "the guest's /init did not run"
+    grep -q '^rkvm-guest: cpus 1$' /tmp/linux.out || fail "the guest does not see exactly one CPU"
+    grep -q '^rkvm-guest: memory 1[0-2][0-9][0-9][0-9][0-9] kB$' /tmp/linux.out || fail "the guest does not see about 128 MiB"
+    grep -q '^rkvm: [0-9]* exits to userspace: .*io [0-9]' /tmp/linux.err || fail "no exit statistics"
 }
 
 # The line the module logged at load: "rkvm: cpu: <features>; backend: <b>".

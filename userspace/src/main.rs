@@ -9,6 +9,7 @@
 mod caps;
 mod cpu;
 mod devices;
+mod linux;
 mod run;
 
 use std::ffi::CString;
@@ -56,10 +57,19 @@ enum Command {
         #[arg(long, default_value = "/dev/rkvm")]
         device: PathBuf,
         /// A flat binary, loaded at guest physical 0x1000 and entered there.
+        #[arg(long, conflicts_with = "kernel", required_unless_present = "kernel")]
+        flat: Option<PathBuf>,
+        /// A Linux bzImage, booted with the 64-bit boot protocol (experimental).
         #[arg(long)]
-        flat: PathBuf,
+        kernel: Option<PathBuf>,
+        /// An initramfs for --kernel.
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
+        /// The kernel command line for --kernel.
+        #[arg(long, default_value = "console=ttyS0 panic=-1")]
+        cmdline: String,
         /// CPU mode at entry.
-        #[arg(long, value_enum, default_value = "real")]
+        #[arg(long, value_enum, default_value = "real", conflicts_with = "kernel")]
         mode: run::Mode,
         /// Guest memory in MiB (from guest physical 0).
         #[arg(long, default_value_t = 16)]
@@ -74,8 +84,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { device, all } => info(&device, all).map(|()| 0),
-        Command::Run { device, flat, mode, mem, trace_exits } => {
-            let opts = run::Options { device: &device, flat: &flat, mode, mem_mib: mem, trace_exits };
+        Command::Run { device, flat, kernel, initrd, cmdline, mode, mem, trace_exits } => {
+            let guest = match (&flat, &kernel) {
+                (Some(flat), _) => run::Guest::Flat(flat, mode),
+                (None, Some(kernel)) => run::Guest::Linux { kernel, initrd: initrd.as_deref(), cmdline: &cmdline },
+                (None, None) => return ExitCode::from(2), // clap requires one of them
+            };
+            let opts = run::Options { device: &device, guest, mem_mib: mem, trace_exits };
             run::run(&opts).map(|outcome| {
                 if outcome == run::Outcome::Shutdown {
                     eprintln!("rkvm: the guest triple-faulted (shutdown)");

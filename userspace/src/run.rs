@@ -47,11 +47,18 @@ pub enum Mode {
     Long,
 }
 
+/// What to run.
+pub enum Guest<'a> {
+    /// A flat program at 0x1000.
+    Flat(&'a Path, Mode),
+    /// A Linux bzImage with an optional initramfs and a command line.
+    Linux { kernel: &'a Path, initrd: Option<&'a Path>, cmdline: &'a str },
+}
+
 /// What `rkvm run` was asked to do.
 pub struct Options<'a> {
     pub device: &'a Path,
-    pub flat: &'a Path,
-    pub mode: Mode,
+    pub guest: Guest<'a>,
     pub mem_mib: usize,
     pub trace_exits: bool,
 }
@@ -79,13 +86,9 @@ impl Outcome {
 }
 
 pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
-    let program = std::fs::read(opts.flat).map_err(|e| format!("cannot read {}: {e}", opts.flat.display()))?;
     let mem_size = opts.mem_mib.checked_mul(1 << 20).ok_or("--mem is too large")?;
     if mem_size < 2 << 20 {
         return Err("--mem must be at least 2 (MiB)".into());
-    }
-    if LOAD_ADDR as usize + program.len() > 0x8_0000 {
-        return Err(format!("{} is too large: a flat program must fit below 0x80000", opts.flat.display()));
     }
 
     let path = CString::new(opts.device.as_os_str().as_bytes()).map_err(|_| "device path contains NUL")?;
@@ -94,7 +97,6 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)])
         .map_err(|e| format!("cannot allocate {} MiB of guest memory: {e}", opts.mem_mib))?;
     add_memory(&vm, &mem)?;
-    mem.write_slice(&program, GuestAddress(LOAD_ADDR)).map_err(|e| format!("loading the program: {e}"))?;
 
     let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
     // Real KVM allows CR4.PAE and long mode only if the guest's CPUID says
@@ -102,9 +104,21 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     if let Ok(cpuid) = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) {
         vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
     }
-    match opts.mode {
-        Mode::Real => setup_real_mode(&vcpu)?,
-        Mode::Long => setup_long_mode(&vcpu, &mem)?,
+    match opts.guest {
+        Guest::Flat(path, mode) => {
+            let program = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if LOAD_ADDR as usize + program.len() > 0x8_0000 {
+                return Err(format!("{} is too large: a flat program must fit below 0x80000", path.display()));
+            }
+            mem.write_slice(&program, GuestAddress(LOAD_ADDR)).map_err(|e| format!("loading the program: {e}"))?;
+            match mode {
+                Mode::Real => setup_real_mode(&vcpu)?,
+                Mode::Long => setup_long_mode(&vcpu, &mem)?,
+            }
+        }
+        Guest::Linux { kernel, initrd, cmdline } => {
+            crate::linux::load(&mem, mem_size as u64, &vcpu, kernel, initrd, cmdline)?;
+        }
     }
 
     let status = Rc::new(Cell::new(None));
@@ -288,6 +302,7 @@ fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<(), String>
 fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool) -> Result<Outcome, String> {
     let Devices { bus, pic, pit, kick, status } = dev;
     let mut halted = false;
+    let mut internal_error = false;
     loop {
         if pit.borrow_mut().poll_irq0(now_ns()) > 0 {
             pic.borrow_mut().pulse_irq(0);
@@ -322,11 +337,14 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
             VcpuExit::FailEntry(reason, cpu) => {
                 return Err(format!("the hardware refused the guest state (reason {reason:#x}, cpu {cpu})"));
             }
-            VcpuExit::InternalError => return Err("internal error in the hypervisor (KVM_EXIT_INTERNAL_ERROR)".into()),
+            VcpuExit::InternalError => internal_error = true,
             other => return Err(format!("unexpected exit: {other:?}")),
         }
         if let Some(s) = status.get() {
             return Ok(Outcome::DebugExit(s));
+        }
+        if internal_error {
+            return Err(describe_internal_error(vcpu));
         }
         if halted {
             halted = false;
@@ -342,6 +360,29 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
             }
         }
     }
+}
+
+/// `KVM_EXIT_INTERNAL_ERROR`, with its suberror, data and the guest's RIP.
+fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR, so `internal` is
+    // the member of the exit union the kernel filled.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let n = (internal.ndata as usize).min(internal.data.len());
+    let data: Vec<String> = internal.data[..n].iter().map(|d| format!("{d:#x}")).collect();
+    let what = match internal.suberror {
+        1 => "an instruction the hypervisor could not emulate",
+        2 => "an exception while delivering an exception",
+        3 => "an exit while delivering an event",
+        4 => "an exit reason the hypervisor does not handle",
+        _ => "an internal error",
+    };
+    let rip = vcpu.get_regs().map(|r| format!("{:#x}", r.rip)).unwrap_or_else(|_| "?".into());
+    format!(
+        "the hypervisor stopped the guest: {what} (KVM_EXIT_INTERNAL_ERROR, suberror {}, data [{}], rip {rip})",
+        internal.suberror,
+        data.join(", ")
+    )
 }
 
 /// With `--trace-exits`: the registers at the end, so that two runs (through

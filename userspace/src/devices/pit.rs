@@ -381,6 +381,6 @@ mod tests {
         program(&mut pit, 0, 3, 0, 0); // 65536: about 18.2 Hz
         assert_eq!(pit.poll_irq0(54 * MS), 0);
         assert_eq!(pit.poll_irq0(56 * MS), 1);
-        assert!(read_count(&mut pit, 0, 56 * MS) % 2 == 0);
+        assert!(read_count(&mut pit, 0, 56 * MS).is_multiple_of(2));
     }
 }
