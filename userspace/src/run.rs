@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::rc::Rc;
 
-use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::os::fd::AsRawFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -102,6 +102,7 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     // Real KVM allows CR4.PAE and long mode only if the guest's CPUID says
     // so: hand the vCPU what the device supports, where it can tell.
     if let Ok(cpuid) = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) {
+        let cpuid = CpuId::from_entries(&without_xsave(cpuid.as_slice())).map_err(|e| format!("CPUID: {e:?}"))?;
         vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
     }
     match opts.guest {
@@ -362,6 +363,28 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
     }
 }
 
+/// The supported CPUID without XSAVE and the features that need it (leaf 1
+/// XSAVE, OSXSAVE, AVX, F16C; leaf 7 AVX2; leaf 0xd), so that a guest sees
+/// the same kind of CPU through /dev/kvm as through /dev/rkvm, which does not
+/// switch the guest's XCR0 yet. Through kvm_amd nested in QEMU, Linux also
+/// finds the XSAVE leaves inconsistent ("x86/fpu: XSAVE disabled") and then
+/// oopses early: a regression `rkvm:linux`/`kvm:linux` in the test VM guard.
+fn without_xsave(entries: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
+    entries
+        .iter()
+        .filter(|e| e.function != 0xd)
+        .map(|e| {
+            let mut e = *e;
+            match (e.function, e.index) {
+                (1, _) => e.ecx &= !((1 << 26) | (1 << 27) | (1 << 28) | (1 << 29)),
+                (7, 0) => e.ebx &= !(1 << 5),
+                _ => {}
+            }
+            e
+        })
+        .collect()
+}
+
 /// `KVM_EXIT_INTERNAL_ERROR`, with its suberror, data and the guest's RIP.
 fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
     let run = vcpu.get_kvm_run();
@@ -417,5 +440,24 @@ fn describe(exit: &VcpuExit<'_>) -> (&'static str, String) {
         VcpuExit::FailEntry(r, cpu) => ("fail_entry", format!("reason={r:#x} cpu={cpu}")),
         VcpuExit::InternalError => ("internal_error", String::new()),
         _ => ("other", format!("{exit:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(function: u32, index: u32, ebx: u32, ecx: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 { function, index, ebx, ecx, ..Default::default() }
+    }
+
+    #[test]
+    fn guests_see_no_xsave_through_either_device() {
+        let all = u32::MAX;
+        let out = without_xsave(&[entry(1, 0, all, all), entry(7, 0, all, all), entry(0xd, 0, 7, 7), entry(0xd, 1, 1, 1)]);
+        assert_eq!(out.len(), 2, "leaf 0xd is gone");
+        assert_eq!(out[0].ecx, !0x3c00_0000, "XSAVE, OSXSAVE, AVX, F16C cleared, the rest kept");
+        assert_eq!(out[0].ebx, all);
+        assert_eq!((out[1].ebx, out[1].ecx), (!(1 << 5), all), "AVX2 cleared");
     }
 }
