@@ -16,7 +16,7 @@ use crate::{
         decode::{self, Extend, Mode, Op, Reg},
         paging::GuestPhys,
         walk::{self, Paging},
-        x86::efer,
+        x86::{cr4, efer},
     },
 };
 
@@ -269,6 +269,10 @@ pub(crate) fn mov_dr(mem: &GuestMemory, arch: &mut dyn ArchVcpu) -> MovDrResult 
     let Some(insn) = decode::decode_mov_dr(&bytes[..n], mode) else {
         return MovDrResult::NotEmulated;
     };
+    // With CR4.DE set, DR4 and DR5 are reserved rather than DR6 and DR7.
+    if matches!(insn.dr, 4 | 5) && arch.sregs().cr4 & cr4::DE != 0 {
+        return MovDrResult::Undefined;
+    }
     // In 64-bit mode the whole register moves, else its low 32 bits.
     let mask = if mode == Mode::Bits64 { u64::MAX } else { 0xffff_ffff };
     let done = if insn.to_dr {
@@ -297,6 +301,8 @@ pub(crate) enum MovDrResult {
     Done,
     /// The access is invalid: a #GP for the guest.
     Fault,
+    /// DR4 or DR5 with CR4.DE set: a #UD for the guest.
+    Undefined,
     /// Not a `mov` to or from a debug register.
     NotEmulated,
 }

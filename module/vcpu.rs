@@ -226,7 +226,10 @@ const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
 const KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: u32 = 4;
 /// `-KVM_ENOSYS`: the answer to a hypercall rkvm does not implement.
 const KVM_ENOSYS: u64 = 1000;
+/// General protection.
 const GP_VECTOR: u8 = 13;
+/// Invalid opcode.
+const UD_VECTOR: u8 = 6;
 /// `kvm_run.internal.data[0]` when the guest state was lost
 /// (`Exit::StateLost`): "rkvmLOST".
 pub(crate) const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
@@ -347,6 +350,10 @@ impl Vcpu {
                     emulate::MovDrResult::Done => Ok(Next::Reenter),
                     emulate::MovDrResult::Fault => {
                         arch.inject_exception(GP_VECTOR, Some(0));
+                        Ok(Next::Reenter)
+                    }
+                    emulate::MovDrResult::Undefined => {
+                        arch.inject_exception(UD_VECTOR, None);
                         Ok(Next::Reenter)
                     }
                     emulate::MovDrResult::NotEmulated => {

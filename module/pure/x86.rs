@@ -19,6 +19,8 @@ pub mod cr0 {
 
 /// CR4 bits.
 pub mod cr4 {
+    /// Debugging extensions: DR4 and DR5 no longer alias DR6 and DR7 (#UD).
+    pub const DE: u64 = 1 << 3;
     /// Physical address extension.
     pub const PAE: u64 = 1 << 5;
     /// The CR4 bits rkvm lets a guest have: VME, PVI, TSD, DE, PSE, PAE, MCE,

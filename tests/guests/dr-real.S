@@ -2,8 +2,9 @@
 /*
  * Real mode: read the debug registers' reset values, write DR0-DR3, DR6 and
  * DR7 and read them back (DR4 and DR5 alias DR6 and DR7 while CR4.DE is
- * clear), printing each value in hex. The fixed bits of DR6 and DR7 must
- * survive the writes. No breakpoint is ever enabled.
+ * clear; with CR4.DE set they raise #UD), printing each value in hex. The
+ * fixed bits of DR6 and DR7 must survive the writes. No breakpoint is ever
+ * enabled.
  *
  * The values avoid DR6 bit 12 and DR7 bits 12, 14 and 15: the APM has them
  * read as zero (rkvm and KVM's emulator mask them), but QEMU's TCG, which
@@ -68,9 +69,32 @@ _start:
 	call	hex32
 	call	newline
 
+	/* With CR4.DE set, DR4 and DR5 are reserved: both moves raise #UD. */
+	movw	$ud_handler, 6 * 4	/* IVT[6] = 0000:ud_handler */
+	movw	$0, 6 * 4 + 2
+	mov	%cr4, %eax
+	or	$8, %eax		/* CR4.DE */
+	mov	%eax, %cr4
+	mov	%dr4, %eax
+	mov	%eax, %dr5
+	mov	$msg_de, %si
+	call	puts
+	movzbl	ud_count, %eax
+	call	hex32
+	call	newline
+
 	mov	$0, %al
 	out	%al, $0xf4
 	hlt
+
+/* #UD: count it and skip the 3-byte mov. */
+ud_handler:
+	push	%bp
+	mov	%sp, %bp
+	addw	$3, 2(%bp)
+	incb	ud_count
+	pop	%bp
+	iret
 
 /* Prints a space and %eax as eight hex digits. Clobbers %eax. */
 hex32:	push	%cx
@@ -113,3 +137,5 @@ msg_reset:	.asciz	"reset   dr6 dr7:"
 msg_dr03:	.asciz	"dr0-dr3:        "
 msg_dr6:	.asciz	"dr6 dr6 dr4:    "
 msg_dr7:	.asciz	"dr7 dr5 dr7:    "
+msg_de:		.asciz	"#UD with DE:    "
+ud_count:	.byte	0
