@@ -6,21 +6,11 @@
  * the PIC model and the KVM_INTERRUPT / interrupt-window path end to end.
  */
 	.code16
+	.include "pic16.inc"
 	.globl _start
 _start:
 	cli
-	mov	$0x11, %al		/* ICW1: edge, cascade, ICW4 follows */
-	out	%al, $0x20
-	mov	$0x20, %al		/* ICW2: vectors 0x20-0x27 */
-	out	%al, $0x21
-	mov	$0x04, %al		/* ICW3: slave on IR2 */
-	out	%al, $0x21
-	mov	$0x01, %al		/* ICW4: 8086 mode */
-	out	%al, $0x21
-	mov	$0xdf, %al		/* OCW1: only IRQ5 unmasked */
-	out	%al, $0x21
-	movw	$handler, 0x25 * 4	/* IVT[0x25] = 0000:handler */
-	movw	$0, 0x25 * 4 + 2
+	pic_route 5, handler
 
 	mov	$msg_before, %si
 	call	puts

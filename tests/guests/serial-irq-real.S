@@ -6,21 +6,11 @@
  * Checks the UART's interrupt, the PIC and injection together.
  */
 	.code16
+	.include "pic16.inc"
 	.globl _start
 _start:
 	cli
-	mov	$0x11, %al		/* 8259: vectors 0x20-0x27 */
-	out	%al, $0x20
-	mov	$0x20, %al
-	out	%al, $0x21
-	mov	$0x04, %al
-	out	%al, $0x21
-	mov	$0x01, %al
-	out	%al, $0x21
-	mov	$0xef, %al		/* only IRQ4 unmasked */
-	out	%al, $0x21
-	movw	$com1, 0x24 * 4		/* IVT[0x24] = 0000:com1 */
-	movw	$0, 0x24 * 4 + 2
+	pic_route 4, com1
 
 	mov	$0x3f9, %dx		/* IER: transmitter-empty interrupt */
 	mov	$0x02, %al

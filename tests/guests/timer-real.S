@@ -6,21 +6,11 @@
  * timer kick of KVM_RUN and HLT waiting for an interrupt.
  */
 	.code16
+	.include "pic16.inc"
 	.globl _start
 _start:
 	cli
-	mov	$0x11, %al		/* 8259: ICW1-4, vectors 0x20-0x27 */
-	out	%al, $0x20
-	mov	$0x20, %al
-	out	%al, $0x21
-	mov	$0x04, %al
-	out	%al, $0x21
-	mov	$0x01, %al
-	out	%al, $0x21
-	mov	$0xfe, %al		/* only IRQ0 unmasked */
-	out	%al, $0x21
-	movw	$tick, 0x20 * 4		/* IVT[0x20] = 0000:tick */
-	movw	$0, 0x20 * 4 + 2
+	pic_route 0, tick
 
 	mov	$0x34, %al		/* 8254: channel 0, lo/hi, mode 2 */
 	out	%al, $0x43
