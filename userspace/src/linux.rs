@@ -8,7 +8,6 @@
 
 use std::{fs::File, path::Path};
 
-use kvm_bindings::kvm_segment;
 use kvm_ioctls::VcpuFd;
 use linux_loader::{
     cmdline::Cmdline,
@@ -111,41 +110,7 @@ fn load_memory(
 /// 64-bit mode with the first 1 GiB identity-mapped, a GDT with the boot
 /// protocol's __BOOT_CS (0x10) and __BOOT_DS (0x18), RSI at the zero page.
 fn setup_cpu(mem: &GuestMemoryMmap, vcpu: &VcpuFd, entry: u64) -> Result<(), String> {
-    let write = |addr: u64, val: u64| mem.write_obj(val, GuestAddress(addr)).map_err(|e| format!("{e}"));
-    for (i, desc) in [0u64, 0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff].iter().enumerate() {
-        write(GDT + 8 * i as u64, *desc)?;
-    }
-    write(PML4, (PML4 + 0x1000) | 3)?;
-    write(PML4 + 0x1000, (PML4 + 0x2000) | 3)?;
-    for i in 0..512u64 {
-        write(PML4 + 0x2000 + i * 8, (i << 21) | 0x83)?;
-    }
-    let code = kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: 0x10,
-        type_: 0xb,
-        present: 1,
-        s: 1,
-        l: 1,
-        g: 1,
-        ..Default::default()
-    };
-    let data = kvm_segment { selector: 0x18, type_: 3, l: 0, db: 1, ..code };
-    let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
-    sregs.cs = code;
-    sregs.ds = data;
-    sregs.es = data;
-    sregs.fs = data;
-    sregs.gs = data;
-    sregs.ss = data;
-    sregs.gdt.base = GDT;
-    sregs.gdt.limit = 31;
-    sregs.cr3 = PML4;
-    sregs.cr4 = 1 << 5; // PAE
-    sregs.cr0 = 0x8000_0011; // PG, ET, PE
-    sregs.efer = (1 << 8) | (1 << 10); // LME, LMA
-    vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+    crate::run::enter_long_mode(vcpu, mem, PML4, 0x10, Some(GDT))?;
     let mut regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
     regs.rip = entry;
     regs.rsi = ZERO_PAGE;

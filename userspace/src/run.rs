@@ -175,18 +175,26 @@ fn setup_real_mode(vcpu: &VcpuFd) -> Result<(), String> {
 }
 
 fn setup_long_mode(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<(), String> {
-    let write = |addr: u64, val: u64| {
-        mem.write_obj(val, GuestAddress(addr)).map_err(|e| format!("writing page tables: {e}"))
-    };
-    write(PML4, (PML4 + 0x1000) | 3)?;
-    write(PML4 + 0x1000, (PML4 + 0x2000) | 3)?;
+    enter_long_mode(vcpu, mem, PML4, 8, None)?;
+    set_entry(vcpu)
+}
+
+/// Puts `vcpu` in 64-bit mode: page tables at `pml4` (three pages) that
+/// identity-map the first GiB with 2 MiB pages, flat code and data segments
+/// with selectors `cs` and `cs + 8`, and, given `gdt`, a GDT there whose
+/// descriptors match those segments (entries below `cs` null).
+pub fn enter_long_mode(vcpu: &VcpuFd, mem: &GuestMemoryMmap, pml4: u64, cs: u16, gdt: Option<u64>) -> Result<(), String> {
+    let write = |addr: u64, val: u64| mem.write_obj(val, GuestAddress(addr)).map_err(|e| format!("guest memory: {e}"));
+    write(pml4, (pml4 + 0x1000) | 3)?;
+    write(pml4 + 0x1000, (pml4 + 0x2000) | 3)?;
     for i in 0..512u64 {
-        write(PML4 + 0x2000 + i * 8, (i << 21) | 0x83)?; // 2 MiB, present, writable
+        write(pml4 + 0x2000 + i * 8, (i << 21) | 0x83)?; // 2 MiB, present, writable
     }
+    let ds = cs + 8;
     let code = kvm_segment {
         base: 0,
         limit: 0xffff_ffff,
-        selector: 8,
+        selector: cs,
         type_: 0xb,
         present: 1,
         s: 1,
@@ -194,20 +202,28 @@ fn setup_long_mode(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<(), String> {
         g: 1,
         ..Default::default()
     };
-    let data = kvm_segment { selector: 16, type_: 3, l: 0, ..code };
+    let data = kvm_segment { selector: ds, type_: 3, l: 0, db: 1, ..code };
     let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    if let Some(base) = gdt {
+        for sel in (0..cs).step_by(8) {
+            write(base + u64::from(sel), 0)?;
+        }
+        write(base + u64::from(cs), 0x00af_9b00_0000_ffff)?; // 64-bit code, DPL 0
+        write(base + u64::from(ds), 0x00cf_9300_0000_ffff)?; // 4 GiB data, DPL 0
+        sregs.gdt.base = base;
+        sregs.gdt.limit = ds + 7;
+    }
     sregs.cs = code;
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.cr3 = PML4;
+    sregs.cr3 = pml4;
     sregs.cr4 = 1 << 5; // PAE
     sregs.cr0 = 0x8000_0011; // PG, ET, PE
     sregs.efer = (1 << 8) | (1 << 10); // LME, LMA
-    vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
-    set_entry(vcpu)
+    vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS: {e}"))
 }
 
 fn set_entry(vcpu: &VcpuFd) -> Result<(), String> {
