@@ -25,12 +25,24 @@ use crate::{
     pure::{
         cpuid,
         decode::{self, Reg},
+        msr,
         x86::{self, ControlRegs},
     },
     svm::SvmVcpu,
     sys,
     vm::Vm,
 };
+
+/// RDMSR and `KVM_GET_MSRS`: the backend's MSRs, then the machine
+/// configuration MSRs every KVM answers with fixed values.
+fn read_msr(arch: &dyn ArchVcpu, index: u32) -> Option<u64> {
+    arch.get_msr(index).or_else(|| msr::fixed_read(index))
+}
+
+/// WRMSR (`host` false) and `KVM_SET_MSRS`: false means #GP (or a short count).
+fn write_msr(arch: &mut dyn ArchVcpu, index: u32, value: u64, host: bool) -> bool {
+    arch.set_msr(index, value, host) || msr::write_ignored(index)
+}
 
 /// `struct kvm_run`, shared with userspace through the mmap.
 ///
@@ -409,8 +421,8 @@ impl Vcpu {
                 let index = arch.gpr(gpr::RCX) as u32;
                 let done = if write {
                     let value = (arch.gpr(gpr::RDX) << 32) | (arch.gpr(gpr::RAX) & 0xffff_ffff);
-                    arch.set_msr(index, value, false)
-                } else if let Some(value) = arch.get_msr(index) {
+                    write_msr(&mut **arch, index, value, false)
+                } else if let Some(value) = read_msr(&**arch, index) {
                     arch.set_gpr(gpr::RAX, value & 0xffff_ffff);
                     arch.set_gpr(gpr::RDX, value >> 32);
                     true
@@ -614,11 +626,11 @@ impl FdOps for Vcpu {
             abi::vcpu::SET_GUEST_DEBUG => this.set_guest_debug(arg),
             abi::vcpu::GET_MSRS => {
                 let st = this.state.lock();
-                abi::msr_io(arg, true, |e| st.arch.get_msr(e.index).map(|v| e.data = v).is_some())
+                abi::msr_io(arg, true, |e| read_msr(&*st.arch, e.index).map(|v| e.data = v).is_some())
             }
             abi::vcpu::SET_MSRS => {
                 let mut st = this.state.lock();
-                abi::msr_io(arg, false, |e| st.arch.set_msr(e.index, e.data, true))
+                abi::msr_io(arg, false, |e| write_msr(&mut *st.arch, e.index, e.data, true))
             }
             abi::vcpu::GET_CPUID2 => this.get_cpuid(arg),
             // kvm_arch_vcpu_ioctl(): an unknown vCPU request is EINVAL.

@@ -65,7 +65,7 @@ build_linux_guest() {
     rm -rf "$groot"
     mkdir -p "$groot"/{bin,proc,dev} "$dir"
     cp /bin/busybox "$groot/bin/busybox"
-    for applet in sh mount echo uname grep sed tr poweroff; do ln -s busybox "$groot/bin/$applet"; done
+    for applet in sh mount echo uname grep sed tr cat sleep poweroff reboot; do ln -s busybox "$groot/bin/$applet"; done
     cp "$RKVM_ROOT/tests/vm/guest-init" "$groot/init"
     (cd "$groot" && find . | cpio -o -H newc --quiet | gzip -1) > "$dir/initramfs.cpio.gz"
     cp "$KBUILD/arch/x86/boot/bzImage" "$dir/bzImage"

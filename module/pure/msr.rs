@@ -38,6 +38,43 @@ pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
 /// though `KVM_GET/SET_MSRS` and the guest reach them too.
 pub const LIST: [u32; 10] = [TSC, SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, PAT, STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE];
 
+/// MSRs that describe or tune the physical machine (microcode, northbridge,
+/// memory-controller and bus configuration). A guest kernel reads and writes
+/// some of them without `rdmsr_safe` (Linux's `init_amd()` sets a bit in
+/// NB_CFG), so a #GP would be a warning with a call trace in the guest. As
+/// KVM does (`kvm_get_msr_common`/`kvm_set_msr_common`), they read as fixed
+/// values and writes are dropped: a guest cannot reach the real ones.
+const FIXED: [(u32, u64); 14] = [
+    (0x17, 0),                    // IA32_PLATFORM_ID
+    (0x2a, 0),                    // EBL_CR_POWERON
+    (0x8b, 0x1_0000_0000),        // IA32_UCODE_REV: a microcode revision of 1
+    (0xc001_001f, 0),             // AMD64_NB_CFG
+    (0xc001_0010, 0),             // K8_SYSCFG
+    (0xc001_0055, 0),             // K8_INT_PENDING_MSG
+    (0xc001_0058, 0),             // FAM10H_MMIO_CONF_BASE
+    (0xc001_0112, 0),             // K8_TSEG_ADDR
+    (0xc001_0113, 0),             // K8_TSEG_MASK
+    (0xc001_1022, 0),             // AMD64_DC_CFG
+    (0xc001_1023, 0),             // AMD64_TW_CFG
+    (0xc001_102a, 0),             // AMD64_BU_CFG2
+    (0xc001_102c, 0),             // F15H_EX_CFG
+    (0x79, 0),                    // IA32_UCODE_WRITE (write-only on hardware)
+];
+
+/// Writes KVM accepts and drops (the others of [`FIXED`] are #GP on write).
+const WRITE_IGNORED: [u32; 7] = [0x79, 0x8b, 0xc001_001f, 0xc001_1022, 0xc001_1023, 0xc001_102a, 0xc001_102c];
+
+/// The value a read of machine-configuration MSR `index` gives, if it is one.
+pub fn fixed_read(index: u32) -> Option<u64> {
+    // IA32_UCODE_WRITE is write-only.
+    FIXED.iter().find(|(i, _)| *i == index && *i != 0x79).map(|(_, v)| *v)
+}
+
+/// Whether a write of MSR `index` is accepted and dropped.
+pub fn write_ignored(index: u32) -> bool {
+    WRITE_IGNORED.contains(&index)
+}
+
 /// `KVM_GET_MSRS`/`KVM_SET_MSRS` handle fewer than this many at once (`MAX_IO_MSRS`).
 pub const MAX_IO_MSRS: u32 = 256;
 
@@ -71,6 +108,17 @@ mod tests {
         assert!(canonical(0xffff_8000_0000_0000));
         assert!(!canonical(0x0000_8000_0000_0000));
         assert!(!canonical(0xfff0_0000_0000_0000));
+    }
+
+    #[test]
+    fn machine_configuration_msrs_read_fixed_and_drop_writes() {
+        assert_eq!(fixed_read(0xc001_001f), Some(0), "NB_CFG, which Linux's init_amd() touches");
+        assert_eq!(fixed_read(0x8b), Some(0x1_0000_0000));
+        assert_eq!(fixed_read(0x79), None, "UCODE_WRITE is write-only");
+        assert_eq!(fixed_read(0xdead_beef), None);
+        assert!(write_ignored(0xc001_001f) && write_ignored(0x79));
+        assert!(!write_ignored(0xc001_0010), "SYSCFG writes are #GP, as in KVM");
+        assert!(!write_ignored(LSTAR), "real MSRs are not dropped");
     }
 
     #[test]

@@ -112,4 +112,46 @@ TEST_F(vcpu, guest_rdmsr_wrmsr)
 	EXPECT_EQ(0x1024, *(uint16_t *)(vm->mem + regs.rsp));
 }
 
+/*
+ * Machine-configuration MSRs a guest kernel touches without rdmsr_safe
+ * (Linux's init_amd() sets bit 46 of NB_CFG): the write is dropped and the
+ * read gives 0, as in KVM, instead of a #GP (a call trace in the guest). A
+ * regression test: the Linux guest under rkvm printed "unchecked MSR access
+ * error: RDMSR from 0xc001001f".
+ */
+TEST_F(vcpu, machine_config_msrs_read_zero)
+{
+	static const uint8_t code[] = {
+		0x66, 0xb9, 0x1f, 0x00, 0x01, 0xc0,/* 1000: mov $0xc001001f, %ecx */
+		0x66, 0x31, 0xc0,		/* 1006: xor %eax, %eax */
+		0x66, 0xba, 0x00, 0x40, 0, 0,	/* 1009: mov $0x4000, %edx */
+		0x0f, 0x30,			/* 100f: wrmsr */
+		0x66, 0x83, 0xc8, 0xff,		/* 1011: or $-1, %eax */
+		0x66, 0x83, 0xca, 0xff,		/* 1015: or $-1, %edx */
+		0x0f, 0x32,			/* 1019: rdmsr */
+		0xe6, 0x10,			/* 101b: out %al, $0x10 */
+		0xf4,				/* 101d: hlt */
+	};
+	struct msr_buf b = { .head.nmsrs = 1 };
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	memset(vm->mem + 0x3000, 0xf4, 1);	/* a #GP would land on a hlt */
+	vm->mem[13 * 4 + 1] = 0x30;
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	EXPECT_EQ(0x10, vm->run->io.port);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0, regs.rax);
+	EXPECT_EQ(0, regs.rdx);
+	EXPECT_EQ(0x101b, regs.rip);	/* no #GP: stopped at the OUT */
+	/* The host sees the same fixed value. */
+	b.entries[0].index = 0xc001001f;
+	b.entries[0].data = 0xffff;
+	EXPECT_EQ(1, ioctl(vm->vcpu, KVM_GET_MSRS, &b));
+	EXPECT_EQ(0, b.entries[0].data);
+}
+
 TEST_HARNESS_MAIN

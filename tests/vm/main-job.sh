@@ -2,6 +2,7 @@
 # The main job (README's first command): load rkvm, show what it offers and
 # run guests through it.
 . /rkvm/lib.sh
+exec < /dev/null   # rkvm run forwards stdin to the guest; nobody types here
 
 step() { # title command...
     say "== $1"; shift

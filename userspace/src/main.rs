@@ -7,10 +7,12 @@
 //! difference.
 
 mod caps;
+mod console;
 mod cpu;
 mod devices;
 mod linux;
 mod run;
+mod signals;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -42,16 +44,42 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Run a guest: a flat program loaded at 0x1000 (real or long mode).
+    /// Run a guest: a Linux bzImage, or a flat test program.
     ///
-    /// The guest's COM1 (0x3f8) is this terminal's output, the 8259 PIC pair
-    /// (0x20, 0xa0, 0x4d0) delivers interrupts, the 8254 PIT (0x40-0x43,
-    /// 0x61) ticks on IRQ0 and the CMOS RTC (0x70-0x71) tells the host's time; writing a byte to port 0xf4
-    /// ends the run with that byte as the exit status, writing N to port 0xf5
-    /// pulses IRQ line N (for test guests). HLT with nothing to wake the guest
-    /// ends the run with 0, a triple fault with 3. Other ports read as 0xff and
-    /// ignore writes (each reported once). Exit counts by reason are printed at
-    /// the end.
+    /// One vCPU, guest memory from guest physical 0 (--mem MiB), and these
+    /// devices, emulated here on the exits that reach userspace:
+    ///
+    ///   0x3f8   COM1, a 16550 UART on IRQ4: its output is stdout, stdin is
+    ///           its input (a terminal is in raw mode for the run; Ctrl-C
+    ///           still stops rkvm)
+    ///   0x20    the 8259 PIC pair (and 0xa0, 0x4d0), interrupts injected
+    ///           with KVM_INTERRUPT and the interrupt-window protocol
+    ///   0x40    the 8254 PIT (0x40-0x43), IRQ0; port 0x61 gates channel 2
+    ///   0x60    the 8042 keyboard controller (0x60, 0x64), nothing plugged
+    ///           in: its reset command is how Linux reboots
+    ///   0x70    the CMOS RTC (0x70-0x71), the host's time
+    ///   0xf4    debug exit: writing N ends the run with exit status N
+    ///   0xf5    writing N pulses IRQ line N (for test guests)
+    ///
+    /// Hardware a PC guest probes for but rkvm lacks (PCI configuration
+    /// ports, COM2-4, DMA, VGA, IDE...) reads as all ones, like an empty ISA
+    /// bus, and is counted in the summary; any other port or MMIO address
+    /// is reported once and also reads as all ones. Nothing a guest does
+    /// there can stop rkvm.
+    ///
+    /// Exit status: 0 the guest powered off (HLT with nothing to wake it),
+    /// N the guest wrote N to port 0xf4, 3 triple fault, 4 the guest
+    /// rebooted, 128+signal when stopped by Ctrl-C (130) or SIGTERM (143),
+    /// 1 an error (the message says what to do), 2 bad arguments. Exit
+    /// counts by reason are printed at the end, --trace-exits prints one
+    /// line per exit.
+    ///
+    /// Examples:
+    ///
+    ///   rkvm run --kernel bzImage --initrd initramfs.cpio.gz --mem 128
+    ///
+    ///   rkvm run --flat hello.bin --mode real --device /dev/kvm
+    #[command(verbatim_doc_comment)]
     Run {
         /// The KVM device: /dev/rkvm (the rkvm module) or /dev/kvm (real KVM).
         #[arg(long, default_value = "/dev/rkvm")]
@@ -59,21 +87,25 @@ enum Command {
         /// A flat binary, loaded at guest physical 0x1000 and entered there.
         #[arg(long, conflicts_with = "kernel", required_unless_present = "kernel")]
         flat: Option<PathBuf>,
-        /// A Linux bzImage, booted with the 64-bit boot protocol (experimental).
+        /// A Linux bzImage (x86-64), booted with the 64-bit boot protocol:
+        /// zero page with an e820 map, command line, initramfs; no firmware.
         #[arg(long)]
         kernel: Option<PathBuf>,
-        /// An initramfs for --kernel.
+        /// An initramfs (cpio, possibly compressed) for --kernel.
         #[arg(long, requires = "kernel")]
         initrd: Option<PathBuf>,
-        /// The kernel command line for --kernel.
-        #[arg(long, default_value = "console=ttyS0 panic=-1")]
+        /// The kernel command line for --kernel. There is no local APIC or
+        /// IOAPIC (the PIC delivers interrupts): keep "nolapic noapic" to
+        /// spare the guest the probing.
+        #[arg(long, default_value = "console=ttyS0 nolapic noapic panic=-1")]
         cmdline: String,
-        /// CPU mode at entry.
+        /// CPU mode at entry of a flat program.
         #[arg(long, value_enum, default_value = "real", conflicts_with = "kernel")]
         mode: run::Mode,
-        /// Guest memory in MiB (from guest physical 0).
-        #[arg(long, default_value_t = 16)]
-        mem: usize,
+        /// Guest memory in MiB, from guest physical 0 [default: 128 with
+        /// --kernel, 16 with --flat].
+        #[arg(long)]
+        mem: Option<usize>,
         /// Print one line per exit that reaches userspace.
         #[arg(long)]
         trace_exits: bool,
@@ -90,10 +122,11 @@ fn main() -> ExitCode {
                 (None, Some(kernel)) => run::Guest::Linux { kernel, initrd: initrd.as_deref(), cmdline: &cmdline },
                 (None, None) => return ExitCode::from(2), // clap requires one of them
             };
-            let opts = run::Options { device: &device, guest, mem_mib: mem, trace_exits };
+            let mem_mib = mem.unwrap_or(if kernel.is_some() { 128 } else { 16 });
+            let opts = run::Options { device: &device, guest, mem_mib, trace_exits };
             run::run(&opts).map(|outcome| {
-                if outcome == run::Outcome::Shutdown {
-                    eprintln!("rkvm: the guest triple-faulted (shutdown)");
+                if let Some(msg) = outcome.message() {
+                    eprintln!("rkvm: {msg} (exit status {})", outcome.status());
                 }
                 outcome.status()
             })

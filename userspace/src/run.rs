@@ -5,7 +5,7 @@
 //! on the exits that reach userspace.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -16,20 +16,20 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::os::fd::AsRawFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+use crate::console::Input;
 use crate::devices::{
     cmos::{self, Cmos, CmosPorts},
     debug_exit::{self, DebugExit, IrqPort},
+    i8042::{self, I8042Ports, I8042},
     pic::{Pic, PicPorts},
     pit::{self, Pit, PitPorts},
     serial::{self, PicLine, Uart},
     PortBus,
 };
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigevNotify, Signal};
-use nix::sys::time::{TimeSpec, TimeValLike};
-use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
-use nix::time::ClockId;
+use crate::signals::{self, Kick};
+use nix::sys::signal::Signal;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Where a flat program is loaded and starts.
 pub const LOAD_ADDR: u64 = 0x1000;
@@ -63,15 +63,20 @@ pub struct Options<'a> {
     pub trace_exits: bool,
 }
 
-/// How the guest ended.
+/// How the run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// It wrote this status to the debug-exit port.
+    /// The guest wrote this status to the debug-exit port.
     DebugExit(u8),
-    /// It executed HLT with nothing that could wake it.
+    /// The guest executed HLT with nothing that could wake it: how a guest
+    /// without ACPI powers off.
     Halted,
-    /// It triple-faulted.
+    /// The guest triple-faulted.
     Shutdown,
+    /// The guest asked for a reset (a reboot) through the keyboard controller.
+    Reset,
+    /// The user stopped the run (SIGINT from Ctrl-C, or SIGTERM).
+    Signal(Signal),
 }
 
 impl Outcome {
@@ -81,7 +86,20 @@ impl Outcome {
             Outcome::DebugExit(s) => *s,
             Outcome::Halted => 0,
             Outcome::Shutdown => 3,
+            Outcome::Reset => 4,
+            Outcome::Signal(sig) => 128 + *sig as u8,
         }
+    }
+
+    /// What happened, for the user.
+    pub fn message(&self) -> Option<String> {
+        Some(match self {
+            Outcome::DebugExit(_) => return None, // the guest's own verdict
+            Outcome::Halted => "the guest halted with nothing left to wake it (powered off)".into(),
+            Outcome::Shutdown => "the guest triple-faulted (shutdown); the run is over".into(),
+            Outcome::Reset => "the guest asked for a reset (reboot); rkvm does not restart guests".into(),
+            Outcome::Signal(sig) => format!("stopped by {sig}; the guest did not shut down"),
+        })
     }
 }
 
@@ -125,9 +143,10 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     let status = Rc::new(Cell::new(None));
     let pic = Rc::new(RefCell::new(Pic::new()));
     let pit = Rc::new(RefCell::new(Pit::default()));
+    let uart = Rc::new(RefCell::new(Uart::new(PicLine { pic: pic.clone(), irq: serial::IRQ }, std::io::stdout())));
+    let i8042 = Rc::new(RefCell::new(I8042::new(pic.clone())));
     let mut bus = PortBus::default();
-    let com1_irq = PicLine { pic: pic.clone(), irq: serial::IRQ };
-    bus.add(0x3f8, 8, Box::new(Uart::new(com1_irq, std::io::stdout())));
+    bus.add(0x3f8, 8, Box::new(uart.clone()));
     for base in [0x20, 0xa0, 0x4d0] {
         bus.add(base, 2, Box::new(PicPorts { pic: pic.clone(), base }));
     }
@@ -136,15 +155,25 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     bus.add(pit::PORT_BASE, 4, Box::new(PitPorts { pit: pit.clone(), base: pit::PORT_BASE, now: now_ns }));
     bus.add(pit::PORT_61, 1, Box::new(PitPorts { pit: pit.clone(), base: pit::PORT_61, now: now_ns }));
     bus.add(cmos::PORT, 2, Box::new(CmosPorts(Cmos::default())));
+    bus.add(i8042::DATA_PORT, 1, Box::new(I8042Ports { dev: i8042.clone(), base: i8042::DATA_PORT }));
+    bus.add(i8042::COMMAND_PORT, 1, Box::new(I8042Ports { dev: i8042.clone(), base: i8042::COMMAND_PORT }));
+    bus.add_absent_pc_hardware();
 
     let mut stats = Stats::default();
-    let mut kick = Kick::new()?;
-    let devices = Devices { bus: &mut bus, pic: &pic, pit: &pit, kick: &mut kick, status: &status };
+    // SAFETY: the kvm_run mapping belongs to `vcpu`, which outlives `armed`
+    // (declared after it, so dropped first).
+    let armed = unsafe { signals::Armed::new(vcpu.get_kvm_run()) }?;
+    let input = Input::stdin(signals::wake_vcpu);
+    let devices = Devices { bus: &mut bus, pic: &pic, pit: &pit, uart: &uart, i8042: &i8042, input, status: &status };
     let outcome = run_loop(&mut vcpu, devices, &mut stats, opts.trace_exits);
+    drop(armed);
     if opts.trace_exits {
         trace_final_state(&vcpu);
     }
     stats.print();
+    if let Some(absent) = bus.absent_summary() {
+        eprintln!("rkvm: absent hardware the guest probed (answered as empty): {absent}");
+    }
     outcome
 }
 
@@ -255,7 +284,9 @@ struct Devices<'a> {
     bus: &'a mut PortBus,
     pic: &'a RefCell<Pic>,
     pit: &'a RefCell<Pit>,
-    kick: &'a mut Kick,
+    uart: &'a RefCell<Uart<std::io::Stdout>>,
+    i8042: &'a RefCell<I8042>,
+    input: Input,
     status: &'a Cell<Option<u8>>,
 }
 
@@ -263,31 +294,6 @@ struct Devices<'a> {
 fn now_ns() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-extern "C" fn on_kick(_: nix::libc::c_int) {}
-
-/// Ends a `KVM_RUN` when the PIT is due to interrupt: a one-shot POSIX timer
-/// sends SIGALRM (handled, not restarting), so `KVM_RUN` returns EINTR and the
-/// loop delivers IRQ0, as a VMM's timer thread would.
-struct Kick(Timer);
-
-impl Kick {
-    fn new() -> Result<Self, String> {
-        let action = SigAction::new(SigHandler::Handler(on_kick), SaFlags::empty(), SigSet::empty());
-        // SAFETY: the handler does nothing, which is async-signal-safe.
-        unsafe { sigaction(Signal::SIGALRM, &action) }.map_err(|e| format!("sigaction: {e}"))?;
-        let event = nix::sys::signal::SigEvent::new(SigevNotify::SigevSignal { signal: Signal::SIGALRM, si_value: 0 });
-        Timer::new(ClockId::CLOCK_MONOTONIC, event).map(Kick).map_err(|e| format!("timer_create: {e}"))
-    }
-
-    /// Arms the timer for `at` (ns on `now_ns`'s clock), or disarms it.
-    fn arm(&mut self, at: Option<u64>) {
-        let delay = at.map(|at| at.saturating_sub(now_ns()).max(1000));
-        let expiration = Expiration::OneShot(TimeSpec::nanoseconds(delay.unwrap_or(0) as i64));
-        // Arming a valid timer cannot fail; a zero expiration disarms it.
-        let _ = self.0.set(expiration, TimerSetTimeFlags::empty());
-    }
 }
 
 nix::ioctl_write_ptr!(kvm_interrupt, kvm_bindings::KVMIO, 0x86, kvm_bindings::kvm_interrupt);
@@ -317,18 +323,45 @@ fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<(), String>
 }
 
 fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool) -> Result<Outcome, String> {
-    let Devices { bus, pic, pit, kick, status } = dev;
+    let Devices { bus, pic, pit, uart, i8042, mut input, status } = dev;
+    let mut kick = Kick::new()?;
+    let mut mmio_reported = BTreeSet::new();
     let mut halted = false;
     let mut internal_error = false;
     loop {
+        if let Some(signal) = signals::stop_signal() {
+            return Ok(Outcome::Signal(signal));
+        }
         if pit.borrow_mut().poll_irq0(now_ns()) > 0 {
             pic.borrow_mut().pulse_irq(0);
         }
+        input.feed(|bytes| uart.borrow_mut().receive(bytes));
+        if halted {
+            // HLT: an interrupt to deliver wakes the guest. Otherwise, with
+            // interrupts on, wait for what could raise one (the timer,
+            // console input); with nothing that can, the run is over.
+            if pic.borrow().interrupt_pending() {
+                halted = false;
+            } else {
+                let if_flag = vcpu.get_kvm_run().if_flag != 0;
+                let timer = pit.borrow().next_irq0(now_ns());
+                let typing = input.may_have_more() && uart.borrow().rx_interrupt_enabled();
+                if !if_flag || (timer.is_none() && !typing) {
+                    return Ok(Outcome::Halted);
+                }
+                kick.arm(timer.map(|at| at.saturating_sub(now_ns())));
+                signals::wait_for_wakeup();
+                signals::clear_wakeup();
+                continue;
+            }
+        }
         inject_interrupt(vcpu, pic)?;
-        kick.arm(pit.borrow().next_irq0(now_ns()));
-        let exit = match vcpu.run() {
+        kick.arm(pit.borrow().next_irq0(now_ns()).map(|at| at.saturating_sub(now_ns())));
+        let result = vcpu.run();
+        signals::clear_wakeup();
+        let exit = match result {
             Ok(exit) => exit,
-            // The kick (or any signal): deliver what is due, then go on.
+            // A signal (the timer, input, Ctrl-C): deal with it, then go on.
             Err(e) if e.errno() == nix::libc::EINTR => {
                 stats.count("intr");
                 continue;
@@ -344,10 +377,10 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
             VcpuExit::IoOut(port, data) => bus.write(port, data),
             VcpuExit::IoIn(port, data) => bus.read(port, data),
             VcpuExit::MmioRead(addr, data) => {
-                eprintln!("rkvm: guest read of MMIO {addr:#x}: no device there");
                 data.fill(0xff);
+                report_mmio(&mut mmio_reported, addr, "read");
             }
-            VcpuExit::MmioWrite(addr, _) => eprintln!("rkvm: guest write of MMIO {addr:#x}: no device there"),
+            VcpuExit::MmioWrite(addr, _) => report_mmio(&mut mmio_reported, addr, "write"),
             VcpuExit::IrqWindowOpen => {} // injected before the next entry
             VcpuExit::Hlt => halted = true,
             VcpuExit::Shutdown => return Ok(Outcome::Shutdown),
@@ -360,22 +393,20 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
         if let Some(s) = status.get() {
             return Ok(Outcome::DebugExit(s));
         }
+        if i8042.borrow().reset_requested() {
+            return Ok(Outcome::Reset);
+        }
         if internal_error {
             return Err(describe_internal_error(vcpu));
         }
-        if halted {
-            halted = false;
-            // An interrupt to deliver wakes the guest; with interrupts on and
-            // the timer running, wait for the timer; otherwise nothing ever
-            // will wake it.
-            let if_flag = vcpu.get_kvm_run().if_flag != 0;
-            if !pic.borrow().interrupt_pending() {
-                match pit.borrow().next_irq0(now_ns()) {
-                    Some(at) if if_flag => std::thread::sleep(Duration::from_nanos(at.saturating_sub(now_ns()))),
-                    _ => return Ok(Outcome::Halted),
-                }
-            }
-        }
+    }
+}
+
+/// An access to guest physical memory with nothing behind it (reads give
+/// all ones): reported once per page.
+fn report_mmio(reported: &mut BTreeSet<u64>, addr: u64, what: &str) {
+    if reported.insert(addr >> 12) {
+        eprintln!("rkvm: guest {what} of MMIO {addr:#x}: no device there (reported once per page)");
     }
 }
 

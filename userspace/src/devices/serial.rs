@@ -43,6 +43,22 @@ impl<W: Write> Uart<W> {
     }
 }
 
+impl<W: Write> Uart<W> {
+    /// Puts bytes from the host side into the receive FIFO (interrupting
+    /// if the guest enabled that); returns how many fitted.
+    pub fn receive(&mut self, bytes: &[u8]) -> usize {
+        // The only errors are a full FIFO (0 bytes taken) and a failed
+        // trigger, which `PicLine` cannot return.
+        self.0.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+
+    /// Whether the guest enabled the received-data interrupt: input can
+    /// then wake a halted guest.
+    pub fn rx_interrupt_enabled(&self) -> bool {
+        self.0.state().interrupt_enable & 1 != 0
+    }
+}
+
 impl<W: Write> PortDevice for Uart<W> {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         data.fill(0);
@@ -75,6 +91,23 @@ mod tests {
         uart.read(5, &mut lsr);
         assert_eq!(lsr[0] & 0x60, 0x60, "THR empty and transmitter idle");
         assert_eq!(uart.0.writer().as_slice(), b"hi");
+    }
+
+    #[test]
+    fn received_bytes_are_read_in_order_with_irq4() {
+        let (line, pic) = line();
+        pic.borrow_mut().write(0x21, 0x00);
+        let mut uart = Uart::new(line, Vec::new());
+        assert!(!uart.rx_interrupt_enabled());
+        uart.write(1, &[0x01]); // IER: received-data interrupt
+        assert!(uart.rx_interrupt_enabled());
+        assert_eq!(uart.receive(&[b'x'; 100]), 64, "the FIFO takes what fits");
+        assert_eq!(pic.borrow_mut().acknowledge(), Some(0x08 + IRQ));
+        let (mut lsr, mut byte) = ([0u8], [0u8]);
+        uart.read(5, &mut lsr);
+        assert_eq!(lsr[0] & 1, 1, "data ready");
+        uart.read(0, &mut byte);
+        assert_eq!(byte[0], b'x');
     }
 
     #[test]
