@@ -251,7 +251,7 @@ t_rkvm_refuses_busy_svm() {
     rmmod "$KVM_MOD" kvm || fail "rmmod $KVM_MOD kvm"
     cat /tmp/busy.out
     [ "$status" != 0 ] || fail "rkvm ran a guest while kvm_amd owned SVM"
-    grep -q "KVM_CREATE_VM: Device or resource busy" /tmp/busy.out || fail "expected EBUSY from KVM_CREATE_VM"
+    grep -q "KVM_CREATE_VM on /dev/rkvm: Device or resource busy.*another hypervisor owns" /tmp/busy.out || fail "expected EBUSY from KVM_CREATE_VM, with advice"
     dmesg | grep -q "SVM is already enabled on CPU" || fail "no log line saying who owns SVM"
     # And once kvm_amd is gone, rkvm has it.
     rkvm run --flat /rkvm/guests/hello-real.bin > /dev/null || fail "rkvm cannot run a guest after kvm_amd left"

@@ -6,13 +6,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::rc::Rc;
 
 use kvm_bindings::{kvm_cpuid_entry2, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use std::os::fd::AsRawFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -109,11 +107,17 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
         return Err("--mem must be at least 2 (MiB)".into());
     }
 
-    let path = CString::new(opts.device.as_os_str().as_bytes()).map_err(|_| "device path contains NUL")?;
-    let kvm = Kvm::new_with_path(path).map_err(|e| format!("cannot open {}: {e}", opts.device.display()))?;
-    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+    let kvm = crate::open_device(opts.device)?;
+    let vm = kvm.create_vm().map_err(|e| {
+        let hint = match e.errno() {
+            nix::libc::EBUSY => " (another hypervisor owns the CPU's virtualization: unload kvm_amd/kvm_intel, or use --device /dev/kvm)",
+            nix::libc::ENOMEM => " (the host is short of memory)",
+            _ => "",
+        };
+        format!("KVM_CREATE_VM on {}: {e}{hint}", opts.device.display())
+    })?;
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)])
-        .map_err(|e| format!("cannot allocate {} MiB of guest memory: {e}", opts.mem_mib))?;
+        .map_err(|e| format!("cannot allocate {} MiB of guest memory: {e} (try a smaller --mem)", opts.mem_mib))?;
     add_memory(&vm, &mem)?;
 
     let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
