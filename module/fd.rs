@@ -19,6 +19,7 @@ use kernel::{
     prelude::*,
     sync::{aref::ARef, Arc, ArcBorrow},
     types::ForeignOwnable,
+    uaccess::{UserPtr, UserSlice, UserSliceWriter},
 };
 
 // Only pointers to these structs cross the boundary.
@@ -31,6 +32,8 @@ extern "C" {
         priv_: *mut c_void,
         flags: c_int,
     ) -> *mut bindings::file;
+    /// Sets `FMODE_PREAD` (helpers.c).
+    fn rkvm_file_allow_pread(file: *mut bindings::file);
 }
 
 /// Operations of an rkvm file descriptor.
@@ -39,6 +42,9 @@ pub(crate) trait FdOps: Send + Sync + Sized + 'static {
     const NAME: &'static CStr;
     /// Whether the file can be mmap'ed ([`FdOps::mmap`]).
     const HAS_MMAP: bool = false;
+    /// Whether the file is a read-only file read with `read()` and
+    /// `pread()` ([`FdOps::read`]), as KVM's statistics files are.
+    const HAS_READ: bool = false;
 
     /// An ioctl on the file.
     fn ioctl(this: ArcBorrow<'_, Self>, file: &File, cmd: u32, arg: usize) -> Result<isize>;
@@ -47,10 +53,16 @@ pub(crate) trait FdOps: Send + Sync + Sized + 'static {
     fn mmap(_this: ArcBorrow<'_, Self>, _vma: &VmaNew) -> Result {
         Err(ENODEV)
     }
+
+    /// A read of up to `out.len()` bytes at offset `pos`: the bytes read.
+    fn read(_this: ArcBorrow<'_, Self>, _out: &mut UserSliceWriter, _pos: u64) -> Result<usize> {
+        Err(EINVAL)
+    }
 }
 
-/// Creates a file for `data` and installs it as a new fd (`O_RDWR`,
-/// `O_CLOEXEC`), returning the fd number.
+/// Creates a file for `data` and installs it as a new fd (`O_RDWR`, or
+/// `O_RDONLY` with `pread()` allowed for [`FdOps::HAS_READ`]; `O_CLOEXEC`),
+/// returning the fd number.
 pub(crate) fn create<T: FdOps>(data: Arc<T>) -> Result<i32> {
     let reservation = FileDescriptorReservation::get_unused_fd_flags(bindings::O_CLOEXEC)?;
     let private = data.into_foreign();
@@ -62,7 +74,7 @@ pub(crate) fn create<T: FdOps>(data: Arc<T>) -> Result<i32> {
             T::NAME.as_char_ptr(),
             Vtable::<T>::build(),
             private,
-            bindings::O_RDWR as c_int,
+            if T::HAS_READ { bindings::O_RDONLY } else { bindings::O_RDWR } as c_int,
         )
     };
     let raw = match from_err_ptr(raw) {
@@ -77,6 +89,10 @@ pub(crate) fn create<T: FdOps>(data: Arc<T>) -> Result<i32> {
     // which we hand to the `ARef` (then to the fd table). `File` is a
     // transparent wrapper of `struct file`.
     let file = unsafe { ARef::from_raw(NonNull::new_unchecked(raw.cast::<File>())) };
+    if T::HAS_READ {
+        // SAFETY: the file is new and not installed yet: nobody else uses it.
+        unsafe { rkvm_file_allow_pread(raw) };
+    }
     let fd = reservation.reserved_fd();
     reservation.fd_install(file);
     Ok(fd as i32)
@@ -126,6 +142,34 @@ impl<T: FdOps> Vtable<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// `file` must be a live file created by [`create::<T>`]; `buf` and
+    /// `pos` come from the VFS `read` call.
+    unsafe extern "C" fn read(
+        file: *mut bindings::file,
+        buf: *mut c_char,
+        count: usize,
+        pos: *mut bindings::loff_t,
+    ) -> isize {
+        // SAFETY: as in `ioctl`.
+        let this = unsafe { Arc::<T>::borrow((*file).private_data) };
+        // SAFETY: the VFS passes a valid position, which it owns for the call.
+        let start = unsafe { *pos };
+        let Ok(offset) = u64::try_from(start) else {
+            return EINVAL.to_errno() as isize;
+        };
+        let mut out = UserSlice::new(UserPtr::from_addr(buf as usize), count).writer();
+        match T::read(this, &mut out, offset) {
+            Ok(n) => {
+                // SAFETY: as above.
+                unsafe { *pos = start + n as bindings::loff_t };
+                n as isize
+            }
+            Err(err) => err.to_errno() as isize,
+        }
+    }
+
     const VTABLE: bindings::file_operations = bindings::file_operations {
         owner: kernel::module::this_module::<crate::RkvmModule>().as_ptr(),
         release: Some(Self::release),
@@ -133,6 +177,7 @@ impl<T: FdOps> Vtable<T> {
         #[cfg(CONFIG_COMPAT)]
         compat_ioctl: Some(Self::ioctl),
         mmap: if T::HAS_MMAP { Some(Self::mmap) } else { None },
+        read: if T::HAS_READ { Some(Self::read) } else { None },
         llseek: Some(bindings::noop_llseek),
         ..pin_init::zeroed()
     };

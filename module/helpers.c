@@ -5,6 +5,7 @@
  * in Rust.
  */
 
+#include <linux/fs.h>
 #include <linux/highmem.h>
 #include <linux/mm.h>
 #include <linux/rcupdate.h>
@@ -72,6 +73,24 @@ long rkvm_pin_user_page(unsigned long addr, bool write, struct page **page)
 	unsigned int flags = FOLL_LONGTERM | (write ? FOLL_WRITE : 0);
 
 	return pin_user_pages_fast(addr, 1, flags, page);
+}
+
+/* Statistics files are read with pread(), as KVM's are. */
+void rkvm_file_allow_pread(struct file *file)
+{
+	file->f_mode |= FMODE_PREAD;
+}
+
+/* The caller's pid, for the statistics id ("kvm-<pid>", as KVM names it). */
+int rkvm_current_pid(void)
+{
+	return task_pid_nr(current);
+}
+
+/* Whether the page is part of a folio of at least 2 MiB (a huge page). */
+bool rkvm_page_in_huge_folio(struct page *page)
+{
+	return folio_size(page_folio(page)) >= PMD_SIZE;
 }
 
 void rkvm_unpin_user_page(struct page *page, bool dirty)

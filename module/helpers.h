@@ -9,6 +9,8 @@
 #include <linux/mm_types.h>
 #include <linux/types.h>
 
+struct file;
+
 int rkvm_rdmsr_safe(u32 msr, u64 *val);
 int rkvm_wrmsr_safe(u32 msr, u64 val);
 phys_addr_t rkvm_virt_to_phys(const void *addr);
@@ -19,6 +21,9 @@ void rkvm_on_each_cpu(void (*fn)(void *), void *info);
 bool rkvm_access_ok(unsigned long addr, unsigned long size);
 long rkvm_pin_user_page(unsigned long addr, bool write, struct page **page);
 void rkvm_unpin_user_page(struct page *page, bool dirty);
+bool rkvm_page_in_huge_folio(struct page *page);
+void rkvm_file_allow_pread(struct file *file);
+int rkvm_current_pid(void);
 void rkvm_local_irq_disable(void);
 void rkvm_local_irq_enable(void);
 void rkvm_kernel_fpu_begin(void);

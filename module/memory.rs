@@ -18,7 +18,7 @@ use kernel::{
 use crate::{
     pure::{
         memslot::{self, Change, Refusal, Region, Slot},
-        paging::{GuestPhys, HostPhys},
+        paging::{GuestPhys, HostPhys, LARGE_PAGE_SIZE, PAGES_PER_LARGE},
     },
     sys::{self, PinnedPage},
 };
@@ -40,6 +40,24 @@ fn dirty_bitmap(slot: &Slot) -> Result<KVVec<u64>> {
         bitmap.resize(words, 0, GFP_KERNEL)?;
     }
     Ok(bitmap)
+}
+
+impl SlotMem {
+    /// The pinned page `index` of the slot, pinned now if the guest has
+    /// not touched it before. Pinned for writing whenever the slot is
+    /// writable, even for a read (a dirty-logged page is first mapped
+    /// read-only): the page the guest may write later must be the caller's
+    /// own, unshared page, and its unpin must mark it dirty. Must run in the
+    /// VM owner's mm.
+    fn pin(&mut self, index: usize) -> Result<&PinnedPage> {
+        let hva = self.slot.hva(self.slot.base_gfn + index as u64);
+        let writable = self.slot.writable();
+        let entry = self.pages.get_mut(index).ok_or(EFAULT)?;
+        if entry.is_none() {
+            *entry = Some(PinnedPage::pin(hva, writable)?);
+        }
+        entry.as_ref().ok_or(EFAULT)
+    }
 }
 
 /// The memory slots of one VM (address space 0).
@@ -136,12 +154,52 @@ impl GuestMemory {
             }
         }
         let writable = mem.slot.writable() && (!logging || write);
-        let entry = mem.pages.get_mut(index).ok_or(EFAULT)?;
-        if entry.is_none() {
-            *entry = Some(PinnedPage::pin(mem.slot.hva(gfn), writable)?);
+        Ok(Backing::Ram(mem.pin(index)?.phys(), writable))
+    }
+
+    /// Whether the 2 MiB-aligned guest range around `gpa` can be one large
+    /// leaf for this access, and if so its base, host address and
+    /// writability. It can when one slot covers the whole range, the slot
+    /// does not log dirty pages (that needs 4 KiB write tracking), the
+    /// access is not a write to read-only memory (that is MMIO), and the
+    /// caller's pages there are one 2 MiB-aligned, physically contiguous
+    /// range: a huge page (hugetlbfs, or a transparent huge page). Each of
+    /// the 512 pages is then pinned, as if the guest had touched it.
+    pub(crate) fn large_backing(&mut self, gpa: GuestPhys, write: bool) -> Result<Option<(GuestPhys, HostPhys, bool)>> {
+        const PAGES: u64 = PAGES_PER_LARGE;
+        let gfn = gpa.gfn();
+        let Some(mem) = self.slots.iter_mut().find(|m| m.slot.contains(gfn)) else {
+            return Ok(None);
+        };
+        let first = gfn & !(PAGES - 1);
+        let slot = mem.slot;
+        if !mem.dirty.is_empty()
+            || (write && !slot.writable())
+            || first < slot.base_gfn
+            || first + PAGES > slot.base_gfn + slot.npages
+            || slot.hva(first) % LARGE_PAGE_SIZE != 0
+        {
+            return Ok(None);
         }
-        let page = entry.as_ref().ok_or(EFAULT)?;
-        Ok(Backing::Ram(page.phys(), writable))
+        // The faulting page first: unless it is part of a huge page, the
+        // others are not worth pinning (that would populate them).
+        if !mem.pin((gfn - slot.base_gfn) as usize)?.in_huge_folio() {
+            return Ok(None);
+        }
+        let start = (first - slot.base_gfn) as usize;
+        let base = mem.pin(start)?.phys();
+        if base.0 % LARGE_PAGE_SIZE != 0 {
+            return Ok(None);
+        }
+        for i in 1..PAGES as usize {
+            // A page that cannot be pinned (a hole in the caller's mapping)
+            // leaves it to the 4 KiB path, which reports the error.
+            match mem.pin(start + i) {
+                Ok(page) if page.phys().0 == base.0 + (i as u64) * memslot::PAGE_SIZE => {}
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some((GuestPhys(first << 12), base, slot.writable())))
     }
 
     /// `KVM_GET_DIRTY_LOG`: slot `id`'s bitmap, cleared. ENOENT if there is

@@ -28,6 +28,7 @@ mod emulate;
 mod fd;
 mod memory;
 mod mmu;
+mod stats;
 mod svm;
 mod sys;
 mod vcpu;

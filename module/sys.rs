@@ -29,12 +29,14 @@ extern "C" {
     fn rkvm_access_ok(addr: usize, size: usize) -> bool;
     fn rkvm_pin_user_page(addr: usize, write: bool, page: *mut *mut bindings::page) -> c_long;
     fn rkvm_unpin_user_page(page: *mut bindings::page, dirty: bool);
+    fn rkvm_page_in_huge_folio(page: *mut bindings::page) -> bool;
     fn rkvm_local_irq_disable();
     fn rkvm_local_irq_enable();
     fn rkvm_kernel_fpu_begin();
     fn rkvm_kernel_fpu_end();
     fn rkvm_smp_processor_id() -> c_int;
     fn rkvm_cond_resched();
+    fn rkvm_current_pid() -> c_int;
     fn rkvm_guest_enter_irqoff();
     fn rkvm_current_mm_grab() -> *mut bindings::mm_struct;
     fn rkvm_current_mm_is(mm: *const bindings::mm_struct) -> bool;
@@ -138,6 +140,12 @@ impl PinnedPage {
         }
     }
 
+    /// Whether it is part of a huge page (a folio of 2 MiB or more).
+    pub(crate) fn in_huge_folio(&self) -> bool {
+        // SAFETY: the pin keeps the page, and so its folio, alive.
+        unsafe { rkvm_page_in_huge_folio(self.page.as_ptr()) }
+    }
+
     /// Its physical address.
     pub(crate) fn phys(&self) -> HostPhys {
         // SAFETY: the pin keeps the page alive.
@@ -203,6 +211,12 @@ pub(crate) fn cpu_id() -> usize {
 pub(crate) fn cond_resched() {
     // SAFETY: called in process context, holding no spinlock.
     unsafe { rkvm_cond_resched() }
+}
+
+/// The calling task's pid (`task_pid_nr(current)`).
+pub(crate) fn current_pid() -> i32 {
+    // SAFETY: reads `current`, always valid in process context.
+    unsafe { rkvm_current_pid() }
 }
 
 /// The FPU is ours (the task's user state saved) and preemption is off while

@@ -28,6 +28,7 @@ use crate::{
         msr,
         x86::{self, ControlRegs},
     },
+    stats::{VcpuStat, VcpuStats, VcpuStatsFile},
     svm::SvmVcpu,
     sys,
     vm::Vm,
@@ -221,6 +222,8 @@ pub(crate) struct Vcpu {
     id: u32,
     run_page: Page,
     pio_page: Page,
+    /// Counters for `KVM_GET_STATS_FD`, updated without the state lock.
+    stats: Arc<VcpuStats>,
     /// Held for the whole of `KVM_RUN`, as KVM's `vcpu->mutex`.
     #[pin]
     state: Mutex<VcpuState>,
@@ -257,6 +260,7 @@ impl Vcpu {
                 id,
                 run_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
                 pio_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+                stats: VcpuStats::new()?,
                 state <- new_mutex!(VcpuState {
                     arch,
                     pending_io: None,
@@ -309,6 +313,7 @@ impl Vcpu {
     fn run_loop(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Result<isize> {
         loop {
             if kernel::current!().signal_pending() {
+                self.stats.inc(VcpuStat::SignalExits);
                 run.set_exit_reason(uapi::KVM_EXIT_INTR);
                 return Err(EINTR);
             }
@@ -319,6 +324,7 @@ impl Vcpu {
             if let Some(vector) = st.pending_irq {
                 if st.arch.inject_interrupt(vector) {
                     st.pending_irq = None;
+                    self.stats.inc(VcpuStat::IrqInjections);
                 }
             }
             // While userspace waits for a window, ask the hardware for an exit
@@ -330,6 +336,7 @@ impl Vcpu {
                 st.arch.run(mmu.root(), mmu.tlb_epoch())
             };
             st.has_run = true;
+            self.stats.inc(VcpuStat::Exits);
             let rip = st.arch.rip();
             if let Next::User = self.handle(st, exit, run)? {
                 return Ok(0);
@@ -351,13 +358,21 @@ impl Vcpu {
     fn handle(&self, st: &mut VcpuState, exit: Exit, run: &RunPage<'_>) -> Result<Next> {
         let arch = &mut st.arch;
         match exit {
-            Exit::Host | Exit::IrqWindow => Ok(Next::Reenter),
+            Exit::Host => {
+                self.stats.inc(VcpuStat::IrqExits);
+                Ok(Next::Reenter)
+            }
+            Exit::IrqWindow => {
+                self.stats.inc(VcpuStat::IrqWindowExits);
+                Ok(Next::Reenter)
+            }
             Exit::Debug => {
                 run.set_debug(arch.debug_exit());
                 Ok(Next::User)
             }
             Exit::Dr => {
                 let mmu = self.vm.mmu.lock();
+                self.stats.inc(VcpuStat::InsnEmulation);
                 match emulate::mov_dr(&mmu.memory, &mut **arch) {
                     emulate::MovDrResult::Done => Ok(Next::Reenter),
                     emulate::MovDrResult::Fault => {
@@ -376,6 +391,7 @@ impl Vcpu {
                 }
             }
             Exit::Io { port, input, size, string: false, next_rip, .. } => {
+                self.stats.inc(VcpuStat::IoExits);
                 if !input {
                     let data = arch.gpr(gpr::RAX).to_le_bytes();
                     PioPage(&self.pio_page).write(data.get(..usize::from(size)).unwrap_or(&data));
@@ -385,6 +401,7 @@ impl Vcpu {
                 Ok(Next::User)
             }
             Exit::Hlt => {
+                self.stats.inc(VcpuStat::HaltExits);
                 // No in-kernel local APIC: userspace decides when to wake.
                 arch.skip(1);
                 run.set_exit_reason(uapi::KVM_EXIT_HLT);
@@ -393,8 +410,11 @@ impl Vcpu {
             Exit::NestedFault { gpa, write } => {
                 let mut mmu = self.vm.mmu.lock();
                 if let Fault::Mapped = mmu.fault(gpa, write)? {
+                    self.stats.inc(VcpuStat::PfFixed);
                     return Ok(Next::Reenter);
                 }
+                self.stats.inc(VcpuStat::MmioExits);
+                self.stats.inc(VcpuStat::InsnEmulation);
                 match emulate::start(&mmu.memory, &mut **arch, write) {
                     Some(Mmio::Write { data, len }) => run.set_mmio(gpa.0, data, len, true),
                     Some(Mmio::Read(load)) => {
@@ -439,6 +459,7 @@ impl Vcpu {
                 Ok(Next::Reenter)
             }
             Exit::Hypercall => {
+                self.stats.inc(VcpuStat::Hypercalls);
                 arch.set_gpr(gpr::RAX, KVM_ENOSYS.wrapping_neg());
                 arch.skip(3);
                 Ok(Next::Reenter)
@@ -460,6 +481,7 @@ impl Vcpu {
                 Ok(Next::User)
             }
             Exit::Io { port, input, size, string: true, rep, addr_size, segment, next_rip } => {
+                self.stats.inc(VcpuStat::IoExits);
                 let mmu = self.vm.mmu.lock();
                 let start = emulate::start_string_io(
                     &mmu.memory,
@@ -633,6 +655,8 @@ impl FdOps for Vcpu {
                 abi::msr_io(arg, false, |e| write_msr(&mut *st.arch, e.index, e.data, true))
             }
             abi::vcpu::GET_CPUID2 => this.get_cpuid(arg),
+            // The same request as on a VM fd.
+            abi::vm::GET_STATS_FD => VcpuStatsFile::create(this.stats.clone(), this.id),
             // kvm_arch_vcpu_ioctl(): an unknown vCPU request is EINVAL.
             _ => Err(EINVAL),
         }

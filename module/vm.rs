@@ -14,8 +14,9 @@ use crate::{
     abi::{self, uapi},
     backend,
     fd::{self, FdOps},
-    mmu::Mmu,
+    mmu::{Mmu, MmuStats},
     pure::memslot::Region,
+    stats::VmStatsFile,
     svm,
     sys::OwnerMm,
     vcpu::Vcpu,
@@ -34,6 +35,8 @@ pub(crate) struct Vm {
     /// runs the guest, so slot changes wait for running vCPUs to exit.
     #[pin]
     pub(crate) mmu: Mutex<Mmu>,
+    /// The MMU's statistics, readable without the MMU lock.
+    mmu_stats: Arc<MmuStats>,
     #[pin]
     vcpus: Mutex<VcpuIds>,
     /// Keeps SVM enabled on every CPU while the VM exists.
@@ -55,10 +58,12 @@ impl Vm {
         }
         let hw = svm::HardwareRef::get()?;
         let mmu = Mmu::new()?;
+        let mmu_stats = mmu.stats.clone();
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 mm,
                 mmu <- new_mutex!(mmu),
+                mmu_stats,
                 vcpus <- new_mutex!(VcpuIds([0; (abi::MAX_VCPU_ID as usize).div_ceil(64)])),
                 hw,
             }),
@@ -148,6 +153,7 @@ impl FdOps for Vm {
             abi::vm::CREATE_VCPU => this.create_vcpu(arg),
             abi::vm::SET_USER_MEMORY_REGION => this.set_memory_region(arg),
             abi::vm::GET_DIRTY_LOG => this.get_dirty_log(arg),
+            abi::vm::GET_STATS_FD => VmStatsFile::create(this.mmu_stats.clone()),
             // SVM does not need the real-mode TSS that VMX without
             // unrestricted guest uses: accepted and ignored, as KVM on AMD does.
             abi::vm::SET_TSS_ADDR => Ok(0),

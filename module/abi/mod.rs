@@ -52,6 +52,8 @@ pub(crate) mod vm {
     pub(crate) const SET_USER_MEMORY_REGION: u32 = kvm_iow::<uapi::kvm_userspace_memory_region>(0x46);
     /// `KVM_SET_TSS_ADDR`: `_IO(KVMIO, 0x47)`.
     pub(crate) const SET_TSS_ADDR: u32 = kvm_io(0x47);
+    /// `KVM_GET_STATS_FD`: `_IO(KVMIO, 0xce)` (also on a vCPU fd).
+    pub(crate) const GET_STATS_FD: u32 = kvm_io(0xce);
 }
 
 /// Requests on a vCPU fd.
@@ -294,6 +296,7 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_SET_GUEST_DEBUG, 1),
     (uapi::KVM_CAP_SET_GUEST_DEBUG2, GUEST_DEBUG_VALID as i32),
     (uapi::KVM_CAP_IMMEDIATE_EXIT, 1),
+    (uapi::KVM_CAP_BINARY_STATS_FD, 1),
 ];
 
 /// `KVM_SET_GUEST_DEBUG` control bits rkvm implements: enable and single-step

@@ -8,17 +8,28 @@
 
 pub(crate) mod tdp;
 
-use kernel::prelude::*;
+use core::sync::atomic::AtomicU64;
+
+use kernel::{prelude::*, sync::Arc};
 
 use crate::{
     memory::{Backing, GuestMemory},
     pure::{memslot::Region, paging::GuestPhys},
 };
 
+/// The VM statistics the MMU keeps (KVM's names): the leaves mapped now, by
+/// size. Atomics, so the stats fd reads them without the MMU lock, which a
+/// running vCPU holds.
+pub(crate) struct MmuStats {
+    pub(crate) pages_4k: AtomicU64,
+    pub(crate) pages_2m: AtomicU64,
+}
+
 /// A VM's memory: its slots and the nested page table built lazily from them.
 pub(crate) struct Mmu {
     pub(crate) memory: GuestMemory,
     tdp: tdp::Tdp,
+    pub(crate) stats: Arc<MmuStats>,
     /// Counts the times mappings were removed (see `ArchVcpu::run`).
     tlb_epoch: u64,
 }
@@ -33,7 +44,8 @@ pub(crate) enum Fault {
 
 impl Mmu {
     pub(crate) fn new() -> Result<Self> {
-        Ok(Mmu { memory: GuestMemory::new(), tdp: tdp::Tdp::new()?, tlb_epoch: 0 })
+        let stats = Arc::new(MmuStats { pages_4k: AtomicU64::new(0), pages_2m: AtomicU64::new(0) }, GFP_KERNEL)?;
+        Ok(Mmu { memory: GuestMemory::new(), tdp: tdp::Tdp::new(stats.clone())?, stats, tlb_epoch: 0 })
     }
 
     /// See `ArchVcpu::run`.
@@ -55,8 +67,14 @@ impl Mmu {
         Ok(())
     }
 
-    /// Handles a nested page fault at `gpa`.
+    /// Handles a nested page fault at `gpa`: one 2 MiB leaf where the
+    /// memory allows it (see `GuestMemory::large_backing`), else a 4 KiB one.
     pub(crate) fn fault(&mut self, gpa: GuestPhys, write: bool) -> Result<Fault> {
+        if let Some((base, hpa, writable)) = self.memory.large_backing(gpa, write)? {
+            if self.tdp.map_large(base, hpa, writable)? {
+                return Ok(Fault::Mapped);
+            }
+        }
         match self.memory.backing(gpa, write)? {
             Backing::Ram(hpa, writable) => {
                 self.tdp.map(gpa, hpa, writable)?;

@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Two-dimensional paging: the nested page table (AMD NPT) mapping guest
-//! physical to host physical addresses, 4 levels, 4 KiB leaves, built one
-//! page at a time on nested page faults.
+//! physical to host physical addresses, 4 levels, built on nested page
+//! faults with 4 KiB leaves, or 2 MiB leaves where the memory behind a
+//! 2 MiB-aligned guest range is one aligned, contiguous host range.
 
-use kernel::{page::Page, prelude::*};
+use core::sync::atomic::Ordering;
 
+use kernel::{page::Page, prelude::*, sync::Arc};
+
+use super::MmuStats;
 use crate::{
-    pure::paging::{GuestPhys, HostPhys, Pte},
+    pure::paging::{GuestPhys, HostPhys, Pte, PAGES_PER_LARGE},
     sys,
 };
 
@@ -41,38 +45,83 @@ pub(crate) struct Tdp {
     root: Table,
     /// Every non-root table, to free them.
     tables: KVec<Table>,
+    /// Leaves by size, for the VM's statistics.
+    stats: Arc<MmuStats>,
 }
 
 impl Tdp {
-    pub(crate) fn new() -> Result<Self> {
-        Ok(Tdp { root: Table::new()?, tables: KVec::new() })
+    pub(crate) fn new(stats: Arc<MmuStats>) -> Result<Self> {
+        Ok(Tdp { root: Table::new()?, tables: KVec::new(), stats })
     }
 
     pub(crate) fn root(&self) -> HostPhys {
         self.root.phys()
     }
 
-    /// Maps the 4 KiB page at `gpa` to `hpa`.
-    pub(crate) fn map(&mut self, gpa: GuestPhys, hpa: HostPhys, writable: bool) -> Result {
+    /// The level-2 table (page directory) covering `gpa`, created as needed.
+    fn directory(&mut self, gpa: GuestPhys) -> Result<HostPhys> {
         let mut table = self.root.phys();
-        for level in (2..=4).rev() {
-            // SAFETY: `table` is the root or a table this `Tdp` allocated, and
-            // `self` is borrowed mutably.
-            let e = unsafe { &mut entries(table)[gpa.index(level)] };
-            let entry = Pte(*e);
-            table = if entry.present() {
-                entry.addr()
-            } else {
-                let new = Table::new()?;
-                let pa = new.phys();
-                self.tables.push(new, GFP_KERNEL)?;
-                *e = Pte::table(pa).0;
-                pa
-            };
+        for level in [4, 3] {
+            table = self.next_table(table, gpa.index(level))?;
         }
+        Ok(table)
+    }
+
+    /// The table entry `index` of `table` points to, created if empty. A
+    /// 2 MiB leaf there is split into a table of 4 KiB leaves with the same
+    /// translations (so no TLB entry goes stale).
+    fn next_table(&mut self, table: HostPhys, index: usize) -> Result<HostPhys> {
+        // SAFETY: `table` is the root or a table this `Tdp` allocated, and
+        // `self` is borrowed mutably.
+        let entry = Pte(unsafe { entries(table)[index] });
+        if entry.present() && !entry.large() {
+            return Ok(entry.addr());
+        }
+        let new = Table::new()?;
+        let pa = new.phys();
+        if entry.present() {
+            // SAFETY: `new` was just allocated and is not reachable yet.
+            let small = unsafe { entries(pa) };
+            for (i, e) in small.iter_mut().enumerate() {
+                *e = entry.split(i as u64).0;
+            }
+            self.stats.pages_2m.fetch_sub(1, Ordering::Relaxed);
+            self.stats.pages_4k.fetch_add(PAGES_PER_LARGE, Ordering::Relaxed);
+        }
+        self.tables.push(new, GFP_KERNEL)?;
         // SAFETY: as above.
-        unsafe { entries(table)[gpa.index(1)] = Pte::leaf(hpa, writable).0 };
-        Ok(())
+        unsafe { entries(table)[index] = Pte::table(pa).0 };
+        Ok(pa)
+    }
+
+    /// Maps the 4 KiB page at `gpa` to `hpa`. Returns whether the page was
+    /// unmapped before (false: a permission change of a mapped page).
+    pub(crate) fn map(&mut self, gpa: GuestPhys, hpa: HostPhys, writable: bool) -> Result<bool> {
+        let directory = self.directory(gpa)?;
+        let table = self.next_table(directory, gpa.index(2))?;
+        // SAFETY: `table` is a table this `Tdp` allocated; `self` is
+        // borrowed mutably.
+        let e = unsafe { &mut entries(table)[gpa.index(1)] };
+        let new = !Pte(*e).present();
+        *e = Pte::leaf(hpa, writable).0;
+        if new {
+            self.stats.pages_4k.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(new)
+    }
+
+    /// Maps the 2 MiB-aligned range at `gpa` to the 2 MiB-aligned `hpa`
+    /// with one leaf, if nothing of it is mapped yet; returns whether it did.
+    pub(crate) fn map_large(&mut self, gpa: GuestPhys, hpa: HostPhys, writable: bool) -> Result<bool> {
+        let directory = self.directory(gpa)?;
+        // SAFETY: as in `map`.
+        let e = unsafe { &mut entries(directory)[gpa.index(2)] };
+        if Pte(*e).present() {
+            return Ok(false);
+        }
+        *e = Pte::large_leaf(hpa, writable).0;
+        self.stats.pages_2m.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
     }
 
     /// Unmaps everything (the root stays, empty).
@@ -80,5 +129,7 @@ impl Tdp {
         // SAFETY: the root belongs to `self`, borrowed mutably.
         unsafe { entries(self.root.phys()).fill(0) };
         self.tables.clear();
+        self.stats.pages_4k.store(0, Ordering::Relaxed);
+        self.stats.pages_2m.store(0, Ordering::Relaxed);
     }
 }

@@ -13,6 +13,7 @@ pub mod ioctl;
 pub mod memslot;
 pub mod msr;
 pub mod paging;
+pub mod stats;
 pub mod vmcb;
 pub mod walk;
 pub mod x86;

@@ -48,6 +48,11 @@ pub mod bits {
     pub const ADDR: u64 = 0x000f_ffff_ffff_f000;
 }
 
+/// Size of a large page mapped at level 2.
+pub const LARGE_PAGE_SIZE: u64 = 2 << 20;
+/// 4 KiB pages in a large page.
+pub const PAGES_PER_LARGE: u64 = 512;
+
 /// One page-table entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pte(pub u64);
@@ -67,6 +72,22 @@ impl Pte {
     pub fn leaf(page: HostPhys, writable: bool) -> Pte {
         let rw = if writable { bits::RW | bits::D } else { 0 };
         Pte((page.0 & bits::ADDR) | bits::P | bits::US | bits::A | rw)
+    }
+
+    /// A 2 MiB leaf (at level 2) mapping the 2 MiB-aligned `page`.
+    pub fn large_leaf(page: HostPhys, writable: bool) -> Pte {
+        Pte(Pte::leaf(HostPhys(page.0 & !(LARGE_PAGE_SIZE - 1)), writable).0 | bits::PS)
+    }
+
+    /// A large leaf (PS set; meaningful at levels 2 and 3).
+    pub fn large(self) -> bool {
+        self.0 & bits::PS != 0
+    }
+
+    /// The 4 KiB leaf for page `i` (0..512) of this 2 MiB leaf, with the
+    /// same permissions: what splitting it into a page table gives.
+    pub fn split(self, i: u64) -> Pte {
+        Pte((self.0 & !bits::PS) + ((i & 0x1ff) << 12))
     }
 
     /// Present.
@@ -109,6 +130,18 @@ impl NpfError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_leaves_and_their_split() {
+        let big = Pte::large_leaf(HostPhys(0x4020_0000), true);
+        assert!(big.present() && big.large() && big.writable());
+        assert_eq!(big.addr(), HostPhys(0x4020_0000));
+        let small = big.split(3);
+        assert!(!small.large());
+        assert_eq!(small, Pte::leaf(HostPhys(0x4020_3000), true), "same bits as a 4 KiB leaf");
+        assert_eq!(Pte::large_leaf(HostPhys(0x4020_0000), false).split(511).addr(), HostPhys(0x403f_f000));
+        assert!(!Pte::large_leaf(HostPhys(0x4020_0000), false).writable());
+    }
 
     #[test]
     fn indices() {

@@ -522,6 +522,62 @@ TEST_F(guest, dirty_log)
 	munmap(logged, 16 * 4096);
 }
 
+/*
+ * A dirty-logged page the guest reads before it writes it: the read maps it
+ * read-only, the write must then reach the caller's own page (not the shared
+ * zero page a read of untouched private memory can map), and the shared
+ * zero page must still read as zeros afterwards. rkvm pins such a page for
+ * writing at the read already (so that the unpin marks it dirty); this
+ * checks the guest-visible half of that.
+ */
+TEST_F(guest, dirty_log_read_then_write)
+{
+	static const uint8_t code[] = {
+		0xb8, 0xff, 0xff,			/* 1000: mov $0xffff, %ax */
+		0x8e, 0xd8,				/* 1003: mov %ax, %ds */
+		0xa0, 0x10, 0x20,			/* 1005: mov 0x2010, %al -> 0x102000 */
+		0xc6, 0x06, 0x10, 0x20, 0x5a,		/* 1008: movb $0x5a, 0x2010 -> 0x102000 */
+		0xf4,					/* 100d: hlt */
+	};
+	struct vm *vm = &self->vm;
+	uint8_t *logged = mmap(NULL, 16 * 4096, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *fresh;
+	struct kvm_userspace_memory_region r = {
+		.slot = 0, .memory_size = 0x100000, .userspace_addr = (uintptr_t)vm->mem,
+	};
+	struct kvm_dirty_log log = { .slot = 1 };
+	uint64_t bitmap = 0;
+	struct kvm_regs regs;
+
+	ASSERT_NE(MAP_FAILED, logged);
+	/* Slot 0 shrinks to [0, 1 MiB) (delete, re-add), slot 1 logs at 1 MiB. */
+	r.memory_size = 0;
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
+	r.memory_size = 0x100000;
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
+	r = (struct kvm_userspace_memory_region) {
+		.slot = 1, .flags = KVM_MEM_LOG_DIRTY_PAGES, .guest_phys_addr = 0x100000,
+		.memory_size = 16 * 4096, .userspace_addr = (uintptr_t)logged,
+	};
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0, regs.rax & 0xff);		/* the read saw a zero page */
+	EXPECT_EQ(0x5a, logged[0x2000]);	/* the write reached our page */
+	log.dirty_bitmap = &bitmap;
+	ASSERT_EQ(0, ioctl(vm->fd, KVM_GET_DIRTY_LOG, &log));
+	EXPECT_EQ(1ULL << 2, bitmap);
+	fresh = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, fresh);
+	EXPECT_EQ(0, fresh[0]);			/* the shared zero page is intact */
+	munmap(fresh, 4096);
+	munmap(logged, 16 * 4096);
+}
+
 /* A 32-bit IN zero-extends into RAX; an 8-bit IN keeps the rest of RAX. */
 TEST_F(guest, in_merges_like_hardware)
 {

@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `KVM_GET_STATS_FD`: a VM's and a vCPU's statistics as KVM's binary
+//! statistics files (layout in `pure::stats`), read with `read()`/`pread()`;
+//! values are atomics read live, without any lock a running vCPU holds.
+
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use kernel::{prelude::*, sync::Arc, sync::ArcBorrow, uaccess::UserSliceWriter};
+
+use crate::{
+    fd::{self, FdOps},
+    mmu::MmuStats,
+    pure::stats::{self, Desc, NAME_SIZE},
+    sys,
+};
+
+/// The VM statistics rkvm keeps, under KVM's names and types.
+const VM_STATS: [Desc; 3] = [
+    // Leaves of the nested page table now, by size (KVM: kvm_vm_stat.pages).
+    Desc::instant("pages_4k"),
+    Desc::instant("pages_2m"),
+    Desc::instant("pages_1g"),
+];
+
+/// The file behind a VM's statistics fd.
+pub(crate) struct VmStatsFile {
+    id: [u8; NAME_SIZE],
+    mmu: Arc<MmuStats>,
+}
+
+impl VmStatsFile {
+    /// `KVM_GET_STATS_FD` on a VM fd: a new read-only fd, its id "kvm-<pid>"
+    /// of the caller, as KVM names it.
+    pub(crate) fn create(mmu: Arc<MmuStats>) -> Result<isize> {
+        let mut id = [0u8; NAME_SIZE];
+        let pid = u32::try_from(sys::current_pid()).unwrap_or(0);
+        stats::write_id(&mut id, 0, b"kvm-", pid);
+        Ok(fd::create(Arc::new(VmStatsFile { id, mmu }, GFP_KERNEL)?)? as isize)
+    }
+
+    fn values(&self) -> [u64; 3] {
+        [self.mmu.pages_4k.load(Relaxed), self.mmu.pages_2m.load(Relaxed), 0]
+    }
+}
+
+/// Copies bytes `pos..` of the statistics file to `out`; returns how many.
+fn read_file(id: &[u8], descs: &[Desc], values: &[u64], out: &mut UserSliceWriter, pos: u64) -> Result<usize> {
+    let size = stats::file_size(descs.len());
+    let mut file = KVec::with_capacity(size, GFP_KERNEL)?;
+    file.resize(size, 0, GFP_KERNEL)?;
+    stats::render(id, descs, values, &mut file);
+    let start = usize::try_from(pos).unwrap_or(usize::MAX).min(size);
+    let end = start.saturating_add(out.len()).min(size);
+    let bytes = file.get(start..end).ok_or(EINVAL)?;
+    out.write_slice(bytes)?;
+    Ok(bytes.len())
+}
+
+impl FdOps for VmStatsFile {
+    const NAME: &'static CStr = c"kvm-vm-stats";
+    const HAS_READ: bool = true;
+
+    fn ioctl(_this: ArcBorrow<'_, Self>, _file: &kernel::fs::File, _cmd: u32, _arg: usize) -> Result<isize> {
+        Err(ENOTTY)
+    }
+
+    fn read(this: ArcBorrow<'_, Self>, out: &mut UserSliceWriter, pos: u64) -> Result<usize> {
+        read_file(&this.id, &VM_STATS, &this.values(), out, pos)
+    }
+}
+
+/// A vCPU statistic: the index of its counter, in the order of [`VCPU_STATS`].
+#[derive(Clone, Copy)]
+pub(crate) enum VcpuStat {
+    /// Every exit from guest mode.
+    Exits,
+    /// Port I/O exits.
+    IoExits,
+    /// Accesses to guest physical addresses without RAM, returned as MMIO.
+    MmioExits,
+    /// HLT.
+    HaltExits,
+    /// A host interrupt ended guest mode.
+    IrqExits,
+    /// The interrupt window userspace asked for opened.
+    IrqWindowExits,
+    /// `KVM_RUN` returned `EINTR` for a pending signal.
+    SignalExits,
+    /// Interrupts injected (`KVM_INTERRUPT` vectors delivered).
+    IrqInjections,
+    /// Instructions emulated in the kernel (MMIO accesses, `mov` to and
+    /// from debug registers).
+    InsnEmulation,
+    /// Nested page faults fixed by mapping RAM.
+    PfFixed,
+    /// VMMCALL.
+    Hypercalls,
+}
+
+/// The vCPU statistics, under KVM's names (`struct kvm_vcpu_stat`).
+const VCPU_STATS: [Desc; 11] = [
+    Desc::counter("exits"),
+    Desc::counter("io_exits"),
+    Desc::counter("mmio_exits"),
+    Desc::counter("halt_exits"),
+    Desc::counter("irq_exits"),
+    Desc::counter("irq_window_exits"),
+    Desc::counter("signal_exits"),
+    Desc::counter("irq_injections"),
+    Desc::counter("insn_emulation"),
+    Desc::counter("pf_fixed"),
+    Desc::counter("hypercalls"),
+];
+
+/// A vCPU's counters.
+pub(crate) struct VcpuStats([AtomicU64; VCPU_STATS.len()]);
+
+impl VcpuStats {
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Ok(Arc::new(VcpuStats([const { AtomicU64::new(0) }; VCPU_STATS.len()]), GFP_KERNEL)?)
+    }
+
+    /// Counts one more `stat`.
+    pub(crate) fn inc(&self, stat: VcpuStat) {
+        if let Some(counter) = self.0.get(stat as usize) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The file behind a vCPU's statistics fd.
+pub(crate) struct VcpuStatsFile {
+    id: [u8; NAME_SIZE],
+    stats: Arc<VcpuStats>,
+}
+
+impl VcpuStatsFile {
+    /// `KVM_GET_STATS_FD` on a vCPU fd: id "kvm-<pid>/vcpu-<id>", as KVM's.
+    pub(crate) fn create(stats: Arc<VcpuStats>, vcpu_id: u32) -> Result<isize> {
+        let mut id = [0u8; NAME_SIZE];
+        let pid = u32::try_from(sys::current_pid()).unwrap_or(0);
+        let end = stats::write_id(&mut id, 0, b"kvm-", pid);
+        stats::write_id(&mut id, end, b"/vcpu-", vcpu_id);
+        Ok(fd::create(Arc::new(VcpuStatsFile { id, stats }, GFP_KERNEL)?)? as isize)
+    }
+}
+
+impl FdOps for VcpuStatsFile {
+    const NAME: &'static CStr = c"kvm-vcpu-stats";
+    const HAS_READ: bool = true;
+
+    fn ioctl(_this: ArcBorrow<'_, Self>, _file: &kernel::fs::File, _cmd: u32, _arg: usize) -> Result<isize> {
+        Err(ENOTTY)
+    }
+
+    fn read(this: ArcBorrow<'_, Self>, out: &mut UserSliceWriter, pos: u64) -> Result<usize> {
+        let values: [u64; VCPU_STATS.len()] = core::array::from_fn(|i| this.stats.0[i].load(Relaxed));
+        read_file(&this.id, &VCPU_STATS, &values, out, pos)
+    }
+}
