@@ -10,6 +10,7 @@ mod caps;
 mod console;
 mod cpu;
 mod devices;
+mod kvmstats;
 mod linux;
 mod run;
 mod signals;

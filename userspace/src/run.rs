@@ -15,6 +15,7 @@ use std::os::fd::AsRawFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::console::Input;
+use crate::kvmstats;
 use crate::devices::{
     cmos::{self, Cmos, CmosPorts},
     debug_exit::{self, DebugExit, IrqPort},
@@ -163,6 +164,9 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     bus.add(i8042::COMMAND_PORT, 1, Box::new(I8042Ports { dev: i8042.clone(), base: i8042::COMMAND_PORT }));
     bus.add_absent_pc_hardware();
 
+    // Both devices have the binary statistics (KVM since 5.14); a device
+    // without them just gets no kernel-side summary.
+    let kernel_stats = (kvmstats::StatsFile::open(&vcpu).ok(), kvmstats::StatsFile::open(&vm).ok());
     let mut stats = Stats::default();
     // SAFETY: the kvm_run mapping belongs to `vcpu`, which outlives `armed`
     // (declared after it, so dropped first).
@@ -175,6 +179,7 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
         trace_final_state(&vcpu);
     }
     stats.print();
+    print_kernel_stats(&kernel_stats);
     if let Some(absent) = bus.absent_summary() {
         eprintln!("rkvm: absent hardware the guest probed (answered as empty): {absent}");
     }
@@ -265,6 +270,29 @@ fn set_entry(vcpu: &VcpuFd) -> Result<(), String> {
     regs.rsp = STACK;
     regs.rflags = 2;
     vcpu.set_regs(&regs).map_err(|e| format!("KVM_SET_REGS: {e}"))
+}
+
+/// What the kernel counted (`KVM_GET_STATS_FD`), under KVM's names.
+fn print_kernel_stats((vcpu, vm): &(Option<kvmstats::StatsFile>, Option<kvmstats::StatsFile>)) {
+    const VCPU: [(&str, &str); 10] = [
+        ("exits", "exits"),
+        ("io_exits", "io"),
+        ("mmio_exits", "mmio"),
+        ("halt_exits", "hlt"),
+        ("irq_exits", "host interrupts"),
+        ("irq_window_exits", "irq windows"),
+        ("signal_exits", "signals"),
+        ("irq_injections", "interrupts injected"),
+        ("insn_emulation", "instructions emulated"),
+        ("pf_fixed", "nested page faults fixed"),
+    ];
+    const VM: [(&str, &str); 3] = [("pages_4k", "4 KiB"), ("pages_2m", "2 MiB"), ("pages_1g", "1 GiB")];
+    if let Some(vcpu) = vcpu {
+        eprintln!("rkvm: vCPU statistics from the kernel: {}", kvmstats::summary(&vcpu.read(), &VCPU));
+    }
+    if let Some(vm) = vm {
+        eprintln!("rkvm: guest memory mapped by the kernel in pages of {}", kvmstats::summary(&vm.read(), &VM));
+    }
 }
 
 /// Exit counts by reason, printed when the run ends.
