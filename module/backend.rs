@@ -163,4 +163,7 @@ pub(crate) trait ArchVcpu: Send {
     fn set_msr(&mut self, index: u32, value: u64, host: bool) -> bool;
     /// The physical CPU this vCPU last ran on (for `fail_entry.cpu`).
     fn last_cpu(&self) -> u32;
+    /// The last exit as the hardware reported it: exit code and the two
+    /// exit information words (for the exit trace).
+    fn raw_exit(&self) -> (u64, u64, u64);
 }

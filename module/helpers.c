@@ -75,6 +75,12 @@ long rkvm_pin_user_page(unsigned long addr, bool write, struct page **page)
 	return pin_user_pages_fast(addr, 1, flags, page);
 }
 
+/* The monotonic clock, for the exit trace and guest time. */
+u64 rkvm_ktime_ns(void)
+{
+	return ktime_get_ns();
+}
+
 /* Statistics files are read with pread(), as KVM's are. */
 void rkvm_file_allow_pread(struct file *file)
 {

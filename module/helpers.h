@@ -24,6 +24,7 @@ void rkvm_unpin_user_page(struct page *page, bool dirty);
 bool rkvm_page_in_huge_folio(struct page *page);
 void rkvm_file_allow_pread(struct file *file);
 int rkvm_current_pid(void);
+u64 rkvm_ktime_ns(void);
 void rkvm_local_irq_disable(void);
 void rkvm_local_irq_enable(void);
 void rkvm_kernel_fpu_begin(void);

@@ -31,6 +31,7 @@ mod mmu;
 mod stats;
 mod svm;
 mod sys;
+mod trace;
 mod vcpu;
 mod vm;
 // Shared with the host crate `rkvm-pure` and the `rkvm` tool: `pub` there,
@@ -44,6 +45,12 @@ module! {
     authors: ["The rkvm developers"],
     description: "rkvm: a small KVM-compatible hypervisor (/dev/rkvm)",
     license: "GPL",
+    params: {
+        exit_trace: bool {
+            default: true,
+            description: "Record every exit in a per-vCPU ring (debugfs rkvm-<pid>-<fd>/vcpuN/exits)",
+        },
+    },
 }
 
 #[pin_data]

@@ -39,9 +39,12 @@ impl VmStatsFile {
         Ok(fd::create(Arc::new(VmStatsFile { id, mmu }, GFP_KERNEL)?)? as isize)
     }
 
-    fn values(&self) -> [u64; 3] {
-        [self.mmu.pages_4k.load(Relaxed), self.mmu.pages_2m.load(Relaxed), 0]
-    }
+}
+
+/// The VM statistics now, by name.
+pub(crate) fn vm_values(mmu: &MmuStats) -> [(&'static str, u64); 3] {
+    let values = [mmu.pages_4k.load(Relaxed), mmu.pages_2m.load(Relaxed), 0];
+    core::array::from_fn(|i| (VM_STATS[i].name, values[i]))
 }
 
 /// Copies bytes `pos..` of the statistics file to `out`; returns how many.
@@ -66,7 +69,7 @@ impl FdOps for VmStatsFile {
     }
 
     fn read(this: ArcBorrow<'_, Self>, out: &mut UserSliceWriter, pos: u64) -> Result<usize> {
-        read_file(&this.id, &VM_STATS, &this.values(), out, pos)
+        read_file(&this.id, &VM_STATS, &vm_values(&this.mmu).map(|(_, v)| v), out, pos)
     }
 }
 
@@ -96,10 +99,14 @@ pub(crate) enum VcpuStat {
     PfFixed,
     /// VMMCALL.
     Hypercalls,
+    /// Exits returned to user mode (the others were handled in the kernel).
+    ExitsToUser,
+    /// Nanoseconds spent in guest mode.
+    GuestTimeNs,
 }
 
 /// The vCPU statistics, under KVM's names (`struct kvm_vcpu_stat`).
-const VCPU_STATS: [Desc; 11] = [
+const VCPU_STATS: [Desc; 13] = [
     Desc::counter("exits"),
     Desc::counter("io_exits"),
     Desc::counter("mmio_exits"),
@@ -111,6 +118,9 @@ const VCPU_STATS: [Desc; 11] = [
     Desc::counter("insn_emulation"),
     Desc::counter("pf_fixed"),
     Desc::counter("hypercalls"),
+    // rkvm's own: KVM has no such counters.
+    Desc::counter("exits_to_user"),
+    Desc::nanoseconds("guest_time_ns"),
 ];
 
 /// A vCPU's counters.
@@ -123,9 +133,19 @@ impl VcpuStats {
 
     /// Counts one more `stat`.
     pub(crate) fn inc(&self, stat: VcpuStat) {
+        self.add(stat, 1);
+    }
+
+    /// Adds `n` to `stat`.
+    pub(crate) fn add(&self, stat: VcpuStat, n: u64) {
         if let Some(counter) = self.0.get(stat as usize) {
-            counter.fetch_add(1, Relaxed);
+            counter.fetch_add(n, Relaxed);
         }
+    }
+
+    /// The statistics now, by name.
+    pub(crate) fn values(&self) -> [(&'static str, u64); VCPU_STATS.len()] {
+        core::array::from_fn(|i| (VCPU_STATS[i].name, self.0[i].load(Relaxed)))
     }
 }
 
@@ -155,7 +175,6 @@ impl FdOps for VcpuStatsFile {
     }
 
     fn read(this: ArcBorrow<'_, Self>, out: &mut UserSliceWriter, pos: u64) -> Result<usize> {
-        let values: [u64; VCPU_STATS.len()] = core::array::from_fn(|i| this.stats.0[i].load(Relaxed));
-        read_file(&this.id, &VCPU_STATS, &values, out, pos)
+        read_file(&this.id, &VCPU_STATS, &this.stats.values().map(|(_, v)| v), out, pos)
     }
 }

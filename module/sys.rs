@@ -37,6 +37,7 @@ extern "C" {
     fn rkvm_smp_processor_id() -> c_int;
     fn rkvm_cond_resched();
     fn rkvm_current_pid() -> c_int;
+    fn rkvm_ktime_ns() -> u64;
     fn rkvm_guest_enter_irqoff();
     fn rkvm_current_mm_grab() -> *mut bindings::mm_struct;
     fn rkvm_current_mm_is(mm: *const bindings::mm_struct) -> bool;
@@ -211,6 +212,12 @@ pub(crate) fn cpu_id() -> usize {
 pub(crate) fn cond_resched() {
     // SAFETY: called in process context, holding no spinlock.
     unsafe { rkvm_cond_resched() }
+}
+
+/// The monotonic clock in nanoseconds (`ktime_get_ns()`).
+pub(crate) fn ktime_ns() -> u64 {
+    // SAFETY: reads a clock; callable in any context.
+    unsafe { rkvm_ktime_ns() }
 }
 
 /// The calling task's pid (`task_pid_nr(current)`).

@@ -28,7 +28,9 @@ use crate::{
         msr,
         x86::{self, ControlRegs},
     },
+    pure::trace::{ExitRecord, TO_USER},
     stats::{VcpuStat, VcpuStats, VcpuStatsFile},
+    trace::{ExitTrace, VcpuDebugfs},
     svm::SvmVcpu,
     sys,
     vm::Vm,
@@ -78,6 +80,11 @@ impl RunPage<'_> {
     fn immediate_exit(&self) -> bool {
         // SAFETY: see `run_field!`; a volatile read of a byte userspace may write.
         unsafe { run_field!(self.immediate_exit).read_volatile() != 0 }
+    }
+
+    fn exit_reason(&self) -> u32 {
+        // SAFETY: see `run_field!`.
+        unsafe { run_field!(self.exit_reason).read_volatile() }
     }
 
     fn set_exit_reason(&self, reason: u32) {
@@ -224,6 +231,10 @@ pub(crate) struct Vcpu {
     pio_page: Page,
     /// Counters for `KVM_GET_STATS_FD`, updated without the state lock.
     stats: Arc<VcpuStats>,
+    /// The last exits, for debugfs.
+    trace: Arc<ExitTrace>,
+    /// `vcpu<id>/` in the VM's debugfs directory.
+    _debugfs: Option<VcpuDebugfs>,
     /// Held for the whole of `KVM_RUN`, as KVM's `vcpu->mutex`.
     #[pin]
     state: Mutex<VcpuState>,
@@ -252,6 +263,10 @@ pub(crate) const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
         let arch = SvmVcpu::new(id == 0, vm.asids())?;
+        let stats = VcpuStats::new()?;
+        let trace = ExitTrace::new()?;
+        // Without debugfs (or its memory) the vCPU works all the same.
+        let debugfs = vm.debugfs_vcpu(id, stats.clone(), trace.clone());
         let mut io_buf = KVec::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
         io_buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
         Arc::pin_init(
@@ -260,7 +275,9 @@ impl Vcpu {
                 id,
                 run_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
                 pio_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
-                stats: VcpuStats::new()?,
+                stats,
+                trace,
+                _debugfs: debugfs,
                 state <- new_mutex!(VcpuState {
                     arch,
                     pending_io: None,
@@ -331,14 +348,28 @@ impl Vcpu {
             // when it opens.
             let want_window = run.request_interrupt_window() && !st.ready_for_interrupt();
             st.arch.set_irq_window(want_window);
+            let entered = sys::ktime_ns();
             let exit = {
                 let mmu = self.vm.mmu.lock();
                 st.arch.run(mmu.root(), mmu.tlb_epoch())
             };
+            let exited = sys::ktime_ns();
+            let guest_ns = exited.saturating_sub(entered);
             st.has_run = true;
             self.stats.inc(VcpuStat::Exits);
+            self.stats.add(VcpuStat::GuestTimeNs, guest_ns);
             let rip = st.arch.rip();
-            if let Next::User = self.handle(st, exit, run)? {
+            let next = self.handle(st, exit, run);
+            let to_user = matches!(next, Ok(Next::User));
+            if to_user {
+                self.stats.inc(VcpuStat::ExitsToUser);
+            }
+            if crate::module_parameters::exit_trace.value() {
+                let (code, info1, info2) = st.arch.raw_exit();
+                let outcome = if to_user { TO_USER | u64::from(run.exit_reason()) } else { 0 };
+                self.trace.record(ExitRecord { time_ns: exited, code, info1, info2, rip, guest_ns, outcome, seq: 0 });
+            }
+            if let Next::User = next? {
                 return Ok(0);
             }
             // An instruction emulated here (CPUID, RDMSR, ...) is one step too.

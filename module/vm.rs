@@ -18,7 +18,9 @@ use crate::{
     pure::memslot::Region,
     stats::VmStatsFile,
     svm,
-    sys::OwnerMm,
+    stats::VcpuStats,
+    sys::{self, OwnerMm},
+    trace::{ExitTrace, VcpuDebugfs, VmDebugfs},
     vcpu::Vcpu,
 };
 
@@ -37,6 +39,9 @@ pub(crate) struct Vm {
     pub(crate) mmu: Mutex<Mmu>,
     /// The MMU's statistics, readable without the MMU lock.
     mmu_stats: Arc<MmuStats>,
+    /// `rkvm-<pid>-<fd>/` in debugfs, set once the fd exists.
+    #[pin]
+    debugfs: Mutex<Option<VmDebugfs>>,
     #[pin]
     vcpus: Mutex<VcpuIds>,
     /// Keeps SVM enabled on every CPU while the VM exists.
@@ -64,12 +69,22 @@ impl Vm {
                 mm,
                 mmu <- new_mutex!(mmu),
                 mmu_stats,
+                debugfs <- new_mutex!(None),
                 vcpus <- new_mutex!(VcpuIds([0; (abi::MAX_VCPU_ID as usize).div_ceil(64)])),
                 hw,
             }),
             GFP_KERNEL,
         )?;
-        Ok(fd::create(vm)? as isize)
+        let pid = sys::current_pid();
+        let fd = fd::create(vm.clone())?;
+        // Without debugfs (or its memory) the VM works all the same.
+        *vm.debugfs.lock() = VmDebugfs::new(pid, fd, vm.mmu_stats.clone()).ok();
+        Ok(fd as isize)
+    }
+
+    /// The debugfs directory of a new vCPU, if the VM has one.
+    pub(crate) fn debugfs_vcpu(&self, id: u32, stats: Arc<VcpuStats>, trace: Arc<ExitTrace>) -> Option<VcpuDebugfs> {
+        self.debugfs.lock().as_ref()?.vcpu(id, stats, trace).ok()
     }
 
     /// EIO unless the caller runs in the VM owner's mm.

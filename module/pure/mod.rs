@@ -14,6 +14,7 @@ pub mod memslot;
 pub mod msr;
 pub mod paging;
 pub mod stats;
+pub mod trace;
 pub mod vmcb;
 pub mod walk;
 pub mod x86;

@@ -782,4 +782,9 @@ impl ArchVcpu for SvmVcpu {
     fn last_cpu(&self) -> u32 {
         self.cpu
     }
+
+    fn raw_exit(&self) -> (u64, u64, u64) {
+        let c = &self.vmcb.control;
+        (c.exit_code, c.exit_info_1, c.exit_info_2)
+    }
 }

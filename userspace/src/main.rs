@@ -9,9 +9,11 @@
 mod caps;
 mod console;
 mod cpu;
+mod debugfs;
 mod devices;
 mod kvmstats;
 mod linux;
+mod observe;
 mod run;
 mod signals;
 
@@ -44,6 +46,42 @@ enum Command {
         /// List every capability rkvm knows the name of, including those answered 0.
         #[arg(long)]
         all: bool,
+    },
+    /// Show the statistics of running rkvm VMs, per VM and per vCPU.
+    ///
+    /// The kernel counts exits by kind (and whether each was handled in the
+    /// kernel or returned to user mode), interrupts injected, instructions
+    /// emulated, nested page faults fixed, time in guest mode and the nested
+    /// page table's leaves by size. They are in debugfs
+    /// (/sys/kernel/debug/rkvm-<pid>-<vm fd>/stats and .../vcpu<N>/stats,
+    /// root only) and, for the VMM itself, in KVM's binary statistics fd
+    /// (KVM_GET_STATS_FD), which `rkvm run` prints at the end.
+    Stat {
+        #[command(flatten)]
+        which: VmChoice,
+        /// Repeat every SECONDS, with the change per second.
+        #[arg(long, value_name = "SECONDS")]
+        interval: Option<f64>,
+        /// With --interval: stop after N reports (0: never).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// Print the last exits of a running VM's vCPU, decoded.
+    ///
+    /// The kernel records every exit from guest mode in a ring of the last
+    /// 512 per vCPU (unless rkvm.ko was loaded with exit_trace=0): time,
+    /// hardware exit code and information, guest RIP, time spent in guest
+    /// mode, and whether it was handled in the kernel or went to user mode
+    /// (and as which KVM exit). Columns: sequence number, time (ns), exit.
+    Trace {
+        #[command(flatten)]
+        which: VmChoice,
+        /// The vCPU.
+        #[arg(long, default_value_t = 0)]
+        vcpu: u32,
+        /// Keep printing new exits until the VM is gone.
+        #[arg(long)]
+        follow: bool,
     },
     /// Run a guest: a Linux bzImage, or a flat test program.
     ///
@@ -107,16 +145,36 @@ enum Command {
         /// --kernel, 16 with --flat].
         #[arg(long)]
         mem: Option<usize>,
-        /// Print one line per exit that reaches userspace.
+        /// Print one line per exit that reaches userspace ("rkvm: exit") and,
+        /// through /dev/rkvm with debugfs mounted, every exit the kernel
+        /// handled before it ("rkvm: kexit", from the kernel's exit ring).
         #[arg(long)]
         trace_exits: bool,
     },
+}
+
+/// Which VM `rkvm stat`/`rkvm trace` look at, and where.
+#[derive(clap::Args)]
+struct VmChoice {
+    /// The VM: its debugfs name ("rkvm-<pid>-<fd>") or the pid of its VMM;
+    /// default: all (stat) or the only one running (trace).
+    #[arg(long)]
+    vm: Option<String>,
+    /// Where debugfs is mounted.
+    #[arg(long, default_value = debugfs::ROOT)]
+    debugfs: PathBuf,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { device, all } => info(&device, all).map(|()| 0),
+        Command::Stat { which, interval, count } => {
+            observe::stat(&which.debugfs, which.vm.as_deref(), interval, count).map(|()| 0)
+        }
+        Command::Trace { which, vcpu, follow } => {
+            observe::trace(&which.debugfs, which.vm.as_deref(), vcpu, follow).map(|()| 0)
+        }
         Command::Run { device, flat, kernel, initrd, cmdline, mode, mem, trace_exits } => {
             let guest = match (&flat, &kernel) {
                 (Some(flat), _) => run::Guest::Flat(flat, mode),

@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::console::Input;
-use crate::kvmstats;
+use crate::{debugfs, kvmstats};
 use crate::devices::{
     cmos::{self, Cmos, CmosPorts},
     debug_exit::{self, DebugExit, IrqPort},
@@ -172,7 +172,23 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     // (declared after it, so dropped first).
     let armed = unsafe { signals::Armed::new(vcpu.get_kvm_run()) }?;
     let input = Input::stdin(signals::wake_vcpu);
-    let devices = Devices { bus: &mut bus, pic: &pic, pit: &pit, uart: &uart, i8042: &i8042, input, status: &status };
+    // The kernel's own record of every exit, when it keeps one we can read.
+    let kernel_trace = if opts.trace_exits {
+        debugfs::own_vm(Path::new(debugfs::ROOT), vm.as_raw_fd())
+            .map(|dir| debugfs::TraceReader::new(&dir.join("vcpu0")))
+    } else {
+        None
+    };
+    let devices = Devices {
+        bus: &mut bus,
+        pic: &pic,
+        pit: &pit,
+        uart: &uart,
+        i8042: &i8042,
+        input,
+        status: &status,
+        kernel_trace,
+    };
     let outcome = run_loop(&mut vcpu, devices, &mut stats, opts.trace_exits);
     drop(armed);
     if opts.trace_exits {
@@ -320,6 +336,7 @@ struct Devices<'a> {
     i8042: &'a RefCell<I8042>,
     input: Input,
     status: &'a Cell<Option<u8>>,
+    kernel_trace: Option<debugfs::TraceReader>,
 }
 
 /// Nanoseconds since the first call: the clock of the emulated devices.
@@ -355,7 +372,7 @@ fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<(), String>
 }
 
 fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool) -> Result<Outcome, String> {
-    let Devices { bus, pic, pit, uart, i8042, mut input, status } = dev;
+    let Devices { bus, pic, pit, uart, i8042, mut input, status, mut kernel_trace } = dev;
     let mut kick = Kick::new()?;
     let mut mmio_reported = BTreeSet::new();
     let mut halted = false;
@@ -391,6 +408,9 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
         kick.arm(pit.borrow().next_irq0(now_ns()).map(|at| at.saturating_sub(now_ns())));
         let result = vcpu.run();
         signals::clear_wakeup();
+        if let Some(reader) = kernel_trace.as_mut() {
+            print_kernel_exits(reader);
+        }
         let exit = match result {
             Ok(exit) => exit,
             // A signal (the timer, input, Ctrl-C): deal with it, then go on.
@@ -431,6 +451,21 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
         if internal_error {
             return Err(describe_internal_error(vcpu));
         }
+    }
+}
+
+/// The exits the kernel recorded since the last call, one line each.
+fn print_kernel_exits(reader: &mut debugfs::TraceReader) {
+    match reader.read_new() {
+        Ok((records, lost)) => {
+            if lost > 0 {
+                eprintln!("rkvm: kexit ... {lost} exits overwritten before they were read");
+            }
+            for r in &records {
+                eprintln!("rkvm: kexit {}", rkvm_pure::trace::describe(r));
+            }
+        }
+        Err(e) => eprintln!("rkvm: kexit (cannot read the kernel's exit trace: {e})"),
     }
 }
 

@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The exit trace: one fixed-size record per exit from guest mode, kept in a
+//! bounded ring per vCPU (the oldest record is overwritten), and how to read
+//! it back. The module writes records; the `rkvm` tool reads the ring's
+//! bytes (debugfs `vcpuN/exits`) and decodes them with the same code.
+//!
+//! A record is 64 bytes, native-endian u64 words:
+//!
+//! ```text
+//! 0  seq       1, 2, 3 ... on this vCPU (0: an empty slot)
+//! 1  time_ns   monotonic clock at the exit
+//! 2  code      the hardware exit code (SVM EXITCODE)
+//! 3  info1     EXITINFO1
+//! 4  info2     EXITINFO2
+//! 5  rip       guest RIP at the exit
+//! 6  guest_ns  time in guest mode before this exit
+//! 7  outcome   low 32 bits: KVM exit reason if the exit went to user
+//!              mode, bit 32 set then; else handled in the kernel
+//! ```
+
+use super::vmcb::exit;
+
+/// One exit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitRecord {
+    pub seq: u64,
+    pub time_ns: u64,
+    pub code: u64,
+    pub info1: u64,
+    pub info2: u64,
+    pub rip: u64,
+    pub guest_ns: u64,
+    pub outcome: u64,
+}
+
+/// Bytes per record.
+pub const RECORD_SIZE: usize = 64;
+/// Records per vCPU ring.
+pub const RING_RECORDS: usize = 512;
+/// `outcome` bit: the exit was returned to user mode.
+pub const TO_USER: u64 = 1 << 32;
+
+impl ExitRecord {
+    /// The record as bytes.
+    pub fn to_bytes(&self) -> [u8; RECORD_SIZE] {
+        let words =
+            [self.seq, self.time_ns, self.code, self.info1, self.info2, self.rip, self.guest_ns, self.outcome];
+        let mut out = [0u8; RECORD_SIZE];
+        for (chunk, w) in out.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_ne_bytes());
+        }
+        out
+    }
+
+    /// A record from its bytes (`None` if `b` is not 64 bytes long).
+    pub fn from_bytes(b: &[u8]) -> Option<ExitRecord> {
+        if b.len() != RECORD_SIZE {
+            return None;
+        }
+        let w = |i: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&b[8 * i..8 * i + 8]);
+            u64::from_ne_bytes(word)
+        };
+        Some(ExitRecord {
+            seq: w(0),
+            time_ns: w(1),
+            code: w(2),
+            info1: w(3),
+            info2: w(4),
+            rip: w(5),
+            guest_ns: w(6),
+            outcome: w(7),
+        })
+    }
+
+    /// The KVM exit reason, if the exit went to user mode.
+    pub fn user_exit(&self) -> Option<u32> {
+        (self.outcome & TO_USER != 0).then_some(self.outcome as u32)
+    }
+}
+
+/// Stores `record` in `ring` (a ring of `ring.len()` records) as exit
+/// number `seq` (1-based): slot `(seq - 1) % len`.
+pub fn store(ring: &mut [ExitRecord], seq: u64, record: ExitRecord) {
+    if ring.is_empty() || seq == 0 {
+        return;
+    }
+    let slot = ((seq - 1) % ring.len() as u64) as usize;
+    if let Some(r) = ring.get_mut(slot) {
+        *r = ExitRecord { seq, ..record };
+    }
+}
+
+/// The records of a ring's bytes with `seq` above `after`, oldest first.
+pub fn newer(bytes: &[u8], after: u64) -> impl Iterator<Item = ExitRecord> + '_ {
+    let mut min_seq = u64::MAX;
+    for r in bytes.chunks_exact(RECORD_SIZE).filter_map(ExitRecord::from_bytes) {
+        if r.seq > after && r.seq < min_seq {
+            min_seq = r.seq;
+        }
+    }
+    // The ring holds consecutive sequence numbers: walk from the oldest.
+    let n = if min_seq == u64::MAX { 0 } else { (bytes.len() / RECORD_SIZE) as u64 };
+    (0..n).filter_map(move |i| {
+        let seq = min_seq.checked_add(i)?;
+        let slot = ((seq - 1) % n) as usize;
+        let r = ExitRecord::from_bytes(bytes.get(slot * RECORD_SIZE..(slot + 1) * RECORD_SIZE)?)?;
+        (r.seq == seq).then_some(r)
+    })
+}
+
+/// The SVM exit code's name, as the AMD manual (APM vol. 2, appendix C) and
+/// Linux's `SVM_EXIT_REASONS` spell them.
+pub fn svm_exit_name(code: u64) -> &'static str {
+    match code {
+        exit::DR_READ_BASE..=0x2f => "read_dr",
+        exit::DR_WRITE_BASE..=exit::DR_WRITE_LAST => "write_dr",
+        0x00..=0x0f => "read_cr",
+        0x10..=0x1f => "write_cr",
+        0x41 => "excp_db",
+        0x4e => "excp_pf",
+        exit::EXCP_BASE..=0x5f => "exception",
+        exit::INTR => "intr",
+        exit::NMI => "nmi",
+        exit::SMI => "smi",
+        exit::INIT => "init",
+        exit::VINTR => "vintr",
+        exit::CPUID => "cpuid",
+        exit::HLT => "hlt",
+        0x79 => "invlpg",
+        exit::IOIO => "io",
+        exit::MSR => "msr",
+        exit::TASK_SWITCH => "task_switch",
+        exit::SHUTDOWN => "shutdown",
+        exit::VMRUN => "vmrun",
+        exit::VMMCALL => "vmmcall",
+        0x8d => "xsetbv",
+        exit::NPF => "npf",
+        exit::INVALID => "invalid",
+        _ => "other",
+    }
+}
+
+/// The KVM exit reason's name (`KVM_EXIT_*` in lower case).
+pub fn kvm_exit_name(reason: u32) -> &'static str {
+    match reason {
+        0 => "unknown",
+        2 => "io",
+        4 => "debug",
+        5 => "hlt",
+        6 => "mmio",
+        7 => "irq_window_open",
+        8 => "shutdown",
+        9 => "fail_entry",
+        10 => "intr",
+        17 => "internal_error",
+        _ => "other",
+    }
+}
+
+/// What a record says, in a line for people: the exit's name and the
+/// details its exit information gives (port and direction of an I/O exit,
+/// address and access of a nested page fault, MSR and direction).
+pub fn describe(r: &ExitRecord) -> Describe {
+    Describe(*r)
+}
+
+/// See [`describe`].
+pub struct Describe(ExitRecord);
+
+impl core::fmt::Display for Describe {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let r = &self.0;
+        write!(f, "{:<8} rip={:#x}", svm_exit_name(r.code), r.rip)?;
+        match r.code {
+            exit::IOIO => {
+                let port = r.info1 >> 16;
+                let dir = if r.info1 & 1 != 0 { "in" } else { "out" };
+                let size = if r.info1 & 0x10 != 0 {
+                    1
+                } else if r.info1 & 0x20 != 0 {
+                    2
+                } else {
+                    4
+                };
+                let string = if r.info1 & 4 != 0 { " string" } else { "" };
+                let rep = if r.info1 & 8 != 0 { " rep" } else { "" };
+                write!(f, " {dir} port={port:#x} size={size}{string}{rep}")?;
+            }
+            exit::NPF => {
+                let access = if r.info1 & 0x10 != 0 {
+                    "fetch"
+                } else if r.info1 & 2 != 0 {
+                    "write"
+                } else {
+                    "read"
+                };
+                let kind = if r.info1 & 1 != 0 { "protection" } else { "not present" };
+                write!(f, " gpa={:#x} {access} ({kind})", r.info2)?;
+            }
+            exit::MSR => write!(f, " {}", if r.info1 & 1 != 0 { "wrmsr" } else { "rdmsr" })?,
+            _ => {}
+        }
+        write!(f, " guest={}ns", r.guest_ns)?;
+        match r.user_exit() {
+            Some(reason) => write!(f, " -> user: {}", kvm_exit_name(reason)),
+            None => write!(f, " -> kernel"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::{format, vec::Vec};
+
+    fn rec(code: u64) -> ExitRecord {
+        ExitRecord { code, ..Default::default() }
+    }
+
+    fn bytes(ring: &[ExitRecord]) -> Vec<u8> {
+        ring.iter().flat_map(|r| r.to_bytes()).collect()
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let r = ExitRecord { seq: 1, time_ns: 2, code: 3, info1: 4, info2: 5, rip: 6, guest_ns: 7, outcome: TO_USER | 2 };
+        assert_eq!(ExitRecord::from_bytes(&r.to_bytes()), Some(r));
+        assert_eq!(r.user_exit(), Some(2));
+        assert_eq!(ExitRecord::from_bytes(&[0; 10]), None);
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_in_order() {
+        let mut ring = [ExitRecord::default(); 4];
+        for seq in 1..=6 {
+            store(&mut ring, seq, rec(seq * 10));
+        }
+        let b = bytes(&ring);
+        let all: Vec<u64> = newer(&b, 0).map(|r| r.seq).collect();
+        assert_eq!(all, [3, 4, 5, 6], "the 4 newest, oldest first");
+        let codes: Vec<u64> = newer(&b, 4).map(|r| r.code).collect();
+        assert_eq!(codes, [50, 60], "only what is newer than 4");
+        assert_eq!(newer(&b, 6).count(), 0);
+        let empty = bytes(&[ExitRecord::default(); 4]);
+        assert_eq!(newer(&empty, 0).count(), 0, "an empty ring has nothing");
+    }
+
+    #[test]
+    fn partly_filled_ring() {
+        let mut ring = [ExitRecord::default(); 8];
+        store(&mut ring, 1, rec(1));
+        store(&mut ring, 2, rec(2));
+        assert_eq!(newer(&bytes(&ring), 0).map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn descriptions() {
+        let out = ExitRecord { code: exit::IOIO, info1: (0x3f8 << 16) | 0x10, rip: 0x1000, outcome: TO_USER | 2, ..Default::default() };
+        assert_eq!(format!("{}", describe(&out)), "io       rip=0x1000 out port=0x3f8 size=1 guest=0ns -> user: io");
+        let npf = ExitRecord { code: exit::NPF, info1: 6, info2: 0x3f00_0000, ..Default::default() };
+        assert_eq!(format!("{}", describe(&npf)), "npf      rip=0x0 gpa=0x3f000000 write (not present) guest=0ns -> kernel");
+        assert_eq!(svm_exit_name(exit::CPUID), "cpuid");
+        assert_eq!(svm_exit_name(0x33), "write_dr");
+    }
+}
