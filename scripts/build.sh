@@ -92,6 +92,7 @@ build_initramfs() {
     mkdir -p "$root/rkvm/guests"
     cp "$RKVM_OUT"/guests/* "$root/rkvm/guests/"
     cp "$RKVM_ROOT"/tests/vm/{lib.sh,runner.sh,main-job.sh} "$root/rkvm/"
+    cp "$RKVM_ROOT/Documentation/tour.md" "$root/rkvm/"   # its commands are a test
     build_linux_guest "$root/rkvm/linux"
     cp "$RKVM_ROOT/tests/vm/init" "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$RKVM_OUT/initramfs.cpio.gz"

@@ -45,6 +45,7 @@ rkvm:run:$g t_flat /dev/rkvm $g"
 diff:$g t_flat_diff $g"; done
 [ "$BACKEND" = svm ] && PLAN="$PLAN
 rkvm_kernel_exit_trace t_kernel_exit_trace
+tour_commands t_tour_commands
 exit_trace_overhead t_exit_trace_overhead
 rkvm:linux t_linux /dev/rkvm
 rkvm:linux_reboot t_linux_reboot /dev/rkvm
@@ -182,7 +183,7 @@ t_linux_console_input() {
     rm -f /tmp/console.in; mkfifo /tmp/console.in
     boot_linux "$1" rkvm.test=interactive /tmp/console.in bg
     exec 3> /tmp/console.in
-    wait_for_line '^rkvm-guest: ready for input' || { exec 3>&-; kill "$LINUX_PID"; finish_linux; fail "the guest never asked for input"; }
+    wait_for_line '^rkvm-guest: ready for input' || { exec 3>&-; kill "$LINUX_PID" 2>/dev/null || true; finish_linux; fail "the guest never asked for input"; }
     if [ "$1" = /dev/rkvm ]; then
         # Watching the running VM from another process (debugfs).
         rkvm stat --vm "$LINUX_PID" > /tmp/stat.out 2>&1 || { cat /tmp/stat.out; fail "rkvm stat"; }
@@ -193,7 +194,7 @@ t_linux_console_input() {
         [ "$(grep -c ' -> \(user\|kernel\)' /tmp/trace.out)" -ge 100 ] || fail "rkvm trace shows fewer than 100 exits"
     fi
     echo "ping from the host" >&3
-    wait_for_line "^rkvm-guest: sleeping" || { exec 3>&-; kill "$LINUX_PID"; finish_linux; fail "the guest did not go on after the input"; }
+    wait_for_line "^rkvm-guest: sleeping" || { exec 3>&-; kill "$LINUX_PID" 2>/dev/null || true; finish_linux; fail "the guest did not go on after the input"; }
     kill -INT "$LINUX_PID"
     exec 3>&-
     finish_linux
@@ -214,6 +215,20 @@ t_kernel_exit_trace() {
     got=$(sed -n 's/^rkvm: kexit \([a-z_]*\) .* -> \(.*\)$/\1 \2/p' /tmp/ktrace | grep -v '^intr \|^npf kernel$' | tr '\n' '/')
     want="io user: io/io user: io/npf user: mmio/npf user: mmio/cpuid kernel/hlt user: hlt/"
     [ "$got" = "$want" ] || fail "kernel exit trace: got '$got', want '$want'"
+}
+
+# Documentation/tour.md shows commands ("    $ ..." lines) with their
+# output: each must still run and print something.
+t_tour_commands() {
+    sed -n 's/^    \$ //p' /rkvm/tour.md > /tmp/tour-cmds
+    n=0
+    while IFS= read -r cmd; do
+        n=$((n + 1))
+        out=$(sh -c "$cmd" < /dev/null 2>&1) || { echo "$out" | tail -n 5; fail "tour command $n failed: $cmd"; }
+        [ -n "$out" ] || fail "tour command $n printed nothing: $cmd"
+        echo "$n: $(echo "$out" | wc -l) lines: $cmd"
+    done < /tmp/tour-cmds
+    [ "$n" -ge 7 ] || fail "only $n commands in tour.md"
 }
 
 # What recording every exit costs with nobody reading: 20000 CPUID exits
