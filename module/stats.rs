@@ -11,7 +11,10 @@ use kernel::{prelude::*, sync::Arc, sync::ArcBorrow, uaccess::UserSliceWriter};
 use crate::{
     fd::{self, FdOps},
     mmu::MmuStats,
-    pure::stats::{self, Desc, NAME_SIZE},
+    pure::{
+        stats::{self, Desc, NAME_SIZE},
+        trace::{exit_bucket, EXIT_BUCKETS},
+    },
     sys,
 };
 
@@ -103,10 +106,13 @@ pub(crate) enum VcpuStat {
     ExitsToUser,
     /// Nanoseconds spent in guest mode.
     GuestTimeNs,
+    /// Nanoseconds spent in `KVM_RUN` (in guest mode or handling exits in
+    /// the kernel); minus `guest_time_ns`, the host's share.
+    RunTimeNs,
 }
 
 /// The vCPU statistics, under KVM's names (`struct kvm_vcpu_stat`).
-const VCPU_STATS: [Desc; 13] = [
+const VCPU_STATS: [Desc; 14] = [
     Desc::counter("exits"),
     Desc::counter("io_exits"),
     Desc::counter("mmio_exits"),
@@ -121,14 +127,34 @@ const VCPU_STATS: [Desc; 13] = [
     // rkvm's own: KVM has no such counters.
     Desc::counter("exits_to_user"),
     Desc::nanoseconds("guest_time_ns"),
+    Desc::nanoseconds("run_time_ns"),
 ];
 
-/// A vCPU's counters.
-pub(crate) struct VcpuStats([AtomicU64; VCPU_STATS.len()]);
+/// A vCPU's counters, and its exits by hardware exit code.
+pub(crate) struct VcpuStats([AtomicU64; VCPU_STATS.len()], [AtomicU64; EXIT_BUCKETS]);
 
 impl VcpuStats {
     pub(crate) fn new() -> Result<Arc<Self>> {
-        Ok(Arc::new(VcpuStats([const { AtomicU64::new(0) }; VCPU_STATS.len()]), GFP_KERNEL)?)
+        let counters = VcpuStats([const { AtomicU64::new(0) }; VCPU_STATS.len()], [const { AtomicU64::new(0) }; EXIT_BUCKETS]);
+        Ok(Arc::new(counters, GFP_KERNEL)?)
+    }
+
+    /// Counts an exit with hardware exit code `code`.
+    pub(crate) fn exit_code(&self, code: u64) {
+        if let Some(counter) = self.1.get(exit_bucket(code)) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Calls `f(bucket, count)` for each exit code counter that is not 0.
+    pub(crate) fn for_each_exit_code(&self, mut f: impl FnMut(usize, u64) -> core::fmt::Result) -> core::fmt::Result {
+        for (bucket, counter) in self.1.iter().enumerate() {
+            let n = counter.load(Relaxed);
+            if n != 0 {
+                f(bucket, n)?;
+            }
+        }
+        Ok(())
     }
 
     /// Counts one more `stat`.

@@ -7,6 +7,7 @@
 //! ```text
 //! /sys/kernel/debug/rkvm-<pid>-<vm fd>/stats          "name value" lines
 //! /sys/kernel/debug/rkvm-<pid>-<vm fd>/vcpu<N>/stats
+//! /sys/kernel/debug/rkvm-<pid>-<vm fd>/vcpu<N>/exit_reasons  "name code count"
 //! /sys/kernel/debug/rkvm-<pid>-<vm fd>/vcpu<N>/exits  the ring, binary records
 //! ```
 //!
@@ -103,6 +104,7 @@ impl VmDebugfs {
         let scope = KBox::pin_init(
             self.dir.scope(VcpuFiles { stats, trace }, &dirname, |files, dir| {
                 dir.read_callback_file(c"stats", files, &show_vcpu_stats);
+                dir.read_callback_file(c"exit_reasons", files, &show_exit_reasons);
                 dir.read_binary_file(c"exits", &*files.trace);
             }),
             GFP_KERNEL,
@@ -122,6 +124,14 @@ struct VcpuFiles {
 
 fn show_vcpu_stats(files: &VcpuFiles, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     files.stats.values().iter().try_for_each(|(name, v)| writeln!(f, "{name} {v}"))
+}
+
+/// "name code count" for each hardware exit code seen.
+fn show_exit_reasons(files: &VcpuFiles, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    files.stats.for_each_exit_code(|bucket, n| match trace::bucket_code(bucket) {
+        Some(code) => writeln!(f, "{} {code:#x} {n}", trace::svm_exit_name(code)),
+        None => writeln!(f, "other - {n}"),
+    })
 }
 
 /// A vCPU's debugfs directory; removed when dropped.

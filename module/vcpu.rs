@@ -318,7 +318,10 @@ impl Vcpu {
         let result = if run.immediate_exit() {
             Err(EINTR)
         } else {
-            self.run_loop(&mut st, &run)
+            let start = sys::ktime_ns();
+            let result = self.run_loop(&mut st, &run);
+            self.stats.add(VcpuStat::RunTimeNs, sys::ktime_ns().saturating_sub(start));
+            result
         };
         let regs = st.arch.regs();
         let sregs = st.arch.sregs();
@@ -364,8 +367,9 @@ impl Vcpu {
             if to_user {
                 self.stats.inc(VcpuStat::ExitsToUser);
             }
+            let (code, info1, info2) = st.arch.raw_exit();
+            self.stats.exit_code(code);
             if crate::module_parameters::exit_trace.value() {
-                let (code, info1, info2) = st.arch.raw_exit();
                 let outcome = if to_user { TO_USER | u64::from(run.exit_reason()) } else { 0 };
                 self.trace.record(ExitRecord { time_ns: exited, code, info1, info2, rip, guest_ns, outcome, seq: 0 });
             }

@@ -143,6 +143,28 @@ pub fn svm_exit_name(code: u64) -> &'static str {
     }
 }
 
+/// Counters per hardware exit code: one for each SVM code below 0xa0 (all
+/// the architectural intercepts), one for NPF (0x400), one for the rest.
+pub const EXIT_BUCKETS: usize = 0xa2;
+
+/// The counter of exit code `code`.
+pub fn exit_bucket(code: u64) -> usize {
+    match code {
+        0..=0x9f => code as usize,
+        exit::NPF => 0xa0,
+        _ => 0xa1,
+    }
+}
+
+/// The exit code a counter stands for (`None` for "the rest").
+pub fn bucket_code(bucket: usize) -> Option<u64> {
+    match bucket {
+        0..=0x9f => Some(bucket as u64),
+        0xa0 => Some(exit::NPF),
+        _ => None,
+    }
+}
+
 /// The KVM exit reason's name (`KVM_EXIT_*` in lower case).
 pub fn kvm_exit_name(reason: u32) -> &'static str {
     match reason {
@@ -255,6 +277,15 @@ mod tests {
         store(&mut ring, 1, rec(1));
         store(&mut ring, 2, rec(2));
         assert_eq!(newer(&bytes(&ring), 0).map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn exit_code_buckets() {
+        for code in [0, exit::CPUID, exit::IOIO, 0x9f, exit::NPF] {
+            assert_eq!(bucket_code(exit_bucket(code)), Some(code));
+        }
+        assert_eq!(exit_bucket(exit::INVALID), EXIT_BUCKETS - 1);
+        assert_eq!(bucket_code(EXIT_BUCKETS - 1), None);
     }
 
     #[test]

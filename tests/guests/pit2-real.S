@@ -2,10 +2,12 @@
 /*
  * Real mode: the 8254's channel 2 through port 0x61, the way Linux's
  * pit_calibrate_tsc() uses it: gate on and speaker off at port 0x61,
- * channel 2 in mode 0 with a 10 ms count, then poll port 0x61 bit 5 (OUT2)
- * until the count runs out. Checks that OUT2 starts low, that a latched
- * count goes down between two reads, and that OUT2 rises; the guest
- * counts its polls in %ecx (timing-dependent, so no exit-trace diff).
+ * channel 2 in mode 0, then poll port 0x61 bit 5 (OUT2) until the count
+ * runs out. Checks that OUT2 starts low, that a latched count goes down
+ * between two reads, and that OUT2 rises; the guest counts its polls in
+ * %ecx (timing-dependent, so no exit-trace diff). The count is the
+ * longest, 65536 (55 ms): the checks before the polling must not outlast
+ * it even on a loaded host (a regression: with 10 ms they once did).
  */
 	.code16
 	.globl _start
@@ -17,22 +19,20 @@ _start:
 	out	%al, $0x61
 	mov	$0xb0, %al		/* channel 2, lo/hi, mode 0, binary */
 	out	%al, $0x43
-	mov	$11932 & 0xff, %al	/* 10 ms */
+	xor	%al, %al		/* count 0: 65536, 55 ms */
 	out	%al, $0x42
-	mov	$11932 >> 8, %al
 	out	%al, $0x42
 
 	in	$0x61, %al
 	test	$0x20, %al
 	jnz	fail_early
-	mov	$msg_low, %si
-	call	puts
-
 	call	read_count2
 	mov	%ax, %bx
 	call	read_count2
 	cmp	%bx, %ax
 	jae	fail_count
+	mov	$msg_low, %si
+	call	puts
 	mov	$msg_counts, %si
 	call	puts
 
@@ -69,6 +69,6 @@ fail:	call	puts
 
 msg_low:	.asciz	"OUT2 low after programming\n"
 msg_counts:	.asciz	"channel 2 counts down\n"
-msg_high:	.asciz	"OUT2 high: the 10 ms count ran out\n"
+msg_high:	.asciz	"OUT2 high: the 55 ms count ran out\n"
 msg_fail_early:	.asciz	"FAIL: OUT2 high at once\n"
 msg_fail_count:	.asciz	"FAIL: the latched count did not go down\n"

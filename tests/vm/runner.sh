@@ -191,6 +191,7 @@ t_linux_console_input() {
         grep "vcpu0 *exits \|vcpu0 *io_exits \|pages_2m" /tmp/stat.out
         tail -n 3 /tmp/trace.out
         grep -q "^rkvm-$LINUX_PID-[0-9]*/vcpu0 *io_exits *[1-9]" /tmp/stat.out || fail "rkvm stat shows no I/O exits"
+        grep -q "^rkvm-$LINUX_PID-[0-9]*/vcpu0 *exit:io(0x7b) *[1-9]" /tmp/stat.out || fail "rkvm stat shows no exits by hardware code"
         [ "$(grep -c ' -> \(user\|kernel\)' /tmp/trace.out)" -ge 100 ] || fail "rkvm trace shows fewer than 100 exits"
     fi
     echo "ping from the host" >&3
@@ -215,6 +216,13 @@ t_kernel_exit_trace() {
     got=$(sed -n 's/^rkvm: kexit \([a-z_]*\) .* -> \(.*\)$/\1 \2/p' /tmp/ktrace | grep -v '^intr \|^npf kernel$' | tr '\n' '/')
     want="io user: io/io user: io/npf user: mmio/npf user: mmio/cpuid kernel/hlt user: hlt/"
     [ "$got" = "$want" ] || fail "kernel exit trace: got '$got', want '$want'"
+    # --trace-regs: the instruction of each exit (read through the guest's
+    # page tables) and the registers after each exit to userspace.
+    rkvm run --flat /rkvm/guests/tour-long.bin --mode long --trace-exits --trace-regs > /dev/null 2> /tmp/ktrace ||
+        fail "rkvm run --trace-regs"
+    grep -q '^rkvm: kexit io .*port=0x80 .* insn=e6 80 ' /tmp/ktrace || fail "no instruction bytes for out %al, \$0x80"
+    grep -q '^rkvm: kexit cpuid .* insn=0f a2 ' /tmp/ktrace || fail "no instruction bytes for cpuid"
+    grep -q '^rkvm:        rip=0x1002 rflags=0x2 rax=0x41 ' /tmp/ktrace || fail "no registers at the out (rip 0x1002, al 0x41)"
 }
 
 # Documentation/tour.md shows commands ("    $ ..." lines) with their

@@ -63,6 +63,23 @@ pub fn parse_stats(text: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// A vCPU's `exit_reasons` file ("name code count" lines), as counters
+/// named `exit:<name>(<code>)`.
+pub fn parse_exit_reasons(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (name, code, count) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+            Some((format!("exit:{name}({code})"), count))
+        })
+        .collect()
+}
+
+/// Reads a vCPU's `exit_reasons` (empty if there is none).
+pub fn exit_reasons(dir: &Path) -> Vec<(String, u64)> {
+    std::fs::read_to_string(dir.join("exit_reasons")).map(|t| parse_exit_reasons(&t)).unwrap_or_default()
+}
+
 /// Reads `dir/stats`.
 pub fn stats(dir: &Path) -> Result<Vec<(String, u64)>, String> {
     let path = dir.join("stats");
@@ -97,6 +114,14 @@ impl TraceReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_reason_lines() {
+        assert_eq!(
+            parse_exit_reasons("cpuid 0x72 20000\nnpf 0x400 1\nother - 3\nbad\n"),
+            [("exit:cpuid(0x72)".to_string(), 20000), ("exit:npf(0x400)".to_string(), 1), ("exit:other(-)".to_string(), 3)]
+        );
+    }
 
     #[test]
     fn stats_lines() {

@@ -150,6 +150,11 @@ enum Command {
         /// handled before it ("rkvm: kexit", from the kernel's exit ring).
         #[arg(long)]
         trace_exits: bool,
+        /// With --trace-exits: the general-purpose registers after each exit
+        /// that reaches userspace, and the bytes of each traced
+        /// instruction (read through the guest's page tables).
+        #[arg(long, requires = "trace_exits")]
+        trace_regs: bool,
     },
 }
 
@@ -175,14 +180,14 @@ fn main() -> ExitCode {
         Command::Trace { which, vcpu, follow } => {
             observe::trace(&which.debugfs, which.vm.as_deref(), vcpu, follow).map(|()| 0)
         }
-        Command::Run { device, flat, kernel, initrd, cmdline, mode, mem, trace_exits } => {
+        Command::Run { device, flat, kernel, initrd, cmdline, mode, mem, trace_exits, trace_regs } => {
             let guest = match (&flat, &kernel) {
                 (Some(flat), _) => run::Guest::Flat(flat, mode),
                 (None, Some(kernel)) => run::Guest::Linux { kernel, initrd: initrd.as_deref(), cmdline: &cmdline },
                 (None, None) => return ExitCode::from(2), // clap requires one of them
             };
             let mem_mib = mem.unwrap_or(if kernel.is_some() { 128 } else { 16 });
-            let opts = run::Options { device: &device, guest, mem_mib, trace_exits };
+            let opts = run::Options { device: &device, guest, mem_mib, trace_exits, trace_regs };
             run::run(&opts).map(|outcome| {
                 if let Some(msg) = outcome.message() {
                     eprintln!("rkvm: {msg} (exit status {})", outcome.status());

@@ -42,7 +42,8 @@ fn snapshot(vms: &[PathBuf]) -> Vec<(String, String, u64)> {
         dirs.extend(debugfs::vcpus(vm).into_iter().map(|(id, d)| (format!("{vm_name}/vcpu{id}"), d)));
         for (label, dir) in dirs {
             // A VM that exits meanwhile just drops out.
-            for (name, value) in debugfs::stats(&dir).unwrap_or_default() {
+            let counters = debugfs::stats(&dir).unwrap_or_default().into_iter().chain(debugfs::exit_reasons(&dir));
+            for (name, value) in counters {
                 out.push((label.clone(), name, value));
             }
         }

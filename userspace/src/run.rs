@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use kvm_bindings::{kvm_cpuid_entry2, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::console::Input;
@@ -60,6 +60,7 @@ pub struct Options<'a> {
     pub guest: Guest<'a>,
     pub mem_mib: usize,
     pub trace_exits: bool,
+    pub trace_regs: bool,
 }
 
 /// How the run ended.
@@ -189,7 +190,8 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
         status: &status,
         kernel_trace,
     };
-    let outcome = run_loop(&mut vcpu, devices, &mut stats, opts.trace_exits);
+    let trace = Trace { exits: opts.trace_exits, regs: opts.trace_regs, mem: &mem };
+    let outcome = run_loop(&mut vcpu, devices, &mut stats, &trace);
     drop(armed);
     if opts.trace_exits {
         trace_final_state(&vcpu);
@@ -371,7 +373,14 @@ fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<(), String>
     Ok(())
 }
 
-fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool) -> Result<Outcome, String> {
+/// What `--trace-exits` (and `--trace-regs`) print.
+struct Trace<'a> {
+    exits: bool,
+    regs: bool,
+    mem: &'a GuestMemoryMmap,
+}
+
+fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: &Trace<'_>) -> Result<Outcome, String> {
     let Devices { bus, pic, pit, uart, i8042, mut input, status, mut kernel_trace } = dev;
     let mut kick = Kick::new()?;
     let mut mmio_reported = BTreeSet::new();
@@ -406,10 +415,11 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
         }
         inject_interrupt(vcpu, pic)?;
         kick.arm(pit.borrow().next_irq0(now_ns()).map(|at| at.saturating_sub(now_ns())));
+        let vcpu_fd = vcpu.as_raw_fd();
         let result = vcpu.run();
         signals::clear_wakeup();
         if let Some(reader) = kernel_trace.as_mut() {
-            print_kernel_exits(reader);
+            print_kernel_exits(reader, trace.regs.then_some((vcpu_fd, trace.mem)));
         }
         let exit = match result {
             Ok(exit) => exit,
@@ -422,8 +432,11 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
         };
         let (reason, line) = describe(&exit);
         stats.count(reason);
-        if trace {
+        if trace.exits {
             eprintln!("rkvm: exit {reason:<6} {line}");
+        }
+        if trace.regs {
+            trace_registers(vcpu_fd, "       ");
         }
         match exit {
             VcpuExit::IoOut(port, data) => bus.write(port, data),
@@ -454,15 +467,18 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: bool)
     }
 }
 
-/// The exits the kernel recorded since the last call, one line each.
-fn print_kernel_exits(reader: &mut debugfs::TraceReader) {
+/// The exits the kernel recorded since the last call, one line each; with
+/// `insn`, the bytes at each exit's RIP too.
+fn print_kernel_exits(reader: &mut debugfs::TraceReader, insn: Option<(RawFd, &GuestMemoryMmap)>) {
     match reader.read_new() {
         Ok((records, lost)) => {
             if lost > 0 {
                 eprintln!("rkvm: kexit ... {lost} exits overwritten before they were read");
             }
             for r in &records {
-                eprintln!("rkvm: kexit {}", rkvm_pure::trace::describe(r));
+                let bytes = insn.and_then(|(vcpu, mem)| instruction_bytes(vcpu, mem, r.rip));
+                let bytes = bytes.map(|b| format!(" insn={}", hex_bytes(&b))).unwrap_or_default();
+                eprintln!("rkvm: kexit {}{bytes}", rkvm_pure::trace::describe(r));
             }
         }
         Err(e) => eprintln!("rkvm: kexit (cannot read the kernel's exit trace: {e})"),
@@ -520,6 +536,56 @@ fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
         internal.suberror,
         data.join(", ")
     )
+}
+
+fn hex_bytes(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Up to 15 bytes (the longest x86 instruction) at `rip` in the code
+/// segment, read through the guest's page tables as they are now.
+fn instruction_bytes(vcpu: RawFd, mem: &GuestMemoryMmap, rip: u64) -> Option<Vec<u8>> {
+    use rkvm_pure::walk::{translate, Paging};
+    let mut sregs = kvm_bindings::kvm_sregs::default();
+    // SAFETY: KVM_GET_SREGS fills one `struct kvm_sregs`, valid for the call.
+    unsafe { kvm_get_sregs(vcpu, &mut sregs) }.ok()?;
+    let mode = Paging::of(sregs.cr0, sregs.cr4, sregs.efer);
+    let long = mode == Paging::Long && sregs.cs.l != 0;
+    let linear = if long { rip } else { sregs.cs.base.wrapping_add(rip) };
+    let read_entry = |gpa: u64, size: u8| match size {
+        4 => mem.read_obj::<u32>(GuestAddress(gpa)).ok().map(u64::from),
+        _ => mem.read_obj::<u64>(GuestAddress(gpa)).ok(),
+    };
+    let mut out = Vec::with_capacity(15);
+    while out.len() < 15 {
+        let at = linear.wrapping_add(out.len() as u64);
+        let gpa = translate(mode, sregs.cr3, at, read_entry)?;
+        let in_page = (0x1000 - (at & 0xfff)) as usize;
+        let mut chunk = vec![0u8; in_page.min(15 - out.len())];
+        mem.read_slice(&mut chunk, GuestAddress(gpa)).ok()?;
+        out.extend_from_slice(&chunk);
+    }
+    Some(out)
+}
+
+// By fd: a `VcpuExit` holds the `VcpuFd` borrowed while the trace reads them.
+nix::ioctl_read!(kvm_get_regs, kvm_bindings::KVMIO, 0x81, kvm_bindings::kvm_regs);
+nix::ioctl_read!(kvm_get_sregs, kvm_bindings::KVMIO, 0x83, kvm_bindings::kvm_sregs);
+
+/// `--trace-regs`: the general-purpose registers, two lines.
+fn trace_registers(vcpu: RawFd, indent: &str) {
+    let mut r = kvm_bindings::kvm_regs::default();
+    // SAFETY: KVM_GET_REGS fills one `struct kvm_regs`, valid for the call.
+    if unsafe { kvm_get_regs(vcpu, &mut r) }.is_ok() {
+        eprintln!(
+            "rkvm: {indent}rip={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x}",
+            r.rip, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi
+        );
+        eprintln!(
+            "rkvm: {indent}rsp={:#x} rbp={:#x} r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x}",
+            r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15
+        );
+    }
 }
 
 /// With `--trace-exits`: the registers at the end, so that two runs (through
