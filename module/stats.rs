@@ -106,9 +106,9 @@ pub(crate) enum VcpuStat {
     ExitsToUser,
     /// Nanoseconds spent in guest mode.
     GuestTimeNs,
-    /// Nanoseconds spent in `KVM_RUN` (in guest mode or handling exits in
-    /// the kernel); minus `guest_time_ns`, the host's share.
-    RunTimeNs,
+    /// Nanoseconds spent in `KVM_RUN` outside guest mode: handling exits
+    /// in the kernel, entering and leaving.
+    HostTimeNs,
 }
 
 /// The vCPU statistics, under KVM's names (`struct kvm_vcpu_stat`).
@@ -127,7 +127,7 @@ const VCPU_STATS: [Desc; 14] = [
     // rkvm's own: KVM has no such counters.
     Desc::counter("exits_to_user"),
     Desc::nanoseconds("guest_time_ns"),
-    Desc::nanoseconds("run_time_ns"),
+    Desc::nanoseconds("host_time_ns"),
 ];
 
 /// A vCPU's counters, and its exits by hardware exit code.

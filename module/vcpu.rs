@@ -214,6 +214,8 @@ struct VcpuState {
     pending_string: Option<StringIo>,
     /// One page, for string I/O data between guest memory and the PIO page.
     io_buf: KVec<u8>,
+    /// Since when (`ktime_ns`) this `KVM_RUN` has been outside guest mode.
+    host_since: u64,
 }
 
 impl VcpuState {
@@ -288,6 +290,7 @@ impl Vcpu {
                     single_step: false,
                     pending_string: None,
                     io_buf,
+                    host_since: 0,
                 }),
             }),
             GFP_KERNEL,
@@ -318,9 +321,9 @@ impl Vcpu {
         let result = if run.immediate_exit() {
             Err(EINTR)
         } else {
-            let start = sys::ktime_ns();
+            st.host_since = sys::ktime_ns();
             let result = self.run_loop(&mut st, &run);
-            self.stats.add(VcpuStat::RunTimeNs, sys::ktime_ns().saturating_sub(start));
+            self.stats.add(VcpuStat::HostTimeNs, sys::ktime_ns().saturating_sub(st.host_since));
             result
         };
         let regs = st.arch.regs();
@@ -352,11 +355,13 @@ impl Vcpu {
             let want_window = run.request_interrupt_window() && !st.ready_for_interrupt();
             st.arch.set_irq_window(want_window);
             let entered = sys::ktime_ns();
+            self.stats.add(VcpuStat::HostTimeNs, entered.saturating_sub(st.host_since));
             let exit = {
                 let mmu = self.vm.mmu.lock();
                 st.arch.run(mmu.root(), mmu.tlb_epoch())
             };
             let exited = sys::ktime_ns();
+            st.host_since = exited;
             let guest_ns = exited.saturating_sub(entered);
             st.has_run = true;
             self.stats.inc(VcpuStat::Exits);
