@@ -1,7 +1,7 @@
 # rkvm: the two commands a user needs are `make run` and `make test`.
 # (Kbuild reads ./Kbuild, not this file, when it builds rkvm.ko.)
 
-.PHONY: run test shell setup build module clean help
+.PHONY: run test bench shell setup build module clean help
 
 ## run: set up, build, boot the QEMU test VM, load rkvm.ko and show `rkvm info`
 run:
@@ -10,6 +10,10 @@ run:
 ## test: host unit tests + QEMU (SVM) and Bochs (VMX) test VMs; ends "N passed, N failed"
 test:
 	@scripts/test.sh
+
+## bench: rkvm against real KVM in one boot of the QEMU test VM; build/bench.{md,json,png}
+bench:
+	@scripts/bench.sh
 
 ## shell: a shell inside the QEMU test VM with rkvm.ko loaded
 shell:

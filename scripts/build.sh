@@ -33,6 +33,10 @@ build_selftests() {
             -I "$KBUILD/usr/include" -I "$KSRC/tools/testing/selftests" \
             -o "$out/$(basename "$src" .c)" "$src"
     done
+    # The microbenchmarks share the selftests' VM helpers.
+    mkdir -p "$RKVM_OUT/bench"
+    gcc -static -O2 -Wall -Werror -D_GNU_SOURCE -I "$KBUILD/usr/include" -I "$RKVM_ROOT/tests/selftests" \
+        -o "$RKVM_OUT/bench/bench" "$RKVM_ROOT/tests/bench/bench.c"
 }
 
 # Flat test guests: tests/guests/NAME.S, assembled and linked at 0x1000 as
@@ -91,7 +95,9 @@ build_initramfs() {
     cp "$RKVM_OUT"/selftests/* "$root/rkvm/selftests/"
     mkdir -p "$root/rkvm/guests"
     cp "$RKVM_OUT"/guests/* "$root/rkvm/guests/"
-    cp "$RKVM_ROOT"/tests/vm/{lib.sh,runner.sh,main-job.sh} "$root/rkvm/"
+    cp "$RKVM_ROOT"/tests/vm/{lib.sh,runner.sh,main-job.sh,bench.sh} "$root/rkvm/"
+    mkdir -p "$root/rkvm/bench"
+    cp "$RKVM_OUT/bench/bench" "$root/rkvm/bench/"
     cp "$RKVM_ROOT/Documentation/tour.md" "$root/rkvm/"   # its commands are a test
     build_linux_guest "$root/rkvm/linux"
     cp "$RKVM_ROOT/tests/vm/init" "$root/init"

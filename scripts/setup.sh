@@ -13,6 +13,8 @@ PACKAGES=(
     isolinux syslinux-common genisoimage util-linux
     # headers_install (uapi headers for the selftests) uses rsync.
     rsync
+    # make bench: the report (python3) and its plot (gnuplot).
+    python3 gnuplot-nox
 )
 
 install_packages() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Boots the test VM with the initramfs from build.sh, in one mode:
-#   vm.sh qemu|bochs run|test|shell [LOG]
+#   vm.sh qemu|bochs run|test|bench|shell [LOG]
+# RKVM_VM_EXTRA adds to the test kernel's command line.
 # Prints the runner's lines live (the rkvm-out: tag stripped); the whole serial
 # log is kept in LOG (default build/<emu>-<mode>.log).
 source "$(dirname "$0")/common.sh"
@@ -10,6 +11,7 @@ log=${3:-$RKVM_OUT/$emu-$mode.log}
 # 115200 baud: Bochs times the UART, and 9600 costs about 1 ms a character.
 cmdline="console=ttyS0,115200 panic=-1 printk.devkmsg=on loglevel=6 rkvm.mode=$mode rkvm.emu=$emu"
 [[ ${RKVM_TEST_FAIL:-0} == 1 ]] && cmdline+=" rkvm.fail=1"
+[[ -n ${RKVM_VM_EXTRA:-} ]] && cmdline+=" $RKVM_VM_EXTRA"
 case $emu in
     qemu) timeout=${RKVM_QEMU_TIMEOUT:-600} ;;
     bochs) timeout=${RKVM_BOCHS_TIMEOUT:-1800} ;;

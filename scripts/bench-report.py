@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""The report of `make bench`: reads the test VM's serial log (lines
+"bench <device> <name> <ns per operation>" from tests/vm/bench.sh), and
+writes, per benchmark, the median and spread (min-max) of the rounds for
+each device and the rkvm/KVM ratio of the medians:
+
+    bench-report.py SERIAL_LOG OUT_DIR
+
+OUT_DIR gets bench.json (machine-readable), bench.md (the table) and, with
+gnuplot installed, bench.png (the ratios). The table also goes to stdout.
+"""
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+# What each benchmark measures, in the order of the table.
+BENCHMARKS = [
+    ("cpuid_exit", "CPUID: exit handled in the kernel"),
+    ("vmmcall_exit", "VMMCALL: exit handled in the kernel"),
+    ("hlt_irq_exit", "HLT to user mode, interrupt injected, back"),
+    ("io_exit_to_user", "OUT: I/O exit to user mode and back"),
+    ("mmio_exit_to_user", "MMIO write: decoded, to user mode and back"),
+    ("irq_window_injection", "interrupt via the window protocol"),
+    ("npt_fault", "nested page fault (4 KiB, first touch)"),
+    ("vm_vcpu_create", "VM + memory slot + vCPU, created and closed"),
+    ("linux_boot", "Linux boot to /init and power-off"),
+]
+UNITS = {"linux_boot": ("s", 1e9), "vm_vcpu_create": ("µs", 1e3)}
+
+
+def parse(log):
+    samples, errors = {}, []
+    for line in log.splitlines():
+        m = re.search(r"rkvm-out: bench (kvm|rkvm) (\w+) (\d+)$", line)
+        if m:
+            samples.setdefault(m.group(2), {}).setdefault(m.group(1), []).append(int(m.group(3)))
+        m = re.search(r"rkvm-out: (bench-error .*)$", line)
+        if m:
+            errors.append(m.group(1))
+    return samples, errors
+
+
+def summary(values):
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def fmt(ns, name):
+    unit, div = UNITS.get(name, ("µs", 1e3))
+    return f"{ns / div:.2f} {unit}" if unit == "s" else f"{ns / div:.1f} {unit}"
+
+
+def report(samples, errors):
+    rows = []
+    for name, what in BENCHMARKS:
+        kvm = summary(samples.get(name, {}).get("kvm", []))
+        rkvm = summary(samples.get(name, {}).get("rkvm", []))
+        ratio = rkvm["median"] / kvm["median"] if kvm and rkvm and kvm["median"] > 0 else None
+        rows.append({"name": name, "what": what, "kvm": kvm, "rkvm": rkvm, "ratio": ratio})
+    return {"rows": rows, "errors": errors, "note": "medians over rounds in one boot of the QEMU test VM (TCG); "
+            "absolute times are emulation, ratios compare rkvm with kvm_amd side by side"}
+
+
+def table(rep):
+    out = ["| benchmark | KVM (kvm_amd) | rkvm | rkvm/KVM |", "|---|---|---|---|"]
+    for r in rep["rows"]:
+        def cell(s):
+            if not s:
+                return "n/a"
+            return f"{fmt(s['median'], r['name'])} ({fmt(s['min'], r['name'])}-{fmt(s['max'], r['name'])})"
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "n/a"
+        out.append(f"| {r['what']} | {cell(r['kvm'])} | {cell(r['rkvm'])} | {ratio} |")
+    out.append("")
+    out.append("Median (min-max) per operation over the rounds; ratio of the medians. "
+               "Shadow-paging faults: n/a until shadow paging exists (issue 5).")
+    for e in rep["errors"]:
+        out.append(f"- {e}")
+    return "\n".join(out) + "\n"
+
+
+def plot(rep, out_dir):
+    rows = [r for r in rep["rows"] if r["ratio"] is not None]
+    if not rows:
+        return False
+    data = out_dir / "bench.dat"
+    data.write_text("".join(f"{i} {r['ratio']:.4f} \"{r['name']}\"\n" for i, r in enumerate(rows)))
+    script = f"""
+set terminal pngcairo size 900,480 noenhanced
+set output '{out_dir / "bench.png"}'
+set title 'rkvm / KVM (kvm_amd), same QEMU test VM: below 1 is faster than KVM'
+set style fill solid 0.6
+set boxwidth 0.6
+set yrange [0:{max(1.2, 1.1 * max(r["ratio"] for r in rows)):.2f}]
+set xtics rotate by -30
+set ylabel 'ratio of medians'
+set grid ytics
+unset key
+plot '{data}' using 1:2:xtic(3) with boxes lc rgb '#4477aa', 1 with lines lc rgb '#cc3311' lw 2
+"""
+    try:
+        subprocess.run(["gnuplot"], input=script, text=True, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    log, out_dir = Path(sys.argv[1]).read_text(errors="replace"), Path(sys.argv[2])
+    samples, errors = parse(log)
+    if not samples:
+        sys.exit("bench-report: no benchmark lines in the log" + "".join(f"\n  {e}" for e in errors))
+    rep = report(samples, errors)
+    (out_dir / "bench.json").write_text(json.dumps(rep, indent=2) + "\n")
+    text = table(rep)
+    (out_dir / "bench.md").write_text(text)
+    print(text, end="")
+    made = plot(rep, out_dir)
+    print(f"written: {out_dir / 'bench.json'}, {out_dir / 'bench.md'}" + (f", {out_dir / 'bench.png'}" if made else
+                                                                           " (no plot: gnuplot missing)"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Microbenchmarks of one KVM device ($RKVM_DEVICE: /dev/rkvm or /dev/kvm),
+ * run by tests/vm/bench.sh for both in the same boot of the test VM.
+ *
+ * Each benchmark is a small real-mode guest doing one kind of exit many
+ * times; a round is timed from user mode (CLOCK_MONOTONIC) and divided by
+ * the number of operations. Output, one line per round:
+ *
+ *     bench <name> <ns per operation>
+ *
+ * `bench time CMD ARGS...` runs a command and prints its wall time (ns),
+ * for the Linux boots (busybox's date has no %N).
+ *
+ * The host side (scripts/bench-report.py) takes medians and spreads over
+ * the rounds and the rkvm/KVM ratios. Absolute times under QEMU's emulation
+ * mean little; the ratio between two hypervisors in the same VM does.
+ */
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "vm.h"
+
+static int rounds = 7;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "bench: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static void report(const char *name, uint64_t ns, uint64_t ops)
+{
+	printf("bench %s %.0f\n", name, (double)ns / ops);
+	fflush(stdout);
+}
+
+/* A fresh VM running `code` at 0x1000 in real mode. */
+static void setup(struct vm *vm, const uint8_t *code, size_t len)
+{
+	if (vm_create(vm))
+		die("creating a VM");
+	memcpy(vm->mem + 0x1000, code, len);
+	if (vm_real_mode(vm, 0x1000))
+		die("real mode");
+}
+
+/* Runs until an exit to port 0xf4 (the end of a guest loop); every other
+ * exit is counted and re-entered. Returns the number of exits. */
+static uint64_t run_to_end(struct vm *vm)
+{
+	uint64_t exits = 0;
+
+	for (;;) {
+		if (vm_run(vm))
+			die("KVM_RUN");
+		exits++;
+		if (vm->run->exit_reason == KVM_EXIT_IO && vm->run->io.port == 0xf4)
+			return exits;
+		if (vm->run->exit_reason != KVM_EXIT_IO && vm->run->exit_reason != KVM_EXIT_MMIO) {
+			fprintf(stderr, "bench: unexpected exit %u\n", vm->run->exit_reason);
+			exit(1);
+		}
+	}
+}
+
+/*
+ * A loop of N instructions of one kind, then out to 0xf4, and again:
+ *   <prologue>; mov $N, %esi; 1: <insn>; dec %esi; jnz 1b; out %al, $0xf4; jmp 0x1000
+ */
+static void loop_bench(struct vm *vm, const char *name, const uint8_t *prologue, size_t prologue_len,
+		       const uint8_t *insn, size_t insn_len, uint32_t n)
+{
+	uint8_t code[64];
+	size_t len = 0;
+	int r;
+
+	if (prologue_len)
+		memcpy(code, prologue, prologue_len);
+	len = prologue_len;
+	code[len++] = 0x66; code[len++] = 0xbe;			/* mov $n, %esi */
+	memcpy(code + len, &n, 4); len += 4;
+	memcpy(code + len, insn, insn_len); len += insn_len;	/* 1: insn */
+	code[len++] = 0x66; code[len++] = 0x4e;			/* dec %esi */
+	code[len++] = 0x75; code[len++] = (uint8_t)-(int)(insn_len + 4);	/* jnz 1b */
+	code[len++] = 0xe6; code[len++] = 0xf4;			/* out %al, $0xf4 */
+	code[len] = 0xeb; code[len + 1] = (uint8_t)-(int)(len + 2);	/* jmp 0x1000 */
+	len += 2;
+	memcpy(vm->mem + 0x1000, code, len);
+	if (vm_real_mode(vm, 0x1000))
+		die("real mode");
+	run_to_end(vm);						/* warm up: map the pages */
+	for (r = 0; r < rounds; r++) {
+		uint64_t t0 = now_ns();
+
+		run_to_end(vm);
+		report(name, now_ns() - t0, n);
+	}
+	vm_destroy(vm);
+}
+
+/* A fresh VM whose slot 0 covers only [0, size): above it, nothing. */
+static void create_small(struct vm *vm, uint64_t size)
+{
+	struct kvm_userspace_memory_region r = { .slot = 0, .userspace_addr = (uintptr_t)0 };
+
+	if (vm_create(vm))
+		die("creating a VM");
+	r.userspace_addr = (uintptr_t)vm->mem;
+	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r))	/* delete */
+		die("deleting slot 0");
+	r.memory_size = size;
+	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r))
+		die("slot 0");
+}
+
+/*
+ * HLT with an interrupt pending: the guest halts in a loop with interrupts
+ * on; each HLT exit goes to user mode (no in-kernel interrupt controller),
+ * which injects vector 0x20 (its handler: iret) and re-enters.
+ */
+static void hlt_bench(uint32_t n)
+{
+	static const uint8_t code[] = {
+		0xfb,			/* 1000: sti */
+		0xf4,			/* 1001: hlt */
+		0xeb, 0xfd,		/* 1002: jmp 1001 */
+	};
+	struct vm vm;
+	struct kvm_interrupt irq = { .irq = 0x20 };
+	uint32_t i;
+	int r;
+
+	setup(&vm, code, sizeof(code));
+	vm.mem[0x2000] = 0xcf;					/* iret */
+	*(uint16_t *)(vm.mem + 0x20 * 4) = 0x2000;		/* IVT[0x20] = 0000:2000 */
+	for (r = 0; r <= rounds; r++) {
+		uint64_t t0 = now_ns();
+
+		for (i = 0; i < n; i++) {
+			if (vm_run(&vm))
+				die("KVM_RUN");
+			if (vm.run->exit_reason != KVM_EXIT_HLT) {
+				fprintf(stderr, "bench: hlt: exit %u\n", vm.run->exit_reason);
+				exit(1);
+			}
+			if (ioctl(vm.vcpu, KVM_INTERRUPT, &irq))
+				die("KVM_INTERRUPT");
+		}
+		if (r > 0)					/* round 0 warms up */
+			report("hlt_irq_exit", now_ns() - t0, n);
+	}
+	vm_destroy(&vm);
+}
+
+/*
+ * Interrupt injection through the window protocol: the guest signals with
+ * interrupts off (out 0x10), user mode asks for an interrupt window, the
+ * guest turns them on, KVM_EXIT_IRQ_WINDOW_OPEN, user mode injects, and the
+ * handler signals (out 0x11). Timed from the first signal to the second.
+ */
+static void window_bench(uint32_t n)
+{
+	static const uint8_t code[] = {
+		0xfa,			/* 1000: cli */
+		0xe6, 0x10,		/* 1001: out %al, $0x10 */
+		0xfb,			/* 1003: sti */
+		0x90,			/* 1004: nop (the window opens after it) */
+		0xeb, 0xf9,		/* 1005: jmp 1000 */
+	};
+	static const uint8_t handler[] = { 0xe6, 0x11, 0xcf };	/* out $0x11; iret */
+	struct kvm_interrupt irq = { .irq = 0x20 };
+	struct vm vm;
+	uint64_t total;
+	uint32_t i;
+	int r;
+
+	setup(&vm, code, sizeof(code));
+	memcpy(vm.mem + 0x2000, handler, sizeof(handler));
+	*(uint16_t *)(vm.mem + 0x20 * 4) = 0x2000;
+	for (r = 0; r <= rounds; r++) {
+		total = 0;
+		for (i = 0; i < n; i++) {
+			uint64_t t0;
+
+			if (vm_run(&vm) || vm.run->exit_reason != KVM_EXIT_IO || vm.run->io.port != 0x10)
+				die("window: the guest's first signal");
+			t0 = now_ns();
+			vm.run->request_interrupt_window = 1;
+			if (vm_run(&vm) || vm.run->exit_reason != KVM_EXIT_IRQ_WINDOW_OPEN)
+				die("window: no KVM_EXIT_IRQ_WINDOW_OPEN");
+			vm.run->request_interrupt_window = 0;
+			if (ioctl(vm.vcpu, KVM_INTERRUPT, &irq))
+				die("KVM_INTERRUPT");
+			if (vm_run(&vm) || vm.run->exit_reason != KVM_EXIT_IO || vm.run->io.port != 0x11)
+				die("window: the handler did not run");
+			total += now_ns() - t0;
+		}
+		if (r > 0)
+			report("irq_window_injection", total, n);
+	}
+	vm_destroy(&vm);
+}
+
+/*
+ * Nested page faults: a guest writes one byte to each 4 KiB page of a
+ * 1 MiB slot (too small for a huge page to back it), so that each first
+ * touch is a nested page fault; the same loop again (no faults) is
+ * subtracted. A fresh VM per round.
+ */
+static void npt_fault_bench(void)
+{
+	static const uint8_t code[] = {
+		0xb8, 0x00, 0x10,		/* 1000: mov $0x1000, %ax */
+		0x8e, 0xd8,			/* 1003: mov %ax, %ds (0x10000) */
+		0x31, 0xdb,			/* 1005: xor %bx, %bx */
+		0xb9, 0x00, 0x01,		/* 1007: mov $256, %cx */
+		0x88, 0x07,			/* 100a: 1: mov %al, (%bx) */
+		0x8c, 0xda,			/* 100c: mov %ds, %dx */
+		0x81, 0xc2, 0x00, 0x01,		/* 100e: add $0x100, %dx */
+		0x8e, 0xda,			/* 1012: mov %dx, %ds (the next 4 KiB) */
+		0xe2, 0xf4,			/* 1014: loop 1b */
+		0xe6, 0xf4,			/* 1016: out %al, $0xf4 */
+		0xeb, 0xe6,			/* 1018: jmp 1000 */
+	};
+	const uint64_t size = 1 << 20;
+	int r;
+
+	for (r = 0; r < rounds; r++) {
+		struct vm vm;
+		uint8_t *pages = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		struct kvm_userspace_memory_region slot = {
+			.slot = 1, .guest_phys_addr = 0x10000, .memory_size = size,
+			.userspace_addr = (uintptr_t)pages,
+		};
+		uint64_t t0, first, second;
+		int i;
+
+		/* 1 MiB cannot hold an aligned 2 MiB: no huge page backs it. */
+		if (pages == MAP_FAILED)
+			die("guest memory");
+		memset(pages, 0, size);				/* the host's own faults: not measured */
+		create_small(&vm, 0x10000);
+		if (ioctl(vm.fd, KVM_SET_USER_MEMORY_REGION, &slot))
+			die("slot 1");
+		memcpy(vm.mem + 0x1000, code, sizeof(code));
+		if (vm_real_mode(&vm, 0x1000))
+			die("real mode");
+		t0 = now_ns();
+		run_to_end(&vm);
+		first = now_ns() - t0;
+		/* The baseline: the fastest of three passes without faults. */
+		second = ~0ULL;
+		for (i = 0; i < 3; i++) {
+			uint64_t t;
+
+			t0 = now_ns();
+			run_to_end(&vm);
+			t = now_ns() - t0;
+			second = t < second ? t : second;
+		}
+		report("npt_fault", first > second ? first - second : 0, 256);
+		vm_destroy(&vm);
+		munmap(pages, size);
+	}
+}
+
+/* KVM_CREATE_VM, one memory slot, KVM_CREATE_VCPU, and closing them. */
+static void create_bench(uint32_t n)
+{
+	struct vm vm;
+	uint32_t i;
+	int r;
+
+	for (r = 0; r < rounds; r++) {
+		uint64_t t0 = now_ns();
+
+		for (i = 0; i < n; i++) {
+			if (vm_create(&vm))
+				die("creating a VM");
+			vm_destroy(&vm);
+		}
+		report("vm_vcpu_create", now_ns() - t0, n);
+	}
+}
+
+/* `bench time CMD ARGS...`: runs CMD and prints its wall time in ns. */
+static int time_command(char **argv)
+{
+	uint64_t t0 = now_ns();
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		die("waitpid");
+	printf("%llu\n", (unsigned long long)(now_ns() - t0));
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+int main(int argc, char **argv)
+{
+	static const uint8_t cpuid[] = { 0x66, 0x31, 0xc0, 0x0f, 0xa2 };	/* xor %eax, %eax; cpuid */
+	static const uint8_t vmmcall[] = { 0x0f, 0x01, 0xd9 };			/* vmmcall */
+	static const uint8_t out[] = { 0xe6, 0x80 };				/* out %al, $0x80 */
+	static const uint8_t mmio[] = { 0xa2, 0x00, 0x00 };			/* mov %al, %ds:0 */
+	static const uint8_t ds_9000[] = { 0xb8, 0x00, 0x90, 0x8e, 0xd8 };	/* mov $0x9000, %ax; mov %ax, %ds */
+	struct vm vm;
+
+	if (argc > 2 && !strcmp(argv[1], "time"))
+		return time_command(argv + 2);
+	if (argc > 1)
+		rounds = atoi(argv[1]);
+	if (rounds < 1)
+		rounds = 1;
+	if (vm_create(&vm))
+		die("creating a VM");
+	loop_bench(&vm, "cpuid_exit", NULL, 0, cpuid, sizeof(cpuid), 5000);
+	if (vm_create(&vm))
+		die("creating a VM");
+	loop_bench(&vm, "vmmcall_exit", NULL, 0, vmmcall, sizeof(vmmcall), 5000);
+	if (vm_create(&vm))
+		die("creating a VM");
+	loop_bench(&vm, "io_exit_to_user", NULL, 0, out, sizeof(out), 2000);
+	/* Memory only below 0x80000: 0x90000 is MMIO. */
+	create_small(&vm, 0x80000);
+	loop_bench(&vm, "mmio_exit_to_user", ds_9000, sizeof(ds_9000), mmio, sizeof(mmio), 2000);
+	hlt_bench(2000);
+	window_bench(1000);
+	npt_fault_bench();
+	create_bench(20);
+	return 0;
+}

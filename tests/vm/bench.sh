@@ -1,0 +1,40 @@
+#!/bin/sh
+# `make bench` inside the test VM: the same microbenchmarks (tests/bench)
+# and Linux boots through real KVM and through rkvm, in this one boot.
+# Lines "bench <device> <name> <ns per operation>" go to the host, which
+# computes medians, spreads and ratios (scripts/bench-report.py).
+. /rkvm/lib.sh
+exec < /dev/null
+ROUNDS=$(cmdline_arg rkvm.rounds); ROUNDS=${ROUNDS:-7}
+BOOTS=$(cmdline_arg rkvm.boots); BOOTS=${BOOTS:-3}
+case "$(cmdline_arg rkvm.emu)" in
+    bochs) KVM_MOD=kvm_intel ;;
+    *) KVM_MOD=kvm_amd ;;
+esac
+
+# Every benchmark of one device, one line per round.
+bench_device() { # label device
+    RKVM_DEVICE=$2 /rkvm/bench/bench "$ROUNDS" > /tmp/bench.out 2> /tmp/bench.err ||
+        say "bench-error $1: $(tail -n 1 /tmp/bench.err)"
+    while read -r _ name ns; do say "bench $1 $name $ns"; done < /tmp/bench.out
+    i=0
+    while [ $i -lt "$BOOTS" ]; do
+        i=$((i + 1))
+        ns=$(/rkvm/bench/bench time rkvm run --device "$2" --kernel /rkvm/linux/bzImage \
+            --initrd /rkvm/linux/initramfs.cpio.gz --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init" \
+            2> /dev/null | tail -n 1) || { say "bench-error $1: Linux boot failed"; return; }
+        say "bench $1 linux_boot $ns"
+    done
+}
+
+say "bench: $ROUNDS rounds, $BOOTS Linux boots per device"
+if modprobe "$KVM_MOD" 2>/dev/null; then
+    bench_device kvm /dev/kvm
+    rmmod "$KVM_MOD" kvm
+else
+    say "bench-error kvm: modprobe $KVM_MOD failed"
+fi
+insmod /rkvm/rkvm.ko || say "bench-error rkvm: insmod failed"
+bench_device rkvm /dev/rkvm
+rmmod rkvm
+say "bench: done"
