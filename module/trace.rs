@@ -91,7 +91,10 @@ pub(crate) struct VmDebugfs {
 }
 
 impl VmDebugfs {
-    /// `rkvm-<pid>-<fd>`, as KVM names its `kvm/<pid>-<fd>`.
+    /// `rkvm-<pid>-<fd>`, as KVM names its `kvm/<pid>-<fd>`. As with KVM,
+    /// a VM whose fd number was reused while the first VM still lives (on
+    /// through a vCPU or statistics fd) gets no directory: debugfs logs
+    /// that the name exists, and the VM works all the same.
     pub(crate) fn new(pid: i32, fd: i32, mmu: Arc<MmuStats>) -> Result<Self> {
         let dir = Dir::new(&name(fmt!("rkvm-{pid}-{fd}"))?);
         let stats = KBox::pin_init(dir.read_callback_file(c"stats", mmu, &show_vm_stats), GFP_KERNEL)?;

@@ -12,6 +12,9 @@ log=${3:-$RKVM_OUT/$emu-$mode.log}
 cmdline="console=ttyS0,115200 panic=-1 printk.devkmsg=on loglevel=6 rkvm.mode=$mode rkvm.emu=$emu"
 [[ ${RKVM_TEST_FAIL:-0} == 1 ]] && cmdline+=" rkvm.fail=1"
 [[ -n ${RKVM_VM_EXTRA:-} ]] && cmdline+=" $RKVM_VM_EXTRA"
+# The fuzzer's length and seed (tests/selftests/fuzz_test.c), for longer runs.
+[[ -n ${RKVM_FUZZ_CALLS:-} ]] && cmdline+=" rkvm.fuzz_calls=$RKVM_FUZZ_CALLS"
+[[ -n ${RKVM_FUZZ_SEED:-} ]] && cmdline+=" rkvm.fuzz_seed=$RKVM_FUZZ_SEED"
 case $emu in
     qemu) timeout=${RKVM_QEMU_TIMEOUT:-600} ;;
     bochs) timeout=${RKVM_BOCHS_TIMEOUT:-1800} ;;

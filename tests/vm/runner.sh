@@ -8,6 +8,10 @@
 # No test reads the console: `rkvm run` forwards its stdin to the guest.
 exec < /dev/null
 
+# make test RKVM_FUZZ_CALLS=N RKVM_FUZZ_SEED=S reach fuzz_test this way.
+FUZZ_CALLS=$(cmdline_arg rkvm.fuzz_calls); [ -n "$FUZZ_CALLS" ] && export RKVM_FUZZ_CALLS=$FUZZ_CALLS
+FUZZ_SEED=$(cmdline_arg rkvm.fuzz_seed); [ -n "$FUZZ_SEED" ] && export RKVM_FUZZ_SEED=$FUZZ_SEED
+
 EMU=$(cmdline_arg rkvm.emu)
 case "$EMU" in
     bochs) KVM_MOD=kvm_intel BACKEND=vmx ;;
