@@ -187,7 +187,10 @@ t_linux_console_input() {
     rm -f /tmp/console.in; mkfifo /tmp/console.in
     boot_linux "$1" rkvm.test=interactive /tmp/console.in bg
     exec 3> /tmp/console.in
-    wait_for_line '^rkvm-guest: ready for input' || { exec 3>&-; kill "$LINUX_PID" 2>/dev/null || true; finish_linux; fail "the guest never asked for input"; }
+    wait_for_line '^rkvm-guest: ready for input' || {
+        show_processes; exec 3>&-; kill "$LINUX_PID" 2>/dev/null || true; finish_linux
+        tail -n 30 /tmp/linux.out; fail "the guest never asked for input"
+    }
     if [ "$1" = /dev/rkvm ]; then
         # Watching the running VM from another process (debugfs).
         rkvm stat --vm "$LINUX_PID" > /tmp/stat.out 2>&1 || { cat /tmp/stat.out; fail "rkvm stat"; }
@@ -236,7 +239,11 @@ t_tour_commands() {
     n=0
     while IFS= read -r cmd; do
         n=$((n + 1))
-        out=$(sh -c "$cmd" < /dev/null 2>&1) || { echo "$out" | tail -n 5; fail "tour command $n failed: $cmd"; }
+        out=$(timeout 120 sh -c "$cmd" < /dev/null 2>&1) || {
+            echo "$out" | tail -n 5
+            show_processes
+            fail "tour command $n failed (or hung): $cmd"
+        }
         [ -n "$out" ] || fail "tour command $n printed nothing: $cmd"
         echo "$n: $(echo "$out" | wc -l) lines: $cmd"
     done < /tmp/tour-cmds
@@ -259,6 +266,15 @@ t_exit_trace_overhead() {
     off=$(sort -n /tmp/overhead-0 | sed -n 2p) on=$(sort -n /tmp/overhead-1 | sed -n 2p)
     echo "20000 CPUID exits: exit trace off $((off * 10)) ms, on (nobody reading) $((on * 10)) ms (medians of 3; runs: $(tr '\n' ' ' < /tmp/overhead-0)/ $(tr '\n' ' ' < /tmp/overhead-1)cs)"
     [ $((on * 100)) -le $((off * 105)) ] || fail "recording exits costs more than 5 %"
+}
+
+# After something hung: the processes, and where in the kernel each waits.
+show_processes() {
+    for d in /proc/[0-9]*; do
+        [ -r "$d/cmdline" ] || continue
+        cmd=$(tr '\0' ' ' < "$d/cmdline")
+        [ -n "$cmd" ] && echo "${d#/proc/} $(cat "$d/wchan" 2>/dev/null) $(sed -n 's/^State:\t//p' "$d/status") $cmd"
+    done
 }
 
 # Waits up to 60 s for a line matching $1 in the running guest's output.
