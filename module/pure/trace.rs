@@ -81,14 +81,21 @@ impl ExitRecord {
     }
 }
 
+/// The slot of exit number `seq` (1-based) in a ring of `len` records.
+pub fn slot_of(seq: u64, len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    (seq.wrapping_sub(1) % len as u64) as usize
+}
+
 /// Stores `record` in `ring` (a ring of `ring.len()` records) as exit
-/// number `seq` (1-based): slot `(seq - 1) % len`.
+/// number `seq` (1-based), in slot [`slot_of`].
 pub fn store(ring: &mut [ExitRecord], seq: u64, record: ExitRecord) {
-    if ring.is_empty() || seq == 0 {
+    if seq == 0 {
         return;
     }
-    let slot = ((seq - 1) % ring.len() as u64) as usize;
-    if let Some(r) = ring.get_mut(slot) {
+    if let Some(r) = ring.get_mut(slot_of(seq, ring.len())) {
         *r = ExitRecord { seq, ..record };
     }
 }

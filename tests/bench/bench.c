@@ -9,6 +9,7 @@
  *
  *     bench <name> <ns per operation>
  *
+ * `bench ROUNDS NAME` runs only benchmark NAME.
  * `bench time CMD ARGS...` runs a command and prints its wall time (ns),
  * for the Linux boots (busybox's date has no %N).
  *
@@ -24,6 +25,13 @@
 #include "vm.h"
 
 static int rounds = 7;
+/* Only the benchmark of this name (argv[2]), if given. */
+static const char *only;
+
+static int wanted(const char *name)
+{
+	return !only || !strcmp(only, name);
+}
 
 static uint64_t now_ns(void)
 {
@@ -328,21 +336,35 @@ int main(int argc, char **argv)
 		rounds = atoi(argv[1]);
 	if (rounds < 1)
 		rounds = 1;
-	if (vm_create(&vm))
-		die("creating a VM");
-	loop_bench(&vm, "cpuid_exit", NULL, 0, cpuid, sizeof(cpuid), 5000);
-	if (vm_create(&vm))
-		die("creating a VM");
-	loop_bench(&vm, "vmmcall_exit", NULL, 0, vmmcall, sizeof(vmmcall), 5000);
-	if (vm_create(&vm))
-		die("creating a VM");
-	loop_bench(&vm, "io_exit_to_user", NULL, 0, out, sizeof(out), 2000);
-	/* Memory only below 0x80000: 0x90000 is MMIO. */
-	create_small(&vm, 0x80000);
-	loop_bench(&vm, "mmio_exit_to_user", ds_9000, sizeof(ds_9000), mmio, sizeof(mmio), 2000);
-	hlt_bench(2000);
-	window_bench(1000);
-	npt_fault_bench();
-	create_bench(20);
+	if (argc > 2)
+		only = argv[2];
+	if (wanted("cpuid_exit")) {
+		if (vm_create(&vm))
+			die("creating a VM");
+		loop_bench(&vm, "cpuid_exit", NULL, 0, cpuid, sizeof(cpuid), 5000);
+	}
+	if (wanted("vmmcall_exit")) {
+		if (vm_create(&vm))
+			die("creating a VM");
+		loop_bench(&vm, "vmmcall_exit", NULL, 0, vmmcall, sizeof(vmmcall), 5000);
+	}
+	if (wanted("io_exit_to_user")) {
+		if (vm_create(&vm))
+			die("creating a VM");
+		loop_bench(&vm, "io_exit_to_user", NULL, 0, out, sizeof(out), 2000);
+	}
+	if (wanted("mmio_exit_to_user")) {
+		/* Memory only below 0x80000: 0x90000 is MMIO. */
+		create_small(&vm, 0x80000);
+		loop_bench(&vm, "mmio_exit_to_user", ds_9000, sizeof(ds_9000), mmio, sizeof(mmio), 2000);
+	}
+	if (wanted("hlt_irq_exit"))
+		hlt_bench(2000);
+	if (wanted("irq_window_injection"))
+		window_bench(1000);
+	if (wanted("npt_fault"))
+		npt_fault_bench();
+	if (wanted("vm_vcpu_create"))
+		create_bench(20);
 	return 0;
 }
