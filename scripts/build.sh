@@ -95,7 +95,7 @@ build_initramfs() {
     cp "$RKVM_OUT"/selftests/* "$root/rkvm/selftests/"
     mkdir -p "$root/rkvm/guests"
     cp "$RKVM_OUT"/guests/* "$root/rkvm/guests/"
-    cp "$RKVM_ROOT"/tests/vm/{lib.sh,runner.sh,main-job.sh,bench.sh} "$root/rkvm/"
+    cp "$RKVM_ROOT"/tests/vm/{lib.sh,runner.sh,main-job.sh,bench.sh,tour.sh} "$root/rkvm/"
     mkdir -p "$root/rkvm/bench"
     cp "$RKVM_OUT/bench/bench" "$root/rkvm/bench/"
     cp "$RKVM_ROOT/Documentation/tour.md" "$root/rkvm/"   # its commands are a test
