@@ -227,7 +227,7 @@ mod tests {
             region(0, 0x1000, 0x4000, 0x7000_0010),
             region(USER_MEM_SLOTS, 0, 0x1000, 0x7000_0000),
             region(1 << 16, 0, 0x1000, 0x7000_0000), // address space 1
-            region(0, u64::MAX & !0xfff, 0x2000, 0x7000_0000), // wraps
+            region(0, !0xfff, 0x2000, 0x7000_0000), // wraps
         ] {
             assert_eq!(plan(&r, ALL, &[], ok), Err(Refusal::Invalid), "{r:?}");
         }

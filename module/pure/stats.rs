@@ -80,8 +80,9 @@ pub fn write_id(out: &mut [u8; NAME_SIZE], at: usize, prefix: &[u8], n: u32) -> 
     let mut digits = [0u8; 10];
     let mut len = 0;
     let mut v = n;
-    loop {
-        digits[len] = b'0' + (v % 10) as u8;
+    // A u32 has at most 10 digits: `digits` always has room.
+    while let Some(d) = digits.get_mut(len) {
+        *d = b'0' + (v % 10) as u8;
         len += 1;
         v /= 10;
         if v == 0 {
@@ -89,12 +90,13 @@ pub fn write_id(out: &mut [u8; NAME_SIZE], at: usize, prefix: &[u8], n: u32) -> 
         }
     }
     let mut end = at;
-    let bytes = prefix.iter().copied().chain(digits[..len].iter().rev().copied());
+    let bytes = prefix.iter().copied().chain(digits.iter().take(len).rev().copied());
     for b in bytes {
-        if end + 1 >= NAME_SIZE {
-            break; // keep the NUL
+        // Keep the last byte, the NUL.
+        match out.get_mut(end) {
+            Some(o) if end + 1 < NAME_SIZE => *o = b,
+            _ => break,
         }
-        out[end] = b;
         end += 1;
     }
     end
