@@ -104,7 +104,7 @@ t_flat() {
 t_flat_diff() {
     for dev in kvm rkvm; do
         [ -f "/tmp/trace-$dev-$1" ] || fail "no trace from the $dev run"
-        grep -v ' exits to userspace: \|^rkvm: vCPU statistics from the kernel\|^rkvm: guest memory mapped by the kernel\|^rkvm: kexit ' \
+        grep -v ' exits to userspace: \|^rkvm: vCPU statistics from the kernel\|^rkvm: guest memory mapped by the kernel\|^rkvm: kexit \|^rkvm: time: ' \
             "/tmp/trace-$dev-$1" > "/tmp/cmp-$dev"
     done
     if ! cmp -s /tmp/cmp-kvm /tmp/cmp-rkvm; then
@@ -153,6 +153,8 @@ check_linux_boot() {
         kernel_io=$(sed -n 's/^rkvm: vCPU statistics from the kernel: exits [0-9]*, io \([0-9]*\).*/\1/p' /tmp/linux.err)
         [ "$user_io" = "$kernel_io" ] || fail "I/O exits: $user_io reached userspace, the kernel counted $kernel_io"
         echo "I/O exits counted by the kernel and seen by userspace: $kernel_io = $user_io"
+        grep -q '^rkvm: time: [0-9.]* s in all, guest mode [0-9.]* s ([0-9]* %), kernel ' /tmp/linux.err ||
+            fail "no time split (guest_time_ns, host_time_ns)"
     fi
 }
 

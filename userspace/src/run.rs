@@ -28,7 +28,7 @@ use crate::devices::{
 use crate::signals::{self, Kick};
 use nix::sys::signal::Signal;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where a flat program is loaded and starts.
 pub const LOAD_ADDR: u64 = 0x1000;
@@ -191,13 +191,15 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
         kernel_trace,
     };
     let trace = Trace { exits: opts.trace_exits, regs: opts.trace_regs, mem: &mem };
+    let started = Instant::now();
     let outcome = run_loop(&mut vcpu, devices, &mut stats, &trace);
+    let wall = started.elapsed();
     drop(armed);
     if opts.trace_exits {
         trace_final_state(&vcpu);
     }
     stats.print();
-    print_kernel_stats(&kernel_stats);
+    print_kernel_stats(&kernel_stats, wall);
     if let Some(absent) = bus.absent_summary() {
         eprintln!("rkvm: absent hardware the guest probed (answered as empty): {absent}");
     }
@@ -291,7 +293,7 @@ fn set_entry(vcpu: &VcpuFd) -> Result<(), String> {
 }
 
 /// What the kernel counted (`KVM_GET_STATS_FD`), under KVM's names.
-fn print_kernel_stats((vcpu, vm): &(Option<kvmstats::StatsFile>, Option<kvmstats::StatsFile>)) {
+fn print_kernel_stats((vcpu, vm): &(Option<kvmstats::StatsFile>, Option<kvmstats::StatsFile>), wall: Duration) {
     const VCPU: [(&str, &str); 10] = [
         ("exits", "exits"),
         ("io_exits", "io"),
@@ -306,11 +308,36 @@ fn print_kernel_stats((vcpu, vm): &(Option<kvmstats::StatsFile>, Option<kvmstats
     ];
     const VM: [(&str, &str); 3] = [("pages_4k", "4 KiB"), ("pages_2m", "2 MiB"), ("pages_1g", "1 GiB")];
     if let Some(vcpu) = vcpu {
-        eprintln!("rkvm: vCPU statistics from the kernel: {}", kvmstats::summary(&vcpu.read(), &VCPU));
+        let values = vcpu.read();
+        eprintln!("rkvm: vCPU statistics from the kernel: {}", kvmstats::summary(&values, &VCPU));
+        if let Some(split) = time_split(&values, wall) {
+            eprintln!("rkvm: {split}");
+        }
     }
     if let Some(vm) = vm {
         eprintln!("rkvm: guest memory mapped by the kernel in pages of {}", kvmstats::summary(&vm.read(), &VM));
     }
+}
+
+/// Where the run's time went, from rkvm's `guest_time_ns` and
+/// `host_time_ns` (KVM has no such statistics: `None` there).
+fn time_split(values: &[(&str, u64)], wall: Duration) -> Option<String> {
+    let get = |name: &str| values.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let (guest, host) = (get("guest_time_ns")?, get("host_time_ns")?);
+    let wall_ns = wall.as_nanos().max(1) as u64;
+    let user = wall_ns.saturating_sub(guest + host);
+    let pct = |ns: u64| ns as f64 * 100.0 / wall_ns as f64;
+    let secs = |ns: u64| ns as f64 / 1e9;
+    Some(format!(
+        "time: {:.2} s in all, guest mode {:.2} s ({:.0} %), kernel {:.2} s ({:.0} %), user mode and elsewhere {:.2} s ({:.0} %)",
+        secs(wall_ns),
+        secs(guest),
+        pct(guest),
+        secs(host),
+        pct(host),
+        secs(user),
+        pct(user)
+    ))
 }
 
 /// Exit counts by reason, printed when the run ends.
@@ -629,6 +656,16 @@ mod tests {
 
     fn entry(function: u32, index: u32, ebx: u32, ecx: u32) -> kvm_cpuid_entry2 {
         kvm_cpuid_entry2 { function, index, ebx, ecx, ..Default::default() }
+    }
+
+    #[test]
+    fn time_split_adds_up() {
+        let values = [("guest_time_ns", 600_000_000), ("host_time_ns", 100_000_000)];
+        assert_eq!(
+            time_split(&values, Duration::from_secs(1)).as_deref(),
+            Some("time: 1.00 s in all, guest mode 0.60 s (60 %), kernel 0.10 s (10 %), user mode and elsewhere 0.30 s (30 %)")
+        );
+        assert_eq!(time_split(&[("exits", 1)], Duration::from_secs(1)), None, "KVM has no time statistics");
     }
 
     #[test]
