@@ -26,30 +26,6 @@ const VM_STATS: [Desc; 3] = [
     Desc::instant("pages_1g"),
 ];
 
-/// The file behind a VM's statistics fd.
-pub(crate) struct VmStatsFile {
-    id: [u8; NAME_SIZE],
-    mmu: Arc<MmuStats>,
-}
-
-impl VmStatsFile {
-    /// `KVM_GET_STATS_FD` on a VM fd: a new read-only fd, its id "kvm-<pid>"
-    /// of the caller, as KVM names it.
-    pub(crate) fn create(mmu: Arc<MmuStats>) -> Result<isize> {
-        let mut id = [0u8; NAME_SIZE];
-        let pid = u32::try_from(sys::current_pid()).unwrap_or(0);
-        stats::write_id(&mut id, 0, b"kvm-", pid);
-        Ok(fd::create(Arc::new(VmStatsFile { id, mmu }, GFP_KERNEL)?)? as isize)
-    }
-
-}
-
-/// The VM statistics now, by name.
-pub(crate) fn vm_values(mmu: &MmuStats) -> [(&'static str, u64); 3] {
-    let values = [mmu.pages_4k.load(Relaxed), mmu.pages_2m.load(Relaxed), 0];
-    core::array::from_fn(|i| (VM_STATS[i].name, values[i]))
-}
-
 /// Copies bytes `pos..` of the statistics file to `out`; returns how many.
 fn read_file(id: &[u8], descs: &[Desc], values: &[u64], out: &mut UserSliceWriter, pos: u64) -> Result<usize> {
     let size = stats::file_size(descs.len());
@@ -61,19 +37,6 @@ fn read_file(id: &[u8], descs: &[Desc], values: &[u64], out: &mut UserSliceWrite
     let bytes = file.get(start..end).ok_or(EINVAL)?;
     out.write_slice(bytes)?;
     Ok(bytes.len())
-}
-
-impl FdOps for VmStatsFile {
-    const NAME: &'static CStr = c"kvm-vm-stats";
-    const HAS_READ: bool = true;
-
-    fn ioctl(_this: ArcBorrow<'_, Self>, _file: &kernel::fs::File, _cmd: u32, _arg: usize) -> Result<isize> {
-        Err(ENOTTY)
-    }
-
-    fn read(this: ArcBorrow<'_, Self>, out: &mut UserSliceWriter, pos: u64) -> Result<usize> {
-        read_file(&this.id, &VM_STATS, &vm_values(&this.mmu).map(|(_, v)| v), out, pos)
-    }
 }
 
 /// A vCPU statistic: the index of its counter, in the order of [`VCPU_STATS`].
@@ -168,32 +131,67 @@ impl VcpuStats {
             counter.fetch_add(n, Relaxed);
         }
     }
+}
 
-    /// The statistics now, by name.
-    pub(crate) fn values(&self) -> [(&'static str, u64); VCPU_STATS.len()] {
-        core::array::from_fn(|i| (VCPU_STATS[i].name, self.0[i].load(Relaxed)))
+/// The counters behind a statistics file: a VM's or a vCPU's.
+pub(crate) trait StatsSource: Send + Sync + 'static {
+    /// The name of the file's anonymous inode.
+    const FILE_NAME: &'static CStr;
+    /// The statistics, in the order of the file.
+    const DESCS: &'static [Desc];
+    /// The value of statistic `i` of [`Self::DESCS`] now.
+    fn value(&self, i: usize) -> u64;
+}
+
+impl StatsSource for MmuStats {
+    const FILE_NAME: &'static CStr = c"kvm-vm-stats";
+    const DESCS: &'static [Desc] = &VM_STATS;
+
+    fn value(&self, i: usize) -> u64 {
+        match i {
+            0 => self.pages_4k.load(Relaxed),
+            1 => self.pages_2m.load(Relaxed),
+            _ => 0, // pages_1g: rkvm maps no 1 GiB leaves
+        }
     }
 }
 
-/// The file behind a vCPU's statistics fd.
-pub(crate) struct VcpuStatsFile {
-    id: [u8; NAME_SIZE],
-    stats: Arc<VcpuStats>,
+impl StatsSource for VcpuStats {
+    const FILE_NAME: &'static CStr = c"kvm-vcpu-stats";
+    const DESCS: &'static [Desc] = &VCPU_STATS;
+
+    fn value(&self, i: usize) -> u64 {
+        self.0.get(i).map_or(0, |counter| counter.load(Relaxed))
+    }
 }
 
-impl VcpuStatsFile {
-    /// `KVM_GET_STATS_FD` on a vCPU fd: id "kvm-<pid>/vcpu-<id>", as KVM's.
-    pub(crate) fn create(stats: Arc<VcpuStats>, vcpu_id: u32) -> Result<isize> {
+/// "name value" lines for every statistic of `source` (debugfs `stats`).
+pub(crate) fn write_lines<S: StatsSource>(source: &S, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    S::DESCS.iter().enumerate().try_for_each(|(i, d)| writeln!(f, "{} {}", d.name, source.value(i)))
+}
+
+/// The file behind a statistics fd of a VM (`MmuStats`) or a vCPU.
+pub(crate) struct StatsFile<S: StatsSource> {
+    id: [u8; NAME_SIZE],
+    source: Arc<S>,
+}
+
+impl<S: StatsSource> StatsFile<S> {
+    /// `KVM_GET_STATS_FD`: a new read-only fd, its id as KVM writes it:
+    /// "kvm-<pid>" of the caller, with "/vcpu-<id>" for a vCPU.
+    pub(crate) fn create(source: Arc<S>, vcpu: Option<u32>) -> Result<isize> {
         let mut id = [0u8; NAME_SIZE];
         let pid = u32::try_from(sys::current_pid()).unwrap_or(0);
         let end = stats::write_id(&mut id, 0, b"kvm-", pid);
-        stats::write_id(&mut id, end, b"/vcpu-", vcpu_id);
-        Ok(fd::create(Arc::new(VcpuStatsFile { id, stats }, GFP_KERNEL)?)? as isize)
+        if let Some(vcpu) = vcpu {
+            stats::write_id(&mut id, end, b"/vcpu-", vcpu);
+        }
+        Ok(fd::create(Arc::new(StatsFile { id, source }, GFP_KERNEL)?)? as isize)
     }
 }
 
-impl FdOps for VcpuStatsFile {
-    const NAME: &'static CStr = c"kvm-vcpu-stats";
+impl<S: StatsSource> FdOps for StatsFile<S> {
+    const NAME: &'static CStr = S::FILE_NAME;
     const HAS_READ: bool = true;
 
     fn ioctl(_this: ArcBorrow<'_, Self>, _file: &kernel::fs::File, _cmd: u32, _arg: usize) -> Result<isize> {
@@ -201,6 +199,10 @@ impl FdOps for VcpuStatsFile {
     }
 
     fn read(this: ArcBorrow<'_, Self>, out: &mut UserSliceWriter, pos: u64) -> Result<usize> {
-        read_file(&this.id, &VCPU_STATS, &this.stats.values().map(|(_, v)| v), out, pos)
+        let mut values = KVec::with_capacity(S::DESCS.len(), GFP_KERNEL)?;
+        for i in 0..S::DESCS.len() {
+            values.push(this.source.value(i), GFP_KERNEL)?;
+        }
+        read_file(&this.id, S::DESCS, &values, out, pos)
     }
 }

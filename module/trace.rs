@@ -141,7 +141,7 @@ impl VmDebugfs {
 }
 
 fn show_vm_stats(mmu: &Arc<MmuStats>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    stats::vm_values(mmu).iter().try_for_each(|(name, v)| writeln!(f, "{name} {v}"))
+    stats::write_lines(&**mmu, f)
 }
 
 struct VcpuFiles {
@@ -150,7 +150,7 @@ struct VcpuFiles {
 }
 
 fn show_vcpu_stats(files: &VcpuFiles, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    files.stats.values().iter().try_for_each(|(name, v)| writeln!(f, "{name} {v}"))
+    stats::write_lines(&*files.stats, f)
 }
 
 /// "name code count" for each hardware exit code seen.

@@ -29,7 +29,7 @@ use crate::{
         x86::{self, ControlRegs},
     },
     pure::trace::{ExitRecord, TO_USER},
-    stats::{VcpuStat, VcpuStats, VcpuStatsFile},
+    stats::{StatsFile, VcpuStat, VcpuStats},
     trace::{ExitTrace, VcpuDebugfs},
     svm::SvmVcpu,
     sys,
@@ -696,7 +696,7 @@ impl FdOps for Vcpu {
             }
             abi::vcpu::GET_CPUID2 => this.get_cpuid(arg),
             // The same request as on a VM fd.
-            abi::vm::GET_STATS_FD => VcpuStatsFile::create(this.stats.clone(), this.id),
+            abi::vm::GET_STATS_FD => StatsFile::create(this.stats.clone(), Some(this.id)),
             // kvm_arch_vcpu_ioctl(): an unknown vCPU request is EINVAL.
             _ => Err(EINVAL),
         }

@@ -16,7 +16,7 @@ use crate::{
     fd::{self, FdOps},
     mmu::{Mmu, MmuStats},
     pure::memslot::Region,
-    stats::VmStatsFile,
+    stats::StatsFile,
     svm,
     stats::VcpuStats,
     sys::{self, OwnerMm},
@@ -168,7 +168,7 @@ impl FdOps for Vm {
             abi::vm::CREATE_VCPU => this.create_vcpu(arg),
             abi::vm::SET_USER_MEMORY_REGION => this.set_memory_region(arg),
             abi::vm::GET_DIRTY_LOG => this.get_dirty_log(arg),
-            abi::vm::GET_STATS_FD => VmStatsFile::create(this.mmu_stats.clone()),
+            abi::vm::GET_STATS_FD => StatsFile::create(this.mmu_stats.clone(), None),
             // SVM does not need the real-mode TSS that VMX without
             // unrestricted guest uses: accepted and ignored, as KVM on AMD does.
             abi::vm::SET_TSS_ADDR => Ok(0),

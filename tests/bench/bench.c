@@ -120,16 +120,10 @@ static void loop_bench(struct vm *vm, const char *name, const uint8_t *prologue,
 /* A fresh VM whose slot 0 covers only [0, size): above it, nothing. */
 static void create_small(struct vm *vm, uint64_t size)
 {
-	struct kvm_userspace_memory_region r = { .slot = 0, .userspace_addr = (uintptr_t)0 };
-
 	if (vm_create(vm))
 		die("creating a VM");
-	r.userspace_addr = (uintptr_t)vm->mem;
-	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r))	/* delete */
-		die("deleting slot 0");
-	r.memory_size = size;
-	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r))
-		die("slot 0");
+	if (vm_resize_slot0(vm, size))
+		die("resizing slot 0");
 }
 
 /*

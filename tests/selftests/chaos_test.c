@@ -27,23 +27,7 @@ static uint64_t rnd(void)
 	return rng * 0x2545f4914f6cdd1dULL;
 }
 
-static void on_alarm(int sig)
-{
-	(void)sig;
-}
-
 static timer_t timer;
-
-/* A timer that sends SIGALRM to this thread while armed. */
-static int create_timer(void)
-{
-	struct sigevent ev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGALRM };
-	struct sigaction sa = { .sa_handler = on_alarm };
-
-	sigaction(SIGALRM, &sa, NULL);
-	ev._sigev_un._tid = syscall(SYS_gettid);
-	return timer_create(CLOCK_MONOTONIC, &ev, &timer) ? -errno : 0;
-}
 
 /*
  * KVM_RUN with SIGALRM every 2 ms, so that a looping guest returns; only
@@ -161,7 +145,7 @@ TEST(random_code_in_every_mode)
 
 	rng = seed * 0x9e3779b97f4a7c15ULL + 1;
 	TH_LOG("seed %llu (RKVM_FUZZ_SEED reproduces it)", (unsigned long long)seed);
-	ASSERT_EQ(0, create_timer());
+	ASSERT_EQ(0, thread_alarm_timer(&timer));
 	for (m = 0; m < MODES; m++) {
 		for (i = 0; i < ROUNDS; i++) {
 			struct vm vm;
@@ -192,7 +176,7 @@ TEST(random_sregs)
 	int i;
 
 	rng = 0x5eed;
-	ASSERT_EQ(0, create_timer());
+	ASSERT_EQ(0, thread_alarm_timer(&timer));
 	for (i = 0; i < 300; i++) {
 		struct kvm_sregs sregs;
 		struct vm vm;

@@ -9,9 +9,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static inline const char *test_device(void)
@@ -36,6 +39,27 @@ static inline bool testing_rkvm(void)
 	EXPECT_EQ(-1, (call));						\
 	EXPECT_EQ(err, errno);						\
 } while (0)
+
+static inline void ignore_alarm(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * A timer that sends SIGALRM to the calling thread (with a handler that
+ * does nothing, so a KVM_RUN in progress returns EINTR): what the fuzz and
+ * chaos tests arm around guests that may loop forever. 0 or -errno.
+ */
+static inline int thread_alarm_timer(timer_t *timer)
+{
+	struct sigevent ev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGALRM };
+	struct sigaction sa = { .sa_handler = ignore_alarm };
+
+	if (sigaction(SIGALRM, &sa, NULL))
+		return -errno;
+	ev._sigev_un._tid = syscall(SYS_gettid);
+	return timer_create(CLOCK_MONOTONIC, &ev, timer) ? -errno : 0;
+}
 
 static inline int open_device(void)
 {

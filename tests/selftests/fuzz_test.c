@@ -66,11 +66,6 @@ static uint64_t pick(struct fuzzer *f, uint64_t n)
 	return n ? next(f) % n : 0;
 }
 
-static void on_alarm(int sig)
-{
-	(void)sig;
-}
-
 /* An interesting integer: small, a boundary, or random. */
 static uint64_t some_value(struct fuzzer *f)
 {
@@ -183,13 +178,11 @@ static void child(struct fuzzer *f)
 static void *fuzz(void *arg)
 {
 	struct fuzzer *f = arg;
-	struct sigevent ev = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGALRM };
 	struct itimerspec every_5ms = { .it_interval = { 0, 5000000 }, .it_value = { 0, 5000000 } };
 	unsigned long calls = strtoul(getenv("RKVM_FUZZ_CALLS") ?: "4000", NULL, 0), i;
 
 	/* KVM_RUN is interrupted every 5 ms (a guest may loop forever). */
-	ev._sigev_un._tid = syscall(SYS_gettid);
-	if (!timer_create(CLOCK_MONOTONIC, &ev, &f->timer))
+	if (!thread_alarm_timer(&f->timer))
 		timer_settime(f->timer, 0, &every_5ms, NULL);
 	for (i = 0; i < calls && !stop; i++) {
 		unsigned long req;
@@ -227,12 +220,10 @@ TEST(ioctls_survive_anything)
 	uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
 	struct fuzzer f[THREADS];
 	pthread_t t[THREADS];
-	struct sigaction sa = { .sa_handler = on_alarm };
 	unsigned long calls = 0, vms = 0, vcpus = 0, runs = 0, children = 0;
 	int sys = open_device(), i, j;
 
 	ASSERT_LE(0, sys);
-	sigaction(SIGALRM, &sa, NULL);
 	TH_LOG("seed %llu (RKVM_FUZZ_SEED=%llu reproduces this run)", (unsigned long long)seed,
 	       (unsigned long long)seed);
 	for (i = 0; i < THREADS; i++) {

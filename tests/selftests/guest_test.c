@@ -456,6 +456,24 @@ TEST_F(guest, protected_mode_paging)
 }
 
 /*
+ * For the dirty-logging tests: slot 0 shrinks to [0, 1 MiB), and slot 1
+ * over the 16 pages at `logged` logs dirty pages at 1 MiB (real mode
+ * reaches 0x100000-0x10ffef through DS = 0xffff). 0 or -errno.
+ */
+static int add_logged_slot(struct vm *vm, uint8_t *logged)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = 1, .flags = KVM_MEM_LOG_DIRTY_PAGES, .guest_phys_addr = 0x100000,
+		.memory_size = 16 * 4096, .userspace_addr = (uintptr_t)logged,
+	};
+	int ret = vm_resize_slot0(vm, 0x100000);
+
+	if (ret)
+		return ret;
+	return ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r) ? -errno : 0;
+}
+
+/*
  * Dirty logging: a slot with KVM_MEM_LOG_DIRTY_PAGES reports, through
  * KVM_GET_DIRTY_LOG, exactly the pages the guest wrote since the last call.
  * Real mode reaches 0x100000-0x10ffef through DS = 0xffff.
@@ -474,22 +492,12 @@ TEST_F(guest, dirty_log)
 	struct vm *vm = &self->vm;
 	uint8_t *logged = mmap(NULL, 16 * 4096, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	struct kvm_userspace_memory_region r = {
-		.slot = 0, .memory_size = 0, .userspace_addr = (uintptr_t)vm->mem,
-	};
 	struct kvm_dirty_log log = { .slot = 1 };
 	uint64_t bitmap = ~0ULL;
 
 	ASSERT_NE(MAP_FAILED, logged);
 	/* RAM is [0, 1 MiB) in slot 0 and a logged slot 1 at 1 MiB. */
-	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
-	r.memory_size = 0x100000;
-	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
-	r = (struct kvm_userspace_memory_region) {
-		.slot = 1, .flags = KVM_MEM_LOG_DIRTY_PAGES, .guest_phys_addr = 0x100000,
-		.memory_size = 16 * 4096, .userspace_addr = (uintptr_t)logged,
-	};
-	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
+	ASSERT_EQ(0, add_logged_slot(vm, logged));
 
 	/* No such slot, a slot without logging: ENOENT; a bad id: EINVAL. */
 	log.dirty_bitmap = &bitmap;
@@ -543,24 +551,12 @@ TEST_F(guest, dirty_log_read_then_write)
 	uint8_t *logged = mmap(NULL, 16 * 4096, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint8_t *fresh;
-	struct kvm_userspace_memory_region r = {
-		.slot = 0, .memory_size = 0x100000, .userspace_addr = (uintptr_t)vm->mem,
-	};
 	struct kvm_dirty_log log = { .slot = 1 };
 	uint64_t bitmap = 0;
 	struct kvm_regs regs;
 
 	ASSERT_NE(MAP_FAILED, logged);
-	/* Slot 0 shrinks to [0, 1 MiB) (delete, re-add), slot 1 logs at 1 MiB. */
-	r.memory_size = 0;
-	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
-	r.memory_size = 0x100000;
-	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
-	r = (struct kvm_userspace_memory_region) {
-		.slot = 1, .flags = KVM_MEM_LOG_DIRTY_PAGES, .guest_phys_addr = 0x100000,
-		.memory_size = 16 * 4096, .userspace_addr = (uintptr_t)logged,
-	};
-	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
+	ASSERT_EQ(0, add_logged_slot(vm, logged));
 	memcpy(vm->mem + 0x1000, code, sizeof(code));
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, vm_run(vm));

@@ -94,6 +94,23 @@ static inline void vm_destroy(struct vm *vm)
 		close(vm->sys);
 }
 
+/*
+ * Slot 0 shrinks to [0, size) (deleted and added again, as a slot cannot
+ * change size): guest physical memory above it is free for other slots,
+ * or left without RAM. 0 or -errno.
+ */
+static inline int vm_resize_slot0(struct vm *vm, uint64_t size)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = 0, .memory_size = 0, .userspace_addr = (uintptr_t)vm->mem,
+	};
+
+	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r))
+		return -errno;
+	r.memory_size = size;
+	return ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r) ? -errno : 0;
+}
+
 /* RIP, RSP and a clean RFLAGS; every other GPR zero. */
 static inline int vm_set_entry(struct vm *vm, uint64_t rip, uint64_t rsp)
 {
