@@ -24,7 +24,10 @@ pub(crate) fn set_svm_usable(usable: bool) {
 pub(crate) fn svm_usable() -> bool {
     SVM_USABLE.load(Ordering::Relaxed)
 }
-use crate::pure::paging::{GuestPhys, HostPhys};
+use crate::pure::{
+    paging::{GuestPhys, HostPhys},
+    shadow::GuestPaging,
+};
 
 /// Why guest mode ended, vendor-neutral.
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +68,18 @@ pub(crate) enum Exit {
         /// A write access.
         write: bool,
     },
+    /// A page fault (shadow paging only: every #PF is intercepted).
+    PageFault {
+        /// The linear address (what CR2 would hold).
+        addr: u64,
+        /// The error code.
+        error: u64,
+    },
+    /// A read or write of CR0, CR3 or CR4 (shadow paging only; the
+    /// emulator decodes which).
+    CrAccess,
+    /// INVLPG (shadow paging only).
+    Invlpg,
     /// CPUID.
     Cpuid,
     /// RDMSR or WRMSR (`write`).
@@ -96,11 +111,24 @@ pub(crate) mod gpr {
     pub(crate) const RDI: u8 = 7;
 }
 
+/// An event the hardware was delivering when guest mode ended, to be
+/// delivered again at the next entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// An external interrupt.
+    Interrupt(u8),
+    /// A hardware exception.
+    Exception(u8),
+    /// Anything else (NMI, software interrupt).
+    Other,
+}
+
 /// One vCPU's hardware state.
 pub(crate) trait ArchVcpu: Send {
-    /// Enters guest mode once, with `root` as the nested page table.
-    /// `tlb_epoch` changes whenever the VM removed or changed a mapping, so
-    /// that translations cached under the old table are not used.
+    /// Enters guest mode once, with `root` as the nested page table (or,
+    /// with shadow paging, the shadow page table). `tlb_epoch` changes
+    /// whenever a mapping was removed or changed, so that translations
+    /// cached under the old table are not used.
     fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit;
     /// Puts the vCPU in its RESET state.
     fn reset(&mut self);
@@ -113,6 +141,16 @@ pub(crate) trait ArchVcpu: Send {
     fn sregs(&self) -> uapi::kvm_sregs;
     /// `KVM_SET_SREGS` of state already validated.
     fn set_sregs(&mut self, sregs: &uapi::kvm_sregs);
+
+    /// The guest's CR0, CR3, CR4 and EFER, as the guest sees them (with
+    /// shadow paging the processor runs with others).
+    fn paging(&self) -> GuestPaging;
+    /// Sets them, after an emulated write of a control register or EFER.
+    fn set_paging(&mut self, paging: GuestPaging);
+    /// Sets CR2 (a page fault reflected to the guest).
+    fn set_cr2(&mut self, value: u64);
+    /// Removes and returns the event queued for delivery at the next entry.
+    fn take_event(&mut self) -> Option<Event>;
 
     /// General-purpose register `index` (x86 encoding order, 0-15; see [`gpr`]).
     fn gpr(&self, index: u8) -> u64;

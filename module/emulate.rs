@@ -10,13 +10,15 @@
 //! completed by the next `KVM_RUN`.
 
 use crate::{
+    abi::uapi,
     backend::{gpr, ArchVcpu},
     memory::GuestMemory,
     pure::{
-        decode::{self, Extend, Mode, Op, Reg},
+        decode::{self, CrOp, Extend, Mode, Op, Reg},
         paging::GuestPhys,
+        shadow::Flush,
         walk::{self, Paging},
-        x86::{cr4, efer},
+        x86::{cr0, cr4, efer},
     },
 };
 
@@ -166,25 +168,9 @@ pub(crate) fn start_string_io(
         return Some(StringStart::Done);
     }
     let s = arch.sregs();
-    let seg = if input {
-        s.es
-    } else {
-        match segment {
-            0 => s.es,
-            1 => s.cs,
-            2 => s.ss,
-            4 => s.fs,
-            5 => s.gs,
-            _ => s.ds,
-        }
-    };
     let long = s.efer & efer::LMA != 0 && s.cs.l != 0;
-    // In 64-bit mode only FS and GS have bases (and INS always uses ES).
-    let base = match (long, input, segment) {
-        (true, false, 4 | 5) => seg.base,
-        (true, _, _) => 0,
-        _ => seg.base,
-    };
+    // INS always uses ES.
+    let base = segment_base(&s, if input { 0 } else { segment }, long);
     let index = arch.gpr(index_reg(input)) & mask;
     let linear = base.wrapping_add(index);
     let backwards = arch.regs().rflags & RFLAGS_DF != 0;
@@ -292,6 +278,110 @@ pub(crate) fn mov_dr(mem: &GuestMemory, arch: &mut dyn ArchVcpu) -> MovDrResult 
         MovDrResult::Done
     } else {
         MovDrResult::Fault
+    }
+}
+
+/// Emulates the control-register instruction at RIP (shadow paging
+/// intercepts CR0, CR3 and CR4): `mov` to or from them, CLTS, LMSW and
+/// SMSW. A write goes through the architecture's checks
+/// (`GuestPaging::write_cr`); `maxphyaddr` is the guest's address width.
+pub(crate) fn mov_cr(mem: &GuestMemory, arch: &mut dyn ArchVcpu, maxphyaddr: u32) -> CrResult {
+    let Some((bytes, n, mode)) = fetch(mem, arch) else {
+        return CrResult::NotEmulated;
+    };
+    let Some(insn) = decode::decode_cr(&bytes[..n], mode) else {
+        return CrResult::NotEmulated;
+    };
+    let paging = arch.paging();
+    // In 64-bit mode the whole register moves, else its low 32 bits.
+    let mask = if mode == Mode::Bits64 { u64::MAX } else { 0xffff_ffff };
+    let cs_l = mode == Mode::Bits64;
+    let write = |arch: &mut dyn ArchVcpu, cr: u8, value: u64| match paging.write_cr(cr, value, cs_l, maxphyaddr) {
+        Some((next, flush)) => {
+            arch.set_paging(next);
+            CrResult::Done { flush }
+        }
+        None => CrResult::Fault,
+    };
+    let result = match insn.op {
+        CrOp::Write { cr: cr @ (0 | 3 | 4), gpr } => {
+            let value = arch.gpr(gpr) & mask;
+            write(arch, cr, value)
+        }
+        CrOp::Read { cr, gpr } => {
+            let value = match cr {
+                0 => paging.cr0,
+                2 => arch.sregs().cr2,
+                3 => paging.cr3,
+                4 => paging.cr4,
+                _ => return CrResult::NotEmulated,
+            };
+            arch.set_gpr(gpr, value & mask);
+            CrResult::Done { flush: Flush::None }
+        }
+        CrOp::Clts => write(arch, 0, paging.cr0 & !cr0::TS),
+        // LMSW loads PE, MP, EM and TS, and can set PE but not clear it.
+        CrOp::Lmsw { gpr } => {
+            let value = (paging.cr0 & !0xe) | (arch.gpr(gpr) & 0xf);
+            write(arch, 0, value)
+        }
+        CrOp::Smsw { gpr } => {
+            let full = Reg { index: gpr, high8: false };
+            let size = if mode == Mode::Bits64 { 8 } else { 4 };
+            let old = arch.gpr(gpr);
+            arch.set_gpr(gpr, decode::write_reg(old, full, size, paging.cr0));
+            CrResult::Done { flush: Flush::None }
+        }
+        CrOp::Write { .. } => return CrResult::NotEmulated,
+    };
+    if let CrResult::Done { .. } = result {
+        arch.skip(u64::from(insn.len));
+    }
+    result
+}
+
+/// What `mov_cr` did.
+pub(crate) enum CrResult {
+    /// Emulated; RIP moved on. `flush`: what goes from the shadow table
+    /// (the guest's translations changed, or it flushed its TLB).
+    Done {
+        /// What to empty.
+        flush: Flush,
+    },
+    /// The value is invalid: a #GP for the guest.
+    Fault,
+    /// Not an instruction rkvm emulates (CR8, or a memory operand).
+    NotEmulated,
+}
+
+/// The INVLPG at RIP: its length and the linear address it invalidates,
+/// `None` if it is not one.
+pub(crate) fn invlpg(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<(u8, u64)> {
+    let (bytes, n, mode) = fetch(mem, arch)?;
+    let insn = decode::decode_invlpg(&bytes[..n], mode)?;
+    let next_rip = arch.rip().wrapping_add(u64::from(insn.len));
+    let offset = insn.operand.offset(|r| arch.gpr(r), next_rip);
+    let long = mode == Mode::Bits64;
+    let linear = segment_base(&arch.sregs(), insn.operand.segment, long).wrapping_add(offset);
+    // Outside 64-bit mode linear addresses wrap at 4 GiB.
+    Some((insn.len, if long { linear } else { linear & 0xffff_ffff }))
+}
+
+/// The base of segment `n` (0 = ES, 1 = CS, 2 = SS, 3 = DS, 4 = FS,
+/// 5 = GS). In 64-bit mode (`long`) only FS and GS have one.
+fn segment_base(s: &uapi::kvm_sregs, n: u8, long: bool) -> u64 {
+    let seg = match n {
+        0 => &s.es,
+        1 => &s.cs,
+        2 => &s.ss,
+        4 => &s.fs,
+        5 => &s.gs,
+        _ => &s.ds,
+    };
+    if long && n < 4 {
+        0
+    } else {
+        seg.base
     }
 }
 

@@ -53,6 +53,17 @@ void *rkvm_page_address(struct page *page)
 	return page_address(page);
 }
 
+/* A zeroed page below 4 GiB (for a legacy-mode CR3), or NULL. */
+struct page *rkvm_alloc_page_dma32(void)
+{
+	return alloc_page(GFP_KERNEL | GFP_DMA32 | __GFP_ZERO);
+}
+
+void rkvm_free_page(struct page *page)
+{
+	__free_page(page);
+}
+
 /* Runs fn(info) on every online CPU and waits for all of them. */
 void rkvm_on_each_cpu(void (*fn)(void *), void *info)
 {

@@ -17,6 +17,8 @@ phys_addr_t rkvm_virt_to_phys(const void *addr);
 phys_addr_t rkvm_page_to_phys(struct page *page);
 void *rkvm_phys_to_virt(phys_addr_t pa);
 void *rkvm_page_address(struct page *page);
+struct page *rkvm_alloc_page_dma32(void);
+void rkvm_free_page(struct page *page);
 void rkvm_on_each_cpu(void (*fn)(void *), void *info);
 bool rkvm_access_ok(unsigned long addr, unsigned long size);
 long rkvm_pin_user_page(unsigned long addr, bool write, struct page **page);

@@ -9,7 +9,7 @@
 //! - [`dev`]: the system file descriptor, `/dev/rkvm`;
 //! - [`vm`], [`vcpu`]: VM and vCPU file descriptors ([`fd`]), the run loop;
 //! - [`backend`]: the interface to the hardware backends, [`svm`] (AMD);
-//! - [`mmu`], [`memory`]: memory slots and nested page tables;
+//! - [`mmu`], [`memory`]: memory slots, nested and shadow page tables;
 //! - [`cpu`]: what the processor offers (decoded by `pure::cpu`);
 //! - [`sys`]: safe wrappers around C helpers (`helpers.c`);
 //! - `pure`: logic with no kernel dependency, also built and unit-tested on
@@ -49,6 +49,10 @@ module! {
         exit_trace: bool {
             default: true,
             description: "Record every exit in a per-vCPU ring (debugfs rkvm-<pid>-<fd>/vcpuN/exits)",
+        },
+        tdp: bool {
+            default: true,
+            description: "New VMs use nested paging (NPT); 0: shadow page tables (KVM_CAP_RKVM_MMU chooses per VM)",
         },
     },
 }

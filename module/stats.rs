@@ -61,8 +61,15 @@ pub(crate) enum VcpuStat {
     /// Instructions emulated in the kernel (MMIO accesses, `mov` to and
     /// from debug registers).
     InsnEmulation,
-    /// Nested page faults fixed by mapping RAM.
+    /// Nested page faults, or shadow page faults, fixed by mapping RAM.
     PfFixed,
+    /// Page faults that were the guest's own, reflected to it (shadow paging).
+    PfGuest,
+    /// INVLPG executed by the guest (shadow paging).
+    Invlpg,
+    /// Shadow page tables emptied: the guest flushed its TLB (CR3 write,
+    /// INVLPG, paging mode change) or the VM's memory changed.
+    TlbFlush,
     /// VMMCALL.
     Hypercalls,
     /// Exits returned to user mode (the others were handled in the kernel).
@@ -75,7 +82,7 @@ pub(crate) enum VcpuStat {
 }
 
 /// The vCPU statistics, under KVM's names (`struct kvm_vcpu_stat`).
-const VCPU_STATS: [Desc; 14] = [
+const VCPU_STATS: [Desc; 17] = [
     Desc::counter("exits"),
     Desc::counter("io_exits"),
     Desc::counter("mmio_exits"),
@@ -86,6 +93,9 @@ const VCPU_STATS: [Desc; 14] = [
     Desc::counter("irq_injections"),
     Desc::counter("insn_emulation"),
     Desc::counter("pf_fixed"),
+    Desc::counter("pf_guest"),
+    Desc::counter("invlpg"),
+    Desc::counter("tlb_flush"),
     Desc::counter("hypercalls"),
     // rkvm's own: KVM has no such counters.
     Desc::counter("exits_to_user"),

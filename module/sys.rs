@@ -25,6 +25,8 @@ extern "C" {
     fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
     fn rkvm_page_address(page: *mut bindings::page) -> *mut c_void;
     fn rkvm_phys_to_virt(pa: u64) -> *mut c_void;
+    fn rkvm_alloc_page_dma32() -> *mut bindings::page;
+    fn rkvm_free_page(page: *mut bindings::page);
     fn rkvm_on_each_cpu(f: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
     fn rkvm_access_ok(addr: usize, size: usize) -> bool;
     fn rkvm_pin_user_page(addr: usize, write: bool, page: *mut *mut bindings::page) -> c_long;
@@ -110,6 +112,36 @@ pub(crate) fn access_ok(addr: u64, size: u64) -> bool {
     };
     // SAFETY: `access_ok` only compares numbers.
     unsafe { rkvm_access_ok(addr, size) }
+}
+
+/// A zeroed kernel page below 4 GiB: what a CR3 in legacy PAE mode (32
+/// bits wide) can point to.
+pub(crate) struct LowPage(NonNull<bindings::page>);
+
+// SAFETY: the page is owned by this value alone and may be freed from any
+// thread.
+unsafe impl Send for LowPage {}
+// SAFETY: `&LowPage` only reads the physical address.
+unsafe impl Sync for LowPage {}
+
+impl LowPage {
+    pub(crate) fn alloc() -> Result<Self> {
+        // SAFETY: no preconditions; the page returned is ours.
+        NonNull::new(unsafe { rkvm_alloc_page_dma32() }).map(LowPage).ok_or(ENOMEM)
+    }
+
+    /// Its physical address.
+    pub(crate) fn phys(&self) -> HostPhys {
+        // SAFETY: the page is allocated while `self` lives.
+        HostPhys(unsafe { rkvm_page_to_phys(self.0.as_ptr()) })
+    }
+}
+
+impl Drop for LowPage {
+    fn drop(&mut self) {
+        // SAFETY: allocated once by `alloc`, freed once here.
+        unsafe { rkvm_free_page(self.0.as_ptr()) }
+    }
 }
 
 /// A user page pinned with `FOLL_LONGTERM`: it stays allocated (and so safe

@@ -18,14 +18,20 @@ use kernel::{
 
 use crate::{
     abi::{self, uapi},
-    backend::{gpr, ArchVcpu, Exit},
+    backend::{gpr, ArchVcpu, Event, Exit},
     emulate::{self, Mmio, PendingLoad, StringIo, StringStart},
     fd::FdOps,
-    mmu::Fault,
+    memory::GuestMemory,
+    mmu::{
+        shadow::{PageFault, Shadow},
+        Fault,
+    },
     pure::{
         cpuid,
         decode::{self, Reg},
         msr,
+        shadow::Flush,
+        walk::Access,
         x86::{self, ControlRegs},
     },
     pure::trace::{ExitRecord, TO_USER},
@@ -216,9 +222,19 @@ struct VcpuState {
     io_buf: KVec<u8>,
     /// Since when (`ktime_ns`) this `KVM_RUN` has been outside guest mode.
     host_since: u64,
+    /// The shadow page table, if the VM uses shadow paging.
+    shadow: Option<Shadow>,
 }
 
 impl VcpuState {
+    /// Empties the shadow page table (if any): the guest's paging state
+    /// changed from outside (`KVM_SET_SREGS`, `KVM_SET_MSRS`).
+    fn flush_shadow(&mut self, what: Flush) {
+        if let Some(shadow) = &mut self.shadow {
+            shadow.flush(what);
+        }
+    }
+
     /// `kvm_vcpu_ready_for_interrupt_injection()` with a userspace irqchip.
     fn ready_for_interrupt(&self) -> bool {
         self.pending_irq.is_none() && self.arch.interrupt_allowed()
@@ -258,13 +274,19 @@ const KVM_ENOSYS: u64 = 1000;
 const GP_VECTOR: u8 = 13;
 /// Invalid opcode.
 const UD_VECTOR: u8 = 6;
+/// Double fault.
+const DF_VECTOR: u8 = 8;
+/// Page fault.
+const PF_VECTOR: u8 = 14;
 /// `kvm_run.internal.data[0]` when the guest state was lost
 /// (`Exit::StateLost`): "rkvmLOST".
 pub(crate) const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
-        let arch = SvmVcpu::new(id == 0, vm.asids())?;
+        let shadow_paging = vm.shadow_paging();
+        let arch = SvmVcpu::new(id == 0, vm.asids(), shadow_paging)?;
+        let shadow = if shadow_paging { Some(Shadow::new()?) } else { None };
         let stats = VcpuStats::new()?;
         let trace = ExitTrace::new()?;
         // Without debugfs (or its memory) the vCPU works all the same.
@@ -291,6 +313,7 @@ impl Vcpu {
                     pending_string: None,
                     io_buf,
                     host_since: 0,
+                    shadow,
                 }),
             }),
             GFP_KERNEL,
@@ -358,7 +381,13 @@ impl Vcpu {
             self.stats.add(VcpuStat::HostTimeNs, entered.saturating_sub(st.host_since));
             let exit = {
                 let mmu = self.vm.mmu.lock();
-                st.arch.run(mmu.root(), mmu.tlb_epoch())
+                match &mut st.shadow {
+                    Some(shadow) => {
+                        let root = shadow.prepare(&st.arch.paging(), mmu.tlb_epoch());
+                        st.arch.run(root, mmu.tlb_epoch().wrapping_add(shadow.generation()))
+                    }
+                    None => st.arch.run(mmu.root(), mmu.tlb_epoch()),
+                }
             };
             let exited = sys::ktime_ns();
             st.host_since = exited;
@@ -453,20 +482,66 @@ impl Vcpu {
                     self.stats.inc(VcpuStat::PfFixed);
                     return Ok(Next::Reenter);
                 }
-                self.stats.inc(VcpuStat::MmioExits);
-                self.stats.inc(VcpuStat::InsnEmulation);
-                match emulate::start(&mmu.memory, &mut **arch, write) {
-                    Some(Mmio::Write { data, len }) => run.set_mmio(gpa.0, data, len, true),
-                    Some(Mmio::Read(load)) => {
-                        run.set_mmio(gpa.0, [0; 8], load.len, false);
-                        st.pending_mmio = Some(load);
+                self.mmio(st, &mmu.memory, gpa.0, write, run)
+            }
+            Exit::PageFault { addr, error } => {
+                let mut mmu = self.vm.mmu.lock();
+                let maxphyaddr = cpuid::maxphyaddr(&st.cpuid);
+                let paging = st.arch.paging();
+                let Some(shadow) = &mut st.shadow else {
+                    // A #PF intercept without shadow paging cannot happen.
+                    return Ok(self.unexpected(st, run, st.arch.raw_exit()));
+                };
+                match shadow.page_fault(&mut mmu.memory, &paging, maxphyaddr, addr, error)? {
+                    PageFault::Fixed => {
+                        self.stats.inc(VcpuStat::PfFixed);
+                        Ok(Next::Reenter)
                     }
-                    None => {
-                        let rip = arch.rip();
-                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[gpa.0, rip]);
+                    PageFault::Guest(code) => {
+                        self.stats.inc(VcpuStat::PfGuest);
+                        Ok(self.reflect_page_fault(st, addr, code, run))
+                    }
+                    PageFault::Mmio(gpa) => {
+                        self.mmio(st, &mmu.memory, gpa.0, Access::from_error_code(error).write, run)
                     }
                 }
-                Ok(Next::User)
+            }
+            Exit::CrAccess => {
+                let mmu = self.vm.mmu.lock();
+                self.stats.inc(VcpuStat::InsnEmulation);
+                match emulate::mov_cr(&mmu.memory, &mut **arch, cpuid::maxphyaddr(&st.cpuid)) {
+                    emulate::CrResult::Done { flush } => {
+                        if flush != Flush::None {
+                            self.stats.inc(VcpuStat::TlbFlush);
+                            st.flush_shadow(flush);
+                        }
+                    }
+                    emulate::CrResult::Fault => arch.inject_exception(GP_VECTOR, Some(0)),
+                    emulate::CrResult::NotEmulated => {
+                        let rip = arch.rip();
+                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[rip]);
+                        return Ok(Next::User);
+                    }
+                }
+                Ok(Next::Reenter)
+            }
+            Exit::Invlpg => {
+                let mmu = self.vm.mmu.lock();
+                self.stats.inc(VcpuStat::Invlpg);
+                match emulate::invlpg(&mmu.memory, &*st.arch) {
+                    Some((len, linear)) => {
+                        if let Some(shadow) = &mut st.shadow {
+                            shadow.invlpg(linear);
+                        }
+                        st.arch.skip(u64::from(len));
+                        Ok(Next::Reenter)
+                    }
+                    None => {
+                        let rip = st.arch.rip();
+                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[rip]);
+                        Ok(Next::User)
+                    }
+                }
             }
             Exit::Cpuid => {
                 let (leaf, sub) = (arch.gpr(gpr::RAX) as u32, arch.gpr(gpr::RCX) as u32);
@@ -481,7 +556,15 @@ impl Vcpu {
                 let index = arch.gpr(gpr::RCX) as u32;
                 let done = if write {
                     let value = (arch.gpr(gpr::RDX) << 32) | (arch.gpr(gpr::RAX) & 0xffff_ffff);
-                    write_msr(&mut **arch, index, value, false)
+                    let before = arch.paging();
+                    let done = write_msr(&mut **arch, index, value, false);
+                    if let Some(shadow) = &mut st.shadow {
+                        if before.flushes(&arch.paging()) {
+                            self.stats.inc(VcpuStat::TlbFlush);
+                            shadow.flush(Flush::All);
+                        }
+                    }
+                    done
                 } else if let Some(value) = read_msr(&**arch, index) {
                     arch.set_gpr(gpr::RAX, value & 0xffff_ffff);
                     arch.set_gpr(gpr::RDX, value >> 32);
@@ -552,14 +635,65 @@ impl Vcpu {
                     }
                 }
             }
-            Exit::Unhandled(code, info1, info2) => {
-                run.set_internal_error(
-                    KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
-                    &[code, u64::from(arch.last_cpu()), info1, info2],
-                );
-                Ok(Next::User)
+            Exit::Unhandled(code, info1, info2) => Ok(self.unexpected(st, run, (code, info1, info2))),
+        }
+    }
+
+    /// An exit rkvm has no handling for: `KVM_EXIT_INTERNAL_ERROR` with the
+    /// raw exit code and information.
+    fn unexpected(&self, st: &VcpuState, run: &RunPage<'_>, (code, info1, info2): (u64, u64, u64)) -> Next {
+        run.set_internal_error(
+            KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
+            &[code, u64::from(st.arch.last_cpu()), info1, info2],
+        );
+        Next::User
+    }
+
+    /// An access to guest physical address `gpa` that is not RAM: the
+    /// instruction at RIP is decoded and the access handed to userspace as
+    /// `KVM_EXIT_MMIO` (a load completes at the next `KVM_RUN`).
+    fn mmio(&self, st: &mut VcpuState, mem: &GuestMemory, gpa: u64, write: bool, run: &RunPage<'_>) -> Result<Next> {
+        self.stats.inc(VcpuStat::MmioExits);
+        self.stats.inc(VcpuStat::InsnEmulation);
+        match emulate::start(mem, &mut *st.arch, write) {
+            Some(Mmio::Write { data, len }) => run.set_mmio(gpa, data, len, true),
+            Some(Mmio::Read(load)) => {
+                run.set_mmio(gpa, [0; 8], load.len, false);
+                st.pending_mmio = Some(load);
+            }
+            None => {
+                let rip = st.arch.rip();
+                run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[gpa, rip]);
             }
         }
+        Ok(Next::User)
+    }
+
+    /// Delivers a page fault the guest's own tables caused, as the
+    /// processor would have: CR2 and the error code, or a double fault if
+    /// it happened while delivering a page fault or a contributory
+    /// exception, or a triple fault (shutdown) during a double fault. An
+    /// external interrupt whose delivery it interrupted is queued again.
+    fn reflect_page_fault(&self, st: &mut VcpuState, addr: u64, code: u32, run: &RunPage<'_>) -> Next {
+        let arch = &mut st.arch;
+        match arch.take_event() {
+            Some(Event::Exception(DF_VECTOR)) => {
+                arch.reset();
+                run.set_exit_reason(uapi::KVM_EXIT_SHUTDOWN);
+                return Next::User;
+            }
+            Some(Event::Exception(v)) if v == PF_VECTOR || v == 0 || (10..=13).contains(&v) => {
+                arch.inject_exception(DF_VECTOR, Some(0));
+                return Next::Reenter;
+            }
+            Some(Event::Interrupt(vector)) if st.pending_irq.is_none() => st.pending_irq = Some(vector),
+            // A software interrupt or a benign exception happens again when
+            // the instruction is executed again, after the page fault.
+            _ => {}
+        }
+        arch.set_cr2(addr);
+        arch.inject_exception(PF_VECTOR, Some(code));
+        Next::Reenter
     }
 
     fn complete_io(&self, st: &mut VcpuState) {
@@ -644,6 +778,7 @@ impl Vcpu {
             return Err(EINVAL);
         }
         st.arch.set_sregs(&sregs);
+        st.flush_shadow(Flush::All);
         Ok(0)
     }
 
@@ -692,7 +827,9 @@ impl FdOps for Vcpu {
             }
             abi::vcpu::SET_MSRS => {
                 let mut st = this.state.lock();
-                abi::msr_io(arg, false, |e| write_msr(&mut *st.arch, e.index, e.data, true))
+                let done = abi::msr_io(arg, false, |e| write_msr(&mut *st.arch, e.index, e.data, true));
+                st.flush_shadow(Flush::All);
+                done
             }
             abi::vcpu::GET_CPUID2 => this.get_cpuid(arg),
             // The same request as on a VM fd.

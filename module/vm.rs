@@ -24,8 +24,19 @@ use crate::{
     vcpu::Vcpu,
 };
 
-/// vCPU ids in use, one bit each.
-struct VcpuIds([u64; (abi::MAX_VCPU_ID as usize).div_ceil(64)]);
+/// The vCPUs created so far, and what must be chosen before the first.
+struct Vcpus {
+    /// vCPU ids in use, one bit each.
+    ids: [u64; (abi::MAX_VCPU_ID as usize).div_ceil(64)],
+    /// Shadow paging rather than NPT (`KVM_CAP_RKVM_MMU`).
+    shadow: bool,
+}
+
+impl Vcpus {
+    fn any(&self) -> bool {
+        self.ids.iter().any(|&w| w != 0)
+    }
+}
 
 #[pin_data]
 pub(crate) struct Vm {
@@ -43,7 +54,7 @@ pub(crate) struct Vm {
     #[pin]
     debugfs: Mutex<Option<VmDebugfs>>,
     #[pin]
-    vcpus: Mutex<VcpuIds>,
+    vcpus: Mutex<Vcpus>,
     /// Keeps SVM enabled on every CPU while the VM exists.
     hw: svm::HardwareRef,
 }
@@ -70,7 +81,10 @@ impl Vm {
                 mmu <- new_mutex!(mmu),
                 mmu_stats,
                 debugfs <- new_mutex!(None),
-                vcpus <- new_mutex!(VcpuIds([0; (abi::MAX_VCPU_ID as usize).div_ceil(64)])),
+                vcpus <- new_mutex!(Vcpus {
+                    ids: [0; (abi::MAX_VCPU_ID as usize).div_ceil(64)],
+                    shadow: !crate::module_parameters::tdp.value(),
+                }),
                 hw,
             }),
             GFP_KERNEL,
@@ -96,6 +110,33 @@ impl Vm {
         }
     }
 
+    /// Whether the VM uses shadow paging (for a new vCPU: the choice is
+    /// fixed once a vCPU exists).
+    pub(crate) fn shadow_paging(&self) -> bool {
+        self.vcpus.lock().shadow
+    }
+
+    /// `KVM_ENABLE_CAP` on the VM: only rkvm's MMU mode
+    /// (`KVM_CAP_RKVM_MMU`), before the first vCPU. Unknown capabilities,
+    /// flags, and late or unknown choices are EINVAL, as in KVM.
+    fn enable_cap(&self, arg: usize) -> Result<isize> {
+        use crate::pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
+        let cap: uapi::kvm_enable_cap = abi::read_arg(arg)?;
+        if cap.cap != KVM_CAP_RKVM_MMU || cap.flags != 0 {
+            return Err(EINVAL);
+        }
+        let mut vcpus = self.vcpus.lock();
+        if vcpus.any() {
+            return Err(EINVAL);
+        }
+        vcpus.shadow = match cap.args[0] {
+            mmu_mode::TDP => false,
+            mmu_mode::SHADOW => true,
+            _ => return Err(EINVAL),
+        };
+        Ok(0)
+    }
+
     /// The ASID allocator of the CPUs, for a new vCPU.
     pub(crate) fn asids(&self) -> Arc<svm::AsidTable> {
         self.hw.asids()
@@ -105,8 +146,8 @@ impl Vm {
         let id = u32::try_from(id).ok().filter(|&id| id < abi::MAX_VCPU_ID).ok_or(EINVAL)?;
         let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
         {
-            let mut ids = self.vcpus.lock();
-            let slot = ids.0.get_mut(word).ok_or(EINVAL)?;
+            let mut vcpus = self.vcpus.lock();
+            let slot = vcpus.ids.get_mut(word).ok_or(EINVAL)?;
             if *slot & bit != 0 {
                 return Err(EEXIST);
             }
@@ -117,7 +158,7 @@ impl Vm {
         match created {
             Ok(fd) => Ok(fd as isize),
             Err(e) => {
-                if let Some(slot) = self.vcpus.lock().0.get_mut(word) {
+                if let Some(slot) = self.vcpus.lock().ids.get_mut(word) {
                     *slot &= !bit;
                 }
                 Err(e)
@@ -169,6 +210,7 @@ impl FdOps for Vm {
             abi::vm::SET_USER_MEMORY_REGION => this.set_memory_region(arg),
             abi::vm::GET_DIRTY_LOG => this.get_dirty_log(arg),
             abi::vm::GET_STATS_FD => StatsFile::create(this.mmu_stats.clone(), None),
+            abi::vm::ENABLE_CAP => this.enable_cap(arg),
             // SVM does not need the real-mode TSS that VMX without
             // unrestricted guest uses: accepted and ignored, as KVM on AMD does.
             abi::vm::SET_TSS_ADDR => Ok(0),

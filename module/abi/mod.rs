@@ -54,6 +54,8 @@ pub(crate) mod vm {
     pub(crate) const SET_TSS_ADDR: u32 = kvm_io(0x47);
     /// `KVM_GET_STATS_FD`: `_IO(KVMIO, 0xce)` (also on a vCPU fd).
     pub(crate) const GET_STATS_FD: u32 = kvm_io(0xce);
+    /// `KVM_ENABLE_CAP`: `_IOW(KVMIO, 0xa3, struct kvm_enable_cap)`.
+    pub(crate) const ENABLE_CAP: u32 = kvm_iow::<uapi::kvm_enable_cap>(0xa3);
 }
 
 /// Requests on a vCPU fd.
@@ -116,6 +118,8 @@ unsafe impl FromBytes for uapi::kvm_fpu {}
 unsafe impl AsBytes for uapi::kvm_fpu {}
 // SAFETY: as above (`pad` is explicit).
 unsafe impl FromBytes for uapi::kvm_guest_debug {}
+// SAFETY: as above (`cap`, `flags`, `args[4]`, `pad[64]`: 104 bytes).
+unsafe impl FromBytes for uapi::kvm_enable_cap {}
 // SAFETY: as above (the header: `nmsrs`).
 unsafe impl FromBytes for uapi::kvm_msr_list {}
 // SAFETY: as above (the header: `nmsrs` and `pad`).
@@ -148,6 +152,7 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_msrs>() == 8);
     assert!(core::mem::size_of::<uapi::kvm_dirty_log>() == 16);
     assert!(core::mem::size_of::<uapi::kvm_msr_entry>() == 16);
+    assert!(core::mem::size_of::<uapi::kvm_enable_cap>() == 104);
     assert!(core::mem::size_of::<uapi::kvm_fpu>() == 416);
     assert!(core::mem::size_of::<uapi::kvm_guest_debug>() == 72);
 };
@@ -297,6 +302,8 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_SET_GUEST_DEBUG2, GUEST_DEBUG_VALID as i32),
     (uapi::KVM_CAP_IMMEDIATE_EXIT, 1),
     (uapi::KVM_CAP_BINARY_STATS_FD, 1),
+    (uapi::KVM_CAP_ENABLE_CAP_VM, 1),
+    (crate::pure::ioctl::KVM_CAP_RKVM_MMU, (crate::pure::ioctl::mmu_mode::TDP | crate::pure::ioctl::mmu_mode::SHADOW) as i32),
 ];
 
 /// `KVM_SET_GUEST_DEBUG` control bits rkvm implements: enable and single-step

@@ -3,19 +3,61 @@
 //! The guest's physical memory as the hardware sees it: memory slots plus the
 //! translation structure built from them.
 //!
-//! `tdp` (two-dimensional paging: NPT on AMD) is the mode implemented now; the
-//! shadow-paging mode will sit beside it behind the same `Mmu` methods.
+//! Two modes, chosen per VM (`tdp` module parameter, or `KVM_ENABLE_CAP`
+//! with rkvm's `KVM_CAP_RKVM_MMU`):
+//!
+//! - `tdp`: two-dimensional paging (NPT on AMD). One nested page table per
+//!   VM maps guest physical to host physical addresses; the guest's own page
+//!   tables are the hardware's business.
+//! - `shadow`: no nested paging. Each vCPU has a shadow page table mapping
+//!   the guest's linear addresses straight to host pages, built from the
+//!   guest's page tables walked in software ([`shadow`]).
+//!
+//! Both take their pages from the same memory slots ([`GuestMemory`]), with
+//! the same rules for MMIO, read-only slots and dirty logging.
 
+pub(crate) mod shadow;
 pub(crate) mod tdp;
 
 use core::sync::atomic::AtomicU64;
 
-use kernel::{prelude::*, sync::Arc};
+use kernel::{page::Page, prelude::*, sync::Arc};
 
 use crate::{
     memory::{Backing, GuestMemory},
-    pure::{memslot::Region, paging::GuestPhys},
+    pure::{
+        memslot::Region,
+        paging::{GuestPhys, HostPhys},
+    },
+    sys,
 };
+
+/// A page holding 512 entries.
+struct Table(Page);
+
+impl Table {
+    fn new() -> Result<Self> {
+        Ok(Table(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?))
+    }
+
+    fn phys(&self) -> HostPhys {
+        sys::page_phys(&self.0)
+    }
+}
+
+/// A table's entries, by physical address.
+///
+/// # Safety
+///
+/// `table` must be the address of a table page owned by the `Tdp` or
+/// `Shadow` that the caller borrows mutably, for as long as the slice is used.
+unsafe fn entries<'a>(table: HostPhys) -> &'a mut [u64; 512] {
+    // SAFETY: per the function's contract the page is ours, 4096 bytes,
+    // page-aligned and in the direct map; the hardware only reads it while a
+    // vCPU runs, and that vCPU does not run while its owner is borrowed
+    // mutably (the MMU lock for `Tdp`, the vCPU's state lock for `Shadow`).
+    unsafe { &mut *sys::phys_to_virt(table).cast::<[u64; 512]>() }
+}
 
 /// The VM statistics the MMU keeps (KVM's names): the leaves mapped now, by
 /// size. Atomics, so the stats fd reads them without the MMU lock, which a
@@ -54,7 +96,7 @@ impl Mmu {
     }
 
     /// Root of the nested page table (nCR3).
-    pub(crate) fn root(&self) -> crate::pure::paging::HostPhys {
+    pub(crate) fn root(&self) -> HostPhys {
         self.tdp.root()
     }
 

@@ -7,39 +7,10 @@
 
 use core::sync::atomic::Ordering;
 
-use kernel::{page::Page, prelude::*, sync::Arc};
+use kernel::{prelude::*, sync::Arc};
 
-use super::MmuStats;
-use crate::{
-    pure::paging::{GuestPhys, HostPhys, Pte, PAGES_PER_LARGE},
-    sys,
-};
-
-/// A page holding 512 entries.
-struct Table(Page);
-
-impl Table {
-    fn new() -> Result<Self> {
-        Ok(Table(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?))
-    }
-
-    fn phys(&self) -> HostPhys {
-        sys::page_phys(&self.0)
-    }
-}
-
-/// A table's entries, by physical address.
-///
-/// # Safety
-///
-/// `table` must be the address of a table page owned by the `Tdp` that the
-/// caller borrows mutably, for as long as the slice is used.
-unsafe fn entries<'a>(table: HostPhys) -> &'a mut [u64; 512] {
-    // SAFETY: per the function's contract the page is ours, 4096 bytes,
-    // page-aligned and in the direct map; the hardware only reads it while a
-    // vCPU runs, and vCPUs do not run while the MMU lock is held mutably.
-    unsafe { &mut *sys::phys_to_virt(table).cast::<[u64; 512]>() }
-}
+use super::{entries, MmuStats, Table};
+use crate::pure::paging::{GuestPhys, HostPhys, Pte, PAGES_PER_LARGE};
 
 pub(crate) struct Tdp {
     root: Table,

@@ -268,21 +268,31 @@ pub struct MovDr {
     pub to_dr: bool,
 }
 
-/// Decodes a `mov` to or from a debug register (prefixes and REX allowed).
-pub fn decode_mov_dr(bytes: &[u8], mode: Mode) -> Option<MovDr> {
-    let mut i = 0;
-    let mut rex = 0u8;
+/// Skips the legacy prefixes and a REX prefix (64-bit mode) of an
+/// instruction: the index of its opcode, the REX byte (0 if none), and
+/// whether a LOCK prefix and an address-size prefix were seen.
+fn prefixes(bytes: &[u8], mode: Mode) -> Option<(usize, u8, bool, bool)> {
+    let (mut i, mut rex, mut lock, mut addr) = (0, 0u8, false, false);
     loop {
         let b = *bytes.get(i)?;
         match b {
-            0x66 | 0x67 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => i += 1,
-            0x40..=0x4f if mode == Mode::Bits64 => {
-                rex = b;
-                i += 1;
-            }
-            _ => break,
+            0xf0 => lock = true,
+            0x67 => addr = true,
+            0x66 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {}
+            0x40..=0x4f if mode == Mode::Bits64 => rex = b,
+            _ => return Some((i, rex, lock, addr)),
         }
+        // A REX prefix counts only right before the opcode.
+        if !(0x40..=0x4f).contains(&b) || mode != Mode::Bits64 {
+            rex = 0;
+        }
+        i += 1;
     }
+}
+
+/// Decodes a `mov` to or from a debug register (prefixes and REX allowed).
+pub fn decode_mov_dr(bytes: &[u8], mode: Mode) -> Option<MovDr> {
+    let (i, rex, _, _) = prefixes(bytes, mode)?;
     if *bytes.get(i)? != 0x0f {
         return None;
     }
@@ -301,40 +311,248 @@ pub fn decode_mov_dr(bytes: &[u8], mode: Mode) -> Option<MovDr> {
     Some(MovDr { len: (i + 3) as u8, dr: (modrm >> 3) & 7, gpr, to_dr })
 }
 
-/// Consumes a ModRM byte (with SIB and displacement) that must name memory;
-/// returns the reg field (extended by REX.R).
-fn modrm(c: &mut Cursor<'_>, rex: u8, addr_size: u8) -> Result<u8, Unsupported> {
+/// An instruction that reads or writes a control register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrOp {
+    /// `mov crN, reg` (`0F 22 /r`).
+    Write {
+        /// The control register.
+        cr: u8,
+        /// The source (x86 encoding order).
+        gpr: u8,
+    },
+    /// `mov reg, crN` (`0F 20 /r`).
+    Read {
+        /// The control register.
+        cr: u8,
+        /// The destination.
+        gpr: u8,
+    },
+    /// `clts`: clears CR0.TS.
+    Clts,
+    /// `lmsw reg`: loads CR0 bits 3:0 (PE cannot be cleared this way).
+    Lmsw {
+        /// The source register.
+        gpr: u8,
+    },
+    /// `smsw reg`: CR0's low bits into a register.
+    Smsw {
+        /// The destination register.
+        gpr: u8,
+    },
+}
+
+/// A decoded control-register instruction and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrInsn {
+    /// Length in bytes.
+    pub len: u8,
+    /// What it does.
+    pub op: CrOp,
+}
+
+/// Decodes an instruction that accesses CR0-CR15 through a register (the
+/// memory forms of LMSW and SMSW are not decoded). A LOCK prefix on `mov`
+/// with CR0 names CR8 (AMD's alternative encoding).
+pub fn decode_cr(bytes: &[u8], mode: Mode) -> Option<CrInsn> {
+    let (i, rex, lock, _) = prefixes(bytes, mode)?;
+    if *bytes.get(i)? != 0x0f {
+        return None;
+    }
+    let op2 = *bytes.get(i + 1)?;
+    if op2 == 0x06 {
+        return Some(CrInsn { len: (i + 2) as u8, op: CrOp::Clts });
+    }
+    let modrm = *bytes.get(i + 2)?;
+    let len = (i + 3) as u8;
+    let rm = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
+    let reg = (modrm >> 3) & 7;
+    let op = match op2 {
+        0x20 | 0x22 => {
+            let cr = reg | if rex & 4 != 0 || lock { 8 } else { 0 };
+            if op2 == 0x22 {
+                CrOp::Write { cr, gpr: rm }
+            } else {
+                CrOp::Read { cr, gpr: rm }
+            }
+        }
+        0x01 if modrm >> 6 == 3 && reg == 6 => CrOp::Lmsw { gpr: rm },
+        0x01 if modrm >> 6 == 3 && reg == 4 => CrOp::Smsw { gpr: rm },
+        _ => return None,
+    };
+    Some(CrInsn { len, op })
+}
+
+/// A memory operand: `segment:[base + index * scale + disp]`, computed in
+/// `addr_size` bytes (RIP-relative: from the next instruction's RIP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemOperand {
+    /// Base register (x86 encoding order), if any.
+    pub base: Option<u8>,
+    /// Index register, if any.
+    pub index: Option<u8>,
+    /// 1, 2, 4 or 8.
+    pub scale: u8,
+    /// Displacement, sign-extended.
+    pub disp: i64,
+    /// Relative to the next instruction (64-bit mode, `[rip + disp32]`).
+    pub rip_relative: bool,
+    /// Segment (0 = ES, 1 = CS, 2 = SS, 3 = DS, 4 = FS, 5 = GS): an
+    /// override, or SS for rBP/rSP-based forms, else DS.
+    pub segment: u8,
+    /// Address size in bytes (2, 4, 8).
+    pub addr_size: u8,
+}
+
+impl MemOperand {
+    /// The offset within the segment, given the registers and the next
+    /// instruction's RIP.
+    pub fn offset(&self, gpr: impl Fn(u8) -> u64, next_rip: u64) -> u64 {
+        let mut ea = self.disp as u64;
+        if self.rip_relative {
+            ea = ea.wrapping_add(next_rip);
+        }
+        if let Some(b) = self.base {
+            ea = ea.wrapping_add(gpr(b));
+        }
+        if let Some(i) = self.index {
+            ea = ea.wrapping_add(gpr(i).wrapping_mul(u64::from(self.scale)));
+        }
+        match self.addr_size {
+            2 => ea & 0xffff,
+            4 => ea & 0xffff_ffff,
+            _ => ea,
+        }
+    }
+}
+
+/// An `invlpg m` (`0F 01 /7` with a memory operand).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Invlpg {
+    /// Length in bytes.
+    pub len: u8,
+    /// The address operand.
+    pub operand: MemOperand,
+}
+
+/// Decodes an INVLPG.
+pub fn decode_invlpg(bytes: &[u8], mode: Mode) -> Option<Invlpg> {
+    let mut segment = None;
+    let mut i = 0;
+    let mut rex = 0u8;
+    let mut addr_prefix = false;
+    loop {
+        let b = *bytes.get(i)?;
+        match b {
+            0x26 | 0x2e | 0x36 | 0x3e => segment = Some((b >> 3) & 3),
+            0x64 => segment = Some(4),
+            0x65 => segment = Some(5),
+            0x67 => addr_prefix = true,
+            0x66 | 0xf0 | 0xf2 | 0xf3 => {}
+            0x40..=0x4f if mode == Mode::Bits64 => {
+                rex = b;
+                i += 1;
+                break;
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    if bytes.get(i..i + 2)? != [0x0f, 0x01] {
+        return None;
+    }
+    let addr_size = match (mode, addr_prefix) {
+        (Mode::Bits16, false) | (Mode::Bits32, true) => 2,
+        (Mode::Bits32, false) | (Mode::Bits64, true) | (Mode::Bits16, true) => 4,
+        (Mode::Bits64, false) => 8,
+    };
+    let mut c = Cursor { bytes, pos: i + 2 };
+    let (reg, mut operand) = mem_operand(&mut c, rex, addr_size, mode).ok()?;
+    if reg & 7 != 7 {
+        return None;
+    }
+    if let Some(seg) = segment {
+        operand.segment = seg;
+    }
+    Some(Invlpg { len: c.pos as u8, operand })
+}
+
+/// Decodes a ModRM memory operand (with SIB and displacement): the reg
+/// field (extended by REX.R) and the operand. A register operand is refused.
+fn mem_operand(c: &mut Cursor<'_>, rex: u8, addr_size: u8, mode: Mode) -> Result<(u8, MemOperand), Unsupported> {
+    const SS: u8 = 2;
+    const DS: u8 = 3;
     let m = c.next()?;
     let (md, reg, rm) = (m >> 6, (m >> 3) & 7, m & 7);
     if md == 3 {
-        return Err(Unsupported::Opcode); // a register operand: not a memory access
+        return Err(Unsupported::Opcode);
     }
     let reg = reg | if rex & 4 != 0 { 8 } else { 0 };
+    let mut op = MemOperand { base: None, index: None, scale: 1, disp: 0, rip_relative: false, segment: DS, addr_size };
+    let disp = |c: &mut Cursor<'_>, size: u8| -> Result<i64, Unsupported> { Ok(sign_extend(c.imm(size)?, size) as i64) };
     if addr_size == 2 {
-        let disp = match (md, rm) {
-            (0, 6) => 2,
-            (0, _) => 0,
-            (1, _) => 1,
-            _ => 2,
+        // BX+SI, BX+DI, BP+SI, BP+DI, SI, DI, BP (or disp16), BX.
+        const BX: u8 = 3;
+        const BP: u8 = 5;
+        const SI: u8 = 6;
+        const DI: u8 = 7;
+        let (base, index) = match rm {
+            0 => (Some(BX), Some(SI)),
+            1 => (Some(BX), Some(DI)),
+            2 => (Some(BP), Some(SI)),
+            3 => (Some(BP), Some(DI)),
+            4 => (Some(SI), None),
+            5 => (Some(DI), None),
+            6 if md == 0 => (None, None),
+            6 => (Some(BP), None),
+            _ => (Some(BX), None),
         };
-        c.skip(disp)?;
-        return Ok(reg);
+        op.base = base;
+        op.index = index;
+        if base == Some(BP) {
+            op.segment = SS;
+        }
+        op.disp = match (md, rm) {
+            (0, 6) | (2, _) => disp(c, 2)?,
+            (1, _) => disp(c, 1)?,
+            _ => 0,
+        };
+        return Ok((reg, op));
     }
-    let mut disp = match md {
-        0 => 0,
-        1 => 1,
-        _ => 4,
-    };
+    let rex_b = if rex & 1 != 0 { 8 } else { 0 };
+    let mut no_base = false;
     if rm == 4 {
         let sib = c.next()?;
-        if md == 0 && sib & 7 == 5 {
-            disp = 4;
+        let (scale, index, base) = (sib >> 6, ((sib >> 3) & 7) | if rex & 2 != 0 { 8 } else { 0 }, sib & 7);
+        op.scale = 1 << scale;
+        op.index = (index != 4).then_some(index);
+        if md == 0 && base == 5 {
+            no_base = true;
+        } else {
+            op.base = Some(base | rex_b);
         }
     } else if md == 0 && rm == 5 {
-        disp = 4; // disp32, or RIP-relative in 64-bit mode
+        no_base = true;
+        op.rip_relative = mode == Mode::Bits64;
+    } else {
+        op.base = Some(rm | rex_b);
     }
-    c.skip(disp)?;
-    Ok(reg)
+    if matches!(op.base, Some(4 | 5)) {
+        op.segment = SS; // rSP and rBP (not r12, r13) address the stack
+    }
+    op.disp = match md {
+        1 => disp(c, 1)?,
+        2 => disp(c, 4)?,
+        _ if no_base => disp(c, 4)?,
+        _ => 0,
+    };
+    Ok((reg, op))
+}
+
+/// Consumes a ModRM byte (with SIB and displacement) that must name memory;
+/// returns the reg field (extended by REX.R).
+fn modrm(c: &mut Cursor<'_>, rex: u8, addr_size: u8) -> Result<u8, Unsupported> {
+    mem_operand(c, rex, addr_size, Mode::Bits64).map(|(reg, _)| reg)
 }
 
 #[cfg(test)]
@@ -414,6 +632,47 @@ mod tests {
         assert_eq!(d64dr(&[0x44, 0x0f, 0x23, 0xc1]), None, "DR8 does not exist");
         assert_eq!(d64dr(&[0x0f, 0x20, 0xc0]), None, "mov from CR0 is not this");
         assert_eq!(d64dr(&[0x0f]), None);
+    }
+
+    #[test]
+    fn control_register_instructions() {
+        let cr = |b: &[u8], m| decode_cr(b, m);
+        // mov %rax, %cr3 ; mov %cr0, %r12 ; mov %r8, %cr8 (REX.R) ; lock mov %eax, %cr0 = CR8
+        assert_eq!(cr(&[0x0f, 0x22, 0xd8], Mode::Bits64), Some(CrInsn { len: 3, op: CrOp::Write { cr: 3, gpr: 0 } }));
+        assert_eq!(cr(&[0x41, 0x0f, 0x20, 0xc4], Mode::Bits64), Some(CrInsn { len: 4, op: CrOp::Read { cr: 0, gpr: 12 } }));
+        assert_eq!(cr(&[0x45, 0x0f, 0x22, 0xc0], Mode::Bits64), Some(CrInsn { len: 4, op: CrOp::Write { cr: 8, gpr: 8 } }));
+        assert_eq!(cr(&[0xf0, 0x0f, 0x22, 0xc0], Mode::Bits32), Some(CrInsn { len: 4, op: CrOp::Write { cr: 8, gpr: 0 } }));
+        // The mod bits are ignored: 0F 22 18 is still mov %eax, %cr3.
+        assert_eq!(cr(&[0x0f, 0x22, 0x18], Mode::Bits32), Some(CrInsn { len: 3, op: CrOp::Write { cr: 3, gpr: 0 } }));
+        assert_eq!(cr(&[0x0f, 0x06], Mode::Bits16), Some(CrInsn { len: 2, op: CrOp::Clts }));
+        assert_eq!(cr(&[0x0f, 0x01, 0xf0], Mode::Bits16), Some(CrInsn { len: 3, op: CrOp::Lmsw { gpr: 0 } }));
+        assert_eq!(cr(&[0x0f, 0x01, 0xe3], Mode::Bits32), Some(CrInsn { len: 3, op: CrOp::Smsw { gpr: 3 } }));
+        assert_eq!(cr(&[0x0f, 0x01, 0x30], Mode::Bits16), None, "lmsw from memory is not decoded");
+        assert_eq!(cr(&[0x0f, 0x21, 0xc0], Mode::Bits64), None);
+        assert_eq!(cr(&[0x0f, 0x22], Mode::Bits64), None);
+    }
+
+    #[test]
+    fn invlpg_lengths() {
+        let regs = |r: u8| [0x1000u64, 0x20, 0x300, 0x4000, 0x8000, 0x5_0000, 0x60_0000, 0x700_0000][usize::from(r & 7)];
+        let at = |b: &[u8], m| decode_invlpg(b, m).map(|i| (i.len, i.operand.offset(regs, 0x1_0000), i.operand.segment));
+        // invlpg (%rax) ; invlpg 0x10(%rbx,%rcx,4) ; invlpg 0x12345678(%rip) ; invlpg -8(%rbp)
+        assert_eq!(at(&[0x0f, 0x01, 0x38], Mode::Bits64), Some((3, 0x1000, 3)));
+        assert_eq!(at(&[0x0f, 0x01, 0x7c, 0x8b, 0x10], Mode::Bits64), Some((5, 0x4000 + 4 * 0x20 + 0x10, 3)));
+        assert_eq!(at(&[0x0f, 0x01, 0x3d, 0x78, 0x56, 0x34, 0x12], Mode::Bits64), Some((7, 0x1234_5678 + 0x1_0000, 3)));
+        assert_eq!(at(&[0x0f, 0x01, 0x7d, 0xf8], Mode::Bits64), Some((4, 0x5_0000 - 8, 2)), "rBP: stack segment");
+        // invlpg (%r13) needs mod 01 with disp8 0; REX.B: r13 is not rBP's segment.
+        assert_eq!(at(&[0x41, 0x0f, 0x01, 0x7d, 0x00], Mode::Bits64), Some((5, 0x5_0000, 3)));
+        // 16-bit: (bx+si), [disp16], fs override, 32-bit address prefix.
+        assert_eq!(at(&[0x0f, 0x01, 0x38], Mode::Bits16), Some((3, 0x4000 + 0x60_0000 & 0xffff, 3)));
+        assert_eq!(at(&[0x0f, 0x01, 0x3e, 0x00, 0x10], Mode::Bits16), Some((5, 0x1000, 3)), "disp16");
+        assert_eq!(at(&[0x64, 0x0f, 0x01, 0x3e, 0x00, 0x10], Mode::Bits16).unwrap().2, 4, "FS override");
+        assert_eq!(at(&[0x67, 0x0f, 0x01, 0x3d, 0x44, 0x33, 0x22, 0x11], Mode::Bits16), Some((8, 0x1122_3344, 3)));
+        // 32-bit: disp32 alone (no RIP-relative outside 64-bit mode), SIB without base.
+        assert_eq!(at(&[0x0f, 0x01, 0x3d, 0, 0x20, 0, 0], Mode::Bits32), Some((7, 0x2000, 3)));
+        assert_eq!(at(&[0x0f, 0x01, 0x3c, 0x8d, 0, 0x10, 0, 0], Mode::Bits32), Some((8, 0x1000 + 4 * 0x20, 3)));
+        assert_eq!(at(&[0x0f, 0x01, 0xf8], Mode::Bits64), None, "swapgs, not invlpg");
+        assert_eq!(at(&[0x0f, 0x01, 0x30], Mode::Bits64), None, "lmsw");
     }
 
     fn d64dr(bytes: &[u8]) -> Option<MovDr> {

@@ -13,6 +13,7 @@ pub mod ioctl;
 pub mod memslot;
 pub mod msr;
 pub mod paging;
+pub mod shadow;
 pub mod stats;
 pub mod trace;
 pub mod vmcb;

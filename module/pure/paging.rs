@@ -42,6 +42,8 @@ pub mod bits {
     pub const D: u64 = 1 << 6;
     /// Page size (a large page at level 2 or 3).
     pub const PS: u64 = 1 << 7;
+    /// Global (in a leaf): kept in the TLB across CR3 writes with CR4.PGE.
+    pub const G: u64 = 1 << 8;
     /// No-execute.
     pub const NX: u64 = 1 << 63;
     /// The physical address field of an entry (bits 51:12).
@@ -72,6 +74,25 @@ impl Pte {
     pub fn leaf(page: HostPhys, writable: bool) -> Pte {
         let rw = if writable { bits::RW | bits::D } else { 0 };
         Pte((page.0 & bits::ADDR) | bits::P | bits::US | bits::A | rw)
+    }
+
+    /// A PAE page-directory-pointer entry (legacy PAE paging: present and
+    /// address only, every other bit is reserved).
+    pub fn pdpte(table: HostPhys) -> Pte {
+        Pte((table.0 & bits::ADDR) | bits::P)
+    }
+
+    /// A 4 KiB leaf of a shadow page table: the guest's view of the page
+    /// decides user access and no-execute as well.
+    pub fn shadow_leaf(page: HostPhys, writable: bool, user: bool, nx: bool) -> Pte {
+        let mut pte = Pte::leaf(page, writable).0;
+        if !user {
+            pte &= !bits::US;
+        }
+        if nx {
+            pte |= bits::NX;
+        }
+        Pte(pte)
     }
 
     /// A 2 MiB leaf (at level 2) mapping the 2 MiB-aligned `page`.

@@ -44,6 +44,8 @@ intercepts! {
     INVD = (3, 22);
     /// HLT.
     HLT = (3, 24);
+    /// INVLPG.
+    INVLPG = (3, 25);
     /// INVLPGA.
     INVLPGA = (3, 26);
     /// IN/OUT/INS/OUTS through the I/O permission map.
@@ -84,6 +86,13 @@ intercepts! {
 
 /// `#VMEXIT` codes (APM vol. 2, appendix C).
 pub mod exit {
+    /// Read of control register `n`: `CR_READ_BASE + n`; writes follow at
+    /// 0x10 + `n`, up to `CR_WRITE_LAST`.
+    pub const CR_READ_BASE: u64 = 0x00;
+    /// Write of CR15.
+    pub const CR_WRITE_LAST: u64 = 0x1f;
+    /// INVLPG.
+    pub const INVLPG: u64 = 0x79;
     /// Read of debug register `n`: `DR_READ_BASE + n`.
     pub const DR_READ_BASE: u64 = 0x20;
     /// Write of debug register `n`: `DR_WRITE_BASE + n`.
@@ -339,6 +348,11 @@ impl Control {
     /// Intercepts exception `vector`.
     pub fn intercept_exception(&mut self, vector: u8) {
         self.intercepts[2] |= 1 << vector;
+    }
+
+    /// Intercepts reads and writes of control register `n`.
+    pub fn intercept_cr(&mut self, n: u8) {
+        self.intercepts[0] |= (1 << n) | (1 << (16 + n));
     }
 
     /// Intercepts every read and write of every debug register, so that the

@@ -2,13 +2,15 @@
 
 //! Walking the guest's own page tables in software: linear address to guest
 //! physical address, in every x86 paging mode. rkvm needs it to fetch the
-//! instruction it emulates (an MMIO access) from guest memory.
+//! instruction it emulates (an MMIO access) from guest memory, and shadow
+//! paging needs it for every guest page fault: [`walk`] checks an access as
+//! the processor would (present, U/S, R/W with CR0.WP, NX, reserved bits),
+//! computes the error code of a fault, and lists the accessed and dirty bits
+//! the processor would set in the guest's entries.
 
 use super::paging::bits;
 use super::x86::{cr0, cr4, efer};
 
-/// CR4.PSE.
-const CR4_PSE: u64 = 1 << 4;
 
 /// The guest's paging mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +38,7 @@ impl Paging {
         } else if cr4_value & cr4::PAE != 0 {
             Paging::Pae
         } else {
-            Paging::Bits32 { pse: cr4_value & CR4_PSE != 0 }
+            Paging::Bits32 { pse: cr4_value & cr4::PSE != 0 }
         }
     }
 }
@@ -93,10 +95,258 @@ fn walk_levels(mut entry: u64, mut level: u32, linear: u64, read: &mut impl FnMu
     }
 }
 
+/// Page-fault error code bits (the exception's error code, and EXITINFO1 of
+/// an intercepted #PF).
+pub mod pf {
+    /// The translation was present: a permission or reserved-bit fault.
+    pub const PRESENT: u32 = 1 << 0;
+    /// A write.
+    pub const WRITE: u32 = 1 << 1;
+    /// A user-mode (CPL 3) access.
+    pub const USER: u32 = 1 << 2;
+    /// A reserved bit was set in an entry.
+    pub const RSVD: u32 = 1 << 3;
+    /// An instruction fetch (reported when no-execute is enabled).
+    pub const FETCH: u32 = 1 << 4;
+}
+
+/// An access, as a page fault describes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// A write.
+    pub write: bool,
+    /// At CPL 3 (and not an implicit supervisor access).
+    pub user: bool,
+    /// An instruction fetch.
+    pub fetch: bool,
+}
+
+impl Access {
+    /// The access a page-fault error code describes.
+    pub fn from_error_code(code: u64) -> Access {
+        let code = code as u32;
+        Access { write: code & pf::WRITE != 0, user: code & pf::USER != 0, fetch: code & pf::FETCH != 0 }
+    }
+
+    /// The access bits of a fault's error code for it.
+    fn error_code(self, nxe: bool) -> u32 {
+        let mut code = 0;
+        if self.write {
+            code |= pf::WRITE;
+        }
+        if self.user {
+            code |= pf::USER;
+        }
+        if self.fetch && nxe {
+            code |= pf::FETCH;
+        }
+        code
+    }
+}
+
+/// The state besides the paging mode that decides what an access may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Controls {
+    /// CR0.WP: supervisor writes honour read-only pages.
+    pub wp: bool,
+    /// EFER.NXE: bit 63 of an entry is no-execute (else reserved).
+    pub nxe: bool,
+    /// The guest's physical address width: address bits above it are reserved.
+    pub maxphyaddr: u32,
+}
+
+/// A guest entry the walk sets accessed (or dirty) bits in: where it is, its
+/// size and its new value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Update {
+    /// Guest physical address of the entry.
+    pub gpa: u64,
+    /// 4 or 8 bytes.
+    pub size: u8,
+    /// The entry with the bits set.
+    pub value: u64,
+}
+
+/// A successful walk: where the access goes and what the guest's tables
+/// allow there (the combination over all levels, as the processor applies it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walk {
+    /// Guest physical address of the byte.
+    pub gpa: u64,
+    /// Writable at every level.
+    pub writable: bool,
+    /// User-accessible at every level.
+    pub user: bool,
+    /// No-execute at some level (with EFER.NXE).
+    pub nx: bool,
+    /// The leaf's dirty bit is set (now: a write sets it).
+    pub dirty: bool,
+    /// The leaf's global bit is set (meaningful with CR4.PGE).
+    pub global: bool,
+    /// Size of the guest's page: 4 KiB, 2 or 4 MiB, 1 GiB.
+    pub page_size: u64,
+    /// Entries whose A/D bits must be written back, in walk order.
+    pub updates: [Option<Update>; 4],
+}
+
+/// One level of a walk: the entry, where it was, and its size.
+struct Level {
+    gpa: u64,
+    size: u8,
+    entry: u64,
+}
+
+/// Walks the guest's tables for an `access` to `linear`, as the processor
+/// does. `Err` is the error code of the page fault the guest must see; a
+/// table outside guest RAM (`read` gives `None`) is a not-present fault.
+pub fn walk(
+    mode: Paging,
+    cr3: u64,
+    linear: u64,
+    access: Access,
+    ctl: Controls,
+    mut read: impl FnMut(u64, u8) -> Option<u64>,
+) -> Result<Walk, u32> {
+    let access_bits = access.error_code(ctl.nxe);
+    let not_present = Err(access_bits);
+    let reserved = Err(access_bits | pf::PRESENT | pf::RSVD);
+    // Address bits from MAXPHYADDR to 51 (64-bit entries only).
+    let width = ctl.maxphyaddr.clamp(32, 52);
+    let high_reserved = bits::ADDR & !((1u64 << width) - 1);
+    let nx_reserved = if ctl.nxe { 0 } else { bits::NX };
+
+    let mut levels: [Option<Level>; 4] = [None, None, None, None];
+    let mut depth = 0usize;
+    let (leaf_entry, page_bits, base_mask);
+    match mode {
+        Paging::Off => {
+            return Ok(Walk {
+                gpa: linear & 0xffff_ffff,
+                writable: true,
+                user: true,
+                nx: false,
+                dirty: true,
+                global: false,
+                page_size: 4096,
+                updates: [None; 4],
+            });
+        }
+        Paging::Bits32 { pse } => {
+            let linear = linear & 0xffff_ffff;
+            let pde_gpa = (cr3 & 0xffff_f000) + ((linear >> 22) << 2);
+            let pde = read(pde_gpa, 4).ok_or(access_bits)?;
+            if pde & bits::P == 0 {
+                return not_present;
+            }
+            levels[0] = Some(Level { gpa: pde_gpa, size: 4, entry: pde });
+            depth = 1;
+            if pse && pde & bits::PS != 0 {
+                // Bits 39:32 of a 4 MiB page come from PDE bits 20:13.
+                let base = (pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32;
+                leaf_entry = pde;
+                page_bits = 22;
+                base_mask = base;
+            } else {
+                let pte_gpa = (pde & 0xffff_f000) + (((linear >> 12) & 0x3ff) << 2);
+                let pte = read(pte_gpa, 4).ok_or(access_bits)?;
+                if pte & bits::P == 0 {
+                    return not_present;
+                }
+                levels[1] = Some(Level { gpa: pte_gpa, size: 4, entry: pte });
+                depth = 2;
+                leaf_entry = pte;
+                page_bits = 12;
+                base_mask = pte & 0xffff_f000;
+            }
+        }
+        Paging::Pae | Paging::Long => {
+            let (mut table, mut level) = if mode == Paging::Pae {
+                // The four PDPTEs have no permission or accessed bits.
+                let linear = linear & 0xffff_ffff;
+                let pdpte = read((cr3 & 0xffff_ffe0) + ((linear >> 30) << 3), 8).ok_or(access_bits)?;
+                if pdpte & bits::P == 0 {
+                    return not_present;
+                }
+                if pdpte & (0x1e6 | high_reserved | bits::NX) != 0 {
+                    return reserved;
+                }
+                (pdpte & bits::ADDR, 2u32)
+            } else {
+                (cr3 & bits::ADDR, 4u32)
+            };
+            loop {
+                let shift = 12 + 9 * (level - 1);
+                let gpa = table | (((linear >> shift) & 0x1ff) << 3);
+                let entry = read(gpa, 8).ok_or(access_bits)?;
+                if entry & bits::P == 0 {
+                    return not_present;
+                }
+                let large = entry & bits::PS != 0 && level > 1;
+                // PS is reserved in a PML4E; a large page's address must be
+                // aligned to its size (bit 12 is PAT there).
+                let misaligned = if large { entry & ((1u64 << shift) - 1) & !0x1fff & bits::ADDR } else { 0 };
+                if entry & (high_reserved | nx_reserved) != 0 || misaligned != 0 || (level == 4 && entry & bits::PS != 0) {
+                    return reserved;
+                }
+                if let Some(slot) = levels.get_mut(depth) {
+                    *slot = Some(Level { gpa, size: 8, entry });
+                }
+                depth += 1;
+                if level == 1 || large {
+                    leaf_entry = entry;
+                    page_bits = shift;
+                    base_mask = entry & bits::ADDR & !((1u64 << shift) - 1);
+                    break;
+                }
+                table = entry & bits::ADDR;
+                level -= 1;
+            }
+        }
+    }
+
+    let (mut writable, mut user, mut nx) = (true, true, false);
+    for level in levels.iter().flatten() {
+        writable &= level.entry & bits::RW != 0;
+        user &= level.entry & bits::US != 0;
+        nx |= ctl.nxe && level.entry & bits::NX != 0;
+    }
+    let allowed = (!access.user || user)
+        && (!access.write || writable || (!access.user && !ctl.wp))
+        && (!access.fetch || !nx);
+    if !allowed {
+        return Err(access_bits | pf::PRESENT);
+    }
+
+    let mut updates = [None; 4];
+    for (i, level) in levels.iter().flatten().enumerate() {
+        let mut value = level.entry | bits::A;
+        if i + 1 == depth && access.write {
+            value |= bits::D;
+        }
+        if value != level.entry {
+            if let Some(slot) = updates.get_mut(i) {
+                *slot = Some(Update { gpa: level.gpa, size: level.size, value });
+            }
+        }
+    }
+    let page_mask = (1u64 << page_bits) - 1;
+    Ok(Walk {
+        gpa: base_mask | (linear & page_mask),
+        writable,
+        user,
+        nx,
+        dirty: access.write || leaf_entry & bits::D != 0,
+        global: leaf_entry & bits::G != 0,
+        page_size: 1 << page_bits,
+        updates,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::vec::Vec;
 
     /// Guest memory as a map of 8-byte-aligned words.
     struct Mem(BTreeMap<u64, u64>);
@@ -160,5 +410,111 @@ mod tests {
     #[test]
     fn off() {
         assert_eq!(translate(Paging::Off, 0, 0xf_fff0, |_, _| None), Some(0xf_fff0));
+    }
+
+    fn long_tables(leaf: u64) -> Mem {
+        let mut m = BTreeMap::new();
+        m.insert(0x1000, 0x2007); // PML4[0] -> PDPT, user, writable
+        m.insert(0x2000, 0x3007); // PDPT[0] -> PD
+        m.insert(0x3000, 0x4007); // PD[0] -> PT
+        m.insert(0x3008, 0x0060_0087); // PD[1]: 2 MiB page at 6 MiB, user, writable
+        m.insert(0x4008, leaf); // PT[1]
+        Mem(m)
+    }
+
+    const CTL: Controls = Controls { wp: true, nxe: true, maxphyaddr: 40 };
+    const READ: Access = Access { write: false, user: false, fetch: false };
+    const UWRITE: Access = Access { write: true, user: true, fetch: false };
+
+    #[test]
+    fn walk_sets_accessed_then_dirty() {
+        let mem = long_tables(0x9007);
+        let w = walk(Paging::Long, 0x1000, 0x1234, READ, CTL, |a, s| mem.read(a, s)).unwrap();
+        assert_eq!(w.gpa, 0x9234);
+        assert!(w.writable && w.user && !w.nx && !w.dirty);
+        assert_eq!(w.page_size, 4096);
+        let u: Vec<_> = w.updates.iter().flatten().map(|u| (u.gpa, u.value)).collect();
+        assert_eq!(u, [(0x1000, 0x2027), (0x2000, 0x3027), (0x3000, 0x4027), (0x4008, 0x9027)]);
+        let w = walk(Paging::Long, 0x1000, 0x1234, UWRITE, CTL, |a, s| mem.read(a, s)).unwrap();
+        assert!(w.dirty);
+        assert_eq!(w.updates[3].unwrap().value, 0x9067, "the leaf gets A and D");
+        // Bits already set are not written again.
+        let mem = long_tables(0x9067);
+        let mut m = mem.0.clone();
+        for (k, v) in m.iter_mut() {
+            if *k != 0x4008 {
+                *v |= 0x20;
+            }
+        }
+        let mem = Mem(m);
+        let w = walk(Paging::Long, 0x1000, 0x1234, UWRITE, CTL, |a, s| mem.read(a, s)).unwrap();
+        assert_eq!(w.updates, [None; 4]);
+    }
+
+    #[test]
+    fn walk_permissions_and_error_codes() {
+        let ro = long_tables(0x9005); // user, read-only
+        let w = |mem: &Mem, a: Access, ctl: Controls| walk(Paging::Long, 0x1000, 0x1234, a, ctl, |x, s| mem.read(x, s));
+        assert_eq!(w(&ro, UWRITE, CTL), Err(pf::PRESENT | pf::WRITE | pf::USER));
+        let kwrite = Access { write: true, user: false, fetch: false };
+        assert_eq!(w(&ro, kwrite, CTL), Err(pf::PRESENT | pf::WRITE), "CR0.WP=1: read-only for the kernel too");
+        let no_wp = Controls { wp: false, ..CTL };
+        assert!(w(&ro, kwrite, no_wp).is_ok(), "CR0.WP=0: the kernel writes read-only pages");
+        let kernel_page = long_tables(0x9003);
+        let uread = Access { user: true, ..READ };
+        assert_eq!(w(&kernel_page, uread, CTL), Err(pf::PRESENT | pf::USER));
+        let nx = long_tables(0x8000_0000_0000_9007);
+        let fetch = Access { fetch: true, ..READ };
+        assert_eq!(w(&nx, fetch, CTL), Err(pf::PRESENT | pf::FETCH));
+        assert!(w(&nx, READ, CTL).unwrap().nx);
+        let no_nxe = Controls { nxe: false, ..CTL };
+        assert_eq!(w(&nx, READ, no_nxe), Err(pf::PRESENT | pf::RSVD), "NX is reserved without EFER.NXE");
+        assert_eq!(w(&nx, fetch, no_nxe), Err(pf::PRESENT | pf::RSVD), "and a fetch reports no I bit");
+        let far = long_tables(0x100_0000_9007); // bit 40: above MAXPHYADDR 40
+        assert_eq!(w(&far, READ, CTL), Err(pf::PRESENT | pf::RSVD));
+        let absent = long_tables(0x9006);
+        assert_eq!(w(&absent, UWRITE, CTL), Err(pf::WRITE | pf::USER));
+        // A table outside RAM: not present.
+        assert_eq!(walk(Paging::Long, 0x1000, 0x1234, READ, CTL, |_, _| None), Err(0));
+    }
+
+    #[test]
+    fn walk_large_pages() {
+        let mem = long_tables(0);
+        let w = walk(Paging::Long, 0x1000, 0x20_1234, UWRITE, CTL, |a, s| mem.read(a, s)).unwrap();
+        assert_eq!((w.gpa, w.page_size), (0x60_1234, 2 << 20));
+        assert_eq!(w.updates[2].unwrap().value, 0x0060_00e7, "a large leaf gets D");
+        let mut m = mem.0.clone();
+        m.insert(0x3008, 0x0061_0087); // misaligned 2 MiB page: bit 16 set
+        let bad = Mem(m);
+        assert_eq!(
+            walk(Paging::Long, 0x1000, 0x20_1234, READ, CTL, |a, s| bad.read(a, s)),
+            Err(pf::PRESENT | pf::RSVD)
+        );
+        // 32-bit paging: a 4 MiB page and 4-byte entries.
+        let mut m = BTreeMap::new();
+        m.insert(0x1000, 0x0080_0087u64 << 32); // PDE[1]: 4 MiB at 8 MiB, user
+        let mem = Mem(m);
+        let w = walk(Paging::Bits32 { pse: true }, 0x1000, 0x40_0010, UWRITE, CTL, |a, s| mem.read(a, s)).unwrap();
+        assert_eq!((w.gpa, w.page_size), (0x80_0010, 4 << 20));
+        assert_eq!(w.updates[0], Some(Update { gpa: 0x1004, size: 4, value: 0x0080_00e7 }));
+    }
+
+    #[test]
+    fn walk_pae() {
+        let mut m = BTreeMap::new();
+        m.insert(0x1000, 0x2001); // PDPTE[0] -> PD
+        m.insert(0x2000, 0x3003); // PD[0] -> PT, supervisor
+        m.insert(0x3000, 0x7007); // PT[0] -> 0x7000
+        let mem = Mem(m);
+        let w = walk(Paging::Pae, 0x1000, 0x123, READ, CTL, |a, s| mem.read(a, s)).unwrap();
+        assert!(!w.user && w.writable);
+        assert_eq!(w.gpa, 0x7123);
+        assert_eq!(w.updates.iter().flatten().count(), 2, "PDPTEs have no accessed bit");
+        let mut m = mem.0.clone();
+        m.insert(0x1000, 0x2003); // R/W is reserved in a PAE PDPTE
+        let bad = Mem(m);
+        assert_eq!(walk(Paging::Pae, 0x1000, 0x123, READ, CTL, |a, s| bad.read(a, s)), Err(pf::PRESENT | pf::RSVD));
+        assert!(walk(Paging::Off, 0, 0x1_2345_6789, UWRITE, CTL, |_, _| None).unwrap().gpa == 0x2345_6789);
     }
 }

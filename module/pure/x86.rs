@@ -7,8 +7,12 @@
 pub mod cr0 {
     /// Protection enable.
     pub const PE: u64 = 1 << 0;
+    /// Task switched (the next x87/SSE instruction raises #NM).
+    pub const TS: u64 = 1 << 3;
     /// Extension type (always 1 on modern CPUs).
     pub const ET: u64 = 1 << 4;
+    /// Write protect: supervisor writes honour read-only pages.
+    pub const WP: u64 = 1 << 16;
     /// Not write-through.
     pub const NW: u64 = 1 << 29;
     /// Cache disable.
@@ -21,8 +25,12 @@ pub mod cr0 {
 pub mod cr4 {
     /// Debugging extensions: DR4 and DR5 no longer alias DR6 and DR7 (#UD).
     pub const DE: u64 = 1 << 3;
+    /// Page size extensions (4 MiB pages in 32-bit paging).
+    pub const PSE: u64 = 1 << 4;
     /// Physical address extension.
     pub const PAE: u64 = 1 << 5;
+    /// Global pages.
+    pub const PGE: u64 = 1 << 7;
     /// The CR4 bits rkvm lets a guest have: VME, PVI, TSD, DE, PSE, PAE, MCE,
     /// PGE, PCE, OSFXSR, OSXMMEXCPT (bits 0-10). Anything else is refused, as
     /// KVM refuses bits the guest's CPUID does not allow.

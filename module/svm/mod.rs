@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The AMD SVM backend: one VMCB per vCPU, nested paging, VMRUN.
+//! The AMD SVM backend: one VMCB per vCPU, nested paging or shadow
+//! paging, VMRUN.
+//!
+//! With shadow paging (no NPT) the VMCB holds the processor's CR0, CR3, CR4
+//! and EFER, derived from the guest's own values (`pure::shadow`), which
+//! the vCPU keeps beside it: reads and writes of CR0, CR3 and CR4, INVLPG
+//! and every #PF are intercepted.
 //!
 //! QEMU's emulated SVM (the test target) has no NRIP-save, no decode assists,
 //! no VMCB clean bits and no flush-by-ASID: rkvm relies on none of them. It
@@ -19,10 +25,11 @@ use kernel::{prelude::*, sync::Arc};
 
 use crate::{
     abi::uapi,
-    backend::{ArchVcpu, Exit},
+    backend::{ArchVcpu, Event, Exit},
     pure::{
         msr,
         paging::{GuestPhys, HostPhys, NpfError},
+        shadow::GuestPaging,
         vmcb::{self, exit, Intercept, IoExit, SegAttrib, Segment, Vmcb},
         x86::{self, efer},
     },
@@ -118,6 +125,8 @@ struct FxArea([u8; 512]);
 
 /// The debug exception.
 const DB_VECTOR: u8 = 1;
+/// The page fault.
+const PF_VECTOR: u8 = 14;
 
 /// Power-on PAT.
 const RESET_PAT: u64 = 0x0007_0406_0007_0406;
@@ -147,11 +156,17 @@ pub(crate) struct SvmVcpu {
     /// RFLAGS.TF was set by rkvm for single-stepping (and is removed again
     /// after the run, so the guest and userspace never see it).
     tf_added: bool,
+    /// Shadow paging: nested paging off, the guest's paging registers in
+    /// `paging`, the processor's in the VMCB.
+    shadow: bool,
+    /// The guest's CR0, CR3, CR4 and EFER (shadow paging only).
+    paging: GuestPaging,
 }
 
 impl SvmVcpu {
     /// A vCPU of a VM that holds a [`HardwareRef`].
-    pub(crate) fn new(bsp: bool, asids: Arc<AsidTable>) -> Result<KBox<dyn ArchVcpu>> {
+    /// `shadow`: the VM uses shadow paging rather than NPT.
+    pub(crate) fn new(bsp: bool, asids: Arc<AsidTable>, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
         // SAFETY: each of these types is plain bytes/integers, valid all-zero.
         let (vmcb, host_save, mut iopm, mut msrpm, fx) = unsafe {
             (
@@ -181,6 +196,8 @@ impl SvmVcpu {
             dr7: x86::RESET_DR7,
             single_step: false,
             tf_added: false,
+            shadow,
+            paging: GuestPaging::RESET,
         };
         // The hardware needs page-aligned maps; kmalloc gives that for these sizes.
         for pa in [sys::virt_to_phys(&*vcpu.vmcb), sys::virt_to_phys(&*vcpu.iopm), sys::virt_to_phys(&*vcpu.msrpm)] {
@@ -190,6 +207,17 @@ impl SvmVcpu {
         }
         vcpu.reset();
         Ok(KBox::new(vcpu, GFP_KERNEL)? as KBox<dyn ArchVcpu>)
+    }
+
+    /// With shadow paging: the processor's paging registers from the
+    /// guest's (CR3 is set at each entry to the shadow table's root).
+    fn sync_paging(&mut self) {
+        if self.shadow {
+            let s = &mut self.vmcb.save;
+            s.cr0 = self.paging.hw_cr0();
+            s.cr4 = self.paging.hw_cr4();
+            s.efer = self.paging.hw_efer() | efer::SVME;
+        }
     }
 
     fn fxrstor(&self) {
@@ -238,6 +266,9 @@ impl SvmVcpu {
             exit::DR_READ_BASE..=exit::DR_WRITE_LAST => Exit::Dr,
             c if c == exit::EXCP_BASE + u64::from(DB_VECTOR) => Exit::Debug,
             exit::NPF => Exit::NestedFault { gpa: GuestPhys(info2), write: NpfError(info1).write() },
+            c if c == exit::EXCP_BASE + u64::from(PF_VECTOR) => Exit::PageFault { addr: info2, error: info1 },
+            exit::CR_READ_BASE..=exit::CR_WRITE_LAST => Exit::CrAccess,
+            exit::INVLPG => Exit::Invlpg,
             exit::CPUID => Exit::Cpuid,
             exit::MSR => Exit::Msr { write: info1 == 1 },
             exit::VMMCALL => Exit::Hypercall,
@@ -346,7 +377,11 @@ impl ArchVcpu for SvmVcpu {
     fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit {
         let vmcb_pa = sys::virt_to_phys(&*self.vmcb).0;
         let host_pa = sys::virt_to_phys(&*self.host_save).0;
-        self.vmcb.control.nested_cr3 = root.0;
+        if self.shadow {
+            self.vmcb.save.cr3 = root.0;
+        } else {
+            self.vmcb.control.nested_cr3 = root.0;
+        }
         if host_state_in_vmcb(&self.vmcb) {
             return Exit::StateLost;
         }
@@ -431,7 +466,16 @@ impl ArchVcpu for SvmVcpu {
         c.int_ctl = vmcb::V_INTR_MASKING;
         c.int_vector = 0;
         c.int_state = 0;
-        c.nested_ctl = vmcb::NP_ENABLE;
+        if self.shadow {
+            c.nested_ctl = 0;
+            for cr in [0, 3, 4] {
+                c.intercept_cr(cr);
+            }
+            c.intercept(Intercept::INVLPG);
+            c.intercept_exception(PF_VECTOR);
+        } else {
+            c.nested_ctl = vmcb::NP_ENABLE;
+        }
         c.event_inj = 0;
         c.event_inj_err = 0;
 
@@ -477,6 +521,8 @@ impl ArchVcpu for SvmVcpu {
         // FCW 0x37f, MXCSR 0x1f80: the x87 and SSE reset values.
         self.fx.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
         self.fx.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        self.paging = GuestPaging::RESET;
+        self.sync_paging();
     }
 
     fn regs(&self) -> uapi::kvm_regs {
@@ -529,6 +575,7 @@ impl ArchVcpu for SvmVcpu {
 
     fn sregs(&self) -> uapi::kvm_sregs {
         let s = &self.vmcb.save;
+        let p = self.paging();
         let seg = |seg: &Segment, kind| to_kvm_segment(seg, kind, s.cpl);
         let dt = |seg: &Segment| uapi::kvm_dtable { base: seg.base, limit: seg.limit as u16, padding: [0; 3] };
         uapi::kvm_sregs {
@@ -542,12 +589,12 @@ impl ArchVcpu for SvmVcpu {
             ldt: seg(&s.ldtr, SegKind::Ldt),
             gdt: dt(&s.gdtr),
             idt: dt(&s.idtr),
-            cr0: s.cr0,
+            cr0: p.cr0,
             cr2: s.cr2,
-            cr3: s.cr3,
-            cr4: s.cr4,
+            cr3: p.cr3,
+            cr4: p.cr4,
             cr8: u64::from(self.vmcb.control.int_ctl & 0xf),
-            efer: s.efer & !efer::SVME,
+            efer: p.efer,
             apic_base: self.apic_base,
             interrupt_bitmap: [0; 4],
         }
@@ -566,14 +613,50 @@ impl ArchVcpu for SvmVcpu {
         s.cpl = k.ss.dpl & 3;
         s.gdtr = Segment { selector: 0, attrib: 0, limit: u32::from(k.gdt.limit), base: k.gdt.base };
         s.idtr = Segment { selector: 0, attrib: 0, limit: u32::from(k.idt.limit), base: k.idt.base };
-        s.cr0 = k.cr0;
         s.cr2 = k.cr2;
-        s.cr3 = k.cr3;
-        s.cr4 = k.cr4;
-        s.efer = k.efer | efer::SVME;
         let c = &mut self.vmcb.control;
         c.int_ctl = (c.int_ctl & !0xf) | (k.cr8 & 0xf) as u32;
         self.apic_base = k.apic_base;
+        self.set_paging(GuestPaging { cr0: k.cr0, cr3: k.cr3, cr4: k.cr4, efer: k.efer });
+    }
+
+    fn paging(&self) -> GuestPaging {
+        if self.shadow {
+            return self.paging;
+        }
+        let s = &self.vmcb.save;
+        GuestPaging { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer & !efer::SVME }
+    }
+
+    fn set_paging(&mut self, paging: GuestPaging) {
+        if self.shadow {
+            self.paging = paging;
+            self.sync_paging();
+        } else {
+            let s = &mut self.vmcb.save;
+            s.cr0 = paging.cr0;
+            s.cr3 = paging.cr3;
+            s.cr4 = paging.cr4;
+            s.efer = paging.efer | efer::SVME;
+        }
+    }
+
+    fn set_cr2(&mut self, value: u64) {
+        self.vmcb.save.cr2 = value;
+    }
+
+    fn take_event(&mut self) -> Option<Event> {
+        let c = &mut self.vmcb.control;
+        let event = core::mem::take(&mut c.event_inj);
+        if event & vmcb::EVENT_VALID == 0 {
+            return None;
+        }
+        let vector = event as u8;
+        Some(match event & (7 << 8) {
+            vmcb::EVENT_TYPE_INTR => Event::Interrupt(vector),
+            vmcb::EVENT_TYPE_EXCEPTION => Event::Exception(vector),
+            _ => Event::Other,
+        })
     }
 
     fn gpr(&self, index: u8) -> u64 {
@@ -732,7 +815,7 @@ impl ArchVcpu for SvmVcpu {
             msr::SYSENTER_ESP => s.sysenter_esp,
             msr::SYSENTER_EIP => s.sysenter_eip,
             msr::PAT => s.g_pat,
-            msr::EFER => s.efer & !efer::SVME,
+            msr::EFER => self.paging().efer,
             msr::STAR => s.star,
             msr::LSTAR => s.lstar,
             msr::CSTAR => s.cstar,
@@ -755,16 +838,16 @@ impl ArchVcpu for SvmVcpu {
             msr::SYSENTER_ESP if canonical => s.sysenter_esp = value,
             msr::SYSENTER_EIP if canonical => s.sysenter_eip = value,
             msr::PAT if msr::valid_pat(value) => s.g_pat = value,
-            msr::EFER if value & !efer::SUPPORTED == 0 => {
-                if host {
-                    s.efer = value | efer::SVME;
+            msr::EFER => {
+                let p = self.paging();
+                let next = if host {
+                    (value & !efer::SUPPORTED == 0).then_some(GuestPaging { efer: value, ..p })
                 } else {
-                    // LMA is the processor's to set; LME cannot change
-                    // while paging is on.
-                    if (value ^ s.efer) & efer::LME != 0 && s.cr0 & x86::cr0::PG != 0 {
-                        return false;
-                    }
-                    s.efer = (value & !efer::LMA) | (s.efer & efer::LMA) | efer::SVME;
+                    p.write_efer(value)
+                };
+                match next {
+                    Some(next) => self.set_paging(next),
+                    None => return false,
                 }
             }
             msr::STAR => s.star = value,

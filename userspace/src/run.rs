@@ -307,9 +307,15 @@ fn print_kernel_stats((vcpu, vm): &(Option<kvmstats::StatsFile>, Option<kvmstats
         ("pf_fixed", "nested page faults fixed"),
     ];
     const VM: [(&str, &str); 3] = [("pages_4k", "4 KiB"), ("pages_2m", "2 MiB"), ("pages_1g", "1 GiB")];
+    // What only shadow paging counts (rkvm's names are KVM's).
+    const SHADOW: [(&str, &str); 3] =
+        [("pf_guest", "guest page faults reflected"), ("invlpg", "INVLPG"), ("tlb_flush", "shadow flushes")];
     if let Some(vcpu) = vcpu {
         let values = vcpu.read();
         eprintln!("rkvm: vCPU statistics from the kernel: {}", kvmstats::summary(&values, &VCPU));
+        if rkvm_shadow_paging(&values) {
+            eprintln!("rkvm: shadow paging: {}", kvmstats::summary(&values, &SHADOW));
+        }
         if let Some(split) = time_split(&values, wall) {
             eprintln!("rkvm: {split}");
         }
@@ -317,6 +323,13 @@ fn print_kernel_stats((vcpu, vm): &(Option<kvmstats::StatsFile>, Option<kvmstats
     if let Some(vm) = vm {
         eprintln!("rkvm: guest memory mapped by the kernel in pages of {}", kvmstats::summary(&vm.read(), &VM));
     }
+}
+
+/// Whether the statistics are rkvm's with shadow paging: KVM counts
+/// flushes with nested paging too, so the rkvm-only `exits_to_user` tells.
+fn rkvm_shadow_paging(values: &[(&str, u64)]) -> bool {
+    let get = |name: &str| values.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    get("exits_to_user").is_some() && get("tlb_flush").unwrap_or(0) + get("pf_guest").unwrap_or(0) > 0
 }
 
 /// Where the run's time went, from rkvm's `guest_time_ns` and

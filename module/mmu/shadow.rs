@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Shadow page tables: what the processor walks when a VM runs without
+//! nested paging.
+//!
+//! Each vCPU has one shadow table, mapping the guest's linear addresses to
+//! host pages. It starts empty; every access the guest makes to an address
+//! not mapped yet is a page fault that rkvm intercepts, and
+//! [`Shadow::page_fault`] answers it by walking the guest's own tables in
+//! software (`pure::walk`):
+//!
+//! - the guest's tables do not allow the access: the fault is the guest's,
+//!   and is reflected to it with the error code the processor would give;
+//! - they allow it and the page is RAM: one 4 KiB shadow leaf is written,
+//!   with permissions no wider than the guest's (`pure::shadow::leaf`), and
+//!   the accessed and dirty bits are set in the guest's entries as the
+//!   processor would set them;
+//! - the page is not RAM (or is a write to read-only memory): MMIO, as with
+//!   nested paging.
+//!
+//! The table has the semantics of a TLB (see `pure/shadow.rs`): it is
+//! emptied on every INVLPG and paging-mode change, and when the VM's memory
+//! slots change; a CR3 write empties what is not global. For that, each
+//! table below the root belongs to one root entry, and the root entries
+//! whose part of the address space maps any page that is not global are
+//! known: a CR3 write clears those entries and frees their tables. Its size
+//! is bounded: past [`MAX_TABLES`] tables it is emptied and refilled on
+//! demand.
+
+use kernel::prelude::*;
+
+use super::{entries, Table};
+use crate::{
+    memory::{Backing, GuestMemory},
+    pure::{
+        paging::{GuestPhys, HostPhys, Pte, LARGE_PAGE_SIZE},
+        shadow::{self, Flush, GuestPaging},
+        walk::{self, Access},
+    },
+    sys::LowPage,
+};
+
+/// A software bit (ignored by the processor) in the entry that points at a
+/// page directory: some leaf below comes from a guest page larger than 2
+/// MiB (1 GiB, or 4 MiB in 32-bit paging), so INVLPG there must clear the
+/// whole directory.
+const BIG_BELOW: u64 = 1 << 9;
+
+/// Tables (besides the root) one vCPU's shadow may hold: 4 MiB. A Linux
+/// guest with 128 MiB needs about 100.
+pub(crate) const MAX_TABLES: usize = 1024;
+
+/// What a guest page fault turned out to be.
+pub(crate) enum PageFault {
+    /// A shadow miss: the page is mapped now, re-enter the guest.
+    Fixed,
+    /// The guest's own fault: reflect it, with this error code.
+    Guest(u32),
+    /// An access to MMIO at this guest physical address.
+    Mmio(GuestPhys),
+}
+
+/// One vCPU's shadow page table.
+pub(crate) struct Shadow {
+    /// The top table: a PML4 (long mode) or a PAE page-directory-pointer
+    /// table, below 4 GiB as a legacy-mode CR3 requires.
+    root: LowPage,
+    /// 4 (long mode) or 3 (PAE) levels.
+    levels: u8,
+    /// Every table below the root, with the root entry it belongs to.
+    tables: KVec<(usize, Table)>,
+    /// The root entries under which a page that is not global is mapped,
+    /// one bit each.
+    local: [u64; 8],
+    /// The VM's mapping epoch the entries were made in (`Mmu::tlb_epoch`).
+    vm_epoch: u64,
+    /// How often the table was emptied.
+    flushes: u64,
+}
+
+impl Shadow {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Shadow { root: LowPage::alloc()?, levels: 3, tables: KVec::new(), local: [0; 8], vm_epoch: 0, flushes: 0 })
+    }
+
+    /// The root for an entry in a guest with `paging`, emptied first if the
+    /// VM's mappings changed since (`vm_epoch`) or the format must change.
+    pub(crate) fn prepare(&mut self, paging: &GuestPaging, vm_epoch: u64) -> HostPhys {
+        let levels = paging.shadow_levels();
+        if levels != self.levels || vm_epoch != self.vm_epoch {
+            self.flush(Flush::All);
+            self.levels = levels;
+            self.vm_epoch = vm_epoch;
+        }
+        self.root.phys()
+    }
+
+    /// A number that changes whenever entries were removed: the vCPU's TLB
+    /// must not keep translations from before.
+    pub(crate) fn generation(&self) -> u64 {
+        self.flushes
+    }
+
+    /// Empties the table (or its translations of pages that are not
+    /// global), as a TLB flush empties the TLB.
+    pub(crate) fn flush(&mut self, what: Flush) {
+        // SAFETY: the root belongs to `self`, borrowed mutably.
+        let root = unsafe { entries(self.root.phys()) };
+        match what {
+            Flush::None => return,
+            Flush::All => {
+                root.fill(0);
+                self.tables.clear();
+            }
+            Flush::NonGlobal => {
+                let local = self.local;
+                let is_local = |i: usize| local.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+                for (i, entry) in root.iter_mut().enumerate() {
+                    if is_local(i) {
+                        *entry = 0;
+                    }
+                }
+                self.tables.retain(|(i, _)| !is_local(*i));
+            }
+        }
+        self.local = [0; 8];
+        self.flushes = self.flushes.wrapping_add(1);
+    }
+
+    /// A guest page fault at `linear` with the processor's `error` code.
+    /// `maxphyaddr`: the guest's physical address width.
+    pub(crate) fn page_fault(
+        &mut self,
+        mem: &mut GuestMemory,
+        paging: &GuestPaging,
+        maxphyaddr: u32,
+        linear: u64,
+        error: u64,
+    ) -> Result<PageFault> {
+        let access = Access::from_error_code(error);
+        let read = |gpa: u64, size: u8| {
+            let mut b = [0u8; 8];
+            mem.read(GuestPhys(gpa), b.get_mut(..usize::from(size))?).ok()?;
+            Some(u64::from_le_bytes(b))
+        };
+        let walked = match walk::walk(paging.mode(), paging.cr3, linear, access, paging.controls(maxphyaddr), read) {
+            Ok(w) => w,
+            Err(code) => return Ok(PageFault::Guest(code)),
+        };
+        // The accessed and dirty bits, as the processor sets them. A table
+        // in a read-only slot keeps its bits clear (the write is dropped).
+        for u in walked.updates.iter().flatten() {
+            let bytes = u.value.to_le_bytes();
+            let _ = mem.write(GuestPhys(u.gpa), bytes.get(..usize::from(u.size)).unwrap_or(&bytes));
+        }
+        let gpa = GuestPhys(walked.gpa);
+        match mem.backing(GuestPhys(gpa.0 & !0xfff), access.write)? {
+            Backing::Mmio => Ok(PageFault::Mmio(gpa)),
+            Backing::Ram(page, host_writable) => {
+                let global = shadow::global(paging, &walked);
+                let big = walked.page_size > LARGE_PAGE_SIZE;
+                self.map(linear, shadow::leaf(page, &walked, access, host_writable), global, big)?;
+                Ok(PageFault::Fixed)
+            }
+        }
+    }
+
+    /// INVLPG of `linear`: removes every translation the guest page around
+    /// it may have left. Shadow leaves do not record the size of the guest
+    /// page they come from, so the whole 2 MiB around `linear` goes, or the
+    /// whole 1 GiB where a larger guest page was mapped.
+    pub(crate) fn invlpg(&mut self, linear: u64) {
+        let index = |level: u32| ((linear >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
+        let top = if self.levels == 3 { ((linear >> 30) & 3) as usize } else { index(4) };
+        // SAFETY: the root and the tables its entries point to belong to
+        // `self`, borrowed mutably.
+        let mut upper = unsafe { &mut entries(self.root.phys())[top] };
+        if self.levels == 4 {
+            if !Pte(*upper).present() {
+                return;
+            }
+            // SAFETY: as above.
+            upper = unsafe { &mut entries(Pte(*upper).addr())[index(3)] };
+        }
+        let pointer = Pte(*upper);
+        if !pointer.present() {
+            return;
+        }
+        // SAFETY: as above.
+        let directory = unsafe { entries(pointer.addr()) };
+        if pointer.0 & BIG_BELOW != 0 {
+            directory.fill(0);
+            *upper &= !BIG_BELOW;
+        } else if let Some(entry) = directory.get_mut(index(2)) {
+            if Pte(*entry).present() {
+                // SAFETY: as above.
+                unsafe { entries(Pte(*entry).addr()).fill(0) };
+            }
+        }
+        self.flushes = self.flushes.wrapping_add(1);
+    }
+
+    /// Writes the 4 KiB leaf for `linear`, creating tables on the way.
+    /// `global`: the leaf survives CR3 writes; `big`: it comes from a guest
+    /// page larger than 2 MiB.
+    fn map(&mut self, linear: u64, leaf: Pte, global: bool, big: bool) -> Result {
+        if self.tables.len() + self.levels as usize > MAX_TABLES {
+            self.flush(Flush::All);
+        }
+        let index = |level: u32| ((linear >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
+        let root = self.root.phys();
+        // The four PDPTEs of PAE paging cover the 32-bit linear address space.
+        let top = if self.levels == 3 { ((linear >> 30) & 3) as usize } else { index(4) };
+        let mut upper = (root, top);
+        let mut table = self.next_table(root, top, self.levels == 3, top)?;
+        if self.levels == 4 {
+            upper = (table, index(3));
+            table = self.next_table(table, index(3), false, top)?;
+        }
+        if big {
+            // SAFETY: `upper.0` is a table of this shadow, borrowed mutably.
+            unsafe { entries(upper.0)[upper.1] |= BIG_BELOW };
+        }
+        table = self.next_table(table, index(2), false, top)?;
+        // SAFETY: `table` is a table of this shadow, borrowed mutably.
+        unsafe { entries(table)[index(1)] = leaf.0 };
+        if !global {
+            if let Some(word) = self.local.get_mut(top / 64) {
+                *word |= 1 << (top % 64);
+            }
+        }
+        Ok(())
+    }
+
+    /// The table entry `index` of `table` points to, created if empty
+    /// (`pdpte`: as a legacy PAE PDPTE, with no permission bits) as a table
+    /// of root entry `top`.
+    fn next_table(&mut self, table: HostPhys, index: usize, pdpte: bool, top: usize) -> Result<HostPhys> {
+        // SAFETY: `table` is the root or a table of this shadow, borrowed
+        // mutably.
+        let entry = Pte(unsafe { entries(table)[index & 0x1ff] });
+        if entry.present() {
+            return Ok(entry.addr());
+        }
+        let new = Table::new()?;
+        let pa = new.phys();
+        self.tables.push((top, new), GFP_KERNEL)?;
+        let entry = if pdpte { Pte::pdpte(pa) } else { Pte::table(pa) };
+        // SAFETY: as above.
+        unsafe { entries(table)[index & 0x1ff] = entry.0 };
+        Ok(pa)
+    }
+}
