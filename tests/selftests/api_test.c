@@ -73,6 +73,7 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_SET_GUEST_DEBUG2, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP },
 	{ KVM_CAP_IMMEDIATE_EXIT, 1 },
 	{ KVM_CAP_BINARY_STATS_FD, 1 },
+	{ KVM_CAP_ENABLE_CAP_VM, 1 },
 };
 
 TEST_F(sys, capabilities_are_honest)

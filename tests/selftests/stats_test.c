@@ -154,6 +154,9 @@ TEST_F(vm, huge_page_is_one_2m_leaf)
 
 	if (!reserve_huge_pages(2))
 		SKIP(return, "no 2 MiB huge pages (CONFIG_HUGETLBFS, /proc/sys/vm/nr_hugepages)");
+	/* Leaves of the nested page table: with rkvm, NPT whatever the module's default. */
+	vm_destroy(vm);
+	ASSERT_EQ(0, vm_create_mmu(vm, testing_rkvm() ? RKVM_MMU_TDP : 0));
 	huge = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
 	huge2 = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
 	ASSERT_NE(MAP_FAILED, huge);

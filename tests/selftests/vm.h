@@ -41,8 +41,28 @@ static inline void vm_set_supported_cpuid(struct vm *vm)
 		ioctl(vm->vcpu, KVM_SET_CPUID2, &cpuid);
 }
 
-/* Creates VM, slot 0 over [0, GUEST_MEM_SIZE) and vCPU 0; 0 or -errno. */
-static inline int vm_create(struct vm *vm)
+/*
+ * rkvm's own capability (module/pure/ioctl.rs): KVM_CHECK_EXTENSION gives the
+ * MMU modes offered, KVM_ENABLE_CAP on a VM chooses one before its first
+ * vCPU. Real KVM answers 0 (it chooses with kvm_amd's npt parameter).
+ */
+#define KVM_CAP_RKVM_MMU	0x524b0001
+#define RKVM_MMU_TDP		(1 << 0)
+#define RKVM_MMU_SHADOW		(1 << 1)
+
+/* KVM_ENABLE_CAP(KVM_CAP_RKVM_MMU, mode) on a VM fd: 0 or -errno. */
+static inline int vm_choose_mmu(int vm_fd, uint64_t mode)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_RKVM_MMU, .args = { mode } };
+
+	return ioctl(vm_fd, KVM_ENABLE_CAP, &cap) ? -errno : 0;
+}
+
+/*
+ * Creates VM, slot 0 over [0, GUEST_MEM_SIZE) and vCPU 0, with the MMU mode
+ * `mmu` (0: the device's default); 0 or -errno.
+ */
+static inline int vm_create_mmu(struct vm *vm, uint64_t mmu)
 {
 	struct kvm_userspace_memory_region region;
 	int size;
@@ -53,6 +73,8 @@ static inline int vm_create(struct vm *vm)
 		return -errno;
 	vm->fd = ioctl(vm->sys, KVM_CREATE_VM, 0);
 	if (vm->fd < 0)
+		return -errno;
+	if (mmu && vm_choose_mmu(vm->fd, mmu))
 		return -errno;
 	vm->mem = mmap(NULL, GUEST_MEM_SIZE, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -78,6 +100,12 @@ static inline int vm_create(struct vm *vm)
 	if (vm->run == MAP_FAILED)
 		return -errno;
 	return 0;
+}
+
+/* A VM in the device's default MMU mode. */
+static inline int vm_create(struct vm *vm)
+{
+	return vm_create_mmu(vm, 0);
 }
 
 static inline void vm_destroy(struct vm *vm)

@@ -39,26 +39,48 @@ kvm:linux_reboot t_linux_reboot /dev/kvm
 kvm:linux_console_input t_linux_console_input /dev/kvm"
 PLAN="$PLAN
 kvm_info t_info /dev/kvm
-kvm_unload t_kvm_unload
-rkvm_load t_rkvm_load"
-for t in $SELFTESTS; do PLAN="$PLAN
-rkvm:$t t_selftest /dev/rkvm $t"; done
-[ "$BACKEND" = svm ] && for g in $GUESTS; do PLAN="$PLAN
-rkvm:run:$g t_flat /dev/rkvm $g"
-[ -f "/rkvm/guests/$g.nodiff" ] || PLAN="$PLAN
-diff:$g t_flat_diff $g"; done
+kvm_unload t_kvm_unload"
+# The reference for shadow paging: kvm_amd without NPT.
+[ "$EMU" = bochs ] || PLAN="$PLAN
+kvm_load_shadow t_kvm_load npt=0
+kvm:shadow:paging_test t_selftest /dev/kvm paging_test
+kvm:shadow:guest_test t_selftest /dev/kvm guest_test
+kvm:shadow:linux t_linux /dev/kvm kvm-shadow
+kvm_unload_shadow t_kvm_unload"
+
+# What runs in each of rkvm's MMU modes: the selftests, the flat guests
+# (each compared with its run through real KVM) and the Linux boots.
+# $1: the prefix of the test names ("rkvm" or "shadow").
+mmu_suite() {
+    for t in $SELFTESTS; do echo "$1:$t t_selftest /dev/rkvm $t"; done
+    [ "$BACKEND" = svm ] || return 0
+    for g in $GUESTS; do
+        echo "$1:run:$g t_flat /dev/rkvm $g"
+        [ -f "/rkvm/guests/$g.nodiff" ] || echo "$1:diff:$g t_flat_diff $g"
+    done
+    echo "$1:linux t_linux /dev/rkvm $1"
+    echo "$1:linux_reboot t_linux_reboot /dev/rkvm"
+    echo "$1:linux_console_input t_linux_console_input /dev/rkvm"
+}
+
+PLAN="$PLAN
+rkvm_load t_rkvm_load
+$(mmu_suite rkvm)"
 [ "$BACKEND" = svm ] && PLAN="$PLAN
 rkvm_kernel_exit_trace t_kernel_exit_trace
 tour_commands t_tour_commands
 exit_trace_overhead t_exit_trace_overhead
-rkvm:linux t_linux /dev/rkvm
-rkvm:linux_reboot t_linux_reboot /dev/rkvm
-rkvm:linux_console_input t_linux_console_input /dev/rkvm
-linux_boot_times t_linux_times
 rkvm_refuses_busy_svm t_rkvm_refuses_busy_svm"
 PLAN="$PLAN
 rkvm_info t_info /dev/rkvm
-rkvm_unload t_rkvm_unload
+rkvm_unload t_rkvm_unload"
+# The same again with shadow page tables (rkvm.ko tdp=0).
+[ "$BACKEND" = svm ] && PLAN="$PLAN
+shadow_load t_rkvm_load tdp=0
+$(mmu_suite shadow)
+linux_boot_times t_linux_times
+shadow_unload t_rkvm_unload"
+PLAN="$PLAN
 kernel_log t_kernel_log"
 [ "$(cmdline_arg rkvm.fail)" = 1 ] && PLAN="$PLAN
 deliberate_failure t_deliberate_failure"
@@ -67,7 +89,7 @@ deliberate_failure t_deliberate_failure"
 fail() { echo "FAIL: $*"; exit 1; }
 
 t_kvm_load() {
-    modprobe "$KVM_MOD" || fail "modprobe $KVM_MOD"
+    modprobe "$KVM_MOD" "$@" || fail "modprobe $KVM_MOD $*"
     [ -c /dev/kvm ] || fail "/dev/kvm did not appear"
 }
 
@@ -104,7 +126,7 @@ t_flat() {
 t_flat_diff() {
     for dev in kvm rkvm; do
         [ -f "/tmp/trace-$dev-$1" ] || fail "no trace from the $dev run"
-        grep -v ' exits to userspace: \|^rkvm: vCPU statistics from the kernel\|^rkvm: guest memory mapped by the kernel\|^rkvm: kexit \|^rkvm: time: ' \
+        grep -v ' exits to userspace: \|^rkvm: vCPU statistics from the kernel\|^rkvm: guest memory mapped by the kernel\|^rkvm: kexit \|^rkvm: time: \|^rkvm: shadow paging: ' \
             "/tmp/trace-$dev-$1" > "/tmp/cmp-$dev"
     done
     if ! cmp -s /tmp/cmp-kvm /tmp/cmp-rkvm; then
@@ -161,10 +183,11 @@ check_linux_boot() {
 # The guest powers off (halts: it has no ACPI). The same through kvm_amd is
 # the reference (and guards against a regression: with XSAVE in its CPUID,
 # the guest oopsed under kvm_amd nested in QEMU).
+# $2 names the boot for linux_boot_times (default: the device's name).
 t_linux() {
     start=$(uptime_cs)
     boot_linux "$1"
-    echo $(( $(uptime_cs) - start )) > "/tmp/linux-cs-$(basename "$1")"
+    echo $(( $(uptime_cs) - start )) > "/tmp/linux-cs-${2:-$(basename "$1")}"
     [ "$status" = 0 ] || { tail -n 20 /tmp/linux.out; fail "rkvm run --kernel: exit status $status"; }
     check_linux_boot
     grep -q '^rkvm: the guest halted with nothing left to wake it (powered off) (exit status 0)$' /tmp/linux.err ||
@@ -299,9 +322,13 @@ uptime_cs() {
 # The Linux boot times through both devices, side by side (a figure, not a
 # pass/fail criterion: emulated time is noise across runs, not within one).
 t_linux_times() {
-    [ -f /tmp/linux-cs-kvm ] && [ -f /tmp/linux-cs-rkvm ] || fail "a Linux boot did not run"
-    kvm=$(cat /tmp/linux-cs-kvm) rkvm=$(cat /tmp/linux-cs-rkvm)
-    echo "Linux boot to /init and halt: kvm_amd $((kvm / 100)).$((kvm / 10 % 10))s, rkvm $((rkvm / 100)).$((rkvm / 10 % 10))s, rkvm/kvm = $((rkvm * 100 / (kvm > 0 ? kvm : 1)))%"
+    for run in kvm rkvm kvm-shadow shadow; do
+        [ -f "/tmp/linux-cs-$run" ] || fail "the Linux boot '$run' did not run"
+    done
+    secs() { cs=$(cat "/tmp/linux-cs-$1"); echo "$((cs / 100)).$((cs / 10 % 10))s"; }
+    ratio() { a=$(cat "/tmp/linux-cs-$1") b=$(cat "/tmp/linux-cs-$2"); echo "$((a * 100 / (b > 0 ? b : 1)))%"; }
+    echo "Linux boot to /init and halt, nested paging: kvm_amd $(secs kvm), rkvm $(secs rkvm), rkvm/kvm = $(ratio rkvm kvm)"
+    echo "Linux boot to /init and halt, shadow paging: kvm_amd npt=0 $(secs kvm-shadow), rkvm tdp=0 $(secs shadow), rkvm/kvm = $(ratio shadow kvm-shadow)"
 }
 
 # The line the module logged at load: "rkvm: cpu: <features>; backend: <b>".
@@ -310,7 +337,7 @@ module_cpu_line() {
 }
 
 t_rkvm_load() {
-    insmod /rkvm/rkvm.ko || fail "insmod rkvm.ko"
+    insmod /rkvm/rkvm.ko "$@" || fail "insmod rkvm.ko $*"
     [ -c /dev/rkvm ] || fail "/dev/rkvm is not a character device"
     grep -qw rkvm /proc/misc || fail "rkvm is not in /proc/misc"
     line=$(module_cpu_line)

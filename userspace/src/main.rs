@@ -155,6 +155,12 @@ enum Command {
         /// instruction (read through the guest's page tables).
         #[arg(long, requires = "trace_exits")]
         trace_regs: bool,
+        /// How guest memory is translated: "tdp" (nested paging, NPT/EPT)
+        /// or "shadow" (shadow page tables) [default: the module's, its
+        /// parameter tdp]. /dev/rkvm only: real KVM chooses when its module
+        /// loads (kvm_amd npt=0).
+        #[arg(long, value_enum)]
+        mmu: Option<run::MmuMode>,
     },
 }
 
@@ -180,14 +186,14 @@ fn main() -> ExitCode {
         Command::Trace { which, vcpu, follow } => {
             observe::trace(&which.debugfs, which.vm.as_deref(), vcpu, follow).map(|()| 0)
         }
-        Command::Run { device, flat, kernel, initrd, cmdline, mode, mem, trace_exits, trace_regs } => {
+        Command::Run { device, flat, kernel, initrd, cmdline, mode, mem, trace_exits, trace_regs, mmu } => {
             let guest = match (&flat, &kernel) {
                 (Some(flat), _) => run::Guest::Flat(flat, mode),
                 (None, Some(kernel)) => run::Guest::Linux { kernel, initrd: initrd.as_deref(), cmdline: &cmdline },
                 (None, None) => return ExitCode::from(2), // clap requires one of them
             };
             let mem_mib = mem.unwrap_or(if kernel.is_some() { 128 } else { 16 });
-            let opts = run::Options { device: &device, guest, mem_mib, trace_exits, trace_regs };
+            let opts = run::Options { device: &device, guest, mem_mib, trace_exits, trace_regs, mmu };
             run::run(&opts).map(|outcome| {
                 if let Some(msg) = outcome.message() {
                     eprintln!("rkvm: {msg} (exit status {})", outcome.status());

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::rc::Rc;
 
-use kvm_bindings::{kvm_cpuid_entry2, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_enable_cap, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::os::fd::{AsRawFd, RawFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -61,6 +61,36 @@ pub struct Options<'a> {
     pub mem_mib: usize,
     pub trace_exits: bool,
     pub trace_regs: bool,
+    pub mmu: Option<MmuMode>,
+}
+
+/// The MMU mode of `--mmu` (rkvm's `KVM_CAP_RKVM_MMU`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MmuMode {
+    /// Two-dimensional paging: NPT (AMD) or EPT (Intel).
+    Tdp,
+    /// Shadow page tables.
+    Shadow,
+}
+
+/// `KVM_ENABLE_CAP(KVM_CAP_RKVM_MMU)`: chooses the VM's MMU mode, before
+/// its first vCPU.
+fn choose_mmu(kvm: &Kvm, vm: &VmFd, mode: MmuMode, device: &Path) -> Result<(), String> {
+    use rkvm_pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
+    let bit = match mode {
+        MmuMode::Tdp => mmu_mode::TDP,
+        MmuMode::Shadow => mmu_mode::SHADOW,
+    };
+    let offered = kvm.check_extension_raw(KVM_CAP_RKVM_MMU.into()) as u64;
+    if offered & bit == 0 {
+        return Err(format!(
+            "{} cannot choose the MMU per VM (real KVM chooses when its module loads: kvm_amd npt=0 for shadow paging)",
+            device.display()
+        ));
+    }
+    let mut cap = kvm_enable_cap { cap: KVM_CAP_RKVM_MMU, ..Default::default() };
+    cap.args[0] = bit;
+    vm.enable_cap(&cap).map_err(|e| format!("KVM_ENABLE_CAP(KVM_CAP_RKVM_MMU): {e}"))
 }
 
 /// How the run ended.
@@ -118,6 +148,9 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
         };
         format!("KVM_CREATE_VM on {}: {e}{hint}", opts.device.display())
     })?;
+    if let Some(mode) = opts.mmu {
+        choose_mmu(&kvm, &vm, mode, opts.device)?;
+    }
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)])
         .map_err(|e| format!("cannot allocate {} MiB of guest memory: {e} (try a smaller --mem)", opts.mem_mib))?;
     add_memory(&vm, &mem)?;
