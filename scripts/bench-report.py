@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
 """The report of `make bench`: reads the test VM's serial log (lines
-"bench <device> <name> <ns per operation>" from tests/vm/bench.sh), and
-writes, per benchmark, the median and spread (min-max) of the rounds for
-each device and the rkvm/KVM ratio of the medians:
+"bench <device> <name> <ns per operation>" from tests/vm/bench.sh, devices
+kvm, rkvm, kvm-shadow and rkvm-shadow), and writes, per benchmark, the
+median and spread (min-max) of the rounds for each device and the rkvm/KVM
+ratio of the medians; then a second table, nested against shadow paging:
 
     bench-report.py SERIAL_LOG OUT_DIR
 
@@ -26,6 +27,7 @@ BENCHMARKS = [
     ("mmio_exit_to_user", "MMIO write: decoded, to user mode and back"),
     ("irq_window_injection", "interrupt via the window protocol"),
     ("npt_fault", "nested page fault (4 KiB, first touch)"),
+    ("guest_pf_touch", "guest page touch after a CR3 reload"),
     ("vm_vcpu_create", "VM + memory slot + vCPU, created and closed"),
     ("linux_boot", "Linux boot to /init and power-off"),
 ]
@@ -35,7 +37,7 @@ UNITS = {"linux_boot": ("s", 1e9), "vm_vcpu_create": ("µs", 1e3)}
 def parse(log):
     samples, errors = {}, []
     for line in log.splitlines():
-        m = re.search(r"rkvm-out: bench (kvm|rkvm) (\w+) (\d+)$", line)
+        m = re.search(r"rkvm-out: bench (kvm|rkvm|kvm-shadow|rkvm-shadow) (\w+) (\d+)$", line)
         if m:
             samples.setdefault(m.group(2), {}).setdefault(m.group(1), []).append(int(m.group(3)))
         m = re.search(r"rkvm-out: (bench-error .*)$", line)
@@ -55,13 +57,25 @@ def fmt(ns, name):
     return f"{ns / div:.2f} {unit}" if unit == "s" else f"{ns / div:.1f} {unit}"
 
 
+# The rows of the second table: where the MMU mode matters, and CPUID (it
+# does not) as the control.
+SHADOW_ROWS = ["guest_pf_touch", "npt_fault", "linux_boot", "cpuid_exit"]
+
+
+def ratio(a, b):
+    return a["median"] / b["median"] if a and b and b["median"] > 0 else None
+
+
 def report(samples, errors):
     rows = []
     for name, what in BENCHMARKS:
-        kvm = summary(samples.get(name, {}).get("kvm", []))
-        rkvm = summary(samples.get(name, {}).get("rkvm", []))
-        ratio = rkvm["median"] / kvm["median"] if kvm and rkvm and kvm["median"] > 0 else None
-        rows.append({"name": name, "what": what, "kvm": kvm, "rkvm": rkvm, "ratio": ratio})
+        dev = {d: summary(samples.get(name, {}).get(d, [])) for d in ("kvm", "rkvm", "kvm-shadow", "rkvm-shadow")}
+        rows.append({"name": name, "what": what, "kvm": dev["kvm"], "rkvm": dev["rkvm"],
+                     "ratio": ratio(dev["rkvm"], dev["kvm"]),
+                     "kvm_shadow": dev["kvm-shadow"], "rkvm_shadow": dev["rkvm-shadow"],
+                     "ratio_shadow": ratio(dev["rkvm-shadow"], dev["kvm-shadow"]),
+                     "kvm_shadow_over_npt": ratio(dev["kvm-shadow"], dev["kvm"]),
+                     "rkvm_shadow_over_npt": ratio(dev["rkvm-shadow"], dev["rkvm"])})
     return {"rows": rows, "errors": errors, "note": "medians over rounds in one boot of the QEMU test VM (TCG); "
             "absolute times are emulation, ratios compare rkvm with kvm_amd side by side"}
 
@@ -76,8 +90,20 @@ def table(rep):
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "n/a"
         out.append(f"| {r['what']} | {cell(r['kvm'])} | {cell(r['rkvm'])} | {ratio} |")
     out.append("")
-    out.append("Median (min-max) per operation over the rounds; ratio of the medians. "
-               "Shadow-paging faults: n/a until shadow paging exists (issue 5).")
+    out.append("Median (min-max) per operation over the rounds; ratio of the medians.")
+    out.append("")
+    out.append("Nested paging against shadow paging (kvm_amd npt=0, rkvm tdp=0), medians:")
+    out.append("")
+    out.append("| benchmark | KVM NPT | KVM shadow | shadow/NPT | rkvm NPT | rkvm shadow | shadow/NPT | rkvm/KVM shadow |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    by_name = {r["name"]: r for r in rep["rows"]}
+    for name in SHADOW_ROWS:
+        r = by_name[name]
+        med = lambda s: fmt(s["median"], name) if s else "n/a"
+        rat = lambda x: f"{x:.2f}" if x is not None else "n/a"
+        out.append(f"| {r['what']} | {med(r['kvm'])} | {med(r['kvm_shadow'])} | {rat(r['kvm_shadow_over_npt'])} | "
+                   f"{med(r['rkvm'])} | {med(r['rkvm_shadow'])} | {rat(r['rkvm_shadow_over_npt'])} | "
+                   f"{rat(r['ratio_shadow'])} |")
     for e in rep["errors"]:
         out.append(f"- {e}")
     return "\n".join(out) + "\n"

@@ -118,6 +118,9 @@ pub fn newer(bytes: &[u8], after: u64) -> impl Iterator<Item = ExitRecord> + '_ 
     })
 }
 
+/// The exit code of an intercepted page fault (shadow paging).
+const PF_EXIT: u64 = exit::EXCP_BASE + 14;
+
 /// The SVM exit code's name, as the AMD manual (APM vol. 2, appendix C) and
 /// Linux's `SVM_EXIT_REASONS` spell them.
 pub fn svm_exit_name(code: u64) -> &'static str {
@@ -136,7 +139,7 @@ pub fn svm_exit_name(code: u64) -> &'static str {
         exit::VINTR => "vintr",
         exit::CPUID => "cpuid",
         exit::HLT => "hlt",
-        0x79 => "invlpg",
+        exit::INVLPG => "invlpg",
         exit::IOIO => "io",
         exit::MSR => "msr",
         exit::TASK_SWITCH => "task_switch",
@@ -218,7 +221,8 @@ impl core::fmt::Display for Describe {
                 let rep = if r.info1 & 8 != 0 { " rep" } else { "" };
                 write!(f, " {dir} port={port:#x} size={size}{string}{rep}")?;
             }
-            exit::NPF => {
+            // The nested page fault's error code has the #PF layout.
+            exit::NPF | PF_EXIT => {
                 let access = if r.info1 & 0x10 != 0 {
                     "fetch"
                 } else if r.info1 & 2 != 0 {
@@ -226,9 +230,20 @@ impl core::fmt::Display for Describe {
                 } else {
                     "read"
                 };
-                let kind = if r.info1 & 1 != 0 { "protection" } else { "not present" };
-                write!(f, " gpa={:#x} {access} ({kind})", r.info2)?;
+                let kind = if r.info1 & 8 != 0 {
+                    "reserved bit"
+                } else if r.info1 & 1 != 0 {
+                    "protection"
+                } else {
+                    "not present"
+                };
+                let (what, user) = match r.code {
+                    exit::NPF => ("gpa", ""),
+                    _ => ("addr", if r.info1 & 4 != 0 { " user" } else { "" }),
+                };
+                write!(f, " {what}={:#x} {access}{user} ({kind})", r.info2)?;
             }
+            exit::CR_READ_BASE..=exit::CR_WRITE_LAST => write!(f, " cr{}", r.code & 0xf)?,
             exit::MSR => write!(f, " {}", if r.info1 & 1 != 0 { "wrmsr" } else { "rdmsr" })?,
             _ => {}
         }
@@ -301,6 +316,10 @@ mod tests {
         assert_eq!(format!("{}", describe(&out)), "io       rip=0x1000 out port=0x3f8 size=1 guest=0ns -> user: io");
         let npf = ExitRecord { code: exit::NPF, info1: 6, info2: 0x3f00_0000, ..Default::default() };
         assert_eq!(format!("{}", describe(&npf)), "npf      rip=0x0 gpa=0x3f000000 write (not present) guest=0ns -> kernel");
+        let pf = ExitRecord { code: 0x4e, info1: 7, info2: 0x7fff_f000, ..Default::default() };
+        assert_eq!(format!("{}", describe(&pf)), "excp_pf  rip=0x0 addr=0x7ffff000 write user (protection) guest=0ns -> kernel");
+        let cr3 = ExitRecord { code: 0x13, ..Default::default() };
+        assert_eq!(format!("{}", describe(&cr3)), "write_cr rip=0x0 cr3 guest=0ns -> kernel");
         assert_eq!(svm_exit_name(exit::CPUID), "cpuid");
         assert_eq!(svm_exit_name(0x33), "write_dr");
     }

@@ -277,6 +277,66 @@ static void npt_fault_bench(void)
 	}
 }
 
+/*
+ * Page touches after a context switch: a 64-bit guest with its own page
+ * tables writes one byte in each of 512 pages (4 KiB pages over 2 MiB),
+ * reloads CR3 (as a process switch does) and starts again. With nested
+ * paging the processor refills its TLB from the guest's tables; with shadow
+ * paging each touch after the reload is a page fault that the hypervisor
+ * handles by walking the guest's tables. Per touch.
+ */
+extern const uint8_t pf_guest[], pf_guest_end[];
+asm(".pushsection .rodata.bench_guest, \"a\"\n"
+    "pf_guest:\n"
+    "	mov $0x200000, %rdi\n"
+    "	mov $512, %ecx\n"
+    "1:	movb %al, (%rdi)\n"
+    "	add $0x1000, %rdi\n"
+    "	loop 1b\n"
+    "	mov %cr3, %rax\n"
+    "	mov %rax, %cr3\n"
+    "	out %al, $0xf4\n"
+    "	jmp pf_guest\n"
+    "pf_guest_end:\n"
+    ".popsection\n");
+
+static void guest_pf_bench(void)
+{
+	const uint64_t size = 2 << 20;
+	uint8_t *pages = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct kvm_userspace_memory_region slot = {
+		.slot = 1, .guest_phys_addr = size, .memory_size = size, .userspace_addr = (uintptr_t)pages,
+	};
+	uint64_t *pd, *pt;
+	struct vm vm;
+	int i, r;
+
+	if (pages == MAP_FAILED)
+		die("guest memory");
+	if (vm_create(&vm))
+		die("creating a VM");
+	if (ioctl(vm.fd, KVM_SET_USER_MEMORY_REGION, &slot))
+		die("slot 1");
+	memcpy(vm.mem + 0x1000, pf_guest, pf_guest_end - pf_guest);
+	if (vm_long_mode(&vm, 0x1000))
+		die("long mode");
+	/* PD[1]: linear 2-4 MiB through a page table of 4 KiB pages. */
+	pd = (uint64_t *)(vm.mem + 0x102000);
+	pt = (uint64_t *)(vm.mem + 0x103000);
+	pd[1] = 0x103000 | 3;
+	for (i = 0; i < 512; i++)
+		pt[i] = (size + ((uint64_t)i << 12)) | 3;
+	run_to_end(&vm);					/* warm up: the host maps its pages */
+	for (r = 0; r < rounds; r++) {
+		uint64_t t0 = now_ns();
+
+		run_to_end(&vm);
+		report("guest_pf_touch", now_ns() - t0, 512);
+	}
+	vm_destroy(&vm);
+	munmap(pages, size);
+}
+
 /* KVM_CREATE_VM, one memory slot, KVM_CREATE_VCPU, and closing them. */
 static void create_bench(uint32_t n)
 {
@@ -358,6 +418,8 @@ int main(int argc, char **argv)
 		window_bench(1000);
 	if (wanted("npt_fault"))
 		npt_fault_bench();
+	if (wanted("guest_pf_touch"))
+		guest_pf_bench();
 	if (wanted("vm_vcpu_create"))
 		create_bench(20);
 	return 0;

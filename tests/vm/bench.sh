@@ -1,6 +1,8 @@
 #!/bin/sh
 # `make bench` inside the test VM: the same microbenchmarks (tests/bench)
-# and Linux boots through real KVM and through rkvm, in this one boot.
+# and Linux boots through real KVM and through rkvm, each with nested
+# paging and with shadow paging (kvm_amd npt=0, rkvm.ko tdp=0), in this one
+# boot. Device labels: kvm, rkvm, kvm-shadow, rkvm-shadow.
 # Lines "bench <device> <name> <ns per operation>" go to the host, which
 # computes medians, spreads and ratios (scripts/bench-report.py).
 . /rkvm/lib.sh
@@ -27,14 +29,27 @@ bench_device() { # label device
     done
 }
 
+# label, then the module's parameters for shadow paging (none: nested).
+bench_kvm() {
+    if modprobe "$KVM_MOD" "$@" 2>/dev/null; then
+        bench_device "$label" /dev/kvm
+        rmmod "$KVM_MOD" kvm
+    else
+        say "bench-error $label: modprobe $KVM_MOD $* failed"
+    fi
+}
+bench_rkvm() {
+    if insmod /rkvm/rkvm.ko "$@"; then
+        bench_device "$label" /dev/rkvm
+        rmmod rkvm
+    else
+        say "bench-error $label: insmod rkvm.ko $* failed"
+    fi
+}
+
 say "bench: $ROUNDS rounds, $BOOTS Linux boots per device"
-if modprobe "$KVM_MOD" 2>/dev/null; then
-    bench_device kvm /dev/kvm
-    rmmod "$KVM_MOD" kvm
-else
-    say "bench-error kvm: modprobe $KVM_MOD failed"
-fi
-insmod /rkvm/rkvm.ko || say "bench-error rkvm: insmod failed"
-bench_device rkvm /dev/rkvm
-rmmod rkvm
+label=kvm bench_kvm
+label=rkvm bench_rkvm
+[ "$KVM_MOD" = kvm_amd ] && label=kvm-shadow bench_kvm npt=0
+[ "$KVM_MOD" = kvm_amd ] && label=rkvm-shadow bench_rkvm tdp=0
 say "bench: done"
