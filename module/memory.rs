@@ -157,6 +157,17 @@ impl GuestMemory {
         Ok(Backing::Ram(mem.pin(index)?.phys(), writable))
     }
 
+    /// The host page behind `gpa` if the guest has touched it already (it
+    /// is pinned), and whether a read may map it writable (a writable slot
+    /// that does not log dirty pages): for prefetching mappings without
+    /// pinning, populating or logging anything.
+    pub(crate) fn pinned(&self, gpa: GuestPhys) -> Option<(HostPhys, bool)> {
+        let gfn = gpa.gfn();
+        let mem = self.slots.iter().find(|m| m.slot.contains(gfn))?;
+        let page = mem.pages.get((gfn - mem.slot.base_gfn) as usize)?.as_ref()?;
+        Some((page.phys(), mem.slot.writable() && mem.dirty.is_empty()))
+    }
+
     /// Whether the 2 MiB-aligned guest range around `gpa` can be one large
     /// leaf for this access, and if so its base, host address and
     /// writability. It can when one slot covers the whole range, the slot

@@ -67,8 +67,9 @@ pub(crate) enum VcpuStat {
     PfGuest,
     /// INVLPG executed by the guest (shadow paging).
     Invlpg,
-    /// Shadow page tables emptied: the guest flushed its TLB (CR3 write,
-    /// INVLPG, paging mode change) or the VM's memory changed.
+    /// Shadow page tables emptied (wholly or of what is not global): the
+    /// guest flushed its TLB (CR3 write, paging mode change) or the table
+    /// reached its size bound.
     TlbFlush,
     /// VMMCALL.
     Hypercalls,

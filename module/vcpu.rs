@@ -22,10 +22,7 @@ use crate::{
     emulate::{self, Mmio, PendingLoad, StringIo, StringStart},
     fd::FdOps,
     memory::GuestMemory,
-    mmu::{
-        shadow::{PageFault, Shadow},
-        Fault,
-    },
+    mmu::{shadow::PageFault, Fault, VcpuMmu},
     pure::{
         cpuid,
         decode::{self, Reg},
@@ -222,18 +219,11 @@ struct VcpuState {
     io_buf: KVec<u8>,
     /// Since when (`ktime_ns`) this `KVM_RUN` has been outside guest mode.
     host_since: u64,
-    /// The shadow page table, if the VM uses shadow paging.
-    shadow: Option<Shadow>,
+    /// Nested paging, or this vCPU's shadow page table.
+    mmu: VcpuMmu,
 }
 
 impl VcpuState {
-    /// Empties the shadow page table (if any): the guest's paging state
-    /// changed from outside (`KVM_SET_SREGS`, `KVM_SET_MSRS`).
-    fn flush_shadow(&mut self, what: Flush) {
-        if let Some(shadow) = &mut self.shadow {
-            shadow.flush(what);
-        }
-    }
 
     /// `kvm_vcpu_ready_for_interrupt_injection()` with a userspace irqchip.
     fn ready_for_interrupt(&self) -> bool {
@@ -286,7 +276,7 @@ impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
         let shadow_paging = vm.shadow_paging();
         let arch = SvmVcpu::new(id == 0, vm.asids(), shadow_paging)?;
-        let shadow = if shadow_paging { Some(Shadow::new()?) } else { None };
+        let mmu = VcpuMmu::new(shadow_paging)?;
         let stats = VcpuStats::new()?;
         let trace = ExitTrace::new()?;
         // Without debugfs (or its memory) the vCPU works all the same.
@@ -313,7 +303,7 @@ impl Vcpu {
                     pending_string: None,
                     io_buf,
                     host_since: 0,
-                    shadow,
+                    mmu,
                 }),
             }),
             GFP_KERNEL,
@@ -381,13 +371,8 @@ impl Vcpu {
             self.stats.add(VcpuStat::HostTimeNs, entered.saturating_sub(st.host_since));
             let exit = {
                 let mmu = self.vm.mmu.lock();
-                match &mut st.shadow {
-                    Some(shadow) => {
-                        let root = shadow.prepare(&st.arch.paging(), mmu.tlb_epoch());
-                        st.arch.run(root, mmu.tlb_epoch().wrapping_add(shadow.generation()))
-                    }
-                    None => st.arch.run(mmu.root(), mmu.tlb_epoch()),
-                }
+                let (root, tlb_epoch) = st.mmu.entry(&mmu, &st.arch.paging());
+                st.arch.run(root, tlb_epoch)
             };
             let exited = sys::ktime_ns();
             st.host_since = exited;
@@ -488,13 +473,16 @@ impl Vcpu {
                 let mut mmu = self.vm.mmu.lock();
                 let maxphyaddr = cpuid::maxphyaddr(&st.cpuid);
                 let paging = st.arch.paging();
-                let Some(shadow) = &mut st.shadow else {
+                let Some(fault) = st.mmu.page_fault(&mut mmu, &paging, maxphyaddr, addr, error)? else {
                     // A #PF intercept without shadow paging cannot happen.
                     return Ok(self.unexpected(st, run, st.arch.raw_exit()));
                 };
-                match shadow.page_fault(&mut mmu.memory, &paging, maxphyaddr, addr, error)? {
-                    PageFault::Fixed => {
+                match fault {
+                    PageFault::Fixed { emptied } => {
                         self.stats.inc(VcpuStat::PfFixed);
+                        if emptied {
+                            self.stats.inc(VcpuStat::TlbFlush);
+                        }
                         Ok(Next::Reenter)
                     }
                     PageFault::Guest(code) => {
@@ -511,9 +499,8 @@ impl Vcpu {
                 self.stats.inc(VcpuStat::InsnEmulation);
                 match emulate::mov_cr(&mmu.memory, &mut **arch, cpuid::maxphyaddr(&st.cpuid)) {
                     emulate::CrResult::Done { flush } => {
-                        if flush != Flush::None {
+                        if st.mmu.flush(flush) {
                             self.stats.inc(VcpuStat::TlbFlush);
-                            st.flush_shadow(flush);
                         }
                     }
                     emulate::CrResult::Fault => arch.inject_exception(GP_VECTOR, Some(0)),
@@ -530,9 +517,7 @@ impl Vcpu {
                 self.stats.inc(VcpuStat::Invlpg);
                 match emulate::invlpg(&mmu.memory, &*st.arch) {
                     Some((len, linear)) => {
-                        if let Some(shadow) = &mut st.shadow {
-                            shadow.invlpg(linear);
-                        }
+                        st.mmu.invlpg(linear);
                         st.arch.skip(u64::from(len));
                         Ok(Next::Reenter)
                     }
@@ -558,11 +543,8 @@ impl Vcpu {
                     let value = (arch.gpr(gpr::RDX) << 32) | (arch.gpr(gpr::RAX) & 0xffff_ffff);
                     let before = arch.paging();
                     let done = write_msr(&mut **arch, index, value, false);
-                    if let Some(shadow) = &mut st.shadow {
-                        if before.flushes(&arch.paging()) {
-                            self.stats.inc(VcpuStat::TlbFlush);
-                            shadow.flush(Flush::All);
-                        }
+                    if before.flushes(&arch.paging()) && st.mmu.flush(Flush::All) {
+                        self.stats.inc(VcpuStat::TlbFlush);
                     }
                     done
                 } else if let Some(value) = read_msr(&**arch, index) {
@@ -778,7 +760,8 @@ impl Vcpu {
             return Err(EINVAL);
         }
         st.arch.set_sregs(&sregs);
-        st.flush_shadow(Flush::All);
+        // The guest's paging state changed from outside.
+        st.mmu.flush(Flush::All);
         Ok(0)
     }
 
@@ -828,7 +811,7 @@ impl FdOps for Vcpu {
             abi::vcpu::SET_MSRS => {
                 let mut st = this.state.lock();
                 let done = abi::msr_io(arg, false, |e| write_msr(&mut *st.arch, e.index, e.data, true));
-                st.flush_shadow(Flush::All);
+                st.mmu.flush(Flush::All);
                 done
             }
             abi::vcpu::GET_CPUID2 => this.get_cpuid(arg),

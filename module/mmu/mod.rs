@@ -28,9 +28,75 @@ use crate::{
     pure::{
         memslot::Region,
         paging::{GuestPhys, HostPhys},
+        shadow::{Flush, GuestPaging},
     },
     sys,
 };
+
+use shadow::{PageFault, Shadow};
+
+/// What one vCPU enters the guest with: the VM's nested page table, or its
+/// own shadow page table. The run loop talks to the MMU through this alone.
+pub(crate) enum VcpuMmu {
+    /// Nested paging: the VM's table ([`Mmu::root`]); the guest's own page
+    /// tables, faults and TLB flushes are the processor's business.
+    Tdp,
+    /// Shadow paging: this vCPU's table, kept by rkvm.
+    Shadow(Shadow),
+}
+
+impl VcpuMmu {
+    pub(crate) fn new(shadow: bool) -> Result<Self> {
+        Ok(if shadow { VcpuMmu::Shadow(Shadow::new()?) } else { VcpuMmu::Tdp })
+    }
+
+    /// The root of the table to enter the guest with, and the TLB epoch
+    /// (see `ArchVcpu::run`), for a guest whose paging registers are `paging`.
+    pub(crate) fn entry(&mut self, vm: &Mmu, paging: &GuestPaging) -> (HostPhys, u64) {
+        match self {
+            VcpuMmu::Tdp => (vm.root(), vm.tlb_epoch()),
+            VcpuMmu::Shadow(shadow) => {
+                let root = shadow.prepare(paging, vm.tlb_epoch());
+                (root, vm.tlb_epoch().wrapping_add(shadow.generation()))
+            }
+        }
+    }
+
+    /// The guest changed its paging state or flushed its TLB: `what` goes
+    /// from the shadow table. Returns whether there was one.
+    pub(crate) fn flush(&mut self, what: Flush) -> bool {
+        match self {
+            VcpuMmu::Tdp => false,
+            VcpuMmu::Shadow(shadow) => {
+                shadow.flush(what);
+                what != Flush::None
+            }
+        }
+    }
+
+    /// The guest's INVLPG of `linear`.
+    pub(crate) fn invlpg(&mut self, linear: u64) {
+        if let VcpuMmu::Shadow(shadow) = self {
+            shadow.invlpg(linear);
+        }
+    }
+
+    /// A guest page fault at `addr` with error code `error` (intercepted
+    /// with shadow paging only: `None` otherwise).
+    pub(crate) fn page_fault(
+        &mut self,
+        vm: &mut Mmu,
+        paging: &GuestPaging,
+        maxphyaddr: u32,
+        addr: u64,
+        error: u64,
+    ) -> Result<Option<PageFault>> {
+        match self {
+            VcpuMmu::Tdp => Ok(None),
+            VcpuMmu::Shadow(shadow) => shadow.page_fault(&mut vm.memory, paging, maxphyaddr, addr, error).map(Some),
+        }
+    }
+}
 
 /// A page holding 512 entries.
 struct Table(Page);

@@ -14,7 +14,9 @@
 //! - they allow it and the page is RAM: one 4 KiB shadow leaf is written,
 //!   with permissions no wider than the guest's (`pure::shadow::leaf`), and
 //!   the accessed and dirty bits are set in the guest's entries as the
-//!   processor would set them;
+//!   processor would set them. The other entries of the same guest page
+//!   table are prefetched into the same shadow table where that needs no
+//!   bit set and no page pinned (see [`Shadow::prefetch`]);
 //! - the page is not RAM (or is a write to read-only memory): MMIO, as with
 //!   nested paging.
 //!
@@ -35,7 +37,7 @@ use crate::{
     pure::{
         paging::{GuestPhys, HostPhys, Pte, LARGE_PAGE_SIZE},
         shadow::{self, Flush, GuestPaging},
-        walk::{self, Access},
+        walk::{self, Access, Walk},
     },
     sys::LowPage,
 };
@@ -53,12 +55,20 @@ pub(crate) const MAX_TABLES: usize = 1024;
 /// What a guest page fault turned out to be.
 pub(crate) enum PageFault {
     /// A shadow miss: the page is mapped now, re-enter the guest.
-    Fixed,
+    /// `emptied`: the table was full and was emptied first.
+    Fixed {
+        /// The table reached [`MAX_TABLES`] and was emptied.
+        emptied: bool,
+    },
     /// The guest's own fault: reflect it, with this error code.
     Guest(u32),
     /// An access to MMIO at this guest physical address.
     Mmio(GuestPhys),
 }
+
+/// A shadow page table of 4 KiB leaves, and the root entry it is under.
+#[derive(Clone, Copy)]
+struct Leaves(HostPhys, usize);
 
 /// One vCPU's shadow page table.
 pub(crate) struct Shadow {
@@ -157,10 +167,12 @@ impl Shadow {
         match mem.backing(GuestPhys(gpa.0 & !0xfff), access.write)? {
             Backing::Mmio => Ok(PageFault::Mmio(gpa)),
             Backing::Ram(page, host_writable) => {
-                let global = shadow::global(paging, &walked);
+                let global = shadow::global(paging, walked.global);
                 let big = walked.page_size > LARGE_PAGE_SIZE;
-                self.map(linear, shadow::leaf(page, &walked, access, host_writable), global, big)?;
-                Ok(PageFault::Fixed)
+                let generation = self.flushes;
+                let table = self.map(linear, shadow::leaf(page, &walked, access, host_writable), global, big)?;
+                self.prefetch(mem, paging, maxphyaddr, linear, &walked, table);
+                Ok(PageFault::Fixed { emptied: self.flushes != generation })
             }
         }
     }
@@ -200,10 +212,66 @@ impl Shadow {
         self.flushes = self.flushes.wrapping_add(1);
     }
 
+    /// After a fault at `linear` that a guest 4 KiB page (`walked`) answered
+    /// and that was mapped in shadow page table `table`: fills the table's
+    /// other empty entries from the guest's entries for the same 2 MiB,
+    /// where the processor could use them as they are (present and already
+    /// accessed: nothing to set in the guest's table) and the host page is
+    /// pinned already (the guest touched it before). After a process switch
+    /// emptied the shadow table, the next fault in a region brings back all
+    /// the pages it had, not one (KVM prefetches the 8 around a fault).
+    fn prefetch(&mut self, mem: &GuestMemory, paging: &GuestPaging, maxphyaddr: u32, linear: u64, walked: &Walk, table: Leaves) {
+        /// Guest entries read at a time.
+        const CHUNK: usize = 64;
+        let Some(t) = walked.leaf_table else { return };
+        let ctl = paging.controls(maxphyaddr);
+        let size = usize::from(t.entry_size);
+        // The guest entries for the 2 MiB of the shadow table: a whole
+        // table of 8-byte entries, or half of one of 4-byte entries.
+        let first = t.index & !511;
+        let span = linear & !(LARGE_PAGE_SIZE - 1);
+        let mut local = false;
+        for chunk in 0..512 / CHUNK {
+            let mut buf = [0u8; CHUNK * 8];
+            let bytes = CHUNK * size;
+            let at = t.gpa + ((first + chunk * CHUNK) * size) as u64;
+            let Some(dest) = buf.get_mut(..bytes) else { return };
+            if mem.read(GuestPhys(at), dest).is_err() {
+                return;
+            }
+            for (i, raw) in dest.chunks_exact(size).enumerate() {
+                let index = chunk * CHUNK + i;
+                let mut word = [0u8; 8];
+                word[..size].copy_from_slice(raw);
+                let Some(leaf) = walk::neighbour(u64::from_le_bytes(word), t.entry_size, walked.upper, ctl) else {
+                    continue;
+                };
+                let Some((page, host_writable)) = mem.pinned(GuestPhys(leaf.page)) else { continue };
+                // SAFETY: `table.0` is a table of this shadow, borrowed mutably.
+                let entry = unsafe { &mut entries(table.0)[index] };
+                if Pte(*entry).present() || span + ((index as u64) << 12) == linear & !0xfff {
+                    continue;
+                }
+                *entry = shadow::prefetched_leaf(page, &leaf, host_writable).0;
+                local |= !shadow::global(paging, leaf.global);
+            }
+        }
+        if local {
+            self.mark_local(table.1);
+        }
+    }
+
+    /// Root entry `top` now has a page that is not global below it.
+    fn mark_local(&mut self, top: usize) {
+        if let Some(word) = self.local.get_mut(top / 64) {
+            *word |= 1 << (top % 64);
+        }
+    }
+
     /// Writes the 4 KiB leaf for `linear`, creating tables on the way.
     /// `global`: the leaf survives CR3 writes; `big`: it comes from a guest
-    /// page larger than 2 MiB.
-    fn map(&mut self, linear: u64, leaf: Pte, global: bool, big: bool) -> Result {
+    /// page larger than 2 MiB. Returns the page table the leaf is in.
+    fn map(&mut self, linear: u64, leaf: Pte, global: bool, big: bool) -> Result<Leaves> {
         if self.tables.len() + self.levels as usize > MAX_TABLES {
             self.flush(Flush::All);
         }
@@ -225,11 +293,9 @@ impl Shadow {
         // SAFETY: `table` is a table of this shadow, borrowed mutably.
         unsafe { entries(table)[index(1)] = leaf.0 };
         if !global {
-            if let Some(word) = self.local.get_mut(top / 64) {
-                *word |= 1 << (top % 64);
-            }
+            self.mark_local(top);
         }
-        Ok(())
+        Ok(Leaves(table, top))
     }
 
     /// The table entry `index` of `table` points to, created if empty

@@ -20,7 +20,7 @@
 //! sets it.
 
 use super::paging::{HostPhys, Pte};
-use super::walk::{Access, Controls, Paging, Walk};
+use super::walk::{Access, Controls, Leaf, Paging, Walk};
 use super::x86::{cr0, cr4, efer, valid_cr0, RESET_CR0};
 
 /// What a change of the guest's paging state does to the shadow table.
@@ -178,10 +178,10 @@ impl GuestPaging {
     }
 }
 
-/// Whether the shadow leaf for this walk survives CR3 writes: the guest's
-/// page is global and CR4.PGE is on.
-pub fn global(paging: &GuestPaging, walk: &Walk) -> bool {
-    walk.global && paging.cr4 & cr4::PGE != 0
+/// Whether a shadow leaf survives CR3 writes: the guest's entry is global
+/// (`guest_global`) and CR4.PGE is on.
+pub fn global(paging: &GuestPaging, guest_global: bool) -> bool {
+    guest_global && paging.cr4 & cr4::PGE != 0
 }
 
 /// The shadow leaf for the guest page a walk found, after the access that
@@ -198,6 +198,13 @@ pub fn leaf(page: HostPhys, walk: &Walk, access: Access, host_writable: bool) ->
         (walk.writable && walk.dirty, walk.user)
     };
     Pte::shadow_leaf(page, writable && host_writable, user, walk.nx)
+}
+
+/// The shadow leaf for a prefetched guest page (no access made): its
+/// permissions, writable once dirty.
+pub fn prefetched_leaf(page: HostPhys, leaf: &Leaf, host_writable: bool) -> Pte {
+    let p = leaf.perm;
+    Pte::shadow_leaf(page, p.writable && leaf.dirty && host_writable, p.user, p.nx)
 }
 
 #[cfg(test)]
@@ -269,10 +276,12 @@ mod tests {
             dirty: false,
             global: true,
             page_size: 4096,
+            upper: super::super::walk::Perm::ALL,
+            leaf_table: None,
             updates: [None; 4],
         };
-        assert!(!global(&LONG, &walk), "no global pages without CR4.PGE");
-        assert!(global(&GuestPaging { cr4: cr4::PAE | cr4::PGE, ..LONG }, &walk));
+        assert!(!global(&LONG, walk.global), "no global pages without CR4.PGE");
+        assert!(global(&GuestPaging { cr4: cr4::PAE | cr4::PGE, ..LONG }, walk.global));
         let read = Access::default();
         let page = HostPhys(0x5000);
         let l = leaf(page, &walk, read, true);

@@ -167,6 +167,43 @@ pub struct Update {
     pub value: u64,
 }
 
+/// What a chain of entries allows (combined over its levels, as the
+/// processor applies them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perm {
+    /// Writable at every level.
+    pub writable: bool,
+    /// User-accessible at every level.
+    pub user: bool,
+    /// No-execute at some level (with EFER.NXE).
+    pub nx: bool,
+}
+
+impl Perm {
+    /// Nothing forbidden (no paging).
+    pub const ALL: Perm = Perm { writable: true, user: true, nx: false };
+
+    /// `self` restricted by one more level's entry.
+    fn and(self, entry: u64, nxe: bool) -> Perm {
+        Perm {
+            writable: self.writable && entry & bits::RW != 0,
+            user: self.user && entry & bits::US != 0,
+            nx: self.nx || (nxe && entry & bits::NX != 0),
+        }
+    }
+}
+
+/// The guest page table that holds a walk's 4 KiB leaf entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeafTable {
+    /// Guest physical address of the table.
+    pub gpa: u64,
+    /// 4 (32-bit paging) or 8 bytes per entry.
+    pub entry_size: u8,
+    /// The leaf's index in it.
+    pub index: usize,
+}
+
 /// A successful walk: where the access goes and what the guest's tables
 /// allow there (the combination over all levels, as the processor applies it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +222,11 @@ pub struct Walk {
     pub global: bool,
     /// Size of the guest's page: 4 KiB, 2 or 4 MiB, 1 GiB.
     pub page_size: u64,
+    /// What the levels above the leaf allow.
+    pub upper: Perm,
+    /// Where the leaf entry is, for a 4 KiB page (its neighbours in the
+    /// table can be prefetched); `None` for a large page or no paging.
+    pub leaf_table: Option<LeafTable>,
     /// Entries whose A/D bits must be written back, in walk order.
     pub updates: [Option<Update>; 4],
 }
@@ -228,6 +270,8 @@ pub fn walk(
                 dirty: true,
                 global: false,
                 page_size: 4096,
+                upper: Perm::ALL,
+                leaf_table: None,
                 updates: [None; 4],
             });
         }
@@ -304,12 +348,11 @@ pub fn walk(
         }
     }
 
-    let (mut writable, mut user, mut nx) = (true, true, false);
-    for level in levels.iter().flatten() {
-        writable &= level.entry & bits::RW != 0;
-        user &= level.entry & bits::US != 0;
-        nx |= ctl.nxe && level.entry & bits::NX != 0;
+    let mut upper = Perm::ALL;
+    for level in levels.iter().take(depth.saturating_sub(1)).flatten() {
+        upper = upper.and(level.entry, ctl.nxe);
     }
+    let Perm { writable, user, nx } = upper.and(leaf_entry, ctl.nxe);
     let allowed = (!access.user || user)
         && (!access.write || writable || (!access.user && !ctl.wp))
         && (!access.fetch || !nx);
@@ -330,6 +373,14 @@ pub fn walk(
         }
     }
     let page_mask = (1u64 << page_bits) - 1;
+    let leaf_table = match levels.get(depth.wrapping_sub(1)) {
+        Some(Some(leaf)) if page_bits == 12 => {
+            let size = u64::from(leaf.size);
+            let table = leaf.gpa & !0xfff;
+            Some(LeafTable { gpa: table, entry_size: leaf.size, index: ((leaf.gpa - table) / size) as usize })
+        }
+        _ => None,
+    };
     Ok(Walk {
         gpa: base_mask | (linear & page_mask),
         writable,
@@ -338,7 +389,49 @@ pub fn walk(
         dirty: access.write || leaf_entry & bits::D != 0,
         global: leaf_entry & bits::G != 0,
         page_size: 1 << page_bits,
+        upper,
+        leaf_table,
         updates,
+    })
+}
+
+/// A 4 KiB guest page, as an entry of a page table describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// Guest physical address of the page.
+    pub page: u64,
+    /// What the whole chain allows.
+    pub perm: Perm,
+    /// The entry's dirty bit.
+    pub dirty: bool,
+    /// The entry's global bit.
+    pub global: bool,
+}
+
+/// A neighbour of a walked leaf: entry `entry` of the same page table
+/// (whose upper levels allow `upper`), if the processor could use it as it
+/// is: present, with no reserved bit, and already accessed (so using it
+/// sets no bit in the guest's table).
+pub fn neighbour(entry: u64, entry_size: u8, upper: Perm, ctl: Controls) -> Option<Leaf> {
+    if entry & bits::P == 0 || entry & bits::A == 0 {
+        return None;
+    }
+    let (page, entry) = if entry_size == 4 {
+        (entry & 0xffff_f000, entry & 0xffff_ffff)
+    } else {
+        let width = ctl.maxphyaddr.clamp(32, 52);
+        let high_reserved = bits::ADDR & !((1u64 << width) - 1);
+        let nx_reserved = if ctl.nxe { 0 } else { bits::NX };
+        if entry & (high_reserved | nx_reserved) != 0 {
+            return None;
+        }
+        (entry & bits::ADDR, entry)
+    };
+    Some(Leaf {
+        page,
+        perm: upper.and(entry, ctl.nxe),
+        dirty: entry & bits::D != 0,
+        global: entry & bits::G != 0,
     })
 }
 
@@ -498,6 +591,24 @@ mod tests {
         let w = walk(Paging::Bits32 { pse: true }, 0x1000, 0x40_0010, UWRITE, CTL, |a, s| mem.read(a, s)).unwrap();
         assert_eq!((w.gpa, w.page_size), (0x80_0010, 4 << 20));
         assert_eq!(w.updates[0], Some(Update { gpa: 0x1004, size: 4, value: 0x0080_00e7 }));
+    }
+
+    #[test]
+    fn leaf_tables_and_neighbours() {
+        let mem = long_tables(0x9027);
+        let w = walk(Paging::Long, 0x1000, 0x1234, READ, CTL, |a, s| mem.read(a, s)).unwrap();
+        assert_eq!(w.leaf_table, Some(LeafTable { gpa: 0x4000, entry_size: 8, index: 1 }));
+        assert_eq!(w.upper, Perm::ALL);
+        let large = walk(Paging::Long, 0x1000, 0x20_1234, READ, CTL, |a, s| mem.read(a, s)).unwrap();
+        assert_eq!(large.leaf_table, None, "no table of 4 KiB entries under a large page");
+        let kernel = Perm { user: false, ..Perm::ALL };
+        let n = neighbour(0x8000_0000_0000_5067, 8, kernel, CTL).unwrap();
+        assert_eq!(n, Leaf { page: 0x5000, perm: Perm { writable: true, user: false, nx: true }, dirty: true, global: false });
+        assert_eq!(neighbour(0x5007, 8, Perm::ALL, CTL), None, "not accessed yet: left to fault");
+        assert_eq!(neighbour(0x5026, 8, Perm::ALL, CTL), None, "not present");
+        assert_eq!(neighbour(0x100_0000_5027, 8, Perm::ALL, CTL), None, "reserved bit");
+        let n = neighbour(0x5123, 4, Perm::ALL, CTL).unwrap();
+        assert_eq!((n.page, n.global, n.perm.user), (0x5000, true, false), "4-byte entry, global, kernel");
     }
 
     #[test]

@@ -6,18 +6,21 @@
  * The guest remaps a page (INVLPG, CR3 reload), switches CR3 between two
  * address spaces, uses 2 MiB pages, 32-bit and PAE paging, and takes and
  * handles its own page faults (not present, read-only, no-execute,
- * reserved bit, CR0.WP), with the accessed and dirty bits checked as the
- * processor sets them.
+ * reserved bit, CR0.WP, a user-mode access to a kernel page), with the
+ * accessed and dirty bits checked as the processor sets them; and it
+ * touches more of its address space than a shadow page table may hold.
  *
  * Variants: the device's default MMU, and (rkvm only) each mode chosen per
  * VM with KVM_CAP_RKVM_MMU.
  */
 #include "kselftest_harness.h"
 #include "vm.h"
+#include "stats.h"
 
 /* Guest code, assembled with this file and copied to guest physical 0x1000. */
 extern const uint8_t pg_start[], pg_end[], pg_pf_handler[], pg_write[], pg_read[], pg_jump[],
-	pg_remap[], pg_cr3[], pg_large[], pg_nx_code[], pg_nx_code_end[], pg_read32[];
+	pg_remap[], pg_cr3[], pg_large[], pg_nx_code[], pg_nx_code_end[], pg_read32[], pg_to_user[],
+	pg_regions[];
 asm(".pushsection .rodata.paging_guest, \"a\"\n"
     ".code64\n"
     "pg_start:\n"
@@ -83,6 +86,28 @@ asm(".pushsection .rodata.paging_guest, \"a\"\n"
     "	mov 0x1ff000(%rdx), %eax\n"
     "	out %eax, $0x30\n"
     "	hlt\n"
+    /*
+     * To user mode (CPL 3, IOPL 3 so that OUT works there) with the stack
+     * at %rsi: reads (%rdx) and reports it, then spins.
+     */
+    "pg_to_user:\n"
+    "	push $0x23\n"
+    "	push %rsi\n"
+    "	push $0x3002\n"
+    "	push $0x1b\n"
+    "	lea 1f(%rip), %rax\n"
+    "	push %rax\n"
+    "	iretq\n"
+    "1:	mov (%rdx), %eax\n"
+    "	out %eax, $0x30\n"
+    "	jmp .\n"
+    /* Reads the first word of %rcx regions of 2 MiB from %rdx on. */
+    "pg_regions:\n"
+    "1:	mov (%rdx), %eax\n"
+    "	add $0x200000, %rdx\n"
+    "	loop 1b\n"
+    "	out %eax, $0x30\n"
+    "	hlt\n"
     /* Copied to a no-execute page. */
     "pg_nx_code:\n"
     "	mov $0x77, %eax\n"
@@ -103,6 +128,9 @@ asm(".pushsection .rodata.paging_guest, \"a\"\n"
 #define STACK		0x8000
 #define IDT		0x9000
 #define GDT		0xa000
+#define TSS		0xb000
+#define USER_STACK	0x7000		/* user mode's stack top */
+#define KERNEL_STACK	0x6000		/* TSS.RSP0: the handler's stack from user mode */
 /* Address space A: PML4, PDPT, PD, the identity PT of the first 2 MiB. */
 #define PML4_A		0x10000
 #define PDPT_A		0x11000
@@ -126,6 +154,7 @@ asm(".pushsection .rodata.paging_guest, \"a\"\n"
 
 #define P	0x1ULL
 #define RW	0x2ULL
+#define US	0x4ULL
 #define A	0x20ULL
 #define D	0x40ULL
 #define PS	0x80ULL
@@ -170,8 +199,11 @@ static void long_mode(struct __test_metadata *_metadata, struct vm *vm, uint64_t
 	int i;
 
 	memcpy(vm->mem + CODE, pg_start, pg_end - pg_start);
-	at(vm, GDT)[1] = 0x00209b0000000000ULL;		/* 64-bit code, DPL 0 */
-	at(vm, GDT)[2] = 0x0000930000000000ULL;		/* data */
+	at(vm, GDT)[1] = 0x00209b0000000000ULL;		/* 0x08: 64-bit code, DPL 0 */
+	at(vm, GDT)[2] = 0x0000930000000000ULL;		/* 0x10: data */
+	at(vm, GDT)[3] = 0x0020fb0000000000ULL;		/* 0x18: 64-bit code, DPL 3 */
+	at(vm, GDT)[4] = 0x0000f30000000000ULL;		/* 0x20: data, DPL 3 */
+	*(uint64_t *)(vm->mem + TSS + 4) = KERNEL_STACK;	/* RSP0 */
 	/* IDT[14]: a 64-bit interrupt gate to the handler, selector 8. */
 	at(vm, IDT)[2 * 14] = (handler & 0xffff) | (8ULL << 16) | (0x8eULL << 40) |
 			      ((handler >> 16 & 0xffff) << 48);
@@ -201,7 +233,11 @@ static void long_mode(struct __test_metadata *_metadata, struct vm *vm, uint64_t
 	sregs.cs = code;
 	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
 	sregs.gdt.base = GDT;
-	sregs.gdt.limit = 3 * 8 - 1;
+	sregs.gdt.limit = 5 * 8 - 1;
+	/* A 64-bit TSS (busy), for RSP0: described to the vCPU directly. */
+	sregs.tr = (struct kvm_segment) {
+		.base = TSS, .limit = 0x67, .selector = 0x28, .type = 0xb, .present = 1,
+	};
 	sregs.idt.base = IDT;
 	sregs.idt.limit = 256 * 16 - 1;
 	sregs.cr3 = PML4_A;
@@ -411,6 +447,70 @@ TEST_F(paging, reserved_bit_fault)
 	EXPECT_EQ(LINEAR + 0x1000, next_out(_metadata, vm, 0x32));
 	EXPECT_EQ(0x3333, next_out(_metadata, vm, 0x30));
 	expect_hlt(_metadata, vm);
+}
+
+/*
+ * User mode reads a kernel page: error code P|U (5); the handler (entered
+ * at CPL 0 on the TSS's stack) makes the page a user page and user mode
+ * reads it.
+ */
+TEST_F(paging, user_mode_fault)
+{
+	struct vm *vm = &self->vm;
+	int i;
+
+	long_mode(_metadata, vm, 0);
+	/* Everything user-accessible (code, stacks, tables) but the target page. */
+	for (i = 0; i < 512; i++)
+		at(vm, PT_LOW)[i] |= US;
+	at(vm, PML4_A)[0] |= US;
+	at(vm, PDPT_A)[0] |= US;
+	at(vm, PD_A)[0] |= US;
+	at(vm, PD_A)[2] |= US;
+	at(vm, PT_A2)[1] = PAGE_3 | P | RW;		/* kernel only */
+	enter(_metadata, vm, GUEST(pg_to_user), PT_A2 + 8, PAGE_3 | P | RW | US, LINEAR + 0x1000);
+	{
+		struct kvm_regs regs;
+
+		ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+		regs.rsi = USER_STACK;
+		ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_REGS, &regs));
+	}
+	EXPECT_EQ(5, next_out(_metadata, vm, 0x31)) TH_LOG("error code: present, user");
+	EXPECT_EQ(LINEAR + 0x1000, next_out(_metadata, vm, 0x32));
+	EXPECT_EQ(0x3333, next_out(_metadata, vm, 0x30));
+}
+
+/*
+ * The guest reads one word in each of 2000 regions of 2 MiB (4 GiB of
+ * linear addresses, all mapped to one page table): a shadow page table
+ * needs a table per region, more than one vCPU may hold (1024), so rkvm
+ * empties it on the way and refills it; the guest sees nothing of that.
+ */
+TEST_F(paging, shadow_table_bound)
+{
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+	struct stats s;
+	int i;
+
+	long_mode(_metadata, vm, 0);
+	at(vm, PD_A)[1] = PT_A2 | P | RW;
+	for (i = 4; i < 512; i++)
+		at(vm, PD_A)[i] = PT_A2 | P | RW;
+	for (i = 1; i < 4; i++)
+		at(vm, PDPT_A)[i] = PD_A | P | RW;
+	enter(_metadata, vm, GUEST(pg_regions), 0, 2000, 4 * 0x200000);
+	EXPECT_EQ(0x1111, next_out(_metadata, vm, 0x30));
+	expect_hlt(_metadata, vm);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0, regs.rcx);
+	if (variant->mmu != RKVM_MMU_SHADOW)
+		return;
+	ASSERT_EQ(0, stats_open(&s, vm->vcpu));
+	EXPECT_LE(2000, stats_value(&s, "pf_fixed")) TH_LOG("one shadow fault per region at least");
+	EXPECT_LE(1, stats_value(&s, "tlb_flush")) TH_LOG("the bound must have emptied the table");
+	stats_close(&s);
 }
 
 /*

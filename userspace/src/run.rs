@@ -337,7 +337,7 @@ fn print_kernel_stats((vcpu, vm): &(Option<kvmstats::StatsFile>, Option<kvmstats
         ("signal_exits", "signals"),
         ("irq_injections", "interrupts injected"),
         ("insn_emulation", "instructions emulated"),
-        ("pf_fixed", "nested page faults fixed"),
+        ("pf_fixed", "page faults fixed"),
     ];
     const VM: [(&str, &str); 3] = [("pages_4k", "4 KiB"), ("pages_2m", "2 MiB"), ("pages_1g", "1 GiB")];
     // What only shadow paging counts (rkvm's names are KVM's).
