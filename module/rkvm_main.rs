@@ -74,6 +74,8 @@ impl kernel::InPlaceModule for RkvmModule {
             features.usable_backend().unwrap_or("none")
         );
         svm::init();
+        let tdp = crate::module_parameters::tdp.value();
+        pr_info!("new VMs use {} (module parameter tdp)\n", if tdp { "tdp" } else { "shadow paging" });
         backend::set_svm_usable(features.usable_backend() == Some("svm"));
         pr_info!("registering /dev/rkvm (KVM API {})\n", abi::API_VERSION);
         try_pin_init!(Self {

@@ -205,6 +205,11 @@ impl FdOps for Vm {
     fn ioctl(this: ArcBorrow<'_, Self>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         this.check_owner()?;
         match cmd {
+            // The VM's own MMU mode; the rest as on the system fd.
+            abi::sys::CHECK_EXTENSION if arg == crate::pure::ioctl::KVM_CAP_RKVM_MMU as usize => {
+                use crate::pure::ioctl::mmu_mode;
+                Ok(if this.shadow_paging() { mmu_mode::SHADOW } else { mmu_mode::TDP } as isize)
+            }
             abi::sys::CHECK_EXTENSION => Ok(abi::check_extension(arg) as isize),
             abi::vm::CREATE_VCPU => this.create_vcpu(arg),
             abi::vm::SET_USER_MEMORY_REGION => this.set_memory_region(arg),

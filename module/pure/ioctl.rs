@@ -67,11 +67,12 @@ pub const fn type_of(request: u32) -> u32 {
 }
 
 /// rkvm's own capability, outside KVM's numbering ("RK" and 1): the MMU
-/// modes. `KVM_CHECK_EXTENSION` answers with the modes offered, as a mask of
-/// [`mmu_mode`] bits; `KVM_ENABLE_CAP` on a VM fd with `args[0]` one of them
-/// chooses the VM's, before its first vCPU (EINVAL after, or for a mode not
-/// offered). Real KVM answers 0: it chooses with module parameters
-/// (`kvm_amd npt=0`).
+/// modes. `KVM_CHECK_EXTENSION` on the system fd answers with the modes
+/// offered, as a mask of [`mmu_mode`] bits, and on a VM fd with the one
+/// bit of the mode that VM uses. `KVM_ENABLE_CAP` on a VM fd with `args[0]`
+/// one of them chooses the VM's, before its first vCPU (EINVAL after, or
+/// for a mode not offered). Real KVM answers 0: it chooses with module
+/// parameters (`kvm_amd npt=0`).
 pub const KVM_CAP_RKVM_MMU: u32 = 0x524b_0001;
 
 /// The MMU modes of [`KVM_CAP_RKVM_MMU`].

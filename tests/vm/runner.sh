@@ -78,6 +78,7 @@ rkvm_unload t_rkvm_unload"
 [ "$BACKEND" = svm ] && PLAN="$PLAN
 shadow_load t_rkvm_load tdp=0
 $(mmu_suite shadow)
+shadow_info t_info /dev/rkvm
 linux_boot_times t_linux_times
 shadow_unload t_rkvm_unload"
 PLAN="$PLAN
@@ -363,6 +364,9 @@ t_info() {
     [ "$cpu; backend: $BACKEND" = "$(module_cpu_line)" ] || [ "$1" = /dev/kvm ] ||
         fail "rkvm info's cpu line differs from the module's: '$cpu'"
     if [ "$1" = /dev/rkvm ]; then
+        # Both MMU modes per VM, and the default rkvm.ko was loaded with.
+        case "$(dmesg | grep -o 'rkvm: new VMs use [a-z]*' | tail -n 1)" in *shadow) mmu=shadow ;; *) mmu=tdp ;; esac
+        echo "$out" | grep -q "^mmu: *tdp, shadow per VM (--mmu); new VMs: $mmu " || fail "expected mmu: tdp, shadow; new VMs: $mmu"
         echo "$out" | grep -q "KVM_CAP_USER_MEMORY  *1" || fail "rkvm does not report KVM_CAP_USER_MEMORY"
         ! echo "$out" | grep -q "KVM_CAP_IRQCHIP" || fail "rkvm announces an in-kernel irqchip it lacks"
     else

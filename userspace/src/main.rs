@@ -260,5 +260,24 @@ fn info(device: &Path, all: bool) -> Result<(), String> {
         "backend:      {}",
         features.usable_backend().unwrap_or("none (no usable SVM or VMX with unrestricted guest)")
     );
+    println!("mmu:          {}", mmu_modes(&kvm));
     Ok(())
+}
+
+/// The MMU modes the device offers (`KVM_CAP_RKVM_MMU` on the system fd),
+/// and the one a new VM gets (the same on a VM fd: the module parameter
+/// tdp, which the kernel does not show in sysfs).
+fn mmu_modes(kvm: &Kvm) -> String {
+    use rkvm_pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
+    let offered = kvm.check_extension_raw(KVM_CAP_RKVM_MMU.into()) as u64;
+    if offered == 0 {
+        return "chosen by the module (KVM: kvm_amd npt=0 or kvm_intel ept=0 for shadow paging)".into();
+    }
+    let name = |bit: u64| if bit == mmu_mode::SHADOW { "shadow" } else { "tdp" };
+    let modes: Vec<_> = [mmu_mode::TDP, mmu_mode::SHADOW].into_iter().filter(|b| offered & b != 0).map(name).collect();
+    let default = match kvm.create_vm() {
+        Ok(vm) => name(vm.check_extension_raw(KVM_CAP_RKVM_MMU.into()) as u64).to_string(),
+        Err(e) => format!("unknown (KVM_CREATE_VM: {e})"),
+    };
+    format!("{} per VM (--mmu); new VMs: {default} (module parameter tdp)", modes.join(", "))
 }
