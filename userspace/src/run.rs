@@ -232,7 +232,7 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
         trace_final_state(&vcpu);
     }
     stats.print();
-    print_kernel_stats(&kernel_stats, wall);
+    print_kernel_stats(&kernel_stats, wall, uses_shadow_paging(&vm));
     if let Some(absent) = bus.absent_summary() {
         eprintln!("rkvm: absent hardware the guest probed (answered as empty): {absent}");
     }
@@ -326,7 +326,18 @@ fn set_entry(vcpu: &VcpuFd) -> Result<(), String> {
 }
 
 /// What the kernel counted (`KVM_GET_STATS_FD`), under KVM's names.
-fn print_kernel_stats((vcpu, vm): &(Option<kvmstats::StatsFile>, Option<kvmstats::StatsFile>), wall: Duration) {
+/// Whether the VM runs on rkvm's shadow page tables (`KVM_CAP_RKVM_MMU` on
+/// the VM fd; real KVM answers 0).
+fn uses_shadow_paging(vm: &VmFd) -> bool {
+    use rkvm_pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
+    vm.check_extension_raw(KVM_CAP_RKVM_MMU.into()) as u64 == mmu_mode::SHADOW
+}
+
+fn print_kernel_stats(
+    (vcpu, vm): &(Option<kvmstats::StatsFile>, Option<kvmstats::StatsFile>),
+    wall: Duration,
+    shadow: bool,
+) {
     const VCPU: [(&str, &str); 10] = [
         ("exits", "exits"),
         ("io_exits", "io"),
@@ -346,23 +357,17 @@ fn print_kernel_stats((vcpu, vm): &(Option<kvmstats::StatsFile>, Option<kvmstats
     if let Some(vcpu) = vcpu {
         let values = vcpu.read();
         eprintln!("rkvm: vCPU statistics from the kernel: {}", kvmstats::summary(&values, &VCPU));
-        if rkvm_shadow_paging(&values) {
+        if shadow {
             eprintln!("rkvm: shadow paging: {}", kvmstats::summary(&values, &SHADOW));
         }
         if let Some(split) = time_split(&values, wall) {
             eprintln!("rkvm: {split}");
         }
     }
-    if let Some(vm) = vm {
+    // The nested page table's leaves (none with shadow paging).
+    if let Some(vm) = vm.as_ref().filter(|_| !shadow) {
         eprintln!("rkvm: guest memory mapped by the kernel in pages of {}", kvmstats::summary(&vm.read(), &VM));
     }
-}
-
-/// Whether the statistics are rkvm's with shadow paging: KVM counts
-/// flushes with nested paging too, so the rkvm-only `exits_to_user` tells.
-fn rkvm_shadow_paging(values: &[(&str, u64)]) -> bool {
-    let get = |name: &str| values.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-    get("exits_to_user").is_some() && get("tlb_flush").unwrap_or(0) + get("pf_guest").unwrap_or(0) > 0
 }
 
 /// Where the run's time went, from rkvm's `guest_time_ns` and
