@@ -7,7 +7,7 @@
 run:
 	@scripts/run.sh
 
-## test: host unit tests + QEMU (SVM) and Bochs (VMX) test VMs; ends "N passed, N failed"
+## test: host unit tests + QEMU (SVM), QEMU debug kernel and Bochs (VMX) test VMs; ends "N passed, N failed"
 test:
 	@scripts/test.sh
 

@@ -26,7 +26,7 @@ BENCHMARKS = [
     ("io_exit_to_user", "OUT: I/O exit to user mode and back"),
     ("mmio_exit_to_user", "MMIO write: decoded, to user mode and back"),
     ("irq_window_injection", "interrupt via the window protocol"),
-    ("npt_fault", "nested page fault (4 KiB, first touch)"),
+    ("npt_fault", "first touch of a 4 KiB page (nested or shadow fault)"),
     ("guest_pf_touch", "guest page touch after a CR3 reload"),
     ("vm_vcpu_create", "VM + memory slot + vCPU, created and closed"),
     ("linux_boot", "Linux boot to /init and power-off"),
@@ -34,16 +34,24 @@ BENCHMARKS = [
 UNITS = {"linux_boot": ("s", 1e9), "vm_vcpu_create": ("µs", 1e3)}
 
 
+DEVICES = r"(kvm|rkvm|kvm-shadow|rkvm-shadow)"
+
+
 def parse(log):
-    samples, errors = {}, []
+    """Round samples {name: {device: [ns]}}, exits per operation
+    {name: {device: n}}, and the errors reported."""
+    samples, exits, errors = {}, {}, []
     for line in log.splitlines():
-        m = re.search(r"rkvm-out: bench (kvm|rkvm|kvm-shadow|rkvm-shadow) (\w+) (\d+)$", line)
+        m = re.search(rf"rkvm-out: bench {DEVICES} (\w+) (\d+)$", line)
         if m:
             samples.setdefault(m.group(2), {}).setdefault(m.group(1), []).append(int(m.group(3)))
+        m = re.search(rf"rkvm-out: bench-exits {DEVICES} (\w+) ([\d.]+)$", line)
+        if m:
+            exits.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
         m = re.search(r"rkvm-out: (bench-error .*)$", line)
         if m:
             errors.append(m.group(1))
-    return samples, errors
+    return samples, exits, errors
 
 
 def summary(values):
@@ -66,11 +74,12 @@ def ratio(a, b):
     return a["median"] / b["median"] if a and b and b["median"] > 0 else None
 
 
-def report(samples, errors):
+def report(samples, exits, errors):
     rows = []
     for name, what in BENCHMARKS:
         dev = {d: summary(samples.get(name, {}).get(d, [])) for d in ("kvm", "rkvm", "kvm-shadow", "rkvm-shadow")}
         rows.append({"name": name, "what": what, "kvm": dev["kvm"], "rkvm": dev["rkvm"],
+                     "exits_per_op": exits.get(name, {}),
                      "ratio": ratio(dev["rkvm"], dev["kvm"]),
                      "kvm_shadow": dev["kvm-shadow"], "rkvm_shadow": dev["rkvm-shadow"],
                      "ratio_shadow": ratio(dev["rkvm-shadow"], dev["kvm-shadow"]),
@@ -81,21 +90,24 @@ def report(samples, errors):
 
 
 def table(rep):
-    out = ["| benchmark | KVM (kvm_amd) | rkvm | rkvm/KVM |", "|---|---|---|---|"]
+    out = ["| benchmark | KVM (kvm_amd) | rkvm | rkvm/KVM | exits/op KVM, rkvm |", "|---|---|---|---|---|"]
     for r in rep["rows"]:
         def cell(s):
             if not s:
                 return "n/a"
             return f"{fmt(s['median'], r['name'])} ({fmt(s['min'], r['name'])}-{fmt(s['max'], r['name'])})"
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "n/a"
-        out.append(f"| {r['what']} | {cell(r['kvm'])} | {cell(r['rkvm'])} | {ratio} |")
+        out.append(f"| {r['what']} | {cell(r['kvm'])} | {cell(r['rkvm'])} | {ratio} | "
+                   f"{exits_cell(r, 'kvm')}, {exits_cell(r, 'rkvm')} |")
     out.append("")
-    out.append("Median (min-max) per operation over the rounds; ratio of the medians.")
+    out.append("Median (min-max) per operation over the rounds; ratio of the medians; exits per "
+               "operation from each vCPU's `exits` statistic (KVM_GET_STATS_FD), where measured.")
     out.append("")
     out.append("Nested paging against shadow paging (kvm_amd npt=0, rkvm tdp=0), medians:")
     out.append("")
-    out.append("| benchmark | KVM NPT | KVM shadow | shadow/NPT | rkvm NPT | rkvm shadow | shadow/NPT | rkvm/KVM shadow |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("| benchmark | KVM NPT | KVM shadow | shadow/NPT | rkvm NPT | rkvm shadow | shadow/NPT | rkvm/KVM shadow "
+               "| exits/op shadow KVM, rkvm |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     by_name = {r["name"]: r for r in rep["rows"]}
     for name in SHADOW_ROWS:
         r = by_name[name]
@@ -103,10 +115,15 @@ def table(rep):
         rat = lambda x: f"{x:.2f}" if x is not None else "n/a"
         out.append(f"| {r['what']} | {med(r['kvm'])} | {med(r['kvm_shadow'])} | {rat(r['kvm_shadow_over_npt'])} | "
                    f"{med(r['rkvm'])} | {med(r['rkvm_shadow'])} | {rat(r['rkvm_shadow_over_npt'])} | "
-                   f"{rat(r['ratio_shadow'])} |")
+                   f"{rat(r['ratio_shadow'])} | {exits_cell(r, 'kvm-shadow')}, {exits_cell(r, 'rkvm-shadow')} |")
     for e in rep["errors"]:
         out.append(f"- {e}")
     return "\n".join(out) + "\n"
+
+
+def exits_cell(row, device):
+    n = row["exits_per_op"].get(device)
+    return "-" if n is None else f"{n:.3g}"
 
 
 def plot(rep, out_dir):
@@ -139,10 +156,10 @@ def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     log, out_dir = Path(sys.argv[1]).read_text(errors="replace"), Path(sys.argv[2])
-    samples, errors = parse(log)
+    samples, exits, errors = parse(log)
     if not samples:
         sys.exit("bench-report: no benchmark lines in the log" + "".join(f"\n  {e}" for e in errors))
-    rep = report(samples, errors)
+    rep = report(samples, exits, errors)
     (out_dir / "bench.json").write_text(json.dumps(rep, indent=2) + "\n")
     text = table(rep)
     (out_dir / "bench.md").write_text(text)

@@ -2,7 +2,8 @@
 # Builds what the test VM runs: rkvm.ko (against the test kernel), the static
 # `rkvm` tool, the C selftests, the flat test guests, and the initramfs
 # holding them all.
-#   build.sh [module|userspace|selftests|guests|initramfs|all]   (default: all)
+#   build.sh [module|userspace|selftests|guests|initramfs|all|debug]   (default: all)
+# debug: rkvm.ko and an initramfs for the debug kernel (after all).
 source "$(dirname "$0")/common.sh"
 
 KBUILD=$(kernel_build_dir)
@@ -75,8 +76,10 @@ build_linux_guest() {
     cp "$KBUILD/arch/x86/boot/bzImage" "$dir/bzImage"
 }
 
+# build_initramfs [KBUILD RKVM_KO OUT]: default the test kernel's.
 build_initramfs() {
-    log "building the initramfs"
+    local kbuild=${1:-$KBUILD} ko=${2:-$RKVM_ROOT/module/rkvm.ko} out=${3:-$RKVM_OUT/initramfs.cpio.gz}
+    log "building the initramfs $(basename "$out")"
     local root=$RKVM_OUT/initramfs krel applet
     rm -rf "$root"
     mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,rkvm/selftests}
@@ -86,11 +89,11 @@ build_initramfs() {
     done
     # The test kernel's own modules (real KVM, the reference) with modules.dep.
     # shellcheck disable=SC2046
-    make -s -C "$KBUILD" $(kmake_args) INSTALL_MOD_PATH="$root" INSTALL_MOD_STRIP=1 \
+    make -s -C "$kbuild" $(kmake_args) INSTALL_MOD_PATH="$root" INSTALL_MOD_STRIP=1 \
         modules_install > /dev/null
-    krel=$(make -s -C "$KBUILD" $(kmake_args) kernelrelease)
+    krel=$(make -s -C "$kbuild" $(kmake_args) kernelrelease)
     rm -f "$root/lib/modules/$krel/build" "$root/lib/modules/$krel/source"
-    cp "$RKVM_ROOT/module/rkvm.ko" "$root/rkvm/"
+    cp "$ko" "$root/rkvm/rkvm.ko"
     cp "$RKVM_ROOT/target/$TARGET/release/rkvm" "$root/rkvm/"
     cp "$RKVM_OUT"/selftests/* "$root/rkvm/selftests/"
     mkdir -p "$root/rkvm/guests"
@@ -101,7 +104,25 @@ build_initramfs() {
     cp "$RKVM_ROOT/Documentation/tour.md" "$root/rkvm/"   # its commands are a test
     build_linux_guest "$root/rkvm/linux"
     cp "$RKVM_ROOT/tests/vm/init" "$root/init"
-    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$RKVM_OUT/initramfs.cpio.gz"
+    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
+}
+
+# rkvm.ko for the debug kernel, built from a copy of the module's sources
+# (Kbuild builds an external module in its source directory), and the debug
+# VM's initramfs: the debug kernel's modules, that rkvm.ko, the same tools
+# and tests.
+build_debug() {
+    local kbuild copy=$RKVM_OUT/module-debug
+    kbuild=$(kernel_build_dir debug)
+    [[ -f $kbuild/.rkvm-done ]] || die "the debug kernel is not built: run 'make setup'"
+    log "building rkvm.ko for the debug kernel"
+    rm -rf "$copy"
+    mkdir -p "$copy"
+    (cd "$RKVM_ROOT" && find Kbuild module \( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name '*.S' \) \
+        ! -name kvm_uapi_generated.rs ! -name '*.mod.c' | cpio -pdm --quiet "$copy")
+    # shellcheck disable=SC2046
+    make -s -C "$kbuild" M="$copy" $(kmake_args) modules
+    build_initramfs "$kbuild" "$copy/module/rkvm.ko" "$RKVM_OUT/initramfs-debug.cpio.gz"
 }
 
 mkdir -p "$RKVM_OUT"
@@ -112,5 +133,6 @@ case "${1:-all}" in
     guests) build_guests ;;
     initramfs) build_initramfs ;;
     all) build_module; build_userspace; build_selftests; build_guests; build_initramfs ;;
+    debug) build_debug ;;
     *) die "unknown build target: $1" ;;
 esac

@@ -19,6 +19,8 @@ KRUSTC=/usr/bin/rustc
 BINDGEN_ROOT=$RKVM_CACHE/bindgen-$BINDGEN_VERSION
 BINDGEN=$BINDGEN_ROOT/bin/bindgen
 FRAGMENT=$RKVM_ROOT/tests/vm/kernel.config
+# The debug kernel: FRAGMENT, then this (KASAN, lockdep, kmemleak, ...).
+DEBUG_FRAGMENT=$RKVM_ROOT/tests/vm/kernel-debug.config
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'rkvm: error: %s\n' "$*" >&2; exit 1; }
@@ -31,18 +33,25 @@ kernel_source_version() {
 
 kernel_source_dir() { echo "$RKVM_CACHE/linux-source/$(kernel_source_version)/linux-source-$KERNEL_SERIES"; }
 
-# Key of the test-kernel build: every input that changes its output.
+# The config fragments of a kernel variant: "" (the test kernel) or "debug".
+kernel_fragments() {
+    echo "$FRAGMENT"
+    [[ ${1:-} != debug ]] || echo "$DEBUG_FRAGMENT"
+}
+
+# Key of a test-kernel build ([variant]): every input that changes its output.
 kernel_build_key() {
     {
         kernel_source_version
-        cat "$FRAGMENT"
+        # shellcheck disable=SC2046
+        cat $(kernel_fragments "${1:-}")
         "$KRUSTC" --version
         "clang$LLVM_SUFFIX" --version | head -n1
         echo "bindgen $BINDGEN_VERSION"
     } | sha256sum | cut -c1-16
 }
 
-kernel_build_dir() { echo "$RKVM_CACHE/kernel/$(kernel_source_version)-$(kernel_build_key)"; }
+kernel_build_dir() { echo "$RKVM_CACHE/kernel/$(kernel_source_version)-${1:+$1-}$(kernel_build_key "${1:-}")"; }
 
 # make arguments for anything built against the test kernel.
 kmake_args() {

@@ -71,15 +71,17 @@ pick the series that is there (apt-cache search linux-source) and update KERNEL_
     echo "$ver" > "$top/VERSION"
 }
 
+# build_kernel [variant]: the test kernel, or the debug one ("debug").
 build_kernel() {
-    local src bld
-    src=$(kernel_source_dir); bld=$(kernel_build_dir)
+    local src bld fragments
+    src=$(kernel_source_dir); bld=$(kernel_build_dir "${1:-}")
+    mapfile -t fragments < <(kernel_fragments "${1:-}")
     [[ -f $bld/.rkvm-done ]] && return
-    log "configuring the test kernel in $bld"
+    log "configuring the ${1:-test}${1:+ test} kernel in $bld"
     mkdir -p "$bld"
     # shellcheck disable=SC2046
     make -s -C "$src" O="$bld" $(kmake_args) tinyconfig >/dev/null
-    "$src/scripts/kconfig/merge_config.sh" -m -O "$bld" "$bld/.config" "$FRAGMENT" >/dev/null
+    "$src/scripts/kconfig/merge_config.sh" -m -O "$bld" "$bld/.config" "${fragments[@]}" >/dev/null
     # shellcheck disable=SC2046
     make -s -C "$src" O="$bld" $(kmake_args) olddefconfig >/dev/null
     # CONFIG_RUST drops out silently when 'make rustavailable' fails: say why.
@@ -92,9 +94,9 @@ build_kernel() {
     while read -r line; do
         [[ $line =~ ^CONFIG_[A-Z0-9_]+=[ym]$ ]] || continue
         grep -qx "$line" "$bld/.config" || { echo "rkvm: config fragment line not in .config: $line" >&2; missing=1; }
-    done < "$FRAGMENT"
-    [[ $missing -eq 0 ]] || die "the kernel config lost options from $FRAGMENT"
-    log "building the test kernel (about 6 minutes cold; log: $bld/build.log)"
+    done < <(cat "${fragments[@]}")
+    [[ $missing -eq 0 ]] || die "the kernel config lost options from ${fragments[*]}"
+    log "building the ${1:-test}${1:+ test} kernel (about 6 minutes cold, more for debug; log: $bld/build.log)"
     # shellcheck disable=SC2046
     if ! make -C "$src" O="$bld" $(kmake_args) -j"$(nproc)" bzImage modules > "$bld/build.log" 2>&1; then
         tail -n 40 "$bld/build.log" >&2
@@ -112,4 +114,5 @@ install_packages
 install_bindgen
 fetch_kernel_source
 build_kernel
-log "setup done: kernel $(kernel_source_version), build $(kernel_build_dir)"
+build_kernel debug
+log "setup done: kernel $(kernel_source_version), builds $(kernel_build_dir) and $(kernel_build_dir debug)"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# All tests: host unit tests, then the test VM under QEMU (AMD SVM) and under
-# Bochs (Intel VMX). Ends with "N passed, N failed" and exits non-zero on any
-# failure. RKVM_TEST_FAIL=1 adds a test that fails on purpose;
-# RKVM_SKIP_BOCHS=1 leaves out the (slow) Bochs part.
+# All tests: host unit tests, then the test VM under QEMU (AMD SVM), under
+# QEMU with the debug kernel (KASAN, lockdep, kmemleak: the reliability
+# suite) and under Bochs (Intel VMX). Ends with "N passed, N failed" and exits
+# non-zero on any failure. RKVM_TEST_FAIL=1 adds a test that fails on
+# purpose; RKVM_SKIP_BOCHS=1 and RKVM_SKIP_DEBUG=1 leave out those parts.
 source "$(dirname "$0")/common.sh"
 
 passed=0 failed=0 skipped=0
@@ -38,18 +39,29 @@ record "host (cargo test)" "$p" "$f" 0
 
 "$RKVM_ROOT/scripts/build.sh" all || step_failed "build"
 
-for emu in qemu bochs; do
-    if [[ $emu == bochs && ${RKVM_SKIP_BOCHS:-0} == 1 ]]; then
-        summary+=("bochs (Intel VMX)            not run (RKVM_SKIP_BOCHS=1)")
-        continue
-    fi
-    log="$RKVM_OUT/$emu-test.log"
+# One test VM run: part name, emulator, log; RKVM_KERNEL picks the kernel.
+vm_part() {
+    local t0 p f s
     t0=$(date +%s)
-    "$RKVM_ROOT/scripts/vm.sh" "$emu" test "$log" || true
-    read -r p f s < <(awk -f "$RKVM_ROOT/scripts/ktap-summary.awk" "$log")
-    case $emu in qemu) name="qemu (AMD SVM)" ;; bochs) name="bochs (Intel VMX)" ;; esac
-    record "$name, $(( $(date +%s) - t0 ))s" "$p" "$f" "$s"
-done
+    "$RKVM_ROOT/scripts/vm.sh" "$2" test "$3" || true
+    read -r p f s < <(awk -f "$RKVM_ROOT/scripts/ktap-summary.awk" "$3")
+    record "$1, $(( $(date +%s) - t0 ))s" "$p" "$f" "$s"
+}
+
+vm_part "qemu (AMD SVM)" qemu "$RKVM_OUT/qemu-test.log"
+if [[ ${RKVM_SKIP_DEBUG:-0} == 1 ]]; then
+    summary+=("qemu, debug kernel           not run (RKVM_SKIP_DEBUG=1)")
+elif "$RKVM_ROOT/scripts/build.sh" debug; then
+    RKVM_KERNEL=debug RKVM_QEMU_TIMEOUT=${RKVM_QEMU_TIMEOUT:-1800} \
+        vm_part "qemu, debug kernel" qemu "$RKVM_OUT/qemu-debug-test.log"
+else
+    record "build (debug kernel)" 0 1 0
+fi
+if [[ ${RKVM_SKIP_BOCHS:-0} == 1 ]]; then
+    summary+=("bochs (Intel VMX)            not run (RKVM_SKIP_BOCHS=1)")
+else
+    vm_part "bochs (Intel VMX)" bochs "$RKVM_OUT/bochs-test.log"
+fi
 
 summary+=("total time: $(( $(date +%s) - start ))s")
 finish

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boots the test VM with the initramfs from build.sh, in one mode:
 #   vm.sh qemu|bochs run|test|bench|shell [LOG]
-# RKVM_VM_EXTRA adds to the test kernel's command line.
+# RKVM_VM_EXTRA adds to the test kernel's command line; RKVM_KERNEL=debug
+# boots the debug kernel (KASAN, lockdep, kmemleak) with its initramfs.
 # Prints the runner's lines live (the rkvm-out: tag stripped); the whole serial
 # log is kept in LOG (default build/<emu>-<mode>.log).
 source "$(dirname "$0")/common.sh"
@@ -20,8 +21,10 @@ case $emu in
     bochs) timeout=${RKVM_BOCHS_TIMEOUT:-1800} ;;
     *) die "unknown emulator: $emu (qemu or bochs)" ;;
 esac
-args=(--kernel "$(kernel_build_dir)/arch/x86/boot/bzImage" --initrd "$RKVM_OUT/initramfs.cpio.gz"
-      --cmdline "$cmdline")
+variant=${RKVM_KERNEL:-}
+[[ $variant == debug ]] && cmdline+=" rkvm.debug=1"
+args=(--kernel "$(kernel_build_dir "$variant")/arch/x86/boot/bzImage"
+      --initrd "$RKVM_OUT/initramfs${variant:+-$variant}.cpio.gz" --cmdline "$cmdline")
 
 if [[ $mode == shell ]]; then
     [[ $emu == qemu ]] || die "the interactive shell runs under QEMU only"

@@ -9,6 +9,11 @@
  *
  *     bench <name> <ns per operation>
  *
+ * and, where the exits are the point, once per benchmark (from the vCPU's
+ * "exits" statistic, KVM_GET_STATS_FD: KVM has it too):
+ *
+ *     exits <name> <exits per operation>
+ *
  * `bench ROUNDS NAME` runs only benchmark NAME.
  * `bench time CMD ARGS...` runs a command and prints its wall time (ns),
  * for the Linux boots (busybox's date has no %N).
@@ -23,6 +28,7 @@
 #include <time.h>
 
 #include "vm.h"
+#include "stats.h"
 
 static int rounds = 7;
 /* Only the benchmark of this name (argv[2]), if given. */
@@ -50,6 +56,27 @@ static void die(const char *what)
 static void report(const char *name, uint64_t ns, uint64_t ops)
 {
 	printf("bench %s %.0f\n", name, (double)ns / ops);
+	fflush(stdout);
+}
+
+/* The vCPU's exit counter (KVM_GET_STATS_FD "exits"); ~0 if unreadable. */
+static uint64_t vcpu_exits(struct vm *vm)
+{
+	struct stats s;
+	uint64_t v = ~0ULL;
+
+	if (stats_open(&s, vm->vcpu) == 0) {
+		v = stats_value(&s, "exits");
+		stats_close(&s);
+	}
+	return v;
+}
+
+/* "exits NAME N": exits per operation between two counter readings. */
+static void report_exits(const char *name, uint64_t before, uint64_t after, uint64_t ops)
+{
+	if (before != ~0ULL && after != ~0ULL && after >= before && ops)
+		printf("exits %s %.3f\n", name, (double)(after - before) / ops);
 	fflush(stdout);
 }
 
@@ -91,6 +118,7 @@ static void loop_bench(struct vm *vm, const char *name, const uint8_t *prologue,
 {
 	uint8_t code[64];
 	size_t len = 0;
+	uint64_t exits;
 	int r;
 
 	if (prologue_len)
@@ -108,12 +136,14 @@ static void loop_bench(struct vm *vm, const char *name, const uint8_t *prologue,
 	if (vm_real_mode(vm, 0x1000))
 		die("real mode");
 	run_to_end(vm);						/* warm up: map the pages */
+	exits = vcpu_exits(vm);
 	for (r = 0; r < rounds; r++) {
 		uint64_t t0 = now_ns();
 
 		run_to_end(vm);
 		report(name, now_ns() - t0, n);
 	}
+	report_exits(name, exits, vcpu_exits(vm), (uint64_t)rounds * n);
 	vm_destroy(vm);
 }
 
@@ -245,7 +275,7 @@ static void npt_fault_bench(void)
 			.slot = 1, .guest_phys_addr = 0x10000, .memory_size = size,
 			.userspace_addr = (uintptr_t)pages,
 		};
-		uint64_t t0, first, second;
+		uint64_t t0, first, second, exits;
 		int i;
 
 		/* 1 MiB cannot hold an aligned 2 MiB: no huge page backs it. */
@@ -258,9 +288,12 @@ static void npt_fault_bench(void)
 		memcpy(vm.mem + 0x1000, code, sizeof(code));
 		if (vm_real_mode(&vm, 0x1000))
 			die("real mode");
+		exits = vcpu_exits(&vm);
 		t0 = now_ns();
 		run_to_end(&vm);
 		first = now_ns() - t0;
+		if (r == 0)
+			report_exits("npt_fault", exits, vcpu_exits(&vm), 256);
 		/* The baseline: the fastest of three passes without faults. */
 		second = ~0ULL;
 		for (i = 0; i < 3; i++) {
@@ -307,7 +340,7 @@ static void guest_pf_bench(void)
 	struct kvm_userspace_memory_region slot = {
 		.slot = 1, .guest_phys_addr = size, .memory_size = size, .userspace_addr = (uintptr_t)pages,
 	};
-	uint64_t *pd, *pt;
+	uint64_t *pd, *pt, exits;
 	struct vm vm;
 	int i, r;
 
@@ -327,12 +360,14 @@ static void guest_pf_bench(void)
 	for (i = 0; i < 512; i++)
 		pt[i] = (size + ((uint64_t)i << 12)) | 3;
 	run_to_end(&vm);					/* warm up: the host maps its pages */
+	exits = vcpu_exits(&vm);
 	for (r = 0; r < rounds; r++) {
 		uint64_t t0 = now_ns();
 
 		run_to_end(&vm);
 		report("guest_pf_touch", now_ns() - t0, 512);
 	}
+	report_exits("guest_pf_touch", exits, vcpu_exits(&vm), (uint64_t)rounds * 512);
 	vm_destroy(&vm);
 	munmap(pages, size);
 }

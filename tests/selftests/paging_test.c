@@ -277,6 +277,13 @@ static uint32_t next_out(struct __test_metadata *_metadata, struct vm *vm, uint1
 	return value;
 }
 
+/* The guest's #PF handler reports the error code and CR2 (ports 0x31, 0x32). */
+static void expect_page_fault(struct __test_metadata *_metadata, struct vm *vm, uint32_t err, uint64_t cr2)
+{
+	EXPECT_EQ(err, next_out(_metadata, vm, 0x31)) TH_LOG("error code");
+	EXPECT_EQ(cr2, next_out(_metadata, vm, 0x32)) TH_LOG("CR2");
+}
+
 static void expect_hlt(struct __test_metadata *_metadata, struct vm *vm)
 {
 	ASSERT_EQ(0, vm_run(vm));
@@ -370,8 +377,7 @@ TEST_F(paging, write_protect_fault)
 	long_mode(_metadata, vm, 0);
 	at(vm, PT_A2)[1] = PAGE_3 | P;			/* read-only */
 	enter(_metadata, vm, GUEST(pg_write), PT_A2 + 8, PAGE_3 | P | RW, LINEAR + 0x1000);
-	EXPECT_EQ(3, next_out(_metadata, vm, 0x31)) TH_LOG("error code: present, write");
-	EXPECT_EQ(LINEAR + 0x1000, next_out(_metadata, vm, 0x32)) TH_LOG("CR2");
+	expect_page_fault(_metadata, vm, 3, LINEAR + 0x1000);	/* present, write */
 	EXPECT_EQ(0xabcd, next_out(_metadata, vm, 0x30));
 	expect_hlt(_metadata, vm);
 	EXPECT_EQ(0xabcd, marker(vm, PAGE_3));
@@ -385,8 +391,7 @@ TEST_F(paging, not_present_fault)
 
 	long_mode(_metadata, vm, 0);
 	enter(_metadata, vm, GUEST(pg_write), PT_A2 + 8, PAGE_3 | P | RW, LINEAR + 0x1000);
-	EXPECT_EQ(2, next_out(_metadata, vm, 0x31)) TH_LOG("error code: write, not present");
-	EXPECT_EQ(LINEAR + 0x1000, next_out(_metadata, vm, 0x32));
+	expect_page_fault(_metadata, vm, 2, LINEAR + 0x1000);	/* write, not present */
 	EXPECT_EQ(0xabcd, next_out(_metadata, vm, 0x30));
 	expect_hlt(_metadata, vm);
 }
@@ -418,8 +423,7 @@ TEST_F(paging, no_execute_fault)
 	memcpy(vm->mem + PAGE_NX, pg_nx_code, pg_nx_code_end - pg_nx_code);
 	at(vm, PT_A2)[2] = PAGE_NX | P | RW | NX;
 	enter(_metadata, vm, GUEST(pg_jump), PT_A2 + 16, PAGE_NX | P | RW, LINEAR + 0x2000);
-	EXPECT_EQ(0x11, next_out(_metadata, vm, 0x31)) TH_LOG("error code: present, fetch");
-	EXPECT_EQ(LINEAR + 0x2000, next_out(_metadata, vm, 0x32));
+	expect_page_fault(_metadata, vm, 0x11, LINEAR + 0x2000);	/* present, fetch */
 	EXPECT_EQ(0x77, next_out(_metadata, vm, 0x30));
 	expect_hlt(_metadata, vm);
 }
@@ -476,8 +480,7 @@ TEST_F(paging, user_mode_fault)
 		regs.rsi = USER_STACK;
 		ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_REGS, &regs));
 	}
-	EXPECT_EQ(5, next_out(_metadata, vm, 0x31)) TH_LOG("error code: present, user");
-	EXPECT_EQ(LINEAR + 0x1000, next_out(_metadata, vm, 0x32));
+	expect_page_fault(_metadata, vm, 5, LINEAR + 0x1000);	/* present, user */
 	EXPECT_EQ(0x3333, next_out(_metadata, vm, 0x30));
 }
 

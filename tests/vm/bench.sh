@@ -3,8 +3,9 @@
 # and Linux boots through real KVM and through rkvm, each with nested
 # paging and with shadow paging (kvm_amd npt=0, rkvm.ko tdp=0), in this one
 # boot. Device labels: kvm, rkvm, kvm-shadow, rkvm-shadow.
-# Lines "bench <device> <name> <ns per operation>" go to the host, which
-# computes medians, spreads and ratios (scripts/bench-report.py).
+# Lines "bench <device> <name> <ns per operation>" (and "bench-exits
+# <device> <name> <exits per operation>") go to the host, which computes
+# medians, spreads and ratios (scripts/bench-report.py).
 . /rkvm/lib.sh
 exec < /dev/null
 ROUNDS=$(cmdline_arg rkvm.rounds); ROUNDS=${ROUNDS:-7}
@@ -18,7 +19,12 @@ esac
 bench_device() { # label device
     RKVM_DEVICE=$2 /rkvm/bench/bench "$ROUNDS" > /tmp/bench.out 2> /tmp/bench.err ||
         say "bench-error $1: $(tail -n 1 /tmp/bench.err)"
-    while read -r _ name ns; do say "bench $1 $name $ns"; done < /tmp/bench.out
+    while read -r kind name value; do
+        case $kind in
+            bench) say "bench $1 $name $value" ;;
+            exits) say "bench-exits $1 $name $value" ;;
+        esac
+    done < /tmp/bench.out
     i=0
     while [ $i -lt "$BOOTS" ]; do
         i=$((i + 1))
