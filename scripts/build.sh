@@ -64,7 +64,8 @@ build_guests() {
 }
 
 # The Linux guest that `rkvm run --kernel` boots inside the test VM: the test
-# kernel's own bzImage and a busybox initramfs whose /init reports and powers off.
+# kernel's own bzImage (in the debug VM too) and a busybox initramfs whose
+# /init reports and powers off.
 build_linux_guest() {
     local dir=$1 groot=$RKVM_OUT/guest-initramfs
     rm -rf "$groot"
@@ -74,6 +75,8 @@ build_linux_guest() {
     cp "$RKVM_ROOT/tests/vm/guest-init" "$groot/init"
     (cd "$groot" && find . | cpio -o -H newc --quiet | gzip -1) > "$dir/initramfs.cpio.gz"
     cp "$KBUILD/arch/x86/boot/bzImage" "$dir/bzImage"
+    # shellcheck disable=SC2046
+    make -s -C "$KBUILD" $(kmake_args) kernelrelease > "$dir/release"
 }
 
 # build_initramfs [KBUILD RKVM_KO OUT]: default the test kernel's.

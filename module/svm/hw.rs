@@ -167,7 +167,10 @@ impl Drop for HardwareRef {
         if hw.users == 0 {
             if let Ok(ctx) = per_cpu_all(&hw.save_areas, ENABLED) {
                 sys::on_each_cpu(disable_cpu, &ctx);
-                hw.save_areas.clear();
+                // Replaced, not cleared: `HW` is a static, never dropped,
+                // so a cleared vector's buffer would outlive the module
+                // (kmemleak found it under the debug kernel).
+                hw.save_areas = KVec::new();
                 hw.asids = None;
             } else {
                 // Out of memory for the bookkeeping: leave SVM on (harmless)

@@ -94,7 +94,8 @@ debug_suite() { # prefix
     for t in $DEBUG_SELFTESTS; do echo "$1:$t t_selftest /dev/rkvm $t"; done
     echo "$1:linux t_linux /dev/rkvm $1"
 }
-[ "$(cmdline_arg rkvm.debug)" = 1 ] && PLAN="kmemleak_baseline t_kmemleak_baseline
+[ "$(cmdline_arg rkvm.debug)" = 1 ] && PLAN="debug_kernel t_debug_kernel
+kmemleak_baseline t_kmemleak_baseline
 rkvm_load t_rkvm_load
 $(debug_suite rkvm)
 rkvm_unload t_rkvm_unload
@@ -181,7 +182,8 @@ finish_linux() {
 # 128 MiB, and the guest kernel complained about nothing (a regression test:
 # under rkvm it printed "unchecked MSR access error" with a call trace).
 check_linux_boot() {
-    grep -q '^rkvm-guest: init ran, kernel '"$(uname -r)"'$' /tmp/linux.out || { tail -n 20 /tmp/linux.out; fail "the guest's /init did not run"; }
+    # The guest is the test kernel (also under the debug kernel): its release is recorded beside it.
+    grep -q '^rkvm-guest: init ran, kernel '"$(cat /rkvm/linux/release)"'$' /tmp/linux.out || { tail -n 20 /tmp/linux.out; fail "the guest's /init did not run"; }
     grep -q '^rkvm-guest: cpus 1$' /tmp/linux.out || fail "the guest does not see exactly one CPU"
     grep -q '^rkvm-guest: memory 1[0-2][0-9][0-9][0-9][0-9] kB$' /tmp/linux.out || fail "the guest does not see about 128 MiB"
     bad=$(grep -E 'Call Trace|WARNING:|unchecked MSR|BUG:|Oops|Kernel panic' /tmp/linux.out || true)
@@ -414,6 +416,15 @@ t_rkvm_unload() {
     rmmod rkvm || fail "rmmod rkvm"
     [ ! -e /dev/rkvm ] || fail "/dev/rkvm is still there"
     ! grep -q '^rkvm ' /proc/modules || fail "rkvm is still in /proc/modules"
+}
+
+# The debug kernel's checkers are really on.
+t_debug_kernel() {
+    uname -r | grep -q -- '-rkvm-debug$' || fail "not the debug kernel: $(uname -r)"
+    for line in 'KernelAddressSanitizer initialized' 'Lock dependency validator' 'Kernel memory leak detector initialized'; do
+        dmesg | grep -q "$line" || fail "not in the kernel log: $line"
+        echo "on: $line"
+    done
 }
 
 # kmemleak (debug kernel): what the kernel leaked before the tests is

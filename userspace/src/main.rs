@@ -161,6 +161,17 @@ enum Command {
         /// loads (kvm_amd npt=0).
         #[arg(long, value_enum)]
         mmu: Option<run::MmuMode>,
+        /// A disk image for a virtio-blk device (Linux: /dev/vda, vdb, ...);
+        /// append ",ro" for a read-only disk. Repeatable.
+        #[arg(long, value_name = "FILE[,ro]")]
+        disk: Vec<String>,
+        /// The guest's console on virtio-console (Linux: hvc0, added to the
+        /// command line) rather than COM1; input goes there too.
+        #[arg(long)]
+        virtio_console: bool,
+        /// A virtio entropy device fed from the host's /dev/urandom.
+        #[arg(long)]
+        virtio_rng: bool,
     },
 }
 
@@ -186,14 +197,36 @@ fn main() -> ExitCode {
         Command::Trace { which, vcpu, follow } => {
             observe::trace(&which.debugfs, which.vm.as_deref(), vcpu, follow).map(|()| 0)
         }
-        Command::Run { device, flat, kernel, initrd, cmdline, mode, mem, trace_exits, trace_regs, mmu } => {
+        Command::Run {
+            device,
+            flat,
+            kernel,
+            initrd,
+            cmdline,
+            mode,
+            mem,
+            trace_exits,
+            trace_regs,
+            mmu,
+            disk,
+            virtio_console,
+            virtio_rng,
+        } => {
             let guest = match (&flat, &kernel) {
                 (Some(flat), _) => run::Guest::Flat(flat, mode),
                 (None, Some(kernel)) => run::Guest::Linux { kernel, initrd: initrd.as_deref(), cmdline: &cmdline },
                 (None, None) => return ExitCode::from(2), // clap requires one of them
             };
             let mem_mib = mem.unwrap_or(if kernel.is_some() { 128 } else { 16 });
-            let opts = run::Options { device: &device, guest, mem_mib, trace_exits, trace_regs, mmu };
+            let disks = disk
+                .iter()
+                .map(|d| match d.strip_suffix(",ro") {
+                    Some(path) => (PathBuf::from(path), true),
+                    None => (PathBuf::from(d), false),
+                })
+                .collect();
+            let virtio = run::VirtioOptions { disks, console: virtio_console, rng: virtio_rng };
+            let opts = run::Options { device: &device, guest, mem_mib, trace_exits, trace_regs, mmu, virtio };
             run::run(&opts).map(|outcome| {
                 if let Some(msg) = outcome.message() {
                     eprintln!("rkvm: {msg} (exit status {})", outcome.status());

@@ -23,6 +23,7 @@ use crate::devices::{
     pic::{Pic, PicPorts},
     pit::{self, Pit, PitPorts},
     serial::{self, PicLine, Uart},
+    virtio,
     PortBus,
 };
 use crate::signals::{self, Kick};
@@ -62,6 +63,45 @@ pub struct Options<'a> {
     pub trace_exits: bool,
     pub trace_regs: bool,
     pub mmu: Option<MmuMode>,
+    pub virtio: VirtioOptions,
+}
+
+/// The paravirtual devices of a run (`--disk`, `--virtio-console`,
+/// `--virtio-rng`).
+#[derive(Default)]
+pub struct VirtioOptions {
+    /// Disk images, each read-only or not.
+    pub disks: Vec<(std::path::PathBuf, bool)>,
+    /// The guest's console is virtio-console (hvc0), not COM1.
+    pub console: bool,
+    /// An entropy device.
+    pub rng: bool,
+}
+
+/// The virtio-mmio devices the options ask for.
+fn virtio_devices(opts: &VirtioOptions) -> Result<virtio::Bus, String> {
+    let mut bus = virtio::Bus::default();
+    let mut add = |dev: Box<dyn virtio::Transport>, what: &str| {
+        bus.add(dev).map(|_| ()).ok_or_else(|| format!("too many virtio devices: no interrupt line left for {what}"))
+    };
+    for (i, (path, read_only)) in opts.disks.iter().enumerate() {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(|e| format!("--disk {}: {e}", path.display()))?;
+        let disk = virtio::blk::Blk::new(file, *read_only, &format!("rkvm-disk{i}"))
+            .map_err(|e| format!("--disk {}: {e}", path.display()))?;
+        add(Box::new(virtio::Mmio::new(disk)), "a disk")?;
+    }
+    if opts.console {
+        add(Box::new(virtio::Mmio::new(virtio::console::Console::new(std::io::stdout()))), "the console")?;
+    }
+    if opts.rng {
+        let source = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
+        add(Box::new(virtio::Mmio::new(virtio::rng::Rng::new(source))), "the entropy device")?;
+    }
+    Ok(bus)
 }
 
 /// The MMU mode of `--mmu` (rkvm's `KVM_CAP_RKVM_MMU`).
@@ -162,6 +202,7 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
         let cpuid = CpuId::from_entries(&without_xsave(cpuid.as_slice())).map_err(|e| format!("CPUID: {e:?}"))?;
         vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
     }
+    let mut virtio_bus = virtio_devices(&opts.virtio)?;
     match opts.guest {
         Guest::Flat(path, mode) => {
             let program = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -175,7 +216,13 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
             }
         }
         Guest::Linux { kernel, initrd, cmdline } => {
-            crate::linux::load(&mem, mem_size as u64, &vcpu, kernel, initrd, cmdline)?;
+            // The devices are announced on the command line; the console
+            // named last is /dev/console.
+            let mut line = format!("{cmdline}{}", virtio_bus.cmdline());
+            if opts.virtio.console {
+                line.push_str(" console=hvc0");
+            }
+            crate::linux::load(&mem, mem_size as u64, &vcpu, kernel, initrd, &line)?;
         }
     }
 
@@ -215,6 +262,8 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     };
     let devices = Devices {
         bus: &mut bus,
+        virtio: &mut virtio_bus,
+        virtio_console: opts.virtio.console,
         pic: &pic,
         pit: &pit,
         uart: &uart,
@@ -235,6 +284,9 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     print_kernel_stats(&kernel_stats, wall, uses_shadow_paging(&vm));
     if let Some(absent) = bus.absent_summary() {
         eprintln!("rkvm: absent hardware the guest probed (answered as empty): {absent}");
+    }
+    for line in virtio_bus.summary() {
+        eprintln!("rkvm: {line}");
     }
     outcome
 }
@@ -410,6 +462,10 @@ impl Stats {
 /// What the run loop serves exits with.
 struct Devices<'a> {
     bus: &'a mut PortBus,
+    /// The virtio-mmio devices.
+    virtio: &'a mut virtio::Bus,
+    /// Console input goes to virtio-console rather than COM1.
+    virtio_console: bool,
     pic: &'a RefCell<Pic>,
     pit: &'a RefCell<Pit>,
     uart: &'a RefCell<Uart<std::io::Stdout>>,
@@ -459,7 +515,8 @@ struct Trace<'a> {
 }
 
 fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: &Trace<'_>) -> Result<Outcome, String> {
-    let Devices { bus, pic, pit, uart, i8042, mut input, status, mut kernel_trace } = dev;
+    let Devices { bus, virtio, virtio_console, pic, pit, uart, i8042, mut input, status, mut kernel_trace } = dev;
+    let set_irq = |irq: u8, level: bool| pic.borrow_mut().set_irq(irq, level);
     let mut kick = Kick::new()?;
     let mut mmio_reported = BTreeSet::new();
     let mut halted = false;
@@ -471,7 +528,12 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: &Trac
         if pit.borrow_mut().poll_irq0(now_ns()) > 0 {
             pic.borrow_mut().pulse_irq(0);
         }
-        input.feed(|bytes| uart.borrow_mut().receive(bytes));
+        if virtio_console {
+            input.feed(|bytes| virtio.receive(bytes));
+        } else {
+            input.feed(|bytes| uart.borrow_mut().receive(bytes));
+        }
+        virtio.poll(trace.mem, set_irq);
         if halted {
             // HLT: an interrupt to deliver wakes the guest. Otherwise, with
             // interrupts on, wait for what could raise one (the timer,
@@ -481,7 +543,7 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: &Trac
             } else {
                 let if_flag = vcpu.get_kvm_run().if_flag != 0;
                 let timer = pit.borrow().next_irq0(now_ns());
-                let typing = input.may_have_more() && uart.borrow().rx_interrupt_enabled();
+                let typing = input.may_have_more() && (virtio_console || uart.borrow().rx_interrupt_enabled());
                 if !if_flag || (timer.is_none() && !typing) {
                     return Ok(Outcome::Halted);
                 }
@@ -520,10 +582,16 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: &Trac
             VcpuExit::IoOut(port, data) => bus.write(port, data),
             VcpuExit::IoIn(port, data) => bus.read(port, data),
             VcpuExit::MmioRead(addr, data) => {
-                data.fill(0xff);
-                report_mmio(&mut mmio_reported, addr, "read");
+                if !virtio.read(addr, data) {
+                    data.fill(0xff);
+                    report_mmio(&mut mmio_reported, addr, "read");
+                }
             }
-            VcpuExit::MmioWrite(addr, _) => report_mmio(&mut mmio_reported, addr, "write"),
+            VcpuExit::MmioWrite(addr, data) => {
+                if !virtio.write(addr, data, trace.mem, set_irq) {
+                    report_mmio(&mut mmio_reported, addr, "write");
+                }
+            }
             VcpuExit::IrqWindowOpen => {} // injected before the next entry
             VcpuExit::Hlt => halted = true,
             VcpuExit::Shutdown => return Ok(Outcome::Shutdown),

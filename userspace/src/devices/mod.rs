@@ -9,6 +9,7 @@ pub mod i8042;
 pub mod pic;
 pub mod pit;
 pub mod serial;
+pub mod virtio;
 
 use std::collections::{BTreeMap, BTreeSet};
 
