@@ -69,9 +69,11 @@ build_guests() {
 build_linux_guest() {
     local dir=$1 groot=$RKVM_OUT/guest-initramfs
     rm -rf "$groot"
-    mkdir -p "$groot"/{bin,proc,dev} "$dir"
+    mkdir -p "$groot"/{bin,proc,sys,dev,mnt} "$dir"
     cp /bin/busybox "$groot/bin/busybox"
-    for applet in sh mount echo uname grep sed tr cat sleep poweroff reboot; do ln -s busybox "$groot/bin/$applet"; done
+    for applet in sh mount umount mkdir echo uname grep sed tr cat head ls wc dd sync sleep poweroff reboot; do
+        ln -s busybox "$groot/bin/$applet"
+    done
     cp "$RKVM_ROOT/tests/vm/guest-init" "$groot/init"
     (cd "$groot" && find . | cpio -o -H newc --quiet | gzip -1) > "$dir/initramfs.cpio.gz"
     cp "$KBUILD/arch/x86/boot/bzImage" "$dir/bzImage"

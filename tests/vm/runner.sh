@@ -36,7 +36,9 @@ kvm:run:$g t_flat /dev/kvm $g"; done
 [ "$EMU" = bochs ] || PLAN="$PLAN
 kvm:linux t_linux /dev/kvm
 kvm:linux_reboot t_linux_reboot /dev/kvm
-kvm:linux_console_input t_linux_console_input /dev/kvm"
+kvm:linux_console_input t_linux_console_input /dev/kvm
+kvm:linux_virtio t_linux_virtio /dev/kvm
+kvm:linux_virtio_console t_linux_virtio_console /dev/kvm"
 PLAN="$PLAN
 kvm_info t_info /dev/kvm
 kvm_unload t_kvm_unload"
@@ -61,6 +63,8 @@ mmu_suite() {
     echo "$1:linux t_linux /dev/rkvm $1"
     echo "$1:linux_reboot t_linux_reboot /dev/rkvm"
     echo "$1:linux_console_input t_linux_console_input /dev/rkvm"
+    echo "$1:linux_virtio t_linux_virtio /dev/rkvm"
+    echo "$1:linux_virtio_console t_linux_virtio_console /dev/rkvm"
 }
 
 PLAN="$PLAN
@@ -164,7 +168,8 @@ t_flat_diff() {
 boot_linux() {
     status=0
     LINUX_DEVICE=$1
-    timeout 300 rkvm run --device "$1" --mem 128 --kernel /rkvm/linux/bzImage \
+    # shellcheck disable=SC2086
+    timeout 300 rkvm run --device "$1" --mem 128 --kernel /rkvm/linux/bzImage $LINUX_ARGS \
         --initrd /rkvm/linux/initramfs.cpio.gz --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init $2" \
         < "${3:-/dev/null}" > /tmp/linux.raw 2> /tmp/linux.err &
     LINUX_PID=$!
@@ -224,6 +229,50 @@ t_linux_reboot() {
     grep -q '^rkvm-guest: rebooting$' /tmp/linux.out || fail "the guest did not get to reboot"
     [ "$status" = 4 ] || fail "exit status $status, expected 4 (reset)"
     grep -q 'the guest asked for a reset (reboot)' /tmp/linux.err || fail "no message saying the guest rebooted"
+}
+
+# virtio-blk, read-write and read-only, and virtio-rng: the guest mounts
+# an ext2 image (made here, with a file from this side), writes a file,
+# unmounts; reads a read-only disk and cannot write it; reads 64 random
+# bytes. After the run the image holds the guest's file.
+t_linux_virtio() {
+    rm -f /tmp/vda.img /tmp/vdb.img
+    mkdir -p /tmp/mnt
+    dd if=/dev/zero of=/tmp/vda.img bs=1k count=2048 2> /dev/null
+    mke2fs -q -F /tmp/vda.img > /dev/null || fail "mke2fs"
+    mount -o loop /tmp/vda.img /tmp/mnt || fail "mounting the image here"
+    echo "from the host" > /tmp/mnt/from-host.txt
+    umount /tmp/mnt
+    dd if=/dev/zero of=/tmp/vdb.img bs=4096 count=1 2> /dev/null
+    printf 'rkvm read-only d' | dd of=/tmp/vdb.img conv=notrunc 2> /dev/null
+    LINUX_ARGS="--disk /tmp/vda.img --disk /tmp/vdb.img,ro --virtio-rng" boot_linux "$1" rkvm.test=virtio
+    check_linux_boot
+    for want in 'disks vda vdb ' 'vda: from the host' 'vda written and unmounted' 'vdb: rkvm read-only d' \
+        'vdb ro: 1' 'vdb write refused' 'hwrng virtio_rng.0 64 bytes'; do
+        grep -q "^rkvm-guest: $want\$" /tmp/linux.out || fail "the guest did not report: $want"
+    done
+    grep '^rkvm: virtio-' /tmp/linux.err
+    grep -q '^rkvm: virtio-blk: .* [1-9][0-9]* writes .* [1-9][0-9]* flushes, 0 errors at 0xd0000000 irq 5$' /tmp/linux.err ||
+        fail "no writes or flushes counted on vda"
+    grep -q '^rkvm: virtio-blk (read-only): .* [1-9][0-9]* errors at 0xd0001000 irq 6$' /tmp/linux.err ||
+        fail "the refused write to vdb was not counted"
+    ! grep -q 'DEVICE_NEEDS_RESET' /tmp/linux.err || fail "a device was broken"
+    mount -o loop /tmp/vda.img /tmp/mnt || fail "mounting the image after the run"
+    got=$(cat /tmp/mnt/from-guest.txt 2>&1)
+    umount /tmp/mnt
+    [ "$got" = "written by the guest through virtio-blk" ] || fail "the guest's file on the image: '$got'"
+    echo "the guest's file is on the disk image: $got"
+}
+
+# virtio-console as the guest's console (hvc0): /init's lines and 4000
+# bytes of output arrive on stdout, whole buffers per exit.
+t_linux_virtio_console() {
+    LINUX_ARGS="--virtio-console" boot_linux "$1" "rkvm.test=console-rate rkvm.bytes=4000"
+    check_linux_boot
+    grep -q '^rkvm-guest: wrote 4000 bytes$' /tmp/linux.out || fail "the guest's output did not arrive"
+    grep -q '^x\{4000\}$' /tmp/linux.out || fail "the 4000 bytes did not arrive whole"
+    grep '^rkvm: virtio-console' /tmp/linux.err
+    grep -q '^rkvm: virtio-console: [0-9]* bytes from the guest at 0xd0000000 irq 5$' /tmp/linux.err || fail "no console summary"
 }
 
 # Console input and Ctrl-C: once the guest's /init waits for a line, the

@@ -389,12 +389,19 @@ impl Bus {
     }
 
     /// An MMIO write: false if no device is there; `set_irq` gets the
-    /// device's line level afterwards.
-    pub fn write(&mut self, addr: u64, data: &[u8], mem: &GuestMemoryMmap, set_irq: impl FnOnce(u8, bool)) -> bool {
+    /// device's line level afterwards. The PIC's lines are edge-triggered
+    /// and a virtio interrupt is a level: when the driver acknowledges some
+    /// causes and others arrived since it read them, the line drops and
+    /// rises again, so that the new ones are not lost.
+    pub fn write(&mut self, addr: u64, data: &[u8], mem: &GuestMemoryMmap, mut set_irq: impl FnMut(u8, bool)) -> bool {
         match self.find(addr) {
             Some((offset, irq, dev)) => {
                 dev.write(offset, data, mem);
-                set_irq(irq, dev.irq_level());
+                let level = dev.irq_level();
+                if offset == reg::INTERRUPT_ACK && level {
+                    set_irq(irq, false);
+                }
+                set_irq(irq, level);
                 true
             }
             None => false,
@@ -789,5 +796,26 @@ mod tests {
         d.add(0, &[(0x5000, 8, true)], false);
         d.notify(0);
         assert!(d.dev.irq_level(), "used index passed used_event");
+    }
+
+    #[test]
+    fn bus_windows_lines_and_command_line() {
+        let mut bus = Bus::default();
+        assert_eq!(bus.add(Box::new(Mmio::new(rng::Rng::new(std::io::repeat(1))))), Some((BASE, 5)));
+        assert_eq!(bus.add(Box::new(Mmio::new(console::Console::new(Vec::new())))), Some((BASE + WINDOW, 6)));
+        assert_eq!(bus.cmdline(), " virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6");
+        let mut data = [0u8; 4];
+        assert!(bus.read(BASE + WINDOW + reg::DEVICE_ID, &mut data));
+        assert_eq!(u32::from_le_bytes(data), 3, "the second window is the console");
+        assert!(!bus.read(BASE + 2 * WINDOW, &mut data), "nothing there");
+        assert_eq!(bus.receive(b"abc"), 3, "input goes to the device that takes it");
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mut lines = Vec::new();
+        assert!(bus.write(BASE + reg::STATUS, &0u32.to_le_bytes(), &mem, |irq, level| lines.push((irq, level))));
+        assert_eq!(lines, [(5, false)]);
+        for _ in 0..IRQS.len() - 2 {
+            assert!(bus.add(Box::new(Mmio::new(rng::Rng::new(std::io::repeat(1))))).is_some());
+        }
+        assert_eq!(bus.add(Box::new(Mmio::new(rng::Rng::new(std::io::repeat(1))))), None, "out of lines");
     }
 }
