@@ -30,8 +30,13 @@ BENCHMARKS = [
     ("guest_pf_touch", "guest page touch after a CR3 reload"),
     ("vm_vcpu_create", "VM + memory slot + vCPU, created and closed"),
     ("linux_boot", "Linux boot to /init and power-off"),
+    ("console_serial", "console output through the 16550, per KiB"),
+    ("console_virtio", "console output through virtio-console, per KiB"),
+    ("blk_read", "virtio-blk read, per MiB"),
+    ("blk_write", "virtio-blk write (fsync), per MiB"),
 ]
-UNITS = {"linux_boot": ("s", 1e9), "vm_vcpu_create": ("µs", 1e3)}
+UNITS = {"linux_boot": ("s", 1e9), "vm_vcpu_create": ("µs", 1e3), "console_serial": ("ms", 1e6),
+         "console_virtio": ("ms", 1e6), "blk_read": ("ms", 1e6), "blk_write": ("ms", 1e6)}
 
 
 DEVICES = r"(kvm|rkvm|kvm-shadow|rkvm-shadow)"
@@ -62,7 +67,7 @@ def summary(values):
 
 def fmt(ns, name):
     unit, div = UNITS.get(name, ("µs", 1e3))
-    return f"{ns / div:.2f} {unit}" if unit == "s" else f"{ns / div:.1f} {unit}"
+    return f"{ns / div:.2f} {unit}" if unit in ("s", "ms") else f"{ns / div:.1f} {unit}"
 
 
 # The rows of the second table: where the MMU mode matters, and CPUID (it

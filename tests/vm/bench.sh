@@ -35,10 +35,46 @@ bench_device() { # label device
     done
 }
 
+# One Linux boot with extra `rkvm run` arguments and a guest test mode:
+# prints its wall time (ns) and the exits the kernel counted.
+boot() { # device args test
+    # shellcheck disable=SC2086
+    ns=$(/rkvm/bench/bench time rkvm run --device "$1" $2 --kernel /rkvm/linux/bzImage \
+        --initrd /rkvm/linux/initramfs.cpio.gz \
+        --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init $3" 2> /tmp/boot.err | tail -n 1)
+    exits=$(sed -n 's/^rkvm: vCPU statistics from the kernel: exits \([0-9]*\).*/\1/p' /tmp/boot.err)
+    echo "$ns ${exits:-0}"
+}
+
+# Paravirtual against emulated I/O (issue 7), through one device: 32 KiB
+# written to the console through COM1 (two exits per byte) and through
+# virtio-console, and all of an 8 MiB disk read and written through
+# virtio-blk; each less a boot that moves nothing. Per KiB (console) and
+# per MiB (disk): time, and exits.
+bench_io() { # label device
+    kib=32
+    rm -f /tmp/bench-disk.img
+    dd if=/dev/zero of=/tmp/bench-disk.img bs=1M count=8 2> /dev/null
+    for how in serial virtio; do
+        args=""; [ $how = virtio ] && args="--virtio-console"
+        boot "$2" "$args" "rkvm.test=console-rate rkvm.bytes=0" > /tmp/b; read -r base_ns base_exits < /tmp/b
+        boot "$2" "$args" "rkvm.test=console-rate rkvm.bytes=$((kib * 1024))" > /tmp/b; read -r ns exits < /tmp/b
+        say "bench $1 console_$how $(( (ns - base_ns) / kib ))"
+        say "bench-exits $1 console_$how $(( (exits - base_exits) / kib ))"
+    done
+    boot "$2" "--disk /tmp/bench-disk.img" "rkvm.test=console-rate rkvm.bytes=0" > /tmp/b; read -r base_ns base_exits < /tmp/b
+    for op in read write; do
+        boot "$2" "--disk /tmp/bench-disk.img" "rkvm.test=blk-$op" > /tmp/b; read -r ns exits < /tmp/b
+        say "bench $1 blk_$op $(( (ns - base_ns) / 8 ))"
+        say "bench-exits $1 blk_$op $(( (exits - base_exits) / 8 ))"
+    done
+}
+
 # label, then the module's parameters for shadow paging (none: nested).
 bench_kvm() {
     if modprobe "$KVM_MOD" "$@" 2>/dev/null; then
         bench_device "$label" /dev/kvm
+        [ "$#" = 0 ] && bench_io "$label" /dev/kvm
         rmmod "$KVM_MOD" kvm
     else
         say "bench-error $label: modprobe $KVM_MOD $* failed"
@@ -47,6 +83,7 @@ bench_kvm() {
 bench_rkvm() {
     if insmod /rkvm/rkvm.ko "$@"; then
         bench_device "$label" /dev/rkvm
+        [ "$#" = 0 ] && bench_io "$label" /dev/rkvm
         rmmod rkvm
     else
         say "bench-error $label: insmod rkvm.ko $* failed"
