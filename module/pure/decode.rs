@@ -664,7 +664,7 @@ mod tests {
         // invlpg (%r13) needs mod 01 with disp8 0; REX.B: r13 is not rBP's segment.
         assert_eq!(at(&[0x41, 0x0f, 0x01, 0x7d, 0x00], Mode::Bits64), Some((5, 0x5_0000, 3)));
         // 16-bit: (bx+si), [disp16], fs override, 32-bit address prefix.
-        assert_eq!(at(&[0x0f, 0x01, 0x38], Mode::Bits16), Some((3, 0x4000 + 0x60_0000 & 0xffff, 3)));
+        assert_eq!(at(&[0x0f, 0x01, 0x38], Mode::Bits16), Some((3, (0x4000 + 0x60_0000) & 0xffff, 3)));
         assert_eq!(at(&[0x0f, 0x01, 0x3e, 0x00, 0x10], Mode::Bits16), Some((5, 0x1000, 3)), "disp16");
         assert_eq!(at(&[0x64, 0x0f, 0x01, 0x3e, 0x00, 0x10], Mode::Bits16).unwrap().2, 4, "FS override");
         assert_eq!(at(&[0x67, 0x0f, 0x01, 0x3d, 0x44, 0x33, 0x22, 0x11], Mode::Bits16), Some((8, 0x1122_3344, 3)));

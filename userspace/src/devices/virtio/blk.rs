@@ -112,13 +112,16 @@ impl Blk {
         Ok(written as u32 + 1)
     }
 
-    /// Whether `len` bytes from `sector` are on the disk.
-    fn in_range(&self, sector: u64, len: u64) -> bool {
-        sector.checked_mul(SECTOR).and_then(|start| start.checked_add(len)).is_some_and(|end| end <= self.sectors * SECTOR)
+    /// Whether a transfer of `len` bytes from `sector` is whole sectors on
+    /// the disk.
+    fn valid(&self, sector: u64, len: usize) -> bool {
+        let len = len as u64;
+        len.is_multiple_of(SECTOR)
+            && sector.checked_mul(SECTOR).and_then(|start| start.checked_add(len)).is_some_and(|end| end <= self.sectors * SECTOR)
     }
 
     fn read(&mut self, sector: u64, writer: &mut impl Write, len: usize) -> (u8, usize) {
-        if len as u64 % SECTOR != 0 || !self.in_range(sector, len as u64) {
+        if !self.valid(sector, len) {
             return (S_IOERR, 0);
         }
         let mut buf = vec![0u8; len.min(CHUNK)];
@@ -138,7 +141,7 @@ impl Blk {
 
     fn write(&mut self, sector: u64, reader: &mut virtio_queue::Reader<'_>) -> u8 {
         let len = reader.available_bytes();
-        if len as u64 % SECTOR != 0 || !self.in_range(sector, len as u64) {
+        if !self.valid(sector, len) {
             return S_IOERR;
         }
         let mut buf = vec![0u8; len.min(CHUNK)];

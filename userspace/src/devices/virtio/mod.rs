@@ -48,8 +48,6 @@ pub mod status {
     pub const FEATURES_OK: u32 = 8;
     /// The device hit an error it cannot recover from (a malformed queue).
     pub const DEVICE_NEEDS_RESET: u32 = 64;
-    /// The driver gave up.
-    pub const FAILED: u32 = 128;
 }
 
 /// `InterruptStatus` bits.
