@@ -212,48 +212,78 @@ impl Shadow {
         self.flushes = self.flushes.wrapping_add(1);
     }
 
-    /// After a fault at `linear` that a guest 4 KiB page (`walked`) answered
-    /// and that was mapped in shadow page table `table`: fills the table's
-    /// other empty entries from the guest's entries for the same 2 MiB,
-    /// where the processor could use them as they are (present and already
-    /// accessed: nothing to set in the guest's table) and the host page is
-    /// pinned already (the guest touched it before). After a process switch
-    /// emptied the shadow table, the next fault in a region brings back all
-    /// the pages it had, not one (KVM prefetches the 8 around a fault).
-    fn prefetch(&mut self, mem: &GuestMemory, paging: &GuestPaging, maxphyaddr: u32, linear: u64, walked: &Walk, table: Leaves) {
+    /// After a fault at `linear` that `walked` answered and that was mapped
+    /// in shadow page table `table`: fills the table's other empty entries
+    /// for the same 2 MiB, from the guest's other entries in the same page
+    /// table where the processor could use them as they are (present and
+    /// already accessed: nothing to set in the guest's table), or from the
+    /// rest of the same large guest page. Host pages are pinned for the 16
+    /// entries around the fault (KVM prefetches 8); farther ones only if
+    /// the guest touched them before. So after a process switch emptied the
+    /// shadow table, or an INVLPG a 2 MiB of it, one fault brings back the
+    /// pages around it, not one.
+    fn prefetch(&mut self, mem: &mut GuestMemory, paging: &GuestPaging, maxphyaddr: u32, linear: u64, walked: &Walk, table: Leaves) {
         /// Guest entries read at a time.
         const CHUNK: usize = 64;
-        let Some(t) = walked.leaf_table else { return };
-        let ctl = paging.controls(maxphyaddr);
-        let size = usize::from(t.entry_size);
-        // The guest entries for the 2 MiB of the shadow table: a whole
-        // table of 8-byte entries, or half of one of 4-byte entries.
-        let first = t.index & !511;
+        /// The block around the fault whose pages may be pinned now.
+        const NEAR: usize = 16;
         let span = linear & !(LARGE_PAGE_SIZE - 1);
+        let fault_index = ((linear >> 12) & 0x1ff) as usize;
+        let ctl = paging.controls(maxphyaddr);
         let mut local = false;
-        for chunk in 0..512 / CHUNK {
-            let mut buf = [0u8; CHUNK * 8];
-            let bytes = CHUNK * size;
-            let at = t.gpa + ((first + chunk * CHUNK) * size) as u64;
-            let Some(dest) = buf.get_mut(..bytes) else { return };
-            if mem.read(GuestPhys(at), dest).is_err() {
-                return;
+        // Writes entry `index` of the table for `leaf`; returns whether it
+        // wrote one that is not global.
+        let fill = |mem: &mut GuestMemory, index: usize, leaf: &walk::Leaf| -> bool {
+            // SAFETY: `table.0` is a table of this shadow, which the caller
+            // borrows mutably.
+            let entry = unsafe { &mut entries(table.0)[index & 0x1ff] };
+            if index == fault_index || Pte(*entry).present() {
+                return false;
             }
-            for (i, raw) in dest.chunks_exact(size).enumerate() {
-                let index = chunk * CHUNK + i;
-                let mut word = [0u8; 8];
-                word[..size].copy_from_slice(raw);
-                let Some(leaf) = walk::neighbour(u64::from_le_bytes(word), t.entry_size, walked.upper, ctl) else {
-                    continue;
-                };
-                let Some((page, host_writable)) = mem.pinned(GuestPhys(leaf.page)) else { continue };
-                // SAFETY: `table.0` is a table of this shadow, borrowed mutably.
-                let entry = unsafe { &mut entries(table.0)[index] };
-                if Pte(*entry).present() || span + ((index as u64) << 12) == linear & !0xfff {
-                    continue;
+            let backing = if index / NEAR == fault_index / NEAR {
+                match mem.backing(GuestPhys(leaf.page), false) {
+                    Ok(Backing::Ram(page, writable)) => Some((page, writable)),
+                    _ => None,
                 }
-                *entry = shadow::prefetched_leaf(page, &leaf, host_writable).0;
-                local |= !shadow::global(paging, leaf.global);
+            } else {
+                mem.pinned(GuestPhys(leaf.page))
+            };
+            match backing {
+                Some((page, host_writable)) => {
+                    *entry = shadow::prefetched_leaf(page, leaf, host_writable).0;
+                    !shadow::global(paging, leaf.global)
+                }
+                None => false,
+            }
+        };
+        match walked.leaf_table {
+            None => {
+                for index in 0..512 {
+                    if let Some(leaf) = shadow::same_page(walked, linear, span + ((index as u64) << 12)) {
+                        local |= fill(mem, index, &leaf);
+                    }
+                }
+            }
+            Some(t) => {
+                let size = usize::from(t.entry_size);
+                // The guest entries for the 2 MiB of the shadow table: a
+                // whole table of 8-byte entries, or half of one of 4-byte ones.
+                let first = t.index & !511;
+                for chunk in 0..512 / CHUNK {
+                    let mut buf = [0u8; CHUNK * 8];
+                    let at = t.gpa + ((first + chunk * CHUNK) * size) as u64;
+                    let Some(dest) = buf.get_mut(..CHUNK * size) else { break };
+                    if mem.read(GuestPhys(at), dest).is_err() {
+                        break;
+                    }
+                    for (i, raw) in dest.chunks_exact(size).enumerate() {
+                        let mut word = [0u8; 8];
+                        word[..size].copy_from_slice(raw);
+                        if let Some(leaf) = walk::neighbour(u64::from_le_bytes(word), t.entry_size, walked.upper, ctl) {
+                            local |= fill(mem, chunk * CHUNK + i, &leaf);
+                        }
+                    }
+                }
             }
         }
         if local {

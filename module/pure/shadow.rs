@@ -20,7 +20,7 @@
 //! sets it.
 
 use super::paging::{HostPhys, Pte};
-use super::walk::{Access, Controls, Leaf, Paging, Walk};
+use super::walk::{Access, Controls, Leaf, Paging, Perm, Walk};
 use super::x86::{cr0, cr4, efer, valid_cr0, RESET_CR0};
 
 /// What a change of the guest's paging state does to the shadow table.
@@ -200,6 +200,25 @@ pub fn leaf(page: HostPhys, walk: &Walk, access: Access, host_writable: bool) ->
     Pte::shadow_leaf(page, writable && host_writable, user, walk.nx)
 }
 
+/// For prefetching around a fault at `fault` that `walk` answered with a
+/// large guest page (or no paging: one page of 4 GiB): the 4 KiB piece of
+/// that same page at `linear`, with the same permissions. `None` for a
+/// 4 KiB guest page (its neighbours are other entries) or an address
+/// outside the page.
+pub fn same_page(walk: &Walk, fault: u64, linear: u64) -> Option<Leaf> {
+    let size = walk.page_size;
+    if walk.leaf_table.is_some() || size <= 4096 || (fault ^ linear) & !(size - 1) != 0 {
+        return None;
+    }
+    let base = walk.gpa - (fault & (size - 1));
+    Some(Leaf {
+        page: (base + (linear & (size - 1))) & !0xfff,
+        perm: Perm { writable: walk.writable, user: walk.user, nx: walk.nx },
+        dirty: walk.dirty,
+        global: walk.global,
+    })
+}
+
 /// The shadow leaf for a prefetched guest page (no access made): its
 /// permissions, writable once dirty.
 pub fn prefetched_leaf(page: HostPhys, leaf: &Leaf, host_writable: bool) -> Pte {
@@ -276,7 +295,7 @@ mod tests {
             dirty: false,
             global: true,
             page_size: 4096,
-            upper: super::super::walk::Perm::ALL,
+            upper: Perm::ALL,
             leaf_table: None,
             updates: [None; 4],
         };
@@ -294,5 +313,30 @@ mod tests {
         let l = leaf(page, &ro, write, true);
         assert!(l.writable() && l.0 & bits::US == 0, "CR0.WP=0 kernel write: writable, kernel-only");
         assert!(!leaf(page, &ro, Access { user: true, ..read }, true).writable());
+    }
+
+    #[test]
+    fn pieces_of_large_pages() {
+        let two_mb = Walk {
+            gpa: 0x60_1234,
+            writable: true,
+            user: false,
+            nx: false,
+            dirty: true,
+            global: true,
+            page_size: 2 << 20,
+            upper: Perm::ALL,
+            leaf_table: None,
+            updates: [None; 4],
+        };
+        // The fault was at linear 0x20_1234 (guest physical 0x60_1234).
+        let l = same_page(&two_mb, 0x20_1234, 0x20_5000).unwrap();
+        assert_eq!(l.page, 0x60_5000);
+        assert!(l.perm.writable && !l.perm.user && l.dirty && l.global);
+        assert_eq!(same_page(&two_mb, 0x20_1234, 0x40_0000), None, "the next 2 MiB is another page");
+        let small = Walk { page_size: 4096, leaf_table: Some(super::super::walk::LeafTable { gpa: 0, entry_size: 8, index: 0 }), ..two_mb };
+        assert_eq!(same_page(&small, 0x1234, 0x2000), None);
+        let off = Walk { gpa: 0x1234, page_size: 1 << 32, ..two_mb };
+        assert_eq!(same_page(&off, 0x1234, 0xb_8000).unwrap().page, 0xb_8000, "no paging: identity");
     }
 }

@@ -269,7 +269,8 @@ pub fn walk(
                 nx: false,
                 dirty: true,
                 global: false,
-                page_size: 4096,
+                // One page: the whole 32-bit physical address space.
+                page_size: 1 << 32,
                 upper: Perm::ALL,
                 leaf_table: None,
                 updates: [None; 4],
