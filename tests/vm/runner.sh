@@ -247,15 +247,17 @@ t_linux_virtio() {
     printf 'rkvm read-only d' | dd of=/tmp/vdb.img conv=notrunc 2> /dev/null
     LINUX_ARGS="--disk /tmp/vda.img --disk /tmp/vdb.img,ro --virtio-rng" boot_linux "$1" rkvm.test=virtio
     check_linux_boot
-    for want in 'disks vda vdb ' 'vda: from the host' 'vda written and unmounted' 'vdb: rkvm read-only d' \
+    for want in 'disks vda vdb ' 'vda: from the host' 'vda written and unmounted' 'vda flushed' 'vdb: rkvm read-only d' \
         'vdb ro: 1' 'vdb write refused' 'hwrng virtio_rng.0 64 bytes'; do
         grep -q "^rkvm-guest: $want\$" /tmp/linux.out || fail "the guest did not report: $want"
     done
     grep '^rkvm: virtio-' /tmp/linux.err
     grep -q '^rkvm: virtio-blk: .* [1-9][0-9]* writes .* [1-9][0-9]* flushes, 0 errors at 0xd0000000 irq 5$' /tmp/linux.err ||
         fail "no writes or flushes counted on vda"
-    grep -q '^rkvm: virtio-blk (read-only): .* [1-9][0-9]* errors at 0xd0001000 irq 6$' /tmp/linux.err ||
-        fail "the refused write to vdb was not counted"
+    # Linux refuses the write to a read-only disk itself (the device's own
+    # refusal is a host test): nothing reaches vdb.
+    grep -q '^rkvm: virtio-blk (read-only): [1-9][0-9]* reads .*, 0 writes (0 KiB), 0 flushes, 0 errors at 0xd0001000 irq 6$' /tmp/linux.err ||
+        fail "vdb was not read, or was written"
     ! grep -q 'DEVICE_NEEDS_RESET' /tmp/linux.err || fail "a device was broken"
     mount -o loop /tmp/vda.img /tmp/mnt || fail "mounting the image after the run"
     got=$(cat /tmp/mnt/from-guest.txt 2>&1)
