@@ -78,7 +78,7 @@ static void *unmap_later(void *arg)
 
 	usleep(50000);
 	munmap(u->mem, GUEST_MEM_SIZE);
-	u->done = 1;
+	__atomic_store_n(&u->done, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -111,7 +111,7 @@ TEST(guest_memory_unmapped_while_running)
 	u.done = 0;
 	ASSERT_EQ(0, pthread_create(&t, NULL, unmap_later, &u));
 	while (after < 3) {
-		int unmapped = u.done;
+		int unmapped = __atomic_load_n(&u.done, __ATOMIC_ACQUIRE);
 
 		if (vm_run(&vm)) {
 			/*
@@ -121,6 +121,13 @@ TEST(guest_memory_unmapped_while_running)
 			 */
 			ASSERT_FALSE(testing_rkvm()) TH_LOG("KVM_RUN: %s", strerror(errno));
 			ASSERT_EQ(EFAULT, errno);
+			/*
+			 * The MMU notifier runs inside munmap(): KVM_RUN can
+			 * fail before the unmapping thread has noted that it
+			 * returned (a flake seen under load). Wait for it.
+			 */
+			for (int i = 0; i < 5000 && !__atomic_load_n(&u.done, __ATOMIC_ACQUIRE); i++)
+				usleep(1000);
 			ASSERT_TRUE(u.done);
 			break;
 		}
