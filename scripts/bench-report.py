@@ -125,7 +125,7 @@ def table(rep):
                    f"{med(r['rkvm'])} | {med(r['rkvm_shadow'])} | {rat(r['rkvm_shadow_over_npt'])} | "
                    f"{rat(r['ratio_shadow'])} | {exits_cell(r, 'kvm-shadow')}, {exits_cell(r, 'rkvm-shadow')} |")
     out.append("")
-    out.append("Emulated against paravirtual I/O (one run each, less a boot that moves nothing), "
+    out.append("Emulated against paravirtual I/O (timed between the guest's markers, medians over boots), "
                "throughput and exits:")
     out.append("")
     out.append("| I/O | KVM | exits KVM | rkvm | exits rkvm | rkvm/KVM |")

@@ -17,12 +17,18 @@
  * `bench ROUNDS NAME` runs only benchmark NAME.
  * `bench time CMD ARGS...` runs a command and prints its wall time (ns),
  * for the Linux boots (busybox's date has no %N).
+ * `bench between START END CMD ARGS...` runs a command and prints the time
+ * (ns) from the first line of its output containing START to the first
+ * later line containing END: the guest's own markers around an I/O
+ * benchmark, timed on the host's clock and without the boot around them.
  *
  * The host side (scripts/bench-report.py) takes medians and spreads over
  * the rounds and the rkvm/KVM ratios. Absolute times under QEMU's emulation
  * mean little; the ratio between two hypervisors in the same VM does.
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -410,6 +416,54 @@ static int time_command(char **argv)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
+/*
+ * `bench between START END CMD ARGS...`: the time between two lines of
+ * CMD's standard output. The output is read as it comes (the guest's
+ * console), so a marker is timed when the guest writes it.
+ */
+static int between_command(const char *start, const char *end, char **argv)
+{
+	uint64_t t_start = 0, t_end = 0;
+	char *line = NULL;
+	size_t cap = 0;
+	int fds[2], status;
+	FILE *out;
+	pid_t pid;
+
+	if (pipe(fds))
+		die("pipe");
+	pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		dup2(fds[1], 1);
+		close(fds[0]);
+		close(fds[1]);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	out = fdopen(fds[0], "r");
+	if (!out)
+		die("fdopen");
+	while (getline(&line, &cap, out) >= 0) {
+		if (!t_start && strstr(line, start))
+			t_start = now_ns();
+		else if (t_start && !t_end && strstr(line, end))
+			t_end = now_ns();
+	}
+	free(line);
+	fclose(out);
+	if (waitpid(pid, &status, 0) < 0)
+		die("waitpid");
+	if (!t_end) {
+		fprintf(stderr, "bench: no line with \"%s\" then \"%s\"\n", start, end);
+		return 1;
+	}
+	printf("%llu\n", (unsigned long long)(t_end - t_start));
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
 int main(int argc, char **argv)
 {
 	static const uint8_t cpuid[] = { 0x66, 0x31, 0xc0, 0x0f, 0xa2 };	/* xor %eax, %eax; cpuid */
@@ -421,6 +475,8 @@ int main(int argc, char **argv)
 
 	if (argc > 2 && !strcmp(argv[1], "time"))
 		return time_command(argv + 2);
+	if (argc > 4 && !strcmp(argv[1], "between"))
+		return between_command(argv[2], argv[3], argv + 4);
 	if (argc > 1)
 		rounds = atoi(argv[1]);
 	if (rounds < 1)
