@@ -1,33 +1,93 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The interface between the generic vCPU (`vcpu.rs`, which speaks the KVM
-//! ABI) and a hardware backend (`svm/`; `vmx/` to come).
+//! ABI) and a hardware backend (`svm/` or `vmx/`).
 //!
 //! A backend owns the hardware state of one vCPU (VMCB or VMCS, guest GPRs,
 //! FPU), enters guest mode, and reports each exit as an [`Exit`] in terms
 //! that do not depend on the vendor. What to do with an exit (return it to
 //! userspace, emulate it, map memory) is decided above, once for all backends.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::abi::uapi;
+use kernel::prelude::*;
 
-/// Whether the SVM backend can run guests here (set once at module load).
-static SVM_USABLE: AtomicBool = AtomicBool::new(false);
+use crate::{
+    abi::uapi,
+    pure::{
+        paging::{GuestPhys, HostPhys, TdpFormat},
+        shadow::GuestPaging,
+    },
+    svm, vmx,
+};
+
+/// The vendor whose backend runs guests here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Vendor {
+    /// AMD SVM.
+    Svm = 1,
+    /// Intel VMX.
+    Vmx = 2,
+}
+
+/// The usable backend, set once at module load (0: none).
+static USABLE: AtomicU8 = AtomicU8::new(0);
 
 /// Records what the CPU offers (from the module initializer).
-pub(crate) fn set_svm_usable(usable: bool) {
-    SVM_USABLE.store(usable, Ordering::Relaxed);
+pub(crate) fn set_usable(vendor: Option<Vendor>) {
+    USABLE.store(vendor.map_or(0, |v| v as u8), Ordering::Relaxed);
 }
 
-/// Whether VMs can be created with the SVM backend.
-pub(crate) fn svm_usable() -> bool {
-    SVM_USABLE.load(Ordering::Relaxed)
+/// The backend VMs are created with, if the CPU has one rkvm can use.
+pub(crate) fn usable() -> Option<Vendor> {
+    match USABLE.load(Ordering::Relaxed) {
+        1 => Some(Vendor::Svm),
+        2 => Some(Vendor::Vmx),
+        _ => None,
+    }
 }
-use crate::pure::{
-    paging::{GuestPhys, HostPhys},
-    shadow::GuestPaging,
-};
+
+/// A VM's hold on the hardware: what its vCPUs are created from.
+pub(crate) enum Hardware {
+    /// SVM, enabled on every CPU while this lives.
+    Svm(svm::HardwareRef),
+    /// VMX, with the controls read from the processor.
+    Vmx(vmx::HardwareRef),
+}
+
+impl Hardware {
+    /// For a new VM: ENODEV without a usable backend, EBUSY if another
+    /// hypervisor holds the hardware.
+    pub(crate) fn get() -> Result<Self> {
+        match usable() {
+            Some(Vendor::Svm) => Ok(Hardware::Svm(svm::HardwareRef::get()?)),
+            Some(Vendor::Vmx) => Ok(Hardware::Vmx(vmx::HardwareRef::get()?)),
+            None => Err(ENODEV),
+        }
+    }
+
+    /// Whether shadow paging is available (the VMX backend has EPT only).
+    pub(crate) fn supports_shadow(&self) -> bool {
+        matches!(self, Hardware::Svm(_))
+    }
+
+    /// The format of the two-dimensional page table (NPT or EPT).
+    pub(crate) fn tdp_format(&self) -> TdpFormat {
+        match self {
+            Hardware::Svm(_) => TdpFormat::Npt,
+            Hardware::Vmx(_) => TdpFormat::Ept,
+        }
+    }
+
+    /// A new vCPU's hardware state.
+    pub(crate) fn new_vcpu(&self, bsp: bool, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
+        match self {
+            Hardware::Svm(hw) => svm::SvmVcpu::new(bsp, hw.asids(), shadow),
+            Hardware::Vmx(hw) => vmx::VmxVcpu::new(bsp, hw.caps()),
+        }
+    }
+}
+
 
 /// Why guest mode ended, vendor-neutral.
 #[derive(Clone, Copy, Debug)]
@@ -96,6 +156,9 @@ pub(crate) enum Exit {
     /// The guest state was lost: the VMCB held the host's state (see
     /// `svm::host_state_in_vmcb`), found before entry or after an exit.
     StateLost,
+    /// An instruction the guest may not use (VMX instructions: rkvm has no
+    /// nested virtualization): #UD for the guest.
+    InvalidOpcode,
     /// Anything else: the raw exit code and exit information.
     Unhandled(u64, u64, u64),
 }
@@ -149,6 +212,10 @@ pub(crate) trait ArchVcpu: Send {
     fn set_paging(&mut self, paging: GuestPaging);
     /// Sets CR2 (a page fault reflected to the guest).
     fn set_cr2(&mut self, value: u64);
+    /// CR8, the task priority (with no local APIC, only stored).
+    fn cr8(&self) -> u64;
+    /// Sets CR8 (the value's low 4 bits).
+    fn set_cr8(&mut self, value: u64);
     /// Removes and returns the event queued for delivery at the next entry.
     fn take_event(&mut self) -> Option<Event>;
 

@@ -308,12 +308,23 @@ pub(crate) fn mov_cr(mem: &GuestMemory, arch: &mut dyn ArchVcpu, maxphyaddr: u32
             let value = arch.gpr(gpr) & mask;
             write(arch, cr, value)
         }
+        // CR8 (VMX intercepts it: the processor's TPR is the host's):
+        // bits 63:4 are reserved.
+        CrOp::Write { cr: 8, gpr } => {
+            let value = arch.gpr(gpr) & mask;
+            if value >> 4 != 0 {
+                return CrResult::Fault;
+            }
+            arch.set_cr8(value);
+            CrResult::Done { flush: Flush::None }
+        }
         CrOp::Read { cr, gpr } => {
             let value = match cr {
                 0 => paging.cr0,
                 2 => arch.sregs().cr2,
                 3 => paging.cr3,
                 4 => paging.cr4,
+                8 => arch.cr8(),
                 _ => return CrResult::NotEmulated,
             };
             arch.set_gpr(gpr, value & mask);

@@ -15,7 +15,10 @@
 #include <linux/smp.h>
 #include <linux/types.h>
 #include <linux/uaccess.h>
+#include <asm/cpu_entry_area.h>
+#include <asm/desc.h>
 #include <asm/fpu/api.h>
+#include <asm/gsseg.h>
 #include <asm/io.h>
 #include <asm/msr.h>
 
@@ -186,5 +189,57 @@ unsigned long rkvm_vma_pgoff(const struct vm_area_struct *vma)
 void rkvm_cond_resched(void)
 {
 	cond_resched();
+}
+
+/*
+ * VMX (vmx/host.rs): the host state a VM exit loads from the VMCS's host
+ * fields, read on the current CPU, and what the exit does not restore.
+ * Called with interrupts disabled.
+ */
+void rkvm_vmx_host_save(struct rkvm_vmx_host *h)
+{
+	struct desc_ptr idt;
+	int cpu = smp_processor_id();
+
+	savesegment(ds, h->ds);
+	savesegment(es, h->es);
+	savesegment(fs, h->fs);
+	savesegment(gs, h->gs);
+	rdmsrq(MSR_FS_BASE, h->fs_base);
+	rdmsrq(MSR_GS_BASE, h->gs_base);
+	rdmsrq(MSR_KERNEL_GS_BASE, h->kernel_gs_base);
+	h->tr_base = (unsigned long)&get_cpu_entry_area(cpu)->tss.x86_tss;
+	h->gdt_base = (unsigned long)get_current_gdt_ro();
+	store_idt(&idt);
+	h->idt_base = idt.address;
+	h->cr0 = read_cr0();
+	h->cr3 = __read_cr3();
+}
+
+/*
+ * After the exit (and VMXOFF): selectors the exit set to 0, the TSS limit
+ * it cut to 0x67 (the kernel reloads it if a task needs its I/O bitmap),
+ * the GDT limit it set to 0xffff, and the user's GS base, which the guest's
+ * KERNEL_GS_BASE replaced.
+ */
+void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h)
+{
+	if (h->gs & 7)
+		load_gs_index(h->gs);
+	if (h->fs & 7)
+		loadsegment(fs, h->fs);
+	if (h->ds | h->es) {
+		loadsegment(ds, h->ds);
+		loadsegment(es, h->es);
+	}
+	wrmsrq(MSR_KERNEL_GS_BASE, h->kernel_gs_base);
+	/*
+	 * invalidate_tss_limit() without its TIF_IO_BITMAP branch, which
+	 * reloads TR through a function exported to KVM only: a task with an
+	 * I/O bitmap gets the limit reloaded on its way back to user mode
+	 * (tss_update_io_bitmap() in the exit work).
+	 */
+	this_cpu_write(__tss_limit_invalid, true);
+	load_fixmap_gdt(smp_processor_id());
 }
 

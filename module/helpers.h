@@ -39,4 +39,13 @@ bool rkvm_current_mm_is(const struct mm_struct *mm);
 void rkvm_mmdrop(struct mm_struct *mm);
 unsigned long rkvm_vma_pgoff(const struct vm_area_struct *vma);
 
+/* Host state around a VMX guest run; `HostState` in vmx/host.rs. */
+struct rkvm_vmx_host {
+	u64 fs_base, gs_base, kernel_gs_base, tr_base, gdt_base, idt_base, cr0, cr3;
+	u16 ds, es, fs, gs;
+};
+
+void rkvm_vmx_host_save(struct rkvm_vmx_host *h);
+void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h);
+
 #endif

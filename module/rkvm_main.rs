@@ -8,7 +8,8 @@
 //! - [`abi`]: the KVM ABI (request numbers, capabilities, uapi structs);
 //! - [`dev`]: the system file descriptor, `/dev/rkvm`;
 //! - [`vm`], [`vcpu`]: VM and vCPU file descriptors ([`fd`]), the run loop;
-//! - [`backend`]: the interface to the hardware backends, [`svm`] (AMD);
+//! - [`backend`]: the interface to the hardware backends, [`svm`] (AMD)
+//!   and [`vmx`] (Intel);
 //! - [`mmu`], [`memory`]: memory slots, nested and shadow page tables;
 //! - [`cpu`]: what the processor offers (decoded by `pure::cpu`);
 //! - [`sys`]: safe wrappers around C helpers (`helpers.c`);
@@ -26,6 +27,7 @@ mod cpu;
 mod dev;
 mod emulate;
 mod fd;
+mod guest_state;
 mod memory;
 mod mmu;
 mod stats;
@@ -34,6 +36,7 @@ mod sys;
 mod trace;
 mod vcpu;
 mod vm;
+mod vmx;
 // Shared with the host crate `rkvm-pure` and the `rkvm` tool: `pub` there,
 // and not every item is used by the module.
 #[allow(dead_code, unreachable_pub)]
@@ -74,9 +77,14 @@ impl kernel::InPlaceModule for RkvmModule {
             features.usable_backend().unwrap_or("none")
         );
         svm::init();
+        vmx::init();
         let tdp = crate::module_parameters::tdp.value();
         pr_info!("new VMs use {} (module parameter tdp)\n", if tdp { "tdp" } else { "shadow paging" });
-        backend::set_svm_usable(features.usable_backend() == Some("svm"));
+        backend::set_usable(match features.usable_backend() {
+            Some("svm") => Some(backend::Vendor::Svm),
+            Some("vmx") => Some(backend::Vendor::Vmx),
+            _ => None,
+        });
         pr_info!("registering /dev/rkvm (KVM API {})\n", abi::API_VERSION);
         try_pin_init!(Self {
             _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" }),

@@ -34,7 +34,6 @@ use crate::{
     pure::trace::{ExitRecord, TO_USER},
     stats::{StatsFile, VcpuStat, VcpuStats},
     trace::{ExitTrace, VcpuDebugfs},
-    svm::SvmVcpu,
     sys,
     vm::Vm,
 };
@@ -275,7 +274,7 @@ pub(crate) const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
         let shadow_paging = vm.shadow_paging();
-        let arch = SvmVcpu::new(id == 0, vm.asids(), shadow_paging)?;
+        let arch = vm.new_arch_vcpu(id == 0, shadow_paging)?;
         let mmu = VcpuMmu::new(shadow_paging)?;
         let stats = VcpuStats::new()?;
         let trace = ExitTrace::new()?;
@@ -567,6 +566,10 @@ impl Vcpu {
                 self.stats.inc(VcpuStat::Hypercalls);
                 arch.set_gpr(gpr::RAX, KVM_ENOSYS.wrapping_neg());
                 arch.skip(3);
+                Ok(Next::Reenter)
+            }
+            Exit::InvalidOpcode => {
+                arch.inject_exception(UD_VECTOR, None);
                 Ok(Next::Reenter)
             }
             Exit::Shutdown => {

@@ -17,7 +17,6 @@ use crate::{
     mmu::{Mmu, MmuStats},
     pure::memslot::Region,
     stats::StatsFile,
-    svm,
     stats::VcpuStats,
     sys::{self, OwnerMm},
     trace::{ExitTrace, VcpuDebugfs, VmDebugfs},
@@ -55,8 +54,8 @@ pub(crate) struct Vm {
     debugfs: Mutex<Option<VmDebugfs>>,
     #[pin]
     vcpus: Mutex<Vcpus>,
-    /// Keeps SVM enabled on every CPU while the VM exists.
-    hw: svm::HardwareRef,
+    /// The hardware backend; SVM stays enabled on every CPU while it lives.
+    hw: backend::Hardware,
 }
 
 impl Vm {
@@ -67,13 +66,12 @@ impl Vm {
             return Err(EINVAL);
         }
         let mm = OwnerMm::current().ok_or(EINVAL)?;
-        if !backend::svm_usable() {
-            // No backend for this CPU (VMX is not written yet, or SVM is
-            // disabled by firmware): the system fd works, VMs do not.
-            return Err(ENODEV);
-        }
-        let hw = svm::HardwareRef::get()?;
-        let mmu = Mmu::new()?;
+        // No backend for this CPU (or it is disabled by firmware): the
+        // system fd works, VMs do not (ENODEV).
+        let hw = backend::Hardware::get()?;
+        let mmu = Mmu::new(hw.tdp_format())?;
+        // Shadow paging only where the backend has it (not on VMX).
+        let shadow = !crate::module_parameters::tdp.value() && hw.supports_shadow();
         let mmu_stats = mmu.stats.clone();
         let vm = Arc::pin_init(
             pin_init!(Vm {
@@ -83,7 +81,7 @@ impl Vm {
                 debugfs <- new_mutex!(None),
                 vcpus <- new_mutex!(Vcpus {
                     ids: [0; (abi::MAX_VCPU_ID as usize).div_ceil(64)],
-                    shadow: !crate::module_parameters::tdp.value(),
+                    shadow,
                 }),
                 hw,
             }),
@@ -131,15 +129,15 @@ impl Vm {
         }
         vcpus.shadow = match cap.args[0] {
             mmu_mode::TDP => false,
-            mmu_mode::SHADOW => true,
+            mmu_mode::SHADOW if self.hw.supports_shadow() => true,
             _ => return Err(EINVAL),
         };
         Ok(0)
     }
 
-    /// The ASID allocator of the CPUs, for a new vCPU.
-    pub(crate) fn asids(&self) -> Arc<svm::AsidTable> {
-        self.hw.asids()
+    /// The hardware state of a new vCPU.
+    pub(crate) fn new_arch_vcpu(&self, bsp: bool, shadow: bool) -> Result<KBox<dyn backend::ArchVcpu>> {
+        self.hw.new_vcpu(bsp, shadow)
     }
 
     fn create_vcpu(self: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {
@@ -216,8 +214,9 @@ impl FdOps for Vm {
             abi::vm::GET_DIRTY_LOG => this.get_dirty_log(arg),
             abi::vm::GET_STATS_FD => StatsFile::create(this.mmu_stats.clone(), None),
             abi::vm::ENABLE_CAP => this.enable_cap(arg),
-            // SVM does not need the real-mode TSS that VMX without
-            // unrestricted guest uses: accepted and ignored, as KVM on AMD does.
+            // Neither SVM nor VMX with unrestricted guest needs the real-mode
+            // TSS that VMX without it uses: accepted and ignored, as KVM
+            // does on AMD.
             abi::vm::SET_TSS_ADDR => Ok(0),
             // kvm_arch_vm_ioctl(): an unknown VM request is ENOTTY.
             _ => Err(ENOTTY),

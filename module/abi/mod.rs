@@ -303,7 +303,6 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_IMMEDIATE_EXIT, 1),
     (uapi::KVM_CAP_BINARY_STATS_FD, 1),
     (uapi::KVM_CAP_ENABLE_CAP_VM, 1),
-    (crate::pure::ioctl::KVM_CAP_RKVM_MMU, (crate::pure::ioctl::mmu_mode::TDP | crate::pure::ioctl::mmu_mode::SHADOW) as i32),
 ];
 
 /// `KVM_SET_GUEST_DEBUG` control bits rkvm implements: enable and single-step
@@ -321,6 +320,14 @@ pub(crate) const GUEST_DEBUG_KVM: u32 = GUEST_DEBUG_VALID
 
 /// `KVM_CHECK_EXTENSION`: the argument is a `long` capability number.
 pub(crate) fn check_extension(cap: usize) -> i32 {
+    use crate::pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
+    // The MMU modes of the backend: VMX has EPT only.
+    if cap == KVM_CAP_RKVM_MMU as usize {
+        return match crate::backend::usable() {
+            Some(crate::backend::Vendor::Vmx) => mmu_mode::TDP as i32,
+            _ => (mmu_mode::TDP | mmu_mode::SHADOW) as i32,
+        };
+    }
     CAPABILITIES
         .iter()
         .find(|&&(nr, _)| nr as usize == cap)

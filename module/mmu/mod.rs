@@ -27,7 +27,7 @@ use crate::{
     memory::{Backing, GuestMemory},
     pure::{
         memslot::Region,
-        paging::{GuestPhys, HostPhys},
+        paging::{GuestPhys, HostPhys, TdpFormat},
         shadow::{Flush, GuestPaging},
     },
     sys,
@@ -151,9 +151,9 @@ pub(crate) enum Fault {
 }
 
 impl Mmu {
-    pub(crate) fn new() -> Result<Self> {
+    pub(crate) fn new(format: TdpFormat) -> Result<Self> {
         let stats = Arc::new(MmuStats { pages_4k: AtomicU64::new(0), pages_2m: AtomicU64::new(0) }, GFP_KERNEL)?;
-        Ok(Mmu { memory: GuestMemory::new(), tdp: tdp::Tdp::new(stats.clone())?, stats, tlb_epoch: 0 })
+        Ok(Mmu { memory: GuestMemory::new(), tdp: tdp::Tdp::new(format, stats.clone())?, stats, tlb_epoch: 0 })
     }
 
     /// See `ArchVcpu::run`.

@@ -1,18 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Two-dimensional paging: the nested page table (AMD NPT) mapping guest
-//! physical to host physical addresses, 4 levels, built on nested page
-//! faults with 4 KiB leaves, or 2 MiB leaves where the memory behind a
-//! 2 MiB-aligned guest range is one aligned, contiguous host range.
+//! Two-dimensional paging: the nested page table (AMD NPT, or Intel EPT in
+//! its own entry format) mapping guest physical to host physical
+//! addresses, 4 levels, built on nested page faults with 4 KiB leaves, or
+//! 2 MiB leaves where the memory behind a 2 MiB-aligned guest range is one
+//! aligned, contiguous host range.
 
 use core::sync::atomic::Ordering;
 
 use kernel::{prelude::*, sync::Arc};
 
 use super::{entries, MmuStats, Table};
-use crate::pure::paging::{GuestPhys, HostPhys, Pte, PAGES_PER_LARGE};
+use crate::pure::paging::{GuestPhys, HostPhys, Pte, TdpFormat, PAGES_PER_LARGE};
 
 pub(crate) struct Tdp {
+    /// NPT or EPT entries.
+    format: TdpFormat,
     root: Table,
     /// Every non-root table, to free them.
     tables: KVec<Table>,
@@ -21,8 +24,8 @@ pub(crate) struct Tdp {
 }
 
 impl Tdp {
-    pub(crate) fn new(stats: Arc<MmuStats>) -> Result<Self> {
-        Ok(Tdp { root: Table::new()?, tables: KVec::new(), stats })
+    pub(crate) fn new(format: TdpFormat, stats: Arc<MmuStats>) -> Result<Self> {
+        Ok(Tdp { format, root: Table::new()?, tables: KVec::new(), stats })
     }
 
     pub(crate) fn root(&self) -> HostPhys {
@@ -61,7 +64,7 @@ impl Tdp {
         }
         self.tables.push(new, GFP_KERNEL)?;
         // SAFETY: as above.
-        unsafe { entries(table)[index] = Pte::table(pa).0 };
+        unsafe { entries(table)[index] = self.format.table(pa).0 };
         Ok(pa)
     }
 
@@ -74,7 +77,7 @@ impl Tdp {
         // borrowed mutably.
         let e = unsafe { &mut entries(table)[gpa.index(1)] };
         let new = !Pte(*e).present();
-        *e = Pte::leaf(hpa, writable).0;
+        *e = self.format.leaf(hpa, writable).0;
         if new {
             self.stats.pages_4k.fetch_add(1, Ordering::Relaxed);
         }
@@ -90,7 +93,7 @@ impl Tdp {
         if Pte(*e).present() {
             return Ok(false);
         }
-        *e = Pte::large_leaf(hpa, writable).0;
+        *e = self.format.large_leaf(hpa, writable).0;
         self.stats.pages_2m.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }

@@ -17,5 +17,6 @@ pub mod shadow;
 pub mod stats;
 pub mod trace;
 pub mod vmcb;
+pub mod vmcs;
 pub mod walk;
 pub mod x86;

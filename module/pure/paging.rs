@@ -127,6 +127,65 @@ impl Pte {
     }
 }
 
+/// The entry format of a two-dimensional page table: AMD's nested page
+/// tables use ordinary x86-64 entries; Intel's extended page tables (EPT)
+/// their own (SDM 29.3.2): read, write and execute permissions in bits 2:0
+/// and a memory type in the leaves. Both put the address in bits 51:12 and
+/// the large-page flag in bit 7, and both set bit 0 and bit 1 in every
+/// present, writable entry rkvm builds, so [`Pte`]'s accessors read either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TdpFormat {
+    /// AMD NPT.
+    Npt,
+    /// Intel EPT.
+    Ept,
+}
+
+/// EPT entry bits.
+pub mod ept {
+    /// Readable.
+    pub const R: u64 = 1 << 0;
+    /// Writable.
+    pub const W: u64 = 1 << 1;
+    /// Executable.
+    pub const X: u64 = 1 << 2;
+    /// Memory type write-back (bits 5:3 = 6) of a leaf.
+    pub const MEMTYPE_WB: u64 = 6 << 3;
+    /// Large page (bit 7), as in [`super::bits::PS`].
+    pub const LARGE: u64 = 1 << 7;
+}
+
+impl TdpFormat {
+    /// An entry pointing at the next-level table.
+    pub fn table(self, table: HostPhys) -> Pte {
+        match self {
+            TdpFormat::Npt => Pte::table(table),
+            TdpFormat::Ept => Pte((table.0 & bits::ADDR) | ept::R | ept::W | ept::X),
+        }
+    }
+
+    /// A 4 KiB leaf. EPT leaves are write-back and let the guest's PAT
+    /// decide (rkvm maps ordinary memory only).
+    pub fn leaf(self, page: HostPhys, writable: bool) -> Pte {
+        match self {
+            TdpFormat::Npt => Pte::leaf(page, writable),
+            TdpFormat::Ept => {
+                let w = if writable { ept::W } else { 0 };
+                Pte((page.0 & bits::ADDR) | ept::R | w | ept::X | ept::MEMTYPE_WB)
+            }
+        }
+    }
+
+    /// A 2 MiB leaf (at level 2).
+    pub fn large_leaf(self, page: HostPhys, writable: bool) -> Pte {
+        let aligned = HostPhys(page.0 & !(LARGE_PAGE_SIZE - 1));
+        match self {
+            TdpFormat::Npt => Pte::large_leaf(page, writable),
+            TdpFormat::Ept => Pte(self.leaf(aligned, writable).0 | ept::LARGE),
+        }
+    }
+}
+
 /// Error code of a nested page fault (EXITINFO1 of `#VMEXIT(NPF)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NpfError(pub u64);
@@ -191,5 +250,24 @@ mod tests {
         let e = NpfError(0x1_0000_0006); // write, user, not present, final translation
         assert!(e.write() && !e.present() && !e.fetch());
         assert!(NpfError(0x11).fetch());
+    }
+
+    #[test]
+    fn ept_entries_read_like_npt_entries() {
+        let f = TdpFormat::Ept;
+        let t = f.table(HostPhys(0x1234_5000));
+        assert_eq!(t.0, 0x1234_5007);
+        assert!(t.present() && t.writable() && !t.large());
+        let ro = f.leaf(HostPhys(0xabc_d000), false);
+        assert_eq!(ro.0, 0xabc_d035); // R, X, WB
+        assert!(ro.present() && !ro.writable());
+        assert_eq!(ro.addr(), HostPhys(0xabc_d000));
+        let big = f.large_leaf(HostPhys(0x4030_1000), true);
+        assert_eq!(big.0, 0x4020_00b7);
+        assert!(big.large() && big.writable());
+        // Splitting keeps the memory type and permissions.
+        assert_eq!(big.split(3), f.leaf(HostPhys(0x4020_3000), true));
+        // The NPT format is the plain one.
+        assert_eq!(TdpFormat::Npt.leaf(HostPhys(0x1000), true), Pte::leaf(HostPhys(0x1000), true));
     }
 }

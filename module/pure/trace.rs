@@ -19,7 +19,7 @@
 //!              mode, bit 32 set then; else handled in the kernel
 //! ```
 
-use super::vmcb::exit;
+use super::{vmcb::exit, vmcs};
 
 /// One exit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -118,6 +118,19 @@ pub fn newer(bytes: &[u8], after: u64) -> impl Iterator<Item = ExitRecord> + '_ 
     })
 }
 
+/// Raw exit codes of the VMX backend are `VMX_EXIT_TAG | basic exit
+/// reason`: records and counters keep one `u64` code for both vendors.
+pub const VMX_EXIT_TAG: u64 = 1 << 32;
+
+/// The name of a raw exit code of either backend.
+pub fn exit_name(code: u64) -> &'static str {
+    if code & VMX_EXIT_TAG != 0 {
+        vmcs::reason_name(code as u16)
+    } else {
+        svm_exit_name(code)
+    }
+}
+
 /// The exit code of an intercepted page fault (shadow paging).
 const PF_EXIT: u64 = exit::EXCP_BASE + 14;
 
@@ -154,15 +167,20 @@ pub fn svm_exit_name(code: u64) -> &'static str {
 }
 
 /// Counters per hardware exit code: one for each SVM code below 0xa0 (all
-/// the architectural intercepts), one for NPF (0x400), one for the rest.
-pub const EXIT_BUCKETS: usize = 0xa2;
+/// the architectural intercepts), one for NPF (0x400), one for each VMX
+/// basic exit reason below 80, one for the rest.
+pub const EXIT_BUCKETS: usize = 0xa1 + VMX_REASONS + 1;
+/// VMX basic exit reasons counted one by one.
+const VMX_REASONS: usize = 80;
 
 /// The counter of exit code `code`.
 pub fn exit_bucket(code: u64) -> usize {
+    const OTHER: usize = EXIT_BUCKETS - 1;
     match code {
         0..=0x9f => code as usize,
         exit::NPF => 0xa0,
-        _ => 0xa1,
+        c if c & VMX_EXIT_TAG != 0 && ((c as u16) as usize) < VMX_REASONS => 0xa1 + (c as u16) as usize,
+        _ => OTHER,
     }
 }
 
@@ -171,6 +189,7 @@ pub fn bucket_code(bucket: usize) -> Option<u64> {
     match bucket {
         0..=0x9f => Some(bucket as u64),
         0xa0 => Some(exit::NPF),
+        b if b > 0xa0 && b < EXIT_BUCKETS - 1 => Some(VMX_EXIT_TAG | (b - 0xa1) as u64),
         _ => None,
     }
 }
@@ -205,7 +224,10 @@ pub struct Describe(ExitRecord);
 impl core::fmt::Display for Describe {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let r = &self.0;
-        write!(f, "{:<8} rip={:#x}", svm_exit_name(r.code), r.rip)?;
+        write!(f, "{:<8} rip={:#x}", exit_name(r.code), r.rip)?;
+        if r.code & VMX_EXIT_TAG != 0 {
+            describe_vmx(r, f)?;
+        }
         match r.code {
             exit::IOIO => {
                 let port = r.info1 >> 16;
@@ -252,6 +274,35 @@ impl core::fmt::Display for Describe {
             Some(reason) => write!(f, " -> user: {}", kvm_exit_name(reason)),
             None => write!(f, " -> kernel"),
         }
+    }
+}
+
+/// The details of a VMX exit: I/O port and direction, EPT violation
+/// address and access, control register.
+fn describe_vmx(r: &ExitRecord, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    match r.code as u16 {
+        vmcs::reason::IO => {
+            let q = vmcs::IoQualification::decode(r.info1);
+            let dir = if q.input { "in" } else { "out" };
+            let string = if q.string { " string" } else { "" };
+            let rep = if q.rep { " rep" } else { "" };
+            write!(f, " {dir} port={:#x} size={}{string}{rep}", q.port, q.size)
+        }
+        vmcs::reason::EPT_VIOLATION => {
+            let access = if r.info1 & 4 != 0 {
+                "fetch"
+            } else if r.info1 & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            };
+            let kind = if r.info1 & 0x38 != 0 { "protection" } else { "not present" };
+            write!(f, " gpa={:#x} {access} ({kind})", r.info2)
+        }
+        vmcs::reason::CR_ACCESS => write!(f, " cr{}", r.info1 & 0xf),
+        vmcs::reason::RDMSR => write!(f, " rdmsr"),
+        vmcs::reason::WRMSR => write!(f, " wrmsr"),
+        _ => Ok(()),
     }
 }
 
@@ -322,5 +373,20 @@ mod tests {
         assert_eq!(format!("{}", describe(&cr3)), "write_cr rip=0x0 cr3 guest=0ns -> kernel");
         assert_eq!(svm_exit_name(exit::CPUID), "cpuid");
         assert_eq!(svm_exit_name(0x33), "write_dr");
+    }
+
+    #[test]
+    fn vmx_codes_have_names_and_counters() {
+        let io = VMX_EXIT_TAG | u64::from(vmcs::reason::IO);
+        assert_eq!(exit_name(io), "io");
+        assert_eq!(bucket_code(exit_bucket(io)), Some(io));
+        let ept = VMX_EXIT_TAG | u64::from(vmcs::reason::EPT_VIOLATION);
+        assert_eq!(bucket_code(exit_bucket(ept)), Some(ept));
+        // SVM codes keep theirs, and the rest share the last counter.
+        assert_eq!(bucket_code(exit_bucket(exit::NPF)), Some(exit::NPF));
+        assert_eq!(exit_bucket(VMX_EXIT_TAG | 200), EXIT_BUCKETS - 1);
+        assert_eq!(bucket_code(EXIT_BUCKETS - 1), None);
+        let r = ExitRecord { code: io, info1: (0x3f8 << 16) | 0, info2: 0, rip: 0x100, ..Default::default() };
+        assert!(format!("{}", describe(&r)).starts_with("io       rip=0x100 out port=0x3f8 size=1"));
     }
 }

@@ -33,6 +33,7 @@ use crate::{
         vmcb::{self, exit, Intercept, IoExit, SegAttrib, Segment, Vmcb},
         x86::{self, efer},
     },
+    guest_state::{DebugRegs, FxArea},
     sys::{self, FpuGuard},
 };
 
@@ -115,14 +116,6 @@ struct Iopm([u8; 3 * 4096]);
 #[repr(C, align(4096))]
 struct Msrpm([u8; 2 * 4096]);
 
-/// Offsets in the FXSAVE image: ST0-ST7 and XMM0-XMM15, 16 bytes each.
-const FX_ST: usize = 32;
-const FX_XMM: usize = 160;
-
-/// FXSAVE image of the guest's x87/SSE state.
-#[repr(C, align(16))]
-struct FxArea([u8; 512]);
-
 /// The debug exception.
 const DB_VECTOR: u8 = 1;
 /// The page fault.
@@ -147,10 +140,8 @@ pub(crate) struct SvmVcpu {
     /// The CPUs' ASID allocator, and this vCPU's ASID.
     asids: Arc<AsidTable>,
     asid: VcpuAsid,
-    /// The guest's DR0-DR3, DR6 and DR7 (its view: see `set_dr`).
-    dr: [u64; 4],
-    dr6: u64,
-    dr7: u64,
+    /// The guest's view of the debug registers.
+    debug: DebugRegs,
     /// Userspace single-steps the guest.
     single_step: bool,
     /// RFLAGS.TF was set by rkvm for single-stepping (and is removed again
@@ -168,14 +159,8 @@ impl SvmVcpu {
     /// `shadow`: the VM uses shadow paging rather than NPT.
     pub(crate) fn new(bsp: bool, asids: Arc<AsidTable>, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
         // SAFETY: each of these types is plain bytes/integers, valid all-zero.
-        let (vmcb, host_save, mut iopm, mut msrpm, fx) = unsafe {
-            (
-                zeroed_box::<Vmcb>()?,
-                zeroed_box::<HostSaveArea>()?,
-                zeroed_box::<Iopm>()?,
-                zeroed_box::<Msrpm>()?,
-                zeroed_box::<FxArea>()?,
-            )
+        let (vmcb, host_save, mut iopm, mut msrpm) = unsafe {
+            (zeroed_box::<Vmcb>()?, zeroed_box::<HostSaveArea>()?, zeroed_box::<Iopm>()?, zeroed_box::<Msrpm>()?)
         };
         iopm.0.fill(0xff);
         msrpm.0.fill(0xff);
@@ -184,16 +169,14 @@ impl SvmVcpu {
             host_save,
             iopm,
             msrpm,
-            fx,
+            fx: FxArea::new()?,
             gprs: Gprs::default(),
             apic_base: 0,
             bsp,
             cpu: 0,
             asids,
             asid: VcpuAsid::NONE,
-            dr: [0; 4],
-            dr6: x86::RESET_DR6,
-            dr7: x86::RESET_DR7,
+            debug: DebugRegs::RESET,
             single_step: false,
             tf_added: false,
             shadow,
@@ -218,17 +201,6 @@ impl SvmVcpu {
             s.cr4 = self.paging.hw_cr4();
             s.efer = self.paging.hw_efer() | efer::SVME;
         }
-    }
-
-    fn fxrstor(&self) {
-        // SAFETY: `fx` is a 512-byte, 16-byte-aligned FXSAVE image; we are
-        // inside a kernel FPU section, so the registers are ours to load.
-        unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) self.fx.0.as_ptr(), options(nostack, readonly)) };
-    }
-
-    fn fxsave(&mut self) {
-        // SAFETY: as in `fxrstor`; FXSAVE writes exactly the 512 bytes.
-        unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) self.fx.0.as_mut_ptr(), options(nostack)) };
     }
 
     fn decode_exit(&mut self) -> Exit {
@@ -401,14 +373,14 @@ impl ArchVcpu for SvmVcpu {
             let c = &mut self.vmcb.control;
             c.asid = asid;
             c.tlb_ctl = if flush { vmcb::TLB_FLUSH_ALL } else { vmcb::TLB_DO_NOTHING };
-            self.fxrstor();
+            self.fx.restore(&fpu);
             let vmcb: *mut Vmcb = &mut *self.vmcb;
             // SAFETY: SVM is enabled on this CPU with its host save area set;
             // the VMCB, GPR block and host save area are ours and live; GIF
             // handling and host state restoration are in vmrun.S; interrupts
             // are off and the FPU is ours for the duration.
             unsafe { rkvm_svm_vmrun(vmcb_pa, &mut self.gprs, host_pa, vmcb) };
-            self.fxsave();
+            self.fx.save(&fpu);
             true
         });
         drop(fpu);
@@ -513,14 +485,9 @@ impl ArchVcpu for SvmVcpu {
         s.sysenter_esp = 0;
         s.sysenter_eip = 0;
         self.gprs = Gprs { rdx: x86::RESET_RDX, ..Gprs::default() };
-        self.dr = [0; 4];
-        self.dr6 = x86::RESET_DR6;
-        self.dr7 = x86::RESET_DR7;
+        self.debug = DebugRegs::RESET;
         self.apic_base = x86::reset_apic_base(self.bsp);
-        self.fx.0.fill(0);
-        // FCW 0x37f, MXCSR 0x1f80: the x87 and SSE reset values.
-        self.fx.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
-        self.fx.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        self.fx.reset();
         self.paging = GuestPaging::RESET;
         self.sync_paging();
     }
@@ -593,7 +560,7 @@ impl ArchVcpu for SvmVcpu {
             cr2: s.cr2,
             cr3: p.cr3,
             cr4: p.cr4,
-            cr8: u64::from(self.vmcb.control.int_ctl & 0xf),
+            cr8: self.cr8(),
             efer: p.efer,
             apic_base: self.apic_base,
             interrupt_bitmap: [0; 4],
@@ -614,8 +581,7 @@ impl ArchVcpu for SvmVcpu {
         s.gdtr = Segment { selector: 0, attrib: 0, limit: u32::from(k.gdt.limit), base: k.gdt.base };
         s.idtr = Segment { selector: 0, attrib: 0, limit: u32::from(k.idt.limit), base: k.idt.base };
         s.cr2 = k.cr2;
-        let c = &mut self.vmcb.control;
-        c.int_ctl = (c.int_ctl & !0xf) | (k.cr8 & 0xf) as u32;
+        self.set_cr8(k.cr8);
         self.apic_base = k.apic_base;
         self.set_paging(GuestPaging { cr0: k.cr0, cr3: k.cr3, cr4: k.cr4, efer: k.efer });
     }
@@ -643,6 +609,15 @@ impl ArchVcpu for SvmVcpu {
 
     fn set_cr2(&mut self, value: u64) {
         self.vmcb.save.cr2 = value;
+    }
+
+    fn cr8(&self) -> u64 {
+        u64::from(self.vmcb.control.int_ctl & 0xf)
+    }
+
+    fn set_cr8(&mut self, value: u64) {
+        let c = &mut self.vmcb.control;
+        c.int_ctl = (c.int_ctl & !0xf) | (value & 0xf) as u32;
     }
 
     fn take_event(&mut self) -> Option<Event> {
@@ -723,43 +698,11 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn fpu(&self) -> uapi::kvm_fpu {
-        let fx = &self.fx.0;
-        let u16_at = |o: usize| u16::from_le_bytes([fx[o], fx[o + 1]]);
-        let u64_at = |o: usize| u64::from_le_bytes(fx[o..o + 8].try_into().unwrap_or([0; 8]));
-        let mut fpu = uapi::kvm_fpu {
-            fcw: u16_at(0),
-            fsw: u16_at(2),
-            ftwx: fx[4],
-            last_opcode: u16_at(6),
-            last_ip: u64_at(8),
-            last_dp: u64_at(16),
-            mxcsr: u32::from_le_bytes([fx[24], fx[25], fx[26], fx[27]]),
-            ..Default::default()
-        };
-        for (i, reg) in fpu.fpr.iter_mut().enumerate() {
-            reg.copy_from_slice(&fx[FX_ST + 16 * i..FX_ST + 16 * (i + 1)]);
-        }
-        for (i, reg) in fpu.xmm.iter_mut().enumerate() {
-            reg.copy_from_slice(&fx[FX_XMM + 16 * i..FX_XMM + 16 * (i + 1)]);
-        }
-        fpu
+        self.fx.to_kvm()
     }
 
     fn set_fpu(&mut self, fpu: &uapi::kvm_fpu) {
-        let fx = &mut self.fx.0;
-        fx[0..2].copy_from_slice(&fpu.fcw.to_le_bytes());
-        fx[2..4].copy_from_slice(&fpu.fsw.to_le_bytes());
-        fx[4] = fpu.ftwx;
-        fx[6..8].copy_from_slice(&fpu.last_opcode.to_le_bytes());
-        fx[8..16].copy_from_slice(&fpu.last_ip.to_le_bytes());
-        fx[16..24].copy_from_slice(&fpu.last_dp.to_le_bytes());
-        fx[24..28].copy_from_slice(&fpu.mxcsr.to_le_bytes());
-        for (i, reg) in fpu.fpr.iter().enumerate() {
-            fx[FX_ST + 16 * i..FX_ST + 16 * (i + 1)].copy_from_slice(reg);
-        }
-        for (i, reg) in fpu.xmm.iter().enumerate() {
-            fx[FX_XMM + 16 * i..FX_XMM + 16 * (i + 1)].copy_from_slice(reg);
-        }
+        self.fx.set_from_kvm(fpu);
     }
 
     fn set_single_step(&mut self, enable: bool) {
@@ -784,26 +727,11 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn get_dr(&self, n: u8) -> Option<u64> {
-        match n {
-            0..=3 => self.dr.get(usize::from(n)).copied(),
-            4 | 6 => Some(self.dr6),
-            5 | 7 => Some(self.dr7),
-            _ => None,
-        }
+        self.debug.get(n)
     }
 
     fn set_dr(&mut self, n: u8, value: u64) -> bool {
-        match n {
-            0..=3 => {
-                if let Some(dr) = self.dr.get_mut(usize::from(n)) {
-                    *dr = value;
-                }
-                true
-            }
-            4 | 6 => x86::dr6_write(value).map(|v| self.dr6 = v).is_some(),
-            5 | 7 => x86::dr7_write(value).map(|v| self.dr7 = v).is_some(),
-            _ => false,
-        }
+        self.debug.set(n, value)
     }
 
     fn get_msr(&self, index: u32) -> Option<u64> {

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What the processor's VMX allows (read once per VM from the capability
+//! MSRs), the check that no other hypervisor holds VMX, and the
+//! virtual-processor IDs.
+//!
+//! There is no per-CPU state to set up: rkvm enters VMX operation only for
+//! the length of one guest run (`ops::RootOperation`), so CPUs brought
+//! online later, and vCPUs moving between CPUs, need nothing special.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use kernel::{ffi::c_void, prelude::*, sync::Arc};
+
+use super::ops;
+use crate::{
+    pure::vmcs::{cap_msr, Basic, CapMsrs, Controls},
+    sys,
+};
+
+/// The processor's VMX, as rkvm uses it.
+pub(crate) struct Caps {
+    /// VMCS revision identifier.
+    pub(super) revision: u32,
+    /// The controls every guest runs with.
+    pub(super) controls: Controls,
+}
+
+fn read_caps() -> Result<Caps> {
+    let msr = |index| sys::rdmsr(index).ok_or(EIO);
+    let basic = Basic(msr(cap_msr::BASIC)?);
+    let (pin, proc, exit, entry) = if basic.true_controls() {
+        (cap_msr::TRUE_PINBASED, cap_msr::TRUE_PROCBASED, cap_msr::TRUE_EXIT, cap_msr::TRUE_ENTRY)
+    } else {
+        (cap_msr::PINBASED, cap_msr::PROCBASED, cap_msr::EXIT, cap_msr::ENTRY)
+    };
+    let caps = CapMsrs {
+        basic: basic.0,
+        pin: msr(pin)?,
+        proc: msr(proc)?,
+        proc2: msr(cap_msr::PROCBASED2)?,
+        exit: msr(exit)?,
+        entry: msr(entry)?,
+        ept_vpid: msr(cap_msr::EPT_VPID_CAP)?,
+        cr0_fixed: (msr(cap_msr::CR0_FIXED0)?, msr(cap_msr::CR0_FIXED1)?),
+        cr4_fixed: (msr(cap_msr::CR4_FIXED0)?, msr(cap_msr::CR4_FIXED1)?),
+    };
+    if !basic.write_back() {
+        pr_err!("VMX: the VMCS memory type is not write-back\n");
+        return Err(ENODEV);
+    }
+    let controls = Controls::derive(&caps).map_err(|what| {
+        pr_err!("VMX: the processor lacks what rkvm needs: {}\n", what);
+        pr_err!("VMX capability MSRs: {:x?}\n", caps);
+        ENODEV
+    })?;
+    Ok(Caps { revision: basic.revision(), controls })
+}
+
+/// # Safety
+///
+/// `info` must point to a live `AtomicBool` (see [`sys::on_each_cpu`]).
+unsafe extern "C" fn check_cpu(info: *mut c_void) {
+    // SAFETY: per the contract.
+    let busy = unsafe { &*info.cast::<AtomicBool>() };
+    if ops::vmx_in_use_here() {
+        busy.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The VMX side of a VM: the capabilities its vCPUs run with.
+pub(crate) struct HardwareRef {
+    caps: Arc<Caps>,
+}
+
+impl HardwareRef {
+    /// Refuses (EBUSY) if another hypervisor holds VMX on some CPU:
+    /// kvm_intel does on every CPU while it is loaded (its default
+    /// `enable_virt_at_load`).
+    pub(crate) fn get() -> Result<Self> {
+        let busy = AtomicBool::new(false);
+        sys::on_each_cpu(check_cpu, &busy);
+        if busy.load(Ordering::Relaxed) {
+            pr_err!("VMX is in use by another hypervisor (kvm_intel?)\n");
+            return Err(EBUSY);
+        }
+        Ok(HardwareRef { caps: Arc::new(read_caps()?, GFP_KERNEL)? })
+    }
+
+    pub(crate) fn caps(&self) -> Arc<Caps> {
+        self.caps.clone()
+    }
+}
+
+/// VPIDs 1..=MAX_VPID in use (0 is the host's).
+const MAX_VPID: usize = 4095;
+
+struct VpidMap([u64; (MAX_VPID + 1).div_ceil(64)]);
+
+kernel::sync::global_lock! {
+    // SAFETY: `init()` runs in the module initializer, before any VM exists.
+    unsafe(uninit) static VPIDS: Mutex<VpidMap> = VpidMap([0; (MAX_VPID + 1).div_ceil(64)]);
+}
+
+/// Initializes the global state; called once from the module initializer.
+pub(crate) fn init() {
+    // SAFETY: called once, before any other use of `VPIDS`.
+    unsafe { VPIDS.init() };
+}
+
+/// A vCPU's VPID, given back when dropped; 0 (none: the TLB is flushed at
+/// every entry and exit) when all are taken.
+pub(super) struct Vpid(pub(super) u16);
+
+impl Vpid {
+    pub(super) fn alloc() -> Self {
+        let mut map = VPIDS.lock();
+        for id in 1..=MAX_VPID {
+            let (word, bit) = (id / 64, 1u64 << (id % 64));
+            if let Some(w) = map.0.get_mut(word) {
+                if *w & bit == 0 {
+                    *w |= bit;
+                    return Vpid(id as u16);
+                }
+            }
+        }
+        Vpid(0)
+    }
+}
+
+impl Drop for Vpid {
+    fn drop(&mut self) {
+        let id = usize::from(self.0);
+        if id != 0 {
+            if let Some(w) = VPIDS.lock().0.get_mut(id / 64) {
+                *w &= !(1u64 << (id % 64));
+            }
+        }
+    }
+}

@@ -1,0 +1,943 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The Intel VMX backend: one VMCS per vCPU, EPT, unrestricted guest.
+//!
+//! # One VMLAUNCH per entry
+//!
+//! rkvm keeps the guest's state in [`VmxVcpu`] itself, not in the VMCS, and
+//! each run is self-contained, with interrupts off:
+//!
+//! 1. CR4.VMXE and VMXON (`ops::RootOperation`);
+//! 2. VMCLEAR and VMPTRLD of the vCPU's VMCS (`ops::Current`);
+//! 3. VMWRITE of every control, host and guest field;
+//! 4. VMLAUNCH (`vmenter.S`), and after the exit VMREAD of the exit
+//!    information and of the guest state;
+//! 5. VMCLEAR, VMXOFF, CR4.VMXE cleared, host state the exit did not
+//!    restore put back.
+//!
+//! So no VMCS is ever active on a CPU while its vCPU is outside a run, and
+//! no CPU is in VMX operation while rkvm is not running a guest on it:
+//! moving a vCPU to another CPU, freeing it, unloading the module or
+//! onlining a CPU need no cross-CPU calls, and `KVM_GET_REGS` and friends
+//! read plain memory. The price is a VMXON, a full VMCS load and a VMCLEAR
+//! per entry, where KVM resumes a VMCS that stays loaded. It also follows
+//! from Linux 7.x: the kernel's CR4 shadow, and its own VMXON (which KVM
+//! uses), are exported to KVM's modules only, so rkvm may only have
+//! CR4.VMXE set while no kernel code can look at CR4.
+//!
+//! Shadow paging needs either unrestricted guest without EPT (which VMX does
+//! not allow) or real-mode emulation: the VMX backend supports EPT only,
+//! and VM creation with shadow paging is refused on Intel (`supports_shadow`).
+
+mod hw;
+mod ops;
+
+pub(crate) use hw::{init, Caps, HardwareRef};
+
+use kernel::{prelude::*, sync::Arc};
+
+use crate::{
+    abi::uapi,
+    backend::{ArchVcpu, Event, Exit},
+    guest_state::{DebugRegs, FxArea},
+    pure::{
+        msr,
+        paging::{GuestPhys, HostPhys},
+        shadow::GuestPaging,
+        vmcs::{
+            self, ar, field, reason, IntrInfo, IoQualification, Seg, Segment, SegmentFlags,
+            INTERRUPTIBILITY_STI_MOVSS, PENDING_DBG_BS,
+        },
+        x86::{self, efer},
+    },
+    sys::{self, FpuGuard},
+};
+
+use ops::{OpError, Region, RootOperation};
+
+extern "C" {
+    /// `vmx/vmenter.S`: 0 after a VM exit, 1 if VMLAUNCH failed, 2 if a
+    /// VMWRITE of the host RSP/RIP failed.
+    fn rkvm_vmx_vmlaunch(gprs: *mut Gprs) -> u64;
+
+    fn rkvm_vmx_host_save(h: *mut HostState);
+    fn rkvm_vmx_host_restore(h: *const HostState);
+}
+
+/// The guest's GPRs in x86 encoding order (RSP's slot is the VMCS's
+/// GUEST_RSP, copied in and out), then CR2, which the VMCS does not hold.
+/// Layout shared with `vmenter.S`.
+#[repr(C)]
+#[derive(Default)]
+struct Gprs {
+    regs: [u64; 16],
+    cr2: u64,
+}
+
+/// `struct rkvm_vmx_host` of `helpers.h`: host state read before the run
+/// and put back after it.
+#[repr(C)]
+#[derive(Default)]
+struct HostState {
+    fs_base: u64,
+    gs_base: u64,
+    kernel_gs_base: u64,
+    tr_base: u64,
+    gdt_base: u64,
+    idt_base: u64,
+    cr0: u64,
+    cr3: u64,
+    ds: u16,
+    es: u16,
+    fs: u16,
+    gs: u16,
+}
+
+/// MSRs the VMCS does not switch: the SYSCALL ones (KERNEL_GS_BASE is put
+/// back by `rkvm_vmx_host_restore`).
+const SWITCHED_MSRS: [u32; 5] = [msr::STAR, msr::LSTAR, msr::CSTAR, msr::SFMASK, msr::KERNEL_GS_BASE];
+
+/// IA32_DEBUGCTL, which a VM exit clears.
+const MSR_DEBUGCTL: u32 = 0x1d9;
+const MSR_SYSENTER_CS: u32 = 0x174;
+const MSR_SYSENTER_ESP: u32 = 0x175;
+const MSR_SYSENTER_EIP: u32 = 0x176;
+const MSR_PAT: u32 = 0x277;
+const MSR_EFER: u32 = 0xc000_0080;
+
+/// Power-on PAT.
+const RESET_PAT: u64 = 0x0007_0406_0007_0406;
+/// The debug exception.
+const DB_VECTOR: u8 = 1;
+/// DR6 bits that read as 1 (KVM's `DR6_ACTIVE_LOW`).
+const DR6_ACTIVE_LOW: u64 = 0xffff_0ff0;
+/// Raw exit codes of this backend carry this bit, so traces and
+/// statistics tell them from SVM's (`pure::trace`).
+pub(crate) const RAW_EXIT_TAG: u64 = crate::pure::trace::VMX_EXIT_TAG;
+
+/// The guest state the VMCS holds, between runs.
+#[derive(Clone, Copy, Default)]
+struct GuestState {
+    segs: [Segment; 8],
+    gdtr: (u64, u32),
+    idtr: (u64, u32),
+    /// CR0 and CR4 as the guest sees them (the processor's have the bits
+    /// VMX forces).
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    rip: u64,
+    rflags: u64,
+    pat: u64,
+    sysenter: [u64; 3],
+    interruptibility: u32,
+    pending_dbg: u64,
+    pdptes: [u64; 4],
+    /// SWITCHED_MSRS' guest values.
+    msrs: [u64; 5],
+    tsc_offset: u64,
+    /// CR8 (the task priority), with no local APIC to act on it.
+    tpr: u64,
+}
+
+impl GuestState {
+    fn seg(&self, s: Seg) -> &Segment {
+        &self.segs[s as usize]
+    }
+
+    fn seg_mut(&mut self, s: Seg) -> &mut Segment {
+        &mut self.segs[s as usize]
+    }
+}
+
+/// The exit information of the last exit.
+#[derive(Clone, Copy, Default)]
+struct ExitInfo {
+    reason: u32,
+    qualification: u64,
+    intr_info: u32,
+    idt_info: u32,
+    idt_error: u32,
+    insn_len: u32,
+    insn_info: u32,
+    gpa: u64,
+}
+
+/// Why a run did not reach guest mode.
+enum EntryError {
+    Op(OpError),
+    /// A VMWRITE failed (a field the processor lacks).
+    Write(u32),
+    /// VMLAUNCH failed: the VM-instruction error.
+    Launch(u32),
+}
+
+impl From<OpError> for EntryError {
+    fn from(e: OpError) -> Self {
+        EntryError::Op(e)
+    }
+}
+
+pub(crate) struct VmxVcpu {
+    vmxon: KBox<Region>,
+    vmcs: KBox<Region>,
+    fx: KBox<FxArea>,
+    caps: Arc<Caps>,
+    vpid: hw::Vpid,
+    gprs: Gprs,
+    state: GuestState,
+    exit: ExitInfo,
+    /// The event to inject at the next entry (interruption information,
+    /// error code, instruction length).
+    event: (IntrInfo, u32, u32),
+    irq_window: bool,
+    single_step: bool,
+    tf_added: bool,
+    debug: DebugRegs,
+    apic_base: u64,
+    bsp: bool,
+    cpu: u32,
+    /// The CPU and EPT epoch of the last INVEPT: translations cached on
+    /// another CPU, or before a mapping changed, must not be used.
+    flushed: Option<(usize, u64)>,
+}
+
+/// A zeroed 4 KiB region with the revision identifier in its first word.
+fn region(revision: u32) -> Result<KBox<Region>> {
+    let mut r = KBox::new(Region([0; 1024]), GFP_KERNEL)?;
+    r.0[0] = revision;
+    // The processor needs it 4 KiB-aligned; kmalloc gives that for this size.
+    if sys::virt_to_phys(&*r).0 & 0xfff != 0 {
+        return Err(ENOMEM);
+    }
+    Ok(r)
+}
+
+impl VmxVcpu {
+    pub(crate) fn new(bsp: bool, caps: Arc<Caps>) -> Result<KBox<dyn ArchVcpu>> {
+        let mut vcpu = VmxVcpu {
+            vmxon: region(caps.revision)?,
+            vmcs: region(caps.revision)?,
+            fx: FxArea::new()?,
+            vpid: if caps.controls.vpid { hw::Vpid::alloc() } else { hw::Vpid(0) },
+            caps,
+            gprs: Gprs::default(),
+            state: GuestState::default(),
+            exit: ExitInfo::default(),
+            event: (IntrInfo(0), 0, 0),
+            irq_window: false,
+            single_step: false,
+            tf_added: false,
+            debug: DebugRegs::RESET,
+            apic_base: 0,
+            bsp,
+            cpu: 0,
+            flushed: None,
+        };
+        vcpu.reset();
+        Ok(KBox::new(vcpu, GFP_KERNEL)? as KBox<dyn ArchVcpu>)
+    }
+
+    /// One run, with interrupts off: see the module documentation.
+    fn enter(&mut self, root: HostPhys, tlb_epoch: u64, fpu: &FpuGuard) -> Result<(), EntryError> {
+        let cpu = sys::cpu_id();
+        self.cpu = cpu as u32;
+        let mut host = HostState::default();
+        // SAFETY: fills `host` (a `#[repr(C)]` mirror of the C struct) with
+        // this CPU's state; interrupts are off.
+        unsafe { rkvm_vmx_host_save(&mut host) };
+        let debugctl = sys::rdmsr(MSR_DEBUGCTL).unwrap_or(0);
+        let dr7 = read_dr7();
+
+        // SAFETY: interrupts are off until `root_op` is dropped at the end
+        // of this function; the VMXON region belongs to this vCPU, which
+        // runs on one CPU at a time.
+        let root_op = unsafe { RootOperation::enter(sys::virt_to_phys(&*self.vmxon))? };
+        // SAFETY: the VMCS region belongs to this vCPU and lives as long as
+        // `self`, which is borrowed for the whole run.
+        let vmcs = unsafe { root_op.load(sys::virt_to_phys(&*self.vmcs))? };
+        let c = self.caps.controls;
+        let eptp = vmcs::ept_pointer(root.0);
+        if self.flushed != Some((cpu, tlb_epoch)) {
+            vmcs.invept(eptp, c.invept_single);
+            self.flushed = Some((cpu, tlb_epoch));
+        }
+        self.write_controls(&vmcs, eptp);
+        write_host(&vmcs, &host);
+        self.write_guest(&vmcs);
+        if let Err(f) = vmcs.writes_ok() {
+            return Err(EntryError::Write(f.0));
+        }
+
+        let mut host_msrs = [0u64; SWITCHED_MSRS.len()];
+        for ((index, host_value), guest_value) in SWITCHED_MSRS.iter().zip(&mut host_msrs).zip(self.state.msrs) {
+            *host_value = sys::rdmsr(*index).unwrap_or(0);
+            let _ = sys::wrmsr(*index, guest_value);
+        }
+        self.fx.restore(fpu);
+        // SAFETY: in VMX root operation with this vCPU's VMCS current and
+        // fully written; `gprs` is ours; interrupts are off and the FPU is
+        // the guest's for the duration.
+        let launched = unsafe { rkvm_vmx_vmlaunch(&mut self.gprs) };
+        self.fx.save(fpu);
+        for ((index, host_value), guest_value) in SWITCHED_MSRS.iter().zip(host_msrs).zip(&mut self.state.msrs) {
+            *guest_value = sys::rdmsr(*index).unwrap_or(0);
+            if *index != msr::KERNEL_GS_BASE {
+                let _ = sys::wrmsr(*index, host_value);
+            }
+        }
+        let result = match launched {
+            0 => {
+                self.read_exit(&vmcs);
+                Ok(())
+            }
+            1 => Err(EntryError::Launch(vmcs.read(field::VM_INSTRUCTION_ERROR) as u32)),
+            _ => Err(EntryError::Write(field::HOST_RSP.0)),
+        };
+        drop(vmcs);
+        drop(root_op);
+        // SAFETY: puts back what `rkvm_vmx_host_save` read, on the same CPU.
+        unsafe { rkvm_vmx_host_restore(&host) };
+        if debugctl != 0 {
+            let _ = sys::wrmsr(MSR_DEBUGCTL, debugctl);
+        }
+        if dr7 != x86::RESET_DR7 {
+            write_dr7(dr7);
+        }
+        // An NMI that arrived in guest mode ended it and is still the
+        // host's: deliver it as KVM once did, through the NMI vector.
+        if result.is_ok() && self.exit.reason as u16 == reason::EXCEPTION_NMI {
+            if IntrInfo(self.exit.intr_info).kind() == IntrInfo::TYPE_NMI {
+                // SAFETY: enters the kernel's NMI handler as an NMI would;
+                // interrupts are off, as in NMI context.
+                unsafe { core::arch::asm!("int 2") };
+            }
+        }
+        result
+    }
+
+    fn write_controls(&self, v: &ops::Current<'_>, eptp: u64) {
+        let c = self.caps.controls;
+        let s = &self.state;
+        let window = if self.irq_window { vmcs::proc::INTR_WINDOW_EXITING } else { 0 };
+        let ia32e = if s.efer & efer::LMA != 0 { vmcs::entry_ctl::IA32E_MODE } else { 0 };
+        v.write(field::PIN_CONTROLS, c.pin.into());
+        v.write(field::PROC_CONTROLS, (c.proc | window).into());
+        v.write(field::PROC_CONTROLS2, c.proc2.into());
+        v.write(field::EXIT_CONTROLS, c.exit.into());
+        v.write(field::ENTRY_CONTROLS, (c.entry | ia32e).into());
+        v.write(field::EXCEPTION_BITMAP, if self.single_step { 1 << DB_VECTOR } else { 0 });
+        v.write(field::CR3_TARGET_COUNT, 0);
+        v.write(field::EXIT_MSR_STORE_COUNT, 0);
+        v.write(field::EXIT_MSR_LOAD_COUNT, 0);
+        v.write(field::ENTRY_MSR_LOAD_COUNT, 0);
+        v.write(field::CR0_MASK, c.cr0_host_owned);
+        v.write(field::CR0_READ_SHADOW, s.cr0);
+        v.write(field::CR4_MASK, c.cr4_host_owned);
+        v.write(field::CR4_READ_SHADOW, s.cr4);
+        v.write(field::EPT_POINTER, eptp);
+        if c.vpid {
+            v.write(field::VPID, self.vpid.0.into());
+        }
+        v.write(field::TSC_OFFSET, s.tsc_offset);
+        v.write(field::VMCS_LINK_POINTER, u64::MAX);
+        let (info, error, len) = self.event;
+        v.write(field::ENTRY_INTR_INFO, info.0.into());
+        v.write(field::ENTRY_EXCEPTION_ERROR_CODE, error.into());
+        v.write(field::ENTRY_INSTRUCTION_LEN, len.into());
+    }
+
+    fn write_guest(&self, v: &ops::Current<'_>) {
+        let c = self.caps.controls;
+        let s = &self.state;
+        for seg in Seg::ALL {
+            let g = s.seg(seg);
+            v.write(seg.selector(), g.selector.into());
+            v.write(seg.base(), g.base);
+            v.write(seg.limit(), g.limit.into());
+            v.write(seg.access_rights(), g.ar.into());
+        }
+        v.write(field::GUEST_GDTR_BASE, s.gdtr.0);
+        v.write(field::GUEST_GDTR_LIMIT, s.gdtr.1.into());
+        v.write(field::GUEST_IDTR_BASE, s.idtr.0);
+        v.write(field::GUEST_IDTR_LIMIT, s.idtr.1.into());
+        v.write(field::GUEST_CR0, s.cr0 | c.cr0_fixed1);
+        v.write(field::GUEST_CR3, s.cr3);
+        v.write(field::GUEST_CR4, s.cr4 | c.cr4_host_owned);
+        v.write(field::GUEST_DR7, x86::RESET_DR7);
+        v.write(field::GUEST_DEBUGCTL, 0);
+        v.write(field::GUEST_RSP, self.gprs.regs[4]);
+        v.write(field::GUEST_RIP, s.rip);
+        v.write(field::GUEST_RFLAGS, s.rflags);
+        // Single-stepping over an instruction that blocks interrupts: the
+        // entry checks want the pending single step recorded.
+        let mut pending = s.pending_dbg;
+        if s.rflags & x86::RFLAGS_TF != 0 && s.interruptibility & INTERRUPTIBILITY_STI_MOVSS != 0 {
+            pending |= PENDING_DBG_BS;
+        }
+        v.write(field::GUEST_PENDING_DBG, pending);
+        v.write(field::GUEST_SYSENTER_CS, s.sysenter[0]);
+        v.write(field::GUEST_SYSENTER_ESP, s.sysenter[1]);
+        v.write(field::GUEST_SYSENTER_EIP, s.sysenter[2]);
+        v.write(field::GUEST_EFER, s.efer);
+        v.write(field::GUEST_PAT, s.pat);
+        v.write(field::GUEST_INTERRUPTIBILITY, s.interruptibility.into());
+        v.write(field::GUEST_ACTIVITY_STATE, 0);
+        for (i, pdpte) in s.pdptes.iter().enumerate() {
+            v.write(field::guest_pdpte(i as u32), *pdpte);
+        }
+    }
+
+    fn read_exit(&mut self, v: &ops::Current<'_>) {
+        let c = self.caps.controls;
+        self.exit = ExitInfo {
+            reason: v.read(field::EXIT_REASON) as u32,
+            qualification: v.read(field::EXIT_QUALIFICATION),
+            intr_info: v.read(field::EXIT_INTR_INFO) as u32,
+            idt_info: v.read(field::IDT_VECTORING_INFO) as u32,
+            idt_error: v.read(field::IDT_VECTORING_ERROR_CODE) as u32,
+            insn_len: v.read(field::EXIT_INSTRUCTION_LEN) as u32,
+            insn_info: v.read(field::EXIT_INSTRUCTION_INFO) as u32,
+            gpa: v.read(field::GUEST_PHYSICAL_ADDRESS),
+        };
+        let s = &mut self.state;
+        for seg in Seg::ALL {
+            *s.seg_mut(seg) = Segment {
+                selector: v.read(seg.selector()) as u16,
+                base: v.read(seg.base()),
+                limit: v.read(seg.limit()) as u32,
+                ar: v.read(seg.access_rights()) as u32,
+            };
+        }
+        s.gdtr = (v.read(field::GUEST_GDTR_BASE), v.read(field::GUEST_GDTR_LIMIT) as u32);
+        s.idtr = (v.read(field::GUEST_IDTR_BASE), v.read(field::GUEST_IDTR_LIMIT) as u32);
+        // The guest changes the CR0 and CR4 bits it owns without an exit.
+        let merge = |hw: u64, view: u64, owned: u64| (hw & !owned) | (view & owned);
+        s.cr0 = merge(v.read(field::GUEST_CR0), s.cr0, c.cr0_host_owned);
+        s.cr4 = merge(v.read(field::GUEST_CR4), s.cr4, c.cr4_host_owned);
+        s.cr3 = v.read(field::GUEST_CR3);
+        s.efer = v.read(field::GUEST_EFER);
+        self.gprs.regs[4] = v.read(field::GUEST_RSP);
+        s.rip = v.read(field::GUEST_RIP);
+        s.rflags = v.read(field::GUEST_RFLAGS);
+        s.interruptibility = v.read(field::GUEST_INTERRUPTIBILITY) as u32;
+        s.pending_dbg = v.read(field::GUEST_PENDING_DBG);
+        for (i, pdpte) in s.pdptes.iter_mut().enumerate() {
+            *pdpte = v.read(field::guest_pdpte(i as u32));
+        }
+    }
+
+    fn decode_exit(&mut self) -> Exit {
+        let e = self.exit;
+        if e.reason & reason::ENTRY_FAILURE != 0 {
+            return Exit::InvalidState(u64::from(e.reason));
+        }
+        // An event whose delivery the exit interrupted is delivered again at
+        // the next entry.
+        let idt = IntrInfo(e.idt_info);
+        if idt.valid() && e.reason as u16 != reason::TRIPLE_FAULT {
+            let len = if idt.needs_length() { e.insn_len } else { 0 };
+            self.event = (idt.reinjection(), e.idt_error, len);
+        }
+        let next_rip = self.state.rip.wrapping_add(u64::from(e.insn_len));
+        match e.reason as u16 {
+            reason::EXTERNAL_INTERRUPT => Exit::Host,
+            reason::EXCEPTION_NMI => {
+                let info = IntrInfo(e.intr_info);
+                match (info.kind(), info.vector()) {
+                    (IntrInfo::TYPE_NMI, _) => Exit::Host,
+                    (IntrInfo::TYPE_HW_EXCEPTION, DB_VECTOR) => Exit::Debug,
+                    _ => self.unhandled(),
+                }
+            }
+            reason::TRIPLE_FAULT => Exit::Shutdown,
+            reason::INTERRUPT_WINDOW => Exit::IrqWindow,
+            reason::CPUID => Exit::Cpuid,
+            reason::HLT => Exit::Hlt,
+            reason::VMCALL => Exit::Hypercall,
+            reason::CR_ACCESS => Exit::CrAccess,
+            reason::DR_ACCESS => Exit::Dr,
+            reason::IO => {
+                let q = IoQualification::decode(e.qualification);
+                let (addr_size, segment) = if q.string && self.caps.controls.ins_outs_info {
+                    vmcs::string_io_info(e.insn_info)
+                } else {
+                    // Without the information: the mode's address size and
+                    // DS (an OUTS with a segment override then goes wrong;
+                    // every VMX processor with unrestricted guest has it).
+                    (self.address_size(), 3)
+                };
+                Exit::Io {
+                    port: q.port,
+                    input: q.input,
+                    size: q.size,
+                    string: q.string,
+                    rep: q.rep,
+                    addr_size,
+                    segment,
+                    next_rip,
+                }
+            }
+            reason::RDMSR => Exit::Msr { write: false },
+            reason::WRMSR => Exit::Msr { write: true },
+            reason::EPT_VIOLATION => {
+                Exit::NestedFault { gpa: GuestPhys(e.gpa), write: vmcs::ept_violation_write(e.qualification) }
+            }
+            reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
+                Exit::InvalidOpcode
+            }
+            _ => self.unhandled(),
+        }
+    }
+
+    fn unhandled(&self) -> Exit {
+        let (code, info1, info2) = self.raw_exit();
+        Exit::Unhandled(code, info1, info2)
+    }
+
+    /// The address size of the code segment, in bytes.
+    fn address_size(&self) -> u8 {
+        let cs = SegmentFlags::from_ar(self.state.seg(Seg::Cs).ar);
+        if self.state.efer & efer::LMA != 0 && cs.l {
+            8
+        } else if cs.db {
+            4
+        } else {
+            2
+        }
+    }
+}
+
+/// The host fields, from the state read on this CPU.
+fn write_host(v: &ops::Current<'_>, h: &HostState) {
+    let (cs, ss, tr) = host_selectors();
+    // A selector with RPL or TI bits set may not go in a host field: 0
+    // instead, and `rkvm_vmx_host_restore` reloads the real one.
+    let plain = |sel: u16| if sel & 7 == 0 { sel } else { 0 };
+    v.write(field::HOST_CR0, h.cr0);
+    v.write(field::HOST_CR3, h.cr3);
+    v.write(field::HOST_CR4, read_cr4());
+    v.write(field::HOST_ES_SELECTOR, 0);
+    v.write(field::HOST_DS_SELECTOR, 0);
+    v.write(field::HOST_CS_SELECTOR, cs.into());
+    v.write(field::HOST_SS_SELECTOR, ss.into());
+    v.write(field::HOST_FS_SELECTOR, plain(h.fs).into());
+    v.write(field::HOST_GS_SELECTOR, plain(h.gs).into());
+    v.write(field::HOST_TR_SELECTOR, tr.into());
+    v.write(field::HOST_FS_BASE, h.fs_base);
+    v.write(field::HOST_GS_BASE, h.gs_base);
+    v.write(field::HOST_TR_BASE, h.tr_base);
+    v.write(field::HOST_GDTR_BASE, h.gdt_base);
+    v.write(field::HOST_IDTR_BASE, h.idt_base);
+    v.write(field::HOST_SYSENTER_CS, sys::rdmsr(MSR_SYSENTER_CS).unwrap_or(0));
+    v.write(field::HOST_SYSENTER_ESP, sys::rdmsr(MSR_SYSENTER_ESP).unwrap_or(0));
+    v.write(field::HOST_SYSENTER_EIP, sys::rdmsr(MSR_SYSENTER_EIP).unwrap_or(0));
+    v.write(field::HOST_PAT, sys::rdmsr(MSR_PAT).unwrap_or(RESET_PAT));
+    v.write(field::HOST_EFER, sys::rdmsr(MSR_EFER).unwrap_or(0));
+}
+
+/// CS, SS and TR of the host, now.
+fn host_selectors() -> (u16, u16, u16) {
+    let (cs, ss, tr): (u16, u16, u16);
+    // SAFETY: reading segment selectors has no side effect.
+    unsafe {
+        core::arch::asm!("mov {0:x}, cs", "mov {1:x}, ss", "str {2:x}",
+            out(reg) cs, out(reg) ss, out(reg) tr, options(nomem, nostack, preserves_flags));
+    }
+    (cs, ss, tr)
+}
+
+fn read_cr4() -> u64 {
+    let cr4: u64;
+    // SAFETY: reading CR4 has no side effect.
+    unsafe { core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
+    cr4
+}
+
+fn read_dr7() -> u64 {
+    let dr7: u64;
+    // SAFETY: reading DR7 has no side effect (CPL 0).
+    unsafe { core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags)) };
+    dr7
+}
+
+/// Puts the host's DR7 back (a VM exit sets it to 0x400).
+fn write_dr7(value: u64) {
+    // SAFETY: restores the value the host had before the run (its hardware
+    // breakpoints), read by `read_dr7` on this CPU with interrupts off.
+    unsafe { core::arch::asm!("mov dr7, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// The VMCS segment as `struct kvm_segment`, as kvm_intel reports it: the
+/// access rights decide, and an unusable segment is not present.
+fn to_kvm_segment(s: &Segment) -> uapi::kvm_segment {
+    let f = SegmentFlags::from_ar(s.ar);
+    uapi::kvm_segment {
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        type_: f.type_,
+        present: u8::from(!f.unusable),
+        dpl: f.dpl,
+        db: u8::from(f.db),
+        s: u8::from(f.s),
+        l: u8::from(f.l),
+        g: u8::from(f.g),
+        avl: u8::from(f.avl),
+        unusable: u8::from(f.unusable),
+        padding: 0,
+    }
+}
+
+/// `struct kvm_segment` as a VMCS segment. As in kvm_intel, the accessed
+/// bit of a usable segment's type is set (except LDTR's): unrestricted
+/// guest requires it, and some userspace leaves it clear.
+fn from_kvm_segment(k: &uapi::kvm_segment, seg: Seg) -> Segment {
+    let f = SegmentFlags {
+        type_: k.type_,
+        s: k.s & 1 != 0,
+        dpl: k.dpl & 3,
+        present: k.present & 1 != 0,
+        avl: k.avl & 1 != 0,
+        l: k.l & 1 != 0,
+        db: k.db & 1 != 0,
+        g: k.g & 1 != 0,
+        unusable: k.unusable != 0,
+    };
+    let mut a = f.to_ar();
+    if a & ar::UNUSABLE == 0 && seg != Seg::Ldtr {
+        a |= ar::ACCESSED;
+    }
+    Segment { selector: k.selector, base: k.base, limit: k.limit, ar: a }
+}
+
+/// The host's time-stamp counter.
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter (CR4.TSD is clear in the kernel).
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
+impl ArchVcpu for VmxVcpu {
+    fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit {
+        if self.single_step && self.state.rflags & x86::RFLAGS_TF == 0 {
+            self.state.rflags |= x86::RFLAGS_TF;
+            self.tf_added = true;
+        }
+        let fpu = FpuGuard::begin();
+        let result = fpu.guest_irqs_off(|| self.enter(root, tlb_epoch, &fpu));
+        drop(fpu);
+        if self.tf_added {
+            self.state.rflags &= !x86::RFLAGS_TF;
+            self.tf_added = false;
+        }
+        match result {
+            Ok(()) => {
+                // Delivered, or recorded as IDT-vectoring information.
+                self.event = (IntrInfo(0), 0, 0);
+                self.decode_exit()
+            }
+            Err(EntryError::Op(OpError::Busy)) => {
+                pr_err!("VMX is in use by another hypervisor on CPU {}\n", self.cpu);
+                Exit::Unhandled(u64::MAX - 1, 0, 0)
+            }
+            Err(EntryError::Op(e)) => {
+                pr_err!("VMX: {:?} failed on CPU {}\n", e, self.cpu);
+                Exit::Unhandled(u64::MAX - 1, 0, 0)
+            }
+            Err(EntryError::Write(f)) => {
+                pr_err!("VMX: VMWRITE of field {:#x} failed\n", f);
+                Exit::Unhandled(u64::MAX - 1, u64::from(f), 0)
+            }
+            // As kvm_intel: KVM_EXIT_FAIL_ENTRY with the VM-instruction error.
+            Err(EntryError::Launch(error)) => {
+                pr_debug!("VMLAUNCH failed: error {} ({})\n", error, vmcs::instruction_error_name(error));
+                Exit::InvalidState(u64::from(error))
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        let seg = |selector: u16, base: u64, ar: u32| Segment { selector, base, limit: 0xffff, ar };
+        let data = seg(0, 0, 0x93);
+        let mut s = GuestState {
+            segs: [data; 8],
+            cr0: x86::RESET_CR0,
+            rip: x86::RESET_RIP,
+            rflags: x86::RFLAGS_FIXED,
+            pat: RESET_PAT,
+            gdtr: (0, 0xffff),
+            idtr: (0, 0xffff),
+            ..GuestState::default()
+        };
+        *s.seg_mut(Seg::Cs) = seg(0xf000, 0xffff_0000, 0x9b);
+        *s.seg_mut(Seg::Ldtr) = seg(0, 0, 0x82);
+        *s.seg_mut(Seg::Tr) = seg(0, 0, 0x8b);
+        self.state = s;
+        self.gprs = Gprs::default();
+        self.gprs.regs[2] = x86::RESET_RDX;
+        self.event = (IntrInfo(0), 0, 0);
+        self.irq_window = false;
+        self.debug = DebugRegs::RESET;
+        self.apic_base = x86::reset_apic_base(self.bsp);
+        self.fx.reset();
+    }
+
+    fn regs(&self) -> uapi::kvm_regs {
+        let r = &self.gprs.regs;
+        uapi::kvm_regs {
+            rax: r[0],
+            rcx: r[1],
+            rdx: r[2],
+            rbx: r[3],
+            rsp: r[4],
+            rbp: r[5],
+            rsi: r[6],
+            rdi: r[7],
+            r8: r[8],
+            r9: r[9],
+            r10: r[10],
+            r11: r[11],
+            r12: r[12],
+            r13: r[13],
+            r14: r[14],
+            r15: r[15],
+            rip: self.state.rip,
+            rflags: self.state.rflags,
+        }
+    }
+
+    fn set_regs(&mut self, k: &uapi::kvm_regs) {
+        self.gprs.regs = [
+            k.rax, k.rcx, k.rdx, k.rbx, k.rsp, k.rbp, k.rsi, k.rdi, k.r8, k.r9, k.r10, k.r11, k.r12, k.r13, k.r14,
+            k.r15,
+        ];
+        self.state.rip = k.rip;
+        self.state.rflags = k.rflags | x86::RFLAGS_FIXED;
+    }
+
+    fn sregs(&self) -> uapi::kvm_sregs {
+        let s = &self.state;
+        let dt = |(base, limit): (u64, u32)| uapi::kvm_dtable { base, limit: limit as u16, padding: [0; 3] };
+        uapi::kvm_sregs {
+            cs: to_kvm_segment(s.seg(Seg::Cs)),
+            ds: to_kvm_segment(s.seg(Seg::Ds)),
+            es: to_kvm_segment(s.seg(Seg::Es)),
+            fs: to_kvm_segment(s.seg(Seg::Fs)),
+            gs: to_kvm_segment(s.seg(Seg::Gs)),
+            ss: to_kvm_segment(s.seg(Seg::Ss)),
+            tr: to_kvm_segment(s.seg(Seg::Tr)),
+            ldt: to_kvm_segment(s.seg(Seg::Ldtr)),
+            gdt: dt(s.gdtr),
+            idt: dt(s.idtr),
+            cr0: s.cr0,
+            cr2: self.gprs.cr2,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            cr8: s.tpr,
+            efer: s.efer,
+            apic_base: self.apic_base,
+            interrupt_bitmap: [0; 4],
+        }
+    }
+
+    fn set_sregs(&mut self, k: &uapi::kvm_sregs) {
+        let s = &mut self.state;
+        for (seg, ks) in [
+            (Seg::Cs, &k.cs),
+            (Seg::Ds, &k.ds),
+            (Seg::Es, &k.es),
+            (Seg::Fs, &k.fs),
+            (Seg::Gs, &k.gs),
+            (Seg::Ss, &k.ss),
+            (Seg::Tr, &k.tr),
+            (Seg::Ldtr, &k.ldt),
+        ] {
+            *s.seg_mut(seg) = from_kvm_segment(ks, seg);
+        }
+        s.gdtr = (k.gdt.base, u32::from(k.gdt.limit));
+        s.idtr = (k.idt.base, u32::from(k.idt.limit));
+        s.tpr = k.cr8 & 0xf;
+        self.gprs.cr2 = k.cr2;
+        self.apic_base = k.apic_base;
+        self.set_paging(GuestPaging { cr0: k.cr0, cr3: k.cr3, cr4: k.cr4, efer: k.efer });
+    }
+
+    fn paging(&self) -> GuestPaging {
+        let s = &self.state;
+        GuestPaging { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer }
+    }
+
+    fn set_paging(&mut self, p: GuestPaging) {
+        let s = &mut self.state;
+        s.cr0 = p.cr0;
+        s.cr3 = p.cr3;
+        s.cr4 = p.cr4;
+        s.efer = p.efer;
+    }
+
+    fn set_cr2(&mut self, value: u64) {
+        self.gprs.cr2 = value;
+    }
+
+    fn cr8(&self) -> u64 {
+        self.state.tpr
+    }
+
+    fn set_cr8(&mut self, value: u64) {
+        self.state.tpr = value & 0xf;
+    }
+
+    fn take_event(&mut self) -> Option<Event> {
+        let (info, _, _) = core::mem::replace(&mut self.event, (IntrInfo(0), 0, 0));
+        if !info.valid() {
+            return None;
+        }
+        Some(match info.kind() {
+            IntrInfo::TYPE_EXT_INTR => Event::Interrupt(info.vector()),
+            IntrInfo::TYPE_HW_EXCEPTION => Event::Exception(info.vector()),
+            _ => Event::Other,
+        })
+    }
+
+    fn gpr(&self, index: u8) -> u64 {
+        self.gprs.regs[usize::from(index & 15)]
+    }
+
+    fn set_gpr(&mut self, index: u8, value: u64) {
+        self.gprs.regs[usize::from(index & 15)] = value;
+    }
+
+    fn rip(&self) -> u64 {
+        self.state.rip
+    }
+
+    fn set_rip(&mut self, rip: u64) {
+        self.state.rip = rip;
+        // Moving past an instruction ends the interrupt shadow it made.
+        self.state.interruptibility &= !INTERRUPTIBILITY_STI_MOVSS;
+    }
+
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.event = (IntrInfo::exception(vector, error_code.is_some()), error_code.unwrap_or(0), 0);
+    }
+
+    fn interrupt_allowed(&self) -> bool {
+        let s = &self.state;
+        s.rflags & x86::RFLAGS_IF != 0 && s.interruptibility & INTERRUPTIBILITY_STI_MOVSS == 0 && !self.event.0.valid()
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) -> bool {
+        if self.event.0.valid() {
+            return false;
+        }
+        self.event = (IntrInfo::interrupt(vector), 0, 0);
+        true
+    }
+
+    fn set_irq_window(&mut self, enable: bool) {
+        self.irq_window = enable;
+    }
+
+    fn fpu(&self) -> uapi::kvm_fpu {
+        self.fx.to_kvm()
+    }
+
+    fn set_fpu(&mut self, fpu: &uapi::kvm_fpu) {
+        self.fx.set_from_kvm(fpu);
+    }
+
+    fn set_single_step(&mut self, enable: bool) {
+        self.single_step = enable;
+    }
+
+    fn debug_exit(&self) -> uapi::kvm_debug_exit_arch {
+        uapi::kvm_debug_exit_arch {
+            exception: u32::from(DB_VECTOR),
+            pad: 0,
+            pc: self.state.seg(Seg::Cs).base.wrapping_add(self.state.rip),
+            dr6: self.exit.qualification | DR6_ACTIVE_LOW,
+            dr7: self.debug.get(7).unwrap_or(x86::RESET_DR7),
+        }
+    }
+
+    fn get_dr(&self, n: u8) -> Option<u64> {
+        self.debug.get(n)
+    }
+
+    fn set_dr(&mut self, n: u8, value: u64) -> bool {
+        self.debug.set(n, value)
+    }
+
+    fn get_msr(&self, index: u32) -> Option<u64> {
+        let s = &self.state;
+        let switched = |i: u32| SWITCHED_MSRS.iter().position(|&m| m == i).and_then(|p| s.msrs.get(p).copied());
+        Some(match index {
+            msr::TSC => rdtsc().wrapping_add(s.tsc_offset),
+            msr::APIC_BASE => self.apic_base,
+            msr::SYSENTER_CS => s.sysenter[0],
+            msr::SYSENTER_ESP => s.sysenter[1],
+            msr::SYSENTER_EIP => s.sysenter[2],
+            msr::PAT => s.pat,
+            msr::EFER => s.efer,
+            msr::FS_BASE => s.seg(Seg::Fs).base,
+            msr::GS_BASE => s.seg(Seg::Gs).base,
+            i => return switched(i),
+        })
+    }
+
+    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> bool {
+        let canonical = msr::canonical(value);
+        let p = self.paging();
+        let s = &mut self.state;
+        let slot = SWITCHED_MSRS.iter().position(|&m| m == index);
+        match index {
+            msr::TSC => s.tsc_offset = value.wrapping_sub(rdtsc()),
+            // Reserved: bits 7:0 and 9 (and above the physical address width).
+            msr::APIC_BASE if value & 0x2ff == 0 => self.apic_base = value,
+            msr::SYSENTER_CS => s.sysenter[0] = value & 0xffff,
+            msr::SYSENTER_ESP if canonical => s.sysenter[1] = value,
+            msr::SYSENTER_EIP if canonical => s.sysenter[2] = value,
+            msr::PAT if msr::valid_pat(value) => s.pat = value,
+            msr::EFER => {
+                let next = if host {
+                    (value & !efer::SUPPORTED == 0).then_some(GuestPaging { efer: value, ..p })
+                } else {
+                    p.write_efer(value)
+                };
+                match next {
+                    Some(next) => self.set_paging(next),
+                    None => return false,
+                }
+            }
+            msr::FS_BASE if canonical => s.seg_mut(Seg::Fs).base = value,
+            msr::GS_BASE if canonical => s.seg_mut(Seg::Gs).base = value,
+            msr::STAR | msr::LSTAR | msr::CSTAR | msr::SFMASK | msr::KERNEL_GS_BASE => {
+                let valid = match index {
+                    msr::STAR => true,
+                    msr::SFMASK => value >> 32 == 0,
+                    _ => canonical,
+                };
+                match slot.and_then(|i| s.msrs.get_mut(i)) {
+                    Some(m) if valid => *m = value,
+                    _ => return false,
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn last_cpu(&self) -> u32 {
+        self.cpu
+    }
+
+    fn raw_exit(&self) -> (u64, u64, u64) {
+        let e = &self.exit;
+        let info2 = if e.reason as u16 == reason::EPT_VIOLATION { e.gpa } else { u64::from(e.intr_info) };
+        (RAW_EXIT_TAG | u64::from(e.reason as u16), e.qualification, info2)
+    }
+}
