@@ -21,6 +21,7 @@
 #include <asm/gsseg.h>
 #include <asm/io.h>
 #include <asm/msr.h>
+#include <asm/tsc.h>
 
 #include "helpers.h"
 
@@ -243,3 +244,8 @@ void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h)
 	load_fixmap_gdt(smp_processor_id());
 }
 
+/* The TSC's frequency in kHz (0 if unknown). */
+unsigned int rkvm_tsc_khz(void)
+{
+	return tsc_khz;
+}

@@ -45,6 +45,7 @@ struct rkvm_vmx_host {
 	u16 ds, es, fs, gs;
 };
 
+unsigned int rkvm_tsc_khz(void);
 void rkvm_vmx_host_save(struct rkvm_vmx_host *h);
 void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h);
 

@@ -27,6 +27,7 @@ use crate::{
         cpuid,
         decode::{self, Reg},
         msr,
+        paging::GuestPhys,
         shadow::Flush,
         walk::Access,
         x86::{self, ControlRegs},
@@ -498,6 +499,7 @@ impl Vcpu {
                 self.stats.inc(VcpuStat::InsnEmulation);
                 match emulate::mov_cr(&mmu.memory, &mut **arch, cpuid::maxphyaddr(&st.cpuid)) {
                     emulate::CrResult::Done { flush } => {
+                        reload_pdptes(&mut **arch, &mmu.memory);
                         if st.mmu.flush(flush) {
                             self.stats.inc(VcpuStat::TlbFlush);
                         }
@@ -763,6 +765,7 @@ impl Vcpu {
             return Err(EINVAL);
         }
         st.arch.set_sregs(&sregs);
+        reload_pdptes(&mut *st.arch, &self.vm.mmu.lock().memory);
         // The guest's paging state changed from outside.
         st.mmu.flush(Flush::All);
         Ok(0)
@@ -839,4 +842,26 @@ impl FdOps for Vcpu {
         }
         Ok(())
     }
+}
+
+/// After rkvm itself changed the paging registers (an emulated MOV to a
+/// control register, `KVM_SET_SREGS`) in PAE paging: the four PDPTEs, read
+/// from guest memory as the processor reads them on such a write (see
+/// `ArchVcpu::set_pdptes`). A CR3 outside guest memory leaves them as they
+/// were; the guest's next access through them faults.
+fn reload_pdptes(arch: &mut dyn ArchVcpu, mem: &GuestMemory) {
+    use crate::pure::x86::{cr0, cr4, efer};
+    let p = arch.paging();
+    if p.cr0 & cr0::PG == 0 || p.cr4 & cr4::PAE == 0 || p.efer & efer::LMA != 0 {
+        return;
+    }
+    let mut table = [0u8; 32];
+    if mem.read(GuestPhys(p.cr3 & 0xffff_ffe0), &mut table).is_err() {
+        return;
+    }
+    let mut pdptes = [0u64; 4];
+    for (pdpte, bytes) in pdptes.iter_mut().zip(table.chunks_exact(8)) {
+        *pdpte = u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
+    }
+    arch.set_pdptes(pdptes);
 }

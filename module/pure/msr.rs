@@ -44,7 +44,7 @@ pub const LIST: [u32; 10] = [TSC, SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, PAT, 
 /// NB_CFG), so a #GP would be a warning with a call trace in the guest. As
 /// KVM does (`kvm_get_msr_common`/`kvm_set_msr_common`), they read as fixed
 /// values and writes are dropped: a guest cannot reach the real ones.
-const FIXED: [(u32, u64); 14] = [
+const FIXED: [(u32, u64); 15] = [
     (0x17, 0),                    // IA32_PLATFORM_ID
     (0x2a, 0),                    // EBL_CR_POWERON
     (0x8b, 0x1_0000_0000),        // IA32_UCODE_REV: a microcode revision of 1
@@ -59,10 +59,14 @@ const FIXED: [(u32, u64); 14] = [
     (0xc001_102a, 0),             // AMD64_BU_CFG2
     (0xc001_102c, 0),             // F15H_EX_CFG
     (0x79, 0),                    // IA32_UCODE_WRITE (write-only on hardware)
+    // IA32_MISC_ENABLE: KVM's reset value, PEBS and BTS unavailable. Linux
+    // reads it on Intel before it has an IDT that survives a #GP
+    // (verify_cpu, to clear XD_DISABLE): a #GP there is a triple fault.
+    (0x1a0, 0x1800),
 ];
 
 /// Writes KVM accepts and drops (the others of [`FIXED`] are #GP on write).
-const WRITE_IGNORED: [u32; 7] = [0x79, 0x8b, 0xc001_001f, 0xc001_1022, 0xc001_1023, 0xc001_102a, 0xc001_102c];
+const WRITE_IGNORED: [u32; 8] = [0x79, 0x8b, 0x1a0, 0xc001_001f, 0xc001_1022, 0xc001_1023, 0xc001_102a, 0xc001_102c];
 
 /// The value a read of machine-configuration MSR `index` gives, if it is one.
 pub fn fixed_read(index: u32) -> Option<u64> {

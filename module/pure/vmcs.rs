@@ -90,7 +90,9 @@ pub mod field {
         CR3_TARGET_COUNT = 0x400a;
         /// VM-exit controls.
         EXIT_CONTROLS = 0x400c;
-        /// VM-exit MSR-store count.
+        /// VMX-preemption timer value.
+    PREEMPTION_TIMER_VALUE = 0x482e;
+    /// VM-exit MSR-store count.
         EXIT_MSR_STORE_COUNT = 0x400e;
         /// VM-exit MSR-load count.
         EXIT_MSR_LOAD_COUNT = 0x4010;
@@ -363,6 +365,8 @@ pub mod pin {
     pub const EXT_INTR_EXITING: u32 = 1 << 0;
     /// NMIs cause exits.
     pub const NMI_EXITING: u32 = 1 << 3;
+    /// The VMX-preemption timer counts down in guest mode and exits at 0.
+    pub const PREEMPTION_TIMER: u32 = 1 << 6;
 }
 
 /// Primary processor-based execution controls.
@@ -445,6 +449,9 @@ pub mod cap_msr {
     pub const EXIT: u32 = 0x483;
     /// IA32_VMX_ENTRY_CTLS.
     pub const ENTRY: u32 = 0x484;
+    /// IA32_VMX_MISC: bits 4:0, the preemption timer's rate (it counts
+    /// once every 2^n TSC cycles).
+    pub const MISC: u32 = 0x485;
     /// IA32_VMX_CR0_FIXED0: CR0 bits that must be 1 in VMX operation.
     pub const CR0_FIXED0: u32 = 0x486;
     /// IA32_VMX_CR0_FIXED1: CR0 bits that may be 1.
@@ -524,6 +531,8 @@ pub struct CapMsrs {
     pub exit: u64,
     /// VM-entry controls.
     pub entry: u64,
+    /// IA32_VMX_MISC.
+    pub misc: u64,
     /// IA32_VMX_EPT_VPID_CAP.
     pub ept_vpid: u64,
     /// CR0 bits fixed to 1, and allowed to be 1.
@@ -559,6 +568,8 @@ pub struct Controls {
     pub cr0_fixed1: u64,
     /// CR4 bits the host owns (VMXE).
     pub cr4_host_owned: u64,
+    /// The preemption timer is on; it counts once every 2^n TSC cycles.
+    pub preemption_timer_rate: Option<u8>,
 }
 
 /// IA32_VMX_EPT_VPID_CAP bits.
@@ -576,7 +587,15 @@ impl Controls {
     /// names the first control word that cannot hold it.
     pub fn derive(c: &CapMsrs) -> Result<Controls, &'static str> {
         use self::{entry_ctl as en, exit_ctl as ex};
-        let pin = adjust_controls(pin::EXT_INTR_EXITING | pin::NMI_EXITING, c.pin).ok_or("pin-based controls")?;
+        // The preemption timer where the processor has it: a guest then
+        // leaves guest mode at least once per timer period even if an
+        // interrupt does not make it (see `vmx/mod.rs`).
+        let timer = (c.pin >> 32) as u32 & pin::PREEMPTION_TIMER != 0;
+        let pin = adjust_controls(
+            pin::EXT_INTR_EXITING | pin::NMI_EXITING | if timer { pin::PREEMPTION_TIMER } else { 0 },
+            c.pin,
+        )
+        .ok_or("pin-based controls")?;
         let want = proc::HLT_EXITING
             | proc::MWAIT_EXITING
             | proc::MONITOR_EXITING
@@ -623,6 +642,7 @@ impl Controls {
             cr0_host_owned: cr0_fixed1,
             cr0_fixed1,
             cr4_host_owned: c.cr4_fixed.0,
+            preemption_timer_rate: timer.then_some((c.misc & 0x1f) as u8),
         })
     }
 }
@@ -685,6 +705,8 @@ pub mod reason {
     pub const MACHINE_CHECK: u16 = 41;
     /// EPT violation.
     pub const EPT_VIOLATION: u16 = 48;
+    /// The VMX-preemption timer expired.
+    pub const PREEMPTION_TIMER: u16 = 52;
     /// EPT misconfiguration.
     pub const EPT_MISCONFIG: u16 = 49;
     /// INVEPT.
@@ -727,6 +749,7 @@ pub fn reason_name(basic: u16) -> &'static str {
         reason::MONITOR => "monitor",
         reason::EPT_VIOLATION => "ept_violation",
         reason::EPT_MISCONFIG => "ept_misconfig",
+        reason::PREEMPTION_TIMER => "preemption_timer",
         reason::WBINVD => "wbinvd",
         reason::XSETBV => "xsetbv",
         _ => "other",
@@ -974,6 +997,7 @@ mod tests {
             proc2: 0x0004_7fff_0000_0000,
             exit: 0x007f_ffff_0003_6dfb,
             entry: 0x0000_ffff_0000_11fb,
+            misc: 0x2004_01e0,
             ept_vpid: 0x0f01_0633_4141,
             cr0_fixed: (0x8000_0021, 0xffff_ffff),
             cr4_fixed: (0x2000, 0x0017_27ff),
@@ -988,6 +1012,8 @@ mod tests {
         assert_eq!(c.proc & (proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING), 0);
         assert!(c.proc2 & proc2::EPT != 0 && c.proc2 & proc2::UNRESTRICTED_GUEST != 0);
         assert!(c.vpid && c.invept_single);
+        assert!(c.pin & pin::PREEMPTION_TIMER != 0);
+        assert_eq!(c.preemption_timer_rate, Some(0));
         assert!(c.exit & exit_ctl::HOST_ADDR_SPACE_SIZE != 0);
         // NE is the host's; PE and PG the guest's (unrestricted guest).
         assert_eq!(c.cr0_host_owned, 0x20);

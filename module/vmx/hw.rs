@@ -41,6 +41,7 @@ fn read_caps() -> Result<Caps> {
         proc2: msr(cap_msr::PROCBASED2)?,
         exit: msr(exit)?,
         entry: msr(entry)?,
+        misc: msr(cap_msr::MISC)?,
         ept_vpid: msr(cap_msr::EPT_VPID_CAP)?,
         cr0_fixed: (msr(cap_msr::CR0_FIXED0)?, msr(cap_msr::CR0_FIXED1)?),
         cr4_fixed: (msr(cap_msr::CR4_FIXED0)?, msr(cap_msr::CR4_FIXED1)?),

@@ -30,8 +30,17 @@ static inline bool testing_rkvm(void)
 	return strstr(test_device(), "rkvm") != NULL;
 }
 
-/* What a test says when rkvm has no backend for the CPU (VMX, for now). */
-#define NO_BACKEND "rkvm has no backend for this CPU yet (VMX is its own issue)"
+/* What a test says when the CPU has no virtualization rkvm can use. */
+#define NO_BACKEND "no SVM or VMX (with EPT and unrestricted guest) on this CPU"
+
+/* An Intel processor (rkvm's VMX backend): from the CPUID vendor string. */
+static inline bool host_is_intel(void)
+{
+	unsigned int eax = 0, ebx, ecx, edx;
+
+	__asm__ volatile("cpuid" : "+a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx));
+	return ebx == 0x756e6547 && edx == 0x49656e69 && ecx == 0x6c65746e;	/* GenuineIntel */
+}
 
 /* A call that must fail with errno `err`. */
 #define EXPECT_ERRNO(err, call) do {					\

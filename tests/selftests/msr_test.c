@@ -154,4 +154,34 @@ TEST_F(vcpu, machine_config_msrs_read_zero)
 	EXPECT_EQ(0, b.entries[0].data);
 }
 
+/*
+ * IA32_MISC_ENABLE: Linux's verify_cpu reads it on Intel (to clear
+ * XD_DISABLE) before any IDT could survive a #GP. A regression test: the
+ * Linux guest on rkvm's VMX backend triple-faulted there. Both KVM and rkvm
+ * report PEBS and BTS unavailable (bits 12 and 11), and XD_DISABLE (bit 34)
+ * clear.
+ */
+TEST_F(vcpu, misc_enable_reads_without_gp)
+{
+	static const uint8_t code[] = {
+		0x66, 0xb9, 0xa0, 0x01, 0, 0,	/* 1000: mov $0x1a0, %ecx */
+		0x0f, 0x32,			/* 1006: rdmsr */
+		0xe6, 0x10,			/* 1008: out %al, $0x10 */
+		0xf4,				/* 100a: hlt */
+	};
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+
+	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	memset(vm->mem + 0x3000, 0xf4, 1);	/* a #GP would land on a hlt */
+	vm->mem[13 * 4 + 1] = 0x30;
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(0x1008, regs.rip);	/* no #GP */
+	EXPECT_EQ(0x1800, regs.rax & 0x1800);
+	EXPECT_EQ(0, regs.rdx & (1 << 2));	/* XD_DISABLE */
+}
+
 TEST_HARNESS_MAIN

@@ -122,10 +122,17 @@ fn choose_mmu(kvm: &Kvm, vm: &VmFd, mode: MmuMode, device: &Path) -> Result<(), 
         MmuMode::Shadow => mmu_mode::SHADOW,
     };
     let offered = kvm.check_extension_raw(KVM_CAP_RKVM_MMU.into()) as u64;
-    if offered & bit == 0 {
+    if offered == 0 {
         return Err(format!(
             "{} cannot choose the MMU per VM (real KVM chooses when its module loads: kvm_amd npt=0 for shadow paging)",
             device.display()
+        ));
+    }
+    if offered & bit == 0 {
+        return Err(format!(
+            "{} has no {} paging on this processor (rkvm's VMX backend has EPT only)",
+            device.display(),
+            if bit == mmu_mode::SHADOW { "shadow" } else { "two-dimensional" }
         ));
     }
     let mut cap = kvm_enable_cap { cap: KVM_CAP_RKVM_MMU, ..Default::default() };
