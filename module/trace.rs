@@ -156,7 +156,7 @@ fn show_vcpu_stats(files: &VcpuFiles, f: &mut fmt::Formatter<'_>) -> fmt::Result
 /// "name code count" for each hardware exit code seen.
 fn show_exit_reasons(files: &VcpuFiles, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     files.stats.for_each_exit_code(|bucket, n| match trace::bucket_code(bucket) {
-        Some(code) => writeln!(f, "{} {code:#x} {n}", trace::exit_name(code)),
+        Some(code) => writeln!(f, "{} {:#x} {n}", trace::exit_name(code), trace::manual_code(code)),
         None => writeln!(f, "other - {n}"),
     })
 }

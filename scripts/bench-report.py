@@ -6,11 +6,15 @@ kvm, rkvm, kvm-shadow and rkvm-shadow), and writes, per benchmark, the
 median and spread (min-max) of the rounds for each device and the rkvm/KVM
 ratio of the medians; then a second table, nested against shadow paging:
 
-    bench-report.py SERIAL_LOG OUT_DIR
+    bench-report.py SERIAL_LOG OUT_DIR [--name NAME] [--kvm MODULE] [--machine TEXT]
 
-OUT_DIR gets bench.json (machine-readable), bench.md (the table) and, with
-gnuplot installed, bench.png (the ratios). The table also goes to stdout.
+OUT_DIR gets NAME.json (machine-readable), NAME.md (the table) and, with
+gnuplot installed, NAME.png (the ratios); NAME is "bench" unless given
+(`make bench` writes bench-vmx.* for the Bochs run against kvm_intel). The
+table also goes to stdout. Tables with no measurements (shadow paging and
+the I/O rows, which the Bochs run leaves out) are left out.
 """
+import argparse
 import json
 import re
 import statistics
@@ -21,7 +25,7 @@ from pathlib import Path
 # What each benchmark measures, in the order of the table.
 BENCHMARKS = [
     ("cpuid_exit", "CPUID: exit handled in the kernel"),
-    ("vmmcall_exit", "VMMCALL: exit handled in the kernel"),
+    ("vmmcall_exit", "VMMCALL (VMCALL on Intel): exit handled in the kernel"),
     ("hlt_irq_exit", "HLT to user mode, interrupt injected, back"),
     ("io_exit_to_user", "OUT: I/O exit to user mode and back"),
     ("mmio_exit_to_user", "MMIO write: decoded, to user mode and back"),
@@ -82,7 +86,7 @@ def ratio(a, b):
     return a["median"] / b["median"] if a and b and b["median"] > 0 else None
 
 
-def report(samples, exits, errors):
+def report(samples, exits, errors, kvm, machine):
     rows = []
     for name, what in BENCHMARKS:
         dev = {d: summary(samples.get(name, {}).get(d, [])) for d in ("kvm", "rkvm", "kvm-shadow", "rkvm-shadow")}
@@ -93,13 +97,16 @@ def report(samples, exits, errors):
                      "ratio_shadow": ratio(dev["rkvm-shadow"], dev["kvm-shadow"]),
                      "kvm_shadow_over_npt": ratio(dev["kvm-shadow"], dev["kvm"]),
                      "rkvm_shadow_over_npt": ratio(dev["rkvm-shadow"], dev["rkvm"])})
-    return {"rows": rows, "errors": errors, "note": "medians over rounds in one boot of the QEMU test VM (TCG); "
-            "absolute times are emulation, ratios compare rkvm with kvm_amd side by side"}
+    return {"rows": rows, "errors": errors, "kvm": kvm, "machine": machine,
+            "note": f"medians over rounds in one boot of the {machine}; "
+            f"absolute times are emulation, ratios compare rkvm with {kvm} side by side"}
 
 
 def table(rep):
-    out = ["| benchmark | KVM (kvm_amd) | rkvm | rkvm/KVM | exits/op KVM, rkvm |", "|---|---|---|---|---|"]
+    out = [f"| benchmark | KVM ({rep['kvm']}) | rkvm | rkvm/KVM | exits/op KVM, rkvm |", "|---|---|---|---|---|"]
     for r in rep["rows"]:
+        if not r["kvm"] and not r["rkvm"]:
+            continue
         def cell(s):
             if not s:
                 return "n/a"
@@ -110,13 +117,23 @@ def table(rep):
     out.append("")
     out.append("Median (min-max) per operation over the rounds; ratio of the medians; exits per "
                "operation from each vCPU's `exits` statistic (KVM_GET_STATS_FD), where measured.")
+    by_name = {r["name"]: r for r in rep["rows"]}
+    if any(by_name[n]["kvm_shadow"] or by_name[n]["rkvm_shadow"] for n in SHADOW_ROWS):
+        shadow_table(out, by_name)
+    if any(by_name[n]["kvm"] or by_name[n]["rkvm"] for n, _, _ in THROUGHPUT):
+        io_table(out, by_name)
+    for e in rep["errors"]:
+        out.append(f"- {e}")
+    return "\n".join(out) + "\n"
+
+
+def shadow_table(out, by_name):
     out.append("")
     out.append("Nested paging against shadow paging (kvm_amd npt=0, rkvm tdp=0), medians:")
     out.append("")
     out.append("| benchmark | KVM NPT | KVM shadow | shadow/NPT | rkvm NPT | rkvm shadow | shadow/NPT | rkvm/KVM shadow "
                "| exits/op shadow KVM, rkvm |")
     out.append("|---|---|---|---|---|---|---|---|---|")
-    by_name = {r["name"]: r for r in rep["rows"]}
     for name in SHADOW_ROWS:
         r = by_name[name]
         med = lambda s: fmt(s["median"], name) if s else "n/a"
@@ -124,6 +141,9 @@ def table(rep):
         out.append(f"| {r['what']} | {med(r['kvm'])} | {med(r['kvm_shadow'])} | {rat(r['kvm_shadow_over_npt'])} | "
                    f"{med(r['rkvm'])} | {med(r['rkvm_shadow'])} | {rat(r['rkvm_shadow_over_npt'])} | "
                    f"{rat(r['ratio_shadow'])} | {exits_cell(r, 'kvm-shadow')}, {exits_cell(r, 'rkvm-shadow')} |")
+
+
+def io_table(out, by_name):
     out.append("")
     out.append("Emulated against paravirtual I/O (timed between the guest's markers, medians over boots), "
                "throughput and exits:")
@@ -138,9 +158,6 @@ def table(rep):
                    f"{rate(r['rkvm'])} | {exits_cell(r, 'rkvm')} per {per} | "
                    f"{r['ratio']:.2f} |" if r["ratio"] is not None else
                    f"| {r['what'].split(',')[0]} | {rate(r['kvm'])} | - | {rate(r['rkvm'])} | - | n/a |")
-    for e in rep["errors"]:
-        out.append(f"- {e}")
-    return "\n".join(out) + "\n"
 
 
 def exits_cell(row, device):
@@ -150,16 +167,16 @@ def exits_cell(row, device):
     return f"{n:.0f}" if n >= 100 else f"{n:.3g}"
 
 
-def plot(rep, out_dir):
+def plot(rep, out_dir, name):
     rows = [r for r in rep["rows"] if r["ratio"] is not None]
     if not rows:
         return False
-    data = out_dir / "bench.dat"
+    data = out_dir / f"{name}.dat"
     data.write_text("".join(f"{i} {r['ratio']:.4f} \"{r['name']}\"\n" for i, r in enumerate(rows)))
     script = f"""
 set terminal pngcairo size 900,480 noenhanced
-set output '{out_dir / "bench.png"}'
-set title 'rkvm / KVM (kvm_amd), same QEMU test VM: below 1 is faster than KVM'
+set output '{out_dir / f"{name}.png"}'
+set title 'rkvm / KVM ({rep["kvm"]}), same {rep["machine"]}: below 1 is faster than KVM'
 set style fill solid 0.6
 set boxwidth 0.6
 set yrange [0:{max(1.2, 1.1 * max(r["ratio"] for r in rows)):.2f}]
@@ -177,20 +194,25 @@ plot '{data}' using 1:2:xtic(3) with boxes lc rgb '#4477aa', 1 with lines lc rgb
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    log, out_dir = Path(sys.argv[1]).read_text(errors="replace"), Path(sys.argv[2])
-    samples, exits, errors = parse(log)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("log", type=Path)
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--name", default="bench")
+    ap.add_argument("--kvm", default="kvm_amd")
+    ap.add_argument("--machine", default="QEMU test VM (TCG)")
+    args = ap.parse_args()
+    samples, exits, errors = parse(args.log.read_text(errors="replace"))
     if not samples:
         sys.exit("bench-report: no benchmark lines in the log" + "".join(f"\n  {e}" for e in errors))
-    rep = report(samples, exits, errors)
-    (out_dir / "bench.json").write_text(json.dumps(rep, indent=2) + "\n")
+    rep = report(samples, exits, errors, args.kvm, args.machine)
+    out = args.out_dir
+    (out / f"{args.name}.json").write_text(json.dumps(rep, indent=2) + "\n")
     text = table(rep)
-    (out_dir / "bench.md").write_text(text)
+    (out / f"{args.name}.md").write_text(text)
     print(text, end="")
-    made = plot(rep, out_dir)
-    print(f"written: {out_dir / 'bench.json'}, {out_dir / 'bench.md'}" + (f", {out_dir / 'bench.png'}" if made else
-                                                                           " (no plot: gnuplot missing)"))
+    made = plot(rep, out, args.name)
+    print(f"written: {out / (args.name + '.json')}, {out / (args.name + '.md')}" +
+          (f", {out / (args.name + '.png')}" if made else " (no plot: gnuplot missing)"))
 
 
 if __name__ == "__main__":

@@ -122,6 +122,12 @@ pub fn newer(bytes: &[u8], after: u64) -> impl Iterator<Item = ExitRecord> + '_ 
 /// reason`: records and counters keep one `u64` code for both vendors.
 pub const VMX_EXIT_TAG: u64 = 1 << 32;
 
+/// The code as the vendor's manual numbers it (VMX: the basic exit reason,
+/// without the tag).
+pub fn manual_code(code: u64) -> u64 {
+    code & !VMX_EXIT_TAG
+}
+
 /// The name of a raw exit code of either backend.
 pub fn exit_name(code: u64) -> &'static str {
     if code & VMX_EXIT_TAG != 0 {
@@ -379,6 +385,8 @@ mod tests {
     fn vmx_codes_have_names_and_counters() {
         let io = VMX_EXIT_TAG | u64::from(vmcs::reason::IO);
         assert_eq!(exit_name(io), "io");
+        assert_eq!(manual_code(io), 0x1e);
+        assert_eq!(manual_code(exit::NPF), exit::NPF);
         assert_eq!(bucket_code(exit_bucket(io)), Some(io));
         let ept = VMX_EXIT_TAG | u64::from(vmcs::reason::EPT_VIOLATION);
         assert_eq!(bucket_code(exit_bucket(ept)), Some(ept));

@@ -468,6 +468,7 @@ int main(int argc, char **argv)
 {
 	static const uint8_t cpuid[] = { 0x66, 0x31, 0xc0, 0x0f, 0xa2 };	/* xor %eax, %eax; cpuid */
 	static const uint8_t vmmcall[] = { 0x0f, 0x01, 0xd9 };			/* vmmcall */
+	static const uint8_t vmcall[] = { 0x0f, 0x01, 0xc1 };			/* vmcall (Intel) */
 	static const uint8_t out[] = { 0xe6, 0x80 };				/* out %al, $0x80 */
 	static const uint8_t mmio[] = { 0xa2, 0x00, 0x00 };			/* mov %al, %ds:0 */
 	static const uint8_t ds_9000[] = { 0xb8, 0x00, 0x90, 0x8e, 0xd8 };	/* mov $0x9000, %ax; mov %ax, %ds */
@@ -491,7 +492,8 @@ int main(int argc, char **argv)
 	if (wanted("vmmcall_exit")) {
 		if (vm_create(&vm))
 			die("creating a VM");
-		loop_bench(&vm, "vmmcall_exit", NULL, 0, vmmcall, sizeof(vmmcall), 5000);
+		/* The hypercall instruction of the processor's vendor. */
+		loop_bench(&vm, "vmmcall_exit", NULL, 0, host_is_intel() ? vmcall : vmmcall, sizeof(vmmcall), 5000);
 	}
 	if (wanted("io_exit_to_user")) {
 		if (vm_create(&vm))

@@ -19,22 +19,40 @@ case "$EMU" in
 esac
 SELFTESTS=$(ls /rkvm/selftests/)
 GUESTS=$(cd /rkvm/guests && ls *.bin | sed 's/\.bin$//')
-# The reference runs every selftest, except that kvm_intel cannot run guests
-# inside Bochs yet (it reports an invalid VMCS and the run stalls): under Bochs
-# the reference runs only the tests that do not enter a guest.
+# The reference runs every selftest, flat guest and Linux boot. Under Bochs
+# kvm_intel leaves out what a Bochs 2.7 bug turns into a hung test VM: after
+# a VM entry with RFLAGS.IF=0, Bochs masks external interrupts in guest mode
+# (see Documentation/vmx.md), and kvm_intel, unlike rkvm, has no
+# preemption timer armed to end the run. So under Bochs it skips the
+# selftests whose guests run with interrupts off without exiting (chaos,
+# fuzz, stress and torture tests, guest_test's spinning guest), and
+# debug_test's single step, which Bochs reports one instruction late (on
+# kvm_intel too: rkvm works around it). The flat guests and a Linux boot do
+# run, so the exit traces of kvm_intel and rkvm are compared there as well.
 case "$EMU" in
-    bochs) REFERENCE_SELFTESTS="api_test vm_test cpuid_test msr_test" ;;
+    bochs) REFERENCE_SELFTESTS="api_test cpuid_test debug_test guest_test msr_test paging_test stats_test vm_test" ;;
     *) REFERENCE_SELFTESTS=$SELFTESTS ;;
 esac
+# The kselftest filter arguments for the reference run of selftest $1.
+reference_filter() {
+    [ "$EMU" = bochs ] || return 0
+    case "$1" in
+        debug_test) echo "-T single_step" ;;
+        guest_test) echo "-T signal_interrupts_a_spinning_guest" ;;
+    esac
+}
 
 # Test plan: "name function [argument]" per line.
 PLAN="kvm_load t_kvm_load"
 for t in $REFERENCE_SELFTESTS; do [ -x "/rkvm/selftests/$t" ] && PLAN="$PLAN
-kvm:$t t_selftest /dev/kvm $t"; done
-[ "$EMU" = bochs ] || for g in $GUESTS; do PLAN="$PLAN
+kvm:$t t_selftest /dev/kvm $t $(reference_filter "$t")"; done
+for g in $GUESTS; do PLAN="$PLAN
 kvm:run:$g t_flat /dev/kvm $g"; done
+PLAN="$PLAN
+kvm:linux t_linux /dev/kvm"
+# The rest of the Linux tests exercise rkvm run's devices through real KVM:
+# under QEMU only (Bochs takes 25 s a boot).
 [ "$EMU" = bochs ] || PLAN="$PLAN
-kvm:linux t_linux /dev/kvm
 kvm:linux_reboot t_linux_reboot /dev/kvm
 kvm:linux_console_input t_linux_console_input /dev/kvm
 kvm:linux_virtio t_linux_virtio /dev/kvm
@@ -53,13 +71,11 @@ kvm_unload_shadow t_kvm_unload"
 # What runs in each of rkvm's MMU modes: the selftests, the flat guests
 # (each compared with its run through real KVM) and the Linux boots.
 # $1: the prefix of the test names ("rkvm" or "shadow").
-# Under Bochs there is no reference run to compare with (kvm_intel), so
-# the flat guests are checked against their expected output only.
 mmu_suite() {
     for t in $SELFTESTS; do echo "$1:$t t_selftest /dev/rkvm $t"; done
     for g in $GUESTS; do
         echo "$1:run:$g t_flat /dev/rkvm $g"
-        [ -f "/rkvm/guests/$g.nodiff" ] || [ "$EMU" = bochs ] || echo "$1:diff:$g t_flat_diff $g"
+        [ -f "/rkvm/guests/$g.nodiff" ] || echo "$1:diff:$g t_flat_diff $g"
     done
     echo "$1:linux t_linux /dev/rkvm $1"
     echo "$1:linux_reboot t_linux_reboot /dev/rkvm"
@@ -80,6 +96,8 @@ rkvm_refuses_busy_$BACKEND t_rkvm_refuses_busy"
 PLAN="$PLAN
 rkvm_info t_info /dev/rkvm
 rkvm_unload t_rkvm_unload"
+[ "$BACKEND" = vmx ] && PLAN="$PLAN
+linux_boot_times t_linux_times"
 # The same again with shadow page tables (rkvm.ko tdp=0).
 [ "$BACKEND" = svm ] && PLAN="$PLAN
 shadow_load t_rkvm_load tdp=0
@@ -127,7 +145,9 @@ t_kvm_unload() {
 
 # A kselftest binary: its own TAP becomes the subtests; exit 4 is a skip.
 t_selftest() {
-    RKVM_DEVICE=$1 "/rkvm/selftests/$2"
+    dev=$1 test=$2
+    shift 2
+    RKVM_DEVICE=$dev "/rkvm/selftests/$test" "$@"
 }
 
 # `rkvm run` of a flat guest: its console output and exit status must be
@@ -139,12 +159,11 @@ t_flat() {
     [ -f "$dir/$2.status" ] && want_status=$(cat "$dir/$2.status")
     status=0
     trace=/tmp/trace-$(basename "$1")-$2
-    # The exit trace is for the diff against KVM, which Bochs has no run
-    # of; there, reading the kernel's record after each exit would also
-    # take most of the time (about 80 ms an exit) and upset pit2-real's
-    # timing.
+    # The exit trace is for the diff against KVM (t_flat_diff); the guests
+    # that have none are timing-dependent, and under Bochs reading the
+    # kernel's record after each exit (about 80 ms there) upsets them.
     tracing=--trace-exits
-    [ "$EMU" = bochs ] && tracing=
+    [ -f "$dir/$2.nodiff" ] && tracing=
     rkvm run --device "$1" --flat "$dir/$2.bin" --mode "$mode" $tracing > /tmp/guest.out 2> "$trace" || status=$?
     grep -v '^rkvm: exit \|^rkvm: kexit ' "$trace" || true
     cmp -s /tmp/guest.out "$dir/$2.expected" || { echo "output:"; cat /tmp/guest.out; fail "output differs from $2.expected"; }
@@ -304,7 +323,10 @@ t_linux_console_input() {
         grep "vcpu0 *exits \|vcpu0 *io_exits \|pages_2m" /tmp/stat.out
         tail -n 3 /tmp/trace.out
         grep -q "^rkvm-$LINUX_PID-[0-9]*/vcpu0 *io_exits *[1-9]" /tmp/stat.out || fail "rkvm stat shows no I/O exits"
-        grep -q "^rkvm-$LINUX_PID-[0-9]*/vcpu0 *exit:io(0x7b) *[1-9]" /tmp/stat.out || fail "rkvm stat shows no exits by hardware code"
+        # The I/O exit code: SVM's 0x7b, VMX's basic exit reason 30.
+        io_code=0x7b
+        [ "$BACKEND" = vmx ] && io_code=0x1e
+        grep -q "^rkvm-$LINUX_PID-[0-9]*/vcpu0 *exit:io($io_code) *[1-9]" /tmp/stat.out || fail "rkvm stat shows no exits by hardware code"
         [ "$(grep -c ' -> \(user\|kernel\)' /tmp/trace.out)" -ge 100 ] || fail "rkvm trace shows fewer than 100 exits"
     fi
     echo "ping from the host" >&3
@@ -403,11 +425,17 @@ uptime_cs() {
 # The Linux boot times through both devices, side by side (a figure, not a
 # pass/fail criterion: emulated time is noise across runs, not within one).
 t_linux_times() {
-    for run in kvm rkvm kvm-shadow shadow; do
+    runs="kvm rkvm kvm-shadow shadow"
+    [ "$BACKEND" = vmx ] && runs="kvm rkvm"
+    for run in $runs; do
         [ -f "/tmp/linux-cs-$run" ] || fail "the Linux boot '$run' did not run"
     done
     secs() { cs=$(cat "/tmp/linux-cs-$1"); echo "$((cs / 100)).$((cs / 10 % 10))s"; }
     ratio() { a=$(cat "/tmp/linux-cs-$1") b=$(cat "/tmp/linux-cs-$2"); echo "$((a * 100 / (b > 0 ? b : 1)))%"; }
+    if [ "$BACKEND" = vmx ]; then
+        echo "Linux boot to /init and halt, EPT: kvm_intel $(secs kvm), rkvm $(secs rkvm), rkvm/kvm = $(ratio rkvm kvm)"
+        return
+    fi
     echo "Linux boot to /init and halt, nested paging: kvm_amd $(secs kvm), rkvm $(secs rkvm), rkvm/kvm = $(ratio rkvm kvm)"
     echo "Linux boot to /init and halt, shadow paging: kvm_amd npt=0 $(secs kvm-shadow), rkvm tdp=0 $(secs shadow), rkvm/kvm = $(ratio shadow kvm-shadow)"
 }
@@ -531,7 +559,16 @@ t_deliberate_failure() {
 say "KTAP version 1"
 say "1..$(echo "$PLAN" | wc -l)"
 n=0
+# A signal that ends the runner says so (a run once stopped mid-plan with no
+# message: suspected, a busybox `timeout` whose program had exited killing
+# a process that reused its pid).
+for sig in HUP INT TERM; do
+    trap 'say "rkvm-runner: stopped by SIG'$sig' after test $n"; exit 1' $sig
+done
 echo "$PLAN" | while read -r name fn args; do
+    for sig in HUP INT TERM; do
+        trap 'say "rkvm-runner: stopped by SIG'$sig' in test $n ($name)"; exit 1' $sig
+    done
     n=$((n + 1))
     start=$(date +%s)
     # shellcheck disable=SC2086
