@@ -93,6 +93,10 @@ impl ExitTrace {
 
 impl BinaryWriter for ExitTrace {
     fn write_to_slice(&self, writer: &mut UserSliceWriter, offset: &mut Offset) -> Result<usize> {
+        // At the end: nothing to copy (readers read until a 0).
+        if usize::try_from(*offset).map_or(true, |o| o >= RING_RECORDS * RECORD_SIZE) {
+            return Ok(0);
+        }
         let mut bytes = KVVec::with_capacity(RING_RECORDS * RECORD_SIZE, GFP_KERNEL)?;
         bytes.resize(RING_RECORDS * RECORD_SIZE, 0, GFP_KERNEL)?;
         for (chunk, slot) in bytes.chunks_exact_mut(RECORD_SIZE).zip(self.slots.iter()) {

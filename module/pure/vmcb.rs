@@ -435,28 +435,9 @@ impl IoExit {
     }
 }
 
-/// A segment's attributes, unpacked: the fields of `struct kvm_segment` that
-/// the VMCB packs into 12 bits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SegAttrib {
-    /// Type (4 bits).
-    pub type_: u8,
-    /// S: code/data (1) or system (0).
-    pub s: bool,
-    /// DPL.
-    pub dpl: u8,
-    /// P.
-    pub present: bool,
-    /// AVL.
-    pub avl: bool,
-    /// L: 64-bit code.
-    pub l: bool,
-    /// D/B.
-    pub db: bool,
-    /// G.
-    pub g: bool,
-}
+pub use super::x86::SegAttrib;
 
+/// The VMCB packs a segment's attributes into 12 bits.
 impl SegAttrib {
     /// Packs into the VMCB format: type 3:0, S 4, DPL 6:5, P 7, AVL 8, L 9,
     /// DB 10, G 11.

@@ -9,6 +9,8 @@
 //! the exit reasons, and the decoding of exit qualifications, so that the
 //! backend (`vmx/`) never handles a bare number.
 
+use super::x86::SegAttrib;
+
 /// A VMCS field encoding. Bits 14:13 give the width, bit 0 the high half of
 /// a 64-bit field (never used: rkvm runs in 64-bit mode and accesses whole
 /// fields).
@@ -302,61 +304,35 @@ pub mod ar {
     pub const ACCESSED: u32 = 1;
 }
 
-/// The fields of `struct kvm_segment` that describe a segment, and back.
-/// Kept apart from the uapi struct so that the conversion is testable here.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SegmentFlags {
-    /// Type (4 bits).
-    pub type_: u8,
-    /// S.
-    pub s: bool,
-    /// DPL.
-    pub dpl: u8,
-    /// P.
-    pub present: bool,
-    /// AVL.
-    pub avl: bool,
-    /// L.
-    pub l: bool,
-    /// D/B.
-    pub db: bool,
-    /// G.
-    pub g: bool,
-    /// Unusable.
-    pub unusable: bool,
+/// Access rights of a segment with attributes `a`, as KVM computes them: a
+/// segment that is unusable or not present is unusable, with no other bit.
+pub fn access_rights(a: &SegAttrib, unusable: bool) -> u32 {
+    if unusable || !a.present {
+        return ar::UNUSABLE;
+    }
+    u32::from(a.type_ & 0xf)
+        | if a.s { ar::S } else { 0 }
+        | (u32::from(a.dpl & 3) << ar::DPL_SHIFT)
+        | ar::P
+        | if a.avl { ar::AVL } else { 0 }
+        | if a.l { ar::L } else { 0 }
+        | if a.db { ar::DB } else { 0 }
+        | if a.g { ar::G } else { 0 }
 }
 
-impl SegmentFlags {
-    /// The access rights, as KVM computes them: a segment that is unusable
-    /// or not present is unusable, with no other bit.
-    pub fn to_ar(self) -> u32 {
-        if self.unusable || !self.present {
-            return ar::UNUSABLE;
-        }
-        u32::from(self.type_ & 0xf)
-            | if self.s { ar::S } else { 0 }
-            | (u32::from(self.dpl & 3) << ar::DPL_SHIFT)
-            | ar::P
-            | if self.avl { ar::AVL } else { 0 }
-            | if self.l { ar::L } else { 0 }
-            | if self.db { ar::DB } else { 0 }
-            | if self.g { ar::G } else { 0 }
-    }
-
-    /// The flags of access rights `a`.
-    pub fn from_ar(a: u32) -> Self {
-        SegmentFlags {
-            type_: (a & ar::TYPE) as u8,
-            s: a & ar::S != 0,
-            dpl: ((a >> ar::DPL_SHIFT) & 3) as u8,
-            present: a & ar::P != 0,
-            avl: a & ar::AVL != 0,
-            l: a & ar::L != 0,
-            db: a & ar::DB != 0,
-            g: a & ar::G != 0,
-            unusable: a & ar::UNUSABLE != 0,
-        }
-    }
+/// The attributes in access rights `r`, and whether the segment is unusable.
+pub fn attributes(r: u32) -> (SegAttrib, bool) {
+    let a = SegAttrib {
+        type_: (r & ar::TYPE) as u8,
+        s: r & ar::S != 0,
+        dpl: ((r >> ar::DPL_SHIFT) & 3) as u8,
+        present: r & ar::P != 0,
+        avl: r & ar::AVL != 0,
+        l: r & ar::L != 0,
+        db: r & ar::DB != 0,
+        g: r & ar::G != 0,
+    };
+    (a, r & ar::UNUSABLE != 0)
 }
 
 /// Pin-based execution controls.
@@ -941,16 +917,16 @@ mod tests {
     #[test]
     fn segment_access_rights_round_trip() {
         // A 64-bit kernel code segment: type 0xb, S, P, L, G.
-        let cs = SegmentFlags { type_: 0xb, s: true, dpl: 0, present: true, l: true, g: true, ..Default::default() };
-        assert_eq!(cs.to_ar(), 0xa09b);
-        assert_eq!(SegmentFlags::from_ar(0xa09b), cs);
+        let cs = SegAttrib { type_: 0xb, s: true, dpl: 0, present: true, l: true, g: true, ..Default::default() };
+        assert_eq!(access_rights(&cs, false), 0xa09b);
+        assert_eq!(attributes(0xa09b), (cs, false));
         // Real-mode data segment at reset.
-        let ds = SegmentFlags { type_: 3, s: true, present: true, ..Default::default() };
-        assert_eq!(ds.to_ar(), 0x93);
+        let ds = SegAttrib { type_: 3, s: true, present: true, ..Default::default() };
+        assert_eq!(access_rights(&ds, false), 0x93);
         // Not present (or marked unusable): unusable, nothing else.
-        assert_eq!(SegmentFlags { present: false, ..cs }.to_ar(), ar::UNUSABLE);
-        assert_eq!(SegmentFlags { unusable: true, ..cs }.to_ar(), ar::UNUSABLE);
-        assert!(SegmentFlags::from_ar(ar::UNUSABLE).unusable);
+        assert_eq!(access_rights(&SegAttrib { present: false, ..cs }, false), ar::UNUSABLE);
+        assert_eq!(access_rights(&cs, true), ar::UNUSABLE);
+        assert!(attributes(ar::UNUSABLE).1);
     }
 
     #[test]

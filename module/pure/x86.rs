@@ -132,6 +132,28 @@ pub fn reset_apic_base(bsp: bool) -> u64 {
     0xfee0_0000 | 1 << 11 | if bsp { 1 << 8 } else { 0 }
 }
 
+/// A segment descriptor's attributes, as `struct kvm_segment` spells them;
+/// the VMCB (`vmcb`) and the VMCS (`vmcs`) each pack them their own way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegAttrib {
+    /// Type (4 bits).
+    pub type_: u8,
+    /// S: code/data (1) or system (0).
+    pub s: bool,
+    /// DPL.
+    pub dpl: u8,
+    /// P.
+    pub present: bool,
+    /// AVL.
+    pub avl: bool,
+    /// L: 64-bit code.
+    pub l: bool,
+    /// D/B.
+    pub db: bool,
+    /// G.
+    pub g: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,10 +45,10 @@ use crate::{
         paging::{GuestPhys, HostPhys},
         shadow::GuestPaging,
         vmcs::{
-            self, ar, field, reason, IntrInfo, IoQualification, Seg, Segment, SegmentFlags,
-            INTERRUPTIBILITY_STI_MOVSS, PENDING_DBG_BS,
+            self, ar, field, reason, IntrInfo, IoQualification, Seg, Segment, INTERRUPTIBILITY_STI_MOVSS,
+            PENDING_DBG_BS,
         },
-        x86::{self, efer},
+        x86::{self, efer, SegAttrib},
     },
     sys::{self, FpuGuard},
 };
@@ -502,7 +502,7 @@ impl VmxVcpu {
 
     /// The address size of the code segment, in bytes.
     fn address_size(&self) -> u8 {
-        let cs = SegmentFlags::from_ar(self.state.seg(Seg::Cs).ar);
+        let (cs, _) = vmcs::attributes(self.state.seg(Seg::Cs).ar);
         if self.state.efer & efer::LMA != 0 && cs.l {
             8
         } else if cs.db {
@@ -592,20 +592,20 @@ fn write_dr7(value: u64) {
 /// The VMCS segment as `struct kvm_segment`, as kvm_intel reports it: the
 /// access rights decide, and an unusable segment is not present.
 fn to_kvm_segment(s: &Segment) -> uapi::kvm_segment {
-    let f = SegmentFlags::from_ar(s.ar);
+    let (a, unusable) = vmcs::attributes(s.ar);
     uapi::kvm_segment {
         base: s.base,
         limit: s.limit,
         selector: s.selector,
-        type_: f.type_,
-        present: u8::from(!f.unusable),
-        dpl: f.dpl,
-        db: u8::from(f.db),
-        s: u8::from(f.s),
-        l: u8::from(f.l),
-        g: u8::from(f.g),
-        avl: u8::from(f.avl),
-        unusable: u8::from(f.unusable),
+        type_: a.type_,
+        present: u8::from(!unusable),
+        dpl: a.dpl,
+        db: u8::from(a.db),
+        s: u8::from(a.s),
+        l: u8::from(a.l),
+        g: u8::from(a.g),
+        avl: u8::from(a.avl),
+        unusable: u8::from(unusable),
         padding: 0,
     }
 }
@@ -614,7 +614,7 @@ fn to_kvm_segment(s: &Segment) -> uapi::kvm_segment {
 /// bit of a usable segment's type is set (except LDTR's): unrestricted
 /// guest requires it, and some userspace leaves it clear.
 fn from_kvm_segment(k: &uapi::kvm_segment, seg: Seg) -> Segment {
-    let f = SegmentFlags {
+    let a = SegAttrib {
         type_: k.type_,
         s: k.s & 1 != 0,
         dpl: k.dpl & 3,
@@ -623,13 +623,12 @@ fn from_kvm_segment(k: &uapi::kvm_segment, seg: Seg) -> Segment {
         l: k.l & 1 != 0,
         db: k.db & 1 != 0,
         g: k.g & 1 != 0,
-        unusable: k.unusable != 0,
     };
-    let mut a = f.to_ar();
-    if a & ar::UNUSABLE == 0 && seg != Seg::Ldtr {
-        a |= ar::ACCESSED;
+    let mut r = vmcs::access_rights(&a, k.unusable != 0);
+    if r & ar::UNUSABLE == 0 && seg != Seg::Ldtr {
+        r |= ar::ACCESSED;
     }
-    Segment { selector: k.selector, base: k.base, limit: k.limit, ar: a }
+    Segment { selector: k.selector, base: k.base, limit: k.limit, ar: r }
 }
 
 /// The host's time-stamp counter.

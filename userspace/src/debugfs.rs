@@ -101,7 +101,20 @@ impl TraceReader {
     /// The new records, oldest first, and how many were lost (overwritten
     /// before they were read).
     pub fn read_new(&mut self) -> Result<(Vec<ExitRecord>, u64), String> {
-        let bytes = std::fs::read(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        // One read of the whole ring: the kernel copies all of it for every
+        // read() call, and std::fs::read would make several (a debugfs file
+        // has no size), which under Bochs took most of an exit's time.
+        let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        let mut file = std::fs::File::open(&self.path).map_err(err)?;
+        let mut bytes = vec![0u8; trace::RING_RECORDS * trace::RECORD_SIZE];
+        let mut filled = 0;
+        while filled < bytes.len() {
+            match std::io::Read::read(&mut file, &mut bytes[filled..]).map_err(err)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        bytes.truncate(filled);
         let records: Vec<ExitRecord> = trace::newer(&bytes, self.last_seq).collect();
         let lost = records.first().map_or(0, |r| r.seq - self.last_seq - 1);
         if let Some(last) = records.last() {
