@@ -24,6 +24,10 @@ pub(crate) struct Caps {
     pub(super) revision: u32,
     /// The controls every guest runs with.
     pub(super) controls: Controls,
+    /// The host's STAR, LSTAR, CSTAR and SFMASK: Linux programs the same
+    /// values on every CPU when it brings it up (`syscall_init`) and never
+    /// changes them, so they are read once, not around every run.
+    pub(super) host_syscall_msrs: [u64; 4],
 }
 
 fn read_caps() -> Result<Caps> {
@@ -55,7 +59,8 @@ fn read_caps() -> Result<Caps> {
         pr_err!("VMX capability MSRs: {:x?}\n", caps);
         ENODEV
     })?;
-    Ok(Caps { revision: basic.revision(), controls })
+    let host_syscall_msrs = [msr(crate::pure::msr::STAR)?, msr(crate::pure::msr::LSTAR)?, msr(crate::pure::msr::CSTAR)?, msr(crate::pure::msr::SFMASK)?];
+    Ok(Caps { revision: basic.revision(), controls, host_syscall_msrs })
 }
 
 /// # Safety

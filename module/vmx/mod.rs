@@ -9,7 +9,10 @@
 //!
 //! 1. CR4.VMXE and VMXON (`ops::RootOperation`);
 //! 2. VMCLEAR and VMPTRLD of the vCPU's VMCS (`ops::Current`);
-//! 3. VMWRITE of every control, host and guest field;
+//! 3. VMWRITE of what changed since the last entry (the VMCS region keeps
+//!    the rest across VMCLEAR and VMPTRLD): the controls that change, the
+//!    host fields when the CPU or the host state did, the guest state the
+//!    guest or the emulator changes, and the rest when rkvm changed it;
 //! 4. VMLAUNCH (`vmenter.S`), and after the exit VMREAD of the exit
 //!    information and of the guest state;
 //! 5. VMCLEAR, VMXOFF, CR4.VMXE cleared, host state the exit did not
@@ -78,7 +81,7 @@ struct Gprs {
 /// `struct rkvm_vmx_host` of `helpers.h`: host state read before the run
 /// and put back after it.
 #[repr(C)]
-#[derive(Default)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct HostState {
     fs_base: u64,
     gs_base: u64,
@@ -94,9 +97,10 @@ struct HostState {
     gs: u16,
 }
 
-/// MSRs the VMCS does not switch: the SYSCALL ones (KERNEL_GS_BASE is put
-/// back by `rkvm_vmx_host_restore`).
-const SWITCHED_MSRS: [u32; 5] = [msr::STAR, msr::LSTAR, msr::CSTAR, msr::SFMASK, msr::KERNEL_GS_BASE];
+/// MSRs the VMCS does not switch: the SYSCALL ones, then KERNEL_GS_BASE
+/// (the host's is put back by `rkvm_vmx_host_restore`). The guest's are
+/// `GuestState::msrs`, in this order.
+const SWITCHED_MSRS: [u32; 4] = [msr::STAR, msr::LSTAR, msr::CSTAR, msr::SFMASK];
 
 /// IA32_DEBUGCTL, which a VM exit clears.
 const MSR_DEBUGCTL: u32 = 0x1d9;
@@ -136,7 +140,9 @@ struct GuestState {
     pending_dbg: u64,
     pdptes: [u64; 4],
     /// SWITCHED_MSRS' guest values.
-    msrs: [u64; 5],
+    msrs: [u64; 4],
+    /// KERNEL_GS_BASE.
+    kernel_gs_base: u64,
     tsc_offset: u64,
     /// CR8 (the task priority), with no local APIC to act on it.
     tpr: u64,
@@ -202,6 +208,17 @@ pub(crate) struct VmxVcpu {
     /// The CPU and EPT epoch of the last INVEPT: translations cached on
     /// another CPU, or before a mapping changed, must not be used.
     flushed: Option<(usize, u64)>,
+    /// What the VMCS region already holds (its contents survive VMCLEAR,
+    /// which writes them back to memory, and come back with VMPTRLD): the
+    /// EPT pointer the fixed controls were written with (`None`: nothing
+    /// of rkvm's yet), and the CPU and host state of the host fields.
+    /// Only what changed is written at the next entry.
+    written_eptp: Option<u64>,
+    written_host: Option<(usize, HostState)>,
+    /// Guest state that only rkvm changes (segments, descriptor tables,
+    /// SYSENTER, PAT, PDPTEs: the guest's own changes come back with each
+    /// exit) changed since it was written.
+    cold_dirty: bool,
 }
 
 /// A zeroed 4 KiB region with the revision identifier in its first word.
@@ -235,6 +252,9 @@ impl VmxVcpu {
             bsp,
             cpu: 0,
             flushed: None,
+            written_eptp: None,
+            written_host: None,
+            cold_dirty: true,
         };
         vcpu.reset();
         Ok(KBox::new(vcpu, GFP_KERNEL)? as KBox<dyn ArchVcpu>)
@@ -264,27 +284,44 @@ impl VmxVcpu {
             vmcs.invept(eptp, c.invept_single);
             self.flushed = Some((cpu, tlb_epoch));
         }
-        self.write_controls(&vmcs, eptp);
-        write_host(&vmcs, &host);
+        if self.written_eptp != Some(eptp) {
+            self.write_fixed_controls(&vmcs, eptp);
+            self.cold_dirty = true;
+        }
+        self.write_controls(&vmcs);
+        if self.written_host != Some((cpu, host)) {
+            write_host(&vmcs, &host);
+        }
         self.write_guest(&vmcs);
         if let Err(f) = vmcs.writes_ok() {
+            // Write everything again next time.
+            self.written_eptp = None;
+            self.written_host = None;
             return Err(EntryError::Write(f.0));
         }
+        self.written_eptp = Some(eptp);
+        self.written_host = Some((cpu, host));
+        self.cold_dirty = false;
 
-        let mut host_msrs = [0u64; SWITCHED_MSRS.len()];
-        for ((index, host_value), guest_value) in SWITCHED_MSRS.iter().zip(&mut host_msrs).zip(self.state.msrs) {
-            *host_value = sys::rdmsr(*index).unwrap_or(0);
-            let _ = sys::wrmsr(*index, guest_value);
+        // The SYSCALL MSRs (where the guest's differ from the host's) and
+        // KERNEL_GS_BASE, which SWAPGS in the guest changes without an
+        // exit; the others change only by WRMSR, which exits.
+        let host_msrs = self.caps.host_syscall_msrs;
+        for ((index, host_value), guest_value) in SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs) {
+            if guest_value != host_value {
+                let _ = sys::wrmsr(*index, guest_value);
+            }
         }
+        let _ = sys::wrmsr(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
         self.fx.restore(fpu);
         // SAFETY: in VMX root operation with this vCPU's VMCS current and
         // fully written; `gprs` is ours; interrupts are off and the FPU is
         // the guest's for the duration.
         let launched = unsafe { rkvm_vmx_vmlaunch(&mut self.gprs) };
         self.fx.save(fpu);
-        for ((index, host_value), guest_value) in SWITCHED_MSRS.iter().zip(host_msrs).zip(&mut self.state.msrs) {
-            *guest_value = sys::rdmsr(*index).unwrap_or(0);
-            if *index != msr::KERNEL_GS_BASE {
+        self.state.kernel_gs_base = sys::rdmsr(msr::KERNEL_GS_BASE).unwrap_or(0);
+        for ((index, host_value), guest_value) in SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs) {
+            if guest_value != host_value {
                 let _ = sys::wrmsr(*index, host_value);
             }
         }
@@ -318,43 +355,69 @@ impl VmxVcpu {
         result
     }
 
-    fn write_controls(&self, v: &ops::Current<'_>, eptp: u64) {
+    /// The controls that stay the same for the vCPU's life.
+    fn write_fixed_controls(&self, v: &ops::Current<'_>, eptp: u64) {
         let c = self.caps.controls;
-        let s = &self.state;
-        let window = if self.irq_window { vmcs::proc::INTR_WINDOW_EXITING } else { 0 };
-        let ia32e = if s.efer & efer::LMA != 0 { vmcs::entry_ctl::IA32E_MODE } else { 0 };
         v.write(field::PIN_CONTROLS, c.pin.into());
-        v.write(field::PROC_CONTROLS, (c.proc | window).into());
         v.write(field::PROC_CONTROLS2, c.proc2.into());
         v.write(field::EXIT_CONTROLS, c.exit.into());
-        v.write(field::ENTRY_CONTROLS, (c.entry | ia32e).into());
-        v.write(field::EXCEPTION_BITMAP, if self.single_step { 1 << DB_VECTOR } else { 0 });
         v.write(field::CR3_TARGET_COUNT, 0);
         v.write(field::EXIT_MSR_STORE_COUNT, 0);
         v.write(field::EXIT_MSR_LOAD_COUNT, 0);
         v.write(field::ENTRY_MSR_LOAD_COUNT, 0);
         v.write(field::CR0_MASK, c.cr0_host_owned);
-        v.write(field::CR0_READ_SHADOW, s.cr0);
         v.write(field::CR4_MASK, c.cr4_host_owned);
-        v.write(field::CR4_READ_SHADOW, s.cr4);
         v.write(field::EPT_POINTER, eptp);
         if c.vpid {
             v.write(field::VPID, self.vpid.0.into());
         }
+        v.write(field::VMCS_LINK_POINTER, u64::MAX);
+    }
+
+    /// The controls that change from one entry to the next.
+    fn write_controls(&self, v: &ops::Current<'_>) {
+        let c = self.caps.controls;
+        let s = &self.state;
+        let window = if self.irq_window { vmcs::proc::INTR_WINDOW_EXITING } else { 0 };
+        let ia32e = if s.efer & efer::LMA != 0 { vmcs::entry_ctl::IA32E_MODE } else { 0 };
+        v.write(field::PROC_CONTROLS, (c.proc | window).into());
+        v.write(field::ENTRY_CONTROLS, (c.entry | ia32e).into());
+        v.write(field::EXCEPTION_BITMAP, if self.single_step { 1 << DB_VECTOR } else { 0 });
+        v.write(field::CR0_READ_SHADOW, s.cr0);
+        v.write(field::CR4_READ_SHADOW, s.cr4);
         v.write(field::TSC_OFFSET, s.tsc_offset);
         if let Some(rate) = c.preemption_timer_rate {
             v.write(field::PREEMPTION_TIMER_VALUE, preemption_timer_ticks(rate));
         }
-        v.write(field::VMCS_LINK_POINTER, u64::MAX);
         let (info, error, len) = self.event;
         v.write(field::ENTRY_INTR_INFO, info.0.into());
         v.write(field::ENTRY_EXCEPTION_ERROR_CODE, error.into());
         v.write(field::ENTRY_INSTRUCTION_LEN, len.into());
     }
 
+    /// The guest state: what the guest changes itself (and the emulator
+    /// after an exit) every time, the rest when rkvm changed it.
     fn write_guest(&self, v: &ops::Current<'_>) {
         let c = self.caps.controls;
         let s = &self.state;
+        v.write(field::GUEST_CR0, s.cr0 | c.cr0_fixed1);
+        v.write(field::GUEST_CR3, s.cr3);
+        v.write(field::GUEST_CR4, s.cr4 | c.cr4_host_owned);
+        v.write(field::GUEST_EFER, s.efer);
+        v.write(field::GUEST_RSP, self.gprs.regs[4]);
+        v.write(field::GUEST_RIP, s.rip);
+        v.write(field::GUEST_RFLAGS, s.rflags);
+        // Single-stepping over an instruction that blocks interrupts: the
+        // entry checks want the pending single step recorded.
+        let mut pending = s.pending_dbg;
+        if s.rflags & x86::RFLAGS_TF != 0 && s.interruptibility & INTERRUPTIBILITY_STI_MOVSS != 0 {
+            pending |= PENDING_DBG_BS;
+        }
+        v.write(field::GUEST_PENDING_DBG, pending);
+        v.write(field::GUEST_INTERRUPTIBILITY, s.interruptibility.into());
+        if !self.cold_dirty {
+            return;
+        }
         for seg in Seg::ALL {
             let g = s.seg(seg);
             v.write(seg.selector(), g.selector.into());
@@ -366,27 +429,12 @@ impl VmxVcpu {
         v.write(field::GUEST_GDTR_LIMIT, s.gdtr.1.into());
         v.write(field::GUEST_IDTR_BASE, s.idtr.0);
         v.write(field::GUEST_IDTR_LIMIT, s.idtr.1.into());
-        v.write(field::GUEST_CR0, s.cr0 | c.cr0_fixed1);
-        v.write(field::GUEST_CR3, s.cr3);
-        v.write(field::GUEST_CR4, s.cr4 | c.cr4_host_owned);
         v.write(field::GUEST_DR7, x86::RESET_DR7);
         v.write(field::GUEST_DEBUGCTL, 0);
-        v.write(field::GUEST_RSP, self.gprs.regs[4]);
-        v.write(field::GUEST_RIP, s.rip);
-        v.write(field::GUEST_RFLAGS, s.rflags);
-        // Single-stepping over an instruction that blocks interrupts: the
-        // entry checks want the pending single step recorded.
-        let mut pending = s.pending_dbg;
-        if s.rflags & x86::RFLAGS_TF != 0 && s.interruptibility & INTERRUPTIBILITY_STI_MOVSS != 0 {
-            pending |= PENDING_DBG_BS;
-        }
-        v.write(field::GUEST_PENDING_DBG, pending);
         v.write(field::GUEST_SYSENTER_CS, s.sysenter[0]);
         v.write(field::GUEST_SYSENTER_ESP, s.sysenter[1]);
         v.write(field::GUEST_SYSENTER_EIP, s.sysenter[2]);
-        v.write(field::GUEST_EFER, s.efer);
         v.write(field::GUEST_PAT, s.pat);
-        v.write(field::GUEST_INTERRUPTIBILITY, s.interruptibility.into());
         v.write(field::GUEST_ACTIVITY_STATE, 0);
         for (i, pdpte) in s.pdptes.iter().enumerate() {
             v.write(field::guest_pdpte(i as u32), *pdpte);
@@ -427,8 +475,11 @@ impl VmxVcpu {
         s.rflags = v.read(field::GUEST_RFLAGS);
         s.interruptibility = v.read(field::GUEST_INTERRUPTIBILITY) as u32;
         s.pending_dbg = v.read(field::GUEST_PENDING_DBG);
-        for (i, pdpte) in s.pdptes.iter_mut().enumerate() {
-            *pdpte = v.read(field::guest_pdpte(i as u32));
+        // The PDPTEs mean something in PAE paging only.
+        if s.cr0 & x86::cr0::PG != 0 && s.cr4 & x86::cr4::PAE != 0 && s.efer & efer::LMA == 0 {
+            for (i, pdpte) in s.pdptes.iter_mut().enumerate() {
+                *pdpte = v.read(field::guest_pdpte(i as u32));
+            }
         }
     }
 
@@ -702,6 +753,7 @@ impl ArchVcpu for VmxVcpu {
         *s.seg_mut(Seg::Ldtr) = seg(0, 0, 0x82);
         *s.seg_mut(Seg::Tr) = seg(0, 0, 0x8b);
         self.state = s;
+        self.cold_dirty = true;
         self.gprs = Gprs::default();
         self.gprs.regs[2] = x86::RESET_RDX;
         self.event = (IntrInfo(0), 0, 0);
@@ -786,6 +838,7 @@ impl ArchVcpu for VmxVcpu {
         s.gdtr = (k.gdt.base, u32::from(k.gdt.limit));
         s.idtr = (k.idt.base, u32::from(k.idt.limit));
         s.tpr = k.cr8 & 0xf;
+        self.cold_dirty = true;
         self.gprs.cr2 = k.cr2;
         self.apic_base = k.apic_base;
         self.set_paging(GuestPaging { cr0: k.cr0, cr3: k.cr3, cr4: k.cr4, efer: k.efer });
@@ -810,6 +863,7 @@ impl ArchVcpu for VmxVcpu {
 
     fn set_pdptes(&mut self, pdptes: [u64; 4]) {
         self.state.pdptes = pdptes;
+        self.cold_dirty = true;
     }
 
     fn cr8(&self) -> u64 {
@@ -916,11 +970,14 @@ impl ArchVcpu for VmxVcpu {
             msr::EFER => s.efer,
             msr::FS_BASE => s.seg(Seg::Fs).base,
             msr::GS_BASE => s.seg(Seg::Gs).base,
+            msr::KERNEL_GS_BASE => s.kernel_gs_base,
             i => return switched(i),
         })
     }
 
     fn set_msr(&mut self, index: u32, value: u64, host: bool) -> bool {
+        // SYSENTER, PAT and the FS/GS bases live with the cold state.
+        self.cold_dirty = true;
         let canonical = msr::canonical(value);
         let p = self.paging();
         let s = &mut self.state;
@@ -946,7 +1003,8 @@ impl ArchVcpu for VmxVcpu {
             }
             msr::FS_BASE if canonical => s.seg_mut(Seg::Fs).base = value,
             msr::GS_BASE if canonical => s.seg_mut(Seg::Gs).base = value,
-            msr::STAR | msr::LSTAR | msr::CSTAR | msr::SFMASK | msr::KERNEL_GS_BASE => {
+            msr::KERNEL_GS_BASE if canonical => s.kernel_gs_base = value,
+            msr::STAR | msr::LSTAR | msr::CSTAR | msr::SFMASK => {
                 let valid = match index {
                     msr::STAR => true,
                     msr::SFMASK => value >> 32 == 0,
