@@ -588,7 +588,7 @@ fn write_host(v: &ops::Current<'_>, h: &HostState) {
     let plain = |sel: u16| if sel & 7 == 0 { sel } else { 0 };
     v.write(field::HOST_CR0, h.cr0);
     v.write(field::HOST_CR3, h.cr3);
-    v.write(field::HOST_CR4, read_cr4());
+    v.write(field::HOST_CR4, ops::read_cr4());
     v.write(field::HOST_ES_SELECTOR, 0);
     v.write(field::HOST_DS_SELECTOR, 0);
     v.write(field::HOST_CS_SELECTOR, cs.into());
@@ -617,13 +617,6 @@ fn host_selectors() -> (u16, u16, u16) {
             out(reg) cs, out(reg) ss, out(reg) tr, options(nomem, nostack, preserves_flags));
     }
     (cs, ss, tr)
-}
-
-fn read_cr4() -> u64 {
-    let cr4: u64;
-    // SAFETY: reading CR4 has no side effect.
-    unsafe { core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
-    cr4
 }
 
 fn read_dr7() -> u64 {

@@ -35,7 +35,8 @@ pub(super) enum OpError {
 #[repr(C, align(4096))]
 pub(super) struct Region(pub(super) [u32; 1024]);
 
-fn read_cr4() -> u64 {
+/// CR4 as it is now.
+pub(super) fn read_cr4() -> u64 {
     let cr4: u64;
     // SAFETY: reading CR4 has no side effect (CPL 0).
     unsafe { asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
