@@ -19,6 +19,8 @@
 #include <asm/asm.h>
 #include <asm/ibt.h>
 
+#include "../entry.h"
+
 #define G_RBX	0x00
 #define G_RCX	0x08
 #define G_RDX	0x10
@@ -107,16 +109,8 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	mov	16(%rsp), %rax
 	vmload	%rax		/* host FS/GS/... back */
 
-	/* No guest value survives in a register the caller may use. */
 	xor	%eax, %eax
-	xor	%ecx, %ecx
-	xor	%edx, %edx
-	xor	%esi, %esi
-	xor	%edi, %edi
-	xor	%r8d, %r8d
-	xor	%r9d, %r9d
-	xor	%r10d, %r10d
-	xor	%r11d, %r11d
+	RKVM_CLEAR_CALLER_SAVED
 
 	add	$24, %rsp
 	pop	%rbx

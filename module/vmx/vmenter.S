@@ -19,6 +19,8 @@
 #include <linux/linkage.h>
 #include <asm/asm.h>
 
+#include "../entry.h"
+
 #define G_RAX	0x00
 #define G_RCX	0x08
 #define G_RDX	0x10
@@ -111,15 +113,7 @@ SYM_FUNC_START(rkvm_vmx_vmlaunch)
 	mov	$2, %eax
 
 .Lout:
-	/* No guest value survives in a register the caller may use. */
-	xor	%ecx, %ecx
-	xor	%edx, %edx
-	xor	%esi, %esi
-	xor	%edi, %edi
-	xor	%r8d, %r8d
-	xor	%r9d, %r9d
-	xor	%r10d, %r10d
-	xor	%r11d, %r11d
+	RKVM_CLEAR_CALLER_SAVED
 
 	add	$8, %rsp
 	pop	%rbx
