@@ -212,10 +212,14 @@ pub(crate) trait ArchVcpu: Send {
     fn set_paging(&mut self, paging: GuestPaging);
     /// Sets CR2 (a page fault reflected to the guest).
     fn set_cr2(&mut self, value: u64);
-    /// The four PAE page-directory-pointer entries, read from guest memory
-    /// after rkvm changed CR0, CR3 or CR4 itself in PAE paging. VMX with
-    /// EPT loads them from the VMCS at entry, not from memory; SVM reads
-    /// memory and ignores this.
+    /// Whether the backend keeps the PAE page-directory-pointer entries in
+    /// its state (VMX with EPT loads them from the VMCS at entry, not from
+    /// memory; SVM reads memory), so that rkvm must read them from guest
+    /// memory after it changed CR0, CR3 or CR4 itself.
+    fn holds_pdptes(&self) -> bool {
+        false
+    }
+    /// Sets those entries (see [`ArchVcpu::holds_pdptes`]).
     fn set_pdptes(&mut self, _pdptes: [u64; 4]) {}
     /// CR8, the task priority (with no local APIC, only stored).
     fn cr8(&self) -> u64;

@@ -412,13 +412,7 @@ pub(crate) enum MovDrResult {
 fn fetch(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<([u8; MAX_INSN], usize, Mode)> {
     let s = arch.sregs();
     let rip = arch.rip();
-    let mode = if s.efer & efer::LMA != 0 && s.cs.l != 0 {
-        Mode::Bits64
-    } else if s.cs.db != 0 {
-        Mode::Bits32
-    } else {
-        Mode::Bits16
-    };
+    let mode = Mode::of(s.efer & efer::LMA != 0, s.cs.l != 0, s.cs.db != 0);
     let linear = match mode {
         Mode::Bits64 => rip,
         Mode::Bits32 => s.cs.base.wrapping_add(rip & 0xffff_ffff) & 0xffff_ffff,

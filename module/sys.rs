@@ -246,6 +246,28 @@ pub(crate) fn cond_resched() {
     unsafe { rkvm_cond_resched() }
 }
 
+/// Zero-filled heap allocation (no zeroed value built on the stack first:
+/// VMCBs, VMCS regions and permission maps are pages).
+///
+/// # Safety
+///
+/// All-zero bytes must be a valid `T`.
+pub(crate) unsafe fn zeroed_box<T>() -> Result<KBox<T>> {
+    let b = KBox::<T>::new_uninit(GFP_KERNEL | __GFP_ZERO)?;
+    // SAFETY: the allocator zeroed it, and the caller guarantees zero is a
+    // valid `T`.
+    Ok(unsafe { b.assume_init() })
+}
+
+/// The host's time-stamp counter.
+pub(crate) fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter (CR4.TSD is clear in the kernel).
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
 /// The monotonic clock in nanoseconds (`ktime_get_ns()`).
 pub(crate) fn ktime_ns() -> u64 {
     // SAFETY: reads a clock; callable in any context.

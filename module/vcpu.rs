@@ -847,12 +847,11 @@ impl FdOps for Vcpu {
 /// After rkvm itself changed the paging registers (an emulated MOV to a
 /// control register, `KVM_SET_SREGS`) in PAE paging: the four PDPTEs, read
 /// from guest memory as the processor reads them on such a write (see
-/// `ArchVcpu::set_pdptes`). A CR3 outside guest memory leaves them as they
+/// `ArchVcpu::holds_pdptes`). A CR3 outside guest memory leaves them as they
 /// were; the guest's next access through them faults.
 fn reload_pdptes(arch: &mut dyn ArchVcpu, mem: &GuestMemory) {
-    use crate::pure::x86::{cr0, cr4, efer};
     let p = arch.paging();
-    if p.cr0 & cr0::PG == 0 || p.cr4 & cr4::PAE == 0 || p.efer & efer::LMA != 0 {
+    if !arch.holds_pdptes() || p.mode() != crate::pure::walk::Paging::Pae {
         return;
     }
     let mut table = [0u8; 32];

@@ -23,6 +23,29 @@ pub enum Mode {
     Bits64,
 }
 
+impl Mode {
+    /// The mode of code running with EFER.LMA `long` and a code segment
+    /// with L `cs_l` and D `cs_db`.
+    pub fn of(long: bool, cs_l: bool, cs_db: bool) -> Mode {
+        if long && cs_l {
+            Mode::Bits64
+        } else if cs_db {
+            Mode::Bits32
+        } else {
+            Mode::Bits16
+        }
+    }
+
+    /// The default address size, in bytes.
+    pub fn address_bytes(self) -> u8 {
+        match self {
+            Mode::Bits16 => 2,
+            Mode::Bits32 => 4,
+            Mode::Bits64 => 8,
+        }
+    }
+}
+
 /// A general-purpose register operand, by its encoding (0 = rAX ... 15 = r15).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reg {

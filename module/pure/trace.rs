@@ -19,7 +19,10 @@
 //!              mode, bit 32 set then; else handled in the kernel
 //! ```
 
-use super::{vmcb::exit, vmcs};
+use super::{
+    vmcb::{exit, IoExit},
+    vmcs,
+};
 
 /// One exit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -236,18 +239,8 @@ impl core::fmt::Display for Describe {
         }
         match r.code {
             exit::IOIO => {
-                let port = r.info1 >> 16;
-                let dir = if r.info1 & 1 != 0 { "in" } else { "out" };
-                let size = if r.info1 & 0x10 != 0 {
-                    1
-                } else if r.info1 & 0x20 != 0 {
-                    2
-                } else {
-                    4
-                };
-                let string = if r.info1 & 4 != 0 { " string" } else { "" };
-                let rep = if r.info1 & 8 != 0 { " rep" } else { "" };
-                write!(f, " {dir} port={port:#x} size={size}{string}{rep}")?;
+                let io = IoExit::decode(r.info1);
+                write_io(f, io.port, io.input, io.size, io.string, io.rep)?;
             }
             // The nested page fault's error code has the #PF layout.
             exit::NPF | PF_EXIT => {
@@ -283,16 +276,28 @@ impl core::fmt::Display for Describe {
     }
 }
 
+/// An I/O exit's details, the same for both vendors.
+fn write_io(
+    f: &mut core::fmt::Formatter<'_>,
+    port: u16,
+    input: bool,
+    size: u8,
+    string: bool,
+    rep: bool,
+) -> core::fmt::Result {
+    let dir = if input { "in" } else { "out" };
+    let string = if string { " string" } else { "" };
+    let rep = if rep { " rep" } else { "" };
+    write!(f, " {dir} port={port:#x} size={size}{string}{rep}")
+}
+
 /// The details of a VMX exit: I/O port and direction, EPT violation
 /// address and access, control register.
 fn describe_vmx(r: &ExitRecord, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     match r.code as u16 {
         vmcs::reason::IO => {
             let q = vmcs::IoQualification::decode(r.info1);
-            let dir = if q.input { "in" } else { "out" };
-            let string = if q.string { " string" } else { "" };
-            let rep = if q.rep { " rep" } else { "" };
-            write!(f, " {dir} port={:#x} size={}{string}{rep}", q.port, q.size)
+            write_io(f, q.port, q.input, q.size, q.string, q.rep)
         }
         vmcs::reason::EPT_VIOLATION => {
             let access = if r.info1 & 4 != 0 {

@@ -13,7 +13,10 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use kernel::{bindings, ffi::c_void, prelude::*, sync::Arc};
 
 use super::asid::AsidTable;
-use crate::{pure::paging::HostPhys, sys};
+use crate::{
+    pure::paging::HostPhys,
+    sys::{self, zeroed_box},
+};
 
 const MSR_EFER: u32 = 0xC000_0080;
 const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
@@ -22,18 +25,6 @@ const EFER_SVME: u64 = 1 << 12;
 /// The page VMRUN saves host state into, one per CPU.
 #[repr(C, align(4096))]
 pub(super) struct HostSaveArea([u8; 4096]);
-
-/// Zero-filled heap allocation.
-///
-/// # Safety
-///
-/// All-zero bytes must be a valid `T`.
-pub(super) unsafe fn zeroed_box<T>() -> Result<KBox<T>> {
-    let b = KBox::<T>::new_uninit(GFP_KERNEL | __GFP_ZERO)?;
-    // SAFETY: the allocator zeroed it, and the caller guarantees zero is a
-    // valid `T`.
-    Ok(unsafe { b.assume_init() })
-}
 
 pub(crate) struct HwState {
     users: usize,

@@ -37,7 +37,8 @@ use crate::{
     sys::{self, FpuGuard},
 };
 
-use hw::{zeroed_box, HostSaveArea};
+use crate::sys::zeroed_box;
+use hw::HostSaveArea;
 
 extern "C" {
     /// `svm/vmrun.S`. `vmcb` is not used by the code: passing it tells the
@@ -270,15 +271,6 @@ fn host_state_in_vmcb(vmcb: &Vmcb) -> bool {
     let start = rkvm_svm_vmrun as *const () as u64;
     let rip = vmcb.save.rip;
     vmcb.save.cs.selector == KERNEL_CS && rip >= start && rip < start + VMRUN_FN_LEN
-}
-
-/// The host's time-stamp counter.
-fn rdtsc() -> u64 {
-    // SAFETY: RDTSC only reads the counter (CR4.TSD is clear in the kernel).
-    #[allow(unused_unsafe)]
-    unsafe {
-        core::arch::x86_64::_rdtsc()
-    }
 }
 
 fn seg_reset(selector: u16, base: u64, attrib: u16) -> Segment {
@@ -737,7 +729,7 @@ impl ArchVcpu for SvmVcpu {
     fn get_msr(&self, index: u32) -> Option<u64> {
         let s = &self.vmcb.save;
         Some(match index {
-            msr::TSC => rdtsc().wrapping_add(self.vmcb.control.tsc_offset),
+            msr::TSC => sys::rdtsc().wrapping_add(self.vmcb.control.tsc_offset),
             msr::APIC_BASE => self.apic_base,
             msr::SYSENTER_CS => s.sysenter_cs,
             msr::SYSENTER_ESP => s.sysenter_esp,
@@ -759,7 +751,7 @@ impl ArchVcpu for SvmVcpu {
         let canonical = msr::canonical(value);
         let s = &mut self.vmcb.save;
         match index {
-            msr::TSC => self.vmcb.control.tsc_offset = value.wrapping_sub(rdtsc()),
+            msr::TSC => self.vmcb.control.tsc_offset = value.wrapping_sub(sys::rdtsc()),
             // Reserved: bits 7:0 and 9 (and above the physical address width).
             msr::APIC_BASE if value & 0x2ff == 0 => self.apic_base = value,
             msr::SYSENTER_CS => s.sysenter_cs = value & 0xffff,

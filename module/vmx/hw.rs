@@ -24,6 +24,9 @@ pub(crate) struct Caps {
     pub(super) revision: u32,
     /// The controls every guest runs with.
     pub(super) controls: Controls,
+    /// The preemption timer's value at every entry, if the processor has
+    /// the timer (see [`preemption_timer_ticks`]).
+    pub(super) preemption_timer_ticks: Option<u64>,
     /// The host's STAR, LSTAR, CSTAR and SFMASK: Linux programs the same
     /// values on every CPU when it brings it up (`syscall_init`) and never
     /// changes them, so they are read once, not around every run.
@@ -59,8 +62,34 @@ fn read_caps() -> Result<Caps> {
         pr_err!("VMX capability MSRs: {:x?}\n", caps);
         ENODEV
     })?;
-    let host_syscall_msrs = [msr(crate::pure::msr::STAR)?, msr(crate::pure::msr::LSTAR)?, msr(crate::pure::msr::CSTAR)?, msr(crate::pure::msr::SFMASK)?];
-    Ok(Caps { revision: basic.revision(), controls, host_syscall_msrs })
+    let host_syscall_msrs = [
+        msr(crate::pure::msr::STAR)?,
+        msr(crate::pure::msr::LSTAR)?,
+        msr(crate::pure::msr::CSTAR)?,
+        msr(crate::pure::msr::SFMASK)?,
+    ];
+    let preemption_timer_ticks = controls.preemption_timer_rate.map(preemption_timer_ticks);
+    Ok(Caps { revision: basic.revision(), controls, preemption_timer_ticks, host_syscall_msrs })
+}
+
+extern "C" {
+    fn rkvm_tsc_khz() -> core::ffi::c_uint;
+}
+
+/// The preemption timer's start value for about 1 ms of guest time.
+///
+/// The timer bounds the time a guest runs without an exit, whatever
+/// interrupts do. Under Bochs 2.7 they do not always: a VM entry that loads
+/// RFLAGS.IF = 0 masks external interrupts (the entry loads RFLAGS before
+/// Bochs marks the processor as in guest mode, and nothing re-evaluates the
+/// mask after), so a guest spinning with interrupts off never left guest
+/// mode and hung the test VM (guest_test's signal test found it). On
+/// hardware the timer costs one exit per millisecond of a busy guest.
+fn preemption_timer_ticks(rate: u8) -> u64 {
+    // SAFETY: reads a variable fixed after boot.
+    let khz = u64::from(unsafe { rkvm_tsc_khz() });
+    let ticks = if khz == 0 { 1 << 20 } else { khz };
+    (ticks >> rate).clamp(1, u64::from(u32::MAX))
 }
 
 /// # Safety

@@ -44,6 +44,7 @@ use crate::{
     backend::{ArchVcpu, Event, Exit},
     guest_state::{DebugRegs, FxArea},
     pure::{
+        decode::Mode,
         msr,
         paging::{GuestPhys, HostPhys},
         shadow::GuestPaging,
@@ -51,6 +52,7 @@ use crate::{
             self, ar, field, reason, IntrInfo, IoQualification, Seg, Segment, INTERRUPTIBILITY_STI_MOVSS,
             PENDING_DBG_BS,
         },
+        walk::Paging,
         x86::{self, efer, SegAttrib},
     },
     sys::{self, FpuGuard},
@@ -64,7 +66,6 @@ extern "C" {
     fn rkvm_vmx_vmlaunch(gprs: *mut Gprs) -> u64;
 
     fn rkvm_vmx_host_save(h: *mut HostState);
-    fn rkvm_tsc_khz() -> core::ffi::c_uint;
     fn rkvm_vmx_host_restore(h: *const HostState);
 }
 
@@ -223,7 +224,8 @@ pub(crate) struct VmxVcpu {
 
 /// A zeroed 4 KiB region with the revision identifier in its first word.
 fn region(revision: u32) -> Result<KBox<Region>> {
-    let mut r = KBox::new(Region([0; 1024]), GFP_KERNEL)?;
+    // SAFETY: a region is plain integers, valid all-zero.
+    let mut r = unsafe { sys::zeroed_box::<Region>()? };
     r.0[0] = revision;
     // The processor needs it 4 KiB-aligned; kmalloc gives that for this size.
     if sys::virt_to_phys(&*r).0 & 0xfff != 0 {
@@ -386,8 +388,8 @@ impl VmxVcpu {
         v.write(field::CR0_READ_SHADOW, s.cr0);
         v.write(field::CR4_READ_SHADOW, s.cr4);
         v.write(field::TSC_OFFSET, s.tsc_offset);
-        if let Some(rate) = c.preemption_timer_rate {
-            v.write(field::PREEMPTION_TIMER_VALUE, preemption_timer_ticks(rate));
+        if let Some(ticks) = self.caps.preemption_timer_ticks {
+            v.write(field::PREEMPTION_TIMER_VALUE, ticks);
         }
         let (info, error, len) = self.event;
         v.write(field::ENTRY_INTR_INFO, info.0.into());
@@ -476,7 +478,7 @@ impl VmxVcpu {
         s.interruptibility = v.read(field::GUEST_INTERRUPTIBILITY) as u32;
         s.pending_dbg = v.read(field::GUEST_PENDING_DBG);
         // The PDPTEs mean something in PAE paging only.
-        if s.cr0 & x86::cr0::PG != 0 && s.cr4 & x86::cr4::PAE != 0 && s.efer & efer::LMA == 0 {
+        if Paging::of(s.cr0, s.cr4, s.efer) == Paging::Pae {
             for (i, pdpte) in s.pdptes.iter_mut().enumerate() {
                 *pdpte = v.read(field::guest_pdpte(i as u32));
             }
@@ -554,30 +556,8 @@ impl VmxVcpu {
     /// The address size of the code segment, in bytes.
     fn address_size(&self) -> u8 {
         let (cs, _) = vmcs::attributes(self.state.seg(Seg::Cs).ar);
-        if self.state.efer & efer::LMA != 0 && cs.l {
-            8
-        } else if cs.db {
-            4
-        } else {
-            2
-        }
+        Mode::of(self.state.efer & efer::LMA != 0, cs.l, cs.db).address_bytes()
     }
-}
-
-/// The preemption timer's start value for about 1 ms of guest time.
-///
-/// The timer bounds the time a guest runs without an exit, whatever
-/// interrupts do. Under Bochs 2.7 they do not always: a VM entry that loads
-/// RFLAGS.IF = 0 masks external interrupts (the entry loads RFLAGS before
-/// Bochs marks the processor as in guest mode, and nothing re-evaluates the
-/// mask after), so a guest spinning with interrupts off never left guest
-/// mode and hung the test VM (guest_test's signal test found it). On
-/// hardware the timer costs one exit per millisecond of a busy guest.
-fn preemption_timer_ticks(rate: u8) -> u64 {
-    // SAFETY: reads a variable fixed after boot.
-    let khz = u64::from(unsafe { rkvm_tsc_khz() });
-    let ticks = if khz == 0 { 1 << 20 } else { khz };
-    (ticks >> rate).clamp(1, u64::from(u32::MAX))
 }
 
 /// The host fields, from the state read on this CPU.
@@ -673,15 +653,6 @@ fn from_kvm_segment(k: &uapi::kvm_segment, seg: Seg) -> Segment {
         r |= ar::ACCESSED;
     }
     Segment { selector: k.selector, base: k.base, limit: k.limit, ar: r }
-}
-
-/// The host's time-stamp counter.
-fn rdtsc() -> u64 {
-    // SAFETY: RDTSC only reads the counter (CR4.TSD is clear in the kernel).
-    #[allow(unused_unsafe)]
-    unsafe {
-        core::arch::x86_64::_rdtsc()
-    }
 }
 
 impl ArchVcpu for VmxVcpu {
@@ -854,6 +825,10 @@ impl ArchVcpu for VmxVcpu {
         self.gprs.cr2 = value;
     }
 
+    fn holds_pdptes(&self) -> bool {
+        true
+    }
+
     fn set_pdptes(&mut self, pdptes: [u64; 4]) {
         self.state.pdptes = pdptes;
         self.cold_dirty = true;
@@ -954,7 +929,7 @@ impl ArchVcpu for VmxVcpu {
         let s = &self.state;
         let switched = |i: u32| SWITCHED_MSRS.iter().position(|&m| m == i).and_then(|p| s.msrs.get(p).copied());
         Some(match index {
-            msr::TSC => rdtsc().wrapping_add(s.tsc_offset),
+            msr::TSC => sys::rdtsc().wrapping_add(s.tsc_offset),
             msr::APIC_BASE => self.apic_base,
             msr::SYSENTER_CS => s.sysenter[0],
             msr::SYSENTER_ESP => s.sysenter[1],
@@ -976,7 +951,7 @@ impl ArchVcpu for VmxVcpu {
         let s = &mut self.state;
         let slot = SWITCHED_MSRS.iter().position(|&m| m == index);
         match index {
-            msr::TSC => s.tsc_offset = value.wrapping_sub(rdtsc()),
+            msr::TSC => s.tsc_offset = value.wrapping_sub(sys::rdtsc()),
             // Reserved: bits 7:0 and 9 (and above the physical address width).
             msr::APIC_BASE if value & 0x2ff == 0 => self.apic_base = value,
             msr::SYSENTER_CS => s.sysenter[0] = value & 0xffff,
