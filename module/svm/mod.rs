@@ -648,6 +648,13 @@ impl ArchVcpu for SvmVcpu {
 
     fn set_rip(&mut self, rip: u64) {
         self.vmcb.save.rip = rip;
+        // Moving past an instruction ends the interrupt shadow it was in
+        // (as KVM's skip_emulated_instruction does). QEMU reports the STI
+        // shadow at a HLT exit when a host interrupt ended guest mode
+        // between the STI and the HLT; guest_test's
+        // interrupt_wakes_a_halted_guest then saw the guest not ready for
+        // an interrupt (seen once, under the debug kernel).
+        self.vmcb.control.int_state &= !vmcb::INT_SHADOW;
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
