@@ -15,6 +15,7 @@ use kernel::prelude::*;
 use crate::{
     abi::uapi,
     pure::{
+        decode::PortIo,
         paging::{GuestPhys, HostPhys, TdpFormat},
         shadow::GuestPaging,
     },
@@ -66,9 +67,9 @@ impl Hardware {
         }
     }
 
-    /// Whether shadow paging is available (the VMX backend has EPT only).
+    /// Whether shadow paging is available (both backends have it).
     pub(crate) fn supports_shadow(&self) -> bool {
-        matches!(self, Hardware::Svm(_))
+        true
     }
 
     /// The format of the two-dimensional page table (NPT or EPT).
@@ -83,7 +84,7 @@ impl Hardware {
     pub(crate) fn new_vcpu(&self, bsp: bool, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
         match self {
             Hardware::Svm(hw) => svm::SvmVcpu::new(bsp, hw.asids(), shadow),
-            Hardware::Vmx(hw) => vmx::VmxVcpu::new(bsp, hw.caps()),
+            Hardware::Vmx(hw) => vmx::VmxVcpu::new(bsp, hw.caps(), shadow),
         }
     }
 }
@@ -96,20 +97,8 @@ pub(crate) enum Exit {
     Host,
     /// IN/OUT (or INS/OUTS).
     Io {
-        /// Port.
-        port: u16,
-        /// IN.
-        input: bool,
-        /// Bytes per transfer: 1, 2 or 4.
-        size: u8,
-        /// INS/OUTS.
-        string: bool,
-        /// REP prefix (string forms).
-        rep: bool,
-        /// Address size in bytes of a string form (2, 4, 8).
-        addr_size: u8,
-        /// Segment of OUTS's source (0 = ES ... 5 = GS; INS always uses ES).
-        segment: u8,
+        /// The instruction.
+        io: PortIo,
         /// RIP of the next instruction.
         next_rip: u64,
     },
@@ -156,6 +145,25 @@ pub(crate) enum Exit {
     /// The guest state was lost: the VMCB held the host's state (see
     /// `svm::host_state_in_vmcb`), found before entry or after an exit.
     StateLost,
+    /// An exception in a real-mode guest that VMX runs in virtual-8086 mode
+    /// (shadow paging: no unrestricted guest). Every exception is
+    /// intercepted there, since the processor would deliver it through a
+    /// protected-mode IDT: rkvm emulates the instruction behind a #GP
+    /// (`pure::decode::decode_v86`) or delivers the exception through the
+    /// guest's interrupt vector table.
+    RealModeException {
+        /// The vector.
+        vector: u8,
+        /// The error code, if the exception has one.
+        error: Option<u32>,
+        /// The length of the instruction that raised it (INT3, INTO), 0 for
+        /// a fault.
+        len: u8,
+    },
+    /// A real-mode guest whose segments virtual-8086 mode cannot hold
+    /// (`pure::vmcs::v86_segment`): rkvm has no instruction emulator to run
+    /// it until they can be.
+    RealModeUnsupported,
     /// An instruction the guest may not use (VMX instructions: rkvm has no
     /// nested virtualization): #UD for the guest.
     InvalidOpcode,
@@ -240,6 +248,13 @@ pub(crate) trait ArchVcpu: Send {
     fn skip(&mut self, len: u64) {
         let rip = self.rip();
         self.set_rip(rip.wrapping_add(len));
+    }
+    /// The event queued for the next entry, if the processor cannot deliver
+    /// it (a real-mode guest in virtual-8086 mode: see
+    /// [`Exit::RealModeException`]): its vector and the IP to return to.
+    /// rkvm then delivers it itself, through the interrupt vector table.
+    fn take_real_mode_event(&mut self) -> Option<(u8, u64)> {
+        None
     }
     /// Queues an exception for the next entry.
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);

@@ -14,11 +14,11 @@ use crate::{
     backend::{gpr, ArchVcpu},
     memory::GuestMemory,
     pure::{
-        decode::{self, CrOp, Extend, Mode, Op, Reg},
+        decode::{self, CrOp, Extend, MemOperand, Mode, Op, Reg, V86Insn},
         paging::GuestPhys,
         shadow::Flush,
         walk::{self, Paging},
-        x86::{cr0, cr4, efer},
+        x86::{self, cr0, cr4, efer},
     },
 };
 
@@ -408,7 +408,96 @@ pub(crate) enum MovDrResult {
     NotEmulated,
 }
 
-/// Fetches up to 15 instruction bytes at CS:RIP.
+/// The instruction at CS:IP that a real-mode guest in virtual-8086 mode
+/// faulted on, if it is one rkvm carries out (`decode::decode_v86`).
+pub(crate) fn v86_instruction(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<V86Insn> {
+    let (bytes, n, _) = fetch(mem, arch)?;
+    decode::decode_v86(bytes.get(..n)?, arch.gpr(gpr::RDX) as u16)
+}
+
+/// What `real_mode_interrupt` did.
+pub(crate) enum RealModeDelivery {
+    /// The guest's handler runs next.
+    Delivered,
+    /// No vector table entry for the interrupt, for the #GP that raises,
+    /// nor for the double fault after it: a triple fault.
+    Shutdown,
+    /// The stack or the table is not RAM.
+    NotRam,
+}
+
+/// Delivers interrupt `vector` to a real-mode guest as the processor
+/// would: FLAGS, CS and `return_ip` pushed on its stack, IF, TF and AC
+/// cleared, CS:IP loaded from its interrupt vector table. An entry past
+/// the IDT limit raises #GP instead, and one for that a double fault.
+pub(crate) fn real_mode_interrupt(
+    mem: &GuestMemory,
+    arch: &mut dyn ArchVcpu,
+    vector: u8,
+    return_ip: u64,
+) -> RealModeDelivery {
+    const DF: u8 = 8;
+    const GP: u8 = 13;
+    let mut s = arch.sregs();
+    let mut regs = arch.regs();
+    let Some(vector) = [vector, GP, DF].into_iter().find(|&v| u32::from(v) * 4 + 3 <= u32::from(s.idt.limit)) else {
+        return RealModeDelivery::Shutdown;
+    };
+    let mut entry = [0u8; 4];
+    let entry_addr = s.idt.base.wrapping_add(u64::from(vector) * 4) & 0xffff_ffff;
+    if mem.read(GuestPhys(entry_addr), &mut entry).is_err() {
+        return RealModeDelivery::NotRam;
+    }
+    let (stores, sp) = x86::real_mode_frame(s.ss.base, regs.rsp as u16, regs.rflags, s.cs.selector, return_ip);
+    for (linear, word) in stores {
+        if mem.write(GuestPhys(linear), &word.to_le_bytes()).is_err() {
+            return RealModeDelivery::NotRam;
+        }
+    }
+    regs.rsp = (regs.rsp & !0xffff) | u64::from(sp);
+    regs.rflags = x86::real_mode_interrupt_flags(regs.rflags);
+    regs.rip = u64::from(u16::from_le_bytes([entry[0], entry[1]]));
+    s.cs.selector = u16::from_le_bytes([entry[2], entry[3]]);
+    s.cs.base = u64::from(s.cs.selector) << 4;
+    arch.set_regs(&regs);
+    arch.set_sregs(&s);
+    // A new instruction stream: no interrupt shadow.
+    arch.set_rip(regs.rip);
+    RealModeDelivery::Delivered
+}
+
+/// LGDT or LIDT (`idt`) in real mode, of the 6 bytes at `operand`: the
+/// limit, and a 24-bit base (32-bit with `op32`). False if the operand is
+/// not RAM.
+pub(crate) fn real_mode_load_table(
+    mem: &GuestMemory,
+    arch: &mut dyn ArchVcpu,
+    operand: &MemOperand,
+    idt: bool,
+    op32: bool,
+    len: u8,
+) -> bool {
+    let mut s = arch.sregs();
+    let next_ip = arch.rip().wrapping_add(u64::from(len));
+    let offset = operand.offset(|r| arch.gpr(r), next_ip);
+    // Paging is off in real mode: the linear address is the physical one.
+    let linear = segment_base(&s, operand.segment, false).wrapping_add(offset) & 0xffff_ffff;
+    let mut bytes = [0u8; 6];
+    if mem.read(GuestPhys(linear), &mut bytes).is_err() {
+        return false;
+    }
+    let limit = u16::from_le_bytes([bytes[0], bytes[1]]);
+    let base = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]) & if op32 { u32::MAX } else { 0xff_ffff };
+    let table = if idt { &mut s.idt } else { &mut s.gdt };
+    table.base = base.into();
+    table.limit = limit;
+    arch.set_sregs(&s);
+    arch.skip(u64::from(len));
+    true
+}
+
+/// Fetches up to 15 instruction bytes at CS:RIP, from the pages the guest
+/// ran them from (`GuestMemory::read_as_guest_sees`).
 fn fetch(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<([u8; MAX_INSN], usize, Mode)> {
     let s = arch.sregs();
     let rip = arch.rip();
@@ -432,7 +521,7 @@ fn fetch(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<([u8; MAX_INSN], usiz
         };
         let chunk = (MAX_INSN - n).min(4096 - (gpa & 0xfff) as usize);
         let Some(dest) = buf.get_mut(n..n + chunk) else { break };
-        if mem.read(GuestPhys(gpa), dest).is_err() {
+        if mem.read_as_guest_sees(GuestPhys(gpa), dest).is_err() {
             break;
         }
         n += chunk;

@@ -229,6 +229,32 @@ impl GuestMemory {
         Ok(out)
     }
 
+    /// Reads guest physical memory as the guest sees it (RAM only, within
+    /// one page): from the page the guest runs on if it is pinned, which
+    /// stays the guest's even after the owner unmapped or replaced its
+    /// mapping; else through the owner's mapping ([`GuestMemory::read`]).
+    /// For the instruction behind an exit: it is the one the guest ran.
+    pub(crate) fn read_as_guest_sees(&self, gpa: GuestPhys, out: &mut [u8]) -> Result {
+        let offset = (gpa.0 & (memslot::PAGE_SIZE - 1)) as usize;
+        if offset + out.len() > memslot::PAGE_SIZE as usize {
+            return Err(EINVAL);
+        }
+        let Some((page, _)) = self.pinned(gpa) else {
+            return self.read(gpa, out);
+        };
+        // SAFETY: a pinned page of one of our slots, which `&self` keeps
+        // (unpinning takes `&mut self`): 4096 bytes in the direct map, and
+        // `offset + out.len()` is within them. The guest may write it at the
+        // same time (as with any read of guest memory): bytes are read one
+        // by one, volatile.
+        let base = unsafe { sys::phys_to_virt(page) };
+        for (i, byte) in out.iter_mut().enumerate() {
+            // SAFETY: see above.
+            *byte = unsafe { base.add(offset + i).read_volatile() };
+        }
+        Ok(())
+    }
+
     /// Reads guest physical memory (RAM only, within one page) through the
     /// owner's mapping, as KVM does with `copy_from_user()`.
     pub(crate) fn read(&self, gpa: GuestPhys, out: &mut [u8]) -> Result {

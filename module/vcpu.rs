@@ -19,13 +19,13 @@ use kernel::{
 use crate::{
     abi::{self, uapi},
     backend::{gpr, ArchVcpu, Event, Exit},
-    emulate::{self, Mmio, PendingLoad, StringIo, StringStart},
+    emulate::{self, Mmio, PendingLoad, RealModeDelivery, StringIo, StringStart},
     fd::FdOps,
     memory::GuestMemory,
     mmu::{shadow::PageFault, Fault, VcpuMmu},
     pure::{
         cpuid,
-        decode::{self, Reg},
+        decode::{self, PortIo, Reg, V86Op},
         msr,
         paging::GuestPhys,
         shadow::Flush,
@@ -371,6 +371,15 @@ impl Vcpu {
             self.stats.add(VcpuStat::HostTimeNs, entered.saturating_sub(st.host_since));
             let exit = {
                 let mmu = self.vm.mmu.lock();
+                // An event the processor cannot deliver (a real-mode guest
+                // in virtual-8086 mode) is delivered here.
+                if let Some((vector, return_ip)) = st.arch.take_real_mode_event() {
+                    drop(mmu);
+                    if let Next::User = self.real_mode_deliver(st, vector, return_ip, run) {
+                        return Ok(0);
+                    }
+                    continue;
+                }
                 let (root, tlb_epoch) = st.mmu.entry(&mmu, &st.arch.paging());
                 st.arch.run(root, tlb_epoch)
             };
@@ -444,7 +453,7 @@ impl Vcpu {
                     }
                 }
             }
-            Exit::Io { port, input, size, string: false, next_rip, .. } => {
+            Exit::Io { io: PortIo { port, input, size, string: false, .. }, next_rip } => {
                 self.stats.inc(VcpuStat::IoExits);
                 if !input {
                     let data = arch.gpr(gpr::RAX).to_le_bytes();
@@ -590,7 +599,7 @@ impl Vcpu {
                 run.set_fail_entry(reason, arch.last_cpu());
                 Ok(Next::User)
             }
-            Exit::Io { port, input, size, string: true, rep, addr_size, segment, next_rip } => {
+            Exit::Io { io: PortIo { port, input, size, string: true, rep, addr_size, segment }, next_rip } => {
                 self.stats.inc(VcpuStat::IoExits);
                 let mmu = self.vm.mmu.lock();
                 let start = emulate::start_string_io(
@@ -622,7 +631,85 @@ impl Vcpu {
                     }
                 }
             }
+            Exit::RealModeException { vector, error, len } => self.real_mode_exception(st, vector, error, len, run),
+            Exit::RealModeUnsupported => {
+                let rip = arch.rip();
+                run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[rip]);
+                Ok(Next::User)
+            }
             Exit::Unhandled(code, info1, info2) => Ok(self.unexpected(st, run, (code, info1, info2))),
+        }
+    }
+
+    /// An exception of a real-mode guest in virtual-8086 mode (see
+    /// `Exit::RealModeException`): the work of the instruction behind a
+    /// #GP, or the exception delivered through the guest's vector table.
+    fn real_mode_exception(
+        &self,
+        st: &mut VcpuState,
+        vector: u8,
+        error: Option<u32>,
+        len: u8,
+        run: &RunPage<'_>,
+    ) -> Result<Next> {
+        // #GP(0): a privileged or I/O instruction; an error code naming the
+        // IDT (bit 1): INT n meeting the IDT of limit 0.
+        let int_n = error.filter(|e| e & 2 != 0).map(|e| (e >> 3) as u8);
+        if vector == GP_VECTOR && (error == Some(0) || int_n.is_some()) {
+            self.stats.inc(VcpuStat::InsnEmulation);
+            let insn = emulate::v86_instruction(&self.vm.mmu.lock().memory, &*st.arch);
+            if let Some(insn) = insn {
+                let next_rip = st.arch.rip().wrapping_add(u64::from(insn.len));
+                let exit = match insn.op {
+                    V86Op::Int(v) if int_n == Some(v) => return Ok(self.real_mode_deliver(st, v, next_rip, run)),
+                    _ if int_n.is_some() => None,
+                    V86Op::Int(_) => None,
+                    V86Op::Hlt => Some(Exit::Hlt),
+                    V86Op::Io(io) => Some(Exit::Io { io, next_rip }),
+                    V86Op::Msr { write } => Some(Exit::Msr { write }),
+                    V86Op::Cr => Some(Exit::CrAccess),
+                    V86Op::Dr => Some(Exit::Dr),
+                    V86Op::Invlpg => Some(Exit::Invlpg),
+                    V86Op::Nop => {
+                        st.arch.skip(u64::from(insn.len));
+                        return Ok(Next::Reenter);
+                    }
+                    V86Op::LoadTable { idt, operand, op32 } => {
+                        let mmu = self.vm.mmu.lock();
+                        if emulate::real_mode_load_table(&mmu.memory, &mut *st.arch, &operand, idt, op32, insn.len) {
+                            return Ok(Next::Reenter);
+                        }
+                        let rip = st.arch.rip();
+                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[rip]);
+                        return Ok(Next::User);
+                    }
+                };
+                if let Some(exit) = exit {
+                    return self.handle(st, exit, run);
+                }
+            }
+        }
+        // Anything else is the guest's own exception (a software one, INT3
+        // or INTO, returns past its instruction).
+        let return_ip = st.arch.rip().wrapping_add(u64::from(len));
+        Ok(self.real_mode_deliver(st, vector, return_ip, run))
+    }
+
+    /// Delivers `vector` to a real-mode guest (`emulate::real_mode_interrupt`),
+    /// or reports why it could not be.
+    fn real_mode_deliver(&self, st: &mut VcpuState, vector: u8, return_ip: u64, run: &RunPage<'_>) -> Next {
+        let delivery = emulate::real_mode_interrupt(&self.vm.mmu.lock().memory, &mut *st.arch, vector, return_ip);
+        match delivery {
+            RealModeDelivery::Delivered => Next::Reenter,
+            RealModeDelivery::Shutdown => {
+                st.arch.reset();
+                run.set_exit_reason(uapi::KVM_EXIT_SHUTDOWN);
+                Next::User
+            }
+            RealModeDelivery::NotRam => {
+                run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[u64::from(vector), return_ip]);
+                Next::User
+            }
         }
     }
 

@@ -321,12 +321,9 @@ pub(crate) const GUEST_DEBUG_KVM: u32 = GUEST_DEBUG_VALID
 /// `KVM_CHECK_EXTENSION`: the argument is a `long` capability number.
 pub(crate) fn check_extension(cap: usize) -> i32 {
     use crate::pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
-    // The MMU modes of the backend: VMX has EPT only.
+    // The MMU modes: both backends have both.
     if cap == KVM_CAP_RKVM_MMU as usize {
-        return match crate::backend::usable() {
-            Some(crate::backend::Vendor::Vmx) => mmu_mode::TDP as i32,
-            _ => (mmu_mode::TDP | mmu_mode::SHADOW) as i32,
-        };
+        return (mmu_mode::TDP | mmu_mode::SHADOW) as i32;
     }
     CAPABILITIES
         .iter()

@@ -578,6 +578,154 @@ fn modrm(c: &mut Cursor<'_>, rex: u8, addr_size: u8) -> Result<u8, Unsupported> 
     mem_operand(c, rex, addr_size, Mode::Bits64).map(|(reg, _)| reg)
 }
 
+/// What a real-mode guest's instruction that faulted in virtual-8086 mode
+/// asks for. On VMX without unrestricted guest (shadow paging) real mode
+/// runs in virtual-8086 mode at CPL 3, where these raise #GP instead of
+/// running: rkvm does their work (see `vmx/mod.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum V86Op {
+    /// HLT.
+    Hlt,
+    /// IN, OUT, INS or OUTS.
+    Io(PortIo),
+    /// INT n, INT3, INTO or INT1: a software interrupt through the
+    /// real-mode interrupt vector table.
+    Int(u8),
+    /// LGDT or LIDT (`idt`) of a memory operand; `op32`: a 32-bit operand
+    /// size (the whole base loads, else its low 24 bits).
+    LoadTable {
+        /// LIDT.
+        idt: bool,
+        /// The 6-byte operand.
+        operand: MemOperand,
+        /// Operand-size prefix.
+        op32: bool,
+    },
+    /// RDMSR or WRMSR (`write`).
+    Msr {
+        /// WRMSR.
+        write: bool,
+    },
+    /// A control-register instruction (`decode_cr` has the rest).
+    Cr,
+    /// A `mov` to or from a debug register (`decode_mov_dr`).
+    Dr,
+    /// INVLPG (`decode_invlpg`).
+    Invlpg,
+    /// WBINVD or INVD: nothing to do for a guest.
+    Nop,
+}
+
+/// A port I/O instruction: what an I/O exit reports of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortIo {
+    /// The port.
+    pub port: u16,
+    /// IN or INS.
+    pub input: bool,
+    /// Bytes per transfer: 1, 2 or 4.
+    pub size: u8,
+    /// INS or OUTS.
+    pub string: bool,
+    /// A REP prefix (string forms).
+    pub rep: bool,
+    /// Address size in bytes of a string form (2, 4, 8).
+    pub addr_size: u8,
+    /// OUTS's source segment (0 = ES ... 5 = GS; INS always uses ES).
+    pub segment: u8,
+}
+
+/// A decoded [`V86Op`] and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V86Insn {
+    /// Length in bytes.
+    pub len: u8,
+    /// What it asks for.
+    pub op: V86Op,
+}
+
+/// Decodes the 16-bit instruction a real-mode guest faulted on in
+/// virtual-8086 mode (`dx`: DX, the port of the forms without one);
+/// `None` for any other (its #GP is the guest's).
+pub fn decode_v86(bytes: &[u8], dx: u16) -> Option<V86Insn> {
+    let (mut op32, mut addr32, mut rep, mut segment) = (false, false, false, None);
+    let mut i = 0;
+    let opcode = loop {
+        let b = *bytes.get(i)?;
+        i += 1;
+        match b {
+            0x66 => op32 = true,
+            0x67 => addr32 = true,
+            0xf2 | 0xf3 => rep = true,
+            0xf0 => {}
+            0x26 | 0x2e | 0x36 | 0x3e => segment = Some((b >> 3) & 3),
+            0x64 => segment = Some(4),
+            0x65 => segment = Some(5),
+            _ => break b,
+        }
+    };
+    let wide = if op32 { 4 } else { 2 };
+    let io = |port: Option<u8>, input, size, string| {
+        V86Op::Io(PortIo {
+            port: port.map_or(dx, u16::from),
+            input,
+            size,
+            string,
+            rep: rep && string,
+            addr_size: if addr32 { 4 } else { 2 },
+            segment: segment.unwrap_or(3),
+        })
+    };
+    let (len, op) = match opcode {
+        0xf4 => (i, V86Op::Hlt),
+        0xe4 | 0xe5 | 0xe6 | 0xe7 => {
+            let port = *bytes.get(i)?;
+            let size = if opcode & 1 == 0 { 1 } else { wide };
+            (i + 1, io(Some(port), opcode & 2 == 0, size, false))
+        }
+        0xec | 0xed | 0xee | 0xef => (i, io(None, opcode & 2 == 0, if opcode & 1 == 0 { 1 } else { wide }, false)),
+        0x6c | 0x6d | 0x6e | 0x6f => (i, io(None, opcode & 2 == 0, if opcode & 1 == 0 { 1 } else { wide }, true)),
+        0xcd => (i + 1, V86Op::Int(*bytes.get(i)?)),
+        0xcc => (i, V86Op::Int(3)),
+        0xce => (i, V86Op::Int(4)),
+        0xf1 => (i, V86Op::Int(1)),
+        0x0f => {
+            let op2 = *bytes.get(i)?;
+            match op2 {
+                0x06 | 0x20 | 0x22 => return decode_cr(bytes, Mode::Bits16).map(|c| V86Insn { len: c.len, op: V86Op::Cr }),
+                0x21 | 0x23 => {
+                    return decode_mov_dr(bytes, Mode::Bits16).map(|d| V86Insn { len: d.len, op: V86Op::Dr })
+                }
+                0x08 | 0x09 => (i + 1, V86Op::Nop),
+                0x30 => (i + 1, V86Op::Msr { write: true }),
+                0x32 => (i + 1, V86Op::Msr { write: false }),
+                0x01 => {
+                    let reg = (*bytes.get(i + 1)? >> 3) & 7;
+                    match reg {
+                        2 | 3 => {
+                            let mut c = Cursor { bytes, pos: i + 1 };
+                            let (_, mut operand) = mem_operand(&mut c, 0, if addr32 { 4 } else { 2 }, Mode::Bits16).ok()?;
+                            if let Some(seg) = segment {
+                                operand.segment = seg;
+                            }
+                            (c.pos, V86Op::LoadTable { idt: reg == 3, operand, op32 })
+                        }
+                        6 => return decode_cr(bytes, Mode::Bits16).map(|c| V86Insn { len: c.len, op: V86Op::Cr }),
+                        7 => {
+                            return decode_invlpg(bytes, Mode::Bits16)
+                                .map(|d| V86Insn { len: d.len, op: V86Op::Invlpg })
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(V86Insn { len: u8::try_from(len).ok()?, op })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,5 +869,40 @@ mod tests {
         assert_eq!(sign_extend(0x7fff, 2), 0x7fff);
         assert_eq!(sign_extend(0x8000_0000, 4), 0xffff_ffff_8000_0000);
         assert_eq!(sign_extend(5, 8), 5);
+    }
+
+    #[test]
+    fn v86_sensitive_instructions() {
+        let d = |b: &[u8]| decode_v86(b, 0x3f8).unwrap();
+        assert_eq!(d(&[0xf4]), V86Insn { len: 1, op: V86Op::Hlt });
+        // out 0xe9, al; in ax, dx; o32 in eax, 0x60
+        let plain = PortIo { port: 0, input: false, size: 1, string: false, rep: false, addr_size: 2, segment: 3 };
+        let io = |port, input, size| V86Op::Io(PortIo { port, input, size, ..plain });
+        assert_eq!(d(&[0xe6, 0xe9]), V86Insn { len: 2, op: io(0xe9, false, 1) });
+        assert_eq!(d(&[0xed]), V86Insn { len: 1, op: io(0x3f8, true, 2) });
+        assert_eq!(d(&[0x66, 0xe5, 0x60]), V86Insn { len: 3, op: io(0x60, true, 4) });
+        // rep outsb with an ES override; a32 rep insw
+        let string = PortIo { port: 0x3f8, string: true, rep: true, ..plain };
+        assert_eq!(d(&[0xf3, 0x26, 0x6e]).op, V86Op::Io(PortIo { segment: 0, ..string }));
+        assert_eq!(d(&[0x67, 0xf3, 0x6d]).op, V86Op::Io(PortIo { input: true, size: 2, addr_size: 4, ..string }));
+        assert_eq!(d(&[0xcd, 0x10]), V86Insn { len: 2, op: V86Op::Int(0x10) });
+        assert_eq!(d(&[0xcc]).op, V86Op::Int(3));
+        // lgdt [0x1234]; o32 lidt [bp+2] (SS-relative)
+        let V86Op::LoadTable { idt: false, operand, op32: false } = d(&[0x0f, 0x01, 0x16, 0x34, 0x12]).op else {
+            panic!("lgdt")
+        };
+        assert_eq!((operand.disp, operand.base, operand.segment), (0x1234, None, 3));
+        let i = d(&[0x66, 0x0f, 0x01, 0x5e, 0x02]);
+        assert_eq!(i.len, 5);
+        let V86Op::LoadTable { idt: true, operand, op32: true } = i.op else { panic!("lidt") };
+        assert_eq!((operand.base, operand.segment), (Some(5), 2));
+        assert_eq!(d(&[0x0f, 0x22, 0xc0]), V86Insn { len: 3, op: V86Op::Cr });
+        assert_eq!(d(&[0x0f, 0x23, 0xf8]), V86Insn { len: 3, op: V86Op::Dr });
+        assert_eq!(d(&[0x0f, 0x01, 0x38]).op, V86Op::Invlpg);
+        assert_eq!(d(&[0x0f, 0x30]), V86Insn { len: 2, op: V86Op::Msr { write: true } });
+        assert_eq!(d(&[0x0f, 0x09]).op, V86Op::Nop);
+        // An ordinary instruction, and one cut short.
+        assert_eq!(decode_v86(&[0x89, 0xc0], 0), None);
+        assert_eq!(decode_v86(&[0xcd], 0), None);
     }
 }

@@ -88,6 +88,10 @@ pub mod field {
         PROC_CONTROLS = 0x4002;
         /// Exception bitmap.
         EXCEPTION_BITMAP = 0x4004;
+        /// Page-fault error-code mask (which #PFs the bitmap's bit 14 means).
+        PF_ERROR_CODE_MASK = 0x4006;
+        /// Page-fault error-code match.
+        PF_ERROR_CODE_MATCH = 0x4008;
         /// CR3-target count.
         CR3_TARGET_COUNT = 0x400a;
         /// VM-exit controls.
@@ -544,6 +548,8 @@ pub struct Controls {
     pub cr0_fixed1: u64,
     /// CR4 bits the host owns (VMXE).
     pub cr4_host_owned: u64,
+    /// CR4 bits forced to 1 in the processor's CR4 (VMXE).
+    pub cr4_fixed1: u64,
     /// The preemption timer is on; it counts once every 2^n TSC cycles.
     pub preemption_timer_rate: Option<u8>,
 }
@@ -618,8 +624,79 @@ impl Controls {
             cr0_host_owned: cr0_fixed1,
             cr0_fixed1,
             cr4_host_owned: c.cr4_fixed.0,
+            cr4_fixed1: c.cr4_fixed.0,
             preemption_timer_rate: timer.then_some((c.misc & 0x1f) as u8),
         })
+    }
+}
+
+impl Controls {
+    /// The controls for shadow paging. No EPT, hence no unrestricted guest
+    /// (which requires it): real mode runs in virtual-8086 mode (see
+    /// [`v86_segment`]). No VPID: every VM entry and exit then flushes the
+    /// guest's translations, so the processor never uses one the shadow
+    /// table no longer has. CR3 loads and stores and INVLPG exit, and the
+    /// host owns every bit of CR0 and CR4: the processor's values are
+    /// derived from the guest's (`pure::shadow::GuestPaging`), and the
+    /// guest reads its own from the read shadows.
+    pub fn for_shadow_paging(&self) -> Controls {
+        Controls {
+            proc: self.proc | proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING | proc::INVLPG_EXITING,
+            proc2: self.proc2 & !(proc2::EPT | proc2::UNRESTRICTED_GUEST | proc2::VPID),
+            vpid: false,
+            cr0_host_owned: u64::MAX,
+            cr4_host_owned: u64::MAX,
+            ..*self
+        }
+    }
+}
+
+/// Access rights every segment register has in virtual-8086 mode (VM entry
+/// checks them): present read/write data, accessed, DPL 3.
+pub const V86_AR: u32 = 0xf3;
+
+/// The segment virtual-8086 mode runs a real-mode guest with in place of
+/// `s` (CS, SS, DS, ES, FS or GS): the same selector and base, a 64 KiB
+/// limit and [`V86_AR`]. `None` where virtual-8086 mode cannot stand for
+/// it: a base other than the selector times 16 (CS after RESET, or a
+/// segment loaded in protected mode before the switch back), a limit other
+/// than 64 KiB ("unreal mode") or a 32-bit default size.
+pub fn v86_segment(s: &Segment) -> Option<Segment> {
+    let plain = s.base == u64::from(s.selector) << 4 && s.limit == 0xffff && s.ar & ar::DB == 0;
+    plain.then_some(Segment { ar: V86_AR, ..*s })
+}
+
+/// TR while a real-mode guest runs in virtual-8086 mode: a 32-bit busy TSS
+/// with a limit of 0. The processor reads the I/O permission bitmap of the
+/// TSS for every IN and OUT in virtual-8086 mode; with no room for one each
+/// raises #GP(0), which rkvm intercepts and turns into the I/O exit. No
+/// guest memory backs it, and nothing else reads it: every exception is
+/// intercepted in virtual-8086 mode, before it could switch stacks.
+pub const V86_TR: Segment = Segment { selector: 0, base: 0, limit: 0, ar: 0x8b };
+
+/// Makes the segments of a protected-mode guest acceptable to VM entry
+/// without unrestricted guest, which wants the RPLs of CS and SS to agree
+/// with SS's DPL and no data segment's DPL below its RPL. A guest that has
+/// just set CR0.PE still has real-mode segments (DPL 0) behind whatever
+/// selectors it had: as kvm_intel does, CS and SS take SS's DPL as RPL and
+/// a data segment's DPL is raised to its RPL, until the guest loads them.
+/// A guest in proper protected mode has nothing to fix.
+pub fn protected_mode_fixup(segs: &mut [Segment; 8]) {
+    let dpl = |s: &Segment| ((s.ar >> ar::DPL_SHIFT) & 3) as u16;
+    let ss_dpl = dpl(&segs[Seg::Ss as usize]);
+    for seg in [Seg::Ss, Seg::Cs] {
+        let s = &mut segs[seg as usize];
+        if s.ar & ar::UNUSABLE == 0 {
+            s.selector = (s.selector & !3) | ss_dpl;
+        }
+    }
+    for seg in [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs] {
+        let s = &mut segs[seg as usize];
+        let rpl = s.selector & 3;
+        let data_or_plain_code = s.ar & ar::TYPE <= 11;
+        if s.ar & ar::UNUSABLE == 0 && s.ar & ar::S != 0 && data_or_plain_code && dpl(s) < rpl {
+            s.ar = (s.ar & !(3 << ar::DPL_SHIFT)) | (u32::from(rpl) << ar::DPL_SHIFT);
+        }
     }
 }
 
@@ -994,6 +1071,49 @@ mod tests {
         // NE is the host's; PE and PG the guest's (unrestricted guest).
         assert_eq!(c.cr0_host_owned, 0x20);
         assert_eq!(c.cr4_host_owned, 0x2000);
+    }
+
+    #[test]
+    fn shadow_paging_controls() {
+        let c = Controls::derive(&bochs_caps()).expect("Bochs has what rkvm needs").for_shadow_paging();
+        let exiting = proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING | proc::INVLPG_EXITING;
+        assert_eq!(c.proc & exiting, exiting);
+        assert_eq!(c.proc2 & (proc2::EPT | proc2::UNRESTRICTED_GUEST | proc2::VPID), 0);
+        assert!(!c.vpid);
+        assert_eq!((c.cr0_host_owned, c.cr4_host_owned), (u64::MAX, u64::MAX));
+        // The bits forced to 1 stay what the processor says.
+        assert_eq!((c.cr0_fixed1, c.cr4_fixed1), (0x20, 0x2000));
+    }
+
+    #[test]
+    fn real_mode_segments_in_v86_mode() {
+        let s = Segment { selector: 0x1234, base: 0x12340, limit: 0xffff, ar: 0x93 };
+        assert_eq!(v86_segment(&s), Some(Segment { ar: V86_AR, ..s }));
+        // CS after RESET: base 0xffff0000, not 0xf000 * 16.
+        assert_eq!(v86_segment(&Segment { selector: 0xf000, base: 0xffff_0000, limit: 0xffff, ar: 0x9b }), None);
+        // Unreal mode, and a 32-bit segment.
+        assert_eq!(v86_segment(&Segment { limit: 0xffff_ffff, ..s }), None);
+        assert_eq!(v86_segment(&Segment { ar: 0x93 | ar::DB, ..s }), None);
+    }
+
+    #[test]
+    fn segments_just_out_of_real_mode() {
+        let seg = |selector: u16, ar: u32| Segment { selector, base: u64::from(selector) << 4, limit: 0xffff, ar };
+        let mut segs = [seg(0, 0x93); 8];
+        segs[Seg::Cs as usize] = seg(0x07c3, 0x9b);
+        segs[Seg::Ds as usize] = seg(0x0012, 0x93);
+        segs[Seg::Tr as usize] = seg(0, 0x8b);
+        let mut fixed = segs;
+        protected_mode_fixup(&mut fixed);
+        assert_eq!(fixed[Seg::Cs as usize].selector, 0x07c0);
+        assert_eq!(fixed[Seg::Ds as usize].ar, 0xd3, "DPL raised to RPL 2");
+        assert_eq!(fixed[Seg::Tr as usize], segs[Seg::Tr as usize]);
+        // Ring 3 of a protected-mode guest is left alone.
+        let mut user = [seg(0x23, 0xf3); 8];
+        user[Seg::Cs as usize] = seg(0x1b, 0xfb);
+        let before = user;
+        protected_mode_fixup(&mut user);
+        assert_eq!(user, before);
     }
 
     #[test]

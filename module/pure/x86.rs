@@ -60,6 +60,27 @@ pub const RFLAGS_IF: u64 = 1 << 9;
 /// RFLAGS.TF.
 pub const RFLAGS_TF: u64 = 1 << 8;
 
+/// RFLAGS.AC.
+pub const RFLAGS_AC: u64 = 1 << 18;
+
+/// The stack frame of a real-mode interrupt: FLAGS, CS and IP, pushed on
+/// the 16-bit stack at `ss_base:sp`. Returns the three stores, in order,
+/// as (linear address, word), and the new SP.
+pub fn real_mode_frame(ss_base: u64, sp: u16, flags: u64, cs: u16, ip: u64) -> ([(u64, u16); 3], u16) {
+    let mut sp = sp;
+    let mut stores = [(0, 0); 3];
+    for (store, word) in stores.iter_mut().zip([flags as u16, cs, ip as u16]) {
+        sp = sp.wrapping_sub(2);
+        *store = (ss_base.wrapping_add(u64::from(sp)) & 0xffff_ffff, word);
+    }
+    (stores, sp)
+}
+
+/// RFLAGS after a real-mode interrupt is delivered: IF, TF and AC clear.
+pub fn real_mode_interrupt_flags(flags: u64) -> u64 {
+    flags & !(RFLAGS_IF | RFLAGS_TF | RFLAGS_AC)
+}
+
 /// The control-register part of `struct kvm_sregs` that validation needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ControlRegs {
@@ -157,6 +178,17 @@ pub struct SegAttrib {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn real_mode_interrupt_frame() {
+        let (stores, sp) = real_mode_frame(0x2000 << 4, 0x100, 0x3202, 0x1234, 0x5678);
+        assert_eq!(stores, [(0x200fe, 0x3202), (0x200fc, 0x1234), (0x200fa, 0x5678)]);
+        assert_eq!(sp, 0xfa);
+        // SP wraps within the 64 KiB segment.
+        let (stores, sp) = real_mode_frame(0, 2, 0, 0, 0);
+        assert_eq!((stores[1].0, sp), (0xfffe, 0xfffc));
+        assert_eq!(real_mode_interrupt_flags(0x4_0302), 0x2);
+    }
 
     fn long_mode() -> ControlRegs {
         ControlRegs {

@@ -27,6 +27,7 @@ use crate::{
     abi::uapi,
     backend::{ArchVcpu, Event, Exit},
     pure::{
+        decode::PortIo,
         msr,
         paging::{GuestPhys, HostPhys, NpfError},
         shadow::GuestPaging,
@@ -223,7 +224,7 @@ impl SvmVcpu {
             exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::Host,
             exit::IOIO => {
                 let io = IoExit::decode(info1);
-                Exit::Io {
+                let io = PortIo {
                     port: io.port,
                     input: io.input,
                     size: io.size,
@@ -231,8 +232,8 @@ impl SvmVcpu {
                     rep: io.rep,
                     addr_size: io.addr_bits / 8,
                     segment: io.segment,
-                    next_rip: info2,
-                }
+                };
+                Exit::Io { io, next_rip: info2 }
             }
             exit::HLT => Exit::Hlt,
             exit::VINTR => Exit::IrqWindow,

@@ -28,9 +28,24 @@
 //! uses), are exported to KVM's modules only, so rkvm may only have
 //! CR4.VMXE set while no kernel code can look at CR4.
 //!
-//! Shadow paging needs either unrestricted guest without EPT (which VMX does
-//! not allow) or real-mode emulation: the VMX backend supports EPT only,
-//! and VM creation with shadow paging is refused on Intel (`supports_shadow`).
+//! # Shadow paging
+//!
+//! Without EPT there is no unrestricted guest, so the processor runs the
+//! guest with paging and protection on whatever the guest believes
+//! (`Controls::for_shadow_paging`): CR0, CR3 and CR4 are the shadow
+//! table's (`pure::shadow::GuestPaging`), the guest's own are in the read
+//! shadows and in [`GuestState`]. A real-mode guest runs in virtual-8086
+//! mode, as kvm_intel did before unrestricted guest, but with nothing in
+//! guest memory: its segments become virtual-8086 ones
+//! (`pure::vmcs::v86_segment`), IOPL is 3 so that CLI, STI, PUSHF, POPF and
+//! IRET run unhindered, and TR is a TSS of limit 0 and the IDT limit is 0,
+//! so that IN, OUT and INT n raise #GP. Every exception is intercepted;
+//! rkvm emulates the instruction behind a #GP (I/O, HLT, INT n, LGDT,
+//! control registers, MSRs: `pure::decode::decode_v86`) and delivers
+//! exceptions and interrupts through the guest's interrupt vector table
+//! (`ArchVcpu::take_real_mode_event`). A real-mode state that
+//! virtual-8086 mode cannot hold (CS after RESET, "unreal" segments) is
+//! refused with an internal error, where kvm_intel would emulate.
 
 mod hw;
 mod ops;
@@ -44,13 +59,13 @@ use crate::{
     backend::{ArchVcpu, Event, Exit},
     guest_state::{DebugRegs, FxArea},
     pure::{
-        decode::Mode,
+        decode::{Mode, PortIo},
         msr,
         paging::{GuestPhys, HostPhys},
         shadow::GuestPaging,
         vmcs::{
-            self, ar, field, reason, IntrInfo, IoQualification, Seg, Segment, INTERRUPTIBILITY_STI_MOVSS,
-            PENDING_DBG_BS,
+            self, ar, field, reason, Controls, IntrInfo, IoQualification, Seg, Segment,
+            INTERRUPTIBILITY_STI_MOVSS, PENDING_DBG_BS,
         },
         walk::Paging,
         x86::{self, efer, SegAttrib},
@@ -115,6 +130,11 @@ const MSR_EFER: u32 = 0xc000_0080;
 const RESET_PAT: u64 = 0x0007_0406_0007_0406;
 /// The debug exception.
 const DB_VECTOR: u8 = 1;
+/// The page fault.
+const PF_VECTOR: u8 = 14;
+/// RFLAGS.VM (virtual-8086 mode) and RFLAGS.IOPL.
+const RFLAGS_VM: u64 = 1 << 17;
+const RFLAGS_IOPL: u64 = 3 << 12;
 /// DR6 bits that read as 1 (KVM's `DR6_ACTIVE_LOW`).
 const DR6_ACTIVE_LOW: u64 = 0xffff_0ff0;
 /// Raw exit codes of this backend carry this bit, so traces and
@@ -165,6 +185,7 @@ struct ExitInfo {
     reason: u32,
     qualification: u64,
     intr_info: u32,
+    intr_error: u32,
     idt_info: u32,
     idt_error: u32,
     insn_len: u32,
@@ -193,6 +214,19 @@ pub(crate) struct VmxVcpu {
     fx: KBox<FxArea>,
     caps: Arc<Caps>,
     vpid: hw::Vpid,
+    /// The controls: `caps.controls`, or with shadow paging their
+    /// `for_shadow_paging` form.
+    controls: Controls,
+    /// Shadow paging rather than EPT.
+    shadow: bool,
+    /// The last entry was to virtual-8086 mode (a real-mode guest with
+    /// shadow paging).
+    v86: bool,
+    /// The segments the VMCS holds (as rkvm wrote them: the guest's, or
+    /// what stands for them in virtual-8086 mode or fixed for VM entry; or
+    /// as the guest left them): one that reads back the same after an exit
+    /// was not changed by the guest.
+    written_segs: [Segment; 8],
     gprs: Gprs,
     state: GuestState,
     exit: ExitInfo,
@@ -235,12 +269,18 @@ fn region(revision: u32) -> Result<KBox<Region>> {
 }
 
 impl VmxVcpu {
-    pub(crate) fn new(bsp: bool, caps: Arc<Caps>) -> Result<KBox<dyn ArchVcpu>> {
+    /// A vCPU with EPT, or with `shadow` paging.
+    pub(crate) fn new(bsp: bool, caps: Arc<Caps>, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
+        let controls = if shadow { caps.controls.for_shadow_paging() } else { caps.controls };
         let mut vcpu = VmxVcpu {
             vmxon: region(caps.revision)?,
             vmcs: region(caps.revision)?,
             fx: FxArea::new()?,
-            vpid: if caps.controls.vpid { hw::Vpid::alloc() } else { hw::Vpid(0) },
+            vpid: if controls.vpid { hw::Vpid::alloc() } else { hw::Vpid(0) },
+            controls,
+            shadow,
+            v86: false,
+            written_segs: [Segment::default(); 8],
             caps,
             gprs: Gprs::default(),
             state: GuestState::default(),
@@ -280,9 +320,11 @@ impl VmxVcpu {
         // SAFETY: the VMCS region belongs to this vCPU and lives as long as
         // `self`, which is borrowed for the whole run.
         let vmcs = unsafe { root_op.load(sys::virt_to_phys(&*self.vmcs))? };
-        let c = self.caps.controls;
-        let eptp = vmcs::ept_pointer(root.0);
-        if self.flushed != Some((cpu, tlb_epoch)) {
+        let c = self.controls;
+        // With shadow paging the root is CR3's, and without VPIDs each
+        // entry flushes the guest's translations.
+        let eptp = if self.shadow { 0 } else { vmcs::ept_pointer(root.0) };
+        if !self.shadow && self.flushed != Some((cpu, tlb_epoch)) {
             vmcs.invept(eptp, c.invept_single);
             self.flushed = Some((cpu, tlb_epoch));
         }
@@ -290,11 +332,16 @@ impl VmxVcpu {
             self.write_fixed_controls(&vmcs, eptp);
             self.cold_dirty = true;
         }
+        let v86 = self.in_v86();
+        if v86 != self.v86 {
+            self.v86 = v86;
+            self.cold_dirty = true;
+        }
         self.write_controls(&vmcs);
         if self.written_host != Some((cpu, host)) {
             write_host(&vmcs, &host);
         }
-        self.write_guest(&vmcs);
+        self.write_guest(&vmcs, root);
         if let Err(f) = vmcs.writes_ok() {
             // Write everything again next time.
             self.written_eptp = None;
@@ -359,7 +406,7 @@ impl VmxVcpu {
 
     /// The controls that stay the same for the vCPU's life.
     fn write_fixed_controls(&self, v: &ops::Current<'_>, eptp: u64) {
-        let c = self.caps.controls;
+        let c = self.controls;
         v.write(field::PIN_CONTROLS, c.pin.into());
         v.write(field::PROC_CONTROLS2, c.proc2.into());
         v.write(field::EXIT_CONTROLS, c.exit.into());
@@ -369,7 +416,13 @@ impl VmxVcpu {
         v.write(field::ENTRY_MSR_LOAD_COUNT, 0);
         v.write(field::CR0_MASK, c.cr0_host_owned);
         v.write(field::CR4_MASK, c.cr4_host_owned);
-        v.write(field::EPT_POINTER, eptp);
+        if self.shadow {
+            // Every #PF the exception bitmap asks for exits.
+            v.write(field::PF_ERROR_CODE_MASK, 0);
+            v.write(field::PF_ERROR_CODE_MATCH, 0);
+        } else {
+            v.write(field::EPT_POINTER, eptp);
+        }
         if c.vpid {
             v.write(field::VPID, self.vpid.0.into());
         }
@@ -378,13 +431,23 @@ impl VmxVcpu {
 
     /// The controls that change from one entry to the next.
     fn write_controls(&self, v: &ops::Current<'_>) {
-        let c = self.caps.controls;
+        let c = self.controls;
         let s = &self.state;
         let window = if self.irq_window { vmcs::proc::INTR_WINDOW_EXITING } else { 0 };
-        let ia32e = if s.efer & efer::LMA != 0 { vmcs::entry_ctl::IA32E_MODE } else { 0 };
+        let ia32e = if self.hw_efer() & efer::LMA != 0 { vmcs::entry_ctl::IA32E_MODE } else { 0 };
         v.write(field::PROC_CONTROLS, (c.proc | window).into());
         v.write(field::ENTRY_CONTROLS, (c.entry | ia32e).into());
-        v.write(field::EXCEPTION_BITMAP, if self.single_step { 1 << DB_VECTOR } else { 0 });
+        // Shadow paging sees every page fault; virtual-8086 mode every
+        // exception (the processor would deliver them through the IDT).
+        let exceptions = if self.v86 {
+            u32::MAX
+        } else if self.shadow {
+            1 << PF_VECTOR
+        } else {
+            0
+        };
+        let step = if self.single_step { 1 << DB_VECTOR } else { 0 };
+        v.write(field::EXCEPTION_BITMAP, (exceptions | step).into());
         v.write(field::CR0_READ_SHADOW, s.cr0);
         v.write(field::CR4_READ_SHADOW, s.cr4);
         v.write(field::TSC_OFFSET, s.tsc_offset);
@@ -399,16 +462,26 @@ impl VmxVcpu {
 
     /// The guest state: what the guest changes itself (and the emulator
     /// after an exit) every time, the rest when rkvm changed it.
-    fn write_guest(&self, v: &ops::Current<'_>) {
-        let c = self.caps.controls;
+    fn write_guest(&mut self, v: &ops::Current<'_>, root: HostPhys) {
+        let c = self.controls;
         let s = &self.state;
-        v.write(field::GUEST_CR0, s.cr0 | c.cr0_fixed1);
-        v.write(field::GUEST_CR3, s.cr3);
-        v.write(field::GUEST_CR4, s.cr4 | c.cr4_host_owned);
-        v.write(field::GUEST_EFER, s.efer);
+        if self.shadow {
+            // Paging always on; protection too (virtual-8086 mode in real
+            // mode); CR3 the shadow table's.
+            let p = self.paging();
+            v.write(field::GUEST_CR0, p.hw_cr0() | x86::cr0::PE | c.cr0_fixed1);
+            v.write(field::GUEST_CR3, root.0);
+            v.write(field::GUEST_CR4, p.hw_cr4() | c.cr4_fixed1);
+        } else {
+            v.write(field::GUEST_CR0, s.cr0 | c.cr0_fixed1);
+            v.write(field::GUEST_CR3, s.cr3);
+            v.write(field::GUEST_CR4, s.cr4 | c.cr4_fixed1);
+        }
+        v.write(field::GUEST_EFER, self.hw_efer());
         v.write(field::GUEST_RSP, self.gprs.regs[4]);
         v.write(field::GUEST_RIP, s.rip);
-        v.write(field::GUEST_RFLAGS, s.rflags);
+        let v86_flags = if self.v86 { RFLAGS_VM | RFLAGS_IOPL } else { 0 };
+        v.write(field::GUEST_RFLAGS, s.rflags | v86_flags);
         // Single-stepping over an instruction that blocks interrupts: the
         // entry checks want the pending single step recorded.
         let mut pending = s.pending_dbg;
@@ -420,8 +493,8 @@ impl VmxVcpu {
         if !self.cold_dirty {
             return;
         }
-        for seg in Seg::ALL {
-            let g = s.seg(seg);
+        let segs = self.hw_segments();
+        for (seg, g) in Seg::ALL.into_iter().zip(segs) {
             v.write(seg.selector(), g.selector.into());
             v.write(seg.base(), g.base);
             v.write(seg.limit(), g.limit.into());
@@ -430,7 +503,8 @@ impl VmxVcpu {
         v.write(field::GUEST_GDTR_BASE, s.gdtr.0);
         v.write(field::GUEST_GDTR_LIMIT, s.gdtr.1.into());
         v.write(field::GUEST_IDTR_BASE, s.idtr.0);
-        v.write(field::GUEST_IDTR_LIMIT, s.idtr.1.into());
+        // In virtual-8086 mode an IDT of limit 0: INT n raises #GP.
+        v.write(field::GUEST_IDTR_LIMIT, if self.v86 { 0 } else { s.idtr.1.into() });
         v.write(field::GUEST_DR7, x86::RESET_DR7);
         v.write(field::GUEST_DEBUGCTL, 0);
         v.write(field::GUEST_SYSENTER_CS, s.sysenter[0]);
@@ -438,17 +512,55 @@ impl VmxVcpu {
         v.write(field::GUEST_SYSENTER_EIP, s.sysenter[2]);
         v.write(field::GUEST_PAT, s.pat);
         v.write(field::GUEST_ACTIVITY_STATE, 0);
-        for (i, pdpte) in s.pdptes.iter().enumerate() {
-            v.write(field::guest_pdpte(i as u32), *pdpte);
+        // Without EPT the processor loads the PDPTEs from CR3 (the shadow
+        // table's) itself.
+        if !self.shadow {
+            for (i, pdpte) in s.pdptes.iter().enumerate() {
+                v.write(field::guest_pdpte(i as u32), *pdpte);
+            }
+        }
+        self.written_segs = segs;
+    }
+
+    /// A real-mode guest with shadow paging, which runs in virtual-8086 mode.
+    fn in_v86(&self) -> bool {
+        self.shadow && self.state.cr0 & x86::cr0::PE == 0
+    }
+
+    /// EFER for the processor.
+    fn hw_efer(&self) -> u64 {
+        if self.shadow {
+            self.paging().hw_efer()
+        } else {
+            self.state.efer
         }
     }
 
+    /// The segments to enter with (see `written_segs`).
+    fn hw_segments(&self) -> [Segment; 8] {
+        let mut segs = self.state.segs;
+        if self.v86 {
+            for (seg, s) in Seg::ALL.into_iter().zip(segs.iter_mut()) {
+                *s = match seg {
+                    // `run` refused the entry if it is `None`.
+                    Seg::Ldtr => *s,
+                    Seg::Tr => vmcs::V86_TR,
+                    _ => vmcs::v86_segment(s).unwrap_or(*s),
+                };
+            }
+        } else if self.shadow {
+            vmcs::protected_mode_fixup(&mut segs);
+        }
+        segs
+    }
+
     fn read_exit(&mut self, v: &ops::Current<'_>) {
-        let c = self.caps.controls;
+        let c = self.controls;
         self.exit = ExitInfo {
             reason: v.read(field::EXIT_REASON) as u32,
             qualification: v.read(field::EXIT_QUALIFICATION),
             intr_info: v.read(field::EXIT_INTR_INFO) as u32,
+            intr_error: v.read(field::EXIT_INTR_ERROR_CODE) as u32,
             idt_info: v.read(field::IDT_VECTORING_INFO) as u32,
             idt_error: v.read(field::IDT_VECTORING_ERROR_CODE) as u32,
             insn_len: v.read(field::EXIT_INSTRUCTION_LEN) as u32,
@@ -456,29 +568,46 @@ impl VmxVcpu {
             gpa: v.read(field::GUEST_PHYSICAL_ADDRESS),
         };
         let s = &mut self.state;
-        for seg in Seg::ALL {
-            *s.seg_mut(seg) = Segment {
+        for (seg, written) in Seg::ALL.into_iter().zip(self.written_segs.iter_mut()) {
+            let hw = Segment {
                 selector: v.read(seg.selector()) as u16,
                 base: v.read(seg.base()),
                 limit: v.read(seg.limit()) as u32,
                 ar: v.read(seg.access_rights()) as u32,
             };
+            // What stands for the guest's segment changes only when the
+            // guest loads it; in virtual-8086 mode only selector and base
+            // change (the limit and attributes stay, as in real mode).
+            if hw != *written {
+                let view = s.seg_mut(seg);
+                *view = if self.v86 { Segment { selector: hw.selector, base: hw.base, ..*view } } else { hw };
+                *written = hw;
+            }
         }
-        s.gdtr = (v.read(field::GUEST_GDTR_BASE), v.read(field::GUEST_GDTR_LIMIT) as u32);
-        s.idtr = (v.read(field::GUEST_IDTR_BASE), v.read(field::GUEST_IDTR_LIMIT) as u32);
+        // LGDT and LIDT exit in virtual-8086 mode (IDTR holds limit 0 there).
+        if !self.v86 {
+            s.gdtr = (v.read(field::GUEST_GDTR_BASE), v.read(field::GUEST_GDTR_LIMIT) as u32);
+            s.idtr = (v.read(field::GUEST_IDTR_BASE), v.read(field::GUEST_IDTR_LIMIT) as u32);
+        }
         // The guest changes the CR0 and CR4 bits it owns without an exit.
         let merge = |hw: u64, view: u64, owned: u64| (hw & !owned) | (view & owned);
         s.cr0 = merge(v.read(field::GUEST_CR0), s.cr0, c.cr0_host_owned);
         s.cr4 = merge(v.read(field::GUEST_CR4), s.cr4, c.cr4_host_owned);
-        s.cr3 = v.read(field::GUEST_CR3);
-        s.efer = v.read(field::GUEST_EFER);
+        // With shadow paging CR3 and EFER are the shadow table's; the
+        // guest's change only through exits.
+        if !self.shadow {
+            s.cr3 = v.read(field::GUEST_CR3);
+            s.efer = v.read(field::GUEST_EFER);
+        }
         self.gprs.regs[4] = v.read(field::GUEST_RSP);
         s.rip = v.read(field::GUEST_RIP);
-        s.rflags = v.read(field::GUEST_RFLAGS);
+        let rflags = v.read(field::GUEST_RFLAGS);
+        // Virtual-8086 mode's VM and IOPL are rkvm's, not the guest's.
+        s.rflags = if self.v86 { (rflags & !(RFLAGS_VM | RFLAGS_IOPL)) | (s.rflags & RFLAGS_IOPL) } else { rflags };
         s.interruptibility = v.read(field::GUEST_INTERRUPTIBILITY) as u32;
         s.pending_dbg = v.read(field::GUEST_PENDING_DBG);
-        // The PDPTEs mean something in PAE paging only.
-        if Paging::of(s.cr0, s.cr4, s.efer) == Paging::Pae {
+        // The PDPTEs mean something in PAE paging with EPT only.
+        if !self.shadow && Paging::of(s.cr0, s.cr4, s.efer) == Paging::Pae {
             for (i, pdpte) in s.pdptes.iter_mut().enumerate() {
                 *pdpte = v.read(field::guest_pdpte(i as u32));
             }
@@ -492,8 +621,10 @@ impl VmxVcpu {
         }
         // An event whose delivery the exit interrupted is delivered again at
         // the next entry.
+        // In virtual-8086 mode the processor delivers nothing itself: the
+        // event it was delivering was an INT n, whose #GP rkvm handles.
         let idt = IntrInfo(e.idt_info);
-        if idt.valid() && e.reason as u16 != reason::TRIPLE_FAULT {
+        if idt.valid() && e.reason as u16 != reason::TRIPLE_FAULT && !self.v86 {
             let len = if idt.needs_length() { e.insn_len } else { 0 };
             self.event = (idt.reinjection(), e.idt_error, len);
         }
@@ -502,9 +633,19 @@ impl VmxVcpu {
             reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER => Exit::Host,
             reason::EXCEPTION_NMI => {
                 let info = IntrInfo(e.intr_info);
+                let error = info.has_error().then_some(e.intr_error);
                 match (info.kind(), info.vector()) {
                     (IntrInfo::TYPE_NMI, _) => Exit::Host,
-                    (IntrInfo::TYPE_HW_EXCEPTION, DB_VECTOR) => Exit::Debug,
+                    (IntrInfo::TYPE_HW_EXCEPTION, DB_VECTOR) if self.single_step || !self.v86 => Exit::Debug,
+                    (IntrInfo::TYPE_HW_EXCEPTION, PF_VECTOR) if self.shadow => {
+                        Exit::PageFault { addr: e.qualification, error: u64::from(e.intr_error) }
+                    }
+                    (IntrInfo::TYPE_HW_EXCEPTION, vector) if self.v86 => {
+                        Exit::RealModeException { vector, error, len: 0 }
+                    }
+                    (IntrInfo::TYPE_SW_EXCEPTION | IntrInfo::TYPE_PRIV_SW_EXCEPTION, vector) if self.v86 => {
+                        Exit::RealModeException { vector, error: None, len: e.insn_len as u8 }
+                    }
                     _ => self.unhandled(),
                 }
             }
@@ -514,10 +655,11 @@ impl VmxVcpu {
             reason::HLT => Exit::Hlt,
             reason::VMCALL => Exit::Hypercall,
             reason::CR_ACCESS => Exit::CrAccess,
+            reason::INVLPG => Exit::Invlpg,
             reason::DR_ACCESS => Exit::Dr,
             reason::IO => {
                 let q = IoQualification::decode(e.qualification);
-                let (addr_size, segment) = if q.string && self.caps.controls.ins_outs_info {
+                let (addr_size, segment) = if q.string && self.controls.ins_outs_info {
                     vmcs::string_io_info(e.insn_info)
                 } else {
                     // Without the information: the mode's address size and
@@ -525,16 +667,9 @@ impl VmxVcpu {
                     // every VMX processor with unrestricted guest has it).
                     (self.address_size(), 3)
                 };
-                Exit::Io {
-                    port: q.port,
-                    input: q.input,
-                    size: q.size,
-                    string: q.string,
-                    rep: q.rep,
-                    addr_size,
-                    segment,
-                    next_rip,
-                }
+                let io =
+                    PortIo { port: q.port, input: q.input, size: q.size, string: q.string, rep: q.rep, addr_size, segment };
+                Exit::Io { io, next_rip }
             }
             reason::RDMSR => Exit::Msr { write: false },
             reason::WRMSR => Exit::Msr { write: true },
@@ -657,6 +792,12 @@ fn from_kvm_segment(k: &uapi::kvm_segment, seg: Seg) -> Segment {
 
 impl ArchVcpu for VmxVcpu {
     fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit {
+        if self.in_v86() {
+            let six = [Seg::Cs, Seg::Ss, Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs];
+            if six.iter().any(|&seg| vmcs::v86_segment(self.state.seg(seg)).is_none()) {
+                return Exit::RealModeUnsupported;
+            }
+        }
         if self.single_step && self.state.rflags & x86::RFLAGS_TF == 0 {
             self.state.rflags |= x86::RFLAGS_TF;
             self.tf_added = true;
@@ -826,7 +967,7 @@ impl ArchVcpu for VmxVcpu {
     }
 
     fn holds_pdptes(&self) -> bool {
-        true
+        !self.shadow
     }
 
     fn set_pdptes(&mut self, pdptes: [u64; 4]) {
@@ -870,6 +1011,17 @@ impl ArchVcpu for VmxVcpu {
         self.state.rip = rip;
         // Moving past an instruction ends the interrupt shadow it made.
         self.state.interruptibility &= !INTERRUPTIBILITY_STI_MOVSS;
+    }
+
+    fn take_real_mode_event(&mut self) -> Option<(u8, u64)> {
+        let (info, _, len) = self.event;
+        if !self.in_v86() || !info.valid() {
+            return None;
+        }
+        self.event = (IntrInfo(0), 0, 0);
+        // A fault returns to its instruction, a software interrupt past it.
+        let rip = self.state.rip.wrapping_add(if info.needs_length() { u64::from(len) } else { 0 });
+        Some((info.vector(), rip))
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {

@@ -76,6 +76,13 @@ static inline int vm_create_mmu(struct vm *vm, uint64_t mmu)
 		return -errno;
 	if (mmu && vm_choose_mmu(vm->fd, mmu))
 		return -errno;
+	/*
+	 * As QEMU does: three pages of guest physical address space for the
+	 * TSS kvm_intel needs to run real mode in virtual-8086 mode (without
+	 * unrestricted guest, e.g. ept=0). rkvm accepts and needs none.
+	 */
+	if (ioctl(vm->fd, KVM_SET_TSS_ADDR, 0xfffbd000UL))
+		return -errno;
 	vm->mem = mmap(NULL, GUEST_MEM_SIZE, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (vm->mem == MAP_FAILED)

@@ -124,13 +124,13 @@ fn choose_mmu(kvm: &Kvm, vm: &VmFd, mode: MmuMode, device: &Path) -> Result<(), 
     let offered = kvm.check_extension_raw(KVM_CAP_RKVM_MMU.into()) as u64;
     if offered == 0 {
         return Err(format!(
-            "{} cannot choose the MMU per VM (real KVM chooses when its module loads: kvm_amd npt=0 for shadow paging)",
+            "{} cannot choose the MMU per VM (real KVM chooses when its module loads: kvm_amd npt=0 or kvm_intel ept=0 for shadow paging)",
             device.display()
         ));
     }
     if offered & bit == 0 {
         return Err(format!(
-            "{} has no {} paging on this processor (rkvm's VMX backend has EPT only)",
+            "{} does not offer {} paging",
             device.display(),
             if bit == mmu_mode::SHADOW { "shadow" } else { "two-dimensional" }
         ));
@@ -185,6 +185,9 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     if mem_size < 2 << 20 {
         return Err("--mem must be at least 2 (MiB)".into());
     }
+    if mem_size as u64 > TSS_ADDR {
+        return Err(format!("--mem must be at most {} (MiB): RAM starts at 0 and ends below the TSS", TSS_ADDR >> 20));
+    }
 
     let kvm = crate::open_device(opts.device)?;
     let vm = kvm.create_vm().map_err(|e| {
@@ -198,6 +201,10 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     if let Some(mode) = opts.mmu {
         choose_mmu(&kvm, &vm, mode, opts.device)?;
     }
+    // As QEMU does: guest physical space (below 4 GiB, above any RAM here)
+    // for the TSS kvm_intel needs to run real mode without unrestricted
+    // guest (ept=0). rkvm needs none and accepts it.
+    vm.set_tss_address(TSS_ADDR as usize).map_err(|e| format!("KVM_SET_TSS_ADDR: {e}"))?;
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)])
         .map_err(|e| format!("cannot allocate {} MiB of guest memory: {e} (try a smaller --mem)", opts.mem_mib))?;
     add_memory(&vm, &mem)?;
@@ -315,6 +322,9 @@ fn add_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Where `KVM_SET_TSS_ADDR` puts kvm_intel's three TSS pages (QEMU's choice).
+const TSS_ADDR: u64 = 0xfffb_d000;
 
 fn setup_real_mode(vcpu: &VcpuFd) -> Result<(), String> {
     let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
