@@ -128,7 +128,11 @@ pub(crate) enum Exit {
     /// emulator decodes which).
     CrAccess,
     /// INVLPG (shadow paging only).
-    Invlpg,
+    Invlpg {
+        /// The instruction's length and linear address where the hardware
+        /// reports them (VMX); `None`: the emulator decodes them.
+        reported: Option<(u8, u64)>,
+    },
     /// CPUID.
     Cpuid,
     /// RDMSR or WRMSR (`write`).

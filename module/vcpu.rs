@@ -522,10 +522,10 @@ impl Vcpu {
                 }
                 Ok(Next::Reenter)
             }
-            Exit::Invlpg => {
-                let mmu = self.vm.mmu.lock();
+            Exit::Invlpg { reported } => {
                 self.stats.inc(VcpuStat::Invlpg);
-                match emulate::invlpg(&mmu.memory, &*st.arch) {
+                let decoded = reported.or_else(|| emulate::invlpg(&self.vm.mmu.lock().memory, &*st.arch));
+                match decoded {
                     Some((len, linear)) => {
                         st.mmu.invlpg(linear);
                         st.arch.skip(u64::from(len));
@@ -669,7 +669,7 @@ impl Vcpu {
                     V86Op::Msr { write } => Some(Exit::Msr { write }),
                     V86Op::Cr => Some(Exit::CrAccess),
                     V86Op::Dr => Some(Exit::Dr),
-                    V86Op::Invlpg => Some(Exit::Invlpg),
+                    V86Op::Invlpg => Some(Exit::Invlpg { reported: None }),
                     V86Op::Nop => {
                         st.arch.skip(u64::from(insn.len));
                         return Ok(Next::Reenter);

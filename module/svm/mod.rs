@@ -242,7 +242,8 @@ impl SvmVcpu {
             exit::NPF => Exit::NestedFault { gpa: GuestPhys(info2), write: NpfError(info1).write() },
             c if c == exit::EXCP_BASE + u64::from(PF_VECTOR) => Exit::PageFault { addr: info2, error: info1 },
             exit::CR_READ_BASE..=exit::CR_WRITE_LAST => Exit::CrAccess,
-            exit::INVLPG => Exit::Invlpg,
+            // No decode assists under QEMU: the run loop decodes the address.
+            exit::INVLPG => Exit::Invlpg { reported: None },
             exit::CPUID => Exit::Cpuid,
             exit::MSR => Exit::Msr { write: info1 == 1 },
             exit::VMMCALL => Exit::Hypercall,

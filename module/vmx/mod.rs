@@ -655,7 +655,7 @@ impl VmxVcpu {
             reason::HLT => Exit::Hlt,
             reason::VMCALL => Exit::Hypercall,
             reason::CR_ACCESS => Exit::CrAccess,
-            reason::INVLPG => Exit::Invlpg,
+            reason::INVLPG => Exit::Invlpg { reported: Some((e.insn_len as u8, e.qualification)) },
             reason::DR_ACCESS => Exit::Dr,
             reason::IO => {
                 let q = IoQualification::decode(e.qualification);
