@@ -119,7 +119,7 @@ def table(rep):
                "operation from each vCPU's `exits` statistic (KVM_GET_STATS_FD), where measured.")
     by_name = {r["name"]: r for r in rep["rows"]}
     if any(by_name[n]["kvm_shadow"] or by_name[n]["rkvm_shadow"] for n in SHADOW_ROWS):
-        shadow_table(out, by_name)
+        shadow_table(out, by_name, rep["kvm"])
     if any(by_name[n]["kvm"] or by_name[n]["rkvm"] for n, _, _ in THROUGHPUT):
         io_table(out, by_name)
     for e in rep["errors"]:
@@ -127,12 +127,13 @@ def table(rep):
     return "\n".join(out) + "\n"
 
 
-def shadow_table(out, by_name):
+def shadow_table(out, by_name, kvm):
+    tdp, param = ("EPT", "ept=0") if kvm == "kvm_intel" else ("NPT", "npt=0")
     out.append("")
-    out.append("Nested paging against shadow paging (kvm_amd npt=0, rkvm tdp=0), medians:")
+    out.append(f"Nested paging against shadow paging ({kvm} {param}, rkvm tdp=0), medians:")
     out.append("")
-    out.append("| benchmark | KVM NPT | KVM shadow | shadow/NPT | rkvm NPT | rkvm shadow | shadow/NPT | rkvm/KVM shadow "
-               "| exits/op shadow KVM, rkvm |")
+    out.append(f"| benchmark | KVM {tdp} | KVM shadow | shadow/{tdp} | rkvm {tdp} | rkvm shadow | shadow/{tdp} "
+               "| rkvm/KVM shadow | exits/op shadow KVM, rkvm |")
     out.append("|---|---|---|---|---|---|---|---|---|")
     for name in SHADOW_ROWS:
         r = by_name[name]

@@ -17,8 +17,8 @@ RKVM_VM_EXTRA="$extra rkvm.io_rounds=${RKVM_BENCH_IO_ROUNDS:-5}" \
 grep -q 'rkvm-out: bench: done' "$log" || die "the benchmarks did not finish (serial log: $log)"
 python3 "$RKVM_ROOT/scripts/bench-report.py" "$log" "$RKVM_OUT"
 [[ ${RKVM_BENCH_SKIP_BOCHS:-0} == 1 ]] && exit 0
-# The same against kvm_intel and rkvm's VMX backend in Bochs (no shadow
-# paging, no I/O rows): build/bench-vmx.{json,md,png}.
+# The same against kvm_intel and rkvm's VMX backend in Bochs, with EPT and
+# with shadow paging (no I/O rows): build/bench-vmx.{json,md,png}.
 log=$RKVM_OUT/bochs-bench.log
 RKVM_VM_EXTRA="$extra" "$RKVM_ROOT/scripts/vm.sh" bochs bench "$log"
 grep -q 'rkvm-out: bench: done' "$log" || die "the Bochs benchmarks did not finish (serial log: $log)"

@@ -291,8 +291,32 @@ fn write_io(
     write!(f, " {dir} port={port:#x} size={size}{string}{rep}")
 }
 
+/// Mnemonics of the exceptions, by vector.
+const EXCEPTION_NAMES: [Option<&str>; 20] = [
+    Some("DE"),
+    Some("DB"),
+    Some("NMI"),
+    Some("BP"),
+    Some("OF"),
+    Some("BR"),
+    Some("UD"),
+    Some("NM"),
+    Some("DF"),
+    None,
+    Some("TS"),
+    Some("NP"),
+    Some("SS"),
+    Some("GP"),
+    Some("PF"),
+    None,
+    Some("MF"),
+    Some("AC"),
+    Some("MC"),
+    Some("XM"),
+];
+
 /// The details of a VMX exit: I/O port and direction, EPT violation
-/// address and access, control register.
+/// address and access, control register, exception, INVLPG address.
 fn describe_vmx(r: &ExitRecord, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     match r.code as u16 {
         vmcs::reason::IO => {
@@ -311,6 +335,16 @@ fn describe_vmx(r: &ExitRecord, f: &mut core::fmt::Formatter<'_>) -> core::fmt::
             write!(f, " gpa={:#x} {access} ({kind})", r.info2)
         }
         vmcs::reason::CR_ACCESS => write!(f, " cr{}", r.info1 & 0xf),
+        // The interruption information: the vector; a page fault's address
+        // is the qualification.
+        vmcs::reason::EXCEPTION_NMI => match vmcs::IntrInfo(r.info2 as u32).vector() {
+            14 => write!(f, " #PF addr={:#x}", r.info1),
+            v => match EXCEPTION_NAMES.get(usize::from(v)).copied().flatten() {
+                Some(name) => write!(f, " #{name}"),
+                None => write!(f, " vector={v}"),
+            },
+        },
+        vmcs::reason::INVLPG => write!(f, " addr={:#x}", r.info1),
         vmcs::reason::RDMSR => write!(f, " rdmsr"),
         vmcs::reason::WRMSR => write!(f, " wrmsr"),
         _ => Ok(()),
@@ -401,5 +435,13 @@ mod tests {
         assert_eq!(bucket_code(EXIT_BUCKETS - 1), None);
         let r = ExitRecord { code: io, info1: (0x3f8 << 16) | 0, info2: 0, rip: 0x100, ..Default::default() };
         assert!(format!("{}", describe(&r)).starts_with("io       rip=0x100 out port=0x3f8 size=1"));
+        // Exceptions (shadow paging, virtual-8086 mode): #GP(0) and a #PF.
+        let exception = VMX_EXIT_TAG | u64::from(vmcs::reason::EXCEPTION_NMI);
+        let gp = ExitRecord { code: exception, info2: 0x8000_0b0d, rip: 0x1004, ..Default::default() };
+        assert_eq!(format!("{}", describe(&gp)), "exception rip=0x1004 #GP guest=0ns -> kernel");
+        let pf = ExitRecord { code: exception, info1: 0xb8000, info2: 0x8000_0b0e, ..Default::default() };
+        assert!(format!("{}", describe(&pf)).contains(" #PF addr=0xb8000 "));
+        let invlpg = ExitRecord { code: VMX_EXIT_TAG | u64::from(vmcs::reason::INVLPG), info1: 0x7000, ..Default::default() };
+        assert!(format!("{}", describe(&invlpg)).contains("invlpg   rip=0x0 addr=0x7000 "));
     }
 }

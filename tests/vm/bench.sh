@@ -1,7 +1,8 @@
 #!/bin/sh
 # `make bench` inside the test VM: the same microbenchmarks (tests/bench)
 # and Linux boots through real KVM and through rkvm, each with nested
-# paging and with shadow paging (kvm_amd npt=0, rkvm.ko tdp=0), in this one
+# paging and with shadow paging (kvm_amd npt=0 or kvm_intel ept=0, rkvm.ko
+# tdp=0), in this one
 # boot. Device labels: kvm, rkvm, kvm-shadow, rkvm-shadow.
 # Lines "bench <device> <name> <ns per operation>" (and "bench-exits
 # <device> <name> <exits per operation>") go to the host, which computes
@@ -122,6 +123,10 @@ bench_rkvm() {
 say "bench: $ROUNDS rounds, $BOOTS Linux boots per device, $IO_ROUNDS per I/O benchmark"
 label=kvm bench_kvm
 label=rkvm bench_rkvm
-[ "$KVM_MOD" = kvm_amd ] && label=kvm-shadow bench_kvm npt=0
-[ "$KVM_MOD" = kvm_amd ] && label=rkvm-shadow bench_rkvm tdp=0
+# KVM's shadow paging: kvm_amd without NPT, kvm_intel without EPT.
+case "$KVM_MOD" in
+    kvm_intel) label=kvm-shadow bench_kvm ept=0 ;;
+    *) label=kvm-shadow bench_kvm npt=0 ;;
+esac
+label=rkvm-shadow bench_rkvm tdp=0
 say "bench: done"
