@@ -548,7 +548,9 @@ impl VmxVcpu {
                     _ => vmcs::v86_segment(s).unwrap_or(*s),
                 };
             }
-        } else if self.shadow {
+        } else if self.shadow && self.state.rflags & RFLAGS_VM == 0 {
+            // (A protected-mode guest's own virtual-8086 task has the
+            // segments that mode wants already.)
             vmcs::protected_mode_fixup(&mut segs);
         }
         segs
@@ -556,11 +558,14 @@ impl VmxVcpu {
 
     fn read_exit(&mut self, v: &ops::Current<'_>) {
         let c = self.controls;
+        let reason = v.read(field::EXIT_REASON) as u32;
+        // Only an exception has an error code to read.
+        let exception = reason as u16 == reason::EXCEPTION_NMI;
         self.exit = ExitInfo {
-            reason: v.read(field::EXIT_REASON) as u32,
+            reason,
             qualification: v.read(field::EXIT_QUALIFICATION),
             intr_info: v.read(field::EXIT_INTR_INFO) as u32,
-            intr_error: v.read(field::EXIT_INTR_ERROR_CODE) as u32,
+            intr_error: if exception { v.read(field::EXIT_INTR_ERROR_CODE) as u32 } else { 0 },
             idt_info: v.read(field::IDT_VECTORING_INFO) as u32,
             idt_error: v.read(field::IDT_VECTORING_ERROR_CODE) as u32,
             insn_len: v.read(field::EXIT_INSTRUCTION_LEN) as u32,
