@@ -258,6 +258,15 @@ enum Next {
 
 const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
 const KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: u32 = 4;
+/// The instruction at RIP could not be emulated (or the state cannot be
+/// run without emulating): `KVM_EXIT_INTERNAL_ERROR` with
+/// `KVM_INTERNAL_ERROR_EMULATION` and RIP, as KVM reports an emulation
+/// failure.
+fn emulation_failed(arch: &dyn ArchVcpu, run: &RunPage<'_>) -> Next {
+    run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[arch.rip()]);
+    Next::User
+}
+
 /// `-KVM_ENOSYS`: the answer to a hypercall rkvm does not implement.
 const KVM_ENOSYS: u64 = 1000;
 /// General protection.
@@ -363,6 +372,13 @@ impl Vcpu {
                     self.stats.inc(VcpuStat::IrqInjections);
                 }
             }
+            // An event the processor cannot deliver (a real-mode guest in
+            // virtual-8086 mode) is delivered here, before the entry.
+            if let Some((vector, return_ip)) = st.arch.take_real_mode_event() {
+                if let Next::User = self.real_mode_deliver(st, vector, return_ip, run) {
+                    return Ok(0);
+                }
+            }
             // While userspace waits for a window, ask the hardware for an exit
             // when it opens.
             let want_window = run.request_interrupt_window() && !st.ready_for_interrupt();
@@ -371,15 +387,6 @@ impl Vcpu {
             self.stats.add(VcpuStat::HostTimeNs, entered.saturating_sub(st.host_since));
             let exit = {
                 let mmu = self.vm.mmu.lock();
-                // An event the processor cannot deliver (a real-mode guest
-                // in virtual-8086 mode) is delivered here.
-                if let Some((vector, return_ip)) = st.arch.take_real_mode_event() {
-                    drop(mmu);
-                    if let Next::User = self.real_mode_deliver(st, vector, return_ip, run) {
-                        return Ok(0);
-                    }
-                    continue;
-                }
                 let (root, tlb_epoch) = st.mmu.entry(&mmu, &st.arch.paging());
                 st.arch.run(root, tlb_epoch)
             };
@@ -446,11 +453,7 @@ impl Vcpu {
                         arch.inject_exception(UD_VECTOR, None);
                         Ok(Next::Reenter)
                     }
-                    emulate::MovDrResult::NotEmulated => {
-                        let rip = arch.rip();
-                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[rip]);
-                        Ok(Next::User)
-                    }
+                    emulate::MovDrResult::NotEmulated => Ok(emulation_failed(&**arch, run)),
                 }
             }
             Exit::Io { io: PortIo { port, input, size, string: false, .. }, next_rip } => {
@@ -514,11 +517,7 @@ impl Vcpu {
                         }
                     }
                     emulate::CrResult::Fault => arch.inject_exception(GP_VECTOR, Some(0)),
-                    emulate::CrResult::NotEmulated => {
-                        let rip = arch.rip();
-                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[rip]);
-                        return Ok(Next::User);
-                    }
+                    emulate::CrResult::NotEmulated => return Ok(emulation_failed(&**arch, run)),
                 }
                 Ok(Next::Reenter)
             }
@@ -531,11 +530,7 @@ impl Vcpu {
                         st.arch.skip(u64::from(len));
                         Ok(Next::Reenter)
                     }
-                    None => {
-                        let rip = st.arch.rip();
-                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[rip]);
-                        Ok(Next::User)
-                    }
+                    None => Ok(emulation_failed(&*st.arch, run)),
                 }
             }
             Exit::Cpuid => {
@@ -632,11 +627,7 @@ impl Vcpu {
                 }
             }
             Exit::RealModeException { vector, error, len } => self.real_mode_exception(st, vector, error, len, run),
-            Exit::RealModeUnsupported => {
-                let rip = arch.rip();
-                run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[rip]);
-                Ok(Next::User)
-            }
+            Exit::RealModeUnsupported => Ok(emulation_failed(&**arch, run)),
             Exit::Unhandled(code, info1, info2) => Ok(self.unexpected(st, run, (code, info1, info2))),
         }
     }
@@ -679,9 +670,7 @@ impl Vcpu {
                         if emulate::real_mode_load_table(&mmu.memory, &mut *st.arch, &operand, idt, op32, insn.len) {
                             return Ok(Next::Reenter);
                         }
-                        let rip = st.arch.rip();
-                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[rip]);
-                        return Ok(Next::User);
+                        return Ok(emulation_failed(&*st.arch, run));
                     }
                 };
                 if let Some(exit) = exit {
