@@ -113,6 +113,23 @@ TEST_F(vcpu, guest_rdmsr_wrmsr)
 }
 
 /*
+ * Runs real-mode `code` at 0x1000, with the #GP vector (IVT[13]) on a hlt
+ * at 0x3000, to its first exit, which must be an I/O exit (the OUT after
+ * the MSR access; a #GP would end in the hlt), and reads the registers.
+ */
+static void run_to_out(struct __test_metadata *_metadata, struct vm *vm, const uint8_t *code, size_t size,
+		       struct kvm_regs *regs)
+{
+	memcpy(vm->mem + 0x1000, code, size);
+	memset(vm->mem + 0x3000, 0xf4, 1);	/* a #GP would land on a hlt */
+	vm->mem[13 * 4 + 1] = 0x30;		/* IVT[13] = 0000:3000 */
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, regs));
+}
+
+/*
  * Machine-configuration MSRs a guest kernel touches without rdmsr_safe
  * (Linux's init_amd() sets bit 46 of NB_CFG): the write is dropped and the
  * read gives 0, as in KVM, instead of a #GP (a call trace in the guest). A
@@ -136,14 +153,8 @@ TEST_F(vcpu, machine_config_msrs_read_zero)
 	struct vm *vm = &self->vm;
 	struct kvm_regs regs;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
-	memset(vm->mem + 0x3000, 0xf4, 1);	/* a #GP would land on a hlt */
-	vm->mem[13 * 4 + 1] = 0x30;
-	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
-	ASSERT_EQ(0, vm_run(vm));
-	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	run_to_out(_metadata, vm, code, sizeof(code), &regs);
 	EXPECT_EQ(0x10, vm->run->io.port);
-	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
 	EXPECT_EQ(0, regs.rax);
 	EXPECT_EQ(0, regs.rdx);
 	EXPECT_EQ(0x101b, regs.rip);	/* no #GP: stopped at the OUT */
@@ -169,16 +180,9 @@ TEST_F(vcpu, misc_enable_reads_without_gp)
 		0xe6, 0x10,			/* 1008: out %al, $0x10 */
 		0xf4,				/* 100a: hlt */
 	};
-	struct vm *vm = &self->vm;
 	struct kvm_regs regs;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
-	memset(vm->mem + 0x3000, 0xf4, 1);	/* a #GP would land on a hlt */
-	vm->mem[13 * 4 + 1] = 0x30;
-	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
-	ASSERT_EQ(0, vm_run(vm));
-	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
-	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	run_to_out(_metadata, &self->vm, code, sizeof(code), &regs);
 	EXPECT_EQ(0x1008, regs.rip);	/* no #GP */
 	EXPECT_EQ(0x1800, regs.rax & 0x1800);
 	EXPECT_EQ(0, regs.rdx & (1 << 2));	/* XD_DISABLE */
