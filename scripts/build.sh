@@ -119,7 +119,7 @@ build_initramfs() {
 build_debug() {
     local kbuild copy=$RKVM_OUT/module-debug
     kbuild=$(kernel_build_dir debug)
-    [[ -f $kbuild/.rkvm-done ]] || die "the debug kernel is not built: run 'make setup'"
+    [[ -f $kbuild/.rkvm-done ]] || die "the debug kernel is not built: run 'scripts/setup.sh debug'"
     log "building rkvm.ko for the debug kernel"
     rm -rf "$copy"
     mkdir -p "$copy"

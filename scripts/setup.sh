@@ -2,6 +2,9 @@
 # Installs everything rkvm needs on a bare Debian bookworm machine, idempotently:
 # the Debian toolchain and emulators, bindgen, the Linux source and the test kernel.
 # Safe to run again: each step is skipped when its cached result is present.
+#   setup.sh [debug]
+# debug also builds the debug kernel (KASAN, lockdep, kmemleak): `make test`
+# needs it, the main job (`make run`) does not.
 source "$(dirname "$0")/common.sh"
 
 PACKAGES=(
@@ -114,5 +117,9 @@ install_packages
 install_bindgen
 fetch_kernel_source
 build_kernel
-build_kernel debug
-log "setup done: kernel $(kernel_source_version), builds $(kernel_build_dir) and $(kernel_build_dir debug)"
+case ${1:-} in
+    debug) build_kernel debug
+           log "setup done: kernel $(kernel_source_version), builds $(kernel_build_dir) and $(kernel_build_dir debug)" ;;
+    "") log "setup done: kernel $(kernel_source_version), build $(kernel_build_dir)" ;;
+    *) die "unknown setup target: $1 (none, or debug)" ;;
+esac

@@ -10,7 +10,7 @@
 #include <termios.h>
 #include <linux/kvm.h>
 
-#include "kselftest_harness.h"
+#include "harness.h"
 #include "common.h"
 
 FIXTURE(sys) {

@@ -12,7 +12,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 
-#include "kselftest_harness.h"
+#include "harness.h"
 #include "vm.h"
 
 #define ROUNDS 150

@@ -3,7 +3,7 @@
  * CPUID: KVM_GET_SUPPORTED_CPUID and its E2BIG probing, KVM_SET_CPUID2 and
  * KVM_GET_CPUID2, and what the guest's CPUID instruction returns.
  */
-#include "kselftest_harness.h"
+#include "harness.h"
 #include "vm.h"
 
 struct cpuid_buf {

@@ -3,7 +3,7 @@
  * FPU state (KVM_GET/SET_FPU, kept across exits) and single-stepping with
  * KVM_SET_GUEST_DEBUG (KVM_EXIT_DEBUG after every instruction).
  */
-#include "kselftest_harness.h"
+#include "harness.h"
 #include "vm.h"
 
 VM_FIXTURE(vcpu)

@@ -21,7 +21,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "kselftest_harness.h"
+#include "harness.h"
 #include "vm.h"
 
 #define THREADS		4

@@ -9,7 +9,7 @@
 
 #include <signal.h>
 
-#include "kselftest_harness.h"
+#include "harness.h"
 #include "vm.h"
 
 VM_FIXTURE(guest)

@@ -3,7 +3,7 @@
  * MSRs: KVM_GET_MSR_INDEX_LIST probing, KVM_GET_MSRS/KVM_SET_MSRS counting
  * what they did, and the guest's RDMSR/WRMSR (with #GP for what is not there).
  */
-#include "kselftest_harness.h"
+#include "harness.h"
 #include "vm.h"
 
 #define MSR_STAR		0xc0000081

@@ -13,7 +13,7 @@
  * Variants: the device's default MMU, and (rkvm only) each mode chosen per
  * VM with KVM_CAP_RKVM_MMU.
  */
-#include "kselftest_harness.h"
+#include "harness.h"
 #include "vm.h"
 #include "stats.h"
 

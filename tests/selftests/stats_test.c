@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <sys/mman.h>
 
-#include "kselftest_harness.h"
+#include "harness.h"
 #include "vm.h"
 #include "stats.h"
 

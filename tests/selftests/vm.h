@@ -160,7 +160,7 @@ static inline int vm_set_entry(struct vm *vm, uint64_t rip, uint64_t rsp)
 
 /*
  * A kselftest fixture `name` holding one VM from vm_create(), skipped where
- * rkvm has no backend. Include kselftest_harness.h first.
+ * rkvm has no backend. Include harness.h first.
  */
 #define VM_FIXTURE(name)						\
 FIXTURE(name) {								\

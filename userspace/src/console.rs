@@ -137,10 +137,14 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    /// A guard against a hang, not a speed limit: the reader thread needs
+    /// milliseconds, even on a busy machine.
+    const HANG_GUARD: Duration = Duration::from_secs(60);
+
     /// Feeds until the reader is done, into a FIFO of `room` bytes per call.
     fn drain(input: &mut Input, room: usize) -> Vec<u8> {
         let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + HANG_GUARD;
         while input.may_have_more() && Instant::now() < deadline {
             input.feed(|b| {
                 let n = b.len().min(room);
@@ -168,7 +172,7 @@ mod tests {
     #[test]
     fn a_full_fifo_keeps_bytes_pending() {
         let mut input = Input::spawn(std::io::Cursor::new(b"abc".to_vec()), || {});
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + HANG_GUARD;
         while input.pending.is_empty() && Instant::now() < deadline {
             input.feed(|_| 0);
             std::thread::sleep(Duration::from_millis(1));
