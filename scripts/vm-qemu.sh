@@ -3,8 +3,12 @@
 # with SVM and nested paging. Same interface as vm-bochs.sh:
 #   vm-qemu.sh --kernel BZIMAGE --initrd INITRD --cmdline CMDLINE --log SERIAL_LOG \
 #              --timeout SECONDS [--interactive]
-# Exits 0 when the guest powered off, 124 on timeout. With --interactive the
-# serial console is this terminal and there is no log or timeout.
+# Exits as vm-bochs.sh does: 0 when the guest powered off, 3 when it reset
+# itself (reboot, panic with panic=-1, triple fault: with -no-reboot QEMU
+# exits 0 for those too, so the kernel's power-off line tells them apart),
+# 124 on timeout, QEMU's own status when it failed (the end of its stderr
+# is printed). With --interactive the serial console is this terminal and
+# there is no log or timeout.
 set -euo pipefail
 
 kernel= initrd= cmdline= log= timeout=600 interactive=0
@@ -37,5 +41,10 @@ timeout --foreground -k 5 "$timeout" "${qemu[@]}" -display none -monitor none \
     -serial stdio < /dev/null 2> "$log.stderr" | tee -a "$log"
 status=${PIPESTATUS[0]}
 set -e
-[[ $status -eq 0 ]] || tail -n 20 "$log.stderr" >&2
+if [[ $status -eq 0 ]]; then
+    grep -q 'reboot: Power down' "$log" || exit 3
+elif [[ $status -ne 124 ]]; then
+    echo "vm-qemu: qemu-system-x86_64 failed with status $status; the end of its stderr:" >&2
+    tail -n 20 "$log.stderr" >&2
+fi
 exit "$status"

@@ -4,7 +4,11 @@
 # RKVM_VM_EXTRA adds to the test kernel's command line; RKVM_KERNEL=debug
 # boots the debug kernel (KASAN, lockdep, kmemleak) with its initramfs.
 # Prints the runner's lines live (the rkvm-out: tag stripped); the whole serial
-# log is kept in LOG (default build/<emu>-<mode>.log).
+# log is kept in LOG (default build/<emu>-<mode>.log). When the test VM ends
+# before its /init finished, says how (timeout, the emulator's failure, a
+# kernel panic, a reset with no panic: a triple fault), in which test, with
+# the end of the serial log; LOG.outcome gets "finished" or "ended-early",
+# the test and how (scripts/test.sh reads it).
 source "$(dirname "$0")/common.sh"
 
 emu=$1 mode=$2
@@ -37,9 +41,39 @@ set +e
     | sed -un 's/^.*rkvm-out: //p'
 status=${PIPESTATUS[0]}
 set -e
-if [[ $status -eq 124 ]]; then
-    echo "rkvm: $emu did not power off within ${timeout}s (serial log: $log)" >&2
-elif [[ $status -ne 0 ]]; then
-    echo "rkvm: $emu failed with status $status (serial log: $log)" >&2
+
+# How the run ended, from the emulator's status (vm-qemu.sh and vm-bochs.sh
+# agree on them) and the serial log.
+how_it_ended() {
+    local panic oops
+    # The kernel's own lines, not the runner's (which quote guests' logs).
+    kernel_lines() { tr -d '\r' < "$log" | grep -av 'rkvm-out: '; }
+    panic=$(kernel_lines | grep -a -m1 -o 'Kernel panic - not syncing.*')
+    oops=$(kernel_lines | grep -a -m1 -o -E '(Oops|BUG|general protection fault|kernel BUG)[: ].*')
+    case $status in
+        0) echo "it powered off before /init finished" ;;
+        3) if [[ -n $panic ]]; then echo "its kernel panicked ($panic)"
+           else echo "it reset itself with no panic on its console: a triple fault (or a reboot)"; fi ;;
+        124) echo "it was still running after ${timeout}s: stopped (timeout)" ;;
+        *) echo "$emu failed with status $status" ;;
+    esac
+    [[ -z $oops ]] || echo "; its kernel log has: $oops"
+}
+
+if [[ $status -eq 0 ]] && grep -aq 'rkvm-end: /init finished' "$log"; then
+    echo finished > "$log.outcome"
+else
+    # The test it was in: the last one the runner started (runner.sh).
+    running=$(sed -n 's/^.*rkvm-start: \([0-9]* [^[:space:]]*\).*$/\1/p' "$log" | tail -n 1)
+    how=$(how_it_ended | tr -d '\n')
+    {
+        echo ended-early
+        echo "test=$running"
+        echo "how=$how"
+    } > "$log.outcome"
+    echo "rkvm: the $emu test VM ended early${running:+ in test $running}: $how" >&2
+    echo "rkvm: the last lines of its serial log ($log):" >&2
+    tr -d '\r' < "$log" | grep -av 'rkvm-start: ' | tail -n 15 | sed 's/^/    /' >&2
+    [[ $status -ne 0 ]] || status=1
 fi
 exit "$status"

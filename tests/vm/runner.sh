@@ -51,7 +51,16 @@ shadow_reference_filter() {
     [ "$EMU" = bochs ] && echo "-T triple_fault_is_shutdown"
 }
 
-# Test plan: "name function [argument]" per line.
+# rkvm.reference=0 leaves out the runs through real KVM: the host's
+# test.sh boots the VM again this way when the reference part ended the
+# test VM early (an emulator failure while real KVM ran, say), so that
+# rkvm's results are not lost with it. The tests that compare with the
+# reference then skip.
+REFERENCE=$(cmdline_arg rkvm.reference)
+REFERENCE=${REFERENCE:-1}
+
+# Test plan: "name function [argument]" per line. The reference's test
+# names begin with "kvm" (the host counts them apart from rkvm's).
 PLAN="kvm_load t_kvm_load"
 for t in $REFERENCE_SELFTESTS; do [ -x "/rkvm/selftests/$t" ] && PLAN="$PLAN
 kvm:$t t_selftest /dev/kvm $t $(reference_filter "$t")"; done
@@ -81,6 +90,7 @@ kvm:shadow:paging_test t_selftest /dev/kvm paging_test
 kvm:shadow:guest_test t_selftest /dev/kvm guest_test $(reference_filter guest_test) $(shadow_reference_filter)
 kvm:shadow:linux t_linux /dev/kvm kvm-shadow
 kvm_unload_shadow t_kvm_unload"
+[ "$REFERENCE" = 1 ] || PLAN=""
 
 # What runs in each of rkvm's MMU modes: the selftests, the flat guests
 # (each compared with its run through real KVM) and the Linux boots.
@@ -98,13 +108,12 @@ mmu_suite() {
     echo "$1:linux_virtio_console t_linux_virtio_console /dev/rkvm"
 }
 
-PLAN="$PLAN
-rkvm_load t_rkvm_load
+PLAN="${PLAN:+$PLAN
+}rkvm_load t_rkvm_load
 $(mmu_suite rkvm)"
 [ "$BACKEND" = svm ] && PLAN="$PLAN
 rkvm_kernel_exit_trace t_kernel_exit_trace
-tour_commands t_tour_commands
-exit_trace_overhead t_exit_trace_overhead"
+tour_commands t_tour_commands"
 PLAN="$PLAN
 rkvm_refuses_busy_$BACKEND t_rkvm_refuses_busy"
 PLAN="$PLAN
@@ -126,6 +135,10 @@ deliberate_failure t_deliberate_failure"
 # Rust checks): the reliability suite against rkvm alone, in both MMU
 # modes, with a leak scan after each.
 DEBUG_SELFTESTS="fuzz_test chaos_test torture_test stress_test guest_test paging_test vm_test"
+# torture_test's VM cycles cost about 30 times as much under the debug
+# kernel: 250 instead of 1000 still show a leak of 32 KiB per VM in
+# MemAvailable, and kmemleak's scans find smaller ones.
+[ "$(cmdline_arg rkvm.debug)" = 1 ] && export RKVM_VM_CYCLES=250
 debug_suite() { # prefix
     for t in $DEBUG_SELFTESTS; do echo "$1:$t t_selftest /dev/rkvm $t"; done
     echo "$1:linux t_linux /dev/rkvm $1"
@@ -142,8 +155,10 @@ shadow_unload t_rkvm_unload
 kmemleak:shadow t_kmemleak
 kernel_log t_kernel_log"
 
-# Each test function runs in a subshell: `fail` ends it at once.
+# Each test function runs in a subshell: `fail` ends it at once, and so
+# does `skip` (exit 4, reported "# SKIP").
 fail() { echo "FAIL: $*"; exit 1; }
+skip() { echo "SKIP: $*"; exit 4; }
 
 t_kvm_load() {
     modprobe "$KVM_MOD" "$@" || fail "modprobe $KVM_MOD $*"
@@ -188,6 +203,7 @@ t_flat() {
 # out: signal exits ("intr") depend on when signals land, and the kernel's
 # own statistics and exit trace ("kexit", rkvm only) differ by design.
 t_flat_diff() {
+    [ "$REFERENCE" = 1 ] || skip "no reference run (rkvm.reference=0)"
     for dev in kvm rkvm; do
         [ -f "/tmp/trace-$dev-$1" ] || fail "no trace from the $dev run"
         grep -v ' exits to userspace: \|^rkvm: vCPU statistics from the kernel\|^rkvm: guest memory mapped by the kernel\|^rkvm: kexit \|^rkvm: time: \|^rkvm: shadow paging: ' \
@@ -390,27 +406,6 @@ t_tour_commands() {
     [ "$n" -ge 7 ] || fail "only $n commands in tour.md"
 }
 
-# What recording every exit costs with nobody reading: the cpuid_exit
-# microbenchmark (tests/bench: rounds of 5000 CPUID exits, each handled in
-# the kernel, ns per exit) with rkvm.ko's exit_trace=0 and =1, loaded four
-# times each, alternately (a module load alone moves the figure by a few
-# per cent); the medians of all rounds must be within 5 %.
-t_exit_trace_overhead() {
-    rm -f /tmp/overhead-0 /tmp/overhead-1
-    for round in 1 2 3 4; do
-        for p in 0 1; do
-            rmmod rkvm && insmod /rkvm/rkvm.ko exit_trace=$p || fail "reloading rkvm.ko with exit_trace=$p"
-            RKVM_DEVICE=/dev/rkvm /rkvm/bench/bench 5 cpuid_exit | awk '$1 == "bench" { print $3 }' >> /tmp/overhead-$p
-        done
-    done
-    rmmod rkvm && insmod /rkvm/rkvm.ko || fail "reloading rkvm.ko"
-    [ "$(wc -l < /tmp/overhead-0)" = 20 ] && [ "$(wc -l < /tmp/overhead-1)" = 20 ] || fail "the benchmark did not run"
-    off=$(sort -n /tmp/overhead-0 | sed -n 10p) on=$(sort -n /tmp/overhead-1 | sed -n 10p)
-    echo "CPUID exit handled in the kernel: exit trace off ${off} ns, on (nobody reading) ${on} ns" \
-        "(medians of 20 rounds of 5000 exits; all: $(sort -n /tmp/overhead-0 | tr '\n' ' ')/ $(sort -n /tmp/overhead-1 | tr '\n' ' '))"
-    [ $((on * 100)) -le $((off * 105)) ] || fail "recording exits costs more than 5 %"
-}
-
 # After something hung: the processes, and where in the kernel each waits.
 show_processes() {
     for d in /proc/[0-9]*; do
@@ -420,11 +415,12 @@ show_processes() {
     done
 }
 
-# Waits up to 60 s for a line matching $1 in the running guest's output.
+# Waits for a line matching $1 in the running guest's output, up to 300 s
+# (a hang guard: boot_linux's own limit; the boots take seconds).
 wait_for_line() {
     i=0
     while ! tr -d '\r' < /tmp/linux.raw | grep -q "$1"; do
-        i=$((i + 1)); [ $i -le 600 ] || return 1
+        i=$((i + 1)); [ $i -le 3000 ] || return 1
         sleep 0.1
     done
 }
@@ -437,6 +433,7 @@ uptime_cs() {
 # The Linux boot times through both devices, side by side (a figure, not a
 # pass/fail criterion: emulated time is noise across runs, not within one).
 t_linux_times() {
+    [ "$REFERENCE" = 1 ] || skip "no reference run (rkvm.reference=0)"
     runs="kvm rkvm kvm-shadow shadow"
     for run in $runs; do
         [ -f "/tmp/linux-cs-$run" ] || fail "the Linux boot '$run' did not run"
@@ -579,6 +576,9 @@ echo "$PLAN" | while read -r name fn args; do
         trap 'say "rkvm-runner: stopped by SIG'$sig' in test $n ($name)"; exit 1' $sig
     done
     n=$((n + 1))
+    # Not shown live (the host shows rkvm-out: lines): in the serial log, it
+    # names the test that was running if the test VM ends early.
+    echo "<5>rkvm-start: $n $name" > /dev/kmsg
     start=$(date +%s)
     # shellcheck disable=SC2086
     ( set -e; $fn $args ) > /tmp/out 2>&1 < /dev/null   # tests must not eat the plan
