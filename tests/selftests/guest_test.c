@@ -7,10 +7,9 @@
  */
 #include <signal.h>
 
-#include <signal.h>
-
 #include "harness.h"
 #include "vm.h"
+#include "guest_code.h"
 
 VM_FIXTURE(guest)
 
@@ -26,22 +25,22 @@ VM_FIXTURE(guest)
  * Real mode: OUT of AL, IN to AL, 16-bit OUT, a store to RAM, HLT.
  * RIP stays on an I/O instruction until the next KVM_RUN completes it.
  */
+GUEST_CODE16(real_mode_io_code,
+	"	mov $0x42, %al\n"
+	"	out %al, $0x10\n"		/* at 0x1002 */
+	"	in $0x11, %al\n"		/* at 0x1004 */
+	"	mov %al, %bl\n"
+	"	mov $0x1234, %ax\n"
+	"	out %ax, $0x12\n"		/* 16-bit OUT */
+	"	movb $0x99, 0x2000\n"		/* a store the host sees */
+	"	hlt\n");			/* at 0x1012 */
+
 TEST_F(guest, real_mode_io_memory_hlt)
 {
-	static const uint8_t code[] = {
-		0xb0, 0x42,			/* 1000: mov $0x42, %al */
-		0xe6, 0x10,			/* 1002: out %al, $0x10 */
-		0xe4, 0x11,			/* 1004: in $0x11, %al */
-		0x88, 0xc3,			/* 1006: mov %al, %bl */
-		0xb8, 0x34, 0x12,		/* 1008: mov $0x1234, %ax */
-		0xe7, 0x12,			/* 100b: out %ax, $0x12 */
-		0xc6, 0x06, 0x00, 0x20, 0x99,	/* 100d: movb $0x99, 0x2000 */
-		0xf4,				/* 1012: hlt */
-	};
 	struct vm *vm = &self->vm;
 	struct kvm_regs regs;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, real_mode_io_code);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 
 	ASSERT_EQ(0, vm_run(vm));
@@ -69,20 +68,19 @@ TEST_F(guest, real_mode_io_memory_hlt)
 }
 
 /* 64-bit mode with the guest's own page tables: a 64-bit immediate, OUT of EAX. */
+GUEST_CODE64(long_mode_io_code,
+	"	mov $0x12345678deadbeef, %rax\n"
+	"	out %eax, $0x20\n"
+	"	mov %rax, %rbx\n"
+	"	hlt\n");			/* at 0x100f */
+
 TEST_F(guest, long_mode_io_hlt)
 {
-	static const uint8_t code[] = {
-		0x48, 0xb8, 0xef, 0xbe, 0xad, 0xde, 0x78, 0x56, 0x34, 0x12,
-						/* mov $0x12345678deadbeef, %rax */
-		0xe7, 0x20,			/* out %eax, $0x20 */
-		0x48, 0x89, 0xc3,		/* mov %rax, %rbx */
-		0xf4,				/* hlt */
-	};
 	struct vm *vm = &self->vm;
 	struct kvm_regs regs;
 	uint32_t data;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, long_mode_io_code);
 	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
 
 	ASSERT_EQ(0, vm_run(vm));
@@ -113,23 +111,23 @@ TEST_F(guest, long_mode_io_hlt)
  * their data (the instruction already done), loads wait for userspace's data
  * (RIP still on the instruction), movzx and movsx extend it as hardware does.
  */
+GUEST_CODE64(long_mode_mmio_code,
+	"	mov $0x200000, %rbx\n"		/* MMIO: no slot there */
+	"	movl $0xcafef00d, (%rbx)\n"
+	"	mov (%rbx), %ecx\n"		/* at 0x100d */
+	"	movzbl 0x10(%rbx), %edx\n"
+	"	movsbq 0x11(%rbx), %rsi\n"
+	"	mov %rcx, 8(%rbx)\n"
+	"	hlt\n");
+
 TEST_F(guest, long_mode_mmio)
 {
-	static const uint8_t code[] = {
-		0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00,	/* 1000: mov $0x200000, %rbx */
-		0xc7, 0x03, 0x0d, 0xf0, 0xfe, 0xca,		/* 1007: movl $0xcafef00d, (%rbx) */
-		0x8b, 0x0b,					/* 100d: mov (%rbx), %ecx */
-		0x0f, 0xb6, 0x53, 0x10,				/* 100f: movzbl 0x10(%rbx), %edx */
-		0x48, 0x0f, 0xbe, 0x73, 0x11,			/* 1013: movsbq 0x11(%rbx), %rsi */
-		0x48, 0x89, 0x4b, 0x08,				/* 1018: mov %rcx, 8(%rbx) */
-		0xf4,						/* 101c: hlt */
-	};
 	uint64_t *pd = (uint64_t *)(self->vm.mem + 0x102000);
 	struct vm *vm = &self->vm;
 	struct kvm_regs regs;
 	uint64_t q;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, long_mode_mmio_code);
 	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
 	pd[1] = 0x200000 | 0x83;	/* 2 MiB at 2 MiB: beyond the slot */
 
@@ -165,15 +163,14 @@ TEST_F(guest, long_mode_mmio)
 }
 
 /* Real mode: a store to an address above the slot is MMIO too. */
+GUEST_CODE16(real_mode_mmio_code,
+	"	mov $0xf000, %ax\n"
+	"	mov %ax, %es\n"
+	"	movw $0x1234, %es:0\n"		/* to 0xf0000 */
+	"	hlt\n");
+
 TEST_F(guest, real_mode_mmio)
 {
-	static const uint8_t code[] = {
-		0xb8, 0x00, 0xf0,		/* mov $0xf000, %ax */
-		0x8e, 0xc0,			/* mov %ax, %es */
-		0x26, 0xc7, 0x06, 0x00, 0x00, 0x34, 0x12,
-						/* movw $0x1234, %es:0 -> 0xf0000 */
-		0xf4,				/* hlt */
-	};
 	struct kvm_userspace_memory_region hole = {
 		.slot = 0, .memory_size = 0x10000, .userspace_addr = (uintptr_t)self->vm.mem,
 	};
@@ -184,7 +181,7 @@ TEST_F(guest, real_mode_mmio)
 	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &hole));
 	hole.memory_size = 0x10000;
 	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &hole));
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, real_mode_mmio_code);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, vm_run(vm));
 	ASSERT_MMIO(vm, 0xf0000, 2, 1);
@@ -195,13 +192,13 @@ TEST_F(guest, real_mode_mmio)
 }
 
 /* KVM_MEM_READONLY: reads see the memory, writes become MMIO exits. */
+GUEST_CODE64(readonly_slot_code,
+	"	mov 0x400000, %al\n"
+	"	movb $1, 0x400000\n"
+	"	hlt\n");
+
 TEST_F(guest, readonly_slot_writes_are_mmio)
 {
-	static const uint8_t code[] = {
-		0x8a, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00,	/* mov 0x400000, %al */
-		0xc6, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00, 0x01,	/* movb $1, 0x400000 */
-		0xf4,						/* hlt */
-	};
 	uint64_t *pd = (uint64_t *)(self->vm.mem + 0x102000);
 	struct vm *vm = &self->vm;
 	uint8_t *rom = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -214,7 +211,7 @@ TEST_F(guest, readonly_slot_writes_are_mmio)
 	ASSERT_NE(MAP_FAILED, rom);
 	rom[0] = 0x77;
 	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, readonly_slot_code);
 	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
 	pd[2] = 0x400000 | 0x83;
 	ASSERT_EQ(0, vm_run(vm));
@@ -229,21 +226,21 @@ TEST_F(guest, readonly_slot_writes_are_mmio)
 }
 
 /*
- * Real mode with a handler for vector 0x20 at 0x2000: OUT 0x80 from the
- * handler, then IRET. The IVT entry (offset:segment) is at 0x80.
+ * Real mode with a handler for vector 0x20 at 0x2000 and one for 0x21 at
+ * 0x2005: OUT 0x80 (of 0x99 and 0x98) from the handler, then IRET. The IVT
+ * entries (offset:segment) are at 0x80 and 0x84.
  */
+GUEST_CODE16(irq_handlers_code,
+	"	mov $0x99, %al\n"		/* vector 0x20, at 0x2000 */
+	"	out %al, $0x80\n"
+	"	iret\n"
+	"	mov $0x98, %al\n"		/* vector 0x21, at 0x2005 */
+	"	out %al, $0x80\n"
+	"	iret\n");
+
 static void install_irq_handler(struct vm *vm)
 {
-	static const uint8_t handler[] = {
-		0xb0, 0x99,			/* 2000: mov $0x99, %al */
-		0xe6, 0x80,			/* 2002: out %al, $0x80 */
-		0xcf,				/* 2004: iret */
-		0xb0, 0x98,			/* 2005: mov $0x98, %al (vector 0x21) */
-		0xe6, 0x80,			/* 2007: out %al, $0x80 */
-		0xcf,				/* 2009: iret */
-	};
-
-	memcpy(vm->mem + 0x2000, handler, sizeof(handler));
+	LOAD_GUEST_CODE(vm->mem, 0x2000, irq_handlers_code);
 	vm->mem[0x80] = 0x00;
 	vm->mem[0x81] = 0x20;			/* vector 0x20: 0000:2000 */
 	vm->mem[0x82] = vm->mem[0x83] = 0;
@@ -257,18 +254,19 @@ static void install_irq_handler(struct vm *vm)
  * KVM_INTERRUPT queues the vector, the next KVM_RUN delivers it, and the
  * handler returns past the HLT.
  */
+GUEST_CODE16(wake_from_hlt_code,
+	"	sti\n"
+	"	hlt\n"
+	"	out %al, $0x81\n"		/* after the handler */
+	"	cli\n"
+	"	hlt\n");
+
 TEST_F(guest, interrupt_wakes_a_halted_guest)
 {
-	static const uint8_t code[] = {
-		0xfb,				/* 1000: sti */
-		0xf4,				/* 1001: hlt */
-		0xe6, 0x81,			/* 1002: out %al, $0x81 */
-		0xfa, 0xf4,			/* 1004: cli; hlt */
-	};
 	struct kvm_interrupt irq = { .irq = 0x20 };
 	struct vm *vm = &self->vm;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, wake_from_hlt_code);
 	install_irq_handler(vm);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, vm_run(vm));
@@ -298,22 +296,24 @@ TEST_F(guest, interrupt_wakes_a_halted_guest)
  * userspace sets request_interrupt_window and gets KVM_EXIT_IRQ_WINDOW_OPEN
  * once the guest has executed STI (and the instruction in its shadow).
  */
+GUEST_CODE16(irq_window_code,
+	"	cli\n"
+	"	out %al, $0x10\n"
+	"	nop\n"
+	"	nop\n"
+	"	sti\n"
+	"	nop\n"				/* in the STI shadow */
+	"	nop\n"				/* at 0x1007: the window is open */
+	"	out %al, $0x11\n"
+	"	cli\n"
+	"	hlt\n");
+
 TEST_F(guest, interrupt_window)
 {
-	static const uint8_t code[] = {
-		0xfa,				/* 1000: cli */
-		0xe6, 0x10,			/* 1001: out %al, $0x10 */
-		0x90, 0x90,			/* 1003: nop; nop */
-		0xfb,				/* 1005: sti */
-		0x90,				/* 1006: nop (STI shadow) */
-		0x90,				/* 1007: nop */
-		0xe6, 0x11,			/* 1008: out %al, $0x11 */
-		0xfa, 0xf4,			/* 100a: cli; hlt */
-	};
 	struct kvm_interrupt irq = { .irq = 0x20 };
 	struct vm *vm = &self->vm;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, irq_window_code);
 	install_irq_handler(vm);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, vm_run(vm));
@@ -341,27 +341,27 @@ TEST_F(guest, interrupt_window)
  * exit (RIP stays on the instruction until the count is done), REP INSW
  * reads ahead (one exit for all three words), REP with CX = 0 does nothing.
  */
+GUEST_CODE16(string_io_code,
+	"	mov $0x3000, %si\n"
+	"	mov $3, %cx\n"
+	"	mov $0x3f8, %dx\n"
+	"	rep outsb\n"			/* at 0x1009 */
+	"	mov $0x4000, %di\n"
+	"	mov $3, %cx\n"
+	"	mov $0x60, %dx\n"
+	"	rep insw\n"
+	"	xor %cx, %cx\n"
+	"	rep outsb\n"			/* CX = 0: nothing */
+	"	outsb\n"
+	"	hlt\n");
+
 TEST_F(guest, string_io)
 {
-	static const uint8_t code[] = {
-		0xbe, 0x00, 0x30,		/* 1000: mov $0x3000, %si */
-		0xb9, 0x03, 0x00,		/* 1003: mov $3, %cx */
-		0xba, 0xf8, 0x03,		/* 1006: mov $0x3f8, %dx */
-		0xf3, 0x6e,			/* 1009: rep outsb */
-		0xbf, 0x00, 0x40,		/* 100b: mov $0x4000, %di */
-		0xb9, 0x03, 0x00,		/* 100e: mov $3, %cx */
-		0xba, 0x60, 0x00,		/* 1011: mov $0x60, %dx */
-		0xf3, 0x6d,			/* 1014: rep insw */
-		0x31, 0xc9,			/* 1016: xor %cx, %cx */
-		0xf3, 0x6e,			/* 1018: rep outsb (CX = 0) */
-		0x6e,				/* 101a: outsb */
-		0xf4,				/* 101b: hlt */
-	};
 	struct vm *vm = &self->vm;
 	struct kvm_regs regs;
 	int i;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, string_io_code);
 	memcpy(vm->mem + 0x3000, "abcd", 4);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	for (i = 0; i < 3; i++) {
@@ -395,15 +395,14 @@ TEST_F(guest, string_io)
  * (CR4.PSE, identity map): a 32-bit OUT, then an MMIO store that rkvm must
  * fetch and decode through the guest's 2-level page tables.
  */
+GUEST_CODE32(protected_mode_code,
+	"	mov $0x12345678, %eax\n"
+	"	out %eax, $0x10\n"
+	"	movl $0xabcd, 0x3f000000\n"	/* MMIO: beyond the slot */
+	"	hlt\n");			/* at 0x1011 */
+
 static void protected_mode_io_mmio(struct __test_metadata *_metadata, struct vm *vm, int paging)
 {
-	static const uint8_t code[] = {
-		0xb8, 0x78, 0x56, 0x34, 0x12,		/* 1000: mov $0x12345678, %eax */
-		0xe7, 0x10,				/* 1005: out %eax, $0x10 */
-		0xc7, 0x05, 0x00, 0x00, 0x00, 0x3f,	/* 1007: movl $0xabcd, 0x3f000000 */
-		0xcd, 0xab, 0x00, 0x00,
-		0xf4,					/* 1011: hlt */
-	};
 	struct kvm_segment code_seg = {
 		.base = 0, .limit = 0xffffffff, .selector = 8, .type = 0xb,
 		.present = 1, .s = 1, .db = 1, .g = 1,
@@ -415,7 +414,7 @@ static void protected_mode_io_mmio(struct __test_metadata *_metadata, struct vm 
 	uint32_t data;
 	int i;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, protected_mode_code);
 	for (i = 0; i < 1024; i++)
 		pd[i] = (i << 22) | 0x83;		/* 4 MiB, present, writable */
 	data_seg.type = 3;
@@ -478,17 +477,17 @@ static int add_logged_slot(struct vm *vm, uint8_t *logged)
  * KVM_GET_DIRTY_LOG, exactly the pages the guest wrote since the last call.
  * Real mode reaches 0x100000-0x10ffef through DS = 0xffff.
  */
+GUEST_CODE16(dirty_log_code,
+	"	mov $0xffff, %ax\n"
+	"	mov %ax, %ds\n"
+	"	movb $1, 0x0010\n"		/* to 0x100000 */
+	"	movb $1, 0x5010\n"		/* to 0x105000 */
+	"	hlt\n"
+	"	movb $2, 0x5010\n"		/* the same page again */
+	"	hlt\n");
+
 TEST_F(guest, dirty_log)
 {
-	static const uint8_t code[] = {
-		0xb8, 0xff, 0xff,			/* 1000: mov $0xffff, %ax */
-		0x8e, 0xd8,				/* 1003: mov %ax, %ds */
-		0xc6, 0x06, 0x10, 0x00, 0x01,		/* 1005: movb $1, 0x0010 -> 0x100000 */
-		0xc6, 0x06, 0x10, 0x50, 0x01,		/* 100a: movb $1, 0x5010 -> 0x105000 */
-		0xf4,					/* 100f: hlt */
-		0xc6, 0x06, 0x10, 0x50, 0x02,		/* 1010: movb $2, 0x5010 */
-		0xf4,					/* 1015: hlt */
-	};
 	struct vm *vm = &self->vm;
 	uint8_t *logged = mmap(NULL, 16 * 4096, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -509,7 +508,7 @@ TEST_F(guest, dirty_log)
 	EXPECT_ERRNO(EINVAL, ioctl(vm->fd, KVM_GET_DIRTY_LOG, &log));
 	log.slot = 1;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, dirty_log_code);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, vm_run(vm));
 	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
@@ -538,15 +537,15 @@ TEST_F(guest, dirty_log)
  * writing at the read already (so that the unpin marks it dirty); this
  * checks the guest-visible half of that.
  */
+GUEST_CODE16(read_then_write_code,
+	"	mov $0xffff, %ax\n"
+	"	mov %ax, %ds\n"
+	"	mov 0x2010, %al\n"		/* reads 0x102000 */
+	"	movb $0x5a, 0x2010\n"		/* writes it */
+	"	hlt\n");
+
 TEST_F(guest, dirty_log_read_then_write)
 {
-	static const uint8_t code[] = {
-		0xb8, 0xff, 0xff,			/* 1000: mov $0xffff, %ax */
-		0x8e, 0xd8,				/* 1003: mov %ax, %ds */
-		0xa0, 0x10, 0x20,			/* 1005: mov 0x2010, %al -> 0x102000 */
-		0xc6, 0x06, 0x10, 0x20, 0x5a,		/* 1008: movb $0x5a, 0x2010 -> 0x102000 */
-		0xf4,					/* 100d: hlt */
-	};
 	struct vm *vm = &self->vm;
 	uint8_t *logged = mmap(NULL, 16 * 4096, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -557,7 +556,7 @@ TEST_F(guest, dirty_log_read_then_write)
 
 	ASSERT_NE(MAP_FAILED, logged);
 	ASSERT_EQ(0, add_logged_slot(vm, logged));
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, read_then_write_code);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, vm_run(vm));
 	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
@@ -575,19 +574,19 @@ TEST_F(guest, dirty_log_read_then_write)
 }
 
 /* A 32-bit IN zero-extends into RAX; an 8-bit IN keeps the rest of RAX. */
+GUEST_CODE64(in_merge_code,
+	"	mov $-1, %rax\n"
+	"	in $0x30, %al\n"
+	"	mov %rax, %rbx\n"
+	"	in $0x31, %eax\n"
+	"	hlt\n");
+
 TEST_F(guest, in_merges_like_hardware)
 {
-	static const uint8_t code[] = {
-		0x48, 0xc7, 0xc0, 0xff, 0xff, 0xff, 0xff,	/* mov $-1, %rax */
-		0xe4, 0x30,					/* in $0x30, %al */
-		0x48, 0x89, 0xc3,				/* mov %rax, %rbx */
-		0xe5, 0x31,					/* in $0x31, %eax */
-		0xf4,						/* hlt */
-	};
 	struct vm *vm = &self->vm;
 	struct kvm_regs regs;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, in_merge_code);
 	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
 	ASSERT_EQ(0, vm_run(vm));
 	ASSERT_IO(vm, KVM_EXIT_IO_IN, 1, 0x30);
@@ -610,44 +609,56 @@ TEST_F(guest, in_merges_like_hardware)
  * paging, where real mode runs in virtual-8086 mode, rkvm emulates each of
  * these (Documentation/vmx.md); elsewhere the processor does them.
  */
+GUEST_CODE16(ivt_pm_code,			/* at 0x1000 */
+	"	mov $0x2000, %sp\n"
+	"	int $0x21\n"
+	"	ud2\n"				/* #UD through the IVT */
+	"	lgdt 0x1318\n"			/* ivt_gdt's descriptor */
+	"	mov %cr0, %eax\n"
+	"	or $1, %al\n"
+	"	mov %eax, %cr0\n"		/* PE */
+	"	ljmp $8, $0x1000 + (1f - ivt_pm_code)\n"	/* to 1: (0x1019) */
+	"	.code32\n"
+	"1:	mov $0x10, %ax\n"		/* flat data segments */
+	"	mov %ax, %ds\n"
+	"	mov %ax, %ss\n"
+	"	mov $0xc0ffee, %eax\n"
+	"	out %eax, $0x12\n"
+	"	hlt\n");			/* at 0x1028 */
+
+GUEST_CODE16(ivt_int21_code,			/* INT 0x21's handler, at 0x1100 */
+	"	mov $0x21, %al\n"
+	"	out %al, $0x10\n"
+	"	iret\n");
+
+GUEST_CODE16(ivt_ud_code,			/* #UD's handler, at 0x1200 */
+	"	push %bp\n"
+	"	mov %sp, %bp\n"
+	"	addw $2, 2(%bp)\n"		/* return past the UD2 */
+	"	pop %bp\n"
+	"	mov $6, %al\n"
+	"	out %al, $0x10\n"
+	"	iret\n");
+
+/* At 0x1300: a null descriptor, flat 32-bit code (8) and data (0x10); LGDT's operand at 0x1318. */
+GUEST_CODE16(ivt_gdt,
+	"	.quad 0\n"
+	"	.quad 0x00cf9a000000ffff\n"
+	"	.quad 0x00cf92000000ffff\n"
+	"	.word 23\n"			/* at 0x1318: limit */
+	"	.long 0x1300\n");		/* base */
+
 TEST_F(guest, real_mode_ivt_then_protected_mode)
 {
-	static const uint8_t code[] = {
-		0xbc, 0x00, 0x20,			/* 1000: mov $0x2000, %sp */
-		0xcd, 0x21,				/* 1003: int $0x21 */
-		0x0f, 0x0b,				/* 1005: ud2 */
-		0x0f, 0x01, 0x16, 0x18, 0x13,		/* 1007: lgdt 0x1318 */
-		0x0f, 0x20, 0xc0,			/* 100c: mov %cr0, %eax */
-		0x0c, 0x01,				/* 100f: or $1, %al */
-		0x0f, 0x22, 0xc0,			/* 1011: mov %eax, %cr0 */
-		0xea, 0x19, 0x10, 0x08, 0x00,		/* 1014: ljmp $8, $0x1019 */
-		0x66, 0xb8, 0x10, 0x00,			/* 1019: mov $0x10, %ax (32-bit code) */
-		0x8e, 0xd8,				/* 101d: mov %ax, %ds */
-		0x8e, 0xd0,				/* 101f: mov %ax, %ss */
-		0xb8, 0xee, 0xff, 0xc0, 0x00,		/* 1021: mov $0xc0ffee, %eax */
-		0xe7, 0x12,				/* 1026: out %eax, $0x12 */
-		0xf4,					/* 1028: hlt */
-	};
-	static const uint8_t int21[] = {
-		0xb0, 0x21, 0xe6, 0x10, 0xcf,		/* 1100: mov $0x21, %al; out %al, $0x10; iret */
-	};
-	static const uint8_t ud[] = {
-		0x55, 0x89, 0xe5,			/* 1200: push %bp; mov %sp, %bp */
-		0x83, 0x46, 0x02, 0x02,			/* 1203: addw $2, 2(%bp) (past the UD2) */
-		0x5d, 0xb0, 0x06, 0xe6, 0x10, 0xcf,	/* 1207: pop %bp; mov $6, %al; out %al, $0x10; iret */
-	};
-	static const uint64_t gdt[] = { 0, 0x00cf9a000000ffffULL, 0x00cf92000000ffffULL };
-	static const uint8_t gdt_desc[] = { 23, 0, 0x00, 0x13, 0, 0 };
 	struct vm *vm = &self->vm;
 	struct kvm_sregs sregs;
 	struct kvm_regs regs;
 	uint32_t data;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
-	memcpy(vm->mem + 0x1100, int21, sizeof(int21));
-	memcpy(vm->mem + 0x1200, ud, sizeof(ud));
-	memcpy(vm->mem + 0x1300, gdt, sizeof(gdt));
-	memcpy(vm->mem + 0x1318, gdt_desc, sizeof(gdt_desc));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, ivt_pm_code);
+	LOAD_GUEST_CODE(vm->mem, 0x1100, ivt_int21_code);
+	LOAD_GUEST_CODE(vm->mem, 0x1200, ivt_ud_code);
+	LOAD_GUEST_CODE(vm->mem, 0x1300, ivt_gdt);
 	memcpy(vm->mem + 0x21 * 4, "\x00\x11\x00\x00", 4);	/* IVT: 0000:1100 */
 	memcpy(vm->mem + 6 * 4, "\x00\x12\x00\x00", 4);	/* IVT: 0000:1200 */
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
@@ -685,18 +696,19 @@ TEST_F(guest, real_mode_ivt_then_protected_mode)
  * paging): there the run must end in a clear emulation error, not in
  * wrong code running.
  */
+GUEST_CODE16(cs_base_code,
+	"	mov $0x5a, %al\n"
+	"	out %al, $0x10\n"
+	"	hlt\n");
+
 TEST_F(guest, real_mode_cs_base_apart_from_selector)
 {
-	static const uint8_t code[] = {
-		0xb0, 0x5a, 0xe6, 0x10,			/* mov $0x5a, %al; out %al, $0x10 */
-		0xf4,					/* hlt */
-	};
 	struct vm *vm = &self->vm;
 	struct kvm_sregs sregs;
 	bool v86 = testing_rkvm() && host_is_intel() &&
 		   ioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_RKVM_MMU) == RKVM_MMU_SHADOW;
 
-	memcpy(vm->mem + 0x20000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x20000, cs_base_code);	/* CS base 0x20000, IP 0 */
 	ASSERT_EQ(0, vm_real_mode(vm, 0));
 	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
 	sregs.cs.selector = 0x1000;
@@ -736,7 +748,7 @@ TEST_F(guest, invalid_state_is_fail_entry)
 	struct vm *vm = &self->vm;
 	struct kvm_sregs sregs;
 
-	vm->mem[0x1000] = 0xf4;
+	vm->mem[0x1000] = 0xf4;				/* hlt */
 	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
 	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
 	sregs.cs.db = 1;
@@ -756,7 +768,7 @@ TEST_F(guest, immediate_exit)
 {
 	struct vm *vm = &self->vm;
 
-	vm->mem[0x1000] = 0xf4;
+	vm->mem[0x1000] = 0xf4;				/* hlt */
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	vm->run->immediate_exit = 1;
 	vm->run->exit_reason = 0x1234;
@@ -773,13 +785,15 @@ TEST_F(guest, immediate_exit)
 /* A guest that loops for ever still comes back for a signal (EINTR). */
 static void on_alarm(int sig) { (void)sig; }
 
+GUEST_CODE16(spin_code,
+	"	jmp .\n");
+
 TEST_F(guest, signal_interrupts_a_spinning_guest)
 {
 	struct vm *vm = &self->vm;
 	struct sigaction sa = { .sa_handler = on_alarm };
 
-	vm->mem[0x1000] = 0xeb;				/* jmp . */
-	vm->mem[0x1001] = 0xfe;
+	LOAD_GUEST_CODE(vm->mem, 0x1000, spin_code);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
 	alarm(1);
