@@ -5,6 +5,7 @@
  */
 #include "harness.h"
 #include "vm.h"
+#include "guest_code.h"
 
 struct cpuid_buf {
 	struct kvm_cpuid2 head;
@@ -86,23 +87,23 @@ TEST_F(vcpu, set_and_get_cpuid2)
 }
 
 /* The guest's CPUID returns the table; a leaf not in it returns zeros. */
+GUEST_CODE16(cpuid_code,
+	"	mov $3, %eax\n"
+	"	cpuid\n"
+	"	out %al, $0x10\n"
+	"	mov $5, %eax\n"		/* not in the table */
+	"	cpuid\n"
+	"	hlt\n");
+
 TEST_F(vcpu, guest_cpuid_uses_the_table)
 {
-	static const uint8_t code[] = {
-		0x66, 0xb8, 0x03, 0, 0, 0,	/* 1000: mov $3, %eax */
-		0x0f, 0xa2,			/* 1006: cpuid */
-		0xe6, 0x10,			/* 1008: out %al, $0x10 */
-		0x66, 0xb8, 0x05, 0, 0, 0,	/* 100a: mov $5, %eax */
-		0x0f, 0xa2,			/* 1010: cpuid */
-		0xf4,				/* 1012: hlt */
-	};
 	static struct cpuid_buf b;
 	struct vm *vm = &self->vm;
 	struct kvm_regs regs;
 
 	test_table(&b);
 	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_CPUID2, &b));
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, cpuid_code);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, vm_run(vm));
 	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);

@@ -5,6 +5,7 @@
  */
 #include "harness.h"
 #include "vm.h"
+#include "guest_code.h"
 
 VM_FIXTURE(vcpu)
 
@@ -29,24 +30,24 @@ TEST_F(vcpu, fpu_reset_state)
  * XMM registers set by userspace reach the guest, and what the guest puts
  * in them survives an exit to userspace and back.
  */
+GUEST_CODE16(sse_code,
+	"	movd %xmm0, %eax\n"		/* set by KVM_SET_FPU */
+	"	out %al, $0x10\n"
+	"	mov $0x5a5a5a5a, %eax\n"
+	"	movd %eax, %xmm1\n"
+	"	out %al, $0x11\n"		/* XMM1 must survive this exit */
+	"	movd %xmm1, %ebx\n"
+	"	hlt\n");
+
 TEST_F(vcpu, sse_state_survives_exits)
 {
-	static const uint8_t code[] = {
-		0x66, 0x0f, 0x7e, 0xc0,		/* 1000: movd %xmm0, %eax */
-		0xe6, 0x10,			/* 1004: out %al, $0x10 */
-		0x66, 0xb8, 0x5a, 0x5a, 0x5a, 0x5a,	/* 1006: mov $0x5a5a5a5a, %eax */
-		0x66, 0x0f, 0x6e, 0xc8,		/* 100c: movd %eax, %xmm1 */
-		0xe6, 0x11,			/* 1010: out %al, $0x11 */
-		0x66, 0x0f, 0x7e, 0xcb,		/* 1012: movd %xmm1, %ebx */
-		0xf4,				/* 1016: hlt */
-	};
 	struct vm *vm = &self->vm;
 	struct kvm_sregs sregs;
 	struct kvm_regs regs;
 	struct kvm_fpu fpu;
 	uint32_t x;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, sse_code);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
 	sregs.cr4 |= 1 << 9;			/* OSFXSR: SSE allowed */
@@ -94,14 +95,14 @@ TEST_F(vcpu, set_fpu_checks_mxcsr)
  * linear address of the next one; TF never shows in RFLAGS; turning it off
  * lets the guest run on.
  */
+GUEST_CODE16(single_step_code,			/* one byte each: 0x1000-0x1003 */
+	"	nop\n"
+	"	inc %ax\n"
+	"	nop\n"
+	"	hlt\n");
+
 TEST_F(vcpu, single_step)
 {
-	static const uint8_t code[] = {
-		0x90,				/* 1000: nop */
-		0x40,				/* 1001: inc %ax */
-		0x90,				/* 1002: nop */
-		0xf4,				/* 1003: hlt */
-	};
 	struct kvm_guest_debug dbg = {
 		.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP,
 	};
@@ -109,7 +110,7 @@ TEST_F(vcpu, single_step)
 	struct kvm_regs regs;
 	uint64_t pc;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, single_step_code);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_GUEST_DEBUG, &dbg));
 	for (pc = 0x1001; pc <= 0x1003; pc++) {

@@ -5,6 +5,7 @@
  */
 #include "harness.h"
 #include "vm.h"
+#include "guest_code.h"
 
 #define MSR_STAR		0xc0000081
 #define MSR_LSTAR		0xc0000082
@@ -72,30 +73,30 @@ TEST_F(vcpu, set_and_get)
  * Real mode: WRMSR then RDMSR of LSTAR round-trips, RDMSR of an MSR that
  * does not exist is #GP (the IVT handler for vector 13 reports it on 0x13).
  */
+GUEST_CODE16(rdmsr_wrmsr_code,
+	"	mov $0xc0000082, %ecx\n"	/* LSTAR */
+	"	mov $0x11223344, %eax\n"
+	"	mov $0xffffffff, %edx\n"
+	"	wrmsr\n"
+	"	xor %eax, %eax\n"
+	"	xor %edx, %edx\n"
+	"	rdmsr\n"
+	"	out %al, $0x10\n"
+	"	mov $0xdeadbeef, %ecx\n"	/* no such MSR */
+	"	rdmsr\n"			/* at 0x1024: #GP */
+	"	hlt\n");			/* not reached */
+
+GUEST_CODE16(gp_handler_code,			/* at 0x3000 */
+	"	out %al, $0x13\n"
+	"	hlt\n");
+
 TEST_F(vcpu, guest_rdmsr_wrmsr)
 {
-	static const uint8_t code[] = {
-		0x66, 0xb9, 0x82, 0, 0, 0xc0,	/* 1000: mov $0xc0000082, %ecx */
-		0x66, 0xb8, 0x44, 0x33, 0x22, 0x11,/* 1006: mov $0x11223344, %eax */
-		0x66, 0xba, 0xff, 0xff, 0xff, 0xff,/* 100c: mov $0xffffffff, %edx */
-		0x0f, 0x30,			/* 1012: wrmsr */
-		0x66, 0x31, 0xc0,		/* 1014: xor %eax, %eax */
-		0x66, 0x31, 0xd2,		/* 1017: xor %edx, %edx */
-		0x0f, 0x32,			/* 101a: rdmsr */
-		0xe6, 0x10,			/* 101c: out %al, $0x10 */
-		0x66, 0xb9, 0xef, 0xbe, 0xad, 0xde,/* 101e: mov $0xdeadbeef, %ecx */
-		0x0f, 0x32,			/* 1024: rdmsr -> #GP */
-		0xf4,				/* 1026: hlt (not reached) */
-	};
-	static const uint8_t gp_handler[] = {
-		0xe6, 0x13,			/* 3000: out %al, $0x13 */
-		0xf4,				/* 3002: hlt */
-	};
 	struct vm *vm = &self->vm;
 	struct kvm_regs regs;
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
-	memcpy(vm->mem + 0x3000, gp_handler, sizeof(gp_handler));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, rdmsr_wrmsr_code);
+	LOAD_GUEST_CODE(vm->mem, 0x3000, gp_handler_code);
 	vm->mem[13 * 4 + 1] = 0x30;		/* IVT[13] = 0000:3000 */
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, vm_run(vm));
@@ -121,7 +122,7 @@ static void run_to_out(struct __test_metadata *_metadata, struct vm *vm, const u
 		       struct kvm_regs *regs)
 {
 	memcpy(vm->mem + 0x1000, code, size);
-	memset(vm->mem + 0x3000, 0xf4, 1);	/* a #GP would land on a hlt */
+	vm->mem[0x3000] = 0xf4;			/* hlt: a #GP would land there */
 	vm->mem[13 * 4 + 1] = 0x30;		/* IVT[13] = 0000:3000 */
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	ASSERT_EQ(0, vm_run(vm));
@@ -136,24 +137,24 @@ static void run_to_out(struct __test_metadata *_metadata, struct vm *vm, const u
  * regression test: the Linux guest under rkvm printed "unchecked MSR access
  * error: RDMSR from 0xc001001f".
  */
+GUEST_CODE16(nb_cfg_code,
+	"	mov $0xc001001f, %ecx\n"	/* NB_CFG */
+	"	xor %eax, %eax\n"
+	"	mov $0x4000, %edx\n"		/* bit 46, as Linux sets it */
+	"	wrmsr\n"
+	"	or $-1, %eax\n"
+	"	or $-1, %edx\n"
+	"	rdmsr\n"
+	"	out %al, $0x10\n"		/* at 0x101b */
+	"	hlt\n");
+
 TEST_F(vcpu, machine_config_msrs_read_zero)
 {
-	static const uint8_t code[] = {
-		0x66, 0xb9, 0x1f, 0x00, 0x01, 0xc0,/* 1000: mov $0xc001001f, %ecx */
-		0x66, 0x31, 0xc0,		/* 1006: xor %eax, %eax */
-		0x66, 0xba, 0x00, 0x40, 0, 0,	/* 1009: mov $0x4000, %edx */
-		0x0f, 0x30,			/* 100f: wrmsr */
-		0x66, 0x83, 0xc8, 0xff,		/* 1011: or $-1, %eax */
-		0x66, 0x83, 0xca, 0xff,		/* 1015: or $-1, %edx */
-		0x0f, 0x32,			/* 1019: rdmsr */
-		0xe6, 0x10,			/* 101b: out %al, $0x10 */
-		0xf4,				/* 101d: hlt */
-	};
 	struct msr_buf b = { .head.nmsrs = 1 };
 	struct vm *vm = &self->vm;
 	struct kvm_regs regs;
 
-	run_to_out(_metadata, vm, code, sizeof(code), &regs);
+	run_to_out(_metadata, vm, nb_cfg_code, GUEST_CODE_SIZE(nb_cfg_code), &regs);
 	EXPECT_EQ(0x10, vm->run->io.port);
 	EXPECT_EQ(0, regs.rax);
 	EXPECT_EQ(0, regs.rdx);
@@ -172,17 +173,17 @@ TEST_F(vcpu, machine_config_msrs_read_zero)
  * report PEBS and BTS unavailable (bits 12 and 11), and XD_DISABLE (bit 34)
  * clear.
  */
+GUEST_CODE16(misc_enable_code,
+	"	mov $0x1a0, %ecx\n"		/* IA32_MISC_ENABLE */
+	"	rdmsr\n"
+	"	out %al, $0x10\n"		/* at 0x1008 */
+	"	hlt\n");
+
 TEST_F(vcpu, misc_enable_reads_without_gp)
 {
-	static const uint8_t code[] = {
-		0x66, 0xb9, 0xa0, 0x01, 0, 0,	/* 1000: mov $0x1a0, %ecx */
-		0x0f, 0x32,			/* 1006: rdmsr */
-		0xe6, 0x10,			/* 1008: out %al, $0x10 */
-		0xf4,				/* 100a: hlt */
-	};
 	struct kvm_regs regs;
 
-	run_to_out(_metadata, &self->vm, code, sizeof(code), &regs);
+	run_to_out(_metadata, &self->vm, misc_enable_code, GUEST_CODE_SIZE(misc_enable_code), &regs);
 	EXPECT_EQ(0x1008, regs.rip);	/* no #GP */
 	EXPECT_EQ(0x1800, regs.rax & 0x1800);
 	EXPECT_EQ(0, regs.rdx & (1 << 2));	/* XD_DISABLE */

@@ -11,6 +11,7 @@
 #include "harness.h"
 #include "vm.h"
 #include "stats.h"
+#include "guest_code.h"
 
 #define HUGE	(2UL << 20)
 
@@ -79,16 +80,16 @@ static bool reserve_huge_pages(int n)
  * the same kind of page but at a guest address that is not 2 MiB-congruent
  * to it (4 KiB off) must fall back to 4 KiB leaves.
  */
+GUEST_CODE64(huge_page_code,
+	"	mov $0x200000, %rdi\n"		/* slot 1: the huge page */
+	"	movq $0x1234, (%rdi)\n"		/* its first 4 KiB */
+	"	mov 0x1ff000(%rdi), %rax\n"	/* its last */
+	"	out %al, $0x10\n"
+	"	mov 0x600000, %rbx\n"		/* slot 2, misaligned */
+	"	hlt\n");
+
 TEST_F(vm, huge_page_is_one_2m_leaf)
 {
-	static const uint8_t code[] = {
-		0x48, 0xc7, 0xc7, 0x00, 0x00, 0x20, 0x00,	/* mov $0x200000, %rdi */
-		0x48, 0xc7, 0x07, 0x34, 0x12, 0x00, 0x00,	/* movq $0x1234, (%rdi) */
-		0x48, 0x8b, 0x87, 0x00, 0xf0, 0x1f, 0x00,	/* mov 0x1ff000(%rdi), %rax */
-		0xe6, 0x10,					/* out %al, $0x10 */
-		0x48, 0x8b, 0x1c, 0x25, 0x00, 0x00, 0x60, 0x00,	/* mov 0x600000, %rbx */
-		0xf4,						/* hlt */
-	};
 	struct vm *vm = &self->vm;
 	uint64_t *pd = (uint64_t *)(vm->mem + 0x102000);
 	uint8_t *huge, *huge2;
@@ -119,7 +120,7 @@ TEST_F(vm, huge_page_is_one_2m_leaf)
 	};
 	ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &r));
 
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, huge_page_code);
 	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
 	pd[1] = HUGE | 0x83;
 	pd[2] = 2 * HUGE | 0x83;
@@ -153,12 +154,14 @@ TEST_F(vm, huge_page_is_one_2m_leaf)
 }
 
 /* N OUTs give N I/O exits, a HLT one halt exit, as in KVM. */
+GUEST_CODE16(five_outs_code,
+	"	.rept 5\n"
+	"	out %al, $0x10\n"
+	"	.endr\n"
+	"	hlt\n");
+
 TEST_F(vm, vcpu_stats_count_exits)
 {
-	static const uint8_t code[] = {
-		0xe6, 0x10, 0xe6, 0x10, 0xe6, 0x10, 0xe6, 0x10, 0xe6, 0x10,	/* 5 x out %al, $0x10 */
-		0xf4,								/* hlt */
-	};
 	struct vm *vm = &self->vm;
 	struct stats s;
 	char id[64] = "", want[64];
@@ -174,7 +177,7 @@ TEST_F(vm, vcpu_stats_count_exits)
 	io = stats_value(&s, "io_exits");
 	halt = stats_value(&s, "halt_exits");
 	exits = stats_value(&s, "exits");
-	memcpy(vm->mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, five_outs_code);
 	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
 	for (i = 0; i < 5; i++) {
 		ASSERT_EQ(0, vm_run(vm));
