@@ -187,7 +187,7 @@ TEST(random_sregs)
 		if (r == -ENODEV && testing_rkvm())
 			SKIP(return, NO_BACKEND);
 		ASSERT_EQ(0, r);
-		vm.mem[0x1000] = 0xf4;
+		vm.mem[0x1000] = 0xf4;			/* hlt */
 		ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
 		ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_SREGS, &sregs));
 		/* Flip random bits of a few random words of the structure. */

@@ -9,6 +9,7 @@
 
 #include "harness.h"
 #include "vm.h"
+#include "guest_code.h"
 
 #define ROUNDS 200
 
@@ -23,12 +24,11 @@ FIXTURE_TEARDOWN(stress)
 {
 }
 
-/* Real mode: out %ax, $0x10; inc %ax; jmp back. */
-static const uint8_t counter_code[] = {
-	0xe7, 0x10,		/* 1000: out %ax, $0x10 */
-	0x40,			/* 1002: inc %ax */
-	0xeb, 0xfb,		/* 1003: jmp 1000 */
-};
+/* Real mode: outputs AX, the counter, to port 0x10, counts and again. */
+GUEST_CODE16(counter_code,
+	"1:	out %ax, $0x10\n"
+	"	inc %ax\n"
+	"	jmp 1b\n");
 
 struct runner {
 	int vcpu;
@@ -148,7 +148,7 @@ TEST_F(stress, two_vms_four_vcpus)
 		if (r == -ENODEV && testing_rkvm())
 			SKIP(return, NO_BACKEND);
 		ASSERT_EQ(0, r);
-		memcpy(vms[v].mem + 0x1000, counter_code, sizeof(counter_code));
+		LOAD_GUEST_CODE(vms[v].mem, 0x1000, counter_code);
 		for (i = 0; i < 2; i++)
 			ASSERT_EQ(0, add_vcpu(&vms[v], i, 1000 * (2 * v + i), &runners[2 * v + i]));
 	}
@@ -262,7 +262,7 @@ TEST_F(stress, slots_change_under_a_running_vcpu)
 	if (r == -ENODEV && testing_rkvm())
 		SKIP(return, NO_BACKEND);
 	ASSERT_EQ(0, r);
-	memcpy(vm.mem + 0x1000, counter_code, sizeof(counter_code));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, counter_code);
 	ASSERT_EQ(0, add_vcpu(&vm, 0, 7, &runner));
 	churn.vm = vm.fd;
 	churn.mem = mmap(NULL, 0x10000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -287,6 +287,9 @@ TEST_F(stress, slots_change_under_a_running_vcpu)
  * A process killed with SIGKILL while its vCPU spins in guest mode: KVM_RUN
  * must notice the signal and the whole VM must be torn down with the process.
  */
+GUEST_CODE16(spin_code,
+	"	jmp .\n");
+
 TEST_F(stress, sigkill_during_kvm_run)
 {
 	int status, pipefd[2];
@@ -302,8 +305,7 @@ TEST_F(stress, sigkill_during_kvm_run)
 
 		if (r)
 			_exit(r == -ENODEV ? 4 : 1);
-		vm.mem[0x1000] = 0xeb;		/* jmp . */
-		vm.mem[0x1001] = 0xfe;
+		LOAD_GUEST_CODE(vm.mem, 0x1000, spin_code);
 		if (vm_real_mode(&vm, 0x1000))
 			_exit(1);
 		if (write(pipefd[1], "x", 1) != 1)

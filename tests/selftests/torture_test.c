@@ -17,6 +17,7 @@
 
 #include "harness.h"
 #include "vm.h"
+#include "guest_code.h"
 
 static long mem_available_kib(void)
 {
@@ -52,9 +53,12 @@ static int vm_cycles(void)
  * 8 MiB: page cache and slab caches move on their own). With 1000 cycles a
  * leak of 8 KiB per VM shows.
  */
+GUEST_CODE16(out_hlt_code,
+	"	out %al, $0x10\n"
+	"	hlt\n");
+
 TEST(create_destroy_cycles_give_memory_back)
 {
-	static const uint8_t code[] = { 0xe6, 0x10, 0xf4 };	/* out; hlt */
 	int i, cycles = vm_cycles();
 	long before = 0, after;
 
@@ -66,7 +70,7 @@ TEST(create_destroy_cycles_give_memory_back)
 		if (r == -ENODEV && testing_rkvm())
 			SKIP(return, NO_BACKEND);
 		ASSERT_EQ(0, r);
-		memcpy(vm.mem + 0x1000, code, sizeof(code));
+		LOAD_GUEST_CODE(vm.mem, 0x1000, out_hlt_code);
 		ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
 		ASSERT_EQ(0, vm_run(&vm));
 		if (i % 2) {			/* the VM before its vCPU */
@@ -102,16 +106,16 @@ static void *unmap_later(void *arg)
  * loop: the host is unharmed (the pages the guest reaches stay pinned until
  * the slot goes), and the guest goes on until its next exit.
  */
+GUEST_CODE16(write_loop_code,
+	"0:	mov $0, %cx\n"
+	"1:	mov %cx, 0x3000\n"		/* 65536 writes */
+	"	inc %cx\n"
+	"	jnz 1b\n"
+	"	out %al, $0x10\n"		/* then an exit */
+	"	jmp 0b\n");
+
 TEST(guest_memory_unmapped_while_running)
 {
-	static const uint8_t code[] = {
-		0xb9, 0x00, 0x00,		/* 1000: mov $0, %cx */
-		0x89, 0x0e, 0x00, 0x30,		/* 1003: mov %cx, 0x3000 */
-		0x41,				/* 1007: inc %cx */
-		0x75, 0xf9,			/* 1008: jnz 1003 */
-		0xe6, 0x10,			/* 100a: out %al, $0x10 */
-		0xeb, 0xf2,			/* 100c: jmp 1000 */
-	};
 	struct unmapper u;
 	struct vm vm;
 	pthread_t t;
@@ -120,7 +124,7 @@ TEST(guest_memory_unmapped_while_running)
 	if (r == -ENODEV && testing_rkvm())
 		SKIP(return, NO_BACKEND);
 	ASSERT_EQ(0, r);
-	memcpy(vm.mem + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, write_loop_code);
 	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
 	u.mem = vm.mem;
 	u.done = 0;
@@ -224,7 +228,7 @@ TEST(fd_taken_by_another_process)
 	EXPECT_TRUE(WIFEXITED(status));
 	EXPECT_EQ(0, WEXITSTATUS(status)) TH_LOG("the other process's check %d failed", WEXITSTATUS(status));
 	/* Still the creator's VM. */
-	vm.mem[0x1000] = 0xf4;
+	vm.mem[0x1000] = 0xf4;			/* hlt */
 	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
 	ASSERT_EQ(0, vm_run(&vm));
 	EXPECT_EQ(KVM_EXIT_HLT, vm.run->exit_reason);
@@ -238,16 +242,16 @@ TEST(fd_taken_by_another_process)
  * code and page tables). Writes inside the slot land there, the ones
  * outside become MMIO exits, and the canaries are untouched.
  */
+GUEST_CODE64(write_everywhere_code,
+	"	mov $0x800, %rdi\n"
+	"1:	movq $0x5a5a5a5a, (%rdi)\n"
+	"	add $0x1000, %rdi\n"
+	"	cmp $0x600000, %rdi\n"		/* up to 6 MiB */
+	"	jb 1b\n"
+	"	hlt\n");
+
 TEST(guest_cannot_reach_beyond_its_slot)
 {
-	static const uint8_t code[] = {
-		0x48, 0xc7, 0xc7, 0x00, 0x08, 0x00, 0x00,	/* 1000: mov $0x800, %rdi */
-		0x48, 0xc7, 0x07, 0x5a, 0x5a, 0x5a, 0x5a,	/* 1007: 1: movq $0x5a5a5a5a, (%rdi) */
-		0x48, 0x81, 0xc7, 0x00, 0x10, 0x00, 0x00,	/* 100e: add $0x1000, %rdi */
-		0x48, 0x81, 0xff, 0x00, 0x00, 0x60, 0x00,	/* 1015: cmp $0x600000, %rdi */
-		0x72, 0xe9,					/* 101c: jb 1b */
-		0xf4,						/* 101e: hlt */
-	};
 	const size_t page = 4096, size = GUEST_MEM_SIZE;
 	uint8_t *map = mmap(NULL, size + 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint8_t *slot = map + page;
@@ -267,7 +271,7 @@ TEST(guest_cannot_reach_beyond_its_slot)
 	/* Slot 0 moves into the middle of `map`, at guest physical 2 MiB. */
 	r.userspace_addr = (uintptr_t)vm.mem;
 	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_USER_MEMORY_REGION, &r));
-	memcpy(slot + 0x1000, code, sizeof(code));
+	LOAD_GUEST_CODE(slot, 0x1000, write_everywhere_code);
 	r = (struct kvm_userspace_memory_region) {
 		.slot = 0, .guest_phys_addr = 0, .memory_size = size, .userspace_addr = (uintptr_t)slot,
 	};
