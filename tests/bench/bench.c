@@ -35,6 +35,7 @@
 
 #include "vm.h"
 #include "stats.h"
+#include "guest_code.h"
 
 static int rounds = 7;
 /* Only the benchmark of this name (argv[2]), if given. */
@@ -116,28 +117,47 @@ static uint64_t run_to_end(struct vm *vm)
 }
 
 /*
- * A loop of N instructions of one kind, then out to 0xf4, and again:
- *   <prologue>; mov $N, %esi; 1: <insn>; dec %esi; jnz 1b; out %al, $0xf4; jmp 0x1000
+ * LOOP_GUEST(name, N, prologue, insn) defines the real-mode guest code
+ * `name`, a loop of N (a number) instructions of one kind, then out to
+ * 0xf4, and again, and name_n = N:
+ *   <prologue>; mov $N, %esi; 1: <insn>; dec %esi; jnz 1b; out %al, $0xf4; jmp name
  */
-static void loop_bench(struct vm *vm, const char *name, const uint8_t *prologue, size_t prologue_len,
-		       const uint8_t *insn, size_t insn_len, uint32_t n)
+#define LOOP_GUEST(name, n, prologue, insn)				\
+	enum { name##_n = n };						\
+	GUEST_CODE16(name,						\
+		prologue						\
+		"	mov $" #n ", %esi\n"				\
+		"1:\n"							\
+		insn							\
+		"	dec %esi\n"					\
+		"	jnz 1b\n"					\
+		"	out %al, $0xf4\n"				\
+		"	jmp " #name "\n")
+
+LOOP_GUEST(cpuid_loop_code, 5000, "",
+	"	xor %eax, %eax\n"
+	"	cpuid\n");
+/* The hypercall instruction of either vendor. */
+LOOP_GUEST(vmmcall_loop_code, 5000, "",
+	"	vmmcall\n");
+LOOP_GUEST(vmcall_loop_code, 5000, "",
+	"	vmcall\n");
+LOOP_GUEST(out_loop_code, 2000, "",
+	"	out %al, $0x80\n");
+/* A store to DS:0, with DS = 0x9000: to 0x90000. */
+LOOP_GUEST(mmio_loop_code, 2000,
+	"	mov $0x9000, %ax\n"
+	"	mov %ax, %ds\n",
+	"	mov %al, 0\n");
+
+/* Runs the loop guest `guest` (LOOP_GUEST) in `vm` as benchmark `name`. */
+#define LOOP_BENCH(vm, name, guest)	loop_bench(vm, name, guest, GUEST_CODE_SIZE(guest), guest##_n)
+
+static void loop_bench(struct vm *vm, const char *name, const uint8_t *code, size_t len, uint32_t n)
 {
-	uint8_t code[64];
-	size_t len = 0;
 	uint64_t exits;
 	int r;
 
-	if (prologue_len)
-		memcpy(code, prologue, prologue_len);
-	len = prologue_len;
-	code[len++] = 0x66; code[len++] = 0xbe;			/* mov $n, %esi */
-	memcpy(code + len, &n, 4); len += 4;
-	memcpy(code + len, insn, insn_len); len += insn_len;	/* 1: insn */
-	code[len++] = 0x66; code[len++] = 0x4e;			/* dec %esi */
-	code[len++] = 0x75; code[len++] = (uint8_t)-(int)(insn_len + 4);	/* jnz 1b */
-	code[len++] = 0xe6; code[len++] = 0xf4;			/* out %al, $0xf4 */
-	code[len] = 0xeb; code[len + 1] = (uint8_t)-(int)(len + 2);	/* jmp 0x1000 */
-	len += 2;
 	memcpy(vm->mem + 0x1000, code, len);
 	if (vm_real_mode(vm, 0x1000))
 		die("real mode");
@@ -167,19 +187,19 @@ static void create_small(struct vm *vm, uint64_t size)
  * on; each HLT exit goes to user mode (no in-kernel interrupt controller),
  * which injects vector 0x20 (its handler: iret) and re-enters.
  */
+GUEST_CODE16(hlt_loop_code,
+	"	sti\n"
+	"1:	hlt\n"
+	"	jmp 1b\n");
+
 static void hlt_bench(uint32_t n)
 {
-	static const uint8_t code[] = {
-		0xfb,			/* 1000: sti */
-		0xf4,			/* 1001: hlt */
-		0xeb, 0xfd,		/* 1002: jmp 1001 */
-	};
 	struct vm vm;
 	struct kvm_interrupt irq = { .irq = 0x20 };
 	uint32_t i;
 	int r;
 
-	setup(&vm, code, sizeof(code));
+	setup(&vm, hlt_loop_code, GUEST_CODE_SIZE(hlt_loop_code));
 	vm.mem[0x2000] = 0xcf;					/* iret */
 	*(uint16_t *)(vm.mem + 0x20 * 4) = 0x2000;		/* IVT[0x20] = 0000:2000 */
 	for (r = 0; r <= rounds; r++) {
@@ -207,24 +227,27 @@ static void hlt_bench(uint32_t n)
  * guest turns them on, KVM_EXIT_IRQ_WINDOW_OPEN, user mode injects, and the
  * handler signals (out 0x11). Timed from the first signal to the second.
  */
+GUEST_CODE16(window_loop_code,
+	"1:	cli\n"
+	"	out %al, $0x10\n"
+	"	sti\n"
+	"	nop\n"				/* the window opens after it */
+	"	jmp 1b\n");
+
+GUEST_CODE16(window_handler_code,		/* vector 0x20, at 0x2000 */
+	"	out %al, $0x11\n"
+	"	iret\n");
+
 static void window_bench(uint32_t n)
 {
-	static const uint8_t code[] = {
-		0xfa,			/* 1000: cli */
-		0xe6, 0x10,		/* 1001: out %al, $0x10 */
-		0xfb,			/* 1003: sti */
-		0x90,			/* 1004: nop (the window opens after it) */
-		0xeb, 0xf9,		/* 1005: jmp 1000 */
-	};
-	static const uint8_t handler[] = { 0xe6, 0x11, 0xcf };	/* out $0x11; iret */
 	struct kvm_interrupt irq = { .irq = 0x20 };
 	struct vm vm;
 	uint64_t total;
 	uint32_t i;
 	int r;
 
-	setup(&vm, code, sizeof(code));
-	memcpy(vm.mem + 0x2000, handler, sizeof(handler));
+	setup(&vm, window_loop_code, GUEST_CODE_SIZE(window_loop_code));
+	LOAD_GUEST_CODE(vm.mem, 0x2000, window_handler_code);
 	*(uint16_t *)(vm.mem + 0x20 * 4) = 0x2000;
 	for (r = 0; r <= rounds; r++) {
 		total = 0;
@@ -256,21 +279,21 @@ static void window_bench(uint32_t n)
  * touch is a nested page fault; the same loop again (no faults) is
  * subtracted. A fresh VM per round.
  */
+GUEST_CODE16(npt_fault_code,
+	"0:	mov $0x1000, %ax\n"
+	"	mov %ax, %ds\n"			/* 0x10000: slot 1 */
+	"	xor %bx, %bx\n"
+	"	mov $256, %cx\n"
+	"1:	mov %al, (%bx)\n"
+	"	mov %ds, %dx\n"
+	"	add $0x100, %dx\n"
+	"	mov %dx, %ds\n"			/* the next 4 KiB */
+	"	loop 1b\n"
+	"	out %al, $0xf4\n"
+	"	jmp 0b\n");
+
 static void npt_fault_bench(void)
 {
-	static const uint8_t code[] = {
-		0xb8, 0x00, 0x10,		/* 1000: mov $0x1000, %ax */
-		0x8e, 0xd8,			/* 1003: mov %ax, %ds (0x10000) */
-		0x31, 0xdb,			/* 1005: xor %bx, %bx */
-		0xb9, 0x00, 0x01,		/* 1007: mov $256, %cx */
-		0x88, 0x07,			/* 100a: 1: mov %al, (%bx) */
-		0x8c, 0xda,			/* 100c: mov %ds, %dx */
-		0x81, 0xc2, 0x00, 0x01,		/* 100e: add $0x100, %dx */
-		0x8e, 0xda,			/* 1012: mov %dx, %ds (the next 4 KiB) */
-		0xe2, 0xf4,			/* 1014: loop 1b */
-		0xe6, 0xf4,			/* 1016: out %al, $0xf4 */
-		0xeb, 0xe6,			/* 1018: jmp 1000 */
-	};
 	const uint64_t size = 1 << 20;
 	int r;
 
@@ -291,7 +314,7 @@ static void npt_fault_bench(void)
 		create_small(&vm, 0x10000);
 		if (ioctl(vm.fd, KVM_SET_USER_MEMORY_REGION, &slot))
 			die("slot 1");
-		memcpy(vm.mem + 0x1000, code, sizeof(code));
+		LOAD_GUEST_CODE(vm.mem, 0x1000, npt_fault_code);
 		if (vm_real_mode(&vm, 0x1000))
 			die("real mode");
 		exits = vcpu_exits(&vm);
@@ -324,20 +347,16 @@ static void npt_fault_bench(void)
  * paging each touch after the reload is a page fault that the hypervisor
  * handles by walking the guest's tables. Per touch.
  */
-extern const uint8_t pf_guest[], pf_guest_end[];
-asm(".pushsection .rodata.bench_guest, \"a\"\n"
-    "pf_guest:\n"
-    "	mov $0x200000, %rdi\n"
-    "	mov $512, %ecx\n"
-    "1:	movb %al, (%rdi)\n"
-    "	add $0x1000, %rdi\n"
-    "	loop 1b\n"
-    "	mov %cr3, %rax\n"
-    "	mov %rax, %cr3\n"
-    "	out %al, $0xf4\n"
-    "	jmp pf_guest\n"
-    "pf_guest_end:\n"
-    ".popsection\n");
+GUEST_CODE64(pf_guest_code,
+	"	mov $0x200000, %rdi\n"
+	"	mov $512, %ecx\n"
+	"1:	movb %al, (%rdi)\n"
+	"	add $0x1000, %rdi\n"
+	"	loop 1b\n"
+	"	mov %cr3, %rax\n"
+	"	mov %rax, %cr3\n"
+	"	out %al, $0xf4\n"
+	"	jmp pf_guest_code\n");
 
 static void guest_pf_bench(void)
 {
@@ -356,7 +375,7 @@ static void guest_pf_bench(void)
 		die("creating a VM");
 	if (ioctl(vm.fd, KVM_SET_USER_MEMORY_REGION, &slot))
 		die("slot 1");
-	memcpy(vm.mem + 0x1000, pf_guest, pf_guest_end - pf_guest);
+	LOAD_GUEST_CODE(vm.mem, 0x1000, pf_guest_code);
 	if (vm_long_mode(&vm, 0x1000))
 		die("long mode");
 	/* PD[1]: linear 2-4 MiB through a page table of 4 KiB pages. */
@@ -466,12 +485,6 @@ static int between_command(const char *start, const char *end, char **argv)
 
 int main(int argc, char **argv)
 {
-	static const uint8_t cpuid[] = { 0x66, 0x31, 0xc0, 0x0f, 0xa2 };	/* xor %eax, %eax; cpuid */
-	static const uint8_t vmmcall[] = { 0x0f, 0x01, 0xd9 };			/* vmmcall */
-	static const uint8_t vmcall[] = { 0x0f, 0x01, 0xc1 };			/* vmcall (Intel) */
-	static const uint8_t out[] = { 0xe6, 0x80 };				/* out %al, $0x80 */
-	static const uint8_t mmio[] = { 0xa2, 0x00, 0x00 };			/* mov %al, %ds:0 */
-	static const uint8_t ds_9000[] = { 0xb8, 0x00, 0x90, 0x8e, 0xd8 };	/* mov $0x9000, %ax; mov %ax, %ds */
 	struct vm vm;
 
 	if (argc > 2 && !strcmp(argv[1], "time"))
@@ -487,23 +500,26 @@ int main(int argc, char **argv)
 	if (wanted("cpuid_exit")) {
 		if (vm_create(&vm))
 			die("creating a VM");
-		loop_bench(&vm, "cpuid_exit", NULL, 0, cpuid, sizeof(cpuid), 5000);
+		LOOP_BENCH(&vm, "cpuid_exit", cpuid_loop_code);
 	}
 	if (wanted("vmmcall_exit")) {
 		if (vm_create(&vm))
 			die("creating a VM");
 		/* The hypercall instruction of the processor's vendor. */
-		loop_bench(&vm, "vmmcall_exit", NULL, 0, host_is_intel() ? vmcall : vmmcall, sizeof(vmmcall), 5000);
+		if (host_is_intel())
+			LOOP_BENCH(&vm, "vmmcall_exit", vmcall_loop_code);
+		else
+			LOOP_BENCH(&vm, "vmmcall_exit", vmmcall_loop_code);
 	}
 	if (wanted("io_exit_to_user")) {
 		if (vm_create(&vm))
 			die("creating a VM");
-		loop_bench(&vm, "io_exit_to_user", NULL, 0, out, sizeof(out), 2000);
+		LOOP_BENCH(&vm, "io_exit_to_user", out_loop_code);
 	}
 	if (wanted("mmio_exit_to_user")) {
 		/* Memory only below 0x80000: 0x90000 is MMIO. */
 		create_small(&vm, 0x80000);
-		loop_bench(&vm, "mmio_exit_to_user", ds_9000, sizeof(ds_9000), mmio, sizeof(mmio), 2000);
+		LOOP_BENCH(&vm, "mmio_exit_to_user", mmio_loop_code);
 	}
 	if (wanted("hlt_irq_exit"))
 		hlt_bench(2000);
