@@ -16,115 +16,113 @@
 #include "harness.h"
 #include "vm.h"
 #include "stats.h"
+#include "guest_code.h"
 
-/* Guest code, assembled with this file and copied to guest physical 0x1000. */
-extern const uint8_t pg_start[], pg_end[], pg_pf_handler[], pg_write[], pg_read[], pg_jump[],
-	pg_remap[], pg_cr3[], pg_large[], pg_nx_code[], pg_nx_code_end[], pg_read32[], pg_to_user[],
-	pg_regions[];
-asm(".pushsection .rodata.paging_guest, \"a\"\n"
-    ".code64\n"
-    "pg_start:\n"
-    /*
-     * #PF handler: reports the error code (port 0x31) and CR2 (0x32), stores
-     * the fix the test prepared (%rcx at (%rbx)), invalidates (%rdx) and
-     * returns to retry the access.
-     */
-    "pg_pf_handler:\n"
-    "	pop %rax\n"
-    "	out %eax, $0x31\n"
-    "	mov %cr2, %rax\n"
-    "	out %eax, $0x32\n"
-    "	mov %rcx, (%rbx)\n"
-    "	invlpg (%rdx)\n"
-    "	iretq\n"
-    /* Writes (%rdx), reads it back. */
-    "pg_write:\n"
-    "	movl $0xabcd, (%rdx)\n"
-    "	mov (%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	hlt\n"
-    "pg_read:\n"
-    "	mov (%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	hlt\n"
-    "pg_jump:\n"
-    "	jmp *%rdx\n"
-    /*
-     * Remap: reads (%rdx), points its PTE (%r8) at another page (%r9),
-     * INVLPG, reads; then at a third (%r10) and flushes by reloading CR3.
-     */
-    "pg_remap:\n"
-    "	mov (%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	mov %r9, (%r8)\n"
-    "	invlpg (%rdx)\n"
-    "	mov (%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	mov %r10, (%r8)\n"
-    "	mov %cr3, %rax\n"
-    "	mov %rax, %cr3\n"
-    "	mov (%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	hlt\n"
-    /* Two address spaces (CR3 %r8 and %r9) map (%rdx) differently. */
-    "pg_cr3:\n"
-    "	mov (%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	mov %r9, %cr3\n"
-    "	mov (%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	mov %r8, %cr3\n"
-    "	mov (%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	mov %cr3, %rax\n"
-    "	out %eax, $0x30\n"
-    "	hlt\n"
-    /* A 2 MiB page: its first and last 4 KiB. */
-    "pg_large:\n"
-    "	mov (%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	mov 0x1ff000(%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	hlt\n"
-    /*
-     * To user mode (CPL 3, IOPL 3 so that OUT works there) with the stack
-     * at %rsi: reads (%rdx) and reports it, then spins.
-     */
-    "pg_to_user:\n"
-    "	push $0x23\n"
-    "	push %rsi\n"
-    "	push $0x3002\n"
-    "	push $0x1b\n"
-    "	lea 1f(%rip), %rax\n"
-    "	push %rax\n"
-    "	iretq\n"
-    "1:	mov (%rdx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	jmp .\n"
-    /* Reads the first word of %rcx regions of 2 MiB from %rdx on. */
-    "pg_regions:\n"
-    "1:	mov (%rdx), %eax\n"
-    "	add $0x200000, %rdx\n"
-    "	loop 1b\n"
-    "	out %eax, $0x30\n"
-    "	hlt\n"
-    /* Copied to a no-execute page. */
-    "pg_nx_code:\n"
-    "	mov $0x77, %eax\n"
-    "	out %eax, $0x30\n"
-    "	hlt\n"
-    "pg_nx_code_end:\n"
-    ".code32\n"
-    "pg_read32:\n"
-    "	mov (%edx), %eax\n"
-    "	out %eax, $0x30\n"
-    "	hlt\n"
-    ".code64\n"
-    "pg_end:\n"
-    ".popsection\n");
+/*
+ * Guest code, copied to guest physical 0x1000 (CODE); the tests enter it at
+ * its labels (GUEST()).
+ */
+extern const uint8_t pg_pf_handler[], pg_write[], pg_read[], pg_jump[], pg_remap[], pg_cr3[],
+	pg_large[], pg_nx_code[], pg_nx_code_end[], pg_read32[], pg_to_user[], pg_regions[];
+GUEST_CODE64(pg_code,
+	/*
+	 * #PF handler: reports the error code (port 0x31) and CR2 (0x32), stores
+	 * the fix the test prepared (%rcx at (%rbx)), invalidates (%rdx) and
+	 * returns to retry the access.
+	 */
+	"pg_pf_handler:\n"
+	"	pop %rax\n"
+	"	out %eax, $0x31\n"
+	"	mov %cr2, %rax\n"
+	"	out %eax, $0x32\n"
+	"	mov %rcx, (%rbx)\n"
+	"	invlpg (%rdx)\n"
+	"	iretq\n"
+	/* Writes (%rdx), reads it back. */
+	"pg_write:\n"
+	"	movl $0xabcd, (%rdx)\n"
+	"	mov (%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	hlt\n"
+	"pg_read:\n"
+	"	mov (%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	hlt\n"
+	"pg_jump:\n"
+	"	jmp *%rdx\n"
+	/*
+	 * Remap: reads (%rdx), points its PTE (%r8) at another page (%r9),
+	 * INVLPG, reads; then at a third (%r10) and flushes by reloading CR3.
+	 */
+	"pg_remap:\n"
+	"	mov (%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	mov %r9, (%r8)\n"
+	"	invlpg (%rdx)\n"
+	"	mov (%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	mov %r10, (%r8)\n"
+	"	mov %cr3, %rax\n"
+	"	mov %rax, %cr3\n"
+	"	mov (%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	hlt\n"
+	/* Two address spaces (CR3 %r8 and %r9) map (%rdx) differently. */
+	"pg_cr3:\n"
+	"	mov (%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	mov %r9, %cr3\n"
+	"	mov (%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	mov %r8, %cr3\n"
+	"	mov (%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	mov %cr3, %rax\n"
+	"	out %eax, $0x30\n"
+	"	hlt\n"
+	/* A 2 MiB page: its first and last 4 KiB. */
+	"pg_large:\n"
+	"	mov (%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	mov 0x1ff000(%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	hlt\n"
+	/*
+	 * To user mode (CPL 3, IOPL 3 so that OUT works there) with the stack
+	 * at %rsi: reads (%rdx) and reports it, then spins.
+	 */
+	"pg_to_user:\n"
+	"	push $0x23\n"
+	"	push %rsi\n"
+	"	push $0x3002\n"
+	"	push $0x1b\n"
+	"	lea 1f(%rip), %rax\n"
+	"	push %rax\n"
+	"	iretq\n"
+	"1:	mov (%rdx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	jmp .\n"
+	/* Reads the first word of %rcx regions of 2 MiB from %rdx on. */
+	"pg_regions:\n"
+	"1:	mov (%rdx), %eax\n"
+	"	add $0x200000, %rdx\n"
+	"	loop 1b\n"
+	"	out %eax, $0x30\n"
+	"	hlt\n"
+	/* Copied to a no-execute page. */
+	"pg_nx_code:\n"
+	"	mov $0x77, %eax\n"
+	"	out %eax, $0x30\n"
+	"	hlt\n"
+	"pg_nx_code_end:\n"
+	"	.code32\n"
+	"pg_read32:\n"
+	"	mov (%edx), %eax\n"
+	"	out %eax, $0x30\n"
+	"	hlt\n");
 
 #define CODE		0x1000
-#define GUEST(sym)	(CODE + (uint64_t)((sym) - pg_start))
+#define GUEST(sym)	(CODE + (uint64_t)((sym) - pg_code))
 #define STACK		0x8000
 #define IDT		0x9000
 #define GDT		0xa000
@@ -198,7 +196,7 @@ static void long_mode(struct __test_metadata *_metadata, struct vm *vm, uint64_t
 	struct kvm_sregs sregs;
 	int i;
 
-	memcpy(vm->mem + CODE, pg_start, pg_end - pg_start);
+	LOAD_GUEST_CODE(vm->mem, CODE, pg_code);
 	at(vm, GDT)[1] = 0x00209b0000000000ULL;		/* 0x08: 64-bit code, DPL 0 */
 	at(vm, GDT)[2] = 0x0000930000000000ULL;		/* 0x10: data */
 	at(vm, GDT)[3] = 0x0020fb0000000000ULL;		/* 0x18: 64-bit code, DPL 3 */
@@ -533,7 +531,7 @@ static void protected_paging(struct __test_metadata *_metadata, struct vm *vm, i
 	uint32_t *pt32_high = (uint32_t *)(vm->mem + 0x32000);
 	int i;
 
-	memcpy(vm->mem + CODE, pg_start, pg_end - pg_start);
+	LOAD_GUEST_CODE(vm->mem, CODE, pg_code);
 	*(uint32_t *)(vm->mem + PAGE_32) = 0x3232;
 	for (i = 0; i < 512; i++)
 		at(vm, PT_LOW)[i] = ((uint64_t)i << 12) | P | RW;
