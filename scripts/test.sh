@@ -36,6 +36,14 @@ set -e
 read -r p f < <(awk '/^test result:/ { p += $4; f += $6 } END { print p + 0, f + 0 }' "$cargo_log")
 [[ $cargo_status -ne 0 && $f -eq 0 ]] && f=1 # did not build
 record "host (cargo test)" "$p" "$f" 0
+# The statistics of `make bench`'s report (scripts/bench-report.py), on
+# synthetic data: a second or two.
+if python3 "$RKVM_ROOT/scripts/bench-report.py" --self-test > "$RKVM_OUT/bench-report-self-test.log" 2>&1; then
+    record "host (bench report)" 1 0 0
+else
+    grep -v '^ok:' "$RKVM_OUT/bench-report-self-test.log" | tail -n 20 || true
+    record "host (bench report)" 0 1 0
+fi
 
 "$RKVM_ROOT/scripts/build.sh" all || step_failed "build"
 

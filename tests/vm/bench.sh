@@ -1,132 +1,196 @@
 #!/bin/sh
-# `make bench` inside the test VM: the same microbenchmarks (tests/bench)
-# and Linux boots through real KVM and through rkvm, each with nested
-# paging and with shadow paging (kvm_amd npt=0 or kvm_intel ept=0, rkvm.ko
-# tdp=0), in this one
-# boot. Device labels: kvm, rkvm, kvm-shadow, rkvm-shadow.
-# Lines "bench <device> <name> <ns per operation>" (and "bench-exits
-# <device> <name> <exits per operation>") go to the host, which computes
-# medians, spreads and ratios (scripts/bench-report.py).
+# `make bench` inside the test VM: the same microbenchmarks (tests/bench),
+# Linux boots and I/O benchmarks through real KVM and through rkvm, each
+# with nested paging and with shadow paging (kvm_amd npt=0 or kvm_intel
+# ept=0, rkvm.ko tdp=0), in this one boot.
+#
+# Interleaved: each round loads every hypervisor in turn, runs one round of
+# everything through it and unloads it, so that whatever drifts on a
+# shared host during the run (another VM's load, the host's clock speed)
+# lands on every device alike instead of on whichever ran at that time.
+# Even rounds go through the devices in the reverse order, so that no
+# device always comes first after the other's unload.
+#
+# Device labels: kvm, rkvm, kvm-shadow, rkvm-shadow, and under QEMU
+# rkvm-notrace (rkvm.ko exit_trace=0, only the cpuid_exit benchmark: what
+# recording every exit costs, against rkvm with its default exit_trace=1).
+# Lines to the host, r the round (1, 2, ...):
+#     bench <device> <name> <ns per operation> round=<r>
+#     bench-exits <device> <name> <exits per operation> round=<r>
+#     bench-error <device> round=<r>: <what failed>
+# The host computes medians, ratios and their intervals over the rounds
+# (scripts/bench-report.py).
 . /rkvm/lib.sh
 exec < /dev/null
-ROUNDS=$(cmdline_arg rkvm.rounds); ROUNDS=${ROUNDS:-7}
-BOOTS=$(cmdline_arg rkvm.boots); BOOTS=${BOOTS:-3}
-IO_ROUNDS=$(cmdline_arg rkvm.io_rounds); IO_ROUNDS=${IO_ROUNDS:-5}
 case "$(cmdline_arg rkvm.emu)" in
-    bochs) KVM_MOD=kvm_intel ;;
-    *) KVM_MOD=kvm_amd ;;
+    bochs) KVM_MOD=kvm_intel NO_TDP=ept=0 ;;
+    *) KVM_MOD=kvm_amd NO_TDP=npt=0 ;;
 esac
 
-# Every benchmark of one device, one line per round.
-bench_device() { # label device
-    RKVM_DEVICE=$2 /rkvm/bench/bench "$ROUNDS" > /tmp/bench.out 2> /tmp/bench.err ||
-        say "bench-error $1: $(tail -n 1 /tmp/bench.err)"
+# Defaults, from the README's per-item times under QEMU. A round costs
+# about 65 s: five module loads and unloads, a few seconds each (15 s);
+# one round of the microbenchmarks per device and paging mode (1.5 s
+# through kvm_amd, whose VM creation alone is 20 x 16 ms; 1 s through rkvm:
+# 5 s in all); four Linux boots (2.7 s twice with nested paging, 4.8 and
+# 4.4 s with shadow paging: 15 s); the I/O benchmarks, four boots per
+# device (32 KiB through the 16550 at 0.1 s per KiB: 6 s; virtio-console,
+# blk read and blk write: 3 to 4 s each; 16 s per device, 32 s for both).
+# Round 1 adds the I/O baselines, a boot each (8 boots, 20 s).
+# 10 rounds, all with a Linux boot, 8 with the I/O: about 10.5 minutes of
+# measurement. The same figures put the old sequential run (7 rounds, 3
+# boots, 5 I/O boots) at 4 of its 6 minutes, so about 12 to 15 minutes in
+# all (the QEMU timeout in scripts/bench.sh: 30). The I/O rounds are the
+# dearest (half of a round), so they are the ones held below 10. From 5
+# rounds on the 95 % intervals of the report are about right (fewer make
+# them too narrow: scripts/bench-report.py, MIN_ROUNDS); 10 leave room for
+# a failed round.
+# Bochs: its clock is its instruction count (scripts/vm-bochs.sh), so its
+# figures do not drift with the host and most vary under 1 % from round
+# to round; a boot takes 24 to 36 s. 5 rounds, 3 of them with the Linux boots
+# as before, no I/O (and no rkvm-notrace, below).
+case "$KVM_MOD" in
+    kvm_intel) rounds=5 boots=3 io_rounds=0 ;;
+    *) rounds=10 boots=10 io_rounds=8 ;;
+esac
+ROUNDS=$(cmdline_arg rkvm.rounds); ROUNDS=${ROUNDS:-$rounds}
+# The Linux boot runs in rounds 1 to BOOTS, the I/O benchmarks in rounds
+# 1 to IO_ROUNDS: at most one of each per device and round.
+BOOTS=$(cmdline_arg rkvm.boots); BOOTS=${BOOTS:-$boots}
+IO_ROUNDS=$(cmdline_arg rkvm.io_rounds); IO_ROUNDS=${IO_ROUNDS:-$io_rounds}
+
+# The devices of a round, in order. The exit trace's cost is measured
+# under QEMU (AMD SVM) only, as the test it replaces was.
+DEVICES="kvm rkvm kvm-shadow rkvm-shadow"
+[ "$KVM_MOD" = kvm_amd ] && DEVICES="kvm rkvm rkvm-notrace kvm-shadow rkvm-shadow"
+
+error() { # label message
+    say "bench-error $1 round=$round: $2"
+}
+
+# One round of the microbenchmarks (`bench 1`: a warm-up and one timed
+# round of each; or only benchmark $3).
+micro() { # label device [benchmark]
+    # shellcheck disable=SC2086
+    RKVM_DEVICE=$2 /rkvm/bench/bench 1 $3 > /tmp/bench.out 2> /tmp/bench.err ||
+        error "$1" "$(tail -n 1 /tmp/bench.err)"
     while read -r kind name value; do
         case $kind in
-            bench) say "bench $1 $name $value" ;;
-            exits) say "bench-exits $1 $name $value" ;;
+            bench) say "bench $1 $name $value round=$round" ;;
+            exits) say "bench-exits $1 $name $value round=$round" ;;
         esac
     done < /tmp/bench.out
-    i=0
-    while [ $i -lt "$BOOTS" ]; do
-        i=$((i + 1))
-        ns=$(/rkvm/bench/bench time rkvm run --device "$2" --kernel /rkvm/linux/bzImage \
-            --initrd /rkvm/linux/initramfs.cpio.gz --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init" \
-            2> /dev/null | tail -n 1) || { say "bench-error $1: Linux boot failed"; return; }
-        say "bench $1 linux_boot $ns"
-    done
+}
+
+# One Linux boot to /init and power-off, timed from outside. `bench time`
+# prints the time after the guest's console output: the last line.
+linux_boot() { # label device
+    if /rkvm/bench/bench time rkvm run --device "$2" --kernel /rkvm/linux/bzImage \
+        --initrd /rkvm/linux/initramfs.cpio.gz --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init" \
+        > /tmp/boot.out 2> /tmp/boot.err; then
+        ns=$(tail -n 1 /tmp/boot.out)
+        case $ns in
+            '' | *[!0-9]*) error "$1" "Linux boot: no time in \"$ns\"" ;;
+            *) say "bench $1 linux_boot $ns round=$round" ;;
+        esac
+    else
+        error "$1" "Linux boot failed: $(tail -n 1 /tmp/boot.err)"
+    fi
 }
 
 # One Linux boot with extra `rkvm run` arguments and a guest test mode
 # (tests/vm/guest-init): prints the time between the guest's two markers
-# (ns), then the exits the kernel counted in the whole boot.
+# (ns, 0 if they did not both come; how the boot ended after them does not
+# matter), then the exits the kernel counted in the whole boot.
 boot() { # device args test start-marker end-marker
     # shellcheck disable=SC2086
     ns=$(/rkvm/bench/bench between "$4" "$5" rkvm run --device "$1" $2 --kernel /rkvm/linux/bzImage \
         --initrd /rkvm/linux/initramfs.cpio.gz \
-        --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init $3" 2> /tmp/boot.err | tail -n 1)
+        --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init $3" 2> /tmp/boot.err)
     exits=$(sed -n 's/^rkvm: vCPU statistics from the kernel: exits \([0-9]*\).*/\1/p' /tmp/boot.err)
     echo "${ns:-0} ${exits:-0}"
 }
 
-# Paravirtual against emulated I/O (issue 7), through one device: 32 KiB
-# written to the console through COM1 (two exits per byte), 512 KiB through
-# virtio-console, and all of a 64 MiB disk read and written through
-# virtio-blk (sizes that make the exits of the I/O outnumber the boot's
-# own, which vary from boot to boot with its timer ticks). Each is timed
-# between the guest's markers around it, once per round (a boot each); per
-# KiB (console) and per MiB (disk). Exits per operation: the first round's
-# exits less those of a boot that moves nothing.
-bench_io() { # label device
-    mib=64
-    rm -f /tmp/bench-disk.img
-    dd if=/dev/zero of=/tmp/bench-disk.img bs=1M count=$mib 2> /dev/null
-    for how in serial virtio; do
-        args="" kib=32
-        [ $how = virtio ] && args="--virtio-console" kib=512
-        boot "$2" "$args" "rkvm.test=console-rate rkvm.bytes=0" "writing 0" "wrote 0" > /tmp/b
+# One I/O benchmark, one boot: timed between the guest's markers around
+# the transfer, per unit (KiB or MiB). In round 1 also its exits per unit:
+# the boot's exits less those of a boot with the same devices that moves
+# nothing (a boot's own exits vary with its timer ticks; the payloads are
+# sized to outnumber them).
+io_bench() { # label device name units rkvm-args guest-test start-marker end-marker
+    if [ "$round" = 1 ]; then
+        boot "$2" "$5" "rkvm.test=console-rate rkvm.bytes=0" "writing 0" "wrote 0" > /tmp/b
         read -r _ base_exits < /tmp/b
-        i=0
-        while [ $i -lt "$IO_ROUNDS" ]; do
-            boot "$2" "$args" "rkvm.test=console-rate rkvm.bytes=$((kib * 1024))" \
-                "rkvm-guest: writing" "rkvm-guest: wrote" > /tmp/b
-            read -r ns exits < /tmp/b
-            [ "$ns" -gt 0 ] && say "bench $1 console_$how $((ns / kib))"
-            [ $i = 0 ] && say "bench-exits $1 console_$how $(( (exits - base_exits) / kib ))"
-            i=$((i + 1))
-        done
-    done
-    boot "$2" "--disk /tmp/bench-disk.img" "rkvm.test=console-rate rkvm.bytes=0" "writing 0" "wrote 0" > /tmp/b
-    read -r _ base_exits < /tmp/b
-    for op in read write; do
-        i=0
-        while [ $i -lt "$IO_ROUNDS" ]; do
-            # The guest's markers (tests/vm/guest-init).
-            case $op in
-                read) start="reading vda" end="read vda" ;;
-                write) start="writing vda" end="wrote vda" ;;
-            esac
-            boot "$2" "--disk /tmp/bench-disk.img" "rkvm.test=blk-$op" "rkvm-guest: $start" "rkvm-guest: $end" > /tmp/b
-            read -r ns exits < /tmp/b
-            [ "$ns" -gt 0 ] && say "bench $1 blk_$op $((ns / mib))"
-            [ $i = 0 ] && say "bench-exits $1 blk_$op $(( (exits - base_exits) / mib ))"
-            i=$((i + 1))
-        done
-    done
-}
-
-# The I/O benchmarks boot Linux about twenty times per device: under QEMU
-# only (Bochs takes 25 s a boot).
-IO=yes
-[ "$KVM_MOD" = kvm_intel ] && IO=no
-
-# label, then the module's parameters for shadow paging (none: nested).
-bench_kvm() {
-    if modprobe "$KVM_MOD" "$@" 2>/dev/null; then
-        bench_device "$label" /dev/kvm
-        [ "$#" = 0 ] && [ "$IO" = yes ] && bench_io "$label" /dev/kvm
-        rmmod "$KVM_MOD" kvm
-    else
-        say "bench-error $label: modprobe $KVM_MOD $* failed"
     fi
-}
-bench_rkvm() {
-    if insmod /rkvm/rkvm.ko "$@"; then
-        bench_device "$label" /dev/rkvm
-        [ "$#" = 0 ] && [ "$IO" = yes ] && bench_io "$label" /dev/rkvm
-        rmmod rkvm
+    boot "$2" "$5" "$6" "$7" "$8" > /tmp/b
+    read -r ns exits < /tmp/b
+    if [ "$ns" -gt 0 ]; then
+        say "bench $1 $3 $((ns / $4)) round=$round"
+        [ "$round" = 1 ] && say "bench-exits $1 $3 $(( (exits - base_exits) / $4 )) round=$round"
     else
-        say "bench-error $label: insmod rkvm.ko $* failed"
+        error "$1" "$3: no \"$7\" then \"$8\" from the guest: $(tail -n 1 /tmp/boot.err)"
     fi
 }
 
-say "bench: $ROUNDS rounds, $BOOTS Linux boots per device, $IO_ROUNDS per I/O benchmark"
-label=kvm bench_kvm
-label=rkvm bench_rkvm
-# KVM's shadow paging: kvm_amd without NPT, kvm_intel without EPT.
-case "$KVM_MOD" in
-    kvm_intel) label=kvm-shadow bench_kvm ept=0 ;;
-    *) label=kvm-shadow bench_kvm npt=0 ;;
-esac
-label=rkvm-shadow bench_rkvm tdp=0
+# Paravirtual against emulated I/O (issue 7), one round through one device:
+# 32 KiB written to the console through COM1 (two exits per byte), 512 KiB
+# through virtio-console, and all of a 64 MiB disk read and written
+# through virtio-blk.
+io_round() { # label device
+    io_bench "$1" "$2" console_serial 32 "" "rkvm.test=console-rate rkvm.bytes=32768" \
+        "rkvm-guest: writing" "rkvm-guest: wrote"
+    io_bench "$1" "$2" console_virtio 512 --virtio-console "rkvm.test=console-rate rkvm.bytes=524288" \
+        "rkvm-guest: writing" "rkvm-guest: wrote"
+    # The guest writes zeros: the image is the same in every round.
+    io_bench "$1" "$2" blk_read 64 "--disk /tmp/bench-disk.img" rkvm.test=blk-read \
+        "rkvm-guest: reading vda" "rkvm-guest: read vda"
+    io_bench "$1" "$2" blk_write 64 "--disk /tmp/bench-disk.img" rkvm.test=blk-write \
+        "rkvm-guest: writing vda" "rkvm-guest: wrote vda"
+}
+
+# One round through the hypervisor a label names: loaded with that
+# label's parameters, measured, unloaded (a load alone moves a figure by a
+# few per cent, so every round has its own).
+device_round() { # label
+    case $1 in
+        kvm) modprobe "$KVM_MOD" ;;
+        kvm-shadow) modprobe "$KVM_MOD" "$NO_TDP" ;;
+        rkvm) insmod /rkvm/rkvm.ko ;;
+        rkvm-notrace) insmod /rkvm/rkvm.ko exit_trace=0 ;;
+        rkvm-shadow) insmod /rkvm/rkvm.ko tdp=0 ;;
+    esac 2> /tmp/load.err || { error "$1" "loading: $(tail -n 1 /tmp/load.err)"; return; }
+    case $1 in
+        kvm*) dev=/dev/kvm ;;
+        *) dev=/dev/rkvm ;;
+    esac
+    case $1 in
+        # Only the row it is compared on, against rkvm's in the same round.
+        rkvm-notrace) micro "$1" $dev cpuid_exit ;;
+        *)
+            micro "$1" $dev
+            [ "$round" -le "$BOOTS" ] && linux_boot "$1" $dev ;;
+    esac
+    case $1 in
+        kvm | rkvm) [ "$round" -le "$IO_ROUNDS" ] && io_round "$1" $dev ;;
+    esac
+    case $1 in
+        kvm*) rmmod "$KVM_MOD" kvm ;;
+        *) rmmod rkvm ;;
+    esac 2> /tmp/load.err || error "$1" "unloading: $(tail -n 1 /tmp/load.err)"
+}
+
+say "bench: $ROUNDS rounds ($BOOTS with a Linux boot, $IO_ROUNDS with the I/O benchmarks), each through: $DEVICES"
+if [ "$IO_ROUNDS" -gt 0 ]; then
+    rm -f /tmp/bench-disk.img
+    dd if=/dev/zero of=/tmp/bench-disk.img bs=1M count=64 2> /dev/null
+fi
+round=1
+while [ "$round" -le "$ROUNDS" ]; do
+    order=$DEVICES
+    if [ $((round % 2)) = 0 ]; then
+        order=""
+        for d in $DEVICES; do order="$d${order:+ $order}"; done
+    fi
+    say "bench: round $round: $order"
+    for d in $order; do device_round "$d"; done
+    round=$((round + 1))
+done
 say "bench: done"
