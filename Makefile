@@ -1,7 +1,7 @@
 # rkvm: the two commands a user needs are `make run` and `make test`.
 # (Kbuild reads ./Kbuild, not this file, when it builds rkvm.ko.)
 
-.PHONY: run test bench shell setup build module clean help
+.PHONY: run test bench shell setup build module install clean help
 
 ## run: set up, build, boot the QEMU test VM, load rkvm.ko and show `rkvm info`
 run:
@@ -27,9 +27,13 @@ setup:
 build:
 	@scripts/build.sh all
 
-## module: rkvm.ko only
+## module: rkvm.ko only; KDIR=/path/to/kernel/build for a kernel of your own (Linux >= 7.3, CONFIG_RUST=y)
 module:
-	@scripts/build.sh module
+	@KDIR="$(KDIR)" scripts/module.sh build
+
+## install: rkvm.ko into /lib/modules of KDIR's kernel (default: the running kernel's build directory)
+install:
+	@KDIR="$(KDIR)" scripts/module.sh install
 
 clean:
 	rm -rf build target

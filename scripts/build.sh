@@ -11,10 +11,10 @@ KSRC=$(kernel_source_dir)
 [[ -f $KBUILD/.rkvm-done ]] || die "the test kernel is not built: run 'make setup'"
 TARGET=x86_64-unknown-linux-gnu
 
+# rkvm.ko through the same checked path as `make module KDIR=...`.
 build_module() {
     log "building rkvm.ko"
-    # shellcheck disable=SC2046
-    make -s -C "$KBUILD" M="$RKVM_ROOT" $(kmake_args) modules
+    KDIR=$KBUILD "$RKVM_ROOT/scripts/module.sh" build
 }
 
 build_userspace() {
@@ -113,20 +113,15 @@ build_initramfs() {
 }
 
 # rkvm.ko for the debug kernel, built from a copy of the module's sources
-# (Kbuild builds an external module in its source directory), and the debug
-# VM's initramfs: the debug kernel's modules, that rkvm.ko, the same tools
+# (Kbuild builds an external module in its source directory) through
+# `make module KDIR=...`'s checked path, and the debug VM's initramfs: the debug kernel's modules, that rkvm.ko, the same tools
 # and tests.
 build_debug() {
     local kbuild copy=$RKVM_OUT/module-debug
     kbuild=$(kernel_build_dir debug)
     [[ -f $kbuild/.rkvm-done ]] || die "the debug kernel is not built: run 'scripts/setup.sh debug'"
     log "building rkvm.ko for the debug kernel"
-    rm -rf "$copy"
-    mkdir -p "$copy"
-    (cd "$RKVM_ROOT" && find Kbuild module \( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name '*.S' \) \
-        ! -name kvm_uapi_generated.rs ! -name '*.mod.c' | cpio -pdm --quiet "$copy")
-    # shellcheck disable=SC2046
-    make -s -C "$kbuild" M="$copy" $(kmake_args) modules
+    KDIR=$kbuild MODULE_SRC=$copy "$RKVM_ROOT/scripts/module.sh" build
     build_initramfs "$kbuild" "$copy/module/rkvm.ko" "$RKVM_OUT/initramfs-debug.cpio.gz"
 }
 
