@@ -130,6 +130,12 @@ case ${1:-} in
         KDIR=${KDIR:-$(test_kernel_dir)}
         [[ -n $KDIR ]] || fail "without KDIR= rkvm.ko is built for the project's test kernel: run 'make setup' first, or give KDIR=/path/to/kernel/build"
         build ;;
-    install) KDIR=${KDIR:-/lib/modules/$(uname -r)/build}; install ;;
+    install)
+        if [[ -z ${KDIR:-} ]]; then
+            KDIR=/lib/modules/$(uname -r)/build
+            [[ -f $KDIR/Makefile ]] ||
+                fail "the running kernel ($(uname -r)) has no build directory at $KDIR: install its headers (linux-headers-$(uname -r)) or give KDIR=/path/to/kernel/build"
+        fi
+        install ;;
     *) fail "usage: module.sh build|install (KDIR=, RUSTC=, BINDGEN=, LLVM= in the environment)" ;;
 esac
