@@ -89,7 +89,6 @@ impl Hardware {
     }
 }
 
-
 /// Why guest mode ended, vendor-neutral.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Exit {

@@ -74,7 +74,11 @@ pub(crate) fn create<T: FdOps>(data: Arc<T>) -> Result<i32> {
             T::NAME.as_char_ptr(),
             Vtable::<T>::build(),
             private,
-            if T::HAS_READ { bindings::O_RDONLY } else { bindings::O_RDWR } as c_int,
+            if T::HAS_READ {
+                bindings::O_RDONLY
+            } else {
+                bindings::O_RDWR
+            } as c_int,
         )
     };
     let raw = match from_err_ptr(raw) {
@@ -131,7 +135,10 @@ impl<T: FdOps> Vtable<T> {
     ///
     /// `file` must be a live file created by [`create::<T>`]; `vma` a VMA being
     /// set up by mmap of that file.
-    unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
         // SAFETY: as in `ioctl`.
         let this = unsafe { Arc::<T>::borrow((*file).private_data) };
         // SAFETY: the caller passes a VMA undergoing its initial setup.

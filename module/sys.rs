@@ -127,7 +127,9 @@ unsafe impl Sync for LowPage {}
 impl LowPage {
     pub(crate) fn alloc() -> Result<Self> {
         // SAFETY: no preconditions; the page returned is ours.
-        NonNull::new(unsafe { rkvm_alloc_page_dma32() }).map(LowPage).ok_or(ENOMEM)
+        NonNull::new(unsafe { rkvm_alloc_page_dma32() })
+            .map(LowPage)
+            .ok_or(ENOMEM)
     }
 
     /// Its physical address.

@@ -95,7 +95,12 @@ impl Vm {
     }
 
     /// The debugfs directory of a new vCPU, if the VM has one.
-    pub(crate) fn debugfs_vcpu(&self, id: u32, stats: Arc<VcpuStats>, trace: Arc<ExitTrace>) -> Option<VcpuDebugfs> {
+    pub(crate) fn debugfs_vcpu(
+        &self,
+        id: u32,
+        stats: Arc<VcpuStats>,
+        trace: Arc<ExitTrace>,
+    ) -> Option<VcpuDebugfs> {
         self.debugfs.lock().as_ref()?.vcpu(id, stats, trace).ok()
     }
 
@@ -136,12 +141,19 @@ impl Vm {
     }
 
     /// The hardware state of a new vCPU.
-    pub(crate) fn new_arch_vcpu(&self, bsp: bool, shadow: bool) -> Result<KBox<dyn backend::ArchVcpu>> {
+    pub(crate) fn new_arch_vcpu(
+        &self,
+        bsp: bool,
+        shadow: bool,
+    ) -> Result<KBox<dyn backend::ArchVcpu>> {
         self.hw.new_vcpu(bsp, shadow)
     }
 
     fn create_vcpu(self: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {
-        let id = u32::try_from(id).ok().filter(|&id| id < abi::MAX_VCPU_ID).ok_or(EINVAL)?;
+        let id = u32::try_from(id)
+            .ok()
+            .filter(|&id| id < abi::MAX_VCPU_ID)
+            .ok_or(EINVAL)?;
         let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
         {
             let mut vcpus = self.vcpus.lock();
@@ -206,7 +218,11 @@ impl FdOps for Vm {
             // The VM's own MMU mode; the rest as on the system fd.
             abi::sys::CHECK_EXTENSION if arg == crate::pure::ioctl::KVM_CAP_RKVM_MMU as usize => {
                 use crate::pure::ioctl::mmu_mode;
-                Ok(if this.shadow_paging() { mmu_mode::SHADOW } else { mmu_mode::TDP } as isize)
+                Ok(if this.shadow_paging() {
+                    mmu_mode::SHADOW
+                } else {
+                    mmu_mode::TDP
+                } as isize)
             }
             abi::sys::CHECK_EXTENSION => Ok(abi::check_extension(arg) as isize),
             abi::vm::CREATE_VCPU => this.create_vcpu(arg),

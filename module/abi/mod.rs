@@ -49,7 +49,8 @@ pub(crate) mod vm {
     /// `KVM_GET_DIRTY_LOG`: `_IOW(KVMIO, 0x42, struct kvm_dirty_log)`.
     pub(crate) const GET_DIRTY_LOG: u32 = kvm_iow::<uapi::kvm_dirty_log>(0x42);
     /// `KVM_SET_USER_MEMORY_REGION`: `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
-    pub(crate) const SET_USER_MEMORY_REGION: u32 = kvm_iow::<uapi::kvm_userspace_memory_region>(0x46);
+    pub(crate) const SET_USER_MEMORY_REGION: u32 =
+        kvm_iow::<uapi::kvm_userspace_memory_region>(0x46);
     /// `KVM_SET_TSS_ADDR`: `_IO(KVMIO, 0x47)`.
     pub(crate) const SET_TSS_ADDR: u32 = kvm_io(0x47);
     /// `KVM_GET_STATS_FD`: `_IO(KVMIO, 0xce)` (also on a vCPU fd).
@@ -209,7 +210,10 @@ pub(crate) fn msr_io(
 /// The `count` elements of type `T` that follow a `header`-byte struct at
 /// `arg` (the flexible arrays of `kvm_cpuid2`, `kvm_msrs`, `kvm_msr_list`).
 fn trailing<T>(arg: usize, header: usize, count: usize) -> UserSlice {
-    UserSlice::new(UserPtr::from_addr(arg).wrapping_byte_add(header), count * core::mem::size_of::<T>())
+    UserSlice::new(
+        UserPtr::from_addr(arg).wrapping_byte_add(header),
+        count * core::mem::size_of::<T>(),
+    )
 }
 
 impl From<&uapi::kvm_cpuid_entry2> for cpuid::Entry {
@@ -275,12 +279,16 @@ pub(crate) fn write_cpuid(arg: usize, entries: &[cpuid::Entry]) -> Result {
 
 /// Reads an ioctl's argument struct from user memory.
 pub(crate) fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
-    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).reader().read::<T>()
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>())
+        .reader()
+        .read::<T>()
 }
 
 /// Writes an ioctl's result struct to user memory.
 pub(crate) fn write_arg<T: AsBytes>(arg: usize, value: &T) -> Result {
-    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).writer().write(value)
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>())
+        .writer()
+        .write(value)
 }
 
 /// The capabilities rkvm implements, with the value `KVM_CHECK_EXTENSION`
@@ -295,7 +303,10 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_NR_VCPUS, MAX_VCPUS as i32),
     (uapi::KVM_CAP_MAX_VCPUS, MAX_VCPUS as i32),
     (uapi::KVM_CAP_MAX_VCPU_ID, MAX_VCPU_ID as i32),
-    (uapi::KVM_CAP_NR_MEMSLOTS, crate::pure::memslot::USER_MEM_SLOTS as i32),
+    (
+        uapi::KVM_CAP_NR_MEMSLOTS,
+        crate::pure::memslot::USER_MEM_SLOTS as i32,
+    ),
     (uapi::KVM_CAP_READONLY_MEM, 1),
     (uapi::KVM_CAP_EXT_CPUID, 1),
     (uapi::KVM_CAP_SET_GUEST_DEBUG, 1),

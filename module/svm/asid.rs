@@ -34,7 +34,12 @@ pub(crate) struct VcpuAsid {
 
 impl VcpuAsid {
     /// None yet (matches no CPU).
-    pub(crate) const NONE: VcpuAsid = VcpuAsid { cpu: usize::MAX, generation: 0, asid: 0, epoch: 0 };
+    pub(crate) const NONE: VcpuAsid = VcpuAsid {
+        cpu: usize::MAX,
+        generation: 0,
+        asid: 0,
+        epoch: 0,
+    };
 }
 
 impl AsidTable {
@@ -44,7 +49,10 @@ impl AsidTable {
         for _ in 0..ncpus {
             cpus.push(AtomicU64::new(1 << 32 | 1), GFP_KERNEL)?;
         }
-        Ok(AsidTable { cpus, count: count.max(2) })
+        Ok(AsidTable {
+            cpus,
+            count: count.max(2),
+        })
     }
 
     /// The ASID for a vCPU about to run on `cpu` (interrupts off, so only
@@ -63,8 +71,16 @@ impl AsidTable {
         } else {
             (generation, next, false)
         };
-        slot.store(u64::from(generation) << 32 | u64::from(asid + 1), Ordering::Relaxed);
-        *mine = VcpuAsid { cpu, generation, asid, epoch };
+        slot.store(
+            u64::from(generation) << 32 | u64::from(asid + 1),
+            Ordering::Relaxed,
+        );
+        *mine = VcpuAsid {
+            cpu,
+            generation,
+            asid,
+            epoch,
+        };
         (asid, flush)
     }
 }

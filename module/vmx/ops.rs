@@ -89,7 +89,9 @@ impl RootOperation {
             unsafe { write_cr4(cr4) };
             return Err(OpError::Vmxon);
         }
-        Ok(RootOperation { _cpu_bound: PhantomData })
+        Ok(RootOperation {
+            _cpu_bound: PhantomData,
+        })
     }
 
     /// Makes the VMCS at `vmcs` current, clear (launch state "clear") first.
@@ -120,7 +122,11 @@ impl RootOperation {
         if failed != 0 {
             return Err(OpError::Load);
         }
-        Ok(Current { pa, failed_write: Cell::new(None), _root: PhantomData })
+        Ok(Current {
+            pa,
+            failed_write: Cell::new(None),
+            _root: PhantomData,
+        })
     }
 }
 
@@ -179,7 +185,9 @@ impl Current<'_> {
         let desc: [u64; 2] = [eptp, 0];
         let kind: u64 = if single { 1 } else { 2 };
         // SAFETY: in VMX operation; the descriptor is a live 16-byte value.
-        unsafe { asm!("invept {k}, [{d}]", k = in(reg) kind, d = in(reg) desc.as_ptr(), options(nostack)) };
+        unsafe {
+            asm!("invept {k}, [{d}]", k = in(reg) kind, d = in(reg) desc.as_ptr(), options(nostack))
+        };
     }
 }
 
@@ -189,6 +197,8 @@ impl Drop for Current<'_> {
         // SAFETY: in VMX operation; writes the VMCS's cached state back to
         // its region and makes it clear and not current, so that it can be
         // loaded on any CPU next time (the vCPU may migrate) and freed.
-        unsafe { asm!("vmclear qword ptr [{pa}]", pa = in(reg) &pa as *const u64, options(nostack)) };
+        unsafe {
+            asm!("vmclear qword ptr [{pa}]", pa = in(reg) &pa as *const u64, options(nostack))
+        };
     }
 }
