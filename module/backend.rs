@@ -8,7 +8,10 @@
 //! that do not depend on the vendor. What to do with an exit (return it to
 //! userspace, emulate it, map memory) is decided above, once for all backends.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{
+    AtomicU8,
+    Ordering, //
+};
 
 use kernel::prelude::*;
 
@@ -16,10 +19,15 @@ use crate::{
     abi::uapi,
     pure::{
         decode::PortIo,
-        paging::{GuestPhys, HostPhys, TdpFormat},
-        shadow::GuestPaging,
+        paging::{
+            GuestPhys,
+            HostPhys,
+            TdpFormat, //
+        },
+        shadow::GuestPaging, //
     },
-    svm, vmx,
+    svm,
+    vmx, //
 };
 
 /// The vendor whose backend runs guests here.

@@ -11,15 +11,35 @@
 
 use crate::{
     abi::uapi,
-    backend::{gpr, ArchVcpu},
+    backend::{
+        gpr,
+        ArchVcpu, //
+    },
     memory::GuestMemory,
     pure::{
-        decode::{self, CrOp, Extend, MemOperand, Mode, Op, Reg, V86Insn},
+        decode::{
+            self,
+            CrOp,
+            Extend,
+            MemOperand,
+            Mode,
+            Op,
+            Reg,
+            V86Insn, //
+        },
         paging::GuestPhys,
         shadow::Flush,
-        walk::{self, Paging},
-        x86::{self, cr0, cr4, efer},
-    },
+        walk::{
+            self,
+            Paging, //
+        },
+        x86::{
+            self,
+            cr0,
+            cr4,
+            efer, //
+        }, //
+    }, //
 };
 
 /// The longest x86 instruction.

@@ -8,18 +8,39 @@
 //! is created and dropped at the file's final `release`. The table's `owner` is
 //! this module, so `rmmod rkvm` is refused while any VM or vCPU fd is open.
 
-use core::{marker::PhantomData, ptr::NonNull};
+use core::{
+    marker::PhantomData,
+    ptr::NonNull, //
+};
 
 use kernel::{
     bindings,
     error::from_err_ptr,
-    ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void},
-    fs::{file::FileDescriptorReservation, File},
+    ffi::{
+        c_char,
+        c_int,
+        c_long,
+        c_uint,
+        c_ulong,
+        c_void, //
+    },
+    fs::{
+        file::FileDescriptorReservation,
+        File, //
+    },
     mm::virt::VmaNew,
     prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow},
+    sync::{
+        aref::ARef,
+        Arc,
+        ArcBorrow, //
+    },
     types::ForeignOwnable,
-    uaccess::{UserPtr, UserSlice, UserSliceWriter},
+    uaccess::{
+        UserPtr,
+        UserSlice,
+        UserSliceWriter, //
+    }, //
 };
 
 // Only pointers to these structs cross the boundary.

@@ -6,7 +6,10 @@
 
 use kernel::prelude::*;
 
-use crate::{abi::uapi, pure::x86};
+use crate::{
+    abi::uapi,
+    pure::x86, //
+};
 
 /// Offsets in the FXSAVE image: ST0-ST7 and XMM0-XMM15, 16 bytes each.
 const FX_ST: usize = 32;

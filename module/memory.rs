@@ -12,15 +12,32 @@
 
 use kernel::{
     prelude::*,
-    uaccess::{UserPtr, UserSlice},
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    }, //
 };
 
 use crate::{
     pure::{
-        memslot::{self, Change, Refusal, Region, Slot},
-        paging::{GuestPhys, HostPhys, LARGE_PAGE_SIZE, PAGES_PER_LARGE},
+        memslot::{
+            self,
+            Change,
+            Refusal,
+            Region,
+            Slot, //
+        },
+        paging::{
+            GuestPhys,
+            HostPhys,
+            LARGE_PAGE_SIZE,
+            PAGES_PER_LARGE, //
+        }, //
     },
-    sys::{self, PinnedPage},
+    sys::{
+        self,
+        PinnedPage, //
+    }, //
 };
 
 /// One installed slot and its pinned pages (`None`: not touched yet).

@@ -17,8 +17,11 @@
 //!   the host as the `rkvm-pure` crate.
 
 use kernel::{
-    miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
-    prelude::*,
+    miscdevice::{
+        MiscDeviceOptions,
+        MiscDeviceRegistration, //
+    },
+    prelude::*, //
 };
 
 mod abi;

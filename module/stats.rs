@@ -4,18 +4,36 @@
 //! statistics files (layout in `pure::stats`), read with `read()`/`pread()`;
 //! values are atomics read live, without any lock a running vCPU holds.
 
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicU64,
+    Ordering::Relaxed, //
+};
 
-use kernel::{prelude::*, sync::Arc, sync::ArcBorrow, uaccess::UserSliceWriter};
+use kernel::{
+    prelude::*,
+    sync::Arc,
+    sync::ArcBorrow,
+    uaccess::UserSliceWriter, //
+};
 
 use crate::{
-    fd::{self, FdOps},
+    fd::{
+        self,
+        FdOps, //
+    },
     mmu::MmuStats,
     pure::{
-        stats::{self, Desc, NAME_SIZE},
-        trace::{exit_bucket, EXIT_BUCKETS},
+        stats::{
+            self,
+            Desc,
+            NAME_SIZE, //
+        },
+        trace::{
+            exit_bucket,
+            EXIT_BUCKETS, //
+        }, //
     },
-    sys,
+    sys, //
 };
 
 /// The VM statistics rkvm keeps, under KVM's names and types.

@@ -8,9 +8,13 @@ use core::ptr::NonNull;
 
 use kernel::{
     bindings,
-    ffi::{c_int, c_long, c_void},
+    ffi::{
+        c_int,
+        c_long,
+        c_void, //
+    },
     page::Page,
-    prelude::*,
+    prelude::*, //
 };
 
 use crate::pure::paging::HostPhys;

@@ -22,22 +22,39 @@
 
 use core::{
     fmt,
-    sync::atomic::{fence, AtomicU64, Ordering},
+    sync::atomic::{
+        fence,
+        AtomicU64,
+        Ordering, //
+    }, //
 };
 
 use kernel::{
-    debugfs::{BinaryWriter, Dir, File, Scope},
+    debugfs::{
+        BinaryWriter,
+        Dir,
+        File,
+        Scope, //
+    },
     fs::file::Offset,
     prelude::*,
     str::CString,
     sync::Arc,
-    uaccess::UserSliceWriter,
+    uaccess::UserSliceWriter, //
 };
 
 use crate::{
     mmu::MmuStats,
-    pure::trace::{self, ExitRecord, RECORD_SIZE, RING_RECORDS},
-    stats::{self, VcpuStats},
+    pure::trace::{
+        self,
+        ExitRecord,
+        RECORD_SIZE,
+        RING_RECORDS, //
+    },
+    stats::{
+        self,
+        VcpuStats, //
+    }, //
 };
 
 /// One record slot: the words of an `ExitRecord` (`seq` first).

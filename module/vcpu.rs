@@ -10,33 +10,77 @@ use kernel::{
     fs::File,
     mm::virt::VmaNew,
     new_mutex,
-    page::{Page, PAGE_SIZE},
+    page::{
+        Page,
+        PAGE_SIZE, //
+    },
     prelude::*,
-    sync::{Arc, ArcBorrow, Mutex},
-    transmute::AsBytes,
+    sync::{
+        Arc,
+        ArcBorrow,
+        Mutex, //
+    },
+    transmute::AsBytes, //
 };
 
 use crate::{
-    abi::{self, uapi},
-    backend::{gpr, ArchVcpu, Event, Exit},
-    emulate::{self, Mmio, PendingLoad, RealModeDelivery, StringIo, StringStart},
+    abi::{
+        self,
+        uapi, //
+    },
+    backend::{
+        gpr,
+        ArchVcpu,
+        Event,
+        Exit, //
+    },
+    emulate::{
+        self,
+        Mmio,
+        PendingLoad,
+        RealModeDelivery,
+        StringIo,
+        StringStart, //
+    },
     fd::FdOps,
     memory::GuestMemory,
-    mmu::{shadow::PageFault, Fault, VcpuMmu},
-    pure::trace::{ExitRecord, TO_USER},
+    mmu::{
+        shadow::PageFault,
+        Fault,
+        VcpuMmu, //
+    },
+    pure::trace::{
+        ExitRecord,
+        TO_USER, //
+    },
     pure::{
         cpuid,
-        decode::{self, PortIo, Reg, V86Op},
+        decode::{
+            self,
+            PortIo,
+            Reg,
+            V86Op, //
+        },
         msr,
         paging::GuestPhys,
         shadow::Flush,
         walk::Access,
-        x86::{self, ControlRegs},
+        x86::{
+            self,
+            ControlRegs, //
+        }, //
     },
-    stats::{StatsFile, VcpuStat, VcpuStats},
+    stats::{
+        StatsFile,
+        VcpuStat,
+        VcpuStats, //
+    },
     sys,
-    trace::{ExitTrace, VcpuDebugfs},
-    vm::Vm,
+    trace::{
+        ExitTrace,
+        VcpuDebugfs, //
+    },
+    vm::Vm, //
 };
 
 /// RDMSR and `KVM_GET_MSRS`: the backend's MSRs, then the machine

@@ -6,21 +6,44 @@ use kernel::{
     fs::File,
     new_mutex,
     prelude::*,
-    sync::{Arc, ArcBorrow, Mutex},
-    uaccess::{UserPtr, UserSlice},
+    sync::{
+        Arc,
+        ArcBorrow,
+        Mutex, //
+    },
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    }, //
 };
 
 use crate::{
-    abi::{self, uapi},
+    abi::{
+        self,
+        uapi, //
+    },
     backend,
-    fd::{self, FdOps},
-    mmu::{Mmu, MmuStats},
+    fd::{
+        self,
+        FdOps, //
+    },
+    mmu::{
+        Mmu,
+        MmuStats, //
+    },
     pure::memslot::Region,
     stats::StatsFile,
     stats::VcpuStats,
-    sys::{self, OwnerMm},
-    trace::{ExitTrace, VcpuDebugfs, VmDebugfs},
-    vcpu::Vcpu,
+    sys::{
+        self,
+        OwnerMm, //
+    },
+    trace::{
+        ExitTrace,
+        VcpuDebugfs,
+        VmDebugfs, //
+    },
+    vcpu::Vcpu, //
 };
 
 /// The vCPUs created so far, and what must be chosen before the first.
@@ -123,7 +146,10 @@ impl Vm {
     /// (`KVM_CAP_RKVM_MMU`), before the first vCPU. Unknown capabilities,
     /// flags, and late or unknown choices are EINVAL, as in KVM.
     fn enable_cap(&self, arg: usize) -> Result<isize> {
-        use crate::pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
+        use crate::pure::ioctl::{
+            mmu_mode,
+            KVM_CAP_RKVM_MMU, //
+        };
         let cap: uapi::kvm_enable_cap = abi::read_arg(arg)?;
         if cap.cap != KVM_CAP_RKVM_MMU || cap.flags != 0 {
             return Err(EINVAL);

@@ -10,13 +10,24 @@ pub(crate) mod uapi;
 
 use kernel::{
     prelude::*,
-    transmute::{AsBytes, FromBytes},
-    uaccess::{UserPtr, UserSlice},
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    }, //
 };
 
 use crate::pure::{
     cpuid,
-    ioctl::{kvm_io, kvm_ior, kvm_iow, kvm_iowr},
+    ioctl::{
+        kvm_io,
+        kvm_ior,
+        kvm_iow,
+        kvm_iowr, //
+    }, //
 };
 
 /// `KVM_API_VERSION`: the only API version there has ever been.
@@ -42,7 +53,11 @@ pub(crate) mod sys {
 
 /// Requests on a VM fd.
 pub(crate) mod vm {
-    use super::{kvm_io, kvm_iow, uapi};
+    use super::{
+        kvm_io,
+        kvm_iow,
+        uapi, //
+    };
 
     /// `KVM_CREATE_VCPU`: `_IO(KVMIO, 0x41)`.
     pub(crate) const CREATE_VCPU: u32 = kvm_io(0x41);
@@ -61,7 +76,12 @@ pub(crate) mod vm {
 
 /// Requests on a vCPU fd.
 pub(crate) mod vcpu {
-    use super::{kvm_io, kvm_ior, kvm_iow, uapi};
+    use super::{
+        kvm_io,
+        kvm_ior,
+        kvm_iow,
+        uapi, //
+    };
 
     /// `KVM_RUN`: `_IO(KVMIO, 0x80)`.
     pub(crate) const RUN: u32 = kvm_io(0x80);
@@ -331,7 +351,10 @@ pub(crate) const GUEST_DEBUG_KVM: u32 = GUEST_DEBUG_VALID
 
 /// `KVM_CHECK_EXTENSION`: the argument is a `long` capability number.
 pub(crate) fn check_extension(cap: usize) -> i32 {
-    use crate::pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
+    use crate::pure::ioctl::{
+        mmu_mode,
+        KVM_CAP_RKVM_MMU, //
+    };
     // The MMU modes: both backends have both.
     if cap == KVM_CAP_RKVM_MMU as usize {
         return (mmu_mode::TDP | mmu_mode::SHADOW) as i32;

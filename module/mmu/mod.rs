@@ -21,19 +21,36 @@ pub(crate) mod tdp;
 
 use core::sync::atomic::AtomicU64;
 
-use kernel::{page::Page, prelude::*, sync::Arc};
-
-use crate::{
-    memory::{Backing, GuestMemory},
-    pure::{
-        memslot::Region,
-        paging::{GuestPhys, HostPhys, TdpFormat},
-        shadow::{Flush, GuestPaging},
-    },
-    sys,
+use kernel::{
+    page::Page,
+    prelude::*,
+    sync::Arc, //
 };
 
-use shadow::{PageFault, Shadow};
+use crate::{
+    memory::{
+        Backing,
+        GuestMemory, //
+    },
+    pure::{
+        memslot::Region,
+        paging::{
+            GuestPhys,
+            HostPhys,
+            TdpFormat, //
+        },
+        shadow::{
+            Flush,
+            GuestPaging, //
+        }, //
+    },
+    sys, //
+};
+
+use shadow::{
+    PageFault,
+    Shadow, //
+};
 
 /// What one vCPU enters the guest with: the VM's nested page table, or its
 /// own shadow page table. The run loop talks to the MMU through this alone.

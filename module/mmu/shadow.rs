@@ -31,15 +31,34 @@
 
 use kernel::prelude::*;
 
-use super::{entries, Table};
+use super::{
+    entries,
+    Table, //
+};
 use crate::{
-    memory::{Backing, GuestMemory},
-    pure::{
-        paging::{GuestPhys, HostPhys, Pte, LARGE_PAGE_SIZE},
-        shadow::{self, Flush, GuestPaging},
-        walk::{self, Access, Walk},
+    memory::{
+        Backing,
+        GuestMemory, //
     },
-    sys::LowPage,
+    pure::{
+        paging::{
+            GuestPhys,
+            HostPhys,
+            Pte,
+            LARGE_PAGE_SIZE, //
+        },
+        shadow::{
+            self,
+            Flush,
+            GuestPaging, //
+        },
+        walk::{
+            self,
+            Access,
+            Walk, //
+        }, //
+    },
+    sys::LowPage, //
 };
 
 /// A software bit (ignored by the processor) in the entry that points at a

@@ -8,10 +8,23 @@
 
 use core::sync::atomic::Ordering;
 
-use kernel::{prelude::*, sync::Arc};
+use kernel::{
+    prelude::*,
+    sync::Arc, //
+};
 
-use super::{entries, MmuStats, Table};
-use crate::pure::paging::{GuestPhys, HostPhys, Pte, TdpFormat, PAGES_PER_LARGE};
+use super::{
+    entries,
+    MmuStats,
+    Table, //
+};
+use crate::pure::paging::{
+    GuestPhys,
+    HostPhys,
+    Pte,
+    TdpFormat,
+    PAGES_PER_LARGE, //
+};
 
 pub(crate) struct Tdp {
     /// NPT or EPT entries.

@@ -19,9 +19,25 @@
 //! writable only once its dirty bit is set, so the first write faults and
 //! sets it.
 
-use super::paging::{HostPhys, Pte};
-use super::walk::{Access, Controls, Leaf, Paging, Perm, Walk};
-use super::x86::{cr0, cr4, efer, valid_cr0, RESET_CR0};
+use super::paging::{
+    HostPhys,
+    Pte, //
+};
+use super::walk::{
+    Access,
+    Controls,
+    Leaf,
+    Paging,
+    Perm,
+    Walk, //
+};
+use super::x86::{
+    cr0,
+    cr4,
+    efer,
+    valid_cr0,
+    RESET_CR0, //
+};
 
 /// What a change of the guest's paging state does to the shadow table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

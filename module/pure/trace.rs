@@ -20,8 +20,11 @@
 //! ```
 
 use super::{
-    vmcb::{exit, IoExit},
-    vmcs,
+    vmcb::{
+        exit,
+        IoExit, //
+    },
+    vmcs, //
 };
 
 /// One exit.
@@ -376,7 +379,10 @@ fn describe_vmx(r: &ExitRecord, f: &mut core::fmt::Formatter<'_>) -> core::fmt::
 mod tests {
     use super::*;
     extern crate std;
-    use std::{format, vec::Vec};
+    use std::{
+        format,
+        vec::Vec, //
+    };
 
     fn rec(code: u64) -> ExitRecord {
         ExitRecord {

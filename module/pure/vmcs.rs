@@ -577,7 +577,10 @@ impl Controls {
     /// What rkvm needs, checked against what the processor allows: `Err`
     /// names the first control word that cannot hold it.
     pub fn derive(c: &CapMsrs) -> Result<Controls, &'static str> {
-        use self::{entry_ctl as en, exit_ctl as ex};
+        use self::{
+            entry_ctl as en,
+            exit_ctl as ex, //
+        };
         // The preemption timer where the processor has it: a guest then
         // leaves guest mode at least once per timer period even if an
         // interrupt does not make it (see `vmx/mod.rs`).

@@ -9,7 +9,11 @@
 //! the processor would set in the guest's entries.
 
 use super::paging::bits;
-use super::x86::{cr0, cr4, efer};
+use super::x86::{
+    cr0,
+    cr4,
+    efer, //
+};
 
 /// The guest's paging mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

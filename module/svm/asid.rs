@@ -11,7 +11,10 @@
 //! never be used again. So guests never share TLB entries, and the TLB is
 //! flushed only when a CPU's ASIDs wrap.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{
+    AtomicU64,
+    Ordering, //
+};
 
 use kernel::prelude::*;
 

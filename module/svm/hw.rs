@@ -8,14 +8,25 @@
 //! already set on some CPU, another hypervisor (kvm_amd) owns SVM, and VM
 //! creation fails with EBUSY instead of taking the hardware from under it.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{
+    AtomicU8,
+    Ordering, //
+};
 
-use kernel::{bindings, ffi::c_void, prelude::*, sync::Arc};
+use kernel::{
+    bindings,
+    ffi::c_void,
+    prelude::*,
+    sync::Arc, //
+};
 
 use super::asid::AsidTable;
 use crate::{
     pure::paging::HostPhys,
-    sys::{self, zeroed_box},
+    sys::{
+        self,
+        zeroed_box, //
+    }, //
 };
 
 const MSR_EFER: u32 = 0xC000_0080;

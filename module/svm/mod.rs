@@ -17,25 +17,56 @@ mod asid;
 mod hw;
 
 pub(crate) use asid::AsidTable;
-pub(crate) use hw::{init, HardwareRef};
+pub(crate) use hw::{
+    init,
+    HardwareRef, //
+};
 
 use asid::VcpuAsid;
 
-use kernel::{prelude::*, sync::Arc};
+use kernel::{
+    prelude::*,
+    sync::Arc, //
+};
 
 use crate::{
     abi::uapi,
-    backend::{ArchVcpu, Event, Exit},
-    guest_state::{DebugRegs, FxArea},
+    backend::{
+        ArchVcpu,
+        Event,
+        Exit, //
+    },
+    guest_state::{
+        DebugRegs,
+        FxArea, //
+    },
     pure::{
         decode::PortIo,
         msr,
-        paging::{GuestPhys, HostPhys, NpfError},
+        paging::{
+            GuestPhys,
+            HostPhys,
+            NpfError, //
+        },
         shadow::GuestPaging,
-        vmcb::{self, exit, Intercept, IoExit, SegAttrib, Segment, Vmcb},
-        x86::{self, efer},
+        vmcb::{
+            self,
+            exit,
+            Intercept,
+            IoExit,
+            SegAttrib,
+            Segment,
+            Vmcb, //
+        },
+        x86::{
+            self,
+            efer, //
+        }, //
     },
-    sys::{self, FpuGuard},
+    sys::{
+        self,
+        FpuGuard, //
+    }, //
 };
 
 use crate::sys::zeroed_box;

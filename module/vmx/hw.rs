@@ -8,14 +8,26 @@
 //! the length of one guest run (`ops::RootOperation`), so CPUs brought
 //! online later, and vCPUs moving between CPUs, need nothing special.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering, //
+};
 
-use kernel::{ffi::c_void, prelude::*, sync::Arc};
+use kernel::{
+    ffi::c_void,
+    prelude::*,
+    sync::Arc, //
+};
 
 use super::ops;
 use crate::{
-    pure::vmcs::{cap_msr, Basic, CapMsrs, Controls},
-    sys,
+    pure::vmcs::{
+        cap_msr,
+        Basic,
+        CapMsrs,
+        Controls, //
+    },
+    sys, //
 };
 
 /// The processor's VMX, as rkvm uses it.

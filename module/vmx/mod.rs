@@ -50,30 +50,70 @@
 mod hw;
 mod ops;
 
-pub(crate) use hw::{init, Caps, HardwareRef};
+pub(crate) use hw::{
+    init,
+    Caps,
+    HardwareRef, //
+};
 
-use kernel::{prelude::*, sync::Arc};
+use kernel::{
+    prelude::*,
+    sync::Arc, //
+};
 
 use crate::{
     abi::uapi,
-    backend::{ArchVcpu, Event, Exit},
-    guest_state::{DebugRegs, FxArea},
+    backend::{
+        ArchVcpu,
+        Event,
+        Exit, //
+    },
+    guest_state::{
+        DebugRegs,
+        FxArea, //
+    },
     pure::{
-        decode::{Mode, PortIo},
+        decode::{
+            Mode,
+            PortIo, //
+        },
         msr,
-        paging::{GuestPhys, HostPhys},
+        paging::{
+            GuestPhys,
+            HostPhys, //
+        },
         shadow::GuestPaging,
         vmcs::{
-            self, ar, field, reason, Controls, IntrInfo, IoQualification, Seg, Segment,
-            INTERRUPTIBILITY_STI_MOVSS, PENDING_DBG_BS,
+            self,
+            ar,
+            field,
+            reason,
+            Controls,
+            IntrInfo,
+            IoQualification,
+            Seg,
+            Segment,
+            INTERRUPTIBILITY_STI_MOVSS,
+            PENDING_DBG_BS, //
         },
         walk::Paging,
-        x86::{self, efer, SegAttrib},
+        x86::{
+            self,
+            efer,
+            SegAttrib, //
+        }, //
     },
-    sys::{self, FpuGuard},
+    sys::{
+        self,
+        FpuGuard, //
+    }, //
 };
 
-use ops::{OpError, Region, RootOperation};
+use ops::{
+    OpError,
+    Region,
+    RootOperation, //
+};
 
 extern "C" {
     /// `vmx/vmenter.S`: 0 after a VM exit, 1 if VMLAUNCH failed, 2 if a

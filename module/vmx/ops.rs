@@ -11,9 +11,16 @@
 //! window no kernel code (other than an NMI handler, which does not touch
 //! CR4) can run in.
 
-use core::{arch::asm, cell::Cell, marker::PhantomData};
+use core::{
+    arch::asm,
+    cell::Cell,
+    marker::PhantomData, //
+};
 
-use crate::pure::{paging::HostPhys, vmcs::Field};
+use crate::pure::{
+    paging::HostPhys,
+    vmcs::Field, //
+};
 
 /// CR4.VMXE.
 const CR4_VMXE: u64 = 1 << 13;
