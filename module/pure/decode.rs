@@ -766,12 +766,12 @@ pub fn decode_v86(bytes: &[u8], dx: u16) -> Option<V86Insn> {
     };
     let (len, op) = match opcode {
         0xf4 => (i, V86Op::Hlt),
-        0xe4 | 0xe5 | 0xe6 | 0xe7 => {
+        0xe4..=0xe7 => {
             let port = *bytes.get(i)?;
             let size = if opcode & 1 == 0 { 1 } else { wide };
             (i + 1, io(Some(port), opcode & 2 == 0, size, false))
         }
-        0xec | 0xed | 0xee | 0xef => (
+        0xec..=0xef => (
             i,
             io(
                 None,
@@ -780,7 +780,7 @@ pub fn decode_v86(bytes: &[u8], dx: u16) -> Option<V86Insn> {
                 false,
             ),
         ),
-        0x6c | 0x6d | 0x6e | 0x6f => (
+        0x6c..=0x6f => (
             i,
             io(
                 None,

@@ -508,7 +508,7 @@ mod tests {
         assert_eq!(bucket_code(EXIT_BUCKETS - 1), None);
         let r = ExitRecord {
             code: io,
-            info1: (0x3f8 << 16) | 0,
+            info1: 0x3f8 << 16,
             info2: 0,
             rip: 0x100,
             ..Default::default()
