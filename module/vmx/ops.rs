@@ -89,7 +89,7 @@ impl RootOperation {
         // SAFETY: VMXE is set and we run at CPL 0 in 64-bit mode; the region
         // is valid (contract). VMXON reports failure in CF.
         unsafe {
-            asm!("vmxon qword ptr [{pa}]", "setc {f}", pa = in(reg) &pa as *const u64, f = out(reg_byte) failed, options(nostack));
+            asm!("vmxon qword ptr [{pa}]", "setc {f}", pa = in(reg) core::ptr::from_ref(&pa), f = out(reg_byte) failed, options(nostack));
         }
         if failed != 0 {
             // SAFETY: as above; VMX operation was not entered.
@@ -114,7 +114,7 @@ impl RootOperation {
         // VMfail sets CF or ZF.
         let failed: u8 = unsafe {
             let f: u8;
-            asm!("vmclear qword ptr [{pa}]", "setbe {f}", pa = in(reg) &pa as *const u64, f = out(reg_byte) f, options(nostack));
+            asm!("vmclear qword ptr [{pa}]", "setbe {f}", pa = in(reg) core::ptr::from_ref(&pa), f = out(reg_byte) f, options(nostack));
             f
         };
         if failed != 0 {
@@ -123,7 +123,7 @@ impl RootOperation {
         // SAFETY: as above.
         let failed: u8 = unsafe {
             let f: u8;
-            asm!("vmptrld qword ptr [{pa}]", "setbe {f}", pa = in(reg) &pa as *const u64, f = out(reg_byte) f, options(nostack));
+            asm!("vmptrld qword ptr [{pa}]", "setbe {f}", pa = in(reg) core::ptr::from_ref(&pa), f = out(reg_byte) f, options(nostack));
             f
         };
         if failed != 0 {
@@ -205,7 +205,7 @@ impl Drop for Current<'_> {
         // its region and makes it clear and not current, so that it can be
         // loaded on any CPU next time (the vCPU may migrate) and freed.
         unsafe {
-            asm!("vmclear qword ptr [{pa}]", pa = in(reg) &pa as *const u64, options(nostack))
+            asm!("vmclear qword ptr [{pa}]", pa = in(reg) core::ptr::from_ref(&pa), options(nostack))
         };
     }
 }
