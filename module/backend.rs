@@ -91,8 +91,8 @@ impl Hardware {
     /// A new vCPU's hardware state.
     pub(crate) fn new_vcpu(&self, bsp: bool, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
         match self {
-            Hardware::Svm(hw) => svm::SvmVcpu::new(bsp, hw.asids(), shadow),
-            Hardware::Vmx(hw) => vmx::VmxVcpu::new(bsp, hw.caps(), shadow),
+            Hardware::Svm(hw) => Ok(svm::SvmVcpu::new(bsp, hw.asids(), shadow)?),
+            Hardware::Vmx(hw) => Ok(vmx::VmxVcpu::new(bsp, hw.caps(), shadow)?),
         }
     }
 }

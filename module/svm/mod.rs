@@ -190,11 +190,7 @@ pub(crate) struct SvmVcpu {
 impl SvmVcpu {
     /// A vCPU of a VM that holds a [`HardwareRef`].
     /// `shadow`: the VM uses shadow paging rather than NPT.
-    pub(crate) fn new(
-        bsp: bool,
-        asids: Arc<AsidTable>,
-        shadow: bool,
-    ) -> Result<KBox<dyn ArchVcpu>> {
+    pub(crate) fn new(bsp: bool, asids: Arc<AsidTable>, shadow: bool) -> Result<KBox<Self>> {
         // SAFETY: each of these types is plain bytes/integers, valid all-zero.
         let (vmcb, host_save, mut iopm, mut msrpm) = unsafe {
             (
@@ -235,7 +231,7 @@ impl SvmVcpu {
             }
         }
         vcpu.reset();
-        Ok(KBox::new(vcpu, GFP_KERNEL)? as KBox<dyn ArchVcpu>)
+        Ok(KBox::new(vcpu, GFP_KERNEL)?)
     }
 
     /// With shadow paging: the processor's paging registers from the

@@ -310,7 +310,7 @@ fn region(revision: u32) -> Result<KBox<Region>> {
 
 impl VmxVcpu {
     /// A vCPU with EPT, or with `shadow` paging.
-    pub(crate) fn new(bsp: bool, caps: Arc<Caps>, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
+    pub(crate) fn new(bsp: bool, caps: Arc<Caps>, shadow: bool) -> Result<KBox<Self>> {
         let controls = if shadow {
             caps.controls.for_shadow_paging()
         } else {
@@ -347,7 +347,7 @@ impl VmxVcpu {
             cold_dirty: true,
         };
         vcpu.reset();
-        Ok(KBox::new(vcpu, GFP_KERNEL)? as KBox<dyn ArchVcpu>)
+        Ok(KBox::new(vcpu, GFP_KERNEL)?)
     }
 
     /// One run, with interrupts off: see the module documentation.
