@@ -146,7 +146,7 @@ impl<T: FdOps> Vtable<T> {
         // SAFETY: the file is valid for the duration of the call and this
         // thread holds no fdget_pos region on it.
         let file = unsafe { File::from_raw_file(file) };
-        match T::ioctl(this, file, cmd, arg as usize) {
+        match T::ioctl(this, file, cmd, arg) {
             Ok(ret) => ret as c_long,
             Err(err) => err.to_errno() as c_long,
         }

@@ -190,7 +190,7 @@ impl Vm {
             *slot |= bit;
         }
         let vm: Arc<Vm> = self.into();
-        let created = Vcpu::new(vm, id).and_then(|vcpu| fd::create(vcpu));
+        let created = Vcpu::new(vm, id).and_then(fd::create);
         match created {
             Ok(fd) => Ok(fd as isize),
             Err(e) => {

@@ -49,7 +49,7 @@ pub const TO_USER: u64 = 1 << 32;
 
 impl ExitRecord {
     /// The record as bytes.
-    pub fn to_bytes(&self) -> [u8; RECORD_SIZE] {
+    pub fn to_bytes(self) -> [u8; RECORD_SIZE] {
         let words = [
             self.seq,
             self.time_ns,
