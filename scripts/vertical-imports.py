@@ -30,6 +30,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUSTFMT_CONFIG = os.path.join(ROOT, ".rustfmt.toml")
+# The rustfmt of scripts/common.sh.
+RUSTFMT = os.environ.get("RUSTFMT", "/usr/bin/rustfmt")
 
 # A `use` declaration starts a line (after indentation and visibility).
 USE_START = re.compile(r"^[ \t]*(?:pub(?:\([^)]*\))?[ \t]+)?use[ \t]+(?=[A-Za-z_:{])", re.M)
@@ -170,7 +172,7 @@ def add_markers(text):
 
 def rustfmt(text, path):
     r = subprocess.run(
-        ["rustfmt", "--config-path", RUSTFMT_CONFIG, "--emit", "stdout"],
+        [RUSTFMT, "--config-path", RUSTFMT_CONFIG, "--emit", "stdout"],
         input=text,
         capture_output=True,
         text=True,
