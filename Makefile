@@ -1,7 +1,7 @@
 # rkvm: the two commands a user needs are `make run` and `make test`.
 # (Kbuild reads ./Kbuild, not this file, when it builds rkvm.ko.)
 
-.PHONY: run test bench shell setup build module install clean help
+.PHONY: run test bench shell setup build module install lint fmt clean help
 
 ## run: set up, build, boot the QEMU test VM, load rkvm.ko and show `rkvm info`
 run:
@@ -34,6 +34,14 @@ module:
 ## install: rkvm.ko into /lib/modules of KDIR's kernel (default: the running kernel's build directory)
 install:
 	@KDIR="$(KDIR)" scripts/module.sh install
+
+## lint: the kernel's style, checked: rustfmt, vertical imports, cargo clippy, rkvm.ko with CLIPPY=1 (make test runs it)
+lint:
+	@scripts/lint.sh
+
+## fmt: format all Rust sources (rustfmt with the kernel's settings; the kernel's vertical imports in module/)
+fmt:
+	@scripts/fmt.sh
 
 clean:
 	rm -rf build target

@@ -8,7 +8,10 @@
 //! that do not depend on the vendor. What to do with an exit (return it to
 //! userspace, emulate it, map memory) is decided above, once for all backends.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{
+    AtomicU8,
+    Ordering, //
+};
 
 use kernel::prelude::*;
 
@@ -16,10 +19,15 @@ use crate::{
     abi::uapi,
     pure::{
         decode::PortIo,
-        paging::{GuestPhys, HostPhys, TdpFormat},
-        shadow::GuestPaging,
+        paging::{
+            GuestPhys,
+            HostPhys,
+            TdpFormat, //
+        },
+        shadow::GuestPaging, //
     },
-    svm, vmx,
+    svm,
+    vmx, //
 };
 
 /// The vendor whose backend runs guests here.
@@ -83,12 +91,11 @@ impl Hardware {
     /// A new vCPU's hardware state.
     pub(crate) fn new_vcpu(&self, bsp: bool, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
         match self {
-            Hardware::Svm(hw) => svm::SvmVcpu::new(bsp, hw.asids(), shadow),
-            Hardware::Vmx(hw) => vmx::VmxVcpu::new(bsp, hw.caps(), shadow),
+            Hardware::Svm(hw) => Ok(svm::SvmVcpu::new(bsp, hw.asids(), shadow)?),
+            Hardware::Vmx(hw) => Ok(vmx::VmxVcpu::new(bsp, hw.caps(), shadow)?),
         }
     }
 }
-
 
 /// Why guest mode ended, vendor-neutral.
 #[derive(Clone, Copy, Debug)]

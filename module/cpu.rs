@@ -6,8 +6,12 @@
 use core::arch::x86_64::__cpuid;
 
 use crate::pure::{
-    cpu::{msr, RawCpu, VirtFeatures},
-    cpuid,
+    cpu::{
+        msr,
+        RawCpu,
+        VirtFeatures, //
+    },
+    cpuid, //
 };
 
 extern "C" {

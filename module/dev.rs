@@ -4,11 +4,17 @@
 
 use kernel::{
     fs::File,
-    miscdevice::{MiscDevice, MiscDeviceRegistration},
-    prelude::*,
+    miscdevice::{
+        MiscDevice,
+        MiscDeviceRegistration, //
+    },
+    prelude::*, //
 };
 
-use crate::{abi, vm::Vm};
+use crate::{
+    abi,
+    vm::Vm, //
+};
 
 /// An open `/dev/rkvm`. It holds no state of its own: VMs created from it are
 /// file descriptors of their own.

@@ -11,15 +11,35 @@
 
 use crate::{
     abi::uapi,
-    backend::{gpr, ArchVcpu},
+    backend::{
+        gpr,
+        ArchVcpu, //
+    },
     memory::GuestMemory,
     pure::{
-        decode::{self, CrOp, Extend, MemOperand, Mode, Op, Reg, V86Insn},
+        decode::{
+            self,
+            CrOp,
+            Extend,
+            MemOperand,
+            Mode,
+            Op,
+            Reg,
+            V86Insn, //
+        },
         paging::GuestPhys,
         shadow::Flush,
-        walk::{self, Paging},
-        x86::{self, cr0, cr4, efer},
-    },
+        walk::{
+            self,
+            Paging, //
+        },
+        x86::{
+            self,
+            cr0,
+            cr4,
+            efer, //
+        }, //
+    }, //
 };
 
 /// The longest x86 instruction.
@@ -64,7 +84,10 @@ impl PendingLoad {
             Extend::None | Extend::Zero => raw,
         };
         let old = arch.gpr(self.dst.index);
-        arch.set_gpr(self.dst.index, decode::write_reg(old, self.dst, self.dst_size, value));
+        arch.set_gpr(
+            self.dst.index,
+            decode::write_reg(old, self.dst, self.dst_size, value),
+        );
         if arch.rip() == self.rip {
             arch.set_rip(self.next_rip);
         }
@@ -85,23 +108,47 @@ pub(crate) fn start(mem: &GuestMemory, arch: &mut dyn ArchVcpu, write: bool) -> 
         return None;
     }
     let value = match insn.op {
-        Op::Load { dst, dst_size, extend } => {
-            return Some(Mmio::Read(PendingLoad { rip, next_rip, len: size, dst, dst_size, extend }));
+        Op::Load {
+            dst,
+            dst_size,
+            extend,
+        } => {
+            return Some(Mmio::Read(PendingLoad {
+                rip,
+                next_rip,
+                len: size,
+                dst,
+                dst_size,
+                extend,
+            }));
         }
         Op::StoreReg(reg) => decode::read_reg(arch.gpr(reg.index), reg, size),
         Op::StoreImm(imm) => imm,
         Op::Stos { addr_size } => {
-            let rdi_reg = Reg { index: gpr::RDI, high8: false };
+            let rdi_reg = Reg {
+                index: gpr::RDI,
+                high8: false,
+            };
             let rdi = arch.gpr(gpr::RDI);
             let step = u64::from(size);
-            let moved = if arch.regs().rflags & RFLAGS_DF != 0 { rdi.wrapping_sub(step) } else { rdi.wrapping_add(step) };
+            let moved = if arch.regs().rflags & RFLAGS_DF != 0 {
+                rdi.wrapping_sub(step)
+            } else {
+                rdi.wrapping_add(step)
+            };
             arch.set_gpr(gpr::RDI, decode::write_reg(rdi, rdi_reg, addr_size, moved));
-            let rax = Reg { index: gpr::RAX, high8: false };
+            let rax = Reg {
+                index: gpr::RAX,
+                high8: false,
+            };
             decode::read_reg(arch.gpr(gpr::RAX), rax, size)
         }
     };
     arch.set_rip(next_rip);
-    Some(Mmio::Write { data: value.to_le_bytes(), len: size })
+    Some(Mmio::Write {
+        data: value.to_le_bytes(),
+        len: size,
+    })
 }
 
 /// A string I/O instruction (INS/OUTS, with or without REP) in progress:
@@ -229,15 +276,31 @@ impl StringIo {
         let delta = bytes as u64;
         let reg = index_reg(self.input);
         let old = arch.gpr(reg);
-        let moved = if arch.regs().rflags & RFLAGS_DF != 0 { old.wrapping_sub(delta) } else { old.wrapping_add(delta) };
-        let full = Reg { index: reg, high8: false };
-        arch.set_gpr(reg, decode::write_reg(old, full, self.addr_size, moved & mask));
+        let moved = if arch.regs().rflags & RFLAGS_DF != 0 {
+            old.wrapping_sub(delta)
+        } else {
+            old.wrapping_add(delta)
+        };
+        let full = Reg {
+            index: reg,
+            high8: false,
+        };
+        arch.set_gpr(
+            reg,
+            decode::write_reg(old, full, self.addr_size, moved & mask),
+        );
         let mut done = true;
         if self.rep {
             let rcx = arch.gpr(gpr::RCX);
             let left = (rcx & mask).wrapping_sub(u64::from(self.count)) & mask;
-            let rcx_reg = Reg { index: gpr::RCX, high8: false };
-            arch.set_gpr(gpr::RCX, decode::write_reg(rcx, rcx_reg, self.addr_size, left));
+            let rcx_reg = Reg {
+                index: gpr::RCX,
+                high8: false,
+            };
+            arch.set_gpr(
+                gpr::RCX,
+                decode::write_reg(rcx, rcx_reg, self.addr_size, left),
+            );
             done = left == 0;
         }
         if done {
@@ -260,7 +323,11 @@ pub(crate) fn mov_dr(mem: &GuestMemory, arch: &mut dyn ArchVcpu) -> MovDrResult 
         return MovDrResult::Undefined;
     }
     // In 64-bit mode the whole register moves, else its low 32 bits.
-    let mask = if mode == Mode::Bits64 { u64::MAX } else { 0xffff_ffff };
+    let mask = if mode == Mode::Bits64 {
+        u64::MAX
+    } else {
+        0xffff_ffff
+    };
     let done = if insn.to_dr {
         let value = arch.gpr(insn.gpr) & mask;
         arch.set_dr(insn.dr, value)
@@ -294,9 +361,15 @@ pub(crate) fn mov_cr(mem: &GuestMemory, arch: &mut dyn ArchVcpu, maxphyaddr: u32
     };
     let paging = arch.paging();
     // In 64-bit mode the whole register moves, else its low 32 bits.
-    let mask = if mode == Mode::Bits64 { u64::MAX } else { 0xffff_ffff };
+    let mask = if mode == Mode::Bits64 {
+        u64::MAX
+    } else {
+        0xffff_ffff
+    };
     let cs_l = mode == Mode::Bits64;
-    let write = |arch: &mut dyn ArchVcpu, cr: u8, value: u64| match paging.write_cr(cr, value, cs_l, maxphyaddr) {
+    let write = |arch: &mut dyn ArchVcpu, cr: u8, value: u64| match paging
+        .write_cr(cr, value, cs_l, maxphyaddr)
+    {
         Some((next, flush)) => {
             arch.set_paging(next);
             CrResult::Done { flush }
@@ -304,7 +377,10 @@ pub(crate) fn mov_cr(mem: &GuestMemory, arch: &mut dyn ArchVcpu, maxphyaddr: u32
         None => CrResult::Fault,
     };
     let result = match insn.op {
-        CrOp::Write { cr: cr @ (0 | 3 | 4), gpr } => {
+        CrOp::Write {
+            cr: cr @ (0 | 3 | 4),
+            gpr,
+        } => {
             let value = arch.gpr(gpr) & mask;
             write(arch, cr, value)
         }
@@ -337,7 +413,10 @@ pub(crate) fn mov_cr(mem: &GuestMemory, arch: &mut dyn ArchVcpu, maxphyaddr: u32
             write(arch, 0, value)
         }
         CrOp::Smsw { gpr } => {
-            let full = Reg { index: gpr, high8: false };
+            let full = Reg {
+                index: gpr,
+                high8: false,
+            };
             let size = if mode == Mode::Bits64 { 8 } else { 4 };
             let old = arch.gpr(gpr);
             arch.set_gpr(gpr, decode::write_reg(old, full, size, paging.cr0));
@@ -440,7 +519,10 @@ pub(crate) fn real_mode_interrupt(
     const GP: u8 = 13;
     let mut s = arch.sregs();
     let mut regs = arch.regs();
-    let Some(vector) = [vector, GP, DF].into_iter().find(|&v| u32::from(v) * 4 + 3 <= u32::from(s.idt.limit)) else {
+    let Some(vector) = [vector, GP, DF]
+        .into_iter()
+        .find(|&v| u32::from(v) * 4 + 3 <= u32::from(s.idt.limit))
+    else {
         return RealModeDelivery::Shutdown;
     };
     let mut entry = [0u8; 4];
@@ -448,7 +530,13 @@ pub(crate) fn real_mode_interrupt(
     if mem.read(GuestPhys(entry_addr), &mut entry).is_err() {
         return RealModeDelivery::NotRam;
     }
-    let (stores, sp) = x86::real_mode_frame(s.ss.base, regs.rsp as u16, regs.rflags, s.cs.selector, return_ip);
+    let (stores, sp) = x86::real_mode_frame(
+        s.ss.base,
+        regs.rsp as u16,
+        regs.rflags,
+        s.cs.selector,
+        return_ip,
+    );
     for (linear, word) in stores {
         if mem.write(GuestPhys(linear), &word.to_le_bytes()).is_err() {
             return RealModeDelivery::NotRam;
@@ -487,7 +575,8 @@ pub(crate) fn real_mode_load_table(
         return false;
     }
     let limit = u16::from_le_bytes([bytes[0], bytes[1]]);
-    let base = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]) & if op32 { u32::MAX } else { 0xff_ffff };
+    let base = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]])
+        & if op32 { u32::MAX } else { 0xff_ffff };
     let table = if idt { &mut s.idt } else { &mut s.gdt };
     table.base = base.into();
     table.limit = limit;
@@ -516,11 +605,14 @@ fn fetch(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<([u8; MAX_INSN], usiz
     let mut buf = [0u8; MAX_INSN];
     let mut n = 0usize;
     while n < MAX_INSN {
-        let Some(gpa) = walk::translate(paging, s.cr3, linear.wrapping_add(n as u64), read_entry) else {
+        let Some(gpa) = walk::translate(paging, s.cr3, linear.wrapping_add(n as u64), read_entry)
+        else {
             break;
         };
         let chunk = (MAX_INSN - n).min(4096 - (gpa & 0xfff) as usize);
-        let Some(dest) = buf.get_mut(n..n + chunk) else { break };
+        let Some(dest) = buf.get_mut(n..n + chunk) else {
+            break;
+        };
         if mem.read_as_guest_sees(GuestPhys(gpa), dest).is_err() {
             break;
         }

@@ -8,18 +8,39 @@
 //! is created and dropped at the file's final `release`. The table's `owner` is
 //! this module, so `rmmod rkvm` is refused while any VM or vCPU fd is open.
 
-use core::{marker::PhantomData, ptr::NonNull};
+use core::{
+    marker::PhantomData,
+    ptr::NonNull, //
+};
 
 use kernel::{
     bindings,
     error::from_err_ptr,
-    ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void},
-    fs::{file::FileDescriptorReservation, File},
+    ffi::{
+        c_char,
+        c_int,
+        c_long,
+        c_uint,
+        c_ulong,
+        c_void, //
+    },
+    fs::{
+        file::FileDescriptorReservation,
+        File, //
+    },
     mm::virt::VmaNew,
     prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow},
+    sync::{
+        aref::ARef,
+        Arc,
+        ArcBorrow, //
+    },
     types::ForeignOwnable,
-    uaccess::{UserPtr, UserSlice, UserSliceWriter},
+    uaccess::{
+        UserPtr,
+        UserSlice,
+        UserSliceWriter, //
+    }, //
 };
 
 // Only pointers to these structs cross the boundary.
@@ -74,7 +95,11 @@ pub(crate) fn create<T: FdOps>(data: Arc<T>) -> Result<i32> {
             T::NAME.as_char_ptr(),
             Vtable::<T>::build(),
             private,
-            if T::HAS_READ { bindings::O_RDONLY } else { bindings::O_RDWR } as c_int,
+            if T::HAS_READ {
+                bindings::O_RDONLY
+            } else {
+                bindings::O_RDWR
+            } as c_int,
         )
     };
     let raw = match from_err_ptr(raw) {
@@ -121,7 +146,7 @@ impl<T: FdOps> Vtable<T> {
         // SAFETY: the file is valid for the duration of the call and this
         // thread holds no fdget_pos region on it.
         let file = unsafe { File::from_raw_file(file) };
-        match T::ioctl(this, file, cmd, arg as usize) {
+        match T::ioctl(this, file, cmd, arg) {
             Ok(ret) => ret as c_long,
             Err(err) => err.to_errno() as c_long,
         }
@@ -131,7 +156,10 @@ impl<T: FdOps> Vtable<T> {
     ///
     /// `file` must be a live file created by [`create::<T>`]; `vma` a VMA being
     /// set up by mmap of that file.
-    unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
         // SAFETY: as in `ioctl`.
         let this = unsafe { Arc::<T>::borrow((*file).private_data) };
         // SAFETY: the caller passes a VMA undergoing its initial setup.

@@ -6,7 +6,10 @@
 
 use kernel::prelude::*;
 
-use crate::{abi::uapi, pure::x86};
+use crate::{
+    abi::uapi,
+    pure::x86, //
+};
 
 /// Offsets in the FXSAVE image: ST0-ST7 and XMM0-XMM15, 16 bytes each.
 const FX_ST: usize = 32;
@@ -37,7 +40,9 @@ impl FxArea {
     pub(crate) fn restore(&self, _fpu: &crate::sys::FpuGuard) {
         // SAFETY: `self` is a 512-byte, 16-byte-aligned FXSAVE image; the
         // FPU section (witnessed by `_fpu`) makes the registers ours.
-        unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, readonly)) };
+        unsafe {
+            core::arch::asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, readonly))
+        };
     }
 
     /// Stores the processor's registers into the image.
@@ -100,7 +105,11 @@ pub(crate) struct DebugRegs {
 
 impl DebugRegs {
     /// The RESET values.
-    pub(crate) const RESET: DebugRegs = DebugRegs { dr: [0; 4], dr6: x86::RESET_DR6, dr7: x86::RESET_DR7 };
+    pub(crate) const RESET: DebugRegs = DebugRegs {
+        dr: [0; 4],
+        dr6: x86::RESET_DR6,
+        dr7: x86::RESET_DR7,
+    };
 
     /// Debug register `n` (0-7; 4 and 5 alias 6 and 7).
     pub(crate) fn get(&self, n: u8) -> Option<u64> {

@@ -12,15 +12,32 @@
 
 use kernel::{
     prelude::*,
-    uaccess::{UserPtr, UserSlice},
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    }, //
 };
 
 use crate::{
     pure::{
-        memslot::{self, Change, Refusal, Region, Slot},
-        paging::{GuestPhys, HostPhys, LARGE_PAGE_SIZE, PAGES_PER_LARGE},
+        memslot::{
+            self,
+            Change,
+            Refusal,
+            Region,
+            Slot, //
+        },
+        paging::{
+            GuestPhys,
+            HostPhys,
+            LARGE_PAGE_SIZE,
+            PAGES_PER_LARGE, //
+        }, //
     },
-    sys::{self, PinnedPage},
+    sys::{
+        self,
+        PinnedPage, //
+    }, //
 };
 
 /// One installed slot and its pinned pages (`None`: not touched yet).
@@ -78,17 +95,22 @@ pub(crate) enum Backing {
 
 impl GuestMemory {
     pub(crate) fn new() -> Self {
-        GuestMemory { slots: KVec::new(), infos: KVec::new() }
+        GuestMemory {
+            slots: KVec::new(),
+            infos: KVec::new(),
+        }
     }
 
     /// Applies `KVM_SET_USER_MEMORY_REGION`. Returns whether mappings may have
     /// changed (so the MMU must drop what it built from the old slots).
     pub(crate) fn set_region(&mut self, region: &Region) -> Result<bool> {
         let valid_flags = memslot::MEM_READONLY | memslot::MEM_LOG_DIRTY_PAGES;
-        let change = memslot::plan(region, valid_flags, &self.infos, sys::access_ok).map_err(|r| match r {
-            Refusal::Invalid => EINVAL,
-            Refusal::Overlap => EEXIST,
-        })?;
+        let change = memslot::plan(region, valid_flags, &self.infos, sys::access_ok).map_err(
+            |r| match r {
+                Refusal::Invalid => EINVAL,
+                Refusal::Overlap => EEXIST,
+            },
+        )?;
         match change {
             Change::Unchanged => Ok(false),
             Change::FlagsOnly { id, flags } => {
@@ -108,7 +130,8 @@ impl GuestMemory {
                     pages.push(None, GFP_KERNEL)?;
                 }
                 let dirty = dirty_bitmap(&slot)?;
-                self.slots.push(SlotMem { slot, pages, dirty }, GFP_KERNEL)?;
+                self.slots
+                    .push(SlotMem { slot, pages, dirty }, GFP_KERNEL)?;
                 self.infos.push(slot, GFP_KERNEL)?;
                 Ok(true)
             }
@@ -164,7 +187,10 @@ impl GuestMemory {
     pub(crate) fn pinned(&self, gpa: GuestPhys) -> Option<(HostPhys, bool)> {
         let gfn = gpa.gfn();
         let mem = self.slots.iter().find(|m| m.slot.contains(gfn))?;
-        let page = mem.pages.get((gfn - mem.slot.base_gfn) as usize)?.as_ref()?;
+        let page = mem
+            .pages
+            .get((gfn - mem.slot.base_gfn) as usize)?
+            .as_ref()?;
         Some((page.phys(), mem.slot.writable() && mem.dirty.is_empty()))
     }
 
@@ -176,7 +202,11 @@ impl GuestMemory {
     /// caller's pages there are one 2 MiB-aligned, physically contiguous
     /// range: a huge page (hugetlbfs, or a transparent huge page). Each of
     /// the 512 pages is then pinned, as if the guest had touched it.
-    pub(crate) fn large_backing(&mut self, gpa: GuestPhys, write: bool) -> Result<Option<(GuestPhys, HostPhys, bool)>> {
+    pub(crate) fn large_backing(
+        &mut self,
+        gpa: GuestPhys,
+        write: bool,
+    ) -> Result<Option<(GuestPhys, HostPhys, bool)>> {
         const PAGES: u64 = PAGES_PER_LARGE;
         let gfn = gpa.gfn();
         let Some(mem) = self.slots.iter_mut().find(|m| m.slot.contains(gfn)) else {
@@ -264,7 +294,9 @@ impl GuestMemory {
         }
         let slot = memslot::lookup(&self.infos, gpa.gfn()).ok_or(EFAULT)?;
         let hva = usize::try_from(slot.hva(gpa.gfn()) + offset).map_err(|_| EFAULT)?;
-        UserSlice::new(UserPtr::from_addr(hva), out.len()).reader().read_slice(out)
+        UserSlice::new(UserPtr::from_addr(hva), out.len())
+            .reader()
+            .read_slice(out)
     }
 
     /// Writes guest physical memory (RAM only, within one page, writable
@@ -279,6 +311,8 @@ impl GuestMemory {
             return Err(EFAULT);
         }
         let hva = usize::try_from(slot.hva(gpa.gfn()) + offset).map_err(|_| EFAULT)?;
-        UserSlice::new(UserPtr::from_addr(hva), data.len()).writer().write_slice(data)
+        UserSlice::new(UserPtr::from_addr(hva), data.len())
+            .writer()
+            .write_slice(data)
     }
 }

@@ -17,8 +17,11 @@
 //!   the host as the `rkvm-pure` crate.
 
 use kernel::{
-    miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
-    prelude::*,
+    miscdevice::{
+        MiscDeviceOptions,
+        MiscDeviceRegistration, //
+    },
+    prelude::*, //
 };
 
 mod abi;
@@ -79,7 +82,10 @@ impl kernel::InPlaceModule for RkvmModule {
         svm::init();
         vmx::init();
         let tdp = crate::module_parameters::tdp.value();
-        pr_info!("new VMs use {} (module parameter tdp)\n", if tdp { "tdp" } else { "shadow paging" });
+        pr_info!(
+            "new VMs use {} (module parameter tdp)\n",
+            if tdp { "tdp" } else { "shadow paging" }
+        );
         backend::set_usable(match features.usable_backend() {
             Some("svm") => Some(backend::Vendor::Svm),
             Some("vmx") => Some(backend::Vendor::Vmx),

@@ -4,18 +4,36 @@
 //! statistics files (layout in `pure::stats`), read with `read()`/`pread()`;
 //! values are atomics read live, without any lock a running vCPU holds.
 
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicU64,
+    Ordering::Relaxed, //
+};
 
-use kernel::{prelude::*, sync::Arc, sync::ArcBorrow, uaccess::UserSliceWriter};
+use kernel::{
+    prelude::*,
+    sync::Arc,
+    sync::ArcBorrow,
+    uaccess::UserSliceWriter, //
+};
 
 use crate::{
-    fd::{self, FdOps},
+    fd::{
+        self,
+        FdOps, //
+    },
     mmu::MmuStats,
     pure::{
-        stats::{self, Desc, NAME_SIZE},
-        trace::{exit_bucket, EXIT_BUCKETS},
+        stats::{
+            self,
+            Desc,
+            NAME_SIZE, //
+        },
+        trace::{
+            exit_bucket,
+            EXIT_BUCKETS, //
+        }, //
     },
-    sys,
+    sys, //
 };
 
 /// The VM statistics rkvm keeps, under KVM's names and types.
@@ -27,7 +45,13 @@ const VM_STATS: [Desc; 3] = [
 ];
 
 /// Copies bytes `pos..` of the statistics file to `out`; returns how many.
-fn read_file(id: &[u8], descs: &[Desc], values: &[u64], out: &mut UserSliceWriter, pos: u64) -> Result<usize> {
+fn read_file(
+    id: &[u8],
+    descs: &[Desc],
+    values: &[u64],
+    out: &mut UserSliceWriter,
+    pos: u64,
+) -> Result<usize> {
     let size = stats::file_size(descs.len());
     let mut file = KVec::with_capacity(size, GFP_KERNEL)?;
     file.resize(size, 0, GFP_KERNEL)?;
@@ -109,7 +133,10 @@ pub(crate) struct VcpuStats([AtomicU64; VCPU_STATS.len()], [AtomicU64; EXIT_BUCK
 
 impl VcpuStats {
     pub(crate) fn new() -> Result<Arc<Self>> {
-        let counters = VcpuStats([const { AtomicU64::new(0) }; VCPU_STATS.len()], [const { AtomicU64::new(0) }; EXIT_BUCKETS]);
+        let counters = VcpuStats(
+            [const { AtomicU64::new(0) }; VCPU_STATS.len()],
+            [const { AtomicU64::new(0) }; EXIT_BUCKETS],
+        );
         Ok(Arc::new(counters, GFP_KERNEL)?)
     }
 
@@ -121,7 +148,10 @@ impl VcpuStats {
     }
 
     /// Calls `f(bucket, count)` for each exit code counter that is not 0.
-    pub(crate) fn for_each_exit_code(&self, mut f: impl FnMut(usize, u64) -> core::fmt::Result) -> core::fmt::Result {
+    pub(crate) fn for_each_exit_code(
+        &self,
+        mut f: impl FnMut(usize, u64) -> core::fmt::Result,
+    ) -> core::fmt::Result {
         for (bucket, counter) in self.1.iter().enumerate() {
             let n = counter.load(Relaxed);
             if n != 0 {
@@ -177,8 +207,14 @@ impl StatsSource for VcpuStats {
 }
 
 /// "name value" lines for every statistic of `source` (debugfs `stats`).
-pub(crate) fn write_lines<S: StatsSource>(source: &S, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-    S::DESCS.iter().enumerate().try_for_each(|(i, d)| writeln!(f, "{} {}", d.name, source.value(i)))
+pub(crate) fn write_lines<S: StatsSource>(
+    source: &S,
+    f: &mut core::fmt::Formatter<'_>,
+) -> core::fmt::Result {
+    S::DESCS
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, d)| writeln!(f, "{} {}", d.name, source.value(i)))
 }
 
 /// The file behind a statistics fd of a VM (`MmuStats`) or a vCPU.
@@ -205,7 +241,12 @@ impl<S: StatsSource> FdOps for StatsFile<S> {
     const NAME: &'static CStr = S::FILE_NAME;
     const HAS_READ: bool = true;
 
-    fn ioctl(_this: ArcBorrow<'_, Self>, _file: &kernel::fs::File, _cmd: u32, _arg: usize) -> Result<isize> {
+    fn ioctl(
+        _this: ArcBorrow<'_, Self>,
+        _file: &kernel::fs::File,
+        _cmd: u32,
+        _arg: usize,
+    ) -> Result<isize> {
         Err(ENOTTY)
     }
 

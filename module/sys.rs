@@ -8,9 +8,13 @@ use core::ptr::NonNull;
 
 use kernel::{
     bindings,
-    ffi::{c_int, c_long, c_void},
+    ffi::{
+        c_int,
+        c_long,
+        c_void, //
+    },
     page::Page,
-    prelude::*,
+    prelude::*, //
 };
 
 use crate::pure::paging::HostPhys;
@@ -72,7 +76,7 @@ pub(crate) fn wrmsr(index: u32, val: u64) -> Result {
 pub(crate) fn virt_to_phys<T>(obj: &T) -> HostPhys {
     // SAFETY: `obj` is a live reference into the direct map (all rkvm objects
     // passed here come from kmalloc/KBox, never vmalloc or the stack).
-    HostPhys(unsafe { rkvm_virt_to_phys((obj as *const T).cast()) })
+    HostPhys(unsafe { rkvm_virt_to_phys(core::ptr::from_ref(obj).cast()) })
 }
 
 /// Physical address of a page.
@@ -102,7 +106,7 @@ pub(crate) unsafe fn phys_to_virt(pa: HostPhys) -> *mut u8 {
 pub(crate) fn on_each_cpu<T: Sync>(f: unsafe extern "C" fn(*mut c_void), data: &T) {
     // SAFETY: `data` outlives the call, which waits for every CPU to finish;
     // `f` only reads through the pointer (shared access, `T: Sync`).
-    unsafe { rkvm_on_each_cpu(f, (data as *const T).cast_mut().cast()) }
+    unsafe { rkvm_on_each_cpu(f, core::ptr::from_ref(data).cast_mut().cast()) }
 }
 
 /// `access_ok()`: whether `[addr, addr + size)` lies in user space.
@@ -127,7 +131,9 @@ unsafe impl Sync for LowPage {}
 impl LowPage {
     pub(crate) fn alloc() -> Result<Self> {
         // SAFETY: no preconditions; the page returned is ours.
-        NonNull::new(unsafe { rkvm_alloc_page_dma32() }).map(LowPage).ok_or(ENOMEM)
+        NonNull::new(unsafe { rkvm_alloc_page_dma32() })
+            .map(LowPage)
+            .ok_or(ENOMEM)
     }
 
     /// Its physical address.

@@ -22,22 +22,39 @@
 
 use core::{
     fmt,
-    sync::atomic::{fence, AtomicU64, Ordering},
+    sync::atomic::{
+        fence,
+        AtomicU64,
+        Ordering, //
+    }, //
 };
 
 use kernel::{
-    debugfs::{BinaryWriter, Dir, File, Scope},
+    debugfs::{
+        BinaryWriter,
+        Dir,
+        File,
+        Scope, //
+    },
     fs::file::Offset,
     prelude::*,
     str::CString,
     sync::Arc,
-    uaccess::UserSliceWriter,
+    uaccess::UserSliceWriter, //
 };
 
 use crate::{
     mmu::MmuStats,
-    pure::trace::{self, ExitRecord, RECORD_SIZE, RING_RECORDS},
-    stats::{self, VcpuStats},
+    pure::trace::{
+        self,
+        ExitRecord,
+        RECORD_SIZE,
+        RING_RECORDS, //
+    },
+    stats::{
+        self,
+        VcpuStats, //
+    }, //
 };
 
 /// One record slot: the words of an `ExitRecord` (`seq` first).
@@ -57,7 +74,13 @@ impl ExitTrace {
         for _ in 0..RING_RECORDS {
             slots.push([const { AtomicU64::new(0) }; 8], GFP_KERNEL)?;
         }
-        Ok(Arc::new(ExitTrace { slots, seq: AtomicU64::new(0) }, GFP_KERNEL)?)
+        Ok(Arc::new(
+            ExitTrace {
+                slots,
+                seq: AtomicU64::new(0),
+            },
+            GFP_KERNEL,
+        )?)
     }
 
     /// Records one exit (its `seq` is assigned here). Called by the vCPU
@@ -71,7 +94,9 @@ impl ExitTrace {
         // Invalidate, then the body, then the sequence: see the module doc.
         slot[0].store(0, Ordering::Relaxed);
         fence(Ordering::Release);
-        let words = [r.time_ns, r.code, r.info1, r.info2, r.rip, r.guest_ns, r.outcome];
+        let words = [
+            r.time_ns, r.code, r.info1, r.info2, r.rip, r.guest_ns, r.outcome,
+        ];
         for (w, v) in slot[1..].iter().zip(words) {
             w.store(v, Ordering::Relaxed);
         }
@@ -87,7 +112,16 @@ impl ExitTrace {
         if seq == 0 || slot[0].load(Ordering::Relaxed) != seq {
             return ExitRecord::default();
         }
-        ExitRecord { seq, time_ns: w[1], code: w[2], info1: w[3], info2: w[4], rip: w[5], guest_ns: w[6], outcome: w[7] }
+        ExitRecord {
+            seq,
+            time_ns: w[1],
+            code: w[2],
+            info1: w[3],
+            info2: w[4],
+            rip: w[5],
+            guest_ns: w[6],
+            outcome: w[7],
+        }
     }
 }
 
@@ -125,19 +159,28 @@ impl VmDebugfs {
     /// that the name exists, and the VM works all the same.
     pub(crate) fn new(pid: i32, fd: i32, mmu: Arc<MmuStats>) -> Result<Self> {
         let dir = Dir::new(&name(fmt!("rkvm-{pid}-{fd}"))?);
-        let stats = KBox::pin_init(dir.read_callback_file(c"stats", mmu, &show_vm_stats), GFP_KERNEL)?;
+        let stats = KBox::pin_init(
+            dir.read_callback_file(c"stats", mmu, &show_vm_stats),
+            GFP_KERNEL,
+        )?;
         Ok(VmDebugfs { dir, _stats: stats })
     }
 
     /// `vcpu<id>/` with the vCPU's `stats` and `exits`.
-    pub(crate) fn vcpu(&self, id: u32, stats: Arc<VcpuStats>, trace: Arc<ExitTrace>) -> Result<VcpuDebugfs> {
+    pub(crate) fn vcpu(
+        &self,
+        id: u32,
+        stats: Arc<VcpuStats>,
+        trace: Arc<ExitTrace>,
+    ) -> Result<VcpuDebugfs> {
         let dirname = name(fmt!("vcpu{id}"))?;
         let scope = KBox::pin_init(
-            self.dir.scope(VcpuFiles { stats, trace }, &dirname, |files, dir| {
-                dir.read_callback_file(c"stats", files, &show_vcpu_stats);
-                dir.read_callback_file(c"exit_reasons", files, &show_exit_reasons);
-                dir.read_binary_file(c"exits", &*files.trace);
-            }),
+            self.dir
+                .scope(VcpuFiles { stats, trace }, &dirname, |files, dir| {
+                    dir.read_callback_file(c"stats", files, &show_vcpu_stats);
+                    dir.read_callback_file(c"exit_reasons", files, &show_exit_reasons);
+                    dir.read_binary_file(c"exits", &*files.trace);
+                }),
             GFP_KERNEL,
         )?;
         Ok(VcpuDebugfs(scope))
@@ -159,10 +202,17 @@ fn show_vcpu_stats(files: &VcpuFiles, f: &mut fmt::Formatter<'_>) -> fmt::Result
 
 /// "name code count" for each hardware exit code seen.
 fn show_exit_reasons(files: &VcpuFiles, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    files.stats.for_each_exit_code(|bucket, n| match trace::bucket_code(bucket) {
-        Some(code) => writeln!(f, "{} {:#x} {n}", trace::exit_name(code), trace::manual_code(code)),
-        None => writeln!(f, "other - {n}"),
-    })
+    files
+        .stats
+        .for_each_exit_code(|bucket, n| match trace::bucket_code(bucket) {
+            Some(code) => writeln!(
+                f,
+                "{} {:#x} {n}",
+                trace::exit_name(code),
+                trace::manual_code(code)
+            ),
+            None => writeln!(f, "other - {n}"),
+        })
 }
 
 /// A vCPU's debugfs directory; removed when dropped.

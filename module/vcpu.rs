@@ -10,33 +10,77 @@ use kernel::{
     fs::File,
     mm::virt::VmaNew,
     new_mutex,
-    page::{Page, PAGE_SIZE},
+    page::{
+        Page,
+        PAGE_SIZE, //
+    },
     prelude::*,
-    sync::{Arc, ArcBorrow, Mutex},
-    transmute::AsBytes,
+    sync::{
+        Arc,
+        ArcBorrow,
+        Mutex, //
+    },
+    transmute::AsBytes, //
 };
 
 use crate::{
-    abi::{self, uapi},
-    backend::{gpr, ArchVcpu, Event, Exit},
-    emulate::{self, Mmio, PendingLoad, RealModeDelivery, StringIo, StringStart},
+    abi::{
+        self,
+        uapi, //
+    },
+    backend::{
+        gpr,
+        ArchVcpu,
+        Event,
+        Exit, //
+    },
+    emulate::{
+        self,
+        Mmio,
+        PendingLoad,
+        RealModeDelivery,
+        StringIo,
+        StringStart, //
+    },
     fd::FdOps,
     memory::GuestMemory,
-    mmu::{shadow::PageFault, Fault, VcpuMmu},
+    mmu::{
+        shadow::PageFault,
+        Fault,
+        VcpuMmu, //
+    },
+    pure::trace::{
+        ExitRecord,
+        TO_USER, //
+    },
     pure::{
         cpuid,
-        decode::{self, PortIo, Reg, V86Op},
+        decode::{
+            self,
+            PortIo,
+            Reg,
+            V86Op, //
+        },
         msr,
         paging::GuestPhys,
         shadow::Flush,
         walk::Access,
-        x86::{self, ControlRegs},
+        x86::{
+            self,
+            ControlRegs, //
+        }, //
     },
-    pure::trace::{ExitRecord, TO_USER},
-    stats::{StatsFile, VcpuStat, VcpuStats},
-    trace::{ExitTrace, VcpuDebugfs},
+    stats::{
+        StatsFile,
+        VcpuStat,
+        VcpuStats, //
+    },
     sys,
-    vm::Vm,
+    trace::{
+        ExitTrace,
+        VcpuDebugfs, //
+    },
+    vm::Vm, //
 };
 
 /// RDMSR and `KVM_GET_MSRS`: the backend's MSRs, then the machine
@@ -99,8 +143,11 @@ impl RunPage<'_> {
         self.set_exit_reason(uapi::KVM_EXIT_IO);
         // SAFETY: see `run_field!`; `io` is the union member for KVM_EXIT_IO.
         unsafe {
-            run_field!(self.__bindgen_anon_1.io.direction)
-                .write_volatile(if input { uapi::KVM_EXIT_IO_IN } else { uapi::KVM_EXIT_IO_OUT } as u8);
+            run_field!(self.__bindgen_anon_1.io.direction).write_volatile(if input {
+                uapi::KVM_EXIT_IO_IN
+            } else {
+                uapi::KVM_EXIT_IO_OUT
+            } as u8);
             run_field!(self.__bindgen_anon_1.io.size).write_volatile(size);
             run_field!(self.__bindgen_anon_1.io.port).write_volatile(port);
             run_field!(self.__bindgen_anon_1.io.count).write_volatile(count);
@@ -119,7 +166,12 @@ impl RunPage<'_> {
         self.set_exit_reason(uapi::KVM_EXIT_FAIL_ENTRY);
         // SAFETY: see `run_field!`; `fail_entry` is the member for this exit.
         unsafe {
-            run_field!(self.__bindgen_anon_1.fail_entry.hardware_entry_failure_reason).write_volatile(reason);
+            run_field!(
+                self.__bindgen_anon_1
+                    .fail_entry
+                    .hardware_entry_failure_reason
+            )
+            .write_volatile(reason);
             run_field!(self.__bindgen_anon_1.fail_entry.cpu).write_volatile(cpu);
         }
     }
@@ -224,7 +276,6 @@ struct VcpuState {
 }
 
 impl VcpuState {
-
     /// `kvm_vcpu_ready_for_interrupt_injection()` with a userspace irqchip.
     fn ready_for_interrupt(&self) -> bool {
         self.pending_irq.is_none() && self.arch.interrupt_allowed()
@@ -345,13 +396,21 @@ impl Vcpu {
         } else {
             st.host_since = sys::ktime_ns();
             let result = self.run_loop(&mut st, &run);
-            self.stats.add(VcpuStat::HostTimeNs, sys::ktime_ns().saturating_sub(st.host_since));
+            self.stats.add(
+                VcpuStat::HostTimeNs,
+                sys::ktime_ns().saturating_sub(st.host_since),
+            );
             result
         };
         let regs = st.arch.regs();
         let sregs = st.arch.sregs();
         let ready = st.ready_for_interrupt();
-        run.set_common(regs.rflags & x86::RFLAGS_IF != 0, ready, sregs.cr8, sregs.apic_base);
+        run.set_common(
+            regs.rflags & x86::RFLAGS_IF != 0,
+            ready,
+            sregs.cr8,
+            sregs.apic_base,
+        );
         result
     }
 
@@ -384,7 +443,8 @@ impl Vcpu {
             let want_window = run.request_interrupt_window() && !st.ready_for_interrupt();
             st.arch.set_irq_window(want_window);
             let entered = sys::ktime_ns();
-            self.stats.add(VcpuStat::HostTimeNs, entered.saturating_sub(st.host_since));
+            self.stats
+                .add(VcpuStat::HostTimeNs, entered.saturating_sub(st.host_since));
             let exit = {
                 let mmu = self.vm.mmu.lock();
                 let (root, tlb_epoch) = st.mmu.entry(&mmu, &st.arch.paging());
@@ -405,8 +465,21 @@ impl Vcpu {
             let (code, info1, info2) = st.arch.raw_exit();
             self.stats.exit_code(code);
             if crate::module_parameters::exit_trace.value() {
-                let outcome = if to_user { TO_USER | u64::from(run.exit_reason()) } else { 0 };
-                self.trace.record(ExitRecord { time_ns: exited, code, info1, info2, rip, guest_ns, outcome, seq: 0 });
+                let outcome = if to_user {
+                    TO_USER | u64::from(run.exit_reason())
+                } else {
+                    0
+                };
+                self.trace.record(ExitRecord {
+                    time_ns: exited,
+                    code,
+                    info1,
+                    info2,
+                    rip,
+                    guest_ns,
+                    outcome,
+                    seq: 0,
+                });
             }
             if let Next::User = next? {
                 return Ok(0);
@@ -456,13 +529,27 @@ impl Vcpu {
                     emulate::MovDrResult::NotEmulated => Ok(emulation_failed(&**arch, run)),
                 }
             }
-            Exit::Io { io: PortIo { port, input, size, string: false, .. }, next_rip } => {
+            Exit::Io {
+                io:
+                    PortIo {
+                        port,
+                        input,
+                        size,
+                        string: false,
+                        ..
+                    },
+                next_rip,
+            } => {
                 self.stats.inc(VcpuStat::IoExits);
                 if !input {
                     let data = arch.gpr(gpr::RAX).to_le_bytes();
                     PioPage(&self.pio_page).write(data.get(..usize::from(size)).unwrap_or(&data));
                 }
-                st.pending_io = Some(PendingIo { rip: arch.rip(), next_rip, input: input.then_some(size) });
+                st.pending_io = Some(PendingIo {
+                    rip: arch.rip(),
+                    next_rip,
+                    input: input.then_some(size),
+                });
                 run.set_io(input, size, port, 1);
                 Ok(Next::User)
             }
@@ -485,7 +572,10 @@ impl Vcpu {
                 let mut mmu = self.vm.mmu.lock();
                 let maxphyaddr = cpuid::maxphyaddr(&st.cpuid);
                 let paging = st.arch.paging();
-                let Some(fault) = st.mmu.page_fault(&mut mmu, &paging, maxphyaddr, addr, error)? else {
+                let Some(fault) = st
+                    .mmu
+                    .page_fault(&mut mmu, &paging, maxphyaddr, addr, error)?
+                else {
                     // A #PF intercept without shadow paging cannot happen.
                     return Ok(self.unexpected(st, run, st.arch.raw_exit()));
                 };
@@ -501,9 +591,13 @@ impl Vcpu {
                         self.stats.inc(VcpuStat::PfGuest);
                         Ok(self.reflect_page_fault(st, addr, code, run))
                     }
-                    PageFault::Mmio(gpa) => {
-                        self.mmio(st, &mmu.memory, gpa.0, Access::from_error_code(error).write, run)
-                    }
+                    PageFault::Mmio(gpa) => self.mmio(
+                        st,
+                        &mmu.memory,
+                        gpa.0,
+                        Access::from_error_code(error).write,
+                        run,
+                    ),
                 }
             }
             Exit::CrAccess => {
@@ -523,7 +617,8 @@ impl Vcpu {
             }
             Exit::Invlpg { reported } => {
                 self.stats.inc(VcpuStat::Invlpg);
-                let decoded = reported.or_else(|| emulate::invlpg(&self.vm.mmu.lock().memory, &*st.arch));
+                let decoded =
+                    reported.or_else(|| emulate::invlpg(&self.vm.mmu.lock().memory, &*st.arch));
                 match decoded {
                     Some((len, linear)) => {
                         st.mmu.invlpg(linear);
@@ -536,7 +631,10 @@ impl Vcpu {
             Exit::Cpuid => {
                 let (leaf, sub) = (arch.gpr(gpr::RAX) as u32, arch.gpr(gpr::RCX) as u32);
                 let out = cpuid::lookup(&st.cpuid, leaf, sub);
-                for (reg, value) in [gpr::RAX, gpr::RBX, gpr::RCX, gpr::RDX].into_iter().zip(out) {
+                for (reg, value) in [gpr::RAX, gpr::RBX, gpr::RCX, gpr::RDX]
+                    .into_iter()
+                    .zip(out)
+                {
                     arch.set_gpr(reg, u64::from(value));
                 }
                 arch.skip(2);
@@ -586,7 +684,10 @@ impl Vcpu {
                 Ok(Next::User)
             }
             Exit::StateLost => {
-                pr_warn!("vCPU {}: guest state lost (its VMCB held host state)\n", self.id);
+                pr_warn!(
+                    "vCPU {}: guest state lost (its VMCB held host state)\n",
+                    self.id
+                );
                 run.set_internal_error(KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, &[STATE_LOST]);
                 Ok(Next::User)
             }
@@ -594,7 +695,19 @@ impl Vcpu {
                 run.set_fail_entry(reason, arch.last_cpu());
                 Ok(Next::User)
             }
-            Exit::Io { io: PortIo { port, input, size, string: true, rep, addr_size, segment }, next_rip } => {
+            Exit::Io {
+                io:
+                    PortIo {
+                        port,
+                        input,
+                        size,
+                        string: true,
+                        rep,
+                        addr_size,
+                        segment,
+                    },
+                next_rip,
+            } => {
                 self.stats.inc(VcpuStat::IoExits);
                 let mmu = self.vm.mmu.lock();
                 let start = emulate::start_string_io(
@@ -613,7 +726,8 @@ impl Vcpu {
                     Some(StringStart::Exit(sio)) => {
                         if !input {
                             let bytes = (sio.count as usize).saturating_mul(usize::from(size));
-                            PioPage(&self.pio_page).write(st.io_buf.get(..bytes).unwrap_or(&st.io_buf));
+                            PioPage(&self.pio_page)
+                                .write(st.io_buf.get(..bytes).unwrap_or(&st.io_buf));
                         }
                         run.set_io(input, size, port, sio.count);
                         st.pending_string = Some(sio);
@@ -621,14 +735,21 @@ impl Vcpu {
                     }
                     None => {
                         let rip = arch.rip();
-                        run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[u64::from(port), rip]);
+                        run.set_internal_error(
+                            KVM_INTERNAL_ERROR_EMULATION,
+                            &[u64::from(port), rip],
+                        );
                         Ok(Next::User)
                     }
                 }
             }
-            Exit::RealModeException { vector, error, len } => self.real_mode_exception(st, vector, error, len, run),
+            Exit::RealModeException { vector, error, len } => {
+                self.real_mode_exception(st, vector, error, len, run)
+            }
             Exit::RealModeUnsupported => Ok(emulation_failed(&**arch, run)),
-            Exit::Unhandled(code, info1, info2) => Ok(self.unexpected(st, run, (code, info1, info2))),
+            Exit::Unhandled(code, info1, info2) => {
+                Ok(self.unexpected(st, run, (code, info1, info2)))
+            }
         }
     }
 
@@ -652,7 +773,9 @@ impl Vcpu {
             if let Some(insn) = insn {
                 let next_rip = st.arch.rip().wrapping_add(u64::from(insn.len));
                 let exit = match insn.op {
-                    V86Op::Int(v) if int_n == Some(v) => return Ok(self.real_mode_deliver(st, v, next_rip, run)),
+                    V86Op::Int(v) if int_n == Some(v) => {
+                        return Ok(self.real_mode_deliver(st, v, next_rip, run))
+                    }
                     _ if int_n.is_some() => None,
                     V86Op::Int(_) => None,
                     V86Op::Hlt => Some(Exit::Hlt),
@@ -667,7 +790,14 @@ impl Vcpu {
                     }
                     V86Op::LoadTable { idt, operand, op32 } => {
                         let mmu = self.vm.mmu.lock();
-                        if emulate::real_mode_load_table(&mmu.memory, &mut *st.arch, &operand, idt, op32, insn.len) {
+                        if emulate::real_mode_load_table(
+                            &mmu.memory,
+                            &mut *st.arch,
+                            &operand,
+                            idt,
+                            op32,
+                            insn.len,
+                        ) {
                             return Ok(Next::Reenter);
                         }
                         return Ok(emulation_failed(&*st.arch, run));
@@ -686,8 +816,19 @@ impl Vcpu {
 
     /// Delivers `vector` to a real-mode guest (`emulate::real_mode_interrupt`),
     /// or reports why it could not be.
-    fn real_mode_deliver(&self, st: &mut VcpuState, vector: u8, return_ip: u64, run: &RunPage<'_>) -> Next {
-        let delivery = emulate::real_mode_interrupt(&self.vm.mmu.lock().memory, &mut *st.arch, vector, return_ip);
+    fn real_mode_deliver(
+        &self,
+        st: &mut VcpuState,
+        vector: u8,
+        return_ip: u64,
+        run: &RunPage<'_>,
+    ) -> Next {
+        let delivery = emulate::real_mode_interrupt(
+            &self.vm.mmu.lock().memory,
+            &mut *st.arch,
+            vector,
+            return_ip,
+        );
         match delivery {
             RealModeDelivery::Delivered => Next::Reenter,
             RealModeDelivery::Shutdown => {
@@ -696,7 +837,10 @@ impl Vcpu {
                 Next::User
             }
             RealModeDelivery::NotRam => {
-                run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[u64::from(vector), return_ip]);
+                run.set_internal_error(
+                    KVM_INTERNAL_ERROR_EMULATION,
+                    &[u64::from(vector), return_ip],
+                );
                 Next::User
             }
         }
@@ -704,7 +848,12 @@ impl Vcpu {
 
     /// An exit rkvm has no handling for: `KVM_EXIT_INTERNAL_ERROR` with the
     /// raw exit code and information.
-    fn unexpected(&self, st: &VcpuState, run: &RunPage<'_>, (code, info1, info2): (u64, u64, u64)) -> Next {
+    fn unexpected(
+        &self,
+        st: &VcpuState,
+        run: &RunPage<'_>,
+        (code, info1, info2): (u64, u64, u64),
+    ) -> Next {
         run.set_internal_error(
             KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
             &[code, u64::from(st.arch.last_cpu()), info1, info2],
@@ -715,7 +864,14 @@ impl Vcpu {
     /// An access to guest physical address `gpa` that is not RAM: the
     /// instruction at RIP is decoded and the access handed to userspace as
     /// `KVM_EXIT_MMIO` (a load completes at the next `KVM_RUN`).
-    fn mmio(&self, st: &mut VcpuState, mem: &GuestMemory, gpa: u64, write: bool, run: &RunPage<'_>) -> Result<Next> {
+    fn mmio(
+        &self,
+        st: &mut VcpuState,
+        mem: &GuestMemory,
+        gpa: u64,
+        write: bool,
+        run: &RunPage<'_>,
+    ) -> Result<Next> {
         self.stats.inc(VcpuStat::MmioExits);
         self.stats.inc(VcpuStat::InsnEmulation);
         match emulate::start(mem, &mut *st.arch, write) {
@@ -737,7 +893,13 @@ impl Vcpu {
     /// it happened while delivering a page fault or a contributory
     /// exception, or a triple fault (shutdown) during a double fault. An
     /// external interrupt whose delivery it interrupted is queued again.
-    fn reflect_page_fault(&self, st: &mut VcpuState, addr: u64, code: u32, run: &RunPage<'_>) -> Next {
+    fn reflect_page_fault(
+        &self,
+        st: &mut VcpuState,
+        addr: u64,
+        code: u32,
+        run: &RunPage<'_>,
+    ) -> Next {
         let arch = &mut st.arch;
         match arch.take_event() {
             Some(Event::Exception(DF_VECTOR)) => {
@@ -749,7 +911,9 @@ impl Vcpu {
                 arch.inject_exception(DF_VECTOR, Some(0));
                 return Next::Reenter;
             }
-            Some(Event::Interrupt(vector)) if st.pending_irq.is_none() => st.pending_irq = Some(vector),
+            Some(Event::Interrupt(vector)) if st.pending_irq.is_none() => {
+                st.pending_irq = Some(vector)
+            }
             // A software interrupt or a benign exception happens again when
             // the instruction is executed again, after the page fault.
             _ => {}
@@ -760,14 +924,19 @@ impl Vcpu {
     }
 
     fn complete_io(&self, st: &mut VcpuState) {
-        let Some(io) = st.pending_io.take() else { return };
+        let Some(io) = st.pending_io.take() else {
+            return;
+        };
         let arch = &mut st.arch;
         if let Some(size) = io.input {
             let mut data = [0u8; 8];
             let n = usize::from(size).min(data.len());
             PioPage(&self.pio_page).read(&mut data[..n]);
             // IN to AL/AX keeps the rest of RAX; IN to EAX zero-extends.
-            let rax = Reg { index: gpr::RAX, high8: false };
+            let rax = Reg {
+                index: gpr::RAX,
+                high8: false,
+            };
             let merged = decode::write_reg(arch.gpr(gpr::RAX), rax, size, u64::from_le_bytes(data));
             arch.set_gpr(gpr::RAX, merged);
         }
@@ -813,7 +982,8 @@ impl Vcpu {
         if dbg.control & abi::GUEST_DEBUG_KVM & !abi::GUEST_DEBUG_VALID != 0 {
             return Err(EINVAL);
         }
-        let step = dbg.control & uapi::KVM_GUESTDBG_ENABLE != 0 && dbg.control & uapi::KVM_GUESTDBG_SINGLESTEP != 0;
+        let step = dbg.control & uapi::KVM_GUESTDBG_ENABLE != 0
+            && dbg.control & uapi::KVM_GUESTDBG_SINGLESTEP != 0;
         let mut st = self.state.lock();
         st.single_step = step;
         st.arch.set_single_step(step);
@@ -853,7 +1023,11 @@ impl Vcpu {
         let entries = abi::read_cpuid(arg)?;
         let mut st = self.state.lock();
         if st.has_run {
-            return if st.cpuid[..] == entries[..] { Ok(0) } else { Err(EINVAL) };
+            return if st.cpuid[..] == entries[..] {
+                Ok(0)
+            } else {
+                Err(EINVAL)
+            };
         }
         st.cpuid = entries;
         Ok(0)
@@ -888,11 +1062,15 @@ impl FdOps for Vcpu {
             abi::vcpu::SET_GUEST_DEBUG => this.set_guest_debug(arg),
             abi::vcpu::GET_MSRS => {
                 let st = this.state.lock();
-                abi::msr_io(arg, true, |e| read_msr(&*st.arch, e.index).map(|v| e.data = v).is_some())
+                abi::msr_io(arg, true, |e| {
+                    read_msr(&*st.arch, e.index).map(|v| e.data = v).is_some()
+                })
             }
             abi::vcpu::SET_MSRS => {
                 let mut st = this.state.lock();
-                let done = abi::msr_io(arg, false, |e| write_msr(&mut *st.arch, e.index, e.data, true));
+                let done = abi::msr_io(arg, false, |e| {
+                    write_msr(&mut *st.arch, e.index, e.data, true)
+                });
                 st.mmu.flush(Flush::All);
                 done
             }
@@ -908,12 +1086,19 @@ impl FdOps for Vcpu {
     fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         let pgoff = sys::vma_pgoff(vma);
         let pages = (vma.end() - vma.start()) / PAGE_SIZE;
-        if pgoff.checked_add(pages).is_none_or(|end| end > abi::VCPU_MMAP_PAGES) {
+        if pgoff
+            .checked_add(pages)
+            .is_none_or(|end| end > abi::VCPU_MMAP_PAGES)
+        {
             return Err(EINVAL);
         }
         let vma = vma.set_mixedmap();
         for i in 0..pages {
-            let page = if pgoff + i == 0 { &this.run_page } else { &this.pio_page };
+            let page = if pgoff + i == 0 {
+                &this.run_page
+            } else {
+                &this.pio_page
+            };
             vma.vm_insert_page(vma.start() + i * PAGE_SIZE, page)?;
         }
         Ok(())
@@ -931,7 +1116,10 @@ fn reload_pdptes(arch: &mut dyn ArchVcpu, mem: &GuestMemory) {
         return;
     }
     let mut table = [0u8; 32];
-    if mem.read(GuestPhys(p.cr3 & 0xffff_ffe0), &mut table).is_err() {
+    if mem
+        .read(GuestPhys(p.cr3 & 0xffff_ffe0), &mut table)
+        .is_err()
+    {
         return;
     }
     let mut pdptes = [0u64; 4];

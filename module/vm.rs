@@ -6,21 +6,44 @@ use kernel::{
     fs::File,
     new_mutex,
     prelude::*,
-    sync::{Arc, ArcBorrow, Mutex},
-    uaccess::{UserPtr, UserSlice},
+    sync::{
+        Arc,
+        ArcBorrow,
+        Mutex, //
+    },
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    }, //
 };
 
 use crate::{
-    abi::{self, uapi},
+    abi::{
+        self,
+        uapi, //
+    },
     backend,
-    fd::{self, FdOps},
-    mmu::{Mmu, MmuStats},
+    fd::{
+        self,
+        FdOps, //
+    },
+    mmu::{
+        Mmu,
+        MmuStats, //
+    },
     pure::memslot::Region,
     stats::StatsFile,
     stats::VcpuStats,
-    sys::{self, OwnerMm},
-    trace::{ExitTrace, VcpuDebugfs, VmDebugfs},
-    vcpu::Vcpu,
+    sys::{
+        self,
+        OwnerMm, //
+    },
+    trace::{
+        ExitTrace,
+        VcpuDebugfs,
+        VmDebugfs, //
+    },
+    vcpu::Vcpu, //
 };
 
 /// The vCPUs created so far, and what must be chosen before the first.
@@ -95,7 +118,12 @@ impl Vm {
     }
 
     /// The debugfs directory of a new vCPU, if the VM has one.
-    pub(crate) fn debugfs_vcpu(&self, id: u32, stats: Arc<VcpuStats>, trace: Arc<ExitTrace>) -> Option<VcpuDebugfs> {
+    pub(crate) fn debugfs_vcpu(
+        &self,
+        id: u32,
+        stats: Arc<VcpuStats>,
+        trace: Arc<ExitTrace>,
+    ) -> Option<VcpuDebugfs> {
         self.debugfs.lock().as_ref()?.vcpu(id, stats, trace).ok()
     }
 
@@ -118,7 +146,10 @@ impl Vm {
     /// (`KVM_CAP_RKVM_MMU`), before the first vCPU. Unknown capabilities,
     /// flags, and late or unknown choices are EINVAL, as in KVM.
     fn enable_cap(&self, arg: usize) -> Result<isize> {
-        use crate::pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
+        use crate::pure::ioctl::{
+            mmu_mode,
+            KVM_CAP_RKVM_MMU, //
+        };
         let cap: uapi::kvm_enable_cap = abi::read_arg(arg)?;
         if cap.cap != KVM_CAP_RKVM_MMU || cap.flags != 0 {
             return Err(EINVAL);
@@ -136,12 +167,19 @@ impl Vm {
     }
 
     /// The hardware state of a new vCPU.
-    pub(crate) fn new_arch_vcpu(&self, bsp: bool, shadow: bool) -> Result<KBox<dyn backend::ArchVcpu>> {
+    pub(crate) fn new_arch_vcpu(
+        &self,
+        bsp: bool,
+        shadow: bool,
+    ) -> Result<KBox<dyn backend::ArchVcpu>> {
         self.hw.new_vcpu(bsp, shadow)
     }
 
     fn create_vcpu(self: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {
-        let id = u32::try_from(id).ok().filter(|&id| id < abi::MAX_VCPU_ID).ok_or(EINVAL)?;
+        let id = u32::try_from(id)
+            .ok()
+            .filter(|&id| id < abi::MAX_VCPU_ID)
+            .ok_or(EINVAL)?;
         let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
         {
             let mut vcpus = self.vcpus.lock();
@@ -152,7 +190,7 @@ impl Vm {
             *slot |= bit;
         }
         let vm: Arc<Vm> = self.into();
-        let created = Vcpu::new(vm, id).and_then(|vcpu| fd::create(vcpu));
+        let created = Vcpu::new(vm, id).and_then(fd::create);
         match created {
             Ok(fd) => Ok(fd as isize),
             Err(e) => {
@@ -206,7 +244,11 @@ impl FdOps for Vm {
             // The VM's own MMU mode; the rest as on the system fd.
             abi::sys::CHECK_EXTENSION if arg == crate::pure::ioctl::KVM_CAP_RKVM_MMU as usize => {
                 use crate::pure::ioctl::mmu_mode;
-                Ok(if this.shadow_paging() { mmu_mode::SHADOW } else { mmu_mode::TDP } as isize)
+                Ok(if this.shadow_paging() {
+                    mmu_mode::SHADOW
+                } else {
+                    mmu_mode::TDP
+                } as isize)
             }
             abi::sys::CHECK_EXTENSION => Ok(abi::check_extension(arg) as isize),
             abi::vm::CREATE_VCPU => this.create_vcpu(arg),

@@ -18,6 +18,9 @@ LLVM_SUFFIX=-19
 KRUSTC=/usr/bin/rustc
 BINDGEN_ROOT=$RKVM_CACHE/bindgen-$BINDGEN_VERSION
 BINDGEN=$BINDGEN_ROOT/bin/bindgen
+# One rustfmt for module/ and the Cargo workspace (cargo fmt runs $RUSTFMT):
+# Debian's, of the same release as $KRUSTC.
+RUSTFMT=/usr/bin/rustfmt
 FRAGMENT=$RKVM_ROOT/tests/vm/kernel.config
 # The debug kernel: FRAGMENT, then this (KASAN, lockdep, kmemleak, ...).
 DEBUG_FRAGMENT=$RKVM_ROOT/tests/vm/kernel-debug.config

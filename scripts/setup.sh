@@ -8,8 +8,10 @@
 source "$(dirname "$0")/common.sh"
 
 PACKAGES=(
-    # Kernel toolchain: Debian's rustc (with its std sources) builds kernel and module.
-    rustc-web cargo-web rust-web-src clang-19 lld-19 llvm-19 libclang-19-dev
+    # Kernel toolchain: Debian's rustc (with its std sources) builds kernel and module;
+    # make lint: its clippy-driver lints the module (the kernel's CLIPPY=1), its
+    # rustfmt formats all Rust sources.
+    rustc-web cargo-web rust-web-src rust-web-clippy rustfmt-web clang-19 lld-19 llvm-19 libclang-19-dev
     flex bison bc libelf-dev libssl-dev cpio xz-utils make kmod gcc libc6-dev
     # Test VM: QEMU (AMD SVM under TCG) and Bochs (Intel VMX) with what Bochs boots from.
     busybox-static qemu-system-x86 bochs bochs-term bochsbios vgabios

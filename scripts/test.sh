@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# All tests: host unit tests, then the test VM under QEMU (AMD SVM), under
-# QEMU with the debug kernel (KASAN, lockdep, kmemleak: the reliability
-# suite) and under Bochs (Intel VMX). Ends with "N passed, N failed" and exits
-# non-zero on any failure. RKVM_TEST_FAIL=1 adds a test that fails on
-# purpose; RKVM_SKIP_BOCHS=1 and RKVM_SKIP_DEBUG=1 leave out those parts.
+# All tests: host unit tests, the style checks (scripts/lint.sh), then the
+# test VM under QEMU (AMD SVM), under QEMU with the debug kernel (KASAN,
+# lockdep, kmemleak: the reliability suite) and under Bochs (Intel VMX).
+# Ends with "N passed, N failed" and exits non-zero on any failure.
+# RKVM_TEST_FAIL=1 adds a test that fails on purpose; RKVM_SKIP_BOCHS=1 and
+# RKVM_SKIP_DEBUG=1 leave out those parts.
 source "$(dirname "$0")/common.sh"
 
 passed=0 failed=0 skipped=0
@@ -44,6 +45,18 @@ else
     grep -v '^ok:' "$RKVM_OUT/bench-report-self-test.log" | tail -n 20 || true
     record "host (bench report)" 0 1 0
 fi
+
+# The kernel's style (scripts/lint.sh): one count per check; a failed check
+# fails make test but does not keep the VM parts from running.
+log "lint (rustfmt, vertical imports, clippy, rkvm.ko with CLIPPY=1)"
+lint_log=$RKVM_OUT/lint.log
+set +e
+"$RKVM_ROOT/scripts/lint.sh" 2>&1 | tee "$lint_log"
+lint_status=${PIPESTATUS[0]}
+set -e
+read -r p f < <(awk '/^ok / { p++ } /^FAILED / { f++ } END { print p + 0, f + 0 }' "$lint_log")
+[[ $lint_status -ne 0 && $f -eq 0 ]] && f=1 # did not run
+record "lint (rustfmt, clippy)" "$p" "$f" 0
 
 "$RKVM_ROOT/scripts/build.sh" all || step_failed "build"
 

@@ -10,13 +10,24 @@ pub(crate) mod uapi;
 
 use kernel::{
     prelude::*,
-    transmute::{AsBytes, FromBytes},
-    uaccess::{UserPtr, UserSlice},
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    }, //
 };
 
 use crate::pure::{
     cpuid,
-    ioctl::{kvm_io, kvm_ior, kvm_iow, kvm_iowr},
+    ioctl::{
+        kvm_io,
+        kvm_ior,
+        kvm_iow,
+        kvm_iowr, //
+    }, //
 };
 
 /// `KVM_API_VERSION`: the only API version there has ever been.
@@ -42,14 +53,19 @@ pub(crate) mod sys {
 
 /// Requests on a VM fd.
 pub(crate) mod vm {
-    use super::{kvm_io, kvm_iow, uapi};
+    use super::{
+        kvm_io,
+        kvm_iow,
+        uapi, //
+    };
 
     /// `KVM_CREATE_VCPU`: `_IO(KVMIO, 0x41)`.
     pub(crate) const CREATE_VCPU: u32 = kvm_io(0x41);
     /// `KVM_GET_DIRTY_LOG`: `_IOW(KVMIO, 0x42, struct kvm_dirty_log)`.
     pub(crate) const GET_DIRTY_LOG: u32 = kvm_iow::<uapi::kvm_dirty_log>(0x42);
     /// `KVM_SET_USER_MEMORY_REGION`: `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
-    pub(crate) const SET_USER_MEMORY_REGION: u32 = kvm_iow::<uapi::kvm_userspace_memory_region>(0x46);
+    pub(crate) const SET_USER_MEMORY_REGION: u32 =
+        kvm_iow::<uapi::kvm_userspace_memory_region>(0x46);
     /// `KVM_SET_TSS_ADDR`: `_IO(KVMIO, 0x47)`.
     pub(crate) const SET_TSS_ADDR: u32 = kvm_io(0x47);
     /// `KVM_GET_STATS_FD`: `_IO(KVMIO, 0xce)` (also on a vCPU fd).
@@ -60,7 +76,12 @@ pub(crate) mod vm {
 
 /// Requests on a vCPU fd.
 pub(crate) mod vcpu {
-    use super::{kvm_io, kvm_ior, kvm_iow, uapi};
+    use super::{
+        kvm_io,
+        kvm_ior,
+        kvm_iow,
+        uapi, //
+    };
 
     /// `KVM_RUN`: `_IO(KVMIO, 0x80)`.
     pub(crate) const RUN: u32 = kvm_io(0x80);
@@ -209,7 +230,10 @@ pub(crate) fn msr_io(
 /// The `count` elements of type `T` that follow a `header`-byte struct at
 /// `arg` (the flexible arrays of `kvm_cpuid2`, `kvm_msrs`, `kvm_msr_list`).
 fn trailing<T>(arg: usize, header: usize, count: usize) -> UserSlice {
-    UserSlice::new(UserPtr::from_addr(arg).wrapping_byte_add(header), count * core::mem::size_of::<T>())
+    UserSlice::new(
+        UserPtr::from_addr(arg).wrapping_byte_add(header),
+        count * core::mem::size_of::<T>(),
+    )
 }
 
 impl From<&uapi::kvm_cpuid_entry2> for cpuid::Entry {
@@ -275,12 +299,16 @@ pub(crate) fn write_cpuid(arg: usize, entries: &[cpuid::Entry]) -> Result {
 
 /// Reads an ioctl's argument struct from user memory.
 pub(crate) fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
-    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).reader().read::<T>()
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>())
+        .reader()
+        .read::<T>()
 }
 
 /// Writes an ioctl's result struct to user memory.
 pub(crate) fn write_arg<T: AsBytes>(arg: usize, value: &T) -> Result {
-    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).writer().write(value)
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>())
+        .writer()
+        .write(value)
 }
 
 /// The capabilities rkvm implements, with the value `KVM_CHECK_EXTENSION`
@@ -295,7 +323,10 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_NR_VCPUS, MAX_VCPUS as i32),
     (uapi::KVM_CAP_MAX_VCPUS, MAX_VCPUS as i32),
     (uapi::KVM_CAP_MAX_VCPU_ID, MAX_VCPU_ID as i32),
-    (uapi::KVM_CAP_NR_MEMSLOTS, crate::pure::memslot::USER_MEM_SLOTS as i32),
+    (
+        uapi::KVM_CAP_NR_MEMSLOTS,
+        crate::pure::memslot::USER_MEM_SLOTS as i32,
+    ),
     (uapi::KVM_CAP_READONLY_MEM, 1),
     (uapi::KVM_CAP_EXT_CPUID, 1),
     (uapi::KVM_CAP_SET_GUEST_DEBUG, 1),
@@ -320,7 +351,10 @@ pub(crate) const GUEST_DEBUG_KVM: u32 = GUEST_DEBUG_VALID
 
 /// `KVM_CHECK_EXTENSION`: the argument is a `long` capability number.
 pub(crate) fn check_extension(cap: usize) -> i32 {
-    use crate::pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
+    use crate::pure::ioctl::{
+        mmu_mode,
+        KVM_CAP_RKVM_MMU, //
+    };
     // The MMU modes: both backends have both.
     if cap == KVM_CAP_RKVM_MMU as usize {
         return (mmu_mode::TDP | mmu_mode::SHADOW) as i32;

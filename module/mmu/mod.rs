@@ -21,19 +21,36 @@ pub(crate) mod tdp;
 
 use core::sync::atomic::AtomicU64;
 
-use kernel::{page::Page, prelude::*, sync::Arc};
-
-use crate::{
-    memory::{Backing, GuestMemory},
-    pure::{
-        memslot::Region,
-        paging::{GuestPhys, HostPhys, TdpFormat},
-        shadow::{Flush, GuestPaging},
-    },
-    sys,
+use kernel::{
+    page::Page,
+    prelude::*,
+    sync::Arc, //
 };
 
-use shadow::{PageFault, Shadow};
+use crate::{
+    memory::{
+        Backing,
+        GuestMemory, //
+    },
+    pure::{
+        memslot::Region,
+        paging::{
+            GuestPhys,
+            HostPhys,
+            TdpFormat, //
+        },
+        shadow::{
+            Flush,
+            GuestPaging, //
+        }, //
+    },
+    sys, //
+};
+
+use shadow::{
+    PageFault,
+    Shadow, //
+};
 
 /// What one vCPU enters the guest with: the VM's nested page table, or its
 /// own shadow page table. The run loop talks to the MMU through this alone.
@@ -47,7 +64,11 @@ pub(crate) enum VcpuMmu {
 
 impl VcpuMmu {
     pub(crate) fn new(shadow: bool) -> Result<Self> {
-        Ok(if shadow { VcpuMmu::Shadow(Shadow::new()?) } else { VcpuMmu::Tdp })
+        Ok(if shadow {
+            VcpuMmu::Shadow(Shadow::new()?)
+        } else {
+            VcpuMmu::Tdp
+        })
     }
 
     /// The root of the table to enter the guest with, and the TLB epoch
@@ -93,7 +114,9 @@ impl VcpuMmu {
     ) -> Result<Option<PageFault>> {
         match self {
             VcpuMmu::Tdp => Ok(None),
-            VcpuMmu::Shadow(shadow) => shadow.page_fault(&mut vm.memory, paging, maxphyaddr, addr, error).map(Some),
+            VcpuMmu::Shadow(shadow) => shadow
+                .page_fault(&mut vm.memory, paging, maxphyaddr, addr, error)
+                .map(Some),
         }
     }
 }
@@ -152,8 +175,19 @@ pub(crate) enum Fault {
 
 impl Mmu {
     pub(crate) fn new(format: TdpFormat) -> Result<Self> {
-        let stats = Arc::new(MmuStats { pages_4k: AtomicU64::new(0), pages_2m: AtomicU64::new(0) }, GFP_KERNEL)?;
-        Ok(Mmu { memory: GuestMemory::new(), tdp: tdp::Tdp::new(format, stats.clone())?, stats, tlb_epoch: 0 })
+        let stats = Arc::new(
+            MmuStats {
+                pages_4k: AtomicU64::new(0),
+                pages_2m: AtomicU64::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        Ok(Mmu {
+            memory: GuestMemory::new(),
+            tdp: tdp::Tdp::new(format, stats.clone())?,
+            stats,
+            tlb_epoch: 0,
+        })
     }
 
     /// See `ArchVcpu::run`.

@@ -31,15 +31,34 @@
 
 use kernel::prelude::*;
 
-use super::{entries, Table};
+use super::{
+    entries,
+    Table, //
+};
 use crate::{
-    memory::{Backing, GuestMemory},
-    pure::{
-        paging::{GuestPhys, HostPhys, Pte, LARGE_PAGE_SIZE},
-        shadow::{self, Flush, GuestPaging},
-        walk::{self, Access, Walk},
+    memory::{
+        Backing,
+        GuestMemory, //
     },
-    sys::LowPage,
+    pure::{
+        paging::{
+            GuestPhys,
+            HostPhys,
+            Pte,
+            LARGE_PAGE_SIZE, //
+        },
+        shadow::{
+            self,
+            Flush,
+            GuestPaging, //
+        },
+        walk::{
+            self,
+            Access,
+            Walk, //
+        }, //
+    },
+    sys::LowPage, //
 };
 
 /// A software bit (ignored by the processor) in the entry that points at a
@@ -90,7 +109,14 @@ pub(crate) struct Shadow {
 
 impl Shadow {
     pub(crate) fn new() -> Result<Self> {
-        Ok(Shadow { root: LowPage::alloc()?, levels: 3, tables: KVec::new(), local: [0; 8], vm_epoch: 0, flushes: 0 })
+        Ok(Shadow {
+            root: LowPage::alloc()?,
+            levels: 3,
+            tables: KVec::new(),
+            local: [0; 8],
+            vm_epoch: 0,
+            flushes: 0,
+        })
     }
 
     /// The root for an entry in a guest with `paging`, emptied first if the
@@ -124,7 +150,8 @@ impl Shadow {
             }
             Flush::NonGlobal => {
                 let local = self.local;
-                let is_local = |i: usize| local.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+                let is_local =
+                    |i: usize| local.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
                 for (i, entry) in root.iter_mut().enumerate() {
                     if is_local(i) {
                         *entry = 0;
@@ -150,10 +177,18 @@ impl Shadow {
         let access = Access::from_error_code(error);
         let read = |gpa: u64, size: u8| {
             let mut b = [0u8; 8];
-            mem.read(GuestPhys(gpa), b.get_mut(..usize::from(size))?).ok()?;
+            mem.read(GuestPhys(gpa), b.get_mut(..usize::from(size))?)
+                .ok()?;
             Some(u64::from_le_bytes(b))
         };
-        let walked = match walk::walk(paging.mode(), paging.cr3, linear, access, paging.controls(maxphyaddr), read) {
+        let walked = match walk::walk(
+            paging.mode(),
+            paging.cr3,
+            linear,
+            access,
+            paging.controls(maxphyaddr),
+            read,
+        ) {
             Ok(w) => w,
             Err(code) => return Ok(PageFault::Guest(code)),
         };
@@ -161,7 +196,10 @@ impl Shadow {
         // in a read-only slot keeps its bits clear (the write is dropped).
         for u in walked.updates.iter().flatten() {
             let bytes = u.value.to_le_bytes();
-            let _ = mem.write(GuestPhys(u.gpa), bytes.get(..usize::from(u.size)).unwrap_or(&bytes));
+            let _ = mem.write(
+                GuestPhys(u.gpa),
+                bytes.get(..usize::from(u.size)).unwrap_or(&bytes),
+            );
         }
         let gpa = GuestPhys(walked.gpa);
         match mem.backing(GuestPhys(gpa.0 & !0xfff), access.write)? {
@@ -170,9 +208,16 @@ impl Shadow {
                 let global = shadow::global(paging, walked.global);
                 let big = walked.page_size > LARGE_PAGE_SIZE;
                 let generation = self.flushes;
-                let table = self.map(linear, shadow::leaf(page, &walked, access, host_writable), global, big)?;
+                let table = self.map(
+                    linear,
+                    shadow::leaf(page, &walked, access, host_writable),
+                    global,
+                    big,
+                )?;
                 self.prefetch(mem, paging, maxphyaddr, linear, &walked, table);
-                Ok(PageFault::Fixed { emptied: self.flushes != generation })
+                Ok(PageFault::Fixed {
+                    emptied: self.flushes != generation,
+                })
             }
         }
     }
@@ -183,7 +228,11 @@ impl Shadow {
     /// whole 1 GiB where a larger guest page was mapped.
     pub(crate) fn invlpg(&mut self, linear: u64) {
         let index = |level: u32| ((linear >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
-        let top = if self.levels == 3 { ((linear >> 30) & 3) as usize } else { index(4) };
+        let top = if self.levels == 3 {
+            ((linear >> 30) & 3) as usize
+        } else {
+            index(4)
+        };
         // SAFETY: the root and the tables its entries point to belong to
         // `self`, borrowed mutably.
         let mut upper = unsafe { &mut entries(self.root.phys())[top] };
@@ -222,7 +271,15 @@ impl Shadow {
     /// the guest touched them before. So after a process switch emptied the
     /// shadow table, or an INVLPG a 2 MiB of it, one fault brings back the
     /// pages around it, not one.
-    fn prefetch(&mut self, mem: &mut GuestMemory, paging: &GuestPaging, maxphyaddr: u32, linear: u64, walked: &Walk, table: Leaves) {
+    fn prefetch(
+        &mut self,
+        mem: &mut GuestMemory,
+        paging: &GuestPaging,
+        maxphyaddr: u32,
+        linear: u64,
+        walked: &Walk,
+        table: Leaves,
+    ) {
         /// Guest entries read at a time.
         const CHUNK: usize = 64;
         /// The block around the fault whose pages may be pinned now.
@@ -259,7 +316,9 @@ impl Shadow {
         match walked.leaf_table {
             None => {
                 for index in 0..512 {
-                    if let Some(leaf) = shadow::same_page(walked, linear, span + ((index as u64) << 12)) {
+                    if let Some(leaf) =
+                        shadow::same_page(walked, linear, span + ((index as u64) << 12))
+                    {
                         local |= fill(mem, index, &leaf);
                     }
                 }
@@ -272,14 +331,21 @@ impl Shadow {
                 for chunk in 0..512 / CHUNK {
                     let mut buf = [0u8; CHUNK * 8];
                     let at = t.gpa + ((first + chunk * CHUNK) * size) as u64;
-                    let Some(dest) = buf.get_mut(..CHUNK * size) else { break };
+                    let Some(dest) = buf.get_mut(..CHUNK * size) else {
+                        break;
+                    };
                     if mem.read(GuestPhys(at), dest).is_err() {
                         break;
                     }
                     for (i, raw) in dest.chunks_exact(size).enumerate() {
                         let mut word = [0u8; 8];
                         word[..size].copy_from_slice(raw);
-                        if let Some(leaf) = walk::neighbour(u64::from_le_bytes(word), t.entry_size, walked.upper, ctl) {
+                        if let Some(leaf) = walk::neighbour(
+                            u64::from_le_bytes(word),
+                            t.entry_size,
+                            walked.upper,
+                            ctl,
+                        ) {
                             local |= fill(mem, chunk * CHUNK + i, &leaf);
                         }
                     }
@@ -308,7 +374,11 @@ impl Shadow {
         let index = |level: u32| ((linear >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
         let root = self.root.phys();
         // The four PDPTEs of PAE paging cover the 32-bit linear address space.
-        let top = if self.levels == 3 { ((linear >> 30) & 3) as usize } else { index(4) };
+        let top = if self.levels == 3 {
+            ((linear >> 30) & 3) as usize
+        } else {
+            index(4)
+        };
         let mut upper = (root, top);
         let mut table = self.next_table(root, top, self.levels == 3, top)?;
         if self.levels == 4 {
@@ -331,7 +401,13 @@ impl Shadow {
     /// The table entry `index` of `table` points to, created if empty
     /// (`pdpte`: as a legacy PAE PDPTE, with no permission bits) as a table
     /// of root entry `top`.
-    fn next_table(&mut self, table: HostPhys, index: usize, pdpte: bool, top: usize) -> Result<HostPhys> {
+    fn next_table(
+        &mut self,
+        table: HostPhys,
+        index: usize,
+        pdpte: bool,
+        top: usize,
+    ) -> Result<HostPhys> {
         // SAFETY: `table` is the root or a table of this shadow, borrowed
         // mutably.
         let entry = Pte(unsafe { entries(table)[index & 0x1ff] });
@@ -341,7 +417,11 @@ impl Shadow {
         let new = Table::new()?;
         let pa = new.phys();
         self.tables.push((top, new), GFP_KERNEL)?;
-        let entry = if pdpte { Pte::pdpte(pa) } else { Pte::table(pa) };
+        let entry = if pdpte {
+            Pte::pdpte(pa)
+        } else {
+            Pte::table(pa)
+        };
         // SAFETY: as above.
         unsafe { entries(table)[index & 0x1ff] = entry.0 };
         Ok(pa)

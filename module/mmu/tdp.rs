@@ -8,10 +8,23 @@
 
 use core::sync::atomic::Ordering;
 
-use kernel::{prelude::*, sync::Arc};
+use kernel::{
+    prelude::*,
+    sync::Arc, //
+};
 
-use super::{entries, MmuStats, Table};
-use crate::pure::paging::{GuestPhys, HostPhys, Pte, TdpFormat, PAGES_PER_LARGE};
+use super::{
+    entries,
+    MmuStats,
+    Table, //
+};
+use crate::pure::paging::{
+    GuestPhys,
+    HostPhys,
+    Pte,
+    TdpFormat,
+    PAGES_PER_LARGE, //
+};
 
 pub(crate) struct Tdp {
     /// NPT or EPT entries.
@@ -25,7 +38,12 @@ pub(crate) struct Tdp {
 
 impl Tdp {
     pub(crate) fn new(format: TdpFormat, stats: Arc<MmuStats>) -> Result<Self> {
-        Ok(Tdp { format, root: Table::new()?, tables: KVec::new(), stats })
+        Ok(Tdp {
+            format,
+            root: Table::new()?,
+            tables: KVec::new(),
+            stats,
+        })
     }
 
     pub(crate) fn root(&self) -> HostPhys {
@@ -60,7 +78,9 @@ impl Tdp {
                 *e = entry.split(i as u64).0;
             }
             self.stats.pages_2m.fetch_sub(1, Ordering::Relaxed);
-            self.stats.pages_4k.fetch_add(PAGES_PER_LARGE, Ordering::Relaxed);
+            self.stats
+                .pages_4k
+                .fetch_add(PAGES_PER_LARGE, Ordering::Relaxed);
         }
         self.tables.push(new, GFP_KERNEL)?;
         // SAFETY: as above.
@@ -86,7 +106,12 @@ impl Tdp {
 
     /// Maps the 2 MiB-aligned range at `gpa` to the 2 MiB-aligned `hpa`
     /// with one leaf, if nothing of it is mapped yet; returns whether it did.
-    pub(crate) fn map_large(&mut self, gpa: GuestPhys, hpa: HostPhys, writable: bool) -> Result<bool> {
+    pub(crate) fn map_large(
+        &mut self,
+        gpa: GuestPhys,
+        hpa: HostPhys,
+        writable: bool,
+    ) -> Result<bool> {
         let directory = self.directory(gpa)?;
         // SAFETY: as in `map`.
         let e = unsafe { &mut entries(directory)[gpa.index(2)] };

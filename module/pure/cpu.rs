@@ -168,22 +168,28 @@ impl VirtFeatures {
     pub fn decode(raw: &RawCpu) -> Self {
         let svm = raw.ext1_ecx & CPUID_80000001_ECX_SVM != 0;
         // Fn8000_000A is only meaningful when SVM is reported.
-        let svm_edx = if svm && raw.max_ext_leaf >= RawCpu::SVM_LEAF { raw.svm_edx } else { 0 };
+        let svm_edx = if svm && raw.max_ext_leaf >= RawCpu::SVM_LEAF {
+            raw.svm_edx
+        } else {
+            0
+        };
         let vmx = raw.leaf1_ecx & CPUID1_ECX_VMX != 0;
 
         // Secondary controls exist only if the primary "activate secondary
         // controls" bit may be set.
         let secondary: Option<u32> = match (vmx, raw.procbased, raw.procbased2) {
             (false, _, _) => Some(0),
-            (true, Some(p), Some(p2)) if allowed1(p) & PROCBASED_SECONDARY != 0 => Some(allowed1(p2)),
+            (true, Some(p), Some(p2)) if allowed1(p) & PROCBASED_SECONDARY != 0 => {
+                Some(allowed1(p2))
+            }
             (true, Some(p), _) if allowed1(p) & PROCBASED_SECONDARY == 0 => Some(0),
             _ => None,
         };
         let sec = |bit: u32| secondary.map_or(Avail::Unknown, |s| Avail::from_bool(s & bit != 0));
         let ept = match (sec(procbased2::EPT), raw.ept_vpid_cap) {
-            (Avail::Yes, Some(cap)) => {
-                Avail::from_bool(cap & ept_cap::WALK_LENGTH_4 != 0 && cap & ept_cap::MEMTYPE_WB != 0)
-            }
+            (Avail::Yes, Some(cap)) => Avail::from_bool(
+                cap & ept_cap::WALK_LENGTH_4 != 0 && cap & ept_cap::MEMTYPE_WB != 0,
+            ),
             (Avail::Yes, None) => Avail::Unknown,
             (other, _) => other,
         };
@@ -317,7 +323,8 @@ mod tests {
             feature_control: Some(FEATURE_CONTROL_LOCKED | FEATURE_CONTROL_VMX_OUTSIDE_SMX),
             procbased: Some((PROCBASED_SECONDARY as u64) << 32),
             procbased2: Some(
-                ((procbased2::EPT | procbased2::VPID | procbased2::UNRESTRICTED_GUEST) as u64) << 32,
+                ((procbased2::EPT | procbased2::VPID | procbased2::UNRESTRICTED_GUEST) as u64)
+                    << 32,
             ),
             ept_vpid_cap: Some(ept_cap::WALK_LENGTH_4 | ept_cap::MEMTYPE_WB | ept_cap::PAGE_2M),
             ..Default::default()
@@ -374,7 +381,10 @@ mod tests {
         let f = VirtFeatures::decode(&bochs_haswell());
         assert!(f.vmx && !f.svm);
         assert_eq!(f.vmx_disabled, Avail::No);
-        assert_eq!((f.ept, f.ept_2m, f.vpid, f.unrestricted_guest), (Avail::Yes, Avail::Yes, Avail::Yes, Avail::Yes));
+        assert_eq!(
+            (f.ept, f.ept_2m, f.vpid, f.unrestricted_guest),
+            (Avail::Yes, Avail::Yes, Avail::Yes, Avail::Yes)
+        );
         assert_eq!(f.usable_backend(), Some("vmx"));
     }
 
@@ -392,7 +402,10 @@ mod tests {
         let mut raw = bochs_haswell();
         raw.procbased = Some(0);
         let f = VirtFeatures::decode(&raw);
-        assert_eq!((f.ept, f.vpid, f.unrestricted_guest), (Avail::No, Avail::No, Avail::No));
+        assert_eq!(
+            (f.ept, f.vpid, f.unrestricted_guest),
+            (Avail::No, Avail::No, Avail::No)
+        );
     }
 
     #[test]
@@ -412,7 +425,10 @@ mod tests {
         raw.feature_control = None;
         let f = VirtFeatures::decode(&raw);
         assert_eq!(f.vmx_disabled, Avail::Unknown);
-        assert_eq!((f.ept, f.vpid, f.unrestricted_guest), (Avail::Unknown, Avail::Unknown, Avail::Unknown));
+        assert_eq!(
+            (f.ept, f.vpid, f.unrestricted_guest),
+            (Avail::Unknown, Avail::Unknown, Avail::Unknown)
+        );
         assert_eq!(f.usable_backend(), None);
     }
 }

@@ -31,7 +31,9 @@ pub struct Entry {
 /// Leaf 1 EDX bits rkvm's guests may see: FPU VME DE PSE TSC MSR PAE CX8 SEP
 /// PGE CMOV PAT PSE36 CLFSH MMX FXSR SSE SSE2. Left out: MCE/MCA and MTRR
 /// (their MSRs are not emulated), APIC (no in-kernel local APIC), HTT.
-const LEAF1_EDX: u32 = bits(&[0, 1, 2, 3, 4, 5, 6, 8, 11, 13, 15, 16, 17, 19, 23, 24, 25, 26]);
+const LEAF1_EDX: u32 = bits(&[
+    0, 1, 2, 3, 4, 5, 6, 8, 11, 13, 15, 16, 17, 19, 23, 24, 25, 26,
+]);
 /// Leaf 1 ECX: SSE3 PCLMULQDQ SSSE3 CX16 SSE4.1 SSE4.2 MOVBE POPCNT AES
 /// RDRAND. Left out: MONITOR (intercepted), VMX, FMA, PCID, x2APIC,
 /// TSC-deadline, XSAVE/OSXSAVE/AVX/F16C (guest XCR0 is not switched).
@@ -66,21 +68,41 @@ fn le(b: &[u8]) -> u32 {
 /// The supported leaves, from the host's CPUID (`host(leaf, subleaf)` gives
 /// EAX, EBX, ECX, EDX). Returns the entries and how many are used.
 pub fn supported(host: impl Fn(u32, u32) -> [u32; 4]) -> ([Entry; 12], usize) {
-    let mut t = Table { out: [Entry::default(); 12], n: 0 };
+    let mut t = Table {
+        out: [Entry::default(); 12],
+        n: 0,
+    };
     let max_basic = host(0, 0)[0].min(7);
     let h0 = host(0, 0);
     t.push(0, 0, [max_basic, h0[1], h0[2], h0[3]]);
     if max_basic >= 1 {
         let h = host(1, 0);
         // Keep family/model/stepping and the CLFLUSH line size.
-        t.push(1, 0, [h[0], h[1] & 0xff00, (h[2] & LEAF1_ECX) | HYPERVISOR, h[3] & LEAF1_EDX]);
+        t.push(
+            1,
+            0,
+            [
+                h[0],
+                h[1] & 0xff00,
+                (h[2] & LEAF1_ECX) | HYPERVISOR,
+                h[3] & LEAF1_EDX,
+            ],
+        );
     }
     if max_basic >= 7 {
         let h = host(7, 0);
         t.push(7, FLAG_SIGNIFICANT_INDEX, [0, h[1] & LEAF7_EBX, 0, 0]);
     }
-    let sig = [le(&SIGNATURE[0..4]), le(&SIGNATURE[4..8]), le(&SIGNATURE[8..12])];
-    t.push(HYPERVISOR_LEAF, 0, [HYPERVISOR_LEAF, sig[0], sig[1], sig[2]]);
+    let sig = [
+        le(&SIGNATURE[0..4]),
+        le(&SIGNATURE[4..8]),
+        le(&SIGNATURE[8..12]),
+    ];
+    t.push(
+        HYPERVISOR_LEAF,
+        0,
+        [HYPERVISOR_LEAF, sig[0], sig[1], sig[2]],
+    );
     let max_ext = host(0x8000_0000, 0)[0].min(0x8000_0008);
     if max_ext >= 0x8000_0000 {
         t.push(0x8000_0000, 0, [max_ext, 0, 0, 0]);
@@ -109,7 +131,15 @@ struct Table {
 impl Table {
     fn push(&mut self, function: u32, flags: u32, r: [u32; 4]) {
         if let Some(e) = self.out.get_mut(self.n) {
-            *e = Entry { function, index: 0, flags, eax: r[0], ebx: r[1], ecx: r[2], edx: r[3] };
+            *e = Entry {
+                function,
+                index: 0,
+                flags,
+                eax: r[0],
+                ebx: r[1],
+                ecx: r[2],
+                edx: r[3],
+            };
             self.n += 1;
         }
     }
@@ -120,7 +150,9 @@ impl Table {
 pub fn lookup(entries: &[Entry], function: u32, index: u32) -> [u32; 4] {
     entries
         .iter()
-        .find(|e| e.function == function && (e.flags & FLAG_SIGNIFICANT_INDEX == 0 || e.index == index))
+        .find(|e| {
+            e.function == function && (e.flags & FLAG_SIGNIFICANT_INDEX == 0 || e.index == index)
+        })
         .map_or([0; 4], |e| [e.eax, e.ebx, e.ecx, e.edx])
 }
 
@@ -166,15 +198,35 @@ mod tests {
         assert_eq!(ext1[2] & (1 << 2), 0, "no SVM for the guest");
         assert_eq!(lookup(e, 0x8000_0000, 0)[0], 0x8000_0008);
         let sig = lookup(e, HYPERVISOR_LEAF, 0);
-        assert_eq!(&[sig[1].to_le_bytes(), sig[2].to_le_bytes(), sig[3].to_le_bytes()].concat(), SIGNATURE);
+        assert_eq!(
+            &[
+                sig[1].to_le_bytes(),
+                sig[2].to_le_bytes(),
+                sig[3].to_le_bytes()
+            ]
+            .concat(),
+            SIGNATURE
+        );
         assert_eq!(maxphyaddr(e), 0x30);
     }
 
     #[test]
     fn lookup_honours_the_index_flag() {
         let t = [
-            Entry { function: 7, index: 0, flags: FLAG_SIGNIFICANT_INDEX, ebx: 1, ..Default::default() },
-            Entry { function: 2, index: 5, flags: 0, eax: 9, ..Default::default() },
+            Entry {
+                function: 7,
+                index: 0,
+                flags: FLAG_SIGNIFICANT_INDEX,
+                ebx: 1,
+                ..Default::default()
+            },
+            Entry {
+                function: 2,
+                index: 5,
+                flags: 0,
+                eax: 9,
+                ..Default::default()
+            },
         ];
         assert_eq!(lookup(&t, 7, 0)[1], 1);
         assert_eq!(lookup(&t, 7, 1), [0; 4]);

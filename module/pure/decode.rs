@@ -218,12 +218,21 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
     // An 8-bit register: with any REX prefix, 4-7 are SPL..DIL, else AH..BH.
     let reg8 = |index: u8| {
         if rex == 0 && (4..8).contains(&index) {
-            Reg { index: index - 4, high8: true }
+            Reg {
+                index: index - 4,
+                high8: true,
+            }
         } else {
-            Reg { index, high8: false }
+            Reg {
+                index,
+                high8: false,
+            }
         }
     };
-    let full = |index: u8| Reg { index, high8: false };
+    let full = |index: u8| Reg {
+        index,
+        high8: false,
+    };
 
     let (size, op) = match op {
         0x88 | 0x89 | 0x8a | 0x8b | 0xc6 | 0xc7 | 0x63 => {
@@ -231,16 +240,40 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
             match op {
                 0x88 => (1, Op::StoreReg(reg8(reg))),
                 0x89 => (operand_size, Op::StoreReg(full(reg))),
-                0x8a => (1, Op::Load { dst: reg8(reg), dst_size: 1, extend: Extend::None }),
-                0x8b => (operand_size, Op::Load { dst: full(reg), dst_size: operand_size, extend: Extend::None }),
+                0x8a => (
+                    1,
+                    Op::Load {
+                        dst: reg8(reg),
+                        dst_size: 1,
+                        extend: Extend::None,
+                    },
+                ),
+                0x8b => (
+                    operand_size,
+                    Op::Load {
+                        dst: full(reg),
+                        dst_size: operand_size,
+                        extend: Extend::None,
+                    },
+                ),
                 0x63 if mode == Mode::Bits64 => {
                     let size = operand_size.min(4);
-                    (size, Op::Load { dst: full(reg), dst_size: operand_size, extend: Extend::Sign })
+                    (
+                        size,
+                        Op::Load {
+                            dst: full(reg),
+                            dst_size: operand_size,
+                            extend: Extend::Sign,
+                        },
+                    )
                 }
                 0xc6 if reg & 7 == 0 => (1, Op::StoreImm(c.imm(1)?)),
                 0xc7 if reg & 7 == 0 => {
                     let imm = c.imm(operand_size.min(4))?;
-                    (operand_size, Op::StoreImm(sign_extend(imm, operand_size.min(4))))
+                    (
+                        operand_size,
+                        Op::StoreImm(sign_extend(imm, operand_size.min(4))),
+                    )
                 }
                 _ => return Err(Unsupported::Opcode),
             }
@@ -253,15 +286,33 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
                 _ => return Err(Unsupported::Opcode),
             };
             let reg = modrm(&mut c, rex, addr_size)?;
-            let extend = if op2 & 8 != 0 { Extend::Sign } else { Extend::Zero };
-            (size, Op::Load { dst: full(reg), dst_size: operand_size, extend })
+            let extend = if op2 & 8 != 0 {
+                Extend::Sign
+            } else {
+                Extend::Zero
+            };
+            (
+                size,
+                Op::Load {
+                    dst: full(reg),
+                    dst_size: operand_size,
+                    extend,
+                },
+            )
         }
         0xa0..=0xa3 => {
             c.skip(usize::from(addr_size))?;
             let size = if op & 1 == 0 { 1 } else { operand_size };
             let rax = full(0);
             if op & 2 == 0 {
-                (size, Op::Load { dst: rax, dst_size: size, extend: Extend::None })
+                (
+                    size,
+                    Op::Load {
+                        dst: rax,
+                        dst_size: size,
+                        extend: Extend::None,
+                    },
+                )
             } else {
                 (size, Op::StoreReg(rax))
             }
@@ -270,11 +321,18 @@ pub fn decode(bytes: &[u8], mode: Mode) -> Result<Insn, Unsupported> {
             if rep {
                 return Err(Unsupported::Rep);
             }
-            (if op == 0xaa { 1 } else { operand_size }, Op::Stos { addr_size })
+            (
+                if op == 0xaa { 1 } else { operand_size },
+                Op::Stos { addr_size },
+            )
         }
         _ => return Err(Unsupported::Opcode),
     };
-    Ok(Insn { len: c.pos as u8, size, op })
+    Ok(Insn {
+        len: c.pos as u8,
+        size,
+        op,
+    })
 }
 
 /// A `mov` between a general-purpose register and a debug register
@@ -331,7 +389,12 @@ pub fn decode_mov_dr(bytes: &[u8], mode: Mode) -> Option<MovDr> {
         return None;
     }
     let gpr = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
-    Some(MovDr { len: (i + 3) as u8, dr: (modrm >> 3) & 7, gpr, to_dr })
+    Some(MovDr {
+        len: (i + 3) as u8,
+        dr: (modrm >> 3) & 7,
+        gpr,
+        to_dr,
+    })
 }
 
 /// An instruction that reads or writes a control register.
@@ -384,7 +447,10 @@ pub fn decode_cr(bytes: &[u8], mode: Mode) -> Option<CrInsn> {
     }
     let op2 = *bytes.get(i + 1)?;
     if op2 == 0x06 {
-        return Some(CrInsn { len: (i + 2) as u8, op: CrOp::Clts });
+        return Some(CrInsn {
+            len: (i + 2) as u8,
+            op: CrOp::Clts,
+        });
     }
     let modrm = *bytes.get(i + 2)?;
     let len = (i + 3) as u8;
@@ -497,12 +563,20 @@ pub fn decode_invlpg(bytes: &[u8], mode: Mode) -> Option<Invlpg> {
     if let Some(seg) = segment {
         operand.segment = seg;
     }
-    Some(Invlpg { len: c.pos as u8, operand })
+    Some(Invlpg {
+        len: c.pos as u8,
+        operand,
+    })
 }
 
 /// Decodes a ModRM memory operand (with SIB and displacement): the reg
 /// field (extended by REX.R) and the operand. A register operand is refused.
-fn mem_operand(c: &mut Cursor<'_>, rex: u8, addr_size: u8, mode: Mode) -> Result<(u8, MemOperand), Unsupported> {
+fn mem_operand(
+    c: &mut Cursor<'_>,
+    rex: u8,
+    addr_size: u8,
+    mode: Mode,
+) -> Result<(u8, MemOperand), Unsupported> {
     const SS: u8 = 2;
     const DS: u8 = 3;
     let m = c.next()?;
@@ -511,8 +585,18 @@ fn mem_operand(c: &mut Cursor<'_>, rex: u8, addr_size: u8, mode: Mode) -> Result
         return Err(Unsupported::Opcode);
     }
     let reg = reg | if rex & 4 != 0 { 8 } else { 0 };
-    let mut op = MemOperand { base: None, index: None, scale: 1, disp: 0, rip_relative: false, segment: DS, addr_size };
-    let disp = |c: &mut Cursor<'_>, size: u8| -> Result<i64, Unsupported> { Ok(sign_extend(c.imm(size)?, size) as i64) };
+    let mut op = MemOperand {
+        base: None,
+        index: None,
+        scale: 1,
+        disp: 0,
+        rip_relative: false,
+        segment: DS,
+        addr_size,
+    };
+    let disp = |c: &mut Cursor<'_>, size: u8| -> Result<i64, Unsupported> {
+        Ok(sign_extend(c.imm(size)?, size) as i64)
+    };
     if addr_size == 2 {
         // BX+SI, BX+DI, BP+SI, BP+DI, SI, DI, BP (or disp16), BX.
         const BX: u8 = 3;
@@ -546,7 +630,11 @@ fn mem_operand(c: &mut Cursor<'_>, rex: u8, addr_size: u8, mode: Mode) -> Result
     let mut no_base = false;
     if rm == 4 {
         let sib = c.next()?;
-        let (scale, index, base) = (sib >> 6, ((sib >> 3) & 7) | if rex & 2 != 0 { 8 } else { 0 }, sib & 7);
+        let (scale, index, base) = (
+            sib >> 6,
+            ((sib >> 3) & 7) | if rex & 2 != 0 { 8 } else { 0 },
+            sib & 7,
+        );
         op.scale = 1 << scale;
         op.index = (index != 4).then_some(index);
         if md == 0 && base == 5 {
@@ -678,13 +766,29 @@ pub fn decode_v86(bytes: &[u8], dx: u16) -> Option<V86Insn> {
     };
     let (len, op) = match opcode {
         0xf4 => (i, V86Op::Hlt),
-        0xe4 | 0xe5 | 0xe6 | 0xe7 => {
+        0xe4..=0xe7 => {
             let port = *bytes.get(i)?;
             let size = if opcode & 1 == 0 { 1 } else { wide };
             (i + 1, io(Some(port), opcode & 2 == 0, size, false))
         }
-        0xec | 0xed | 0xee | 0xef => (i, io(None, opcode & 2 == 0, if opcode & 1 == 0 { 1 } else { wide }, false)),
-        0x6c | 0x6d | 0x6e | 0x6f => (i, io(None, opcode & 2 == 0, if opcode & 1 == 0 { 1 } else { wide }, true)),
+        0xec..=0xef => (
+            i,
+            io(
+                None,
+                opcode & 2 == 0,
+                if opcode & 1 == 0 { 1 } else { wide },
+                false,
+            ),
+        ),
+        0x6c..=0x6f => (
+            i,
+            io(
+                None,
+                opcode & 2 == 0,
+                if opcode & 1 == 0 { 1 } else { wide },
+                true,
+            ),
+        ),
         0xcd => (i + 1, V86Op::Int(*bytes.get(i)?)),
         0xcc => (i, V86Op::Int(3)),
         0xce => (i, V86Op::Int(4)),
@@ -692,9 +796,17 @@ pub fn decode_v86(bytes: &[u8], dx: u16) -> Option<V86Insn> {
         0x0f => {
             let op2 = *bytes.get(i)?;
             match op2 {
-                0x06 | 0x20 | 0x22 => return decode_cr(bytes, Mode::Bits16).map(|c| V86Insn { len: c.len, op: V86Op::Cr }),
+                0x06 | 0x20 | 0x22 => {
+                    return decode_cr(bytes, Mode::Bits16).map(|c| V86Insn {
+                        len: c.len,
+                        op: V86Op::Cr,
+                    })
+                }
                 0x21 | 0x23 => {
-                    return decode_mov_dr(bytes, Mode::Bits16).map(|d| V86Insn { len: d.len, op: V86Op::Dr })
+                    return decode_mov_dr(bytes, Mode::Bits16).map(|d| V86Insn {
+                        len: d.len,
+                        op: V86Op::Dr,
+                    })
                 }
                 0x08 | 0x09 => (i + 1, V86Op::Nop),
                 0x30 => (i + 1, V86Op::Msr { write: true }),
@@ -704,16 +816,32 @@ pub fn decode_v86(bytes: &[u8], dx: u16) -> Option<V86Insn> {
                     match reg {
                         2 | 3 => {
                             let mut c = Cursor { bytes, pos: i + 1 };
-                            let (_, mut operand) = mem_operand(&mut c, 0, if addr32 { 4 } else { 2 }, Mode::Bits16).ok()?;
+                            let (_, mut operand) =
+                                mem_operand(&mut c, 0, if addr32 { 4 } else { 2 }, Mode::Bits16)
+                                    .ok()?;
                             if let Some(seg) = segment {
                                 operand.segment = seg;
                             }
-                            (c.pos, V86Op::LoadTable { idt: reg == 3, operand, op32 })
+                            (
+                                c.pos,
+                                V86Op::LoadTable {
+                                    idt: reg == 3,
+                                    operand,
+                                    op32,
+                                },
+                            )
                         }
-                        6 => return decode_cr(bytes, Mode::Bits16).map(|c| V86Insn { len: c.len, op: V86Op::Cr }),
+                        6 => {
+                            return decode_cr(bytes, Mode::Bits16).map(|c| V86Insn {
+                                len: c.len,
+                                op: V86Op::Cr,
+                            })
+                        }
                         7 => {
-                            return decode_invlpg(bytes, Mode::Bits16)
-                                .map(|d| V86Insn { len: d.len, op: V86Op::Invlpg })
+                            return decode_invlpg(bytes, Mode::Bits16).map(|d| V86Insn {
+                                len: d.len,
+                                op: V86Op::Invlpg,
+                            })
                         }
                         _ => return None,
                     }
@@ -723,7 +851,10 @@ pub fn decode_v86(bytes: &[u8], dx: u16) -> Option<V86Insn> {
         }
         _ => return None,
     };
-    Some(V86Insn { len: u8::try_from(len).ok()?, op })
+    Some(V86Insn {
+        len: u8::try_from(len).ok()?,
+        op,
+    })
 }
 
 #[cfg(test)]
@@ -734,26 +865,63 @@ mod tests {
         decode(bytes, Mode::Bits64).unwrap()
     }
 
-    const RAX: Reg = Reg { index: 0, high8: false };
+    const RAX: Reg = Reg {
+        index: 0,
+        high8: false,
+    };
 
     #[test]
     fn mov_store_forms() {
         // mov %eax, (%rbx)
-        assert_eq!(d64(&[0x89, 0x03]), Insn { len: 2, size: 4, op: Op::StoreReg(RAX) });
+        assert_eq!(
+            d64(&[0x89, 0x03]),
+            Insn {
+                len: 2,
+                size: 4,
+                op: Op::StoreReg(RAX)
+            }
+        );
         // mov %rcx, 0x10(%rdx)  (REX.W)
         assert_eq!(d64(&[0x48, 0x89, 0x4a, 0x10]).size, 8);
         assert_eq!(d64(&[0x48, 0x89, 0x4a, 0x10]).len, 4);
         // mov %r9w, (%rax)  (66 REX.R)
         let i = d64(&[0x66, 0x44, 0x89, 0x08]);
-        assert_eq!((i.len, i.size, i.op), (4, 2, Op::StoreReg(Reg { index: 9, high8: false })));
+        assert_eq!(
+            (i.len, i.size, i.op),
+            (
+                4,
+                2,
+                Op::StoreReg(Reg {
+                    index: 9,
+                    high8: false
+                })
+            )
+        );
         // mov %ah, (%rbx) vs mov %spl, (%rbx)
-        assert_eq!(d64(&[0x88, 0x23]).op, Op::StoreReg(Reg { index: 0, high8: true }));
-        assert_eq!(d64(&[0x40, 0x88, 0x23]).op, Op::StoreReg(Reg { index: 4, high8: false }));
+        assert_eq!(
+            d64(&[0x88, 0x23]).op,
+            Op::StoreReg(Reg {
+                index: 0,
+                high8: true
+            })
+        );
+        assert_eq!(
+            d64(&[0x40, 0x88, 0x23]).op,
+            Op::StoreReg(Reg {
+                index: 4,
+                high8: false
+            })
+        );
         // movl $0x12345678, 0xfee000b0 (absolute disp32 via SIB)
-        let i = d64(&[0xc7, 0x04, 0x25, 0xb0, 0x00, 0xe0, 0xfe, 0x78, 0x56, 0x34, 0x12]);
+        let i = d64(&[
+            0xc7, 0x04, 0x25, 0xb0, 0x00, 0xe0, 0xfe, 0x78, 0x56, 0x34, 0x12,
+        ]);
         assert_eq!((i.len, i.size, i.op), (11, 4, Op::StoreImm(0x1234_5678)));
         // movq $-1, (%rax): imm32 sign-extended
-        assert_eq!(d64(&[0x48, 0xc7, 0x00, 0xff, 0xff, 0xff, 0xff]).op, Op::StoreImm(u64::MAX));
+        assert_eq!(
+            d64(&[0x48, 0xc7, 0x00, 0xff, 0xff, 0xff, 0xff]).op,
+            Op::StoreImm(u64::MAX)
+        );
         // movb $0x99, 0x2000 in real mode (16-bit disp)
         let i = decode(&[0xc6, 0x06, 0x00, 0x20, 0x99], Mode::Bits16).unwrap();
         assert_eq!((i.len, i.size, i.op), (5, 1, Op::StoreImm(0x99)));
@@ -764,13 +932,50 @@ mod tests {
         // mov 0x8(%rip), %edx
         let i = d64(&[0x8b, 0x15, 0x08, 0, 0, 0]);
         assert_eq!((i.len, i.size), (6, 4));
-        assert_eq!(i.op, Op::Load { dst: Reg { index: 2, high8: false }, dst_size: 4, extend: Extend::None });
+        assert_eq!(
+            i.op,
+            Op::Load {
+                dst: Reg {
+                    index: 2,
+                    high8: false
+                },
+                dst_size: 4,
+                extend: Extend::None
+            }
+        );
         // movzbl (%rsi), %eax ; movswq (%rsi), %rax ; movslq (%rsi), %rax
-        assert_eq!(d64(&[0x0f, 0xb6, 0x06]).op, Op::Load { dst: RAX, dst_size: 4, extend: Extend::Zero });
+        assert_eq!(
+            d64(&[0x0f, 0xb6, 0x06]).op,
+            Op::Load {
+                dst: RAX,
+                dst_size: 4,
+                extend: Extend::Zero
+            }
+        );
         let i = d64(&[0x48, 0x0f, 0xbf, 0x06]);
-        assert_eq!((i.size, i.op), (2, Op::Load { dst: RAX, dst_size: 8, extend: Extend::Sign }));
+        assert_eq!(
+            (i.size, i.op),
+            (
+                2,
+                Op::Load {
+                    dst: RAX,
+                    dst_size: 8,
+                    extend: Extend::Sign
+                }
+            )
+        );
         let i = d64(&[0x48, 0x63, 0x06]);
-        assert_eq!((i.size, i.op), (4, Op::Load { dst: RAX, dst_size: 8, extend: Extend::Sign }));
+        assert_eq!(
+            (i.size, i.op),
+            (
+                4,
+                Op::Load {
+                    dst: RAX,
+                    dst_size: 8,
+                    extend: Extend::Sign
+                }
+            )
+        );
         // mov 0x1000, %al in 32-bit mode (moffs)
         let i = decode(&[0xa0, 0x00, 0x10, 0x00, 0x00], Mode::Bits32).unwrap();
         assert_eq!((i.len, i.size), (5, 1));
@@ -784,22 +989,68 @@ mod tests {
 
     #[test]
     fn stos_and_refusals() {
-        assert_eq!(d64(&[0xab]), Insn { len: 1, size: 4, op: Op::Stos { addr_size: 8 } });
-        assert_eq!(decode(&[0xaa], Mode::Bits16).unwrap().op, Op::Stos { addr_size: 2 });
+        assert_eq!(
+            d64(&[0xab]),
+            Insn {
+                len: 1,
+                size: 4,
+                op: Op::Stos { addr_size: 8 }
+            }
+        );
+        assert_eq!(
+            decode(&[0xaa], Mode::Bits16).unwrap().op,
+            Op::Stos { addr_size: 2 }
+        );
         assert_eq!(decode(&[0xf3, 0xab], Mode::Bits64), Err(Unsupported::Rep));
-        assert_eq!(decode(&[0x89, 0xc3], Mode::Bits64), Err(Unsupported::Opcode)); // register form
-        assert_eq!(decode(&[0x01, 0x03], Mode::Bits64), Err(Unsupported::Opcode)); // add
-        assert_eq!(decode(&[0xc7, 0x00, 0x01], Mode::Bits64), Err(Unsupported::Truncated));
+        assert_eq!(
+            decode(&[0x89, 0xc3], Mode::Bits64),
+            Err(Unsupported::Opcode)
+        ); // register form
+        assert_eq!(
+            decode(&[0x01, 0x03], Mode::Bits64),
+            Err(Unsupported::Opcode)
+        ); // add
+        assert_eq!(
+            decode(&[0xc7, 0x00, 0x01], Mode::Bits64),
+            Err(Unsupported::Truncated)
+        );
         assert_eq!(decode(&[], Mode::Bits64), Err(Unsupported::Truncated));
-        assert_eq!(decode(&[0xc7, 0x08, 0, 0, 0, 0], Mode::Bits64), Err(Unsupported::Opcode)); // /1
+        assert_eq!(
+            decode(&[0xc7, 0x08, 0, 0, 0, 0], Mode::Bits64),
+            Err(Unsupported::Opcode)
+        ); // /1
     }
 
     #[test]
     fn mov_to_and_from_debug_registers() {
         // mov %rax, %db7 ; mov %db6, %rcx ; mov %r9, %db0 (REX.B)
-        assert_eq!(d64dr(&[0x0f, 0x23, 0xf8]), Some(MovDr { len: 3, dr: 7, gpr: 0, to_dr: true }));
-        assert_eq!(d64dr(&[0x0f, 0x21, 0xf1]), Some(MovDr { len: 3, dr: 6, gpr: 1, to_dr: false }));
-        assert_eq!(d64dr(&[0x41, 0x0f, 0x23, 0xc1]), Some(MovDr { len: 4, dr: 0, gpr: 9, to_dr: true }));
+        assert_eq!(
+            d64dr(&[0x0f, 0x23, 0xf8]),
+            Some(MovDr {
+                len: 3,
+                dr: 7,
+                gpr: 0,
+                to_dr: true
+            })
+        );
+        assert_eq!(
+            d64dr(&[0x0f, 0x21, 0xf1]),
+            Some(MovDr {
+                len: 3,
+                dr: 6,
+                gpr: 1,
+                to_dr: false
+            })
+        );
+        assert_eq!(
+            d64dr(&[0x41, 0x0f, 0x23, 0xc1]),
+            Some(MovDr {
+                len: 4,
+                dr: 0,
+                gpr: 9,
+                to_dr: true
+            })
+        );
         assert_eq!(d64dr(&[0x44, 0x0f, 0x23, 0xc1]), None, "DR8 does not exist");
         assert_eq!(d64dr(&[0x0f, 0x20, 0xc0]), None, "mov from CR0 is not this");
         assert_eq!(d64dr(&[0x0f]), None);
@@ -809,40 +1060,141 @@ mod tests {
     fn control_register_instructions() {
         let cr = |b: &[u8], m| decode_cr(b, m);
         // mov %rax, %cr3 ; mov %cr0, %r12 ; mov %r8, %cr8 (REX.R) ; lock mov %eax, %cr0 = CR8
-        assert_eq!(cr(&[0x0f, 0x22, 0xd8], Mode::Bits64), Some(CrInsn { len: 3, op: CrOp::Write { cr: 3, gpr: 0 } }));
-        assert_eq!(cr(&[0x41, 0x0f, 0x20, 0xc4], Mode::Bits64), Some(CrInsn { len: 4, op: CrOp::Read { cr: 0, gpr: 12 } }));
-        assert_eq!(cr(&[0x45, 0x0f, 0x22, 0xc0], Mode::Bits64), Some(CrInsn { len: 4, op: CrOp::Write { cr: 8, gpr: 8 } }));
-        assert_eq!(cr(&[0xf0, 0x0f, 0x22, 0xc0], Mode::Bits32), Some(CrInsn { len: 4, op: CrOp::Write { cr: 8, gpr: 0 } }));
+        assert_eq!(
+            cr(&[0x0f, 0x22, 0xd8], Mode::Bits64),
+            Some(CrInsn {
+                len: 3,
+                op: CrOp::Write { cr: 3, gpr: 0 }
+            })
+        );
+        assert_eq!(
+            cr(&[0x41, 0x0f, 0x20, 0xc4], Mode::Bits64),
+            Some(CrInsn {
+                len: 4,
+                op: CrOp::Read { cr: 0, gpr: 12 }
+            })
+        );
+        assert_eq!(
+            cr(&[0x45, 0x0f, 0x22, 0xc0], Mode::Bits64),
+            Some(CrInsn {
+                len: 4,
+                op: CrOp::Write { cr: 8, gpr: 8 }
+            })
+        );
+        assert_eq!(
+            cr(&[0xf0, 0x0f, 0x22, 0xc0], Mode::Bits32),
+            Some(CrInsn {
+                len: 4,
+                op: CrOp::Write { cr: 8, gpr: 0 }
+            })
+        );
         // The mod bits are ignored: 0F 22 18 is still mov %eax, %cr3.
-        assert_eq!(cr(&[0x0f, 0x22, 0x18], Mode::Bits32), Some(CrInsn { len: 3, op: CrOp::Write { cr: 3, gpr: 0 } }));
-        assert_eq!(cr(&[0x0f, 0x06], Mode::Bits16), Some(CrInsn { len: 2, op: CrOp::Clts }));
-        assert_eq!(cr(&[0x0f, 0x01, 0xf0], Mode::Bits16), Some(CrInsn { len: 3, op: CrOp::Lmsw { gpr: 0 } }));
-        assert_eq!(cr(&[0x0f, 0x01, 0xe3], Mode::Bits32), Some(CrInsn { len: 3, op: CrOp::Smsw { gpr: 3 } }));
-        assert_eq!(cr(&[0x0f, 0x01, 0x30], Mode::Bits16), None, "lmsw from memory is not decoded");
+        assert_eq!(
+            cr(&[0x0f, 0x22, 0x18], Mode::Bits32),
+            Some(CrInsn {
+                len: 3,
+                op: CrOp::Write { cr: 3, gpr: 0 }
+            })
+        );
+        assert_eq!(
+            cr(&[0x0f, 0x06], Mode::Bits16),
+            Some(CrInsn {
+                len: 2,
+                op: CrOp::Clts
+            })
+        );
+        assert_eq!(
+            cr(&[0x0f, 0x01, 0xf0], Mode::Bits16),
+            Some(CrInsn {
+                len: 3,
+                op: CrOp::Lmsw { gpr: 0 }
+            })
+        );
+        assert_eq!(
+            cr(&[0x0f, 0x01, 0xe3], Mode::Bits32),
+            Some(CrInsn {
+                len: 3,
+                op: CrOp::Smsw { gpr: 3 }
+            })
+        );
+        assert_eq!(
+            cr(&[0x0f, 0x01, 0x30], Mode::Bits16),
+            None,
+            "lmsw from memory is not decoded"
+        );
         assert_eq!(cr(&[0x0f, 0x21, 0xc0], Mode::Bits64), None);
         assert_eq!(cr(&[0x0f, 0x22], Mode::Bits64), None);
     }
 
     #[test]
     fn invlpg_lengths() {
-        let regs = |r: u8| [0x1000u64, 0x20, 0x300, 0x4000, 0x8000, 0x5_0000, 0x60_0000, 0x700_0000][usize::from(r & 7)];
-        let at = |b: &[u8], m| decode_invlpg(b, m).map(|i| (i.len, i.operand.offset(regs, 0x1_0000), i.operand.segment));
+        let regs = |r: u8| {
+            [
+                0x1000u64, 0x20, 0x300, 0x4000, 0x8000, 0x5_0000, 0x60_0000, 0x700_0000,
+            ][usize::from(r & 7)]
+        };
+        let at = |b: &[u8], m| {
+            decode_invlpg(b, m)
+                .map(|i| (i.len, i.operand.offset(regs, 0x1_0000), i.operand.segment))
+        };
         // invlpg (%rax) ; invlpg 0x10(%rbx,%rcx,4) ; invlpg 0x12345678(%rip) ; invlpg -8(%rbp)
         assert_eq!(at(&[0x0f, 0x01, 0x38], Mode::Bits64), Some((3, 0x1000, 3)));
-        assert_eq!(at(&[0x0f, 0x01, 0x7c, 0x8b, 0x10], Mode::Bits64), Some((5, 0x4000 + 4 * 0x20 + 0x10, 3)));
-        assert_eq!(at(&[0x0f, 0x01, 0x3d, 0x78, 0x56, 0x34, 0x12], Mode::Bits64), Some((7, 0x1234_5678 + 0x1_0000, 3)));
-        assert_eq!(at(&[0x0f, 0x01, 0x7d, 0xf8], Mode::Bits64), Some((4, 0x5_0000 - 8, 2)), "rBP: stack segment");
+        assert_eq!(
+            at(&[0x0f, 0x01, 0x7c, 0x8b, 0x10], Mode::Bits64),
+            Some((5, 0x4000 + 4 * 0x20 + 0x10, 3))
+        );
+        assert_eq!(
+            at(&[0x0f, 0x01, 0x3d, 0x78, 0x56, 0x34, 0x12], Mode::Bits64),
+            Some((7, 0x1234_5678 + 0x1_0000, 3))
+        );
+        assert_eq!(
+            at(&[0x0f, 0x01, 0x7d, 0xf8], Mode::Bits64),
+            Some((4, 0x5_0000 - 8, 2)),
+            "rBP: stack segment"
+        );
         // invlpg (%r13) needs mod 01 with disp8 0; REX.B: r13 is not rBP's segment.
-        assert_eq!(at(&[0x41, 0x0f, 0x01, 0x7d, 0x00], Mode::Bits64), Some((5, 0x5_0000, 3)));
+        assert_eq!(
+            at(&[0x41, 0x0f, 0x01, 0x7d, 0x00], Mode::Bits64),
+            Some((5, 0x5_0000, 3))
+        );
         // 16-bit: (bx+si), [disp16], fs override, 32-bit address prefix.
-        assert_eq!(at(&[0x0f, 0x01, 0x38], Mode::Bits16), Some((3, (0x4000 + 0x60_0000) & 0xffff, 3)));
-        assert_eq!(at(&[0x0f, 0x01, 0x3e, 0x00, 0x10], Mode::Bits16), Some((5, 0x1000, 3)), "disp16");
-        assert_eq!(at(&[0x64, 0x0f, 0x01, 0x3e, 0x00, 0x10], Mode::Bits16).unwrap().2, 4, "FS override");
-        assert_eq!(at(&[0x67, 0x0f, 0x01, 0x3d, 0x44, 0x33, 0x22, 0x11], Mode::Bits16), Some((8, 0x1122_3344, 3)));
+        assert_eq!(
+            at(&[0x0f, 0x01, 0x38], Mode::Bits16),
+            Some((3, (0x4000 + 0x60_0000) & 0xffff, 3))
+        );
+        assert_eq!(
+            at(&[0x0f, 0x01, 0x3e, 0x00, 0x10], Mode::Bits16),
+            Some((5, 0x1000, 3)),
+            "disp16"
+        );
+        assert_eq!(
+            at(&[0x64, 0x0f, 0x01, 0x3e, 0x00, 0x10], Mode::Bits16)
+                .unwrap()
+                .2,
+            4,
+            "FS override"
+        );
+        assert_eq!(
+            at(
+                &[0x67, 0x0f, 0x01, 0x3d, 0x44, 0x33, 0x22, 0x11],
+                Mode::Bits16
+            ),
+            Some((8, 0x1122_3344, 3))
+        );
         // 32-bit: disp32 alone (no RIP-relative outside 64-bit mode), SIB without base.
-        assert_eq!(at(&[0x0f, 0x01, 0x3d, 0, 0x20, 0, 0], Mode::Bits32), Some((7, 0x2000, 3)));
-        assert_eq!(at(&[0x0f, 0x01, 0x3c, 0x8d, 0, 0x10, 0, 0], Mode::Bits32), Some((8, 0x1000 + 4 * 0x20, 3)));
-        assert_eq!(at(&[0x0f, 0x01, 0xf8], Mode::Bits64), None, "swapgs, not invlpg");
+        assert_eq!(
+            at(&[0x0f, 0x01, 0x3d, 0, 0x20, 0, 0], Mode::Bits32),
+            Some((7, 0x2000, 3))
+        );
+        assert_eq!(
+            at(&[0x0f, 0x01, 0x3c, 0x8d, 0, 0x10, 0, 0], Mode::Bits32),
+            Some((8, 0x1000 + 4 * 0x20, 3))
+        );
+        assert_eq!(
+            at(&[0x0f, 0x01, 0xf8], Mode::Bits64),
+            None,
+            "swapgs, not invlpg"
+        );
         assert_eq!(at(&[0x0f, 0x01, 0x30], Mode::Bits64), None, "lmsw");
     }
 
@@ -852,7 +1204,10 @@ mod tests {
 
     #[test]
     fn register_writes_follow_hardware() {
-        let ah = Reg { index: 0, high8: true };
+        let ah = Reg {
+            index: 0,
+            high8: true,
+        };
         assert_eq!(write_reg(u64::MAX, RAX, 1, 0x5a), 0xffff_ffff_ffff_ff5a);
         assert_eq!(write_reg(u64::MAX, ah, 1, 0x5a), 0xffff_ffff_ffff_5aff);
         assert_eq!(write_reg(u64::MAX, RAX, 2, 0x1234), 0xffff_ffff_ffff_1234);
@@ -874,32 +1229,129 @@ mod tests {
     #[test]
     fn v86_sensitive_instructions() {
         let d = |b: &[u8]| decode_v86(b, 0x3f8).unwrap();
-        assert_eq!(d(&[0xf4]), V86Insn { len: 1, op: V86Op::Hlt });
+        assert_eq!(
+            d(&[0xf4]),
+            V86Insn {
+                len: 1,
+                op: V86Op::Hlt
+            }
+        );
         // out 0xe9, al; in ax, dx; o32 in eax, 0x60
-        let plain = PortIo { port: 0, input: false, size: 1, string: false, rep: false, addr_size: 2, segment: 3 };
-        let io = |port, input, size| V86Op::Io(PortIo { port, input, size, ..plain });
-        assert_eq!(d(&[0xe6, 0xe9]), V86Insn { len: 2, op: io(0xe9, false, 1) });
-        assert_eq!(d(&[0xed]), V86Insn { len: 1, op: io(0x3f8, true, 2) });
-        assert_eq!(d(&[0x66, 0xe5, 0x60]), V86Insn { len: 3, op: io(0x60, true, 4) });
+        let plain = PortIo {
+            port: 0,
+            input: false,
+            size: 1,
+            string: false,
+            rep: false,
+            addr_size: 2,
+            segment: 3,
+        };
+        let io = |port, input, size| {
+            V86Op::Io(PortIo {
+                port,
+                input,
+                size,
+                ..plain
+            })
+        };
+        assert_eq!(
+            d(&[0xe6, 0xe9]),
+            V86Insn {
+                len: 2,
+                op: io(0xe9, false, 1)
+            }
+        );
+        assert_eq!(
+            d(&[0xed]),
+            V86Insn {
+                len: 1,
+                op: io(0x3f8, true, 2)
+            }
+        );
+        assert_eq!(
+            d(&[0x66, 0xe5, 0x60]),
+            V86Insn {
+                len: 3,
+                op: io(0x60, true, 4)
+            }
+        );
         // rep outsb with an ES override; a32 rep insw
-        let string = PortIo { port: 0x3f8, string: true, rep: true, ..plain };
-        assert_eq!(d(&[0xf3, 0x26, 0x6e]).op, V86Op::Io(PortIo { segment: 0, ..string }));
-        assert_eq!(d(&[0x67, 0xf3, 0x6d]).op, V86Op::Io(PortIo { input: true, size: 2, addr_size: 4, ..string }));
-        assert_eq!(d(&[0xcd, 0x10]), V86Insn { len: 2, op: V86Op::Int(0x10) });
+        let string = PortIo {
+            port: 0x3f8,
+            string: true,
+            rep: true,
+            ..plain
+        };
+        assert_eq!(
+            d(&[0xf3, 0x26, 0x6e]).op,
+            V86Op::Io(PortIo {
+                segment: 0,
+                ..string
+            })
+        );
+        assert_eq!(
+            d(&[0x67, 0xf3, 0x6d]).op,
+            V86Op::Io(PortIo {
+                input: true,
+                size: 2,
+                addr_size: 4,
+                ..string
+            })
+        );
+        assert_eq!(
+            d(&[0xcd, 0x10]),
+            V86Insn {
+                len: 2,
+                op: V86Op::Int(0x10)
+            }
+        );
         assert_eq!(d(&[0xcc]).op, V86Op::Int(3));
         // lgdt [0x1234]; o32 lidt [bp+2] (SS-relative)
-        let V86Op::LoadTable { idt: false, operand, op32: false } = d(&[0x0f, 0x01, 0x16, 0x34, 0x12]).op else {
+        let V86Op::LoadTable {
+            idt: false,
+            operand,
+            op32: false,
+        } = d(&[0x0f, 0x01, 0x16, 0x34, 0x12]).op
+        else {
             panic!("lgdt")
         };
-        assert_eq!((operand.disp, operand.base, operand.segment), (0x1234, None, 3));
+        assert_eq!(
+            (operand.disp, operand.base, operand.segment),
+            (0x1234, None, 3)
+        );
         let i = d(&[0x66, 0x0f, 0x01, 0x5e, 0x02]);
         assert_eq!(i.len, 5);
-        let V86Op::LoadTable { idt: true, operand, op32: true } = i.op else { panic!("lidt") };
+        let V86Op::LoadTable {
+            idt: true,
+            operand,
+            op32: true,
+        } = i.op
+        else {
+            panic!("lidt")
+        };
         assert_eq!((operand.base, operand.segment), (Some(5), 2));
-        assert_eq!(d(&[0x0f, 0x22, 0xc0]), V86Insn { len: 3, op: V86Op::Cr });
-        assert_eq!(d(&[0x0f, 0x23, 0xf8]), V86Insn { len: 3, op: V86Op::Dr });
+        assert_eq!(
+            d(&[0x0f, 0x22, 0xc0]),
+            V86Insn {
+                len: 3,
+                op: V86Op::Cr
+            }
+        );
+        assert_eq!(
+            d(&[0x0f, 0x23, 0xf8]),
+            V86Insn {
+                len: 3,
+                op: V86Op::Dr
+            }
+        );
         assert_eq!(d(&[0x0f, 0x01, 0x38]).op, V86Op::Invlpg);
-        assert_eq!(d(&[0x0f, 0x30]), V86Insn { len: 2, op: V86Op::Msr { write: true } });
+        assert_eq!(
+            d(&[0x0f, 0x30]),
+            V86Insn {
+                len: 2,
+                op: V86Op::Msr { write: true }
+            }
+        );
         assert_eq!(d(&[0x0f, 0x09]).op, V86Op::Nop);
         // An ordinary instruction, and one cut short.
         assert_eq!(decode_v86(&[0x89, 0xc0], 0), None);

@@ -58,7 +58,8 @@ impl Slot {
     pub fn hva(&self, gfn: u64) -> u64 {
         // In range for a `gfn` the slot contains (`plan` checked the sizes);
         // wrapping keeps a caller's mistake from being a kernel panic.
-        self.userspace_addr.wrapping_add(gfn.wrapping_sub(self.base_gfn) << PAGE_SHIFT)
+        self.userspace_addr
+            .wrapping_add(gfn.wrapping_sub(self.base_gfn) << PAGE_SHIFT)
     }
 
     /// One past the last frame.
@@ -174,7 +175,10 @@ pub fn plan(
             if base_gfn != old.base_gfn {
                 Change::Move { id, base_gfn }
             } else if region.flags != old.flags {
-                return Ok(Change::FlagsOnly { id, flags: region.flags });
+                return Ok(Change::FlagsOnly {
+                    id,
+                    flags: region.flags,
+                });
             } else {
                 return Ok(Change::Unchanged);
             }
@@ -182,7 +186,10 @@ pub fn plan(
     };
 
     let end = base_gfn + npages;
-    if slots.iter().any(|s| s.id != id && s.base_gfn < end && base_gfn < s.end_gfn()) {
+    if slots
+        .iter()
+        .any(|s| s.id != id && s.base_gfn < end && base_gfn < s.end_gfn())
+    {
         return Err(Overlap);
     }
     Ok(change)
@@ -206,11 +213,23 @@ mod tests {
     }
 
     fn region(slot: u32, gpa: u64, size: u64, hva: u64) -> Region {
-        Region { slot, flags: 0, guest_phys_addr: gpa, memory_size: size, userspace_addr: hva }
+        Region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: hva,
+        }
     }
 
     fn slot(id: u16, gpa: u64, size: u64, hva: u64) -> Slot {
-        Slot { id, base_gfn: gpa >> 12, npages: size >> 12, flags: 0, userspace_addr: hva }
+        Slot {
+            id,
+            base_gfn: gpa >> 12,
+            npages: size >> 12,
+            flags: 0,
+            userspace_addr: hva,
+        }
     }
 
     #[test]
@@ -227,7 +246,7 @@ mod tests {
             region(0, 0x1000, 0x4000, 0x7000_0010),
             region(USER_MEM_SLOTS, 0, 0x1000, 0x7000_0000),
             region(1 << 16, 0, 0x1000, 0x7000_0000), // address space 1
-            region(0, !0xfff, 0x2000, 0x7000_0000), // wraps
+            region(0, !0xfff, 0x2000, 0x7000_0000),  // wraps
         ] {
             assert_eq!(plan(&r, ALL, &[], ok), Err(Refusal::Invalid), "{r:?}");
         }
@@ -235,15 +254,27 @@ mod tests {
         r.flags = 1 << 2; // KVM_MEM_GUEST_MEMFD: not here
         assert_eq!(plan(&r, ALL, &[], ok), Err(Refusal::Invalid));
         r.flags = MEM_READONLY;
-        assert_eq!(plan(&r, MEM_LOG_DIRTY_PAGES, &[], ok), Err(Refusal::Invalid));
-        assert_eq!(plan(&region(0, 0, 0x1000, 0x1000), ALL, &[], |_, _| false), Err(Refusal::Invalid));
+        assert_eq!(
+            plan(&r, MEM_LOG_DIRTY_PAGES, &[], ok),
+            Err(Refusal::Invalid)
+        );
+        assert_eq!(
+            plan(&region(0, 0, 0x1000, 0x1000), ALL, &[], |_, _| false),
+            Err(Refusal::Invalid)
+        );
     }
 
     #[test]
     fn overlap_is_eexist_but_touching_is_fine() {
         let slots = [slot(0, 0x10000, 0x10000, 0x7000_0000)];
-        assert_eq!(plan(&region(1, 0x1f000, 0x2000, 0x8000_0000), ALL, &slots, ok), Err(Refusal::Overlap));
-        assert_eq!(plan(&region(1, 0x0f000, 0x2000, 0x8000_0000), ALL, &slots, ok), Err(Refusal::Overlap));
+        assert_eq!(
+            plan(&region(1, 0x1f000, 0x2000, 0x8000_0000), ALL, &slots, ok),
+            Err(Refusal::Overlap)
+        );
+        assert_eq!(
+            plan(&region(1, 0x0f000, 0x2000, 0x8000_0000), ALL, &slots, ok),
+            Err(Refusal::Overlap)
+        );
         assert!(plan(&region(1, 0x20000, 0x1000, 0x8000_0000), ALL, &slots, ok).is_ok());
         assert!(plan(&region(1, 0x0f000, 0x1000, 0x8000_0000), ALL, &slots, ok).is_ok());
     }
@@ -251,28 +282,73 @@ mod tests {
     #[test]
     fn delete() {
         let slots = [slot(3, 0, 0x1000, 0x7000_0000)];
-        assert_eq!(plan(&region(3, 0, 0, 0), ALL, &slots, ok), Ok(Change::Delete(3)));
+        assert_eq!(
+            plan(&region(3, 0, 0, 0), ALL, &slots, ok),
+            Ok(Change::Delete(3))
+        );
         // Deleting a slot that does not exist is EINVAL, as in KVM.
-        assert_eq!(plan(&region(4, 0, 0, 0), ALL, &slots, ok), Err(Refusal::Invalid));
+        assert_eq!(
+            plan(&region(4, 0, 0, 0), ALL, &slots, ok),
+            Err(Refusal::Invalid)
+        );
     }
 
     #[test]
     fn modify() {
-        let slots = vec![slot(0, 0x1000, 0x2000, 0x7000_0000), slot(1, 0x10000, 0x1000, 0x8000_0000)];
+        let slots = vec![
+            slot(0, 0x1000, 0x2000, 0x7000_0000),
+            slot(1, 0x10000, 0x1000, 0x8000_0000),
+        ];
         let same = region(0, 0x1000, 0x2000, 0x7000_0000);
         assert_eq!(plan(&same, ALL, &slots, ok), Ok(Change::Unchanged));
-        let moved = Region { guest_phys_addr: 0x20000, ..same };
-        assert_eq!(plan(&moved, ALL, &slots, ok), Ok(Change::Move { id: 0, base_gfn: 0x20 }));
-        let onto_other = Region { guest_phys_addr: 0x10000, ..same };
+        let moved = Region {
+            guest_phys_addr: 0x20000,
+            ..same
+        };
+        assert_eq!(
+            plan(&moved, ALL, &slots, ok),
+            Ok(Change::Move {
+                id: 0,
+                base_gfn: 0x20
+            })
+        );
+        let onto_other = Region {
+            guest_phys_addr: 0x10000,
+            ..same
+        };
         assert_eq!(plan(&onto_other, ALL, &slots, ok), Err(Refusal::Overlap));
         // A move may overlap the slot's own old range.
-        let shifted = Region { guest_phys_addr: 0x2000, ..same };
-        assert_eq!(plan(&shifted, ALL, &slots, ok), Ok(Change::Move { id: 0, base_gfn: 2 }));
-        let dirty = Region { flags: MEM_LOG_DIRTY_PAGES, ..same };
-        assert_eq!(plan(&dirty, ALL, &slots, ok), Ok(Change::FlagsOnly { id: 0, flags: MEM_LOG_DIRTY_PAGES }));
-        let ro = Region { flags: MEM_READONLY, ..same };
-        let resized = Region { memory_size: 0x3000, ..same };
-        let rehosted = Region { userspace_addr: 0x9000_0000, ..same };
+        let shifted = Region {
+            guest_phys_addr: 0x2000,
+            ..same
+        };
+        assert_eq!(
+            plan(&shifted, ALL, &slots, ok),
+            Ok(Change::Move { id: 0, base_gfn: 2 })
+        );
+        let dirty = Region {
+            flags: MEM_LOG_DIRTY_PAGES,
+            ..same
+        };
+        assert_eq!(
+            plan(&dirty, ALL, &slots, ok),
+            Ok(Change::FlagsOnly {
+                id: 0,
+                flags: MEM_LOG_DIRTY_PAGES
+            })
+        );
+        let ro = Region {
+            flags: MEM_READONLY,
+            ..same
+        };
+        let resized = Region {
+            memory_size: 0x3000,
+            ..same
+        };
+        let rehosted = Region {
+            userspace_addr: 0x9000_0000,
+            ..same
+        };
         for r in [ro, resized, rehosted] {
             assert_eq!(plan(&r, ALL, &slots, ok), Err(Refusal::Invalid), "{r:?}");
         }
@@ -280,7 +356,10 @@ mod tests {
 
     #[test]
     fn lookup_finds_the_slot() {
-        let slots: Vec<Slot> = vec![slot(0, 0, 0x2000, 0x7000_0000), slot(1, 0x10000, 0x1000, 0x8000_0000)];
+        let slots: Vec<Slot> = vec![
+            slot(0, 0, 0x2000, 0x7000_0000),
+            slot(1, 0x10000, 0x1000, 0x8000_0000),
+        ];
         assert_eq!(lookup(&slots, 1).map(|s| s.id), Some(0));
         assert_eq!(lookup(&slots, 2), None);
         assert_eq!(lookup(&slots, 0x10).map(|s| s.hva(0x10)), Some(0x8000_0000));

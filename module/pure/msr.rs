@@ -36,7 +36,18 @@ pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
 /// restores with `KVM_GET/SET_MSRS`. As in KVM, the ones whose state is part
 /// of `struct kvm_sregs` (EFER, APIC base, FS and GS bases) are left out,
 /// though `KVM_GET/SET_MSRS` and the guest reach them too.
-pub const LIST: [u32; 10] = [TSC, SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, PAT, STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE];
+pub const LIST: [u32; 10] = [
+    TSC,
+    SYSENTER_CS,
+    SYSENTER_ESP,
+    SYSENTER_EIP,
+    PAT,
+    STAR,
+    LSTAR,
+    CSTAR,
+    SFMASK,
+    KERNEL_GS_BASE,
+];
 
 /// MSRs that describe or tune the physical machine (microcode, northbridge,
 /// memory-controller and bus configuration). A guest kernel reads and writes
@@ -45,20 +56,20 @@ pub const LIST: [u32; 10] = [TSC, SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP, PAT, 
 /// KVM does (`kvm_get_msr_common`/`kvm_set_msr_common`), they read as fixed
 /// values and writes are dropped: a guest cannot reach the real ones.
 const FIXED: [(u32, u64); 15] = [
-    (0x17, 0),                    // IA32_PLATFORM_ID
-    (0x2a, 0),                    // EBL_CR_POWERON
-    (0x8b, 0x1_0000_0000),        // IA32_UCODE_REV: a microcode revision of 1
-    (0xc001_001f, 0),             // AMD64_NB_CFG
-    (0xc001_0010, 0),             // K8_SYSCFG
-    (0xc001_0055, 0),             // K8_INT_PENDING_MSG
-    (0xc001_0058, 0),             // FAM10H_MMIO_CONF_BASE
-    (0xc001_0112, 0),             // K8_TSEG_ADDR
-    (0xc001_0113, 0),             // K8_TSEG_MASK
-    (0xc001_1022, 0),             // AMD64_DC_CFG
-    (0xc001_1023, 0),             // AMD64_TW_CFG
-    (0xc001_102a, 0),             // AMD64_BU_CFG2
-    (0xc001_102c, 0),             // F15H_EX_CFG
-    (0x79, 0),                    // IA32_UCODE_WRITE (write-only on hardware)
+    (0x17, 0),             // IA32_PLATFORM_ID
+    (0x2a, 0),             // EBL_CR_POWERON
+    (0x8b, 0x1_0000_0000), // IA32_UCODE_REV: a microcode revision of 1
+    (0xc001_001f, 0),      // AMD64_NB_CFG
+    (0xc001_0010, 0),      // K8_SYSCFG
+    (0xc001_0055, 0),      // K8_INT_PENDING_MSG
+    (0xc001_0058, 0),      // FAM10H_MMIO_CONF_BASE
+    (0xc001_0112, 0),      // K8_TSEG_ADDR
+    (0xc001_0113, 0),      // K8_TSEG_MASK
+    (0xc001_1022, 0),      // AMD64_DC_CFG
+    (0xc001_1023, 0),      // AMD64_TW_CFG
+    (0xc001_102a, 0),      // AMD64_BU_CFG2
+    (0xc001_102c, 0),      // F15H_EX_CFG
+    (0x79, 0),             // IA32_UCODE_WRITE (write-only on hardware)
     // IA32_MISC_ENABLE: KVM's reset value, PEBS and BTS unavailable. Linux
     // reads it on Intel before it has an IDT that survives a #GP
     // (verify_cpu, to clear XD_DISABLE): a #GP there is a triple fault.
@@ -66,12 +77,24 @@ const FIXED: [(u32, u64); 15] = [
 ];
 
 /// Writes KVM accepts and drops (the others of [`FIXED`] are #GP on write).
-const WRITE_IGNORED: [u32; 8] = [0x79, 0x8b, 0x1a0, 0xc001_001f, 0xc001_1022, 0xc001_1023, 0xc001_102a, 0xc001_102c];
+const WRITE_IGNORED: [u32; 8] = [
+    0x79,
+    0x8b,
+    0x1a0,
+    0xc001_001f,
+    0xc001_1022,
+    0xc001_1023,
+    0xc001_102a,
+    0xc001_102c,
+];
 
 /// The value a read of machine-configuration MSR `index` gives, if it is one.
 pub fn fixed_read(index: u32) -> Option<u64> {
     // IA32_UCODE_WRITE is write-only.
-    FIXED.iter().find(|(i, _)| *i == index && *i != 0x79).map(|(_, v)| *v)
+    FIXED
+        .iter()
+        .find(|(i, _)| *i == index && *i != 0x79)
+        .map(|(_, v)| *v)
 }
 
 /// Whether a write of MSR `index` is accepted and dropped.
@@ -116,12 +139,19 @@ mod tests {
 
     #[test]
     fn machine_configuration_msrs_read_fixed_and_drop_writes() {
-        assert_eq!(fixed_read(0xc001_001f), Some(0), "NB_CFG, which Linux's init_amd() touches");
+        assert_eq!(
+            fixed_read(0xc001_001f),
+            Some(0),
+            "NB_CFG, which Linux's init_amd() touches"
+        );
         assert_eq!(fixed_read(0x8b), Some(0x1_0000_0000));
         assert_eq!(fixed_read(0x79), None, "UCODE_WRITE is write-only");
         assert_eq!(fixed_read(0xdead_beef), None);
         assert!(write_ignored(0xc001_001f) && write_ignored(0x79));
-        assert!(!write_ignored(0xc001_0010), "SYSCFG writes are #GP, as in KVM");
+        assert!(
+            !write_ignored(0xc001_0010),
+            "SYSCFG writes are #GP, as in KVM"
+        );
         assert!(!write_ignored(LSTAR), "real MSRs are not dropped");
     }
 

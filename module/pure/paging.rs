@@ -218,8 +218,17 @@ mod tests {
         assert_eq!(big.addr(), HostPhys(0x4020_0000));
         let small = big.split(3);
         assert!(!small.large());
-        assert_eq!(small, Pte::leaf(HostPhys(0x4020_3000), true), "same bits as a 4 KiB leaf");
-        assert_eq!(Pte::large_leaf(HostPhys(0x4020_0000), false).split(511).addr(), HostPhys(0x403f_f000));
+        assert_eq!(
+            small,
+            Pte::leaf(HostPhys(0x4020_3000), true),
+            "same bits as a 4 KiB leaf"
+        );
+        assert_eq!(
+            Pte::large_leaf(HostPhys(0x4020_0000), false)
+                .split(511)
+                .addr(),
+            HostPhys(0x403f_f000)
+        );
         assert!(!Pte::large_leaf(HostPhys(0x4020_0000), false).writable());
     }
 
@@ -268,6 +277,9 @@ mod tests {
         // Splitting keeps the memory type and permissions.
         assert_eq!(big.split(3), f.leaf(HostPhys(0x4020_3000), true));
         // The NPT format is the plain one.
-        assert_eq!(TdpFormat::Npt.leaf(HostPhys(0x1000), true), Pte::leaf(HostPhys(0x1000), true));
+        assert_eq!(
+            TdpFormat::Npt.leaf(HostPhys(0x1000), true),
+            Pte::leaf(HostPhys(0x1000), true)
+        );
     }
 }

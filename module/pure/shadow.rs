@@ -19,9 +19,25 @@
 //! writable only once its dirty bit is set, so the first write faults and
 //! sets it.
 
-use super::paging::{HostPhys, Pte};
-use super::walk::{Access, Controls, Leaf, Paging, Perm, Walk};
-use super::x86::{cr0, cr4, efer, valid_cr0, RESET_CR0};
+use super::paging::{
+    HostPhys,
+    Pte, //
+};
+use super::walk::{
+    Access,
+    Controls,
+    Leaf,
+    Paging,
+    Perm,
+    Walk, //
+};
+use super::x86::{
+    cr0,
+    cr4,
+    efer,
+    valid_cr0,
+    RESET_CR0, //
+};
 
 /// What a change of the guest's paging state does to the shadow table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +65,12 @@ pub struct GuestPaging {
 
 impl GuestPaging {
     /// The state after RESET.
-    pub const RESET: GuestPaging = GuestPaging { cr0: RESET_CR0, cr3: 0, cr4: 0, efer: 0 };
+    pub const RESET: GuestPaging = GuestPaging {
+        cr0: RESET_CR0,
+        cr3: 0,
+        cr4: 0,
+        efer: 0,
+    };
 
     /// The guest's paging mode.
     pub fn mode(&self) -> Paging {
@@ -58,7 +79,11 @@ impl GuestPaging {
 
     /// What decides the guest's permissions, for [`super::walk::walk`].
     pub fn controls(&self, maxphyaddr: u32) -> Controls {
-        Controls { wp: self.cr0 & cr0::WP != 0, nxe: self.efer & efer::NXE != 0, maxphyaddr }
+        Controls {
+            wp: self.cr0 & cr0::WP != 0,
+            nxe: self.efer & efer::NXE != 0,
+            maxphyaddr,
+        }
     }
 
     /// CR0 for the processor: paging always on, since the shadow table also
@@ -101,7 +126,13 @@ impl GuestPaging {
     /// 64-bit code; `maxphyaddr`: its physical address width. Every CR3
     /// write flushes, even of the same value: that is how a guest flushes
     /// its TLB.
-    pub fn write_cr(&self, n: u8, value: u64, cs_l: bool, maxphyaddr: u32) -> Option<(GuestPaging, Flush)> {
+    pub fn write_cr(
+        &self,
+        n: u8,
+        value: u64,
+        cs_l: bool,
+        maxphyaddr: u32,
+    ) -> Option<(GuestPaging, Flush)> {
         let mut next = *self;
         let long = self.efer & efer::LMA != 0;
         match n {
@@ -162,7 +193,10 @@ impl GuestPaging {
         {
             return None;
         }
-        Some(GuestPaging { efer: (value & !efer::LMA) | (self.efer & efer::LMA), ..*self })
+        Some(GuestPaging {
+            efer: (value & !efer::LMA) | (self.efer & efer::LMA),
+            ..*self
+        })
     }
 
     /// Whether going from `self` to `next` changes how linear addresses
@@ -213,7 +247,11 @@ pub fn same_page(walk: &Walk, fault: u64, linear: u64) -> Option<Leaf> {
     let base = walk.gpa - (fault & (size - 1));
     Some(Leaf {
         page: (base + (linear & (size - 1))) & !0xfff,
-        perm: Perm { writable: walk.writable, user: walk.user, nx: walk.nx },
+        perm: Perm {
+            writable: walk.writable,
+            user: walk.user,
+            nx: walk.nx,
+        },
         dirty: walk.dirty,
         global: walk.global,
     })
@@ -223,13 +261,18 @@ pub fn same_page(walk: &Walk, fault: u64, linear: u64) -> Option<Leaf> {
 /// permissions, writable once dirty.
 pub fn prefetched_leaf(page: HostPhys, leaf: &Leaf, host_writable: bool) -> Pte {
     let p = leaf.perm;
-    Pte::shadow_leaf(page, p.writable && leaf.dirty && host_writable, p.user, p.nx)
+    Pte::shadow_leaf(
+        page,
+        p.writable && leaf.dirty && host_writable,
+        p.user,
+        p.nx,
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::paging::bits;
+    use super::*;
 
     const LONG: GuestPaging = GuestPaging {
         cr0: cr0::PE | cr0::PG | cr0::ET | cr0::WP,
@@ -241,48 +284,119 @@ mod tests {
     #[test]
     fn processor_values() {
         let real = GuestPaging::RESET;
-        assert_eq!(real.hw_cr0() & (cr0::PG | cr0::WP | cr0::PE), cr0::PG | cr0::WP, "paged real mode");
+        assert_eq!(
+            real.hw_cr0() & (cr0::PG | cr0::WP | cr0::PE),
+            cr0::PG | cr0::WP,
+            "paged real mode"
+        );
         assert_eq!(real.hw_cr4(), cr4::PAE);
         assert_eq!(real.shadow_levels(), 3);
-        let lme_only = GuestPaging { efer: efer::LME, ..real };
+        let lme_only = GuestPaging {
+            efer: efer::LME,
+            ..real
+        };
         assert_eq!(lme_only.hw_efer(), 0, "no long mode before the guest pages");
         assert_eq!(LONG.hw_efer(), LONG.efer);
         assert_eq!(LONG.shadow_levels(), 4);
-        assert_eq!(GuestPaging { cr4: cr4::PAE | cr4::PGE, ..LONG }.hw_cr4(), cr4::PAE);
+        assert_eq!(
+            GuestPaging {
+                cr4: cr4::PAE | cr4::PGE,
+                ..LONG
+            }
+            .hw_cr4(),
+            cr4::PAE
+        );
     }
 
     #[test]
     fn entering_and_leaving_long_mode() {
-        let pe = GuestPaging { cr0: cr0::PE | cr0::ET, efer: efer::LME, ..GuestPaging::RESET };
-        assert_eq!(pe.write_cr(0, cr0::PE | cr0::PG, false, 40), None, "long mode needs PAE first");
+        let pe = GuestPaging {
+            cr0: cr0::PE | cr0::ET,
+            efer: efer::LME,
+            ..GuestPaging::RESET
+        };
+        assert_eq!(
+            pe.write_cr(0, cr0::PE | cr0::PG, false, 40),
+            None,
+            "long mode needs PAE first"
+        );
         let (pae, flush) = pe.write_cr(4, cr4::PAE, false, 40).unwrap();
         assert_eq!(flush, Flush::All);
         let (long, flush) = pae.write_cr(0, cr0::PE | cr0::PG, false, 40).unwrap();
         assert_eq!(flush, Flush::All);
         assert_eq!(long.efer, efer::LME | efer::LMA);
         assert_eq!(long.cr0, cr0::PE | cr0::PG | cr0::ET, "ET reads as one");
-        assert_eq!(long.write_cr(4, 0, true, 40), None, "PAE stays on in long mode");
-        assert_eq!(long.write_cr(0, cr0::PE, true, 40), None, "no paging off in 64-bit code");
-        assert_eq!(long.write_cr(0, cr0::PE, false, 40).unwrap().0.efer, efer::LME);
+        assert_eq!(
+            long.write_cr(4, 0, true, 40),
+            None,
+            "PAE stays on in long mode"
+        );
+        assert_eq!(
+            long.write_cr(0, cr0::PE, true, 40),
+            None,
+            "no paging off in 64-bit code"
+        );
+        assert_eq!(
+            long.write_cr(0, cr0::PE, false, 40).unwrap().0.efer,
+            efer::LME
+        );
         assert_eq!(long.write_efer(0), None, "LME is fixed while paging");
-        assert_eq!(long.write_efer(efer::LME | efer::NXE).unwrap().efer, efer::LME | efer::LMA | efer::NXE);
+        assert_eq!(
+            long.write_efer(efer::LME | efer::NXE).unwrap().efer,
+            efer::LME | efer::LMA | efer::NXE
+        );
     }
 
     #[test]
     fn cr_writes() {
-        assert_eq!(LONG.write_cr(3, 1 << 45, false, 40), None, "CR3 above MAXPHYADDR");
-        assert_eq!(LONG.write_cr(3, 0x1000, false, 40), Some((LONG, Flush::NonGlobal)), "the same CR3 again flushes");
-        assert_eq!(LONG.write_cr(3, 0x2000, false, 40).unwrap().1, Flush::NonGlobal);
-        let pge = GuestPaging { cr4: cr4::PAE | cr4::PGE, ..LONG };
-        assert_eq!(pge.write_cr(4, cr4::PAE, false, 40).unwrap().1, Flush::All, "PGE off flushes globals too");
-        assert_eq!(LONG.write_cr(4, cr4::PAE | (1 << 20), false, 40), None, "SMEP is not offered");
+        assert_eq!(
+            LONG.write_cr(3, 1 << 45, false, 40),
+            None,
+            "CR3 above MAXPHYADDR"
+        );
+        assert_eq!(
+            LONG.write_cr(3, 0x1000, false, 40),
+            Some((LONG, Flush::NonGlobal)),
+            "the same CR3 again flushes"
+        );
+        assert_eq!(
+            LONG.write_cr(3, 0x2000, false, 40).unwrap().1,
+            Flush::NonGlobal
+        );
+        let pge = GuestPaging {
+            cr4: cr4::PAE | cr4::PGE,
+            ..LONG
+        };
+        assert_eq!(
+            pge.write_cr(4, cr4::PAE, false, 40).unwrap().1,
+            Flush::All,
+            "PGE off flushes globals too"
+        );
+        assert_eq!(
+            LONG.write_cr(4, cr4::PAE | (1 << 20), false, 40),
+            None,
+            "SMEP is not offered"
+        );
         assert_eq!(LONG.write_cr(0, (1 << 32) | LONG.cr0, false, 40), None);
         assert_eq!(LONG.write_cr(2, 0, false, 40), None);
-        let legacy = GuestPaging { cr0: cr0::PE | cr0::PG, ..GuestPaging::RESET };
-        assert_eq!(legacy.write_cr(3, 0x1_0000_2000, false, 40).unwrap().0.cr3, 0x2000);
+        let legacy = GuestPaging {
+            cr0: cr0::PE | cr0::PG,
+            ..GuestPaging::RESET
+        };
+        assert_eq!(
+            legacy.write_cr(3, 0x1_0000_2000, false, 40).unwrap().0.cr3,
+            0x2000
+        );
         let (ts, flush) = LONG.write_cr(0, LONG.cr0 | 8, false, 40).unwrap();
-        assert!(flush == Flush::None && ts.cr0 & 8 != 0, "CR0.TS does not touch translations");
-        assert_eq!(LONG.write_cr(0, LONG.cr0 & !cr0::WP, false, 40).unwrap().1, Flush::All, "CR0.WP does");
+        assert!(
+            flush == Flush::None && ts.cr0 & 8 != 0,
+            "CR0.TS does not touch translations"
+        );
+        assert_eq!(
+            LONG.write_cr(0, LONG.cr0 & !cr0::WP, false, 40).unwrap().1,
+            Flush::All,
+            "CR0.WP does"
+        );
     }
 
     #[test]
@@ -299,19 +413,46 @@ mod tests {
             leaf_table: None,
             updates: [None; 4],
         };
-        assert!(!global(&LONG, walk.global), "no global pages without CR4.PGE");
-        assert!(global(&GuestPaging { cr4: cr4::PAE | cr4::PGE, ..LONG }, walk.global));
+        assert!(
+            !global(&LONG, walk.global),
+            "no global pages without CR4.PGE"
+        );
+        assert!(global(
+            &GuestPaging {
+                cr4: cr4::PAE | cr4::PGE,
+                ..LONG
+            },
+            walk.global
+        ));
         let read = Access::default();
         let page = HostPhys(0x5000);
         let l = leaf(page, &walk, read, true);
-        assert!(!l.writable() && l.0 & bits::US != 0 && l.0 & bits::NX != 0, "clean: read-only");
-        let write = Access { write: true, ..read };
-        let dirty = Walk { dirty: true, ..walk };
+        assert!(
+            !l.writable() && l.0 & bits::US != 0 && l.0 & bits::NX != 0,
+            "clean: read-only"
+        );
+        let write = Access {
+            write: true,
+            ..read
+        };
+        let dirty = Walk {
+            dirty: true,
+            ..walk
+        };
         assert!(leaf(page, &dirty, write, true).writable());
-        assert!(!leaf(page, &dirty, write, false).writable(), "the host's dirty log wins");
-        let ro = Walk { writable: false, ..dirty };
+        assert!(
+            !leaf(page, &dirty, write, false).writable(),
+            "the host's dirty log wins"
+        );
+        let ro = Walk {
+            writable: false,
+            ..dirty
+        };
         let l = leaf(page, &ro, write, true);
-        assert!(l.writable() && l.0 & bits::US == 0, "CR0.WP=0 kernel write: writable, kernel-only");
+        assert!(
+            l.writable() && l.0 & bits::US == 0,
+            "CR0.WP=0 kernel write: writable, kernel-only"
+        );
         assert!(!leaf(page, &ro, Access { user: true, ..read }, true).writable());
     }
 
@@ -333,10 +474,30 @@ mod tests {
         let l = same_page(&two_mb, 0x20_1234, 0x20_5000).unwrap();
         assert_eq!(l.page, 0x60_5000);
         assert!(l.perm.writable && !l.perm.user && l.dirty && l.global);
-        assert_eq!(same_page(&two_mb, 0x20_1234, 0x40_0000), None, "the next 2 MiB is another page");
-        let small = Walk { page_size: 4096, leaf_table: Some(super::super::walk::LeafTable { gpa: 0, entry_size: 8, index: 0 }), ..two_mb };
+        assert_eq!(
+            same_page(&two_mb, 0x20_1234, 0x40_0000),
+            None,
+            "the next 2 MiB is another page"
+        );
+        let small = Walk {
+            page_size: 4096,
+            leaf_table: Some(super::super::walk::LeafTable {
+                gpa: 0,
+                entry_size: 8,
+                index: 0,
+            }),
+            ..two_mb
+        };
         assert_eq!(same_page(&small, 0x1234, 0x2000), None);
-        let off = Walk { gpa: 0x1234, page_size: 1 << 32, ..two_mb };
-        assert_eq!(same_page(&off, 0x1234, 0xb_8000).unwrap().page, 0xb_8000, "no paging: identity");
+        let off = Walk {
+            gpa: 0x1234,
+            page_size: 1 << 32,
+            ..two_mb
+        };
+        assert_eq!(
+            same_page(&off, 0x1234, 0xb_8000).unwrap().page,
+            0xb_8000,
+            "no paging: identity"
+        );
     }
 }

@@ -49,17 +49,29 @@ pub struct Desc {
 impl Desc {
     /// A counter (`KVM_STATS_TYPE_CUMULATIVE`, no unit).
     pub const fn counter(name: &'static str) -> Desc {
-        Desc { name, flags: TYPE_CUMULATIVE | UNIT_NONE | BASE_POW10, exponent: 0 }
+        Desc {
+            name,
+            flags: TYPE_CUMULATIVE | UNIT_NONE | BASE_POW10,
+            exponent: 0,
+        }
     }
 
     /// An instantaneous value (`KVM_STATS_TYPE_INSTANT`, no unit).
     pub const fn instant(name: &'static str) -> Desc {
-        Desc { name, flags: TYPE_INSTANT | UNIT_NONE | BASE_POW10, exponent: 0 }
+        Desc {
+            name,
+            flags: TYPE_INSTANT | UNIT_NONE | BASE_POW10,
+            exponent: 0,
+        }
     }
 
     /// A time in nanoseconds, summed (`KVM_STATS_UNIT_SECONDS`, 10^-9).
     pub const fn nanoseconds(name: &'static str) -> Desc {
-        Desc { name, flags: TYPE_CUMULATIVE | UNIT_SECONDS | BASE_POW10, exponent: -9 }
+        Desc {
+            name,
+            flags: TYPE_CUMULATIVE | UNIT_SECONDS | BASE_POW10,
+            exponent: -9,
+        }
     }
 }
 
@@ -90,7 +102,10 @@ pub fn write_id(out: &mut [u8; NAME_SIZE], at: usize, prefix: &[u8], n: u32) -> 
         }
     }
     let mut end = at;
-    let bytes = prefix.iter().copied().chain(digits.iter().take(len).rev().copied());
+    let bytes = prefix
+        .iter()
+        .copied()
+        .chain(digits.iter().take(len).rev().copied());
     for b in bytes {
         // Keep the last byte, the NUL.
         match out.get_mut(end) {
@@ -115,7 +130,14 @@ pub fn render(id: &[u8], descs: &[Desc], values: &[u64], out: &mut [u8]) {
     out.fill(0);
     let n = descs.len();
     let desc_offset = HEADER_SIZE + NAME_SIZE;
-    let header = [0, NAME_SIZE as u32, n as u32, HEADER_SIZE as u32, desc_offset as u32, data_offset(n) as u32];
+    let header = [
+        0,
+        NAME_SIZE as u32,
+        n as u32,
+        HEADER_SIZE as u32,
+        desc_offset as u32,
+        data_offset(n) as u32,
+    ];
     for (i, word) in header.iter().enumerate() {
         put(out, 4 * i, &word.to_ne_bytes());
     }
@@ -161,8 +183,14 @@ mod tests {
         assert_eq!(u32_at(&file, d + 8), 8);
         assert_eq!(&file[d + 16..d + 27], b"guest_time\0");
         let data = data_offset(2);
-        assert_eq!(u64::from_ne_bytes(file[data..data + 8].try_into().unwrap()), 7);
-        assert_eq!(u64::from_ne_bytes(file[data + 8..data + 16].try_into().unwrap()), 1_000);
+        assert_eq!(
+            u64::from_ne_bytes(file[data..data + 8].try_into().unwrap()),
+            7
+        );
+        assert_eq!(
+            u64::from_ne_bytes(file[data + 8..data + 16].try_into().unwrap()),
+            1_000
+        );
         assert_eq!(file.len(), data + 16);
     }
 

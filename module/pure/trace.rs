@@ -20,8 +20,11 @@
 //! ```
 
 use super::{
-    vmcb::{exit, IoExit},
-    vmcs,
+    vmcb::{
+        exit,
+        IoExit, //
+    },
+    vmcs, //
 };
 
 /// One exit.
@@ -46,9 +49,17 @@ pub const TO_USER: u64 = 1 << 32;
 
 impl ExitRecord {
     /// The record as bytes.
-    pub fn to_bytes(&self) -> [u8; RECORD_SIZE] {
-        let words =
-            [self.seq, self.time_ns, self.code, self.info1, self.info2, self.rip, self.guest_ns, self.outcome];
+    pub fn to_bytes(self) -> [u8; RECORD_SIZE] {
+        let words = [
+            self.seq,
+            self.time_ns,
+            self.code,
+            self.info1,
+            self.info2,
+            self.rip,
+            self.guest_ns,
+            self.outcome,
+        ];
         let mut out = [0u8; RECORD_SIZE];
         for (chunk, w) in out.chunks_exact_mut(8).zip(words) {
             chunk.copy_from_slice(&w.to_ne_bytes());
@@ -106,13 +117,20 @@ pub fn store(ring: &mut [ExitRecord], seq: u64, record: ExitRecord) {
 /// The records of a ring's bytes with `seq` above `after`, oldest first.
 pub fn newer(bytes: &[u8], after: u64) -> impl Iterator<Item = ExitRecord> + '_ {
     let mut min_seq = u64::MAX;
-    for r in bytes.chunks_exact(RECORD_SIZE).filter_map(ExitRecord::from_bytes) {
+    for r in bytes
+        .chunks_exact(RECORD_SIZE)
+        .filter_map(ExitRecord::from_bytes)
+    {
         if r.seq > after && r.seq < min_seq {
             min_seq = r.seq;
         }
     }
     // The ring holds consecutive sequence numbers: walk from the oldest.
-    let n = if min_seq == u64::MAX { 0 } else { (bytes.len() / RECORD_SIZE) as u64 };
+    let n = if min_seq == u64::MAX {
+        0
+    } else {
+        (bytes.len() / RECORD_SIZE) as u64
+    };
     (0..n).filter_map(move |i| {
         let seq = min_seq.checked_add(i)?;
         let slot = ((seq - 1) % n) as usize;
@@ -188,7 +206,9 @@ pub fn exit_bucket(code: u64) -> usize {
     match code {
         0..=0x9f => code as usize,
         exit::NPF => 0xa0,
-        c if c & VMX_EXIT_TAG != 0 && ((c as u16) as usize) < VMX_REASONS => 0xa1 + (c as u16) as usize,
+        c if c & VMX_EXIT_TAG != 0 && ((c as u16) as usize) < VMX_REASONS => {
+            0xa1 + (c as u16) as usize
+        }
         _ => OTHER,
     }
 }
@@ -331,7 +351,11 @@ fn describe_vmx(r: &ExitRecord, f: &mut core::fmt::Formatter<'_>) -> core::fmt::
             } else {
                 "read"
             };
-            let kind = if r.info1 & 0x38 != 0 { "protection" } else { "not present" };
+            let kind = if r.info1 & 0x38 != 0 {
+                "protection"
+            } else {
+                "not present"
+            };
             write!(f, " gpa={:#x} {access} ({kind})", r.info2)
         }
         vmcs::reason::CR_ACCESS => write!(f, " cr{}", r.info1 & 0xf),
@@ -355,10 +379,16 @@ fn describe_vmx(r: &ExitRecord, f: &mut core::fmt::Formatter<'_>) -> core::fmt::
 mod tests {
     use super::*;
     extern crate std;
-    use std::{format, vec::Vec};
+    use std::{
+        format,
+        vec::Vec, //
+    };
 
     fn rec(code: u64) -> ExitRecord {
-        ExitRecord { code, ..Default::default() }
+        ExitRecord {
+            code,
+            ..Default::default()
+        }
     }
 
     fn bytes(ring: &[ExitRecord]) -> Vec<u8> {
@@ -367,7 +397,16 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let r = ExitRecord { seq: 1, time_ns: 2, code: 3, info1: 4, info2: 5, rip: 6, guest_ns: 7, outcome: TO_USER | 2 };
+        let r = ExitRecord {
+            seq: 1,
+            time_ns: 2,
+            code: 3,
+            info1: 4,
+            info2: 5,
+            rip: 6,
+            guest_ns: 7,
+            outcome: TO_USER | 2,
+        };
         assert_eq!(ExitRecord::from_bytes(&r.to_bytes()), Some(r));
         assert_eq!(r.user_exit(), Some(2));
         assert_eq!(ExitRecord::from_bytes(&[0; 10]), None);
@@ -394,7 +433,10 @@ mod tests {
         let mut ring = [ExitRecord::default(); 8];
         store(&mut ring, 1, rec(1));
         store(&mut ring, 2, rec(2));
-        assert_eq!(newer(&bytes(&ring), 0).map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            newer(&bytes(&ring), 0).map(|r| r.seq).collect::<Vec<_>>(),
+            [1, 2]
+        );
     }
 
     #[test]
@@ -408,14 +450,45 @@ mod tests {
 
     #[test]
     fn descriptions() {
-        let out = ExitRecord { code: exit::IOIO, info1: (0x3f8 << 16) | 0x10, rip: 0x1000, outcome: TO_USER | 2, ..Default::default() };
-        assert_eq!(format!("{}", describe(&out)), "io       rip=0x1000 out port=0x3f8 size=1 guest=0ns -> user: io");
-        let npf = ExitRecord { code: exit::NPF, info1: 6, info2: 0x3f00_0000, ..Default::default() };
-        assert_eq!(format!("{}", describe(&npf)), "npf      rip=0x0 gpa=0x3f000000 write (not present) guest=0ns -> kernel");
-        let pf = ExitRecord { code: 0x4e, info1: 7, info2: 0x7fff_f000, ..Default::default() };
-        assert_eq!(format!("{}", describe(&pf)), "excp_pf  rip=0x0 addr=0x7ffff000 write user (protection) guest=0ns -> kernel");
-        let cr3 = ExitRecord { code: 0x13, ..Default::default() };
-        assert_eq!(format!("{}", describe(&cr3)), "write_cr rip=0x0 cr3 guest=0ns -> kernel");
+        let out = ExitRecord {
+            code: exit::IOIO,
+            info1: (0x3f8 << 16) | 0x10,
+            rip: 0x1000,
+            outcome: TO_USER | 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            format!("{}", describe(&out)),
+            "io       rip=0x1000 out port=0x3f8 size=1 guest=0ns -> user: io"
+        );
+        let npf = ExitRecord {
+            code: exit::NPF,
+            info1: 6,
+            info2: 0x3f00_0000,
+            ..Default::default()
+        };
+        assert_eq!(
+            format!("{}", describe(&npf)),
+            "npf      rip=0x0 gpa=0x3f000000 write (not present) guest=0ns -> kernel"
+        );
+        let pf = ExitRecord {
+            code: 0x4e,
+            info1: 7,
+            info2: 0x7fff_f000,
+            ..Default::default()
+        };
+        assert_eq!(
+            format!("{}", describe(&pf)),
+            "excp_pf  rip=0x0 addr=0x7ffff000 write user (protection) guest=0ns -> kernel"
+        );
+        let cr3 = ExitRecord {
+            code: 0x13,
+            ..Default::default()
+        };
+        assert_eq!(
+            format!("{}", describe(&cr3)),
+            "write_cr rip=0x0 cr3 guest=0ns -> kernel"
+        );
         assert_eq!(svm_exit_name(exit::CPUID), "cpuid");
         assert_eq!(svm_exit_name(0x33), "write_dr");
     }
@@ -433,15 +506,38 @@ mod tests {
         assert_eq!(bucket_code(exit_bucket(exit::NPF)), Some(exit::NPF));
         assert_eq!(exit_bucket(VMX_EXIT_TAG | 200), EXIT_BUCKETS - 1);
         assert_eq!(bucket_code(EXIT_BUCKETS - 1), None);
-        let r = ExitRecord { code: io, info1: (0x3f8 << 16) | 0, info2: 0, rip: 0x100, ..Default::default() };
+        let r = ExitRecord {
+            code: io,
+            info1: 0x3f8 << 16,
+            info2: 0,
+            rip: 0x100,
+            ..Default::default()
+        };
         assert!(format!("{}", describe(&r)).starts_with("io       rip=0x100 out port=0x3f8 size=1"));
         // Exceptions (shadow paging, virtual-8086 mode): #GP(0) and a #PF.
         let exception = VMX_EXIT_TAG | u64::from(vmcs::reason::EXCEPTION_NMI);
-        let gp = ExitRecord { code: exception, info2: 0x8000_0b0d, rip: 0x1004, ..Default::default() };
-        assert_eq!(format!("{}", describe(&gp)), "exception rip=0x1004 #GP guest=0ns -> kernel");
-        let pf = ExitRecord { code: exception, info1: 0xb8000, info2: 0x8000_0b0e, ..Default::default() };
+        let gp = ExitRecord {
+            code: exception,
+            info2: 0x8000_0b0d,
+            rip: 0x1004,
+            ..Default::default()
+        };
+        assert_eq!(
+            format!("{}", describe(&gp)),
+            "exception rip=0x1004 #GP guest=0ns -> kernel"
+        );
+        let pf = ExitRecord {
+            code: exception,
+            info1: 0xb8000,
+            info2: 0x8000_0b0e,
+            ..Default::default()
+        };
         assert!(format!("{}", describe(&pf)).contains(" #PF addr=0xb8000 "));
-        let invlpg = ExitRecord { code: VMX_EXIT_TAG | u64::from(vmcs::reason::INVLPG), info1: 0x7000, ..Default::default() };
+        let invlpg = ExitRecord {
+            code: VMX_EXIT_TAG | u64::from(vmcs::reason::INVLPG),
+            info1: 0x7000,
+            ..Default::default()
+        };
         assert!(format!("{}", describe(&invlpg)).contains("invlpg   rip=0x0 addr=0x7000 "));
     }
 }

@@ -474,7 +474,16 @@ mod tests {
     #[test]
     fn attrib_round_trip() {
         // A 64-bit code segment: type 0xb, S, P, L, G.
-        let a = SegAttrib { type_: 0xb, s: true, dpl: 0, present: true, avl: false, l: true, db: false, g: true };
+        let a = SegAttrib {
+            type_: 0xb,
+            s: true,
+            dpl: 0,
+            present: true,
+            avl: false,
+            l: true,
+            db: false,
+            g: true,
+        };
         assert_eq!(a.pack(), 0xa9b);
         assert_eq!(SegAttrib::unpack(0xa9b), a);
         // Real-mode data segment as KVM's init_seg() makes it: P | S | W.
@@ -488,10 +497,16 @@ mod tests {
     fn io_exit_decode() {
         // out %al, $0x10: port 0x10, size 1, OUT, 16-bit address.
         let io = IoExit::decode(0x0010_0090);
-        assert_eq!((io.port, io.input, io.size, io.string, io.rep), (0x10, false, 1, false, false));
+        assert_eq!(
+            (io.port, io.input, io.size, io.string, io.rep),
+            (0x10, false, 1, false, false)
+        );
         // rep insw with 32-bit addresses, port 0x1f0, ES.
         let io = IoExit::decode(0x01f0_0000 | 1 | 4 | 8 | (1 << 5) | (1 << 8));
-        assert_eq!((io.port, io.input, io.size, io.string, io.rep, io.addr_bits), (0x1f0, true, 2, true, true, 32));
+        assert_eq!(
+            (io.port, io.input, io.size, io.string, io.rep, io.addr_bits),
+            (0x1f0, true, 2, true, true, 32)
+        );
         // in %eax, %dx in 64-bit code.
         let io = IoExit::decode(0x0cf8_0000 | 1 | (1 << 6) | (1 << 9));
         assert_eq!((io.size, io.addr_bits), (4, 64));

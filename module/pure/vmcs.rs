@@ -248,7 +248,16 @@ pub enum Seg {
 
 impl Seg {
     /// All of them.
-    pub const ALL: [Seg; 8] = [Seg::Es, Seg::Cs, Seg::Ss, Seg::Ds, Seg::Fs, Seg::Gs, Seg::Ldtr, Seg::Tr];
+    pub const ALL: [Seg; 8] = [
+        Seg::Es,
+        Seg::Cs,
+        Seg::Ss,
+        Seg::Ds,
+        Seg::Fs,
+        Seg::Gs,
+        Seg::Ldtr,
+        Seg::Tr,
+    ];
 
     /// Guest selector field.
     pub const fn selector(self) -> Field {
@@ -568,13 +577,18 @@ impl Controls {
     /// What rkvm needs, checked against what the processor allows: `Err`
     /// names the first control word that cannot hold it.
     pub fn derive(c: &CapMsrs) -> Result<Controls, &'static str> {
-        use self::{entry_ctl as en, exit_ctl as ex};
+        use self::{
+            entry_ctl as en,
+            exit_ctl as ex, //
+        };
         // The preemption timer where the processor has it: a guest then
         // leaves guest mode at least once per timer period even if an
         // interrupt does not make it (see `vmx/mod.rs`).
         let timer = (c.pin >> 32) as u32 & pin::PREEMPTION_TIMER != 0;
         let pin = adjust_controls(
-            pin::EXT_INTR_EXITING | pin::NMI_EXITING | if timer { pin::PREEMPTION_TIMER } else { 0 },
+            pin::EXT_INTR_EXITING
+                | pin::NMI_EXITING
+                | if timer { pin::PREEMPTION_TIMER } else { 0 },
             c.pin,
         )
         .ok_or("pin-based controls")?;
@@ -605,7 +619,8 @@ impl Controls {
             c.exit,
         )
         .ok_or("VM-exit controls")?;
-        let entry = adjust_controls(en::LOAD_EFER | en::LOAD_PAT | en::LOAD_DEBUG, c.entry).ok_or("VM-entry controls")?;
+        let entry = adjust_controls(en::LOAD_EFER | en::LOAD_PAT | en::LOAD_DEBUG, c.entry)
+            .ok_or("VM-entry controls")?;
         if (c.entry >> 32) as u32 & en::IA32E_MODE == 0 {
             return Err("IA-32e mode guests");
         }
@@ -641,7 +656,10 @@ impl Controls {
     /// guest reads its own from the read shadows.
     pub fn for_shadow_paging(&self) -> Controls {
         Controls {
-            proc: self.proc | proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING | proc::INVLPG_EXITING,
+            proc: self.proc
+                | proc::CR3_LOAD_EXITING
+                | proc::CR3_STORE_EXITING
+                | proc::INVLPG_EXITING,
             proc2: self.proc2 & !(proc2::EPT | proc2::UNRESTRICTED_GUEST | proc2::VPID),
             vpid: false,
             cr0_host_owned: u64::MAX,
@@ -672,7 +690,12 @@ pub fn v86_segment(s: &Segment) -> Option<Segment> {
 /// raises #GP(0), which rkvm intercepts and turns into the I/O exit. No
 /// guest memory backs it, and nothing else reads it: every exception is
 /// intercepted in virtual-8086 mode, before it could switch stacks.
-pub const V86_TR: Segment = Segment { selector: 0, base: 0, limit: 0, ar: 0x8b };
+pub const V86_TR: Segment = Segment {
+    selector: 0,
+    base: 0,
+    limit: 0,
+    ar: 0x8b,
+};
 
 /// Makes the segments of a protected-mode guest acceptable to VM entry
 /// without unrestricted guest, which wants the RPLs of CS and SS to agree
@@ -791,7 +814,9 @@ pub fn reason_name(basic: u16) -> &'static str {
         reason::HLT => "hlt",
         reason::INVLPG => "invlpg",
         reason::VMCALL => "vmcall",
-        reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => "vmx_insn",
+        reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
+            "vmx_insn"
+        }
         reason::CR_ACCESS => "cr",
         reason::DR_ACCESS => "dr",
         reason::IO => "io",
@@ -873,7 +898,10 @@ impl IntrInfo {
     /// A software interrupt or exception: injecting it needs the
     /// instruction length.
     pub fn needs_length(self) -> bool {
-        matches!(self.kind(), Self::TYPE_SW_INTR | Self::TYPE_PRIV_SW_EXCEPTION | Self::TYPE_SW_EXCEPTION)
+        matches!(
+            self.kind(),
+            Self::TYPE_SW_INTR | Self::TYPE_PRIV_SW_EXCEPTION | Self::TYPE_SW_EXCEPTION
+        )
     }
 }
 
@@ -994,14 +1022,36 @@ mod tests {
     #[test]
     fn segment_access_rights_round_trip() {
         // A 64-bit kernel code segment: type 0xb, S, P, L, G.
-        let cs = SegAttrib { type_: 0xb, s: true, dpl: 0, present: true, l: true, g: true, ..Default::default() };
+        let cs = SegAttrib {
+            type_: 0xb,
+            s: true,
+            dpl: 0,
+            present: true,
+            l: true,
+            g: true,
+            ..Default::default()
+        };
         assert_eq!(access_rights(&cs, false), 0xa09b);
         assert_eq!(attributes(0xa09b), (cs, false));
         // Real-mode data segment at reset.
-        let ds = SegAttrib { type_: 3, s: true, present: true, ..Default::default() };
+        let ds = SegAttrib {
+            type_: 3,
+            s: true,
+            present: true,
+            ..Default::default()
+        };
         assert_eq!(access_rights(&ds, false), 0x93);
         // Not present (or marked unusable): unusable, nothing else.
-        assert_eq!(access_rights(&SegAttrib { present: false, ..cs }, false), ar::UNUSABLE);
+        assert_eq!(
+            access_rights(
+                &SegAttrib {
+                    present: false,
+                    ..cs
+                },
+                false
+            ),
+            ar::UNUSABLE
+        );
         assert_eq!(access_rights(&cs, true), ar::UNUSABLE);
         assert!(attributes(ar::UNUSABLE).1);
     }
@@ -1010,10 +1060,28 @@ mod tests {
     fn io_qualification() {
         // out %al, $0x80
         let q = IoQualification::decode(0x80 << 16);
-        assert_eq!(q, IoQualification { port: 0x80, input: false, size: 1, string: false, rep: false });
+        assert_eq!(
+            q,
+            IoQualification {
+                port: 0x80,
+                input: false,
+                size: 1,
+                string: false,
+                rep: false
+            }
+        );
         // rep insw from port 0x1f0
         let q = IoQualification::decode((0x1f0 << 16) | (1 << 5) | (1 << 4) | (1 << 3) | 1);
-        assert_eq!(q, IoQualification { port: 0x1f0, input: true, size: 2, string: true, rep: true });
+        assert_eq!(
+            q,
+            IoQualification {
+                port: 0x1f0,
+                input: true,
+                size: 2,
+                string: true,
+                rep: true
+            }
+        );
         // 32-bit addressing, segment DS (3).
         assert_eq!(string_io_info((1 << 7) | (3 << 15)), (4, 3));
         assert_eq!(string_io_info(2 << 7), (8, 0));
@@ -1023,10 +1091,18 @@ mod tests {
     fn interruption_information() {
         let gp = IntrInfo::exception(13, true);
         assert_eq!(gp.0, 0x8000_0b0d);
-        assert!(gp.valid() && gp.has_error() && gp.vector() == 13 && gp.kind() == IntrInfo::TYPE_HW_EXCEPTION);
+        assert!(
+            gp.valid()
+                && gp.has_error()
+                && gp.vector() == 13
+                && gp.kind() == IntrInfo::TYPE_HW_EXCEPTION
+        );
         assert_eq!(IntrInfo::interrupt(0x20).0, 0x8000_0020);
         // IDT-vectoring information with NMI unblocking (bit 12) set.
-        assert_eq!(IntrInfo(0x8000_1020).reinjection(), IntrInfo::interrupt(0x20));
+        assert_eq!(
+            IntrInfo(0x8000_1020).reinjection(),
+            IntrInfo::interrupt(0x20)
+        );
         assert!(IntrInfo(0x8000_0403).needs_length());
         assert!(!gp.needs_length());
     }
@@ -1062,7 +1138,10 @@ mod tests {
         let c = Controls::derive(&bochs_caps()).expect("Bochs has what rkvm needs");
         assert!(c.proc & proc::UNCOND_IO_EXITING != 0 && c.proc & proc::HLT_EXITING != 0);
         // The TRUE MSR lets CR3 exiting be 0 (the non-TRUE one forces it).
-        assert_eq!(c.proc & (proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING), 0);
+        assert_eq!(
+            c.proc & (proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING),
+            0
+        );
         assert!(c.proc2 & proc2::EPT != 0 && c.proc2 & proc2::UNRESTRICTED_GUEST != 0);
         assert!(c.vpid && c.invept_single);
         assert!(c.pin & pin::PREEMPTION_TIMER != 0);
@@ -1075,10 +1154,15 @@ mod tests {
 
     #[test]
     fn shadow_paging_controls() {
-        let c = Controls::derive(&bochs_caps()).expect("Bochs has what rkvm needs").for_shadow_paging();
+        let c = Controls::derive(&bochs_caps())
+            .expect("Bochs has what rkvm needs")
+            .for_shadow_paging();
         let exiting = proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING | proc::INVLPG_EXITING;
         assert_eq!(c.proc & exiting, exiting);
-        assert_eq!(c.proc2 & (proc2::EPT | proc2::UNRESTRICTED_GUEST | proc2::VPID), 0);
+        assert_eq!(
+            c.proc2 & (proc2::EPT | proc2::UNRESTRICTED_GUEST | proc2::VPID),
+            0
+        );
         assert!(!c.vpid);
         assert_eq!((c.cr0_host_owned, c.cr4_host_owned), (u64::MAX, u64::MAX));
         // The bits forced to 1 stay what the processor says.
@@ -1087,18 +1171,48 @@ mod tests {
 
     #[test]
     fn real_mode_segments_in_v86_mode() {
-        let s = Segment { selector: 0x1234, base: 0x12340, limit: 0xffff, ar: 0x93 };
+        let s = Segment {
+            selector: 0x1234,
+            base: 0x12340,
+            limit: 0xffff,
+            ar: 0x93,
+        };
         assert_eq!(v86_segment(&s), Some(Segment { ar: V86_AR, ..s }));
         // CS after RESET: base 0xffff0000, not 0xf000 * 16.
-        assert_eq!(v86_segment(&Segment { selector: 0xf000, base: 0xffff_0000, limit: 0xffff, ar: 0x9b }), None);
+        assert_eq!(
+            v86_segment(&Segment {
+                selector: 0xf000,
+                base: 0xffff_0000,
+                limit: 0xffff,
+                ar: 0x9b
+            }),
+            None
+        );
         // Unreal mode, and a 32-bit segment.
-        assert_eq!(v86_segment(&Segment { limit: 0xffff_ffff, ..s }), None);
-        assert_eq!(v86_segment(&Segment { ar: 0x93 | ar::DB, ..s }), None);
+        assert_eq!(
+            v86_segment(&Segment {
+                limit: 0xffff_ffff,
+                ..s
+            }),
+            None
+        );
+        assert_eq!(
+            v86_segment(&Segment {
+                ar: 0x93 | ar::DB,
+                ..s
+            }),
+            None
+        );
     }
 
     #[test]
     fn segments_just_out_of_real_mode() {
-        let seg = |selector: u16, ar: u32| Segment { selector, base: u64::from(selector) << 4, limit: 0xffff, ar };
+        let seg = |selector: u16, ar: u32| Segment {
+            selector,
+            base: u64::from(selector) << 4,
+            limit: 0xffff,
+            ar,
+        };
         let mut segs = [seg(0, 0x93); 8];
         segs[Seg::Cs as usize] = seg(0x07c3, 0x9b);
         segs[Seg::Ds as usize] = seg(0x0012, 0x93);

@@ -9,8 +9,11 @@
 //! the processor would set in the guest's entries.
 
 use super::paging::bits;
-use super::x86::{cr0, cr4, efer};
-
+use super::x86::{
+    cr0,
+    cr4,
+    efer, //
+};
 
 /// The guest's paging mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,14 +41,21 @@ impl Paging {
         } else if cr4_value & cr4::PAE != 0 {
             Paging::Pae
         } else {
-            Paging::Bits32 { pse: cr4_value & cr4::PSE != 0 }
+            Paging::Bits32 {
+                pse: cr4_value & cr4::PSE != 0,
+            }
         }
     }
 }
 
 /// Translates `linear`; `read(gpa, size)` reads a 4- or 8-byte entry from
 /// guest physical memory. `None`: not mapped (or the table is not in RAM).
-pub fn translate(mode: Paging, cr3: u64, linear: u64, mut read: impl FnMut(u64, u8) -> Option<u64>) -> Option<u64> {
+pub fn translate(
+    mode: Paging,
+    cr3: u64,
+    linear: u64,
+    mut read: impl FnMut(u64, u8) -> Option<u64>,
+) -> Option<u64> {
     match mode {
         Paging::Off => Some(linear & 0xffff_ffff),
         Paging::Bits32 { pse } => {
@@ -76,7 +86,12 @@ pub fn translate(mode: Paging, cr3: u64, linear: u64, mut read: impl FnMut(u64, 
 
 /// Continues a 64-bit-entry walk from `entry`, which points at a table of
 /// `level` (3 = PDPT, 2 = PD, 1 = PT).
-fn walk_levels(mut entry: u64, mut level: u32, linear: u64, read: &mut impl FnMut(u64, u8) -> Option<u64>) -> Option<u64> {
+fn walk_levels(
+    mut entry: u64,
+    mut level: u32,
+    linear: u64,
+    read: &mut impl FnMut(u64, u8) -> Option<u64>,
+) -> Option<u64> {
     loop {
         if entry & bits::P == 0 {
             return None;
@@ -125,7 +140,11 @@ impl Access {
     /// The access a page-fault error code describes.
     pub fn from_error_code(code: u64) -> Access {
         let code = code as u32;
-        Access { write: code & pf::WRITE != 0, user: code & pf::USER != 0, fetch: code & pf::FETCH != 0 }
+        Access {
+            write: code & pf::WRITE != 0,
+            user: code & pf::USER != 0,
+            fetch: code & pf::FETCH != 0,
+        }
     }
 
     /// The access bits of a fault's error code for it.
@@ -181,7 +200,11 @@ pub struct Perm {
 
 impl Perm {
     /// Nothing forbidden (no paging).
-    pub const ALL: Perm = Perm { writable: true, user: true, nx: false };
+    pub const ALL: Perm = Perm {
+        writable: true,
+        user: true,
+        nx: false,
+    };
 
     /// `self` restricted by one more level's entry.
     fn and(self, entry: u64, nxe: bool) -> Perm {
@@ -283,7 +306,11 @@ pub fn walk(
             if pde & bits::P == 0 {
                 return not_present;
             }
-            levels[0] = Some(Level { gpa: pde_gpa, size: 4, entry: pde });
+            levels[0] = Some(Level {
+                gpa: pde_gpa,
+                size: 4,
+                entry: pde,
+            });
             depth = 1;
             if pse && pde & bits::PS != 0 {
                 // Bits 39:32 of a 4 MiB page come from PDE bits 20:13.
@@ -297,7 +324,11 @@ pub fn walk(
                 if pte & bits::P == 0 {
                     return not_present;
                 }
-                levels[1] = Some(Level { gpa: pte_gpa, size: 4, entry: pte });
+                levels[1] = Some(Level {
+                    gpa: pte_gpa,
+                    size: 4,
+                    entry: pte,
+                });
                 depth = 2;
                 leaf_entry = pte;
                 page_bits = 12;
@@ -308,7 +339,8 @@ pub fn walk(
             let (mut table, mut level) = if mode == Paging::Pae {
                 // The four PDPTEs have no permission or accessed bits.
                 let linear = linear & 0xffff_ffff;
-                let pdpte = read((cr3 & 0xffff_ffe0) + ((linear >> 30) << 3), 8).ok_or(access_bits)?;
+                let pdpte =
+                    read((cr3 & 0xffff_ffe0) + ((linear >> 30) << 3), 8).ok_or(access_bits)?;
                 if pdpte & bits::P == 0 {
                     return not_present;
                 }
@@ -329,12 +361,23 @@ pub fn walk(
                 let large = entry & bits::PS != 0 && level > 1;
                 // PS is reserved in a PML4E; a large page's address must be
                 // aligned to its size (bit 12 is PAT there).
-                let misaligned = if large { entry & ((1u64 << shift) - 1) & !0x1fff & bits::ADDR } else { 0 };
-                if entry & (high_reserved | nx_reserved) != 0 || misaligned != 0 || (level == 4 && entry & bits::PS != 0) {
+                let misaligned = if large {
+                    entry & ((1u64 << shift) - 1) & !0x1fff & bits::ADDR
+                } else {
+                    0
+                };
+                if entry & (high_reserved | nx_reserved) != 0
+                    || misaligned != 0
+                    || (level == 4 && entry & bits::PS != 0)
+                {
                     return reserved;
                 }
                 if let Some(slot) = levels.get_mut(depth) {
-                    *slot = Some(Level { gpa, size: 8, entry });
+                    *slot = Some(Level {
+                        gpa,
+                        size: 8,
+                        entry,
+                    });
                 }
                 depth += 1;
                 if level == 1 || large {
@@ -369,7 +412,11 @@ pub fn walk(
         }
         if value != level.entry {
             if let Some(slot) = updates.get_mut(i) {
-                *slot = Some(Update { gpa: level.gpa, size: level.size, value });
+                *slot = Some(Update {
+                    gpa: level.gpa,
+                    size: level.size,
+                    value,
+                });
             }
         }
     }
@@ -378,7 +425,11 @@ pub fn walk(
         Some(Some(leaf)) if page_bits == 12 => {
             let size = u64::from(leaf.size);
             let table = leaf.gpa & !0xfff;
-            Some(LeafTable { gpa: table, entry_size: leaf.size, index: ((leaf.gpa - table) / size) as usize })
+            Some(LeafTable {
+                gpa: table,
+                entry_size: leaf.size,
+                index: ((leaf.gpa - table) / size) as usize,
+            })
         }
         _ => None,
     };
@@ -456,7 +507,10 @@ mod tests {
     #[test]
     fn modes() {
         assert_eq!(Paging::of(0x11, 0, 0), Paging::Off);
-        assert_eq!(Paging::of(0x8000_0011, 0x10, 0), Paging::Bits32 { pse: true });
+        assert_eq!(
+            Paging::of(0x8000_0011, 0x10, 0),
+            Paging::Bits32 { pse: true }
+        );
         assert_eq!(Paging::of(0x8000_0011, 0x20, 0), Paging::Pae);
         assert_eq!(Paging::of(0x8000_0011, 0x20, 0x500), Paging::Long);
     }
@@ -486,7 +540,10 @@ mod tests {
         m.insert(0x2000, 0x3003); // PD[0] -> PT at 0x3000
         m.insert(0x3000, 0x7003); // PT[0] -> 0x7000
         let mem = Mem(m);
-        assert_eq!(translate(Paging::Pae, 0x1000, 0x123, |a, s| mem.read(a, s)), Some(0x7123));
+        assert_eq!(
+            translate(Paging::Pae, 0x1000, 0x123, |a, s| mem.read(a, s)),
+            Some(0x7123)
+        );
 
         let mut m = BTreeMap::new();
         // 32-bit: PDE[0] -> PT at 0x3000 (4-byte entries), PDE[1] 4 MiB page at 8 MiB.
@@ -503,7 +560,10 @@ mod tests {
 
     #[test]
     fn off() {
-        assert_eq!(translate(Paging::Off, 0, 0xf_fff0, |_, _| None), Some(0xf_fff0));
+        assert_eq!(
+            translate(Paging::Off, 0, 0xf_fff0, |_, _| None),
+            Some(0xf_fff0)
+        );
     }
 
     fn long_tables(leaf: u64) -> Mem {
@@ -516,20 +576,51 @@ mod tests {
         Mem(m)
     }
 
-    const CTL: Controls = Controls { wp: true, nxe: true, maxphyaddr: 40 };
-    const READ: Access = Access { write: false, user: false, fetch: false };
-    const UWRITE: Access = Access { write: true, user: true, fetch: false };
+    const CTL: Controls = Controls {
+        wp: true,
+        nxe: true,
+        maxphyaddr: 40,
+    };
+    const READ: Access = Access {
+        write: false,
+        user: false,
+        fetch: false,
+    };
+    const UWRITE: Access = Access {
+        write: true,
+        user: true,
+        fetch: false,
+    };
 
     #[test]
     fn walk_sets_accessed_then_dirty() {
         let mem = long_tables(0x9007);
-        let w = walk(Paging::Long, 0x1000, 0x1234, READ, CTL, |a, s| mem.read(a, s)).unwrap();
+        let w = walk(Paging::Long, 0x1000, 0x1234, READ, CTL, |a, s| {
+            mem.read(a, s)
+        })
+        .unwrap();
         assert_eq!(w.gpa, 0x9234);
         assert!(w.writable && w.user && !w.nx && !w.dirty);
         assert_eq!(w.page_size, 4096);
-        let u: Vec<_> = w.updates.iter().flatten().map(|u| (u.gpa, u.value)).collect();
-        assert_eq!(u, [(0x1000, 0x2027), (0x2000, 0x3027), (0x3000, 0x4027), (0x4008, 0x9027)]);
-        let w = walk(Paging::Long, 0x1000, 0x1234, UWRITE, CTL, |a, s| mem.read(a, s)).unwrap();
+        let u: Vec<_> = w
+            .updates
+            .iter()
+            .flatten()
+            .map(|u| (u.gpa, u.value))
+            .collect();
+        assert_eq!(
+            u,
+            [
+                (0x1000, 0x2027),
+                (0x2000, 0x3027),
+                (0x3000, 0x4027),
+                (0x4008, 0x9027)
+            ]
+        );
+        let w = walk(Paging::Long, 0x1000, 0x1234, UWRITE, CTL, |a, s| {
+            mem.read(a, s)
+        })
+        .unwrap();
         assert!(w.dirty);
         assert_eq!(w.updates[3].unwrap().value, 0x9067, "the leaf gets A and D");
         // Bits already set are not written again.
@@ -541,75 +632,171 @@ mod tests {
             }
         }
         let mem = Mem(m);
-        let w = walk(Paging::Long, 0x1000, 0x1234, UWRITE, CTL, |a, s| mem.read(a, s)).unwrap();
+        let w = walk(Paging::Long, 0x1000, 0x1234, UWRITE, CTL, |a, s| {
+            mem.read(a, s)
+        })
+        .unwrap();
         assert_eq!(w.updates, [None; 4]);
     }
 
     #[test]
     fn walk_permissions_and_error_codes() {
         let ro = long_tables(0x9005); // user, read-only
-        let w = |mem: &Mem, a: Access, ctl: Controls| walk(Paging::Long, 0x1000, 0x1234, a, ctl, |x, s| mem.read(x, s));
+        let w = |mem: &Mem, a: Access, ctl: Controls| {
+            walk(Paging::Long, 0x1000, 0x1234, a, ctl, |x, s| mem.read(x, s))
+        };
         assert_eq!(w(&ro, UWRITE, CTL), Err(pf::PRESENT | pf::WRITE | pf::USER));
-        let kwrite = Access { write: true, user: false, fetch: false };
-        assert_eq!(w(&ro, kwrite, CTL), Err(pf::PRESENT | pf::WRITE), "CR0.WP=1: read-only for the kernel too");
+        let kwrite = Access {
+            write: true,
+            user: false,
+            fetch: false,
+        };
+        assert_eq!(
+            w(&ro, kwrite, CTL),
+            Err(pf::PRESENT | pf::WRITE),
+            "CR0.WP=1: read-only for the kernel too"
+        );
         let no_wp = Controls { wp: false, ..CTL };
-        assert!(w(&ro, kwrite, no_wp).is_ok(), "CR0.WP=0: the kernel writes read-only pages");
+        assert!(
+            w(&ro, kwrite, no_wp).is_ok(),
+            "CR0.WP=0: the kernel writes read-only pages"
+        );
         let kernel_page = long_tables(0x9003);
         let uread = Access { user: true, ..READ };
         assert_eq!(w(&kernel_page, uread, CTL), Err(pf::PRESENT | pf::USER));
         let nx = long_tables(0x8000_0000_0000_9007);
-        let fetch = Access { fetch: true, ..READ };
+        let fetch = Access {
+            fetch: true,
+            ..READ
+        };
         assert_eq!(w(&nx, fetch, CTL), Err(pf::PRESENT | pf::FETCH));
         assert!(w(&nx, READ, CTL).unwrap().nx);
         let no_nxe = Controls { nxe: false, ..CTL };
-        assert_eq!(w(&nx, READ, no_nxe), Err(pf::PRESENT | pf::RSVD), "NX is reserved without EFER.NXE");
-        assert_eq!(w(&nx, fetch, no_nxe), Err(pf::PRESENT | pf::RSVD), "and a fetch reports no I bit");
+        assert_eq!(
+            w(&nx, READ, no_nxe),
+            Err(pf::PRESENT | pf::RSVD),
+            "NX is reserved without EFER.NXE"
+        );
+        assert_eq!(
+            w(&nx, fetch, no_nxe),
+            Err(pf::PRESENT | pf::RSVD),
+            "and a fetch reports no I bit"
+        );
         let far = long_tables(0x100_0000_9007); // bit 40: above MAXPHYADDR 40
         assert_eq!(w(&far, READ, CTL), Err(pf::PRESENT | pf::RSVD));
         let absent = long_tables(0x9006);
         assert_eq!(w(&absent, UWRITE, CTL), Err(pf::WRITE | pf::USER));
         // A table outside RAM: not present.
-        assert_eq!(walk(Paging::Long, 0x1000, 0x1234, READ, CTL, |_, _| None), Err(0));
+        assert_eq!(
+            walk(Paging::Long, 0x1000, 0x1234, READ, CTL, |_, _| None),
+            Err(0)
+        );
     }
 
     #[test]
     fn walk_large_pages() {
         let mem = long_tables(0);
-        let w = walk(Paging::Long, 0x1000, 0x20_1234, UWRITE, CTL, |a, s| mem.read(a, s)).unwrap();
+        let w = walk(Paging::Long, 0x1000, 0x20_1234, UWRITE, CTL, |a, s| {
+            mem.read(a, s)
+        })
+        .unwrap();
         assert_eq!((w.gpa, w.page_size), (0x60_1234, 2 << 20));
-        assert_eq!(w.updates[2].unwrap().value, 0x0060_00e7, "a large leaf gets D");
+        assert_eq!(
+            w.updates[2].unwrap().value,
+            0x0060_00e7,
+            "a large leaf gets D"
+        );
         let mut m = mem.0.clone();
         m.insert(0x3008, 0x0061_0087); // misaligned 2 MiB page: bit 16 set
         let bad = Mem(m);
         assert_eq!(
-            walk(Paging::Long, 0x1000, 0x20_1234, READ, CTL, |a, s| bad.read(a, s)),
+            walk(Paging::Long, 0x1000, 0x20_1234, READ, CTL, |a, s| bad
+                .read(a, s)),
             Err(pf::PRESENT | pf::RSVD)
         );
         // 32-bit paging: a 4 MiB page and 4-byte entries.
         let mut m = BTreeMap::new();
         m.insert(0x1000, 0x0080_0087u64 << 32); // PDE[1]: 4 MiB at 8 MiB, user
         let mem = Mem(m);
-        let w = walk(Paging::Bits32 { pse: true }, 0x1000, 0x40_0010, UWRITE, CTL, |a, s| mem.read(a, s)).unwrap();
+        let w = walk(
+            Paging::Bits32 { pse: true },
+            0x1000,
+            0x40_0010,
+            UWRITE,
+            CTL,
+            |a, s| mem.read(a, s),
+        )
+        .unwrap();
         assert_eq!((w.gpa, w.page_size), (0x80_0010, 4 << 20));
-        assert_eq!(w.updates[0], Some(Update { gpa: 0x1004, size: 4, value: 0x0080_00e7 }));
+        assert_eq!(
+            w.updates[0],
+            Some(Update {
+                gpa: 0x1004,
+                size: 4,
+                value: 0x0080_00e7
+            })
+        );
     }
 
     #[test]
     fn leaf_tables_and_neighbours() {
         let mem = long_tables(0x9027);
-        let w = walk(Paging::Long, 0x1000, 0x1234, READ, CTL, |a, s| mem.read(a, s)).unwrap();
-        assert_eq!(w.leaf_table, Some(LeafTable { gpa: 0x4000, entry_size: 8, index: 1 }));
+        let w = walk(Paging::Long, 0x1000, 0x1234, READ, CTL, |a, s| {
+            mem.read(a, s)
+        })
+        .unwrap();
+        assert_eq!(
+            w.leaf_table,
+            Some(LeafTable {
+                gpa: 0x4000,
+                entry_size: 8,
+                index: 1
+            })
+        );
         assert_eq!(w.upper, Perm::ALL);
-        let large = walk(Paging::Long, 0x1000, 0x20_1234, READ, CTL, |a, s| mem.read(a, s)).unwrap();
-        assert_eq!(large.leaf_table, None, "no table of 4 KiB entries under a large page");
-        let kernel = Perm { user: false, ..Perm::ALL };
+        let large = walk(Paging::Long, 0x1000, 0x20_1234, READ, CTL, |a, s| {
+            mem.read(a, s)
+        })
+        .unwrap();
+        assert_eq!(
+            large.leaf_table, None,
+            "no table of 4 KiB entries under a large page"
+        );
+        let kernel = Perm {
+            user: false,
+            ..Perm::ALL
+        };
         let n = neighbour(0x8000_0000_0000_5067, 8, kernel, CTL).unwrap();
-        assert_eq!(n, Leaf { page: 0x5000, perm: Perm { writable: true, user: false, nx: true }, dirty: true, global: false });
-        assert_eq!(neighbour(0x5007, 8, Perm::ALL, CTL), None, "not accessed yet: left to fault");
+        assert_eq!(
+            n,
+            Leaf {
+                page: 0x5000,
+                perm: Perm {
+                    writable: true,
+                    user: false,
+                    nx: true
+                },
+                dirty: true,
+                global: false
+            }
+        );
+        assert_eq!(
+            neighbour(0x5007, 8, Perm::ALL, CTL),
+            None,
+            "not accessed yet: left to fault"
+        );
         assert_eq!(neighbour(0x5026, 8, Perm::ALL, CTL), None, "not present");
-        assert_eq!(neighbour(0x100_0000_5027, 8, Perm::ALL, CTL), None, "reserved bit");
+        assert_eq!(
+            neighbour(0x100_0000_5027, 8, Perm::ALL, CTL),
+            None,
+            "reserved bit"
+        );
         let n = neighbour(0x5123, 4, Perm::ALL, CTL).unwrap();
-        assert_eq!((n.page, n.global, n.perm.user), (0x5000, true, false), "4-byte entry, global, kernel");
+        assert_eq!(
+            (n.page, n.global, n.perm.user),
+            (0x5000, true, false),
+            "4-byte entry, global, kernel"
+        );
     }
 
     #[test]
@@ -622,11 +809,23 @@ mod tests {
         let w = walk(Paging::Pae, 0x1000, 0x123, READ, CTL, |a, s| mem.read(a, s)).unwrap();
         assert!(!w.user && w.writable);
         assert_eq!(w.gpa, 0x7123);
-        assert_eq!(w.updates.iter().flatten().count(), 2, "PDPTEs have no accessed bit");
+        assert_eq!(
+            w.updates.iter().flatten().count(),
+            2,
+            "PDPTEs have no accessed bit"
+        );
         let mut m = mem.0.clone();
         m.insert(0x1000, 0x2003); // R/W is reserved in a PAE PDPTE
         let bad = Mem(m);
-        assert_eq!(walk(Paging::Pae, 0x1000, 0x123, READ, CTL, |a, s| bad.read(a, s)), Err(pf::PRESENT | pf::RSVD));
-        assert!(walk(Paging::Off, 0, 0x1_2345_6789, UWRITE, CTL, |_, _| None).unwrap().gpa == 0x2345_6789);
+        assert_eq!(
+            walk(Paging::Pae, 0x1000, 0x123, READ, CTL, |a, s| bad.read(a, s)),
+            Err(pf::PRESENT | pf::RSVD)
+        );
+        assert!(
+            walk(Paging::Off, 0, 0x1_2345_6789, UWRITE, CTL, |_, _| None)
+                .unwrap()
+                .gpa
+                == 0x2345_6789
+        );
     }
 }

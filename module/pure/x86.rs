@@ -66,7 +66,13 @@ pub const RFLAGS_AC: u64 = 1 << 18;
 /// The stack frame of a real-mode interrupt: FLAGS, CS and IP, pushed on
 /// the 16-bit stack at `ss_base:sp`. Returns the three stores, in order,
 /// as (linear address, word), and the new SP.
-pub fn real_mode_frame(ss_base: u64, sp: u16, flags: u64, cs: u16, ip: u64) -> ([(u64, u16); 3], u16) {
+pub fn real_mode_frame(
+    ss_base: u64,
+    sp: u16,
+    flags: u64,
+    cs: u16,
+    ip: u64,
+) -> ([(u64, u16); 3], u16) {
     let mut sp = sp;
     let mut stores = [(0, 0); 3];
     for (store, word) in stores.iter_mut().zip([flags as u16, cs, ip as u16]) {
@@ -182,7 +188,10 @@ mod tests {
     #[test]
     fn real_mode_interrupt_frame() {
         let (stores, sp) = real_mode_frame(0x2000 << 4, 0x100, 0x3202, 0x1234, 0x5678);
-        assert_eq!(stores, [(0x200fe, 0x3202), (0x200fc, 0x1234), (0x200fa, 0x5678)]);
+        assert_eq!(
+            stores,
+            [(0x200fe, 0x3202), (0x200fc, 0x1234), (0x200fa, 0x5678)]
+        );
         assert_eq!(sp, 0xfa);
         // SP wraps within the 64 KiB segment.
         let (stores, sp) = real_mode_frame(0, 2, 0, 0, 0);
@@ -202,7 +211,10 @@ mod tests {
 
     #[test]
     fn reset_state_is_valid() {
-        let c = ControlRegs { cr0: RESET_CR0, ..Default::default() };
+        let c = ControlRegs {
+            cr0: RESET_CR0,
+            ..Default::default()
+        };
         assert!(valid_sregs(&c, 36));
         assert_eq!(RESET_CR0, 0x6000_0010);
         assert_eq!(reset_apic_base(true), 0xfee0_0900);
@@ -212,16 +224,58 @@ mod tests {
     #[test]
     fn long_mode_rules() {
         assert!(valid_sregs(&long_mode(), 36));
-        assert!(!valid_sregs(&ControlRegs { cr4: 0, ..long_mode() }, 36));
-        assert!(!valid_sregs(&ControlRegs { efer: efer::LME, ..long_mode() }, 36));
-        assert!(!valid_sregs(&ControlRegs { cr3: 1 << 40, ..long_mode() }, 36));
-        assert!(valid_sregs(&ControlRegs { cr3: 1 << 40, ..long_mode() }, 48));
+        assert!(!valid_sregs(
+            &ControlRegs {
+                cr4: 0,
+                ..long_mode()
+            },
+            36
+        ));
+        assert!(!valid_sregs(
+            &ControlRegs {
+                efer: efer::LME,
+                ..long_mode()
+            },
+            36
+        ));
+        assert!(!valid_sregs(
+            &ControlRegs {
+                cr3: 1 << 40,
+                ..long_mode()
+            },
+            36
+        ));
+        assert!(valid_sregs(
+            &ControlRegs {
+                cr3: 1 << 40,
+                ..long_mode()
+            },
+            48
+        ));
         // Regression: a CPUID address width of 255 once overflowed the shift
         // (a kernel panic reachable from KVM_SET_CPUID2 + KVM_SET_SREGS).
-        assert!(valid_sregs(&ControlRegs { cr3: 1 << 40, ..long_mode() }, 255));
+        assert!(valid_sregs(
+            &ControlRegs {
+                cr3: 1 << 40,
+                ..long_mode()
+            },
+            255
+        ));
         // LMA or a 64-bit CS outside long mode.
-        assert!(!valid_sregs(&ControlRegs { cr0: cr0::PE, ..long_mode() }, 36));
-        let prot = ControlRegs { cr0: cr0::PE, cr3: 0, cr4: 0, efer: 0, cs_l: true };
+        assert!(!valid_sregs(
+            &ControlRegs {
+                cr0: cr0::PE,
+                ..long_mode()
+            },
+            36
+        ));
+        let prot = ControlRegs {
+            cr0: cr0::PE,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            cs_l: true,
+        };
         assert!(!valid_sregs(&prot, 36));
     }
 
@@ -231,16 +285,41 @@ mod tests {
         assert!(!valid_cr0(cr0::PG));
         assert!(!valid_cr0(1 << 32));
         assert!(valid_cr0(cr0::PE | cr0::PG));
-        let base = ControlRegs { cr0: cr0::PE, ..Default::default() };
-        assert!(!valid_sregs(&ControlRegs { cr4: 1 << 12, ..base }, 36)); // LA57
-        assert!(!valid_sregs(&ControlRegs { efer: efer::SVME, ..base }, 36));
-        assert!(valid_sregs(&ControlRegs { efer: efer::SCE | efer::NXE, ..base }, 36));
+        let base = ControlRegs {
+            cr0: cr0::PE,
+            ..Default::default()
+        };
+        assert!(!valid_sregs(
+            &ControlRegs {
+                cr4: 1 << 12,
+                ..base
+            },
+            36
+        )); // LA57
+        assert!(!valid_sregs(
+            &ControlRegs {
+                efer: efer::SVME,
+                ..base
+            },
+            36
+        ));
+        assert!(valid_sregs(
+            &ControlRegs {
+                efer: efer::SCE | efer::NXE,
+                ..base
+            },
+            36
+        ));
     }
 
     #[test]
     fn debug_register_writes_keep_fixed_bits() {
         assert_eq!(dr6_write(0), Some(RESET_DR6));
-        assert_eq!(dr6_write(0xffff_ffff), Some(0xffff_efff), "bit 12 reads as zero");
+        assert_eq!(
+            dr6_write(0xffff_ffff),
+            Some(0xffff_efff),
+            "bit 12 reads as zero"
+        );
         assert_eq!(dr6_write(1 << 32), None);
         assert_eq!(dr7_write(0), Some(RESET_DR7));
         assert_eq!(dr7_write(0xffff_d300), Some(0xffff_0700));

@@ -11,7 +11,10 @@
 //! never be used again. So guests never share TLB entries, and the TLB is
 //! flushed only when a CPU's ASIDs wrap.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{
+    AtomicU64,
+    Ordering, //
+};
 
 use kernel::prelude::*;
 
@@ -34,7 +37,12 @@ pub(crate) struct VcpuAsid {
 
 impl VcpuAsid {
     /// None yet (matches no CPU).
-    pub(crate) const NONE: VcpuAsid = VcpuAsid { cpu: usize::MAX, generation: 0, asid: 0, epoch: 0 };
+    pub(crate) const NONE: VcpuAsid = VcpuAsid {
+        cpu: usize::MAX,
+        generation: 0,
+        asid: 0,
+        epoch: 0,
+    };
 }
 
 impl AsidTable {
@@ -44,7 +52,10 @@ impl AsidTable {
         for _ in 0..ncpus {
             cpus.push(AtomicU64::new(1 << 32 | 1), GFP_KERNEL)?;
         }
-        Ok(AsidTable { cpus, count: count.max(2) })
+        Ok(AsidTable {
+            cpus,
+            count: count.max(2),
+        })
     }
 
     /// The ASID for a vCPU about to run on `cpu` (interrupts off, so only
@@ -63,8 +74,16 @@ impl AsidTable {
         } else {
             (generation, next, false)
         };
-        slot.store(u64::from(generation) << 32 | u64::from(asid + 1), Ordering::Relaxed);
-        *mine = VcpuAsid { cpu, generation, asid, epoch };
+        slot.store(
+            u64::from(generation) << 32 | u64::from(asid + 1),
+            Ordering::Relaxed,
+        );
+        *mine = VcpuAsid {
+            cpu,
+            generation,
+            asid,
+            epoch,
+        };
         (asid, flush)
     }
 }

@@ -8,14 +8,25 @@
 //! already set on some CPU, another hypervisor (kvm_amd) owns SVM, and VM
 //! creation fails with EBUSY instead of taking the hardware from under it.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{
+    AtomicU8,
+    Ordering, //
+};
 
-use kernel::{bindings, ffi::c_void, prelude::*, sync::Arc};
+use kernel::{
+    bindings,
+    ffi::c_void,
+    prelude::*,
+    sync::Arc, //
+};
 
 use super::asid::AsidTable;
 use crate::{
     pure::paging::HostPhys,
-    sys::{self, zeroed_box},
+    sys::{
+        self,
+        zeroed_box, //
+    }, //
 };
 
 const MSR_EFER: u32 = 0xC000_0080;
@@ -34,7 +45,11 @@ pub(crate) struct HwState {
 
 impl HwState {
     const fn new() -> Self {
-        HwState { users: 0, save_areas: KVec::new(), asids: None }
+        HwState {
+            users: 0,
+            save_areas: KVec::new(),
+            asids: None,
+        }
     }
 }
 
@@ -71,7 +86,9 @@ unsafe extern "C" fn enable_cpu(info: *mut c_void) {
     };
     let outcome = match sys::rdmsr(MSR_EFER) {
         Some(efer) if efer & EFER_SVME != 0 => BUSY,
-        Some(efer) => match sys::wrmsr(MSR_EFER, efer | EFER_SVME).and_then(|()| sys::wrmsr(MSR_VM_HSAVE_PA, area.0)) {
+        Some(efer) => match sys::wrmsr(MSR_EFER, efer | EFER_SVME)
+            .and_then(|()| sys::wrmsr(MSR_VM_HSAVE_PA, area.0))
+        {
             Ok(()) => ENABLED,
             Err(_) => FAILED,
         },
@@ -98,9 +115,13 @@ unsafe extern "C" fn disable_cpu(info: *mut c_void) {
 }
 
 fn per_cpu_all(save_areas: &[KBox<HostSaveArea>], state: u8) -> Result<PerCpu> {
-    let mut ctx = PerCpu { save_areas: KVec::new(), results: KVec::new() };
+    let mut ctx = PerCpu {
+        save_areas: KVec::new(),
+        results: KVec::new(),
+    };
     for area in save_areas {
-        ctx.save_areas.push(sys::virt_to_phys(&**area), GFP_KERNEL)?;
+        ctx.save_areas
+            .push(sys::virt_to_phys(&**area), GFP_KERNEL)?;
         ctx.results.push(AtomicU8::new(state), GFP_KERNEL)?;
     }
     Ok(ctx)
@@ -125,12 +146,21 @@ impl HardwareRef {
             }
             let ctx = per_cpu_all(&areas, 0)?;
             sys::on_each_cpu(enable_cpu, &ctx);
-            let busy = ctx.results.iter().position(|r| r.load(Ordering::Relaxed) == BUSY);
-            let failed = ctx.results.iter().position(|r| r.load(Ordering::Relaxed) == FAILED);
+            let busy = ctx
+                .results
+                .iter()
+                .position(|r| r.load(Ordering::Relaxed) == BUSY);
+            let failed = ctx
+                .results
+                .iter()
+                .position(|r| r.load(Ordering::Relaxed) == FAILED);
             if busy.is_some() || failed.is_some() {
                 sys::on_each_cpu(disable_cpu, &ctx);
                 if let Some(cpu) = busy {
-                    pr_err!("SVM is already enabled on CPU {} by another hypervisor (kvm_amd?)\n", cpu);
+                    pr_err!(
+                        "SVM is already enabled on CPU {} by another hypervisor (kvm_amd?)\n",
+                        cpu
+                    );
                     return Err(EBUSY);
                 }
                 pr_err!("enabling SVM failed on CPU {}\n", failed.unwrap_or(0));

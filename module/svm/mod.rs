@@ -17,25 +17,56 @@ mod asid;
 mod hw;
 
 pub(crate) use asid::AsidTable;
-pub(crate) use hw::{init, HardwareRef};
+pub(crate) use hw::{
+    init,
+    HardwareRef, //
+};
 
 use asid::VcpuAsid;
 
-use kernel::{prelude::*, sync::Arc};
+use kernel::{
+    prelude::*,
+    sync::Arc, //
+};
 
 use crate::{
     abi::uapi,
-    backend::{ArchVcpu, Event, Exit},
+    backend::{
+        ArchVcpu,
+        Event,
+        Exit, //
+    },
+    guest_state::{
+        DebugRegs,
+        FxArea, //
+    },
     pure::{
         decode::PortIo,
         msr,
-        paging::{GuestPhys, HostPhys, NpfError},
+        paging::{
+            GuestPhys,
+            HostPhys,
+            NpfError, //
+        },
         shadow::GuestPaging,
-        vmcb::{self, exit, Intercept, IoExit, SegAttrib, Segment, Vmcb},
-        x86::{self, efer},
+        vmcb::{
+            self,
+            exit,
+            Intercept,
+            IoExit,
+            SegAttrib,
+            Segment,
+            Vmcb, //
+        },
+        x86::{
+            self,
+            efer, //
+        }, //
     },
-    guest_state::{DebugRegs, FxArea},
-    sys::{self, FpuGuard},
+    sys::{
+        self,
+        FpuGuard, //
+    }, //
 };
 
 use crate::sys::zeroed_box;
@@ -159,10 +190,15 @@ pub(crate) struct SvmVcpu {
 impl SvmVcpu {
     /// A vCPU of a VM that holds a [`HardwareRef`].
     /// `shadow`: the VM uses shadow paging rather than NPT.
-    pub(crate) fn new(bsp: bool, asids: Arc<AsidTable>, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
+    pub(crate) fn new(bsp: bool, asids: Arc<AsidTable>, shadow: bool) -> Result<KBox<Self>> {
         // SAFETY: each of these types is plain bytes/integers, valid all-zero.
         let (vmcb, host_save, mut iopm, mut msrpm) = unsafe {
-            (zeroed_box::<Vmcb>()?, zeroed_box::<HostSaveArea>()?, zeroed_box::<Iopm>()?, zeroed_box::<Msrpm>()?)
+            (
+                zeroed_box::<Vmcb>()?,
+                zeroed_box::<HostSaveArea>()?,
+                zeroed_box::<Iopm>()?,
+                zeroed_box::<Msrpm>()?,
+            )
         };
         iopm.0.fill(0xff);
         msrpm.0.fill(0xff);
@@ -185,13 +221,17 @@ impl SvmVcpu {
             paging: GuestPaging::RESET,
         };
         // The hardware needs page-aligned maps; kmalloc gives that for these sizes.
-        for pa in [sys::virt_to_phys(&*vcpu.vmcb), sys::virt_to_phys(&*vcpu.iopm), sys::virt_to_phys(&*vcpu.msrpm)] {
+        for pa in [
+            sys::virt_to_phys(&*vcpu.vmcb),
+            sys::virt_to_phys(&*vcpu.iopm),
+            sys::virt_to_phys(&*vcpu.msrpm),
+        ] {
             if pa.0 & 0xfff != 0 {
                 return Err(ENOMEM);
             }
         }
         vcpu.reset();
-        Ok(KBox::new(vcpu, GFP_KERNEL)? as KBox<dyn ArchVcpu>)
+        Ok(KBox::new(vcpu, GFP_KERNEL)?)
     }
 
     /// With shadow paging: the processor's paging registers from the
@@ -233,14 +273,23 @@ impl SvmVcpu {
                     addr_size: io.addr_bits / 8,
                     segment: io.segment,
                 };
-                Exit::Io { io, next_rip: info2 }
+                Exit::Io {
+                    io,
+                    next_rip: info2,
+                }
             }
             exit::HLT => Exit::Hlt,
             exit::VINTR => Exit::IrqWindow,
             exit::DR_READ_BASE..=exit::DR_WRITE_LAST => Exit::Dr,
             c if c == exit::EXCP_BASE + u64::from(DB_VECTOR) => Exit::Debug,
-            exit::NPF => Exit::NestedFault { gpa: GuestPhys(info2), write: NpfError(info1).write() },
-            c if c == exit::EXCP_BASE + u64::from(PF_VECTOR) => Exit::PageFault { addr: info2, error: info1 },
+            exit::NPF => Exit::NestedFault {
+                gpa: GuestPhys(info2),
+                write: NpfError(info1).write(),
+            },
+            c if c == exit::EXCP_BASE + u64::from(PF_VECTOR) => Exit::PageFault {
+                addr: info2,
+                error: info1,
+            },
             exit::CR_READ_BASE..=exit::CR_WRITE_LAST => Exit::CrAccess,
             // No decode assists under QEMU: the run loop decodes the address.
             exit::INVLPG => Exit::Invlpg { reported: None },
@@ -276,7 +325,12 @@ fn host_state_in_vmcb(vmcb: &Vmcb) -> bool {
 }
 
 fn seg_reset(selector: u16, base: u64, attrib: u16) -> Segment {
-    Segment { selector, attrib, limit: 0xffff, base }
+    Segment {
+        selector,
+        attrib,
+        limit: 0xffff,
+        base,
+    }
 }
 
 /// The VMCB's segment as `struct kvm_segment`, with KVM's conventions:
@@ -327,7 +381,12 @@ fn from_kvm_segment(k: &uapi::kvm_segment) -> Segment {
         db: k.db & 1 != 0,
         g: k.g & 1 != 0,
     };
-    Segment { selector: k.selector, attrib: a.pack(), limit: k.limit, base: k.base }
+    Segment {
+        selector: k.selector,
+        attrib: a.pack(),
+        limit: k.limit,
+        base: k.base,
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -366,7 +425,11 @@ impl ArchVcpu for SvmVcpu {
             let (asid, flush) = self.asids.assign(cpu, &mut self.asid, tlb_epoch);
             let c = &mut self.vmcb.control;
             c.asid = asid;
-            c.tlb_ctl = if flush { vmcb::TLB_FLUSH_ALL } else { vmcb::TLB_DO_NOTHING };
+            c.tlb_ctl = if flush {
+                vmcb::TLB_FLUSH_ALL
+            } else {
+                vmcb::TLB_DO_NOTHING
+            };
             self.fx.restore(&fpu);
             let vmcb: *mut Vmcb = &mut *self.vmcb;
             // SAFETY: SVM is enabled on this CPU with its host save area set;
@@ -478,7 +541,10 @@ impl ArchVcpu for SvmVcpu {
         s.sysenter_cs = 0;
         s.sysenter_esp = 0;
         s.sysenter_eip = 0;
-        self.gprs = Gprs { rdx: x86::RESET_RDX, ..Gprs::default() };
+        self.gprs = Gprs {
+            rdx: x86::RESET_RDX,
+            ..Gprs::default()
+        };
         self.debug = DebugRegs::RESET;
         self.apic_base = x86::reset_apic_base(self.bsp);
         self.fx.reset();
@@ -538,7 +604,11 @@ impl ArchVcpu for SvmVcpu {
         let s = &self.vmcb.save;
         let p = self.paging();
         let seg = |seg: &Segment, kind| to_kvm_segment(seg, kind, s.cpl);
-        let dt = |seg: &Segment| uapi::kvm_dtable { base: seg.base, limit: seg.limit as u16, padding: [0; 3] };
+        let dt = |seg: &Segment| uapi::kvm_dtable {
+            base: seg.base,
+            limit: seg.limit as u16,
+            padding: [0; 3],
+        };
         uapi::kvm_sregs {
             cs: seg(&s.cs, SegKind::Code),
             ds: seg(&s.ds, SegKind::Data),
@@ -572,12 +642,27 @@ impl ArchVcpu for SvmVcpu {
         s.tr = from_kvm_segment(&k.tr);
         s.ldtr = from_kvm_segment(&k.ldt);
         s.cpl = k.ss.dpl & 3;
-        s.gdtr = Segment { selector: 0, attrib: 0, limit: u32::from(k.gdt.limit), base: k.gdt.base };
-        s.idtr = Segment { selector: 0, attrib: 0, limit: u32::from(k.idt.limit), base: k.idt.base };
+        s.gdtr = Segment {
+            selector: 0,
+            attrib: 0,
+            limit: u32::from(k.gdt.limit),
+            base: k.gdt.base,
+        };
+        s.idtr = Segment {
+            selector: 0,
+            attrib: 0,
+            limit: u32::from(k.idt.limit),
+            base: k.idt.base,
+        };
         s.cr2 = k.cr2;
         self.set_cr8(k.cr8);
         self.apic_base = k.apic_base;
-        self.set_paging(GuestPaging { cr0: k.cr0, cr3: k.cr3, cr4: k.cr4, efer: k.efer });
+        self.set_paging(GuestPaging {
+            cr0: k.cr0,
+            cr3: k.cr3,
+            cr4: k.cr4,
+            efer: k.efer,
+        });
     }
 
     fn paging(&self) -> GuestPaging {
@@ -585,7 +670,12 @@ impl ArchVcpu for SvmVcpu {
             return self.paging;
         }
         let s = &self.vmcb.save;
-        GuestPaging { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer & !efer::SVME }
+        GuestPaging {
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer & !efer::SVME,
+        }
     }
 
     fn set_paging(&mut self, paging: GuestPaging) {

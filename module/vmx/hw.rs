@@ -8,14 +8,26 @@
 //! the length of one guest run (`ops::RootOperation`), so CPUs brought
 //! online later, and vCPUs moving between CPUs, need nothing special.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{
+    AtomicBool,
+    Ordering, //
+};
 
-use kernel::{ffi::c_void, prelude::*, sync::Arc};
+use kernel::{
+    ffi::c_void,
+    prelude::*,
+    sync::Arc, //
+};
 
 use super::ops;
 use crate::{
-    pure::vmcs::{cap_msr, Basic, CapMsrs, Controls},
-    sys,
+    pure::vmcs::{
+        cap_msr,
+        Basic,
+        CapMsrs,
+        Controls, //
+    },
+    sys, //
 };
 
 /// The processor's VMX, as rkvm uses it.
@@ -37,9 +49,19 @@ fn read_caps() -> Result<Caps> {
     let msr = |index| sys::rdmsr(index).ok_or(EIO);
     let basic = Basic(msr(cap_msr::BASIC)?);
     let (pin, proc, exit, entry) = if basic.true_controls() {
-        (cap_msr::TRUE_PINBASED, cap_msr::TRUE_PROCBASED, cap_msr::TRUE_EXIT, cap_msr::TRUE_ENTRY)
+        (
+            cap_msr::TRUE_PINBASED,
+            cap_msr::TRUE_PROCBASED,
+            cap_msr::TRUE_EXIT,
+            cap_msr::TRUE_ENTRY,
+        )
     } else {
-        (cap_msr::PINBASED, cap_msr::PROCBASED, cap_msr::EXIT, cap_msr::ENTRY)
+        (
+            cap_msr::PINBASED,
+            cap_msr::PROCBASED,
+            cap_msr::EXIT,
+            cap_msr::ENTRY,
+        )
     };
     let caps = CapMsrs {
         basic: basic.0,
@@ -69,7 +91,12 @@ fn read_caps() -> Result<Caps> {
         msr(crate::pure::msr::SFMASK)?,
     ];
     let preemption_timer_ticks = controls.preemption_timer_rate.map(preemption_timer_ticks);
-    Ok(Caps { revision: basic.revision(), controls, preemption_timer_ticks, host_syscall_msrs })
+    Ok(Caps {
+        revision: basic.revision(),
+        controls,
+        preemption_timer_ticks,
+        host_syscall_msrs,
+    })
 }
 
 extern "C" {
@@ -119,7 +146,9 @@ impl HardwareRef {
             pr_err!("VMX is in use by another hypervisor (kvm_intel?)\n");
             return Err(EBUSY);
         }
-        Ok(HardwareRef { caps: Arc::new(read_caps()?, GFP_KERNEL)? })
+        Ok(HardwareRef {
+            caps: Arc::new(read_caps()?, GFP_KERNEL)?,
+        })
     }
 
     pub(crate) fn caps(&self) -> Arc<Caps> {

@@ -50,30 +50,70 @@
 mod hw;
 mod ops;
 
-pub(crate) use hw::{init, Caps, HardwareRef};
+pub(crate) use hw::{
+    init,
+    Caps,
+    HardwareRef, //
+};
 
-use kernel::{prelude::*, sync::Arc};
+use kernel::{
+    prelude::*,
+    sync::Arc, //
+};
 
 use crate::{
     abi::uapi,
-    backend::{ArchVcpu, Event, Exit},
-    guest_state::{DebugRegs, FxArea},
+    backend::{
+        ArchVcpu,
+        Event,
+        Exit, //
+    },
+    guest_state::{
+        DebugRegs,
+        FxArea, //
+    },
     pure::{
-        decode::{Mode, PortIo},
+        decode::{
+            Mode,
+            PortIo, //
+        },
         msr,
-        paging::{GuestPhys, HostPhys},
+        paging::{
+            GuestPhys,
+            HostPhys, //
+        },
         shadow::GuestPaging,
         vmcs::{
-            self, ar, field, reason, Controls, IntrInfo, IoQualification, Seg, Segment,
-            INTERRUPTIBILITY_STI_MOVSS, PENDING_DBG_BS,
+            self,
+            ar,
+            field,
+            reason,
+            Controls,
+            IntrInfo,
+            IoQualification,
+            Seg,
+            Segment,
+            INTERRUPTIBILITY_STI_MOVSS,
+            PENDING_DBG_BS, //
         },
         walk::Paging,
-        x86::{self, efer, SegAttrib},
+        x86::{
+            self,
+            efer,
+            SegAttrib, //
+        }, //
     },
-    sys::{self, FpuGuard},
+    sys::{
+        self,
+        FpuGuard, //
+    }, //
 };
 
-use ops::{OpError, Region, RootOperation};
+use ops::{
+    OpError,
+    Region,
+    RootOperation, //
+};
 
 extern "C" {
     /// `vmx/vmenter.S`: 0 after a VM exit, 1 if VMLAUNCH failed, 2 if a
@@ -270,13 +310,21 @@ fn region(revision: u32) -> Result<KBox<Region>> {
 
 impl VmxVcpu {
     /// A vCPU with EPT, or with `shadow` paging.
-    pub(crate) fn new(bsp: bool, caps: Arc<Caps>, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
-        let controls = if shadow { caps.controls.for_shadow_paging() } else { caps.controls };
+    pub(crate) fn new(bsp: bool, caps: Arc<Caps>, shadow: bool) -> Result<KBox<Self>> {
+        let controls = if shadow {
+            caps.controls.for_shadow_paging()
+        } else {
+            caps.controls
+        };
         let mut vcpu = VmxVcpu {
             vmxon: region(caps.revision)?,
             vmcs: region(caps.revision)?,
             fx: FxArea::new()?,
-            vpid: if controls.vpid { hw::Vpid::alloc() } else { hw::Vpid(0) },
+            vpid: if controls.vpid {
+                hw::Vpid::alloc()
+            } else {
+                hw::Vpid(0)
+            },
             controls,
             shadow,
             v86: false,
@@ -299,7 +347,7 @@ impl VmxVcpu {
             cold_dirty: true,
         };
         vcpu.reset();
-        Ok(KBox::new(vcpu, GFP_KERNEL)? as KBox<dyn ArchVcpu>)
+        Ok(KBox::new(vcpu, GFP_KERNEL)?)
     }
 
     /// One run, with interrupts off: see the module documentation.
@@ -323,7 +371,11 @@ impl VmxVcpu {
         let c = self.controls;
         // With shadow paging the root is CR3's, and without VPIDs each
         // entry flushes the guest's translations.
-        let eptp = if self.shadow { 0 } else { vmcs::ept_pointer(root.0) };
+        let eptp = if self.shadow {
+            0
+        } else {
+            vmcs::ept_pointer(root.0)
+        };
         if !self.shadow && self.flushed != Some((cpu, tlb_epoch)) {
             vmcs.invept(eptp, c.invept_single);
             self.flushed = Some((cpu, tlb_epoch));
@@ -356,7 +408,9 @@ impl VmxVcpu {
         // KERNEL_GS_BASE, which SWAPGS in the guest changes without an
         // exit; the others change only by WRMSR, which exits.
         let host_msrs = self.caps.host_syscall_msrs;
-        for ((index, host_value), guest_value) in SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs) {
+        for ((index, host_value), guest_value) in
+            SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs)
+        {
             if guest_value != host_value {
                 let _ = sys::wrmsr(*index, guest_value);
             }
@@ -369,7 +423,9 @@ impl VmxVcpu {
         let launched = unsafe { rkvm_vmx_vmlaunch(&mut self.gprs) };
         self.fx.save(fpu);
         self.state.kernel_gs_base = sys::rdmsr(msr::KERNEL_GS_BASE).unwrap_or(0);
-        for ((index, host_value), guest_value) in SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs) {
+        for ((index, host_value), guest_value) in
+            SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs)
+        {
             if guest_value != host_value {
                 let _ = sys::wrmsr(*index, host_value);
             }
@@ -379,7 +435,9 @@ impl VmxVcpu {
                 self.read_exit(&vmcs);
                 Ok(())
             }
-            1 => Err(EntryError::Launch(vmcs.read(field::VM_INSTRUCTION_ERROR) as u32)),
+            1 => Err(EntryError::Launch(
+                vmcs.read(field::VM_INSTRUCTION_ERROR) as u32
+            )),
             _ => Err(EntryError::Write(field::HOST_RSP.0)),
         };
         drop(vmcs);
@@ -433,8 +491,16 @@ impl VmxVcpu {
     fn write_controls(&self, v: &ops::Current<'_>) {
         let c = self.controls;
         let s = &self.state;
-        let window = if self.irq_window { vmcs::proc::INTR_WINDOW_EXITING } else { 0 };
-        let ia32e = if self.hw_efer() & efer::LMA != 0 { vmcs::entry_ctl::IA32E_MODE } else { 0 };
+        let window = if self.irq_window {
+            vmcs::proc::INTR_WINDOW_EXITING
+        } else {
+            0
+        };
+        let ia32e = if self.hw_efer() & efer::LMA != 0 {
+            vmcs::entry_ctl::IA32E_MODE
+        } else {
+            0
+        };
         v.write(field::PROC_CONTROLS, (c.proc | window).into());
         v.write(field::ENTRY_CONTROLS, (c.entry | ia32e).into());
         // Shadow paging sees every page fault; virtual-8086 mode every
@@ -504,7 +570,10 @@ impl VmxVcpu {
         v.write(field::GUEST_GDTR_LIMIT, s.gdtr.1.into());
         v.write(field::GUEST_IDTR_BASE, s.idtr.0);
         // In virtual-8086 mode an IDT of limit 0: INT n raises #GP.
-        v.write(field::GUEST_IDTR_LIMIT, if self.v86 { 0 } else { s.idtr.1.into() });
+        v.write(
+            field::GUEST_IDTR_LIMIT,
+            if self.v86 { 0 } else { s.idtr.1.into() },
+        );
         v.write(field::GUEST_DR7, x86::RESET_DR7);
         v.write(field::GUEST_DEBUGCTL, 0);
         v.write(field::GUEST_SYSENTER_CS, s.sysenter[0]);
@@ -565,7 +634,11 @@ impl VmxVcpu {
             reason,
             qualification: v.read(field::EXIT_QUALIFICATION),
             intr_info: v.read(field::EXIT_INTR_INFO) as u32,
-            intr_error: if exception { v.read(field::EXIT_INTR_ERROR_CODE) as u32 } else { 0 },
+            intr_error: if exception {
+                v.read(field::EXIT_INTR_ERROR_CODE) as u32
+            } else {
+                0
+            },
             idt_info: v.read(field::IDT_VECTORING_INFO) as u32,
             idt_error: v.read(field::IDT_VECTORING_ERROR_CODE) as u32,
             insn_len: v.read(field::EXIT_INSTRUCTION_LEN) as u32,
@@ -585,14 +658,28 @@ impl VmxVcpu {
             // change (the limit and attributes stay, as in real mode).
             if hw != *written {
                 let view = s.seg_mut(seg);
-                *view = if self.v86 { Segment { selector: hw.selector, base: hw.base, ..*view } } else { hw };
+                *view = if self.v86 {
+                    Segment {
+                        selector: hw.selector,
+                        base: hw.base,
+                        ..*view
+                    }
+                } else {
+                    hw
+                };
                 *written = hw;
             }
         }
         // LGDT and LIDT exit in virtual-8086 mode (IDTR holds limit 0 there).
         if !self.v86 {
-            s.gdtr = (v.read(field::GUEST_GDTR_BASE), v.read(field::GUEST_GDTR_LIMIT) as u32);
-            s.idtr = (v.read(field::GUEST_IDTR_BASE), v.read(field::GUEST_IDTR_LIMIT) as u32);
+            s.gdtr = (
+                v.read(field::GUEST_GDTR_BASE),
+                v.read(field::GUEST_GDTR_LIMIT) as u32,
+            );
+            s.idtr = (
+                v.read(field::GUEST_IDTR_BASE),
+                v.read(field::GUEST_IDTR_LIMIT) as u32,
+            );
         }
         // The guest changes the CR0 and CR4 bits it owns without an exit.
         let merge = |hw: u64, view: u64, owned: u64| (hw & !owned) | (view & owned);
@@ -608,7 +695,11 @@ impl VmxVcpu {
         s.rip = v.read(field::GUEST_RIP);
         let rflags = v.read(field::GUEST_RFLAGS);
         // Virtual-8086 mode's VM and IOPL are rkvm's, not the guest's.
-        s.rflags = if self.v86 { (rflags & !(RFLAGS_VM | RFLAGS_IOPL)) | (s.rflags & RFLAGS_IOPL) } else { rflags };
+        s.rflags = if self.v86 {
+            (rflags & !(RFLAGS_VM | RFLAGS_IOPL)) | (s.rflags & RFLAGS_IOPL)
+        } else {
+            rflags
+        };
         s.interruptibility = v.read(field::GUEST_INTERRUPTIBILITY) as u32;
         s.pending_dbg = v.read(field::GUEST_PENDING_DBG);
         // The PDPTEs mean something in PAE paging with EPT only.
@@ -641,15 +732,26 @@ impl VmxVcpu {
                 let error = info.has_error().then_some(e.intr_error);
                 match (info.kind(), info.vector()) {
                     (IntrInfo::TYPE_NMI, _) => Exit::Host,
-                    (IntrInfo::TYPE_HW_EXCEPTION, DB_VECTOR) if self.single_step || !self.v86 => Exit::Debug,
-                    (IntrInfo::TYPE_HW_EXCEPTION, PF_VECTOR) if self.shadow => {
-                        Exit::PageFault { addr: e.qualification, error: u64::from(e.intr_error) }
+                    (IntrInfo::TYPE_HW_EXCEPTION, DB_VECTOR) if self.single_step || !self.v86 => {
+                        Exit::Debug
                     }
-                    (IntrInfo::TYPE_HW_EXCEPTION, vector) if self.v86 => {
-                        Exit::RealModeException { vector, error, len: 0 }
-                    }
-                    (IntrInfo::TYPE_SW_EXCEPTION | IntrInfo::TYPE_PRIV_SW_EXCEPTION, vector) if self.v86 => {
-                        Exit::RealModeException { vector, error: None, len: e.insn_len as u8 }
+                    (IntrInfo::TYPE_HW_EXCEPTION, PF_VECTOR) if self.shadow => Exit::PageFault {
+                        addr: e.qualification,
+                        error: u64::from(e.intr_error),
+                    },
+                    (IntrInfo::TYPE_HW_EXCEPTION, vector) if self.v86 => Exit::RealModeException {
+                        vector,
+                        error,
+                        len: 0,
+                    },
+                    (IntrInfo::TYPE_SW_EXCEPTION | IntrInfo::TYPE_PRIV_SW_EXCEPTION, vector)
+                        if self.v86 =>
+                    {
+                        Exit::RealModeException {
+                            vector,
+                            error: None,
+                            len: e.insn_len as u8,
+                        }
                     }
                     _ => self.unhandled(),
                 }
@@ -660,7 +762,9 @@ impl VmxVcpu {
             reason::HLT => Exit::Hlt,
             reason::VMCALL => Exit::Hypercall,
             reason::CR_ACCESS => Exit::CrAccess,
-            reason::INVLPG => Exit::Invlpg { reported: Some((e.insn_len as u8, e.qualification)) },
+            reason::INVLPG => Exit::Invlpg {
+                reported: Some((e.insn_len as u8, e.qualification)),
+            },
             reason::DR_ACCESS => Exit::Dr,
             reason::IO => {
                 let q = IoQualification::decode(e.qualification);
@@ -672,15 +776,23 @@ impl VmxVcpu {
                     // every VMX processor with unrestricted guest has it).
                     (self.address_size(), 3)
                 };
-                let io =
-                    PortIo { port: q.port, input: q.input, size: q.size, string: q.string, rep: q.rep, addr_size, segment };
+                let io = PortIo {
+                    port: q.port,
+                    input: q.input,
+                    size: q.size,
+                    string: q.string,
+                    rep: q.rep,
+                    addr_size,
+                    segment,
+                };
                 Exit::Io { io, next_rip }
             }
             reason::RDMSR => Exit::Msr { write: false },
             reason::WRMSR => Exit::Msr { write: true },
-            reason::EPT_VIOLATION => {
-                Exit::NestedFault { gpa: GuestPhys(e.gpa), write: vmcs::ept_violation_write(e.qualification) }
-            }
+            reason::EPT_VIOLATION => Exit::NestedFault {
+                gpa: GuestPhys(e.gpa),
+                write: vmcs::ept_violation_write(e.qualification),
+            },
             reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
                 Exit::InvalidOpcode
             }
@@ -721,9 +833,18 @@ fn write_host(v: &ops::Current<'_>, h: &HostState) {
     v.write(field::HOST_TR_BASE, h.tr_base);
     v.write(field::HOST_GDTR_BASE, h.gdt_base);
     v.write(field::HOST_IDTR_BASE, h.idt_base);
-    v.write(field::HOST_SYSENTER_CS, sys::rdmsr(MSR_SYSENTER_CS).unwrap_or(0));
-    v.write(field::HOST_SYSENTER_ESP, sys::rdmsr(MSR_SYSENTER_ESP).unwrap_or(0));
-    v.write(field::HOST_SYSENTER_EIP, sys::rdmsr(MSR_SYSENTER_EIP).unwrap_or(0));
+    v.write(
+        field::HOST_SYSENTER_CS,
+        sys::rdmsr(MSR_SYSENTER_CS).unwrap_or(0),
+    );
+    v.write(
+        field::HOST_SYSENTER_ESP,
+        sys::rdmsr(MSR_SYSENTER_ESP).unwrap_or(0),
+    );
+    v.write(
+        field::HOST_SYSENTER_EIP,
+        sys::rdmsr(MSR_SYSENTER_EIP).unwrap_or(0),
+    );
     v.write(field::HOST_PAT, sys::rdmsr(MSR_PAT).unwrap_or(RESET_PAT));
     v.write(field::HOST_EFER, sys::rdmsr(MSR_EFER).unwrap_or(0));
 }
@@ -742,7 +863,9 @@ fn host_selectors() -> (u16, u16, u16) {
 fn read_dr7() -> u64 {
     let dr7: u64;
     // SAFETY: reading DR7 has no side effect (CPL 0).
-    unsafe { core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags))
+    };
     dr7
 }
 
@@ -750,7 +873,9 @@ fn read_dr7() -> u64 {
 fn write_dr7(value: u64) {
     // SAFETY: restores the value the host had before the run (its hardware
     // breakpoints), read by `read_dr7` on this CPU with interrupts off.
-    unsafe { core::arch::asm!("mov dr7, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov dr7, {}", in(reg) value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// The VMCS segment as `struct kvm_segment`, as kvm_intel reports it: the
@@ -792,14 +917,22 @@ fn from_kvm_segment(k: &uapi::kvm_segment, seg: Seg) -> Segment {
     if r & ar::UNUSABLE == 0 && seg != Seg::Ldtr {
         r |= ar::ACCESSED;
     }
-    Segment { selector: k.selector, base: k.base, limit: k.limit, ar: r }
+    Segment {
+        selector: k.selector,
+        base: k.base,
+        limit: k.limit,
+        ar: r,
+    }
 }
 
 impl ArchVcpu for VmxVcpu {
     fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit {
         if self.in_v86() {
             let six = [Seg::Cs, Seg::Ss, Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs];
-            if six.iter().any(|&seg| vmcs::v86_segment(self.state.seg(seg)).is_none()) {
+            if six
+                .iter()
+                .any(|&seg| vmcs::v86_segment(self.state.seg(seg)).is_none())
+            {
                 return Exit::RealModeUnsupported;
             }
         }
@@ -840,14 +973,23 @@ impl ArchVcpu for VmxVcpu {
             }
             // As kvm_intel: KVM_EXIT_FAIL_ENTRY with the VM-instruction error.
             Err(EntryError::Launch(error)) => {
-                pr_debug!("VMLAUNCH failed: error {} ({})\n", error, vmcs::instruction_error_name(error));
+                pr_debug!(
+                    "VMLAUNCH failed: error {} ({})\n",
+                    error,
+                    vmcs::instruction_error_name(error)
+                );
                 Exit::InvalidState(u64::from(error))
             }
         }
     }
 
     fn reset(&mut self) {
-        let seg = |selector: u16, base: u64, ar: u32| Segment { selector, base, limit: 0xffff, ar };
+        let seg = |selector: u16, base: u64, ar: u32| Segment {
+            selector,
+            base,
+            limit: 0xffff,
+            ar,
+        };
         let data = seg(0, 0, 0x93);
         let mut s = GuestState {
             segs: [data; 8],
@@ -899,8 +1041,8 @@ impl ArchVcpu for VmxVcpu {
 
     fn set_regs(&mut self, k: &uapi::kvm_regs) {
         self.gprs.regs = [
-            k.rax, k.rcx, k.rdx, k.rbx, k.rsp, k.rbp, k.rsi, k.rdi, k.r8, k.r9, k.r10, k.r11, k.r12, k.r13, k.r14,
-            k.r15,
+            k.rax, k.rcx, k.rdx, k.rbx, k.rsp, k.rbp, k.rsi, k.rdi, k.r8, k.r9, k.r10, k.r11,
+            k.r12, k.r13, k.r14, k.r15,
         ];
         self.state.rip = k.rip;
         self.state.rflags = k.rflags | x86::RFLAGS_FIXED;
@@ -908,7 +1050,11 @@ impl ArchVcpu for VmxVcpu {
 
     fn sregs(&self) -> uapi::kvm_sregs {
         let s = &self.state;
-        let dt = |(base, limit): (u64, u32)| uapi::kvm_dtable { base, limit: limit as u16, padding: [0; 3] };
+        let dt = |(base, limit): (u64, u32)| uapi::kvm_dtable {
+            base,
+            limit: limit as u16,
+            padding: [0; 3],
+        };
         uapi::kvm_sregs {
             cs: to_kvm_segment(s.seg(Seg::Cs)),
             ds: to_kvm_segment(s.seg(Seg::Ds)),
@@ -951,12 +1097,22 @@ impl ArchVcpu for VmxVcpu {
         self.cold_dirty = true;
         self.gprs.cr2 = k.cr2;
         self.apic_base = k.apic_base;
-        self.set_paging(GuestPaging { cr0: k.cr0, cr3: k.cr3, cr4: k.cr4, efer: k.efer });
+        self.set_paging(GuestPaging {
+            cr0: k.cr0,
+            cr3: k.cr3,
+            cr4: k.cr4,
+            efer: k.efer,
+        });
     }
 
     fn paging(&self) -> GuestPaging {
         let s = &self.state;
-        GuestPaging { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer }
+        GuestPaging {
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+        }
     }
 
     fn set_paging(&mut self, p: GuestPaging) {
@@ -1025,19 +1181,29 @@ impl ArchVcpu for VmxVcpu {
         }
         self.event = (IntrInfo(0), 0, 0);
         // A fault returns to its instruction, a software interrupt past it.
-        let rip = self.state.rip.wrapping_add(if info.needs_length() { u64::from(len) } else { 0 });
+        let rip = self.state.rip.wrapping_add(if info.needs_length() {
+            u64::from(len)
+        } else {
+            0
+        });
         Some((info.vector(), rip))
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         // Real mode delivers no error code, and VM entry refuses one there.
         let error_code = error_code.filter(|_| self.state.cr0 & x86::cr0::PE != 0);
-        self.event = (IntrInfo::exception(vector, error_code.is_some()), error_code.unwrap_or(0), 0);
+        self.event = (
+            IntrInfo::exception(vector, error_code.is_some()),
+            error_code.unwrap_or(0),
+            0,
+        );
     }
 
     fn interrupt_allowed(&self) -> bool {
         let s = &self.state;
-        s.rflags & x86::RFLAGS_IF != 0 && s.interruptibility & INTERRUPTIBILITY_STI_MOVSS == 0 && !self.event.0.valid()
+        s.rflags & x86::RFLAGS_IF != 0
+            && s.interruptibility & INTERRUPTIBILITY_STI_MOVSS == 0
+            && !self.event.0.valid()
     }
 
     fn inject_interrupt(&mut self, vector: u8) -> bool {
@@ -1084,7 +1250,12 @@ impl ArchVcpu for VmxVcpu {
 
     fn get_msr(&self, index: u32) -> Option<u64> {
         let s = &self.state;
-        let switched = |i: u32| SWITCHED_MSRS.iter().position(|&m| m == i).and_then(|p| s.msrs.get(p).copied());
+        let switched = |i: u32| {
+            SWITCHED_MSRS
+                .iter()
+                .position(|&m| m == i)
+                .and_then(|p| s.msrs.get(p).copied())
+        };
         Some(match index {
             msr::TSC => sys::rdtsc().wrapping_add(s.tsc_offset),
             msr::APIC_BASE => self.apic_base,
@@ -1151,7 +1322,15 @@ impl ArchVcpu for VmxVcpu {
 
     fn raw_exit(&self) -> (u64, u64, u64) {
         let e = &self.exit;
-        let info2 = if e.reason as u16 == reason::EPT_VIOLATION { e.gpa } else { u64::from(e.intr_info) };
-        (RAW_EXIT_TAG | u64::from(e.reason as u16), e.qualification, info2)
+        let info2 = if e.reason as u16 == reason::EPT_VIOLATION {
+            e.gpa
+        } else {
+            u64::from(e.intr_info)
+        };
+        (
+            RAW_EXIT_TAG | u64::from(e.reason as u16),
+            e.qualification,
+            info2,
+        )
     }
 }

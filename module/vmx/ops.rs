@@ -11,9 +11,16 @@
 //! window no kernel code (other than an NMI handler, which does not touch
 //! CR4) can run in.
 
-use core::{arch::asm, cell::Cell, marker::PhantomData};
+use core::{
+    arch::asm,
+    cell::Cell,
+    marker::PhantomData, //
+};
 
-use crate::pure::{paging::HostPhys, vmcs::Field};
+use crate::pure::{
+    paging::HostPhys,
+    vmcs::Field, //
+};
 
 /// CR4.VMXE.
 const CR4_VMXE: u64 = 1 << 13;
@@ -82,14 +89,16 @@ impl RootOperation {
         // SAFETY: VMXE is set and we run at CPL 0 in 64-bit mode; the region
         // is valid (contract). VMXON reports failure in CF.
         unsafe {
-            asm!("vmxon qword ptr [{pa}]", "setc {f}", pa = in(reg) &pa as *const u64, f = out(reg_byte) failed, options(nostack));
+            asm!("vmxon qword ptr [{pa}]", "setc {f}", pa = in(reg) core::ptr::from_ref(&pa), f = out(reg_byte) failed, options(nostack));
         }
         if failed != 0 {
             // SAFETY: as above; VMX operation was not entered.
             unsafe { write_cr4(cr4) };
             return Err(OpError::Vmxon);
         }
-        Ok(RootOperation { _cpu_bound: PhantomData })
+        Ok(RootOperation {
+            _cpu_bound: PhantomData,
+        })
     }
 
     /// Makes the VMCS at `vmcs` current, clear (launch state "clear") first.
@@ -105,7 +114,7 @@ impl RootOperation {
         // VMfail sets CF or ZF.
         let failed: u8 = unsafe {
             let f: u8;
-            asm!("vmclear qword ptr [{pa}]", "setbe {f}", pa = in(reg) &pa as *const u64, f = out(reg_byte) f, options(nostack));
+            asm!("vmclear qword ptr [{pa}]", "setbe {f}", pa = in(reg) core::ptr::from_ref(&pa), f = out(reg_byte) f, options(nostack));
             f
         };
         if failed != 0 {
@@ -114,13 +123,17 @@ impl RootOperation {
         // SAFETY: as above.
         let failed: u8 = unsafe {
             let f: u8;
-            asm!("vmptrld qword ptr [{pa}]", "setbe {f}", pa = in(reg) &pa as *const u64, f = out(reg_byte) f, options(nostack));
+            asm!("vmptrld qword ptr [{pa}]", "setbe {f}", pa = in(reg) core::ptr::from_ref(&pa), f = out(reg_byte) f, options(nostack));
             f
         };
         if failed != 0 {
             return Err(OpError::Load);
         }
-        Ok(Current { pa, failed_write: Cell::new(None), _root: PhantomData })
+        Ok(Current {
+            pa,
+            failed_write: Cell::new(None),
+            _root: PhantomData,
+        })
     }
 }
 
@@ -179,7 +192,9 @@ impl Current<'_> {
         let desc: [u64; 2] = [eptp, 0];
         let kind: u64 = if single { 1 } else { 2 };
         // SAFETY: in VMX operation; the descriptor is a live 16-byte value.
-        unsafe { asm!("invept {k}, [{d}]", k = in(reg) kind, d = in(reg) desc.as_ptr(), options(nostack)) };
+        unsafe {
+            asm!("invept {k}, [{d}]", k = in(reg) kind, d = in(reg) desc.as_ptr(), options(nostack))
+        };
     }
 }
 
@@ -189,6 +204,8 @@ impl Drop for Current<'_> {
         // SAFETY: in VMX operation; writes the VMCS's cached state back to
         // its region and makes it clear and not current, so that it can be
         // loaded on any CPU next time (the vCPU may migrate) and freed.
-        unsafe { asm!("vmclear qword ptr [{pa}]", pa = in(reg) &pa as *const u64, options(nostack)) };
+        unsafe {
+            asm!("vmclear qword ptr [{pa}]", pa = in(reg) core::ptr::from_ref(&pa), options(nostack))
+        };
     }
 }

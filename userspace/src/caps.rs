@@ -175,6 +175,8 @@ mod tests {
         assert_eq!(find("KVM_CAP_USER_MEMORY"), Some(3));
         assert_eq!(find("KVM_CAP_IMMEDIATE_EXIT"), Some(136));
         // Other architectures' capabilities are not asked about on x86.
-        assert!(CAPS.iter().all(|(name, _)| !name.contains("S390") && !name.contains("PPC")));
+        assert!(CAPS
+            .iter()
+            .all(|(name, _)| !name.contains("S390") && !name.contains("PPC")));
     }
 }

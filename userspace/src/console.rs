@@ -60,14 +60,22 @@ impl Input {
             drop(tx);
             wake();
         });
-        Input { rx, pending: VecDeque::new(), open: true, _raw: None }
+        Input {
+            rx,
+            pending: VecDeque::new(),
+            open: true,
+            _raw: None,
+        }
     }
 
     /// Standard input, with a terminal switched to raw input until `self`
     /// is dropped.
     pub fn stdin<W: Fn() + Send + 'static>(wake: W) -> Input {
         let raw = RawInput::enable(std::io::stdin());
-        Input { _raw: raw, ..Input::spawn(std::io::stdin(), wake) }
+        Input {
+            _raw: raw,
+            ..Input::spawn(std::io::stdin(), wake)
+        }
     }
 
     /// Offers what has arrived to `take`, which accepts a prefix of the
@@ -112,9 +120,15 @@ impl RawInput {
     fn enable(tty: Stdin) -> Option<RawInput> {
         let saved = termios::tcgetattr(tty.as_fd()).ok()?; // not a terminal
         let mut raw = saved.clone();
-        raw.local_flags.remove(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ECHONL | LocalFlags::IEXTEN);
+        raw.local_flags.remove(
+            LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ECHONL | LocalFlags::IEXTEN,
+        );
         raw.input_flags.remove(
-            InputFlags::ICRNL | InputFlags::INLCR | InputFlags::IGNCR | InputFlags::IXON | InputFlags::ISTRIP,
+            InputFlags::ICRNL
+                | InputFlags::INLCR
+                | InputFlags::IGNCR
+                | InputFlags::IXON
+                | InputFlags::ISTRIP,
         );
         raw.control_chars[SpecialCharacterIndices::VMIN as usize] = 1;
         raw.control_chars[SpecialCharacterIndices::VTIME as usize] = 0;
@@ -164,9 +178,16 @@ mod tests {
         let mut input = Input::spawn(std::io::Cursor::new(data.clone()), move || {
             w.fetch_add(1, Ordering::SeqCst);
         });
-        assert_eq!(drain(&mut input, 16), data, "all bytes, in order, through a 16-byte FIFO");
+        assert_eq!(
+            drain(&mut input, 16),
+            data,
+            "all bytes, in order, through a 16-byte FIFO"
+        );
         assert!(!input.may_have_more());
-        assert!(wakes.load(Ordering::SeqCst) >= 2, "woken for data and for end of file");
+        assert!(
+            wakes.load(Ordering::SeqCst) >= 2,
+            "woken for data and for end of file"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! MSRs through `/dev/cpu/N/msr` (root and CONFIG_X86_MSR). Decoding is shared
 //! with the module (`rkvm_pure::cpu`).
 
-use std::arch::x86_64::{CpuidResult, __cpuid};
+use std::arch::x86_64::{__cpuid, CpuidResult};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -31,7 +31,10 @@ impl MsrDev {
         let mut buf = [0u8; 8];
         // The msr driver reads the MSR whose number is the file offset; an
         // MSR that faults reads as EIO.
-        self.0.as_ref()?.read_exact_at(&mut buf, u64::from(index)).ok()?;
+        self.0
+            .as_ref()?
+            .read_exact_at(&mut buf, u64::from(index))
+            .ok()?;
         Some(u64::from_le_bytes(buf))
     }
 }
@@ -40,12 +43,20 @@ impl MsrDev {
 pub fn probe() -> (VirtFeatures, bool) {
     let msrs = MsrDev::open();
     let max_ext_leaf = cpuid(0x8000_0000).eax;
-    let svm = if max_ext_leaf >= RawCpu::SVM_LEAF { cpuid(RawCpu::SVM_LEAF) } else { cpuid(0) };
+    let svm = if max_ext_leaf >= RawCpu::SVM_LEAF {
+        cpuid(RawCpu::SVM_LEAF)
+    } else {
+        cpuid(0)
+    };
     let vmx = cpuid(1).ecx & (1 << 5) != 0;
     let raw = RawCpu {
         max_ext_leaf,
         leaf1_ecx: cpuid(1).ecx,
-        ext1_ecx: if max_ext_leaf >= 0x8000_0001 { cpuid(0x8000_0001).ecx } else { 0 },
+        ext1_ecx: if max_ext_leaf >= 0x8000_0001 {
+            cpuid(0x8000_0001).ecx
+        } else {
+            0
+        },
         svm_ebx: svm.ebx,
         svm_edx: svm.edx,
         vm_cr: msrs.read(msr::VM_CR),

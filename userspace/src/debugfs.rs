@@ -43,7 +43,12 @@ pub fn vcpus(vm: &Path) -> Vec<(u32, PathBuf)> {
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .filter_map(|e| {
-                    let id = e.file_name().to_string_lossy().strip_prefix("vcpu")?.parse().ok()?;
+                    let id = e
+                        .file_name()
+                        .to_string_lossy()
+                        .strip_prefix("vcpu")?
+                        .parse()
+                        .ok()?;
                     Some((id, e.path()))
                 })
                 .collect()
@@ -77,13 +82,17 @@ pub fn parse_exit_reasons(text: &str) -> Vec<(String, u64)> {
 
 /// Reads a vCPU's `exit_reasons` (empty if there is none).
 pub fn exit_reasons(dir: &Path) -> Vec<(String, u64)> {
-    std::fs::read_to_string(dir.join("exit_reasons")).map(|t| parse_exit_reasons(&t)).unwrap_or_default()
+    std::fs::read_to_string(dir.join("exit_reasons"))
+        .map(|t| parse_exit_reasons(&t))
+        .unwrap_or_default()
 }
 
 /// Reads `dir/stats`.
 pub fn stats(dir: &Path) -> Result<Vec<(String, u64)>, String> {
     let path = dir.join("stats");
-    std::fs::read_to_string(&path).map(|t| parse_stats(&t)).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::read_to_string(&path)
+        .map(|t| parse_stats(&t))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Follows a vCPU's exit ring: each call returns the records added since
@@ -95,7 +104,10 @@ pub struct TraceReader {
 
 impl TraceReader {
     pub fn new(vcpu_dir: &Path) -> TraceReader {
-        TraceReader { path: vcpu_dir.join("exits"), last_seq: 0 }
+        TraceReader {
+            path: vcpu_dir.join("exits"),
+            last_seq: 0,
+        }
     }
 
     /// The new records, oldest first, and how many were lost (overwritten
@@ -132,7 +144,11 @@ mod tests {
     fn exit_reason_lines() {
         assert_eq!(
             parse_exit_reasons("cpuid 0x72 20000\nnpf 0x400 1\nother - 3\nbad\n"),
-            [("exit:cpuid(0x72)".to_string(), 20000), ("exit:npf(0x400)".to_string(), 1), ("exit:other(-)".to_string(), 3)]
+            [
+                ("exit:cpuid(0x72)".to_string(), 20000),
+                ("exit:npf(0x400)".to_string(), 1),
+                ("exit:other(-)".to_string(), 3)
+            ]
         );
     }
 
@@ -151,7 +167,14 @@ mod tests {
         let write = |seqs: &[u64]| {
             let mut ring = [ExitRecord::default(); 4];
             for &s in seqs {
-                trace::store(&mut ring, s, ExitRecord { code: s, ..Default::default() });
+                trace::store(
+                    &mut ring,
+                    s,
+                    ExitRecord {
+                        code: s,
+                        ..Default::default()
+                    },
+                );
             }
             let bytes: Vec<u8> = ring.iter().flat_map(|r| r.to_bytes()).collect();
             std::fs::write(dir.join("vcpu0/exits"), bytes).unwrap();

@@ -26,7 +26,8 @@ impl StatsFile {
     /// `KVM_GET_STATS_FD` on a VM or vCPU fd.
     pub fn open(owner: &impl AsRawFd) -> Result<StatsFile, String> {
         // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd.
-        let fd = unsafe { kvm_get_stats_fd(owner.as_raw_fd()) }.map_err(|e| format!("KVM_GET_STATS_FD: {e}"))?;
+        let fd = unsafe { kvm_get_stats_fd(owner.as_raw_fd()) }
+            .map_err(|e| format!("KVM_GET_STATS_FD: {e}"))?;
         // SAFETY: the fd is new and ours alone.
         StatsFile::parse(unsafe { File::from_raw_fd(fd) })
     }
@@ -35,25 +36,35 @@ impl StatsFile {
     pub fn parse(file: File) -> Result<StatsFile, String> {
         let bad = |what: &str| format!("statistics file: {what}");
         let mut header = [0u8; 24];
-        file.read_exact_at(&mut header, 0).map_err(|e| bad(&e.to_string()))?;
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| bad(&e.to_string()))?;
         let field = |i: usize| u32_at(&header, 4 * i).unwrap_or(0);
-        let (name_size, num_desc, desc_offset, data_offset) = (field(1), field(2), field(4), field(5));
+        let (name_size, num_desc, desc_offset, data_offset) =
+            (field(1), field(2), field(4), field(5));
         if name_size == 0 || name_size > 4096 || num_desc > 65536 {
             return Err(bad("implausible header"));
         }
         let desc_size = 16 + name_size as usize;
         let mut raw = vec![0u8; desc_size * num_desc as usize];
-        file.read_exact_at(&mut raw, u64::from(desc_offset)).map_err(|e| bad(&e.to_string()))?;
+        file.read_exact_at(&mut raw, u64::from(desc_offset))
+            .map_err(|e| bad(&e.to_string()))?;
         let descs = raw
             .chunks_exact(desc_size)
             .map(|d| {
                 let name = &d[16..];
                 let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
                 let offset = u32_at(d, 8).unwrap_or(0);
-                (String::from_utf8_lossy(&name[..end]).into_owned(), u64::from(offset))
+                (
+                    String::from_utf8_lossy(&name[..end]).into_owned(),
+                    u64::from(offset),
+                )
             })
             .collect();
-        Ok(StatsFile { file, descs, data_offset: u64::from(data_offset) })
+        Ok(StatsFile {
+            file,
+            descs,
+            data_offset: u64::from(data_offset),
+        })
     }
 
     /// The current value of every statistic (the first u64 of each).
@@ -62,7 +73,9 @@ impl StatsFile {
             .iter()
             .filter_map(|(name, offset)| {
                 let mut v = [0u8; 8];
-                self.file.read_exact_at(&mut v, self.data_offset + offset).ok()?;
+                self.file
+                    .read_exact_at(&mut v, self.data_offset + offset)
+                    .ok()?;
                 Some((name.as_str(), u64::from_ne_bytes(v)))
             })
             .collect()
@@ -74,7 +87,12 @@ impl StatsFile {
 pub fn summary(values: &[(&str, u64)], wanted: &[(&str, &str)]) -> String {
     wanted
         .iter()
-        .filter_map(|(name, label)| values.iter().find(|(n, _)| n == name).map(|(_, v)| format!("{label} {v}")))
+        .filter_map(|(name, label)| {
+            values
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| format!("{label} {v}"))
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -87,7 +105,11 @@ mod tests {
 
     #[test]
     fn reads_what_the_module_writes() {
-        let descs = [Desc::counter("exits"), Desc::instant("pages_2m"), Desc::counter("io_exits")];
+        let descs = [
+            Desc::counter("exits"),
+            Desc::instant("pages_2m"),
+            Desc::counter("io_exits"),
+        ];
         let mut bytes = vec![0u8; file_size(descs.len())];
         render(b"kvm-1", &descs, &[10, 2, 7], &mut bytes);
         let mut file = tempfile();
@@ -95,7 +117,13 @@ mod tests {
         let stats = StatsFile::parse(file).unwrap();
         let values = stats.read();
         assert_eq!(values, [("exits", 10), ("pages_2m", 2), ("io_exits", 7)]);
-        assert_eq!(summary(&values, &[("io_exits", "io"), ("nothing", "x"), ("exits", "all")]), "io 7, all 10");
+        assert_eq!(
+            summary(
+                &values,
+                &[("io_exits", "io"), ("nothing", "x"), ("exits", "all")]
+            ),
+            "io 7, all 10"
+        );
     }
 
     #[test]
@@ -107,8 +135,18 @@ mod tests {
     }
 
     fn tempfile() -> File {
-        let path = std::env::temp_dir().join(format!("rkvm-stats-test-{}-{:?}", std::process::id(), std::thread::current().id()));
-        let file = File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "rkvm-stats-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
         std::fs::remove_file(&path).unwrap();
         file
     }

@@ -38,7 +38,9 @@ pub fn load(
     cmdline: &str,
 ) -> Result<(), String> {
     let initrd = match initrd {
-        Some(path) => Some(std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?),
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
+        }
         None => None,
     };
     let entry = load_memory(mem, mem_size, kernel, initrd.as_deref(), cmdline)?;
@@ -53,11 +55,22 @@ fn load_memory(
     initrd: Option<&[u8]>,
     cmdline: &str,
 ) -> Result<u64, String> {
-    let mut image = File::open(kernel).map_err(|e| format!("cannot open {}: {e}", kernel.display()))?;
-    let loaded = BzImage::load(mem, Some(GuestAddress(KERNEL)), &mut image, Some(GuestAddress(KERNEL)))
-        .map_err(|e| format!("{} is not a bzImage rkvm can load: {e}", kernel.display()))?;
-    let hdr = loaded.setup_header.ok_or("the bzImage has no setup header")?;
-    let mut params = boot_params { hdr, ..Default::default() };
+    let mut image =
+        File::open(kernel).map_err(|e| format!("cannot open {}: {e}", kernel.display()))?;
+    let loaded = BzImage::load(
+        mem,
+        Some(GuestAddress(KERNEL)),
+        &mut image,
+        Some(GuestAddress(KERNEL)),
+    )
+    .map_err(|e| format!("{} is not a bzImage rkvm can load: {e}", kernel.display()))?;
+    let hdr = loaded
+        .setup_header
+        .ok_or("the bzImage has no setup header")?;
+    let mut params = boot_params {
+        hdr,
+        ..Default::default()
+    };
     // The 64-bit entry point exists from boot protocol 2.12 on, if the
     // kernel says so (XLF_KERNEL_64).
     let (version, xloadflags) = (params.hdr.version, params.hdr.xloadflags);
@@ -74,23 +87,32 @@ fn load_memory(
     params.hdr.header = 0x5372_6448; // "HdrS"
 
     let mut line = Cmdline::new(CMDLINE_MAX).map_err(|e| format!("command line: {e}"))?;
-    line.insert_str(cmdline).map_err(|e| format!("command line: {e}"))?;
+    line.insert_str(cmdline)
+        .map_err(|e| format!("command line: {e}"))?;
     load_cmdline(mem, GuestAddress(CMDLINE), &line).map_err(|e| format!("command line: {e}"))?;
     params.hdr.cmd_line_ptr = CMDLINE as u32;
     params.hdr.cmdline_size = cmdline.len() as u32 + 1;
 
     // The kernel decompresses itself in place: it needs init_size bytes at
     // its load address, more than the image file.
-    let kernel_end = loaded.kernel_end.max(KERNEL + u64::from(params.hdr.init_size));
+    let kernel_end = loaded
+        .kernel_end
+        .max(KERNEL + u64::from(params.hdr.init_size));
     if kernel_end > mem_size {
-        return Err(format!("the kernel needs {} MiB of guest memory: give more --mem", kernel_end.div_ceil(1 << 20)));
+        return Err(format!(
+            "the kernel needs {} MiB of guest memory: give more --mem",
+            kernel_end.div_ceil(1 << 20)
+        ));
     }
     if let Some(data) = initrd {
         // At the top of RAM below initrd_addr_max, page-aligned.
         let limit = mem_size.min(u64::from(params.hdr.initrd_addr_max) + 1);
         let at = limit.checked_sub(data.len() as u64).map(|a| a & !0xfff);
-        let at = at.filter(|&a| a >= kernel_end).ok_or("the initramfs does not fit above the kernel: give more --mem")?;
-        mem.write_slice(data, GuestAddress(at)).map_err(|e| format!("loading the initramfs: {e}"))?;
+        let at = at
+            .filter(|&a| a >= kernel_end)
+            .ok_or("the initramfs does not fit above the kernel: give more --mem")?;
+        mem.write_slice(data, GuestAddress(at))
+            .map_err(|e| format!("loading the initramfs: {e}"))?;
         params.hdr.ramdisk_image = at as u32;
         params.hdr.ramdisk_size = data.len() as u32;
     }
@@ -102,8 +124,11 @@ fn load_memory(
         params.e820_table[i].r#type = 1; // E820_RAM
     }
     params.e820_entries = ram.len() as u8;
-    LinuxBootConfigurator::write_bootparams(&BootParams::new(&params, GuestAddress(ZERO_PAGE)), mem)
-        .map_err(|e| format!("writing the zero page: {e}"))?;
+    LinuxBootConfigurator::write_bootparams(
+        &BootParams::new(&params, GuestAddress(ZERO_PAGE)),
+        mem,
+    )
+    .map_err(|e| format!("writing the zero page: {e}"))?;
     Ok(loaded.kernel_load.0 + 0x200)
 }
 
@@ -116,7 +141,8 @@ fn setup_cpu(mem: &GuestMemoryMmap, vcpu: &VcpuFd, entry: u64) -> Result<(), Str
     regs.rsi = ZERO_PAGE;
     regs.rsp = ZERO_PAGE; // any valid stack; the kernel sets its own
     regs.rflags = 2;
-    vcpu.set_regs(&regs).map_err(|e| format!("KVM_SET_REGS: {e}"))
+    vcpu.set_regs(&regs)
+        .map_err(|e| format!("KVM_SET_REGS: {e}"))
 }
 
 #[cfg(test)]
@@ -125,7 +151,12 @@ mod tests {
 
     /// A file with a minimal bzImage header (4 setup sectors, protocol
     /// 2.15, LOADED_HIGH, XLF_KERNEL_64) and `payload` bytes of kernel.
-    fn fake_bzimage(name: &str, payload: usize, init_size: u32, xloadflags: u16) -> std::path::PathBuf {
+    fn fake_bzimage(
+        name: &str,
+        payload: usize,
+        init_size: u32,
+        xloadflags: u16,
+    ) -> std::path::PathBuf {
         let mut img = vec![0u8; 5 * 512 + payload];
         img[0x1f1] = 4; // setup_sects
         img[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
@@ -149,12 +180,20 @@ mod tests {
     fn zero_page_describes_kernel_initramfs_and_memory() {
         let kernel = fake_bzimage("ok", 4096, 3 << 20, 1);
         let mem = memory(8);
-        let entry = load_memory(&mem, 8 << 20, &kernel, Some(&[7u8; 5000]), "console=ttyS0").unwrap();
+        let entry =
+            load_memory(&mem, 8 << 20, &kernel, Some(&[7u8; 5000]), "console=ttyS0").unwrap();
         assert_eq!(entry, 0x10_0200);
         let p: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE)).unwrap();
         let (image, size, cmd) = (p.hdr.ramdisk_image, p.hdr.ramdisk_size, p.hdr.cmd_line_ptr);
-        assert_eq!((image, size), ((8 << 20) - 8192, 5000), "initramfs page-aligned at the top");
-        assert_eq!(mem.read_obj::<u8>(GuestAddress(u64::from(image))).unwrap(), 7);
+        assert_eq!(
+            (image, size),
+            ((8 << 20) - 8192, 5000),
+            "initramfs page-aligned at the top"
+        );
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(u64::from(image))).unwrap(),
+            7
+        );
         assert_eq!(cmd, CMDLINE as u32);
         let mut line = [0u8; 14];
         mem.read_slice(&mut line, GuestAddress(CMDLINE)).unwrap();
@@ -170,7 +209,8 @@ mod tests {
         // A 4 KiB image that decompresses to 6 MiB: an initramfs of 1.5 MiB
         // would fit above the image but not above init_size.
         let kernel = fake_bzimage("overlap", 4096, 6 << 20, 1);
-        let err = load_memory(&memory(8), 8 << 20, &kernel, Some(&vec![0; 3 << 19]), "").unwrap_err();
+        let err =
+            load_memory(&memory(8), 8 << 20, &kernel, Some(&vec![0; 3 << 19]), "").unwrap_err();
         assert!(err.contains("does not fit above the kernel"), "{err}");
         let err = load_memory(&memory(4), 4 << 20, &kernel, None, "").unwrap_err();
         assert!(err.contains("needs 7 MiB"), "{err}");

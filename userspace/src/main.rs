@@ -191,12 +191,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { device, all } => info(&device, all).map(|()| 0),
-        Command::Stat { which, interval, count } => {
-            observe::stat(&which.debugfs, which.vm.as_deref(), interval, count).map(|()| 0)
-        }
-        Command::Trace { which, vcpu, follow } => {
-            observe::trace(&which.debugfs, which.vm.as_deref(), vcpu, follow).map(|()| 0)
-        }
+        Command::Stat {
+            which,
+            interval,
+            count,
+        } => observe::stat(&which.debugfs, which.vm.as_deref(), interval, count).map(|()| 0),
+        Command::Trace {
+            which,
+            vcpu,
+            follow,
+        } => observe::trace(&which.debugfs, which.vm.as_deref(), vcpu, follow).map(|()| 0),
         Command::Run {
             device,
             flat,
@@ -214,7 +218,11 @@ fn main() -> ExitCode {
         } => {
             let guest = match (&flat, &kernel) {
                 (Some(flat), _) => run::Guest::Flat(flat, mode),
-                (None, Some(kernel)) => run::Guest::Linux { kernel, initrd: initrd.as_deref(), cmdline: &cmdline },
+                (None, Some(kernel)) => run::Guest::Linux {
+                    kernel,
+                    initrd: initrd.as_deref(),
+                    cmdline: &cmdline,
+                },
                 (None, None) => return ExitCode::from(2), // clap requires one of them
             };
             let mem_mib = mem.unwrap_or(if kernel.is_some() { 128 } else { 16 });
@@ -225,8 +233,20 @@ fn main() -> ExitCode {
                     None => (PathBuf::from(d), false),
                 })
                 .collect();
-            let virtio = run::VirtioOptions { disks, console: virtio_console, rng: virtio_rng };
-            let opts = run::Options { device: &device, guest, mem_mib, trace_exits, trace_regs, mmu, virtio };
+            let virtio = run::VirtioOptions {
+                disks,
+                console: virtio_console,
+                rng: virtio_rng,
+            };
+            let opts = run::Options {
+                device: &device,
+                guest,
+                mem_mib,
+                trace_exits,
+                trace_regs,
+                mmu,
+                virtio,
+            };
             run::run(&opts).map(|outcome| {
                 if let Some(msg) = outcome.message() {
                     eprintln!("rkvm: {msg} (exit status {})", outcome.status());
@@ -250,7 +270,9 @@ fn open_device(device: &Path) -> Result<Kvm, String> {
         .map_err(|_| format!("device path {} contains a NUL byte", device.display()))?;
     Kvm::new_with_path(path).map_err(|e| {
         let hint = match Errno::from_raw(e.errno()) {
-            Errno::ENOENT if device.ends_with("rkvm") => " (is the rkvm module loaded? try: insmod rkvm.ko)",
+            Errno::ENOENT if device.ends_with("rkvm") => {
+                " (is the rkvm module loaded? try: insmod rkvm.ko)"
+            }
             Errno::ENOENT => " (is kvm_amd or kvm_intel loaded?)",
             Errno::EACCES => " (are you root or in the device's group?)",
             _ => "",
@@ -277,7 +299,10 @@ fn info(device: &Path, all: bool) -> Result<(), String> {
         .map(|&(name, nr)| (name, kvm.check_extension_raw(nr.into())))
         .collect();
     let supported = answers.iter().filter(|(_, v)| *v != 0).count();
-    println!("capabilities: {supported} of {} known answered non-zero", answers.len());
+    println!(
+        "capabilities: {supported} of {} known answered non-zero",
+        answers.len()
+    );
     for (name, value) in answers.iter().filter(|(_, v)| all || *v != 0) {
         println!("  {name:<40} {value}");
     }
@@ -291,7 +316,9 @@ fn info(device: &Path, all: bool) -> Result<(), String> {
     }
     println!(
         "backend:      {}",
-        features.usable_backend().unwrap_or("none (no usable SVM or VMX with unrestricted guest)")
+        features
+            .usable_backend()
+            .unwrap_or("none (no usable SVM or VMX with unrestricted guest)")
     );
     println!("mmu:          {}", mmu_modes(&kvm));
     Ok(())
@@ -304,13 +331,27 @@ fn mmu_modes(kvm: &Kvm) -> String {
     use rkvm_pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
     let offered = kvm.check_extension_raw(KVM_CAP_RKVM_MMU.into()) as u64;
     if offered == 0 {
-        return "chosen by the module (KVM: kvm_amd npt=0 or kvm_intel ept=0 for shadow paging)".into();
+        return "chosen by the module (KVM: kvm_amd npt=0 or kvm_intel ept=0 for shadow paging)"
+            .into();
     }
-    let name = |bit: u64| if bit == mmu_mode::SHADOW { "shadow" } else { "tdp" };
-    let modes: Vec<_> = [mmu_mode::TDP, mmu_mode::SHADOW].into_iter().filter(|b| offered & b != 0).map(name).collect();
+    let name = |bit: u64| {
+        if bit == mmu_mode::SHADOW {
+            "shadow"
+        } else {
+            "tdp"
+        }
+    };
+    let modes: Vec<_> = [mmu_mode::TDP, mmu_mode::SHADOW]
+        .into_iter()
+        .filter(|b| offered & b != 0)
+        .map(name)
+        .collect();
     let default = match kvm.create_vm() {
         Ok(vm) => name(vm.check_extension_raw(KVM_CAP_RKVM_MMU.into()) as u64).to_string(),
         Err(e) => format!("unknown (KVM_CREATE_VM: {e})"),
     };
-    format!("{} per VM (--mmu); new VMs: {default} (module parameter tdp)", modes.join(", "))
+    format!(
+        "{} per VM (--mmu); new VMs: {default} (module parameter tdp)",
+        modes.join(", ")
+    )
 }

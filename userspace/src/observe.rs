@@ -23,7 +23,10 @@ fn select(root: &Path, which: Option<&str>) -> Result<Vec<PathBuf>, String> {
     let chosen: Vec<PathBuf> = all
         .into_iter()
         .filter(|d| {
-            let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             name == which || name.split('-').nth(1) == Some(which)
         })
         .collect();
@@ -37,12 +40,22 @@ fn select(root: &Path, which: Option<&str>) -> Result<Vec<PathBuf>, String> {
 fn snapshot(vms: &[PathBuf]) -> Vec<(String, String, u64)> {
     let mut out = Vec::new();
     for vm in vms {
-        let vm_name = vm.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let vm_name = vm
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut dirs = vec![(vm_name.clone(), vm.clone())];
-        dirs.extend(debugfs::vcpus(vm).into_iter().map(|(id, d)| (format!("{vm_name}/vcpu{id}"), d)));
+        dirs.extend(
+            debugfs::vcpus(vm)
+                .into_iter()
+                .map(|(id, d)| (format!("{vm_name}/vcpu{id}"), d)),
+        );
         for (label, dir) in dirs {
             // A VM that exits meanwhile just drops out.
-            let counters = debugfs::stats(&dir).unwrap_or_default().into_iter().chain(debugfs::exit_reasons(&dir));
+            let counters = debugfs::stats(&dir)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(debugfs::exit_reasons(&dir));
             for (name, value) in counters {
                 out.push((label.clone(), name, value));
             }
@@ -52,7 +65,12 @@ fn snapshot(vms: &[PathBuf]) -> Vec<(String, String, u64)> {
 }
 
 /// `rkvm stat`.
-pub fn stat(root: &Path, which: Option<&str>, interval: Option<f64>, count: u64) -> Result<(), String> {
+pub fn stat(
+    root: &Path,
+    which: Option<&str>,
+    interval: Option<f64>,
+    count: u64,
+) -> Result<(), String> {
     let vms = select(root, which)?;
     let Some(secs) = interval else {
         for (label, name, value) in snapshot(&vms) {
@@ -73,7 +91,10 @@ pub fn stat(root: &Path, which: Option<&str>, interval: Option<f64>, count: u64)
         t0 = Instant::now();
         println!("{:<28} {:<24} {:>14} {:>12}", "", "", "total", "per second");
         for (label, name, value) in &now {
-            let old = before.iter().find(|(l, n, _)| l == label && n == name).map_or(0, |e| e.2);
+            let old = before
+                .iter()
+                .find(|(l, n, _)| l == label && n == name)
+                .map_or(0, |e| e.2);
             let rate = value.saturating_sub(old) as f64 / dt;
             println!("{label:<28} {name:<24} {value:>14} {rate:>12.0}");
         }
@@ -89,7 +110,10 @@ pub fn stat(root: &Path, which: Option<&str>, interval: Option<f64>, count: u64)
 pub fn trace(root: &Path, which: Option<&str>, vcpu: u32, follow: bool) -> Result<(), String> {
     let vms = select(root, which)?;
     let [vm] = vms.as_slice() else {
-        return Err(format!("{} VMs are running: choose one with --vm", vms.len()));
+        return Err(format!(
+            "{} VMs are running: choose one with --vm",
+            vms.len()
+        ));
     };
     let dir = vm.join(format!("vcpu{vcpu}"));
     if !dir.is_dir() {
@@ -99,7 +123,10 @@ pub fn trace(root: &Path, which: Option<&str>, vcpu: u32, follow: bool) -> Resul
     loop {
         let (records, lost) = reader.read_new()?;
         if lost > 0 {
-            println!("... {lost} exits not shown (the ring holds the last {})", trace::RING_RECORDS);
+            println!(
+                "... {lost} exits not shown (the ring holds the last {})",
+                trace::RING_RECORDS
+            );
         }
         for r in &records {
             println!("{:>10} {:>16} {}", r.seq, r.time_ns, trace::describe(r));

@@ -9,13 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::rc::Rc;
 
-use kvm_bindings::{kvm_cpuid_entry2, kvm_enable_cap, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_enable_cap, kvm_segment, kvm_userspace_memory_region, CpuId,
+    KVM_MAX_CPUID_ENTRIES,
+};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::os::fd::{AsRawFd, RawFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::console::Input;
-use crate::{debugfs, kvmstats};
 use crate::devices::{
     cmos::{self, Cmos, CmosPorts},
     debug_exit::{self, DebugExit, IrqPort},
@@ -23,10 +25,10 @@ use crate::devices::{
     pic::{Pic, PicPorts},
     pit::{self, Pit, PitPorts},
     serial::{self, PicLine, Uart},
-    virtio,
-    PortBus,
+    virtio, PortBus,
 };
 use crate::signals::{self, Kick};
+use crate::{debugfs, kvmstats};
 use nix::sys::signal::Signal;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -52,7 +54,11 @@ pub enum Guest<'a> {
     /// A flat program at 0x1000.
     Flat(&'a Path, Mode),
     /// A Linux bzImage with an optional initramfs and a command line.
-    Linux { kernel: &'a Path, initrd: Option<&'a Path>, cmdline: &'a str },
+    Linux {
+        kernel: &'a Path,
+        initrd: Option<&'a Path>,
+        cmdline: &'a str,
+    },
 }
 
 /// What `rkvm run` was asked to do.
@@ -82,7 +88,9 @@ pub struct VirtioOptions {
 fn virtio_devices(opts: &VirtioOptions) -> Result<virtio::Bus, String> {
     let mut bus = virtio::Bus::default();
     let mut add = |dev: Box<dyn virtio::Transport>, what: &str| {
-        bus.add(dev).map(|_| ()).ok_or_else(|| format!("too many virtio devices: no interrupt line left for {what}"))
+        bus.add(dev)
+            .map(|_| ())
+            .ok_or_else(|| format!("too many virtio devices: no interrupt line left for {what}"))
     };
     for (i, (path, read_only)) in opts.disks.iter().enumerate() {
         let file = std::fs::OpenOptions::new()
@@ -95,11 +103,20 @@ fn virtio_devices(opts: &VirtioOptions) -> Result<virtio::Bus, String> {
         add(Box::new(virtio::Mmio::new(disk)), "a disk")?;
     }
     if opts.console {
-        add(Box::new(virtio::Mmio::new(virtio::console::Console::new(std::io::stdout()))), "the console")?;
+        add(
+            Box::new(virtio::Mmio::new(virtio::console::Console::new(
+                std::io::stdout(),
+            ))),
+            "the console",
+        )?;
     }
     if opts.rng {
-        let source = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
-        add(Box::new(virtio::Mmio::new(virtio::rng::Rng::new(source))), "the entropy device")?;
+        let source =
+            std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
+        add(
+            Box::new(virtio::Mmio::new(virtio::rng::Rng::new(source))),
+            "the entropy device",
+        )?;
     }
     Ok(bus)
 }
@@ -132,12 +149,20 @@ fn choose_mmu(kvm: &Kvm, vm: &VmFd, mode: MmuMode, device: &Path) -> Result<(), 
         return Err(format!(
             "{} does not offer {} paging",
             device.display(),
-            if bit == mmu_mode::SHADOW { "shadow" } else { "two-dimensional" }
+            if bit == mmu_mode::SHADOW {
+                "shadow"
+            } else {
+                "two-dimensional"
+            }
         ));
     }
-    let mut cap = kvm_enable_cap { cap: KVM_CAP_RKVM_MMU, ..Default::default() };
+    let mut cap = kvm_enable_cap {
+        cap: KVM_CAP_RKVM_MMU,
+        ..Default::default()
+    };
     cap.args[0] = bit;
-    vm.enable_cap(&cap).map_err(|e| format!("KVM_ENABLE_CAP(KVM_CAP_RKVM_MMU): {e}"))
+    vm.enable_cap(&cap)
+        .map_err(|e| format!("KVM_ENABLE_CAP(KVM_CAP_RKVM_MMU): {e}"))
 }
 
 /// How the run ended.
@@ -174,19 +199,27 @@ impl Outcome {
             Outcome::DebugExit(_) => return None, // the guest's own verdict
             Outcome::Halted => "the guest halted with nothing left to wake it (powered off)".into(),
             Outcome::Shutdown => "the guest triple-faulted (shutdown); the run is over".into(),
-            Outcome::Reset => "the guest asked for a reset (reboot); rkvm does not restart guests".into(),
+            Outcome::Reset => {
+                "the guest asked for a reset (reboot); rkvm does not restart guests".into()
+            }
             Outcome::Signal(sig) => format!("stopped by {sig}; the guest did not shut down"),
         })
     }
 }
 
 pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
-    let mem_size = opts.mem_mib.checked_mul(1 << 20).ok_or("--mem is too large")?;
+    let mem_size = opts
+        .mem_mib
+        .checked_mul(1 << 20)
+        .ok_or("--mem is too large")?;
     if mem_size < 2 << 20 {
         return Err("--mem must be at least 2 (MiB)".into());
     }
     if mem_size as u64 > TSS_ADDR {
-        return Err(format!("--mem must be at most {} (MiB): RAM starts at 0 and ends below the TSS", TSS_ADDR >> 20));
+        return Err(format!(
+            "--mem must be at most {} (MiB): RAM starts at 0 and ends below the TSS",
+            TSS_ADDR >> 20
+        ));
     }
 
     let kvm = crate::open_device(opts.device)?;
@@ -204,32 +237,50 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     // As QEMU does: guest physical space (below 4 GiB, above any RAM here)
     // for the TSS kvm_intel needs to run real mode without unrestricted
     // guest (ept=0). rkvm needs none and accepts it.
-    vm.set_tss_address(TSS_ADDR as usize).map_err(|e| format!("KVM_SET_TSS_ADDR: {e}"))?;
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)])
-        .map_err(|e| format!("cannot allocate {} MiB of guest memory: {e} (try a smaller --mem)", opts.mem_mib))?;
+    vm.set_tss_address(TSS_ADDR as usize)
+        .map_err(|e| format!("KVM_SET_TSS_ADDR: {e}"))?;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)]).map_err(|e| {
+        format!(
+            "cannot allocate {} MiB of guest memory: {e} (try a smaller --mem)",
+            opts.mem_mib
+        )
+    })?;
     add_memory(&vm, &mem)?;
 
-    let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+    let mut vcpu = vm
+        .create_vcpu(0)
+        .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
     // Real KVM allows CR4.PAE and long mode only if the guest's CPUID says
     // so: hand the vCPU what the device supports, where it can tell.
     if let Ok(cpuid) = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) {
-        let cpuid = CpuId::from_entries(&without_xsave(cpuid.as_slice())).map_err(|e| format!("CPUID: {e:?}"))?;
-        vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+        let cpuid = CpuId::from_entries(&without_xsave(cpuid.as_slice()))
+            .map_err(|e| format!("CPUID: {e:?}"))?;
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
     }
     let mut virtio_bus = virtio_devices(&opts.virtio)?;
     match opts.guest {
         Guest::Flat(path, mode) => {
-            let program = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let program =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             if LOAD_ADDR as usize + program.len() > 0x8_0000 {
-                return Err(format!("{} is too large: a flat program must fit below 0x80000", path.display()));
+                return Err(format!(
+                    "{} is too large: a flat program must fit below 0x80000",
+                    path.display()
+                ));
             }
-            mem.write_slice(&program, GuestAddress(LOAD_ADDR)).map_err(|e| format!("loading the program: {e}"))?;
+            mem.write_slice(&program, GuestAddress(LOAD_ADDR))
+                .map_err(|e| format!("loading the program: {e}"))?;
             match mode {
                 Mode::Real => setup_real_mode(&vcpu)?,
                 Mode::Long => setup_long_mode(&vcpu, &mem)?,
             }
         }
-        Guest::Linux { kernel, initrd, cmdline } => {
+        Guest::Linux {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
             // The devices are announced on the command line; the console
             // named last is /dev/console.
             let mut line = format!("{cmdline}{}", virtio_bus.cmdline());
@@ -243,25 +294,71 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
     let status = Rc::new(Cell::new(None));
     let pic = Rc::new(RefCell::new(Pic::new()));
     let pit = Rc::new(RefCell::new(Pit::default()));
-    let uart = Rc::new(RefCell::new(Uart::new(PicLine { pic: pic.clone(), irq: serial::IRQ }, std::io::stdout())));
+    let uart = Rc::new(RefCell::new(Uart::new(
+        PicLine {
+            pic: pic.clone(),
+            irq: serial::IRQ,
+        },
+        std::io::stdout(),
+    )));
     let i8042 = Rc::new(RefCell::new(I8042::new(pic.clone())));
     let mut bus = PortBus::default();
     bus.add(0x3f8, 8, Box::new(uart.clone()));
     for base in [0x20, 0xa0, 0x4d0] {
-        bus.add(base, 2, Box::new(PicPorts { pic: pic.clone(), base }));
+        bus.add(
+            base,
+            2,
+            Box::new(PicPorts {
+                pic: pic.clone(),
+                base,
+            }),
+        );
     }
     bus.add(debug_exit::PORT, 1, Box::new(DebugExit(status.clone())));
     bus.add(debug_exit::IRQ_PORT, 1, Box::new(IrqPort(pic.clone())));
-    bus.add(pit::PORT_BASE, 4, Box::new(PitPorts { pit: pit.clone(), base: pit::PORT_BASE, now: now_ns }));
-    bus.add(pit::PORT_61, 1, Box::new(PitPorts { pit: pit.clone(), base: pit::PORT_61, now: now_ns }));
+    bus.add(
+        pit::PORT_BASE,
+        4,
+        Box::new(PitPorts {
+            pit: pit.clone(),
+            base: pit::PORT_BASE,
+            now: now_ns,
+        }),
+    );
+    bus.add(
+        pit::PORT_61,
+        1,
+        Box::new(PitPorts {
+            pit: pit.clone(),
+            base: pit::PORT_61,
+            now: now_ns,
+        }),
+    );
     bus.add(cmos::PORT, 2, Box::new(CmosPorts(Cmos::default())));
-    bus.add(i8042::DATA_PORT, 1, Box::new(I8042Ports { dev: i8042.clone(), base: i8042::DATA_PORT }));
-    bus.add(i8042::COMMAND_PORT, 1, Box::new(I8042Ports { dev: i8042.clone(), base: i8042::COMMAND_PORT }));
+    bus.add(
+        i8042::DATA_PORT,
+        1,
+        Box::new(I8042Ports {
+            dev: i8042.clone(),
+            base: i8042::DATA_PORT,
+        }),
+    );
+    bus.add(
+        i8042::COMMAND_PORT,
+        1,
+        Box::new(I8042Ports {
+            dev: i8042.clone(),
+            base: i8042::COMMAND_PORT,
+        }),
+    );
     bus.add_absent_pc_hardware();
 
     // Both devices have the binary statistics (KVM since 5.14); a device
     // without them just gets no kernel-side summary.
-    let kernel_stats = (kvmstats::StatsFile::open(&vcpu).ok(), kvmstats::StatsFile::open(&vm).ok());
+    let kernel_stats = (
+        kvmstats::StatsFile::open(&vcpu).ok(),
+        kvmstats::StatsFile::open(&vm).ok(),
+    );
     let mut stats = Stats::default();
     // SAFETY: the kvm_run mapping belongs to `vcpu`, which outlives `armed`
     // (declared after it, so dropped first).
@@ -286,7 +383,11 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
         status: &status,
         kernel_trace,
     };
-    let trace = Trace { exits: opts.trace_exits, regs: opts.trace_regs, mem: &mem };
+    let trace = Trace {
+        exits: opts.trace_exits,
+        regs: opts.trace_regs,
+        mem: &mem,
+    };
     let started = Instant::now();
     let outcome = run_loop(&mut vcpu, devices, &mut stats, &trace);
     let wall = started.elapsed();
@@ -318,7 +419,8 @@ fn add_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), String> {
             userspace_addr: host as u64,
         };
         // SAFETY: the memory belongs to `mem`, which outlives the VM in `run`.
-        unsafe { vm.set_user_memory_region(region) }.map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
     }
     Ok(())
 }
@@ -327,10 +429,13 @@ fn add_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), String> {
 const TSS_ADDR: u64 = 0xfffb_d000;
 
 fn setup_real_mode(vcpu: &VcpuFd) -> Result<(), String> {
-    let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
     sregs.cs.base = 0;
     sregs.cs.selector = 0;
-    vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
     set_entry(vcpu)
 }
 
@@ -343,8 +448,17 @@ fn setup_long_mode(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<(), String> {
 /// identity-map the first GiB with 2 MiB pages, flat code and data segments
 /// with selectors `cs` and `cs + 8`, and, given `gdt`, a GDT there whose
 /// descriptors match those segments (entries below `cs` null).
-pub fn enter_long_mode(vcpu: &VcpuFd, mem: &GuestMemoryMmap, pml4: u64, cs: u16, gdt: Option<u64>) -> Result<(), String> {
-    let write = |addr: u64, val: u64| mem.write_obj(val, GuestAddress(addr)).map_err(|e| format!("guest memory: {e}"));
+pub fn enter_long_mode(
+    vcpu: &VcpuFd,
+    mem: &GuestMemoryMmap,
+    pml4: u64,
+    cs: u16,
+    gdt: Option<u64>,
+) -> Result<(), String> {
+    let write = |addr: u64, val: u64| {
+        mem.write_obj(val, GuestAddress(addr))
+            .map_err(|e| format!("guest memory: {e}"))
+    };
     write(pml4, (pml4 + 0x1000) | 3)?;
     write(pml4 + 0x1000, (pml4 + 0x2000) | 3)?;
     for i in 0..512u64 {
@@ -362,8 +476,16 @@ pub fn enter_long_mode(vcpu: &VcpuFd, mem: &GuestMemoryMmap, pml4: u64, cs: u16,
         g: 1,
         ..Default::default()
     };
-    let data = kvm_segment { selector: ds, type_: 3, l: 0, db: 1, ..code };
-    let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    let data = kvm_segment {
+        selector: ds,
+        type_: 3,
+        l: 0,
+        db: 1,
+        ..code
+    };
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
     if let Some(base) = gdt {
         for sel in (0..cs).step_by(8) {
             write(base + u64::from(sel), 0)?;
@@ -383,7 +505,8 @@ pub fn enter_long_mode(vcpu: &VcpuFd, mem: &GuestMemoryMmap, pml4: u64, cs: u16,
     sregs.cr4 = 1 << 5; // PAE
     sregs.cr0 = 0x8000_0011; // PG, ET, PE
     sregs.efer = (1 << 8) | (1 << 10); // LME, LMA
-    vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS: {e}"))
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| format!("KVM_SET_SREGS: {e}"))
 }
 
 fn set_entry(vcpu: &VcpuFd) -> Result<(), String> {
@@ -391,7 +514,8 @@ fn set_entry(vcpu: &VcpuFd) -> Result<(), String> {
     regs.rip = LOAD_ADDR;
     regs.rsp = STACK;
     regs.rflags = 2;
-    vcpu.set_regs(&regs).map_err(|e| format!("KVM_SET_REGS: {e}"))
+    vcpu.set_regs(&regs)
+        .map_err(|e| format!("KVM_SET_REGS: {e}"))
 }
 
 /// What the kernel counted (`KVM_GET_STATS_FD`), under KVM's names.
@@ -419,15 +543,28 @@ fn print_kernel_stats(
         ("insn_emulation", "instructions emulated"),
         ("pf_fixed", "page faults fixed"),
     ];
-    const VM: [(&str, &str); 3] = [("pages_4k", "4 KiB"), ("pages_2m", "2 MiB"), ("pages_1g", "1 GiB")];
+    const VM: [(&str, &str); 3] = [
+        ("pages_4k", "4 KiB"),
+        ("pages_2m", "2 MiB"),
+        ("pages_1g", "1 GiB"),
+    ];
     // What only shadow paging counts (rkvm's names are KVM's).
-    const SHADOW: [(&str, &str); 3] =
-        [("pf_guest", "guest page faults reflected"), ("invlpg", "INVLPG"), ("tlb_flush", "shadow flushes")];
+    const SHADOW: [(&str, &str); 3] = [
+        ("pf_guest", "guest page faults reflected"),
+        ("invlpg", "INVLPG"),
+        ("tlb_flush", "shadow flushes"),
+    ];
     if let Some(vcpu) = vcpu {
         let values = vcpu.read();
-        eprintln!("rkvm: vCPU statistics from the kernel: {}", kvmstats::summary(&values, &VCPU));
+        eprintln!(
+            "rkvm: vCPU statistics from the kernel: {}",
+            kvmstats::summary(&values, &VCPU)
+        );
         if shadow {
-            eprintln!("rkvm: shadow paging: {}", kvmstats::summary(&values, &SHADOW));
+            eprintln!(
+                "rkvm: shadow paging: {}",
+                kvmstats::summary(&values, &SHADOW)
+            );
         }
         if let Some(split) = time_split(&values, wall) {
             eprintln!("rkvm: {split}");
@@ -435,7 +572,10 @@ fn print_kernel_stats(
     }
     // The nested page table's leaves (none with shadow paging).
     if let Some(vm) = vm.as_ref().filter(|_| !shadow) {
-        eprintln!("rkvm: guest memory mapped by the kernel in pages of {}", kvmstats::summary(&vm.read(), &VM));
+        eprintln!(
+            "rkvm: guest memory mapped by the kernel in pages of {}",
+            kvmstats::summary(&vm.read(), &VM)
+        );
     }
 }
 
@@ -498,7 +638,12 @@ fn now_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-nix::ioctl_write_ptr!(kvm_interrupt, kvm_bindings::KVMIO, 0x86, kvm_bindings::kvm_interrupt);
+nix::ioctl_write_ptr!(
+    kvm_interrupt,
+    kvm_bindings::KVMIO,
+    0x86,
+    kvm_bindings::kvm_interrupt
+);
 
 /// Before each `KVM_RUN`: if the PIC raises INTR, inject its vector when the
 /// vCPU can take it, else ask for an interrupt-window exit (the protocol of
@@ -510,10 +655,13 @@ fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<(), String>
     if pic.interrupt_pending() {
         if ready {
             if let Some(vector) = pic.acknowledge() {
-                let irq = kvm_bindings::kvm_interrupt { irq: u32::from(vector) };
+                let irq = kvm_bindings::kvm_interrupt {
+                    irq: u32::from(vector),
+                };
                 // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt`
                 // from the pointer, which is valid for the call.
-                unsafe { kvm_interrupt(vcpu.as_raw_fd(), &irq) }.map_err(|e| format!("KVM_INTERRUPT: {e}"))?;
+                unsafe { kvm_interrupt(vcpu.as_raw_fd(), &irq) }
+                    .map_err(|e| format!("KVM_INTERRUPT: {e}"))?;
             }
             want_window = pic.interrupt_pending();
         } else {
@@ -531,8 +679,24 @@ struct Trace<'a> {
     mem: &'a GuestMemoryMmap,
 }
 
-fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: &Trace<'_>) -> Result<Outcome, String> {
-    let Devices { bus, virtio, virtio_console, pic, pit, uart, i8042, mut input, status, mut kernel_trace } = dev;
+fn run_loop(
+    vcpu: &mut VcpuFd,
+    dev: Devices<'_>,
+    stats: &mut Stats,
+    trace: &Trace<'_>,
+) -> Result<Outcome, String> {
+    let Devices {
+        bus,
+        virtio,
+        virtio_console,
+        pic,
+        pit,
+        uart,
+        i8042,
+        mut input,
+        status,
+        mut kernel_trace,
+    } = dev;
     let set_irq = |irq: u8, level: bool| pic.borrow_mut().set_irq(irq, level);
     let mut kick = Kick::new()?;
     let mut mmio_reported = BTreeSet::new();
@@ -560,7 +724,8 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: &Trac
             } else {
                 let if_flag = vcpu.get_kvm_run().if_flag != 0;
                 let timer = pit.borrow().next_irq0(now_ns());
-                let typing = input.may_have_more() && (virtio_console || uart.borrow().rx_interrupt_enabled());
+                let typing = input.may_have_more()
+                    && (virtio_console || uart.borrow().rx_interrupt_enabled());
                 if !if_flag || (timer.is_none() && !typing) {
                     return Ok(Outcome::Halted);
                 }
@@ -571,7 +736,11 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: &Trac
             }
         }
         inject_interrupt(vcpu, pic)?;
-        kick.arm(pit.borrow().next_irq0(now_ns()).map(|at| at.saturating_sub(now_ns())));
+        kick.arm(
+            pit.borrow()
+                .next_irq0(now_ns())
+                .map(|at| at.saturating_sub(now_ns())),
+        );
         let vcpu_fd = vcpu.as_raw_fd();
         let result = vcpu.run();
         signals::clear_wakeup();
@@ -613,7 +782,9 @@ fn run_loop(vcpu: &mut VcpuFd, dev: Devices<'_>, stats: &mut Stats, trace: &Trac
             VcpuExit::Hlt => halted = true,
             VcpuExit::Shutdown => return Ok(Outcome::Shutdown),
             VcpuExit::FailEntry(reason, cpu) => {
-                return Err(format!("the hardware refused the guest state (reason {reason:#x}, cpu {cpu})"));
+                return Err(format!(
+                    "the hardware refused the guest state (reason {reason:#x}, cpu {cpu})"
+                ));
             }
             VcpuExit::InternalError => internal_error = true,
             other => return Err(format!("unexpected exit: {other:?}")),
@@ -640,7 +811,9 @@ fn print_kernel_exits(reader: &mut debugfs::TraceReader, insn: Option<(RawFd, &G
             }
             for r in &records {
                 let bytes = insn.and_then(|(vcpu, mem)| instruction_bytes(vcpu, mem, r.rip));
-                let bytes = bytes.map(|b| format!(" insn={}", hex_bytes(&b))).unwrap_or_default();
+                let bytes = bytes
+                    .map(|b| format!(" insn={}", hex_bytes(&b)))
+                    .unwrap_or_default();
                 eprintln!("rkvm: kexit {}{bytes}", rkvm_pure::trace::describe(r));
             }
         }
@@ -685,7 +858,10 @@ fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
     // the member of the exit union the kernel filled.
     let internal = unsafe { run.__bindgen_anon_1.internal };
     let n = (internal.ndata as usize).min(internal.data.len());
-    let data: Vec<String> = internal.data[..n].iter().map(|d| format!("{d:#x}")).collect();
+    let data: Vec<String> = internal.data[..n]
+        .iter()
+        .map(|d| format!("{d:#x}"))
+        .collect();
     let what = match internal.suberror {
         1 => "an instruction the hypervisor could not emulate",
         2 => "an exception while delivering an exception",
@@ -693,7 +869,10 @@ fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
         4 => "an exit reason the hypervisor does not handle",
         _ => "an internal error",
     };
-    let rip = vcpu.get_regs().map(|r| format!("{:#x}", r.rip)).unwrap_or_else(|_| "?".into());
+    let rip = vcpu
+        .get_regs()
+        .map(|r| format!("{:#x}", r.rip))
+        .unwrap_or_else(|_| "?".into());
     format!(
         "the hypervisor stopped the guest: {what} (KVM_EXIT_INTERNAL_ERROR, suberror {}, data [{}], rip {rip})",
         internal.suberror,
@@ -702,7 +881,10 @@ fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
 }
 
 fn hex_bytes(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Up to 15 bytes (the longest x86 instruction) at `rip` in the code
@@ -714,7 +896,11 @@ fn instruction_bytes(vcpu: RawFd, mem: &GuestMemoryMmap, rip: u64) -> Option<Vec
     unsafe { kvm_get_sregs(vcpu, &mut sregs) }.ok()?;
     let mode = Paging::of(sregs.cr0, sregs.cr4, sregs.efer);
     let long = mode == Paging::Long && sregs.cs.l != 0;
-    let linear = if long { rip } else { sregs.cs.base.wrapping_add(rip) };
+    let linear = if long {
+        rip
+    } else {
+        sregs.cs.base.wrapping_add(rip)
+    };
     let read_entry = |gpa: u64, size: u8| match size {
         4 => mem.read_obj::<u32>(GuestAddress(gpa)).ok().map(u64::from),
         _ => mem.read_obj::<u64>(GuestAddress(gpa)).ok(),
@@ -732,8 +918,18 @@ fn instruction_bytes(vcpu: RawFd, mem: &GuestMemoryMmap, rip: u64) -> Option<Vec
 }
 
 // By fd: a `VcpuExit` holds the `VcpuFd` borrowed while the trace reads them.
-nix::ioctl_read!(kvm_get_regs, kvm_bindings::KVMIO, 0x81, kvm_bindings::kvm_regs);
-nix::ioctl_read!(kvm_get_sregs, kvm_bindings::KVMIO, 0x83, kvm_bindings::kvm_sregs);
+nix::ioctl_read!(
+    kvm_get_regs,
+    kvm_bindings::KVMIO,
+    0x81,
+    kvm_bindings::kvm_regs
+);
+nix::ioctl_read!(
+    kvm_get_sregs,
+    kvm_bindings::KVMIO,
+    0x83,
+    kvm_bindings::kvm_sregs
+);
 
 /// `--trace-regs`: the general-purpose registers, two lines.
 fn trace_registers(vcpu: RawFd, indent: &str) {
@@ -771,11 +967,22 @@ fn trace_final_state(vcpu: &VcpuFd) {
 
 /// The exit's reason and a readable line about it.
 fn describe(exit: &VcpuExit<'_>) -> (&'static str, String) {
-    let hex = |d: &[u8]| d.iter().rev().map(|b| format!("{b:02x}")).collect::<String>();
+    let hex = |d: &[u8]| {
+        d.iter()
+            .rev()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
     match exit {
-        VcpuExit::IoOut(port, d) => ("io", format!("out port={port:#06x} size={} data=0x{}", d.len(), hex(d))),
+        VcpuExit::IoOut(port, d) => (
+            "io",
+            format!("out port={port:#06x} size={} data=0x{}", d.len(), hex(d)),
+        ),
         VcpuExit::IoIn(port, d) => ("io", format!("in  port={port:#06x} size={}", d.len())),
-        VcpuExit::MmioWrite(a, d) => ("mmio", format!("write addr={a:#x} size={} data=0x{}", d.len(), hex(d))),
+        VcpuExit::MmioWrite(a, d) => (
+            "mmio",
+            format!("write addr={a:#x} size={} data=0x{}", d.len(), hex(d)),
+        ),
         VcpuExit::MmioRead(a, d) => ("mmio", format!("read  addr={a:#x} size={}", d.len())),
         VcpuExit::Hlt => ("hlt", String::new()),
         VcpuExit::IrqWindowOpen => ("irq_window", String::new()),
@@ -791,25 +998,46 @@ mod tests {
     use super::*;
 
     fn entry(function: u32, index: u32, ebx: u32, ecx: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 { function, index, ebx, ecx, ..Default::default() }
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            ebx,
+            ecx,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn time_split_adds_up() {
-        let values = [("guest_time_ns", 600_000_000), ("host_time_ns", 100_000_000)];
+        let values = [
+            ("guest_time_ns", 600_000_000),
+            ("host_time_ns", 100_000_000),
+        ];
         assert_eq!(
             time_split(&values, Duration::from_secs(1)).as_deref(),
             Some("time: 1.00 s in all, guest mode 0.60 s (60 %), kernel 0.10 s (10 %), user mode and elsewhere 0.30 s (30 %)")
         );
-        assert_eq!(time_split(&[("exits", 1)], Duration::from_secs(1)), None, "KVM has no time statistics");
+        assert_eq!(
+            time_split(&[("exits", 1)], Duration::from_secs(1)),
+            None,
+            "KVM has no time statistics"
+        );
     }
 
     #[test]
     fn guests_see_no_xsave_through_either_device() {
         let all = u32::MAX;
-        let out = without_xsave(&[entry(1, 0, all, all), entry(7, 0, all, all), entry(0xd, 0, 7, 7), entry(0xd, 1, 1, 1)]);
+        let out = without_xsave(&[
+            entry(1, 0, all, all),
+            entry(7, 0, all, all),
+            entry(0xd, 0, 7, 7),
+            entry(0xd, 1, 1, 1),
+        ]);
         assert_eq!(out.len(), 2, "leaf 0xd is gone");
-        assert_eq!(out[0].ecx, !0x3c00_0000, "XSAVE, OSXSAVE, AVX, F16C cleared, the rest kept");
+        assert_eq!(
+            out[0].ecx, !0x3c00_0000,
+            "XSAVE, OSXSAVE, AVX, F16C cleared, the rest kept"
+        );
         assert_eq!(out[0].ebx, all);
         assert_eq!((out[1].ebx, out[1].ecx), (!(1 << 5), all), "AVX2 cleared");
     }

@@ -19,7 +19,9 @@ use std::sync::OnceLock;
 use kvm_bindings::kvm_run;
 use nix::libc::c_int;
 use nix::sys::pthread::{pthread_kill, pthread_self, Pthread};
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigevNotify, SigmaskHow, Signal};
+use nix::sys::signal::{
+    sigaction, SaFlags, SigAction, SigHandler, SigSet, SigevNotify, SigmaskHow, Signal,
+};
 use nix::sys::time::{TimeSpec, TimeValLike};
 use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
 use nix::time::ClockId;
@@ -31,7 +33,12 @@ static STOP: AtomicI32 = AtomicI32::new(0);
 /// The vCPU thread, for [`wake_vcpu`].
 static VCPU_THREAD: OnceLock<Pthread> = OnceLock::new();
 
-const WAKE: [Signal; 4] = [Signal::SIGALRM, Signal::SIGUSR1, Signal::SIGINT, Signal::SIGTERM];
+const WAKE: [Signal; 4] = [
+    Signal::SIGALRM,
+    Signal::SIGUSR1,
+    Signal::SIGINT,
+    Signal::SIGTERM,
+];
 
 extern "C" fn on_signal(sig: c_int) {
     if sig == Signal::SIGINT as c_int || sig == Signal::SIGTERM as c_int {
@@ -58,7 +65,11 @@ impl Armed {
     pub unsafe fn new(run: *mut kvm_run) -> Result<Armed, String> {
         RUN.store(run, Ordering::SeqCst);
         let _ = VCPU_THREAD.set(pthread_self());
-        let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
         for sig in WAKE {
             // SAFETY: the handler only does atomic and volatile stores,
             // which are async-signal-safe.
@@ -125,8 +136,13 @@ pub struct Kick(Timer);
 
 impl Kick {
     pub fn new() -> Result<Self, String> {
-        let event = nix::sys::signal::SigEvent::new(SigevNotify::SigevSignal { signal: Signal::SIGALRM, si_value: 0 });
-        Timer::new(ClockId::CLOCK_MONOTONIC, event).map(Kick).map_err(|e| format!("timer_create: {e}"))
+        let event = nix::sys::signal::SigEvent::new(SigevNotify::SigevSignal {
+            signal: Signal::SIGALRM,
+            si_value: 0,
+        });
+        Timer::new(ClockId::CLOCK_MONOTONIC, event)
+            .map(Kick)
+            .map_err(|e| format!("timer_create: {e}"))
     }
 
     /// Arms the timer to fire in `delay_ns` (at least 1 µs), or disarms it.

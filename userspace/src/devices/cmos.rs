@@ -44,7 +44,15 @@ fn civil(unix: u64) -> (u64, u64, u64, u64, u64, u64, u64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let weekday = (days + 4) % 7 + 1; // 1970-01-01 was a Thursday; Sunday = 1
-    (year as u64, month as u64, day as u64, secs / 3600, secs / 60 % 60, secs % 60, weekday)
+    (
+        year as u64,
+        month as u64,
+        day as u64,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        weekday,
+    )
 }
 
 /// The RTC.
@@ -74,7 +82,11 @@ impl Cmos {
         ram[REG_A] = 0x26; // 32.768 kHz time base, 1024 Hz rate
         ram[REG_B] = B_24H;
         ram[REG_D] = D_VRT;
-        Cmos { index: 0, ram, clock }
+        Cmos {
+            index: 0,
+            ram,
+            clock,
+        }
     }
 
     fn encode(&self, value: u64) -> u8 {

@@ -266,7 +266,9 @@ impl PortDevice for I8042Ports {
 
     fn write(&mut self, offset: u16, data: &[u8]) {
         if let Some(&b) = data.first() {
-            self.dev.borrow_mut().write(self.base.wrapping_add(offset), b);
+            self.dev
+                .borrow_mut()
+                .write(self.base.wrapping_add(offset), b);
         }
     }
 }
@@ -322,7 +324,10 @@ mod tests {
         assert_eq!(command(&mut kbc, 0x20, &[]), Some(0x47));
         command(&mut kbc, 0xa7, &[]);
         command(&mut kbc, 0xad, &[]);
-        assert_eq!(command(&mut kbc, 0x20, &[]), Some(0x47 | CTR_AUXDIS | CTR_KBDDIS));
+        assert_eq!(
+            command(&mut kbc, 0x20, &[]),
+            Some(0x47 | CTR_AUXDIS | CTR_KBDDIS)
+        );
         command(&mut kbc, 0xa8, &[]);
         command(&mut kbc, 0xae, &[]);
         assert_eq!(command(&mut kbc, 0x20, &[]), Some(0x47));
@@ -347,7 +352,10 @@ mod tests {
     fn kb_wait_then_reset_through_the_bus_ports() {
         let (kbc, _) = setup();
         let dev = Rc::new(RefCell::new(kbc));
-        let mut status = I8042Ports { dev: dev.clone(), base: COMMAND_PORT };
+        let mut status = I8042Ports {
+            dev: dev.clone(),
+            base: COMMAND_PORT,
+        };
         let mut b = [0xaa; 2];
         status.read(0, &mut b);
         assert_eq!(b[0] & 0x02, 0, "kb_wait() sees the input buffer empty");
@@ -378,7 +386,10 @@ mod tests {
         command(&mut kbc, 0x60, &[0x47]); // both interrupts on
         kbc.write(COMMAND_PORT, 0xd4);
         kbc.write(DATA_PORT, 0xff);
-        assert_eq!(kbc.read(COMMAND_PORT) & 0x61, STR_TIMEOUT | STR_AUXDATA | STR_OBF);
+        assert_eq!(
+            kbc.read(COMMAND_PORT) & 0x61,
+            STR_TIMEOUT | STR_AUXDATA | STR_OBF
+        );
         assert_eq!(ack(&pic), Some(0x3c));
         assert_eq!(kbc.read(DATA_PORT), NO_DEVICE);
     }

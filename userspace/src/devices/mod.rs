@@ -91,7 +91,11 @@ impl PortBus {
 
     /// "name (accesses), ..." for the absent hardware the guest touched.
     pub fn absent_summary(&self) -> Option<String> {
-        let parts: Vec<String> = self.absent.iter().map(|(name, n)| format!("{name} ({n})")).collect();
+        let parts: Vec<String> = self
+            .absent
+            .iter()
+            .map(|(name, n)| format!("{name} ({n})"))
+            .collect();
         (!parts.is_empty()).then(|| parts.join(", "))
     }
 
@@ -101,7 +105,10 @@ impl PortBus {
     }
 
     fn find(&mut self, port: u16) -> Option<(u16, &mut Box<dyn PortDevice>)> {
-        let (base, _, dev) = self.devices.iter_mut().find(|(base, len, _)| port >= *base && port - *base < *len)?;
+        let (base, _, dev) = self
+            .devices
+            .iter_mut()
+            .find(|(base, len, _)| port >= *base && port - *base < *len)?;
         if let Some(absent) = dev.as_absent() {
             *self.absent.entry(absent.0).or_default() += 1;
         }
@@ -169,7 +176,11 @@ mod tests {
     #[test]
     fn absent_hardware_reads_ones_and_is_counted() {
         let mut bus = PortBus::default();
-        bus.add(0xcf8, 1, Box::new(Recorder(Rc::new(RefCell::new(Vec::new())))));
+        bus.add(
+            0xcf8,
+            1,
+            Box::new(Recorder(Rc::new(RefCell::new(Vec::new())))),
+        );
         bus.add_absent_pc_hardware();
         let mut d = [0u8; 4];
         bus.read(0xcfc, &mut d);
@@ -187,10 +198,24 @@ mod tests {
 
     #[test]
     fn absent_ranges_do_not_overlap_rkvm_devices() {
-        let ours = [(0x20, 2), (0x40, 4), (0x60, 1), (0x61, 1), (0x64, 1), (0x70, 2), (0xa0, 2), (0x3f8, 8), (0x4d0, 2), (0xf4, 2)];
+        let ours = [
+            (0x20, 2),
+            (0x40, 4),
+            (0x60, 1),
+            (0x61, 1),
+            (0x64, 1),
+            (0x70, 2),
+            (0xa0, 2),
+            (0x3f8, 8),
+            (0x4d0, 2),
+            (0xf4, 2),
+        ];
         for (base, len, name) in ABSENT_PC_HARDWARE {
             for (b, l) in ours {
-                assert!(base + len <= b || b + l <= base, "{name} overlaps port {b:#x}");
+                assert!(
+                    base + len <= b || b + l <= base,
+                    "{name} overlaps port {b:#x}"
+                );
             }
         }
     }

@@ -83,7 +83,11 @@ impl Chip {
     fn write_command(&mut self, value: u8) {
         if value & 0x10 != 0 {
             // ICW1: start initialization.
-            *self = Chip { elcr: self.elcr, lines: self.lines, ..Chip::default() };
+            *self = Chip {
+                elcr: self.elcr,
+                lines: self.lines,
+                ..Chip::default()
+            };
             self.icw4_needed = value & 1 != 0;
             self.icw_step = 2;
         } else if value & 0x08 != 0 {

@@ -126,7 +126,11 @@ pub struct Pit {
 
 impl Default for Pit {
     fn default() -> Self {
-        let mut pit = Pit { channels: Default::default(), speaker: false, refresh: false };
+        let mut pit = Pit {
+            channels: Default::default(),
+            speaker: false,
+            refresh: false,
+        };
         // Channels 0 and 1 have their gates tied high.
         pit.channels[0].gate = true;
         pit.channels[1].gate = true;
@@ -295,7 +299,9 @@ impl super::PortDevice for PitPorts {
     }
 
     fn write(&mut self, offset: u16, data: &[u8]) {
-        self.pit.borrow_mut().write(self.base + offset, data[0], (self.now)());
+        self.pit
+            .borrow_mut()
+            .write(self.base + offset, data[0], (self.now)());
     }
 }
 
@@ -331,7 +337,10 @@ mod tests {
         assert_eq!(pit.poll_irq0(10 * MS + 1000), 1);
         assert_eq!(pit.poll_irq0(35 * MS), 2, "two more periods by 35 ms");
         let next = pit.next_irq0(35 * MS).unwrap();
-        assert!((40 * MS - 20_000..=40 * MS + 20_000).contains(&next), "{next}");
+        assert!(
+            (40 * MS - 20_000..=40 * MS + 20_000).contains(&next),
+            "{next}"
+        );
     }
 
     #[test]
@@ -353,7 +362,11 @@ mod tests {
         pit.write(PORT_61, 0x01, 0);
         program(&mut pit, 2, 0, 0xffff, 0);
         assert_eq!(pit.read(PORT_61, 10 * MS) & 0x21, 0x01, "gate on, OUT2 low");
-        assert_eq!(pit.read(PORT_61, 56 * MS) & 0x20, 0x20, "OUT2 high at terminal count");
+        assert_eq!(
+            pit.read(PORT_61, 56 * MS) & 0x20,
+            0x20,
+            "OUT2 high at terminal count"
+        );
         pit.write(PORT_61, 0x00, 60 * MS);
         assert_eq!(pit.read(PORT_61, 60 * MS) & 1, 0);
         // The refresh bit toggles on each read.

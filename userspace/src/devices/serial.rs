@@ -78,7 +78,13 @@ mod tests {
 
     fn line() -> (PicLine, Rc<RefCell<Pic>>) {
         let pic = Rc::new(RefCell::new(Pic::new()));
-        (PicLine { pic: pic.clone(), irq: IRQ }, pic)
+        (
+            PicLine {
+                pic: pic.clone(),
+                irq: IRQ,
+            },
+            pic,
+        )
     }
 
     #[test]

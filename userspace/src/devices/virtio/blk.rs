@@ -71,30 +71,60 @@ impl Blk {
         let mut serial = [0u8; 20];
         let n = id.len().min(20);
         serial[..n].copy_from_slice(&id.as_bytes()[..n]);
-        Ok(Blk { file, sectors, read_only, id: serial, stats: BlkStats::default() })
+        Ok(Blk {
+            file,
+            sectors,
+            read_only,
+            id: serial,
+            stats: BlkStats::default(),
+        })
     }
 
     /// One request; returns the bytes written into the chain (data and
     /// status).
-    fn request(&mut self, chain: &DescriptorChain<&GuestMemoryMmap>, mem: &GuestMemoryMmap) -> Result<u32, Malformed> {
+    fn request(
+        &mut self,
+        chain: &DescriptorChain<&GuestMemoryMmap>,
+        mem: &GuestMemoryMmap,
+    ) -> Result<u32, Malformed> {
         let bad = |what: &str| Malformed(format!("virtio-blk: {what}"));
-        let mut reader = chain.clone().reader(mem).map_err(|e| bad(&format!("request buffers: {e}")))?;
-        let mut writer = chain.clone().writer(mem).map_err(|e| bad(&format!("request buffers: {e}")))?;
+        let mut reader = chain
+            .clone()
+            .reader(mem)
+            .map_err(|e| bad(&format!("request buffers: {e}")))?;
+        let mut writer = chain
+            .clone()
+            .writer(mem)
+            .map_err(|e| bad(&format!("request buffers: {e}")))?;
         let mut header = [0u8; 16];
-        reader.read_exact(&mut header).map_err(|_| bad("request without a 16-byte header"))?;
+        reader
+            .read_exact(&mut header)
+            .map_err(|_| bad("request without a 16-byte header"))?;
         let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let mut sector_bytes = [0u8; 8];
         sector_bytes.copy_from_slice(&header[8..16]);
         let sector = u64::from_le_bytes(sector_bytes);
-        let data_len = writer.available_bytes().checked_sub(1).ok_or_else(|| bad("request without a status byte"))?;
-        let mut status_writer = writer.split_at(data_len).map_err(|e| bad(&format!("status byte: {e}")))?;
+        let data_len = writer
+            .available_bytes()
+            .checked_sub(1)
+            .ok_or_else(|| bad("request without a status byte"))?;
+        let mut status_writer = writer
+            .split_at(data_len)
+            .map_err(|e| bad(&format!("status byte: {e}")))?;
         let (status, written) = match kind {
             T_IN => self.read(sector, &mut writer, data_len),
             T_OUT if self.read_only => (S_IOERR, 0),
             T_OUT => (self.write(sector, &mut reader), 0),
             T_FLUSH => {
                 self.stats.flushes += 1;
-                (if self.file.sync_all().is_ok() { S_OK } else { S_IOERR }, 0)
+                (
+                    if self.file.sync_all().is_ok() {
+                        S_OK
+                    } else {
+                        S_IOERR
+                    },
+                    0,
+                )
             }
             T_GET_ID => {
                 let n = data_len.min(self.id.len());
@@ -108,7 +138,9 @@ impl Blk {
         if status != S_OK {
             self.stats.errors += 1;
         }
-        status_writer.write_all(&[status]).map_err(|_| bad("status byte not writable"))?;
+        status_writer
+            .write_all(&[status])
+            .map_err(|_| bad("status byte not writable"))?;
         Ok(written as u32 + 1)
     }
 
@@ -117,7 +149,10 @@ impl Blk {
     fn valid(&self, sector: u64, len: usize) -> bool {
         let len = len as u64;
         len.is_multiple_of(SECTOR)
-            && sector.checked_mul(SECTOR).and_then(|start| start.checked_add(len)).is_some_and(|end| end <= self.sectors * SECTOR)
+            && sector
+                .checked_mul(SECTOR)
+                .and_then(|start| start.checked_add(len))
+                .is_some_and(|end| end <= self.sectors * SECTOR)
     }
 
     fn read(&mut self, sector: u64, writer: &mut impl Write, len: usize) -> (u8, usize) {
@@ -129,7 +164,9 @@ impl Blk {
         while done < len {
             let n = (len - done).min(CHUNK);
             let at = sector * SECTOR + done as u64;
-            if self.file.read_exact_at(&mut buf[..n], at).is_err() || writer.write_all(&buf[..n]).is_err() {
+            if self.file.read_exact_at(&mut buf[..n], at).is_err()
+                || writer.write_all(&buf[..n]).is_err()
+            {
                 return (S_IOERR, done);
             }
             done += n;
@@ -149,7 +186,9 @@ impl Blk {
         while done < len {
             let n = (len - done).min(CHUNK);
             let at = sector * SECTOR + done as u64;
-            if reader.read_exact(&mut buf[..n]).is_err() || self.file.write_all_at(&buf[..n], at).is_err() {
+            if reader.read_exact(&mut buf[..n]).is_err()
+                || self.file.write_all_at(&buf[..n], at).is_err()
+            {
                 return S_IOERR;
             }
             done += n;
@@ -181,7 +220,12 @@ impl VirtioDevice for Blk {
         }
     }
 
-    fn process(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, Malformed> {
+    fn process(
+        &mut self,
+        _index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<bool, Malformed> {
         serve_chains(queue, mem, |chain| self.request(chain, mem))
     }
 

@@ -31,7 +31,11 @@ pub struct Console<W: Write> {
 
 impl<W: Write> Console<W> {
     pub fn new(out: W) -> Self {
-        Console { out, input: VecDeque::new(), sent: 0 }
+        Console {
+            out,
+            input: VecDeque::new(),
+            sent: 0,
+        }
     }
 
     /// Moves pending input into the guest's receive buffers.
@@ -40,15 +44,25 @@ impl<W: Write> Console<W> {
         while !self.input.is_empty() {
             // Only as many chains as there is input for: the rest stay
             // available for later input.
-            let Some(chain) = queue.iter(mem).map_err(|e| Malformed(format!("virtio-console: {e}")))?.next() else {
+            let Some(chain) = queue
+                .iter(mem)
+                .map_err(|e| Malformed(format!("virtio-console: {e}")))?
+                .next()
+            else {
                 break;
             };
             let head = chain.head_index();
-            let mut writer = chain.writer(mem).map_err(|e| Malformed(format!("virtio-console: buffers: {e}")))?;
+            let mut writer = chain
+                .writer(mem)
+                .map_err(|e| Malformed(format!("virtio-console: buffers: {e}")))?;
             let n = writer.available_bytes().min(self.input.len());
             let bytes: Vec<u8> = self.input.drain(..n).collect();
-            writer.write_all(&bytes).map_err(|e| Malformed(format!("virtio-console: buffers: {e}")))?;
-            queue.add_used(mem, head, n as u32).map_err(|e| Malformed(format!("virtio-console: {e}")))?;
+            writer
+                .write_all(&bytes)
+                .map_err(|e| Malformed(format!("virtio-console: buffers: {e}")))?;
+            queue
+                .add_used(mem, head, n as u32)
+                .map_err(|e| Malformed(format!("virtio-console: {e}")))?;
             used = true;
         }
         Ok(used)
@@ -73,14 +87,23 @@ impl<W: Write> VirtioDevice for Console<W> {
         data.fill(0);
     }
 
-    fn process(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, Malformed> {
+    fn process(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<bool, Malformed> {
         match index {
             TRANSMIT => {
                 let used = serve_chains(queue, mem, |chain| {
-                    let mut reader =
-                        chain.clone().reader(mem).map_err(|e| Malformed(format!("virtio-console: buffers: {e}")))?;
+                    let mut reader = chain
+                        .clone()
+                        .reader(mem)
+                        .map_err(|e| Malformed(format!("virtio-console: buffers: {e}")))?;
                     let mut bytes = Vec::with_capacity(reader.available_bytes());
-                    reader.read_to_end(&mut bytes).map_err(|e| Malformed(format!("virtio-console: {e}")))?;
+                    reader
+                        .read_to_end(&mut bytes)
+                        .map_err(|e| Malformed(format!("virtio-console: {e}")))?;
                     self.sent += bytes.len() as u64;
                     // Output that cannot be written is dropped, as a
                     // terminal that went away drops it.
@@ -103,7 +126,9 @@ impl<W: Write> VirtioDevice for Console<W> {
     }
 
     fn receive(&mut self, bytes: &[u8]) -> usize {
-        let n = bytes.len().min(INPUT_LIMIT.saturating_sub(self.input.len()));
+        let n = bytes
+            .len()
+            .min(INPUT_LIMIT.saturating_sub(self.input.len()));
         self.input.extend(&bytes[..n]);
         n
     }

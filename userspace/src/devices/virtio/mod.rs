@@ -105,7 +105,12 @@ pub trait VirtioDevice {
     fn activate(&mut self, _features: u64) {}
     /// Serves the available buffers of queue `index`. Returns whether any
     /// went back to the driver (used).
-    fn process(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, Malformed>;
+    fn process(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<bool, Malformed>;
     /// Work that arrives without a notification (console input): serves
     /// what it can; returns whether buffers went back to the driver.
     fn poll(&mut self, _queues: &mut [Queue], _mem: &GuestMemoryMmap) -> Result<bool, Malformed> {
@@ -138,7 +143,11 @@ pub struct Mmio<D: VirtioDevice> {
 
 impl<D: VirtioDevice> Mmio<D> {
     pub fn new(device: D) -> Self {
-        let queues = device.queue_sizes().iter().filter_map(|&n| Queue::new(n).ok()).collect();
+        let queues = device
+            .queue_sizes()
+            .iter()
+            .filter_map(|&n| Queue::new(n).ok())
+            .collect();
         Mmio {
             device,
             queues,
@@ -154,7 +163,10 @@ impl<D: VirtioDevice> Mmio<D> {
 
     /// All features offered: the device's and the transport's.
     fn offered(&self) -> u64 {
-        self.device.features() | feature::VERSION_1 | feature::RING_INDIRECT_DESC | feature::RING_EVENT_IDX
+        self.device.features()
+            | feature::VERSION_1
+            | feature::RING_INDIRECT_DESC
+            | feature::RING_EVENT_IDX
     }
 
     /// The level of the device's interrupt line.
@@ -195,8 +207,14 @@ impl<D: VirtioDevice> Mmio<D> {
                 1 => (self.offered() >> 32) as u32,
                 _ => 0,
             },
-            reg::QUEUE_NUM_MAX => self.queues.get(self.queue_sel as usize).map_or(0, |q| u32::from(q.max_size())),
-            reg::QUEUE_READY => self.queues.get(self.queue_sel as usize).map_or(0, |q| u32::from(q.ready())),
+            reg::QUEUE_NUM_MAX => self
+                .queues
+                .get(self.queue_sel as usize)
+                .map_or(0, |q| u32::from(q.max_size())),
+            reg::QUEUE_READY => self
+                .queues
+                .get(self.queue_sel as usize)
+                .map_or(0, |q| u32::from(q.ready())),
             reg::INTERRUPT_STATUS => self.interrupt_status,
             reg::STATUS => self.status,
             reg::CONFIG_GENERATION => 0,
@@ -221,8 +239,13 @@ impl<D: VirtioDevice> Mmio<D> {
             reg::DEVICE_FEATURES_SEL => self.device_features_sel = value,
             reg::DRIVER_FEATURES_SEL => self.driver_features_sel = value,
             reg::DRIVER_FEATURES => match self.driver_features_sel {
-                0 => self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value),
-                1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (u64::from(value) << 32),
+                0 => {
+                    self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value)
+                }
+                1 => {
+                    self.driver_features =
+                        (self.driver_features & 0xffff_ffff) | (u64::from(value) << 32)
+                }
                 _ => {}
             },
             reg::QUEUE_SEL => self.queue_sel = value,
@@ -232,11 +255,21 @@ impl<D: VirtioDevice> Mmio<D> {
                 }
             }
             reg::QUEUE_DESC_LOW => self.with_queue(|q| q.set_desc_table_address(Some(value), None)),
-            reg::QUEUE_DESC_HIGH => self.with_queue(|q| q.set_desc_table_address(None, Some(value))),
-            reg::QUEUE_DRIVER_LOW => self.with_queue(|q| q.set_avail_ring_address(Some(value), None)),
-            reg::QUEUE_DRIVER_HIGH => self.with_queue(|q| q.set_avail_ring_address(None, Some(value))),
-            reg::QUEUE_DEVICE_LOW => self.with_queue(|q| q.set_used_ring_address(Some(value), None)),
-            reg::QUEUE_DEVICE_HIGH => self.with_queue(|q| q.set_used_ring_address(None, Some(value))),
+            reg::QUEUE_DESC_HIGH => {
+                self.with_queue(|q| q.set_desc_table_address(None, Some(value)))
+            }
+            reg::QUEUE_DRIVER_LOW => {
+                self.with_queue(|q| q.set_avail_ring_address(Some(value), None))
+            }
+            reg::QUEUE_DRIVER_HIGH => {
+                self.with_queue(|q| q.set_avail_ring_address(None, Some(value)))
+            }
+            reg::QUEUE_DEVICE_LOW => {
+                self.with_queue(|q| q.set_used_ring_address(Some(value), None))
+            }
+            reg::QUEUE_DEVICE_HIGH => {
+                self.with_queue(|q| q.set_used_ring_address(None, Some(value)))
+            }
             reg::QUEUE_READY => {
                 let event_idx = self.driver_features & feature::RING_EVENT_IDX != 0;
                 if let Some(q) = self.selected() {
@@ -267,7 +300,8 @@ impl<D: VirtioDevice> Mmio<D> {
         // FEATURES_OK sticks only for a subset of what was offered that
         // includes VERSION_1: the driver reads it back to know.
         if value & status::FEATURES_OK != 0 && self.status & status::FEATURES_OK == 0 {
-            let ok = self.driver_features & !self.offered() == 0 && self.driver_features & feature::VERSION_1 != 0;
+            let ok = self.driver_features & !self.offered() == 0
+                && self.driver_features & feature::VERSION_1 != 0;
             if ok {
                 self.device.activate(self.driver_features);
             } else {
@@ -286,7 +320,9 @@ impl<D: VirtioDevice> Mmio<D> {
         if !self.live() {
             return;
         }
-        let Some(queue) = self.queues.get_mut(index) else { return };
+        let Some(queue) = self.queues.get_mut(index) else {
+            return;
+        };
         if !queue.ready() || !queue.is_valid(mem) {
             self.fail(format!("queue {index} notified but not valid"));
             return;
@@ -308,7 +344,10 @@ impl<D: VirtioDevice> Mmio<D> {
     fn finish(&mut self, result: Result<bool, Malformed>, index: usize, mem: &GuestMemoryMmap) {
         match result {
             Ok(true) => {
-                let notify = self.queues.get_mut(index).is_none_or(|q| q.needs_notification(mem).unwrap_or(true));
+                let notify = self
+                    .queues
+                    .get_mut(index)
+                    .is_none_or(|q| q.needs_notification(mem).unwrap_or(true));
                 if notify {
                     self.interrupt_status |= INT_USED_BUFFER;
                 }
@@ -371,7 +410,10 @@ impl Bus {
 
     /// The kernel command line that announces the devices to Linux.
     pub fn cmdline(&self) -> String {
-        self.devices.iter().map(|(base, irq, _)| format!(" virtio_mmio.device=4K@{base:#x}:{irq}")).collect()
+        self.devices
+            .iter()
+            .map(|(base, irq, _)| format!(" virtio_mmio.device=4K@{base:#x}:{irq}"))
+            .collect()
     }
 
     fn find(&mut self, addr: u64) -> Option<(u64, u8, &mut Box<dyn Transport>)> {
@@ -383,7 +425,9 @@ impl Bus {
 
     /// An MMIO read: false if no device is there.
     pub fn read(&mut self, addr: u64, data: &mut [u8]) -> bool {
-        self.find(addr).map(|(offset, _, dev)| dev.read(offset, data)).is_some()
+        self.find(addr)
+            .map(|(offset, _, dev)| dev.read(offset, data))
+            .is_some()
     }
 
     /// An MMIO write: false if no device is there; `set_irq` gets the
@@ -391,7 +435,13 @@ impl Bus {
     /// and a virtio interrupt is a level: when the driver acknowledges some
     /// causes and others arrived since it read them, the line drops and
     /// rises again, so that the new ones are not lost.
-    pub fn write(&mut self, addr: u64, data: &[u8], mem: &GuestMemoryMmap, mut set_irq: impl FnMut(u8, bool)) -> bool {
+    pub fn write(
+        &mut self,
+        addr: u64,
+        data: &[u8],
+        mem: &GuestMemoryMmap,
+        mut set_irq: impl FnMut(u8, bool),
+    ) -> bool {
         match self.find(addr) {
             Some((offset, irq, dev)) => {
                 dev.write(offset, data, mem);
@@ -416,7 +466,11 @@ impl Bus {
 
     /// Input for the first device that takes it (the console).
     pub fn receive(&mut self, bytes: &[u8]) -> usize {
-        self.devices.iter_mut().map(|(_, _, d)| d.receive(bytes)).find(|&n| n > 0).unwrap_or(0)
+        self.devices
+            .iter_mut()
+            .map(|(_, _, d)| d.receive(bytes))
+            .find(|&n| n > 0)
+            .unwrap_or(0)
     }
 
     /// One line per device for the run's summary, and the errors.
@@ -424,7 +478,11 @@ impl Bus {
         let mut lines = Vec::new();
         for (base, irq, d) in &self.devices {
             lines.push(format!("{} at {base:#x} irq {irq}", d.summary()));
-            lines.extend(d.errors().iter().map(|e| format!("  the driver broke the device (DEVICE_NEEDS_RESET): {e}")));
+            lines.extend(
+                d.errors()
+                    .iter()
+                    .map(|e| format!("  the driver broke the device (DEVICE_NEEDS_RESET): {e}")),
+            );
         }
         lines
     }
@@ -465,14 +523,25 @@ pub fn serve_chains(
     loop {
         // With event index, re-check after enabling notifications, so that
         // buffers added meanwhile are not left waiting.
-        queue.disable_notification(mem).map_err(|e| Malformed(format!("avail ring: {e}")))?;
-        while let Some(chain) = queue.iter(mem).map_err(|e| Malformed(format!("avail ring: {e}")))?.next() {
+        queue
+            .disable_notification(mem)
+            .map_err(|e| Malformed(format!("avail ring: {e}")))?;
+        while let Some(chain) = queue
+            .iter(mem)
+            .map_err(|e| Malformed(format!("avail ring: {e}")))?
+            .next()
+        {
             let head = chain.head_index();
             let len = serve(&chain)?;
-            queue.add_used(mem, head, len).map_err(|e| Malformed(format!("used ring: {e}")))?;
+            queue
+                .add_used(mem, head, len)
+                .map_err(|e| Malformed(format!("used ring: {e}")))?;
             used = true;
         }
-        if !queue.enable_notification(mem).map_err(|e| Malformed(format!("avail ring: {e}")))? {
+        if !queue
+            .enable_notification(mem)
+            .map_err(|e| Malformed(format!("avail ring: {e}")))?
+        {
             return Ok(used);
         }
     }
@@ -514,7 +583,12 @@ mod tests {
         /// Probes and sets the device up, accepting `features` (plus VERSION_1).
         fn new(device: D, features: u64) -> Self {
             let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
-            let mut d = Driver { dev: Mmio::new(device), mem, next_desc: vec![], avail_idx: vec![] };
+            let mut d = Driver {
+                dev: Mmio::new(device),
+                mem,
+                next_desc: vec![],
+                avail_idx: vec![],
+            };
             assert_eq!(d.read(reg::MAGIC), MAGIC);
             assert_eq!(d.read(reg::VERSION), 2);
             d.write(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
@@ -523,8 +597,15 @@ mod tests {
             d.write(reg::DRIVER_FEATURES, wanted as u32);
             d.write(reg::DRIVER_FEATURES_SEL, 1);
             d.write(reg::DRIVER_FEATURES, (wanted >> 32) as u32);
-            d.write(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
-            assert_ne!(d.read(reg::STATUS) & status::FEATURES_OK, 0, "features refused");
+            d.write(
+                reg::STATUS,
+                status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+            );
+            assert_ne!(
+                d.read(reg::STATUS) & status::FEATURES_OK,
+                0,
+                "features refused"
+            );
             let queues = d.dev.device.queue_sizes().len();
             for q in 0..queues {
                 d.write(reg::QUEUE_SEL, q as u32);
@@ -537,7 +618,10 @@ mod tests {
                 d.next_desc.push(0);
                 d.avail_idx.push(0);
             }
-            d.write(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
+            d.write(
+                reg::STATUS,
+                status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+            );
             d
         }
 
@@ -576,7 +660,14 @@ mod tests {
                     let flags = if w { F_WRITE } else { 0 } | if last { 0 } else { F_NEXT };
                     self.write_desc(table, i as u16, addr, len, flags, i as u16 + 1);
                 }
-                self.write_desc(desc_table(q), head, table, bufs.len() as u32 * 16, F_INDIRECT, 0);
+                self.write_desc(
+                    desc_table(q),
+                    head,
+                    table,
+                    bufs.len() as u32 * 16,
+                    F_INDIRECT,
+                    0,
+                );
                 self.next_desc[q] += 1;
             } else {
                 for (i, &(addr, len, w)) in bufs.iter().enumerate() {
@@ -588,9 +679,16 @@ mod tests {
                 self.next_desc[q] += bufs.len() as u16;
             }
             let idx = self.avail_idx[q];
-            self.mem.write_obj(head, GuestAddress(avail(q) + 4 + u64::from(idx % QSIZE) * 2)).unwrap();
+            self.mem
+                .write_obj(
+                    head,
+                    GuestAddress(avail(q) + 4 + u64::from(idx % QSIZE) * 2),
+                )
+                .unwrap();
             self.avail_idx[q] = idx.wrapping_add(1);
-            self.mem.write_obj(self.avail_idx[q], GuestAddress(avail(q) + 2)).unwrap();
+            self.mem
+                .write_obj(self.avail_idx[q], GuestAddress(avail(q) + 2))
+                .unwrap();
             head
         }
 
@@ -627,14 +725,29 @@ mod tests {
     fn tempfile() -> std::fs::File {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!("rkvm-virtio-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "rkvm-virtio-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
         std::fs::remove_file(&path).unwrap();
         f
     }
 
     /// A block request: header at 0x1000, data at 0x2000, status at 0x3000.
-    fn blk_request(d: &mut Driver<blk::Blk>, kind: u32, sector: u64, data: Option<(u32, bool)>, indirect: bool) -> u8 {
+    fn blk_request(
+        d: &mut Driver<blk::Blk>,
+        kind: u32,
+        sector: u64,
+        data: Option<(u32, bool)>,
+        indirect: bool,
+    ) -> u8 {
         d.mem.write_obj(kind, GuestAddress(0x1000)).unwrap();
         d.mem.write_obj(0u32, GuestAddress(0x1004)).unwrap();
         d.mem.write_obj(sector, GuestAddress(0x1008)).unwrap();
@@ -659,7 +772,10 @@ mod tests {
         // A driver without VERSION_1 (legacy) is refused.
         d.write(reg::STATUS, 0);
         assert_eq!(d.read(reg::STATUS), 0, "reset");
-        d.write(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+        d.write(
+            reg::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
         assert_eq!(d.read(reg::STATUS) & status::FEATURES_OK, 0);
         // Nor features that were not offered.
         d.write(reg::STATUS, 0);
@@ -690,25 +806,60 @@ mod tests {
         let mut cap = [0u8; 8];
         d.dev.read(reg::CONFIG, &mut cap);
         assert_eq!(u64::from_le_bytes(cap), 8, "capacity in sectors");
-        assert_eq!(blk_request(&mut d, 0, 3, Some((1024, true)), false), 0, "read sectors 3-4");
+        assert_eq!(
+            blk_request(&mut d, 0, 3, Some((1024, true)), false),
+            0,
+            "read sectors 3-4"
+        );
         let mut data = [0u8; 1024];
         d.mem.read_slice(&mut data, GuestAddress(0x2000)).unwrap();
         assert!(data[..512].iter().all(|&b| b == 3) && data[512..].iter().all(|&b| b == 4));
         assert_eq!(d.used(0, 0), (1, (0, 1025)), "data and status written");
-        d.mem.write_slice(&[0xee; 512], GuestAddress(0x2000)).unwrap();
-        assert_eq!(blk_request(&mut d, 1, 7, Some((512, false)), true), 0, "indirect write of sector 7");
+        d.mem
+            .write_slice(&[0xee; 512], GuestAddress(0x2000))
+            .unwrap();
+        assert_eq!(
+            blk_request(&mut d, 1, 7, Some((512, false)), true),
+            0,
+            "indirect write of sector 7"
+        );
         assert_eq!(blk_request(&mut d, 4, 0, None, false), 0, "flush");
         assert_eq!(blk_request(&mut d, 0, 7, Some((512, true)), false), 0);
-        d.mem.read_slice(&mut data[..512], GuestAddress(0x2000)).unwrap();
-        assert!(data[..512].iter().all(|&b| b == 0xee), "the write reached the file");
-        assert_eq!(blk_request(&mut d, 8, 0, Some((20, true)), false), 0, "GET_ID");
+        d.mem
+            .read_slice(&mut data[..512], GuestAddress(0x2000))
+            .unwrap();
+        assert!(
+            data[..512].iter().all(|&b| b == 0xee),
+            "the write reached the file"
+        );
+        assert_eq!(
+            blk_request(&mut d, 8, 0, Some((20, true)), false),
+            0,
+            "GET_ID"
+        );
         let mut id = [0u8; 9];
         d.mem.read_slice(&mut id, GuestAddress(0x2000)).unwrap();
         assert_eq!(&id, b"rkvm-disk");
-        assert_eq!(blk_request(&mut d, 0, 8, Some((512, true)), false), 1, "past the end: IOERR");
-        assert_eq!(blk_request(&mut d, 0, u64::MAX, Some((512, true)), false), 1, "overflowing sector: IOERR");
-        assert_eq!(blk_request(&mut d, 0, 0, Some((100, true)), false), 1, "not whole sectors: IOERR");
-        assert_eq!(blk_request(&mut d, 99, 0, None, false), 2, "unknown request: UNSUPP");
+        assert_eq!(
+            blk_request(&mut d, 0, 8, Some((512, true)), false),
+            1,
+            "past the end: IOERR"
+        );
+        assert_eq!(
+            blk_request(&mut d, 0, u64::MAX, Some((512, true)), false),
+            1,
+            "overflowing sector: IOERR"
+        );
+        assert_eq!(
+            blk_request(&mut d, 0, 0, Some((100, true)), false),
+            1,
+            "not whole sectors: IOERR"
+        );
+        assert_eq!(
+            blk_request(&mut d, 99, 0, None, false),
+            2,
+            "unknown request: UNSUPP"
+        );
         let s = d.dev.device.stats;
         assert_eq!((s.reads, s.writes, s.flushes, s.errors), (2, 1, 1, 4));
         assert_eq!(d.read(reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
@@ -718,7 +869,11 @@ mod tests {
     fn blk_read_only_refuses_writes() {
         let mut d = Driver::new(blk::Blk::new(disk(2), true, "ro").unwrap(), 0);
         d.write(reg::DEVICE_FEATURES_SEL, 0);
-        assert_ne!(d.read(reg::DEVICE_FEATURES) & (1 << 5), 0, "VIRTIO_BLK_F_RO offered");
+        assert_ne!(
+            d.read(reg::DEVICE_FEATURES) & (1 << 5),
+            0,
+            "VIRTIO_BLK_F_RO offered"
+        );
         assert_eq!(blk_request(&mut d, 1, 0, Some((512, false)), false), 1);
         assert_eq!(blk_request(&mut d, 0, 0, Some((512, true)), false), 0);
     }
@@ -740,12 +895,22 @@ mod tests {
         assert_eq!(d.used(0, 0).0, 0);
         // A buffer outside guest memory.
         let mut d = Driver::new(blk::Blk::new(disk(2), false, "x").unwrap(), 0);
-        d.add(0, &[(0x1000, 16, false), (0xffff_0000_0000, 512, true), (0x3000, 1, true)], false);
+        d.add(
+            0,
+            &[
+                (0x1000, 16, false),
+                (0xffff_0000_0000, 512, true),
+                (0x3000, 1, true),
+            ],
+            false,
+        );
         d.notify(0);
         assert_ne!(d.read(reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
         // An avail index further ahead than the queue is long.
         let mut d = Driver::new(rng::Rng::new(std::io::repeat(1)), 0);
-        d.mem.write_obj(1000u16, GuestAddress(avail(0) + 2)).unwrap();
+        d.mem
+            .write_obj(1000u16, GuestAddress(avail(0) + 2))
+            .unwrap();
         d.notify(0);
         assert_ne!(d.read(reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
         // An indirect table inside an indirect table.
@@ -755,13 +920,19 @@ mod tests {
         d.mem.write_obj(0u16, GuestAddress(avail(0) + 4)).unwrap();
         d.mem.write_obj(1u16, GuestAddress(avail(0) + 2)).unwrap();
         d.notify(0);
-        assert_eq!(d.used(0, 0), (1, (0, 0)), "an empty answer: nothing writable in the chain");
+        assert_eq!(
+            d.used(0, 0),
+            (1, (0, 0)),
+            "an empty answer: nothing writable in the chain"
+        );
     }
 
     #[test]
     fn console_moves_whole_buffers_both_ways() {
         let mut d = Driver::new(console::Console::new(Vec::new()), 0);
-        d.mem.write_slice(b"hello, hvc0\n", GuestAddress(0x4000)).unwrap();
+        d.mem
+            .write_slice(b"hello, hvc0\n", GuestAddress(0x4000))
+            .unwrap();
         d.add(1, &[(0x4000, 12, false)], false);
         d.notify(1);
         assert_eq!(d.dev.device.sent, 12);
@@ -789,7 +960,10 @@ mod tests {
         d.add(0, &[(0x5000, 8, true)], false);
         d.notify(0);
         assert_eq!(d.used(0, 0).0, 1);
-        assert!(!d.dev.irq_level(), "the driver asked for an interrupt after 6 used buffers only");
+        assert!(
+            !d.dev.irq_level(),
+            "the driver asked for an interrupt after 6 used buffers only"
+        );
         d.mem.write_obj(1u16, GuestAddress(used_event)).unwrap();
         d.add(0, &[(0x5000, 8, true)], false);
         d.notify(0);
@@ -799,21 +973,49 @@ mod tests {
     #[test]
     fn bus_windows_lines_and_command_line() {
         let mut bus = Bus::default();
-        assert_eq!(bus.add(Box::new(Mmio::new(rng::Rng::new(std::io::repeat(1))))), Some((BASE, 5)));
-        assert_eq!(bus.add(Box::new(Mmio::new(console::Console::new(Vec::new())))), Some((BASE + WINDOW, 6)));
-        assert_eq!(bus.cmdline(), " virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6");
+        assert_eq!(
+            bus.add(Box::new(Mmio::new(rng::Rng::new(std::io::repeat(1))))),
+            Some((BASE, 5))
+        );
+        assert_eq!(
+            bus.add(Box::new(Mmio::new(console::Console::new(Vec::new())))),
+            Some((BASE + WINDOW, 6))
+        );
+        assert_eq!(
+            bus.cmdline(),
+            " virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
+        );
         let mut data = [0u8; 4];
         assert!(bus.read(BASE + WINDOW + reg::DEVICE_ID, &mut data));
-        assert_eq!(u32::from_le_bytes(data), 3, "the second window is the console");
+        assert_eq!(
+            u32::from_le_bytes(data),
+            3,
+            "the second window is the console"
+        );
         assert!(!bus.read(BASE + 2 * WINDOW, &mut data), "nothing there");
-        assert_eq!(bus.receive(b"abc"), 3, "input goes to the device that takes it");
+        assert_eq!(
+            bus.receive(b"abc"),
+            3,
+            "input goes to the device that takes it"
+        );
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let mut lines = Vec::new();
-        assert!(bus.write(BASE + reg::STATUS, &0u32.to_le_bytes(), &mem, |irq, level| lines.push((irq, level))));
+        assert!(bus.write(
+            BASE + reg::STATUS,
+            &0u32.to_le_bytes(),
+            &mem,
+            |irq, level| lines.push((irq, level))
+        ));
         assert_eq!(lines, [(5, false)]);
         for _ in 0..IRQS.len() - 2 {
-            assert!(bus.add(Box::new(Mmio::new(rng::Rng::new(std::io::repeat(1))))).is_some());
+            assert!(bus
+                .add(Box::new(Mmio::new(rng::Rng::new(std::io::repeat(1)))))
+                .is_some());
         }
-        assert_eq!(bus.add(Box::new(Mmio::new(rng::Rng::new(std::io::repeat(1))))), None, "out of lines");
+        assert_eq!(
+            bus.add(Box::new(Mmio::new(rng::Rng::new(std::io::repeat(1))))),
+            None,
+            "out of lines"
+        );
     }
 }

@@ -46,9 +46,17 @@ impl<R: Read> VirtioDevice for Rng<R> {
         data.fill(0);
     }
 
-    fn process(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, Malformed> {
+    fn process(
+        &mut self,
+        _index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<bool, Malformed> {
         serve_chains(queue, mem, |chain| {
-            let mut writer = chain.clone().writer(mem).map_err(|e| Malformed(format!("virtio-rng: buffers: {e}")))?;
+            let mut writer = chain
+                .clone()
+                .writer(mem)
+                .map_err(|e| Malformed(format!("virtio-rng: buffers: {e}")))?;
             let n = writer.available_bytes().min(MAX_REQUEST);
             let mut buf = vec![0u8; n];
             // A source that fails gives nothing: an empty answer, not an error.
