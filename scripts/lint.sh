@@ -49,17 +49,10 @@ rustfmt_module() {
 # panic_const_* names of 24 characters, not panic_const_div_by_zero), in the
 # ordinary build too, and is no lint.
 clippy_module() {
-    local kbuild copy=$RKVM_OUT/module-clippy out
-    kbuild=$(kernel_build_dir)
-    [[ -f $kbuild/.rkvm-done ]] || { echo "the test kernel is not built: run 'make setup'"; return 1; }
+    local out
     [[ -x $CLIPPY_DRIVER ]] || { echo "no $CLIPPY_DRIVER: run 'make setup' (Debian's rust-web-clippy)"; return 1; }
-    rm -rf "$copy"
-    mkdir -p "$copy"
-    find Kbuild module \( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name '*.S' \) \
-        ! -name kvm_uapi_generated.rs ! -name '*.mod.c' | cpio -pdm --quiet "$copy"
-    # shellcheck disable=SC2046
-    out=$(make -s -C "$kbuild" M="$copy" $(kmake_args) CLIPPY=1 CLIPPY_DRIVER="$CLIPPY_DRIVER" modules 2>&1) \
-        || { echo "$out"; return 1; }
+    out=$(MODULE_SRC=$RKVM_OUT/module-clippy MODULE_MAKE_ARGS="CLIPPY=1 CLIPPY_DRIVER=$CLIPPY_DRIVER" \
+        "$RKVM_ROOT/scripts/module.sh" build 2>&1) || { echo "$out"; return 1; }
     echo "$out"
     [[ -z $(grep -i 'warning' <<<"$out" | grep -v 'warning: objtool: .* falls through to next function') ]]
 }

@@ -11,7 +11,9 @@
 # (BINDGEN=), its clang (LLVM=) when it was built with clang, and the kernel
 # symbols rkvm.ko needs (module/kernel-symbols) exported.
 # MODULE_SRC=DIR builds a copy of the module's sources there (Kbuild writes
-# objects beside them; build.sh builds the debug kernel's rkvm.ko this way).
+# objects beside them; build.sh builds the debug kernel's rkvm.ko this way,
+# lint.sh the clippy one); MODULE_MAKE_ARGS adds make arguments (lint.sh:
+# CLIPPY=1).
 USER_BINDGEN=${BINDGEN:-}   # common.sh sets BINDGEN to the one setup.sh installs
 source "$(dirname "$0")/common.sh"
 
@@ -101,7 +103,8 @@ build() {
         (cd "$RKVM_ROOT" && find Kbuild module \( -name Kbuild -o -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name '*.S' -o -name kernel-symbols \) \
             ! -name kvm_uapi_generated.rs ! -name '*.mod.c' | cpio -pdm --quiet "$src")
     fi
-    make -s -C "$KDIR" M="$src" "${MAKE_ARGS[@]}" modules
+    # shellcheck disable=SC2086
+    make -s -C "$KDIR" M="$src" "${MAKE_ARGS[@]}" ${MODULE_MAKE_ARGS:-} modules
     # After a build for the test kernel: the module still imports each listed symbol.
     if [[ $KDIR == "$(test_kernel_dir)" ]]; then
         local stale

@@ -6,8 +6,8 @@
 # Exits as vm-bochs.sh does: 0 when the guest powered off, 3 when it reset
 # itself (reboot, panic with panic=-1, triple fault: with -no-reboot QEMU
 # exits 0 for those too, so the kernel's power-off line tells them apart),
-# 124 on timeout, QEMU's own status when it failed (the end of its stderr
-# is printed). With --interactive the serial console is this terminal and
+# 124 on timeout, 128 + N when a signal N stopped QEMU, QEMU's own status
+# when it failed (the end of its stderr is printed). With --interactive the serial console is this terminal and
 # there is no log or timeout.
 set -euo pipefail
 
@@ -41,7 +41,13 @@ timeout --foreground -k 5 "$timeout" "${qemu[@]}" -display none -monitor none \
     -serial stdio < /dev/null 2> "$log.stderr" | tee -a "$log"
 status=${PIPESTATUS[0]}
 set -e
-if [[ $status -eq 0 ]]; then
+# QEMU stopped by a signal (SIGTERM, SIGINT, SIGHUP) exits 0 as well, and
+# says so on stderr: that is neither a power-off nor a reset.
+stopped=$(grep -o 'terminating on signal [0-9]*.*' "$log.stderr" | tail -n 1 || true)
+if [[ $status -eq 0 && -n $stopped ]]; then
+    echo "vm-qemu: qemu-system-x86_64: $stopped" >&2
+    exit $((128 + $(echo "$stopped" | sed 's/terminating on signal \([0-9]*\).*/\1/')))
+elif [[ $status -eq 0 ]]; then
     grep -q 'reboot: Power down' "$log" || exit 3
 elif [[ $status -ne 124 ]]; then
     echo "vm-qemu: qemu-system-x86_64 failed with status $status; the end of its stderr:" >&2

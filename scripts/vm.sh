@@ -55,6 +55,7 @@ how_it_ended() {
         3) if [[ -n $panic ]]; then echo "its kernel panicked ($panic)"
            else echo "it reset itself with no panic on its console: a triple fault (or a reboot)"; fi ;;
         124) echo "it was still running after ${timeout}s: stopped (timeout)" ;;
+        129|130|131|134|137|139|143) echo "$emu ended by SIG$(kill -l $((status - 128))) (status $status)" ;;
         *) echo "$emu failed with status $status" ;;
     esac
     [[ -z $oops ]] || echo "; its kernel log has: $oops"
