@@ -7,7 +7,9 @@
 # Output: "passed failed skipped ref_passed ref_failed ref_skipped".
 # A run that did not finish counts one failure more (and says so on stderr),
 # unless -v unfinished=skip: then the test it ended in counts as skipped
-# (test.sh's choice when the reference part ended the test VM).
+# (test.sh's choice when the reference part ended the test VM). So does one
+# that finished its tests but did not end cleanly (-v ended_early=1: vm.sh
+# saw no power-off after /init's last line).
 function count(kind) {
     totals[kind]++
     if (ref) refs[kind]++
@@ -46,6 +48,9 @@ END {
         printf "the runner did not finish: %d of %d tests reported\n", top, plan > "/dev/stderr"
         if (unfinished == "skip") { totals["skipped"]++; refs["skipped"]++ }
         else totals["failed"]++
+    } else if (ended_early) {
+        print "the test VM did not end cleanly after its last test" > "/dev/stderr"
+        totals["failed"]++
     }
     printf "%d %d %d %d %d %d\n", totals["passed"], totals["failed"], totals["skipped"],
         refs["passed"], refs["failed"], refs["skipped"]

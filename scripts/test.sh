@@ -63,9 +63,10 @@ record "lint (rustfmt, clippy)" "$p" "$f" 0
 # The counts of one test VM run (log), as part "name, seconds": its
 # reference's share apart, and how it ended if it ended early.
 count_run() { # part log t0 [awk options]
-    local part=$1 log=$2 t0=$3 p f s rp rf rs
+    local part=$1 log=$2 t0=$3 p f s rp rf rs early=0
     shift 3
-    read -r p f s rp rf rs < <(awk "$@" -f "$RKVM_ROOT/scripts/ktap-summary.awk" "$log")
+    [[ $(outcome "$log") != ended-early ]] || early=1
+    read -r p f s rp rf rs < <(awk -v ended_early=$early "$@" -f "$RKVM_ROOT/scripts/ktap-summary.awk" "$log")
     record "$part, $(( $(date +%s) - t0 ))s" "$p" "$f" "$s"
     (( rp + rf + rs == 0 )) ||
         summary+=("$(printf '  %-26s %4d passed, %d failed, %d skipped' "of them $kvm_mod" "$rp" "$rf" "$rs")")
