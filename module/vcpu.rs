@@ -331,6 +331,10 @@ const PF_VECTOR: u8 = 14;
 /// `kvm_run.internal.data[0]` when the guest state was lost
 /// (`Exit::StateLost`): "rkvmLOST".
 pub(crate) const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
+/// `kvm_run.internal.data[0]` when guest mode was not entered
+/// (`Exit::NotEntered`), in place of an exit code: no raw exit code of
+/// either backend is `u64::MAX - 1` (SVM's `VMEXIT_INVALID` is -1).
+const NOT_ENTERED: u64 = u64::MAX - 1;
 
 impl Vcpu {
     pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
@@ -695,6 +699,7 @@ impl Vcpu {
                 run.set_fail_entry(reason, arch.last_cpu());
                 Ok(Next::User)
             }
+            Exit::NotEntered { detail } => Ok(self.unexpected(st, run, (NOT_ENTERED, detail, 0))),
             Exit::Io {
                 io:
                     PortIo {
