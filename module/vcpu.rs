@@ -382,7 +382,8 @@ impl Vcpu {
         if let Some(sio) = st.pending_string.take() {
             let st = &mut *st;
             PioPage(&self.pio_page).read(&mut st.io_buf);
-            sio.complete(&self.vm.mmu.lock().memory, &mut *st.arch, &st.io_buf);
+            self.vm
+                .with_memory(|mem| sio.complete(mem, &mut *st.arch, &st.io_buf));
         }
         if let Some(load) = st.pending_mmio.take() {
             load.complete(&mut *st.arch, run.mmio_data());
@@ -449,11 +450,10 @@ impl Vcpu {
             let entered = sys::ktime_ns();
             self.stats
                 .add(VcpuStat::HostTimeNs, entered.saturating_sub(st.host_since));
-            let exit = {
-                let mmu = self.vm.mmu.lock();
-                let (root, tlb_epoch) = st.mmu.entry(&mmu, &st.arch.paging());
+            let exit = self.vm.with_mmu(|mmu| {
+                let (root, tlb_epoch) = st.mmu.entry(mmu, &st.arch.paging());
                 st.arch.run(root, tlb_epoch)
-            };
+            });
             let exited = sys::ktime_ns();
             st.host_since = exited;
             let guest_ns = exited.saturating_sub(entered);
@@ -517,22 +517,21 @@ impl Vcpu {
                 run.set_debug(arch.debug_exit());
                 Ok(Next::User)
             }
-            Exit::Dr => {
-                let mmu = self.vm.mmu.lock();
+            Exit::Dr => Ok(self.vm.with_memory(|mem| {
                 self.stats.inc(VcpuStat::InsnEmulation);
-                match emulate::mov_dr(&mmu.memory, &mut **arch) {
-                    emulate::MovDrResult::Done => Ok(Next::Reenter),
+                match emulate::mov_dr(mem, &mut **arch) {
+                    emulate::MovDrResult::Done => Next::Reenter,
                     emulate::MovDrResult::Fault => {
                         arch.inject_exception(GP_VECTOR, Some(0));
-                        Ok(Next::Reenter)
+                        Next::Reenter
                     }
                     emulate::MovDrResult::Undefined => {
                         arch.inject_exception(UD_VECTOR, None);
-                        Ok(Next::Reenter)
+                        Next::Reenter
                     }
-                    emulate::MovDrResult::NotEmulated => Ok(emulation_failed(&**arch, run)),
+                    emulate::MovDrResult::NotEmulated => emulation_failed(&**arch, run),
                 }
-            }
+            })),
             Exit::Io {
                 io:
                     PortIo {
@@ -564,22 +563,17 @@ impl Vcpu {
                 run.set_exit_reason(uapi::KVM_EXIT_HLT);
                 Ok(Next::User)
             }
-            Exit::NestedFault { gpa, write } => {
-                let mut mmu = self.vm.mmu.lock();
+            Exit::NestedFault { gpa, write } => self.vm.with_mmu(|mmu| {
                 if let Fault::Mapped = mmu.fault(gpa, write)? {
                     self.stats.inc(VcpuStat::PfFixed);
                     return Ok(Next::Reenter);
                 }
                 self.mmio(st, &mmu.memory, gpa.0, write, run)
-            }
-            Exit::PageFault { addr, error } => {
-                let mut mmu = self.vm.mmu.lock();
+            }),
+            Exit::PageFault { addr, error } => self.vm.with_mmu(|mmu| {
                 let maxphyaddr = cpuid::maxphyaddr(&st.cpuid);
                 let paging = st.arch.paging();
-                let Some(fault) = st
-                    .mmu
-                    .page_fault(&mut mmu, &paging, maxphyaddr, addr, error)?
-                else {
+                let Some(fault) = st.mmu.page_fault(mmu, &paging, maxphyaddr, addr, error)? else {
                     // A #PF intercept without shadow paging cannot happen.
                     return Ok(self.unexpected(st, run, st.arch.raw_exit()));
                 };
@@ -603,26 +597,25 @@ impl Vcpu {
                         run,
                     ),
                 }
-            }
-            Exit::CrAccess => {
-                let mmu = self.vm.mmu.lock();
+            }),
+            Exit::CrAccess => Ok(self.vm.with_memory(|mem| {
                 self.stats.inc(VcpuStat::InsnEmulation);
-                match emulate::mov_cr(&mmu.memory, &mut **arch, cpuid::maxphyaddr(&st.cpuid)) {
+                match emulate::mov_cr(mem, &mut **arch, cpuid::maxphyaddr(&st.cpuid)) {
                     emulate::CrResult::Done { flush } => {
-                        reload_pdptes(&mut **arch, &mmu.memory);
+                        reload_pdptes(&mut **arch, mem);
                         if st.mmu.flush(flush) {
                             self.stats.inc(VcpuStat::TlbFlush);
                         }
                     }
                     emulate::CrResult::Fault => arch.inject_exception(GP_VECTOR, Some(0)),
-                    emulate::CrResult::NotEmulated => return Ok(emulation_failed(&**arch, run)),
+                    emulate::CrResult::NotEmulated => return emulation_failed(&**arch, run),
                 }
-                Ok(Next::Reenter)
-            }
+                Next::Reenter
+            })),
             Exit::Invlpg { reported } => {
                 self.stats.inc(VcpuStat::Invlpg);
                 let decoded =
-                    reported.or_else(|| emulate::invlpg(&self.vm.mmu.lock().memory, &*st.arch));
+                    reported.or_else(|| self.vm.with_memory(|mem| emulate::invlpg(mem, &*st.arch)));
                 match decoded {
                     Some((len, linear)) => {
                         st.mmu.invlpg(linear);
@@ -714,39 +707,40 @@ impl Vcpu {
                 next_rip,
             } => {
                 self.stats.inc(VcpuStat::IoExits);
-                let mmu = self.vm.mmu.lock();
-                let start = emulate::start_string_io(
-                    &mmu.memory,
-                    &mut **arch,
-                    input,
-                    size,
-                    rep,
-                    addr_size,
-                    segment,
-                    next_rip,
-                    &mut st.io_buf,
-                );
-                match start {
-                    Some(StringStart::Done) => Ok(Next::Reenter),
-                    Some(StringStart::Exit(sio)) => {
-                        if !input {
-                            let bytes = (sio.count as usize).saturating_mul(usize::from(size));
-                            PioPage(&self.pio_page)
-                                .write(st.io_buf.get(..bytes).unwrap_or(&st.io_buf));
+                self.vm.with_memory(|mem| {
+                    let start = emulate::start_string_io(
+                        mem,
+                        &mut **arch,
+                        input,
+                        size,
+                        rep,
+                        addr_size,
+                        segment,
+                        next_rip,
+                        &mut st.io_buf,
+                    );
+                    match start {
+                        Some(StringStart::Done) => Ok(Next::Reenter),
+                        Some(StringStart::Exit(sio)) => {
+                            if !input {
+                                let bytes = (sio.count as usize).saturating_mul(usize::from(size));
+                                PioPage(&self.pio_page)
+                                    .write(st.io_buf.get(..bytes).unwrap_or(&st.io_buf));
+                            }
+                            run.set_io(input, size, port, sio.count);
+                            st.pending_string = Some(sio);
+                            Ok(Next::User)
                         }
-                        run.set_io(input, size, port, sio.count);
-                        st.pending_string = Some(sio);
-                        Ok(Next::User)
+                        None => {
+                            let rip = arch.rip();
+                            run.set_internal_error(
+                                KVM_INTERNAL_ERROR_EMULATION,
+                                &[u64::from(port), rip],
+                            );
+                            Ok(Next::User)
+                        }
                     }
-                    None => {
-                        let rip = arch.rip();
-                        run.set_internal_error(
-                            KVM_INTERNAL_ERROR_EMULATION,
-                            &[u64::from(port), rip],
-                        );
-                        Ok(Next::User)
-                    }
-                }
+                })
             }
             Exit::RealModeException { vector, error, len } => {
                 self.real_mode_exception(st, vector, error, len, run)
@@ -774,7 +768,9 @@ impl Vcpu {
         let int_n = error.filter(|e| e & 2 != 0).map(|e| (e >> 3) as u8);
         if vector == GP_VECTOR && (error == Some(0) || int_n.is_some()) {
             self.stats.inc(VcpuStat::InsnEmulation);
-            let insn = emulate::v86_instruction(&self.vm.mmu.lock().memory, &*st.arch);
+            let insn = self
+                .vm
+                .with_memory(|mem| emulate::v86_instruction(mem, &*st.arch));
             if let Some(insn) = insn {
                 let next_rip = st.arch.rip().wrapping_add(u64::from(insn.len));
                 let exit = match insn.op {
@@ -794,18 +790,19 @@ impl Vcpu {
                         return Ok(Next::Reenter);
                     }
                     V86Op::LoadTable { idt, operand, op32 } => {
-                        let mmu = self.vm.mmu.lock();
-                        if emulate::real_mode_load_table(
-                            &mmu.memory,
-                            &mut *st.arch,
-                            &operand,
-                            idt,
-                            op32,
-                            insn.len,
-                        ) {
-                            return Ok(Next::Reenter);
-                        }
-                        return Ok(emulation_failed(&*st.arch, run));
+                        return Ok(self.vm.with_memory(|mem| {
+                            if emulate::real_mode_load_table(
+                                mem,
+                                &mut *st.arch,
+                                &operand,
+                                idt,
+                                op32,
+                                insn.len,
+                            ) {
+                                return Next::Reenter;
+                            }
+                            emulation_failed(&*st.arch, run)
+                        }));
                     }
                 };
                 if let Some(exit) = exit {
@@ -828,12 +825,9 @@ impl Vcpu {
         return_ip: u64,
         run: &RunPage<'_>,
     ) -> Next {
-        let delivery = emulate::real_mode_interrupt(
-            &self.vm.mmu.lock().memory,
-            &mut *st.arch,
-            vector,
-            return_ip,
-        );
+        let delivery = self
+            .vm
+            .with_memory(|mem| emulate::real_mode_interrupt(mem, &mut *st.arch, vector, return_ip));
         match delivery {
             RealModeDelivery::Delivered => Next::Reenter,
             RealModeDelivery::Shutdown => {
@@ -1016,7 +1010,7 @@ impl Vcpu {
             return Err(EINVAL);
         }
         st.arch.set_sregs(&sregs);
-        reload_pdptes(&mut *st.arch, &self.vm.mmu.lock().memory);
+        self.vm.with_memory(|mem| reload_pdptes(&mut *st.arch, mem));
         // The guest's paging state changed from outside.
         st.mmu.flush(Flush::All);
         Ok(0)
