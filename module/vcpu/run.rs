@@ -26,11 +26,11 @@ use crate::{
 };
 
 use super::{
+    exits::Next,
     run_page::{
         PioPage,
         RunPage, //
     },
-    Next,
     Vcpu,
     VcpuState, //
 };
