@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! What follows an exit from the guest: handled here and the guest entered
-//! again, or described in `kvm_run` for userspace.
+//! The exit handlers: what follows each kind of exit from the guest
+//! ([`Exit`]), handled here and the guest entered again, or described in
+//! `kvm_run` for userspace. [`Vcpu::handle`] dispatches, one function per
+//! kind of exit.
 
 use kernel::prelude::*;
 
@@ -30,6 +32,7 @@ use crate::{
             PortIo,
             V86Op, //
         },
+        paging::GuestPhys,
         shadow::Flush,
         walk::Access, //
     },
@@ -80,267 +83,359 @@ const DF_VECTOR: u8 = 8;
 const PF_VECTOR: u8 = 14;
 /// `kvm_run.internal.data[0]` when the guest state was lost
 /// (`Exit::StateLost`): "rkvmLOST".
-pub(crate) const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
+const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
 /// `kvm_run.internal.data[0]` when guest mode was not entered
 /// (`Exit::NotEntered`), in place of an exit code: no raw exit code of
 /// either backend is `u64::MAX - 1` (SVM's `VMEXIT_INVALID` is -1).
 const NOT_ENTERED: u64 = u64::MAX - 1;
 
 impl Vcpu {
+    /// Handles one exit: one function per kind of exit, as KVM's
+    /// `svm_exit_handlers[]` and `kvm_vmx_exit_handlers[]`.
     pub(super) fn handle(&self, st: &mut VcpuState, exit: Exit, run: &RunPage<'_>) -> Result<Next> {
-        let arch = &mut st.arch;
-        match exit {
-            Exit::Host => {
-                self.stats.inc(VcpuStat::IrqExits);
-                Ok(Next::Reenter)
+        Ok(match exit {
+            Exit::Host => self.handle_host_interrupt(),
+            Exit::Io { io, next_rip } if io.string => self.handle_string_io(st, io, next_rip, run),
+            Exit::Io { io, next_rip } => self.handle_io(st, io, next_rip, run),
+            Exit::Hlt => self.handle_hlt(st, run),
+            Exit::IrqWindow => self.handle_interrupt_window(),
+            Exit::Debug => self.handle_debug(st, run),
+            Exit::Dr => self.handle_dr(st, run),
+            Exit::NestedFault { gpa, write } => self.handle_nested_fault(st, gpa, write, run)?,
+            Exit::PageFault { addr, error } => self.handle_page_fault(st, addr, error, run)?,
+            Exit::CrAccess => self.handle_cr(st, run),
+            Exit::Invlpg { reported } => self.handle_invlpg(st, reported, run),
+            Exit::Cpuid => self.handle_cpuid(st),
+            Exit::Msr { write } => self.handle_msr(st, write),
+            Exit::Hypercall => self.handle_hypercall(st),
+            Exit::InvalidOpcode => self.handle_invalid_opcode(st),
+            Exit::Shutdown => self.handle_shutdown(st, run),
+            Exit::StateLost => self.handle_state_lost(run),
+            Exit::InvalidState(reason) => self.handle_invalid_state(st, reason, run),
+            Exit::NotEntered { detail } => self.handle_not_entered(st, detail, run),
+            Exit::RealModeException { vector, error, len } => {
+                self.handle_real_mode_exception(st, vector, error, len, run)?
             }
-            Exit::IrqWindow => {
-                self.stats.inc(VcpuStat::IrqWindowExits);
-                Ok(Next::Reenter)
-            }
-            Exit::Debug => {
-                run.set_debug(arch.debug_exit());
-                Ok(Next::User)
-            }
-            Exit::Dr => Ok(self.vm.with_memory(|mem| {
-                self.stats.inc(VcpuStat::InsnEmulation);
-                match emulate::mov_dr(mem, &mut **arch) {
-                    emulate::MovDrResult::Done => Next::Reenter,
-                    emulate::MovDrResult::Fault => {
-                        arch.inject_exception(GP_VECTOR, Some(0));
-                        Next::Reenter
-                    }
-                    emulate::MovDrResult::Undefined => {
-                        arch.inject_exception(UD_VECTOR, None);
-                        Next::Reenter
-                    }
-                    emulate::MovDrResult::NotEmulated => emulation_failed(&**arch, run),
-                }
-            })),
-            Exit::Io {
-                io:
-                    PortIo {
-                        port,
-                        input,
-                        size,
-                        string: false,
-                        ..
-                    },
+            Exit::RealModeUnsupported => emulation_failed(&*st.arch, run),
+            Exit::Unhandled(code, info1, info2) => self.unexpected(st, (code, info1, info2), run),
+        })
+    }
+
+    /// A host interrupt (or NMI, SMI, INIT) ended guest mode: the host has
+    /// handled it, the guest goes on.
+    fn handle_host_interrupt(&self) -> Next {
+        self.stats.inc(VcpuStat::IrqExits);
+        Next::Reenter
+    }
+
+    /// IN or OUT: `KVM_EXIT_IO` for userspace, the data of an OUT in the PIO
+    /// page. The next `KVM_RUN` completes it (`complete_io`).
+    fn handle_io(&self, st: &mut VcpuState, io: PortIo, next_rip: u64, run: &RunPage<'_>) -> Next {
+        let PortIo {
+            port, input, size, ..
+        } = io;
+        self.stats.inc(VcpuStat::IoExits);
+        let arch = &st.arch;
+        if !input {
+            let data = arch.gpr(gpr::RAX).to_le_bytes();
+            PioPage(&self.pio_page).write(data.get(..usize::from(size)).unwrap_or(&data));
+        }
+        st.pending_io = Some(PendingIo {
+            rip: arch.rip(),
+            next_rip,
+            input: input.then_some(size),
+        });
+        run.set_io(input, size, port, 1);
+        Next::User
+    }
+
+    /// INS or OUTS: emulated between guest memory and the PIO page, one
+    /// round of `KVM_EXIT_IO` for userspace at a time (the next `KVM_RUN`
+    /// completes it).
+    fn handle_string_io(
+        &self,
+        st: &mut VcpuState,
+        io: PortIo,
+        next_rip: u64,
+        run: &RunPage<'_>,
+    ) -> Next {
+        let PortIo {
+            port,
+            input,
+            size,
+            rep,
+            addr_size,
+            segment,
+            ..
+        } = io;
+        self.stats.inc(VcpuStat::IoExits);
+        self.vm.with_memory(|mem| {
+            let start = emulate::start_string_io(
+                mem,
+                &mut *st.arch,
+                input,
+                size,
+                rep,
+                addr_size,
+                segment,
                 next_rip,
-            } => {
-                self.stats.inc(VcpuStat::IoExits);
-                if !input {
-                    let data = arch.gpr(gpr::RAX).to_le_bytes();
-                    PioPage(&self.pio_page).write(data.get(..usize::from(size)).unwrap_or(&data));
+                &mut st.io_buf,
+            );
+            match start {
+                Some(StringStart::Done) => Next::Reenter,
+                Some(StringStart::Exit(sio)) => {
+                    if !input {
+                        let bytes = (sio.count as usize).saturating_mul(usize::from(size));
+                        PioPage(&self.pio_page).write(st.io_buf.get(..bytes).unwrap_or(&st.io_buf));
+                    }
+                    run.set_io(input, size, port, sio.count);
+                    st.pending_string = Some(sio);
+                    Next::User
                 }
-                st.pending_io = Some(PendingIo {
-                    rip: arch.rip(),
-                    next_rip,
-                    input: input.then_some(size),
-                });
-                run.set_io(input, size, port, 1);
-                Ok(Next::User)
+                None => {
+                    let rip = st.arch.rip();
+                    run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[u64::from(port), rip]);
+                    Next::User
+                }
             }
-            Exit::Hlt => {
-                self.stats.inc(VcpuStat::HaltExits);
-                // No in-kernel local APIC: userspace decides when to wake.
-                arch.skip(1);
-                run.set_exit_reason(uapi::KVM_EXIT_HLT);
-                Ok(Next::User)
+        })
+    }
+
+    /// HLT: `KVM_EXIT_HLT`, past the instruction.
+    fn handle_hlt(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Next {
+        self.stats.inc(VcpuStat::HaltExits);
+        // No in-kernel local APIC: userspace decides when to wake.
+        st.arch.skip(1);
+        run.set_exit_reason(uapi::KVM_EXIT_HLT);
+        Next::User
+    }
+
+    /// The interrupt window rkvm asked for opened: the run loop injects or
+    /// tells userspace.
+    fn handle_interrupt_window(&self) -> Next {
+        self.stats.inc(VcpuStat::IrqWindowExits);
+        Next::Reenter
+    }
+
+    /// A #DB while userspace single-steps the guest: `KVM_EXIT_DEBUG`.
+    fn handle_debug(&self, st: &VcpuState, run: &RunPage<'_>) -> Next {
+        run.set_debug(st.arch.debug_exit());
+        Next::User
+    }
+
+    /// A `mov` to or from a debug register, emulated on the vCPU's own
+    /// DR0-DR7.
+    fn handle_dr(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Next {
+        let arch = &mut st.arch;
+        self.vm.with_memory(|mem| {
+            self.stats.inc(VcpuStat::InsnEmulation);
+            match emulate::mov_dr(mem, &mut **arch) {
+                emulate::MovDrResult::Done => Next::Reenter,
+                emulate::MovDrResult::Fault => {
+                    arch.inject_exception(GP_VECTOR, Some(0));
+                    Next::Reenter
+                }
+                emulate::MovDrResult::Undefined => {
+                    arch.inject_exception(UD_VECTOR, None);
+                    Next::Reenter
+                }
+                emulate::MovDrResult::NotEmulated => emulation_failed(&**arch, run),
             }
-            Exit::NestedFault { gpa, write } => self.vm.with_mmu(|mmu| {
-                if let Fault::Mapped = mmu.fault(gpa, write)? {
+        })
+    }
+
+    /// A nested page fault (NPF, EPT violation): RAM is mapped and the
+    /// guest goes on; anything else is MMIO.
+    fn handle_nested_fault(
+        &self,
+        st: &mut VcpuState,
+        gpa: GuestPhys,
+        write: bool,
+        run: &RunPage<'_>,
+    ) -> Result<Next> {
+        self.vm.with_mmu(|mmu| {
+            if let Fault::Mapped = mmu.fault(gpa, write)? {
+                self.stats.inc(VcpuStat::PfFixed);
+                return Ok(Next::Reenter);
+            }
+            Ok(self.mmio(st, &mmu.memory, gpa.0, write, run))
+        })
+    }
+
+    /// A page fault with shadow paging: the shadow table is filled in, or
+    /// the fault is the guest's own (reflected to it), or MMIO.
+    fn handle_page_fault(
+        &self,
+        st: &mut VcpuState,
+        addr: u64,
+        error: u64,
+        run: &RunPage<'_>,
+    ) -> Result<Next> {
+        self.vm.with_mmu(|mmu| {
+            let maxphyaddr = cpuid::maxphyaddr(&st.cpuid);
+            let paging = st.arch.paging();
+            let Some(fault) = st.mmu.page_fault(mmu, &paging, maxphyaddr, addr, error)? else {
+                // A #PF intercept without shadow paging cannot happen.
+                return Ok(self.unexpected(st, st.arch.raw_exit(), run));
+            };
+            Ok(match fault {
+                PageFault::Fixed { emptied } => {
                     self.stats.inc(VcpuStat::PfFixed);
-                    return Ok(Next::Reenter);
-                }
-                self.mmio(st, &mmu.memory, gpa.0, write, run)
-            }),
-            Exit::PageFault { addr, error } => self.vm.with_mmu(|mmu| {
-                let maxphyaddr = cpuid::maxphyaddr(&st.cpuid);
-                let paging = st.arch.paging();
-                let Some(fault) = st.mmu.page_fault(mmu, &paging, maxphyaddr, addr, error)? else {
-                    // A #PF intercept without shadow paging cannot happen.
-                    return Ok(self.unexpected(st, run, st.arch.raw_exit()));
-                };
-                match fault {
-                    PageFault::Fixed { emptied } => {
-                        self.stats.inc(VcpuStat::PfFixed);
-                        if emptied {
-                            self.stats.inc(VcpuStat::TlbFlush);
-                        }
-                        Ok(Next::Reenter)
-                    }
-                    PageFault::Guest(code) => {
-                        self.stats.inc(VcpuStat::PfGuest);
-                        Ok(self.reflect_page_fault(st, addr, code, run))
-                    }
-                    PageFault::Mmio(gpa) => self.mmio(
-                        st,
-                        &mmu.memory,
-                        gpa.0,
-                        Access::from_error_code(error).write,
-                        run,
-                    ),
-                }
-            }),
-            Exit::CrAccess => Ok(self.vm.with_memory(|mem| {
-                self.stats.inc(VcpuStat::InsnEmulation);
-                match emulate::mov_cr(mem, &mut **arch, cpuid::maxphyaddr(&st.cpuid)) {
-                    emulate::CrResult::Done { flush } => {
-                        reload_pdptes(&mut **arch, mem);
-                        if st.mmu.flush(flush) {
-                            self.stats.inc(VcpuStat::TlbFlush);
-                        }
-                    }
-                    emulate::CrResult::Fault => arch.inject_exception(GP_VECTOR, Some(0)),
-                    emulate::CrResult::NotEmulated => return emulation_failed(&**arch, run),
-                }
-                Next::Reenter
-            })),
-            Exit::Invlpg { reported } => {
-                self.stats.inc(VcpuStat::Invlpg);
-                let decoded =
-                    reported.or_else(|| self.vm.with_memory(|mem| emulate::invlpg(mem, &*st.arch)));
-                match decoded {
-                    Some((len, linear)) => {
-                        st.mmu.invlpg(linear);
-                        st.arch.skip(u64::from(len));
-                        Ok(Next::Reenter)
-                    }
-                    None => Ok(emulation_failed(&*st.arch, run)),
-                }
-            }
-            Exit::Cpuid => {
-                let (leaf, sub) = (arch.gpr(gpr::RAX) as u32, arch.gpr(gpr::RCX) as u32);
-                let out = cpuid::lookup(&st.cpuid, leaf, sub);
-                for (reg, value) in [gpr::RAX, gpr::RBX, gpr::RCX, gpr::RDX]
-                    .into_iter()
-                    .zip(out)
-                {
-                    arch.set_gpr(reg, u64::from(value));
-                }
-                arch.skip(2);
-                Ok(Next::Reenter)
-            }
-            Exit::Msr { write } => {
-                let index = arch.gpr(gpr::RCX) as u32;
-                let done = if write {
-                    let value = (arch.gpr(gpr::RDX) << 32) | (arch.gpr(gpr::RAX) & 0xffff_ffff);
-                    let before = arch.paging();
-                    let done = write_msr(&mut **arch, index, value, false);
-                    if before.flushes(&arch.paging()) && st.mmu.flush(Flush::All) {
+                    if emptied {
                         self.stats.inc(VcpuStat::TlbFlush);
                     }
-                    done
-                } else if let Some(value) = read_msr(&**arch, index) {
-                    arch.set_gpr(gpr::RAX, value & 0xffff_ffff);
-                    arch.set_gpr(gpr::RDX, value >> 32);
-                    true
-                } else {
-                    false
-                };
-                // An MSR rkvm does not have, or a value it may not hold: #GP,
-                // as KVM does by default (ignore_msrs=0).
-                if done {
-                    arch.skip(2);
-                } else {
-                    arch.inject_exception(GP_VECTOR, Some(0));
+                    Next::Reenter
                 }
-                Ok(Next::Reenter)
-            }
-            Exit::Hypercall => {
-                self.stats.inc(VcpuStat::Hypercalls);
-                arch.set_gpr(gpr::RAX, KVM_ENOSYS.wrapping_neg());
-                arch.skip(3);
-                Ok(Next::Reenter)
-            }
-            Exit::InvalidOpcode => {
-                arch.inject_exception(UD_VECTOR, None);
-                Ok(Next::Reenter)
-            }
-            Exit::Shutdown => {
-                // The VMCB is undefined after a shutdown intercept: reset it,
-                // as KVM does, before telling userspace.
-                arch.reset();
-                run.set_exit_reason(uapi::KVM_EXIT_SHUTDOWN);
-                Ok(Next::User)
-            }
-            Exit::StateLost => {
-                pr_warn!(
-                    "vCPU {}: guest state lost (its VMCB held host state)\n",
-                    self.id
-                );
-                run.set_internal_error(KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, &[STATE_LOST]);
-                Ok(Next::User)
-            }
-            Exit::InvalidState(reason) => {
-                run.set_fail_entry(reason, arch.last_cpu());
-                Ok(Next::User)
-            }
-            Exit::NotEntered { detail } => Ok(self.unexpected(st, run, (NOT_ENTERED, detail, 0))),
-            Exit::Io {
-                io:
-                    PortIo {
-                        port,
-                        input,
-                        size,
-                        string: true,
-                        rep,
-                        addr_size,
-                        segment,
-                    },
-                next_rip,
-            } => {
-                self.stats.inc(VcpuStat::IoExits);
-                self.vm.with_memory(|mem| {
-                    let start = emulate::start_string_io(
-                        mem,
-                        &mut **arch,
-                        input,
-                        size,
-                        rep,
-                        addr_size,
-                        segment,
-                        next_rip,
-                        &mut st.io_buf,
-                    );
-                    match start {
-                        Some(StringStart::Done) => Ok(Next::Reenter),
-                        Some(StringStart::Exit(sio)) => {
-                            if !input {
-                                let bytes = (sio.count as usize).saturating_mul(usize::from(size));
-                                PioPage(&self.pio_page)
-                                    .write(st.io_buf.get(..bytes).unwrap_or(&st.io_buf));
-                            }
-                            run.set_io(input, size, port, sio.count);
-                            st.pending_string = Some(sio);
-                            Ok(Next::User)
-                        }
-                        None => {
-                            let rip = arch.rip();
-                            run.set_internal_error(
-                                KVM_INTERNAL_ERROR_EMULATION,
-                                &[u64::from(port), rip],
-                            );
-                            Ok(Next::User)
-                        }
+                PageFault::Guest(code) => {
+                    self.stats.inc(VcpuStat::PfGuest);
+                    self.reflect_page_fault(st, addr, code, run)
+                }
+                PageFault::Mmio(gpa) => self.mmio(
+                    st,
+                    &mmu.memory,
+                    gpa.0,
+                    Access::from_error_code(error).write,
+                    run,
+                ),
+            })
+        })
+    }
+
+    /// A read or write of CR0, CR3 or CR4 with shadow paging: emulated, and
+    /// the shadow translations flushed as the write requires.
+    fn handle_cr(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Next {
+        let arch = &mut st.arch;
+        self.vm.with_memory(|mem| {
+            self.stats.inc(VcpuStat::InsnEmulation);
+            match emulate::mov_cr(mem, &mut **arch, cpuid::maxphyaddr(&st.cpuid)) {
+                emulate::CrResult::Done { flush } => {
+                    reload_pdptes(&mut **arch, mem);
+                    if st.mmu.flush(flush) {
+                        self.stats.inc(VcpuStat::TlbFlush);
                     }
-                })
+                }
+                emulate::CrResult::Fault => arch.inject_exception(GP_VECTOR, Some(0)),
+                emulate::CrResult::NotEmulated => return emulation_failed(&**arch, run),
             }
-            Exit::RealModeException { vector, error, len } => {
-                self.real_mode_exception(st, vector, error, len, run)
+            Next::Reenter
+        })
+    }
+
+    /// INVLPG with shadow paging: the page's shadow translation goes.
+    fn handle_invlpg(
+        &self,
+        st: &mut VcpuState,
+        reported: Option<(u8, u64)>,
+        run: &RunPage<'_>,
+    ) -> Next {
+        self.stats.inc(VcpuStat::Invlpg);
+        let decoded =
+            reported.or_else(|| self.vm.with_memory(|mem| emulate::invlpg(mem, &*st.arch)));
+        match decoded {
+            Some((len, linear)) => {
+                st.mmu.invlpg(linear);
+                st.arch.skip(u64::from(len));
+                Next::Reenter
             }
-            Exit::RealModeUnsupported => Ok(emulation_failed(&**arch, run)),
-            Exit::Unhandled(code, info1, info2) => {
-                Ok(self.unexpected(st, run, (code, info1, info2)))
-            }
+            None => emulation_failed(&*st.arch, run),
         }
+    }
+
+    /// CPUID: answered from the `KVM_SET_CPUID2` table.
+    fn handle_cpuid(&self, st: &mut VcpuState) -> Next {
+        let arch = &mut st.arch;
+        let (leaf, sub) = (arch.gpr(gpr::RAX) as u32, arch.gpr(gpr::RCX) as u32);
+        let out = cpuid::lookup(&st.cpuid, leaf, sub);
+        for (reg, value) in [gpr::RAX, gpr::RBX, gpr::RCX, gpr::RDX]
+            .into_iter()
+            .zip(out)
+        {
+            arch.set_gpr(reg, u64::from(value));
+        }
+        arch.skip(2);
+        Next::Reenter
+    }
+
+    /// RDMSR or WRMSR (`write`), of the MSRs rkvm has.
+    fn handle_msr(&self, st: &mut VcpuState, write: bool) -> Next {
+        let arch = &mut st.arch;
+        let index = arch.gpr(gpr::RCX) as u32;
+        let done = if write {
+            let value = (arch.gpr(gpr::RDX) << 32) | (arch.gpr(gpr::RAX) & 0xffff_ffff);
+            let before = arch.paging();
+            let done = write_msr(&mut **arch, index, value, false);
+            if before.flushes(&arch.paging()) && st.mmu.flush(Flush::All) {
+                self.stats.inc(VcpuStat::TlbFlush);
+            }
+            done
+        } else if let Some(value) = read_msr(&**arch, index) {
+            arch.set_gpr(gpr::RAX, value & 0xffff_ffff);
+            arch.set_gpr(gpr::RDX, value >> 32);
+            true
+        } else {
+            false
+        };
+        // An MSR rkvm does not have, or a value it may not hold: #GP,
+        // as KVM does by default (ignore_msrs=0).
+        if done {
+            arch.skip(2);
+        } else {
+            arch.inject_exception(GP_VECTOR, Some(0));
+        }
+        Next::Reenter
+    }
+
+    /// VMMCALL or VMCALL: rkvm implements no hypercall (`-KVM_ENOSYS`).
+    fn handle_hypercall(&self, st: &mut VcpuState) -> Next {
+        self.stats.inc(VcpuStat::Hypercalls);
+        st.arch.set_gpr(gpr::RAX, KVM_ENOSYS.wrapping_neg());
+        st.arch.skip(3);
+        Next::Reenter
+    }
+
+    /// An instruction the guest may not use (VMX's): #UD.
+    fn handle_invalid_opcode(&self, st: &mut VcpuState) -> Next {
+        st.arch.inject_exception(UD_VECTOR, None);
+        Next::Reenter
+    }
+
+    /// A triple fault: `KVM_EXIT_SHUTDOWN`.
+    fn handle_shutdown(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Next {
+        // The VMCB is undefined after a shutdown intercept: reset it,
+        // as KVM does, before telling userspace.
+        st.arch.reset();
+        run.set_exit_reason(uapi::KVM_EXIT_SHUTDOWN);
+        Next::User
+    }
+
+    /// The guest state was lost (`Exit::StateLost`): logged, and
+    /// `KVM_EXIT_INTERNAL_ERROR` with [`STATE_LOST`].
+    fn handle_state_lost(&self, run: &RunPage<'_>) -> Next {
+        pr_warn!(
+            "vCPU {}: guest state lost (its VMCB held host state)\n",
+            self.id
+        );
+        run.set_internal_error(KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, &[STATE_LOST]);
+        Next::User
+    }
+
+    /// The hardware refused the guest state: `KVM_EXIT_FAIL_ENTRY` with its
+    /// reason and the CPU, as KVM reports a failed entry.
+    fn handle_invalid_state(&self, st: &VcpuState, reason: u64, run: &RunPage<'_>) -> Next {
+        run.set_fail_entry(reason, st.arch.last_cpu());
+        Next::User
+    }
+
+    /// Guest mode was not entered (`Exit::NotEntered`): reported as an
+    /// unexpected exit whose code is [`NOT_ENTERED`].
+    fn handle_not_entered(&self, st: &VcpuState, detail: u64, run: &RunPage<'_>) -> Next {
+        self.unexpected(st, (NOT_ENTERED, detail, 0), run)
     }
 
     /// An exception of a real-mode guest in virtual-8086 mode (see
     /// `Exit::RealModeException`): the work of the instruction behind a
     /// #GP, or the exception delivered through the guest's vector table.
-    fn real_mode_exception(
+    fn handle_real_mode_exception(
         &self,
         st: &mut VcpuState,
         vector: u8,
@@ -435,8 +530,8 @@ impl Vcpu {
     fn unexpected(
         &self,
         st: &VcpuState,
-        run: &RunPage<'_>,
         (code, info1, info2): (u64, u64, u64),
+        run: &RunPage<'_>,
     ) -> Next {
         run.set_internal_error(
             KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
@@ -455,7 +550,7 @@ impl Vcpu {
         gpa: u64,
         write: bool,
         run: &RunPage<'_>,
-    ) -> Result<Next> {
+    ) -> Next {
         self.stats.inc(VcpuStat::MmioExits);
         self.stats.inc(VcpuStat::InsnEmulation);
         match emulate::start(mem, &mut *st.arch, write) {
@@ -469,7 +564,7 @@ impl Vcpu {
                 run.set_internal_error(KVM_INTERNAL_ERROR_EMULATION, &[gpa, rip]);
             }
         }
-        Ok(Next::User)
+        Next::User
     }
 
     /// Delivers a page fault the guest's own tables caused, as the
