@@ -43,16 +43,7 @@ impl Vcpu {
         let mut st = self.state.lock();
         let run = RunPage(&self.run_page);
         let rip = st.arch.rip();
-        self.complete_io(&mut st);
-        if let Some(sio) = st.pending_string.take() {
-            let st = &mut *st;
-            PioPage(&self.pio_page).read(&mut st.io_buf);
-            self.vm
-                .with_memory(|mem| sio.complete(mem, &mut *st.arch, &st.io_buf));
-        }
-        if let Some(load) = st.pending_mmio.take() {
-            load.complete(&mut *st.arch, run.mmio_data());
-        }
+        self.complete_userspace(&mut st, &run);
         // Single-stepping: an instruction that userspace just completed
         // (I/O, MMIO load) is one step, reported before anything else runs.
         if st.single_step && st.arch.rip() != rip {
@@ -84,6 +75,8 @@ impl Vcpu {
         result
     }
 
+    /// Enters the guest and handles its exits until one is for userspace
+    /// (described in `kvm_run`), a signal is pending or handling fails.
     fn run_loop(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Result<isize> {
         loop {
             if kernel::current!().signal_pending() {
@@ -128,28 +121,7 @@ impl Vcpu {
             let rip = st.arch.rip();
             let next = self.handle(st, exit, run);
             let to_user = matches!(next, Ok(Next::User));
-            if to_user {
-                self.stats.inc(VcpuStat::ExitsToUser);
-            }
-            let (code, info1, info2) = st.arch.raw_exit();
-            self.stats.exit_code(code);
-            if crate::module_parameters::exit_trace.value() {
-                let outcome = if to_user {
-                    TO_USER | u64::from(run.exit_reason())
-                } else {
-                    0
-                };
-                self.trace.record(ExitRecord {
-                    time_ns: exited,
-                    code,
-                    info1,
-                    info2,
-                    rip,
-                    guest_ns,
-                    outcome,
-                    seq: 0,
-                });
-            }
+            self.account_exit(st, run, to_user, exited, guest_ns, rip);
             if let Next::User = next? {
                 return Ok(0);
             }
@@ -167,6 +139,59 @@ impl Vcpu {
         }
     }
 
+    /// The exit counted by its raw code and, with the `exit_trace`
+    /// parameter, recorded in the trace: at `exited`, after `guest_ns` in
+    /// the guest, at `rip`, and whether it went to userspace (`to_user`,
+    /// with the `kvm_run` exit reason).
+    fn account_exit(
+        &self,
+        st: &VcpuState,
+        run: &RunPage<'_>,
+        to_user: bool,
+        exited: u64,
+        guest_ns: u64,
+        rip: u64,
+    ) {
+        if to_user {
+            self.stats.inc(VcpuStat::ExitsToUser);
+        }
+        let (code, info1, info2) = st.arch.raw_exit();
+        self.stats.exit_code(code);
+        if crate::module_parameters::exit_trace.value() {
+            let outcome = if to_user {
+                TO_USER | u64::from(run.exit_reason())
+            } else {
+                0
+            };
+            self.trace.record(ExitRecord {
+                time_ns: exited,
+                code,
+                info1,
+                info2,
+                rip,
+                guest_ns,
+                outcome,
+                seq: 0,
+            });
+        }
+    }
+
+    /// What userspace did for the last exit, finished at the next
+    /// `KVM_RUN` (KVM's `complete_userspace_io`): an IN's data and the
+    /// step past IN or OUT, a round of INS or OUTS, an MMIO load.
+    fn complete_userspace(&self, st: &mut VcpuState, run: &RunPage<'_>) {
+        self.complete_io(st);
+        if let Some(sio) = st.pending_string.take() {
+            PioPage(&self.pio_page).read(&mut st.io_buf);
+            self.vm
+                .with_memory(|mem| sio.complete(mem, &mut *st.arch, &st.io_buf));
+        }
+        if let Some(load) = st.pending_mmio.take() {
+            load.complete(&mut *st.arch, run.mmio_data());
+        }
+    }
+
+    /// Completes an IN or OUT (see `PendingIo`).
     fn complete_io(&self, st: &mut VcpuState) {
         let Some(io) = st.pending_io.take() else {
             return;
