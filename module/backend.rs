@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The interface between the generic vCPU (`vcpu.rs`, which speaks the KVM
+//! The interface between the generic vCPU (`vcpu/`, which speaks the KVM
 //! ABI) and a hardware backend (`svm/` or `vmx/`).
 //!
 //! A backend owns the hardware state of one vCPU (VMCB or VMCS, guest GPRs,

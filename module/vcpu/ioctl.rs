@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The vCPU fd's ioctls but `KVM_RUN` (`run.rs`): registers, special
-//! registers, FPU, MSRs, CPUID, guest debugging, `KVM_INTERRUPT`, the
-//! statistics fd.
+//! The vCPU fd's ioctls: their dispatch ([`Vcpu::handle_ioctl`]) and each
+//! request but `KVM_RUN` (`run.rs`): registers, special registers, FPU,
+//! MSRs, CPUID, guest debugging, `KVM_INTERRUPT`, the statistics fd.
 
 use kernel::{
     prelude::*,

@@ -1,8 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A vCPU: the file behind the fd `KVM_CREATE_VCPU` returns, its `kvm_run`
-//! mmap, and the run loop (user mode -> `KVM_RUN` -> guest mode -> exit ->
-//! handled here, or returned to user mode).
+//! A vCPU: the file behind the fd `KVM_CREATE_VCPU` returns, and its
+//! `kvm_run` mmap.
+//!
+//! - [`run_page`]: the pages userspace maps, `struct kvm_run` and PIO data;
+//! - [`run`]: `KVM_RUN`, the run loop (user mode -> `KVM_RUN` -> guest mode
+//!   -> exit -> handled here, or returned to user mode);
+//! - [`exits`]: one handler per kind of exit;
+//! - [`ioctl`]: the vCPU ioctls.
+//!
+//! Here: the vCPU and its state, the fd, and what exits and ioctls share
+//! (MSR access, the PDPTE reload).
 
 use kernel::{
     fs::File,
