@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The interface between the generic vCPU (`vcpu.rs`, which speaks the KVM
+//! The interface between the generic vCPU (`vcpu/`, which speaks the KVM
 //! ABI) and a hardware backend (`svm/` or `vmx/`).
 //!
 //! A backend owns the hardware state of one vCPU (VMCB or VMCS, guest GPRs,
@@ -153,6 +153,14 @@ pub(crate) enum Exit {
     Shutdown,
     /// The hardware refused the guest state.
     InvalidState(u64),
+    /// Guest mode was not entered, through no fault of the guest state: the
+    /// backend could not get this CPU ready (SVM off on a CPU onlined after
+    /// it was enabled, VMX in use by another hypervisor, a VMX instruction
+    /// before the entry failed).
+    NotEntered {
+        /// The VMCS field whose VMWRITE failed; 0 for the other failures.
+        detail: u64,
+    },
     /// The guest state was lost: the VMCB held the host's state (see
     /// `svm::host_state_in_vmcb`), found before entry or after an exit.
     StateLost,

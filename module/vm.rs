@@ -27,6 +27,7 @@ use crate::{
         self,
         FdOps, //
     },
+    memory::GuestMemory,
     mmu::{
         Mmu,
         MmuStats, //
@@ -69,7 +70,7 @@ pub(crate) struct Vm {
     /// Memory slots and nested page tables. A vCPU holds this lock while it
     /// runs the guest, so slot changes wait for running vCPUs to exit.
     #[pin]
-    pub(crate) mmu: Mutex<Mmu>,
+    mmu: Mutex<Mmu>,
     /// The MMU's statistics, readable without the MMU lock.
     mmu_stats: Arc<MmuStats>,
     /// `rkvm-<pid>-<fd>/` in debugfs, set once the fd exists.
@@ -125,6 +126,19 @@ impl Vm {
         trace: Arc<ExitTrace>,
     ) -> Option<VcpuDebugfs> {
         self.debugfs.lock().as_ref()?.vcpu(id, stats, trace).ok()
+    }
+
+    /// Runs `f` on guest memory, with the MMU lock held (so the memory
+    /// slots stay as they are) until it returns.
+    pub(crate) fn with_memory<R>(&self, f: impl FnOnce(&GuestMemory) -> R) -> R {
+        f(&self.mmu.lock().memory)
+    }
+
+    /// Runs `f` with the MMU locked until it returns: a vCPU's entry into
+    /// the guest and its return (the nested or shadow page table in use),
+    /// a fault on a guest physical address.
+    pub(crate) fn with_mmu<R>(&self, f: impl FnOnce(&mut Mmu) -> R) -> R {
+        f(&mut self.mmu.lock())
     }
 
     /// EIO unless the caller runs in the VM owner's mm.

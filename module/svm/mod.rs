@@ -446,7 +446,7 @@ impl ArchVcpu for SvmVcpu {
             self.tf_added = false;
         }
         if !entered {
-            return Exit::Unhandled(u64::MAX - 1, 0, 0);
+            return Exit::NotEntered { detail: 0 };
         }
         self.vmcb.control.event_inj = 0;
         self.decode_exit()

@@ -961,15 +961,17 @@ impl ArchVcpu for VmxVcpu {
             }
             Err(EntryError::Op(OpError::Busy)) => {
                 pr_err!("VMX is in use by another hypervisor on CPU {}\n", self.cpu);
-                Exit::Unhandled(u64::MAX - 1, 0, 0)
+                Exit::NotEntered { detail: 0 }
             }
             Err(EntryError::Op(e)) => {
                 pr_err!("VMX: {:?} failed on CPU {}\n", e, self.cpu);
-                Exit::Unhandled(u64::MAX - 1, 0, 0)
+                Exit::NotEntered { detail: 0 }
             }
             Err(EntryError::Write(f)) => {
                 pr_err!("VMX: VMWRITE of field {:#x} failed\n", f);
-                Exit::Unhandled(u64::MAX - 1, u64::from(f), 0)
+                Exit::NotEntered {
+                    detail: u64::from(f),
+                }
             }
             // As kvm_intel: KVM_EXIT_FAIL_ENTRY with the VM-instruction error.
             Err(EntryError::Launch(error)) => {

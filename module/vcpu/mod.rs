@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A vCPU: the file behind the fd `KVM_CREATE_VCPU` returns, and its
+//! `kvm_run` mmap.
+//!
+//! - [`run_page`]: the pages userspace maps, `struct kvm_run` and PIO data;
+//! - [`run`]: `KVM_RUN`, the run loop (user mode -> `KVM_RUN` -> guest mode
+//!   -> exit -> handled here, or returned to user mode);
+//! - [`exits`]: one handler per kind of exit;
+//! - [`ioctl`]: the vCPU ioctls.
+//!
+//! Here: the vCPU and its state, the fd, and what exits and ioctls share
+//! (MSR access, the PDPTE reload).
+
+use kernel::{
+    fs::File,
+    mm::virt::VmaNew,
+    new_mutex,
+    page::{
+        Page,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+    sync::{
+        Arc,
+        ArcBorrow,
+        Mutex, //
+    }, //
+};
+
+use crate::{
+    abi,
+    backend::ArchVcpu,
+    emulate::{
+        PendingLoad,
+        StringIo, //
+    },
+    fd::FdOps,
+    memory::GuestMemory,
+    mmu::VcpuMmu,
+    pure::{
+        cpuid,
+        msr,
+        paging::GuestPhys, //
+    },
+    stats::VcpuStats,
+    sys,
+    trace::{
+        ExitTrace,
+        VcpuDebugfs, //
+    },
+    vm::Vm, //
+};
+
+mod exits;
+mod ioctl;
+mod run;
+mod run_page;
+
+/// RDMSR and `KVM_GET_MSRS`: the backend's MSRs, then the machine
+/// configuration MSRs every KVM answers with fixed values.
+fn read_msr(arch: &dyn ArchVcpu, index: u32) -> Option<u64> {
+    arch.get_msr(index).or_else(|| msr::fixed_read(index))
+}
+
+/// WRMSR (`host` false) and `KVM_SET_MSRS`: false means #GP (or a short count).
+fn write_msr(arch: &mut dyn ArchVcpu, index: u32, value: u64, host: bool) -> bool {
+    arch.set_msr(index, value, host) || msr::write_ignored(index)
+}
+
+/// An I/O exit that userspace completes: the next `KVM_RUN` stores the
+/// data of an IN and moves RIP past the instruction, as KVM's
+/// `complete_fast_pio_*` do (so between the exit and the next `KVM_RUN`,
+/// RIP still points at the IN/OUT).
+struct PendingIo {
+    rip: u64,
+    next_rip: u64,
+    /// Size of an IN's data, `None` for an OUT.
+    input: Option<u8>,
+}
+
+struct VcpuState {
+    arch: KBox<dyn ArchVcpu>,
+    pending_io: Option<PendingIo>,
+    pending_mmio: Option<PendingLoad>,
+    /// An interrupt from `KVM_INTERRUPT` not yet injected (KVM's
+    /// `vcpu->arch.interrupt`): rkvm has no in-kernel interrupt controller,
+    /// userspace's PIC decides what to inject.
+    pending_irq: Option<u8>,
+    /// The CPUID table from `KVM_SET_CPUID2`.
+    cpuid: KVec<cpuid::Entry>,
+    /// Whether the vCPU has entered the guest (then CPUID is frozen).
+    has_run: bool,
+    /// `KVM_GUESTDBG_SINGLESTEP` is on.
+    single_step: bool,
+    /// An INS/OUTS round userspace is handling.
+    pending_string: Option<StringIo>,
+    /// One page, for string I/O data between guest memory and the PIO page.
+    io_buf: KVec<u8>,
+    /// Since when (`ktime_ns`) this `KVM_RUN` has been outside guest mode.
+    host_since: u64,
+    /// Nested paging, or this vCPU's shadow page table.
+    mmu: VcpuMmu,
+}
+
+impl VcpuState {
+    /// `kvm_vcpu_ready_for_interrupt_injection()` with a userspace irqchip.
+    fn ready_for_interrupt(&self) -> bool {
+        self.pending_irq.is_none() && self.arch.interrupt_allowed()
+    }
+}
+
+#[pin_data]
+pub(crate) struct Vcpu {
+    vm: Arc<Vm>,
+    id: u32,
+    run_page: Page,
+    pio_page: Page,
+    /// Counters for `KVM_GET_STATS_FD`, updated without the state lock.
+    stats: Arc<VcpuStats>,
+    /// The last exits, for debugfs.
+    trace: Arc<ExitTrace>,
+    /// `vcpu<id>/` in the VM's debugfs directory.
+    _debugfs: Option<VcpuDebugfs>,
+    /// Held for the whole of `KVM_RUN`, as KVM's `vcpu->mutex`.
+    #[pin]
+    state: Mutex<VcpuState>,
+}
+
+impl Vcpu {
+    pub(crate) fn new(vm: Arc<Vm>, id: u32) -> Result<Arc<Self>> {
+        let shadow_paging = vm.shadow_paging();
+        let arch = vm.new_arch_vcpu(id == 0, shadow_paging)?;
+        let mmu = VcpuMmu::new(shadow_paging)?;
+        let stats = VcpuStats::new()?;
+        let trace = ExitTrace::new()?;
+        // Without debugfs (or its memory) the vCPU works all the same.
+        let debugfs = vm.debugfs_vcpu(id, stats.clone(), trace.clone());
+        let mut io_buf = KVec::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
+        io_buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
+        Arc::pin_init(
+            try_pin_init!(Vcpu {
+                vm,
+                id,
+                run_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+                pio_page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+                stats,
+                trace,
+                _debugfs: debugfs,
+                state <- new_mutex!(VcpuState {
+                    arch,
+                    pending_io: None,
+                    pending_mmio: None,
+                    pending_irq: None,
+                    cpuid: KVec::new(),
+                    has_run: false,
+                    single_step: false,
+                    pending_string: None,
+                    io_buf,
+                    host_since: 0,
+                    mmu,
+                }),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+impl FdOps for Vcpu {
+    const NAME: &'static CStr = c"kvm-vcpu";
+    const HAS_MMAP: bool = true;
+
+    fn ioctl(this: ArcBorrow<'_, Self>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        this.handle_ioctl(cmd, arg)
+    }
+
+    /// Page 0 is `struct kvm_run`, page 1 the PIO data.
+    fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
+        let pgoff = sys::vma_pgoff(vma);
+        let pages = (vma.end() - vma.start()) / PAGE_SIZE;
+        if pgoff
+            .checked_add(pages)
+            .is_none_or(|end| end > abi::VCPU_MMAP_PAGES)
+        {
+            return Err(EINVAL);
+        }
+        let vma = vma.set_mixedmap();
+        for i in 0..pages {
+            let page = if pgoff + i == 0 {
+                &this.run_page
+            } else {
+                &this.pio_page
+            };
+            vma.vm_insert_page(vma.start() + i * PAGE_SIZE, page)?;
+        }
+        Ok(())
+    }
+}
+
+/// After rkvm itself changed the paging registers (an emulated MOV to a
+/// control register, `KVM_SET_SREGS`) in PAE paging: the four PDPTEs, read
+/// from guest memory as the processor reads them on such a write (see
+/// `ArchVcpu::holds_pdptes`). A CR3 outside guest memory leaves them as they
+/// were; the guest's next access through them faults.
+fn reload_pdptes(arch: &mut dyn ArchVcpu, mem: &GuestMemory) {
+    let p = arch.paging();
+    if !arch.holds_pdptes() || p.mode() != crate::pure::walk::Paging::Pae {
+        return;
+    }
+    let mut table = [0u8; 32];
+    if mem
+        .read(GuestPhys(p.cr3 & 0xffff_ffe0), &mut table)
+        .is_err()
+    {
+        return;
+    }
+    let mut pdptes = [0u64; 4];
+    for (pdpte, bytes) in pdptes.iter_mut().zip(table.chunks_exact(8)) {
+        *pdpte = u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
+    }
+    arch.set_pdptes(pdptes);
+}

@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `KVM_RUN`: the run loop (enter the guest, handle the exit in `exits.rs`,
+//! enter again or return to userspace), the completion at the next
+//! `KVM_RUN` of an exit userspace handled, and the accounting of each trip
+//! (statistics, the exit trace).
+
+use kernel::prelude::*;
+
+use crate::{
+    abi::uapi,
+    backend::gpr,
+    pure::{
+        decode::{
+            self,
+            Reg, //
+        },
+        trace::{
+            ExitRecord,
+            TO_USER, //
+        },
+        x86, //
+    },
+    stats::VcpuStat,
+    sys, //
+};
+
+use super::{
+    exits::Next,
+    run_page::{
+        PioPage,
+        RunPage, //
+    },
+    Vcpu,
+    VcpuState, //
+};
+
+impl Vcpu {
+    /// `KVM_RUN`: completes what userspace did for the last exit, then
+    /// runs the guest until an exit userspace must see (described in
+    /// `kvm_run`), a signal or `immediate_exit`.
+    pub(super) fn run(&self) -> Result<isize> {
+        let mut st = self.state.lock();
+        let run = RunPage(&self.run_page);
+        let rip = st.arch.rip();
+        self.complete_userspace(&mut st, &run);
+        // Single-stepping: an instruction that userspace just completed
+        // (I/O, MMIO load) is one step, reported before anything else runs.
+        if st.single_step && st.arch.rip() != rip {
+            run.set_debug(st.arch.debug_exit());
+            return Ok(0);
+        }
+        // As kvm_arch_vcpu_ioctl_run(): a pending I/O completes first, then
+        // immediate_exit returns EINTR without touching exit_reason.
+        let result = if run.immediate_exit() {
+            Err(EINTR)
+        } else {
+            st.host_since = sys::ktime_ns();
+            let result = self.run_loop(&mut st, &run);
+            self.stats.add(
+                VcpuStat::HostTimeNs,
+                sys::ktime_ns().saturating_sub(st.host_since),
+            );
+            result
+        };
+        let regs = st.arch.regs();
+        let sregs = st.arch.sregs();
+        let ready = st.ready_for_interrupt();
+        run.set_common(
+            regs.rflags & x86::RFLAGS_IF != 0,
+            ready,
+            sregs.cr8,
+            sregs.apic_base,
+        );
+        result
+    }
+
+    /// Enters the guest and handles its exits until one is for userspace
+    /// (described in `kvm_run`), a signal is pending or handling fails.
+    fn run_loop(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Result<isize> {
+        loop {
+            if kernel::current!().signal_pending() {
+                self.stats.inc(VcpuStat::SignalExits);
+                run.set_exit_reason(uapi::KVM_EXIT_INTR);
+                return Err(EINTR);
+            }
+            sys::cond_resched();
+            // What userspace queued is injected at this entry: KVM treats a
+            // KVM_INTERRUPT vector as already accepted (userspace asks only
+            // when ready_for_interrupt_injection says so).
+            if let Some(vector) = st.pending_irq {
+                if st.arch.inject_interrupt(vector) {
+                    st.pending_irq = None;
+                    self.stats.inc(VcpuStat::IrqInjections);
+                }
+            }
+            // An event the processor cannot deliver (a real-mode guest in
+            // virtual-8086 mode) is delivered here, before the entry.
+            if let Some((vector, return_ip)) = st.arch.take_real_mode_event() {
+                if let Next::User = self.real_mode_deliver(st, vector, return_ip, run) {
+                    return Ok(0);
+                }
+            }
+            // While userspace waits for a window, ask the hardware for an exit
+            // when it opens.
+            let want_window = run.request_interrupt_window() && !st.ready_for_interrupt();
+            st.arch.set_irq_window(want_window);
+            let entered = sys::ktime_ns();
+            self.stats
+                .add(VcpuStat::HostTimeNs, entered.saturating_sub(st.host_since));
+            let exit = self.vm.with_mmu(|mmu| {
+                let (root, tlb_epoch) = st.mmu.entry(mmu, &st.arch.paging());
+                st.arch.run(root, tlb_epoch)
+            });
+            let exited = sys::ktime_ns();
+            st.host_since = exited;
+            let guest_ns = exited.saturating_sub(entered);
+            st.has_run = true;
+            self.stats.inc(VcpuStat::Exits);
+            self.stats.add(VcpuStat::GuestTimeNs, guest_ns);
+            let rip = st.arch.rip();
+            let next = self.handle(st, exit, run);
+            let to_user = matches!(next, Ok(Next::User));
+            self.account_exit(st, run, to_user, exited, guest_ns, rip);
+            if let Next::User = next? {
+                return Ok(0);
+            }
+            // An instruction emulated here (CPUID, RDMSR, ...) is one step too.
+            if st.single_step && st.arch.rip() != rip {
+                run.set_debug(st.arch.debug_exit());
+                return Ok(0);
+            }
+            // As KVM's vcpu_run(): after an exit handled in the kernel, a
+            // window userspace asked for that is now open returns to it.
+            if run.request_interrupt_window() && st.ready_for_interrupt() {
+                run.set_exit_reason(uapi::KVM_EXIT_IRQ_WINDOW_OPEN);
+                return Ok(0);
+            }
+        }
+    }
+
+    /// The exit counted by its raw code and, with the `exit_trace`
+    /// parameter, recorded in the trace: at `exited`, after `guest_ns` in
+    /// the guest, at `rip`, and whether it went to userspace (`to_user`,
+    /// with the `kvm_run` exit reason).
+    fn account_exit(
+        &self,
+        st: &VcpuState,
+        run: &RunPage<'_>,
+        to_user: bool,
+        exited: u64,
+        guest_ns: u64,
+        rip: u64,
+    ) {
+        if to_user {
+            self.stats.inc(VcpuStat::ExitsToUser);
+        }
+        let (code, info1, info2) = st.arch.raw_exit();
+        self.stats.exit_code(code);
+        if crate::module_parameters::exit_trace.value() {
+            let outcome = if to_user {
+                TO_USER | u64::from(run.exit_reason())
+            } else {
+                0
+            };
+            self.trace.record(ExitRecord {
+                time_ns: exited,
+                code,
+                info1,
+                info2,
+                rip,
+                guest_ns,
+                outcome,
+                seq: 0,
+            });
+        }
+    }
+
+    /// What userspace did for the last exit, finished at the next
+    /// `KVM_RUN` (KVM's `complete_userspace_io`): an IN's data and the
+    /// step past IN or OUT, a round of INS or OUTS, an MMIO load.
+    fn complete_userspace(&self, st: &mut VcpuState, run: &RunPage<'_>) {
+        self.complete_io(st);
+        if let Some(sio) = st.pending_string.take() {
+            PioPage(&self.pio_page).read(&mut st.io_buf);
+            self.vm
+                .with_memory(|mem| sio.complete(mem, &mut *st.arch, &st.io_buf));
+        }
+        if let Some(load) = st.pending_mmio.take() {
+            load.complete(&mut *st.arch, run.mmio_data());
+        }
+    }
+
+    /// Completes an IN or OUT (see `PendingIo`).
+    fn complete_io(&self, st: &mut VcpuState) {
+        let Some(io) = st.pending_io.take() else {
+            return;
+        };
+        let arch = &mut st.arch;
+        if let Some(size) = io.input {
+            let mut data = [0u8; 8];
+            let n = usize::from(size).min(data.len());
+            PioPage(&self.pio_page).read(&mut data[..n]);
+            // IN to AL/AX keeps the rest of RAX; IN to EAX zero-extends.
+            let rax = Reg {
+                index: gpr::RAX,
+                high8: false,
+            };
+            let merged = decode::write_reg(arch.gpr(gpr::RAX), rax, size, u64::from_le_bytes(data));
+            arch.set_gpr(gpr::RAX, merged);
+        }
+        // Userspace may have moved RIP (KVM_SET_REGS) meanwhile: then the
+        // instruction is not skipped.
+        if arch.rip() == io.rip {
+            arch.set_rip(io.next_rip);
+        }
+    }
+}
