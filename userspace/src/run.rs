@@ -5,7 +5,7 @@
 //! on the exits that reach userspace.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -18,6 +18,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::console::Input;
+use crate::devices::bus::BusError;
 use crate::devices::{
     cmos::{self, Cmos, CmosPorts},
     debug_exit::{self, DebugExit, IrqPort},
@@ -302,56 +303,7 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
         std::io::stdout(),
     )));
     let i8042 = Rc::new(RefCell::new(I8042::new(pic.clone())));
-    let mut bus = PortBus::default();
-    bus.add(0x3f8, 8, Box::new(uart.clone()));
-    for base in [0x20, 0xa0, 0x4d0] {
-        bus.add(
-            base,
-            2,
-            Box::new(PicPorts {
-                pic: pic.clone(),
-                base,
-            }),
-        );
-    }
-    bus.add(debug_exit::PORT, 1, Box::new(DebugExit(status.clone())));
-    bus.add(debug_exit::IRQ_PORT, 1, Box::new(IrqPort(pic.clone())));
-    bus.add(
-        pit::PORT_BASE,
-        4,
-        Box::new(PitPorts {
-            pit: pit.clone(),
-            base: pit::PORT_BASE,
-            now: now_ns,
-        }),
-    );
-    bus.add(
-        pit::PORT_61,
-        1,
-        Box::new(PitPorts {
-            pit: pit.clone(),
-            base: pit::PORT_61,
-            now: now_ns,
-        }),
-    );
-    bus.add(cmos::PORT, 2, Box::new(CmosPorts(Cmos::default())));
-    bus.add(
-        i8042::DATA_PORT,
-        1,
-        Box::new(I8042Ports {
-            dev: i8042.clone(),
-            base: i8042::DATA_PORT,
-        }),
-    );
-    bus.add(
-        i8042::COMMAND_PORT,
-        1,
-        Box::new(I8042Ports {
-            dev: i8042.clone(),
-            base: i8042::COMMAND_PORT,
-        }),
-    );
-    bus.add_absent_pc_hardware();
+    let mut bus = port_bus(&pic, &pit, &uart, &i8042, &status).map_err(|e| e.to_string())?;
 
     // Both devices have the binary statistics (KVM since 5.14); a device
     // without them just gets no kernel-side summary.
@@ -404,6 +356,59 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
         eprintln!("rkvm: {line}");
     }
     outcome
+}
+
+/// The PC's ports: rkvm's devices, and the absent hardware guests probe.
+fn port_bus(
+    pic: &Rc<RefCell<Pic>>,
+    pit: &Rc<RefCell<Pit>>,
+    uart: &Rc<RefCell<Uart<std::io::Stdout>>>,
+    i8042: &Rc<RefCell<I8042>>,
+    status: &Rc<Cell<Option<u8>>>,
+) -> Result<PortBus, BusError> {
+    let mut bus = PortBus::ports();
+    bus.add_port(0x3f8, 8, "COM1", uart.clone())?;
+    for (base, name) in [
+        (0x20, "PIC master"),
+        (0xa0, "PIC slave"),
+        (0x4d0, "PIC edge/level control"),
+    ] {
+        let pic = pic.clone();
+        bus.add_port(base, 2, name, PicPorts { pic, base })?;
+    }
+    bus.add_port(debug_exit::PORT, 1, "debug exit", DebugExit(status.clone()))?;
+    bus.add_port(
+        debug_exit::IRQ_PORT,
+        1,
+        "IRQ test port",
+        IrqPort(pic.clone()),
+    )?;
+    for (base, len, name) in [
+        (pit::PORT_BASE, 4, "PIT"),
+        (pit::PORT_61, 1, "PIT port 0x61"),
+    ] {
+        let pit = pit.clone();
+        bus.add_port(
+            base,
+            len,
+            name,
+            PitPorts {
+                pit,
+                base,
+                now: now_ns,
+            },
+        )?;
+    }
+    bus.add_port(cmos::PORT, 2, "CMOS RTC", CmosPorts(Cmos::default()))?;
+    for (base, name) in [
+        (i8042::DATA_PORT, "i8042 data"),
+        (i8042::COMMAND_PORT, "i8042 command"),
+    ] {
+        let dev = i8042.clone();
+        bus.add_port(base, 1, name, I8042Ports { dev, base })?;
+    }
+    bus.add_absent_pc_hardware()?;
+    Ok(bus)
 }
 
 fn add_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), String> {
@@ -699,7 +704,6 @@ fn run_loop(
     } = dev;
     let set_irq = |irq: u8, level: bool| pic.borrow_mut().set_irq(irq, level);
     let mut kick = Kick::new()?;
-    let mut mmio_reported = BTreeSet::new();
     let mut halted = false;
     let mut internal_error = false;
     loop {
@@ -767,17 +771,8 @@ fn run_loop(
         match exit {
             VcpuExit::IoOut(port, data) => bus.write(port, data),
             VcpuExit::IoIn(port, data) => bus.read(port, data),
-            VcpuExit::MmioRead(addr, data) => {
-                if !virtio.read(addr, data) {
-                    data.fill(0xff);
-                    report_mmio(&mut mmio_reported, addr, "read");
-                }
-            }
-            VcpuExit::MmioWrite(addr, data) => {
-                if !virtio.write(addr, data, trace.mem, set_irq) {
-                    report_mmio(&mut mmio_reported, addr, "write");
-                }
-            }
+            VcpuExit::MmioRead(addr, data) => virtio.read(addr, data),
+            VcpuExit::MmioWrite(addr, data) => virtio.write(addr, data, trace.mem, set_irq),
             VcpuExit::IrqWindowOpen => {} // injected before the next entry
             VcpuExit::Hlt => halted = true,
             VcpuExit::Shutdown => return Ok(Outcome::Shutdown),
@@ -818,14 +813,6 @@ fn print_kernel_exits(reader: &mut debugfs::TraceReader, insn: Option<(RawFd, &G
             }
         }
         Err(e) => eprintln!("rkvm: kexit (cannot read the kernel's exit trace: {e})"),
-    }
-}
-
-/// An access to guest physical memory with nothing behind it (reads give
-/// all ones): reported once per page.
-fn report_mmio(reported: &mut BTreeSet<u64>, addr: u64, what: &str) {
-    if reported.insert(addr >> 12) {
-        eprintln!("rkvm: guest {what} of MMIO {addr:#x}: no device there (reported once per page)");
     }
 }
 
@@ -1005,6 +992,26 @@ mod tests {
             ecx,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_pc_ports_do_not_overlap() {
+        let pic = Rc::new(RefCell::new(Pic::new()));
+        let line = PicLine {
+            pic: pic.clone(),
+            irq: serial::IRQ,
+        };
+        let uart = Rc::new(RefCell::new(Uart::new(line, std::io::stdout())));
+        let i8042 = Rc::new(RefCell::new(I8042::new(pic.clone())));
+        let pit = Rc::new(RefCell::new(Pit::default()));
+        let status = Rc::new(Cell::new(None));
+        let mut bus = port_bus(&pic, &pit, &uart, &i8042, &status).unwrap();
+        bus.write(debug_exit::PORT, &[7]);
+        assert_eq!(status.get(), Some(7));
+        let mut b = [0];
+        bus.read(0x2f8, &mut b);
+        assert_eq!(b, [0xff]);
+        assert_eq!(bus.absent_summary().as_deref(), Some("COM2 (1)"));
     }
 
     #[test]
