@@ -135,7 +135,7 @@ fn load_memory(
 /// 64-bit mode with the first 1 GiB identity-mapped, a GDT with the boot
 /// protocol's __BOOT_CS (0x10) and __BOOT_DS (0x18), RSI at the zero page.
 fn setup_cpu(mem: &GuestMemoryMmap, vcpu: &VcpuFd, entry: u64) -> Result<(), String> {
-    crate::run::enter_long_mode(vcpu, mem, PML4, 0x10, Some(GDT))?;
+    super::setup::enter_long_mode(vcpu, mem, PML4, 0x10, Some(GDT))?;
     let mut regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
     regs.rip = entry;
     regs.rsi = ZERO_PAGE;
