@@ -11,6 +11,7 @@ mod console;
 mod cpu;
 mod debugfs;
 mod devices;
+mod error;
 mod kvmstats;
 mod observe;
 mod run;
@@ -260,17 +261,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn info(device: &Path, all: bool) -> Result<(), String> {
+fn info(device: &Path, all: bool) -> error::Result<()> {
     let kvm = run::vm::open_device(device)?;
     println!("device:       {}", device.display());
     let version = kvm.get_api_version();
     println!("api version:  {version}");
     if version != kvm_bindings::KVM_API_VERSION as i32 {
-        return Err(format!(
-            "{} reports API version {version}; KVM clients need {}",
-            device.display(),
-            kvm_bindings::KVM_API_VERSION
-        ));
+        return Err(error::Error::ApiVersion {
+            device: device.into(),
+            version,
+        });
     }
 
     let answers: Vec<(&str, i32)> = caps::CAPS

@@ -10,6 +10,8 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use std::path::Path;
+
 use super::VirtioOptions;
 use crate::devices::{
     bus::BusError,
@@ -21,6 +23,7 @@ use crate::devices::{
     serial::{self, PicLine, Uart},
     virtio, PortBus,
 };
+use crate::error::{Error, Result};
 
 /// The devices of a run, with the handles the run loop keeps on those it
 /// also talks to outside I/O exits.
@@ -42,7 +45,7 @@ pub struct Board {
 impl Board {
     /// The PC's devices, and the virtio devices `virtio` made from the
     /// options (the guest's command line names them before this).
-    pub fn new(virtio: virtio::Bus, virtio_console: bool) -> Result<Board, String> {
+    pub fn new(virtio: virtio::Bus, virtio_console: bool) -> Result<Board> {
         let status = Rc::new(Cell::new(None));
         let pic = Rc::new(RefCell::new(Pic::new()));
         let pit = Rc::new(RefCell::new(Pit::default()));
@@ -54,7 +57,7 @@ impl Board {
             std::io::stdout(),
         )));
         let i8042 = Rc::new(RefCell::new(I8042::new(pic.clone())));
-        let ports = port_bus(&pic, &pit, &uart, &i8042, &status).map_err(|e| e.to_string())?;
+        let ports = port_bus(&pic, &pit, &uart, &i8042, &status)?;
         Ok(Board {
             ports,
             virtio,
@@ -69,21 +72,23 @@ impl Board {
 }
 
 /// The virtio-mmio devices the options ask for.
-pub fn virtio_devices(opts: &VirtioOptions) -> Result<virtio::Bus, String> {
+pub fn virtio_devices(opts: &VirtioOptions) -> Result<virtio::Bus> {
     let mut bus = virtio::Bus::default();
-    let mut add = |dev: Box<dyn virtio::Transport>, what: &str| {
-        bus.add(dev)
-            .map(|_| ())
-            .ok_or_else(|| format!("too many virtio devices: no interrupt line left for {what}"))
+    let mut add = |dev: Box<dyn virtio::Transport>, what: &'static str| {
+        bus.add(dev).map(|_| ()).ok_or(Error::NoIrqLeft(what))
+    };
+    let disk_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Disk { path, source }
     };
     for (i, (path, read_only)) in opts.disks.iter().enumerate() {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(!read_only)
             .open(path)
-            .map_err(|e| format!("--disk {}: {e}", path.display()))?;
+            .map_err(disk_error(path))?;
         let disk = virtio::blk::Blk::new(file, *read_only, &format!("rkvm-disk{i}"))
-            .map_err(|e| format!("--disk {}: {e}", path.display()))?;
+            .map_err(disk_error(path))?;
         add(Box::new(virtio::Mmio::new(disk)), "a disk")?;
     }
     if opts.console {
@@ -95,8 +100,11 @@ pub fn virtio_devices(opts: &VirtioOptions) -> Result<virtio::Bus, String> {
         )?;
     }
     if opts.rng {
-        let source =
-            std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
+        let urandom = Path::new("/dev/urandom");
+        let source = std::fs::File::open(urandom).map_err(|source| Error::File {
+            path: urandom.into(),
+            source,
+        })?;
         add(
             Box::new(virtio::Mmio::new(virtio::rng::Rng::new(source))),
             "the entropy device",

@@ -16,6 +16,7 @@ use super::vm::Vm;
 use super::Outcome;
 use crate::console::Input;
 use crate::devices::pic::Pic;
+use crate::error::{Error, Result};
 use crate::signals::{self, Kick};
 
 nix::ioctl_write_ptr!(
@@ -28,7 +29,7 @@ nix::ioctl_write_ptr!(
 /// Before each `KVM_RUN`: if the PIC raises INTR, inject its vector when the
 /// vCPU can take it, else ask for an interrupt-window exit (the protocol of
 /// a VMM without an in-kernel irqchip).
-fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<(), String> {
+fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<()> {
     let mut pic = pic.borrow_mut();
     let ready = vcpu.get_kvm_run().ready_for_interrupt_injection != 0;
     let mut want_window = false;
@@ -41,7 +42,7 @@ fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<(), String>
                 // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt`
                 // from the pointer, which is valid for the call.
                 unsafe { kvm_interrupt(vcpu.as_raw_fd(), &irq) }
-                    .map_err(|e| format!("KVM_INTERRUPT: {e}"))?;
+                    .map_err(Error::sys("KVM_INTERRUPT"))?;
             }
             want_window = pic.interrupt_pending();
         } else {
@@ -60,7 +61,7 @@ pub fn run_loop(
     mut input: Input,
     stats: &mut Stats,
     trace: &mut Trace,
-) -> Result<Outcome, String> {
+) -> Result<Outcome> {
     let Vm { vcpu, mem, .. } = vm;
     let Board {
         ports,
@@ -127,7 +128,7 @@ pub fn run_loop(
                 stats.count("intr");
                 continue;
             }
-            Err(e) => return Err(format!("KVM_RUN: {e}")),
+            Err(e) => return Err(Error::ioctl("KVM_RUN")(e)),
         };
         let (reason, line) = describe(&exit);
         stats.count(reason);
@@ -141,12 +142,10 @@ pub fn run_loop(
             VcpuExit::Hlt => halted = true,
             VcpuExit::Shutdown => return Ok(Outcome::Shutdown),
             VcpuExit::FailEntry(reason, cpu) => {
-                return Err(format!(
-                    "the hardware refused the guest state (reason {reason:#x}, cpu {cpu})"
-                ));
+                return Err(Error::FailEntry { reason, cpu });
             }
             VcpuExit::InternalError => internal_error = true,
-            other => return Err(format!("unexpected exit: {other:?}")),
+            other => return Err(Error::UnexpectedExit(format!("{other:?}"))),
         }
         if let Some(s) = status.get() {
             return Ok(Outcome::DebugExit(s));
@@ -161,30 +160,15 @@ pub fn run_loop(
 }
 
 /// `KVM_EXIT_INTERNAL_ERROR`, with its suberror, data and the guest's RIP.
-fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
+fn describe_internal_error(vcpu: &mut VcpuFd) -> Error {
     let run = vcpu.get_kvm_run();
     // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR, so `internal` is
     // the member of the exit union the kernel filled.
     let internal = unsafe { run.__bindgen_anon_1.internal };
     let n = (internal.ndata as usize).min(internal.data.len());
-    let data: Vec<String> = internal.data[..n]
-        .iter()
-        .map(|d| format!("{d:#x}"))
-        .collect();
-    let what = match internal.suberror {
-        1 => "an instruction the hypervisor could not emulate",
-        2 => "an exception while delivering an exception",
-        3 => "an exit while delivering an event",
-        4 => "an exit reason the hypervisor does not handle",
-        _ => "an internal error",
-    };
-    let rip = vcpu
-        .get_regs()
-        .map(|r| format!("{:#x}", r.rip))
-        .unwrap_or_else(|_| "?".into());
-    format!(
-        "the hypervisor stopped the guest: {what} (KVM_EXIT_INTERNAL_ERROR, suberror {}, data [{}], rip {rip})",
-        internal.suberror,
-        data.join(", ")
-    )
+    Error::Internal {
+        suberror: internal.suberror,
+        data: internal.data[..n].to_vec(),
+        rip: vcpu.get_regs().ok().map(|r| r.rip),
+    }
 }

@@ -28,6 +28,7 @@ pub use setup::Mode;
 pub use vm::MmuMode;
 
 use crate::console::Input;
+use crate::error::Result;
 use crate::signals;
 
 /// What to run.
@@ -108,7 +109,7 @@ impl Outcome {
 }
 
 /// Runs a guest as `opts` say, until it or the user ends the run.
-pub fn run(opts: &Options<'_>) -> Result<Outcome, String> {
+pub fn run(opts: &Options<'_>) -> Result<Outcome> {
     let mut vm = vm::Vm::new(opts.device, opts.mem_mib, opts.mmu)?;
     let virtio = board::virtio_devices(&opts.virtio)?;
     match opts.guest {

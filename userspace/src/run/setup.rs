@@ -11,6 +11,8 @@ use kvm_bindings::kvm_segment;
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::error::{Error, Result};
+
 /// Where a flat program is loaded and starts.
 const LOAD_ADDR: u64 = 0x1000;
 /// Long mode: page tables (PML4, PDPT, PD) identity-mapping the first GiB.
@@ -29,40 +31,32 @@ pub enum Mode {
 
 /// Loads the flat program at `path` into `mem` and sets `vcpu` up to run
 /// it in `mode`.
-pub fn load_flat(
-    vcpu: &VcpuFd,
-    mem: &GuestMemoryMmap,
-    path: &Path,
-    mode: Mode,
-) -> Result<(), String> {
-    let program =
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn load_flat(vcpu: &VcpuFd, mem: &GuestMemoryMmap, path: &Path, mode: Mode) -> Result<()> {
+    let program = std::fs::read(path).map_err(|source| Error::Read {
+        path: path.into(),
+        source,
+    })?;
     if LOAD_ADDR as usize + program.len() > 0x8_0000 {
-        return Err(format!(
-            "{} is too large: a flat program must fit below 0x80000",
-            path.display()
-        ));
+        return Err(Error::FlatTooLarge(path.into()));
     }
     mem.write_slice(&program, GuestAddress(LOAD_ADDR))
-        .map_err(|e| format!("loading the program: {e}"))?;
+        .map_err(Error::guest_memory("loading the program"))?;
     match mode {
         Mode::Real => setup_real_mode(vcpu),
         Mode::Long => setup_long_mode(vcpu, mem),
     }
 }
 
-fn setup_real_mode(vcpu: &VcpuFd) -> Result<(), String> {
-    let mut sregs = vcpu
-        .get_sregs()
-        .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+fn setup_real_mode(vcpu: &VcpuFd) -> Result<()> {
+    let mut sregs = vcpu.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?;
     sregs.cs.base = 0;
     sregs.cs.selector = 0;
     vcpu.set_sregs(&sregs)
-        .map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+        .map_err(Error::ioctl("KVM_SET_SREGS"))?;
     set_entry(vcpu)
 }
 
-fn setup_long_mode(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<(), String> {
+fn setup_long_mode(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<()> {
     enter_long_mode(vcpu, mem, PML4, 8, None)?;
     set_entry(vcpu)
 }
@@ -77,10 +71,10 @@ pub fn enter_long_mode(
     pml4: u64,
     cs: u16,
     gdt: Option<u64>,
-) -> Result<(), String> {
+) -> Result<()> {
     let write = |addr: u64, val: u64| {
         mem.write_obj(val, GuestAddress(addr))
-            .map_err(|e| format!("guest memory: {e}"))
+            .map_err(Error::guest_memory("guest memory"))
     };
     write(pml4, (pml4 + 0x1000) | 3)?;
     write(pml4 + 0x1000, (pml4 + 0x2000) | 3)?;
@@ -106,9 +100,7 @@ pub fn enter_long_mode(
         db: 1,
         ..code
     };
-    let mut sregs = vcpu
-        .get_sregs()
-        .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    let mut sregs = vcpu.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))?;
     if let Some(base) = gdt {
         for sel in (0..cs).step_by(8) {
             write(base + u64::from(sel), 0)?;
@@ -129,14 +121,13 @@ pub fn enter_long_mode(
     sregs.cr0 = 0x8000_0011; // PG, ET, PE
     sregs.efer = (1 << 8) | (1 << 10); // LME, LMA
     vcpu.set_sregs(&sregs)
-        .map_err(|e| format!("KVM_SET_SREGS: {e}"))
+        .map_err(Error::ioctl("KVM_SET_SREGS"))
 }
 
-fn set_entry(vcpu: &VcpuFd) -> Result<(), String> {
-    let mut regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+fn set_entry(vcpu: &VcpuFd) -> Result<()> {
+    let mut regs = vcpu.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
     regs.rip = LOAD_ADDR;
     regs.rsp = STACK;
     regs.rflags = 2;
-    vcpu.set_regs(&regs)
-        .map_err(|e| format!("KVM_SET_REGS: {e}"))
+    vcpu.set_regs(&regs).map_err(Error::ioctl("KVM_SET_REGS"))
 }

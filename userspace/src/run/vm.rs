@@ -8,11 +8,11 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::error::{Error, Result};
 use kvm_bindings::{
     kvm_cpuid_entry2, kvm_enable_cap, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use nix::errno::Errno;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// A VM with its memory and vCPU, dropped in the order of the fields: the
@@ -30,26 +30,21 @@ pub struct Vm {
 impl Vm {
     /// Opens `device` and makes a VM with `mem_mib` MiB of guest memory,
     /// the MMU mode `mmu` (the device's default if `None`) and one vCPU.
-    pub fn new(device: &Path, mem_mib: usize, mmu: Option<MmuMode>) -> Result<Vm, String> {
-        let mem_size = mem_mib.checked_mul(1 << 20).ok_or("--mem is too large")?;
+    pub fn new(device: &Path, mem_mib: usize, mmu: Option<MmuMode>) -> Result<Vm> {
+        let mem_size = mem_mib.checked_mul(1 << 20).ok_or(Error::MemTooLarge)?;
         if mem_size < 2 << 20 {
-            return Err("--mem must be at least 2 (MiB)".into());
+            return Err(Error::MemTooSmall);
         }
         if mem_size as u64 > TSS_ADDR {
-            return Err(format!(
-                "--mem must be at most {} (MiB): RAM starts at 0 and ends below the TSS",
-                TSS_ADDR >> 20
-            ));
+            return Err(Error::MemAboveTss {
+                max_mib: TSS_ADDR >> 20,
+            });
         }
 
         let kvm = open_device(device)?;
-        let vm = kvm.create_vm().map_err(|e| {
-            let hint = match e.errno() {
-                nix::libc::EBUSY => " (another hypervisor owns the CPU's virtualization: unload kvm_amd/kvm_intel, or use --device /dev/kvm)",
-                nix::libc::ENOMEM => " (the host is short of memory)",
-                _ => "",
-            };
-            format!("KVM_CREATE_VM on {}: {e}{hint}", device.display())
+        let vm = kvm.create_vm().map_err(|source| Error::CreateVm {
+            device: device.into(),
+            source,
         })?;
         if let Some(mode) = mmu {
             choose_mmu(&kvm, &vm, mode, device)?;
@@ -58,23 +53,23 @@ impl Vm {
         // for the TSS kvm_intel needs to run real mode without unrestricted
         // guest (ept=0). rkvm needs none and accepts it.
         vm.set_tss_address(TSS_ADDR as usize)
-            .map_err(|e| format!("KVM_SET_TSS_ADDR: {e}"))?;
-        let mem =
-            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)]).map_err(|e| {
-                format!("cannot allocate {mem_mib} MiB of guest memory: {e} (try a smaller --mem)")
-            })?;
+            .map_err(Error::ioctl("KVM_SET_TSS_ADDR"))?;
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_size)]).map_err(
+            |source| Error::AllocMemory {
+                mib: mem_mib,
+                source,
+            },
+        )?;
         add_memory(&vm, &mem)?;
 
-        let vcpu = vm
-            .create_vcpu(0)
-            .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+        let vcpu = vm.create_vcpu(0).map_err(Error::ioctl("KVM_CREATE_VCPU"))?;
         // Real KVM allows CR4.PAE and long mode only if the guest's CPUID says
         // so: hand the vCPU what the device supports, where it can tell.
         if let Ok(cpuid) = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) {
             let cpuid = CpuId::from_entries(&without_xsave(cpuid.as_slice()))
-                .map_err(|e| format!("CPUID: {e:?}"))?;
+                .map_err(|e| Error::Cpuid(format!("{e:?}")))?;
             vcpu.set_cpuid2(&cpuid)
-                .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+                .map_err(Error::ioctl("KVM_SET_CPUID2"))?;
         }
         Ok(Vm {
             vcpu,
@@ -87,19 +82,12 @@ impl Vm {
 }
 
 /// Opens a KVM device, turning the errno into advice.
-pub fn open_device(device: &Path) -> Result<Kvm, String> {
+pub fn open_device(device: &Path) -> Result<Kvm> {
     let path = CString::new(device.as_os_str().as_bytes())
-        .map_err(|_| format!("device path {} contains a NUL byte", device.display()))?;
-    Kvm::new_with_path(path).map_err(|e| {
-        let hint = match Errno::from_raw(e.errno()) {
-            Errno::ENOENT if device.ends_with("rkvm") => {
-                " (is the rkvm module loaded? try: insmod rkvm.ko)"
-            }
-            Errno::ENOENT => " (is kvm_amd or kvm_intel loaded?)",
-            Errno::EACCES => " (are you root or in the device's group?)",
-            _ => "",
-        };
-        format!("cannot open {}: {e}{hint}", device.display())
+        .map_err(|_| Error::DevicePathNul(device.into()))?;
+    Kvm::new_with_path(path).map_err(|source| Error::OpenDevice {
+        path: device.into(),
+        source,
     })
 }
 
@@ -114,7 +102,7 @@ pub enum MmuMode {
 
 /// `KVM_ENABLE_CAP(KVM_CAP_RKVM_MMU)`: chooses the VM's MMU mode, before
 /// its first vCPU.
-fn choose_mmu(kvm: &Kvm, vm: &VmFd, mode: MmuMode, device: &Path) -> Result<(), String> {
+fn choose_mmu(kvm: &Kvm, vm: &VmFd, mode: MmuMode, device: &Path) -> Result<()> {
     use rkvm_pure::ioctl::{mmu_mode, KVM_CAP_RKVM_MMU};
     let bit = match mode {
         MmuMode::Tdp => mmu_mode::TDP,
@@ -122,21 +110,17 @@ fn choose_mmu(kvm: &Kvm, vm: &VmFd, mode: MmuMode, device: &Path) -> Result<(), 
     };
     let offered = kvm.check_extension_raw(KVM_CAP_RKVM_MMU.into()) as u64;
     if offered == 0 {
-        return Err(format!(
-            "{} cannot choose the MMU per VM (real KVM chooses when its module loads: kvm_amd npt=0 or kvm_intel ept=0 for shadow paging)",
-            device.display()
-        ));
+        return Err(Error::MmuNotChoosable(device.into()));
     }
     if offered & bit == 0 {
-        return Err(format!(
-            "{} does not offer {} paging",
-            device.display(),
-            if bit == mmu_mode::SHADOW {
+        return Err(Error::MmuNotOffered {
+            device: device.into(),
+            paging: if bit == mmu_mode::SHADOW {
                 "shadow"
             } else {
                 "two-dimensional"
-            }
-        ));
+            },
+        });
     }
     let mut cap = kvm_enable_cap {
         cap: KVM_CAP_RKVM_MMU,
@@ -144,15 +128,15 @@ fn choose_mmu(kvm: &Kvm, vm: &VmFd, mode: MmuMode, device: &Path) -> Result<(), 
     };
     cap.args[0] = bit;
     vm.enable_cap(&cap)
-        .map_err(|e| format!("KVM_ENABLE_CAP(KVM_CAP_RKVM_MMU): {e}"))
+        .map_err(Error::ioctl("KVM_ENABLE_CAP(KVM_CAP_RKVM_MMU)"))
 }
 
 /// Hands `mem` to the VM, a memory slot per region.
-fn add_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), String> {
+fn add_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
     for (slot, region) in mem.iter().enumerate() {
         let host = mem
             .get_host_address(region.start_addr())
-            .map_err(|e| format!("guest memory: {e}"))?;
+            .map_err(Error::guest_memory("guest memory"))?;
         let region = kvm_userspace_memory_region {
             slot: slot as u32,
             flags: 0,
@@ -162,7 +146,7 @@ fn add_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), String> {
         };
         // SAFETY: the memory belongs to `mem`, which outlives the VM (see `Vm`).
         unsafe { vm.set_user_memory_region(region) }
-            .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
+            .map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))?;
     }
     Ok(())
 }
