@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use rkvm_pure::trace::{self, ExitRecord};
 
+use crate::error::{Error, Result};
+
 /// Where debugfs is mounted.
 pub const ROOT: &str = "/sys/kernel/debug";
 
@@ -88,11 +90,12 @@ pub fn exit_reasons(dir: &Path) -> Vec<(String, u64)> {
 }
 
 /// Reads `dir/stats`.
-pub fn stats(dir: &Path) -> Result<Vec<(String, u64)>, String> {
+pub fn stats(dir: &Path) -> Result<Vec<(String, u64)>> {
     let path = dir.join("stats");
-    std::fs::read_to_string(&path)
-        .map(|t| parse_stats(&t))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(parse_stats(&text)),
+        Err(source) => Err(Error::File { path, source }),
+    }
 }
 
 /// Follows a vCPU's exit ring: each call returns the records added since
@@ -112,11 +115,14 @@ impl TraceReader {
 
     /// The new records, oldest first, and how many were lost (overwritten
     /// before they were read).
-    pub fn read_new(&mut self) -> Result<(Vec<ExitRecord>, u64), String> {
+    pub fn read_new(&mut self) -> Result<(Vec<ExitRecord>, u64)> {
         // One read of the whole ring: the kernel copies all of it for every
         // read() call, and std::fs::read would make several (a debugfs file
         // has no size), which under Bochs took most of an exit's time.
-        let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        let err = |source| Error::File {
+            path: self.path.clone(),
+            source,
+        };
         let mut file = std::fs::File::open(&self.path).map_err(err)?;
         let mut bytes = vec![0u8; trace::RING_RECORDS * trace::RECORD_SIZE];
         let mut filled = 0;

@@ -8,6 +8,8 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 
+use crate::error::{Error, Result};
+
 nix::ioctl_none!(kvm_get_stats_fd, kvm_bindings::KVMIO, 0xce);
 
 /// One statistics file and its descriptors.
@@ -24,30 +26,29 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 impl StatsFile {
     /// `KVM_GET_STATS_FD` on a VM or vCPU fd.
-    pub fn open(owner: &impl AsRawFd) -> Result<StatsFile, String> {
+    pub fn open(owner: &impl AsRawFd) -> Result<StatsFile> {
         // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new fd.
         let fd = unsafe { kvm_get_stats_fd(owner.as_raw_fd()) }
-            .map_err(|e| format!("KVM_GET_STATS_FD: {e}"))?;
+            .map_err(Error::sys("KVM_GET_STATS_FD"))?;
         // SAFETY: the fd is new and ours alone.
         StatsFile::parse(unsafe { File::from_raw_fd(fd) })
     }
 
     /// Reads the header and the descriptors of `file`.
-    pub fn parse(file: File) -> Result<StatsFile, String> {
-        let bad = |what: &str| format!("statistics file: {what}");
+    pub fn parse(file: File) -> Result<StatsFile> {
         let mut header = [0u8; 24];
         file.read_exact_at(&mut header, 0)
-            .map_err(|e| bad(&e.to_string()))?;
+            .map_err(Error::StatsRead)?;
         let field = |i: usize| u32_at(&header, 4 * i).unwrap_or(0);
         let (name_size, num_desc, desc_offset, data_offset) =
             (field(1), field(2), field(4), field(5));
         if name_size == 0 || name_size > 4096 || num_desc > 65536 {
-            return Err(bad("implausible header"));
+            return Err(Error::StatsHeader);
         }
         let desc_size = 16 + name_size as usize;
         let mut raw = vec![0u8; desc_size * num_desc as usize];
         file.read_exact_at(&mut raw, u64::from(desc_offset))
-            .map_err(|e| bad(&e.to_string()))?;
+            .map_err(Error::StatsRead)?;
         let descs = raw
             .chunks_exact(desc_size)
             .map(|d| {

@@ -11,20 +11,17 @@ mod console;
 mod cpu;
 mod debugfs;
 mod devices;
+mod error;
 mod kvmstats;
-mod linux;
 mod observe;
 mod run;
 mod signals;
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kvm_ioctls::Kvm;
-use nix::errno::Errno;
 use rkvm_pure::cpu::Avail;
 
 /// rkvm: a small KVM-compatible hypervisor, and the VMM that drives it.
@@ -264,34 +261,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Opens a KVM device, turning the errno into advice.
-fn open_device(device: &Path) -> Result<Kvm, String> {
-    let path = CString::new(device.as_os_str().as_bytes())
-        .map_err(|_| format!("device path {} contains a NUL byte", device.display()))?;
-    Kvm::new_with_path(path).map_err(|e| {
-        let hint = match Errno::from_raw(e.errno()) {
-            Errno::ENOENT if device.ends_with("rkvm") => {
-                " (is the rkvm module loaded? try: insmod rkvm.ko)"
-            }
-            Errno::ENOENT => " (is kvm_amd or kvm_intel loaded?)",
-            Errno::EACCES => " (are you root or in the device's group?)",
-            _ => "",
-        };
-        format!("cannot open {}: {e}{hint}", device.display())
-    })
-}
-
-fn info(device: &Path, all: bool) -> Result<(), String> {
-    let kvm = open_device(device)?;
+fn info(device: &Path, all: bool) -> error::Result<()> {
+    let kvm = run::vm::open_device(device)?;
     println!("device:       {}", device.display());
     let version = kvm.get_api_version();
     println!("api version:  {version}");
     if version != kvm_bindings::KVM_API_VERSION as i32 {
-        return Err(format!(
-            "{} reports API version {version}; KVM clients need {}",
-            device.display(),
-            kvm_bindings::KVM_API_VERSION
-        ));
+        return Err(error::Error::ApiVersion {
+            device: device.into(),
+            version,
+        });
     }
 
     let answers: Vec<(&str, i32)> = caps::CAPS

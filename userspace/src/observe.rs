@@ -9,15 +9,13 @@ use std::time::{Duration, Instant};
 use rkvm_pure::trace;
 
 use crate::debugfs::{self, TraceReader};
+use crate::error::{Error, Result};
 
 /// The VM directories matching `which` ("rkvm-<pid>-<fd>", or a pid), or all.
-fn select(root: &Path, which: Option<&str>) -> Result<Vec<PathBuf>, String> {
+fn select(root: &Path, which: Option<&str>) -> Result<Vec<PathBuf>> {
     let all = debugfs::vms(root);
     if all.is_empty() {
-        return Err(format!(
-            "no rkvm VM in {} (none running, debugfs not mounted, or not root?)",
-            root.display()
-        ));
+        return Err(Error::NoVms(root.into()));
     }
     let Some(which) = which else { return Ok(all) };
     let chosen: Vec<PathBuf> = all
@@ -31,7 +29,10 @@ fn select(root: &Path, which: Option<&str>) -> Result<Vec<PathBuf>, String> {
         })
         .collect();
     if chosen.is_empty() {
-        return Err(format!("no VM {which} in {}", root.display()));
+        return Err(Error::NoSuchVm {
+            which: which.into(),
+            root: root.into(),
+        });
     }
     Ok(chosen)
 }
@@ -65,12 +66,7 @@ fn snapshot(vms: &[PathBuf]) -> Vec<(String, String, u64)> {
 }
 
 /// `rkvm stat`.
-pub fn stat(
-    root: &Path,
-    which: Option<&str>,
-    interval: Option<f64>,
-    count: u64,
-) -> Result<(), String> {
+pub fn stat(root: &Path, which: Option<&str>, interval: Option<f64>, count: u64) -> Result<()> {
     let vms = select(root, which)?;
     let Some(secs) = interval else {
         for (label, name, value) in snapshot(&vms) {
@@ -79,7 +75,7 @@ pub fn stat(
         return Ok(());
     };
     if !(secs > 0.0 && secs.is_finite()) {
-        return Err("--interval must be a positive number of seconds".into());
+        return Err(Error::BadInterval);
     }
     let mut before = snapshot(&vms);
     let mut t0 = Instant::now();
@@ -107,17 +103,17 @@ pub fn stat(
 }
 
 /// `rkvm trace`.
-pub fn trace(root: &Path, which: Option<&str>, vcpu: u32, follow: bool) -> Result<(), String> {
+pub fn trace(root: &Path, which: Option<&str>, vcpu: u32, follow: bool) -> Result<()> {
     let vms = select(root, which)?;
     let [vm] = vms.as_slice() else {
-        return Err(format!(
-            "{} VMs are running: choose one with --vm",
-            vms.len()
-        ));
+        return Err(Error::ManyVms(vms.len()));
     };
     let dir = vm.join(format!("vcpu{vcpu}"));
     if !dir.is_dir() {
-        return Err(format!("{} has no vCPU {vcpu}", vm.display()));
+        return Err(Error::NoSuchVcpu {
+            vm: vm.clone(),
+            vcpu,
+        });
     }
     let mut reader = TraceReader::new(&dir);
     loop {

@@ -26,6 +26,8 @@ use nix::sys::time::{TimeSpec, TimeValLike};
 use nix::sys::timer::{Expiration, Timer, TimerSetTimeFlags};
 use nix::time::ClockId;
 
+use crate::error::{Error, Result};
+
 /// The running vCPU's `kvm_run` (null when no vCPU runs).
 static RUN: AtomicPtr<kvm_run> = AtomicPtr::new(null_mut());
 /// SIGINT or SIGTERM, once received.
@@ -62,7 +64,7 @@ impl Armed {
     ///
     /// `run` must be the calling thread's vCPU's `kvm_run` mapping and stay
     /// mapped until the returned value is dropped.
-    pub unsafe fn new(run: *mut kvm_run) -> Result<Armed, String> {
+    pub unsafe fn new(run: *mut kvm_run) -> Result<Armed> {
         RUN.store(run, Ordering::SeqCst);
         let _ = VCPU_THREAD.set(pthread_self());
         let action = SigAction::new(
@@ -73,7 +75,10 @@ impl Armed {
         for sig in WAKE {
             // SAFETY: the handler only does atomic and volatile stores,
             // which are async-signal-safe.
-            unsafe { sigaction(sig, &action) }.map_err(|e| format!("sigaction({sig}): {e}"))?;
+            unsafe { sigaction(sig, &action) }.map_err(|source| Error::Sigaction {
+                signal: sig,
+                source,
+            })?;
         }
         Ok(Armed(()))
     }
@@ -135,14 +140,14 @@ pub fn wait_for_wakeup() {
 pub struct Kick(Timer);
 
 impl Kick {
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self> {
         let event = nix::sys::signal::SigEvent::new(SigevNotify::SigevSignal {
             signal: Signal::SIGALRM,
             si_value: 0,
         });
         Timer::new(ClockId::CLOCK_MONOTONIC, event)
             .map(Kick)
-            .map_err(|e| format!("timer_create: {e}"))
+            .map_err(Error::sys("timer_create"))
     }
 
     /// Arms the timer to fire in `delay_ns` (at least 1 µs), or disarms it.

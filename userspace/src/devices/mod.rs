@@ -3,6 +3,7 @@
 //! Devices emulated in userspace on I/O exits, and the port bus that routes
 //! an exit to the device owning the port.
 
+pub mod bus;
 pub mod cmos;
 pub mod debug_exit;
 pub mod i8042;
@@ -11,7 +12,7 @@ pub mod pit;
 pub mod serial;
 pub mod virtio;
 
-use std::collections::{BTreeMap, BTreeSet};
+use bus::{Access, Bus, BusError, Space};
 
 /// A device on the I/O port bus.
 pub trait PortDevice {
@@ -19,10 +20,6 @@ pub trait PortDevice {
     fn read(&mut self, offset: u16, data: &mut [u8]);
     /// A guest OUT.
     fn write(&mut self, offset: u16, data: &[u8]);
-    /// Whether this is a stand-in for absent hardware (for the counts).
-    fn as_absent(&self) -> Option<&Absent> {
-        None
-    }
 }
 
 /// A device shared with the run loop (which also talks to it, outside
@@ -58,85 +55,47 @@ pub const ABSENT_PC_HARDWARE: [(u16, u16, &str); 14] = [
     (0xcf8, 8, "PCI configuration ports (no PCI bus)"),
 ];
 
-/// Ports and the devices behind them.
-#[derive(Default)]
-pub struct PortBus {
-    devices: Vec<(u16, u16, Box<dyn PortDevice>)>,
-    /// Accesses to known-absent hardware, by name.
-    absent: BTreeMap<&'static str, u64>,
-    /// Ports nobody owns that the guest touched, reported once each.
-    reported: BTreeSet<u16>,
-}
-
-/// A range of [`ABSENT_PC_HARDWARE`] on the bus.
-pub struct Absent(&'static str);
-
-impl PortDevice for Absent {
-    fn read(&mut self, _: u16, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn write(&mut self, _: u16, _: &[u8]) {}
-    fn as_absent(&self) -> Option<&Absent> {
-        Some(self)
-    }
-}
+/// The I/O ports and the devices behind them.
+pub type PortBus = Bus<Box<dyn PortDevice>>;
 
 impl PortBus {
-    /// Adds [`ABSENT_PC_HARDWARE`] (after the real devices, which win).
-    pub fn add_absent_pc_hardware(&mut self) {
+    /// An empty port bus.
+    pub fn ports() -> Self {
+        Bus::new(Space::Pio)
+    }
+
+    /// Puts `device` at ports `base .. base + len`.
+    pub fn add_port(
+        &mut self,
+        base: u16,
+        len: u16,
+        name: &'static str,
+        device: impl PortDevice + 'static,
+    ) -> Result<(), BusError> {
+        self.add(base.into(), len.into(), name, Box::new(device))
+            .map(|_| ())
+    }
+
+    /// Declares [`ABSENT_PC_HARDWARE`]: none of it may overlap a device.
+    pub fn add_absent_pc_hardware(&mut self) -> Result<(), BusError> {
         for (base, len, name) in ABSENT_PC_HARDWARE {
-            self.add(base, len, Box::new(Absent(name)));
+            self.add_absent(base.into(), len.into(), name)?;
         }
-    }
-
-    /// "name (accesses), ..." for the absent hardware the guest touched.
-    pub fn absent_summary(&self) -> Option<String> {
-        let parts: Vec<String> = self
-            .absent
-            .iter()
-            .map(|(name, n)| format!("{name} ({n})"))
-            .collect();
-        (!parts.is_empty()).then(|| parts.join(", "))
-    }
-
-    /// Adds `device` at ports `base .. base + len`.
-    pub fn add(&mut self, base: u16, len: u16, device: Box<dyn PortDevice>) {
-        self.devices.push((base, len, device));
-    }
-
-    fn find(&mut self, port: u16) -> Option<(u16, &mut Box<dyn PortDevice>)> {
-        let (base, _, dev) = self
-            .devices
-            .iter_mut()
-            .find(|(base, len, _)| port >= *base && port - *base < *len)?;
-        if let Some(absent) = dev.as_absent() {
-            *self.absent.entry(absent.0).or_default() += 1;
-        }
-        Some((port - *base, dev))
+        Ok(())
     }
 
     /// An IN. Absent hardware reads as all ones, as on a real ISA bus.
     pub fn read(&mut self, port: u16, data: &mut [u8]) {
-        match self.find(port) {
-            Some((offset, dev)) => dev.read(offset, data),
-            None => {
-                data.fill(0xff);
-                self.report(port, "read");
-            }
+        match self.route(port.into(), Access::Read) {
+            Some((offset, dev)) => dev.read(offset as u16, data),
+            None => data.fill(0xff),
         }
     }
 
     /// An OUT. Writes to absent hardware are dropped.
     pub fn write(&mut self, port: u16, data: &[u8]) {
-        match self.find(port) {
-            Some((offset, dev)) => dev.write(offset, data),
-            None => self.report(port, "write"),
-        }
-    }
-
-    fn report(&mut self, port: u16, what: &str) {
-        if self.reported.insert(port) {
-            eprintln!("rkvm: guest {what} of I/O port {port:#x}: no device there (reported once)");
+        if let Some((offset, dev)) = self.route(port.into(), Access::Write) {
+            dev.write(offset as u16, data);
         }
     }
 }
@@ -161,8 +120,9 @@ mod tests {
     #[test]
     fn routes_by_port_and_reads_ff_elsewhere() {
         let log = Rc::new(RefCell::new(Vec::new()));
-        let mut bus = PortBus::default();
-        bus.add(0x3f8, 8, Box::new(Recorder(log.clone())));
+        let mut bus = PortBus::ports();
+        bus.add_port(0x3f8, 8, "COM1", Recorder(log.clone()))
+            .unwrap();
         bus.write(0x3fb, &[7]);
         bus.write(0x400, &[9]);
         let mut b = [0u8; 1];
@@ -175,21 +135,13 @@ mod tests {
 
     #[test]
     fn absent_hardware_reads_ones_and_is_counted() {
-        let mut bus = PortBus::default();
-        bus.add(
-            0xcf8,
-            1,
-            Box::new(Recorder(Rc::new(RefCell::new(Vec::new())))),
-        );
-        bus.add_absent_pc_hardware();
+        let mut bus = PortBus::ports();
+        bus.add_absent_pc_hardware().unwrap();
         let mut d = [0u8; 4];
         bus.read(0xcfc, &mut d);
         assert_eq!(d, [0xff; 4], "no PCI bus: all ones");
         bus.write(0x80, &[0x55]);
         bus.write(0x80, &[0x55]);
-        bus.read(0xcf8, &mut d[..1]);
-        assert_eq!(d[0], 0, "a real device wins over the absent range");
-        assert!(bus.reported.is_empty(), "expected probes are not reported");
         assert_eq!(
             bus.absent_summary().as_deref(),
             Some("DMA page registers and POST port 0x80 (2), PCI configuration ports (no PCI bus) (1)")
@@ -197,26 +149,13 @@ mod tests {
     }
 
     #[test]
-    fn absent_ranges_do_not_overlap_rkvm_devices() {
-        let ours = [
-            (0x20, 2),
-            (0x40, 4),
-            (0x60, 1),
-            (0x61, 1),
-            (0x64, 1),
-            (0x70, 2),
-            (0xa0, 2),
-            (0x3f8, 8),
-            (0x4d0, 2),
-            (0xf4, 2),
-        ];
-        for (base, len, name) in ABSENT_PC_HARDWARE {
-            for (b, l) in ours {
-                assert!(
-                    base + len <= b || b + l <= base,
-                    "{name} overlaps port {b:#x}"
-                );
-            }
-        }
+    fn absent_hardware_may_not_hide_a_device() {
+        let mut bus = PortBus::ports();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        bus.add_port(0xcf8, 1, "PCI", Recorder(log)).unwrap();
+        assert_eq!(
+            bus.add_absent_pc_hardware().unwrap_err().to_string(),
+            "PCI configuration ports (no PCI bus) at I/O port 0xcf8-0xcff overlaps PCI at 0xcf8"
+        );
     }
 }

@@ -21,6 +21,8 @@ pub mod rng;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
+use super::bus::{Access, Space};
+
 /// Size of a device's register window.
 pub const WINDOW: u64 = 0x1000;
 
@@ -386,10 +388,21 @@ pub trait Transport {
 }
 
 /// The devices on the virtio-mmio bus: each at `BASE + i * WINDOW`, with
-/// its interrupt line.
-#[derive(Default)]
+/// its interrupt line. The rest of guest physical space without memory
+/// is empty: reads give all ones, writes vanish, and the first access to
+/// each page is reported.
 pub struct Bus {
-    devices: Vec<(u64, u8, Box<dyn Transport>)>,
+    bus: super::bus::Bus<(u8, Box<dyn Transport>)>,
+    count: usize,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus {
+            bus: super::bus::Bus::new(Space::Mmio),
+            count: 0,
+        }
+    }
 }
 
 /// Where the windows start: above any guest RAM rkvm gives (the PCI hole).
@@ -401,64 +414,57 @@ pub const IRQS: [u8; 6] = [5, 6, 7, 9, 10, 11];
 impl Bus {
     /// Adds a device; its window and IRQ, or `None` when all lines are taken.
     pub fn add(&mut self, device: Box<dyn Transport>) -> Option<(u64, u8)> {
-        let i = self.devices.len();
-        let irq = *IRQS.get(i)?;
-        let base = BASE + i as u64 * WINDOW;
-        self.devices.push((base, irq, device));
+        let irq = *IRQS.get(self.count)?;
+        let base = BASE + self.count as u64 * WINDOW;
+        // The windows follow each other: they cannot overlap.
+        self.bus
+            .add(base, WINDOW, "virtio-mmio device", (irq, device))
+            .ok()?;
+        self.count += 1;
         Some((base, irq))
     }
 
     /// The kernel command line that announces the devices to Linux.
     pub fn cmdline(&self) -> String {
-        self.devices
-            .iter()
-            .map(|(base, irq, _)| format!(" virtio_mmio.device=4K@{base:#x}:{irq}"))
+        self.bus
+            .devices()
+            .map(|(range, (irq, _))| format!(" virtio_mmio.device=4K@{:#x}:{irq}", range.base()))
             .collect()
     }
 
-    fn find(&mut self, addr: u64) -> Option<(u64, u8, &mut Box<dyn Transport>)> {
-        self.devices
-            .iter_mut()
-            .find(|(base, _, _)| (*base..*base + WINDOW).contains(&addr))
-            .map(|(base, irq, dev)| (addr - *base, *irq, dev))
+    /// An MMIO read.
+    pub fn read(&mut self, addr: u64, data: &mut [u8]) {
+        match self.bus.route(addr, Access::Read) {
+            Some((offset, (_, dev))) => dev.read(offset, data),
+            None => data.fill(0xff),
+        }
     }
 
-    /// An MMIO read: false if no device is there.
-    pub fn read(&mut self, addr: u64, data: &mut [u8]) -> bool {
-        self.find(addr)
-            .map(|(offset, _, dev)| dev.read(offset, data))
-            .is_some()
-    }
-
-    /// An MMIO write: false if no device is there; `set_irq` gets the
-    /// device's line level afterwards. The PIC's lines are edge-triggered
-    /// and a virtio interrupt is a level: when the driver acknowledges some
-    /// causes and others arrived since it read them, the line drops and
-    /// rises again, so that the new ones are not lost.
+    /// An MMIO write; `set_irq` gets the device's line level afterwards.
+    /// The PIC's lines are edge-triggered and a virtio interrupt is a
+    /// level: when the driver acknowledges some causes and others arrived
+    /// since it read them, the line drops and rises again, so that the new
+    /// ones are not lost.
     pub fn write(
         &mut self,
         addr: u64,
         data: &[u8],
         mem: &GuestMemoryMmap,
         mut set_irq: impl FnMut(u8, bool),
-    ) -> bool {
-        match self.find(addr) {
-            Some((offset, irq, dev)) => {
-                dev.write(offset, data, mem);
-                let level = dev.irq_level();
-                if offset == reg::INTERRUPT_ACK && level {
-                    set_irq(irq, false);
-                }
-                set_irq(irq, level);
-                true
+    ) {
+        if let Some((offset, (irq, dev))) = self.bus.route(addr, Access::Write) {
+            dev.write(offset, data, mem);
+            let level = dev.irq_level();
+            if offset == reg::INTERRUPT_ACK && level {
+                set_irq(*irq, false);
             }
-            None => false,
+            set_irq(*irq, level);
         }
     }
 
     /// Polls every device; `set_irq` gets each line level.
     pub fn poll(&mut self, mem: &GuestMemoryMmap, mut set_irq: impl FnMut(u8, bool)) {
-        for (_, irq, dev) in &mut self.devices {
+        for (_, (irq, dev)) in self.bus.devices_mut() {
             dev.poll(mem);
             set_irq(*irq, dev.irq_level());
         }
@@ -466,9 +472,9 @@ impl Bus {
 
     /// Input for the first device that takes it (the console).
     pub fn receive(&mut self, bytes: &[u8]) -> usize {
-        self.devices
-            .iter_mut()
-            .map(|(_, _, d)| d.receive(bytes))
+        self.bus
+            .devices_mut()
+            .map(|(_, (_, d))| d.receive(bytes))
             .find(|&n| n > 0)
             .unwrap_or(0)
     }
@@ -476,8 +482,8 @@ impl Bus {
     /// One line per device for the run's summary, and the errors.
     pub fn summary(&self) -> Vec<String> {
         let mut lines = Vec::new();
-        for (base, irq, d) in &self.devices {
-            lines.push(format!("{} at {base:#x} irq {irq}", d.summary()));
+        for (range, (irq, d)) in self.bus.devices() {
+            lines.push(format!("{} at {:#x} irq {irq}", d.summary(), range.base()));
             lines.extend(
                 d.errors()
                     .iter()
@@ -986,13 +992,14 @@ mod tests {
             " virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
         );
         let mut data = [0u8; 4];
-        assert!(bus.read(BASE + WINDOW + reg::DEVICE_ID, &mut data));
+        bus.read(BASE + WINDOW + reg::DEVICE_ID, &mut data);
         assert_eq!(
             u32::from_le_bytes(data),
             3,
             "the second window is the console"
         );
-        assert!(!bus.read(BASE + 2 * WINDOW, &mut data), "nothing there");
+        bus.read(BASE + 2 * WINDOW, &mut data);
+        assert_eq!(data, [0xff; 4], "nothing there");
         assert_eq!(
             bus.receive(b"abc"),
             3,
@@ -1000,12 +1007,12 @@ mod tests {
         );
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let mut lines = Vec::new();
-        assert!(bus.write(
+        bus.write(
             BASE + reg::STATUS,
             &0u32.to_le_bytes(),
             &mem,
-            |irq, level| lines.push((irq, level))
-        ));
+            |irq, level| lines.push((irq, level)),
+        );
         assert_eq!(lines, [(5, false)]);
         for _ in 0..IRQS.len() - 2 {
             assert!(bus

@@ -16,6 +16,8 @@ use linux_loader::{
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::error::{Error, Result};
+
 /// Where things go in guest physical memory (all below 1 MiB but the kernel
 /// and initramfs).
 const GDT: u64 = 0x500;
@@ -36,11 +38,12 @@ pub fn load(
     kernel: &Path,
     initrd: Option<&Path>,
     cmdline: &str,
-) -> Result<(), String> {
+) -> Result<()> {
     let initrd = match initrd {
-        Some(path) => {
-            Some(std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
-        }
+        Some(path) => Some(std::fs::read(path).map_err(|source| Error::Read {
+            path: path.into(),
+            source,
+        })?),
         None => None,
     };
     let entry = load_memory(mem, mem_size, kernel, initrd.as_deref(), cmdline)?;
@@ -54,19 +57,22 @@ fn load_memory(
     kernel: &Path,
     initrd: Option<&[u8]>,
     cmdline: &str,
-) -> Result<u64, String> {
-    let mut image =
-        File::open(kernel).map_err(|e| format!("cannot open {}: {e}", kernel.display()))?;
+) -> Result<u64> {
+    let mut image = File::open(kernel).map_err(|source| Error::Open {
+        path: kernel.into(),
+        source,
+    })?;
     let loaded = BzImage::load(
         mem,
         Some(GuestAddress(KERNEL)),
         &mut image,
         Some(GuestAddress(KERNEL)),
     )
-    .map_err(|e| format!("{} is not a bzImage rkvm can load: {e}", kernel.display()))?;
-    let hdr = loaded
-        .setup_header
-        .ok_or("the bzImage has no setup header")?;
+    .map_err(|source| Error::NotBzImage {
+        path: kernel.into(),
+        source,
+    })?;
+    let hdr = loaded.setup_header.ok_or(Error::NoSetupHeader)?;
     let mut params = boot_params {
         hdr,
         ..Default::default()
@@ -75,21 +81,19 @@ fn load_memory(
     // kernel says so (XLF_KERNEL_64).
     let (version, xloadflags) = (params.hdr.version, params.hdr.xloadflags);
     if version < 0x20c || xloadflags & 1 == 0 {
-        return Err(format!(
-            "{} has no 64-bit entry point (boot protocol {}.{}, xloadflags {xloadflags:#x})",
-            kernel.display(),
-            version >> 8,
-            version & 0xff
-        ));
+        return Err(Error::No64BitEntry {
+            path: kernel.into(),
+            version,
+            xloadflags,
+        });
     }
     params.hdr.type_of_loader = 0xff;
     params.hdr.boot_flag = 0xaa55;
     params.hdr.header = 0x5372_6448; // "HdrS"
 
-    let mut line = Cmdline::new(CMDLINE_MAX).map_err(|e| format!("command line: {e}"))?;
-    line.insert_str(cmdline)
-        .map_err(|e| format!("command line: {e}"))?;
-    load_cmdline(mem, GuestAddress(CMDLINE), &line).map_err(|e| format!("command line: {e}"))?;
+    let mut line = Cmdline::new(CMDLINE_MAX).map_err(Error::Cmdline)?;
+    line.insert_str(cmdline).map_err(Error::Cmdline)?;
+    load_cmdline(mem, GuestAddress(CMDLINE), &line).map_err(Error::LoadCmdline)?;
     params.hdr.cmd_line_ptr = CMDLINE as u32;
     params.hdr.cmdline_size = cmdline.len() as u32 + 1;
 
@@ -99,10 +103,9 @@ fn load_memory(
         .kernel_end
         .max(KERNEL + u64::from(params.hdr.init_size));
     if kernel_end > mem_size {
-        return Err(format!(
-            "the kernel needs {} MiB of guest memory: give more --mem",
-            kernel_end.div_ceil(1 << 20)
-        ));
+        return Err(Error::KernelNeedsMemory {
+            mib: kernel_end.div_ceil(1 << 20),
+        });
     }
     if let Some(data) = initrd {
         // At the top of RAM below initrd_addr_max, page-aligned.
@@ -110,9 +113,9 @@ fn load_memory(
         let at = limit.checked_sub(data.len() as u64).map(|a| a & !0xfff);
         let at = at
             .filter(|&a| a >= kernel_end)
-            .ok_or("the initramfs does not fit above the kernel: give more --mem")?;
+            .ok_or(Error::InitrdDoesNotFit)?;
         mem.write_slice(data, GuestAddress(at))
-            .map_err(|e| format!("loading the initramfs: {e}"))?;
+            .map_err(Error::guest_memory("loading the initramfs"))?;
         params.hdr.ramdisk_image = at as u32;
         params.hdr.ramdisk_size = data.len() as u32;
     }
@@ -128,21 +131,20 @@ fn load_memory(
         &BootParams::new(&params, GuestAddress(ZERO_PAGE)),
         mem,
     )
-    .map_err(|e| format!("writing the zero page: {e}"))?;
+    .map_err(Error::ZeroPage)?;
     Ok(loaded.kernel_load.0 + 0x200)
 }
 
 /// 64-bit mode with the first 1 GiB identity-mapped, a GDT with the boot
 /// protocol's __BOOT_CS (0x10) and __BOOT_DS (0x18), RSI at the zero page.
-fn setup_cpu(mem: &GuestMemoryMmap, vcpu: &VcpuFd, entry: u64) -> Result<(), String> {
-    crate::run::enter_long_mode(vcpu, mem, PML4, 0x10, Some(GDT))?;
-    let mut regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+fn setup_cpu(mem: &GuestMemoryMmap, vcpu: &VcpuFd, entry: u64) -> Result<()> {
+    super::setup::enter_long_mode(vcpu, mem, PML4, 0x10, Some(GDT))?;
+    let mut regs = vcpu.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
     regs.rip = entry;
     regs.rsi = ZERO_PAGE;
     regs.rsp = ZERO_PAGE; // any valid stack; the kernel sets its own
     regs.rflags = 2;
-    vcpu.set_regs(&regs)
-        .map_err(|e| format!("KVM_SET_REGS: {e}"))
+    vcpu.set_regs(&regs).map_err(Error::ioctl("KVM_SET_REGS"))
 }
 
 #[cfg(test)]
@@ -209,10 +211,13 @@ mod tests {
         // A 4 KiB image that decompresses to 6 MiB: an initramfs of 1.5 MiB
         // would fit above the image but not above init_size.
         let kernel = fake_bzimage("overlap", 4096, 6 << 20, 1);
-        let err =
-            load_memory(&memory(8), 8 << 20, &kernel, Some(&vec![0; 3 << 19]), "").unwrap_err();
+        let err = load_memory(&memory(8), 8 << 20, &kernel, Some(&vec![0; 3 << 19]), "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not fit above the kernel"), "{err}");
-        let err = load_memory(&memory(4), 4 << 20, &kernel, None, "").unwrap_err();
+        let err = load_memory(&memory(4), 4 << 20, &kernel, None, "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("needs 7 MiB"), "{err}");
         std::fs::remove_file(kernel).unwrap();
     }
@@ -220,10 +225,14 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_boot() {
         let kernel = fake_bzimage("32bit", 4096, 1 << 20, 0);
-        let err = load_memory(&memory(8), 8 << 20, &kernel, None, "").unwrap_err();
+        let err = load_memory(&memory(8), 8 << 20, &kernel, None, "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no 64-bit entry point"), "{err}");
         std::fs::write(&kernel, b"not a kernel").unwrap();
-        let err = load_memory(&memory(8), 8 << 20, &kernel, None, "").unwrap_err();
+        let err = load_memory(&memory(8), 8 << 20, &kernel, None, "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not a bzImage"), "{err}");
         std::fs::remove_file(kernel).unwrap();
     }

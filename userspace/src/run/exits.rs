@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The run loop: `KVM_RUN` until the run is over, with the devices' time
+//! and interrupts between entries, and each exit that reaches userspace
+//! dispatched to the port bus or the MMIO bus, or ending the run.
+
+use std::cell::RefCell;
+use std::os::fd::AsRawFd;
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use super::board::{now_ns, Board};
+use super::report::Stats;
+use super::trace::{describe, Trace};
+use super::vm::Vm;
+use super::Outcome;
+use crate::console::Input;
+use crate::devices::pic::Pic;
+use crate::error::{Error, Result};
+use crate::signals::{self, Kick};
+
+nix::ioctl_write_ptr!(
+    kvm_interrupt,
+    kvm_bindings::KVMIO,
+    0x86,
+    kvm_bindings::kvm_interrupt
+);
+
+/// Before each `KVM_RUN`: if the PIC raises INTR, inject its vector when the
+/// vCPU can take it, else ask for an interrupt-window exit (the protocol of
+/// a VMM without an in-kernel irqchip).
+fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<()> {
+    let mut pic = pic.borrow_mut();
+    let ready = vcpu.get_kvm_run().ready_for_interrupt_injection != 0;
+    let mut want_window = false;
+    if pic.interrupt_pending() {
+        if ready {
+            if let Some(vector) = pic.acknowledge() {
+                let irq = kvm_bindings::kvm_interrupt {
+                    irq: u32::from(vector),
+                };
+                // SAFETY: KVM_INTERRUPT reads one `struct kvm_interrupt`
+                // from the pointer, which is valid for the call.
+                unsafe { kvm_interrupt(vcpu.as_raw_fd(), &irq) }
+                    .map_err(Error::sys("KVM_INTERRUPT"))?;
+            }
+            want_window = pic.interrupt_pending();
+        } else {
+            want_window = true;
+        }
+    }
+    vcpu.get_kvm_run().request_interrupt_window = u8::from(want_window);
+    Ok(())
+}
+
+/// Runs the vCPU until the guest or the user ends the run; `input` is
+/// the console's.
+pub fn run_loop(
+    vm: &mut Vm,
+    board: &mut Board,
+    mut input: Input,
+    stats: &mut Stats,
+    trace: &mut Trace,
+) -> Result<Outcome> {
+    let Vm { vcpu, mem, .. } = vm;
+    let Board {
+        ports,
+        virtio,
+        virtio_console,
+        pic,
+        pit,
+        uart,
+        i8042,
+        status,
+    } = board;
+    let virtio_console = *virtio_console;
+    let set_irq = |irq: u8, level: bool| pic.borrow_mut().set_irq(irq, level);
+    let mut kick = Kick::new()?;
+    let mut halted = false;
+    let mut internal_error = false;
+    loop {
+        if let Some(signal) = signals::stop_signal() {
+            return Ok(Outcome::Signal(signal));
+        }
+        if pit.borrow_mut().poll_irq0(now_ns()) > 0 {
+            pic.borrow_mut().pulse_irq(0);
+        }
+        if virtio_console {
+            input.feed(|bytes| virtio.receive(bytes));
+        } else {
+            input.feed(|bytes| uart.borrow_mut().receive(bytes));
+        }
+        virtio.poll(mem, set_irq);
+        if halted {
+            // HLT: an interrupt to deliver wakes the guest. Otherwise, with
+            // interrupts on, wait for what could raise one (the timer,
+            // console input); with nothing that can, the run is over.
+            if pic.borrow().interrupt_pending() {
+                halted = false;
+            } else {
+                let if_flag = vcpu.get_kvm_run().if_flag != 0;
+                let timer = pit.borrow().next_irq0(now_ns());
+                let typing = input.may_have_more()
+                    && (virtio_console || uart.borrow().rx_interrupt_enabled());
+                if !if_flag || (timer.is_none() && !typing) {
+                    return Ok(Outcome::Halted);
+                }
+                kick.arm(timer.map(|at| at.saturating_sub(now_ns())));
+                signals::wait_for_wakeup();
+                signals::clear_wakeup();
+                continue;
+            }
+        }
+        inject_interrupt(vcpu, pic)?;
+        kick.arm(
+            pit.borrow()
+                .next_irq0(now_ns())
+                .map(|at| at.saturating_sub(now_ns())),
+        );
+        let vcpu_fd = vcpu.as_raw_fd();
+        let result = vcpu.run();
+        signals::clear_wakeup();
+        trace.kernel_exits(vcpu_fd, mem);
+        let exit = match result {
+            Ok(exit) => exit,
+            // A signal (the timer, input, Ctrl-C): deal with it, then go on.
+            Err(e) if e.errno() == nix::libc::EINTR => {
+                stats.count("intr");
+                continue;
+            }
+            Err(e) => return Err(Error::ioctl("KVM_RUN")(e)),
+        };
+        let (reason, line) = describe(&exit);
+        stats.count(reason);
+        trace.exit(reason, &line, vcpu_fd);
+        match exit {
+            VcpuExit::IoOut(port, data) => ports.write(port, data),
+            VcpuExit::IoIn(port, data) => ports.read(port, data),
+            VcpuExit::MmioRead(addr, data) => virtio.read(addr, data),
+            VcpuExit::MmioWrite(addr, data) => virtio.write(addr, data, mem, set_irq),
+            VcpuExit::IrqWindowOpen => {} // injected before the next entry
+            VcpuExit::Hlt => halted = true,
+            VcpuExit::Shutdown => return Ok(Outcome::Shutdown),
+            VcpuExit::FailEntry(reason, cpu) => {
+                return Err(Error::FailEntry { reason, cpu });
+            }
+            VcpuExit::InternalError => internal_error = true,
+            other => return Err(Error::UnexpectedExit(format!("{other:?}"))),
+        }
+        if let Some(s) = status.get() {
+            return Ok(Outcome::DebugExit(s));
+        }
+        if i8042.borrow().reset_requested() {
+            return Ok(Outcome::Reset);
+        }
+        if internal_error {
+            return Err(describe_internal_error(vcpu));
+        }
+    }
+}
+
+/// `KVM_EXIT_INTERNAL_ERROR`, with its suberror, data and the guest's RIP.
+fn describe_internal_error(vcpu: &mut VcpuFd) -> Error {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR, so `internal` is
+    // the member of the exit union the kernel filled.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let n = (internal.ndata as usize).min(internal.data.len());
+    Error::Internal {
+        suberror: internal.suberror,
+        data: internal.data[..n].to_vec(),
+        rip: vcpu.get_regs().ok().map(|r| r.rip),
+    }
+}

@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `rkvm run`: a VM with one vCPU, guest memory at guest physical 0, a flat
+//! program loaded at 0x1000 and run in real or long mode or a Linux
+//! bzImage, devices emulated on the exits that reach userspace.
+//!
+//! By phase, each a module: `vm` (the device, the VM, its memory and
+//! vCPU), `setup` (a flat program and its CPU mode) or `linux` (a bzImage
+//! and the boot protocol), `board` (the devices), `exits` (the loop and
+//! what each exit goes to), `trace` (`--trace-exits`), `report` (the
+//! summaries at the end).
+
+mod board;
+mod exits;
+mod linux;
+mod report;
+mod setup;
+mod trace;
+pub mod vm;
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+
+pub use setup::Mode;
+pub use vm::MmuMode;
+
+use crate::console::Input;
+use crate::error::Result;
+use crate::signals;
+
+/// What to run.
+pub enum Guest<'a> {
+    /// A flat program at 0x1000.
+    Flat(&'a Path, Mode),
+    /// A Linux bzImage with an optional initramfs and a command line.
+    Linux {
+        kernel: &'a Path,
+        initrd: Option<&'a Path>,
+        cmdline: &'a str,
+    },
+}
+
+/// What `rkvm run` was asked to do.
+pub struct Options<'a> {
+    pub device: &'a Path,
+    pub guest: Guest<'a>,
+    pub mem_mib: usize,
+    pub trace_exits: bool,
+    pub trace_regs: bool,
+    pub mmu: Option<MmuMode>,
+    pub virtio: VirtioOptions,
+}
+
+/// The paravirtual devices of a run (`--disk`, `--virtio-console`,
+/// `--virtio-rng`).
+#[derive(Default)]
+pub struct VirtioOptions {
+    /// Disk images, each read-only or not.
+    pub disks: Vec<(std::path::PathBuf, bool)>,
+    /// The guest's console is virtio-console (hvc0), not COM1.
+    pub console: bool,
+    /// An entropy device.
+    pub rng: bool,
+}
+
+/// How the run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest wrote this status to the debug-exit port.
+    DebugExit(u8),
+    /// The guest executed HLT with nothing that could wake it: how a guest
+    /// without ACPI powers off.
+    Halted,
+    /// The guest triple-faulted.
+    Shutdown,
+    /// The guest asked for a reset (a reboot) through the keyboard controller.
+    Reset,
+    /// The user stopped the run (SIGINT from Ctrl-C, or SIGTERM).
+    Signal(Signal),
+}
+
+impl Outcome {
+    /// The status `rkvm run` exits with.
+    pub fn status(&self) -> u8 {
+        match self {
+            Outcome::DebugExit(s) => *s,
+            Outcome::Halted => 0,
+            Outcome::Shutdown => 3,
+            Outcome::Reset => 4,
+            Outcome::Signal(sig) => 128 + *sig as u8,
+        }
+    }
+
+    /// What happened, for the user.
+    pub fn message(&self) -> Option<String> {
+        Some(match self {
+            Outcome::DebugExit(_) => return None, // the guest's own verdict
+            Outcome::Halted => "the guest halted with nothing left to wake it (powered off)".into(),
+            Outcome::Shutdown => "the guest triple-faulted (shutdown); the run is over".into(),
+            Outcome::Reset => {
+                "the guest asked for a reset (reboot); rkvm does not restart guests".into()
+            }
+            Outcome::Signal(sig) => format!("stopped by {sig}; the guest did not shut down"),
+        })
+    }
+}
+
+/// Runs a guest as `opts` say, until it or the user ends the run.
+pub fn run(opts: &Options<'_>) -> Result<Outcome> {
+    let mut vm = vm::Vm::new(opts.device, opts.mem_mib, opts.mmu)?;
+    let virtio = board::virtio_devices(&opts.virtio)?;
+    match opts.guest {
+        Guest::Flat(path, mode) => setup::load_flat(&vm.vcpu, &vm.mem, path, mode)?,
+        Guest::Linux {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            // The devices are announced on the command line; the console
+            // named last is /dev/console.
+            let mut line = format!("{cmdline}{}", virtio.cmdline());
+            if opts.virtio.console {
+                line.push_str(" console=hvc0");
+            }
+            linux::load(&vm.mem, vm.mem_size, &vm.vcpu, kernel, initrd, &line)?;
+        }
+    }
+    let mut board = board::Board::new(virtio, opts.virtio.console)?;
+
+    let kernel_stats = report::KernelStats::open(&vm);
+    let mut stats = report::Stats::default();
+    // SAFETY: the kvm_run mapping belongs to `vm.vcpu`, which outlives
+    // `armed` (declared after it, so dropped first).
+    let armed = unsafe { signals::Armed::new(vm.vcpu.get_kvm_run()) }?;
+    let input = Input::stdin(signals::wake_vcpu);
+    let mut trace = trace::Trace::new(opts.trace_exits, opts.trace_regs, vm.fd.as_raw_fd());
+    let started = Instant::now();
+    let outcome = exits::run_loop(&mut vm, &mut board, input, &mut stats, &mut trace);
+    let wall = started.elapsed();
+    drop(armed);
+    trace.end(&vm.vcpu);
+    report::print(&stats, &kernel_stats, wall, &vm, &board);
+    outcome
+}
