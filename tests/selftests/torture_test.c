@@ -36,7 +36,7 @@ static long mem_available_kib(void)
 /*
  * How many VMs create_destroy_cycles_give_memory_back makes: 1000, or
  * $RKVM_VM_CYCLES (the runner asks for fewer under the debug kernel, where
- * each cycle costs about 30 times as much and kmemleak finds leaks of any
+ * each cycle costs about 16 times as much and kmemleak finds leaks of any
  * size besides).
  */
 static int vm_cycles(void)
