@@ -70,14 +70,18 @@ count_run() { # part log t0 [awk options]
     record "$part, $(( $(date +%s) - t0 ))s" "$p" "$f" "$s"
     (( rp + rf + rs == 0 )) ||
         summary+=("$(printf '  %-26s %4d passed, %d failed, %d skipped' "of them $kvm_mod" "$rp" "$rf" "$rs")")
-    [[ $(outcome "$log") != ended-early ]] ||
-        summary+=("  ended early in test $(outcome "$log" test): $(outcome "$log" how)")
+    case $(outcome "$log") in
+        ended-early) summary+=("  ended early in test $(outcome "$log" test): $(outcome "$log" how)") ;;
+        not-run) summary+=("  the test VM did not boot (vm.sh said why above)") ;;
+    esac
 }
 
 # What vm.sh wrote in LOG.outcome: the first line, or the value of KEY.
+# No file: vm.sh did not get to boot the VM (it said why).
 outcome() { # log [key]
-    if [[ -z ${2:-} ]]; then sed -n 1p "$1.outcome" 2>/dev/null
-    else sed -n "s/^$2=//p" "$1.outcome" 2>/dev/null; fi
+    [[ -f $1.outcome ]] || { [[ -n ${2:-} ]] || echo "not-run"; return 0; }
+    if [[ -z ${2:-} ]]; then sed -n 1p "$1.outcome"
+    else sed -n "s/^$2=//p" "$1.outcome"; fi
 }
 
 # One test VM run: part name, emulator, log; RKVM_KERNEL picks the kernel.

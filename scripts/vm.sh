@@ -13,6 +13,10 @@ source "$(dirname "$0")/common.sh"
 
 emu=$1 mode=$2
 log=${3:-$RKVM_OUT/$emu-$mode.log}
+# Nothing of an earlier run may be read as this one's.
+mkdir -p "$(dirname "$log")"
+: > "$log"
+rm -f "$log.outcome"
 # 115200 baud: Bochs times the UART, and 9600 costs about 1 ms a character.
 cmdline="console=ttyS0,115200 panic=-1 printk.devkmsg=on loglevel=6 rkvm.mode=$mode rkvm.emu=$emu"
 [[ ${RKVM_TEST_FAIL:-0} == 1 ]] && cmdline+=" rkvm.fail=1"
