@@ -142,6 +142,13 @@ pub(crate) enum Exit {
     },
     /// CPUID.
     Cpuid,
+    /// An instruction KVM executes as a no-op: WBINVD and INVD (no cache
+    /// state the guest could tell apart), MONITOR and MWAIT (as KVM's
+    /// default `KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS` has them).
+    Nop {
+        /// The instruction's length.
+        len: u8,
+    },
     /// RDMSR or WRMSR (`write`).
     Msr {
         /// WRMSR.

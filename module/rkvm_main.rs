@@ -16,13 +16,7 @@
 //! - `pure`: logic with no kernel dependency, also built and unit-tested on
 //!   the host as the `rkvm-pure` crate.
 
-use kernel::{
-    miscdevice::{
-        MiscDeviceOptions,
-        MiscDeviceRegistration, //
-    },
-    prelude::*, //
-};
+use kernel::prelude::*;
 
 mod abi;
 mod backend;
@@ -56,6 +50,10 @@ module! {
             default: true,
             description: "Record every exit in a per-vCPU ring (debugfs rkvm-<pid>-<fd>/vcpuN/exits)",
         },
+        kvm_node: bool {
+            default: false,
+            description: "Register as /dev/kvm (KVM's misc minor 232) instead of /dev/rkvm, for clients that open /dev/kvm by name; fails with EBUSY while kvm.ko is loaded",
+        },
         tdp: bool {
             default: true,
             description: "New VMs use nested paging (NPT); 0: shadow page tables (KVM_CAP_RKVM_MMU chooses per VM)",
@@ -66,7 +64,7 @@ module! {
 #[pin_data]
 struct RkvmModule {
     #[pin]
-    _dev: MiscDeviceRegistration<dev::SystemFd>,
+    _dev: dev::SystemDevice,
 }
 
 impl kernel::InPlaceModule for RkvmModule {
@@ -91,9 +89,14 @@ impl kernel::InPlaceModule for RkvmModule {
             Some("vmx") => Some(backend::Vendor::Vmx),
             _ => None,
         });
-        pr_info!("registering /dev/rkvm (KVM API {})\n", abi::API_VERSION);
+        let kvm_node = crate::module_parameters::kvm_node.value();
+        pr_info!(
+            "registering /dev/{} (KVM API {})\n",
+            if kvm_node { "kvm" } else { "rkvm" },
+            abi::API_VERSION
+        );
         try_pin_init!(Self {
-            _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" }),
+            _dev <- dev::SystemDevice::register(kvm_node),
         })
     }
 }

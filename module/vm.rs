@@ -274,6 +274,18 @@ impl FdOps for Vm {
             // TSS that VMX without it uses: accepted and ignored, as KVM
             // does on AMD.
             abi::vm::SET_TSS_ADDR => Ok(0),
+            // With no in-kernel irqchip, as kvm_vm_ioctl() answers then: the
+            // argument is read first (EFAULT), then routing is EINVAL and a
+            // line ENXIO (kvm_arch_can_set_irq_routing(),
+            // kvm_vm_ioctl_irq_line()).
+            abi::vm::SET_GSI_ROUTING => {
+                let _header: [u32; 2] = abi::read_arg(arg)?;
+                Err(EINVAL)
+            }
+            abi::vm::IRQ_LINE | abi::vm::IRQ_LINE_STATUS => {
+                let _level: [u32; 2] = abi::read_arg(arg)?;
+                Err(ENXIO)
+            }
             // kvm_arch_vm_ioctl(): an unknown VM request is ENOTTY.
             _ => Err(ENOTTY),
         }

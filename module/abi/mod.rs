@@ -49,6 +49,8 @@ pub(crate) mod sys {
     pub(crate) const GET_MSR_INDEX_LIST: u32 = super::kvm_iowr::<super::uapi::kvm_msr_list>(0x02);
     /// `KVM_GET_SUPPORTED_CPUID`: `_IOWR(KVMIO, 0x05, struct kvm_cpuid2)`.
     pub(crate) const GET_SUPPORTED_CPUID: u32 = super::kvm_iowr::<super::uapi::kvm_cpuid2>(0x05);
+    /// `KVM_X86_GET_MCE_CAP_SUPPORTED`: `_IOR(KVMIO, 0x9d, __u64)`.
+    pub(crate) const X86_GET_MCE_CAP_SUPPORTED: u32 = super::kvm_ior::<u64>(0x9d);
 }
 
 /// Requests on a VM fd.
@@ -72,6 +74,12 @@ pub(crate) mod vm {
     pub(crate) const GET_STATS_FD: u32 = kvm_io(0xce);
     /// `KVM_ENABLE_CAP`: `_IOW(KVMIO, 0xa3, struct kvm_enable_cap)`.
     pub(crate) const ENABLE_CAP: u32 = kvm_iow::<uapi::kvm_enable_cap>(0xa3);
+    /// `KVM_IRQ_LINE`: `_IOW(KVMIO, 0x61, struct kvm_irq_level)`.
+    pub(crate) const IRQ_LINE: u32 = kvm_iow::<uapi::kvm_irq_level>(0x61);
+    /// `KVM_IRQ_LINE_STATUS`: `_IOWR(KVMIO, 0x67, struct kvm_irq_level)`.
+    pub(crate) const IRQ_LINE_STATUS: u32 = super::kvm_iowr::<uapi::kvm_irq_level>(0x67);
+    /// `KVM_SET_GSI_ROUTING`: `_IOW(KVMIO, 0x6a, struct kvm_irq_routing)`.
+    pub(crate) const SET_GSI_ROUTING: u32 = kvm_iow::<uapi::kvm_irq_routing>(0x6a);
 }
 
 /// Requests on a vCPU fd.
@@ -109,6 +117,14 @@ pub(crate) mod vcpu {
     pub(crate) const SET_CPUID2: u32 = kvm_iow::<uapi::kvm_cpuid2>(0x90);
     /// `KVM_GET_CPUID2`: `_IOWR(KVMIO, 0x91, struct kvm_cpuid2)`.
     pub(crate) const GET_CPUID2: u32 = super::kvm_iowr::<uapi::kvm_cpuid2>(0x91);
+    /// `KVM_GET_MP_STATE`: `_IOR(KVMIO, 0x98, struct kvm_mp_state)`.
+    pub(crate) const GET_MP_STATE: u32 = kvm_ior::<uapi::kvm_mp_state>(0x98);
+    /// `KVM_SET_MP_STATE`: `_IOW(KVMIO, 0x99, struct kvm_mp_state)`.
+    pub(crate) const SET_MP_STATE: u32 = kvm_iow::<uapi::kvm_mp_state>(0x99);
+    /// `KVM_X86_SETUP_MCE`: `_IOW(KVMIO, 0x9c, __u64)`.
+    pub(crate) const X86_SETUP_MCE: u32 = kvm_iow::<u64>(0x9c);
+    /// `KVM_X86_SET_MCE`: `_IOW(KVMIO, 0x9e, struct kvm_x86_mce)`.
+    pub(crate) const X86_SET_MCE: u32 = kvm_iow::<uapi::kvm_x86_mce>(0x9e);
 }
 
 /// Most vCPUs per VM (`KVM_CAP_NR_VCPUS`, `KVM_CAP_MAX_VCPUS`).
@@ -157,6 +173,12 @@ unsafe impl AsBytes for uapi::kvm_cpuid_entry2 {}
 unsafe impl FromBytes for uapi::kvm_regs {}
 // SAFETY: as above.
 unsafe impl AsBytes for uapi::kvm_regs {}
+// SAFETY: as above (`pad1[7]` and `pad2[3]` are explicit).
+unsafe impl FromBytes for uapi::kvm_x86_mce {}
+// SAFETY: as above.
+unsafe impl FromBytes for uapi::kvm_mp_state {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_mp_state {}
 // SAFETY: as above (`kvm_segment` and `kvm_dtable` carry explicit padding fields).
 unsafe impl FromBytes for uapi::kvm_sregs {}
 // SAFETY: as above.
@@ -176,6 +198,10 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_enable_cap>() == 104);
     assert!(core::mem::size_of::<uapi::kvm_fpu>() == 416);
     assert!(core::mem::size_of::<uapi::kvm_guest_debug>() == 72);
+    assert!(core::mem::size_of::<uapi::kvm_x86_mce>() == 64);
+    assert!(core::mem::size_of::<uapi::kvm_mp_state>() == 4);
+    assert!(core::mem::size_of::<uapi::kvm_irq_level>() == 8);
+    assert!(core::mem::size_of::<uapi::kvm_irq_routing>() == 8);
 };
 
 /// `KVM_GET_MSR_INDEX_LIST`: `nmsrs` is always written back (so userspace
@@ -334,7 +360,15 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_IMMEDIATE_EXIT, 1),
     (uapi::KVM_CAP_BINARY_STATS_FD, 1),
     (uapi::KVM_CAP_ENABLE_CAP_VM, 1),
+    (uapi::KVM_CAP_MP_STATE, 1),
+    // No in-kernel irqchip: KVM_SET_GSI_ROUTING is EINVAL, as in KVM then.
+    (uapi::KVM_CAP_IRQ_ROUTING, MAX_IRQ_ROUTES),
+    (uapi::KVM_CAP_MCE, crate::pure::msr::MAX_MCE_BANKS as i32),
 ];
+
+/// Entries of a GSI routing table (`KVM_MAX_IRQ_ROUTES`, the value of
+/// `KVM_CAP_IRQ_ROUTING`).
+pub(crate) const MAX_IRQ_ROUTES: i32 = 4096;
 
 /// `KVM_SET_GUEST_DEBUG` control bits rkvm implements: enable and single-step
 /// (no hardware or software breakpoints yet). `KVM_CAP_SET_GUEST_DEBUG2`.

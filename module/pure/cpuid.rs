@@ -28,11 +28,13 @@ pub struct Entry {
     pub edx: u32,
 }
 
-/// Leaf 1 EDX bits rkvm's guests may see: FPU VME DE PSE TSC MSR PAE CX8 SEP
-/// PGE CMOV PAT PSE36 CLFSH MMX FXSR SSE SSE2. Left out: MCE/MCA and MTRR
-/// (their MSRs are not emulated), APIC (no in-kernel local APIC), HTT.
+/// Leaf 1 EDX bits rkvm's guests may see: FPU VME DE PSE TSC MSR PAE MCE CX8
+/// APIC SEP MTRR PGE MCA CMOV PAT PSE36 CLFSH MMX FXSR SSE SSE2. APIC, as
+/// in KVM, says a local APIC may be there: with no in-kernel one, the VMM
+/// emulates it (its MMIO page exits to userspace, `kvm_run->cr8` carries
+/// the TPR). Left out: HTT.
 const LEAF1_EDX: u32 = bits(&[
-    0, 1, 2, 3, 4, 5, 6, 8, 11, 13, 15, 16, 17, 19, 23, 24, 25, 26,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26,
 ]);
 /// Leaf 1 ECX: SSE3 PCLMULQDQ SSSE3 CX16 SSE4.1 SSE4.2 MOVBE POPCNT AES
 /// RDRAND. Left out: MONITOR (intercepted), VMX, FMA, PCID, x2APIC,
@@ -191,7 +193,9 @@ mod tests {
         assert_eq!(l1[2] & (1 << 26), 0, "no XSAVE");
         assert_eq!(l1[2] & (1 << 5), 0, "no VMX");
         assert_ne!(l1[2] & HYPERVISOR, 0);
-        assert_eq!(l1[3] & (1 << 9), 0, "no APIC");
+        assert_ne!(l1[3] & (1 << 9), 0, "APIC, for the VMM's local APIC");
+        assert_eq!(l1[3] & (1 << 28), 0, "no HTT");
+        assert_eq!(l1[3] & 0x5080, 0x5080, "MCE, MTRR and MCA: their MSRs are emulated");
         assert_ne!(l1[3] & (1 << 6), 0, "PAE");
         let ext1 = lookup(e, 0x8000_0001, 0);
         assert_eq!(ext1[3], EXT1_EDX);

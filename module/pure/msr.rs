@@ -32,11 +32,38 @@ pub const GS_BASE: u32 = 0xc000_0101;
 /// `KernelGSbase`.
 pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
 
+/// `IA32_MTRRCAP` (read-only).
+pub const MTRR_CAP: u32 = 0xfe;
+/// `IA32_MCG_CAP` (read-only; `KVM_X86_SETUP_MCE` sets it).
+pub const MCG_CAP: u32 = 0x179;
+/// `IA32_MCG_STATUS`.
+pub const MCG_STATUS: u32 = 0x17a;
+/// `IA32_MCG_CTL`.
+pub const MCG_CTL: u32 = 0x17b;
+/// `IA32_MISC_ENABLE`.
+pub const MISC_ENABLE: u32 = 0x1a0;
+/// The first variable-range MTRR, `IA32_MTRR_PHYSBASE0` (then PHYSMASK0, ...).
+pub const MTRR_PHYS_BASE0: u32 = 0x200;
+/// `IA32_MTRR_DEF_TYPE`.
+pub const MTRR_DEF_TYPE: u32 = 0x2ff;
+/// `IA32_MC0_CTL`: bank i's CTL, STATUS, ADDR and MISC are 0x400 + 4i + 0..3.
+pub const MC0_CTL: u32 = 0x400;
+/// kvmclock's wall clock and system time, the first (`KVM_FEATURE_CLOCKSOURCE`)
+/// and the second (`KVM_FEATURE_CLOCKSOURCE2`) numbering.
+pub const KVM_WALL_CLOCK: u32 = 0x11;
+/// See [`KVM_WALL_CLOCK`].
+pub const KVM_SYSTEM_TIME: u32 = 0x12;
+/// See [`KVM_WALL_CLOCK`].
+pub const KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
+/// See [`KVM_WALL_CLOCK`].
+pub const KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+
 /// What `KVM_GET_MSR_INDEX_LIST` reports: the MSRs a VMM saves and
 /// restores with `KVM_GET/SET_MSRS`. As in KVM, the ones whose state is part
 /// of `struct kvm_sregs` (EFER, APIC base, FS and GS bases) are left out,
-/// though `KVM_GET/SET_MSRS` and the guest reach them too.
-pub const LIST: [u32; 10] = [
+/// though `KVM_GET/SET_MSRS` and the guest reach them too, and so are the
+/// MTRRs and the MCE banks, which a VMM finds from CPUID and `MCG_CAP`.
+pub const LIST: [u32; 17] = [
     TSC,
     SYSENTER_CS,
     SYSENTER_ESP,
@@ -47,7 +74,336 @@ pub const LIST: [u32; 10] = [
     CSTAR,
     SFMASK,
     KERNEL_GS_BASE,
+    MISC_ENABLE,
+    MCG_STATUS,
+    MCG_CTL,
+    KVM_WALL_CLOCK,
+    KVM_SYSTEM_TIME,
+    KVM_WALL_CLOCK_NEW,
+    KVM_SYSTEM_TIME_NEW,
 ];
+
+/// Variable-range MTRR pairs (`KVM_NR_VAR_MTRR`).
+pub const NR_VAR_MTRR: usize = 8;
+/// The fixed-range MTRRs: 64K at 0x250, 16K at 0x258-0x259, 4K at 0x268-0x26f.
+const MTRR_FIXED: [u32; 11] = [
+    0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f,
+];
+/// `MTRRcap` as KVM reports it: WC (bit 10) and fixed ranges (bit 8)
+/// supported, no SMRR, [`NR_VAR_MTRR`] variable ranges.
+pub const MTRR_CAP_VALUE: u64 = 0x500 | NR_VAR_MTRR as u64;
+
+/// Machine-check banks a VM may have (`KVM_MAX_MCE_BANKS`, the value of
+/// `KVM_CAP_MCE`).
+pub const MAX_MCE_BANKS: usize = 32;
+/// `MCG_CAP.MCG_CTL_P`: `IA32_MCG_CTL` is present.
+pub const MCG_CTL_P: u64 = 1 << 8;
+/// `MCG_CAP.MCG_SER_P`: software error recovery.
+pub const MCG_SER_P: u64 = 1 << 24;
+/// What `KVM_X86_GET_MCE_CAP_SUPPORTED` reports (KVM's
+/// `kvm_caps.supported_mce_cap` without an in-kernel local APIC: no CMCI,
+/// no LMCE).
+pub const MCE_CAP_SUPPORTED: u64 = MCG_CTL_P | MCG_SER_P;
+/// `MCi_STATUS` bits `KVM_X86_SET_MCE` looks at.
+pub mod mci_status {
+    /// The bank holds a valid error.
+    pub const VAL: u64 = 1 << 63;
+    /// An earlier error was overwritten.
+    pub const OVER: u64 = 1 << 62;
+    /// Uncorrected error.
+    pub const UC: u64 = 1 << 61;
+    /// Processor context corrupt.
+    pub const PCC: u64 = 1 << 57;
+    /// Signaled (SRAR/SRAO).
+    pub const S: u64 = 1 << 56;
+    /// Action required.
+    pub const AR: u64 = 1 << 55;
+}
+/// `MCG_STATUS.MCIP`: a machine check is in progress.
+pub const MCG_STATUS_MCIP: u64 = 1 << 2;
+/// `IA32_MISC_ENABLE` at reset (KVM's): BTS and PEBS unavailable.
+pub const MISC_ENABLE_RESET: u64 = MISC_ENABLE_BTS_UNAVAIL | MISC_ENABLE_PEBS_UNAVAIL;
+const MISC_ENABLE_EMON: u64 = 1 << 7;
+const MISC_ENABLE_BTS_UNAVAIL: u64 = 1 << 11;
+const MISC_ENABLE_PEBS_UNAVAIL: u64 = 1 << 12;
+
+/// `struct kvm_x86_mce`, as `KVM_X86_SET_MCE` hands it over.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mce {
+    /// `MCi_STATUS` of the error.
+    pub status: u64,
+    /// `MCi_ADDR`.
+    pub addr: u64,
+    /// `MCi_MISC`.
+    pub misc: u64,
+    /// `MCG_STATUS` while the machine check is delivered.
+    pub mcg_status: u64,
+    /// The bank.
+    pub bank: u8,
+}
+
+/// What `KVM_X86_SET_MCE` asks of the vCPU after recording the error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MceOutcome {
+    /// Recorded in the bank (or dropped as the banks' controls say): no event.
+    Logged,
+    /// Deliver a machine-check exception (#MC, vector 18).
+    Exception,
+    /// A machine check while one is in progress, or with CR4.MCE clear:
+    /// the processor shuts down.
+    Shutdown,
+}
+
+/// The MSRs rkvm keeps above the vendors, with KVM's rules
+/// (`arch/x86/kvm/mtrr.c`, `set_msr_mce()`/`get_msr_mce()` and the
+/// `IA32_MISC_ENABLE` and kvmclock cases of `kvm_set_msr_common()`): the
+/// MTRRs, the machine-check registers and banks, `IA32_MISC_ENABLE`, and the
+/// kvmclock MSRs, which rkvm keeps for the VMM but does not offer the guest
+/// (no kvmclock in its CPUID: a guest access is #GP, as in KVM with
+/// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`).
+#[derive(Clone, Debug)]
+pub struct CommonMsrs {
+    mtrr_def_type: u64,
+    mtrr_fixed: [u64; 11],
+    /// Base and mask of each variable range, in MSR order.
+    mtrr_var: [u64; 2 * NR_VAR_MTRR],
+    mcg_cap: u64,
+    mcg_status: u64,
+    mcg_ctl: u64,
+    /// CTL, STATUS, ADDR, MISC of each bank.
+    mce_banks: [[u64; 4]; MAX_MCE_BANKS],
+    misc_enable: u64,
+    kvm_wall_clock: u64,
+    kvm_system_time: u64,
+}
+
+impl Default for CommonMsrs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether `t` is a memory type an MTRR may hold (UC, WC, WT, WP, WB).
+fn valid_mtrr_type(t: u64) -> bool {
+    matches!(t, 0 | 1 | 4 | 5 | 6)
+}
+
+impl CommonMsrs {
+    /// The state at vCPU creation: MTRRs off, [`MAX_MCE_BANKS`] banks with
+    /// no controls until the VMM sets `MCG_CAP`, KVM's `IA32_MISC_ENABLE`.
+    pub const fn new() -> Self {
+        Self {
+            mtrr_def_type: 0,
+            mtrr_fixed: [0; 11],
+            mtrr_var: [0; 2 * NR_VAR_MTRR],
+            mcg_cap: MAX_MCE_BANKS as u64,
+            mcg_status: 0,
+            mcg_ctl: 0,
+            mce_banks: [[0; 4]; MAX_MCE_BANKS],
+            misc_enable: MISC_ENABLE_RESET,
+            kvm_wall_clock: 0,
+            kvm_system_time: 0,
+        }
+    }
+
+    fn banks(&self) -> usize {
+        ((self.mcg_cap & 0xff) as usize).min(MAX_MCE_BANKS)
+    }
+
+    /// The bank register (bank, 0-3) MSR `index` names, if the vCPU has it.
+    fn bank_reg(&self, index: u32) -> Option<(usize, usize)> {
+        let offset = index.checked_sub(MC0_CTL)? as usize;
+        (offset < 4 * self.banks()).then_some((offset / 4, offset % 4))
+    }
+
+    /// Reads MSR `index` (`host`: `KVM_GET_MSRS`, else the guest's RDMSR).
+    /// `None`: not one of these, or #GP.
+    pub fn get(&self, index: u32, host: bool) -> Option<u64> {
+        Some(match index {
+            MTRR_CAP => MTRR_CAP_VALUE,
+            MTRR_DEF_TYPE => self.mtrr_def_type,
+            i if (MTRR_PHYS_BASE0..MTRR_PHYS_BASE0 + 2 * NR_VAR_MTRR as u32).contains(&i) => {
+                self.mtrr_var[(i - MTRR_PHYS_BASE0) as usize]
+            }
+            i if MTRR_FIXED.contains(&i) => {
+                self.mtrr_fixed[MTRR_FIXED.iter().position(|&f| f == i)?]
+            }
+            MCG_CAP => self.mcg_cap,
+            MCG_STATUS => self.mcg_status,
+            MCG_CTL if self.mcg_cap & MCG_CTL_P != 0 || host => self.mcg_ctl,
+            MISC_ENABLE => self.misc_enable,
+            KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW if host => self.kvm_wall_clock,
+            KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW if host => self.kvm_system_time,
+            i => {
+                let (bank, reg) = self.bank_reg(i)?;
+                self.mce_banks[bank][reg]
+            }
+        })
+    }
+
+    /// Writes MSR `index`. `None`: not one of these; `Some(false)`: #GP (or
+    /// a short count for the VMM); `Some(true)`: done. `maxphyaddr` bounds
+    /// the variable-range MTRRs.
+    pub fn set(&mut self, index: u32, value: u64, host: bool, maxphyaddr: u32) -> Option<bool> {
+        let reserved_pa = if maxphyaddr >= 64 {
+            0
+        } else {
+            !0u64 << maxphyaddr
+        };
+        let ok = match index {
+            MTRR_DEF_TYPE => {
+                let ok = value & !0xcff == 0 && valid_mtrr_type(value & 0xff);
+                if ok {
+                    self.mtrr_def_type = value;
+                }
+                ok
+            }
+            i if (MTRR_PHYS_BASE0..MTRR_PHYS_BASE0 + 2 * NR_VAR_MTRR as u32).contains(&i) => {
+                let base = i % 2 == 0;
+                let ok = if base {
+                    valid_mtrr_type(value & 0xff) && value & (reserved_pa | 0xf00) == 0
+                } else {
+                    value & (reserved_pa | 0x7ff) == 0
+                };
+                if ok {
+                    self.mtrr_var[(i - MTRR_PHYS_BASE0) as usize] = value;
+                }
+                ok
+            }
+            i if MTRR_FIXED.contains(&i) => {
+                let ok = (0..8).all(|b| valid_mtrr_type((value >> (8 * b)) & 0xff));
+                if ok {
+                    self.mtrr_fixed[MTRR_FIXED.iter().position(|&f| f == i)?] = value;
+                }
+                ok
+            }
+            MCG_STATUS => {
+                self.mcg_status = value;
+                true
+            }
+            MCG_CTL => {
+                let ok = (self.mcg_cap & MCG_CTL_P != 0 || (value == 0 && host))
+                    && (value == 0 || value == !0);
+                if ok {
+                    self.mcg_ctl = value;
+                }
+                ok
+            }
+            MISC_ENABLE => {
+                let mut value = value;
+                if !host {
+                    let ro = MISC_ENABLE_BTS_UNAVAIL | MISC_ENABLE_PEBS_UNAVAIL;
+                    if (self.misc_enable ^ value) & ro != 0 {
+                        return Some(false);
+                    }
+                    // EMON reads as it was: writes to it are ignored.
+                    value = (value & !MISC_ENABLE_EMON) | (self.misc_enable & MISC_ENABLE_EMON);
+                }
+                self.misc_enable = value;
+                true
+            }
+            KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => {
+                if host {
+                    self.kvm_wall_clock = value;
+                }
+                host
+            }
+            KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW => {
+                if host {
+                    self.kvm_system_time = value;
+                }
+                host
+            }
+            i => {
+                let (bank, reg) = self.bank_reg(i)?;
+                let ok = match reg {
+                    // CTL: 0 or all ones (bit 10 and bit 0 may be clear:
+                    // K8 GART and UnixWare workarounds KVM allows).
+                    0 => value == 0 || value | (1 << 10) | 1 == !0,
+                    // STATUS: the guest may only clear it (no
+                    // HWCR.McStatusWrEn); the VMM may write anything.
+                    1 => host || value == 0,
+                    _ => true,
+                };
+                if ok {
+                    self.mce_banks[bank][reg] = value;
+                }
+                ok
+            }
+        };
+        Some(ok)
+    }
+
+    /// `KVM_X86_SETUP_MCE`: the bank count (1 to [`MAX_MCE_BANKS`]) and
+    /// capabilities ([`MCE_CAP_SUPPORTED`], bits 16-23 free) of `MCG_CAP`;
+    /// `MCG_CTL` and every bank's CTL become all ones. `false`: EINVAL.
+    pub fn setup_mce(&mut self, mcg_cap: u64) -> bool {
+        let banks = (mcg_cap & 0xff) as usize;
+        if banks == 0 || banks > MAX_MCE_BANKS || mcg_cap & !(MCE_CAP_SUPPORTED | 0xff | 0xff_0000) != 0 {
+            return false;
+        }
+        self.mcg_cap = mcg_cap;
+        if mcg_cap & MCG_CTL_P != 0 {
+            self.mcg_ctl = !0;
+        }
+        for bank in &mut self.mce_banks[..banks] {
+            bank[0] = !0;
+        }
+        true
+    }
+
+    /// `KVM_X86_SET_MCE`: records the error in its bank as KVM does
+    /// (`kvm_vcpu_ioctl_x86_set_mce()`). `None`: EINVAL (no such bank, or
+    /// the status is not valid). `cr4_mce`: the guest's CR4.MCE.
+    pub fn set_mce(&mut self, mce: &Mce, cr4_mce: bool) -> Option<MceOutcome> {
+        use mci_status::*;
+        let bank = usize::from(mce.bank);
+        if bank >= self.banks() || mce.status & VAL == 0 {
+            return None;
+        }
+        let mut status = mce.status;
+        let uc = status & UC != 0;
+        let regs = &mut self.mce_banks[bank];
+        // An uncorrected error with no action required (UCNA): logged,
+        // signalled through CMCI, which rkvm does not offer.
+        if mce.mcg_status == 0 && status & (PCC | S | AR) == 0 && uc {
+            regs[1] = status;
+            regs[2] = mce.addr;
+            regs[3] = mce.misc;
+            self.mcg_status = mce.mcg_status;
+            return Some(MceOutcome::Logged);
+        }
+        // Uncorrected errors reporting off (MCG_CTL, or the bank's CTL):
+        // dropped.
+        if uc && ((self.mcg_cap & MCG_CTL_P != 0 && self.mcg_ctl != !0) || regs[0] != !0) {
+            return Some(MceOutcome::Logged);
+        }
+        if uc {
+            if self.mcg_status & MCG_STATUS_MCIP != 0 || !cr4_mce {
+                return Some(MceOutcome::Shutdown);
+            }
+            if regs[1] & VAL != 0 {
+                status |= OVER;
+            }
+            regs[2] = mce.addr;
+            regs[3] = mce.misc;
+            self.mcg_status = mce.mcg_status;
+            regs[1] = status;
+            return Some(MceOutcome::Exception);
+        }
+        if regs[1] & VAL == 0 || regs[1] & UC == 0 {
+            if regs[1] & VAL != 0 {
+                status |= OVER;
+            }
+            regs[2] = mce.addr;
+            regs[3] = mce.misc;
+            regs[1] = status;
+        } else {
+            regs[1] |= OVER;
+        }
+        Some(MceOutcome::Logged)
+    }
+}
 
 /// MSRs that describe or tune the physical machine (microcode, northbridge,
 /// memory-controller and bus configuration). A guest kernel reads and writes
@@ -55,7 +411,7 @@ pub const LIST: [u32; 10] = [
 /// NB_CFG), so a #GP would be a warning with a call trace in the guest. As
 /// KVM does (`kvm_get_msr_common`/`kvm_set_msr_common`), they read as fixed
 /// values and writes are dropped: a guest cannot reach the real ones.
-const FIXED: [(u32, u64); 15] = [
+const FIXED: [(u32, u64); 14] = [
     (0x17, 0),             // IA32_PLATFORM_ID
     (0x2a, 0),             // EBL_CR_POWERON
     (0x8b, 0x1_0000_0000), // IA32_UCODE_REV: a microcode revision of 1
@@ -70,17 +426,12 @@ const FIXED: [(u32, u64); 15] = [
     (0xc001_102a, 0),      // AMD64_BU_CFG2
     (0xc001_102c, 0),      // F15H_EX_CFG
     (0x79, 0),             // IA32_UCODE_WRITE (write-only on hardware)
-    // IA32_MISC_ENABLE: KVM's reset value, PEBS and BTS unavailable. Linux
-    // reads it on Intel before it has an IDT that survives a #GP
-    // (verify_cpu, to clear XD_DISABLE): a #GP there is a triple fault.
-    (0x1a0, 0x1800),
 ];
 
 /// Writes KVM accepts and drops (the others of [`FIXED`] are #GP on write).
-const WRITE_IGNORED: [u32; 8] = [
+const WRITE_IGNORED: [u32; 7] = [
     0x79,
     0x8b,
-    0x1a0,
     0xc001_001f,
     0xc001_1022,
     0xc001_1023,
@@ -153,6 +504,95 @@ mod tests {
             "SYSCFG writes are #GP, as in KVM"
         );
         assert!(!write_ignored(LSTAR), "real MSRs are not dropped");
+    }
+
+    #[test]
+    fn mtrrs_follow_kvm() {
+        let mut m = CommonMsrs::new();
+        assert_eq!(m.get(MTRR_CAP, false), Some(0x508));
+        assert_eq!(m.set(MTRR_CAP, 0, true, 40), None, "MTRRcap is read-only");
+        assert_eq!(m.set(MTRR_DEF_TYPE, 0xc06, false, 40), Some(true));
+        assert_eq!(m.get(MTRR_DEF_TYPE, false), Some(0xc06));
+        assert_eq!(m.set(MTRR_DEF_TYPE, 0x1006, false, 40), Some(false), "reserved bit 12");
+        assert_eq!(m.set(MTRR_DEF_TYPE, 0x2, false, 40), Some(false), "type 2 is reserved");
+        assert_eq!(m.set(0x250, 0x0606_0606_0606_0606, false, 40), Some(true));
+        assert_eq!(m.get(0x250, true), Some(0x0606_0606_0606_0606));
+        assert_eq!(m.set(0x26f, 0x0706_0606_0606_0606, false, 40), Some(false));
+        assert_eq!(m.get(0x251, true), None, "not an MTRR");
+        // Variable: base 0x20f000 WB, mask with valid bit 11.
+        assert_eq!(m.set(0x200, 0x8000_0006, false, 40), Some(true));
+        assert_eq!(m.set(0x201, 0xff_8000_0800, false, 40), Some(true));
+        assert_eq!(m.set(0x201, 0x100_0000_0800, false, 40), Some(false), "above MAXPHYADDR");
+        assert_eq!(m.set(0x201, 0xff_8000_0400, false, 40), Some(false), "reserved mask bit");
+        assert_eq!(m.set(0x200, 0x8000_0106, false, 40), Some(false), "reserved base bit");
+        assert_eq!(m.get(0x20f, false), Some(0));
+        assert_eq!(m.get(0x210, false), None);
+    }
+
+    #[test]
+    fn mce_banks_follow_kvm() {
+        let mut m = CommonMsrs::new();
+        assert_eq!(m.get(MCG_CAP, true), Some(32));
+        assert_eq!(m.set(MCG_CTL, 1, true, 40), Some(false), "no MCG_CTL_P");
+        assert_eq!(m.set(MCG_CTL, 0, true, 40), Some(true), "the VMM may write 0");
+        assert_eq!(m.set(MCG_CTL, 0, false, 40), Some(false));
+        assert!(!m.setup_mce(0));
+        assert!(!m.setup_mce(33));
+        assert!(!m.setup_mce(MCG_CTL_P | 10 | 1 << 9), "bit 9 is not supported");
+        assert!(m.setup_mce(MCG_CTL_P | MCG_SER_P | 10));
+        assert_eq!(m.get(MCG_CTL, false), Some(!0));
+        assert_eq!(m.get(MC0_CTL + 4 * 9, false), Some(!0));
+        assert_eq!(m.get(MC0_CTL + 4 * 10, true), None, "bank 10 of 10");
+        assert_eq!(m.set(MC0_CTL, 0x1234, false, 40), Some(false));
+        assert_eq!(m.set(MC0_CTL, !(1 << 10), false, 40), Some(true), "K8 GART bit");
+        assert_eq!(m.set(MC0_CTL + 1, 5, false, 40), Some(false), "guest may only clear STATUS");
+        assert_eq!(m.set(MC0_CTL + 1, 5, true, 40), Some(true));
+        assert_eq!(m.set(MC0_CTL + 1, 0, false, 40), Some(true));
+    }
+
+    #[test]
+    fn set_mce_follows_kvm() {
+        use mci_status::*;
+        let mut m = CommonMsrs::new();
+        assert!(m.setup_mce(MCG_CTL_P | MCG_SER_P | 10));
+        let uc = Mce {
+            status: VAL | UC | PCC,
+            addr: 0x1000,
+            misc: 0,
+            mcg_status: 0x5,
+            bank: 2,
+        };
+        assert_eq!(m.set_mce(&Mce { bank: 10, ..uc }, true), None);
+        assert_eq!(m.set_mce(&Mce { status: UC, ..uc }, true), None);
+        assert_eq!(m.set_mce(&uc, false), Some(MceOutcome::Shutdown), "CR4.MCE clear");
+        assert_eq!(m.set_mce(&uc, true), Some(MceOutcome::Exception));
+        assert_eq!(m.get(MC0_CTL + 4 * 2 + 1, true), Some(VAL | UC | PCC));
+        assert_eq!(m.get(MCG_STATUS, true), Some(0x5));
+        assert_eq!(m.set_mce(&uc, true), Some(MceOutcome::Shutdown), "MCIP set");
+        // Corrected errors are logged; a second one overwrites and says so.
+        let ce = Mce {
+            status: VAL | 0x17,
+            bank: 3,
+            ..uc
+        };
+        assert_eq!(m.set_mce(&ce, true), Some(MceOutcome::Logged));
+        assert_eq!(m.set_mce(&ce, true), Some(MceOutcome::Logged));
+        assert_eq!(m.get(MC0_CTL + 4 * 3 + 1, true), Some(VAL | OVER | 0x17));
+    }
+
+    #[test]
+    fn misc_enable_and_kvmclock() {
+        let mut m = CommonMsrs::new();
+        assert_eq!(m.get(MISC_ENABLE, false), Some(0x1800));
+        assert_eq!(m.set(MISC_ENABLE, 0x1, false, 40), Some(false), "BTS/PEBS are read-only");
+        assert_eq!(m.set(MISC_ENABLE, 0x1881, false, 40), Some(true));
+        assert_eq!(m.get(MISC_ENABLE, false), Some(0x1801), "EMON writes ignored");
+        assert_eq!(m.set(MISC_ENABLE, 0x1, true, 40), Some(true), "the VMM sets anything");
+        assert_eq!(m.get(MISC_ENABLE, true), Some(0x1));
+        assert_eq!(m.set(KVM_SYSTEM_TIME, 0x5001, true, 40), Some(true));
+        assert_eq!(m.get(KVM_SYSTEM_TIME_NEW, true), Some(0x5001));
+        assert_eq!(m.get(KVM_SYSTEM_TIME, false), None, "no kvmclock for the guest");
+        assert_eq!(m.set(KVM_WALL_CLOCK, 0x6000, false, 40), Some(false));
     }
 
     #[test]

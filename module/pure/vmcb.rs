@@ -115,6 +115,16 @@ pub mod exit {
     pub const CPUID: u64 = 0x72;
     /// HLT.
     pub const HLT: u64 = 0x78;
+    /// INVD.
+    pub const INVD: u64 = 0x76;
+    /// IRET.
+    pub const IRET: u64 = 0x74;
+    /// WBINVD.
+    pub const WBINVD: u64 = 0x89;
+    /// MONITOR.
+    pub const MONITOR: u64 = 0x8a;
+    /// MWAIT.
+    pub const MWAIT: u64 = 0x8b;
     /// IN/OUT/INS/OUTS.
     pub const IOIO: u64 = 0x7B;
     /// RDMSR/WRMSR.

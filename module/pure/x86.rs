@@ -29,12 +29,34 @@ pub mod cr4 {
     pub const PSE: u64 = 1 << 4;
     /// Physical address extension.
     pub const PAE: u64 = 1 << 5;
+    /// Machine-check enable.
+    pub const MCE: u64 = 1 << 6;
     /// Global pages.
     pub const PGE: u64 = 1 << 7;
     /// The CR4 bits rkvm lets a guest have: VME, PVI, TSD, DE, PSE, PAE, MCE,
     /// PGE, PCE, OSFXSR, OSXMMEXCPT (bits 0-10). Anything else is refused, as
     /// KVM refuses bits the guest's CPUID does not allow.
     pub const SUPPORTED: u64 = 0x7ff;
+}
+
+/// Exception and interrupt vectors.
+pub mod vector {
+    /// Debug exception (#DB).
+    pub const DB: u8 = 1;
+    /// Non-maskable interrupt.
+    pub const NMI: u8 = 2;
+    /// Breakpoint (#BP).
+    pub const BP: u8 = 3;
+    /// Invalid opcode (#UD).
+    pub const UD: u8 = 6;
+    /// Double fault (#DF).
+    pub const DF: u8 = 8;
+    /// General protection (#GP).
+    pub const GP: u8 = 13;
+    /// Page fault (#PF).
+    pub const PF: u8 = 14;
+    /// Machine check (#MC).
+    pub const MC: u8 = 18;
 }
 
 /// EFER bits.

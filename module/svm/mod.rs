@@ -294,6 +294,9 @@ impl SvmVcpu {
             // No decode assists under QEMU: the run loop decodes the address.
             exit::INVLPG => Exit::Invlpg { reported: None },
             exit::CPUID => Exit::Cpuid,
+            // No NRIP save under QEMU: the lengths of the plain encodings.
+            exit::WBINVD | exit::INVD => Exit::Nop { len: 2 },
+            exit::MONITOR | exit::MWAIT => Exit::Nop { len: 3 },
             exit::MSR => Exit::Msr { write: info1 == 1 },
             exit::VMMCALL => Exit::Hypercall,
             exit::SHUTDOWN => Exit::Shutdown,

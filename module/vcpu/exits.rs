@@ -40,13 +40,11 @@ use crate::{
 };
 
 use super::{
-    read_msr,
     reload_pdptes,
     run_page::{
         PioPage,
         RunPage, //
     },
-    write_msr,
     PendingIo,
     Vcpu,
     VcpuState, //
@@ -73,14 +71,12 @@ fn emulation_failed(arch: &dyn ArchVcpu, run: &RunPage<'_>) -> Next {
 
 /// `-KVM_ENOSYS`: the answer to a hypercall rkvm does not implement.
 const KVM_ENOSYS: u64 = 1000;
-/// General protection.
-const GP_VECTOR: u8 = 13;
-/// Invalid opcode.
-const UD_VECTOR: u8 = 6;
-/// Double fault.
-const DF_VECTOR: u8 = 8;
-/// Page fault.
-const PF_VECTOR: u8 = 14;
+use crate::pure::x86::vector::{
+    DF as DF_VECTOR,
+    GP as GP_VECTOR,
+    PF as PF_VECTOR,
+    UD as UD_VECTOR, //
+};
 /// `kvm_run.internal.data[0]` when the guest state was lost
 /// (`Exit::StateLost`): "rkvmLOST".
 const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
@@ -106,6 +102,10 @@ impl Vcpu {
             Exit::CrAccess => self.handle_cr(st, run),
             Exit::Invlpg { reported } => self.handle_invlpg(st, reported, run),
             Exit::Cpuid => self.handle_cpuid(st),
+            Exit::Nop { len } => {
+                st.arch.skip(u64::from(len));
+                Next::Reenter
+            }
             Exit::Msr { write } => self.handle_msr(st, write),
             Exit::Hypercall => self.handle_hypercall(st),
             Exit::InvalidOpcode => self.handle_invalid_opcode(st),
@@ -358,23 +358,23 @@ impl Vcpu {
 
     /// RDMSR or WRMSR (`write`), of the MSRs rkvm has.
     fn handle_msr(&self, st: &mut VcpuState, write: bool) -> Next {
-        let arch = &mut st.arch;
-        let index = arch.gpr(gpr::RCX) as u32;
+        let index = st.arch.gpr(gpr::RCX) as u32;
         let done = if write {
-            let value = (arch.gpr(gpr::RDX) << 32) | (arch.gpr(gpr::RAX) & 0xffff_ffff);
-            let before = arch.paging();
-            let done = write_msr(&mut **arch, index, value, false);
-            if before.flushes(&arch.paging()) && st.mmu.flush(Flush::All) {
+            let value = (st.arch.gpr(gpr::RDX) << 32) | (st.arch.gpr(gpr::RAX) & 0xffff_ffff);
+            let before = st.arch.paging();
+            let done = st.write_msr(index, value, false);
+            if before.flushes(&st.arch.paging()) && st.mmu.flush(Flush::All) {
                 self.stats.inc(VcpuStat::TlbFlush);
             }
             done
-        } else if let Some(value) = read_msr(&**arch, index) {
-            arch.set_gpr(gpr::RAX, value & 0xffff_ffff);
-            arch.set_gpr(gpr::RDX, value >> 32);
+        } else if let Some(value) = st.read_msr(index, false) {
+            st.arch.set_gpr(gpr::RAX, value & 0xffff_ffff);
+            st.arch.set_gpr(gpr::RDX, value >> 32);
             true
         } else {
             false
         };
+        let arch = &mut st.arch;
         // An MSR rkvm does not have, or a value it may not hold: #GP,
         // as KVM does by default (ignore_msrs=0).
         if done {

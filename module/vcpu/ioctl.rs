@@ -16,6 +16,7 @@ use crate::{
     },
     pure::{
         cpuid,
+        msr,
         shadow::Flush,
         x86::{
             self,
@@ -26,9 +27,7 @@ use crate::{
 };
 
 use super::{
-    read_msr,
     reload_pdptes,
-    write_msr,
     Vcpu,
     VcpuState, //
 };
@@ -54,6 +53,30 @@ impl Vcpu {
             abi::vcpu::GET_MSRS => self.get_msrs(arg),
             abi::vcpu::SET_MSRS => self.set_msrs(arg),
             abi::vcpu::GET_CPUID2 => self.get_cpuid(arg),
+            // No in-kernel local APIC: the vCPU is always runnable (HLT
+            // exits to userspace), and that is the only state it takes.
+            abi::vcpu::GET_MP_STATE => {
+                let state = uapi::kvm_mp_state {
+                    mp_state: uapi::KVM_MP_STATE_RUNNABLE,
+                };
+                abi::write_arg(arg, &state)?;
+                Ok(0)
+            }
+            abi::vcpu::SET_MP_STATE => {
+                let state: uapi::kvm_mp_state = abi::read_arg(arg)?;
+                if state.mp_state != uapi::KVM_MP_STATE_RUNNABLE {
+                    return Err(EINVAL);
+                }
+                Ok(0)
+            }
+            abi::vcpu::X86_SETUP_MCE => {
+                let mcg_cap: u64 = abi::read_arg(arg)?;
+                if !self.state.lock().msrs.setup_mce(mcg_cap) {
+                    return Err(EINVAL);
+                }
+                Ok(0)
+            }
+            abi::vcpu::X86_SET_MCE => self.set_mce(arg),
             // The same request as on a VM fd.
             abi::vm::GET_STATS_FD => StatsFile::create(self.stats.clone(), Some(self.id)),
             // kvm_arch_vcpu_ioctl(): an unknown vCPU request is EINVAL.
@@ -153,11 +176,33 @@ impl Vcpu {
         Ok(0)
     }
 
+    /// `KVM_X86_SET_MCE`: a machine check for the guest, logged in its
+    /// bank and, for an uncorrected error, delivered as #MC (or a shutdown
+    /// at the next `KVM_RUN` when one is already in progress).
+    fn set_mce(&self, arg: usize) -> Result<isize> {
+        let m: uapi::kvm_x86_mce = abi::read_arg(arg)?;
+        let mce = msr::Mce {
+            status: m.status,
+            addr: m.addr,
+            misc: m.misc,
+            mcg_status: m.mcg_status,
+            bank: m.bank,
+        };
+        let mut st = self.state.lock();
+        let cr4_mce = st.arch.paging().cr4 & x86::cr4::MCE != 0;
+        match st.msrs.set_mce(&mce, cr4_mce).ok_or(EINVAL)? {
+            msr::MceOutcome::Logged => {}
+            msr::MceOutcome::Exception => st.arch.inject_exception(x86::vector::MC, None),
+            msr::MceOutcome::Shutdown => st.shutdown_pending = true,
+        }
+        Ok(0)
+    }
+
     /// `KVM_GET_MSRS`: how many were read, up to the first unknown MSR.
     fn get_msrs(&self, arg: usize) -> Result<isize> {
         let st = self.state.lock();
         abi::msr_io(arg, true, |e| {
-            read_msr(&*st.arch, e.index).map(|v| e.data = v).is_some()
+            st.read_msr(e.index, true).map(|v| e.data = v).is_some()
         })
     }
 
@@ -165,9 +210,7 @@ impl Vcpu {
     /// of them may have changed paging (EFER): the vCPU's MMU is flushed.
     fn set_msrs(&self, arg: usize) -> Result<isize> {
         let mut st = self.state.lock();
-        let done = abi::msr_io(arg, false, |e| {
-            write_msr(&mut *st.arch, e.index, e.data, true)
-        });
+        let done = abi::msr_io(arg, false, |e| st.write_msr(e.index, e.data, true));
         st.mmu.flush(Flush::All);
         done
     }

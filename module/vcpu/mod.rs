@@ -57,17 +57,6 @@ mod ioctl;
 mod run;
 mod run_page;
 
-/// RDMSR and `KVM_GET_MSRS`: the backend's MSRs, then the machine
-/// configuration MSRs every KVM answers with fixed values.
-fn read_msr(arch: &dyn ArchVcpu, index: u32) -> Option<u64> {
-    arch.get_msr(index).or_else(|| msr::fixed_read(index))
-}
-
-/// WRMSR (`host` false) and `KVM_SET_MSRS`: false means #GP (or a short count).
-fn write_msr(arch: &mut dyn ArchVcpu, index: u32, value: u64, host: bool) -> bool {
-    arch.set_msr(index, value, host) || msr::write_ignored(index)
-}
-
 /// An I/O exit that userspace completes: the next `KVM_RUN` stores the
 /// data of an IN and moves RIP past the instruction, as KVM's
 /// `complete_fast_pio_*` do (so between the exit and the next `KVM_RUN`,
@@ -101,9 +90,33 @@ struct VcpuState {
     host_since: u64,
     /// Nested paging, or this vCPU's shadow page table.
     mmu: VcpuMmu,
+    /// The MSRs kept above the vendors (MTRRs, machine check, ...).
+    msrs: msr::CommonMsrs,
+    /// A shutdown the next entry reports instead of entering (KVM's
+    /// `KVM_REQ_TRIPLE_FAULT`: a machine check during a machine check).
+    shutdown_pending: bool,
 }
 
 impl VcpuState {
+    /// RDMSR (`host` false) and `KVM_GET_MSRS`: the backend's MSRs, those
+    /// kept above the vendors, then the machine configuration MSRs every
+    /// KVM answers with fixed values. `None`: #GP (or a short count).
+    fn read_msr(&self, index: u32, host: bool) -> Option<u64> {
+        self.arch
+            .get_msr(index)
+            .or_else(|| self.msrs.get(index, host))
+            .or_else(|| msr::fixed_read(index))
+    }
+
+    /// WRMSR (`host` false) and `KVM_SET_MSRS`: false means #GP (or a short count).
+    fn write_msr(&mut self, index: u32, value: u64, host: bool) -> bool {
+        let maxphyaddr = cpuid::maxphyaddr(&self.cpuid);
+        if let Some(done) = self.msrs.set(index, value, host, maxphyaddr) {
+            return done;
+        }
+        self.arch.set_msr(index, value, host) || msr::write_ignored(index)
+    }
+
     /// `kvm_vcpu_ready_for_interrupt_injection()` with a userspace irqchip.
     fn ready_for_interrupt(&self) -> bool {
         self.pending_irq.is_none() && self.arch.interrupt_allowed()
@@ -159,6 +172,8 @@ impl Vcpu {
                     io_buf,
                     host_since: 0,
                     mmu,
+                    msrs: msr::CommonMsrs::new(),
+                    shutdown_pending: false,
                 }),
             }),
             GFP_KERNEL,

@@ -42,26 +42,15 @@ impl Vcpu {
     pub(super) fn run(&self) -> Result<isize> {
         let mut st = self.state.lock();
         let run = RunPage(&self.run_page);
-        let rip = st.arch.rip();
-        self.complete_userspace(&mut st, &run);
-        // Single-stepping: an instruction that userspace just completed
-        // (I/O, MMIO load) is one step, reported before anything else runs.
-        if st.single_step && st.arch.rip() != rip {
-            run.set_debug(st.arch.debug_exit());
-            return Ok(0);
-        }
-        // As kvm_arch_vcpu_ioctl_run(): a pending I/O completes first, then
-        // immediate_exit returns EINTR without touching exit_reason.
-        let result = if run.immediate_exit() {
-            Err(EINTR)
+        // With no in-kernel local APIC the VMM's APIC owns the TPR: it comes
+        // in through kvm_run->cr8 at every KVM_RUN, before anything else, and
+        // a value CR8 cannot hold is EINVAL (kvm_arch_vcpu_ioctl_run()).
+        let cr8 = run.cr8();
+        let result = if cr8 > 15 {
+            Err(EINVAL)
         } else {
-            st.host_since = sys::ktime_ns();
-            let result = self.run_loop(&mut st, &run);
-            self.stats.add(
-                VcpuStat::HostTimeNs,
-                sys::ktime_ns().saturating_sub(st.host_since),
-            );
-            result
+            st.arch.set_cr8(cr8);
+            self.complete_and_run(&mut st, &run)
         };
         let regs = st.arch.regs();
         let sregs = st.arch.sregs();
@@ -71,6 +60,31 @@ impl Vcpu {
             ready,
             sregs.cr8,
             sregs.apic_base,
+        );
+        result
+    }
+
+    /// `KVM_RUN` with the TPR loaded: completes what userspace did for the
+    /// last exit, then runs the guest.
+    fn complete_and_run(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Result<isize> {
+        let rip = st.arch.rip();
+        self.complete_userspace(st, run);
+        // Single-stepping: an instruction that userspace just completed
+        // (I/O, MMIO load) is one step, reported before anything else runs.
+        if st.single_step && st.arch.rip() != rip {
+            run.set_debug(st.arch.debug_exit());
+            return Ok(0);
+        }
+        // As kvm_arch_vcpu_ioctl_run(): a pending I/O completes first, then
+        // immediate_exit returns EINTR without touching exit_reason.
+        if run.immediate_exit() {
+            return Err(EINTR);
+        }
+        st.host_since = sys::ktime_ns();
+        let result = self.run_loop(st, run);
+        self.stats.add(
+            VcpuStat::HostTimeNs,
+            sys::ktime_ns().saturating_sub(st.host_since),
         );
         result
     }
@@ -85,6 +99,10 @@ impl Vcpu {
                 return Err(EINTR);
             }
             sys::cond_resched();
+            if core::mem::take(&mut st.shutdown_pending) {
+                run.set_exit_reason(uapi::KVM_EXIT_SHUTDOWN);
+                return Ok(0);
+            }
             // What userspace queued is injected at this entry: KVM treats a
             // KVM_INTERRUPT vector as already accepted (userspace asks only
             // when ready_for_interrupt_injection says so).

@@ -53,6 +53,12 @@ impl RunPage<'_> {
         unsafe { run_field!(self.immediate_exit).read_volatile() != 0 }
     }
 
+    /// The TPR the VMM's local APIC holds (`kvm_run->cr8`).
+    pub(super) fn cr8(&self) -> u64 {
+        // SAFETY: see `run_field!`; a volatile read of a field userspace may write.
+        unsafe { run_field!(self.cr8).read_volatile() }
+    }
+
     pub(super) fn exit_reason(&self) -> u32 {
         // SAFETY: see `run_field!`.
         unsafe { run_field!(self.exit_reason).read_volatile() }

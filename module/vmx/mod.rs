@@ -759,6 +759,9 @@ impl VmxVcpu {
             reason::TRIPLE_FAULT => Exit::Shutdown,
             reason::INTERRUPT_WINDOW => Exit::IrqWindow,
             reason::CPUID => Exit::Cpuid,
+            reason::INVD | reason::WBINVD | reason::MONITOR | reason::MWAIT => Exit::Nop {
+                len: e.insn_len as u8,
+            },
             reason::HLT => Exit::Hlt,
             reason::VMCALL => Exit::Hypercall,
             reason::CR_ACCESS => Exit::CrAccess,
