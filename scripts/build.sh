@@ -81,6 +81,31 @@ build_linux_guest() {
     make -s -C "$KBUILD" $(kmake_args) kernelrelease > "$dir/release"
 }
 
+# QEMU as a KVM client inside the test VMs (tests/vm/runner.sh, t_qemu):
+# Debian's qemu-system-x86_64 with the shared libraries it loads and the
+# firmware it needs for `-machine pc -kernel`, as a cpio archive that
+# build_initramfs appends (the kernel unpacks concatenated archives). Made
+# again when the installed QEMU changes.
+build_qemu_client() {
+    local out=$RKVM_OUT/qemu-client.cpio.gz qemu=/usr/bin/qemu-system-x86_64
+    [[ -s $out && $out -nt $qemu && $out -nt ${BASH_SOURCE[0]} ]] && return
+    log "packing QEMU as a KVM client for the test VMs"
+    local root=$RKVM_OUT/qemu-client f
+    rm -rf "$root"
+    copy_in() { mkdir -p "$root$(dirname "$1")" && cp -L "$1" "$root$1"; }
+    copy_in "$qemu"
+    for f in $(ldd "$qemu" | awk '/=> \// {print $3} /^[ \t]*\/lib64\// {print $1}'); do
+        copy_in "$f"
+    done
+    # SeaBIOS, the option ROM that loads -kernel, and the ones QEMU's pc
+    # machine asks for (without multiboot_dma.bin a multiboot kernel hangs
+    # in the firmware with no message).
+    for f in /usr/share/seabios/bios-256k.bin /usr/share/qemu/{linuxboot_dma,kvmvapic,multiboot_dma}.bin; do
+        copy_in "$f"
+    done
+    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
+}
+
 # build_initramfs [KBUILD RKVM_KO OUT]: default the test kernel's.
 build_initramfs() {
     local kbuild=${1:-$KBUILD} ko=${2:-$RKVM_ROOT/module/rkvm.ko} out=${3:-$RKVM_OUT/initramfs.cpio.gz}
@@ -110,6 +135,12 @@ build_initramfs() {
     build_linux_guest "$root/rkvm/linux"
     cp "$RKVM_ROOT/tests/vm/init" "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
+    # The test kernel's VMs (QEMU and Bochs) also run QEMU as a KVM client;
+    # the debug kernel's reliability suite does not.
+    if [[ -z ${1:-} ]]; then
+        build_qemu_client
+        cat "$RKVM_OUT/qemu-client.cpio.gz" >> "$out"
+    fi
 }
 
 # rkvm.ko for the debug kernel, built from a copy of the module's sources

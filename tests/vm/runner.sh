@@ -76,6 +76,7 @@ kvm:linux_console_input t_linux_console_input /dev/kvm
 kvm:linux_virtio t_linux_virtio /dev/kvm
 kvm:linux_virtio_console t_linux_virtio_console /dev/kvm"
 PLAN="$PLAN
+kvm:qemu t_qemu qemu64
 kvm_info t_info /dev/kvm
 kvm_unload t_kvm_unload"
 # The reference for shadow paging: kvm_amd without NPT, kvm_intel without
@@ -118,14 +119,22 @@ PLAN="$PLAN
 rkvm_refuses_busy_$BACKEND t_rkvm_refuses_busy"
 PLAN="$PLAN
 rkvm_info t_info /dev/rkvm
-rkvm_unload t_rkvm_unload"
+rkvm_unload t_rkvm_unload
+rkvm_kvm_node_taken t_rkvm_kvm_node_taken
+rkvm_kvm_node t_rkvm_kvm_node
+rkvm:qemu t_qemu qemu64
+rkvm:qemu_cpu_host t_qemu host
+rkvm_kvm_node_unload t_rkvm_unload /dev/kvm"
 # The same again with shadow page tables (rkvm.ko tdp=0).
 PLAN="$PLAN
 shadow_load t_rkvm_load tdp=0
 $(mmu_suite shadow)
 shadow_info t_info /dev/rkvm
 linux_boot_times t_linux_times
-shadow_unload t_rkvm_unload"
+shadow_unload t_rkvm_unload
+shadow_kvm_node t_rkvm_kvm_node tdp=0
+shadow:qemu t_qemu qemu64
+shadow_kvm_node_unload t_rkvm_unload /dev/kvm"
 PLAN="$PLAN
 kernel_log t_kernel_log"
 [ "$(cmdline_arg rkvm.fail)" = 1 ] && PLAN="$PLAN
@@ -238,16 +247,10 @@ finish_linux() {
     cat /tmp/linux.err
 }
 
-# What every boot must show: the guest's /init ran and saw one CPU and about
-# 128 MiB, and the guest kernel complained about nothing (a regression test:
-# under rkvm it printed "unchecked MSR access error" with a call trace).
+# What every boot with `rkvm run` must show: check_guest_linux, and rkvm
+# run's statistics.
 check_linux_boot() {
-    # The guest is the test kernel (also under the debug kernel): its release is recorded beside it.
-    grep -q '^rkvm-guest: init ran, kernel '"$(cat /rkvm/linux/release)"'$' /tmp/linux.out || { tail -n 20 /tmp/linux.out; fail "the guest's /init did not run"; }
-    grep -q '^rkvm-guest: cpus 1$' /tmp/linux.out || fail "the guest does not see exactly one CPU"
-    grep -q '^rkvm-guest: memory 1[0-2][0-9][0-9][0-9][0-9] kB$' /tmp/linux.out || fail "the guest does not see about 128 MiB"
-    bad=$(grep -E 'Call Trace|WARNING:|unchecked MSR|BUG:|Oops|Kernel panic' /tmp/linux.out || true)
-    [ -z "$bad" ] || { echo "$bad"; fail "the guest kernel reported problems"; }
+    check_guest_linux
     grep -q '^rkvm: [0-9]* exits to userspace: .*io [0-9]' /tmp/linux.err || fail "no exit statistics"
     grep -q '^rkvm: vCPU statistics from the kernel: exits [0-9]*, io [0-9]*' /tmp/linux.err || fail "no statistics from KVM_GET_STATS_FD"
     # rkvm handles no port in the kernel: every I/O exit the kernel counted
@@ -260,6 +263,19 @@ check_linux_boot() {
         grep -q '^rkvm: time: [0-9.]* s in all, guest mode [0-9.]* s ([0-9]* %), kernel ' /tmp/linux.err ||
             fail "no time split (guest_time_ns, host_time_ns)"
     fi
+}
+
+# What every boot of the test kernel must show in /tmp/linux.out, whichever
+# VMM ran it: the guest's /init ran and saw one CPU and about 128 MiB, and
+# the guest kernel complained about nothing (a regression test: under rkvm
+# it printed "unchecked MSR access error" with a call trace).
+check_guest_linux() {
+    # The guest is the test kernel (also under the debug kernel): its release is recorded beside it.
+    grep -q '^rkvm-guest: init ran, kernel '"$(cat /rkvm/linux/release)"'$' /tmp/linux.out || { tail -n 20 /tmp/linux.out; fail "the guest's /init did not run"; }
+    grep -q '^rkvm-guest: cpus 1$' /tmp/linux.out || fail "the guest does not see exactly one CPU"
+    grep -q '^rkvm-guest: memory 1[0-2][0-9][0-9][0-9][0-9] kB$' /tmp/linux.out || fail "the guest does not see about 128 MiB"
+    bad=$(grep -E 'Call Trace|WARNING:|unchecked MSR|BUG:|Oops|Kernel panic' /tmp/linux.out || true)
+    [ -z "$bad" ] || { echo "$bad"; fail "the guest kernel reported problems"; }
 }
 
 # The guest powers off (halts: it has no ACPI). The same through kvm_amd is
@@ -511,9 +527,64 @@ t_rkvm_refuses_busy() {
     rkvm run --flat /rkvm/guests/hello-real.bin > /dev/null || fail "rkvm cannot run a guest after $KVM_MOD left"
 }
 
+# kvm_node=1: rkvm.ko registers /dev/kvm with KVM's misc minor (232), for
+# clients that open /dev/kvm by name. $@: more module parameters.
+t_rkvm_kvm_node() {
+    insmod /rkvm/rkvm.ko kvm_node=1 "$@" || fail "insmod rkvm.ko kvm_node=1 $*"
+    [ ! -e /dev/rkvm ] || fail "/dev/rkvm exists with kvm_node=1"
+    [ -c /dev/kvm ] || fail "/dev/kvm is not a character device"
+    grep -q '^232 kvm$' /proc/misc || fail "no '232 kvm' in /proc/misc: $(cat /proc/misc)"
+    [ "$(cat /sys/class/misc/kvm/dev)" = 10:232 ] || fail "/dev/kvm is $(cat /sys/class/misc/kvm/dev), not 10:232"
+    ! grep -q '^kvm ' /proc/modules || fail "kvm.ko is loaded"
+    rkvm info --device /dev/kvm > /tmp/info.out || fail "rkvm info --device /dev/kvm"
+    grep -q '^mmu: *tdp, shadow per VM' /tmp/info.out || fail "/dev/kvm does not answer rkvm's own capability (KVM_CAP_RKVM_MMU)"
+    echo "/dev/kvm is rkvm.ko's: $(grep -c . /proc/misc) misc devices, kvm at 10:232"
+}
+
+# kvm_node=1 while real KVM holds minor 232: the load fails with EBUSY
+# and the kernel log says what to do.
+t_rkvm_kvm_node_taken() {
+    modprobe "$KVM_MOD" || fail "modprobe $KVM_MOD"
+    status=0
+    insmod /rkvm/rkvm.ko kvm_node=1 2> /tmp/insmod.err || status=$?
+    [ "$status" = 0 ] && rmmod rkvm
+    rmmod "$KVM_MOD" kvm || fail "rmmod $KVM_MOD kvm"
+    cat /tmp/insmod.err
+    [ "$status" != 0 ] || fail "rkvm.ko loaded with kvm_node=1 while $KVM_MOD had /dev/kvm"
+    grep -q 'Device or resource busy' /tmp/insmod.err || fail "insmod did not fail with EBUSY"
+    dmesg | grep 'kvm_node=1: /dev/kvm (misc minor 232) is taken: unload' || fail "no kernel log line saying what to do"
+}
+
+# Unmodified QEMU as a KVM client: Debian's qemu-system-x86_64 (with its
+# libraries and firmware, see build.sh) with its own PIC, PIT, IOAPIC and
+# local APIC (kernel-irqchip=off) boots the test kernel from SeaBIOS to
+# its /init through /dev/kvm: real KVM in the reference part, rkvm.ko
+# loaded with kvm_node=1 after. $1: the CPU model (qemu64, or host: the
+# device's KVM_GET_SUPPORTED_CPUID).
+t_qemu() {
+    [ -x /usr/bin/qemu-system-x86_64 ] || fail "no qemu-system-x86_64 in the initramfs"
+    status=0
+    start=$(uptime_cs)
+    timeout 900 qemu-system-x86_64 -accel kvm -machine pc,kernel-irqchip=off -cpu "$1" -m 128 \
+        -nodefaults -no-reboot -nic none -display none -monitor none -serial stdio \
+        -L /usr/share/seabios -L /usr/share/qemu \
+        -kernel /rkvm/linux/bzImage -initrd /rkvm/linux/initramfs.cpio.gz \
+        -append "console=ttyS0 nolapic noapic panic=-1 rdinit=/init" \
+        < /dev/null > /tmp/qemu.raw 2> /tmp/qemu.err || status=$?
+    tr -d '\r' < /tmp/qemu.raw > /tmp/linux.out
+    grep '^rkvm-guest: \|Linux version\|Run /init\|reboot:' /tmp/linux.out || true
+    # QEMU's warnings (CPU features the device does not offer) are shown.
+    cat /tmp/qemu.err
+    echo "qemu-system-x86_64 -cpu $1: exit status $status after $(( $(uptime_cs) - start ))0 ms"
+    [ "$status" = 0 ] || { tail -n 20 /tmp/linux.out; fail "qemu-system-x86_64: exit status $status"; }
+    check_guest_linux
+    grep -q 'reboot: Power down' /tmp/linux.out || fail "the guest did not power off"
+}
+
+# $1: the node rkvm.ko registered (default /dev/rkvm).
 t_rkvm_unload() {
     rmmod rkvm || fail "rmmod rkvm"
-    [ ! -e /dev/rkvm ] || fail "/dev/rkvm is still there"
+    [ ! -e "${1:-/dev/rkvm}" ] || fail "${1:-/dev/rkvm} is still there"
     ! grep -q '^rkvm ' /proc/modules || fail "rkvm is still in /proc/modules"
 }
 
