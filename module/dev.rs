@@ -47,7 +47,8 @@ pub(crate) struct SystemDevice {
 
 // The open callback casts the `struct miscdevice` to this type.
 const _: () = assert!(
-    core::mem::size_of::<SystemDevice>() == core::mem::size_of::<MiscDeviceRegistration<SystemFd>>()
+    core::mem::size_of::<SystemDevice>()
+        == core::mem::size_of::<MiscDeviceRegistration<SystemFd>>()
 );
 
 // SAFETY: `misc_deregister` may be called from any thread.

@@ -195,7 +195,11 @@ mod tests {
         assert_ne!(l1[2] & HYPERVISOR, 0);
         assert_ne!(l1[3] & (1 << 9), 0, "APIC, for the VMM's local APIC");
         assert_eq!(l1[3] & (1 << 28), 0, "no HTT");
-        assert_eq!(l1[3] & 0x5080, 0x5080, "MCE, MTRR and MCA: their MSRs are emulated");
+        assert_eq!(
+            l1[3] & 0x5080,
+            0x5080,
+            "MCE, MTRR and MCA: their MSRs are emulated"
+        );
         assert_ne!(l1[3] & (1 << 6), 0, "PAE");
         let ext1 = lookup(e, 0x8000_0001, 0);
         assert_eq!(ext1[3], EXT1_EDX);

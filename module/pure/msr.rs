@@ -339,7 +339,10 @@ impl CommonMsrs {
     /// `MCG_CTL` and every bank's CTL become all ones. `false`: EINVAL.
     pub fn setup_mce(&mut self, mcg_cap: u64) -> bool {
         let banks = (mcg_cap & 0xff) as usize;
-        if banks == 0 || banks > MAX_MCE_BANKS || mcg_cap & !(MCE_CAP_SUPPORTED | 0xff | 0xff_0000) != 0 {
+        if banks == 0
+            || banks > MAX_MCE_BANKS
+            || mcg_cap & !(MCE_CAP_SUPPORTED | 0xff | 0xff_0000) != 0
+        {
             return false;
         }
         self.mcg_cap = mcg_cap;
@@ -513,8 +516,16 @@ mod tests {
         assert_eq!(m.set(MTRR_CAP, 0, true, 40), None, "MTRRcap is read-only");
         assert_eq!(m.set(MTRR_DEF_TYPE, 0xc06, false, 40), Some(true));
         assert_eq!(m.get(MTRR_DEF_TYPE, false), Some(0xc06));
-        assert_eq!(m.set(MTRR_DEF_TYPE, 0x1006, false, 40), Some(false), "reserved bit 12");
-        assert_eq!(m.set(MTRR_DEF_TYPE, 0x2, false, 40), Some(false), "type 2 is reserved");
+        assert_eq!(
+            m.set(MTRR_DEF_TYPE, 0x1006, false, 40),
+            Some(false),
+            "reserved bit 12"
+        );
+        assert_eq!(
+            m.set(MTRR_DEF_TYPE, 0x2, false, 40),
+            Some(false),
+            "type 2 is reserved"
+        );
         assert_eq!(m.set(0x250, 0x0606_0606_0606_0606, false, 40), Some(true));
         assert_eq!(m.get(0x250, true), Some(0x0606_0606_0606_0606));
         assert_eq!(m.set(0x26f, 0x0706_0606_0606_0606, false, 40), Some(false));
@@ -522,9 +533,21 @@ mod tests {
         // Variable: base 0x20f000 WB, mask with valid bit 11.
         assert_eq!(m.set(0x200, 0x8000_0006, false, 40), Some(true));
         assert_eq!(m.set(0x201, 0xff_8000_0800, false, 40), Some(true));
-        assert_eq!(m.set(0x201, 0x100_0000_0800, false, 40), Some(false), "above MAXPHYADDR");
-        assert_eq!(m.set(0x201, 0xff_8000_0400, false, 40), Some(false), "reserved mask bit");
-        assert_eq!(m.set(0x200, 0x8000_0106, false, 40), Some(false), "reserved base bit");
+        assert_eq!(
+            m.set(0x201, 0x100_0000_0800, false, 40),
+            Some(false),
+            "above MAXPHYADDR"
+        );
+        assert_eq!(
+            m.set(0x201, 0xff_8000_0400, false, 40),
+            Some(false),
+            "reserved mask bit"
+        );
+        assert_eq!(
+            m.set(0x200, 0x8000_0106, false, 40),
+            Some(false),
+            "reserved base bit"
+        );
         assert_eq!(m.get(0x20f, false), Some(0));
         assert_eq!(m.get(0x210, false), None);
     }
@@ -534,18 +557,33 @@ mod tests {
         let mut m = CommonMsrs::new();
         assert_eq!(m.get(MCG_CAP, true), Some(32));
         assert_eq!(m.set(MCG_CTL, 1, true, 40), Some(false), "no MCG_CTL_P");
-        assert_eq!(m.set(MCG_CTL, 0, true, 40), Some(true), "the VMM may write 0");
+        assert_eq!(
+            m.set(MCG_CTL, 0, true, 40),
+            Some(true),
+            "the VMM may write 0"
+        );
         assert_eq!(m.set(MCG_CTL, 0, false, 40), Some(false));
         assert!(!m.setup_mce(0));
         assert!(!m.setup_mce(33));
-        assert!(!m.setup_mce(MCG_CTL_P | 10 | 1 << 9), "bit 9 is not supported");
+        assert!(
+            !m.setup_mce(MCG_CTL_P | 10 | 1 << 9),
+            "bit 9 is not supported"
+        );
         assert!(m.setup_mce(MCG_CTL_P | MCG_SER_P | 10));
         assert_eq!(m.get(MCG_CTL, false), Some(!0));
         assert_eq!(m.get(MC0_CTL + 4 * 9, false), Some(!0));
         assert_eq!(m.get(MC0_CTL + 4 * 10, true), None, "bank 10 of 10");
         assert_eq!(m.set(MC0_CTL, 0x1234, false, 40), Some(false));
-        assert_eq!(m.set(MC0_CTL, !(1 << 10), false, 40), Some(true), "K8 GART bit");
-        assert_eq!(m.set(MC0_CTL + 1, 5, false, 40), Some(false), "guest may only clear STATUS");
+        assert_eq!(
+            m.set(MC0_CTL, !(1 << 10), false, 40),
+            Some(true),
+            "K8 GART bit"
+        );
+        assert_eq!(
+            m.set(MC0_CTL + 1, 5, false, 40),
+            Some(false),
+            "guest may only clear STATUS"
+        );
         assert_eq!(m.set(MC0_CTL + 1, 5, true, 40), Some(true));
         assert_eq!(m.set(MC0_CTL + 1, 0, false, 40), Some(true));
     }
@@ -564,7 +602,11 @@ mod tests {
         };
         assert_eq!(m.set_mce(&Mce { bank: 10, ..uc }, true), None);
         assert_eq!(m.set_mce(&Mce { status: UC, ..uc }, true), None);
-        assert_eq!(m.set_mce(&uc, false), Some(MceOutcome::Shutdown), "CR4.MCE clear");
+        assert_eq!(
+            m.set_mce(&uc, false),
+            Some(MceOutcome::Shutdown),
+            "CR4.MCE clear"
+        );
         assert_eq!(m.set_mce(&uc, true), Some(MceOutcome::Exception));
         assert_eq!(m.get(MC0_CTL + 4 * 2 + 1, true), Some(VAL | UC | PCC));
         assert_eq!(m.get(MCG_STATUS, true), Some(0x5));
@@ -584,14 +626,30 @@ mod tests {
     fn misc_enable_and_kvmclock() {
         let mut m = CommonMsrs::new();
         assert_eq!(m.get(MISC_ENABLE, false), Some(0x1800));
-        assert_eq!(m.set(MISC_ENABLE, 0x1, false, 40), Some(false), "BTS/PEBS are read-only");
+        assert_eq!(
+            m.set(MISC_ENABLE, 0x1, false, 40),
+            Some(false),
+            "BTS/PEBS are read-only"
+        );
         assert_eq!(m.set(MISC_ENABLE, 0x1881, false, 40), Some(true));
-        assert_eq!(m.get(MISC_ENABLE, false), Some(0x1801), "EMON writes ignored");
-        assert_eq!(m.set(MISC_ENABLE, 0x1, true, 40), Some(true), "the VMM sets anything");
+        assert_eq!(
+            m.get(MISC_ENABLE, false),
+            Some(0x1801),
+            "EMON writes ignored"
+        );
+        assert_eq!(
+            m.set(MISC_ENABLE, 0x1, true, 40),
+            Some(true),
+            "the VMM sets anything"
+        );
         assert_eq!(m.get(MISC_ENABLE, true), Some(0x1));
         assert_eq!(m.set(KVM_SYSTEM_TIME, 0x5001, true, 40), Some(true));
         assert_eq!(m.get(KVM_SYSTEM_TIME_NEW, true), Some(0x5001));
-        assert_eq!(m.get(KVM_SYSTEM_TIME, false), None, "no kvmclock for the guest");
+        assert_eq!(
+            m.get(KVM_SYSTEM_TIME, false),
+            None,
+            "no kvmclock for the guest"
+        );
         assert_eq!(m.set(KVM_WALL_CLOCK, 0x6000, false, 40), Some(false));
     }
 

@@ -74,6 +74,9 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_IMMEDIATE_EXIT, 1 },
 	{ KVM_CAP_BINARY_STATS_FD, 1 },
 	{ KVM_CAP_ENABLE_CAP_VM, 1 },
+	{ KVM_CAP_MP_STATE, 1 },
+	{ KVM_CAP_IRQ_ROUTING, 4096 },
+	{ KVM_CAP_MCE, 32 },
 };
 
 TEST_F(sys, capabilities_are_honest)

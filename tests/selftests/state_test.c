@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The vCPU state a VMM such as QEMU syncs with its own (userspace) interrupt
+ * controllers: KVM_GET/SET_MP_STATE, the answers with no in-kernel irqchip
+ * (KVM_SET_GSI_ROUTING, KVM_IRQ_LINE), machine checks (KVM_X86_SETUP_MCE,
+ * KVM_X86_SET_MCE, the MCG and bank MSRs), the MTRRs, IA32_MISC_ENABLE, the
+ * kvmclock MSRs as the VMM sees them, and the TPR in kvm_run->cr8. Each
+ * errno and value as real KVM gives it (the same tests run against it).
+ */
+#include "harness.h"
+#include "vm.h"
+#include "guest_code.h"
+
+#define MSR_MTRRCAP		0xfe
+#define MSR_MCG_CAP		0x179
+#define MSR_MCG_STATUS		0x17a
+#define MSR_MCG_CTL		0x17b
+#define MSR_MISC_ENABLE		0x1a0
+#define MSR_MTRR_PHYSBASE0	0x200
+#define MSR_MTRR_PHYSMASK0	0x201
+#define MSR_MTRR_FIX64K		0x250
+#define MSR_MTRR_DEF_TYPE	0x2ff
+#define MSR_MC0_CTL		0x400
+#define MSR_KVM_WALL_CLOCK	0x11
+#define MSR_KVM_SYSTEM_TIME	0x12
+
+#define MCG_CTL_P		(1ULL << 8)
+#define MCG_SER_P		(1ULL << 24)
+#define MCI_STATUS_VAL		(1ULL << 63)
+#define MCI_STATUS_OVER		(1ULL << 62)
+#define MCI_STATUS_UC		(1ULL << 61)
+#define MCI_STATUS_PCC		(1ULL << 57)
+
+struct msr_buf {
+	struct kvm_msrs head;
+	struct kvm_msr_entry entries[4];
+};
+
+/* KVM_GET_MSRS of one MSR: the value, or ~0 with *ok false if refused. */
+static uint64_t get_msr(int vcpu, uint32_t index, bool *ok)
+{
+	struct msr_buf b = { .head.nmsrs = 1, .entries[0].index = index };
+
+	*ok = ioctl(vcpu, KVM_GET_MSRS, &b) == 1;
+	return *ok ? b.entries[0].data : ~0ULL;
+}
+
+/* KVM_SET_MSRS of one MSR: whether it was taken. */
+static bool set_msr(int vcpu, uint32_t index, uint64_t value)
+{
+	struct msr_buf b = { .head.nmsrs = 1, .entries[0] = { .index = index, .data = value } };
+
+	return ioctl(vcpu, KVM_SET_MSRS, &b) == 1;
+}
+
+TEST(capabilities)
+{
+	int sys = open_device();
+
+	ASSERT_LE(0, sys);
+	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_MP_STATE));
+	/* KVM_MAX_IRQ_ROUTES and KVM_MAX_MCE_BANKS. */
+	EXPECT_EQ(4096, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_IRQ_ROUTING));
+	EXPECT_EQ(32, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_MCE));
+	close(sys);
+}
+
+VM_FIXTURE(vcpu)
+
+/* No in-kernel local APIC: RUNNABLE is the only state, and it is kept. */
+TEST_F(vcpu, mp_state_is_runnable_only)
+{
+	struct kvm_mp_state mp = { .mp_state = 77 };
+
+	ASSERT_EQ(0, ioctl(self->vm.vcpu, KVM_GET_MP_STATE, &mp));
+	EXPECT_EQ(KVM_MP_STATE_RUNNABLE, mp.mp_state);
+	mp.mp_state = KVM_MP_STATE_RUNNABLE;
+	EXPECT_EQ(0, ioctl(self->vm.vcpu, KVM_SET_MP_STATE, &mp));
+	mp.mp_state = KVM_MP_STATE_HALTED;
+	EXPECT_ERRNO(EINVAL, ioctl(self->vm.vcpu, KVM_SET_MP_STATE, &mp));
+	mp.mp_state = KVM_MP_STATE_INIT_RECEIVED;
+	EXPECT_ERRNO(EINVAL, ioctl(self->vm.vcpu, KVM_SET_MP_STATE, &mp));
+	mp.mp_state = 1000;
+	EXPECT_ERRNO(EINVAL, ioctl(self->vm.vcpu, KVM_SET_MP_STATE, &mp));
+	EXPECT_ERRNO(EFAULT, ioctl(self->vm.vcpu, KVM_SET_MP_STATE, NULL));
+	EXPECT_ERRNO(EFAULT, ioctl(self->vm.vcpu, KVM_GET_MP_STATE, NULL));
+	ASSERT_EQ(0, ioctl(self->vm.vcpu, KVM_GET_MP_STATE, &mp));
+	EXPECT_EQ(KVM_MP_STATE_RUNNABLE, mp.mp_state);
+}
+
+/*
+ * Without KVM_CREATE_IRQCHIP: routing is EINVAL and a line ENXIO, after the
+ * argument was read (EFAULT first), as QEMU's userspace irqchip expects.
+ */
+TEST_F(vcpu, irq_routing_without_irqchip)
+{
+	struct kvm_irq_routing routing = { .nr = 0 };
+	struct kvm_irq_level level = { .irq = 4, .level = 1 };
+
+	EXPECT_ERRNO(EINVAL, ioctl(self->vm.fd, KVM_SET_GSI_ROUTING, &routing));
+	EXPECT_ERRNO(EFAULT, ioctl(self->vm.fd, KVM_SET_GSI_ROUTING, NULL));
+	EXPECT_ERRNO(ENXIO, ioctl(self->vm.fd, KVM_IRQ_LINE, &level));
+	EXPECT_ERRNO(ENXIO, ioctl(self->vm.fd, KVM_IRQ_LINE_STATUS, &level));
+	EXPECT_ERRNO(EFAULT, ioctl(self->vm.fd, KVM_IRQ_LINE, NULL));
+}
+
+TEST_F(vcpu, mtrrs)
+{
+	int vcpu = self->vm.vcpu;
+	bool ok;
+
+	/* Write-combining and fixed ranges, 8 variable ranges, no SMRR. */
+	EXPECT_EQ(0x508, get_msr(vcpu, MSR_MTRRCAP, &ok));
+	EXPECT_FALSE(set_msr(vcpu, MSR_MTRRCAP, 0x508));
+	EXPECT_EQ(0, get_msr(vcpu, MSR_MTRR_DEF_TYPE, &ok));
+	EXPECT_TRUE(set_msr(vcpu, MSR_MTRR_DEF_TYPE, 0xc06));	/* enabled, fixed on, WB */
+	EXPECT_EQ(0xc06, get_msr(vcpu, MSR_MTRR_DEF_TYPE, &ok));
+	EXPECT_FALSE(set_msr(vcpu, MSR_MTRR_DEF_TYPE, 0x1006));	/* reserved bit */
+	EXPECT_FALSE(set_msr(vcpu, MSR_MTRR_DEF_TYPE, 0xc02));	/* type 2 is reserved */
+	EXPECT_EQ(0xc06, get_msr(vcpu, MSR_MTRR_DEF_TYPE, &ok));
+	EXPECT_TRUE(set_msr(vcpu, MSR_MTRR_FIX64K, 0x0606060606060606ULL));
+	EXPECT_EQ(0x0606060606060606ULL, get_msr(vcpu, MSR_MTRR_FIX64K, &ok));
+	EXPECT_FALSE(set_msr(vcpu, MSR_MTRR_FIX64K, 0x0706060606060606ULL));
+	/* A variable range: base type WB, mask with its valid bit (11). */
+	EXPECT_TRUE(set_msr(vcpu, MSR_MTRR_PHYSBASE0, 0x80000006));
+	EXPECT_TRUE(set_msr(vcpu, MSR_MTRR_PHYSMASK0, 0xff80000800ULL));
+	EXPECT_EQ(0xff80000800ULL, get_msr(vcpu, MSR_MTRR_PHYSMASK0, &ok));
+	EXPECT_FALSE(set_msr(vcpu, MSR_MTRR_PHYSMASK0, 0xff80000400ULL));	/* bit 10 */
+	EXPECT_FALSE(set_msr(vcpu, MSR_MTRR_PHYSBASE0, 0x80000106));	/* bit 8 */
+	/* Eight pairs and no more. */
+	EXPECT_EQ(0, get_msr(vcpu, MSR_MTRR_PHYSBASE0 + 15, &ok));
+	EXPECT_TRUE(ok);
+	get_msr(vcpu, MSR_MTRR_PHYSBASE0 + 16, &ok);
+	EXPECT_FALSE(ok);
+}
+
+TEST_F(vcpu, misc_enable_for_the_vmm)
+{
+	int vcpu = self->vm.vcpu;
+	bool ok;
+
+	EXPECT_EQ(0x1800, get_msr(vcpu, MSR_MISC_ENABLE, &ok) & 0x1800);
+	/* The VMM sets any value (QEMU writes its default, fast strings on). */
+	EXPECT_TRUE(set_msr(vcpu, MSR_MISC_ENABLE, 0x1801));
+	EXPECT_EQ(0x1801, get_msr(vcpu, MSR_MISC_ENABLE, &ok));
+	EXPECT_TRUE(set_msr(vcpu, MSR_MISC_ENABLE, 0x1));
+	EXPECT_EQ(0x1, get_msr(vcpu, MSR_MISC_ENABLE, &ok));
+}
+
+/* QEMU writes both kvmclock MSRs at reset and reads them at every sync. */
+TEST_F(vcpu, kvmclock_msrs_for_the_vmm)
+{
+	int vcpu = self->vm.vcpu;
+	bool ok;
+
+	EXPECT_TRUE(set_msr(vcpu, MSR_KVM_SYSTEM_TIME, 0));
+	EXPECT_TRUE(set_msr(vcpu, MSR_KVM_WALL_CLOCK, 0));
+	EXPECT_EQ(0, get_msr(vcpu, MSR_KVM_SYSTEM_TIME, &ok));
+	EXPECT_TRUE(ok);
+	EXPECT_EQ(0, get_msr(vcpu, MSR_KVM_WALL_CLOCK, &ok));
+	EXPECT_TRUE(ok);
+}
+
+TEST_F(vcpu, mce_setup)
+{
+	int vcpu = self->vm.vcpu;
+	uint64_t cap, supported = 0;
+	bool ok;
+
+	ASSERT_EQ(0, ioctl(self->vm.sys, KVM_X86_GET_MCE_CAP_SUPPORTED, &supported));
+	EXPECT_EQ(MCG_CTL_P | MCG_SER_P, supported & (MCG_CTL_P | MCG_SER_P));
+	if (testing_rkvm())
+		EXPECT_EQ(MCG_CTL_P | MCG_SER_P, supported);
+	/* Before KVM_X86_SETUP_MCE: 32 banks, no MCG_CTL for the guest. */
+	EXPECT_EQ(32, get_msr(vcpu, MSR_MCG_CAP, &ok));
+	EXPECT_FALSE(set_msr(vcpu, MSR_MCG_CTL, 1));
+	EXPECT_TRUE(set_msr(vcpu, MSR_MCG_CTL, 0));	/* the VMM may write 0 */
+
+	cap = 0;
+	EXPECT_ERRNO(EINVAL, ioctl(vcpu, KVM_X86_SETUP_MCE, &cap));	/* no bank */
+	cap = 33;
+	EXPECT_ERRNO(EINVAL, ioctl(vcpu, KVM_X86_SETUP_MCE, &cap));	/* too many */
+	cap = 10 | (1ULL << 9);
+	EXPECT_ERRNO(EINVAL, ioctl(vcpu, KVM_X86_SETUP_MCE, &cap));	/* MCG_EXT_P: not offered */
+	EXPECT_ERRNO(EFAULT, ioctl(vcpu, KVM_X86_SETUP_MCE, NULL));
+	cap = MCG_CTL_P | MCG_SER_P | 10;		/* what QEMU asks for */
+	ASSERT_EQ(0, ioctl(vcpu, KVM_X86_SETUP_MCE, &cap));
+	EXPECT_EQ(cap, get_msr(vcpu, MSR_MCG_CAP, &ok));
+	EXPECT_FALSE(set_msr(vcpu, MSR_MCG_CAP, cap));	/* read-only */
+	/* MCG_CTL and every bank's CTL start as all ones. */
+	EXPECT_EQ(~0ULL, get_msr(vcpu, MSR_MCG_CTL, &ok));
+	EXPECT_EQ(~0ULL, get_msr(vcpu, MSR_MC0_CTL, &ok));
+	EXPECT_EQ(~0ULL, get_msr(vcpu, MSR_MC0_CTL + 4 * 9, &ok));
+	get_msr(vcpu, MSR_MC0_CTL + 4 * 10, &ok);
+	EXPECT_FALSE(ok);				/* bank 10 of 10 */
+	/* CTL: 0 or all ones; MCG_CTL likewise. */
+	EXPECT_FALSE(set_msr(vcpu, MSR_MC0_CTL, 0x1234));
+	EXPECT_TRUE(set_msr(vcpu, MSR_MC0_CTL, 0));
+	EXPECT_FALSE(set_msr(vcpu, MSR_MCG_CTL, 0x1234));
+	/* STATUS, ADDR and MISC: the VMM writes what it restores. */
+	EXPECT_TRUE(set_msr(vcpu, MSR_MC0_CTL + 1, MCI_STATUS_VAL | 5));
+	EXPECT_EQ(MCI_STATUS_VAL | 5, get_msr(vcpu, MSR_MC0_CTL + 1, &ok));
+	EXPECT_TRUE(set_msr(vcpu, MSR_MC0_CTL + 2, 0x1000));
+	EXPECT_EQ(0x1000, get_msr(vcpu, MSR_MC0_CTL + 2, &ok));
+}
+
+/*
+ * An uncorrected error is delivered as #MC (vector 18) when CR4.MCE is set:
+ * the real-mode handler reports on port 0x18, and the bank and MCG_STATUS
+ * hold the error. A corrected one is only logged (and marked as overwritten
+ * the second time).
+ */
+GUEST_CODE16(mce_spin_code,			/* at 0x1000 */
+	"1:	out %al, $0x10\n"
+	"	jmp 1b\n");
+
+GUEST_CODE16(mc_handler_code,			/* at 0x3000 */
+	"	out %al, $0x18\n"
+	"	hlt\n");
+
+TEST_F(vcpu, set_mce)
+{
+	struct vm *vm = &self->vm;
+	struct kvm_x86_mce uc = {
+		.status = MCI_STATUS_VAL | MCI_STATUS_UC | MCI_STATUS_PCC | 0x17,
+		.addr = 0x123000, .misc = 0x86, .mcg_status = 0x5 /* RIPV, MCIP */, .bank = 2,
+	};
+	struct kvm_x86_mce ce = { .status = MCI_STATUS_VAL | 0x42, .addr = 0x4000, .bank = 3 };
+	uint64_t cap = MCG_CTL_P | MCG_SER_P | 10;
+	struct kvm_sregs sregs;
+	bool ok;
+
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_X86_SETUP_MCE, &cap));
+	LOAD_GUEST_CODE(vm->mem, 0x1000, mce_spin_code);
+	LOAD_GUEST_CODE(vm->mem, 0x3000, mc_handler_code);
+	vm->mem[18 * 4 + 1] = 0x30;		/* IVT[18] = 0000:3000 */
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
+	sregs.cr4 |= 1 << 6;			/* CR4.MCE */
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_SREGS, &sregs));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	ASSERT_EQ(0x10, vm->run->io.port);
+
+	uc.bank = 10;
+	EXPECT_ERRNO(EINVAL, ioctl(vm->vcpu, KVM_X86_SET_MCE, &uc));
+	uc.bank = 2;
+	uc.status &= ~MCI_STATUS_VAL;
+	EXPECT_ERRNO(EINVAL, ioctl(vm->vcpu, KVM_X86_SET_MCE, &uc));
+	uc.status |= MCI_STATUS_VAL;
+	EXPECT_ERRNO(EFAULT, ioctl(vm->vcpu, KVM_X86_SET_MCE, NULL));
+
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_X86_SET_MCE, &ce));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_X86_SET_MCE, &ce));
+	EXPECT_EQ(MCI_STATUS_VAL | MCI_STATUS_OVER | 0x42, get_msr(vm->vcpu, MSR_MC0_CTL + 4 * 3 + 1, &ok));
+	EXPECT_EQ(0x4000, get_msr(vm->vcpu, MSR_MC0_CTL + 4 * 3 + 2, &ok));
+	/* Corrected errors raise nothing: the guest goes on spinning. */
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	EXPECT_EQ(0x10, vm->run->io.port);
+
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_X86_SET_MCE, &uc));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	EXPECT_EQ(0x18, vm->run->io.port);
+	EXPECT_EQ(uc.status, get_msr(vm->vcpu, MSR_MC0_CTL + 4 * 2 + 1, &ok));
+	EXPECT_EQ(0x123000, get_msr(vm->vcpu, MSR_MC0_CTL + 4 * 2 + 2, &ok));
+	EXPECT_EQ(0x86, get_msr(vm->vcpu, MSR_MC0_CTL + 4 * 2 + 3, &ok));
+	EXPECT_EQ(0x5, get_msr(vm->vcpu, MSR_MCG_STATUS, &ok));
+	/* A second one while MCG_STATUS.MCIP is set: the vCPU shuts down. */
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_X86_SET_MCE, &uc));
+	ASSERT_EQ(0, vm_run(vm));
+	EXPECT_EQ(KVM_EXIT_SHUTDOWN, vm->run->exit_reason);
+}
+
+/*
+ * The TPR belongs to the VMM's local APIC: KVM_RUN loads CR8 from
+ * kvm_run->cr8 and reports the guest's on exit; more than 15 is EINVAL.
+ */
+GUEST_CODE64(cr8_code,
+	"	mov %cr8, %rax\n"
+	"	out %al, $0x10\n"
+	"	mov $9, %rax\n"
+	"	mov %rax, %cr8\n"
+	"	out %al, $0x11\n"
+	"	hlt\n");
+
+TEST_F(vcpu, cr8_from_kvm_run)
+{
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+
+	vm_set_supported_cpuid(vm);
+	LOAD_GUEST_CODE(vm->mem, 0x1000, cr8_code);
+	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
+	vm->run->cr8 = 16;
+	EXPECT_ERRNO(EINVAL, vm_run(vm));
+	EXPECT_EQ(0, vm->run->cr8);		/* written back from the vCPU */
+	EXPECT_EQ(0x1000, vm_rip(vm));		/* nothing ran */
+	vm->run->cr8 = 5;
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	ASSERT_EQ(0x10, vm->run->io.port);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(5, regs.rax);
+	EXPECT_EQ(5, vm->run->cr8);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	ASSERT_EQ(0x11, vm->run->io.port);
+	EXPECT_EQ(9, vm->run->cr8);
+}
+
+TEST_HARNESS_MAIN
