@@ -113,6 +113,10 @@ pub(crate) enum Exit {
     Hlt,
     /// The guest can take an interrupt now (the window rkvm asked for opened).
     IrqWindow,
+    /// NMIs can be injected again, or soon will be: VMX's NMI window opened,
+    /// or on SVM the guest reached the IRET that ends its NMI handler (NMIs
+    /// are unblocked once it has executed: at the next exit after it).
+    NmiWindow,
     /// A debug exception (#DB) while userspace single-steps the guest.
     Debug,
     /// A `mov` to or from a debug register (the emulator decodes which).
@@ -294,6 +298,20 @@ pub(crate) trait ArchVcpu: Send {
     /// Asks for an [`Exit::IrqWindow`] as soon as the guest can take an
     /// interrupt (or stops asking).
     fn set_irq_window(&mut self, enable: bool);
+    /// Whether an NMI can be injected at the next entry: the guest is not
+    /// between an NMI and its IRET, not in an interrupt shadow, and no
+    /// other event is being injected.
+    fn nmi_allowed(&self) -> bool;
+    /// Injects an NMI at the next entry (only when [`Self::nmi_allowed`]);
+    /// NMIs stay blocked until the guest's handler returns with IRET.
+    fn inject_nmi(&mut self);
+    /// Whether the guest is between an NMI and its IRET (KVM's NMI mask).
+    fn nmi_masked(&self) -> bool;
+    /// While an NMI waits, asks for an exit as soon as one can be injected
+    /// (VMX: NMI-window exiting; SVM: the IRET intercept set by
+    /// [`Self::inject_nmi`] does it, and an interrupt shadow ends at the
+    /// next exit).
+    fn set_nmi_window(&mut self, enable: bool);
     /// `KVM_GET_FPU`.
     fn fpu(&self) -> uapi::kvm_fpu;
     /// `KVM_SET_FPU` of state already validated (MXCSR reserved bits clear).

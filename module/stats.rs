@@ -82,6 +82,10 @@ pub(crate) enum VcpuStat {
     SignalExits,
     /// Interrupts injected (`KVM_INTERRUPT` vectors delivered).
     IrqInjections,
+    /// NMIs injected (`KVM_NMI`).
+    NmiInjections,
+    /// Exits that let a waiting NMI in (see `Exit::NmiWindow`).
+    NmiWindowExits,
     /// Instructions emulated in the kernel (MMIO accesses, `mov` to and
     /// from debug registers).
     InsnEmulation,
@@ -107,7 +111,7 @@ pub(crate) enum VcpuStat {
 }
 
 /// The vCPU statistics, under KVM's names (`struct kvm_vcpu_stat`).
-const VCPU_STATS: [Desc; 17] = [
+const VCPU_STATS: [Desc; 19] = [
     Desc::counter("exits"),
     Desc::counter("io_exits"),
     Desc::counter("mmio_exits"),
@@ -116,6 +120,8 @@ const VCPU_STATS: [Desc; 17] = [
     Desc::counter("irq_window_exits"),
     Desc::counter("signal_exits"),
     Desc::counter("irq_injections"),
+    Desc::counter("nmi_injections"),
+    Desc::counter("nmi_window_exits"),
     Desc::counter("insn_emulation"),
     Desc::counter("pf_fixed"),
     Desc::counter("pf_guest"),

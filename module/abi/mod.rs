@@ -117,6 +117,8 @@ pub(crate) mod vcpu {
     pub(crate) const SET_CPUID2: u32 = kvm_iow::<uapi::kvm_cpuid2>(0x90);
     /// `KVM_GET_CPUID2`: `_IOWR(KVMIO, 0x91, struct kvm_cpuid2)`.
     pub(crate) const GET_CPUID2: u32 = super::kvm_iowr::<uapi::kvm_cpuid2>(0x91);
+    /// `KVM_NMI`: `_IO(KVMIO, 0x9a)`.
+    pub(crate) const NMI: u32 = kvm_io(0x9a);
     /// `KVM_GET_MP_STATE`: `_IOR(KVMIO, 0x98, struct kvm_mp_state)`.
     pub(crate) const GET_MP_STATE: u32 = kvm_ior::<uapi::kvm_mp_state>(0x98);
     /// `KVM_SET_MP_STATE`: `_IOW(KVMIO, 0x99, struct kvm_mp_state)`.
@@ -361,6 +363,7 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_BINARY_STATS_FD, 1),
     (uapi::KVM_CAP_ENABLE_CAP_VM, 1),
     (uapi::KVM_CAP_MP_STATE, 1),
+    (uapi::KVM_CAP_USER_NMI, 1),
     // No in-kernel irqchip: KVM_SET_GSI_ROUTING is EINVAL, as in KVM then.
     (uapi::KVM_CAP_IRQ_ROUTING, MAX_IRQ_ROUTES),
     (uapi::KVM_CAP_MCE, crate::pure::msr::MAX_MCE_BANKS as i32),

@@ -41,6 +41,7 @@ intercepts! {
     /// RSM.
     RSM = (3, 19);
     /// INVD.
+    IRET = (3, 20);
     INVD = (3, 22);
     /// HLT.
     HLT = (3, 24);
@@ -392,6 +393,8 @@ pub const NP_ENABLE: u64 = 1 << 0;
 pub const EVENT_VALID: u32 = 1 << 31;
 /// `event_inj` type: external interrupt.
 pub const EVENT_TYPE_INTR: u32 = 0 << 8;
+/// `event_inj` type: NMI.
+pub const EVENT_TYPE_NMI: u32 = 2 << 8;
 /// `event_inj` type: exception.
 pub const EVENT_TYPE_EXCEPTION: u32 = 3 << 8;
 /// `event_inj`: push an error code.

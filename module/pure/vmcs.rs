@@ -354,6 +354,9 @@ pub mod pin {
     pub const EXT_INTR_EXITING: u32 = 1 << 0;
     /// NMIs cause exits.
     pub const NMI_EXITING: u32 = 1 << 3;
+    /// The guest's NMI blocking is virtual: set by an injected NMI, cleared
+    /// by the guest's IRET, with NMI-window exiting available.
+    pub const VIRTUAL_NMIS: u32 = 1 << 5;
     /// The VMX-preemption timer counts down in guest mode and exits at 0.
     pub const PREEMPTION_TIMER: u32 = 1 << 6;
 }
@@ -362,6 +365,8 @@ pub mod pin {
 pub mod proc {
     /// Exit as soon as the guest can take an interrupt.
     pub const INTR_WINDOW_EXITING: u32 = 1 << 2;
+    /// Exit as soon as the guest can take an NMI (virtual NMIs only).
+    pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
     /// Add the TSC offset to the guest's TSC reads.
     pub const TSC_OFFSETTING: u32 = 1 << 3;
     /// HLT exits.
@@ -561,6 +566,8 @@ pub struct Controls {
     pub cr4_fixed1: u64,
     /// The preemption timer is on; it counts once every 2^n TSC cycles.
     pub preemption_timer_rate: Option<u8>,
+    /// Virtual NMIs with NMI-window exiting: `KVM_NMI` works.
+    pub virtual_nmis: bool,
 }
 
 /// IA32_VMX_EPT_VPID_CAP bits.
@@ -585,10 +592,15 @@ impl Controls {
         // leaves guest mode at least once per timer period even if an
         // interrupt does not make it (see `vmx/mod.rs`).
         let timer = (c.pin >> 32) as u32 & pin::PREEMPTION_TIMER != 0;
+        // Virtual NMIs where the processor has them and the NMI window with
+        // them (every VMX processor KVM still runs on does).
+        let virtual_nmis = (c.pin >> 32) as u32 & pin::VIRTUAL_NMIS != 0
+            && (c.proc >> 32) as u32 & proc::NMI_WINDOW_EXITING != 0;
         let pin = adjust_controls(
             pin::EXT_INTR_EXITING
                 | pin::NMI_EXITING
-                | if timer { pin::PREEMPTION_TIMER } else { 0 },
+                | if timer { pin::PREEMPTION_TIMER } else { 0 }
+                | if virtual_nmis { pin::VIRTUAL_NMIS } else { 0 },
             c.pin,
         )
         .ok_or("pin-based controls")?;
@@ -641,6 +653,7 @@ impl Controls {
             cr4_host_owned: c.cr4_fixed.0,
             cr4_fixed1: c.cr4_fixed.0,
             preemption_timer_rate: timer.then_some((c.misc & 0x1f) as u8),
+            virtual_nmis,
         })
     }
 }
@@ -737,6 +750,8 @@ pub mod reason {
     pub const SIPI: u16 = 4;
     /// The interrupt window opened.
     pub const INTERRUPT_WINDOW: u16 = 7;
+    /// The guest can take an NMI (NMI-window exiting).
+    pub const NMI_WINDOW: u16 = 8;
     /// Task switch.
     pub const TASK_SWITCH: u16 = 9;
     /// CPUID.
@@ -862,6 +877,11 @@ impl IntrInfo {
         IntrInfo(Self::VALID | (Self::TYPE_EXT_INTR << 8) | u32::from(vector))
     }
 
+    /// An NMI to inject.
+    pub fn nmi() -> Self {
+        IntrInfo(Self::VALID | (Self::TYPE_NMI << 8) | 2)
+    }
+
     /// A hardware exception to inject.
     pub fn exception(vector: u8, has_error: bool) -> Self {
         let err = if has_error { Self::ERROR_CODE } else { 0 };
@@ -907,6 +927,8 @@ impl IntrInfo {
 
 /// Guest interruptibility state: blocking by STI and by MOV SS.
 pub const INTERRUPTIBILITY_STI_MOVSS: u32 = 3;
+/// Guest interruptibility: blocking by NMI (between an NMI and its IRET).
+pub const INTERRUPTIBILITY_NMI: u32 = 1 << 3;
 /// Pending debug exceptions: BS (a single step is pending).
 pub const PENDING_DBG_BS: u64 = 1 << 14;
 

@@ -183,6 +183,12 @@ pub(crate) struct SvmVcpu {
     /// Shadow paging: nested paging off, the guest's paging registers in
     /// `paging`, the processor's in the VMCB.
     shadow: bool,
+    /// An NMI was injected and its handler has not returned (SVM has no
+    /// NMI blocking of its own for injected NMIs: KVM's `nmi_masked`).
+    nmi_masked: bool,
+    /// The RIP of the IRET that is ending the NMI handler: once the guest
+    /// is past it, NMIs are unblocked (KVM's `awaiting_iret_completion`).
+    iret_rip: Option<u64>,
     /// The guest's CR0, CR3, CR4 and EFER (shadow paging only).
     paging: GuestPaging,
 }
@@ -218,6 +224,8 @@ impl SvmVcpu {
             single_step: false,
             tf_added: false,
             shadow,
+            nmi_masked: false,
+            iret_rip: None,
             paging: GuestPaging::RESET,
         };
         // The hardware needs page-aligned maps; kmalloc gives that for these sizes.
@@ -252,6 +260,11 @@ impl SvmVcpu {
         if host_state_in_vmcb(&self.vmcb) {
             return Exit::StateLost;
         }
+        // The guest executed the IRET that ended its NMI handler.
+        if self.iret_rip.is_some_and(|rip| rip != self.vmcb.save.rip) {
+            self.iret_rip = None;
+            self.nmi_masked = false;
+        }
         let c = &mut self.vmcb.control;
         let (code, info1, info2) = (c.exit_code, c.exit_info_1, c.exit_info_2);
         // An event whose delivery the exit interrupted is delivered again at
@@ -280,6 +293,11 @@ impl SvmVcpu {
             }
             exit::HLT => Exit::Hlt,
             exit::VINTR => Exit::IrqWindow,
+            exit::IRET => {
+                c.clear_intercept(Intercept::IRET);
+                self.iret_rip = Some(self.vmcb.save.rip);
+                Exit::NmiWindow
+            }
             exit::DR_READ_BASE..=exit::DR_WRITE_LAST => Exit::Dr,
             c if c == exit::EXCP_BASE + u64::from(DB_VECTOR) => Exit::Debug,
             exit::NPF => Exit::NestedFault {
@@ -510,6 +528,8 @@ impl ArchVcpu for SvmVcpu {
         }
         c.event_inj = 0;
         c.event_inj_err = 0;
+        self.nmi_masked = false;
+        self.iret_rip = None;
 
         let s = &mut self.vmcb.save;
         let data = SEG_P_S | 2; // read/write data
@@ -789,6 +809,31 @@ impl ArchVcpu for SvmVcpu {
             c.int_ctl &= !(vmcb::V_IRQ | vmcb::V_IGN_TPR);
             c.clear_intercept(Intercept::VINTR);
         }
+    }
+
+    fn nmi_allowed(&self) -> bool {
+        let c = &self.vmcb.control;
+        !self.nmi_masked
+            && c.int_state & vmcb::INT_SHADOW == 0
+            && c.event_inj & vmcb::EVENT_VALID == 0
+    }
+
+    fn inject_nmi(&mut self) {
+        let c = &mut self.vmcb.control;
+        c.event_inj = vmcb::EVENT_VALID | vmcb::EVENT_TYPE_NMI | u32::from(x86::vector::NMI);
+        c.intercept(Intercept::IRET);
+        self.nmi_masked = true;
+    }
+
+    fn nmi_masked(&self) -> bool {
+        self.nmi_masked
+    }
+
+    fn set_nmi_window(&mut self, _enable: bool) {
+        // Nothing to arm: an NMI is blocked by the IRET intercept
+        // `inject_nmi` set (its exit, then the next, unblock it) or by an
+        // interrupt shadow (over at the next exit). KVM single-steps the
+        // IRET to be faster; the host's timer tick bounds the wait here.
     }
 
     fn fpu(&self) -> uapi::kvm_fpu {

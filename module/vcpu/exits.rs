@@ -95,6 +95,10 @@ impl Vcpu {
             Exit::Io { io, next_rip } => self.handle_io(st, io, next_rip, run),
             Exit::Hlt => self.handle_hlt(st, run),
             Exit::IrqWindow => self.handle_interrupt_window(),
+            Exit::NmiWindow => {
+                self.stats.inc(VcpuStat::NmiWindowExits);
+                Next::Reenter
+            }
             Exit::Debug => self.handle_debug(st, run),
             Exit::Dr => self.handle_dr(st, run),
             Exit::NestedFault { gpa, write } => self.handle_nested_fault(st, gpa, write, run)?,

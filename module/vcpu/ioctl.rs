@@ -77,6 +77,15 @@ impl Vcpu {
                 Ok(0)
             }
             abi::vcpu::X86_SET_MCE => self.set_mce(arg),
+            // kvm_arch_vcpu_ioctl(): the argument is not looked at.
+            abi::vcpu::NMI => {
+                let mut st = self.state.lock();
+                // As KVM's process_nmi(): one NMI can wait behind one being
+                // handled; more collapse into those, as on hardware.
+                let limit = if st.arch.nmi_masked() { 1 } else { 2 };
+                st.nmi_pending = (st.nmi_pending + 1).min(limit);
+                Ok(0)
+            }
             // The same request as on a VM fd.
             abi::vm::GET_STATS_FD => StatsFile::create(self.stats.clone(), Some(self.id)),
             // kvm_arch_vcpu_ioctl(): an unknown vCPU request is EINVAL.

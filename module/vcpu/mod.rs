@@ -92,6 +92,9 @@ struct VcpuState {
     mmu: VcpuMmu,
     /// The MSRs kept above the vendors (MTRRs, machine check, ...).
     msrs: msr::CommonMsrs,
+    /// NMIs from `KVM_NMI` not yet injected (at most two, as KVM keeps:
+    /// one being handled and one latched behind it).
+    nmi_pending: u8,
     /// A shutdown the next entry reports instead of entering (KVM's
     /// `KVM_REQ_TRIPLE_FAULT`: a machine check during a machine check).
     shutdown_pending: bool,
@@ -173,6 +176,7 @@ impl Vcpu {
                     host_since: 0,
                     mmu,
                     msrs: msr::CommonMsrs::new(),
+                    nmi_pending: 0,
                     shutdown_pending: false,
                 }),
             }),

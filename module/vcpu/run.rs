@@ -103,6 +103,13 @@ impl Vcpu {
                 run.set_exit_reason(uapi::KVM_EXIT_SHUTDOWN);
                 return Ok(0);
             }
+            // An NMI before an interrupt: it has the higher priority.
+            if st.nmi_pending > 0 && st.arch.nmi_allowed() {
+                st.arch.inject_nmi();
+                st.nmi_pending -= 1;
+                self.stats.inc(VcpuStat::NmiInjections);
+            }
+            st.arch.set_nmi_window(st.nmi_pending > 0);
             // What userspace queued is injected at this entry: KVM treats a
             // KVM_INTERRUPT vector as already accepted (userspace asks only
             // when ready_for_interrupt_injection says so).

@@ -93,6 +93,7 @@ use crate::{
             IoQualification,
             Seg,
             Segment,
+            INTERRUPTIBILITY_NMI,
             INTERRUPTIBILITY_STI_MOVSS,
             PENDING_DBG_BS, //
         },
@@ -274,6 +275,8 @@ pub(crate) struct VmxVcpu {
     /// error code, instruction length).
     event: (IntrInfo, u32, u32),
     irq_window: bool,
+    /// NMI-window exiting is on (an NMI waits).
+    nmi_window: bool,
     single_step: bool,
     tf_added: bool,
     debug: DebugRegs,
@@ -335,6 +338,7 @@ impl VmxVcpu {
             exit: ExitInfo::default(),
             event: (IntrInfo(0), 0, 0),
             irq_window: false,
+            nmi_window: false,
             single_step: false,
             tf_added: false,
             debug: DebugRegs::RESET,
@@ -493,6 +497,10 @@ impl VmxVcpu {
         let s = &self.state;
         let window = if self.irq_window {
             vmcs::proc::INTR_WINDOW_EXITING
+        } else {
+            0
+        } | if self.nmi_window {
+            vmcs::proc::NMI_WINDOW_EXITING
         } else {
             0
         };
@@ -758,6 +766,7 @@ impl VmxVcpu {
             }
             reason::TRIPLE_FAULT => Exit::Shutdown,
             reason::INTERRUPT_WINDOW => Exit::IrqWindow,
+            reason::NMI_WINDOW => Exit::NmiWindow,
             reason::CPUID => Exit::Cpuid,
             reason::INVD | reason::WBINVD | reason::MONITOR | reason::MWAIT => Exit::Nop {
                 len: e.insn_len as u8,
@@ -1015,6 +1024,7 @@ impl ArchVcpu for VmxVcpu {
         self.gprs.regs[2] = x86::RESET_RDX;
         self.event = (IntrInfo(0), 0, 0);
         self.irq_window = false;
+        self.nmi_window = false;
         self.debug = DebugRegs::RESET;
         self.apic_base = x86::reset_apic_base(self.bsp);
         self.fx.reset();
@@ -1221,6 +1231,27 @@ impl ArchVcpu for VmxVcpu {
 
     fn set_irq_window(&mut self, enable: bool) {
         self.irq_window = enable;
+    }
+
+    fn nmi_allowed(&self) -> bool {
+        self.controls.virtual_nmis
+            && self.state.interruptibility & (INTERRUPTIBILITY_STI_MOVSS | INTERRUPTIBILITY_NMI)
+                == 0
+            && !self.event.0.valid()
+    }
+
+    fn inject_nmi(&mut self) {
+        // With virtual NMIs the entry sets blocking by NMI and the guest's
+        // IRET clears it.
+        self.event = (IntrInfo::nmi(), 0, 0);
+    }
+
+    fn nmi_masked(&self) -> bool {
+        self.state.interruptibility & INTERRUPTIBILITY_NMI != 0
+    }
+
+    fn set_nmi_window(&mut self, enable: bool) {
+        self.nmi_window = enable && self.controls.virtual_nmis;
     }
 
     fn fpu(&self) -> uapi::kvm_fpu {

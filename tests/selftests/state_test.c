@@ -62,6 +62,7 @@ TEST(capabilities)
 	/* KVM_MAX_IRQ_ROUTES and KVM_MAX_MCE_BANKS. */
 	EXPECT_EQ(4096, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_IRQ_ROUTING));
 	EXPECT_EQ(32, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_MCE));
+	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_USER_NMI));
 	close(sys);
 }
 
@@ -308,6 +309,64 @@ TEST_F(vcpu, cr8_from_kvm_run)
 	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
 	ASSERT_EQ(0x11, vm->run->io.port);
 	EXPECT_EQ(9, vm->run->cr8);
+}
+
+/*
+ * KVM_NMI: the NMI goes through IVT[2] to a handler that counts how deep
+ * it is nested (byte 0x500) and reports it on port 2. A second NMI that
+ * arrives while the handler runs waits for its IRET: the count is never 2.
+ */
+GUEST_CODE16(nmi_main_code,			/* at 0x1000 */
+	"1:	out %al, $0x10\n"
+	"	jmp 1b\n");
+
+GUEST_CODE16(nmi_handler_code,			/* at 0x3000 */
+	"	incb 0x500\n"
+	"	mov 0x500, %al\n"
+	"	out %al, $0x02\n"
+	"	decb 0x500\n"
+	"	iret\n");
+
+/* Runs until the NMI handler's OUT (at most `tries` exits): its count. */
+static int run_to_nmi(struct __test_metadata *_metadata, struct vm *vm, int tries)
+{
+	while (tries-- > 0) {
+		if (vm_run(vm) || vm->run->exit_reason != KVM_EXIT_IO)
+			return -1;
+		if (vm->run->io.port == 0x02)
+			return vm_pio_data(vm)[0];
+		EXPECT_EQ(0x10, vm->run->io.port);
+	}
+	return 0;
+}
+
+TEST_F(vcpu, nmi)
+{
+	struct vm *vm = &self->vm;
+
+	LOAD_GUEST_CODE(vm->mem, 0x1000, nmi_main_code);
+	LOAD_GUEST_CODE(vm->mem, 0x3000, nmi_handler_code);
+	vm->mem[2 * 4 + 1] = 0x30;		/* IVT[2] = 0000:3000 */
+	ASSERT_EQ(0, vm_real_mode(vm, 0x1000));
+	/* No NMI yet: the main loop's OUT. */
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	ASSERT_EQ(0x10, vm->run->io.port);
+	/* The argument is not looked at, as in KVM. */
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_NMI, 0x1234));
+	EXPECT_EQ(1, run_to_nmi(_metadata, vm, 1));
+	/* In the handler: another NMI waits for its IRET. */
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_NMI, 0));
+	EXPECT_EQ(1, run_to_nmi(_metadata, vm, 100));
+	/* Three while none is being handled: two are delivered, the third
+	 * collapses into them (one handled, one latched). */
+	EXPECT_EQ(0, run_to_nmi(_metadata, vm, 3));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_NMI, 0));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_NMI, 0));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_NMI, 0));
+	EXPECT_EQ(1, run_to_nmi(_metadata, vm, 1));
+	EXPECT_EQ(1, run_to_nmi(_metadata, vm, 100));
+	EXPECT_EQ(0, run_to_nmi(_metadata, vm, 300));
 }
 
 TEST_HARNESS_MAIN
