@@ -224,6 +224,29 @@ pub(crate) enum Event {
     Other,
 }
 
+/// The event a vCPU delivers at its next entry, as `KVM_GET/SET_VCPU_EVENTS`
+/// describe it (software interrupts and exceptions are not: they happen
+/// again when the instruction runs again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Injection {
+    /// A hardware exception, with its error code if it has one.
+    Exception {
+        /// The vector.
+        vector: u8,
+        /// The error code.
+        error: Option<u32>,
+    },
+    /// An external interrupt.
+    Interrupt(u8),
+    /// An NMI.
+    Nmi,
+}
+
+/// `kvm_vcpu_events.interrupt.shadow`: blocking by MOV SS.
+pub(crate) const SHADOW_MOV_SS: u8 = 1;
+/// `kvm_vcpu_events.interrupt.shadow`: blocking by STI.
+pub(crate) const SHADOW_STI: u8 = 2;
+
 /// One vCPU's hardware state.
 pub(crate) trait ArchVcpu: Send {
     /// Enters guest mode once, with `root` as the nested page table (or,
@@ -312,6 +335,23 @@ pub(crate) trait ArchVcpu: Send {
     /// [`Self::inject_nmi`] does it, and an interrupt shadow ends at the
     /// next exit).
     fn set_nmi_window(&mut self, enable: bool);
+    /// The event queued for the next entry, if it is one
+    /// `KVM_GET_VCPU_EVENTS` reports.
+    fn injection(&self) -> Option<Injection>;
+    /// Replaces the event queued for the next entry (`None`: none), as
+    /// `KVM_SET_VCPU_EVENTS` restores it.
+    fn set_injection(&mut self, injection: Option<Injection>);
+    /// The interrupt shadow ([`SHADOW_MOV_SS`], [`SHADOW_STI`]).
+    fn interrupt_shadow(&self) -> u8;
+    /// Sets the interrupt shadow.
+    fn set_interrupt_shadow(&mut self, shadow: u8);
+    /// Sets or clears the NMI mask (between an NMI and its IRET).
+    fn set_nmi_masked(&mut self, masked: bool);
+    /// The `MCG_CAP` bits the vendor keeps of what `KVM_X86_SETUP_MCE`
+    /// asks for (KVM's `setup_mce` hook).
+    fn mcg_cap_mask(&self) -> u64 {
+        !0
+    }
     /// `KVM_GET_FPU`.
     fn fpu(&self) -> uapi::kvm_fpu;
     /// `KVM_SET_FPU` of state already validated (MXCSR reserved bits clear).

@@ -49,6 +49,15 @@ extern "C" {
     fn rkvm_current_mm_is(mm: *const bindings::mm_struct) -> bool;
     fn rkvm_mmdrop(mm: *mut bindings::mm_struct);
     fn rkvm_vma_pgoff(vma: *const bindings::vm_area_struct) -> usize;
+    fn rkvm_tsc_khz() -> core::ffi::c_uint;
+}
+
+/// The host TSC's frequency in kHz, as the kernel calibrated it (0 if it
+/// could not). The guest's TSC runs at this rate: rkvm offsets it, never
+/// scales it.
+pub(crate) fn tsc_khz() -> u32 {
+    // SAFETY: reads a variable the kernel fixes at boot.
+    unsafe { rkvm_tsc_khz() }
 }
 
 /// Reads an MSR, or `None` if reading it faults.

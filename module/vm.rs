@@ -247,6 +247,36 @@ impl Vm {
         self.mmu.lock().set_region(&region)?;
         Ok(0)
     }
+
+    /// `KVM_SET_USER_MEMORY_REGION2`: the same, from the larger struct. Its
+    /// guest_memfd fields only count with `KVM_MEM_GUEST_MEMFD`, a flag
+    /// rkvm (like KVM for a VM without private memory) refuses with EINVAL.
+    fn set_memory_region2(&self, arg: usize) -> Result<isize> {
+        let r: uapi::kvm_userspace_memory_region2 = abi::read_arg(arg)?;
+        let region = Region {
+            slot: r.slot,
+            flags: r.flags,
+            guest_phys_addr: r.guest_phys_addr,
+            memory_size: r.memory_size,
+            userspace_addr: r.userspace_addr,
+        };
+        self.mmu.lock().set_region(&region)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_IDENTITY_MAP_ADDR`: only before the first vCPU (EINVAL
+    /// after, checked before the argument is read, as KVM does). Where
+    /// kvm_intel would put its identity-mapped page table for real mode
+    /// without unrestricted guest; rkvm does not need one (SVM, VMX with
+    /// unrestricted guest, shadow paging's own tables) and, like KVM on
+    /// AMD, takes the address and does nothing with it.
+    fn set_identity_map_addr(&self, arg: usize) -> Result<isize> {
+        if self.vcpus.lock().ids.iter().any(|&w| w != 0) {
+            return Err(EINVAL);
+        }
+        let _addr: u64 = abi::read_arg(arg)?;
+        Ok(0)
+    }
 }
 
 impl FdOps for Vm {
@@ -267,6 +297,10 @@ impl FdOps for Vm {
             abi::sys::CHECK_EXTENSION => Ok(abi::check_extension(arg) as isize),
             abi::vm::CREATE_VCPU => this.create_vcpu(arg),
             abi::vm::SET_USER_MEMORY_REGION => this.set_memory_region(arg),
+            abi::vm::SET_USER_MEMORY_REGION2 => this.set_memory_region2(arg),
+            abi::vm::SET_IDENTITY_MAP_ADDR => this.set_identity_map_addr(arg),
+            abi::vcpu::GET_TSC_KHZ => abi::get_tsc_khz(),
+            abi::vcpu::SET_TSC_KHZ => abi::set_tsc_khz(arg),
             abi::vm::GET_DIRTY_LOG => this.get_dirty_log(arg),
             abi::vm::GET_STATS_FD => StatsFile::create(this.mmu_stats.clone(), None),
             abi::vm::ENABLE_CAP => this.enable_cap(arg),

@@ -68,6 +68,11 @@ pub(crate) mod vm {
     /// `KVM_SET_USER_MEMORY_REGION`: `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
     pub(crate) const SET_USER_MEMORY_REGION: u32 =
         kvm_iow::<uapi::kvm_userspace_memory_region>(0x46);
+    /// `KVM_SET_USER_MEMORY_REGION2`: `_IOW(KVMIO, 0x49, struct kvm_userspace_memory_region2)`.
+    pub(crate) const SET_USER_MEMORY_REGION2: u32 =
+        kvm_iow::<uapi::kvm_userspace_memory_region2>(0x49);
+    /// `KVM_SET_IDENTITY_MAP_ADDR`: `_IOW(KVMIO, 0x48, __u64)`.
+    pub(crate) const SET_IDENTITY_MAP_ADDR: u32 = kvm_iow::<u64>(0x48);
     /// `KVM_SET_TSS_ADDR`: `_IO(KVMIO, 0x47)`.
     pub(crate) const SET_TSS_ADDR: u32 = kvm_io(0x47);
     /// `KVM_GET_STATS_FD`: `_IO(KVMIO, 0xce)` (also on a vCPU fd).
@@ -117,6 +122,14 @@ pub(crate) mod vcpu {
     pub(crate) const SET_CPUID2: u32 = kvm_iow::<uapi::kvm_cpuid2>(0x90);
     /// `KVM_GET_CPUID2`: `_IOWR(KVMIO, 0x91, struct kvm_cpuid2)`.
     pub(crate) const GET_CPUID2: u32 = super::kvm_iowr::<uapi::kvm_cpuid2>(0x91);
+    /// `KVM_GET_TSC_KHZ`: `_IO(KVMIO, 0xa3)` (also on a VM fd).
+    pub(crate) const GET_TSC_KHZ: u32 = kvm_io(0xa3);
+    /// `KVM_SET_TSC_KHZ`: `_IO(KVMIO, 0xa2)` (also on a VM fd).
+    pub(crate) const SET_TSC_KHZ: u32 = kvm_io(0xa2);
+    /// `KVM_GET_VCPU_EVENTS`: `_IOR(KVMIO, 0x9f, struct kvm_vcpu_events)`.
+    pub(crate) const GET_VCPU_EVENTS: u32 = kvm_ior::<uapi::kvm_vcpu_events>(0x9f);
+    /// `KVM_SET_VCPU_EVENTS`: `_IOW(KVMIO, 0xa0, struct kvm_vcpu_events)`.
+    pub(crate) const SET_VCPU_EVENTS: u32 = kvm_iow::<uapi::kvm_vcpu_events>(0xa0);
     /// `KVM_NMI`: `_IO(KVMIO, 0x9a)`.
     pub(crate) const NMI: u32 = kvm_io(0x9a);
     /// `KVM_GET_MP_STATE`: `_IOR(KVMIO, 0x98, struct kvm_mp_state)`.
@@ -147,6 +160,8 @@ pub(crate) const PIO_PAGE_OFFSET: usize = uapi::KVM_PIO_PAGE_OFFSET as usize;
 unsafe impl FromBytes for uapi::kvm_userspace_memory_region {}
 // SAFETY: as above.
 unsafe impl FromBytes for uapi::kvm_interrupt {}
+// SAFETY: as above (`pad1` and `pad2` are explicit).
+unsafe impl FromBytes for uapi::kvm_userspace_memory_region2 {}
 // SAFETY: as above (`padding1` explicit; the union is a pointer-sized u64).
 unsafe impl FromBytes for uapi::kvm_dirty_log {}
 // SAFETY: as above (`kvm_cpuid2` is the 8-byte header, `nent` and padding).
@@ -177,6 +192,10 @@ unsafe impl FromBytes for uapi::kvm_regs {}
 unsafe impl AsBytes for uapi::kvm_regs {}
 // SAFETY: as above (`pad1[7]` and `pad2[3]` are explicit).
 unsafe impl FromBytes for uapi::kvm_x86_mce {}
+// SAFETY: as above (`reserved[26]` is explicit; the struct has no hole).
+unsafe impl FromBytes for uapi::kvm_vcpu_events {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_vcpu_events {}
 // SAFETY: as above.
 unsafe impl FromBytes for uapi::kvm_mp_state {}
 // SAFETY: as above.
@@ -188,6 +207,7 @@ unsafe impl AsBytes for uapi::kvm_sregs {}
 
 const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_userspace_memory_region>() == 32);
+    assert!(core::mem::size_of::<uapi::kvm_userspace_memory_region2>() == 160);
     assert!(core::mem::size_of::<uapi::kvm_regs>() == 144);
     assert!(core::mem::size_of::<uapi::kvm_segment>() == 24);
     assert!(core::mem::size_of::<uapi::kvm_dtable>() == 16);
@@ -202,6 +222,8 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_guest_debug>() == 72);
     assert!(core::mem::size_of::<uapi::kvm_x86_mce>() == 64);
     assert!(core::mem::size_of::<uapi::kvm_mp_state>() == 4);
+    assert!(core::mem::size_of::<uapi::kvm_vcpu_events>() == 64);
+    assert!(core::mem::offset_of!(uapi::kvm_vcpu_events, exception_payload) == 56);
     assert!(core::mem::size_of::<uapi::kvm_irq_level>() == 8);
     assert!(core::mem::size_of::<uapi::kvm_irq_routing>() == 8);
 };
@@ -345,6 +367,8 @@ pub(crate) fn write_arg<T: AsBytes>(arg: usize, value: &T) -> Result {
 /// feature it announces.
 const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_USER_MEMORY, 1),
+    (uapi::KVM_CAP_USER_MEMORY2, 1),
+    (uapi::KVM_CAP_SET_IDENTITY_MAP_ADDR, 1),
     (uapi::KVM_CAP_SET_TSS_ADDR, 1),
     (uapi::KVM_CAP_DESTROY_MEMORY_REGION_WORKS, 1),
     (uapi::KVM_CAP_JOIN_MEMORY_REGIONS_WORKS, 1),
@@ -364,6 +388,8 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_ENABLE_CAP_VM, 1),
     (uapi::KVM_CAP_MP_STATE, 1),
     (uapi::KVM_CAP_USER_NMI, 1),
+    (uapi::KVM_CAP_GET_TSC_KHZ, 1),
+    (uapi::KVM_CAP_VCPU_EVENTS, 1),
     // No in-kernel irqchip: KVM_SET_GSI_ROUTING is EINVAL, as in KVM then.
     (uapi::KVM_CAP_IRQ_ROUTING, MAX_IRQ_ROUTES),
     (uapi::KVM_CAP_MCE, crate::pure::msr::MAX_MCE_BANKS as i32),
@@ -385,6 +411,28 @@ pub(crate) const GUEST_DEBUG_KVM: u32 = GUEST_DEBUG_VALID
     | uapi::KVM_GUESTDBG_INJECT_DB
     | uapi::KVM_GUESTDBG_INJECT_BP
     | uapi::KVM_GUESTDBG_BLOCKIRQ;
+
+/// `KVM_SET_TSC_KHZ` (vCPU and VM fd) without TSC scaling: the guest's
+/// TSC runs at the host's rate, so only that rate is accepted, within KVM's
+/// tolerance of 250 ppm (`tsc_tolerance_ppm`); 0 means the host's. KVM
+/// without scaling also accepts a faster rate, emulated by catching the
+/// TSC up at each entry; rkvm refuses it (EINVAL) and, like KVM without
+/// scaling, does not announce `KVM_CAP_TSC_CONTROL`.
+pub(crate) fn set_tsc_khz(khz: usize) -> Result<isize> {
+    let host = u64::from(crate::sys::tsc_khz());
+    let khz = if khz == 0 { host } else { khz as u64 };
+    let tolerance = host * 250 / 1_000_000;
+    if host == 0 || khz.abs_diff(host) > tolerance {
+        return Err(EINVAL);
+    }
+    Ok(0)
+}
+
+/// `KVM_GET_TSC_KHZ`: the guest TSC's rate, the host's (0 when the kernel
+/// could not calibrate it, as KVM answers then).
+pub(crate) fn get_tsc_khz() -> Result<isize> {
+    Ok(crate::sys::tsc_khz() as isize)
+}
 
 /// `KVM_CHECK_EXTENSION`: the argument is a `long` capability number.
 pub(crate) fn check_extension(cap: usize) -> i32 {

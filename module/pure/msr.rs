@@ -335,9 +335,10 @@ impl CommonMsrs {
     }
 
     /// `KVM_X86_SETUP_MCE`: the bank count (1 to [`MAX_MCE_BANKS`]) and
-    /// capabilities ([`MCE_CAP_SUPPORTED`], bits 16-23 free) of `MCG_CAP`;
-    /// `MCG_CTL` and every bank's CTL become all ones. `false`: EINVAL.
-    pub fn setup_mce(&mut self, mcg_cap: u64) -> bool {
+    /// capabilities ([`MCE_CAP_SUPPORTED`], bits 16-23 free) of `MCG_CAP`,
+    /// of which the vendor keeps `vendor_mask`; `MCG_CTL` and every bank's
+    /// CTL become all ones. `false`: EINVAL.
+    pub fn setup_mce(&mut self, mcg_cap: u64, vendor_mask: u64) -> bool {
         let banks = (mcg_cap & 0xff) as usize;
         if banks == 0
             || banks > MAX_MCE_BANKS
@@ -345,7 +346,7 @@ impl CommonMsrs {
         {
             return false;
         }
-        self.mcg_cap = mcg_cap;
+        self.mcg_cap = mcg_cap & vendor_mask;
         if mcg_cap & MCG_CTL_P != 0 {
             self.mcg_ctl = !0;
         }
@@ -563,13 +564,19 @@ mod tests {
             "the VMM may write 0"
         );
         assert_eq!(m.set(MCG_CTL, 0, false, 40), Some(false));
-        assert!(!m.setup_mce(0));
-        assert!(!m.setup_mce(33));
+        assert!(!m.setup_mce(0, !0));
+        assert!(!m.setup_mce(33, !0));
         assert!(
-            !m.setup_mce(MCG_CTL_P | 10 | 1 << 9),
+            !m.setup_mce(MCG_CTL_P | 10 | 1 << 9, !0),
             "bit 9 is not supported"
         );
-        assert!(m.setup_mce(MCG_CTL_P | MCG_SER_P | 10));
+        assert!(m.setup_mce(MCG_CTL_P | MCG_SER_P | 10, 0x1ff));
+        assert_eq!(
+            m.get(MCG_CAP, true),
+            Some(MCG_CTL_P | 10),
+            "AMD keeps bits 8:0"
+        );
+        assert!(m.setup_mce(MCG_CTL_P | MCG_SER_P | 10, !0));
         assert_eq!(m.get(MCG_CTL, false), Some(!0));
         assert_eq!(m.get(MC0_CTL + 4 * 9, false), Some(!0));
         assert_eq!(m.get(MC0_CTL + 4 * 10, true), None, "bank 10 of 10");
@@ -592,7 +599,7 @@ mod tests {
     fn set_mce_follows_kvm() {
         use mci_status::*;
         let mut m = CommonMsrs::new();
-        assert!(m.setup_mce(MCG_CTL_P | MCG_SER_P | 10));
+        assert!(m.setup_mce(MCG_CTL_P | MCG_SER_P | 10, !0));
         let uc = Mce {
             status: VAL | UC | PCC,
             addr: 0x1000,

@@ -927,6 +927,10 @@ impl IntrInfo {
 
 /// Guest interruptibility state: blocking by STI and by MOV SS.
 pub const INTERRUPTIBILITY_STI_MOVSS: u32 = 3;
+/// Guest interruptibility: blocking by STI.
+pub const INTERRUPTIBILITY_STI: u32 = 1 << 0;
+/// Guest interruptibility: blocking by MOV SS.
+pub const INTERRUPTIBILITY_MOV_SS: u32 = 1 << 1;
 /// Guest interruptibility: blocking by NMI (between an NMI and its IRET).
 pub const INTERRUPTIBILITY_NMI: u32 = 1 << 3;
 /// Pending debug exceptions: BS (a single step is pending).

@@ -34,7 +34,10 @@ use crate::{
     backend::{
         ArchVcpu,
         Event,
-        Exit, //
+        Exit,
+        Injection,
+        SHADOW_MOV_SS,
+        SHADOW_STI, //
     },
     guest_state::{
         DebugRegs,
@@ -827,6 +830,70 @@ impl ArchVcpu for SvmVcpu {
 
     fn nmi_masked(&self) -> bool {
         self.nmi_masked
+    }
+
+    fn injection(&self) -> Option<Injection> {
+        let c = &self.vmcb.control;
+        if c.event_inj & vmcb::EVENT_VALID == 0 {
+            return None;
+        }
+        let vector = c.event_inj as u8;
+        match c.event_inj & (7 << 8) {
+            vmcb::EVENT_TYPE_INTR => Some(Injection::Interrupt(vector)),
+            vmcb::EVENT_TYPE_NMI => Some(Injection::Nmi),
+            vmcb::EVENT_TYPE_EXCEPTION => Some(Injection::Exception {
+                vector,
+                error: (c.event_inj & vmcb::EVENT_ERROR_VALID != 0).then_some(c.event_inj_err),
+            }),
+            _ => None,
+        }
+    }
+
+    fn set_injection(&mut self, injection: Option<Injection>) {
+        self.vmcb.control.event_inj = 0;
+        match injection {
+            None => {}
+            Some(Injection::Exception { vector, error }) => self.inject_exception(vector, error),
+            Some(Injection::Interrupt(vector)) => {
+                self.inject_interrupt(vector);
+            }
+            Some(Injection::Nmi) => self.inject_nmi(),
+        }
+    }
+
+    fn interrupt_shadow(&self) -> u8 {
+        // SVM does not say which instruction made the shadow (KVM answers
+        // both, as here).
+        if self.vmcb.control.int_state & vmcb::INT_SHADOW != 0 {
+            SHADOW_MOV_SS | SHADOW_STI
+        } else {
+            0
+        }
+    }
+
+    fn set_interrupt_shadow(&mut self, shadow: u8) {
+        let c = &mut self.vmcb.control;
+        if shadow != 0 {
+            c.int_state |= vmcb::INT_SHADOW;
+        } else {
+            c.int_state &= !vmcb::INT_SHADOW;
+        }
+    }
+
+    fn set_nmi_masked(&mut self, masked: bool) {
+        self.nmi_masked = masked;
+        self.iret_rip = None;
+        if masked {
+            self.vmcb.control.intercept(Intercept::IRET);
+        } else {
+            self.vmcb.control.clear_intercept(Intercept::IRET);
+        }
+    }
+
+    fn mcg_cap_mask(&self) -> u64 {
+        // AMD: bits 63:9 of MCG_CAP are reserved (KVM's svm_setup_mce()),
+        // so MCG_SER_P, though offered, does not stay.
+        0x1ff
     }
 
     fn set_nmi_window(&mut self, _enable: bool) {

@@ -32,6 +32,42 @@ use super::{
     VcpuState, //
 };
 
+/// `KVM_GET_VCPU_EVENTS` (`kvm_vcpu_ioctl_x86_get_vcpu_events()`): the
+/// event queued for the next entry, the interrupt from `KVM_INTERRUPT`
+/// not yet delivered, NMIs waiting and the NMI mask, the interrupt shadow.
+/// No SMM, no SIPI (no local APIC), no payloads.
+fn vcpu_events(st: &VcpuState) -> uapi::kvm_vcpu_events {
+    use crate::backend::Injection;
+    let mut e = uapi::kvm_vcpu_events {
+        flags: uapi::KVM_VCPUEVENT_VALID_NMI_PENDING
+            | uapi::KVM_VCPUEVENT_VALID_SHADOW
+            | uapi::KVM_VCPUEVENT_VALID_SMM,
+        ..Default::default()
+    };
+    match st.arch.injection() {
+        Some(Injection::Exception { vector, error }) => {
+            e.exception.injected = 1;
+            e.exception.nr = vector;
+            e.exception.has_error_code = u8::from(error.is_some());
+            e.exception.error_code = error.unwrap_or(0);
+        }
+        Some(Injection::Interrupt(vector)) => {
+            e.interrupt.injected = 1;
+            e.interrupt.nr = vector;
+        }
+        Some(Injection::Nmi) => e.nmi.injected = 1,
+        None => {}
+    }
+    if let Some(vector) = st.pending_irq {
+        e.interrupt.injected = 1;
+        e.interrupt.nr = vector;
+    }
+    e.interrupt.shadow = st.arch.interrupt_shadow();
+    e.nmi.pending = st.nmi_pending;
+    e.nmi.masked = u8::from(st.arch.nmi_masked());
+    e
+}
+
 impl Vcpu {
     /// A vCPU fd's ioctl: only from the VM owner's mm, only KVM's requests.
     pub(super) fn handle_ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
@@ -71,12 +107,18 @@ impl Vcpu {
             }
             abi::vcpu::X86_SETUP_MCE => {
                 let mcg_cap: u64 = abi::read_arg(arg)?;
-                if !self.state.lock().msrs.setup_mce(mcg_cap) {
+                let mut st = self.state.lock();
+                let vendor_mask = st.arch.mcg_cap_mask();
+                if !st.msrs.setup_mce(mcg_cap, vendor_mask) {
                     return Err(EINVAL);
                 }
                 Ok(0)
             }
             abi::vcpu::X86_SET_MCE => self.set_mce(arg),
+            abi::vcpu::GET_VCPU_EVENTS => self.get(arg, vcpu_events),
+            abi::vcpu::SET_VCPU_EVENTS => self.set_vcpu_events(arg),
+            abi::vcpu::GET_TSC_KHZ => abi::get_tsc_khz(),
+            abi::vcpu::SET_TSC_KHZ => abi::set_tsc_khz(arg),
             // kvm_arch_vcpu_ioctl(): the argument is not looked at.
             abi::vcpu::NMI => {
                 let mut st = self.state.lock();
@@ -182,6 +224,67 @@ impl Vcpu {
     fn get_cpuid(&self, arg: usize) -> Result<isize> {
         let st = self.state.lock();
         abi::write_cpuid(arg, &st.cpuid)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_VCPU_EVENTS`, with KVM's rules
+    /// (`kvm_vcpu_ioctl_x86_set_vcpu_events()`): flags rkvm does not know or
+    /// whose capability is off (exception payloads, triple-fault events) are
+    /// EINVAL, as is an exception vector above 31 or the NMI vector, and
+    /// any SMM state (rkvm has no SMM, as KVM built without it). An event
+    /// not marked injected is dropped: the set replaces what was queued.
+    fn set_vcpu_events(&self, arg: usize) -> Result<isize> {
+        use crate::backend::Injection;
+        let e: uapi::kvm_vcpu_events = abi::read_arg(arg)?;
+        let known = uapi::KVM_VCPUEVENT_VALID_NMI_PENDING
+            | uapi::KVM_VCPUEVENT_VALID_SIPI_VECTOR
+            | uapi::KVM_VCPUEVENT_VALID_SHADOW
+            | uapi::KVM_VCPUEVENT_VALID_SMM;
+        if e.flags & !known != 0 {
+            return Err(EINVAL);
+        }
+        let ex = e.exception;
+        if ex.injected != 0 && (ex.nr > 31 || ex.nr == x86::vector::NMI) {
+            return Err(EINVAL);
+        }
+        let smi = e.smi;
+        if e.flags & uapi::KVM_VCPUEVENT_VALID_SMM != 0
+            && (smi.smm != 0 || smi.pending != 0 || smi.smm_inside_nmi != 0)
+        {
+            return Err(EINVAL);
+        }
+        let mut st = self.state.lock();
+        // One event goes to the hardware, by priority; an interrupt behind
+        // an exception or NMI waits as one from KVM_INTERRUPT would.
+        let interrupt = (e.interrupt.injected != 0).then_some(e.interrupt.nr);
+        let nmi = e.nmi.injected != 0;
+        let injection = if ex.injected != 0 {
+            Some(Injection::Exception {
+                vector: ex.nr,
+                error: (ex.has_error_code != 0).then_some(ex.error_code),
+            })
+        } else if nmi {
+            Some(Injection::Nmi)
+        } else {
+            interrupt.map(Injection::Interrupt)
+        };
+        st.pending_irq = interrupt.filter(|_| !matches!(injection, Some(Injection::Interrupt(_))));
+        st.arch.set_injection(injection);
+        if e.flags & uapi::KVM_VCPUEVENT_VALID_SHADOW != 0 {
+            st.arch.set_interrupt_shadow(e.interrupt.shadow);
+        }
+        // An NMI being injected masks NMIs itself (on VMX at the entry, which
+        // refuses the mask already set); one behind an exception waits.
+        let extra = u8::from(nmi && ex.injected != 0);
+        if injection != Some(Injection::Nmi) {
+            st.arch.set_nmi_masked(e.nmi.masked != 0);
+        }
+        if e.flags & uapi::KVM_VCPUEVENT_VALID_NMI_PENDING != 0 {
+            let limit = if st.arch.nmi_masked() { 1 } else { 2 };
+            st.nmi_pending = e.nmi.pending.saturating_add(extra).min(limit);
+        } else {
+            st.nmi_pending = st.nmi_pending.saturating_add(extra).min(2);
+        }
         Ok(0)
     }
 

@@ -99,10 +99,6 @@ fn read_caps() -> Result<Caps> {
     })
 }
 
-extern "C" {
-    fn rkvm_tsc_khz() -> core::ffi::c_uint;
-}
-
 /// The preemption timer's start value for about 1 ms of guest time.
 ///
 /// The timer bounds the time a guest runs without an exit, whatever
@@ -113,8 +109,7 @@ extern "C" {
 /// mode and hung the test VM (guest_test's signal test found it). On
 /// hardware the timer costs one exit per millisecond of a busy guest.
 fn preemption_timer_ticks(rate: u8) -> u64 {
-    // SAFETY: reads a variable fixed after boot.
-    let khz = u64::from(unsafe { rkvm_tsc_khz() });
+    let khz = u64::from(crate::sys::tsc_khz());
     let ticks = if khz == 0 { 1 << 20 } else { khz };
     (ticks >> rate).clamp(1, u64::from(u32::MAX))
 }

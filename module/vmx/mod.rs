@@ -66,7 +66,10 @@ use crate::{
     backend::{
         ArchVcpu,
         Event,
-        Exit, //
+        Exit,
+        Injection,
+        SHADOW_MOV_SS,
+        SHADOW_STI, //
     },
     guest_state::{
         DebugRegs,
@@ -93,7 +96,9 @@ use crate::{
             IoQualification,
             Seg,
             Segment,
+            INTERRUPTIBILITY_MOV_SS,
             INTERRUPTIBILITY_NMI,
+            INTERRUPTIBILITY_STI,
             INTERRUPTIBILITY_STI_MOVSS,
             PENDING_DBG_BS, //
         },
@@ -1248,6 +1253,66 @@ impl ArchVcpu for VmxVcpu {
 
     fn nmi_masked(&self) -> bool {
         self.state.interruptibility & INTERRUPTIBILITY_NMI != 0
+    }
+
+    fn injection(&self) -> Option<Injection> {
+        let (info, error, _) = self.event;
+        if !info.valid() {
+            return None;
+        }
+        match info.kind() {
+            IntrInfo::TYPE_EXT_INTR => Some(Injection::Interrupt(info.vector())),
+            IntrInfo::TYPE_NMI => Some(Injection::Nmi),
+            IntrInfo::TYPE_HW_EXCEPTION => Some(Injection::Exception {
+                vector: info.vector(),
+                error: info.has_error().then_some(error),
+            }),
+            _ => None,
+        }
+    }
+
+    fn set_injection(&mut self, injection: Option<Injection>) {
+        self.event = (IntrInfo(0), 0, 0);
+        match injection {
+            None => {}
+            Some(Injection::Exception { vector, error }) => self.inject_exception(vector, error),
+            Some(Injection::Interrupt(vector)) => {
+                self.inject_interrupt(vector);
+            }
+            Some(Injection::Nmi) => self.inject_nmi(),
+        }
+    }
+
+    fn interrupt_shadow(&self) -> u8 {
+        let i = self.state.interruptibility;
+        (if i & INTERRUPTIBILITY_STI != 0 {
+            SHADOW_STI
+        } else {
+            0
+        }) | if i & INTERRUPTIBILITY_MOV_SS != 0 {
+            SHADOW_MOV_SS
+        } else {
+            0
+        }
+    }
+
+    fn set_interrupt_shadow(&mut self, shadow: u8) {
+        let i = &mut self.state.interruptibility;
+        *i &= !INTERRUPTIBILITY_STI_MOVSS;
+        if shadow & SHADOW_STI != 0 {
+            *i |= INTERRUPTIBILITY_STI;
+        }
+        if shadow & SHADOW_MOV_SS != 0 {
+            *i |= INTERRUPTIBILITY_MOV_SS;
+        }
+    }
+
+    fn set_nmi_masked(&mut self, masked: bool) {
+        if masked {
+            self.state.interruptibility |= INTERRUPTIBILITY_NMI;
+        } else {
+            self.state.interruptibility &= !INTERRUPTIBILITY_NMI;
+        }
     }
 
     fn set_nmi_window(&mut self, enable: bool) {

@@ -77,6 +77,11 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_MP_STATE, 1 },
 	{ KVM_CAP_IRQ_ROUTING, 4096 },
 	{ KVM_CAP_MCE, 32 },
+	{ KVM_CAP_USER_NMI, 1 },
+	{ KVM_CAP_USER_MEMORY2, 1 },
+	{ KVM_CAP_SET_IDENTITY_MAP_ADDR, 1 },
+	{ KVM_CAP_GET_TSC_KHZ, 1 },
+	{ KVM_CAP_VCPU_EVENTS, 1 },
 };
 
 TEST_F(sys, capabilities_are_honest)
