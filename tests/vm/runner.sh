@@ -77,6 +77,7 @@ kvm:linux_virtio t_linux_virtio /dev/kvm
 kvm:linux_virtio_console t_linux_virtio_console /dev/kvm"
 PLAN="$PLAN
 kvm:qemu t_qemu qemu64
+kvm:qemu_lapic t_qemu qemu64 lapic
 kvm_info t_info /dev/kvm
 kvm_unload t_kvm_unload"
 # The reference for shadow paging: kvm_amd without NPT, kvm_intel without
@@ -123,6 +124,7 @@ rkvm_unload t_rkvm_unload
 rkvm_kvm_node_taken t_rkvm_kvm_node_taken
 rkvm_kvm_node t_rkvm_kvm_node
 rkvm:qemu t_qemu qemu64
+rkvm:qemu_lapic t_qemu qemu64 lapic
 rkvm:qemu_cpu_host t_qemu host
 rkvm_kvm_node_unload t_rkvm_unload /dev/kvm"
 # The same again with shadow page tables (rkvm.ko tdp=0).
@@ -560,16 +562,20 @@ t_rkvm_kvm_node_taken() {
 # local APIC (kernel-irqchip=off) boots the test kernel from SeaBIOS to
 # its /init through /dev/kvm: real KVM in the reference part, rkvm.ko
 # loaded with kvm_node=1 after. $1: the CPU model (qemu64, or host: the
-# device's KVM_GET_SUPPORTED_CPUID).
+# device's KVM_GET_SUPPORTED_CPUID). $2 = lapic: the guest uses QEMU's
+# local APIC (its MMIO page exits to QEMU, kvm_run->cr8 carries the TPR)
+# and IOAPIC, with its APIC timer, instead of `nolapic noapic`.
 t_qemu() {
     [ -x /usr/bin/qemu-system-x86_64 ] || fail "no qemu-system-x86_64 in the initramfs"
+    apic="nolapic noapic"
+    [ "${2:-}" = lapic ] && apic=
     status=0
     start=$(uptime_cs)
     timeout 900 qemu-system-x86_64 -accel kvm -machine pc,kernel-irqchip=off -cpu "$1" -m 128 \
         -nodefaults -no-reboot -nic none -display none -monitor none -serial stdio \
         -L /usr/share/seabios -L /usr/share/qemu \
         -kernel /rkvm/linux/bzImage -initrd /rkvm/linux/initramfs.cpio.gz \
-        -append "console=ttyS0 nolapic noapic panic=-1 rdinit=/init" \
+        -append "console=ttyS0 $apic panic=-1 rdinit=/init" \
         < /dev/null > /tmp/qemu.raw 2> /tmp/qemu.err || status=$?
     tr -d '\r' < /tmp/qemu.raw > /tmp/linux.out
     grep '^rkvm-guest: \|Linux version\|Run /init\|reboot:' /tmp/linux.out || true
@@ -579,6 +585,10 @@ t_qemu() {
     [ "$status" = 0 ] || { tail -n 20 /tmp/linux.out; fail "qemu-system-x86_64: exit status $status"; }
     check_guest_linux
     grep -q 'reboot: Power down' /tmp/linux.out || fail "the guest did not power off"
+    if [ -z "$apic" ]; then
+        grep 'APIC: Switch to symmetric I/O mode setup\|..TIMER: vector' /tmp/linux.out ||
+            fail "the guest did not set up its local APIC and IOAPIC"
+    fi
 }
 
 # $1: the node rkvm.ko registered (default /dev/rkvm).
