@@ -428,8 +428,10 @@ TEST_F(vcpu, vcpu_events)
 	EXPECT_EQ(0x02, vm->run->io.port);	/* the handler */
 	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_VCPU_EVENTS, &e));
 	EXPECT_EQ(0, e.exception.injected);
+	/* Back from the handler (its IRET) to the loop. */
+	EXPECT_EQ(0, run_to_nmi(_metadata, vm, 1));
 
-	/* NMIs: two pending with the mask clear. */
+	/* An NMI pending behind a mask set from outside. */
 	memset(&e, 0, sizeof(e));
 	e.flags = KVM_VCPUEVENT_VALID_NMI_PENDING;
 	e.nmi.pending = 1;
@@ -439,8 +441,8 @@ TEST_F(vcpu, vcpu_events)
 	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_VCPU_EVENTS, &e));
 	EXPECT_EQ(1, e.nmi.pending);
 	EXPECT_EQ(1, e.nmi.masked);
-	/* Masked: the NMI waits while the guest (back from the #UD handler's
-	 * IRET, which does not unmask a mask set from outside) spins... */
+	/* Masked: the NMI waits while the guest spins (with no IRET, which
+	 * would unmask NMIs whoever masked them)... */
 	EXPECT_EQ(0, run_to_nmi(_metadata, vm, 3));
 	/* ...and comes once the mask is cleared. */
 	memset(&e, 0, sizeof(e));
