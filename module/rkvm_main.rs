@@ -20,6 +20,7 @@ use kernel::prelude::*;
 
 mod abi;
 mod backend;
+mod clock;
 mod cpu;
 mod dev;
 mod emulate;

@@ -23,6 +23,7 @@ use crate::{
         uapi, //
     },
     backend,
+    clock::VmClock,
     fd::{
         self,
         FdOps, //
@@ -80,6 +81,8 @@ pub(crate) struct Vm {
     vcpus: Mutex<Vcpus>,
     /// The hardware backend; SVM stays enabled on every CPU while it lives.
     hw: backend::Hardware,
+    /// kvmclock.
+    clock: VmClock,
 }
 
 impl Vm {
@@ -108,6 +111,7 @@ impl Vm {
                     shadow,
                 }),
                 hw,
+                clock: VmClock::new(),
             }),
             GFP_KERNEL,
         )?;
@@ -116,6 +120,11 @@ impl Vm {
         // Without debugfs (or its memory) the VM works all the same.
         *vm.debugfs.lock() = VmDebugfs::new(pid, fd, vm.mmu_stats.clone()).ok();
         Ok(fd as isize)
+    }
+
+    /// The VM's kvmclock.
+    pub(crate) fn clock(&self) -> &VmClock {
+        &self.clock
     }
 
     /// The debugfs directory of a new vCPU, if the VM has one.
@@ -300,6 +309,15 @@ impl FdOps for Vm {
             abi::vm::SET_USER_MEMORY_REGION2 => this.set_memory_region2(arg),
             abi::vm::SET_IDENTITY_MAP_ADDR => this.set_identity_map_addr(arg),
             abi::vcpu::GET_TSC_KHZ => abi::get_tsc_khz(),
+            abi::vm::GET_CLOCK => {
+                abi::write_arg(arg, &this.clock.get())?;
+                Ok(0)
+            }
+            abi::vm::SET_CLOCK => {
+                let data: uapi::kvm_clock_data = abi::read_arg(arg)?;
+                this.clock.set(&data)?;
+                Ok(0)
+            }
             abi::vcpu::SET_TSC_KHZ => abi::set_tsc_khz(arg),
             abi::vm::GET_DIRTY_LOG => this.get_dirty_log(arg),
             abi::vm::GET_STATS_FD => StatsFile::create(this.mmu_stats.clone(), None),

@@ -79,6 +79,10 @@ pub(crate) mod vm {
     pub(crate) const GET_STATS_FD: u32 = kvm_io(0xce);
     /// `KVM_ENABLE_CAP`: `_IOW(KVMIO, 0xa3, struct kvm_enable_cap)`.
     pub(crate) const ENABLE_CAP: u32 = kvm_iow::<uapi::kvm_enable_cap>(0xa3);
+    /// `KVM_SET_CLOCK`: `_IOW(KVMIO, 0x7b, struct kvm_clock_data)`.
+    pub(crate) const SET_CLOCK: u32 = kvm_iow::<uapi::kvm_clock_data>(0x7b);
+    /// `KVM_GET_CLOCK`: `_IOR(KVMIO, 0x7c, struct kvm_clock_data)`.
+    pub(crate) const GET_CLOCK: u32 = super::kvm_ior::<uapi::kvm_clock_data>(0x7c);
     /// `KVM_IRQ_LINE`: `_IOW(KVMIO, 0x61, struct kvm_irq_level)`.
     pub(crate) const IRQ_LINE: u32 = kvm_iow::<uapi::kvm_irq_level>(0x61);
     /// `KVM_IRQ_LINE_STATUS`: `_IOWR(KVMIO, 0x67, struct kvm_irq_level)`.
@@ -196,6 +200,10 @@ unsafe impl FromBytes for uapi::kvm_x86_mce {}
 unsafe impl FromBytes for uapi::kvm_vcpu_events {}
 // SAFETY: as above.
 unsafe impl AsBytes for uapi::kvm_vcpu_events {}
+// SAFETY: as above (`pad0` and `pad[4]` are explicit).
+unsafe impl FromBytes for uapi::kvm_clock_data {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_clock_data {}
 // SAFETY: as above.
 unsafe impl FromBytes for uapi::kvm_mp_state {}
 // SAFETY: as above.
@@ -222,6 +230,7 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_guest_debug>() == 72);
     assert!(core::mem::size_of::<uapi::kvm_x86_mce>() == 64);
     assert!(core::mem::size_of::<uapi::kvm_mp_state>() == 4);
+    assert!(core::mem::size_of::<uapi::kvm_clock_data>() == 48);
     assert!(core::mem::size_of::<uapi::kvm_vcpu_events>() == 64);
     assert!(core::mem::offset_of!(uapi::kvm_vcpu_events, exception_payload) == 56);
     assert!(core::mem::size_of::<uapi::kvm_irq_level>() == 8);
@@ -390,6 +399,7 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_USER_NMI, 1),
     (uapi::KVM_CAP_GET_TSC_KHZ, 1),
     (uapi::KVM_CAP_VCPU_EVENTS, 1),
+    (uapi::KVM_CAP_ADJUST_CLOCK, crate::clock::VALID_FLAGS as i32),
     // No in-kernel irqchip: KVM_SET_GSI_ROUTING is EINVAL, as in KVM then.
     (uapi::KVM_CAP_IRQ_ROUTING, MAX_IRQ_ROUTES),
     (uapi::KVM_CAP_MCE, crate::pure::msr::MAX_MCE_BANKS as i32),

@@ -4,6 +4,8 @@
 //! offers (the host's, masked to what rkvm virtualizes correctly) and the
 //! lookup the CPUID exit does in the table userspace set.
 
+use super::kvmclock;
+
 /// `KVM_MAX_CPUID_ENTRIES`.
 pub const MAX_ENTRIES: usize = 256;
 /// `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`: the entry applies to one ECX index only.
@@ -49,9 +51,10 @@ const EXT1_ECX: u32 = bits(&[0, 5, 6, 7, 8]);
 /// Leaf 7 EBX: ERMS only (others need CR4 bits rkvm refuses, or state it
 /// does not switch).
 const LEAF7_EBX: u32 = bits(&[9]);
-/// The hypervisor signature leaf and its vendor string.
-const HYPERVISOR_LEAF: u32 = 0x4000_0000;
-const SIGNATURE: &[u8; 12] = b"rkvmrkvmrkvm";
+/// The hypervisor leaves are KVM's (`KVM_CPUID_SIGNATURE`): rkvm offers
+/// KVM's paravirtual interface, kvmclock for now, where a guest looks for it.
+const HYPERVISOR_LEAF: u32 = kvmclock::CPUID_SIGNATURE;
+const SIGNATURE: &[u8; 12] = kvmclock::SIGNATURE;
 
 const fn bits(list: &[u32]) -> u32 {
     let mut v = 0;
@@ -103,8 +106,9 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4]) -> ([Entry; 12], usize) {
     t.push(
         HYPERVISOR_LEAF,
         0,
-        [HYPERVISOR_LEAF, sig[0], sig[1], sig[2]],
+        [kvmclock::CPUID_FEATURES, sig[0], sig[1], sig[2]],
     );
+    t.push(kvmclock::CPUID_FEATURES, 0, [kvmclock::FEATURES, 0, 0, 0]);
     let max_ext = host(0x8000_0000, 0)[0].min(0x8000_0008);
     if max_ext >= 0x8000_0000 {
         t.push(0x8000_0000, 0, [max_ext, 0, 0, 0]);
@@ -214,6 +218,13 @@ mod tests {
             ]
             .concat(),
             SIGNATURE
+        );
+        assert_eq!(sig[0], 0x4000_0001, "the highest hypervisor leaf");
+        assert_eq!(
+            lookup(e, 0x4000_0001, 0)[0],
+            kvmclock::FEATURE_CLOCKSOURCE
+                | kvmclock::FEATURE_NOP_IO_DELAY
+                | kvmclock::FEATURE_CLOCKSOURCE2
         );
         assert_eq!(maxphyaddr(e), 0x30);
     }

@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod cpuid;
 pub mod decode;
 pub mod ioctl;
+pub mod kvmclock;
 pub mod memslot;
 pub mod msr;
 pub mod paging;

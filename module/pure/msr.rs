@@ -156,11 +156,9 @@ pub enum MceOutcome {
 
 /// The MSRs rkvm keeps above the vendors, with KVM's rules
 /// (`arch/x86/kvm/mtrr.c`, `set_msr_mce()`/`get_msr_mce()` and the
-/// `IA32_MISC_ENABLE` and kvmclock cases of `kvm_set_msr_common()`): the
-/// MTRRs, the machine-check registers and banks, `IA32_MISC_ENABLE`, and the
-/// kvmclock MSRs, which rkvm keeps for the VMM but does not offer the guest
-/// (no kvmclock in its CPUID: a guest access is #GP, as in KVM with
-/// `KVM_CAP_ENFORCE_PV_FEATURE_CPUID`).
+/// `IA32_MISC_ENABLE` case of `kvm_set_msr_common()`): the MTRRs, the
+/// machine-check registers and banks, `IA32_MISC_ENABLE`. (kvmclock's MSRs
+/// need the VM: `vcpu/clock.rs`.)
 #[derive(Clone, Debug)]
 pub struct CommonMsrs {
     mtrr_def_type: u64,
@@ -173,8 +171,6 @@ pub struct CommonMsrs {
     /// CTL, STATUS, ADDR, MISC of each bank.
     mce_banks: [[u64; 4]; MAX_MCE_BANKS],
     misc_enable: u64,
-    kvm_wall_clock: u64,
-    kvm_system_time: u64,
 }
 
 impl Default for CommonMsrs {
@@ -201,8 +197,6 @@ impl CommonMsrs {
             mcg_ctl: 0,
             mce_banks: [[0; 4]; MAX_MCE_BANKS],
             misc_enable: MISC_ENABLE_RESET,
-            kvm_wall_clock: 0,
-            kvm_system_time: 0,
         }
     }
 
@@ -232,8 +226,6 @@ impl CommonMsrs {
             MCG_STATUS => self.mcg_status,
             MCG_CTL if self.mcg_cap & MCG_CTL_P != 0 || host => self.mcg_ctl,
             MISC_ENABLE => self.misc_enable,
-            KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW if host => self.kvm_wall_clock,
-            KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW if host => self.kvm_system_time,
             i => {
                 let (bank, reg) = self.bank_reg(i)?;
                 self.mce_banks[bank][reg]
@@ -301,18 +293,6 @@ impl CommonMsrs {
                 }
                 self.misc_enable = value;
                 true
-            }
-            KVM_WALL_CLOCK | KVM_WALL_CLOCK_NEW => {
-                if host {
-                    self.kvm_wall_clock = value;
-                }
-                host
-            }
-            KVM_SYSTEM_TIME | KVM_SYSTEM_TIME_NEW => {
-                if host {
-                    self.kvm_system_time = value;
-                }
-                host
             }
             i => {
                 let (bank, reg) = self.bank_reg(i)?;
@@ -630,7 +610,7 @@ mod tests {
     }
 
     #[test]
-    fn misc_enable_and_kvmclock() {
+    fn misc_enable() {
         let mut m = CommonMsrs::new();
         assert_eq!(m.get(MISC_ENABLE, false), Some(0x1800));
         assert_eq!(
@@ -650,14 +630,8 @@ mod tests {
             "the VMM sets anything"
         );
         assert_eq!(m.get(MISC_ENABLE, true), Some(0x1));
-        assert_eq!(m.set(KVM_SYSTEM_TIME, 0x5001, true, 40), Some(true));
-        assert_eq!(m.get(KVM_SYSTEM_TIME_NEW, true), Some(0x5001));
-        assert_eq!(
-            m.get(KVM_SYSTEM_TIME, false),
-            None,
-            "no kvmclock for the guest"
-        );
-        assert_eq!(m.set(KVM_WALL_CLOCK, 0x6000, false, 40), Some(false));
+        assert_eq!(m.get(KVM_SYSTEM_TIME, true), None, "kvmclock is the vCPU's");
+        assert_eq!(m.set(KVM_WALL_CLOCK, 0, true, 40), None);
     }
 
     #[test]

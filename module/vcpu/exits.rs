@@ -366,12 +366,12 @@ impl Vcpu {
         let done = if write {
             let value = (st.arch.gpr(gpr::RDX) << 32) | (st.arch.gpr(gpr::RAX) & 0xffff_ffff);
             let before = st.arch.paging();
-            let done = st.write_msr(index, value, false);
+            let done = self.write_msr(st, index, value, false);
             if before.flushes(&st.arch.paging()) && st.mmu.flush(Flush::All) {
                 self.stats.inc(VcpuStat::TlbFlush);
             }
             done
-        } else if let Some(value) = st.read_msr(index, false) {
+        } else if let Some(value) = self.read_msr(st, index, false) {
             st.arch.set_gpr(gpr::RAX, value & 0xffff_ffff);
             st.arch.set_gpr(gpr::RDX, value >> 32);
             true

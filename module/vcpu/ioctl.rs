@@ -314,7 +314,9 @@ impl Vcpu {
     fn get_msrs(&self, arg: usize) -> Result<isize> {
         let st = self.state.lock();
         abi::msr_io(arg, true, |e| {
-            st.read_msr(e.index, true).map(|v| e.data = v).is_some()
+            self.read_msr(&st, e.index, true)
+                .map(|v| e.data = v)
+                .is_some()
         })
     }
 
@@ -322,7 +324,9 @@ impl Vcpu {
     /// of them may have changed paging (EFER): the vCPU's MMU is flushed.
     fn set_msrs(&self, arg: usize) -> Result<isize> {
         let mut st = self.state.lock();
-        let done = abi::msr_io(arg, false, |e| st.write_msr(e.index, e.data, true));
+        let done = abi::msr_io(arg, false, |e| {
+            self.write_msr(&mut st, e.index, e.data, true)
+        });
         st.mmu.flush(Flush::All);
         done
     }

@@ -52,6 +52,7 @@ use crate::{
     vm::Vm, //
 };
 
+mod clock;
 mod exits;
 mod ioctl;
 mod run;
@@ -92,6 +93,12 @@ struct VcpuState {
     mmu: VcpuMmu,
     /// The MSRs kept above the vendors (MTRRs, machine check, ...).
     msrs: msr::CommonMsrs,
+    /// `MSR_KVM_SYSTEM_TIME(_NEW)`: the guest's clock page, bit 0 enabling it.
+    system_time_msr: u64,
+    /// The clock page must be written again before the next entry.
+    clock_stale: bool,
+    /// The VM clock's generation the page was last written for.
+    clock_generation: u64,
     /// NMIs from `KVM_NMI` not yet injected (at most two, as KVM keeps:
     /// one being handled and one latched behind it).
     nmi_pending: u8,
@@ -176,12 +183,37 @@ impl Vcpu {
                     host_since: 0,
                     mmu,
                     msrs: msr::CommonMsrs::new(),
+                    system_time_msr: 0,
+                    clock_stale: false,
+                    clock_generation: 0,
                     nmi_pending: 0,
                     shutdown_pending: false,
                 }),
             }),
             GFP_KERNEL,
         )
+    }
+}
+
+impl Vcpu {
+    /// RDMSR (`host` false) and `KVM_GET_MSRS`: kvmclock's, then the
+    /// others (`VcpuState::read_msr`). `None`: #GP (or a short count).
+    fn read_msr(&self, st: &VcpuState, index: u32, host: bool) -> Option<u64> {
+        self.read_clock_msr(st, index)
+            .or_else(|| st.read_msr(index, host))
+    }
+
+    /// WRMSR (`host` false) and `KVM_SET_MSRS`: false means #GP (or a
+    /// short count). A new guest TSC makes the clock page stale.
+    fn write_msr(&self, st: &mut VcpuState, index: u32, value: u64, host: bool) -> bool {
+        if self.write_clock_msr(st, index, value) {
+            return true;
+        }
+        let done = st.write_msr(index, value, host);
+        if done && index == msr::TSC {
+            st.clock_stale = true;
+        }
+        done
     }
 }
 

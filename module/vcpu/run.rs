@@ -110,6 +110,7 @@ impl Vcpu {
                 self.stats.inc(VcpuStat::NmiInjections);
             }
             st.arch.set_nmi_window(st.nmi_pending > 0);
+            self.update_clock(st);
             // What userspace queued is injected at this entry: KVM treats a
             // KVM_INTERRUPT vector as already accepted (userspace asks only
             // when ready_for_interrupt_injection says so).

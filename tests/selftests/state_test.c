@@ -64,6 +64,8 @@ TEST(capabilities)
 	EXPECT_EQ(32, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_MCE));
 	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_USER_NMI));
 	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_VCPU_EVENTS));
+	/* KVM_CLOCK_VALID_FLAGS: TSC_STABLE | REALTIME | HOST_TSC. */
+	EXPECT_EQ(7, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_ADJUST_CLOCK));
 	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_GET_TSC_KHZ));
 	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY2));
 	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_SET_IDENTITY_MAP_ADDR));
@@ -152,7 +154,8 @@ TEST_F(vcpu, misc_enable_for_the_vmm)
 	EXPECT_EQ(0x1, get_msr(vcpu, MSR_MISC_ENABLE, &ok));
 }
 
-/* QEMU writes both kvmclock MSRs at reset and reads them at every sync. */
+/* QEMU writes both kvmclock MSRs at reset and reads them at every sync
+ * (0: the guest has no clock page yet). */
 TEST_F(vcpu, kvmclock_msrs_for_the_vmm)
 {
 	int vcpu = self->vm.vcpu;
@@ -525,6 +528,140 @@ TEST_F(vcpu, user_memory_region2)
 	r.memory_size = 0;
 	EXPECT_EQ(0, ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION2, &r));
 	munmap(extra, 0x1000);
+}
+
+/* kvmclock now, from KVM_GET_CLOCK. */
+static uint64_t vm_clock(int vm_fd)
+{
+	struct kvm_clock_data data = {};
+
+	if (ioctl(vm_fd, KVM_GET_CLOCK, &data))
+		return 0;
+	return data.clock;
+}
+
+TEST_F(vcpu, get_set_clock)
+{
+	struct kvm_clock_data data = {};
+	struct timespec now;
+	uint64_t c0, c1;
+
+	c0 = vm_clock(self->vm.fd);
+	c1 = vm_clock(self->vm.fd);
+	EXPECT_LE(c0, c1);
+	ASSERT_EQ(0, ioctl(self->vm.fd, KVM_GET_CLOCK, &data));
+	EXPECT_EQ(0, data.flags & ~7u);
+	EXPECT_ERRNO(EFAULT, ioctl(self->vm.fd, KVM_GET_CLOCK, NULL));
+
+	/* Set: the clock goes on from there. */
+	data = (struct kvm_clock_data) { .clock = 1000000000000ULL };
+	ASSERT_EQ(0, ioctl(self->vm.fd, KVM_SET_CLOCK, &data));
+	c0 = vm_clock(self->vm.fd);
+	EXPECT_LE(1000000000000ULL, c0);
+	EXPECT_GT(1000000000000ULL + 60000000000ULL, c0);	/* a hang guard, not a timing */
+	/* With KVM_CLOCK_REALTIME, the real time since `realtime` is added. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	data = (struct kvm_clock_data) {
+		.clock = 1000000000000ULL, .flags = KVM_CLOCK_REALTIME,
+		.realtime = (now.tv_sec - 5) * 1000000000ULL + now.tv_nsec,
+	};
+	ASSERT_EQ(0, ioctl(self->vm.fd, KVM_SET_CLOCK, &data));
+	EXPECT_LE(1005000000000ULL, vm_clock(self->vm.fd));
+	/* What KVM_GET_CLOCK gives may be handed back; unknown flags may not. */
+	ASSERT_EQ(0, ioctl(self->vm.fd, KVM_GET_CLOCK, &data));
+	EXPECT_EQ(0, ioctl(self->vm.fd, KVM_SET_CLOCK, &data));
+	data.flags = 1 << 5;
+	EXPECT_ERRNO(EINVAL, ioctl(self->vm.fd, KVM_SET_CLOCK, &data));
+	EXPECT_ERRNO(EFAULT, ioctl(self->vm.fd, KVM_SET_CLOCK, NULL));
+}
+
+/*
+ * The guest names its kvmclock pages (0x5000 for this vCPU's time, 0x6000
+ * for the wall clock) with the second MSR pair; the page is written before
+ * the guest runs on, and what a guest computes from it (system time plus
+ * the scaled TSC delta) is the clock KVM_GET_CLOCK reads.
+ */
+GUEST_CODE64(kvmclock_code,
+	"	mov $0x4b564d01, %ecx\n"	/* MSR_KVM_SYSTEM_TIME_NEW */
+	"	mov $0x5001, %eax\n"		/* enabled */
+	"	xor %edx, %edx\n"
+	"	wrmsr\n"
+	"	mov $0x4b564d00, %ecx\n"	/* MSR_KVM_WALL_CLOCK_NEW */
+	"	mov $0x6000, %eax\n"
+	"	wrmsr\n"
+	"1:	out %al, $0x10\n"
+	"	jmp 1b\n");
+
+struct pvclock_time {
+	uint32_t version, pad0;
+	uint64_t tsc_timestamp, system_time;
+	uint32_t mul;
+	int8_t shift;
+	uint8_t flags, pad[2];
+};
+
+/* The clock a guest reads at TSC `tsc` from page `p`. */
+static uint64_t pvclock_read(const struct pvclock_time *p, uint64_t tsc)
+{
+	uint64_t delta = tsc - p->tsc_timestamp;
+
+	delta = p->shift < 0 ? delta >> -p->shift : delta << p->shift;
+	return p->system_time + (uint64_t)(((unsigned __int128)delta * p->mul) >> 32);
+}
+
+TEST_F(vcpu, kvmclock_pages)
+{
+	struct vm *vm = &self->vm;
+	struct pvclock_time *t = (struct pvclock_time *)(vm->mem + 0x5000);
+	uint32_t *wall = (uint32_t *)(vm->mem + 0x6000);
+	const uint64_t ms = 1000000;
+	uint64_t c0, c1, c2, tsc, guest, epoch;
+	struct timespec real;
+	bool ok;
+
+	vm_set_supported_cpuid(vm);
+	LOAD_GUEST_CODE(vm->mem, 0x1000, kvmclock_code);
+	ASSERT_EQ(0, vm_long_mode(vm, 0x1000));
+	c0 = vm_clock(vm->fd);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	c1 = vm_clock(vm->fd);
+	EXPECT_EQ(0x5001, get_msr(vm->vcpu, 0x4b564d01, &ok));
+	EXPECT_EQ(0x6000, get_msr(vm->vcpu, 0x4b564d00, &ok));
+	/* Published: an even version, a scale, a (time, TSC) pair no later
+	 * than now (KVM's master clock pairs an older snapshot). */
+	EXPECT_EQ(0, t->version & 1);
+	EXPECT_NE(0, t->version);
+	EXPECT_NE(0, t->mul);
+	EXPECT_GE(c1, t->system_time);
+	EXPECT_LE(c0, pvclock_read(t, get_msr(vm->vcpu, 0x10, &ok)));
+	/* The guest's reading at its current TSC agrees with the host's clock
+	 * (within a millisecond: the scale's rounding and the reads' gaps). */
+	tsc = get_msr(vm->vcpu, 0x10, &ok);
+	ASSERT_TRUE(ok);
+	c2 = vm_clock(vm->fd);
+	guest = pvclock_read(t, tsc);
+	EXPECT_LE(c1, guest + ms) TH_LOG("guest clock %llu, host clock %llu before", (unsigned long long)guest, (unsigned long long)c1);
+	EXPECT_GE(c2 + ms, guest) TH_LOG("guest clock %llu, host clock %llu after", (unsigned long long)guest, (unsigned long long)c2);
+	/* The wall clock: the real time at which kvmclock read 0. */
+	clock_gettime(CLOCK_REALTIME, &real);
+	epoch = real.tv_sec - c2 / 1000000000ULL;
+	EXPECT_EQ(0, wall[0] & 1);
+	EXPECT_NE(0, wall[0]);
+	EXPECT_GE(2, labs((long)wall[1] - (long)epoch)) TH_LOG("wall clock %u s, expected about %llu", wall[1], (unsigned long long)epoch);
+
+	/* KVM_SET_CLOCK: every vCPU publishes the new time before it runs on. */
+	{
+		struct kvm_clock_data data = { .clock = 1000000000000ULL };
+		uint32_t version = t->version;
+
+		ASSERT_EQ(0, ioctl(vm->fd, KVM_SET_CLOCK, &data));
+		ASSERT_EQ(0, vm_run(vm));
+		ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+		EXPECT_LE(1000000000000ULL, t->system_time);
+		EXPECT_GT(1000000000000ULL + 60000000000ULL, t->system_time);
+		EXPECT_LT(version, t->version);
+	}
 }
 
 TEST_HARNESS_MAIN
