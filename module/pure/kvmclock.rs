@@ -40,12 +40,12 @@ pub const WALL_CLOCK_SIZE: usize = 12;
 /// shift brings the rate into (1 GHz, 2 GHz], so that `mul` (10^9 / rate,
 /// in 0.32 fixed point) keeps 31 or 32 significant bits. `None` for 0 Hz.
 pub fn time_scale(tsc_hz: u64) -> Option<(i8, u32)> {
-    const NS: u128 = 1_000_000_000;
+    const NS: u64 = 1_000_000_000;
     if tsc_hz == 0 {
         return None;
     }
     let mut shift: i8 = 0;
-    let mut rate = u128::from(tsc_hz);
+    let mut rate = tsc_hz;
     while rate > 2 * NS {
         rate >>= 1;
         shift -= 1;
@@ -54,12 +54,9 @@ pub fn time_scale(tsc_hz: u64) -> Option<(i8, u32)> {
         rate <<= 1;
         shift += 1;
     }
-    // rate in (1e9, 2e9]: 1e9 / rate in [0.5, 1), and so mul < 2^32.
-    let rate = if shift < 0 {
-        u128::from(tsc_hz) >> -shift
-    } else {
-        u128::from(tsc_hz) << shift
-    };
+    // rate in (1e9, 2e9]: 1e9 / rate in [0.5, 1), and so mul < 2^32. The
+    // dividend (10^9 << 32) fits in 64 bits: no 128-bit division, which
+    // the kernel does not link.
     u32::try_from((NS << 32) / rate)
         .ok()
         .map(|mul| (shift, mul))
@@ -97,7 +94,7 @@ pub struct TimeInfo {
 impl TimeInfo {
     /// The guest's layout: version, pad, tsc_timestamp, system_time, mul,
     /// shift, flags, pad.
-    pub fn to_bytes(&self) -> [u8; TIME_INFO_SIZE] {
+    pub fn to_bytes(self) -> [u8; TIME_INFO_SIZE] {
         let mut b = [0u8; TIME_INFO_SIZE];
         b[0..4].copy_from_slice(&self.version.to_le_bytes());
         b[8..16].copy_from_slice(&self.tsc_timestamp.to_le_bytes());

@@ -82,6 +82,7 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_SET_IDENTITY_MAP_ADDR, 1 },
 	{ KVM_CAP_GET_TSC_KHZ, 1 },
 	{ KVM_CAP_VCPU_EVENTS, 1 },
+	{ KVM_CAP_ADJUST_CLOCK, KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC },
 };
 
 TEST_F(sys, capabilities_are_honest)

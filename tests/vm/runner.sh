@@ -292,6 +292,9 @@ t_linux() {
     check_linux_boot
     grep -q '^rkvm: the guest halted with nothing left to wake it (powered off) (exit status 0)$' /tmp/linux.err ||
         fail "no message saying the guest powered off"
+    # The device's CPUID offers kvmclock (KVM's leaves), and the guest takes it.
+    grep 'clocksource: Switched to clocksource kvm-clock' /tmp/linux.out ||
+        fail "the guest does not use kvmclock"
 }
 
 # `reboot -f` in the guest: Linux resets through the 8042 keyboard
