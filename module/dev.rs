@@ -121,6 +121,17 @@ impl SystemFd {
                 abi::write_cpuid(arg, entries.get(..n).unwrap_or(&entries))?;
                 Ok(0)
             }
+            abi::sys::GET_EMULATED_CPUID => abi::get_emulated_cpuid(arg),
+            abi::sys::GET_MSR_FEATURE_INDEX_LIST => {
+                abi::write_msr_list(arg, &crate::pure::msr::FEATURE_LIST)?;
+                Ok(0)
+            }
+            // The system fd's KVM_GET_MSRS reads feature MSRs (kvm_get_msr_feature()).
+            abi::vcpu::GET_MSRS => abi::msr_io(arg, true, |e| {
+                crate::pure::msr::feature_read(e.index)
+                    .map(|v| e.data = v)
+                    .is_some()
+            }),
             abi::sys::X86_GET_MCE_CAP_SUPPORTED => {
                 abi::write_arg(arg, &crate::pure::msr::MCE_CAP_SUPPORTED)?;
                 Ok(0)

@@ -49,6 +49,11 @@ pub(crate) mod sys {
     pub(crate) const GET_MSR_INDEX_LIST: u32 = super::kvm_iowr::<super::uapi::kvm_msr_list>(0x02);
     /// `KVM_GET_SUPPORTED_CPUID`: `_IOWR(KVMIO, 0x05, struct kvm_cpuid2)`.
     pub(crate) const GET_SUPPORTED_CPUID: u32 = super::kvm_iowr::<super::uapi::kvm_cpuid2>(0x05);
+    /// `KVM_GET_EMULATED_CPUID`: `_IOWR(KVMIO, 0x09, struct kvm_cpuid2)`.
+    pub(crate) const GET_EMULATED_CPUID: u32 = super::kvm_iowr::<super::uapi::kvm_cpuid2>(0x09);
+    /// `KVM_GET_MSR_FEATURE_INDEX_LIST`: `_IOWR(KVMIO, 0x0a, struct kvm_msr_list)`.
+    pub(crate) const GET_MSR_FEATURE_INDEX_LIST: u32 =
+        super::kvm_iowr::<super::uapi::kvm_msr_list>(0x0a);
     /// `KVM_X86_GET_MCE_CAP_SUPPORTED`: `_IOR(KVMIO, 0x9d, __u64)`.
     pub(crate) const X86_GET_MCE_CAP_SUPPORTED: u32 = super::kvm_ior::<u64>(0x9d);
 }
@@ -130,6 +135,8 @@ pub(crate) mod vcpu {
     pub(crate) const GET_TSC_KHZ: u32 = kvm_io(0xa3);
     /// `KVM_SET_TSC_KHZ`: `_IO(KVMIO, 0xa2)` (also on a VM fd).
     pub(crate) const SET_TSC_KHZ: u32 = kvm_io(0xa2);
+    /// `KVM_TRANSLATE`: `_IOWR(KVMIO, 0x85, struct kvm_translation)`.
+    pub(crate) const TRANSLATE: u32 = super::kvm_iowr::<uapi::kvm_translation>(0x85);
     /// `KVM_GET_VCPU_EVENTS`: `_IOR(KVMIO, 0x9f, struct kvm_vcpu_events)`.
     pub(crate) const GET_VCPU_EVENTS: u32 = kvm_ior::<uapi::kvm_vcpu_events>(0x9f);
     /// `KVM_SET_VCPU_EVENTS`: `_IOW(KVMIO, 0xa0, struct kvm_vcpu_events)`.
@@ -204,6 +211,10 @@ unsafe impl AsBytes for uapi::kvm_vcpu_events {}
 unsafe impl FromBytes for uapi::kvm_clock_data {}
 // SAFETY: as above.
 unsafe impl AsBytes for uapi::kvm_clock_data {}
+// SAFETY: as above (`pad[5]` is explicit).
+unsafe impl FromBytes for uapi::kvm_translation {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_translation {}
 // SAFETY: as above.
 unsafe impl FromBytes for uapi::kvm_mp_state {}
 // SAFETY: as above.
@@ -230,6 +241,7 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_guest_debug>() == 72);
     assert!(core::mem::size_of::<uapi::kvm_x86_mce>() == 64);
     assert!(core::mem::size_of::<uapi::kvm_mp_state>() == 4);
+    assert!(core::mem::size_of::<uapi::kvm_translation>() == 24);
     assert!(core::mem::size_of::<uapi::kvm_clock_data>() == 48);
     assert!(core::mem::size_of::<uapi::kvm_vcpu_events>() == 64);
     assert!(core::mem::offset_of!(uapi::kvm_vcpu_events, exception_payload) == 56);
@@ -341,6 +353,27 @@ pub(crate) fn read_cpuid(arg: usize) -> Result<KVec<cpuid::Entry>> {
     Ok(entries)
 }
 
+/// `KVM_GET_EMULATED_CPUID` (`kvm_dev_ioctl_get_cpuid()`): E2BIG for a
+/// buffer of no entry, EINVAL when an entry's padding is not zero (KVM
+/// keeps it for later use), then the features rkvm emulates beyond what
+/// the processor has: none (KVM emulates MOVBE and RDPID), so `nent` 0.
+pub(crate) fn get_emulated_cpuid(arg: usize) -> Result<isize> {
+    let head: uapi::kvm_cpuid2 = read_arg(arg)?;
+    if head.nent < 1 {
+        return Err(E2BIG);
+    }
+    let n = (head.nent as usize).min(cpuid::MAX_ENTRIES);
+    let mut reader = trailing::<uapi::kvm_cpuid_entry2>(arg, 8, n).reader();
+    for _ in 0..n {
+        let e: uapi::kvm_cpuid_entry2 = reader.read().map_err(|_| EINVAL)?;
+        if e.padding != [0; 3] {
+            return Err(EINVAL);
+        }
+    }
+    write_arg(arg, &0u32)?;
+    Ok(0)
+}
+
 /// Writes `entries` as the `struct kvm_cpuid2` at `arg`, whose `nent` says
 /// how many fit: E2BIG (nothing written) if they do not.
 pub(crate) fn write_cpuid(arg: usize, entries: &[cpuid::Entry]) -> Result {
@@ -400,6 +433,8 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_GET_TSC_KHZ, 1),
     (uapi::KVM_CAP_VCPU_EVENTS, 1),
     (uapi::KVM_CAP_ADJUST_CLOCK, crate::clock::VALID_FLAGS as i32),
+    (uapi::KVM_CAP_EXT_EMUL_CPUID, 1),
+    (uapi::KVM_CAP_GET_MSR_FEATURES, 1),
     // No in-kernel irqchip: KVM_SET_GSI_ROUTING is EINVAL, as in KVM then.
     (uapi::KVM_CAP_IRQ_ROUTING, MAX_IRQ_ROUTES),
     (uapi::KVM_CAP_MCE, crate::pure::msr::MAX_MCE_BANKS as i32),

@@ -83,6 +83,21 @@ pub const LIST: [u32; 17] = [
     KVM_SYSTEM_TIME_NEW,
 ];
 
+/// The feature MSRs (`KVM_GET_MSR_FEATURE_INDEX_LIST`): what the system
+/// fd's `KVM_GET_MSRS` reads, the values a VMM may give its guests. Only
+/// the microcode revision, which rkvm's guests read as [`fixed_read`] says
+/// (KVM adds ARCH_CAPABILITIES, PERF_CAPABILITIES, AMD's DE_CFG and, with
+/// nested virtualization, the VMX capabilities).
+pub const FEATURE_LIST: [u32; 1] = [0x8b];
+
+/// A feature MSR's value for the system fd's `KVM_GET_MSRS`.
+pub fn feature_read(index: u32) -> Option<u64> {
+    FEATURE_LIST
+        .contains(&index)
+        .then(|| fixed_read(index))
+        .flatten()
+}
+
 /// Variable-range MTRR pairs (`KVM_NR_VAR_MTRR`).
 pub const NR_VAR_MTRR: usize = 8;
 /// The fixed-range MTRRs: 64K at 0x250, 16K at 0x258-0x259, 4K at 0x268-0x26f.

@@ -17,6 +17,7 @@ use crate::{
     pure::{
         cpuid,
         msr,
+        paging::GuestPhys,
         shadow::Flush,
         x86::{
             self,
@@ -115,6 +116,7 @@ impl Vcpu {
                 Ok(0)
             }
             abi::vcpu::X86_SET_MCE => self.set_mce(arg),
+            abi::vcpu::TRANSLATE => self.translate(arg),
             abi::vcpu::GET_VCPU_EVENTS => self.get(arg, vcpu_events),
             abi::vcpu::SET_VCPU_EVENTS => self.set_vcpu_events(arg),
             abi::vcpu::GET_TSC_KHZ => abi::get_tsc_khz(),
@@ -285,6 +287,59 @@ impl Vcpu {
         } else {
             st.nmi_pending = st.nmi_pending.saturating_add(extra).min(2);
         }
+        Ok(0)
+    }
+
+    /// `KVM_TRANSLATE` (`kvm_arch_vcpu_ioctl_translate()`): a linear address
+    /// through the guest's page tables as a supervisor read that checks no
+    /// permission, setting the accessed bits the walk passes as KVM's walker
+    /// does; without paging the address itself. Not mapped: `valid` 0 and
+    /// the physical address all ones (`INVALID_GPA`). `writeable` is always
+    /// 1 and `usermode` 0, as in KVM.
+    fn translate(&self, arg: usize) -> Result<isize> {
+        use crate::pure::walk::{
+            self,
+            Access,
+            Paging, //
+        };
+        let mut tr: uapi::kvm_translation = abi::read_arg(arg)?;
+        let st = self.state.lock();
+        let paging = st.arch.paging();
+        let maxphyaddr = cpuid::maxphyaddr(&st.cpuid);
+        let gpa = if paging.mode() == Paging::Off {
+            Some(tr.linear_address)
+        } else {
+            self.vm.with_memory(|mem| {
+                let read = |gpa: u64, size: u8| {
+                    let mut b = [0u8; 8];
+                    mem.read(GuestPhys(gpa), b.get_mut(..usize::from(size))?)
+                        .ok()?;
+                    Some(u64::from_le_bytes(b))
+                };
+                let walked = walk::walk(
+                    paging.mode(),
+                    paging.cr3,
+                    tr.linear_address,
+                    Access::default(),
+                    paging.controls(maxphyaddr),
+                    read,
+                )
+                .ok()?;
+                for u in walked.updates.iter().flatten() {
+                    let bytes = u.value.to_le_bytes();
+                    let _ = mem.write(
+                        GuestPhys(u.gpa),
+                        bytes.get(..usize::from(u.size)).unwrap_or(&bytes),
+                    );
+                }
+                Some(walked.gpa)
+            })
+        };
+        tr.physical_address = gpa.unwrap_or(u64::MAX);
+        tr.valid = u8::from(gpa.is_some());
+        tr.writeable = 1;
+        tr.usermode = 0;
+        abi::write_arg(arg, &tr)?;
         Ok(0)
     }
 

@@ -83,6 +83,8 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_GET_TSC_KHZ, 1 },
 	{ KVM_CAP_VCPU_EVENTS, 1 },
 	{ KVM_CAP_ADJUST_CLOCK, KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC },
+	{ KVM_CAP_EXT_EMUL_CPUID, 1 },
+	{ KVM_CAP_GET_MSR_FEATURES, 1 },
 };
 
 TEST_F(sys, capabilities_are_honest)
