@@ -824,6 +824,8 @@ pub fn reason_name(basic: u16) -> &'static str {
         reason::TRIPLE_FAULT => "triple_fault",
         reason::INIT => "init",
         reason::INTERRUPT_WINDOW => "intr_window",
+        reason::NMI_WINDOW => "nmi_window",
+        reason::INVD => "invd",
         reason::TASK_SWITCH => "task_switch",
         reason::CPUID => "cpuid",
         reason::HLT => "hlt",
