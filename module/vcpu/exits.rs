@@ -34,7 +34,13 @@ use crate::{
         },
         paging::GuestPhys,
         shadow::Flush,
-        walk::Access, //
+        walk::Access,
+        x86::vector::{
+            DF as DF_VECTOR,
+            GP as GP_VECTOR,
+            PF as PF_VECTOR,
+            UD as UD_VECTOR, //
+        }, //
     },
     stats::VcpuStat, //
 };
@@ -71,12 +77,6 @@ fn emulation_failed(arch: &dyn ArchVcpu, run: &RunPage<'_>) -> Next {
 
 /// `-KVM_ENOSYS`: the answer to a hypercall rkvm does not implement.
 const KVM_ENOSYS: u64 = 1000;
-use crate::pure::x86::vector::{
-    DF as DF_VECTOR,
-    GP as GP_VECTOR,
-    PF as PF_VECTOR,
-    UD as UD_VECTOR, //
-};
 /// `kvm_run.internal.data[0]` when the guest state was lost
 /// (`Exit::StateLost`): "rkvmLOST".
 const STATE_LOST: u64 = 0x7473_4f4c_6d76_6b72;
