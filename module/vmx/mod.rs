@@ -1200,6 +1200,12 @@ impl ArchVcpu for VmxVcpu {
             return None;
         }
         self.event = (IntrInfo(0), 0, 0);
+        // An NMI delivered in software blocks NMIs as one the processor
+        // delivers would: the guest's IRET, which virtual-8086 mode runs
+        // natively, lifts the virtual-NMI blocking.
+        if info.kind() == IntrInfo::TYPE_NMI {
+            self.state.interruptibility |= INTERRUPTIBILITY_NMI;
+        }
         // A fault returns to its instruction, a software interrupt past it.
         let rip = self.state.rip.wrapping_add(if info.needs_length() {
             u64::from(len)
