@@ -24,6 +24,24 @@
 #include <asm/tsc.h>
 
 #include "helpers.h"
+#include "layout.h"
+
+/* struct rkvm_vmx_host as layout.h says (and ffi.rs checks `VmxHostState`). */
+#define RKVM_VMX_HOST_AT(field, offset) \
+	static_assert(offsetof(struct rkvm_vmx_host, field) == (offset))
+RKVM_VMX_HOST_AT(fs_base, VMX_HOST_FS_BASE);
+RKVM_VMX_HOST_AT(gs_base, VMX_HOST_GS_BASE);
+RKVM_VMX_HOST_AT(kernel_gs_base, VMX_HOST_KERNEL_GS_BASE);
+RKVM_VMX_HOST_AT(tr_base, VMX_HOST_TR_BASE);
+RKVM_VMX_HOST_AT(gdt_base, VMX_HOST_GDT_BASE);
+RKVM_VMX_HOST_AT(idt_base, VMX_HOST_IDT_BASE);
+RKVM_VMX_HOST_AT(cr0, VMX_HOST_CR0);
+RKVM_VMX_HOST_AT(cr3, VMX_HOST_CR3);
+RKVM_VMX_HOST_AT(ds, VMX_HOST_DS);
+RKVM_VMX_HOST_AT(es, VMX_HOST_ES);
+RKVM_VMX_HOST_AT(fs, VMX_HOST_FS);
+RKVM_VMX_HOST_AT(gs, VMX_HOST_GS);
+static_assert(sizeof(struct rkvm_vmx_host) == VMX_HOST_SIZE);
 
 /* Reads an MSR; returns 0, or -EIO if the RDMSR faulted (#GP). */
 int rkvm_rdmsr_safe(u32 msr, u64 *val)

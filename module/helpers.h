@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Prototypes of helpers.c: the C side of module/sys.rs (and svm/hw.rs,
- * fd.rs), which declare the same functions in `extern "C"` blocks.
+ * Prototypes of helpers.c: the C side of module/ffi.rs, whose one
+ * `extern "C"` block declares the same functions for Rust.
  */
 #ifndef RKVM_HELPERS_H
 #define RKVM_HELPERS_H
@@ -39,7 +39,7 @@ bool rkvm_current_mm_is(const struct mm_struct *mm);
 void rkvm_mmdrop(struct mm_struct *mm);
 unsigned long rkvm_vma_pgoff(const struct vm_area_struct *vma);
 
-/* Host state around a VMX guest run; `HostState` in vmx/host.rs. */
+/* Host state around a VMX guest run; `VmxHostState` in ffi.rs, laid out as layout.h says. */
 struct rkvm_vmx_host {
 	u64 fs_base, gs_base, kernel_gs_base, tr_base, gdt_base, idt_base, cr0, cr3;
 	u16 ds, es, fs, gs;

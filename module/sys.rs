@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Safe wrappers around the C helpers (`helpers.c`) and a few raw kernel
+//! Safe wrappers around the C helpers (`helpers.c`, declared in `ffi`) and a few raw kernel
 //! facilities: MSRs, physical addresses, pinned user pages, interrupt and
 //! preemption guards, the FPU.
 
@@ -8,55 +8,22 @@ use core::ptr::NonNull;
 
 use kernel::{
     bindings,
-    ffi::{
-        c_int,
-        c_long,
-        c_void, //
-    },
+    ffi::c_void,
     page::Page,
     prelude::*, //
 };
 
-use crate::pure::paging::HostPhys;
-
-// `struct page` contains a zero-sized member bindgen cannot express; only
-// pointers to it cross this boundary.
-#[allow(improper_ctypes)]
-extern "C" {
-    fn rkvm_rdmsr_safe(msr: u32, val: *mut u64) -> c_int;
-    fn rkvm_wrmsr_safe(msr: u32, val: u64) -> c_int;
-    fn rkvm_virt_to_phys(addr: *const c_void) -> u64;
-    fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
-    fn rkvm_page_address(page: *mut bindings::page) -> *mut c_void;
-    fn rkvm_phys_to_virt(pa: u64) -> *mut c_void;
-    fn rkvm_alloc_page_dma32() -> *mut bindings::page;
-    fn rkvm_free_page(page: *mut bindings::page);
-    fn rkvm_on_each_cpu(f: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
-    fn rkvm_access_ok(addr: usize, size: usize) -> bool;
-    fn rkvm_pin_user_page(addr: usize, write: bool, page: *mut *mut bindings::page) -> c_long;
-    fn rkvm_unpin_user_page(page: *mut bindings::page, dirty: bool);
-    fn rkvm_page_in_huge_folio(page: *mut bindings::page) -> bool;
-    fn rkvm_local_irq_disable();
-    fn rkvm_local_irq_enable();
-    fn rkvm_kernel_fpu_begin();
-    fn rkvm_kernel_fpu_end();
-    fn rkvm_smp_processor_id() -> c_int;
-    fn rkvm_cond_resched();
-    fn rkvm_current_pid() -> c_int;
-    fn rkvm_ktime_ns() -> u64;
-    fn rkvm_guest_enter_irqoff();
-    fn rkvm_current_mm_grab() -> *mut bindings::mm_struct;
-    fn rkvm_current_mm_is(mm: *const bindings::mm_struct) -> bool;
-    fn rkvm_mmdrop(mm: *mut bindings::mm_struct);
-    fn rkvm_vma_pgoff(vma: *const bindings::vm_area_struct) -> usize;
-}
+use crate::{
+    ffi,
+    pure::paging::HostPhys, //
+};
 
 /// Reads an MSR, or `None` if reading it faults.
 pub(crate) fn rdmsr(index: u32) -> Option<u64> {
     let mut val = 0u64;
     // SAFETY: the helper only writes through `val`, a valid local; a faulting
     // RDMSR is caught by the exception table.
-    let ret = unsafe { rkvm_rdmsr_safe(index, &mut val) };
+    let ret = unsafe { ffi::rkvm_rdmsr_safe(index, &mut val) };
     (ret == 0).then_some(val)
 }
 
@@ -66,7 +33,7 @@ pub(crate) fn rdmsr(index: u32) -> Option<u64> {
 pub(crate) fn wrmsr(index: u32, val: u64) -> Result {
     // SAFETY: a faulting WRMSR is caught by the exception table; the caller
     // only writes MSRs that change no state the kernel relies on.
-    match unsafe { rkvm_wrmsr_safe(index, val) } {
+    match unsafe { ffi::rkvm_wrmsr_safe(index, val) } {
         0 => Ok(()),
         _ => Err(EIO),
     }
@@ -76,19 +43,19 @@ pub(crate) fn wrmsr(index: u32, val: u64) -> Result {
 pub(crate) fn virt_to_phys<T>(obj: &T) -> HostPhys {
     // SAFETY: `obj` is a live reference into the direct map (all rkvm objects
     // passed here come from kmalloc/KBox, never vmalloc or the stack).
-    HostPhys(unsafe { rkvm_virt_to_phys(core::ptr::from_ref(obj).cast()) })
+    HostPhys(unsafe { ffi::rkvm_virt_to_phys(core::ptr::from_ref(obj).cast()) })
 }
 
 /// Physical address of a page.
 pub(crate) fn page_phys(page: &Page) -> HostPhys {
     // SAFETY: `page.as_ptr()` is a valid `struct page` for as long as `page` lives.
-    HostPhys(unsafe { rkvm_page_to_phys(page.as_ptr()) })
+    HostPhys(unsafe { ffi::rkvm_page_to_phys(page.as_ptr()) })
 }
 
 /// A page's kernel virtual address in the direct map (x86-64 has no highmem).
 pub(crate) fn page_address(page: &Page) -> *mut u8 {
     // SAFETY: as in `page_phys`.
-    unsafe { rkvm_page_address(page.as_ptr()) }.cast()
+    unsafe { ffi::rkvm_page_address(page.as_ptr()) }.cast()
 }
 
 /// Kernel virtual address of a physical address in the direct map.
@@ -99,14 +66,14 @@ pub(crate) fn page_address(page: &Page) -> *mut u8 {
 /// the returned pointer is used.
 pub(crate) unsafe fn phys_to_virt(pa: HostPhys) -> *mut u8 {
     // SAFETY: `__va()` is arithmetic on the direct map's base.
-    unsafe { rkvm_phys_to_virt(pa.0) }.cast()
+    unsafe { ffi::rkvm_phys_to_virt(pa.0) }.cast()
 }
 
 /// Runs `f` on every online CPU, waiting for all.
 pub(crate) fn on_each_cpu<T: Sync>(f: unsafe extern "C" fn(*mut c_void), data: &T) {
     // SAFETY: `data` outlives the call, which waits for every CPU to finish;
     // `f` only reads through the pointer (shared access, `T: Sync`).
-    unsafe { rkvm_on_each_cpu(f, core::ptr::from_ref(data).cast_mut().cast()) }
+    unsafe { ffi::rkvm_on_each_cpu(f, core::ptr::from_ref(data).cast_mut().cast()) }
 }
 
 /// `access_ok()`: whether `[addr, addr + size)` lies in user space.
@@ -115,7 +82,7 @@ pub(crate) fn access_ok(addr: u64, size: u64) -> bool {
         return false;
     };
     // SAFETY: `access_ok` only compares numbers.
-    unsafe { rkvm_access_ok(addr, size) }
+    unsafe { ffi::rkvm_access_ok(addr, size) }
 }
 
 /// A zeroed kernel page below 4 GiB: what a CR3 in legacy PAE mode (32
@@ -131,7 +98,7 @@ unsafe impl Sync for LowPage {}
 impl LowPage {
     pub(crate) fn alloc() -> Result<Self> {
         // SAFETY: no preconditions; the page returned is ours.
-        NonNull::new(unsafe { rkvm_alloc_page_dma32() })
+        NonNull::new(unsafe { ffi::rkvm_alloc_page_dma32() })
             .map(LowPage)
             .ok_or(ENOMEM)
     }
@@ -139,14 +106,14 @@ impl LowPage {
     /// Its physical address.
     pub(crate) fn phys(&self) -> HostPhys {
         // SAFETY: the page is allocated while `self` lives.
-        HostPhys(unsafe { rkvm_page_to_phys(self.0.as_ptr()) })
+        HostPhys(unsafe { ffi::rkvm_page_to_phys(self.0.as_ptr()) })
     }
 }
 
 impl Drop for LowPage {
     fn drop(&mut self) {
         // SAFETY: allocated once by `alloc`, freed once here.
-        unsafe { rkvm_free_page(self.0.as_ptr()) }
+        unsafe { ffi::rkvm_free_page(self.0.as_ptr()) }
     }
 }
 
@@ -171,7 +138,7 @@ impl PinnedPage {
         // SAFETY: `page` is a valid out-pointer for one page pointer; the
         // helper pins from the current mm, which the caller has checked is the
         // VM's.
-        let n = unsafe { rkvm_pin_user_page(addr, writable, &mut page) };
+        let n = unsafe { ffi::rkvm_pin_user_page(addr, writable, &mut page) };
         match (n, NonNull::new(page)) {
             (1, Some(page)) => Ok(PinnedPage { page, writable }),
             (n, _) if n < 0 => Err(Error::from_errno(n as i32)),
@@ -182,13 +149,13 @@ impl PinnedPage {
     /// Whether it is part of a huge page (a folio of 2 MiB or more).
     pub(crate) fn in_huge_folio(&self) -> bool {
         // SAFETY: the pin keeps the page, and so its folio, alive.
-        unsafe { rkvm_page_in_huge_folio(self.page.as_ptr()) }
+        unsafe { ffi::rkvm_page_in_huge_folio(self.page.as_ptr()) }
     }
 
     /// Its physical address.
     pub(crate) fn phys(&self) -> HostPhys {
         // SAFETY: the pin keeps the page alive.
-        HostPhys(unsafe { rkvm_page_to_phys(self.page.as_ptr()) })
+        HostPhys(unsafe { ffi::rkvm_page_to_phys(self.page.as_ptr()) })
     }
 }
 
@@ -196,7 +163,7 @@ impl Drop for PinnedPage {
     fn drop(&mut self) {
         // SAFETY: the page was pinned once by `pin` and is unpinned once here;
         // a writable page may have been written by the guest, so it is dirty.
-        unsafe { rkvm_unpin_user_page(self.page.as_ptr(), self.writable) }
+        unsafe { ffi::rkvm_unpin_user_page(self.page.as_ptr(), self.writable) }
     }
 }
 
@@ -217,39 +184,39 @@ impl OwnerMm {
     /// The current process's mm (`None` for a kernel thread).
     pub(crate) fn current() -> Option<Self> {
         // SAFETY: the helper takes a reference that `Drop` gives back.
-        NonNull::new(unsafe { rkvm_current_mm_grab() }).map(OwnerMm)
+        NonNull::new(unsafe { ffi::rkvm_current_mm_grab() }).map(OwnerMm)
     }
 
     /// Whether the caller runs in this mm.
     pub(crate) fn is_current(&self) -> bool {
         // SAFETY: only compares `current->mm` with the address.
-        unsafe { rkvm_current_mm_is(self.0.as_ptr()) }
+        unsafe { ffi::rkvm_current_mm_is(self.0.as_ptr()) }
     }
 }
 
 impl Drop for OwnerMm {
     fn drop(&mut self) {
         // SAFETY: drops the reference `current()` took.
-        unsafe { rkvm_mmdrop(self.0.as_ptr()) }
+        unsafe { ffi::rkvm_mmdrop(self.0.as_ptr()) }
     }
 }
 
 /// The page offset (`vm_pgoff`) of a VMA being set up.
 pub(crate) fn vma_pgoff(vma: &kernel::mm::virt::VmaNew) -> usize {
     // SAFETY: the VMA is valid for the duration of the mmap call that gave it.
-    unsafe { rkvm_vma_pgoff(vma.as_ptr()) }
+    unsafe { ffi::rkvm_vma_pgoff(vma.as_ptr()) }
 }
 
 /// The CPU this code runs on. Only meaningful while preemption is disabled.
 pub(crate) fn cpu_id() -> usize {
     // SAFETY: reads a per-CPU variable; callers run with preemption disabled.
-    unsafe { rkvm_smp_processor_id() as usize }
+    unsafe { ffi::rkvm_smp_processor_id() as usize }
 }
 
 /// Yields the CPU if a reschedule is due.
 pub(crate) fn cond_resched() {
     // SAFETY: called in process context, holding no spinlock.
-    unsafe { rkvm_cond_resched() }
+    unsafe { ffi::rkvm_cond_resched() }
 }
 
 /// Zero-filled heap allocation (no zeroed value built on the stack first:
@@ -277,13 +244,13 @@ pub(crate) fn rdtsc() -> u64 {
 /// The monotonic clock in nanoseconds (`ktime_get_ns()`).
 pub(crate) fn ktime_ns() -> u64 {
     // SAFETY: reads a clock; callable in any context.
-    unsafe { rkvm_ktime_ns() }
+    unsafe { ffi::rkvm_ktime_ns() }
 }
 
 /// The calling task's pid (`task_pid_nr(current)`).
 pub(crate) fn current_pid() -> i32 {
     // SAFETY: reads `current`, always valid in process context.
-    unsafe { rkvm_current_pid() }
+    unsafe { ffi::rkvm_current_pid() }
 }
 
 /// The FPU is ours (the task's user state saved) and preemption is off while
@@ -294,7 +261,7 @@ impl FpuGuard {
     /// `kernel_fpu_begin()`.
     pub(crate) fn begin() -> Self {
         // SAFETY: process context; ended by `Drop`.
-        unsafe { rkvm_kernel_fpu_begin() };
+        unsafe { ffi::rkvm_kernel_fpu_begin() };
         FpuGuard(())
     }
 
@@ -304,12 +271,12 @@ impl FpuGuard {
         // inside a kernel FPU section, which already forbids it). Guest mode
         // is an RCU quiescent state, like user mode.
         unsafe {
-            rkvm_local_irq_disable();
-            rkvm_guest_enter_irqoff();
+            ffi::rkvm_local_irq_disable();
+            ffi::rkvm_guest_enter_irqoff();
         }
         let r = f();
         // SAFETY: re-enables what was disabled above.
-        unsafe { rkvm_local_irq_enable() };
+        unsafe { ffi::rkvm_local_irq_enable() };
         r
     }
 }
@@ -317,6 +284,6 @@ impl FpuGuard {
 impl Drop for FpuGuard {
     fn drop(&mut self) {
         // SAFETY: paired with `kernel_fpu_begin` in `begin`.
-        unsafe { rkvm_kernel_fpu_end() }
+        unsafe { ffi::rkvm_kernel_fpu_end() }
     }
 }

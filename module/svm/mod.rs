@@ -72,32 +72,10 @@ use crate::{
 use crate::sys::zeroed_box;
 use hw::HostSaveArea;
 
-extern "C" {
-    /// `svm/vmrun.S`. `vmcb` is not used by the code: passing it tells the
-    /// compiler that the VMCB may change during the call.
-    fn rkvm_svm_vmrun(vmcb_pa: u64, gprs: *mut Gprs, host_save_pa: u64, vmcb: *mut Vmcb);
-}
-
-/// The guest GPRs that the VMCB does not hold (it has RAX and RSP). Order
-/// and offsets are those of `vmrun.S`.
-#[repr(C)]
-#[derive(Default)]
-struct Gprs {
-    rbx: u64,
-    rcx: u64,
-    rdx: u64,
-    rsi: u64,
-    rdi: u64,
-    rbp: u64,
-    r8: u64,
-    r9: u64,
-    r10: u64,
-    r11: u64,
-    r12: u64,
-    r13: u64,
-    r14: u64,
-    r15: u64,
-}
+use crate::ffi::{
+    rkvm_svm_vmrun,
+    SvmGprs as Gprs, //
+};
 
 impl Gprs {
     /// The register with x86 number `index` (not 0 = RAX or 4 = RSP, which

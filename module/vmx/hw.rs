@@ -21,6 +21,7 @@ use kernel::{
 
 use super::ops;
 use crate::{
+    ffi,
     pure::vmcs::{
         cap_msr,
         Basic,
@@ -99,10 +100,6 @@ fn read_caps() -> Result<Caps> {
     })
 }
 
-extern "C" {
-    fn rkvm_tsc_khz() -> core::ffi::c_uint;
-}
-
 /// The preemption timer's start value for about 1 ms of guest time.
 ///
 /// The timer bounds the time a guest runs without an exit, whatever
@@ -114,7 +111,7 @@ extern "C" {
 /// hardware the timer costs one exit per millisecond of a busy guest.
 fn preemption_timer_ticks(rate: u8) -> u64 {
     // SAFETY: reads a variable fixed after boot.
-    let khz = u64::from(unsafe { rkvm_tsc_khz() });
+    let khz = u64::from(unsafe { ffi::rkvm_tsc_khz() });
     let ticks = if khz == 0 { 1 << 20 } else { khz };
     (ticks >> rate).clamp(1, u64::from(u32::MAX))
 }

@@ -116,43 +116,13 @@ use ops::{
     RootOperation, //
 };
 
-extern "C" {
-    /// `vmx/vmenter.S`: 0 after a VM exit, 1 if VMLAUNCH failed, 2 if a
-    /// VMWRITE of the host RSP/RIP failed.
-    fn rkvm_vmx_vmlaunch(gprs: *mut Gprs) -> u64;
-
-    fn rkvm_vmx_host_save(h: *mut HostState);
-    fn rkvm_vmx_host_restore(h: *const HostState);
-}
-
-/// The guest's GPRs in x86 encoding order (RSP's slot is the VMCS's
-/// GUEST_RSP, copied in and out), then CR2, which the VMCS does not hold.
-/// Layout shared with `vmenter.S`.
-#[repr(C)]
-#[derive(Default)]
-struct Gprs {
-    regs: [u64; 16],
-    cr2: u64,
-}
-
-/// `struct rkvm_vmx_host` of `helpers.h`: host state read before the run
-/// and put back after it.
-#[repr(C)]
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
-struct HostState {
-    fs_base: u64,
-    gs_base: u64,
-    kernel_gs_base: u64,
-    tr_base: u64,
-    gdt_base: u64,
-    idt_base: u64,
-    cr0: u64,
-    cr3: u64,
-    ds: u16,
-    es: u16,
-    fs: u16,
-    gs: u16,
-}
+use crate::ffi::{
+    rkvm_vmx_host_restore,
+    rkvm_vmx_host_save,
+    rkvm_vmx_vmlaunch,
+    VmxGprs as Gprs,
+    VmxHostState as HostState, //
+};
 
 /// MSRs the VMCS does not switch: the SYSCALL ones, then KERNEL_GS_BASE
 /// (the host's is put back by `rkvm_vmx_host_restore`). The guest's are
