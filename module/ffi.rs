@@ -19,7 +19,6 @@ use kernel::{
     ffi::{
         c_char,
         c_int,
-        c_long,
         c_void, //
     }, //
 };
@@ -41,32 +40,18 @@ extern "C" {
     pub(crate) fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
     pub(crate) fn rkvm_page_address(page: *mut bindings::page) -> *mut c_void;
     pub(crate) fn rkvm_phys_to_virt(pa: u64) -> *mut c_void;
-    pub(crate) fn rkvm_alloc_page_dma32() -> *mut bindings::page;
-    pub(crate) fn rkvm_free_page(page: *mut bindings::page);
-    pub(crate) fn rkvm_on_each_cpu(f: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
     pub(crate) fn rkvm_access_ok(addr: usize, size: usize) -> bool;
-    pub(crate) fn rkvm_pin_user_page(
-        addr: usize,
-        write: bool,
-        page: *mut *mut bindings::page,
-    ) -> c_long;
-    pub(crate) fn rkvm_unpin_user_page(page: *mut bindings::page, dirty: bool);
     pub(crate) fn rkvm_page_in_huge_folio(page: *mut bindings::page) -> bool;
     pub(crate) fn rkvm_file_allow_pread(file: *mut bindings::file);
     pub(crate) fn rkvm_local_irq_disable();
     pub(crate) fn rkvm_local_irq_enable();
     pub(crate) fn rkvm_kernel_fpu_begin();
     pub(crate) fn rkvm_kernel_fpu_end();
-    pub(crate) fn rkvm_smp_processor_id() -> c_int;
     pub(crate) fn rkvm_cond_resched();
     pub(crate) fn rkvm_current_pid() -> c_int;
-    pub(crate) fn rkvm_ktime_ns() -> u64;
     pub(crate) fn rkvm_guest_enter_irqoff();
-    pub(crate) fn rkvm_current_mm_grab() -> *mut bindings::mm_struct;
-    pub(crate) fn rkvm_current_mm_is(mm: *const bindings::mm_struct) -> bool;
-    pub(crate) fn rkvm_mmdrop(mm: *mut bindings::mm_struct);
+    pub(crate) fn rkvm_current_mm() -> *const bindings::mm_struct;
     pub(crate) fn rkvm_vma_pgoff(vma: *const bindings::vm_area_struct) -> usize;
-    pub(crate) fn rkvm_tsc_khz() -> core::ffi::c_uint;
     pub(crate) fn rkvm_vmx_host_save(h: *mut VmxHostState);
     pub(crate) fn rkvm_vmx_host_restore(h: *const VmxHostState);
 

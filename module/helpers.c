@@ -21,7 +21,6 @@
 #include <asm/gsseg.h>
 #include <asm/io.h>
 #include <asm/msr.h>
-#include <asm/tsc.h>
 
 #include "helpers.h"
 #include "layout.h"
@@ -75,43 +74,9 @@ void *rkvm_page_address(struct page *page)
 	return page_address(page);
 }
 
-/* A zeroed page below 4 GiB (for a legacy-mode CR3), or NULL. */
-struct page *rkvm_alloc_page_dma32(void)
-{
-	return alloc_page(GFP_KERNEL | GFP_DMA32 | __GFP_ZERO);
-}
-
-void rkvm_free_page(struct page *page)
-{
-	__free_page(page);
-}
-
-/* Runs fn(info) on every online CPU and waits for all of them. */
-void rkvm_on_each_cpu(void (*fn)(void *), void *info)
-{
-	on_each_cpu(fn, info, 1);
-}
-
 bool rkvm_access_ok(unsigned long addr, unsigned long size)
 {
 	return access_ok((void __user *)addr, size);
-}
-
-/*
- * Pins the user page at addr of the current mm for as long as a memory slot
- * maps it (FOLL_LONGTERM), writable if asked. Returns 1 on success.
- */
-long rkvm_pin_user_page(unsigned long addr, bool write, struct page **page)
-{
-	unsigned int flags = FOLL_LONGTERM | (write ? FOLL_WRITE : 0);
-
-	return pin_user_pages_fast(addr, 1, flags, page);
-}
-
-/* The monotonic clock, for the exit trace and guest time. */
-u64 rkvm_ktime_ns(void)
-{
-	return ktime_get_ns();
 }
 
 /* Statistics files are read with pread(), as KVM's are. */
@@ -130,11 +95,6 @@ int rkvm_current_pid(void)
 bool rkvm_page_in_huge_folio(struct page *page)
 {
 	return folio_size(page_folio(page)) >= PMD_SIZE;
-}
-
-void rkvm_unpin_user_page(struct page *page, bool dirty)
-{
-	unpin_user_pages_dirty_lock(&page, 1, dirty);
 }
 
 void rkvm_local_irq_disable(void)
@@ -157,11 +117,6 @@ void rkvm_kernel_fpu_end(void)
 	kernel_fpu_end();
 }
 
-int rkvm_smp_processor_id(void)
-{
-	return smp_processor_id();
-}
-
 /*
  * Tells RCU that this CPU is about to run a guest: like a return to user
  * mode, guest mode holds no RCU references, so it counts as a quiescent
@@ -174,29 +129,15 @@ void rkvm_guest_enter_irqoff(void)
 }
 
 /*
- * The current task's mm, with a reference (mmgrab) that rkvm_mmdrop()
- * returns; NULL for a kernel thread. These read task_struct in C on
- * purpose: with this project's toolchain the Rust bindings' layout of
- * struct task_struct differs from the C one (Task::mm() and Task::pid()
- * read the wrong fields), see Documentation/architecture.md.
+ * The current task's mm (NULL for a kernel thread); sys.rs takes its
+ * reference (ARef<Mm>). This reads task_struct in C on purpose: with this
+ * project's toolchain the Rust bindings' layout of struct task_struct
+ * differs from the C one (Task::mm() and Task::pid() read the wrong
+ * fields), see Documentation/architecture.md.
  */
-struct mm_struct *rkvm_current_mm_grab(void)
+const struct mm_struct *rkvm_current_mm(void)
 {
-	struct mm_struct *mm = current->mm;
-
-	if (mm)
-		mmgrab(mm);
-	return mm;
-}
-
-bool rkvm_current_mm_is(const struct mm_struct *mm)
-{
-	return current->mm == mm;
-}
-
-void rkvm_mmdrop(struct mm_struct *mm)
-{
-	mmdrop(mm);
+	return current->mm;
 }
 
 unsigned long rkvm_vma_pgoff(const struct vm_area_struct *vma)
@@ -260,10 +201,4 @@ void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h)
 	 */
 	this_cpu_write(__tss_limit_invalid, true);
 	load_fixmap_gdt(smp_processor_id());
-}
-
-/* The TSC's frequency in kHz (0 if unknown). */
-unsigned int rkvm_tsc_khz(void)
-{
-	return tsc_khz;
 }

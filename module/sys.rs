@@ -8,9 +8,19 @@ use core::ptr::NonNull;
 
 use kernel::{
     bindings,
+    cpu::CpuId,
     ffi::c_void,
-    page::Page,
-    prelude::*, //
+    mm::Mm,
+    page::{
+        Page,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+    sync::aref::ARef,
+    time::{
+        ClockSource,
+        Monotonic, //
+    }, //
 };
 
 use crate::{
@@ -46,12 +56,6 @@ pub(crate) fn virt_to_phys<T>(obj: &T) -> HostPhys {
     HostPhys(unsafe { ffi::rkvm_virt_to_phys(core::ptr::from_ref(obj).cast()) })
 }
 
-/// Physical address of a page.
-pub(crate) fn page_phys(page: &Page) -> HostPhys {
-    // SAFETY: `page.as_ptr()` is a valid `struct page` for as long as `page` lives.
-    HostPhys(unsafe { ffi::rkvm_page_to_phys(page.as_ptr()) })
-}
-
 /// A page's kernel virtual address in the direct map (x86-64 has no highmem).
 pub(crate) fn page_address(page: &Page) -> *mut u8 {
     // SAFETY: as in `page_phys`.
@@ -71,9 +75,19 @@ pub(crate) unsafe fn phys_to_virt(pa: HostPhys) -> *mut u8 {
 
 /// Runs `f` on every online CPU, waiting for all.
 pub(crate) fn on_each_cpu<T: Sync>(f: unsafe extern "C" fn(*mut c_void), data: &T) {
-    // SAFETY: `data` outlives the call, which waits for every CPU to finish;
-    // `f` only reads through the pointer (shared access, `T: Sync`).
-    unsafe { ffi::rkvm_on_each_cpu(f, core::ptr::from_ref(data).cast_mut().cast()) }
+    // SAFETY: `on_each_cpu()` is this call with no condition and the online
+    // CPUs' mask, a static of the kernel. `data` outlives the call, which
+    // waits for every CPU to finish; `f` only reads through the pointer
+    // (shared access, `T: Sync`).
+    unsafe {
+        bindings::on_each_cpu_cond_mask(
+            None,
+            Some(f),
+            core::ptr::from_ref(data).cast_mut().cast(),
+            true,
+            &raw const bindings::__cpu_online_mask,
+        )
+    }
 }
 
 /// `access_ok()`: whether `[addr, addr + size)` lies in user space.
@@ -85,35 +99,94 @@ pub(crate) fn access_ok(addr: u64, size: u64) -> bool {
     unsafe { ffi::rkvm_access_ok(addr, size) }
 }
 
-/// A zeroed kernel page below 4 GiB: what a CR3 in legacy PAE mode (32
-/// bits wide) can point to.
-pub(crate) struct LowPage(NonNull<bindings::page>);
+/// Memory for the processor: a `T` in pages of its own, zeroed,
+/// page-aligned and physically contiguous by construction, with its
+/// physical address (VMCBs, VMCS regions, host save areas, permission
+/// bitmaps, page tables).
+pub(crate) struct PageBox<T: Zeroable> {
+    /// The first of the `1 << ORDER` pages.
+    page: NonNull<bindings::page>,
+    /// Its address in the direct map.
+    ptr: NonNull<T>,
+}
 
-// SAFETY: the page is owned by this value alone and may be freed from any
-// thread.
-unsafe impl Send for LowPage {}
-// SAFETY: `&LowPage` only reads the physical address.
-unsafe impl Sync for LowPage {}
+// SAFETY: the pages are owned by this value alone (like a `KBox<T>`) and
+// may be freed from any thread.
+unsafe impl<T: Zeroable + Send> Send for PageBox<T> {}
+// SAFETY: `&PageBox<T>` only gives `&T`.
+unsafe impl<T: Zeroable + Sync> Sync for PageBox<T> {}
 
-impl LowPage {
-    pub(crate) fn alloc() -> Result<Self> {
-        // SAFETY: no preconditions; the page returned is ours.
-        NonNull::new(unsafe { ffi::rkvm_alloc_page_dma32() })
-            .map(LowPage)
-            .ok_or(ENOMEM)
+impl<T: Zeroable> PageBox<T> {
+    /// The allocation's order: enough pages for a `T`, which must not need
+    /// more than page alignment (checked when the type is instantiated).
+    const ORDER: u32 = {
+        assert!(core::mem::align_of::<T>() <= PAGE_SIZE);
+        core::mem::size_of::<T>()
+            .div_ceil(PAGE_SIZE)
+            .next_power_of_two()
+            .trailing_zeros()
+    };
+
+    /// A zeroed `T`.
+    pub(crate) fn new() -> Result<Self> {
+        Self::alloc(0)
     }
 
-    /// Its physical address.
+    /// A zeroed `T` below 4 GiB, where a CR3 of legacy PAE paging (32
+    /// bits wide) can point.
+    pub(crate) fn new_below_4g() -> Result<Self> {
+        // `kernel::alloc::Flags` has no `GFP_DMA32`.
+        Self::alloc(1 << bindings::___GFP_DMA32_BIT)
+    }
+
+    fn alloc(zone: bindings::gfp_t) -> Result<Self> {
+        let flags = bindings::GFP_KERNEL | bindings::__GFP_ZERO | zone;
+        // SAFETY: no preconditions; the pages returned, if any, are ours.
+        let page =
+            NonNull::new(unsafe { bindings::alloc_pages(flags, Self::ORDER) }).ok_or(ENOMEM)?;
+        // SAFETY: `page` is a live page; x86-64 has no highmem, so every
+        // page has an address in the direct map.
+        let ptr = unsafe { ffi::rkvm_page_address(page.as_ptr()) };
+        let Some(ptr) = NonNull::new(ptr.cast::<T>()) else {
+            // SAFETY: allocated above with this order, not used since.
+            unsafe { bindings::__free_pages(page.as_ptr(), Self::ORDER) };
+            return Err(ENOMEM);
+        };
+        // INVARIANT: `ptr` is page-aligned and zeroed (`__GFP_ZERO`), and
+        // all-zero bytes are a valid `T` (`Zeroable`); the pages hold at
+        // least `size_of::<T>()` bytes (`ORDER`).
+        Ok(PageBox { page, ptr })
+    }
+
+    /// Its physical address (page-aligned).
     pub(crate) fn phys(&self) -> HostPhys {
         // SAFETY: the page is allocated while `self` lives.
-        HostPhys(unsafe { ffi::rkvm_page_to_phys(self.0.as_ptr()) })
+        HostPhys(unsafe { ffi::rkvm_page_to_phys(self.page.as_ptr()) })
     }
 }
 
-impl Drop for LowPage {
+impl<T: Zeroable> core::ops::Deref for PageBox<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: a valid, aligned `T` (see `alloc`) that `self` owns.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: Zeroable> core::ops::DerefMut for PageBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, borrowed mutably through `self`.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T: Zeroable> Drop for PageBox<T> {
     fn drop(&mut self) {
-        // SAFETY: allocated once by `alloc`, freed once here.
-        unsafe { ffi::rkvm_free_page(self.0.as_ptr()) }
+        // SAFETY: allocated by `alloc` with this order, freed once here;
+        // `T` needs no drop of its own beyond its bytes (all-zero is a
+        // valid `T`, and the type holds plain data for the processor).
+        unsafe { bindings::__free_pages(self.page.as_ptr(), Self::ORDER) }
     }
 }
 
@@ -135,13 +208,14 @@ impl PinnedPage {
     pub(crate) fn pin(addr: u64, writable: bool) -> Result<Self> {
         let addr = usize::try_from(addr).map_err(|_| EFAULT)?;
         let mut page: *mut bindings::page = core::ptr::null_mut();
-        // SAFETY: `page` is a valid out-pointer for one page pointer; the
-        // helper pins from the current mm, which the caller has checked is the
-        // VM's.
-        let n = unsafe { ffi::rkvm_pin_user_page(addr, writable, &mut page) };
+        // As long as a memory slot maps it, and writable if asked.
+        let flags = bindings::FOLL_LONGTERM | if writable { bindings::FOLL_WRITE } else { 0 };
+        // SAFETY: `page` is a valid out-pointer for one page pointer; pins
+        // from the current mm, which the caller has checked is the VM's.
+        let n = unsafe { bindings::pin_user_pages_fast(addr, 1, flags, &mut page) };
         match (n, NonNull::new(page)) {
             (1, Some(page)) => Ok(PinnedPage { page, writable }),
-            (n, _) if n < 0 => Err(Error::from_errno(n as i32)),
+            (n, _) if n < 0 => Err(Error::from_errno(n)),
             _ => Err(EFAULT),
         }
     }
@@ -161,43 +235,43 @@ impl PinnedPage {
 
 impl Drop for PinnedPage {
     fn drop(&mut self) {
+        let mut page = self.page.as_ptr();
         // SAFETY: the page was pinned once by `pin` and is unpinned once here;
         // a writable page may have been written by the guest, so it is dirty.
-        unsafe { ffi::rkvm_unpin_user_page(self.page.as_ptr(), self.writable) }
+        unsafe { bindings::unpin_user_pages_dirty_lock(&mut page, 1, self.writable) }
     }
 }
 
 /// The address space of the process that created a VM, held (mmgrab) as
 /// long as the VM lives, to recognise ioctls from any other process.
 ///
-/// `task_struct` is read in C (`helpers.c`): the Rust bindings' layout of it
-/// is wrong with this toolchain, so `kernel::current!().mm()` must not be used.
-pub(crate) struct OwnerMm(NonNull<bindings::mm_struct>);
+/// `current->mm` is read in C (`helpers.c`): the Rust bindings' layout of
+/// `task_struct` is wrong with this toolchain, so `kernel::current!().mm()`
+/// must not be used.
+pub(crate) struct OwnerMm(ARef<Mm>);
 
-// SAFETY: the mm is only compared by address and released with mmdrop(),
-// which any thread may do.
-unsafe impl Send for OwnerMm {}
-// SAFETY: as above; `&OwnerMm` only compares addresses.
-unsafe impl Sync for OwnerMm {}
+/// `current->mm` (null for a kernel thread).
+fn current_mm() -> *const bindings::mm_struct {
+    // SAFETY: reads `current`, always valid in process context.
+    unsafe { ffi::rkvm_current_mm() }
+}
 
 impl OwnerMm {
     /// The current process's mm (`None` for a kernel thread).
     pub(crate) fn current() -> Option<Self> {
-        // SAFETY: the helper takes a reference that `Drop` gives back.
-        NonNull::new(unsafe { ffi::rkvm_current_mm_grab() }).map(OwnerMm)
+        let mm = current_mm();
+        if mm.is_null() {
+            return None;
+        }
+        // SAFETY: the current task's mm is valid while the task runs in it,
+        // as it does during this call; `ARef::from` takes a reference
+        // (mmgrab) that keeps it allocated after that.
+        Some(OwnerMm(ARef::from(unsafe { Mm::from_raw(mm) })))
     }
 
     /// Whether the caller runs in this mm.
     pub(crate) fn is_current(&self) -> bool {
-        // SAFETY: only compares `current->mm` with the address.
-        unsafe { ffi::rkvm_current_mm_is(self.0.as_ptr()) }
-    }
-}
-
-impl Drop for OwnerMm {
-    fn drop(&mut self) {
-        // SAFETY: drops the reference `current()` took.
-        unsafe { ffi::rkvm_mmdrop(self.0.as_ptr()) }
+        core::ptr::eq(current_mm(), self.0.as_raw())
     }
 }
 
@@ -209,8 +283,7 @@ pub(crate) fn vma_pgoff(vma: &kernel::mm::virt::VmaNew) -> usize {
 
 /// The CPU this code runs on. Only meaningful while preemption is disabled.
 pub(crate) fn cpu_id() -> usize {
-    // SAFETY: reads a per-CPU variable; callers run with preemption disabled.
-    unsafe { ffi::rkvm_smp_processor_id() as usize }
+    CpuId::current().as_u32() as usize
 }
 
 /// Yields the CPU if a reschedule is due.
@@ -243,8 +316,8 @@ pub(crate) fn rdtsc() -> u64 {
 
 /// The monotonic clock in nanoseconds (`ktime_get_ns()`).
 pub(crate) fn ktime_ns() -> u64 {
-    // SAFETY: reads a clock; callable in any context.
-    unsafe { ffi::rkvm_ktime_ns() }
+    // Never negative (`ClockSource`'s contract).
+    u64::try_from(Monotonic::ktime_get()).unwrap_or(0)
 }
 
 /// The calling task's pid (`task_pid_nr(current)`).

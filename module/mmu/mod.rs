@@ -22,7 +22,6 @@ pub(crate) mod tdp;
 use core::sync::atomic::AtomicU64;
 
 use kernel::{
-    page::Page,
     prelude::*,
     sync::Arc, //
 };
@@ -44,7 +43,10 @@ use crate::{
             GuestPaging, //
         }, //
     },
-    sys, //
+    sys::{
+        self,
+        PageBox, //
+    }, //
 };
 
 use shadow::{
@@ -122,15 +124,20 @@ impl VcpuMmu {
 }
 
 /// A page holding 512 entries.
-struct Table(Page);
+struct Table(PageBox<[u64; 512]>);
 
 impl Table {
     fn new() -> Result<Self> {
-        Ok(Table(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?))
+        Ok(Table(PageBox::new()?))
+    }
+
+    /// A table below 4 GiB (the root of a legacy PAE CR3).
+    fn new_below_4g() -> Result<Self> {
+        Ok(Table(PageBox::new_below_4g()?))
     }
 
     fn phys(&self) -> HostPhys {
-        sys::page_phys(&self.0)
+        self.0.phys()
     }
 }
 

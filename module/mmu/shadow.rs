@@ -57,8 +57,7 @@ use crate::{
             Access,
             Walk, //
         }, //
-    },
-    sys::LowPage, //
+    }, //
 };
 
 /// A software bit (ignored by the processor) in the entry that points at a
@@ -93,7 +92,7 @@ struct Leaves(HostPhys, usize);
 pub(crate) struct Shadow {
     /// The top table: a PML4 (long mode) or a PAE page-directory-pointer
     /// table, below 4 GiB as a legacy-mode CR3 requires.
-    root: LowPage,
+    root: Table,
     /// 4 (long mode) or 3 (PAE) levels.
     levels: u8,
     /// Every table below the root, with the root entry it belongs to.
@@ -110,7 +109,7 @@ pub(crate) struct Shadow {
 impl Shadow {
     pub(crate) fn new() -> Result<Self> {
         Ok(Shadow {
-            root: LowPage::alloc()?,
+            root: Table::new_below_4g()?,
             levels: 3,
             tables: KVec::new(),
             local: [0; 8],

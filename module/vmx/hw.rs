@@ -21,7 +21,6 @@ use kernel::{
 
 use super::ops;
 use crate::{
-    ffi,
     pure::vmcs::{
         cap_msr,
         Basic,
@@ -111,7 +110,7 @@ fn read_caps() -> Result<Caps> {
 /// hardware the timer costs one exit per millisecond of a busy guest.
 fn preemption_timer_ticks(rate: u8) -> u64 {
     // SAFETY: reads a variable fixed after boot.
-    let khz = u64::from(unsafe { ffi::rkvm_tsc_khz() });
+    let khz = u64::from(unsafe { kernel::bindings::tsc_khz });
     let ticks = if khz == 0 { 1 << 20 } else { khz };
     (ticks >> rate).clamp(1, u64::from(u32::MAX))
 }
