@@ -73,17 +73,34 @@ pub(crate) unsafe fn phys_to_virt(pa: HostPhys) -> *mut u8 {
     unsafe { ffi::rkvm_phys_to_virt(pa.0) }.cast()
 }
 
-/// Runs `f` on every online CPU, waiting for all.
-pub(crate) fn on_each_cpu<T: Sync>(f: unsafe extern "C" fn(*mut c_void), data: &T) {
+/// Runs `f(data)` on every online CPU (`on_each_cpu()`: in interrupt
+/// context, or with interrupts off on the calling CPU), waiting for all.
+pub(crate) fn on_each_cpu<T: Sync>(f: fn(&T), data: &T) {
+    /// What each CPU is given.
+    struct Call<'a, T> {
+        f: fn(&T),
+        data: &'a T,
+    }
+
+    /// # Safety
+    ///
+    /// `info` must point to a live `Call<'_, T>`.
+    unsafe extern "C" fn trampoline<T: Sync>(info: *mut c_void) {
+        // SAFETY: per the contract; only read (shared by all CPUs).
+        let call = unsafe { &*info.cast::<Call<'_, T>>() };
+        (call.f)(call.data)
+    }
+
+    let call = Call { f, data };
     // SAFETY: `on_each_cpu()` is this call with no condition and the online
-    // CPUs' mask, a static of the kernel. `data` outlives the call, which
-    // waits for every CPU to finish; `f` only reads through the pointer
-    // (shared access, `T: Sync`).
+    // CPUs' mask, a static of the kernel. `call` outlives the call, which
+    // waits for every CPU to finish, and is only read through the pointer
+    // (shared access from several CPUs: `T: Sync`, and `fn` is `Sync`).
     unsafe {
         bindings::on_each_cpu_cond_mask(
             None,
-            Some(f),
-            core::ptr::from_ref(data).cast_mut().cast(),
+            Some(trampoline::<T>),
+            core::ptr::from_ref(&call).cast_mut().cast(),
             true,
             &raw const bindings::__cpu_online_mask,
         )

@@ -15,7 +15,6 @@ use core::sync::atomic::{
 
 use kernel::{
     bindings,
-    ffi::c_void,
     prelude::*,
     sync::Arc, //
 };
@@ -74,12 +73,8 @@ struct PerCpu {
     results: KVec<AtomicU8>,
 }
 
-/// # Safety
-///
-/// `info` must point to a live `PerCpu` (see [`sys::on_each_cpu`]).
-unsafe extern "C" fn enable_cpu(info: *mut c_void) {
-    // SAFETY: per the contract, shared access to a live `PerCpu`.
-    let ctx = unsafe { &*info.cast::<PerCpu>() };
+/// Enables SVM on the CPU it runs on ([`sys::on_each_cpu`]).
+fn enable_cpu(ctx: &PerCpu) {
     let cpu = sys::cpu_id();
     let (Some(result), Some(area)) = (ctx.results.get(cpu), ctx.save_areas.get(cpu)) else {
         return;
@@ -97,12 +92,8 @@ unsafe extern "C" fn enable_cpu(info: *mut c_void) {
     result.store(outcome, Ordering::Relaxed);
 }
 
-/// # Safety
-///
-/// As for [`enable_cpu`].
-unsafe extern "C" fn disable_cpu(info: *mut c_void) {
-    // SAFETY: per the contract, shared access to a live `PerCpu`.
-    let ctx = unsafe { &*info.cast::<PerCpu>() };
+/// Disables SVM on the CPU it runs on, if [`enable_cpu`] enabled it.
+fn disable_cpu(ctx: &PerCpu) {
     let cpu = sys::cpu_id();
     // Only undo what rkvm did on this CPU.
     if ctx.results.get(cpu).map(|r| r.load(Ordering::Relaxed)) != Some(ENABLED) {
