@@ -36,7 +36,6 @@ extern "C" {
     // in the kernel crate (prototypes in helpers.h).
     pub(crate) fn rkvm_rdmsr_safe(msr: u32, val: *mut u64) -> c_int;
     pub(crate) fn rkvm_wrmsr_safe(msr: u32, val: u64) -> c_int;
-    pub(crate) fn rkvm_virt_to_phys(addr: *const c_void) -> u64;
     pub(crate) fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
     pub(crate) fn rkvm_page_address(page: *mut bindings::page) -> *mut c_void;
     pub(crate) fn rkvm_phys_to_virt(pa: u64) -> *mut c_void;

@@ -54,11 +54,6 @@ int rkvm_wrmsr_safe(u32 msr, u64 val)
 	return wrmsrq_safe(msr, val);
 }
 
-phys_addr_t rkvm_virt_to_phys(const void *addr)
-{
-	return virt_to_phys((void *)addr);
-}
-
 phys_addr_t rkvm_page_to_phys(struct page *page)
 {
 	return page_to_phys(page);

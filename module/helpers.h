@@ -13,7 +13,6 @@ struct file;
 
 int rkvm_rdmsr_safe(u32 msr, u64 *val);
 int rkvm_wrmsr_safe(u32 msr, u64 val);
-phys_addr_t rkvm_virt_to_phys(const void *addr);
 phys_addr_t rkvm_page_to_phys(struct page *page);
 void *rkvm_phys_to_virt(phys_addr_t pa);
 void *rkvm_page_address(struct page *page);

@@ -49,13 +49,6 @@ pub(crate) fn wrmsr(index: u32, val: u64) -> Result {
     }
 }
 
-/// Physical address of a kernel object in the direct map (kmalloc memory).
-pub(crate) fn virt_to_phys<T>(obj: &T) -> HostPhys {
-    // SAFETY: `obj` is a live reference into the direct map (all rkvm objects
-    // passed here come from kmalloc/KBox, never vmalloc or the stack).
-    HostPhys(unsafe { ffi::rkvm_virt_to_phys(core::ptr::from_ref(obj).cast()) })
-}
-
 /// A page's kernel virtual address in the direct map (x86-64 has no highmem).
 pub(crate) fn page_address(page: &Page) -> *mut u8 {
     // SAFETY: as in `page_phys`.
@@ -307,19 +300,6 @@ pub(crate) fn cpu_id() -> usize {
 pub(crate) fn cond_resched() {
     // SAFETY: called in process context, holding no spinlock.
     unsafe { ffi::rkvm_cond_resched() }
-}
-
-/// Zero-filled heap allocation (no zeroed value built on the stack first:
-/// VMCBs, VMCS regions and permission maps are pages).
-///
-/// # Safety
-///
-/// All-zero bytes must be a valid `T`.
-pub(crate) unsafe fn zeroed_box<T>() -> Result<KBox<T>> {
-    let b = KBox::<T>::new_uninit(GFP_KERNEL | __GFP_ZERO)?;
-    // SAFETY: the allocator zeroed it, and the caller guarantees zero is a
-    // valid `T`.
-    Ok(unsafe { b.assume_init() })
 }
 
 /// The host's time-stamp counter.

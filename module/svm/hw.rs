@@ -21,10 +21,13 @@ use kernel::{
 
 use super::asid::AsidTable;
 use crate::{
-    pure::paging::HostPhys,
+    pure::{
+        paging::HostPhys,
+        vmcb::Vmcb, //
+    },
     sys::{
         self,
-        zeroed_box, //
+        PageBox, //
     }, //
 };
 
@@ -34,11 +37,15 @@ const EFER_SVME: u64 = 1 << 12;
 
 /// The page VMRUN saves host state into, one per CPU.
 #[repr(C, align(4096))]
+#[derive(Zeroable)]
 pub(super) struct HostSaveArea([u8; 4096]);
+
+// SAFETY: the VMCB is integers only (`pure::vmcb`), valid all-zero.
+unsafe impl Zeroable for Vmcb {}
 
 pub(crate) struct HwState {
     users: usize,
-    save_areas: KVec<KBox<HostSaveArea>>,
+    save_areas: KVec<PageBox<HostSaveArea>>,
     asids: Option<Arc<AsidTable>>,
 }
 
@@ -105,14 +112,13 @@ fn disable_cpu(ctx: &PerCpu) {
     }
 }
 
-fn per_cpu_all(save_areas: &[KBox<HostSaveArea>], state: u8) -> Result<PerCpu> {
+fn per_cpu_all(save_areas: &[PageBox<HostSaveArea>], state: u8) -> Result<PerCpu> {
     let mut ctx = PerCpu {
         save_areas: KVec::new(),
         results: KVec::new(),
     };
     for area in save_areas {
-        ctx.save_areas
-            .push(sys::virt_to_phys(&**area), GFP_KERNEL)?;
+        ctx.save_areas.push(area.phys(), GFP_KERNEL)?;
         ctx.results.push(AtomicU8::new(state), GFP_KERNEL)?;
     }
     Ok(ctx)
@@ -132,8 +138,7 @@ impl HardwareRef {
             let ncpus = unsafe { bindings::nr_cpu_ids } as usize;
             let mut areas = KVec::with_capacity(ncpus, GFP_KERNEL)?;
             for _ in 0..ncpus {
-                // SAFETY: a save area is plain bytes.
-                areas.push(unsafe { zeroed_box::<HostSaveArea>()? }, GFP_KERNEL)?;
+                areas.push(PageBox::new()?, GFP_KERNEL)?;
             }
             let ctx = per_cpu_all(&areas, 0)?;
             sys::on_each_cpu(enable_cpu, &ctx);

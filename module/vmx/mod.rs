@@ -106,7 +106,8 @@ use crate::{
     },
     sys::{
         self,
-        FpuGuard, //
+        FpuGuard,
+        PageBox, //
     }, //
 };
 
@@ -220,8 +221,8 @@ impl From<OpError> for EntryError {
 }
 
 pub(crate) struct VmxVcpu {
-    vmxon: KBox<Region>,
-    vmcs: KBox<Region>,
+    vmxon: PageBox<Region>,
+    vmcs: PageBox<Region>,
     fx: KBox<FxArea>,
     caps: Arc<Caps>,
     vpid: hw::Vpid,
@@ -270,14 +271,9 @@ pub(crate) struct VmxVcpu {
 }
 
 /// A zeroed 4 KiB region with the revision identifier in its first word.
-fn region(revision: u32) -> Result<KBox<Region>> {
-    // SAFETY: a region is plain integers, valid all-zero.
-    let mut r = unsafe { sys::zeroed_box::<Region>()? };
+fn region(revision: u32) -> Result<PageBox<Region>> {
+    let mut r = PageBox::<Region>::new()?;
     r.0[0] = revision;
-    // The processor needs it 4 KiB-aligned; kmalloc gives that for this size.
-    if sys::virt_to_phys(&*r).0 & 0xfff != 0 {
-        return Err(ENOMEM);
-    }
     Ok(r)
 }
 
@@ -338,10 +334,10 @@ impl VmxVcpu {
         // SAFETY: interrupts are off until `root_op` is dropped at the end
         // of this function; the VMXON region belongs to this vCPU, which
         // runs on one CPU at a time.
-        let root_op = unsafe { RootOperation::enter(sys::virt_to_phys(&*self.vmxon))? };
+        let root_op = unsafe { RootOperation::enter(self.vmxon.phys())? };
         // SAFETY: the VMCS region belongs to this vCPU and lives as long as
         // `self`, which is borrowed for the whole run.
-        let vmcs = unsafe { root_op.load(sys::virt_to_phys(&*self.vmcs))? };
+        let vmcs = unsafe { root_op.load(self.vmcs.phys())? };
         let c = self.controls;
         // With shadow paging the root is CR3's, and without VPIDs each
         // entry flushes the guest's translations.

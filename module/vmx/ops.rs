@@ -17,6 +17,8 @@ use core::{
     marker::PhantomData, //
 };
 
+use kernel::prelude::*;
+
 use crate::pure::{
     paging::HostPhys,
     vmcs::Field, //
@@ -40,6 +42,7 @@ pub(super) enum OpError {
 /// A 4 KiB VMXON region or VMCS: the revision identifier, then data only
 /// the processor reads.
 #[repr(C, align(4096))]
+#[derive(Zeroable)]
 pub(super) struct Region(pub(super) [u32; 1024]);
 
 /// CR4 as it is now.
