@@ -49,6 +49,29 @@ pub(crate) fn wrmsr(index: u32, val: u64) -> Result {
     }
 }
 
+/// Writes an MSR in the middle of a guest entry or exit, where a failure
+/// cannot be undone: logged (once), not returned. For MSRs every processor
+/// that runs guests has, written with the host's values or with guest
+/// values checked when the guest wrote them.
+pub(crate) fn wrmsr_or_warn(index: u32, val: u64) {
+    if wrmsr(index, val).is_err() {
+        kernel::pr_warn_once!(
+            "WRMSR {:#x} <- {:#x} faulted around a guest run\n",
+            index,
+            val
+        );
+    }
+}
+
+/// Reads an MSR in the middle of a guest exit, as [`wrmsr_or_warn`]:
+/// `old` (logged once) if the RDMSR faults.
+pub(crate) fn rdmsr_or_warn(index: u32, old: u64) -> u64 {
+    rdmsr(index).unwrap_or_else(|| {
+        kernel::pr_warn_once!("RDMSR {:#x} faulted around a guest run\n", index);
+        old
+    })
+}
+
 /// A page's kernel virtual address in the direct map (x86-64 has no highmem).
 pub(crate) fn page_address(page: &Page) -> *mut u8 {
     // SAFETY: as in `page_phys`.

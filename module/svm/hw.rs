@@ -106,9 +106,13 @@ fn disable_cpu(ctx: &PerCpu) {
     if ctx.results.get(cpu).map(|r| r.load(Ordering::Relaxed)) != Some(ENABLED) {
         return;
     }
-    if let Some(efer) = sys::rdmsr(MSR_EFER) {
-        let _ = sys::wrmsr(MSR_VM_HSAVE_PA, 0);
-        let _ = sys::wrmsr(MSR_EFER, efer & !EFER_SVME);
+    let disabled = sys::rdmsr(MSR_EFER).is_some_and(|efer| {
+        sys::wrmsr(MSR_VM_HSAVE_PA, 0)
+            .and_then(|()| sys::wrmsr(MSR_EFER, efer & !EFER_SVME))
+            .is_ok()
+    });
+    if !disabled {
+        pr_warn!("disabling SVM failed on CPU {}: it stays enabled\n", cpu);
     }
 }
 

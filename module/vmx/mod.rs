@@ -328,7 +328,7 @@ impl VmxVcpu {
         // SAFETY: fills `host` (a `#[repr(C)]` mirror of the C struct) with
         // this CPU's state; interrupts are off.
         unsafe { rkvm_vmx_host_save(&mut host) };
-        let debugctl = sys::rdmsr(MSR_DEBUGCTL).unwrap_or(0);
+        let debugctl = ops::host_msr(MSR_DEBUGCTL)?;
         let dr7 = read_dr7();
 
         // SAFETY: interrupts are off until `root_op` is dropped at the end
@@ -361,7 +361,7 @@ impl VmxVcpu {
         }
         self.write_controls(&vmcs);
         if self.written_host != Some((cpu, host)) {
-            write_host(&vmcs, &host);
+            write_host(&vmcs, &host)?;
         }
         self.write_guest(&vmcs, root);
         if let Err(f) = vmcs.writes_ok() {
@@ -382,22 +382,23 @@ impl VmxVcpu {
             SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs)
         {
             if guest_value != host_value {
-                let _ = sys::wrmsr(*index, guest_value);
+                sys::wrmsr_or_warn(*index, guest_value);
             }
         }
-        let _ = sys::wrmsr(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
+        sys::wrmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
         self.fx.restore(fpu);
         // SAFETY: in VMX root operation with this vCPU's VMCS current and
         // fully written; `gprs` is ours; interrupts are off and the FPU is
         // the guest's for the duration.
         let launched = unsafe { rkvm_vmx_vmlaunch(&mut self.gprs) };
         self.fx.save(fpu);
-        self.state.kernel_gs_base = sys::rdmsr(msr::KERNEL_GS_BASE).unwrap_or(0);
+        self.state.kernel_gs_base =
+            sys::rdmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
         for ((index, host_value), guest_value) in
             SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs)
         {
             if guest_value != host_value {
-                let _ = sys::wrmsr(*index, host_value);
+                sys::wrmsr_or_warn(*index, host_value);
             }
         }
         let result = match launched {
@@ -415,7 +416,7 @@ impl VmxVcpu {
         // SAFETY: puts back what `rkvm_vmx_host_save` read, on the same CPU.
         unsafe { rkvm_vmx_host_restore(&host) };
         if debugctl != 0 {
-            let _ = sys::wrmsr(MSR_DEBUGCTL, debugctl);
+            sys::wrmsr_or_warn(MSR_DEBUGCTL, debugctl);
         }
         if dr7 != x86::RESET_DR7 {
             write_dr7(dr7);
@@ -791,7 +792,7 @@ impl VmxVcpu {
 }
 
 /// The host fields, from the state read on this CPU.
-fn write_host(v: &ops::Current<'_>, h: &HostState) {
+fn write_host(v: &ops::Current<'_>, h: &HostState) -> Result<(), OpError> {
     let (cs, ss, tr) = host_selectors();
     // A selector with RPL or TI bits set may not go in a host field: 0
     // instead, and `rkvm_vmx_host_restore` reloads the real one.
@@ -811,20 +812,12 @@ fn write_host(v: &ops::Current<'_>, h: &HostState) {
     v.write(field::HOST_TR_BASE, h.tr_base);
     v.write(field::HOST_GDTR_BASE, h.gdt_base);
     v.write(field::HOST_IDTR_BASE, h.idt_base);
-    v.write(
-        field::HOST_SYSENTER_CS,
-        sys::rdmsr(MSR_SYSENTER_CS).unwrap_or(0),
-    );
-    v.write(
-        field::HOST_SYSENTER_ESP,
-        sys::rdmsr(MSR_SYSENTER_ESP).unwrap_or(0),
-    );
-    v.write(
-        field::HOST_SYSENTER_EIP,
-        sys::rdmsr(MSR_SYSENTER_EIP).unwrap_or(0),
-    );
-    v.write(field::HOST_PAT, sys::rdmsr(MSR_PAT).unwrap_or(RESET_PAT));
-    v.write(field::HOST_EFER, sys::rdmsr(MSR_EFER).unwrap_or(0));
+    v.write(field::HOST_SYSENTER_CS, ops::host_msr(MSR_SYSENTER_CS)?);
+    v.write(field::HOST_SYSENTER_ESP, ops::host_msr(MSR_SYSENTER_ESP)?);
+    v.write(field::HOST_SYSENTER_EIP, ops::host_msr(MSR_SYSENTER_EIP)?);
+    v.write(field::HOST_PAT, ops::host_msr(MSR_PAT)?);
+    v.write(field::HOST_EFER, ops::host_msr(MSR_EFER)?);
+    Ok(())
 }
 
 /// CS, SS and TR of the host, now.
