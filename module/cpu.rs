@@ -5,29 +5,17 @@
 
 use core::arch::x86_64::__cpuid;
 
-use crate::pure::{
-    cpu::{
-        msr,
-        RawCpu,
-        VirtFeatures, //
+use crate::{
+    pure::{
+        cpu::{
+            msr,
+            RawCpu,
+            VirtFeatures, //
+        },
+        cpuid, //
     },
-    cpuid, //
+    sys, //
 };
-
-extern "C" {
-    /// `rdmsrq_safe()`, from `helpers.c`.
-    fn rkvm_rdmsr_safe(msr: u32, val: *mut u64) -> core::ffi::c_int;
-}
-
-/// Reads an MSR, or `None` if reading it faults (absent or disabled MSR).
-fn rdmsr_safe(index: u32) -> Option<u64> {
-    let mut val = 0u64;
-    // SAFETY: `rkvm_rdmsr_safe` only writes through `val`, a valid `u64` on our
-    // stack for the duration of the call; a faulting RDMSR is caught by the
-    // exception table and reported as an error, never as a host fault.
-    let ret = unsafe { rkvm_rdmsr_safe(index, &mut val) };
-    (ret == 0).then_some(val)
-}
 
 /// Probes the features of the CPU this runs on.
 pub(crate) fn probe() -> VirtFeatures {
@@ -44,14 +32,14 @@ pub(crate) fn probe() -> VirtFeatures {
         0
     };
     let vmx = leaf1_ecx & (1 << 5) != 0;
-    let vmx_msr = |index| if vmx { rdmsr_safe(index) } else { None };
+    let vmx_msr = |index| if vmx { sys::rdmsr(index) } else { None };
     VirtFeatures::decode(&RawCpu {
         max_ext_leaf,
         leaf1_ecx,
         ext1_ecx,
         svm_ebx: svm.ebx,
         svm_edx: svm.edx,
-        vm_cr: rdmsr_safe(msr::VM_CR),
+        vm_cr: sys::rdmsr(msr::VM_CR),
         feature_control: vmx_msr(msr::FEATURE_CONTROL),
         procbased: vmx_msr(msr::VMX_PROCBASED_CTLS),
         procbased2: vmx_msr(msr::VMX_PROCBASED_CTLS2),

@@ -21,8 +21,7 @@ use kernel::{
         c_int,
         c_long,
         c_uint,
-        c_ulong,
-        c_void, //
+        c_ulong, //
     },
     fs::{
         file::FileDescriptorReservation,
@@ -43,19 +42,7 @@ use kernel::{
     }, //
 };
 
-// Only pointers to these structs cross the boundary.
-#[allow(improper_ctypes)]
-extern "C" {
-    /// `anon_inode_getfile()` (exported, but not in the Rust bindings).
-    fn anon_inode_getfile(
-        name: *const c_char,
-        fops: *const bindings::file_operations,
-        priv_: *mut c_void,
-        flags: c_int,
-    ) -> *mut bindings::file;
-    /// Sets `FMODE_PREAD` (helpers.c).
-    fn rkvm_file_allow_pread(file: *mut bindings::file);
-}
+use crate::ffi;
 
 /// Operations of an rkvm file descriptor.
 pub(crate) trait FdOps: Send + Sync + Sized + 'static {
@@ -91,7 +78,7 @@ pub(crate) fn create<T: FdOps>(data: Arc<T>) -> Result<i32> {
     // private pointer comes from `into_foreign` and is reclaimed either below
     // (on failure) or by `release` (exactly once, when the file dies).
     let raw = unsafe {
-        anon_inode_getfile(
+        ffi::anon_inode_getfile(
             T::NAME.as_char_ptr(),
             Vtable::<T>::build(),
             private,
@@ -116,7 +103,7 @@ pub(crate) fn create<T: FdOps>(data: Arc<T>) -> Result<i32> {
     let file = unsafe { ARef::from_raw(NonNull::new_unchecked(raw.cast::<File>())) };
     if T::HAS_READ {
         // SAFETY: the file is new and not installed yet: nobody else uses it.
-        unsafe { rkvm_file_allow_pread(raw) };
+        unsafe { ffi::rkvm_file_allow_pread(raw) };
     }
     let fd = reservation.reserved_fd();
     reservation.fd_install(file);

@@ -21,9 +21,26 @@
 #include <asm/gsseg.h>
 #include <asm/io.h>
 #include <asm/msr.h>
-#include <asm/tsc.h>
 
 #include "helpers.h"
+#include "layout.h"
+
+/* struct rkvm_vmx_host as layout.h says (and ffi.rs checks `VmxHostState`). */
+#define RKVM_VMX_HOST_AT(field, offset) \
+	static_assert(offsetof(struct rkvm_vmx_host, field) == (offset))
+RKVM_VMX_HOST_AT(fs_base, VMX_HOST_FS_BASE);
+RKVM_VMX_HOST_AT(gs_base, VMX_HOST_GS_BASE);
+RKVM_VMX_HOST_AT(kernel_gs_base, VMX_HOST_KERNEL_GS_BASE);
+RKVM_VMX_HOST_AT(tr_base, VMX_HOST_TR_BASE);
+RKVM_VMX_HOST_AT(gdt_base, VMX_HOST_GDT_BASE);
+RKVM_VMX_HOST_AT(idt_base, VMX_HOST_IDT_BASE);
+RKVM_VMX_HOST_AT(cr0, VMX_HOST_CR0);
+RKVM_VMX_HOST_AT(cr3, VMX_HOST_CR3);
+RKVM_VMX_HOST_AT(ds, VMX_HOST_DS);
+RKVM_VMX_HOST_AT(es, VMX_HOST_ES);
+RKVM_VMX_HOST_AT(fs, VMX_HOST_FS);
+RKVM_VMX_HOST_AT(gs, VMX_HOST_GS);
+static_assert(sizeof(struct rkvm_vmx_host) == VMX_HOST_SIZE);
 
 /* Reads an MSR; returns 0, or -EIO if the RDMSR faulted (#GP). */
 int rkvm_rdmsr_safe(u32 msr, u64 *val)
@@ -35,11 +52,6 @@ int rkvm_rdmsr_safe(u32 msr, u64 *val)
 int rkvm_wrmsr_safe(u32 msr, u64 val)
 {
 	return wrmsrq_safe(msr, val);
-}
-
-phys_addr_t rkvm_virt_to_phys(const void *addr)
-{
-	return virt_to_phys((void *)addr);
 }
 
 phys_addr_t rkvm_page_to_phys(struct page *page)
@@ -57,43 +69,9 @@ void *rkvm_page_address(struct page *page)
 	return page_address(page);
 }
 
-/* A zeroed page below 4 GiB (for a legacy-mode CR3), or NULL. */
-struct page *rkvm_alloc_page_dma32(void)
-{
-	return alloc_page(GFP_KERNEL | GFP_DMA32 | __GFP_ZERO);
-}
-
-void rkvm_free_page(struct page *page)
-{
-	__free_page(page);
-}
-
-/* Runs fn(info) on every online CPU and waits for all of them. */
-void rkvm_on_each_cpu(void (*fn)(void *), void *info)
-{
-	on_each_cpu(fn, info, 1);
-}
-
 bool rkvm_access_ok(unsigned long addr, unsigned long size)
 {
 	return access_ok((void __user *)addr, size);
-}
-
-/*
- * Pins the user page at addr of the current mm for as long as a memory slot
- * maps it (FOLL_LONGTERM), writable if asked. Returns 1 on success.
- */
-long rkvm_pin_user_page(unsigned long addr, bool write, struct page **page)
-{
-	unsigned int flags = FOLL_LONGTERM | (write ? FOLL_WRITE : 0);
-
-	return pin_user_pages_fast(addr, 1, flags, page);
-}
-
-/* The monotonic clock, for the exit trace and guest time. */
-u64 rkvm_ktime_ns(void)
-{
-	return ktime_get_ns();
 }
 
 /* Statistics files are read with pread(), as KVM's are. */
@@ -112,11 +90,6 @@ int rkvm_current_pid(void)
 bool rkvm_page_in_huge_folio(struct page *page)
 {
 	return folio_size(page_folio(page)) >= PMD_SIZE;
-}
-
-void rkvm_unpin_user_page(struct page *page, bool dirty)
-{
-	unpin_user_pages_dirty_lock(&page, 1, dirty);
 }
 
 void rkvm_local_irq_disable(void)
@@ -139,11 +112,6 @@ void rkvm_kernel_fpu_end(void)
 	kernel_fpu_end();
 }
 
-int rkvm_smp_processor_id(void)
-{
-	return smp_processor_id();
-}
-
 /*
  * Tells RCU that this CPU is about to run a guest: like a return to user
  * mode, guest mode holds no RCU references, so it counts as a quiescent
@@ -156,29 +124,15 @@ void rkvm_guest_enter_irqoff(void)
 }
 
 /*
- * The current task's mm, with a reference (mmgrab) that rkvm_mmdrop()
- * returns; NULL for a kernel thread. These read task_struct in C on
- * purpose: with this project's toolchain the Rust bindings' layout of
- * struct task_struct differs from the C one (Task::mm() and Task::pid()
- * read the wrong fields), see Documentation/architecture.md.
+ * The current task's mm (NULL for a kernel thread); sys.rs takes its
+ * reference (ARef<Mm>). This reads task_struct in C on purpose: with this
+ * project's toolchain the Rust bindings' layout of struct task_struct
+ * differs from the C one (Task::mm() and Task::pid() read the wrong
+ * fields), see Documentation/architecture.md.
  */
-struct mm_struct *rkvm_current_mm_grab(void)
+const struct mm_struct *rkvm_current_mm(void)
 {
-	struct mm_struct *mm = current->mm;
-
-	if (mm)
-		mmgrab(mm);
-	return mm;
-}
-
-bool rkvm_current_mm_is(const struct mm_struct *mm)
-{
-	return current->mm == mm;
-}
-
-void rkvm_mmdrop(struct mm_struct *mm)
-{
-	mmdrop(mm);
+	return current->mm;
 }
 
 unsigned long rkvm_vma_pgoff(const struct vm_area_struct *vma)
@@ -242,10 +196,4 @@ void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h)
 	 */
 	this_cpu_write(__tss_limit_invalid, true);
 	load_fixmap_gdt(smp_processor_id());
-}
-
-/* The TSC's frequency in kHz (0 if unknown). */
-unsigned int rkvm_tsc_khz(void)
-{
-	return tsc_khz;
 }

@@ -12,6 +12,8 @@
 //!   and [`vmx`] (Intel);
 //! - [`mmu`], [`memory`]: memory slots, nested and shadow page tables;
 //! - [`cpu`]: what the processor offers (decoded by `pure::cpu`);
+//! - [`ffi`]: every C and assembly function called, declared once, and the
+//!   layouts shared with them, checked against `layout.h`;
 //! - [`sys`]: safe wrappers around C helpers (`helpers.c`);
 //! - `pure`: logic with no kernel dependency, also built and unit-tested on
 //!   the host as the `rkvm-pure` crate.
@@ -25,6 +27,7 @@ mod cpu;
 mod dev;
 mod emulate;
 mod fd;
+mod ffi;
 mod guest_state;
 mod memory;
 mod mmu;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Safe wrappers around the C helpers (`helpers.c`) and a few raw kernel
+//! Safe wrappers around the C helpers (`helpers.c`, declared in `ffi`) and a few raw kernel
 //! facilities: MSRs, physical addresses, pinned user pages, interrupt and
 //! preemption guards, the FPU.
 
@@ -8,56 +8,32 @@ use core::ptr::NonNull;
 
 use kernel::{
     bindings,
-    ffi::{
-        c_int,
-        c_long,
-        c_void, //
+    cpu::CpuId,
+    ffi::c_void,
+    mm::Mm,
+    page::{
+        Page,
+        PAGE_SIZE, //
     },
-    page::Page,
-    prelude::*, //
+    prelude::*,
+    sync::aref::ARef,
+    time::{
+        ClockSource,
+        Monotonic, //
+    }, //
 };
 
-use crate::pure::paging::HostPhys;
-
-// `struct page` contains a zero-sized member bindgen cannot express; only
-// pointers to it cross this boundary.
-#[allow(improper_ctypes)]
-extern "C" {
-    fn rkvm_rdmsr_safe(msr: u32, val: *mut u64) -> c_int;
-    fn rkvm_wrmsr_safe(msr: u32, val: u64) -> c_int;
-    fn rkvm_virt_to_phys(addr: *const c_void) -> u64;
-    fn rkvm_page_to_phys(page: *mut bindings::page) -> u64;
-    fn rkvm_page_address(page: *mut bindings::page) -> *mut c_void;
-    fn rkvm_phys_to_virt(pa: u64) -> *mut c_void;
-    fn rkvm_alloc_page_dma32() -> *mut bindings::page;
-    fn rkvm_free_page(page: *mut bindings::page);
-    fn rkvm_on_each_cpu(f: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
-    fn rkvm_access_ok(addr: usize, size: usize) -> bool;
-    fn rkvm_pin_user_page(addr: usize, write: bool, page: *mut *mut bindings::page) -> c_long;
-    fn rkvm_unpin_user_page(page: *mut bindings::page, dirty: bool);
-    fn rkvm_page_in_huge_folio(page: *mut bindings::page) -> bool;
-    fn rkvm_local_irq_disable();
-    fn rkvm_local_irq_enable();
-    fn rkvm_kernel_fpu_begin();
-    fn rkvm_kernel_fpu_end();
-    fn rkvm_smp_processor_id() -> c_int;
-    fn rkvm_cond_resched();
-    fn rkvm_current_pid() -> c_int;
-    fn rkvm_ktime_ns() -> u64;
-    fn rkvm_guest_enter_irqoff();
-    fn rkvm_current_mm_grab() -> *mut bindings::mm_struct;
-    fn rkvm_current_mm_is(mm: *const bindings::mm_struct) -> bool;
-    fn rkvm_mmdrop(mm: *mut bindings::mm_struct);
-    fn rkvm_vma_pgoff(vma: *const bindings::vm_area_struct) -> usize;
-    fn rkvm_tsc_khz() -> core::ffi::c_uint;
-}
+use crate::{
+    ffi,
+    pure::paging::HostPhys, //
+};
 
 /// The host TSC's frequency in kHz, as the kernel calibrated it (0 if it
 /// could not). The guest's TSC runs at this rate: rkvm offsets it, never
 /// scales it.
 pub(crate) fn tsc_khz() -> u32 {
     // SAFETY: reads a variable the kernel fixes at boot.
-    unsafe { rkvm_tsc_khz() }
+    unsafe { bindings::tsc_khz }
 }
 
 /// Reads an MSR, or `None` if reading it faults.
@@ -65,7 +41,7 @@ pub(crate) fn rdmsr(index: u32) -> Option<u64> {
     let mut val = 0u64;
     // SAFETY: the helper only writes through `val`, a valid local; a faulting
     // RDMSR is caught by the exception table.
-    let ret = unsafe { rkvm_rdmsr_safe(index, &mut val) };
+    let ret = unsafe { ffi::rkvm_rdmsr_safe(index, &mut val) };
     (ret == 0).then_some(val)
 }
 
@@ -75,29 +51,39 @@ pub(crate) fn rdmsr(index: u32) -> Option<u64> {
 pub(crate) fn wrmsr(index: u32, val: u64) -> Result {
     // SAFETY: a faulting WRMSR is caught by the exception table; the caller
     // only writes MSRs that change no state the kernel relies on.
-    match unsafe { rkvm_wrmsr_safe(index, val) } {
+    match unsafe { ffi::rkvm_wrmsr_safe(index, val) } {
         0 => Ok(()),
         _ => Err(EIO),
     }
 }
 
-/// Physical address of a kernel object in the direct map (kmalloc memory).
-pub(crate) fn virt_to_phys<T>(obj: &T) -> HostPhys {
-    // SAFETY: `obj` is a live reference into the direct map (all rkvm objects
-    // passed here come from kmalloc/KBox, never vmalloc or the stack).
-    HostPhys(unsafe { rkvm_virt_to_phys(core::ptr::from_ref(obj).cast()) })
+/// Writes an MSR in the middle of a guest entry or exit, where a failure
+/// cannot be undone: logged (once), not returned. For MSRs every processor
+/// that runs guests has, written with the host's values or with guest
+/// values checked when the guest wrote them.
+pub(crate) fn wrmsr_or_warn(index: u32, val: u64) {
+    if wrmsr(index, val).is_err() {
+        kernel::pr_warn_once!(
+            "WRMSR {:#x} <- {:#x} faulted around a guest run\n",
+            index,
+            val
+        );
+    }
 }
 
-/// Physical address of a page.
-pub(crate) fn page_phys(page: &Page) -> HostPhys {
-    // SAFETY: `page.as_ptr()` is a valid `struct page` for as long as `page` lives.
-    HostPhys(unsafe { rkvm_page_to_phys(page.as_ptr()) })
+/// Reads an MSR in the middle of a guest exit, as [`wrmsr_or_warn`]:
+/// `old` (logged once) if the RDMSR faults.
+pub(crate) fn rdmsr_or_warn(index: u32, old: u64) -> u64 {
+    rdmsr(index).unwrap_or_else(|| {
+        kernel::pr_warn_once!("RDMSR {:#x} faulted around a guest run\n", index);
+        old
+    })
 }
 
 /// A page's kernel virtual address in the direct map (x86-64 has no highmem).
 pub(crate) fn page_address(page: &Page) -> *mut u8 {
     // SAFETY: as in `page_phys`.
-    unsafe { rkvm_page_address(page.as_ptr()) }.cast()
+    unsafe { ffi::rkvm_page_address(page.as_ptr()) }.cast()
 }
 
 /// Kernel virtual address of a physical address in the direct map.
@@ -108,14 +94,41 @@ pub(crate) fn page_address(page: &Page) -> *mut u8 {
 /// the returned pointer is used.
 pub(crate) unsafe fn phys_to_virt(pa: HostPhys) -> *mut u8 {
     // SAFETY: `__va()` is arithmetic on the direct map's base.
-    unsafe { rkvm_phys_to_virt(pa.0) }.cast()
+    unsafe { ffi::rkvm_phys_to_virt(pa.0) }.cast()
 }
 
-/// Runs `f` on every online CPU, waiting for all.
-pub(crate) fn on_each_cpu<T: Sync>(f: unsafe extern "C" fn(*mut c_void), data: &T) {
-    // SAFETY: `data` outlives the call, which waits for every CPU to finish;
-    // `f` only reads through the pointer (shared access, `T: Sync`).
-    unsafe { rkvm_on_each_cpu(f, core::ptr::from_ref(data).cast_mut().cast()) }
+/// Runs `f(data)` on every online CPU (`on_each_cpu()`: in interrupt
+/// context, or with interrupts off on the calling CPU), waiting for all.
+pub(crate) fn on_each_cpu<T: Sync>(f: fn(&T), data: &T) {
+    /// What each CPU is given.
+    struct Call<'a, T> {
+        f: fn(&T),
+        data: &'a T,
+    }
+
+    /// # Safety
+    ///
+    /// `info` must point to a live `Call<'_, T>`.
+    unsafe extern "C" fn trampoline<T: Sync>(info: *mut c_void) {
+        // SAFETY: per the contract; only read (shared by all CPUs).
+        let call = unsafe { &*info.cast::<Call<'_, T>>() };
+        (call.f)(call.data)
+    }
+
+    let call = Call { f, data };
+    // SAFETY: `on_each_cpu()` is this call with no condition and the online
+    // CPUs' mask, a static of the kernel. `call` outlives the call, which
+    // waits for every CPU to finish, and is only read through the pointer
+    // (shared access from several CPUs: `T: Sync`, and `fn` is `Sync`).
+    unsafe {
+        bindings::on_each_cpu_cond_mask(
+            None,
+            Some(trampoline::<T>),
+            core::ptr::from_ref(&call).cast_mut().cast(),
+            true,
+            &raw const bindings::__cpu_online_mask,
+        )
+    }
 }
 
 /// `access_ok()`: whether `[addr, addr + size)` lies in user space.
@@ -124,38 +137,97 @@ pub(crate) fn access_ok(addr: u64, size: u64) -> bool {
         return false;
     };
     // SAFETY: `access_ok` only compares numbers.
-    unsafe { rkvm_access_ok(addr, size) }
+    unsafe { ffi::rkvm_access_ok(addr, size) }
 }
 
-/// A zeroed kernel page below 4 GiB: what a CR3 in legacy PAE mode (32
-/// bits wide) can point to.
-pub(crate) struct LowPage(NonNull<bindings::page>);
+/// Memory for the processor: a `T` in pages of its own, zeroed,
+/// page-aligned and physically contiguous by construction, with its
+/// physical address (VMCBs, VMCS regions, host save areas, permission
+/// bitmaps, page tables).
+pub(crate) struct PageBox<T: Zeroable> {
+    /// The first of the `1 << ORDER` pages.
+    page: NonNull<bindings::page>,
+    /// Its address in the direct map.
+    ptr: NonNull<T>,
+}
 
-// SAFETY: the page is owned by this value alone and may be freed from any
-// thread.
-unsafe impl Send for LowPage {}
-// SAFETY: `&LowPage` only reads the physical address.
-unsafe impl Sync for LowPage {}
+// SAFETY: the pages are owned by this value alone (like a `KBox<T>`) and
+// may be freed from any thread.
+unsafe impl<T: Zeroable + Send> Send for PageBox<T> {}
+// SAFETY: `&PageBox<T>` only gives `&T`.
+unsafe impl<T: Zeroable + Sync> Sync for PageBox<T> {}
 
-impl LowPage {
-    pub(crate) fn alloc() -> Result<Self> {
-        // SAFETY: no preconditions; the page returned is ours.
-        NonNull::new(unsafe { rkvm_alloc_page_dma32() })
-            .map(LowPage)
-            .ok_or(ENOMEM)
+impl<T: Zeroable> PageBox<T> {
+    /// The allocation's order: enough pages for a `T`, which must not need
+    /// more than page alignment (checked when the type is instantiated).
+    const ORDER: u32 = {
+        assert!(core::mem::align_of::<T>() <= PAGE_SIZE);
+        core::mem::size_of::<T>()
+            .div_ceil(PAGE_SIZE)
+            .next_power_of_two()
+            .trailing_zeros()
+    };
+
+    /// A zeroed `T`.
+    pub(crate) fn new() -> Result<Self> {
+        Self::alloc(0)
     }
 
-    /// Its physical address.
+    /// A zeroed `T` below 4 GiB, where a CR3 of legacy PAE paging (32
+    /// bits wide) can point.
+    pub(crate) fn new_below_4g() -> Result<Self> {
+        // `kernel::alloc::Flags` has no `GFP_DMA32`.
+        Self::alloc(1 << bindings::___GFP_DMA32_BIT)
+    }
+
+    fn alloc(zone: bindings::gfp_t) -> Result<Self> {
+        let flags = bindings::GFP_KERNEL | bindings::__GFP_ZERO | zone;
+        // SAFETY: no preconditions; the pages returned, if any, are ours.
+        let page =
+            NonNull::new(unsafe { bindings::alloc_pages(flags, Self::ORDER) }).ok_or(ENOMEM)?;
+        // SAFETY: `page` is a live page; x86-64 has no highmem, so every
+        // page has an address in the direct map.
+        let ptr = unsafe { ffi::rkvm_page_address(page.as_ptr()) };
+        let Some(ptr) = NonNull::new(ptr.cast::<T>()) else {
+            // SAFETY: allocated above with this order, not used since.
+            unsafe { bindings::__free_pages(page.as_ptr(), Self::ORDER) };
+            return Err(ENOMEM);
+        };
+        // INVARIANT: `ptr` is page-aligned and zeroed (`__GFP_ZERO`), and
+        // all-zero bytes are a valid `T` (`Zeroable`); the pages hold at
+        // least `size_of::<T>()` bytes (`ORDER`).
+        Ok(PageBox { page, ptr })
+    }
+
+    /// Its physical address (page-aligned).
     pub(crate) fn phys(&self) -> HostPhys {
         // SAFETY: the page is allocated while `self` lives.
-        HostPhys(unsafe { rkvm_page_to_phys(self.0.as_ptr()) })
+        HostPhys(unsafe { ffi::rkvm_page_to_phys(self.page.as_ptr()) })
     }
 }
 
-impl Drop for LowPage {
+impl<T: Zeroable> core::ops::Deref for PageBox<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: a valid, aligned `T` (see `alloc`) that `self` owns.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: Zeroable> core::ops::DerefMut for PageBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, borrowed mutably through `self`.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T: Zeroable> Drop for PageBox<T> {
     fn drop(&mut self) {
-        // SAFETY: allocated once by `alloc`, freed once here.
-        unsafe { rkvm_free_page(self.0.as_ptr()) }
+        // SAFETY: allocated by `alloc` with this order, freed once here;
+        // `T` needs no drop of its own beyond its bytes (all-zero is a
+        // valid `T`, and the type holds plain data for the processor).
+        unsafe { bindings::__free_pages(self.page.as_ptr(), Self::ORDER) }
     }
 }
 
@@ -177,13 +249,14 @@ impl PinnedPage {
     pub(crate) fn pin(addr: u64, writable: bool) -> Result<Self> {
         let addr = usize::try_from(addr).map_err(|_| EFAULT)?;
         let mut page: *mut bindings::page = core::ptr::null_mut();
-        // SAFETY: `page` is a valid out-pointer for one page pointer; the
-        // helper pins from the current mm, which the caller has checked is the
-        // VM's.
-        let n = unsafe { rkvm_pin_user_page(addr, writable, &mut page) };
+        // As long as a memory slot maps it, and writable if asked.
+        let flags = bindings::FOLL_LONGTERM | if writable { bindings::FOLL_WRITE } else { 0 };
+        // SAFETY: `page` is a valid out-pointer for one page pointer; pins
+        // from the current mm, which the caller has checked is the VM's.
+        let n = unsafe { bindings::pin_user_pages_fast(addr, 1, flags, &mut page) };
         match (n, NonNull::new(page)) {
             (1, Some(page)) => Ok(PinnedPage { page, writable }),
-            (n, _) if n < 0 => Err(Error::from_errno(n as i32)),
+            (n, _) if n < 0 => Err(Error::from_errno(n)),
             _ => Err(EFAULT),
         }
     }
@@ -191,87 +264,73 @@ impl PinnedPage {
     /// Whether it is part of a huge page (a folio of 2 MiB or more).
     pub(crate) fn in_huge_folio(&self) -> bool {
         // SAFETY: the pin keeps the page, and so its folio, alive.
-        unsafe { rkvm_page_in_huge_folio(self.page.as_ptr()) }
+        unsafe { ffi::rkvm_page_in_huge_folio(self.page.as_ptr()) }
     }
 
     /// Its physical address.
     pub(crate) fn phys(&self) -> HostPhys {
         // SAFETY: the pin keeps the page alive.
-        HostPhys(unsafe { rkvm_page_to_phys(self.page.as_ptr()) })
+        HostPhys(unsafe { ffi::rkvm_page_to_phys(self.page.as_ptr()) })
     }
 }
 
 impl Drop for PinnedPage {
     fn drop(&mut self) {
+        let mut page = self.page.as_ptr();
         // SAFETY: the page was pinned once by `pin` and is unpinned once here;
         // a writable page may have been written by the guest, so it is dirty.
-        unsafe { rkvm_unpin_user_page(self.page.as_ptr(), self.writable) }
+        unsafe { bindings::unpin_user_pages_dirty_lock(&mut page, 1, self.writable) }
     }
 }
 
 /// The address space of the process that created a VM, held (mmgrab) as
 /// long as the VM lives, to recognise ioctls from any other process.
 ///
-/// `task_struct` is read in C (`helpers.c`): the Rust bindings' layout of it
-/// is wrong with this toolchain, so `kernel::current!().mm()` must not be used.
-pub(crate) struct OwnerMm(NonNull<bindings::mm_struct>);
+/// `current->mm` is read in C (`helpers.c`): the Rust bindings' layout of
+/// `task_struct` is wrong with this toolchain, so `kernel::current!().mm()`
+/// must not be used.
+pub(crate) struct OwnerMm(ARef<Mm>);
 
-// SAFETY: the mm is only compared by address and released with mmdrop(),
-// which any thread may do.
-unsafe impl Send for OwnerMm {}
-// SAFETY: as above; `&OwnerMm` only compares addresses.
-unsafe impl Sync for OwnerMm {}
+/// `current->mm` (null for a kernel thread).
+fn current_mm() -> *const bindings::mm_struct {
+    // SAFETY: reads `current`, always valid in process context.
+    unsafe { ffi::rkvm_current_mm() }
+}
 
 impl OwnerMm {
     /// The current process's mm (`None` for a kernel thread).
     pub(crate) fn current() -> Option<Self> {
-        // SAFETY: the helper takes a reference that `Drop` gives back.
-        NonNull::new(unsafe { rkvm_current_mm_grab() }).map(OwnerMm)
+        let mm = current_mm();
+        if mm.is_null() {
+            return None;
+        }
+        // SAFETY: the current task's mm is valid while the task runs in it,
+        // as it does during this call; `ARef::from` takes a reference
+        // (mmgrab) that keeps it allocated after that.
+        Some(OwnerMm(ARef::from(unsafe { Mm::from_raw(mm) })))
     }
 
     /// Whether the caller runs in this mm.
     pub(crate) fn is_current(&self) -> bool {
-        // SAFETY: only compares `current->mm` with the address.
-        unsafe { rkvm_current_mm_is(self.0.as_ptr()) }
-    }
-}
-
-impl Drop for OwnerMm {
-    fn drop(&mut self) {
-        // SAFETY: drops the reference `current()` took.
-        unsafe { rkvm_mmdrop(self.0.as_ptr()) }
+        core::ptr::eq(current_mm(), self.0.as_raw())
     }
 }
 
 /// The page offset (`vm_pgoff`) of a VMA being set up.
 pub(crate) fn vma_pgoff(vma: &kernel::mm::virt::VmaNew) -> usize {
     // SAFETY: the VMA is valid for the duration of the mmap call that gave it.
-    unsafe { rkvm_vma_pgoff(vma.as_ptr()) }
+    unsafe { ffi::rkvm_vma_pgoff(vma.as_ptr()) }
 }
 
 /// The CPU this code runs on. Only meaningful while preemption is disabled.
 pub(crate) fn cpu_id() -> usize {
-    // SAFETY: reads a per-CPU variable; callers run with preemption disabled.
-    unsafe { rkvm_smp_processor_id() as usize }
+    CpuId::current().as_u32() as usize
 }
 
 /// Yields the CPU if a reschedule is due.
 pub(crate) fn cond_resched() {
     // SAFETY: called in process context, holding no spinlock.
-    unsafe { rkvm_cond_resched() }
-}
-
-/// Zero-filled heap allocation (no zeroed value built on the stack first:
-/// VMCBs, VMCS regions and permission maps are pages).
-///
-/// # Safety
-///
-/// All-zero bytes must be a valid `T`.
-pub(crate) unsafe fn zeroed_box<T>() -> Result<KBox<T>> {
-    let b = KBox::<T>::new_uninit(GFP_KERNEL | __GFP_ZERO)?;
-    // SAFETY: the allocator zeroed it, and the caller guarantees zero is a
-    // valid `T`.
-    Ok(unsafe { b.assume_init() })
+    unsafe { ffi::rkvm_cond_resched() }
 }
 
 /// The host's time-stamp counter.
@@ -285,14 +344,14 @@ pub(crate) fn rdtsc() -> u64 {
 
 /// The monotonic clock in nanoseconds (`ktime_get_ns()`).
 pub(crate) fn ktime_ns() -> u64 {
-    // SAFETY: reads a clock; callable in any context.
-    unsafe { rkvm_ktime_ns() }
+    // Never negative (`ClockSource`'s contract).
+    u64::try_from(Monotonic::ktime_get()).unwrap_or(0)
 }
 
 /// The calling task's pid (`task_pid_nr(current)`).
 pub(crate) fn current_pid() -> i32 {
     // SAFETY: reads `current`, always valid in process context.
-    unsafe { rkvm_current_pid() }
+    unsafe { ffi::rkvm_current_pid() }
 }
 
 /// The FPU is ours (the task's user state saved) and preemption is off while
@@ -303,7 +362,7 @@ impl FpuGuard {
     /// `kernel_fpu_begin()`.
     pub(crate) fn begin() -> Self {
         // SAFETY: process context; ended by `Drop`.
-        unsafe { rkvm_kernel_fpu_begin() };
+        unsafe { ffi::rkvm_kernel_fpu_begin() };
         FpuGuard(())
     }
 
@@ -313,12 +372,12 @@ impl FpuGuard {
         // inside a kernel FPU section, which already forbids it). Guest mode
         // is an RCU quiescent state, like user mode.
         unsafe {
-            rkvm_local_irq_disable();
-            rkvm_guest_enter_irqoff();
+            ffi::rkvm_local_irq_disable();
+            ffi::rkvm_guest_enter_irqoff();
         }
         let r = f();
         // SAFETY: re-enables what was disabled above.
-        unsafe { rkvm_local_irq_enable() };
+        unsafe { ffi::rkvm_local_irq_enable() };
         r
     }
 }
@@ -326,6 +385,6 @@ impl FpuGuard {
 impl Drop for FpuGuard {
     fn drop(&mut self) {
         // SAFETY: paired with `kernel_fpu_begin` in `begin`.
-        unsafe { rkvm_kernel_fpu_end() }
+        unsafe { ffi::rkvm_kernel_fpu_end() }
     }
 }

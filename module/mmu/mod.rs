@@ -22,7 +22,6 @@ pub(crate) mod tdp;
 use core::sync::atomic::AtomicU64;
 
 use kernel::{
-    page::Page,
     prelude::*,
     sync::Arc, //
 };
@@ -44,7 +43,7 @@ use crate::{
             GuestPaging, //
         }, //
     },
-    sys, //
+    sys::PageBox, //
 };
 
 use shadow::{
@@ -121,31 +120,127 @@ impl VcpuMmu {
     }
 }
 
-/// A page holding 512 entries.
-struct Table(Page);
+/// A page table: a page of 512 entries, which borrow from it.
+///
+/// The processor reads the entries (and sets accessed and dirty bits in
+/// them) only while a vCPU runs on the table, and a vCPU does not run while
+/// the table's owner is borrowed (the MMU lock for `Tdp`, the vCPU's state
+/// lock for `Shadow`).
+struct Table(PageBox<[u64; 512]>);
 
 impl Table {
     fn new() -> Result<Self> {
-        Ok(Table(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?))
+        Ok(Table(PageBox::new()?))
+    }
+
+    /// A table below 4 GiB (the root of a legacy PAE CR3).
+    fn new_below_4g() -> Result<Self> {
+        Ok(Table(PageBox::new_below_4g()?))
     }
 
     fn phys(&self) -> HostPhys {
-        sys::page_phys(&self.0)
+        self.0.phys()
+    }
+
+    fn entries(&self) -> &[u64; 512] {
+        &self.0
+    }
+
+    fn entries_mut(&mut self) -> &mut [u64; 512] {
+        &mut self.0
     }
 }
 
-/// A table's entries, by physical address.
-///
-/// # Safety
-///
-/// `table` must be the address of a table page owned by the `Tdp` or
-/// `Shadow` that the caller borrows mutably, for as long as the slice is used.
-unsafe fn entries<'a>(table: HostPhys) -> &'a mut [u64; 512] {
-    // SAFETY: per the function's contract the page is ours, 4096 bytes,
-    // page-aligned and in the direct map; the hardware only reads it while a
-    // vCPU runs, and that vCPU does not run while its owner is borrowed
-    // mutably (the MMU lock for `Tdp`, the vCPU's state lock for `Shadow`).
-    unsafe { &mut *sys::phys_to_virt(table).cast::<[u64; 512]>() }
+/// A root table and the tables below it, which entries point to by physical
+/// address: a table is found by the address an entry holds, among the
+/// tables this tree owns (so an entry can never lead outside them). Each
+/// table below the root carries a tag (`Shadow`: the root entry it is
+/// under).
+struct TableTree {
+    root: Table,
+    /// Sorted by physical address.
+    below: KVec<(u64, usize, Table)>,
+}
+
+impl TableTree {
+    fn new(root: Table) -> Self {
+        TableTree {
+            root,
+            below: KVec::new(),
+        }
+    }
+
+    /// The root's physical address.
+    fn root(&self) -> HostPhys {
+        self.root.phys()
+    }
+
+    /// The tables below the root.
+    fn len(&self) -> usize {
+        self.below.len()
+    }
+
+    fn find(&self, pa: HostPhys) -> Option<usize> {
+        self.below.binary_search_by_key(&pa.0, |(p, ..)| *p).ok()
+    }
+
+    /// The entries of the table at `pa`, if it is one of this tree's.
+    fn table(&self, pa: HostPhys) -> Option<&[u64; 512]> {
+        if pa.0 == self.root.phys().0 {
+            return Some(self.root.entries());
+        }
+        let i = self.find(pa)?;
+        self.below.get(i).map(|(_, _, t)| t.entries())
+    }
+
+    /// As [`TableTree::table`], to change them.
+    fn table_mut(&mut self, pa: HostPhys) -> Option<&mut [u64; 512]> {
+        if pa.0 == self.root.phys().0 {
+            return Some(self.root.entries_mut());
+        }
+        let i = self.find(pa)?;
+        self.below.get_mut(i).map(|(_, _, t)| t.entries_mut())
+    }
+
+    /// Entry `index` of the table at `pa` (`EIO`: not a table of this tree,
+    /// which cannot happen).
+    fn entry(&self, pa: HostPhys, index: usize) -> Result<u64> {
+        self.table(pa)
+            .and_then(|t| t.get(index))
+            .copied()
+            .ok_or(EIO)
+    }
+
+    /// As [`TableTree::entry`], to change it.
+    fn entry_mut(&mut self, pa: HostPhys, index: usize) -> Result<&mut u64> {
+        self.table_mut(pa).and_then(|t| t.get_mut(index)).ok_or(EIO)
+    }
+
+    /// A new, empty table below the root, tagged `tag`: its address.
+    fn add(&mut self, tag: usize) -> Result<HostPhys> {
+        let table = Table::new()?;
+        let pa = table.phys();
+        let at = match self.below.binary_search_by_key(&pa.0, |(p, ..)| *p) {
+            Err(at) => at,
+            // A live page is not allocated twice.
+            Ok(_) => return Err(EIO),
+        };
+        self.below.reserve(1, GFP_KERNEL)?;
+        self.below
+            .insert_within_capacity(at, (pa.0, tag, table))
+            .map_err(|_| ENOMEM)?;
+        Ok(pa)
+    }
+
+    /// Frees every table below the root whose tag `keep` refuses.
+    fn retain(&mut self, keep: impl Fn(usize) -> bool) {
+        self.below.retain(|(_, tag, _)| keep(*tag));
+    }
+
+    /// Frees every table below the root.
+    fn clear(&mut self) {
+        self.below.clear();
+    }
 }
 
 /// The VM statistics the MMU keeps (KVM's names): the leaves mapped now, by

@@ -32,8 +32,8 @@
 use kernel::prelude::*;
 
 use super::{
-    entries,
-    Table, //
+    Table,
+    TableTree, //
 };
 use crate::{
     memory::{
@@ -57,8 +57,7 @@ use crate::{
             Access,
             Walk, //
         }, //
-    },
-    sys::LowPage, //
+    }, //
 };
 
 /// A software bit (ignored by the processor) in the entry that points at a
@@ -91,13 +90,12 @@ struct Leaves(HostPhys, usize);
 
 /// One vCPU's shadow page table.
 pub(crate) struct Shadow {
-    /// The top table: a PML4 (long mode) or a PAE page-directory-pointer
-    /// table, below 4 GiB as a legacy-mode CR3 requires.
-    root: LowPage,
+    /// The top table (a PML4 in long mode, or a PAE page-directory-pointer
+    /// table, below 4 GiB as a legacy-mode CR3 requires) and every table
+    /// below it, tagged with the root entry it belongs to.
+    tree: TableTree,
     /// 4 (long mode) or 3 (PAE) levels.
     levels: u8,
-    /// Every table below the root, with the root entry it belongs to.
-    tables: KVec<(usize, Table)>,
     /// The root entries under which a page that is not global is mapped,
     /// one bit each.
     local: [u64; 8],
@@ -110,9 +108,8 @@ pub(crate) struct Shadow {
 impl Shadow {
     pub(crate) fn new() -> Result<Self> {
         Ok(Shadow {
-            root: LowPage::alloc()?,
+            tree: TableTree::new(Table::new_below_4g()?),
             levels: 3,
-            tables: KVec::new(),
             local: [0; 8],
             vm_epoch: 0,
             flushes: 0,
@@ -128,7 +125,7 @@ impl Shadow {
             self.levels = levels;
             self.vm_epoch = vm_epoch;
         }
-        self.root.phys()
+        self.tree.root()
     }
 
     /// A number that changes whenever entries were removed: the vCPU's TLB
@@ -140,13 +137,12 @@ impl Shadow {
     /// Empties the table (or its translations of pages that are not
     /// global), as a TLB flush empties the TLB.
     pub(crate) fn flush(&mut self, what: Flush) {
-        // SAFETY: the root belongs to `self`, borrowed mutably.
-        let root = unsafe { entries(self.root.phys()) };
+        let root = self.tree.root.entries_mut();
         match what {
             Flush::None => return,
             Flush::All => {
                 root.fill(0);
-                self.tables.clear();
+                self.tree.clear();
             }
             Flush::NonGlobal => {
                 let local = self.local;
@@ -157,7 +153,7 @@ impl Shadow {
                         *entry = 0;
                     }
                 }
-                self.tables.retain(|(i, _)| !is_local(*i));
+                self.tree.retain(|i| !is_local(i));
             }
         }
         self.local = [0; 8];
@@ -233,29 +229,31 @@ impl Shadow {
         } else {
             index(4)
         };
-        // SAFETY: the root and the tables its entries point to belong to
-        // `self`, borrowed mutably.
-        let mut upper = unsafe { &mut entries(self.root.phys())[top] };
+        // The entry pointing to the page directory around `linear`.
+        let mut upper = (self.tree.root(), top);
+        let entry = |tree: &TableTree, (table, index)| tree.entry(table, index).map(Pte);
         if self.levels == 4 {
-            if !Pte(*upper).present() {
-                return;
+            match entry(&self.tree, upper) {
+                Ok(pml4e) if pml4e.present() => upper = (pml4e.addr(), index(3)),
+                _ => return,
             }
-            // SAFETY: as above.
-            upper = unsafe { &mut entries(Pte(*upper).addr())[index(3)] };
         }
-        let pointer = Pte(*upper);
-        if !pointer.present() {
-            return;
-        }
-        // SAFETY: as above.
-        let directory = unsafe { entries(pointer.addr()) };
+        let pointer = match entry(&self.tree, upper) {
+            Ok(pointer) if pointer.present() => pointer,
+            _ => return,
+        };
         if pointer.0 & BIG_BELOW != 0 {
-            directory.fill(0);
-            *upper &= !BIG_BELOW;
-        } else if let Some(entry) = directory.get_mut(index(2)) {
-            if Pte(*entry).present() {
-                // SAFETY: as above.
-                unsafe { entries(Pte(*entry).addr()).fill(0) };
+            if let Some(directory) = self.tree.table_mut(pointer.addr()) {
+                directory.fill(0);
+            }
+            if let Ok(e) = self.tree.entry_mut(upper.0, upper.1) {
+                *e &= !BIG_BELOW;
+            }
+        } else if let Ok(pde) = entry(&self.tree, (pointer.addr(), index(2))) {
+            if pde.present() {
+                if let Some(table) = self.tree.table_mut(pde.addr()) {
+                    table.fill(0);
+                }
             }
         }
         self.flushes = self.flushes.wrapping_add(1);
@@ -288,12 +286,15 @@ impl Shadow {
         let fault_index = ((linear >> 12) & 0x1ff) as usize;
         let ctl = paging.controls(maxphyaddr);
         let mut local = false;
+        let Some(leaves) = self.tree.table_mut(table.0) else {
+            return;
+        };
         // Writes entry `index` of the table for `leaf`; returns whether it
         // wrote one that is not global.
-        let fill = |mem: &mut GuestMemory, index: usize, leaf: &walk::Leaf| -> bool {
-            // SAFETY: `table.0` is a table of this shadow, which the caller
-            // borrows mutably.
-            let entry = unsafe { &mut entries(table.0)[index & 0x1ff] };
+        let mut fill = |mem: &mut GuestMemory, index: usize, leaf: &walk::Leaf| -> bool {
+            let Some(entry) = leaves.get_mut(index & 0x1ff) else {
+                return false;
+            };
             if index == fault_index || Pte(*entry).present() {
                 return false;
             }
@@ -368,11 +369,11 @@ impl Shadow {
     /// `global`: the leaf survives CR3 writes; `big`: it comes from a guest
     /// page larger than 2 MiB. Returns the page table the leaf is in.
     fn map(&mut self, linear: u64, leaf: Pte, global: bool, big: bool) -> Result<Leaves> {
-        if self.tables.len() + self.levels as usize > MAX_TABLES {
+        if self.tree.len() + self.levels as usize > MAX_TABLES {
             self.flush(Flush::All);
         }
         let index = |level: u32| ((linear >> (12 + 9 * (level - 1))) & 0x1ff) as usize;
-        let root = self.root.phys();
+        let root = self.tree.root();
         // The four PDPTEs of PAE paging cover the 32-bit linear address space.
         let top = if self.levels == 3 {
             ((linear >> 30) & 3) as usize
@@ -386,12 +387,10 @@ impl Shadow {
             table = self.next_table(table, index(3), false, top)?;
         }
         if big {
-            // SAFETY: `upper.0` is a table of this shadow, borrowed mutably.
-            unsafe { entries(upper.0)[upper.1] |= BIG_BELOW };
+            *self.tree.entry_mut(upper.0, upper.1)? |= BIG_BELOW;
         }
         table = self.next_table(table, index(2), false, top)?;
-        // SAFETY: `table` is a table of this shadow, borrowed mutably.
-        unsafe { entries(table)[index(1)] = leaf.0 };
+        *self.tree.entry_mut(table, index(1))? = leaf.0;
         if !global {
             self.mark_local(top);
         }
@@ -408,22 +407,17 @@ impl Shadow {
         pdpte: bool,
         top: usize,
     ) -> Result<HostPhys> {
-        // SAFETY: `table` is the root or a table of this shadow, borrowed
-        // mutably.
-        let entry = Pte(unsafe { entries(table)[index & 0x1ff] });
+        let entry = Pte(self.tree.entry(table, index & 0x1ff)?);
         if entry.present() {
             return Ok(entry.addr());
         }
-        let new = Table::new()?;
-        let pa = new.phys();
-        self.tables.push((top, new), GFP_KERNEL)?;
+        let pa = self.tree.add(top)?;
         let entry = if pdpte {
             Pte::pdpte(pa)
         } else {
             Pte::table(pa)
         };
-        // SAFETY: as above.
-        unsafe { entries(table)[index & 0x1ff] = entry.0 };
+        *self.tree.entry_mut(table, index & 0x1ff)? = entry.0;
         Ok(pa)
     }
 }

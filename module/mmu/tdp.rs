@@ -14,9 +14,9 @@ use kernel::{
 };
 
 use super::{
-    entries,
     MmuStats,
-    Table, //
+    Table,
+    TableTree, //
 };
 use crate::pure::paging::{
     GuestPhys,
@@ -29,9 +29,8 @@ use crate::pure::paging::{
 pub(crate) struct Tdp {
     /// NPT or EPT entries.
     format: TdpFormat,
-    root: Table,
-    /// Every non-root table, to free them.
-    tables: KVec<Table>,
+    /// The root and every table below it.
+    tree: TableTree,
     /// Leaves by size, for the VM's statistics.
     stats: Arc<MmuStats>,
 }
@@ -40,19 +39,18 @@ impl Tdp {
     pub(crate) fn new(format: TdpFormat, stats: Arc<MmuStats>) -> Result<Self> {
         Ok(Tdp {
             format,
-            root: Table::new()?,
-            tables: KVec::new(),
+            tree: TableTree::new(Table::new()?),
             stats,
         })
     }
 
     pub(crate) fn root(&self) -> HostPhys {
-        self.root.phys()
+        self.tree.root()
     }
 
     /// The level-2 table (page directory) covering `gpa`, created as needed.
     fn directory(&mut self, gpa: GuestPhys) -> Result<HostPhys> {
-        let mut table = self.root.phys();
+        let mut table = self.tree.root();
         for level in [4, 3] {
             table = self.next_table(table, gpa.index(level))?;
         }
@@ -63,17 +61,13 @@ impl Tdp {
     /// 2 MiB leaf there is split into a table of 4 KiB leaves with the same
     /// translations (so no TLB entry goes stale).
     fn next_table(&mut self, table: HostPhys, index: usize) -> Result<HostPhys> {
-        // SAFETY: `table` is the root or a table this `Tdp` allocated, and
-        // `self` is borrowed mutably.
-        let entry = Pte(unsafe { entries(table)[index] });
+        let entry = Pte(self.tree.entry(table, index)?);
         if entry.present() && !entry.large() {
             return Ok(entry.addr());
         }
-        let new = Table::new()?;
-        let pa = new.phys();
+        let pa = self.tree.add(0)?;
         if entry.present() {
-            // SAFETY: `new` was just allocated and is not reachable yet.
-            let small = unsafe { entries(pa) };
+            let small = self.tree.table_mut(pa).ok_or(EIO)?;
             for (i, e) in small.iter_mut().enumerate() {
                 *e = entry.split(i as u64).0;
             }
@@ -82,9 +76,7 @@ impl Tdp {
                 .pages_4k
                 .fetch_add(PAGES_PER_LARGE, Ordering::Relaxed);
         }
-        self.tables.push(new, GFP_KERNEL)?;
-        // SAFETY: as above.
-        unsafe { entries(table)[index] = self.format.table(pa).0 };
+        *self.tree.entry_mut(table, index)? = self.format.table(pa).0;
         Ok(pa)
     }
 
@@ -93,9 +85,7 @@ impl Tdp {
     pub(crate) fn map(&mut self, gpa: GuestPhys, hpa: HostPhys, writable: bool) -> Result<bool> {
         let directory = self.directory(gpa)?;
         let table = self.next_table(directory, gpa.index(2))?;
-        // SAFETY: `table` is a table this `Tdp` allocated; `self` is
-        // borrowed mutably.
-        let e = unsafe { &mut entries(table)[gpa.index(1)] };
+        let e = self.tree.entry_mut(table, gpa.index(1))?;
         let new = !Pte(*e).present();
         *e = self.format.leaf(hpa, writable).0;
         if new {
@@ -113,8 +103,7 @@ impl Tdp {
         writable: bool,
     ) -> Result<bool> {
         let directory = self.directory(gpa)?;
-        // SAFETY: as in `map`.
-        let e = unsafe { &mut entries(directory)[gpa.index(2)] };
+        let e = self.tree.entry_mut(directory, gpa.index(2))?;
         if Pte(*e).present() {
             return Ok(false);
         }
@@ -125,9 +114,8 @@ impl Tdp {
 
     /// Unmaps everything (the root stays, empty).
     pub(crate) fn clear(&mut self) {
-        // SAFETY: the root belongs to `self`, borrowed mutably.
-        unsafe { entries(self.root.phys()).fill(0) };
-        self.tables.clear();
+        self.tree.root.entries_mut().fill(0);
+        self.tree.clear();
         self.stats.pages_4k.store(0, Ordering::Relaxed);
         self.stats.pages_2m.store(0, Ordering::Relaxed);
     }

@@ -15,17 +15,19 @@ use core::sync::atomic::{
 
 use kernel::{
     bindings,
-    ffi::c_void,
     prelude::*,
     sync::Arc, //
 };
 
 use super::asid::AsidTable;
 use crate::{
-    pure::paging::HostPhys,
+    pure::{
+        paging::HostPhys,
+        vmcb::Vmcb, //
+    },
     sys::{
         self,
-        zeroed_box, //
+        PageBox, //
     }, //
 };
 
@@ -35,11 +37,15 @@ const EFER_SVME: u64 = 1 << 12;
 
 /// The page VMRUN saves host state into, one per CPU.
 #[repr(C, align(4096))]
+#[derive(Zeroable)]
 pub(super) struct HostSaveArea([u8; 4096]);
+
+// SAFETY: the VMCB is integers only (`pure::vmcb`), valid all-zero.
+unsafe impl Zeroable for Vmcb {}
 
 pub(crate) struct HwState {
     users: usize,
-    save_areas: KVec<KBox<HostSaveArea>>,
+    save_areas: KVec<PageBox<HostSaveArea>>,
     asids: Option<Arc<AsidTable>>,
 }
 
@@ -74,12 +80,8 @@ struct PerCpu {
     results: KVec<AtomicU8>,
 }
 
-/// # Safety
-///
-/// `info` must point to a live `PerCpu` (see [`sys::on_each_cpu`]).
-unsafe extern "C" fn enable_cpu(info: *mut c_void) {
-    // SAFETY: per the contract, shared access to a live `PerCpu`.
-    let ctx = unsafe { &*info.cast::<PerCpu>() };
+/// Enables SVM on the CPU it runs on ([`sys::on_each_cpu`]).
+fn enable_cpu(ctx: &PerCpu) {
     let cpu = sys::cpu_id();
     let (Some(result), Some(area)) = (ctx.results.get(cpu), ctx.save_areas.get(cpu)) else {
         return;
@@ -97,31 +99,30 @@ unsafe extern "C" fn enable_cpu(info: *mut c_void) {
     result.store(outcome, Ordering::Relaxed);
 }
 
-/// # Safety
-///
-/// As for [`enable_cpu`].
-unsafe extern "C" fn disable_cpu(info: *mut c_void) {
-    // SAFETY: per the contract, shared access to a live `PerCpu`.
-    let ctx = unsafe { &*info.cast::<PerCpu>() };
+/// Disables SVM on the CPU it runs on, if [`enable_cpu`] enabled it.
+fn disable_cpu(ctx: &PerCpu) {
     let cpu = sys::cpu_id();
     // Only undo what rkvm did on this CPU.
     if ctx.results.get(cpu).map(|r| r.load(Ordering::Relaxed)) != Some(ENABLED) {
         return;
     }
-    if let Some(efer) = sys::rdmsr(MSR_EFER) {
-        let _ = sys::wrmsr(MSR_VM_HSAVE_PA, 0);
-        let _ = sys::wrmsr(MSR_EFER, efer & !EFER_SVME);
+    let disabled = sys::rdmsr(MSR_EFER).is_some_and(|efer| {
+        sys::wrmsr(MSR_VM_HSAVE_PA, 0)
+            .and_then(|()| sys::wrmsr(MSR_EFER, efer & !EFER_SVME))
+            .is_ok()
+    });
+    if !disabled {
+        pr_warn!("disabling SVM failed on CPU {}: it stays enabled\n", cpu);
     }
 }
 
-fn per_cpu_all(save_areas: &[KBox<HostSaveArea>], state: u8) -> Result<PerCpu> {
+fn per_cpu_all(save_areas: &[PageBox<HostSaveArea>], state: u8) -> Result<PerCpu> {
     let mut ctx = PerCpu {
         save_areas: KVec::new(),
         results: KVec::new(),
     };
     for area in save_areas {
-        ctx.save_areas
-            .push(sys::virt_to_phys(&**area), GFP_KERNEL)?;
+        ctx.save_areas.push(area.phys(), GFP_KERNEL)?;
         ctx.results.push(AtomicU8::new(state), GFP_KERNEL)?;
     }
     Ok(ctx)
@@ -141,8 +142,7 @@ impl HardwareRef {
             let ncpus = unsafe { bindings::nr_cpu_ids } as usize;
             let mut areas = KVec::with_capacity(ncpus, GFP_KERNEL)?;
             for _ in 0..ncpus {
-                // SAFETY: a save area is plain bytes.
-                areas.push(unsafe { zeroed_box::<HostSaveArea>()? }, GFP_KERNEL)?;
+                areas.push(PageBox::new()?, GFP_KERNEL)?;
             }
             let ctx = per_cpu_all(&areas, 0)?;
             sys::on_each_cpu(enable_cpu, &ctx);

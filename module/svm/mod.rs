@@ -72,35 +72,13 @@ use crate::{
     }, //
 };
 
-use crate::sys::zeroed_box;
+use crate::sys::PageBox;
 use hw::HostSaveArea;
 
-extern "C" {
-    /// `svm/vmrun.S`. `vmcb` is not used by the code: passing it tells the
-    /// compiler that the VMCB may change during the call.
-    fn rkvm_svm_vmrun(vmcb_pa: u64, gprs: *mut Gprs, host_save_pa: u64, vmcb: *mut Vmcb);
-}
-
-/// The guest GPRs that the VMCB does not hold (it has RAX and RSP). Order
-/// and offsets are those of `vmrun.S`.
-#[repr(C)]
-#[derive(Default)]
-struct Gprs {
-    rbx: u64,
-    rcx: u64,
-    rdx: u64,
-    rsi: u64,
-    rdi: u64,
-    rbp: u64,
-    r8: u64,
-    r9: u64,
-    r10: u64,
-    r11: u64,
-    r12: u64,
-    r13: u64,
-    r14: u64,
-    r15: u64,
-}
+use crate::ffi::{
+    rkvm_svm_vmrun,
+    SvmGprs as Gprs, //
+};
 
 impl Gprs {
     /// The register with x86 number `index` (not 0 = RAX or 4 = RSP, which
@@ -146,10 +124,12 @@ impl Gprs {
 
 /// I/O permission map: one bit per port, 12 KiB, all set (every port exits).
 #[repr(C, align(4096))]
+#[derive(Zeroable)]
 struct Iopm([u8; 3 * 4096]);
 
 /// MSR permission map: two bits per MSR, 8 KiB, all set (every MSR exits).
 #[repr(C, align(4096))]
+#[derive(Zeroable)]
 struct Msrpm([u8; 2 * 4096]);
 
 /// The debug exception.
@@ -164,10 +144,10 @@ const RESET_PAT: u64 = 0x0007_0406_0007_0406;
 const SEG_P_S: u16 = (1 << 7) | (1 << 4);
 
 pub(crate) struct SvmVcpu {
-    vmcb: KBox<Vmcb>,
-    host_save: KBox<HostSaveArea>,
-    iopm: KBox<Iopm>,
-    msrpm: KBox<Msrpm>,
+    vmcb: PageBox<Vmcb>,
+    host_save: PageBox<HostSaveArea>,
+    iopm: PageBox<Iopm>,
+    msrpm: PageBox<Msrpm>,
     fx: KBox<FxArea>,
     gprs: Gprs,
     apic_base: u64,
@@ -200,15 +180,12 @@ impl SvmVcpu {
     /// A vCPU of a VM that holds a [`HardwareRef`].
     /// `shadow`: the VM uses shadow paging rather than NPT.
     pub(crate) fn new(bsp: bool, asids: Arc<AsidTable>, shadow: bool) -> Result<KBox<Self>> {
-        // SAFETY: each of these types is plain bytes/integers, valid all-zero.
-        let (vmcb, host_save, mut iopm, mut msrpm) = unsafe {
-            (
-                zeroed_box::<Vmcb>()?,
-                zeroed_box::<HostSaveArea>()?,
-                zeroed_box::<Iopm>()?,
-                zeroed_box::<Msrpm>()?,
-            )
-        };
+        let (vmcb, host_save, mut iopm, mut msrpm) = (
+            PageBox::<Vmcb>::new()?,
+            PageBox::<HostSaveArea>::new()?,
+            PageBox::<Iopm>::new()?,
+            PageBox::<Msrpm>::new()?,
+        );
         iopm.0.fill(0xff);
         msrpm.0.fill(0xff);
         let mut vcpu = SvmVcpu {
@@ -231,16 +208,6 @@ impl SvmVcpu {
             iret_rip: None,
             paging: GuestPaging::RESET,
         };
-        // The hardware needs page-aligned maps; kmalloc gives that for these sizes.
-        for pa in [
-            sys::virt_to_phys(&*vcpu.vmcb),
-            sys::virt_to_phys(&*vcpu.iopm),
-            sys::virt_to_phys(&*vcpu.msrpm),
-        ] {
-            if pa.0 & 0xfff != 0 {
-                return Err(ENOMEM);
-            }
-        }
         vcpu.reset();
         Ok(KBox::new(vcpu, GFP_KERNEL)?)
     }
@@ -424,8 +391,8 @@ enum SegKind {
 
 impl ArchVcpu for SvmVcpu {
     fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit {
-        let vmcb_pa = sys::virt_to_phys(&*self.vmcb).0;
-        let host_pa = sys::virt_to_phys(&*self.host_save).0;
+        let vmcb_pa = self.vmcb.phys().0;
+        let host_pa = self.host_save.phys().0;
         if self.shadow {
             self.vmcb.save.cr3 = root.0;
         } else {
@@ -477,8 +444,8 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn reset(&mut self) {
-        let iopm = sys::virt_to_phys(&*self.iopm).0;
-        let msrpm = sys::virt_to_phys(&*self.msrpm).0;
+        let iopm = self.iopm.phys().0;
+        let msrpm = self.msrpm.phys().0;
         let c = &mut self.vmcb.control;
         c.intercepts = [0; 6];
         for i in [

@@ -12,29 +12,16 @@
  * restores RAX, RSP, RIP, RFLAGS, CR0/3/4, EFER and the descriptor tables
  * through the VM_HSAVE_PA area.
  *
- * struct rkvm_gprs is `Gprs` in svm/mod.rs: rbx, rcx, rdx, rsi, rdi, rbp,
- * r8..r15, 8 bytes each in that order.
+ * struct rkvm_gprs is `SvmGprs` in ffi.rs: rbx, rcx, rdx, rsi, rdi, rbp,
+ * r8..r15, at the offsets SVM_GPRS_* of layout.h (which ffi.rs checks).
  */
 #include <linux/linkage.h>
 #include <asm/asm.h>
 #include <asm/ibt.h>
 
 #include "../entry.h"
+#include "../layout.h"
 
-#define G_RBX	0x00
-#define G_RCX	0x08
-#define G_RDX	0x10
-#define G_RSI	0x18
-#define G_RDI	0x20
-#define G_RBP	0x28
-#define G_R8	0x30
-#define G_R9	0x38
-#define G_R10	0x40
-#define G_R11	0x48
-#define G_R12	0x50
-#define G_R13	0x58
-#define G_R14	0x60
-#define G_R15	0x68
 
 .section .text, "ax"
 
@@ -62,20 +49,20 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	mov	%rdi, %rax
 	vmload	%rax		/* the guest's */
 
-	mov	G_RBX(%rsi), %rbx
-	mov	G_RCX(%rsi), %rcx
-	mov	G_RDX(%rsi), %rdx
-	mov	G_RDI(%rsi), %rdi
-	mov	G_RBP(%rsi), %rbp
-	mov	G_R8(%rsi),  %r8
-	mov	G_R9(%rsi),  %r9
-	mov	G_R10(%rsi), %r10
-	mov	G_R11(%rsi), %r11
-	mov	G_R12(%rsi), %r12
-	mov	G_R13(%rsi), %r13
-	mov	G_R14(%rsi), %r14
-	mov	G_R15(%rsi), %r15
-	mov	G_RSI(%rsi), %rsi
+	mov	SVM_GPRS_RBX(%rsi), %rbx
+	mov	SVM_GPRS_RCX(%rsi), %rcx
+	mov	SVM_GPRS_RDX(%rsi), %rdx
+	mov	SVM_GPRS_RDI(%rsi), %rdi
+	mov	SVM_GPRS_RBP(%rsi), %rbp
+	mov	SVM_GPRS_R8(%rsi),  %r8
+	mov	SVM_GPRS_R9(%rsi),  %r9
+	mov	SVM_GPRS_R10(%rsi), %r10
+	mov	SVM_GPRS_R11(%rsi), %r11
+	mov	SVM_GPRS_R12(%rsi), %r12
+	mov	SVM_GPRS_R13(%rsi), %r13
+	mov	SVM_GPRS_R14(%rsi), %r14
+	mov	SVM_GPRS_R15(%rsi), %r15
+	mov	SVM_GPRS_RSI(%rsi), %rsi
 
 	/*
 	 * With V_INTR_MASKING the host's RFLAGS.IF decides whether a physical
@@ -91,20 +78,20 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	vmsave	%rax
 	mov	%rsi, %rax
 	mov	8(%rsp), %rsi
-	mov	%rax, G_RSI(%rsi)
-	mov	%rbx, G_RBX(%rsi)
-	mov	%rcx, G_RCX(%rsi)
-	mov	%rdx, G_RDX(%rsi)
-	mov	%rdi, G_RDI(%rsi)
-	mov	%rbp, G_RBP(%rsi)
-	mov	%r8,  G_R8(%rsi)
-	mov	%r9,  G_R9(%rsi)
-	mov	%r10, G_R10(%rsi)
-	mov	%r11, G_R11(%rsi)
-	mov	%r12, G_R12(%rsi)
-	mov	%r13, G_R13(%rsi)
-	mov	%r14, G_R14(%rsi)
-	mov	%r15, G_R15(%rsi)
+	mov	%rax, SVM_GPRS_RSI(%rsi)
+	mov	%rbx, SVM_GPRS_RBX(%rsi)
+	mov	%rcx, SVM_GPRS_RCX(%rsi)
+	mov	%rdx, SVM_GPRS_RDX(%rsi)
+	mov	%rdi, SVM_GPRS_RDI(%rsi)
+	mov	%rbp, SVM_GPRS_RBP(%rsi)
+	mov	%r8,  SVM_GPRS_R8(%rsi)
+	mov	%r9,  SVM_GPRS_R9(%rsi)
+	mov	%r10, SVM_GPRS_R10(%rsi)
+	mov	%r11, SVM_GPRS_R11(%rsi)
+	mov	%r12, SVM_GPRS_R12(%rsi)
+	mov	%r13, SVM_GPRS_R13(%rsi)
+	mov	%r14, SVM_GPRS_R14(%rsi)
+	mov	%r15, SVM_GPRS_R15(%rsi)
 
 	mov	16(%rsp), %rax
 	vmload	%rax		/* host FS/GS/... back */

@@ -14,7 +14,6 @@ use core::sync::atomic::{
 };
 
 use kernel::{
-    ffi::c_void,
     prelude::*,
     sync::Arc, //
 };
@@ -114,12 +113,9 @@ fn preemption_timer_ticks(rate: u8) -> u64 {
     (ticks >> rate).clamp(1, u64::from(u32::MAX))
 }
 
-/// # Safety
-///
-/// `info` must point to a live `AtomicBool` (see [`sys::on_each_cpu`]).
-unsafe extern "C" fn check_cpu(info: *mut c_void) {
-    // SAFETY: per the contract.
-    let busy = unsafe { &*info.cast::<AtomicBool>() };
+/// Sets `busy` if another hypervisor holds VMX on the CPU it runs on
+/// ([`sys::on_each_cpu`]).
+fn check_cpu(busy: &AtomicBool) {
     if ops::vmx_in_use_here() {
         busy.store(true, Ordering::Relaxed);
     }

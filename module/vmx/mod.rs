@@ -111,7 +111,8 @@ use crate::{
     },
     sys::{
         self,
-        FpuGuard, //
+        FpuGuard,
+        PageBox, //
     }, //
 };
 
@@ -121,43 +122,13 @@ use ops::{
     RootOperation, //
 };
 
-extern "C" {
-    /// `vmx/vmenter.S`: 0 after a VM exit, 1 if VMLAUNCH failed, 2 if a
-    /// VMWRITE of the host RSP/RIP failed.
-    fn rkvm_vmx_vmlaunch(gprs: *mut Gprs) -> u64;
-
-    fn rkvm_vmx_host_save(h: *mut HostState);
-    fn rkvm_vmx_host_restore(h: *const HostState);
-}
-
-/// The guest's GPRs in x86 encoding order (RSP's slot is the VMCS's
-/// GUEST_RSP, copied in and out), then CR2, which the VMCS does not hold.
-/// Layout shared with `vmenter.S`.
-#[repr(C)]
-#[derive(Default)]
-struct Gprs {
-    regs: [u64; 16],
-    cr2: u64,
-}
-
-/// `struct rkvm_vmx_host` of `helpers.h`: host state read before the run
-/// and put back after it.
-#[repr(C)]
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
-struct HostState {
-    fs_base: u64,
-    gs_base: u64,
-    kernel_gs_base: u64,
-    tr_base: u64,
-    gdt_base: u64,
-    idt_base: u64,
-    cr0: u64,
-    cr3: u64,
-    ds: u16,
-    es: u16,
-    fs: u16,
-    gs: u16,
-}
+use crate::ffi::{
+    rkvm_vmx_host_restore,
+    rkvm_vmx_host_save,
+    rkvm_vmx_vmlaunch,
+    VmxGprs as Gprs,
+    VmxHostState as HostState, //
+};
 
 /// MSRs the VMCS does not switch: the SYSCALL ones, then KERNEL_GS_BASE
 /// (the host's is put back by `rkvm_vmx_host_restore`). The guest's are
@@ -255,8 +226,8 @@ impl From<OpError> for EntryError {
 }
 
 pub(crate) struct VmxVcpu {
-    vmxon: KBox<Region>,
-    vmcs: KBox<Region>,
+    vmxon: PageBox<Region>,
+    vmcs: PageBox<Region>,
     fx: KBox<FxArea>,
     caps: Arc<Caps>,
     vpid: hw::Vpid,
@@ -305,14 +276,9 @@ pub(crate) struct VmxVcpu {
 }
 
 /// A zeroed 4 KiB region with the revision identifier in its first word.
-fn region(revision: u32) -> Result<KBox<Region>> {
-    // SAFETY: a region is plain integers, valid all-zero.
-    let mut r = unsafe { sys::zeroed_box::<Region>()? };
+fn region(revision: u32) -> Result<PageBox<Region>> {
+    let mut r = PageBox::<Region>::new()?;
     r.0[0] = revision;
-    // The processor needs it 4 KiB-aligned; kmalloc gives that for this size.
-    if sys::virt_to_phys(&*r).0 & 0xfff != 0 {
-        return Err(ENOMEM);
-    }
     Ok(r)
 }
 
@@ -367,16 +333,16 @@ impl VmxVcpu {
         // SAFETY: fills `host` (a `#[repr(C)]` mirror of the C struct) with
         // this CPU's state; interrupts are off.
         unsafe { rkvm_vmx_host_save(&mut host) };
-        let debugctl = sys::rdmsr(MSR_DEBUGCTL).unwrap_or(0);
+        let debugctl = ops::host_msr(MSR_DEBUGCTL)?;
         let dr7 = read_dr7();
 
         // SAFETY: interrupts are off until `root_op` is dropped at the end
         // of this function; the VMXON region belongs to this vCPU, which
         // runs on one CPU at a time.
-        let root_op = unsafe { RootOperation::enter(sys::virt_to_phys(&*self.vmxon))? };
+        let root_op = unsafe { RootOperation::enter(self.vmxon.phys())? };
         // SAFETY: the VMCS region belongs to this vCPU and lives as long as
         // `self`, which is borrowed for the whole run.
-        let vmcs = unsafe { root_op.load(sys::virt_to_phys(&*self.vmcs))? };
+        let vmcs = unsafe { root_op.load(self.vmcs.phys())? };
         let c = self.controls;
         // With shadow paging the root is CR3's, and without VPIDs each
         // entry flushes the guest's translations.
@@ -400,7 +366,7 @@ impl VmxVcpu {
         }
         self.write_controls(&vmcs);
         if self.written_host != Some((cpu, host)) {
-            write_host(&vmcs, &host);
+            write_host(&vmcs, &host)?;
         }
         self.write_guest(&vmcs, root);
         if let Err(f) = vmcs.writes_ok() {
@@ -421,22 +387,23 @@ impl VmxVcpu {
             SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs)
         {
             if guest_value != host_value {
-                let _ = sys::wrmsr(*index, guest_value);
+                sys::wrmsr_or_warn(*index, guest_value);
             }
         }
-        let _ = sys::wrmsr(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
+        sys::wrmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
         self.fx.restore(fpu);
         // SAFETY: in VMX root operation with this vCPU's VMCS current and
         // fully written; `gprs` is ours; interrupts are off and the FPU is
         // the guest's for the duration.
         let launched = unsafe { rkvm_vmx_vmlaunch(&mut self.gprs) };
         self.fx.save(fpu);
-        self.state.kernel_gs_base = sys::rdmsr(msr::KERNEL_GS_BASE).unwrap_or(0);
+        self.state.kernel_gs_base =
+            sys::rdmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
         for ((index, host_value), guest_value) in
             SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs)
         {
             if guest_value != host_value {
-                let _ = sys::wrmsr(*index, host_value);
+                sys::wrmsr_or_warn(*index, host_value);
             }
         }
         let result = match launched {
@@ -454,7 +421,7 @@ impl VmxVcpu {
         // SAFETY: puts back what `rkvm_vmx_host_save` read, on the same CPU.
         unsafe { rkvm_vmx_host_restore(&host) };
         if debugctl != 0 {
-            let _ = sys::wrmsr(MSR_DEBUGCTL, debugctl);
+            sys::wrmsr_or_warn(MSR_DEBUGCTL, debugctl);
         }
         if dr7 != x86::RESET_DR7 {
             write_dr7(dr7);
@@ -830,7 +797,7 @@ impl VmxVcpu {
 }
 
 /// The host fields, from the state read on this CPU.
-fn write_host(v: &ops::Current<'_>, h: &HostState) {
+fn write_host(v: &ops::Current<'_>, h: &HostState) -> Result<(), OpError> {
     let (cs, ss, tr) = host_selectors();
     // A selector with RPL or TI bits set may not go in a host field: 0
     // instead, and `rkvm_vmx_host_restore` reloads the real one.
@@ -850,20 +817,12 @@ fn write_host(v: &ops::Current<'_>, h: &HostState) {
     v.write(field::HOST_TR_BASE, h.tr_base);
     v.write(field::HOST_GDTR_BASE, h.gdt_base);
     v.write(field::HOST_IDTR_BASE, h.idt_base);
-    v.write(
-        field::HOST_SYSENTER_CS,
-        sys::rdmsr(MSR_SYSENTER_CS).unwrap_or(0),
-    );
-    v.write(
-        field::HOST_SYSENTER_ESP,
-        sys::rdmsr(MSR_SYSENTER_ESP).unwrap_or(0),
-    );
-    v.write(
-        field::HOST_SYSENTER_EIP,
-        sys::rdmsr(MSR_SYSENTER_EIP).unwrap_or(0),
-    );
-    v.write(field::HOST_PAT, sys::rdmsr(MSR_PAT).unwrap_or(RESET_PAT));
-    v.write(field::HOST_EFER, sys::rdmsr(MSR_EFER).unwrap_or(0));
+    v.write(field::HOST_SYSENTER_CS, ops::host_msr(MSR_SYSENTER_CS)?);
+    v.write(field::HOST_SYSENTER_ESP, ops::host_msr(MSR_SYSENTER_ESP)?);
+    v.write(field::HOST_SYSENTER_EIP, ops::host_msr(MSR_SYSENTER_EIP)?);
+    v.write(field::HOST_PAT, ops::host_msr(MSR_PAT)?);
+    v.write(field::HOST_EFER, ops::host_msr(MSR_EFER)?);
+    Ok(())
 }
 
 /// CS, SS and TR of the host, now.

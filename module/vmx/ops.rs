@@ -17,6 +17,8 @@ use core::{
     marker::PhantomData, //
 };
 
+use kernel::prelude::*;
+
 use crate::pure::{
     paging::HostPhys,
     vmcs::Field, //
@@ -35,11 +37,20 @@ pub(super) enum OpError {
     Vmxon,
     /// VMCLEAR or VMPTRLD of the vCPU's VMCS failed.
     Load,
+    /// Reading this host MSR (for the VMCS's host state, or to put it back
+    /// after the run) faulted.
+    HostMsr(u32),
+}
+
+/// A host MSR the VMCS's host state or the run needs.
+pub(super) fn host_msr(index: u32) -> Result<u64, OpError> {
+    crate::sys::rdmsr(index).ok_or(OpError::HostMsr(index))
 }
 
 /// A 4 KiB VMXON region or VMCS: the revision identifier, then data only
 /// the processor reads.
 #[repr(C, align(4096))]
+#[derive(Zeroable)]
 pub(super) struct Region(pub(super) [u32; 1024]);
 
 /// CR4 as it is now.

@@ -13,33 +13,15 @@
  * Returns 0 after a VM exit, 1 if VMLAUNCH failed (the VM-instruction
  * error field says why, when the VMCS is valid), 2 if a VMWRITE failed.
  *
- * struct rkvm_vmx_gprs is `Gprs` in vmx/mod.rs: the 16 GPRs in x86
- * encoding order (RSP's slot unused: the VMCS holds it), then CR2.
+ * struct rkvm_vmx_gprs is `VmxGprs` in ffi.rs: the 16 GPRs in x86
+ * encoding order (RSP's slot unused: the VMCS holds it), then CR2, at the
+ * offsets VMX_GPRS_* of layout.h (which ffi.rs checks).
  */
 #include <linux/linkage.h>
 #include <asm/asm.h>
 
 #include "../entry.h"
-
-#define G_RAX	0x00
-#define G_RCX	0x08
-#define G_RDX	0x10
-#define G_RBX	0x18
-#define G_RBP	0x28
-#define G_RSI	0x30
-#define G_RDI	0x38
-#define G_R8	0x40
-#define G_R9	0x48
-#define G_R10	0x50
-#define G_R11	0x58
-#define G_R12	0x60
-#define G_R13	0x68
-#define G_R14	0x70
-#define G_R15	0x78
-#define G_CR2	0x80
-
-#define HOST_RSP 0x6c14
-#define HOST_RIP 0x6c16
+#include "../layout.h"
 
 .section .text, "ax"
 
@@ -52,32 +34,32 @@ SYM_FUNC_START(rkvm_vmx_vmlaunch)
 	push	%rbx
 	push	%rdi		/* 0(%rsp): gprs, found again after the exit */
 
-	mov	$HOST_RSP, %eax
+	mov	$VMCS_HOST_RSP, %eax
 	vmwrite	%rsp, %rax
 	jbe	.Lwrite_failed	/* CF or ZF: VMfail */
 	lea	.Lvmexit(%rip), %rdx
-	mov	$HOST_RIP, %eax
+	mov	$VMCS_HOST_RIP, %eax
 	vmwrite	%rdx, %rax
 	jbe	.Lwrite_failed
 
-	mov	G_CR2(%rdi), %rax
+	mov	VMX_GPRS_CR2(%rdi), %rax
 	mov	%rax, %cr2
 
-	mov	G_RAX(%rdi), %rax
-	mov	G_RCX(%rdi), %rcx
-	mov	G_RDX(%rdi), %rdx
-	mov	G_RBX(%rdi), %rbx
-	mov	G_RBP(%rdi), %rbp
-	mov	G_RSI(%rdi), %rsi
-	mov	G_R8(%rdi),  %r8
-	mov	G_R9(%rdi),  %r9
-	mov	G_R10(%rdi), %r10
-	mov	G_R11(%rdi), %r11
-	mov	G_R12(%rdi), %r12
-	mov	G_R13(%rdi), %r13
-	mov	G_R14(%rdi), %r14
-	mov	G_R15(%rdi), %r15
-	mov	G_RDI(%rdi), %rdi
+	mov	VMX_GPRS_RAX(%rdi), %rax
+	mov	VMX_GPRS_RCX(%rdi), %rcx
+	mov	VMX_GPRS_RDX(%rdi), %rdx
+	mov	VMX_GPRS_RBX(%rdi), %rbx
+	mov	VMX_GPRS_RBP(%rdi), %rbp
+	mov	VMX_GPRS_RSI(%rdi), %rsi
+	mov	VMX_GPRS_R8(%rdi),  %r8
+	mov	VMX_GPRS_R9(%rdi),  %r9
+	mov	VMX_GPRS_R10(%rdi), %r10
+	mov	VMX_GPRS_R11(%rdi), %r11
+	mov	VMX_GPRS_R12(%rdi), %r12
+	mov	VMX_GPRS_R13(%rdi), %r13
+	mov	VMX_GPRS_R14(%rdi), %r14
+	mov	VMX_GPRS_R15(%rdi), %r15
+	mov	VMX_GPRS_RDI(%rdi), %rdi
 
 	vmlaunch
 
@@ -88,24 +70,24 @@ SYM_FUNC_START(rkvm_vmx_vmlaunch)
 .Lvmexit:
 	/* RSP is HOST_RSP again; RFLAGS is 0x2 (interrupts stay off). */
 	xchg	%rdi, (%rsp)	/* gprs in RDI, the guest's RDI on the stack */
-	mov	%rax, G_RAX(%rdi)
-	mov	%rcx, G_RCX(%rdi)
-	mov	%rdx, G_RDX(%rdi)
-	mov	%rbx, G_RBX(%rdi)
-	mov	%rbp, G_RBP(%rdi)
-	mov	%rsi, G_RSI(%rdi)
-	mov	%r8,  G_R8(%rdi)
-	mov	%r9,  G_R9(%rdi)
-	mov	%r10, G_R10(%rdi)
-	mov	%r11, G_R11(%rdi)
-	mov	%r12, G_R12(%rdi)
-	mov	%r13, G_R13(%rdi)
-	mov	%r14, G_R14(%rdi)
-	mov	%r15, G_R15(%rdi)
+	mov	%rax, VMX_GPRS_RAX(%rdi)
+	mov	%rcx, VMX_GPRS_RCX(%rdi)
+	mov	%rdx, VMX_GPRS_RDX(%rdi)
+	mov	%rbx, VMX_GPRS_RBX(%rdi)
+	mov	%rbp, VMX_GPRS_RBP(%rdi)
+	mov	%rsi, VMX_GPRS_RSI(%rdi)
+	mov	%r8,  VMX_GPRS_R8(%rdi)
+	mov	%r9,  VMX_GPRS_R9(%rdi)
+	mov	%r10, VMX_GPRS_R10(%rdi)
+	mov	%r11, VMX_GPRS_R11(%rdi)
+	mov	%r12, VMX_GPRS_R12(%rdi)
+	mov	%r13, VMX_GPRS_R13(%rdi)
+	mov	%r14, VMX_GPRS_R14(%rdi)
+	mov	%r15, VMX_GPRS_R15(%rdi)
 	mov	(%rsp), %rax
-	mov	%rax, G_RDI(%rdi)
+	mov	%rax, VMX_GPRS_RDI(%rdi)
 	mov	%cr2, %rax
-	mov	%rax, G_CR2(%rdi)
+	mov	%rax, VMX_GPRS_CR2(%rdi)
 	xor	%eax, %eax
 	jmp	.Lout
 
