@@ -34,6 +34,8 @@ void rkvm_kernel_fpu_end(void);
 int rkvm_smp_processor_id(void);
 void rkvm_cond_resched(void);
 void rkvm_guest_enter_irqoff(void);
+void rkvm_debugregs_load(const u64 *addr, u64 *host);
+void rkvm_debugregs_restore(const u64 *host);
 struct mm_struct *rkvm_current_mm_grab(void);
 bool rkvm_current_mm_is(const struct mm_struct *mm);
 void rkvm_mmdrop(struct mm_struct *mm);

@@ -40,6 +40,8 @@ intercepts! {
     CPUID = (3, 18);
     /// RSM.
     RSM = (3, 19);
+    /// INT n (under QEMU's emulation also INT3 and INTO).
+    INTN = (3, 21);
     /// INVD.
     INVD = (3, 22);
     /// HLT.
@@ -115,6 +117,8 @@ pub mod exit {
     pub const CPUID: u64 = 0x72;
     /// HLT.
     pub const HLT: u64 = 0x78;
+    /// INT n (intercept `INTN`).
+    pub const SWINT: u64 = 0x75;
     /// IN/OUT/INS/OUTS.
     pub const IOIO: u64 = 0x7B;
     /// RDMSR/WRMSR.
@@ -384,6 +388,8 @@ pub const EVENT_VALID: u32 = 1 << 31;
 pub const EVENT_TYPE_INTR: u32 = 0 << 8;
 /// `event_inj` type: exception.
 pub const EVENT_TYPE_EXCEPTION: u32 = 3 << 8;
+/// `event_inj` type: software interrupt (INT n; the return address is RIP).
+pub const EVENT_TYPE_SOFT_INT: u32 = 4 << 8;
 /// `event_inj`: push an error code.
 pub const EVENT_ERROR_VALID: u32 = 1 << 11;
 

@@ -34,11 +34,18 @@ case "$EMU" in
     *) REFERENCE_SELFTESTS=$SELFTESTS ;;
 esac
 # The kselftest filter arguments for the reference run of selftest $1.
+# Under QEMU, kvm_amd leaves out debug_test's software and hardware
+# breakpoints set by the debugger: QEMU 7.2's emulation of SVM reports an
+# INT3 as an INTn intercept, not a #BP (kvm_amd sees the guest triple-fault),
+# and does not arm the breakpoints of the VMCB's DR7 (the guest runs past
+# them). rkvm works around both (see pure::debug::host_preload_dr7 and
+# Exit::SoftInt); the guest's own breakpoints, armed by its MOV to DR7,
+# work with both.
 reference_filter() {
-    [ "$EMU" = bochs ] || return 0
-    case "$1" in
-        debug_test) echo "-T single_step" ;;
-        guest_test) echo "-T signal_interrupts_a_spinning_guest" ;;
+    case "$EMU:$1" in
+        bochs:debug_test) echo "-T single_step" ;;
+        bochs:guest_test) echo "-T signal_interrupts_a_spinning_guest" ;;
+        qemu:debug_test) echo "-T sw_breakpoint -T hw_breakpoint_and_watchpoint" ;;
     esac
 }
 
