@@ -51,6 +51,8 @@ use crate::run::{board::Board, report::Stats, trace::Trace, vm::Vm, Outcome};
 const INT3: u8 = 0xcc;
 /// DR6.BS: a single step.
 const DR6_BS: u64 = 1 << 14;
+/// RFLAGS.TF.
+const RFLAGS_TF: u64 = 1 << 8;
 
 /// What the run loop needs, borrowed from `run::run` for the session.
 pub struct Machine<'a> {
@@ -170,6 +172,36 @@ impl Guest<'_> {
                 None => SingleThreadStopReason::Signal(Signal::SIGTRAP),
             },
         })
+    }
+
+    /// After single-stepping an INT3 of the guest's own into its #BP
+    /// handler: the RFLAGS image the processor pushed carries the TF the
+    /// step set, which the handler's IRET would bring back into the guest.
+    /// In 64-bit mode (the frame is RIP, CS, RFLAGS, ... at RSP) it is
+    /// cleared again, unless the guest had set TF itself (`tf`).
+    fn clear_pushed_tf(&self, int3: u64, tf: bool) {
+        let vcpu = &self.m.vm.vcpu;
+        let (Ok(r), Ok(s)) = (vcpu.get_regs(), vcpu.get_sregs()) else {
+            return;
+        };
+        if tf || r.rip == int3.wrapping_add(1) || s.cs.l == 0 {
+            return;
+        }
+        let at = r.rsp.wrapping_add(16);
+        let mut image = [0u8; 8];
+        let mem = &self.m.vm.mem;
+        let read = self.pages(at, 8, |off, gpa, len| {
+            mem.read_slice(&mut image[off..off + len], GuestAddress(gpa))
+                .is_ok()
+        });
+        let rflags = u64::from_le_bytes(image);
+        if read == 8 && rflags & RFLAGS_TF != 0 {
+            let image = (rflags & !RFLAGS_TF).to_le_bytes();
+            self.pages(at, 8, |off, gpa, len| {
+                mem.write_slice(&image[off..off + len], GuestAddress(gpa))
+                    .is_ok()
+            });
+        }
     }
 
     /// Puts back the bytes under the software breakpoints and ends guest
@@ -417,10 +449,13 @@ fn wait(
 ) -> Result<run_blocking::Event<StopReason>, WaitError> {
     let target = WaitError::Target;
     // An INT3 of the guest's own goes to the guest: stepped over with the
-    // software breakpoints off, then the resume goes on.
-    let mut pass_int3 = false;
+    // software breakpoints off (into its #BP handler), then the resume goes
+    // on. Its address, and whether the guest had TF set itself.
+    let mut pass_int3: Option<(u64, bool)> = None;
     loop {
-        g.apply(g.step || pass_int3, !pass_int3).map_err(target)?;
+        g.apply(g.step || pass_int3.is_some(), pass_int3.is_none())
+            .map_err(target)?;
+        g.m.state.block_irqs = g.step;
         let mut incoming = || conn.peek().map(|b| b.is_some()).unwrap_or(true);
         let stop = g.m.run(Some(&mut incoming)).map_err(target)?;
         match stop {
@@ -435,8 +470,10 @@ fn wait(
                     SingleThreadStopReason::Exited(status),
                 ));
             }
-            Stop::Debug(_) if pass_int3 => {
-                pass_int3 = false;
+            Stop::Debug(_) if pass_int3.is_some() => {
+                if let Some((int3, tf)) = pass_int3.take() {
+                    g.clear_pushed_tf(int3, tf);
+                }
                 if g.step {
                     return Ok(run_blocking::Event::TargetStopped(
                         SingleThreadStopReason::DoneStep,
@@ -445,7 +482,14 @@ fn wait(
             }
             Stop::Debug(arch) => match g.stop_reason(&arch) {
                 Some(reason) => return Ok(run_blocking::Event::TargetStopped(reason)),
-                None => pass_int3 = true,
+                None => {
+                    let tf =
+                        g.m.vm
+                            .vcpu
+                            .get_regs()
+                            .is_ok_and(|r| r.rflags & RFLAGS_TF != 0);
+                    pass_int3 = Some((arch.pc, tf));
+                }
             },
         }
     }
@@ -469,7 +513,16 @@ pub fn serve(port: u16, m: Machine<'_>) -> Result<Outcome> {
         outcome: None,
     };
     let result = GdbStub::new(stream).run_blocking::<EventLoop<'_>>(&mut guest);
-    let reason = result.map_err(|e| Error::Gdb(e.to_string()))?;
+    let reason = match result {
+        Ok(reason) => reason,
+        // gdb went away without detaching (killed, or the connection
+        // broke): as a detach.
+        Err(e) if e.is_connection_error() => {
+            eprintln!("rkvm: lost the connection to gdb ({e})");
+            DisconnectReason::Disconnect
+        }
+        Err(e) => return Err(Error::Gdb(e.to_string())),
+    };
     match reason {
         DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_) => {}
         DisconnectReason::Kill => {

@@ -70,6 +70,10 @@ pub enum Stop {
 pub struct LoopState {
     kick: Kick,
     halted: bool,
+    /// No interrupt is injected (a debugger single-steps: the step is the
+    /// instruction's, not an interrupt handler's; KVM's
+    /// `KVM_GUESTDBG_BLOCKIRQ`, done here in userspace).
+    pub block_irqs: bool,
 }
 
 impl LoopState {
@@ -77,6 +81,7 @@ impl LoopState {
         Ok(LoopState {
             kick: Kick::new()?,
             halted: false,
+            block_irqs: false,
         })
     }
 }
@@ -111,7 +116,11 @@ pub fn run_loop(
     } = board;
     let virtio_console = *virtio_console;
     let set_irq = |irq: u8, level: bool| pic.borrow_mut().set_irq(irq, level);
-    let LoopState { kick, halted } = state;
+    let LoopState {
+        kick,
+        halted,
+        block_irqs,
+    } = state;
     let debugging = attention.is_some();
     // The next kick: the PIT's next tick, and with a debugger at most
     // ATTENTION_POLL_NS away.
@@ -162,7 +171,11 @@ pub fn run_loop(
                 continue;
             }
         }
-        inject_interrupt(vcpu, pic)?;
+        if *block_irqs {
+            vcpu.get_kvm_run().request_interrupt_window = 0;
+        } else {
+            inject_interrupt(vcpu, pic)?;
+        }
         kick.arm(next_kick(pit.borrow().next_irq0(now_ns())));
         let vcpu_fd = vcpu.as_raw_fd();
         let result = vcpu.run();
