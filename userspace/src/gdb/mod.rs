@@ -72,6 +72,17 @@ impl Machine<'_> {
     }
 }
 
+/// Where an INT3 of the guest's own pushes its #BP frame
+/// ([`Guest::int3_frame`]).
+struct Int3Frame {
+    /// The RFLAGS image, with the step's TF.
+    rflags: u64,
+    /// The CS image.
+    cs: u64,
+    /// The stack's top when the INT3 ran (16-byte aligned).
+    top: u64,
+}
+
 /// The target gdb debugs: the machine, the breakpoints and how to resume.
 struct Guest<'a> {
     m: Machine<'a>,
@@ -174,33 +185,61 @@ impl Guest<'_> {
         })
     }
 
-    /// After single-stepping an INT3 of the guest's own into its #BP
-    /// handler: the RFLAGS image the processor pushed carries the TF the
-    /// step set, which the handler's IRET would bring back into the guest.
-    /// In 64-bit mode (the frame is RIP, CS, RFLAGS, ... at RSP) it is
-    /// cleared again, unless the guest had set TF itself (`tf`).
-    fn clear_pushed_tf(&self, int3: u64, tf: bool) {
+    /// Before stepping the guest's own INT3 at RIP into its #BP handler:
+    /// what the RFLAGS image in the #BP frame will be (RFLAGS with the
+    /// step's TF), the frame's CS, and how far up the stack it can be (64-bit
+    /// mode at CPL 0 without a stack switch, Linux's #BP: RSP aligned to 16,
+    /// then SS, RSP, RFLAGS, CS, RIP). `None` when the guest has TF set
+    /// itself (then it stays) or is in another mode.
+    fn int3_frame(&self) -> Option<Int3Frame> {
         let vcpu = &self.m.vm.vcpu;
-        let (Ok(r), Ok(s)) = (vcpu.get_regs(), vcpu.get_sregs()) else {
+        let (r, s) = (vcpu.get_regs().ok()?, vcpu.get_sregs().ok()?);
+        let cpl0_64 = s.cs.l != 0 && s.cs.selector & 3 == 0;
+        (cpl0_64 && r.rflags & RFLAGS_TF == 0).then_some(Int3Frame {
+            rflags: r.rflags | RFLAGS_TF,
+            cs: s.cs.selector.into(),
+            top: r.rsp & !0xf,
+        })
+    }
+
+    /// After single-stepping the guest's own INT3 into its #BP handler:
+    /// the RFLAGS image the processor pushed carries the step's TF, which
+    /// the handler's IRET would bring back into the guest. The handler may
+    /// have copied the frame already (Linux's INT3 entry makes room to
+    /// emulate a CALL) and the step may have ended a few instructions in
+    /// (an exit on the way re-arms TF): every CS, RFLAGS pair of the frame
+    /// between RSP and the frame's top gets TF cleared.
+    fn clear_pushed_tf(&self, frame: &Int3Frame) {
+        let Ok(r) = self.m.vm.vcpu.get_regs() else {
             return;
         };
-        if tf || r.rip == int3.wrapping_add(1) || s.cs.l == 0 {
+        let bottom = r.rsp & !7;
+        if bottom >= frame.top || frame.top - bottom > 4096 {
             return;
         }
-        let at = r.rsp.wrapping_add(16);
-        let mut image = [0u8; 8];
+        let len = (frame.top - bottom) as usize;
+        let mut stack = vec![0u8; len];
         let mem = &self.m.vm.mem;
-        let read = self.pages(at, 8, |off, gpa, len| {
-            mem.read_slice(&mut image[off..off + len], GuestAddress(gpa))
+        if self.pages(bottom, len, |off, gpa, n| {
+            mem.read_slice(&mut stack[off..off + n], GuestAddress(gpa))
                 .is_ok()
-        });
-        let rflags = u64::from_le_bytes(image);
-        if read == 8 && rflags & RFLAGS_TF != 0 {
-            let image = (rflags & !RFLAGS_TF).to_le_bytes();
-            self.pages(at, 8, |off, gpa, len| {
-                mem.write_slice(&image[off..off + len], GuestAddress(gpa))
-                    .is_ok()
-            });
+        }) < len
+        {
+            return;
+        }
+        let words: Vec<u64> = stack
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
+            .collect();
+        for i in 1..words.len() {
+            if words[i] == frame.rflags && words[i - 1] == frame.cs {
+                let at = bottom + 8 * i as u64;
+                let image = (frame.rflags & !RFLAGS_TF).to_le_bytes();
+                self.pages(at, 8, |off, gpa, n| {
+                    mem.write_slice(&image[off..off + n], GuestAddress(gpa))
+                        .is_ok()
+                });
+            }
         }
     }
 
@@ -450,8 +489,8 @@ fn wait(
     let target = WaitError::Target;
     // An INT3 of the guest's own goes to the guest: stepped over with the
     // software breakpoints off (into its #BP handler), then the resume goes
-    // on. Its address, and whether the guest had TF set itself.
-    let mut pass_int3: Option<(u64, bool)> = None;
+    // on. Where the RFLAGS image of its #BP frame will be, if known.
+    let mut pass_int3: Option<Option<Int3Frame>> = None;
     loop {
         g.apply(g.step || pass_int3.is_some(), pass_int3.is_none())
             .map_err(target)?;
@@ -471,8 +510,8 @@ fn wait(
                 ));
             }
             Stop::Debug(_) if pass_int3.is_some() => {
-                if let Some((int3, tf)) = pass_int3.take() {
-                    g.clear_pushed_tf(int3, tf);
+                if let Some(Some(frame)) = pass_int3.take() {
+                    g.clear_pushed_tf(&frame);
                 }
                 if g.step {
                     return Ok(run_blocking::Event::TargetStopped(
@@ -482,14 +521,7 @@ fn wait(
             }
             Stop::Debug(arch) => match g.stop_reason(&arch) {
                 Some(reason) => return Ok(run_blocking::Event::TargetStopped(reason)),
-                None => {
-                    let tf =
-                        g.m.vm
-                            .vcpu
-                            .get_regs()
-                            .is_ok_and(|r| r.rflags & RFLAGS_TF != 0);
-                    pass_int3 = Some((arch.pc, tf));
-                }
+                None => pass_int3 = Some(g.int3_frame()),
             },
         }
     }
