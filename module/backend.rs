@@ -17,6 +17,7 @@ use kernel::prelude::*;
 
 use crate::{
     abi::uapi,
+    guest_state::DebugRegs,
     pure::{
         decode::PortIo,
         paging::{
@@ -117,8 +118,21 @@ pub(crate) enum Exit {
     /// or on SVM the guest reached the IRET that ends its NMI handler (NMIs
     /// are unblocked once it has executed: at the next exit after it).
     NmiWindow,
-    /// A debug exception (#DB) while userspace single-steps the guest.
-    Debug,
+    /// A debug exception (#DB): every one is intercepted, as in KVM.
+    Debug {
+        /// Its cause: B0-B3, BD, BS as they are set (the layout of VMX's
+        /// exit qualification; `pure::debug::dr6_after_db`).
+        payload: u64,
+    },
+    /// A breakpoint exception (#BP, INT3), intercepted while userspace
+    /// uses software breakpoints (`KVM_GUESTDBG_USE_SW_BP`). RIP is the
+    /// INT3's.
+    Breakpoint,
+    /// An INT n, INT3 or INTO at RIP (SVM's INTn intercept, set while
+    /// userspace uses software breakpoints: QEMU's emulation of SVM, the
+    /// test machine, reports INT3 this way and not as a #BP). The emulator
+    /// decodes which: INT3 is a breakpoint, the rest goes to the guest.
+    SoftInt,
     /// A `mov` to or from a debug register (the emulator decodes which).
     Dr,
     /// A guest physical address with no valid translation.
@@ -311,6 +325,12 @@ pub(crate) trait ArchVcpu: Send {
     }
     /// Queues an exception for the next entry.
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// Delivers the INT n of `len` bytes at RIP to the guest at the next
+    /// entry (after an [`Exit::SoftInt`]); false where the backend never
+    /// reports one.
+    fn inject_soft_interrupt(&mut self, _vector: u8, _len: u64) -> bool {
+        false
+    }
     /// Whether an external interrupt can be injected at the next entry:
     /// RFLAGS.IF set, no interrupt shadow, no other event queued.
     fn interrupt_allowed(&self) -> bool;
@@ -356,18 +376,24 @@ pub(crate) trait ArchVcpu: Send {
     fn fpu(&self) -> uapi::kvm_fpu;
     /// `KVM_SET_FPU` of state already validated (MXCSR reserved bits clear).
     fn set_fpu(&mut self, fpu: &uapi::kvm_fpu);
-    /// Single-steps the guest (`KVM_GUESTDBG_SINGLESTEP`): every instruction
-    /// ends with an [`Exit::Debug`]. RFLAGS.TF is set for the guest's run but
-    /// never shows in the registers.
-    fn set_single_step(&mut self, enable: bool);
-    /// `struct kvm_debug_exit_arch` for the last [`Exit::Debug`].
-    fn debug_exit(&self) -> uapi::kvm_debug_exit_arch;
+    /// The vCPU's debug registers and `KVM_SET_GUEST_DEBUG` settings. The
+    /// backend runs the guest as they say: RFLAGS.TF while single-stepping
+    /// (never shown in the registers), #BP intercepted with software
+    /// breakpoints, [`DebugRegs::armed`] loaded around each entry.
+    fn debug_regs(&self) -> &DebugRegs;
+    /// The same, to change.
+    fn debug_regs_mut(&mut self) -> &mut DebugRegs;
     /// The guest's view of debug register `n` (0-7; 4 and 5 alias 6 and 7).
-    fn get_dr(&self, n: u8) -> Option<u64>;
+    fn get_dr(&self, n: u8) -> Option<u64> {
+        self.debug_regs().get(n)
+    }
     /// Sets the guest's view of debug register `n`: false if the value is
-    /// invalid (a #GP for the guest). Hardware breakpoints are not armed:
-    /// the guest's DR0-DR3 and DR7 are kept, not loaded.
-    fn set_dr(&mut self, n: u8, value: u64) -> bool;
+    /// invalid (a #GP for the guest).
+    fn set_dr(&mut self, n: u8, value: u64) -> bool {
+        self.debug_regs_mut().set(n, value)
+    }
+    /// CS.base + RIP (`kvm_get_linear_rip`).
+    fn linear_rip(&self) -> u64;
     /// Reads an MSR rkvm virtualizes (`pure::msr::LIST`); `None` for others.
     fn get_msr(&self, index: u32) -> Option<u64>;
     /// Writes an MSR: false if rkvm does not virtualize it or the value is

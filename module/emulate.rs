@@ -475,6 +475,36 @@ fn segment_base(s: &uapi::kvm_sregs, n: u8, long: bool) -> u64 {
     }
 }
 
+/// The software interrupt instruction at RIP (`Exit::SoftInt`).
+pub(crate) enum SoftInt {
+    /// INT3 (0xcc) or `int $3` (0xcd 0x03): a breakpoint.
+    Breakpoint,
+    /// INT n of `len` bytes.
+    Int {
+        /// The vector.
+        vector: u8,
+        /// The instruction's length.
+        len: u64,
+    },
+    /// INTO: #OF, past the instruction.
+    Overflow,
+}
+
+/// Decodes the INT3, INT n or INTO at RIP; `None` if it is none of them
+/// (or could not be fetched).
+pub(crate) fn soft_int(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<SoftInt> {
+    let (bytes, n, _) = fetch(mem, arch)?;
+    match bytes.get(..n)? {
+        [0xcc, ..] | [0xcd, 0x03, ..] => Some(SoftInt::Breakpoint),
+        [0xcd, vector, ..] => Some(SoftInt::Int {
+            vector: *vector,
+            len: 2,
+        }),
+        [0xce, ..] => Some(SoftInt::Overflow),
+        _ => None,
+    }
+}
+
 /// What `mov_dr` did.
 pub(crate) enum MovDrResult {
     /// Emulated; RIP moved on.

@@ -63,13 +63,21 @@ extern "C" {
     ) -> *mut bindings::file;
 
     /// `svm/vmrun.S`. `vmcb` is not used by the code: passing it tells the
-    /// compiler that the VMCB may change during the call.
+    /// compiler that the VMCB may change during the call. `dr7`, unless 0,
+    /// is moved to DR7 just before the guest's GPRs are loaded.
     pub(crate) fn rkvm_svm_vmrun(
         vmcb_pa: u64,
         gprs: *mut SvmGprs,
         host_save_pa: u64,
         vmcb: *mut Vmcb,
+        dr7: u64,
     );
+
+    /// The guest's breakpoint addresses into DR0-DR3 before an entry, the
+    /// host's saved to `host` (`helpers.c`).
+    pub(crate) fn rkvm_debugregs_load(addr: *const u64, host: *mut u64);
+    /// The host's breakpoints back after the exit (`helpers.c`).
+    pub(crate) fn rkvm_debugregs_restore(host: *const u64);
 
     /// `vmx/vmenter.S`: 0 after a VM exit, 1 if VMLAUNCH failed, 2 if a
     /// VMWRITE of the host RSP/RIP failed.

@@ -2,13 +2,20 @@
 
 //! Guest state that both backends keep the same way, outside the VMCB or
 //! VMCS: the x87/SSE registers (an FXSAVE image, loaded around each run)
-//! and the guest's view of the debug registers.
+//! and the debug registers (the guest's, and the debugger's breakpoints).
 
 use kernel::prelude::*;
 
 use crate::{
     abi::uapi,
-    pure::x86, //
+    pure::{
+        debug::{
+            self,
+            Armed,
+            GuestDebug, //
+        },
+        x86, //
+    }, //
 };
 
 /// Offsets in the FXSAVE image: ST0-ST7 and XMM0-XMM15, 16 bytes each.
@@ -94,13 +101,17 @@ impl FxArea {
     }
 }
 
-/// The guest's DR0-DR3, DR6 and DR7, as it reads them. They are kept, not
-/// loaded: hardware breakpoints are not armed for the guest, and every MOV
-/// DR is intercepted.
+/// The vCPU's debug registers: the guest's DR0-DR3, DR6 and DR7, as it
+/// reads them (every MOV DR is intercepted and emulated on these), and what
+/// the debugger asked for with `KVM_SET_GUEST_DEBUG`. The breakpoints armed
+/// in guest mode ([`DebugRegs::armed`]) are the debugger's when it uses
+/// hardware breakpoints, else the guest's; the backends load them around
+/// each entry ([`load_armed`]).
 pub(crate) struct DebugRegs {
     dr: [u64; 4],
     dr6: u64,
     dr7: u64,
+    guest_debug: GuestDebug,
 }
 
 impl DebugRegs {
@@ -109,7 +120,22 @@ impl DebugRegs {
         dr: [0; 4],
         dr6: x86::RESET_DR6,
         dr7: x86::RESET_DR7,
+        guest_debug: GuestDebug {
+            single_step: false,
+            sw_bp: false,
+            hw_bp: None,
+        },
     };
+
+    /// Back to RESET; the debugger's settings stay (as in KVM, a vCPU
+    /// reset does not end guest debugging).
+    pub(crate) fn reset(&mut self) {
+        let guest_debug = self.guest_debug;
+        *self = DebugRegs {
+            guest_debug,
+            ..DebugRegs::RESET
+        };
+    }
 
     /// Debug register `n` (0-7; 4 and 5 alias 6 and 7).
     pub(crate) fn get(&self, n: u8) -> Option<u64> {
@@ -135,4 +161,64 @@ impl DebugRegs {
             _ => false,
         }
     }
+
+    /// `KVM_GET_DEBUGREGS`: DR0-DR3, DR6, DR7.
+    pub(crate) fn kvm(&self) -> ([u64; 4], u64, u64) {
+        (self.dr, self.dr6, self.dr7)
+    }
+
+    /// `KVM_SET_DEBUGREGS` of values already checked
+    /// (`pure::debug::valid_debugregs`): stored as given, as KVM does.
+    pub(crate) fn set_kvm(&mut self, dr: [u64; 4], dr6: u64, dr7: u64) {
+        self.dr = dr;
+        self.dr6 = dr6;
+        self.dr7 = dr7;
+    }
+
+    /// What `KVM_SET_GUEST_DEBUG` turned on.
+    pub(crate) fn guest_debug(&self) -> &GuestDebug {
+        &self.guest_debug
+    }
+
+    /// `KVM_SET_GUEST_DEBUG`.
+    pub(crate) fn set_guest_debug(&mut self, dbg: GuestDebug) {
+        self.guest_debug = dbg;
+    }
+
+    /// The breakpoints the processor runs the guest with.
+    pub(crate) fn armed(&self) -> Armed {
+        debug::armed(self.dr, self.dr7, &self.guest_debug)
+    }
+
+    /// A #DB that is the guest's (`payload`: its cause, as
+    /// `pure::debug::dr6_after_db` takes it): DR6 updated and DR7.GD
+    /// cleared, as the processor does when it delivers one.
+    pub(crate) fn deliver_db(&mut self, payload: u64) {
+        self.dr6 = debug::dr6_after_db(self.dr6, payload);
+        self.dr7 &= !debug::DR7_GD;
+    }
+}
+
+/// Around one entry, with interrupts off: when `armed` enables a
+/// breakpoint, its DR0-DR3 go into the processor before `enter` (DR7 is
+/// the VMCB's or VMCS's guest field, which the entry loads) and the host's
+/// (the kernel's hardware breakpoints) come back after, as KVM's
+/// `vcpu_enter_guest` does. Otherwise the processor's DR0-DR3 are left
+/// alone: no breakpoint of the guest is enabled.
+pub(crate) fn load_armed<R>(armed: &Armed, enter: impl FnOnce() -> R) -> R {
+    if !armed.any_enabled() {
+        return enter();
+    }
+    let mut host = [0u64; 4];
+    // SAFETY: interrupts are off (the caller is inside
+    // `FpuGuard::guest_irqs_off`); the helper disables the host's DR7
+    // before it writes DR0-DR3, so no host breakpoint fires on a guest
+    // address, reads four u64 from `addr` and writes four to `host`.
+    unsafe { crate::ffi::rkvm_debugregs_load(armed.addr.as_ptr(), host.as_mut_ptr()) };
+    let result = enter();
+    // SAFETY: same CPU, interrupts still off: puts back the host's
+    // DR0-DR3 (read into `host` above), DR6 and DR7 if it has hardware
+    // breakpoints enabled.
+    unsafe { crate::ffi::rkvm_debugregs_restore(host.as_ptr()) };
+    result
 }

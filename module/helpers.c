@@ -16,6 +16,7 @@
 #include <linux/types.h>
 #include <linux/uaccess.h>
 #include <asm/cpu_entry_area.h>
+#include <asm/debugreg.h>
 #include <asm/desc.h>
 #include <asm/fpu/api.h>
 #include <asm/gsseg.h>
@@ -121,6 +122,53 @@ void rkvm_kernel_fpu_end(void)
 void rkvm_guest_enter_irqoff(void)
 {
 	rcu_virt_note_context_switch();
+}
+
+/*
+ * The guest's (or the debugger's) breakpoint addresses into DR0-DR3 before
+ * an entry, with interrupts off; the entry loads DR7 from the VMCB or VMCS.
+ * The host's DR0-DR3 go to `host` first (the kernel's own copy of them is
+ * private to hw_breakpoint.c and its restore function exported to KVM
+ * only), and DR7 is disabled, so that no host breakpoint fires on a guest
+ * address meanwhile (as KVM's vcpu_enter_guest does).
+ */
+void rkvm_debugregs_load(const u64 *addr, u64 *host)
+{
+	unsigned long v;
+
+	set_debugreg(0UL, 7);
+	get_debugreg(v, 0);
+	host[0] = v;
+	get_debugreg(v, 1);
+	host[1] = v;
+	get_debugreg(v, 2);
+	host[2] = v;
+	get_debugreg(v, 3);
+	host[3] = v;
+	set_debugreg(addr[0], 0);
+	set_debugreg(addr[1], 1);
+	set_debugreg(addr[2], 2);
+	set_debugreg(addr[3], 3);
+}
+
+/*
+ * After the exit: the kernel's own hardware breakpoints (perf, ptrace,
+ * kgdb) back in DR0-DR3, DR6 and DR7 if any is enabled on this CPU, as
+ * hw_breakpoint_restore() does; if none is, what DR0-DR3 hold does not
+ * matter (the exit left DR7 disabled).
+ */
+void rkvm_debugregs_restore(const u64 *host)
+{
+	/* Disarms what vmrun.S may have moved to DR7 (QEMU's emulation). */
+	set_debugreg(DR7_FIXED_1, 7);
+	if (!hw_breakpoint_active())
+		return;
+	set_debugreg(host[0], 0);
+	set_debugreg(host[1], 1);
+	set_debugreg(host[2], 2);
+	set_debugreg(host[3], 3);
+	set_debugreg(DR6_RESERVED, 6);
+	set_debugreg(__this_cpu_read(cpu_dr7), 7);
 }
 
 /*

@@ -27,6 +27,8 @@ void rkvm_kernel_fpu_end(void);
 void rkvm_cond_resched(void);
 void rkvm_guest_enter_irqoff(void);
 const struct mm_struct *rkvm_current_mm(void);
+void rkvm_debugregs_load(const u64 *addr, u64 *host);
+void rkvm_debugregs_restore(const u64 *host);
 unsigned long rkvm_vma_pgoff(const struct vm_area_struct *vma);
 
 /* Host state around a VMX guest run; `VmxHostState` in ffi.rs, laid out as layout.h says. */

@@ -106,6 +106,22 @@ build_qemu_client() {
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
 }
 
+# The test VM's gdb (gdb-minimal from the cache, with the libraries it
+# loads, where ldd finds them on this machine) and the test kernel's
+# symbols for it: vmlinux without its contents (objcopy --only-keep-debug
+# keeps the symbol table; the test kernel has no DWARF), about 1 MiB
+# compressed.
+add_gdb() {
+    local root=$1 kbuild=$2 gdb=$RKVM_CACHE/gdb-minimal/usr/bin/gdb lib
+    [[ -x $gdb ]] || die "no gdb-minimal in $RKVM_CACHE: run scripts/setup.sh"
+    mkdir -p "$root/usr/bin"
+    cp "$gdb" "$root/usr/bin/gdb"
+    for lib in $(ldd "$gdb" | awk '$3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+        cp --parents -L "$lib" "$root/"
+    done
+    objcopy --only-keep-debug "$kbuild/vmlinux" "$root/rkvm/linux/vmlinux"
+}
+
 # build_initramfs [KBUILD RKVM_KO OUT]: default the test kernel's.
 build_initramfs() {
     local kbuild=${1:-$KBUILD} ko=${2:-$RKVM_ROOT/module/rkvm.ko} out=${3:-$RKVM_OUT/initramfs.cpio.gz}
@@ -133,6 +149,7 @@ build_initramfs() {
     cp "$RKVM_OUT/bench/bench" "$root/rkvm/bench/"
     cp "$RKVM_ROOT/Documentation/tour.md" "$root/rkvm/"   # its commands are a test
     build_linux_guest "$root/rkvm/linux"
+    add_gdb "$root" "$kbuild"
     cp "$RKVM_ROOT/tests/vm/init" "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
     # The test kernel's VMs (QEMU and Bochs) also run QEMU as a KVM client;

@@ -20,6 +20,9 @@ PACKAGES=(
     rsync
     # make bench: the report (python3) and its plot (gnuplot).
     python3 gnuplot-nox
+    # rkvm run --gdb: gdb on this machine; its libraries are also those of
+    # the gdb-minimal the test VM gets (fetch_gdb_minimal).
+    gdb
 )
 
 install_packages() {
@@ -76,6 +79,23 @@ pick the series that is there (apt-cache search linux-source) and update KERNEL_
     echo "$ver" > "$top/VERSION"
 }
 
+# The test VM's gdb (the --gdb test): Debian's gdb-minimal, without Python,
+# about a fifth of gdb with its libraries. It conflicts with the package gdb,
+# so it is downloaded and unpacked into the cache, never installed; the
+# libraries it needs come with gdb (PACKAGES).
+fetch_gdb_minimal() {
+    local dir=$RKVM_CACHE/gdb-minimal
+    [[ -x $dir/usr/bin/gdb ]] && return
+    log "downloading gdb-minimal for the test VM"
+    local tmp; tmp=$(mktemp -d "$RKVM_CACHE/dl.XXXXXX")
+    chown _apt "$tmp" 2>/dev/null || true
+    (cd "$tmp" && apt-get download -q gdb-minimal) || die "apt-get download gdb-minimal failed"
+    rm -rf "$dir"
+    dpkg-deb -x "$tmp"/gdb-minimal_*.deb "$dir" || die "cannot unpack gdb-minimal"
+    rm -rf "$tmp"
+    [[ -x $dir/usr/bin/gdb ]] || die "gdb-minimal has no usr/bin/gdb"
+}
+
 # build_kernel [variant]: the test kernel, or the debug one ("debug").
 build_kernel() {
     local src bld fragments
@@ -117,6 +137,7 @@ build_kernel() {
 mkdir -p "$RKVM_CACHE"
 install_packages
 install_bindgen
+fetch_gdb_minimal
 fetch_kernel_source
 build_kernel
 case ${1:-} in

@@ -127,6 +127,10 @@ pub(crate) mod vcpu {
     pub(crate) const SET_FPU: u32 = kvm_iow::<uapi::kvm_fpu>(0x8d);
     /// `KVM_SET_GUEST_DEBUG`: `_IOW(KVMIO, 0x9b, struct kvm_guest_debug)`.
     pub(crate) const SET_GUEST_DEBUG: u32 = kvm_iow::<uapi::kvm_guest_debug>(0x9b);
+    /// `KVM_GET_DEBUGREGS`: `_IOR(KVMIO, 0xa1, struct kvm_debugregs)`.
+    pub(crate) const GET_DEBUGREGS: u32 = kvm_ior::<uapi::kvm_debugregs>(0xa1);
+    /// `KVM_SET_DEBUGREGS`: `_IOW(KVMIO, 0xa2, struct kvm_debugregs)`.
+    pub(crate) const SET_DEBUGREGS: u32 = kvm_iow::<uapi::kvm_debugregs>(0xa2);
     /// `KVM_SET_CPUID2`: `_IOW(KVMIO, 0x90, struct kvm_cpuid2)`.
     pub(crate) const SET_CPUID2: u32 = kvm_iow::<uapi::kvm_cpuid2>(0x90);
     /// `KVM_GET_CPUID2`: `_IOWR(KVMIO, 0x91, struct kvm_cpuid2)`.
@@ -183,6 +187,10 @@ unsafe impl FromBytes for uapi::kvm_fpu {}
 unsafe impl AsBytes for uapi::kvm_fpu {}
 // SAFETY: as above (`pad` is explicit).
 unsafe impl FromBytes for uapi::kvm_guest_debug {}
+// SAFETY: as above (`db[4]`, `dr6`, `dr7`, `flags`, `reserved[9]`).
+unsafe impl FromBytes for uapi::kvm_debugregs {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_debugregs {}
 // SAFETY: as above (`cap`, `flags`, `args[4]`, `pad[64]`: 104 bytes).
 unsafe impl FromBytes for uapi::kvm_enable_cap {}
 // SAFETY: as above (the header: `nmsrs`).
@@ -247,6 +255,7 @@ const _: () = {
     assert!(core::mem::offset_of!(uapi::kvm_vcpu_events, exception_payload) == 56);
     assert!(core::mem::size_of::<uapi::kvm_irq_level>() == 8);
     assert!(core::mem::size_of::<uapi::kvm_irq_routing>() == 8);
+    assert!(core::mem::size_of::<uapi::kvm_debugregs>() == 128);
 };
 
 /// `KVM_GET_MSR_INDEX_LIST`: `nmsrs` is always written back (so userspace
@@ -438,24 +447,29 @@ const CAPABILITIES: &[(u32, i32)] = &[
     // No in-kernel irqchip: KVM_SET_GSI_ROUTING is EINVAL, as in KVM then.
     (uapi::KVM_CAP_IRQ_ROUTING, MAX_IRQ_ROUTES),
     (uapi::KVM_CAP_MCE, crate::pure::msr::MAX_MCE_BANKS as i32),
+    (uapi::KVM_CAP_DEBUGREGS, 1),
 ];
 
 /// Entries of a GSI routing table (`KVM_MAX_IRQ_ROUTES`, the value of
 /// `KVM_CAP_IRQ_ROUTING`).
 pub(crate) const MAX_IRQ_ROUTES: i32 = 4096;
 
-/// `KVM_SET_GUEST_DEBUG` control bits rkvm implements: enable and single-step
-/// (no hardware or software breakpoints yet). `KVM_CAP_SET_GUEST_DEBUG2`.
-pub(crate) const GUEST_DEBUG_VALID: u32 = uapi::KVM_GUESTDBG_ENABLE | uapi::KVM_GUESTDBG_SINGLESTEP;
-/// The control bits KVM knows on x86 (`KVM_GUESTDBG_VALID_MASK`). A bit
-/// outside it is ignored, as KVM ignores it; a bit inside it that rkvm does
-/// not implement is refused rather than silently not done.
-pub(crate) const GUEST_DEBUG_KVM: u32 = GUEST_DEBUG_VALID
-    | uapi::KVM_GUESTDBG_USE_SW_BP
-    | uapi::KVM_GUESTDBG_USE_HW_BP
-    | uapi::KVM_GUESTDBG_INJECT_DB
-    | uapi::KVM_GUESTDBG_INJECT_BP
-    | uapi::KVM_GUESTDBG_BLOCKIRQ;
+/// `KVM_SET_GUEST_DEBUG` control bits rkvm implements: enable,
+/// single-step, software and hardware breakpoints (not `INJECT_DB`,
+/// `INJECT_BP`, `BLOCKIRQ`). `KVM_CAP_SET_GUEST_DEBUG2`.
+pub(crate) const GUEST_DEBUG_VALID: u32 = crate::pure::debug::control::SUPPORTED;
+
+// `pure::debug::control` spells out `<linux/kvm.h>`'s bits.
+const _: () = {
+    use crate::pure::debug::control;
+    assert!(control::ENABLE == uapi::KVM_GUESTDBG_ENABLE);
+    assert!(control::SINGLESTEP == uapi::KVM_GUESTDBG_SINGLESTEP);
+    assert!(control::USE_SW_BP == uapi::KVM_GUESTDBG_USE_SW_BP);
+    assert!(control::USE_HW_BP == uapi::KVM_GUESTDBG_USE_HW_BP);
+    assert!(control::INJECT_DB == uapi::KVM_GUESTDBG_INJECT_DB);
+    assert!(control::INJECT_BP == uapi::KVM_GUESTDBG_INJECT_BP);
+    assert!(control::BLOCKIRQ == uapi::KVM_GUESTDBG_BLOCKIRQ);
+};
 
 /// `KVM_SET_TSC_KHZ` (vCPU and VM fd) without TSC scaling: the guest's
 /// TSC runs at the host's rate, so only that rate is accepted, within KVM's

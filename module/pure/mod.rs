@@ -8,6 +8,7 @@
 
 pub mod cpu;
 pub mod cpuid;
+pub mod debug;
 pub mod decode;
 pub mod ioctl;
 pub mod kvmclock;

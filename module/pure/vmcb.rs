@@ -40,8 +40,11 @@ intercepts! {
     CPUID = (3, 18);
     /// RSM.
     RSM = (3, 19);
-    /// INVD.
+    /// IRET.
     IRET = (3, 20);
+    /// INT n (under QEMU's emulation also INT3 and INTO).
+    INTN = (3, 21);
+    /// INVD.
     INVD = (3, 22);
     /// HLT.
     HLT = (3, 24);
@@ -126,6 +129,8 @@ pub mod exit {
     pub const MONITOR: u64 = 0x8a;
     /// MWAIT.
     pub const MWAIT: u64 = 0x8b;
+    /// INT n (intercept `INTN`).
+    pub const SWINT: u64 = 0x75;
     /// IN/OUT/INS/OUTS.
     pub const IOIO: u64 = 0x7B;
     /// RDMSR/WRMSR.
@@ -397,6 +402,8 @@ pub const EVENT_TYPE_INTR: u32 = 0 << 8;
 pub const EVENT_TYPE_NMI: u32 = 2 << 8;
 /// `event_inj` type: exception.
 pub const EVENT_TYPE_EXCEPTION: u32 = 3 << 8;
+/// `event_inj` type: software interrupt (INT n; the return address is RIP).
+pub const EVENT_TYPE_SOFT_INT: u32 = 4 << 8;
 /// `event_inj`: push an error code.
 pub const EVENT_ERROR_VALID: u32 = 1 << 11;
 

@@ -47,6 +47,8 @@ pub mod vector {
     pub const NMI: u8 = 2;
     /// Breakpoint (#BP).
     pub const BP: u8 = 3;
+    /// Overflow (#OF, INTO).
+    pub const OF: u8 = 4;
     /// Invalid opcode (#UD).
     pub const UD: u8 = 6;
     /// Double fault (#DF).

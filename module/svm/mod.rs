@@ -40,10 +40,16 @@ use crate::{
         SHADOW_STI, //
     },
     guest_state::{
+        self,
         DebugRegs,
         FxArea, //
     },
     pure::{
+        debug::{
+            self,
+            BP_VECTOR,
+            DB_VECTOR, //
+        },
         decode::PortIo,
         msr,
         paging::{
@@ -132,8 +138,6 @@ struct Iopm([u8; 3 * 4096]);
 #[derive(Zeroable)]
 struct Msrpm([u8; 2 * 4096]);
 
-/// The debug exception.
-const DB_VECTOR: u8 = 1;
 /// The page fault.
 const PF_VECTOR: u8 = 14;
 
@@ -156,10 +160,8 @@ pub(crate) struct SvmVcpu {
     /// The CPUs' ASID allocator, and this vCPU's ASID.
     asids: Arc<AsidTable>,
     asid: VcpuAsid,
-    /// The guest's view of the debug registers.
+    /// The debug registers, the guest's and the debugger's.
     debug: DebugRegs,
-    /// Userspace single-steps the guest.
-    single_step: bool,
     /// RFLAGS.TF was set by rkvm for single-stepping (and is removed again
     /// after the run, so the guest and userspace never see it).
     tf_added: bool,
@@ -201,7 +203,6 @@ impl SvmVcpu {
             asids,
             asid: VcpuAsid::NONE,
             debug: DebugRegs::RESET,
-            single_step: false,
             tf_added: false,
             shadow,
             nmi_masked: false,
@@ -269,7 +270,13 @@ impl SvmVcpu {
                 Exit::NmiWindow
             }
             exit::DR_READ_BASE..=exit::DR_WRITE_LAST => Exit::Dr,
-            c if c == exit::EXCP_BASE + u64::from(DB_VECTOR) => Exit::Debug,
+            // The VMCB's DR6 was DR6_ACTIVE_LOW at entry: what changed is
+            // the cause (KVM's db_interception).
+            c if c == exit::EXCP_BASE + u64::from(DB_VECTOR) => Exit::Debug {
+                payload: self.vmcb.save.dr6 ^ debug::DR6_ACTIVE_LOW,
+            },
+            c if c == exit::EXCP_BASE + u64::from(BP_VECTOR) => Exit::Breakpoint,
+            exit::SWINT => Exit::SoftInt,
             exit::NPF => Exit::NestedFault {
                 gpa: GuestPhys(info2),
                 write: NpfError(info1).write(),
@@ -296,6 +303,16 @@ impl SvmVcpu {
     }
 }
 
+/// The length of `rkvm_svm_vmrun`, at most.
+const VMRUN_FN_LEN: u64 = 0x100;
+
+/// Where `rkvm_svm_vmrun` starts. Opaque to the optimizer: a constant
+/// `start + VMRUN_FN_LEN` folded into one relocation would point into the
+/// next function, at no ENDBR, which objtool reports.
+fn vmrun_address() -> u64 {
+    core::hint::black_box(rkvm_svm_vmrun as *const () as u64)
+}
+
 /// Whether the VMCB's guest state is in fact this host's state: RIP inside
 /// `rkvm_svm_vmrun` and CS the kernel's code segment.
 ///
@@ -309,8 +326,7 @@ impl SvmVcpu {
 /// reports the loss instead. See Documentation/execution-model.md.
 fn host_state_in_vmcb(vmcb: &Vmcb) -> bool {
     const KERNEL_CS: u16 = 0x10;
-    const VMRUN_FN_LEN: u64 = 0x100;
-    let start = rkvm_svm_vmrun as *const () as u64;
+    let start = vmrun_address();
     let rip = vmcb.save.rip;
     vmcb.save.cs.selector == KERNEL_CS && rip >= start && rip < start + VMRUN_FN_LEN
 }
@@ -401,10 +417,24 @@ impl ArchVcpu for SvmVcpu {
         if host_state_in_vmcb(&self.vmcb) {
             return Exit::StateLost;
         }
-        if self.single_step && self.vmcb.save.rflags & x86::RFLAGS_TF == 0 {
+        let dbg = *self.debug.guest_debug();
+        if dbg.single_step && self.vmcb.save.rflags & x86::RFLAGS_TF == 0 {
             self.vmcb.save.rflags |= x86::RFLAGS_TF;
             self.tf_added = true;
         }
+        let c = &mut self.vmcb.control;
+        if dbg.sw_bp {
+            c.intercept_exception(BP_VECTOR);
+            c.intercept(Intercept::INTN);
+        } else {
+            c.intercepts[2] &= !(1 << BP_VECTOR);
+            c.clear_intercept(Intercept::INTN);
+        }
+        // The guest's DR6 is the emulated one; the VMCB's shows the cause
+        // of the next #DB.
+        let armed = self.debug.armed();
+        self.vmcb.save.dr7 = armed.dr7;
+        self.vmcb.save.dr6 = debug::DR6_ACTIVE_LOW;
         let fpu = FpuGuard::begin();
         let entered = fpu.guest_irqs_off(|| {
             // A CPU onlined after SVM was enabled has it off: VMRUN would #UD.
@@ -423,11 +453,17 @@ impl ArchVcpu for SvmVcpu {
             };
             self.fx.restore(&fpu);
             let vmcb: *mut Vmcb = &mut *self.vmcb;
-            // SAFETY: SVM is enabled on this CPU with its host save area set;
-            // the VMCB, GPR block and host save area are ours and live; GIF
-            // handling and host state restoration are in vmrun.S; interrupts
-            // are off and the FPU is ours for the duration.
-            unsafe { rkvm_svm_vmrun(vmcb_pa, &mut self.gprs, host_pa, vmcb) };
+            let gprs = &mut self.gprs;
+            let start = vmrun_address();
+            let dr7 = debug::host_preload_dr7(&armed, start, VMRUN_FN_LEN);
+            guest_state::load_armed(&armed, || {
+                // SAFETY: SVM is enabled on this CPU with its host save area
+                // set; the VMCB, GPR block and host save area are ours and
+                // live; GIF handling and host state restoration are in
+                // vmrun.S; interrupts are off and the FPU is ours for the
+                // duration.
+                unsafe { rkvm_svm_vmrun(vmcb_pa, gprs, host_pa, vmcb, dr7) }
+            });
             self.fx.save(&fpu);
             true
         });
@@ -478,6 +514,9 @@ impl ArchVcpu for SvmVcpu {
             c.intercept(i);
         }
         c.intercept_all_dr();
+        // Every #DB, as KVM: the guest's DR6 is emulated, and a #DB the
+        // debugger did not ask for is given to the guest with it.
+        c.intercept_exception(DB_VECTOR);
         c.iopm_base_pa = iopm;
         c.msrpm_base_pa = msrpm;
         c.tsc_offset = 0;
@@ -538,7 +577,7 @@ impl ArchVcpu for SvmVcpu {
             rdx: x86::RESET_RDX,
             ..Gprs::default()
         };
-        self.debug = DebugRegs::RESET;
+        self.debug.reset();
         self.apic_base = x86::reset_apic_base(self.bsp);
         self.fx.reset();
         self.paging = GuestPaging::RESET;
@@ -751,6 +790,15 @@ impl ArchVcpu for SvmVcpu {
         }
     }
 
+    fn inject_soft_interrupt(&mut self, vector: u8, len: u64) -> bool {
+        // Without NRIP save the return address is the VMCB's RIP: past the
+        // instruction.
+        self.skip(len);
+        self.vmcb.control.event_inj =
+            vmcb::EVENT_VALID | vmcb::EVENT_TYPE_SOFT_INT | u32::from(vector);
+        true
+    }
+
     fn interrupt_allowed(&self) -> bool {
         let c = &self.vmcb.control;
         self.vmcb.save.rflags & x86::RFLAGS_IF != 0
@@ -878,33 +926,17 @@ impl ArchVcpu for SvmVcpu {
         self.fx.set_from_kvm(fpu);
     }
 
-    fn set_single_step(&mut self, enable: bool) {
-        self.single_step = enable;
-        let c = &mut self.vmcb.control;
-        if enable {
-            c.intercept_exception(DB_VECTOR);
-        } else {
-            c.intercepts[2] &= !(1 << DB_VECTOR);
-        }
+    fn debug_regs(&self) -> &DebugRegs {
+        &self.debug
     }
 
-    fn debug_exit(&self) -> uapi::kvm_debug_exit_arch {
+    fn debug_regs_mut(&mut self) -> &mut DebugRegs {
+        &mut self.debug
+    }
+
+    fn linear_rip(&self) -> u64 {
         let s = &self.vmcb.save;
-        uapi::kvm_debug_exit_arch {
-            exception: u32::from(DB_VECTOR),
-            pad: 0,
-            pc: s.cs.base.wrapping_add(s.rip),
-            dr6: s.dr6,
-            dr7: s.dr7,
-        }
-    }
-
-    fn get_dr(&self, n: u8) -> Option<u64> {
-        self.debug.get(n)
-    }
-
-    fn set_dr(&mut self, n: u8, value: u64) -> bool {
-        self.debug.set(n, value)
+        s.cs.base.wrapping_add(s.rip)
     }
 
     fn get_msr(&self, index: u32) -> Option<u64> {

@@ -2,7 +2,12 @@
 /*
  * One trip into SVM guest mode and back.
  *
- *   void rkvm_svm_vmrun(u64 vmcb_pa, struct rkvm_gprs *gprs, u64 host_save_pa);
+ *   void rkvm_svm_vmrun(u64 vmcb_pa, struct rkvm_gprs *gprs, u64 host_save_pa,
+ *                       struct vmcb *vmcb, u64 dr7);
+ *
+ * `dr7`, unless 0, is moved to DR7 just before the guest GPRs are loaded:
+ * the guest's armed DR7 for QEMU's emulation, which arms breakpoints on a
+ * MOV to DR7 only (see pure::debug::host_preload_dr7).
  *
  * With GIF clear (no interrupt, NMI or SMI can arrive in between):
  * save the host's VMSAVE state (FS/GS/TR/LDTR bases, KernelGsBase, STAR and
@@ -48,6 +53,11 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	vmsave	%rax		/* host FS/GS/TR/LDTR/syscall MSRs */
 	mov	%rdi, %rax
 	vmload	%rax		/* the guest's */
+
+	test	%r8, %r8
+	jz	1f
+	mov	%r8, %dr7
+1:
 
 	mov	SVM_GPRS_RBX(%rsi), %rbx
 	mov	SVM_GPRS_RCX(%rsi), %rcx

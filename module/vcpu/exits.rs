@@ -28,6 +28,7 @@ use crate::{
     },
     pure::{
         cpuid,
+        debug,
         decode::{
             PortIo,
             V86Op, //
@@ -38,6 +39,7 @@ use crate::{
         x86::vector::{
             DF as DF_VECTOR,
             GP as GP_VECTOR,
+            OF as OF_VECTOR,
             PF as PF_VECTOR,
             UD as UD_VECTOR, //
         }, //
@@ -99,7 +101,9 @@ impl Vcpu {
                 self.stats.inc(VcpuStat::NmiWindowExits);
                 Next::Reenter
             }
-            Exit::Debug => self.handle_debug(st, run),
+            Exit::Debug { payload } => self.handle_debug(st, payload, run),
+            Exit::Breakpoint => self.handle_breakpoint(st, run),
+            Exit::SoftInt => self.handle_soft_int(st, run),
             Exit::Dr => self.handle_dr(st, run),
             Exit::NestedFault { gpa, write } => self.handle_nested_fault(st, gpa, write, run)?,
             Exit::PageFault { addr, error } => self.handle_page_fault(st, addr, error, run)?,
@@ -221,16 +225,85 @@ impl Vcpu {
         Next::Reenter
     }
 
-    /// A #DB while userspace single-steps the guest: `KVM_EXIT_DEBUG`.
-    fn handle_debug(&self, st: &VcpuState, run: &RunPage<'_>) -> Next {
-        run.set_debug(st.arch.debug_exit());
+    /// A #DB (KVM's `db_interception`): while userspace single-steps or
+    /// uses hardware breakpoints, `KVM_EXIT_DEBUG` with the cause in DR6;
+    /// else the guest's own (its breakpoints, its TF), delivered to it with
+    /// its DR6 updated.
+    fn handle_debug(&self, st: &mut VcpuState, payload: u64, run: &RunPage<'_>) -> Next {
+        let arch = &mut st.arch;
+        if arch.debug_regs().guest_debug().db_to_user() {
+            run.set_debug(uapi::kvm_debug_exit_arch {
+                exception: u32::from(debug::DB_VECTOR),
+                pad: 0,
+                pc: arch.linear_rip(),
+                dr6: payload ^ debug::DR6_ACTIVE_LOW,
+                dr7: arch.debug_regs().armed().dr7,
+            });
+            return Next::User;
+        }
+        arch.debug_regs_mut().deliver_db(payload);
+        arch.inject_exception(debug::DB_VECTOR, None);
+        Next::Reenter
+    }
+
+    /// An INT3 while userspace uses software breakpoints (KVM's
+    /// `bp_interception`): `KVM_EXIT_DEBUG` with exception 3 and the INT3's
+    /// address; the guest does not see it.
+    fn handle_breakpoint(&self, st: &VcpuState, run: &RunPage<'_>) -> Next {
+        run.set_debug(uapi::kvm_debug_exit_arch {
+            exception: u32::from(debug::BP_VECTOR),
+            pad: 0,
+            pc: st.arch.linear_rip(),
+            dr6: 0,
+            dr7: 0,
+        });
         Next::User
     }
 
+    /// An INT3, INT n or INTO intercepted as an instruction (see
+    /// `Exit::SoftInt`): INT3 is a breakpoint, the others are delivered.
+    fn handle_soft_int(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Next {
+        let insn = self.vm.with_memory(|mem| emulate::soft_int(mem, &*st.arch));
+        match insn {
+            Some(emulate::SoftInt::Breakpoint) => self.handle_breakpoint(st, run),
+            Some(emulate::SoftInt::Int { vector, len }) => {
+                if st.arch.inject_soft_interrupt(vector, len) {
+                    Next::Reenter
+                } else {
+                    emulation_failed(&*st.arch, run)
+                }
+            }
+            Some(emulate::SoftInt::Overflow) => {
+                st.arch.skip(1);
+                st.arch.inject_exception(OF_VECTOR, None);
+                Next::Reenter
+            }
+            None => emulation_failed(&*st.arch, run),
+        }
+    }
+
     /// A `mov` to or from a debug register, emulated on the vCPU's own
-    /// DR0-DR7.
+    /// DR0-DR7. With DR7.GD set it raises #DB (DR6.BD) instead, as the
+    /// processor does (or, while the debugger's hardware breakpoints are
+    /// armed, a `KVM_EXIT_DEBUG`, as KVM's `handle_dr`).
     fn handle_dr(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Next {
         let arch = &mut st.arch;
+        let dr7 = arch.debug_regs().armed().dr7;
+        if dr7 & debug::DR7_GD != 0 {
+            if arch.debug_regs().guest_debug().hw_bp.is_some() {
+                run.set_debug(uapi::kvm_debug_exit_arch {
+                    exception: u32::from(debug::DB_VECTOR),
+                    pad: 0,
+                    pc: arch.linear_rip(),
+                    dr6: debug::DR6_BD | debug::DR6_ACTIVE_LOW,
+                    dr7,
+                });
+                return Next::User;
+            }
+            arch.debug_regs_mut().deliver_db(debug::DR6_BD);
+            arch.inject_exception(debug::DB_VECTOR, None);
+            return Next::Reenter;
+        }
         self.vm.with_memory(|mem| {
             self.stats.inc(VcpuStat::InsnEmulation);
             match emulate::mov_dr(mem, &mut **arch) {

@@ -2,7 +2,8 @@
 
 //! The vCPU fd's ioctls: their dispatch ([`Vcpu::handle_ioctl`]) and each
 //! request but `KVM_RUN` (`run.rs`): registers, special registers, FPU,
-//! MSRs, CPUID, guest debugging, `KVM_INTERRUPT`, the statistics fd.
+//! MSRs, CPUID, guest debugging and debug registers, `KVM_INTERRUPT`, the
+//! statistics fd.
 
 use kernel::{
     prelude::*,
@@ -16,6 +17,10 @@ use crate::{
     },
     pure::{
         cpuid,
+        debug::{
+            self,
+            GuestDebug, //
+        },
         msr,
         paging::GuestPhys,
         shadow::Flush,
@@ -87,6 +92,17 @@ impl Vcpu {
             abi::vcpu::GET_FPU => self.get(arg, |st| st.arch.fpu()),
             abi::vcpu::SET_FPU => self.set_fpu(arg),
             abi::vcpu::SET_GUEST_DEBUG => self.set_guest_debug(arg),
+            abi::vcpu::GET_DEBUGREGS => self.get(arg, |st| {
+                let (db, dr6, dr7) = st.arch.debug_regs().kvm();
+                uapi::kvm_debugregs {
+                    db,
+                    dr6,
+                    dr7,
+                    flags: 0,
+                    reserved: [0; 9],
+                }
+            }),
+            abi::vcpu::SET_DEBUGREGS => self.set_debugregs(arg),
             abi::vcpu::GET_MSRS => self.get_msrs(arg),
             abi::vcpu::SET_MSRS => self.set_msrs(arg),
             abi::vcpu::GET_CPUID2 => self.get_cpuid(arg),
@@ -167,16 +183,31 @@ impl Vcpu {
         Ok(0)
     }
 
+    /// `KVM_SET_GUEST_DEBUG`: single-step, software breakpoints (INT3 is
+    /// an exit), hardware breakpoints (the debugger's DR0-DR3 and DR7 armed
+    /// in place of the guest's). A control bit KVM knows and rkvm does not
+    /// implement (`INJECT_DB`, `INJECT_BP`, `BLOCKIRQ`) is EINVAL rather
+    /// than silently not done; `KVM_CAP_SET_GUEST_DEBUG2` says which.
     fn set_guest_debug(&self, arg: usize) -> Result<isize> {
         let dbg: uapi::kvm_guest_debug = abi::read_arg(arg)?;
-        if dbg.control & abi::GUEST_DEBUG_KVM & !abi::GUEST_DEBUG_VALID != 0 {
+        let dbg = GuestDebug::from_kvm(dbg.control, &dbg.arch.debugreg).map_err(|_| EINVAL)?;
+        self.state.lock().arch.debug_regs_mut().set_guest_debug(dbg);
+        Ok(0)
+    }
+
+    /// `KVM_SET_DEBUGREGS`: the guest's DR0-DR3, DR6, DR7, checked as KVM
+    /// checks them (flags 0, DR6 and DR7 fit in 32 bits: else EINVAL) and
+    /// stored as given.
+    fn set_debugregs(&self, arg: usize) -> Result<isize> {
+        let r: uapi::kvm_debugregs = abi::read_arg(arg)?;
+        if !debug::valid_debugregs(r.flags, r.dr6, r.dr7) {
             return Err(EINVAL);
         }
-        let step = dbg.control & uapi::KVM_GUESTDBG_ENABLE != 0
-            && dbg.control & uapi::KVM_GUESTDBG_SINGLESTEP != 0;
-        let mut st = self.state.lock();
-        st.single_step = step;
-        st.arch.set_single_step(step);
+        self.state
+            .lock()
+            .arch
+            .debug_regs_mut()
+            .set_kvm(r.db, r.dr6, r.dr7);
         Ok(0)
     }
 

@@ -29,7 +29,10 @@ use kernel::{
 };
 
 use crate::{
-    abi,
+    abi::{
+        self,
+        uapi, //
+    },
     backend::ArchVcpu,
     emulate::{
         PendingLoad,
@@ -40,6 +43,7 @@ use crate::{
     mmu::VcpuMmu,
     pure::{
         cpuid,
+        debug,
         msr,
         paging::GuestPhys, //
     },
@@ -81,8 +85,6 @@ struct VcpuState {
     cpuid: KVec<cpuid::Entry>,
     /// Whether the vCPU has entered the guest (then CPUID is frozen).
     has_run: bool,
-    /// `KVM_GUESTDBG_SINGLESTEP` is on.
-    single_step: bool,
     /// An INS/OUTS round userspace is handling.
     pending_string: Option<StringIo>,
     /// One page, for string I/O data between guest memory and the PIO page.
@@ -131,6 +133,24 @@ impl VcpuState {
     fn ready_for_interrupt(&self) -> bool {
         self.pending_irq.is_none() && self.arch.interrupt_allowed()
     }
+
+    /// `KVM_GUESTDBG_SINGLESTEP` is on.
+    fn single_step(&self) -> bool {
+        self.arch.debug_regs().guest_debug().single_step
+    }
+
+    /// `KVM_EXIT_DEBUG` for a step rkvm completed itself (an instruction it
+    /// emulated, or one userspace completed), as KVM's
+    /// `kvm_vcpu_do_singlestep`.
+    fn step_exit(&self) -> uapi::kvm_debug_exit_arch {
+        uapi::kvm_debug_exit_arch {
+            exception: u32::from(debug::DB_VECTOR),
+            pad: 0,
+            pc: self.arch.linear_rip(),
+            dr6: debug::DR6_BS | debug::DR6_ACTIVE_LOW,
+            dr7: self.arch.debug_regs().armed().dr7,
+        }
+    }
 }
 
 #[pin_data]
@@ -177,7 +197,6 @@ impl Vcpu {
                     pending_irq: None,
                     cpuid: KVec::new(),
                     has_run: false,
-                    single_step: false,
                     pending_string: None,
                     io_buf,
                     host_since: 0,

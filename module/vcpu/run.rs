@@ -71,8 +71,8 @@ impl Vcpu {
         self.complete_userspace(st, run);
         // Single-stepping: an instruction that userspace just completed
         // (I/O, MMIO load) is one step, reported before anything else runs.
-        if st.single_step && st.arch.rip() != rip {
-            run.set_debug(st.arch.debug_exit());
+        if st.single_step() && st.arch.rip() != rip {
+            run.set_debug(st.step_exit());
             return Ok(0);
         }
         // As kvm_arch_vcpu_ioctl_run(): a pending I/O completes first, then
@@ -152,8 +152,8 @@ impl Vcpu {
                 return Ok(0);
             }
             // An instruction emulated here (CPUID, RDMSR, ...) is one step too.
-            if st.single_step && st.arch.rip() != rip {
-                run.set_debug(st.arch.debug_exit());
+            if st.single_step() && st.arch.rip() != rip {
+                run.set_debug(st.step_exit());
                 return Ok(0);
             }
             // As KVM's vcpu_run(): after an exit handled in the kernel, a

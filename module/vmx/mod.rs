@@ -72,10 +72,15 @@ use crate::{
         SHADOW_STI, //
     },
     guest_state::{
+        self,
         DebugRegs,
         FxArea, //
     },
     pure::{
+        debug::{
+            BP_VECTOR,
+            DB_VECTOR, //
+        },
         decode::{
             Mode,
             PortIo, //
@@ -145,15 +150,11 @@ const MSR_EFER: u32 = 0xc000_0080;
 
 /// Power-on PAT.
 const RESET_PAT: u64 = 0x0007_0406_0007_0406;
-/// The debug exception.
-const DB_VECTOR: u8 = 1;
 /// The page fault.
 const PF_VECTOR: u8 = 14;
 /// RFLAGS.VM (virtual-8086 mode) and RFLAGS.IOPL.
 const RFLAGS_VM: u64 = 1 << 17;
 const RFLAGS_IOPL: u64 = 3 << 12;
-/// DR6 bits that read as 1 (KVM's `DR6_ACTIVE_LOW`).
-const DR6_ACTIVE_LOW: u64 = 0xffff_0ff0;
 /// Raw exit codes of this backend carry this bit, so traces and
 /// statistics tell them from SVM's (`pure::trace`).
 pub(crate) const RAW_EXIT_TAG: u64 = crate::pure::trace::VMX_EXIT_TAG;
@@ -253,8 +254,8 @@ pub(crate) struct VmxVcpu {
     irq_window: bool,
     /// NMI-window exiting is on (an NMI waits).
     nmi_window: bool,
-    single_step: bool,
     tf_added: bool,
+    /// The debug registers, the guest's and the debugger's.
     debug: DebugRegs,
     apic_base: u64,
     bsp: bool,
@@ -310,7 +311,6 @@ impl VmxVcpu {
             event: (IntrInfo(0), 0, 0),
             irq_window: false,
             nmi_window: false,
-            single_step: false,
             tf_added: false,
             debug: DebugRegs::RESET,
             apic_base: 0,
@@ -392,10 +392,13 @@ impl VmxVcpu {
         }
         sys::wrmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
         self.fx.restore(fpu);
-        // SAFETY: in VMX root operation with this vCPU's VMCS current and
-        // fully written; `gprs` is ours; interrupts are off and the FPU is
-        // the guest's for the duration.
-        let launched = unsafe { rkvm_vmx_vmlaunch(&mut self.gprs) };
+        let gprs = &mut self.gprs;
+        let launched = guest_state::load_armed(&self.debug.armed(), || {
+            // SAFETY: in VMX root operation with this vCPU's VMCS current
+            // and fully written; `gprs` is ours; interrupts are off and the
+            // FPU is the guest's for the duration.
+            unsafe { rkvm_vmx_vmlaunch(gprs) }
+        });
         self.fx.save(fpu);
         self.state.kernel_gs_base =
             sys::rdmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
@@ -492,8 +495,17 @@ impl VmxVcpu {
         } else {
             0
         };
-        let step = if self.single_step { 1 << DB_VECTOR } else { 0 };
-        v.write(field::EXCEPTION_BITMAP, (exceptions | step).into());
+        // Every #DB, as KVM: the guest's DR6 is emulated, and a #DB the
+        // debugger did not ask for is given to the guest with it.
+        let bp = if self.debug.guest_debug().sw_bp {
+            1 << BP_VECTOR
+        } else {
+            0
+        };
+        v.write(
+            field::EXCEPTION_BITMAP,
+            (exceptions | 1 << DB_VECTOR | bp).into(),
+        );
         v.write(field::CR0_READ_SHADOW, s.cr0);
         v.write(field::CR4_READ_SHADOW, s.cr4);
         v.write(field::TSC_OFFSET, s.tsc_offset);
@@ -536,6 +548,7 @@ impl VmxVcpu {
         }
         v.write(field::GUEST_PENDING_DBG, pending);
         v.write(field::GUEST_INTERRUPTIBILITY, s.interruptibility.into());
+        v.write(field::GUEST_DR7, self.debug.armed().dr7);
         if !self.cold_dirty {
             return;
         }
@@ -554,7 +567,6 @@ impl VmxVcpu {
             field::GUEST_IDTR_LIMIT,
             if self.v86 { 0 } else { s.idtr.1.into() },
         );
-        v.write(field::GUEST_DR7, x86::RESET_DR7);
         v.write(field::GUEST_DEBUGCTL, 0);
         v.write(field::GUEST_SYSENTER_CS, s.sysenter[0]);
         v.write(field::GUEST_SYSENTER_ESP, s.sysenter[1]);
@@ -712,8 +724,15 @@ impl VmxVcpu {
                 let error = info.has_error().then_some(e.intr_error);
                 match (info.kind(), info.vector()) {
                     (IntrInfo::TYPE_NMI, _) => Exit::Host,
-                    (IntrInfo::TYPE_HW_EXCEPTION, DB_VECTOR) if self.single_step || !self.v86 => {
-                        Exit::Debug
+                    (IntrInfo::TYPE_HW_EXCEPTION, DB_VECTOR)
+                        if self.debug.guest_debug().db_to_user() || !self.v86 =>
+                    {
+                        Exit::Debug {
+                            payload: e.qualification,
+                        }
+                    }
+                    (IntrInfo::TYPE_SW_EXCEPTION, BP_VECTOR) if self.debug.guest_debug().sw_bp => {
+                        Exit::Breakpoint
                     }
                     (IntrInfo::TYPE_HW_EXCEPTION, PF_VECTOR) if self.shadow => Exit::PageFault {
                         addr: e.qualification,
@@ -912,7 +931,7 @@ impl ArchVcpu for VmxVcpu {
                 return Exit::RealModeUnsupported;
             }
         }
-        if self.single_step && self.state.rflags & x86::RFLAGS_TF == 0 {
+        if self.debug.guest_debug().single_step && self.state.rflags & x86::RFLAGS_TF == 0 {
             self.state.rflags |= x86::RFLAGS_TF;
             self.tf_added = true;
         }
@@ -989,7 +1008,7 @@ impl ArchVcpu for VmxVcpu {
         self.event = (IntrInfo(0), 0, 0);
         self.irq_window = false;
         self.nmi_window = false;
-        self.debug = DebugRegs::RESET;
+        self.debug.reset();
         self.apic_base = x86::reset_apic_base(self.bsp);
         self.fx.reset();
     }
@@ -1292,26 +1311,16 @@ impl ArchVcpu for VmxVcpu {
         self.fx.set_from_kvm(fpu);
     }
 
-    fn set_single_step(&mut self, enable: bool) {
-        self.single_step = enable;
+    fn debug_regs(&self) -> &DebugRegs {
+        &self.debug
     }
 
-    fn debug_exit(&self) -> uapi::kvm_debug_exit_arch {
-        uapi::kvm_debug_exit_arch {
-            exception: u32::from(DB_VECTOR),
-            pad: 0,
-            pc: self.state.seg(Seg::Cs).base.wrapping_add(self.state.rip),
-            dr6: self.exit.qualification | DR6_ACTIVE_LOW,
-            dr7: self.debug.get(7).unwrap_or(x86::RESET_DR7),
-        }
+    fn debug_regs_mut(&mut self) -> &mut DebugRegs {
+        &mut self.debug
     }
 
-    fn get_dr(&self, n: u8) -> Option<u64> {
-        self.debug.get(n)
-    }
-
-    fn set_dr(&mut self, n: u8, value: u64) -> bool {
-        self.debug.set(n, value)
+    fn linear_rip(&self) -> u64 {
+        self.state.seg(Seg::Cs).base.wrapping_add(self.state.rip)
     }
 
     fn get_msr(&self, index: u32) -> Option<u64> {

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * FPU state (KVM_GET/SET_FPU, kept across exits) and single-stepping with
- * KVM_SET_GUEST_DEBUG (KVM_EXIT_DEBUG after every instruction).
+ * FPU state (KVM_GET/SET_FPU, kept across exits); guest debugging with
+ * KVM_SET_GUEST_DEBUG (single-stepping, software breakpoints, hardware
+ * breakpoints and watchpoints: KVM_EXIT_DEBUG); KVM_GET/SET_DEBUGREGS; and a
+ * guest whose own hardware breakpoints fire inside it.
  */
 #include "harness.h"
 #include "vm.h"
@@ -132,10 +134,290 @@ TEST_F(vcpu, single_step)
 	/* A bit KVM does not know is ignored, by both. */
 	dbg.control = 0x80000000;
 	EXPECT_EQ(0, ioctl(vm->vcpu, KVM_SET_GUEST_DEBUG, &dbg));
-	/* Breakpoints: rkvm refuses what it does not implement (CAP_SET_GUEST_DEBUG2 says so). */
-	dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP;
-	if (testing_rkvm())
+	/*
+	 * rkvm refuses what it does not implement (INJECT_DB, INJECT_BP,
+	 * BLOCKIRQ), and KVM_CAP_SET_GUEST_DEBUG2 says so.
+	 */
+	dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_DB;
+	if (testing_rkvm()) {
+		int fd = open_device();
+		int caps;
+
 		EXPECT_ERRNO(EINVAL, ioctl(vm->vcpu, KVM_SET_GUEST_DEBUG, &dbg));
+		caps = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_GUEST_DEBUG2);
+		EXPECT_EQ(KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP |
+			  KVM_GUESTDBG_USE_SW_BP | KVM_GUESTDBG_USE_HW_BP, caps);
+		close(fd);
+	}
+}
+
+/* Where the long-mode debug guests keep things (guest physical = linear). */
+#define DBG_CODE	0x1000
+#define DBG_GDT		0x3000
+#define DBG_IDT		0x4000
+#define DBG_DATA	0x6000
+#define DBG_AT(name, label)	(DBG_CODE + (uint64_t)((label) - (name)))
+
+static void set_debug(struct __test_metadata *_metadata, struct vm *vm,
+		      uint32_t control, const uint64_t debugreg[8])
+{
+	struct kvm_guest_debug dbg = { .control = control };
+
+	if (debugreg)
+		memcpy(dbg.arch.debugreg, debugreg, sizeof(dbg.arch.debugreg));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_GUEST_DEBUG, &dbg));
+}
+
+/*
+ * KVM_GUESTDBG_USE_SW_BP: the INT3 is a KVM_EXIT_DEBUG with exception 3 and
+ * its own address; the guest never sees it (it has no IDT: a #BP delivered
+ * to it would end in a triple fault). The debugger steps past it.
+ */
+GUEST_CODE64(sw_bp_code,
+	"	nop\n"
+	"	int3\n"				/* 0x1001 */
+	"	mov $0x42, %eax\n"
+	"	out %al, $0x10\n"
+	"	hlt\n");
+
+TEST_F(vcpu, sw_breakpoint)
+{
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+
+	LOAD_GUEST_CODE(vm->mem, DBG_CODE, sw_bp_code);
+	ASSERT_EQ(0, vm_long_mode(vm, DBG_CODE));
+	set_debug(_metadata, vm, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP, NULL);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_DEBUG, vm->run->exit_reason);
+	EXPECT_EQ(3, vm->run->debug.arch.exception);
+	EXPECT_EQ(DBG_CODE + 1, vm->run->debug.arch.pc);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(DBG_CODE + 1, regs.rip);
+	/* Again at the same place: the INT3 has not run. */
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_DEBUG, vm->run->exit_reason);
+	EXPECT_EQ(DBG_CODE + 1, vm->run->debug.arch.pc);
+	/* The debugger moves past it (as if it had put back the original byte). */
+	regs.rip++;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_REGS, &regs));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	EXPECT_EQ(0x10, vm->run->io.port);
+	EXPECT_EQ(0x42, *vm_pio_data(vm));
+}
+
+/*
+ * KVM_GUESTDBG_USE_HW_BP: the debugger's DR0-DR3/DR7 are armed in guest
+ * mode. An execute breakpoint (DR0) stops before the instruction (a fault:
+ * RIP is its address); a write watchpoint (DR1, 4 bytes) after the write
+ * (a trap). DR6 in kvm_run says which; DR7 is the debugger's. The guest's
+ * own DR7 is untouched.
+ */
+GUEST_CODE64(hw_bp_code,
+	"	nop\n"
+	"hw_bp_exec:\n"
+	"	mov $0x1234, %eax\n"
+	"	mov %eax, 0x6000\n"
+	"hw_bp_after_write:\n"
+	"	nop\n"
+	"	out %al, $0x10\n"
+	"	hlt\n");
+extern const uint8_t hw_bp_exec[], hw_bp_after_write[];
+
+TEST_F(vcpu, hw_breakpoint_and_watchpoint)
+{
+	uint64_t debugreg[8] = { 0 };
+	struct vm *vm = &self->vm;
+	struct kvm_debugregs dregs;
+	struct kvm_regs regs;
+
+	LOAD_GUEST_CODE(vm->mem, DBG_CODE, hw_bp_code);
+	ASSERT_EQ(0, vm_long_mode(vm, DBG_CODE));
+	debugreg[0] = DBG_AT(hw_bp_code, hw_bp_exec);
+	debugreg[1] = DBG_DATA;
+	/* L0 (execute, length 1); L1 with R/W1 = 01 (write), LEN1 = 11 (4 bytes). */
+	debugreg[7] = 0x400 | 1 << 0 | 1 << 2 | 1 << 20 | 3 << 22;
+	set_debug(_metadata, vm, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP, debugreg);
+
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_DEBUG, vm->run->exit_reason);
+	EXPECT_EQ(1, vm->run->debug.arch.exception);
+	EXPECT_EQ(debugreg[0], vm->run->debug.arch.pc);
+	EXPECT_EQ(1, vm->run->debug.arch.dr6 & 0xf);		/* B0 */
+	EXPECT_EQ(debugreg[7], vm->run->debug.arch.dr7);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(debugreg[0], regs.rip);
+
+	/* Step over the instruction breakpoint: disarm DR0, keep DR1. */
+	debugreg[7] &= ~1ULL;
+	set_debug(_metadata, vm, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP, debugreg);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_DEBUG, vm->run->exit_reason);
+	EXPECT_EQ(1, vm->run->debug.arch.exception);
+	EXPECT_EQ(DBG_AT(hw_bp_code, hw_bp_after_write), vm->run->debug.arch.pc);
+	EXPECT_EQ(2, vm->run->debug.arch.dr6 & 0xf);		/* B1 */
+	EXPECT_EQ(0x1234, *(uint32_t *)(vm->mem + DBG_DATA));
+
+	/* The guest's own debug registers never saw the debugger's. */
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_DEBUGREGS, &dregs));
+	EXPECT_EQ(0, dregs.db[0]);
+	EXPECT_EQ(0, dregs.db[1]);
+	EXPECT_EQ(0x400, dregs.dr7);
+
+	set_debug(_metadata, vm, 0, NULL);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	EXPECT_EQ(0x10, vm->run->io.port);
+}
+
+/*
+ * KVM_GET/SET_DEBUGREGS: a round trip (stored as given, as KVM does), the
+ * guest reading what was set, and KVM's errnos: flags other than 0, DR6 or
+ * DR7 with bits 63:32 set are EINVAL.
+ */
+GUEST_CODE64(debugregs_code,
+	"	mov %dr0, %rax\n"
+	"	mov %dr3, %rbx\n"
+	"	mov %dr7, %rcx\n"
+	"	hlt\n");
+
+TEST_F(vcpu, debugregs)
+{
+	struct kvm_debugregs set = {
+		.db = { 0x1000, 0x2000, 0x3000, 0xffffffff81000000ULL },
+		.dr6 = 0xffff0ff1,
+		.dr7 = 0x700,				/* LE, GE; nothing enabled */
+	}, get;
+	struct vm *vm = &self->vm;
+	struct kvm_regs regs;
+
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_DEBUGREGS, &get));
+	EXPECT_EQ(0, get.db[0]);
+	EXPECT_EQ(0xffff0ff0, get.dr6);
+	EXPECT_EQ(0x400, get.dr7);
+	EXPECT_EQ(0, get.flags);
+
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_DEBUGREGS, &set));
+	memset(&get, 0xa5, sizeof(get));
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_DEBUGREGS, &get));
+	EXPECT_EQ(0, memcmp(set.db, get.db, sizeof(set.db)));
+	EXPECT_EQ(set.dr6, get.dr6);
+	EXPECT_EQ(set.dr7, get.dr7);
+	EXPECT_EQ(0, get.flags);
+	EXPECT_EQ(0, get.reserved[0]);
+	EXPECT_EQ(0, get.reserved[8]);
+
+	LOAD_GUEST_CODE(vm->mem, DBG_CODE, debugregs_code);
+	ASSERT_EQ(0, vm_long_mode(vm, DBG_CODE));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_REGS, &regs));
+	EXPECT_EQ(set.db[0], regs.rax);
+	EXPECT_EQ(set.db[3], regs.rbx);
+	EXPECT_EQ(set.dr7, regs.rcx);
+
+	get = set;
+	get.flags = 1;
+	EXPECT_ERRNO(EINVAL, ioctl(vm->vcpu, KVM_SET_DEBUGREGS, &get));
+	get = set;
+	get.dr6 = 1ULL << 32;
+	EXPECT_ERRNO(EINVAL, ioctl(vm->vcpu, KVM_SET_DEBUGREGS, &get));
+	get = set;
+	get.dr7 = 0x400 | 1ULL << 40;
+	EXPECT_ERRNO(EINVAL, ioctl(vm->vcpu, KVM_SET_DEBUGREGS, &get));
+	/* The reserved words are not checked. */
+	get = set;
+	get.reserved[3] = 7;
+	EXPECT_EQ(0, ioctl(vm->vcpu, KVM_SET_DEBUGREGS, &get));
+	EXPECT_ERRNO(EFAULT, ioctl(vm->vcpu, KVM_SET_DEBUGREGS, (void *)8));
+	EXPECT_ERRNO(EFAULT, ioctl(vm->vcpu, KVM_GET_DEBUGREGS, (void *)8));
+}
+
+/*
+ * The guest's own hardware breakpoints, armed for real: it sets DR0 to a
+ * 4-byte write watchpoint and DR1 to an execute breakpoint, and its #DB
+ * handler (an IDT gate) reports DR6 on port 0x11, disarms the breakpoint
+ * that fired, clears DR6 and returns. No debugger is involved.
+ */
+GUEST_CODE64(own_bp_code,
+	"	mov $0x6000, %rax\n"
+	"	mov %rax, %dr0\n"
+	"	mov $0x1000 + (own_bp_exec - own_bp_code), %rax\n"
+	"	mov %rax, %dr1\n"
+	/* L0, R/W0 = 01 (write), LEN0 = 11 (4 bytes); L1 (execute). */
+	"	mov $(0x400 | 1 | 4 | 1 << 16 | 3 << 18), %rax\n"
+	"	mov %rax, %dr7\n"
+	"	movl $0x99, 0x6000\n"			/* #DB, B0, after the write */
+	"	out %al, $0x12\n"
+	"own_bp_exec:\n"
+	"	nop\n"					/* #DB, B1, before the nop */
+	"	out %al, $0x13\n"
+	"	hlt\n"
+	"own_bp_handler:\n"
+	"	mov %dr6, %rax\n"
+	"	out %eax, $0x11\n"
+	"	mov %dr7, %rcx\n"
+	"	test $1, %al\n"
+	"	jz 1f\n"
+	"	and $~1, %rcx\n"
+	"1:	test $2, %al\n"
+	"	jz 2f\n"
+	"	and $~4, %rcx\n"
+	"2:	mov %rcx, %dr7\n"
+	"	xor %eax, %eax\n"
+	"	mov %rax, %dr6\n"
+	"	iretq\n");
+extern const uint8_t own_bp_handler[];
+
+TEST_F(vcpu, guest_own_breakpoints)
+{
+	struct kvm_segment code = {
+		.base = 0, .limit = 0xffffffff, .selector = 8, .type = 0xb,
+		.present = 1, .s = 1, .l = 1, .g = 1,
+	};
+	uint64_t handler = DBG_AT(own_bp_code, own_bp_handler);
+	uint64_t *gdt = (uint64_t *)(self->vm.mem + DBG_GDT);
+	uint64_t *idt = (uint64_t *)(self->vm.mem + DBG_IDT);
+	struct vm *vm = &self->vm;
+	struct kvm_debugregs dregs;
+	struct kvm_sregs sregs;
+	const uint16_t ports[] = { 0x11, 0x12, 0x11, 0x13 };
+	const uint32_t trap[] = { 1, 0, 2, 0 };
+	unsigned int i;
+
+	LOAD_GUEST_CODE(vm->mem, DBG_CODE, own_bp_code);
+	ASSERT_EQ(0, vm_long_mode(vm, DBG_CODE));
+	gdt[1] = 0x00209b0000000000ULL;			/* 0x08: 64-bit code */
+	gdt[2] = 0x0000930000000000ULL;			/* 0x10: data */
+	/* IDT[1]: a 64-bit interrupt gate to the handler, selector 8. */
+	idt[2] = (handler & 0xffff) | (8ULL << 16) | (0x8eULL << 40) |
+		 ((handler >> 16 & 0xffff) << 48);
+	idt[3] = handler >> 32;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
+	sregs.cs = code;
+	sregs.gdt.base = DBG_GDT;
+	sregs.gdt.limit = 3 * 8 - 1;
+	sregs.idt.base = DBG_IDT;
+	sregs.idt.limit = 256 * 16 - 1;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_SREGS, &sregs));
+
+	for (i = 0; i < 4; i++) {
+		ASSERT_EQ(0, vm_run(vm));
+		ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason)
+			TH_LOG("exit %u: reason %u", i, vm->run->exit_reason);
+		ASSERT_EQ(ports[i], vm->run->io.port) TH_LOG("exit %u", i);
+		if (ports[i] == 0x11)
+			EXPECT_EQ(trap[i], *(uint32_t *)vm_pio_data(vm) & 0xf)
+				TH_LOG("DR6 in the handler: %#x", *(uint32_t *)vm_pio_data(vm));
+	}
+	EXPECT_EQ(0x99, *(uint32_t *)(vm->mem + DBG_DATA));
+	ASSERT_EQ(0, vm_run(vm));
+	EXPECT_EQ(KVM_EXIT_HLT, vm->run->exit_reason);
+	/* Both disarmed by the handler; DR0 and DR1 still hold the addresses. */
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_DEBUGREGS, &dregs));
+	EXPECT_EQ(0, dregs.dr7 & 0xff);
+	EXPECT_EQ(DBG_DATA, dregs.db[0]);
 }
 
 TEST_HARNESS_MAIN

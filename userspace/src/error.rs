@@ -129,6 +129,15 @@ pub enum Error {
     #[error("writing the zero page: {0}")]
     ZeroPage(linux_loader::configurator::Error),
 
+    // The gdb stub (--gdb).
+    #[error("--gdb {port}: cannot listen on 127.0.0.1:{port}: {source}")]
+    GdbListen { port: u16, source: io::Error },
+    #[error("--gdb: waiting for gdb: {0}")]
+    GdbAccept(io::Error),
+    /// The session with gdb failed (gdbstub's error, as it prints it).
+    #[error("gdb session: {0}")]
+    Gdb(String),
+
     // The run.
     #[error(transparent)]
     Bus(#[from] BusError),

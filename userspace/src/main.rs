@@ -12,6 +12,7 @@ mod cpu;
 mod debugfs;
 mod devices;
 mod error;
+mod gdb;
 mod kvmstats;
 mod observe;
 mod run;
@@ -169,6 +170,13 @@ enum Command {
         /// A virtio entropy device fed from the host's /dev/urandom.
         #[arg(long)]
         virtio_rng: bool,
+        /// Serve gdb's remote protocol on 127.0.0.1:PORT; the guest waits
+        /// at its first instruction until gdb continues it (gdb: `target
+        /// remote :PORT`). Registers, memory by guest-virtual address,
+        /// breakpoints (`break`, `hbreak`), watchpoints (4 hardware slots),
+        /// single steps, Ctrl-C in gdb. Documentation/gdb.md.
+        #[arg(long, value_name = "PORT")]
+        gdb: Option<u16>,
     },
 }
 
@@ -212,6 +220,7 @@ fn main() -> ExitCode {
             disk,
             virtio_console,
             virtio_rng,
+            gdb,
         } => {
             let guest = match (&flat, &kernel) {
                 (Some(flat), _) => run::Guest::Flat(flat, mode),
@@ -243,6 +252,7 @@ fn main() -> ExitCode {
                 trace_regs,
                 mmu,
                 virtio,
+                gdb,
             };
             run::run(&opts).map(|outcome| {
                 if let Some(msg) = outcome.message() {

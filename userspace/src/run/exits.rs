@@ -53,15 +53,56 @@ fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<()> {
     Ok(())
 }
 
+/// Why [`run_loop`] returned.
+#[derive(Debug)]
+pub enum Stop {
+    /// The run is over.
+    Over(Outcome),
+    /// `KVM_EXIT_DEBUG`: a breakpoint, a watchpoint or a step (`--gdb`).
+    Debug(kvm_bindings::kvm_debug_exit_arch),
+    /// The debugger has something to say (`--gdb`: a byte from gdb, such
+    /// as its interrupt).
+    Attention,
+}
+
+/// What the run loop keeps from one call to the next (a debugger stops
+/// and resumes it).
+pub struct LoopState {
+    kick: Kick,
+    halted: bool,
+    /// No interrupt is injected (a debugger single-steps: the step is the
+    /// instruction's, not an interrupt handler's; KVM's
+    /// `KVM_GUESTDBG_BLOCKIRQ`, done here in userspace).
+    pub block_irqs: bool,
+}
+
+impl LoopState {
+    pub fn new() -> Result<Self> {
+        Ok(LoopState {
+            kick: Kick::new()?,
+            halted: false,
+            block_irqs: false,
+        })
+    }
+}
+
+/// With a debugger: how often at most the loop looks at its connection
+/// (the vCPU is kicked out of the guest this often).
+const ATTENTION_POLL_NS: u64 = 10_000_000;
+
 /// Runs the vCPU until the guest or the user ends the run; `input` is
-/// the console's.
+/// the console's. With `attention` (a debugger), also returns at a
+/// `KVM_EXIT_DEBUG` and when `attention()` says the debugger has
+/// something to say, which it is asked at least every 10 ms.
 pub fn run_loop(
     vm: &mut Vm,
     board: &mut Board,
-    mut input: Input,
+    input: &mut Input,
     stats: &mut Stats,
     trace: &mut Trace,
-) -> Result<Outcome> {
+    state: &mut LoopState,
+    mut attention: Option<&mut dyn FnMut() -> bool>,
+) -> Result<Stop> {
     let Vm { vcpu, mem, .. } = vm;
     let Board {
         ports,
@@ -75,12 +116,30 @@ pub fn run_loop(
     } = board;
     let virtio_console = *virtio_console;
     let set_irq = |irq: u8, level: bool| pic.borrow_mut().set_irq(irq, level);
-    let mut kick = Kick::new()?;
-    let mut halted = false;
+    let LoopState {
+        kick,
+        halted,
+        block_irqs,
+    } = state;
+    let debugging = attention.is_some();
+    // The next kick: the PIT's next tick, and with a debugger at most
+    // ATTENTION_POLL_NS away.
+    let next_kick = |timer: Option<u64>| {
+        let poll = debugging.then_some(ATTENTION_POLL_NS);
+        match (timer.map(|at| at.saturating_sub(now_ns())), poll) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    };
     let mut internal_error = false;
     loop {
         if let Some(signal) = signals::stop_signal() {
-            return Ok(Outcome::Signal(signal));
+            return Ok(Stop::Over(Outcome::Signal(signal)));
+        }
+        if let Some(attention) = attention.as_mut() {
+            if attention() {
+                return Ok(Stop::Attention);
+            }
         }
         if pit.borrow_mut().poll_irq0(now_ns()) > 0 {
             pic.borrow_mut().pulse_irq(0);
@@ -91,32 +150,33 @@ pub fn run_loop(
             input.feed(|bytes| uart.borrow_mut().receive(bytes));
         }
         virtio.poll(mem, set_irq);
-        if halted {
+        if *halted {
             // HLT: an interrupt to deliver wakes the guest. Otherwise, with
             // interrupts on, wait for what could raise one (the timer,
             // console input); with nothing that can, the run is over.
             if pic.borrow().interrupt_pending() {
-                halted = false;
+                *halted = false;
             } else {
                 let if_flag = vcpu.get_kvm_run().if_flag != 0;
                 let timer = pit.borrow().next_irq0(now_ns());
                 let typing = input.may_have_more()
                     && (virtio_console || uart.borrow().rx_interrupt_enabled());
                 if !if_flag || (timer.is_none() && !typing) {
-                    return Ok(Outcome::Halted);
+                    *halted = false;
+                    return Ok(Stop::Over(Outcome::Halted));
                 }
-                kick.arm(timer.map(|at| at.saturating_sub(now_ns())));
+                kick.arm(next_kick(timer));
                 signals::wait_for_wakeup();
                 signals::clear_wakeup();
                 continue;
             }
         }
-        inject_interrupt(vcpu, pic)?;
-        kick.arm(
-            pit.borrow()
-                .next_irq0(now_ns())
-                .map(|at| at.saturating_sub(now_ns())),
-        );
+        if *block_irqs {
+            vcpu.get_kvm_run().request_interrupt_window = 0;
+        } else {
+            inject_interrupt(vcpu, pic)?;
+        }
+        kick.arm(next_kick(pit.borrow().next_irq0(now_ns())));
         let vcpu_fd = vcpu.as_raw_fd();
         let result = vcpu.run();
         signals::clear_wakeup();
@@ -139,8 +199,9 @@ pub fn run_loop(
             VcpuExit::MmioRead(addr, data) => virtio.read(addr, data),
             VcpuExit::MmioWrite(addr, data) => virtio.write(addr, data, mem, set_irq),
             VcpuExit::IrqWindowOpen => {} // injected before the next entry
-            VcpuExit::Hlt => halted = true,
-            VcpuExit::Shutdown => return Ok(Outcome::Shutdown),
+            VcpuExit::Hlt => *halted = true,
+            VcpuExit::Shutdown => return Ok(Stop::Over(Outcome::Shutdown)),
+            VcpuExit::Debug(arch) if debugging => return Ok(Stop::Debug(arch)),
             VcpuExit::FailEntry(reason, cpu) => {
                 return Err(Error::FailEntry { reason, cpu });
             }
@@ -148,10 +209,10 @@ pub fn run_loop(
             other => return Err(Error::UnexpectedExit(format!("{other:?}"))),
         }
         if let Some(s) = status.get() {
-            return Ok(Outcome::DebugExit(s));
+            return Ok(Stop::Over(Outcome::DebugExit(s)));
         }
         if i8042.borrow().reset_requested() {
-            return Ok(Outcome::Reset);
+            return Ok(Stop::Over(Outcome::Reset));
         }
         if internal_error {
             return Err(describe_internal_error(vcpu));

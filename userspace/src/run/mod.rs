@@ -10,12 +10,12 @@
 //! what each exit goes to), `trace` (`--trace-exits`), `report` (the
 //! summaries at the end).
 
-mod board;
-mod exits;
+pub mod board;
+pub mod exits;
 mod linux;
-mod report;
+pub mod report;
 mod setup;
-mod trace;
+pub mod trace;
 pub mod vm;
 
 use std::os::fd::AsRawFd;
@@ -52,6 +52,9 @@ pub struct Options<'a> {
     pub trace_regs: bool,
     pub mmu: Option<MmuMode>,
     pub virtio: VirtioOptions,
+    /// `--gdb PORT`: serve gdb on this port, the guest stopped until it
+    /// says go.
+    pub gdb: Option<u16>,
 }
 
 /// The paravirtual devices of a run (`--disk`, `--virtio-console`,
@@ -80,6 +83,8 @@ pub enum Outcome {
     Reset,
     /// The user stopped the run (SIGINT from Ctrl-C, or SIGTERM).
     Signal(Signal),
+    /// gdb killed the guest (`--gdb`).
+    Killed,
 }
 
 impl Outcome {
@@ -91,6 +96,7 @@ impl Outcome {
             Outcome::Shutdown => 3,
             Outcome::Reset => 4,
             Outcome::Signal(sig) => 128 + *sig as u8,
+            Outcome::Killed => 128 + Signal::SIGKILL as u8,
         }
     }
 
@@ -104,6 +110,7 @@ impl Outcome {
                 "the guest asked for a reset (reboot); rkvm does not restart guests".into()
             }
             Outcome::Signal(sig) => format!("stopped by {sig}; the guest did not shut down"),
+            Outcome::Killed => "gdb killed the guest".into(),
         })
     }
 }
@@ -135,10 +142,31 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
     // SAFETY: the kvm_run mapping belongs to `vm.vcpu`, which outlives
     // `armed` (declared after it, so dropped first).
     let armed = unsafe { signals::Armed::new(vm.vcpu.get_kvm_run()) }?;
-    let input = Input::stdin(signals::wake_vcpu);
+    let mut input = Input::stdin(signals::wake_vcpu);
     let mut trace = trace::Trace::new(opts.trace_exits, opts.trace_regs, vm.fd.as_raw_fd());
+    let mut state = exits::LoopState::new()?;
     let started = Instant::now();
-    let outcome = exits::run_loop(&mut vm, &mut board, input, &mut stats, &mut trace);
+    let outcome = match opts.gdb {
+        Some(port) => crate::gdb::serve(
+            port,
+            crate::gdb::Machine {
+                vm: &mut vm,
+                board: &mut board,
+                input: &mut input,
+                stats: &mut stats,
+                trace: &mut trace,
+                state: &mut state,
+            },
+        ),
+        None => exits::run_loop(
+            &mut vm, &mut board, &mut input, &mut stats, &mut trace, &mut state, None,
+        )
+        .map(|stop| match stop {
+            exits::Stop::Over(outcome) => outcome,
+            // Without a debugger the loop returns only when the run is over.
+            exits::Stop::Debug(_) | exits::Stop::Attention => Outcome::Halted,
+        }),
+    };
     let wall = started.elapsed();
     drop(armed);
     trace.end(&vm.vcpu);
