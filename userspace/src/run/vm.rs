@@ -66,8 +66,9 @@ impl Vm {
         // Real KVM allows CR4.PAE and long mode only if the guest's CPUID says
         // so: hand the vCPU what the device supports, where it can tell.
         if let Ok(cpuid) = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) {
-            let cpuid = CpuId::from_entries(&without_xsave(cpuid.as_slice()))
-                .map_err(|e| Error::Cpuid(format!("{e:?}")))?;
+            let cpuid =
+                CpuId::from_entries(&for_userspace_irqchip(&without_xsave(cpuid.as_slice())))
+                    .map_err(|e| Error::Cpuid(format!("{e:?}")))?;
             vcpu.set_cpuid2(&cpuid)
                 .map_err(Error::ioctl("KVM_SET_CPUID2"))?;
         }
@@ -176,6 +177,30 @@ fn without_xsave(entries: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
         .collect()
 }
 
+/// KVM's paravirtual features (leaf 0x40000001 EAX) a guest may use when
+/// its interrupt controllers are in userspace, as here: kvmclock (both MSR
+/// pairs and the stable bit) and no I/O delay. KVM_GET_SUPPORTED_CPUID
+/// offers more whatever the VM's irqchip, but async page faults by
+/// interrupt, PV EOI, PV IPIs and the like need an in-kernel local APIC
+/// (kvm_amd refuses `MSR_KVM_ASYNC_PF_INT` without one: "unchecked MSR
+/// access error" in the guest). QEMU filters the same way.
+const PV_FEATURES_WITHOUT_IRQCHIP: u32 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 24);
+
+/// The supported CPUID with the paravirtual features a userspace irqchip
+/// cannot back taken out (see [`PV_FEATURES_WITHOUT_IRQCHIP`]).
+fn for_userspace_irqchip(entries: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
+    entries
+        .iter()
+        .map(|e| {
+            let mut e = *e;
+            if e.function == 0x4000_0001 {
+                e.eax &= PV_FEATURES_WITHOUT_IRQCHIP;
+            }
+            e
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +231,18 @@ mod tests {
         );
         assert_eq!(out[0].ebx, all);
         assert_eq!((out[1].ebx, out[1].ecx), (!(1 << 5), all), "AVX2 cleared");
+    }
+
+    #[test]
+    fn only_kvmclock_and_no_io_delay_without_an_in_kernel_irqchip() {
+        let mut pv = entry(0x4000_0001, 0, 0, 0);
+        pv.eax = u32::MAX;
+        let out = for_userspace_irqchip(&[pv, entry(1, 0, 7, 7)]);
+        assert_eq!(out[0].eax, 0x0100_000b);
+        assert_eq!(
+            (out[1].ebx, out[1].ecx),
+            (7, 7),
+            "other leaves as they were"
+        );
     }
 }
