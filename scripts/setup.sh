@@ -102,6 +102,13 @@ build_kernel() {
     src=$(kernel_source_dir); bld=$(kernel_build_dir "${1:-}")
     mapfile -t fragments < <(kernel_fragments "${1:-}")
     [[ -f $bld/.rkvm-done ]] && return
+    # One build per directory: a setup running in another checkout at the
+    # same time waits for this one (and then finds the kernel built).
+    local lock
+    mkdir -p "$(dirname "$bld")"
+    exec {lock}> "$bld.lock"
+    flock "$lock"
+    [[ -f $bld/.rkvm-done ]] && return
     log "configuring the ${1:-test}${1:+ test} kernel in $bld"
     mkdir -p "$bld"
     # shellcheck disable=SC2046
