@@ -230,11 +230,7 @@ pub(crate) fn start_string_io(
         count = rcx.min(room).min(1024 / size64).max(1);
     }
     let paging = Paging::of(s.cr0, s.cr4, s.efer);
-    let read_entry = |gpa: u64, sz: u8| {
-        let mut b = [0u8; 8];
-        mem.read(GuestPhys(gpa), &mut b[..usize::from(sz)]).ok()?;
-        Some(u64::from_le_bytes(b))
-    };
+    let read_entry = |gpa: u64, size: u8| mem.read_entry(gpa, size);
     let gpa = walk::translate(paging, s.cr3, linear, read_entry)?;
     // A transfer that crosses a page (only a single misaligned one can):
     // not emulated.
@@ -627,11 +623,7 @@ fn fetch(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<([u8; MAX_INSN], usiz
         Mode::Bits16 => s.cs.base.wrapping_add(rip & 0xffff) & 0xffff_ffff,
     };
     let paging = Paging::of(s.cr0, s.cr4, s.efer);
-    let read_entry = |gpa: u64, size: u8| {
-        let mut b = [0u8; 8];
-        mem.read(GuestPhys(gpa), &mut b[..usize::from(size)]).ok()?;
-        Some(u64::from_le_bytes(b))
-    };
+    let read_entry = |gpa: u64, size: u8| mem.read_entry(gpa, size);
     let mut buf = [0u8; MAX_INSN];
     let mut n = 0usize;
     while n < MAX_INSN {

@@ -285,6 +285,28 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// The 4- or 8-byte page-table entry at `gpa`, as a walk of the guest's
+    /// tables (`pure::walk`) reads it; `None` outside guest RAM.
+    pub(crate) fn read_entry(&self, gpa: u64, size: u8) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(GuestPhys(gpa), b.get_mut(..usize::from(size))?)
+            .ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+
+    /// Writes back the accessed and dirty bits `walked` set in the guest's
+    /// entries, as the processor does. A table in a read-only slot keeps its
+    /// bits clear (the write is dropped).
+    pub(crate) fn write_walk_updates(&self, walked: &crate::pure::walk::Walk) {
+        for u in walked.updates.iter().flatten() {
+            let bytes = u.value.to_le_bytes();
+            let _ = self.write(
+                GuestPhys(u.gpa),
+                bytes.get(..usize::from(u.size)).unwrap_or(&bytes),
+            );
+        }
+    }
+
     /// Reads guest physical memory (RAM only, within one page) through the
     /// owner's mapping, as KVM does with `copy_from_user()`.
     pub(crate) fn read(&self, gpa: GuestPhys, out: &mut [u8]) -> Result {

@@ -171,12 +171,7 @@ impl Shadow {
         error: u64,
     ) -> Result<PageFault> {
         let access = Access::from_error_code(error);
-        let read = |gpa: u64, size: u8| {
-            let mut b = [0u8; 8];
-            mem.read(GuestPhys(gpa), b.get_mut(..usize::from(size))?)
-                .ok()?;
-            Some(u64::from_le_bytes(b))
-        };
+        let read = |gpa: u64, size: u8| mem.read_entry(gpa, size);
         let walked = match walk::walk(
             paging.mode(),
             paging.cr3,
@@ -188,15 +183,7 @@ impl Shadow {
             Ok(w) => w,
             Err(code) => return Ok(PageFault::Guest(code)),
         };
-        // The accessed and dirty bits, as the processor sets them. A table
-        // in a read-only slot keeps its bits clear (the write is dropped).
-        for u in walked.updates.iter().flatten() {
-            let bytes = u.value.to_le_bytes();
-            let _ = mem.write(
-                GuestPhys(u.gpa),
-                bytes.get(..usize::from(u.size)).unwrap_or(&bytes),
-            );
-        }
+        mem.write_walk_updates(&walked);
         let gpa = GuestPhys(walked.gpa);
         match mem.backing(GuestPhys(gpa.0 & !0xfff), access.write)? {
             Backing::Mmio => Ok(PageFault::Mmio(gpa)),

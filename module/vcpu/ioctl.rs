@@ -22,7 +22,6 @@ use crate::{
             GuestDebug, //
         },
         msr,
-        paging::GuestPhys,
         shadow::Flush,
         x86::{
             self,
@@ -341,12 +340,7 @@ impl Vcpu {
             Some(tr.linear_address)
         } else {
             self.vm.with_memory(|mem| {
-                let read = |gpa: u64, size: u8| {
-                    let mut b = [0u8; 8];
-                    mem.read(GuestPhys(gpa), b.get_mut(..usize::from(size))?)
-                        .ok()?;
-                    Some(u64::from_le_bytes(b))
-                };
+                let read = |gpa: u64, size: u8| mem.read_entry(gpa, size);
                 let walked = walk::walk(
                     paging.mode(),
                     paging.cr3,
@@ -356,13 +350,7 @@ impl Vcpu {
                     read,
                 )
                 .ok()?;
-                for u in walked.updates.iter().flatten() {
-                    let bytes = u.value.to_le_bytes();
-                    let _ = mem.write(
-                        GuestPhys(u.gpa),
-                        bytes.get(..usize::from(u.size)).unwrap_or(&bytes),
-                    );
-                }
+                mem.write_walk_updates(&walked);
                 Some(walked.gpa)
             })
         };
