@@ -358,9 +358,21 @@ pub(crate) trait ArchVcpu: Send {
     /// The event queued for the next entry, if it is one
     /// `KVM_GET_VCPU_EVENTS` reports.
     fn injection(&self) -> Option<Injection>;
+    /// Drops the event queued for the next entry.
+    fn clear_injection(&mut self);
     /// Replaces the event queued for the next entry (`None`: none), as
     /// `KVM_SET_VCPU_EVENTS` restores it.
-    fn set_injection(&mut self, injection: Option<Injection>);
+    fn set_injection(&mut self, injection: Option<Injection>) {
+        self.clear_injection();
+        match injection {
+            None => {}
+            Some(Injection::Exception { vector, error }) => self.inject_exception(vector, error),
+            Some(Injection::Interrupt(vector)) => {
+                self.inject_interrupt(vector);
+            }
+            Some(Injection::Nmi) => self.inject_nmi(),
+        }
+    }
     /// The interrupt shadow ([`SHADOW_MOV_SS`], [`SHADOW_STI`]).
     fn interrupt_shadow(&self) -> u8;
     /// Sets the interrupt shadow.

@@ -244,24 +244,16 @@ impl Vm {
         Ok(0)
     }
 
-    fn set_memory_region(&self, arg: usize) -> Result<isize> {
+    /// `KVM_SET_USER_MEMORY_REGION` and (`v2`) `KVM_SET_USER_MEMORY_REGION2`,
+    /// whose struct begins with the first one's fields (asserted in `abi`).
+    /// The second's guest_memfd fields only count with `KVM_MEM_GUEST_MEMFD`,
+    /// a flag rkvm (like KVM for a VM without private memory) refuses with
+    /// EINVAL; all of it must be readable (EFAULT), as KVM copies it whole.
+    fn set_memory_region(&self, arg: usize, v2: bool) -> Result<isize> {
+        if v2 {
+            let _whole: uapi::kvm_userspace_memory_region2 = abi::read_arg(arg)?;
+        }
         let r: uapi::kvm_userspace_memory_region = abi::read_arg(arg)?;
-        let region = Region {
-            slot: r.slot,
-            flags: r.flags,
-            guest_phys_addr: r.guest_phys_addr,
-            memory_size: r.memory_size,
-            userspace_addr: r.userspace_addr,
-        };
-        self.mmu.lock().set_region(&region)?;
-        Ok(0)
-    }
-
-    /// `KVM_SET_USER_MEMORY_REGION2`: the same, from the larger struct. Its
-    /// guest_memfd fields only count with `KVM_MEM_GUEST_MEMFD`, a flag
-    /// rkvm (like KVM for a VM without private memory) refuses with EINVAL.
-    fn set_memory_region2(&self, arg: usize) -> Result<isize> {
-        let r: uapi::kvm_userspace_memory_region2 = abi::read_arg(arg)?;
         let region = Region {
             slot: r.slot,
             flags: r.flags,
@@ -280,7 +272,7 @@ impl Vm {
     /// unrestricted guest, shadow paging's own tables) and, like KVM on
     /// AMD, takes the address and does nothing with it.
     fn set_identity_map_addr(&self, arg: usize) -> Result<isize> {
-        if self.vcpus.lock().ids.iter().any(|&w| w != 0) {
+        if self.vcpus.lock().any() {
             return Err(EINVAL);
         }
         let _addr: u64 = abi::read_arg(arg)?;
@@ -305,8 +297,8 @@ impl FdOps for Vm {
             }
             abi::sys::CHECK_EXTENSION => Ok(abi::check_extension(arg) as isize),
             abi::vm::CREATE_VCPU => this.create_vcpu(arg),
-            abi::vm::SET_USER_MEMORY_REGION => this.set_memory_region(arg),
-            abi::vm::SET_USER_MEMORY_REGION2 => this.set_memory_region2(arg),
+            abi::vm::SET_USER_MEMORY_REGION => this.set_memory_region(arg, false),
+            abi::vm::SET_USER_MEMORY_REGION2 => this.set_memory_region(arg, true),
             abi::vm::SET_IDENTITY_MAP_ADDR => this.set_identity_map_addr(arg),
             abi::vcpu::GET_TSC_KHZ => abi::get_tsc_khz(),
             abi::vm::GET_CLOCK => {

@@ -235,6 +235,9 @@ unsafe impl AsBytes for uapi::kvm_sregs {}
 const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_userspace_memory_region>() == 32);
     assert!(core::mem::size_of::<uapi::kvm_userspace_memory_region2>() == 160);
+    // KVM_SET_USER_MEMORY_REGION2's struct begins with the first one's.
+    assert!(core::mem::offset_of!(uapi::kvm_userspace_memory_region2, userspace_addr) == 24);
+    assert!(core::mem::offset_of!(uapi::kvm_userspace_memory_region, userspace_addr) == 24);
     assert!(core::mem::size_of::<uapi::kvm_regs>() == 144);
     assert!(core::mem::size_of::<uapi::kvm_segment>() == 24);
     assert!(core::mem::size_of::<uapi::kvm_dtable>() == 16);

@@ -864,16 +864,8 @@ impl ArchVcpu for SvmVcpu {
         }
     }
 
-    fn set_injection(&mut self, injection: Option<Injection>) {
+    fn clear_injection(&mut self) {
         self.vmcb.control.event_inj = 0;
-        match injection {
-            None => {}
-            Some(Injection::Exception { vector, error }) => self.inject_exception(vector, error),
-            Some(Injection::Interrupt(vector)) => {
-                self.inject_interrupt(vector);
-            }
-            Some(Injection::Nmi) => self.inject_nmi(),
-        }
     }
 
     fn interrupt_shadow(&self) -> u8 {

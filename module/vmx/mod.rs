@@ -1255,16 +1255,8 @@ impl ArchVcpu for VmxVcpu {
         }
     }
 
-    fn set_injection(&mut self, injection: Option<Injection>) {
+    fn clear_injection(&mut self) {
         self.event = (IntrInfo(0), 0, 0);
-        match injection {
-            None => {}
-            Some(Injection::Exception { vector, error }) => self.inject_exception(vector, error),
-            Some(Injection::Interrupt(vector)) => {
-                self.inject_interrupt(vector);
-            }
-            Some(Injection::Nmi) => self.inject_nmi(),
-        }
     }
 
     fn interrupt_shadow(&self) -> u8 {
