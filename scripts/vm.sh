@@ -24,6 +24,9 @@ cmdline="console=ttyS0,115200 panic=-1 printk.devkmsg=on loglevel=6 rkvm.mode=$m
 # The fuzzer's length and seed (tests/selftests/fuzz_test.c), for longer runs.
 [[ -n ${RKVM_FUZZ_CALLS:-} ]] && cmdline+=" rkvm.fuzz_calls=$RKVM_FUZZ_CALLS"
 [[ -n ${RKVM_FUZZ_SEED:-} ]] && cmdline+=" rkvm.fuzz_seed=$RKVM_FUZZ_SEED"
+# One test or a few, repeated: see tests/vm/runner.sh (rkvm.only, rkvm.repeat).
+[[ -n ${RKVM_ONLY:-} ]] && cmdline+=" rkvm.only=$RKVM_ONLY"
+[[ -n ${RKVM_REPEAT:-} ]] && cmdline+=" rkvm.repeat=$RKVM_REPEAT"
 case $emu in
     qemu) timeout=${RKVM_QEMU_TIMEOUT:-600} ;;
     bochs) timeout=${RKVM_BOCHS_TIMEOUT:-1800} ;;

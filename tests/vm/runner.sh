@@ -755,6 +755,31 @@ t_deliberate_failure() {
     true
 }
 
+# make test RKVM_ONLY=GLOB[,GLOB...] (rkvm.only=) keeps the tests whose
+# names match one of the globs, with the steps that load and unload the
+# modules and the kernel log check; RKVM_REPEAT=N (rkvm.repeat=) runs each
+# kept test N times. For chasing one test: RKVM_ONLY='kvm:shadow:linux'.
+ONLY=$(cmdline_arg rkvm.only)
+REPEAT=$(cmdline_arg rkvm.repeat)
+if [ -n "$ONLY" ] || [ -n "$REPEAT" ]; then
+    PLAN=$(echo "$PLAN" | while read -r name fn args; do
+        case "$fn" in
+            t_kvm_load|t_kvm_unload|t_rkvm_load|t_rkvm_kvm_node|t_rkvm_unload|t_kernel_log|t_debug_kernel)
+                echo "$name $fn $args"; continue ;;
+        esac
+        keep=${ONLY:+0}
+        set -f
+        for glob in $(echo "$ONLY" | tr , ' '); do
+            # shellcheck disable=SC2254
+            case "$name" in $glob) keep=1 ;; esac
+        done
+        set +f
+        [ "${keep:-1}" = 1 ] || continue
+        i=0
+        while [ $i -lt "${REPEAT:-1}" ]; do echo "$name $fn $args"; i=$((i + 1)); done
+    done)
+fi
+
 say "KTAP version 1"
 say "1..$(echo "$PLAN" | wc -l)"
 n=0
