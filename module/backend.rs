@@ -17,7 +17,10 @@ use kernel::prelude::*;
 
 use crate::{
     abi::uapi,
-    guest_state::DebugRegs,
+    guest_state::{
+        DebugRegs,
+        GuestFpu, //
+    },
     pure::{
         decode::PortIo,
         paging::{
@@ -164,6 +167,12 @@ pub(crate) enum Exit {
     /// state the guest could tell apart), MONITOR and MWAIT (as KVM's
     /// default `KVM_X86_QUIRK_MWAIT_NEVER_UD_FAULTS` has them).
     Nop {
+        /// The instruction's length.
+        len: u8,
+    },
+    /// XSETBV (always intercepted: the guest's XCR0 is checked and
+    /// switched by rkvm, see `guest_state::GuestFpu`).
+    Xsetbv {
         /// The instruction's length.
         len: u8,
     },
@@ -384,6 +393,10 @@ pub(crate) trait ArchVcpu: Send {
     fn mcg_cap_mask(&self) -> u64 {
         !0
     }
+    /// The guest's x87, SSE and AVX state and its XCR0.
+    fn guest_fpu(&self) -> &GuestFpu;
+    /// The same, to change.
+    fn guest_fpu_mut(&mut self) -> &mut GuestFpu;
     /// `KVM_GET_FPU`.
     fn fpu(&self) -> uapi::kvm_fpu;
     /// `KVM_SET_FPU` of state already validated (MXCSR reserved bits clear).

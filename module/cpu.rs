@@ -48,9 +48,12 @@ pub(crate) fn probe() -> VirtFeatures {
 }
 
 /// `KVM_GET_SUPPORTED_CPUID`: the host's leaves, masked (`pure::cpuid`).
-pub(crate) fn supported_cpuid() -> ([cpuid::Entry; 12], usize) {
-    cpuid::supported(|leaf, sub| {
-        let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-        [r.eax, r.ebx, r.ecx, r.edx]
-    })
+pub(crate) fn supported_cpuid() -> ([cpuid::Entry; cpuid::SUPPORTED_MAX], usize) {
+    cpuid::supported(
+        |leaf, sub| {
+            let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        },
+        crate::guest_state::host_xsave().supported,
+    )
 }

@@ -347,8 +347,14 @@ pub(crate) fn mov_dr(mem: &GuestMemory, arch: &mut dyn ArchVcpu) -> MovDrResult 
 /// Emulates the control-register instruction at RIP (shadow paging
 /// intercepts CR0, CR3 and CR4): `mov` to or from them, CLTS, LMSW and
 /// SMSW. A write goes through the architecture's checks
-/// (`GuestPaging::write_cr`); `maxphyaddr` is the guest's address width.
-pub(crate) fn mov_cr(mem: &GuestMemory, arch: &mut dyn ArchVcpu, maxphyaddr: u32) -> CrResult {
+/// (`GuestPaging::write_cr`); `maxphyaddr` is the guest's address width,
+/// `cr4_allowed` the CR4 bits its CPUID allows.
+pub(crate) fn mov_cr(
+    mem: &GuestMemory,
+    arch: &mut dyn ArchVcpu,
+    maxphyaddr: u32,
+    cr4_allowed: u64,
+) -> CrResult {
     let Some((bytes, n, mode)) = fetch(mem, arch) else {
         return CrResult::NotEmulated;
     };
@@ -364,7 +370,7 @@ pub(crate) fn mov_cr(mem: &GuestMemory, arch: &mut dyn ArchVcpu, maxphyaddr: u32
     };
     let cs_l = mode == Mode::Bits64;
     let write = |arch: &mut dyn ArchVcpu, cr: u8, value: u64| match paging
-        .write_cr(cr, value, cs_l, maxphyaddr)
+        .write_cr(cr, value, cs_l, maxphyaddr, cr4_allowed)
     {
         Some((next, flush)) => {
             arch.set_paging(next);

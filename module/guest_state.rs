@@ -1,8 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Guest state that both backends keep the same way, outside the VMCB or
-//! VMCS: the x87/SSE registers (an FXSAVE image, loaded around each run)
+//! VMCS: the x87/SSE/AVX registers and XCR0 (an XSAVE image, loaded around each run)
 //! and the debug registers (the guest's, and the debugger's breakpoints).
+
+use core::sync::atomic::{
+    AtomicU32,
+    AtomicU64,
+    AtomicUsize,
+    Ordering, //
+};
 
 use kernel::prelude::*;
 
@@ -14,7 +21,8 @@ use crate::{
             Armed,
             GuestDebug, //
         },
-        x86, //
+        x86,
+        xsave, //
     }, //
 };
 
@@ -22,45 +30,253 @@ use crate::{
 const FX_ST: usize = 32;
 const FX_XMM: usize = 160;
 
-/// FXSAVE image of the guest's x87/SSE state.
-#[repr(C, align(16))]
-pub(crate) struct FxArea([u8; 512]);
+/// The host's XSAVE support, probed once at module load
+/// ([`probe_host_xsave`]): its XCR0 (0: no XSAVE, FXSAVE images), the
+/// XCR0 bits guests may have, the uabi image size and the MXCSR bits the
+/// processor allows.
+static HOST_XCR0: AtomicU64 = AtomicU64::new(0);
+static HOST_SUPPORTED: AtomicU64 = AtomicU64::new(0);
+static HOST_UABI_SIZE: AtomicUsize = AtomicUsize::new(xsave::EXTENDED);
+static MXCSR_MASK: AtomicU32 = AtomicU32::new(xsave::MXCSR_MASK_DEFAULT);
 
-impl FxArea {
+/// Reads XCR0 (XGETBV with ECX 0). Only where CR4.OSXSAVE is set.
+fn xgetbv0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller saw CPUID.1:ECX.OSXSAVE (CR4.OSXSAVE set), so
+    // XGETBV does not fault; it only reads XCR0.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi,
+                         options(nostack, nomem, preserves_flags))
+    };
+    u64::from(lo) | (u64::from(hi) << 32)
+}
+
+/// Writes XCR0 (XSETBV with ECX 0).
+///
+/// # Safety
+///
+/// CR4.OSXSAVE is set and `value` is a valid XCR0 for this processor (a
+/// subset of the host's own XCR0 with x87 set, and AVX only with SSE): else
+/// XSETBV faults. The caller puts the host's value back before anything
+/// else can use the FPU (interrupts off, inside a kernel FPU section).
+unsafe fn xsetbv0(value: u64) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32,
+                         in("edx") (value >> 32) as u32, options(nostack, nomem, preserves_flags))
+    };
+}
+
+/// Probes the host's XSAVE support (module load): XCR0 if the kernel
+/// enabled XSAVE (CPUID.1:ECX.OSXSAVE), the sizes of leaf 0xD, and the
+/// processor's MXCSR_MASK from an FXSAVE image.
+pub(crate) fn probe_host_xsave() {
+    use core::arch::x86_64::__cpuid_count;
+    let osxsave = __cpuid_count(1, 0).ecx & (1 << 27) != 0;
+    let xcr0 = if osxsave { xgetbv0() } else { 0 };
+    let host = xsave::HostXsave::new(xcr0, |leaf, sub| {
+        let r = __cpuid_count(leaf, sub);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    });
+    HOST_XCR0.store(host.xcr0, Ordering::Relaxed);
+    HOST_SUPPORTED.store(host.supported, Ordering::Relaxed);
+    HOST_UABI_SIZE.store(host.uabi_size, Ordering::Relaxed);
+    let mut fx = FxImage([0; 512]);
+    let fpu = crate::sys::FpuGuard::begin();
+    // SAFETY: `fx` is a 512-byte, 16-byte-aligned FXSAVE image; the FPU
+    // section makes the registers ours (FXSAVE only reads them).
+    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) fx.0.as_mut_ptr(), options(nostack)) };
+    drop(fpu);
+    let mask = u32::from_le_bytes([fx.0[28], fx.0[29], fx.0[30], fx.0[31]]);
+    MXCSR_MASK.store(xsave::mxcsr_feature_mask(mask), Ordering::Relaxed);
+}
+
+/// The host's XSAVE support ([`probe_host_xsave`]).
+pub(crate) fn host_xsave() -> xsave::HostXsave {
+    xsave::HostXsave {
+        xcr0: HOST_XCR0.load(Ordering::Relaxed),
+        supported: HOST_SUPPORTED.load(Ordering::Relaxed),
+        uabi_size: HOST_UABI_SIZE.load(Ordering::Relaxed),
+    }
+}
+
+/// The MXCSR bits the processor allows (`mxcsr_feature_mask`).
+pub(crate) fn mxcsr_mask() -> u32 {
+    MXCSR_MASK.load(Ordering::Relaxed)
+}
+
+#[repr(C, align(16))]
+struct FxImage([u8; 512]);
+
+/// Room for rkvm's standard-format XSAVE image (`xsave::AREA_SIZE`).
+const AREA: usize = 1024;
+
+/// The guest's x87, SSE and AVX state and its XCR0. The state is an XSAVE
+/// image in the standard format (an FXSAVE image where the host has no
+/// XSAVE), loaded around each run inside a kernel FPU section: the task's
+/// own registers are saved by `kernel_fpu_begin()` and come back on its
+/// return to user mode. As KVM's `kvm_load_guest_xsave_state()`, the
+/// guest's XCR0 is in the processor from just before the entry to just
+/// after the exit, and only while the guest's CR4.OSXSAVE is set (without
+/// it the guest can use no XSAVE feature, and XCR0 cannot matter).
+#[repr(C, align(64))]
+pub(crate) struct GuestFpu {
+    area: [u8; AREA],
+    /// The guest's XCR0, valid for this host (`xsave::valid_xcr0` with a
+    /// subset of the host's XCR0): XSETBV takes it.
+    xcr0: u64,
+    /// XCR0 holds the guest's value (between `restore` and `save`).
+    switched: bool,
+}
+
+impl GuestFpu {
     /// A heap image in the RESET state.
     pub(crate) fn new() -> Result<KBox<Self>> {
-        let mut fx = KBox::new(FxArea([0; 512]), GFP_KERNEL)?;
-        fx.reset();
-        Ok(fx)
+        let mut fpu = KBox::new(
+            GuestFpu {
+                area: [0; AREA],
+                xcr0: xsave::FP,
+                switched: false,
+            },
+            GFP_KERNEL,
+        )?;
+        fpu.reset();
+        Ok(fpu)
     }
 
-    /// FCW 0x37f, MXCSR 0x1f80, everything else 0: the x87 and SSE reset
-    /// values.
+    /// The RESET state: every component initial (XSTATE_BV 0), FCW 0x37f
+    /// and MXCSR 0x1f80 in the legacy region, XCR0 1 (x87 only).
     pub(crate) fn reset(&mut self) {
-        self.0.fill(0);
-        self.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
-        self.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        xsave::reset(&mut self.area, mxcsr_mask());
+        self.xcr0 = xsave::FP;
     }
 
-    /// Loads the image into the processor. Call inside a kernel FPU section
-    /// (`sys::FpuGuard`), whose registers are then the guest's.
-    pub(crate) fn restore(&self, _fpu: &crate::sys::FpuGuard) {
-        // SAFETY: `self` is a 512-byte, 16-byte-aligned FXSAVE image; the
-        // FPU section (witnessed by `_fpu`) makes the registers ours.
+    /// Loads the image into the processor, then the guest's XCR0 if its CR4
+    /// (`guest_cr4`) has OSXSAVE. Call inside a kernel FPU section
+    /// (`sys::FpuGuard`) with interrupts off, right before the entry, and
+    /// [`GuestFpu::save`] right after the exit.
+    pub(crate) fn restore(&mut self, _fpu: &crate::sys::FpuGuard, guest_cr4: u64) {
+        let host = host_xsave();
+        if host.xcr0 == 0 {
+            // SAFETY: the area starts with a 512-byte, 16-byte-aligned
+            // FXSAVE image whose MXCSR was checked on every way in; the FPU
+            // section (witnessed by `_fpu`) makes the registers ours.
+            unsafe {
+                core::arch::asm!("fxrstor64 [{}]", in(reg) self.area.as_ptr(),
+                                 options(nostack, readonly))
+            };
+            return;
+        }
+        let rfbm = host.supported;
+        // SAFETY: a 64-byte-aligned standard-format image of at least
+        // `xsave::AREA_SIZE` bytes: its XSTATE_BV is within `rfbm` (within
+        // the host's XCR0, which XCR0 holds now), its XCOMP_BV and reserved
+        // header bytes are zero and its MXCSR valid (`xsave::from_uabi`,
+        // `set_from_kvm` and XSAVE are the only writers). The FPU section
+        // makes the registers ours.
         unsafe {
-            core::arch::asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack, readonly))
+            core::arch::asm!("xrstor64 [{}]", in(reg) self.area.as_ptr(),
+                             in("eax") rfbm as u32, in("edx") (rfbm >> 32) as u32,
+                             options(nostack, readonly))
+        };
+        if guest_cr4 & x86::cr4::OSXSAVE != 0 && self.xcr0 != host.xcr0 {
+            // SAFETY: CR4.OSXSAVE is set on the host (its XCR0 is not 0);
+            // the guest's XCR0 is valid and within the host's (see the
+            // field); `save` puts the host's back, with interrupts still off.
+            unsafe { xsetbv0(self.xcr0) };
+            self.switched = true;
+        }
+    }
+
+    /// Puts the host's XCR0 back (if [`GuestFpu::restore`] switched it),
+    /// then stores the processor's registers into the image.
+    pub(crate) fn save(&mut self, _fpu: &crate::sys::FpuGuard) {
+        let host = host_xsave();
+        if self.switched {
+            // SAFETY: the host's own XCR0.
+            unsafe { xsetbv0(host.xcr0) };
+            self.switched = false;
+        }
+        if host.xcr0 == 0 {
+            // SAFETY: as in `restore`; FXSAVE writes exactly 512 bytes.
+            unsafe {
+                core::arch::asm!("fxsave64 [{}]", in(reg) self.area.as_mut_ptr(),
+                                 options(nostack))
+            };
+            return;
+        }
+        let rfbm = host.supported;
+        // SAFETY: as in `restore`; XSAVE writes the components of `rfbm`
+        // (at most `xsave::AREA_SIZE` bytes) and XSTATE_BV, with the
+        // host's XCR0 in the processor again.
+        unsafe {
+            core::arch::asm!("xsave64 [{}]", in(reg) self.area.as_mut_ptr(),
+                             in("eax") rfbm as u32, in("edx") (rfbm >> 32) as u32,
+                             options(nostack))
         };
     }
 
-    /// Stores the processor's registers into the image.
-    pub(crate) fn save(&mut self, _fpu: &crate::sys::FpuGuard) {
-        // SAFETY: as in `restore`; FXSAVE writes exactly the 512 bytes.
-        unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack)) };
+    /// The guest's XCR0.
+    pub(crate) fn xcr0(&self) -> u64 {
+        self.xcr0
     }
 
-    /// `KVM_GET_FPU`.
+    /// Sets the guest's XCR0, if valid for a guest whose CPUID allows
+    /// `guest_supported` (`xsave::valid_xcr0`): false if not.
+    pub(crate) fn set_xcr0(&mut self, index: u32, value: u64, guest_supported: u64) -> bool {
+        let guest_supported = guest_supported & host_xsave().supported;
+        if !xsave::valid_xcr0(index, value, guest_supported) {
+            return false;
+        }
+        self.xcr0 = value;
+        true
+    }
+
+    /// `KVM_GET_XSAVE(2)`: the image in the uabi format, the components
+    /// of `guest_mask` only (see `xsave::to_uabi`).
+    pub(crate) fn to_uabi(&self, guest_mask: u64, out: &mut [u8]) {
+        let host = host_xsave();
+        if host.xcr0 == 0 {
+            // An FXSAVE image: x87 and SSE are always in use (as KVM's
+            // image on a host without XSAVE).
+            out.fill(0);
+            if let (Some(d), Some(s)) = (out.get_mut(..512), self.area.get(..512)) {
+                d.copy_from_slice(s);
+            }
+            return;
+        }
+        xsave::to_uabi(
+            &self.area,
+            guest_mask,
+            mxcsr_mask(),
+            &xsave::sw_reserved(host.xcr0),
+            out,
+        );
+    }
+
+    /// `KVM_SET_XSAVE`: the checks and copy of `xsave::from_uabi`.
+    pub(crate) fn from_uabi(&mut self, buf: &[u8]) -> core::result::Result<(), xsave::Invalid> {
+        let host = host_xsave();
+        if host.xcr0 == 0 {
+            // As KVM without XSAVE: x87 and SSE only, MXCSR checked.
+            if xsave::xstate_bv(buf) & !xsave::FPSSE != 0 {
+                return Err(xsave::Invalid::Xfeatures);
+            }
+            let m = buf.get(xsave::MXCSR..xsave::MXCSR + 4).unwrap_or(&[0; 4]);
+            if u32::from_le_bytes([m[0], m[1], m[2], m[3]]) & !mxcsr_mask() != 0 {
+                return Err(xsave::Invalid::Mxcsr);
+            }
+            if let (Some(d), Some(s)) = (self.area.get_mut(..512), buf.get(..512)) {
+                d.copy_from_slice(s);
+            }
+            return Ok(());
+        }
+        xsave::from_uabi(buf, host.supported, mxcsr_mask(), &mut self.area)
+    }
+
+    /// `KVM_GET_FPU`: the legacy region.
     pub(crate) fn to_kvm(&self) -> uapi::kvm_fpu {
-        let fx = &self.0;
+        let fx = &self.area;
         let u16_at = |o: usize| u16::from_le_bytes([fx[o], fx[o + 1]]);
         let u64_at = |o: usize| u64::from_le_bytes(fx[o..o + 8].try_into().unwrap_or([0; 8]));
         let mut fpu = uapi::kvm_fpu {
@@ -82,9 +298,12 @@ impl FxArea {
         fpu
     }
 
-    /// `KVM_SET_FPU` of state already validated (MXCSR reserved bits clear).
+    /// `KVM_SET_FPU` of state already validated (MXCSR within
+    /// [`mxcsr_mask`]). Unlike KVM, whose XSTATE_BV may leave them out (and
+    /// XRSTOR then initialize them), x87 and SSE are marked in use: the
+    /// guest sees what userspace set.
     pub(crate) fn set_from_kvm(&mut self, fpu: &uapi::kvm_fpu) {
-        let fx = &mut self.0;
+        let fx = &mut self.area;
         fx[0..2].copy_from_slice(&fpu.fcw.to_le_bytes());
         fx[2..4].copy_from_slice(&fpu.fsw.to_le_bytes());
         fx[4] = fpu.ftwx;
@@ -97,6 +316,10 @@ impl FxArea {
         }
         for (i, reg) in fpu.xmm.iter().enumerate() {
             fx[FX_XMM + 16 * i..FX_XMM + 16 * (i + 1)].copy_from_slice(reg);
+        }
+        if host_xsave().xcr0 != 0 {
+            let bv = xsave::xstate_bv(&self.area) | xsave::FPSSE;
+            xsave::set_xstate_bv(&mut self.area, bv);
         }
     }
 }

@@ -81,6 +81,7 @@ impl kernel::InPlaceModule for RkvmModule {
             format_args!("{features}"),
             features.usable_backend().unwrap_or("none")
         );
+        guest_state::probe_host_xsave();
         svm::init();
         vmx::init();
         let tdp = crate::module_parameters::tdp.value();

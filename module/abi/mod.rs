@@ -155,6 +155,16 @@ pub(crate) mod vcpu {
     pub(crate) const X86_SETUP_MCE: u32 = kvm_iow::<u64>(0x9c);
     /// `KVM_X86_SET_MCE`: `_IOW(KVMIO, 0x9e, struct kvm_x86_mce)`.
     pub(crate) const X86_SET_MCE: u32 = kvm_iow::<uapi::kvm_x86_mce>(0x9e);
+    /// `KVM_GET_XSAVE`: `_IOR(KVMIO, 0xa4, struct kvm_xsave)`.
+    pub(crate) const GET_XSAVE: u32 = kvm_ior::<uapi::kvm_xsave>(0xa4);
+    /// `KVM_SET_XSAVE`: `_IOW(KVMIO, 0xa5, struct kvm_xsave)`.
+    pub(crate) const SET_XSAVE: u32 = kvm_iow::<uapi::kvm_xsave>(0xa5);
+    /// `KVM_GET_XCRS`: `_IOR(KVMIO, 0xa6, struct kvm_xcrs)`.
+    pub(crate) const GET_XCRS: u32 = kvm_ior::<uapi::kvm_xcrs>(0xa6);
+    /// `KVM_SET_XCRS`: `_IOW(KVMIO, 0xa7, struct kvm_xcrs)`.
+    pub(crate) const SET_XCRS: u32 = kvm_iow::<uapi::kvm_xcrs>(0xa7);
+    /// `KVM_GET_XSAVE2`: `_IOR(KVMIO, 0xcf, struct kvm_xsave)`.
+    pub(crate) const GET_XSAVE2: u32 = kvm_ior::<uapi::kvm_xsave>(0xcf);
 }
 
 /// Most vCPUs per VM (`KVM_CAP_NR_VCPUS`, `KVM_CAP_MAX_VCPUS`).
@@ -227,6 +237,11 @@ unsafe impl AsBytes for uapi::kvm_translation {}
 unsafe impl FromBytes for uapi::kvm_mp_state {}
 // SAFETY: as above.
 unsafe impl AsBytes for uapi::kvm_mp_state {}
+// SAFETY: as above (`nr_xcrs`, `flags`, `xcrs[16]` of `xcr`, `reserved`,
+// `value`, `padding[16]`: 392 bytes).
+unsafe impl FromBytes for uapi::kvm_xcrs {}
+// SAFETY: as above.
+unsafe impl AsBytes for uapi::kvm_xcrs {}
 // SAFETY: as above (`kvm_segment` and `kvm_dtable` carry explicit padding fields).
 unsafe impl FromBytes for uapi::kvm_sregs {}
 // SAFETY: as above.
@@ -259,6 +274,8 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_irq_level>() == 8);
     assert!(core::mem::size_of::<uapi::kvm_irq_routing>() == 8);
     assert!(core::mem::size_of::<uapi::kvm_debugregs>() == 128);
+    assert!(core::mem::size_of::<uapi::kvm_xsave>() == crate::pure::xsave::KVM_XSAVE_SIZE);
+    assert!(core::mem::size_of::<uapi::kvm_xcrs>() == 392);
 };
 
 /// `KVM_GET_MSR_INDEX_LIST`: `nmsrs` is always written back (so userspace
@@ -451,6 +468,9 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_IRQ_ROUTING, MAX_IRQ_ROUTES),
     (uapi::KVM_CAP_MCE, crate::pure::msr::MAX_MCE_BANKS as i32),
     (uapi::KVM_CAP_DEBUGREGS, 1),
+    // KVM_GET/SET_XSAVE work with or without XSAVE on the host (an FXSAVE
+    // image then), as in KVM.
+    (uapi::KVM_CAP_XSAVE, 1),
 ];
 
 /// Entries of a GSI routing table (`KVM_MAX_IRQ_ROUTES`, the value of
@@ -505,6 +525,15 @@ pub(crate) fn check_extension(cap: usize) -> i32 {
     // The MMU modes: both backends have both.
     if cap == KVM_CAP_RKVM_MMU as usize {
         return (mmu_mode::TDP | mmu_mode::SHADOW) as i32;
+    }
+    // KVM_GET/SET_XCRS: only where the host has XSAVE (boot_cpu_has()).
+    if cap == uapi::KVM_CAP_XCRS as usize {
+        return i32::from(crate::guest_state::host_xsave().xcr0 != 0);
+    }
+    // The size KVM_GET_XSAVE2 needs: the image of every component guests
+    // may have, at least a struct kvm_xsave.
+    if cap == uapi::KVM_CAP_XSAVE2 as usize {
+        return crate::guest_state::host_xsave().cap_xsave2() as i32;
     }
     CAPABILITIES
         .iter()

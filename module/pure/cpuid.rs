@@ -4,7 +4,7 @@
 //! offers (the host's, masked to what rkvm virtualizes correctly) and the
 //! lookup the CPUID exit does in the table userspace set.
 
-use super::kvmclock;
+use super::{kvmclock, xsave};
 
 /// `KVM_MAX_CPUID_ENTRIES`.
 pub const MAX_ENTRIES: usize = 256;
@@ -39,9 +39,27 @@ const LEAF1_EDX: u32 = bits(&[
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26,
 ]);
 /// Leaf 1 ECX: SSE3 PCLMULQDQ SSSE3 CX16 SSE4.1 SSE4.2 MOVBE POPCNT AES
-/// RDRAND. Left out: MONITOR (intercepted), VMX, FMA, PCID, x2APIC,
-/// TSC-deadline, XSAVE/OSXSAVE/AVX/F16C (guest XCR0 is not switched).
+/// RDRAND. Left out: MONITOR (intercepted), VMX, PCID, x2APIC,
+/// TSC-deadline; OSXSAVE, which reflects the guest's CR4 at run time
+/// ([`runtime`]); XSAVE and the AVX features ([`LEAF1_ECX_XSAVE`],
+/// [`LEAF1_ECX_AVX`]) only with the XCR0 bits they need.
 const LEAF1_ECX: u32 = bits(&[0, 1, 9, 13, 19, 20, 22, 23, 25, 30]);
+/// Leaf 1 ECX bit 26: XSAVE (with x87 and SSE in the guest's XCR0).
+pub const LEAF1_ECX_XSAVE: u32 = 1 << 26;
+/// Leaf 1 ECX bit 27: OSXSAVE, CR4.OSXSAVE as the guest set it.
+pub const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
+/// Leaf 1 ECX: FMA, AVX, F16C: VEX-encoded instructions on YMM registers,
+/// offered when the guest's XCR0 can hold AVX state.
+const LEAF1_ECX_AVX: u32 = bits(&[12, 28, 29]);
+/// Leaf 7 EBX: AVX2 (with AVX state).
+const LEAF7_EBX_AVX: u32 = bits(&[5]);
+/// Leaf 0xD.1 EAX: XSAVEOPT, XSAVEC, XGETBV with ECX=1: they work on the
+/// guest's own XCR0 without help. Left out: XSAVES (it needs IA32_XSS
+/// switched, and rkvm supports no supervisor state), XFD.
+const XSAVE1_EAX: u32 = bits(&[0, 1, 2]);
+/// Leaf 0xD.1 EAX bit 1 (XSAVEC) and 3 (XSAVES): EBX is the compacted
+/// size.
+const XSAVE1_COMPACTED: u32 = bits(&[1, 3]);
 /// Leaf 1 ECX bit 31: running under a hypervisor.
 const HYPERVISOR: u32 = 1 << 31;
 /// Leaf 0x80000001 EDX: SYSCALL NX 1GB-pages LM.
@@ -70,33 +88,65 @@ fn le(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// Most entries [`supported`] returns.
+pub const SUPPORTED_MAX: usize = 16;
+
 /// The supported leaves, from the host's CPUID (`host(leaf, subleaf)` gives
-/// EAX, EBX, ECX, EDX). Returns the entries and how many are used.
-pub fn supported(host: impl Fn(u32, u32) -> [u32; 4]) -> ([Entry; 12], usize) {
+/// EAX, EBX, ECX, EDX) and the XCR0 bits guests may have (`xcr0`: 0 means
+/// no XSAVE for guests, see `xsave::HostXsave`). Returns the entries and
+/// how many are used.
+pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], xcr0: u64) -> ([Entry; SUPPORTED_MAX], usize) {
     let mut t = Table {
-        out: [Entry::default(); 12],
+        out: [Entry::default(); SUPPORTED_MAX],
         n: 0,
     };
-    let max_basic = host(0, 0)[0].min(7);
     let h0 = host(0, 0);
-    t.push(0, 0, [max_basic, h0[1], h0[2], h0[3]]);
+    let xsave = xcr0 & xsave::FPSSE == xsave::FPSSE && h0[0] >= 0xd;
+    let avx = xsave && xcr0 & xsave::YMM != 0;
+    let max_basic = h0[0].min(if xsave { 0xd } else { 7 });
+    t.push(0, 0, 0, [max_basic, h0[1], h0[2], h0[3]]);
     if max_basic >= 1 {
         let h = host(1, 0);
+        let mut ecx = LEAF1_ECX;
+        if xsave {
+            ecx |= LEAF1_ECX_XSAVE;
+        }
+        if avx {
+            ecx |= LEAF1_ECX_AVX;
+        }
         // Keep family/model/stepping and the CLFLUSH line size.
         t.push(
             1,
             0,
-            [
-                h[0],
-                h[1] & 0xff00,
-                (h[2] & LEAF1_ECX) | HYPERVISOR,
-                h[3] & LEAF1_EDX,
-            ],
+            0,
+            [h[0], h[1] & 0xff00, (h[2] & ecx) | HYPERVISOR, h[3] & LEAF1_EDX],
         );
     }
     if max_basic >= 7 {
         let h = host(7, 0);
-        t.push(7, FLAG_SIGNIFICANT_INDEX, [0, h[1] & LEAF7_EBX, 0, 0]);
+        let ebx = if avx {
+            LEAF7_EBX | LEAF7_EBX_AVX
+        } else {
+            LEAF7_EBX
+        };
+        t.push(7, 0, FLAG_SIGNIFICANT_INDEX, [0, h[1] & ebx, 0, 0]);
+    }
+    if xsave {
+        // As KVM's do_cpuid_7_to_0xd(0xd): the features and the size of
+        // their image, the instructions of subleaf 1, a subleaf per
+        // extended component with the host's offset and size.
+        let size = xsave::required_size(xcr0);
+        let h = host(0xd, 0);
+        let mask = xcr0 as u32;
+        t.push(0xd, 0, FLAG_SIGNIFICANT_INDEX, [h[0] & mask, size, size, 0]);
+        let h = host(0xd, 1);
+        let eax = h[0] & XSAVE1_EAX;
+        let ebx = if eax & XSAVE1_COMPACTED != 0 { size } else { 0 };
+        t.push(0xd, 1, FLAG_SIGNIFICANT_INDEX, [eax, ebx, 0, 0]);
+        if avx {
+            let h = host(0xd, 2);
+            t.push(0xd, 2, FLAG_SIGNIFICANT_INDEX, [h[0], h[1], h[2] & 1, 0]);
+        }
     }
     let sig = [
         le(&SIGNATURE[0..4]),
@@ -106,40 +156,41 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4]) -> ([Entry; 12], usize) {
     t.push(
         HYPERVISOR_LEAF,
         0,
+        0,
         [kvmclock::CPUID_FEATURES, sig[0], sig[1], sig[2]],
     );
-    t.push(kvmclock::CPUID_FEATURES, 0, [kvmclock::FEATURES, 0, 0, 0]);
+    t.push(kvmclock::CPUID_FEATURES, 0, 0, [kvmclock::FEATURES, 0, 0, 0]);
     let max_ext = host(0x8000_0000, 0)[0].min(0x8000_0008);
     if max_ext >= 0x8000_0000 {
-        t.push(0x8000_0000, 0, [max_ext, 0, 0, 0]);
+        t.push(0x8000_0000, 0, 0, [max_ext, 0, 0, 0]);
     }
     if max_ext >= 0x8000_0001 {
         let h = host(0x8000_0001, 0);
-        t.push(0x8000_0001, 0, [h[0], 0, h[2] & EXT1_ECX, h[3] & EXT1_EDX]);
+        t.push(0x8000_0001, 0, 0, [h[0], 0, h[2] & EXT1_ECX, h[3] & EXT1_EDX]);
     }
     for leaf in 0x8000_0002..=0x8000_0004u32 {
         if max_ext >= leaf {
-            t.push(leaf, 0, host(leaf, 0)); // brand string
+            t.push(leaf, 0, 0, host(leaf, 0)); // brand string
         }
     }
     if max_ext >= 0x8000_0008 {
         let h = host(0x8000_0008, 0);
-        t.push(0x8000_0008, 0, [h[0] & 0xffff, 0, 0, 0]); // address sizes
+        t.push(0x8000_0008, 0, 0, [h[0] & 0xffff, 0, 0, 0]); // address sizes
     }
     (t.out, t.n)
 }
 
 struct Table {
-    out: [Entry; 12],
+    out: [Entry; SUPPORTED_MAX],
     n: usize,
 }
 
 impl Table {
-    fn push(&mut self, function: u32, flags: u32, r: [u32; 4]) {
+    fn push(&mut self, function: u32, index: u32, flags: u32, r: [u32; 4]) {
         if let Some(e) = self.out.get_mut(self.n) {
             *e = Entry {
                 function,
-                index: 0,
+                index,
                 flags,
                 eax: r[0],
                 ebx: r[1],
@@ -154,12 +205,88 @@ impl Table {
 /// What CPUID returns for (`function`, `index`) given the vCPU's table: the
 /// matching entry, or zeros.
 pub fn lookup(entries: &[Entry], function: u32, index: u32) -> [u32; 4] {
-    entries
-        .iter()
-        .find(|e| {
-            e.function == function && (e.flags & FLAG_SIGNIFICANT_INDEX == 0 || e.index == index)
-        })
-        .map_or([0; 4], |e| [e.eax, e.ebx, e.ecx, e.edx])
+    find(entries, function, index).map_or([0; 4], |e| [e.eax, e.ebx, e.ecx, e.edx])
+}
+
+/// The vCPU state CPUID reflects at run time (KVM's
+/// `kvm_update_cpuid_runtime()`, for the parts rkvm has).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Runtime {
+    /// CR4.OSXSAVE: leaf 1 ECX bit 27.
+    pub osxsave: bool,
+    /// The guest's XCR0: leaf 0xD.0 EBX (and 0xD.1 EBX with XSAVEC or
+    /// XSAVES), the size of its XSAVE image.
+    pub xcr0: u64,
+}
+
+impl Runtime {
+    /// `e` as the guest reads it now.
+    pub fn apply(&self, e: &Entry) -> Entry {
+        let mut e = *e;
+        match (e.function, e.index) {
+            (1, _) => {
+                e.ecx &= !LEAF1_ECX_OSXSAVE;
+                if self.osxsave {
+                    e.ecx |= LEAF1_ECX_OSXSAVE;
+                }
+            }
+            (0xd, 0) if e.flags & FLAG_SIGNIFICANT_INDEX != 0 => {
+                e.ebx = xsave::required_size(self.xcr0)
+            }
+            (0xd, 1) if e.flags & FLAG_SIGNIFICANT_INDEX != 0 => {
+                if e.eax & XSAVE1_COMPACTED != 0 {
+                    e.ebx = xsave::required_size(self.xcr0);
+                }
+            }
+            _ => {}
+        }
+        e
+    }
+}
+
+/// [`lookup`] with the run-time bits ([`Runtime`]) applied.
+pub fn lookup_runtime(entries: &[Entry], function: u32, index: u32, rt: &Runtime) -> [u32; 4] {
+    find(entries, function, index).map_or([0; 4], |e| {
+        let e = rt.apply(e);
+        [e.eax, e.ebx, e.ecx, e.edx]
+    })
+}
+
+fn find(entries: &[Entry], function: u32, index: u32) -> Option<&Entry> {
+    entries.iter().find(|e| {
+        e.function == function && (e.flags & FLAG_SIGNIFICANT_INDEX == 0 || e.index == index)
+    })
+}
+
+/// The XCR0 bits the guest's CPUID allows (KVM's
+/// `cpuid_get_supported_xcr0()`): leaf 0xD.0 EAX and EDX, within what the
+/// host can give (`supported`). Leaf 1's XSAVE bit is not looked at.
+pub fn guest_supported_xcr0(entries: &[Entry], supported: u64) -> u64 {
+    find(entries, 0xd, 0).map_or(0, |e| (u64::from(e.eax) | (u64::from(e.edx) << 32)) & supported)
+}
+
+/// Whether the guest's CPUID has XSAVE (leaf 1 ECX bit 26): only then may
+/// its CR4 have OSXSAVE (KVM's `__cr4_reserved_bits()`).
+pub fn has_xsave(entries: &[Entry]) -> bool {
+    lookup(entries, 1, 0)[2] & LEAF1_ECX_XSAVE != 0
+}
+
+/// The CR4 bits the guest may set: rkvm's, and OSXSAVE when its CPUID
+/// has XSAVE.
+pub fn cr4_allowed(entries: &[Entry]) -> u64 {
+    use super::x86::cr4;
+    if has_xsave(entries) {
+        cr4::SUPPORTED | cr4::OSXSAVE
+    } else {
+        cr4::SUPPORTED
+    }
+}
+
+/// What `KVM_SET_CPUID2` refuses of leaf 0xD (`kvm_check_cpuid()`): AMX
+/// tile data, the dynamic feature, needs a permission
+/// (`arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM)`) rkvm never has: EPERM.
+pub fn wants_dynamic_xfeatures(entries: &[Entry]) -> bool {
+    find(entries, 0xd, 0).is_some_and(|e| (u64::from(e.eax) | (u64::from(e.edx) << 32)) & xsave::XTILE_DATA != 0)
 }
 
 /// The guest's physical address width: CPUID 0x80000008 EAX[7:0], or 36
@@ -187,7 +314,7 @@ mod tests {
 
     #[test]
     fn supported_leaves_are_masked() {
-        let (e, n) = supported(host);
+        let (e, n) = supported(host, 0);
         let e = &e[..n];
         assert_eq!(lookup(e, 0, 0)[0], 7, "max basic leaf capped");
         assert_eq!(lookup(e, 0, 0)[1], 0x6874_7541, "vendor kept");
@@ -227,6 +354,56 @@ mod tests {
                 | kvmclock::FEATURE_CLOCKSOURCE2
         );
         assert_eq!(maxphyaddr(e), 0x30);
+    }
+
+    #[test]
+    fn xsave_leaves_with_avx() {
+        let host = |leaf: u32, sub: u32| match (leaf, sub) {
+            (0xd, 0) => [0x207, 2696, 2696, 0],
+            (0xd, 1) => [0xf, 2696, 0x1800, 0],
+            (0xd, 2) => [256, 576, 0, 0],
+            _ => host(leaf, sub),
+        };
+        let (e, n) = supported(host, 0x7);
+        let e = &e[..n];
+        assert_eq!(lookup(e, 0, 0)[0], 0xd);
+        let l1 = lookup(e, 1, 0);
+        assert_ne!(l1[2] & LEAF1_ECX_XSAVE, 0);
+        assert_eq!(l1[2] & LEAF1_ECX_OSXSAVE, 0, "OSXSAVE is the guest's CR4");
+        assert_eq!(l1[2] & LEAF1_ECX_AVX, LEAF1_ECX_AVX);
+        assert_eq!(lookup(e, 7, 0)[1], (1 << 9) | (1 << 5), "ERMS, AVX2");
+        assert_eq!(lookup(e, 0xd, 0), [0x7, 832, 832, 0], "no PKRU");
+        assert_eq!(lookup(e, 0xd, 1), [0x7, 832, 0, 0], "no XSAVES");
+        assert_eq!(lookup(e, 0xd, 2), [256, 576, 0, 0]);
+        assert_eq!(lookup(e, 0xd, 3), [0; 4]);
+        assert_eq!(guest_supported_xcr0(e, 0x7), 0x7);
+        assert_eq!(guest_supported_xcr0(e, 0x3), 0x3);
+        assert!(has_xsave(e));
+        assert!(!wants_dynamic_xfeatures(e));
+        let rt = Runtime {
+            osxsave: true,
+            xcr0: 0x3,
+        };
+        assert_ne!(lookup_runtime(e, 1, 0, &rt)[2] & LEAF1_ECX_OSXSAVE, 0);
+        assert_eq!(lookup_runtime(e, 0xd, 0, &rt)[1], 576);
+        assert_eq!(lookup_runtime(e, 0xd, 1, &rt)[1], 576);
+        assert_eq!(lookup_runtime(e, 0x8000_0000, 0, &rt), lookup(e, 0x8000_0000, 0));
+
+        let (e, n) = supported(host, 0x3);
+        let e = &e[..n];
+        assert_eq!(lookup(e, 1, 0)[2] & LEAF1_ECX_AVX, 0, "no AVX without its state");
+        assert_eq!(lookup(e, 7, 0)[1], 1 << 9);
+        assert_eq!(lookup(e, 0xd, 0), [0x3, 576, 576, 0]);
+        assert_eq!(lookup(e, 0xd, 2), [0; 4]);
+        let mut amx = [Entry {
+            function: 0xd,
+            flags: FLAG_SIGNIFICANT_INDEX,
+            eax: 0x6_0003,
+            ..Default::default()
+        }];
+        assert!(wants_dynamic_xfeatures(&amx));
+        amx[0].eax = 0x2_0003;
+        assert!(!wants_dynamic_xfeatures(&amx));
     }
 
     #[test]

@@ -22,3 +22,4 @@ pub mod vmcb;
 pub mod vmcs;
 pub mod walk;
 pub mod x86;
+pub mod xsave;

@@ -123,7 +123,8 @@ impl GuestPaging {
 
     /// A guest `mov` to CR`n` (0, 3 or 4): the new state and what goes
     /// from the shadow table, or `None` for a #GP. `cs_l`: the guest runs
-    /// 64-bit code; `maxphyaddr`: its physical address width. Every CR3
+    /// 64-bit code; `maxphyaddr`: its physical address width;
+    /// `cr4_allowed`: the CR4 bits its CPUID allows. Every CR3
     /// write flushes, even of the same value: that is how a guest flushes
     /// its TLB.
     pub fn write_cr(
@@ -132,6 +133,7 @@ impl GuestPaging {
         value: u64,
         cs_l: bool,
         maxphyaddr: u32,
+        cr4_allowed: u64,
     ) -> Option<(GuestPaging, Flush)> {
         let mut next = *self;
         let long = self.efer & efer::LMA != 0;
@@ -168,7 +170,7 @@ impl GuestPaging {
                 }
             }
             4 => {
-                if value & !cr4::SUPPORTED != 0 || (long && value & cr4::PAE == 0) {
+                if value & !cr4_allowed != 0 || (long && value & cr4::PAE == 0) {
                     return None;
                 }
                 next.cr4 = value;
@@ -316,28 +318,28 @@ mod tests {
             ..GuestPaging::RESET
         };
         assert_eq!(
-            pe.write_cr(0, cr0::PE | cr0::PG, false, 40),
+            pe.write_cr(0, cr0::PE | cr0::PG, false, 40, cr4::SUPPORTED),
             None,
             "long mode needs PAE first"
         );
-        let (pae, flush) = pe.write_cr(4, cr4::PAE, false, 40).unwrap();
+        let (pae, flush) = pe.write_cr(4, cr4::PAE, false, 40, cr4::SUPPORTED).unwrap();
         assert_eq!(flush, Flush::All);
-        let (long, flush) = pae.write_cr(0, cr0::PE | cr0::PG, false, 40).unwrap();
+        let (long, flush) = pae.write_cr(0, cr0::PE | cr0::PG, false, 40, cr4::SUPPORTED).unwrap();
         assert_eq!(flush, Flush::All);
         assert_eq!(long.efer, efer::LME | efer::LMA);
         assert_eq!(long.cr0, cr0::PE | cr0::PG | cr0::ET, "ET reads as one");
         assert_eq!(
-            long.write_cr(4, 0, true, 40),
+            long.write_cr(4, 0, true, 40, cr4::SUPPORTED),
             None,
             "PAE stays on in long mode"
         );
         assert_eq!(
-            long.write_cr(0, cr0::PE, true, 40),
+            long.write_cr(0, cr0::PE, true, 40, cr4::SUPPORTED),
             None,
             "no paging off in 64-bit code"
         );
         assert_eq!(
-            long.write_cr(0, cr0::PE, false, 40).unwrap().0.efer,
+            long.write_cr(0, cr0::PE, false, 40, cr4::SUPPORTED).unwrap().0.efer,
             efer::LME
         );
         assert_eq!(long.write_efer(0), None, "LME is fixed while paging");
@@ -350,17 +352,17 @@ mod tests {
     #[test]
     fn cr_writes() {
         assert_eq!(
-            LONG.write_cr(3, 1 << 45, false, 40),
+            LONG.write_cr(3, 1 << 45, false, 40, cr4::SUPPORTED),
             None,
             "CR3 above MAXPHYADDR"
         );
         assert_eq!(
-            LONG.write_cr(3, 0x1000, false, 40),
+            LONG.write_cr(3, 0x1000, false, 40, cr4::SUPPORTED),
             Some((LONG, Flush::NonGlobal)),
             "the same CR3 again flushes"
         );
         assert_eq!(
-            LONG.write_cr(3, 0x2000, false, 40).unwrap().1,
+            LONG.write_cr(3, 0x2000, false, 40, cr4::SUPPORTED).unwrap().1,
             Flush::NonGlobal
         );
         let pge = GuestPaging {
@@ -368,32 +370,32 @@ mod tests {
             ..LONG
         };
         assert_eq!(
-            pge.write_cr(4, cr4::PAE, false, 40).unwrap().1,
+            pge.write_cr(4, cr4::PAE, false, 40, cr4::SUPPORTED).unwrap().1,
             Flush::All,
             "PGE off flushes globals too"
         );
         assert_eq!(
-            LONG.write_cr(4, cr4::PAE | (1 << 20), false, 40),
+            LONG.write_cr(4, cr4::PAE | (1 << 20), false, 40, cr4::SUPPORTED),
             None,
             "SMEP is not offered"
         );
-        assert_eq!(LONG.write_cr(0, (1 << 32) | LONG.cr0, false, 40), None);
-        assert_eq!(LONG.write_cr(2, 0, false, 40), None);
+        assert_eq!(LONG.write_cr(0, (1 << 32) | LONG.cr0, false, 40, cr4::SUPPORTED), None);
+        assert_eq!(LONG.write_cr(2, 0, false, 40, cr4::SUPPORTED), None);
         let legacy = GuestPaging {
             cr0: cr0::PE | cr0::PG,
             ..GuestPaging::RESET
         };
         assert_eq!(
-            legacy.write_cr(3, 0x1_0000_2000, false, 40).unwrap().0.cr3,
+            legacy.write_cr(3, 0x1_0000_2000, false, 40, cr4::SUPPORTED).unwrap().0.cr3,
             0x2000
         );
-        let (ts, flush) = LONG.write_cr(0, LONG.cr0 | 8, false, 40).unwrap();
+        let (ts, flush) = LONG.write_cr(0, LONG.cr0 | 8, false, 40, cr4::SUPPORTED).unwrap();
         assert!(
             flush == Flush::None && ts.cr0 & 8 != 0,
             "CR0.TS does not touch translations"
         );
         assert_eq!(
-            LONG.write_cr(0, LONG.cr0 & !cr0::WP, false, 40).unwrap().1,
+            LONG.write_cr(0, LONG.cr0 & !cr0::WP, false, 40, cr4::SUPPORTED).unwrap().1,
             Flush::All,
             "CR0.WP does"
         );

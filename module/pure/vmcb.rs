@@ -129,6 +129,8 @@ pub mod exit {
     pub const MONITOR: u64 = 0x8a;
     /// MWAIT.
     pub const MWAIT: u64 = 0x8b;
+    /// XSETBV.
+    pub const XSETBV: u64 = 0x8d;
     /// INT n (intercept `INTN`).
     pub const SWINT: u64 = 0x75;
     /// IN/OUT/INS/OUTS.

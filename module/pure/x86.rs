@@ -37,6 +37,9 @@ pub mod cr4 {
     /// PGE, PCE, OSFXSR, OSXMMEXCPT (bits 0-10). Anything else is refused, as
     /// KVM refuses bits the guest's CPUID does not allow.
     pub const SUPPORTED: u64 = 0x7ff;
+    /// XSAVE and XCR0 enabled: allowed when the guest's CPUID has XSAVE
+    /// (`pure::cpuid::cr4_allowed`).
+    pub const OSXSAVE: u64 = 1 << 18;
 }
 
 /// Exception and interrupt vectors.
@@ -127,8 +130,9 @@ pub struct ControlRegs {
 }
 
 /// Whether `KVM_SET_SREGS` accepts this state (`kvm_is_valid_sregs()`):
-/// `maxphyaddr` is the guest's physical address width.
-pub fn valid_sregs(c: &ControlRegs, maxphyaddr: u32) -> bool {
+/// `maxphyaddr` is the guest's physical address width, `cr4_allowed` the
+/// CR4 bits its CPUID allows.
+pub fn valid_sregs(c: &ControlRegs, maxphyaddr: u32, cr4_allowed: u64) -> bool {
     let long_mode = c.efer & efer::LME != 0 && c.cr0 & cr0::PG != 0;
     if long_mode {
         if c.cr4 & cr4::PAE == 0 || c.efer & efer::LMA == 0 {
@@ -142,7 +146,7 @@ pub fn valid_sregs(c: &ControlRegs, maxphyaddr: u32) -> bool {
     } else if c.efer & efer::LMA != 0 || c.cs_l {
         return false;
     }
-    valid_cr0(c.cr0) && c.cr4 & !cr4::SUPPORTED == 0 && c.efer & !efer::SUPPORTED == 0
+    valid_cr0(c.cr0) && c.cr4 & !cr4_allowed == 0 && c.efer & !efer::SUPPORTED == 0
 }
 
 /// Whether CR0 may hold this value: no bits above 31, no NW without CD, no
@@ -239,7 +243,7 @@ mod tests {
             cr0: RESET_CR0,
             ..Default::default()
         };
-        assert!(valid_sregs(&c, 36));
+        assert!(valid_sregs(&c, 36, cr4::SUPPORTED));
         assert_eq!(RESET_CR0, 0x6000_0010);
         assert_eq!(reset_apic_base(true), 0xfee0_0900);
         assert_eq!(reset_apic_base(false), 0xfee0_0800);
@@ -247,34 +251,38 @@ mod tests {
 
     #[test]
     fn long_mode_rules() {
-        assert!(valid_sregs(&long_mode(), 36));
+        assert!(valid_sregs(&long_mode(), 36, cr4::SUPPORTED));
         assert!(!valid_sregs(
             &ControlRegs {
                 cr4: 0,
                 ..long_mode()
             },
-            36
+            36,
+            cr4::SUPPORTED
         ));
         assert!(!valid_sregs(
             &ControlRegs {
                 efer: efer::LME,
                 ..long_mode()
             },
-            36
+            36,
+            cr4::SUPPORTED
         ));
         assert!(!valid_sregs(
             &ControlRegs {
                 cr3: 1 << 40,
                 ..long_mode()
             },
-            36
+            36,
+            cr4::SUPPORTED
         ));
         assert!(valid_sregs(
             &ControlRegs {
                 cr3: 1 << 40,
                 ..long_mode()
             },
-            48
+            48,
+            cr4::SUPPORTED
         ));
         // Regression: a CPUID address width of 255 once overflowed the shift
         // (a kernel panic reachable from KVM_SET_CPUID2 + KVM_SET_SREGS).
@@ -283,7 +291,8 @@ mod tests {
                 cr3: 1 << 40,
                 ..long_mode()
             },
-            255
+            255,
+            cr4::SUPPORTED
         ));
         // LMA or a 64-bit CS outside long mode.
         assert!(!valid_sregs(
@@ -291,7 +300,8 @@ mod tests {
                 cr0: cr0::PE,
                 ..long_mode()
             },
-            36
+            36,
+            cr4::SUPPORTED
         ));
         let prot = ControlRegs {
             cr0: cr0::PE,
@@ -300,7 +310,7 @@ mod tests {
             efer: 0,
             cs_l: true,
         };
-        assert!(!valid_sregs(&prot, 36));
+        assert!(!valid_sregs(&prot, 36, cr4::SUPPORTED));
     }
 
     #[test]
@@ -318,21 +328,24 @@ mod tests {
                 cr4: 1 << 12,
                 ..base
             },
-            36
+            36,
+            cr4::SUPPORTED
         )); // LA57
         assert!(!valid_sregs(
             &ControlRegs {
                 efer: efer::SVME,
                 ..base
             },
-            36
+            36,
+            cr4::SUPPORTED
         ));
         assert!(valid_sregs(
             &ControlRegs {
                 efer: efer::SCE | efer::NXE,
                 ..base
             },
-            36
+            36,
+            cr4::SUPPORTED
         ));
     }
 

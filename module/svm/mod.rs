@@ -42,7 +42,7 @@ use crate::{
     guest_state::{
         self,
         DebugRegs,
-        FxArea, //
+        GuestFpu, //
     },
     pure::{
         debug::{
@@ -152,7 +152,7 @@ pub(crate) struct SvmVcpu {
     host_save: PageBox<HostSaveArea>,
     iopm: PageBox<Iopm>,
     msrpm: PageBox<Msrpm>,
-    fx: KBox<FxArea>,
+    fx: KBox<GuestFpu>,
     gprs: Gprs,
     apic_base: u64,
     bsp: bool,
@@ -195,7 +195,7 @@ impl SvmVcpu {
             host_save,
             iopm,
             msrpm,
-            fx: FxArea::new()?,
+            fx: GuestFpu::new()?,
             gprs: Gprs::default(),
             apic_base: 0,
             bsp,
@@ -292,6 +292,8 @@ impl SvmVcpu {
             // No NRIP save under QEMU: the lengths of the plain encodings.
             exit::WBINVD | exit::INVD => Exit::Nop { len: 2 },
             exit::MONITOR | exit::MWAIT => Exit::Nop { len: 3 },
+            // 0F 01 D1 (without NRIP-save there is no length to read).
+            exit::XSETBV => Exit::Xsetbv { len: 3 },
             exit::MSR => Exit::Msr { write: info1 == 1 },
             exit::VMMCALL => Exit::Hypercall,
             exit::SHUTDOWN => Exit::Shutdown,
@@ -451,7 +453,8 @@ impl ArchVcpu for SvmVcpu {
             } else {
                 vmcb::TLB_DO_NOTHING
             };
-            self.fx.restore(&fpu);
+            let guest_cr4 = self.vmcb.save.cr4;
+            self.fx.restore(&fpu, guest_cr4);
             let vmcb: *mut Vmcb = &mut *self.vmcb;
             let gprs = &mut self.gprs;
             let start = vmrun_address();
@@ -908,6 +911,14 @@ impl ArchVcpu for SvmVcpu {
         // `inject_nmi` set (its exit, then the next, unblock it) or by an
         // interrupt shadow (over at the next exit). KVM single-steps the
         // IRET to be faster; the host's timer tick bounds the wait here.
+    }
+
+    fn guest_fpu(&self) -> &GuestFpu {
+        &self.fx
+    }
+
+    fn guest_fpu_mut(&mut self) -> &mut GuestFpu {
+        &mut self.fx
     }
 
     fn fpu(&self) -> uapi::kvm_fpu {

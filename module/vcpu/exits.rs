@@ -114,6 +114,7 @@ impl Vcpu {
                 st.arch.skip(u64::from(len));
                 Next::Reenter
             }
+            Exit::Xsetbv { len } => self.handle_xsetbv(st, len),
             Exit::Msr { write } => self.handle_msr(st, write),
             Exit::Hypercall => self.handle_hypercall(st),
             Exit::InvalidOpcode => self.handle_invalid_opcode(st),
@@ -384,7 +385,12 @@ impl Vcpu {
         let arch = &mut st.arch;
         self.vm.with_memory(|mem| {
             self.stats.inc(VcpuStat::InsnEmulation);
-            match emulate::mov_cr(mem, &mut **arch, cpuid::maxphyaddr(&st.cpuid)) {
+            match emulate::mov_cr(
+                mem,
+                &mut **arch,
+                cpuid::maxphyaddr(&st.cpuid),
+                cpuid::cr4_allowed(&st.cpuid),
+            ) {
                 emulate::CrResult::Done { flush } => {
                     reload_pdptes(&mut **arch, mem);
                     if st.mmu.flush(flush) {
@@ -418,11 +424,31 @@ impl Vcpu {
         }
     }
 
-    /// CPUID: answered from the `KVM_SET_CPUID2` table.
+    /// XSETBV (`kvm_emulate_xsetbv()`): at CPL 0, a valid value for XCR0
+    /// (`xsave::valid_xcr0`, within the XCR0 bits the guest's CPUID
+    /// allows) becomes the guest's XCR0; anything else is a #GP. A #UD for
+    /// CR4.OSXSAVE clear is the processor's, before the intercept.
+    fn handle_xsetbv(&self, st: &mut VcpuState, len: u8) -> Next {
+        let arch = &mut st.arch;
+        let index = arch.gpr(gpr::RCX) as u32;
+        let value = (arch.gpr(gpr::RDX) << 32) | (arch.gpr(gpr::RAX) & 0xffff_ffff);
+        let supported = cpuid::guest_supported_xcr0(&st.cpuid, u64::MAX);
+        let cpl = arch.sregs().ss.dpl;
+        if cpl != 0 || !arch.guest_fpu_mut().set_xcr0(index, value, supported) {
+            arch.inject_exception(GP_VECTOR, Some(0));
+        } else {
+            arch.skip(u64::from(len));
+        }
+        Next::Reenter
+    }
+
+    /// CPUID: answered from the `KVM_SET_CPUID2` table, with the bits that
+    /// follow the vCPU's state (`cpuid::Runtime`).
     fn handle_cpuid(&self, st: &mut VcpuState) -> Next {
+        let rt = st.cpuid_runtime();
         let arch = &mut st.arch;
         let (leaf, sub) = (arch.gpr(gpr::RAX) as u32, arch.gpr(gpr::RCX) as u32);
-        let out = cpuid::lookup(&st.cpuid, leaf, sub);
+        let out = cpuid::lookup_runtime(&st.cpuid, leaf, sub, &rt);
         for (reg, value) in [gpr::RAX, gpr::RBX, gpr::RCX, gpr::RDX]
             .into_iter()
             .zip(out)

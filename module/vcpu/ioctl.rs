@@ -26,8 +26,10 @@ use crate::{
         x86::{
             self,
             ControlRegs, //
-        }, //
+        },
+        xsave, //
     },
+    guest_state,
     stats::StatsFile, //
 };
 
@@ -105,6 +107,11 @@ impl Vcpu {
             abi::vcpu::GET_MSRS => self.get_msrs(arg),
             abi::vcpu::SET_MSRS => self.set_msrs(arg),
             abi::vcpu::GET_CPUID2 => self.get_cpuid(arg),
+            abi::vcpu::GET_XSAVE => self.get_xsave(arg, false),
+            abi::vcpu::GET_XSAVE2 => self.get_xsave(arg, true),
+            abi::vcpu::SET_XSAVE => self.set_xsave(arg),
+            abi::vcpu::GET_XCRS => self.get_xcrs(arg),
+            abi::vcpu::SET_XCRS => self.set_xcrs(arg),
             // No in-kernel local APIC: the vCPU is always runnable (HLT
             // exits to userspace), and that is the only state it takes.
             abi::vcpu::GET_MP_STATE => {
@@ -171,11 +178,104 @@ impl Vcpu {
         Ok(0)
     }
 
-    /// `KVM_SET_FPU`. An MXCSR with reserved bits set would make the
-    /// kernel's FXRSTOR fault: refused.
+    /// `KVM_GET_XSAVE` (`xsave2` false: a `struct kvm_xsave`, EINVAL if
+    /// the image does not fit in it) and `KVM_GET_XSAVE2` (the image's
+    /// size, `KVM_CAP_XSAVE2` at most): the guest's x87, SSE and AVX state
+    /// in the standard XSAVE format, the components its CPUID has (x87
+    /// and SSE always), as KVM's `kvm_vcpu_ioctl_x86_get_xsave2()`.
+    fn get_xsave(&self, arg: usize, xsave2: bool) -> Result<isize> {
+        use kernel::uaccess::{
+            UserPtr,
+            UserSlice, //
+        };
+        let size = guest_state::host_xsave().uabi_size;
+        if !xsave2 && size > xsave::KVM_XSAVE_SIZE {
+            return Err(EINVAL);
+        }
+        let len = if xsave2 {
+            size
+        } else {
+            xsave::KVM_XSAVE_SIZE
+        };
+        let mut buf = KVec::with_capacity(len, GFP_KERNEL)?;
+        buf.resize(len, 0u8, GFP_KERNEL)?;
+        {
+            let st = self.state.lock();
+            let mask = cpuid::guest_supported_xcr0(&st.cpuid, u64::MAX) | xsave::FPSSE;
+            let image = buf.get_mut(..size.min(len)).ok_or(EINVAL)?;
+            st.arch.guest_fpu().to_uabi(mask, image);
+        }
+        UserSlice::new(UserPtr::from_addr(arg), len)
+            .writer()
+            .write_slice(&buf)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_XSAVE`: the image's size is read (as KVM, not the whole
+    /// `struct kvm_xsave`), checked and loaded (`xsave::from_uabi`):
+    /// EINVAL for components the host cannot give guests, a compacted or
+    /// reserved header, a bad MXCSR.
+    fn set_xsave(&self, arg: usize) -> Result<isize> {
+        use kernel::uaccess::{
+            UserPtr,
+            UserSlice, //
+        };
+        let size = guest_state::host_xsave().uabi_size;
+        let mut buf = KVec::with_capacity(size, GFP_KERNEL)?;
+        buf.resize(size, 0u8, GFP_KERNEL)?;
+        UserSlice::new(UserPtr::from_addr(arg), size)
+            .reader()
+            .read_slice(&mut buf)?;
+        let mut st = self.state.lock();
+        st.arch
+            .guest_fpu_mut()
+            .from_uabi(&buf)
+            .map_err(|_| EINVAL)?;
+        Ok(0)
+    }
+
+    /// `KVM_GET_XCRS`: XCR0, or no register at all where the host has no
+    /// XSAVE.
+    fn get_xcrs(&self, arg: usize) -> Result<isize> {
+        let mut x = uapi::kvm_xcrs::default();
+        if guest_state::host_xsave().xcr0 != 0 {
+            x.nr_xcrs = 1;
+            x.xcrs[0].xcr = 0;
+            x.xcrs[0].value = self.state.lock().arch.guest_fpu().xcr0();
+        }
+        abi::write_arg(arg, &x)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_XCRS` (`kvm_vcpu_ioctl_x86_set_xcrs()`): EINVAL without
+    /// XSAVE on the host, for more than `KVM_MAX_XCRS` entries or flags;
+    /// the first entry for XCR0 is set as XSETBV would (EINVAL if
+    /// invalid, without the CPL check); other XCRs are ignored.
+    fn set_xcrs(&self, arg: usize) -> Result<isize> {
+        let x: uapi::kvm_xcrs = abi::read_arg(arg)?;
+        if guest_state::host_xsave().xcr0 == 0 {
+            return Err(EINVAL);
+        }
+        if x.nr_xcrs > uapi::KVM_MAX_XCRS || x.flags != 0 {
+            return Err(EINVAL);
+        }
+        let n = x.nr_xcrs as usize;
+        let Some(xcr0) = x.xcrs.iter().take(n).find(|e| e.xcr == 0) else {
+            return Ok(0);
+        };
+        let mut st = self.state.lock();
+        let supported = cpuid::guest_supported_xcr0(&st.cpuid, u64::MAX);
+        if !st.arch.guest_fpu_mut().set_xcr0(0, xcr0.value, supported) {
+            return Err(EINVAL);
+        }
+        Ok(0)
+    }
+
+    /// `KVM_SET_FPU`. An MXCSR with bits the processor does not allow
+    /// would make the kernel's XRSTOR fault: refused.
     fn set_fpu(&self, arg: usize) -> Result<isize> {
         let fpu: uapi::kvm_fpu = abi::read_arg(arg)?;
-        if fpu.mxcsr >> 16 != 0 {
+        if fpu.mxcsr & !guest_state::mxcsr_mask() != 0 {
             return Err(EINVAL);
         }
         self.state.lock().arch.set_fpu(&fpu);
@@ -227,7 +327,11 @@ impl Vcpu {
             cs_l: sregs.cs.l != 0,
         };
         let mut st = self.state.lock();
-        if !x86::valid_sregs(&c, cpuid::maxphyaddr(&st.cpuid)) {
+        if !x86::valid_sregs(
+            &c,
+            cpuid::maxphyaddr(&st.cpuid),
+            cpuid::cr4_allowed(&st.cpuid),
+        ) {
             return Err(EINVAL);
         }
         st.arch.set_sregs(&sregs);
@@ -238,24 +342,40 @@ impl Vcpu {
     }
 
     /// `KVM_SET_CPUID2`. After the first `KVM_RUN` only the same table is
-    /// accepted (EINVAL otherwise), as KVM does.
+    /// accepted (EINVAL otherwise), as KVM does, comparing with the bits
+    /// that follow the vCPU's state (`cpuid::Runtime`) applied to both.
+    /// Before, as KVM's `kvm_check_cpuid()`: AMX tile data in leaf 0xD
+    /// needs a permission rkvm never has (EPERM).
     fn set_cpuid(&self, arg: usize) -> Result<isize> {
         let entries = abi::read_cpuid(arg)?;
         let mut st = self.state.lock();
         if st.has_run {
-            return if st.cpuid[..] == entries[..] {
-                Ok(0)
-            } else {
-                Err(EINVAL)
-            };
+            let rt = st.cpuid_runtime();
+            let same = st.cpuid.len() == entries.len()
+                && st
+                    .cpuid
+                    .iter()
+                    .zip(entries.iter())
+                    .all(|(a, b)| rt.apply(a) == rt.apply(b));
+            return if same { Ok(0) } else { Err(EINVAL) };
+        }
+        if cpuid::wants_dynamic_xfeatures(&entries) {
+            return Err(EPERM);
         }
         st.cpuid = entries;
         Ok(0)
     }
 
+    /// `KVM_GET_CPUID2`: the table, with the bits that follow the vCPU's
+    /// state as the guest reads them (KVM updates its table in place).
     fn get_cpuid(&self, arg: usize) -> Result<isize> {
         let st = self.state.lock();
-        abi::write_cpuid(arg, &st.cpuid)?;
+        let rt = st.cpuid_runtime();
+        let mut table = KVec::with_capacity(st.cpuid.len(), GFP_KERNEL)?;
+        for e in st.cpuid.iter() {
+            table.push(rt.apply(e), GFP_KERNEL)?;
+        }
+        abi::write_cpuid(arg, &table)?;
         Ok(0)
     }
 

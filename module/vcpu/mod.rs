@@ -129,6 +129,14 @@ impl VcpuState {
         self.arch.set_msr(index, value, host) || msr::write_ignored(index)
     }
 
+    /// The vCPU state CPUID reflects: CR4.OSXSAVE and XCR0.
+    fn cpuid_runtime(&self) -> cpuid::Runtime {
+        cpuid::Runtime {
+            osxsave: self.arch.paging().cr4 & crate::pure::x86::cr4::OSXSAVE != 0,
+            xcr0: self.arch.guest_fpu().xcr0(),
+        }
+    }
+
     /// `kvm_vcpu_ready_for_interrupt_injection()` with a userspace irqchip.
     fn ready_for_interrupt(&self) -> bool {
         self.pending_irq.is_none() && self.arch.interrupt_allowed()

@@ -74,7 +74,7 @@ use crate::{
     guest_state::{
         self,
         DebugRegs,
-        FxArea, //
+        GuestFpu, //
     },
     pure::{
         debug::{
@@ -229,7 +229,7 @@ impl From<OpError> for EntryError {
 pub(crate) struct VmxVcpu {
     vmxon: PageBox<Region>,
     vmcs: PageBox<Region>,
-    fx: KBox<FxArea>,
+    fx: KBox<GuestFpu>,
     caps: Arc<Caps>,
     vpid: hw::Vpid,
     /// The controls: `caps.controls`, or with shadow paging their
@@ -294,7 +294,7 @@ impl VmxVcpu {
         let mut vcpu = VmxVcpu {
             vmxon: region(caps.revision)?,
             vmcs: region(caps.revision)?,
-            fx: FxArea::new()?,
+            fx: GuestFpu::new()?,
             vpid: if controls.vpid {
                 hw::Vpid::alloc()
             } else {
@@ -391,7 +391,7 @@ impl VmxVcpu {
             }
         }
         sys::wrmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
-        self.fx.restore(fpu);
+        self.fx.restore(fpu, self.state.cr4);
         let gprs = &mut self.gprs;
         let launched = guest_state::load_armed(&self.debug.armed(), || {
             // SAFETY: in VMX root operation with this vCPU's VMCS current
@@ -760,6 +760,9 @@ impl VmxVcpu {
             reason::NMI_WINDOW => Exit::NmiWindow,
             reason::CPUID => Exit::Cpuid,
             reason::INVD | reason::WBINVD | reason::MONITOR | reason::MWAIT => Exit::Nop {
+                len: e.insn_len as u8,
+            },
+            reason::XSETBV => Exit::Xsetbv {
                 len: e.insn_len as u8,
             },
             reason::HLT => Exit::Hlt,
@@ -1293,6 +1296,14 @@ impl ArchVcpu for VmxVcpu {
 
     fn set_nmi_window(&mut self, enable: bool) {
         self.nmi_window = enable && self.controls.virtual_nmis;
+    }
+
+    fn guest_fpu(&self) -> &GuestFpu {
+        &self.fx
+    }
+
+    fn guest_fpu_mut(&mut self) -> &mut GuestFpu {
+        &mut self.fx
     }
 
     fn fpu(&self) -> uapi::kvm_fpu {
