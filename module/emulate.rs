@@ -369,9 +369,13 @@ pub(crate) fn mov_cr(
         0xffff_ffff
     };
     let cs_l = mode == Mode::Bits64;
-    let write = |arch: &mut dyn ArchVcpu, cr: u8, value: u64| match paging
-        .write_cr(cr, value, cs_l, maxphyaddr, cr4_allowed)
-    {
+    let write = |arch: &mut dyn ArchVcpu, cr: u8, value: u64| match paging.write_cr(
+        cr,
+        value,
+        cs_l,
+        maxphyaddr,
+        cr4_allowed,
+    ) {
         Some((next, flush)) => {
             arch.set_paging(next);
             CrResult::Done { flush }

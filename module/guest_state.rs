@@ -255,7 +255,7 @@ impl GuestFpu {
     }
 
     /// `KVM_SET_XSAVE`: the checks and copy of `xsave::from_uabi`.
-    pub(crate) fn from_uabi(&mut self, buf: &[u8]) -> core::result::Result<(), xsave::Invalid> {
+    pub(crate) fn set_from_uabi(&mut self, buf: &[u8]) -> core::result::Result<(), xsave::Invalid> {
         let host = host_xsave();
         if host.xcr0 == 0 {
             // As KVM without XSAVE: x87 and SSE only, MXCSR checked.

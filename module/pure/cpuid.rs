@@ -4,7 +4,10 @@
 //! offers (the host's, masked to what rkvm virtualizes correctly) and the
 //! lookup the CPUID exit does in the table userspace set.
 
-use super::{kvmclock, xsave};
+use super::{
+    kvmclock,
+    xsave, //
+};
 
 /// `KVM_MAX_CPUID_ENTRIES`.
 pub const MAX_ENTRIES: usize = 256;
@@ -95,7 +98,10 @@ pub const SUPPORTED_MAX: usize = 16;
 /// EAX, EBX, ECX, EDX) and the XCR0 bits guests may have (`xcr0`: 0 means
 /// no XSAVE for guests, see `xsave::HostXsave`). Returns the entries and
 /// how many are used.
-pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], xcr0: u64) -> ([Entry; SUPPORTED_MAX], usize) {
+pub fn supported(
+    host: impl Fn(u32, u32) -> [u32; 4],
+    xcr0: u64,
+) -> ([Entry; SUPPORTED_MAX], usize) {
     let mut t = Table {
         out: [Entry::default(); SUPPORTED_MAX],
         n: 0,
@@ -119,7 +125,12 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], xcr0: u64) -> ([Entry; SUP
             1,
             0,
             0,
-            [h[0], h[1] & 0xff00, (h[2] & ecx) | HYPERVISOR, h[3] & LEAF1_EDX],
+            [
+                h[0],
+                h[1] & 0xff00,
+                (h[2] & ecx) | HYPERVISOR,
+                h[3] & LEAF1_EDX,
+            ],
         );
     }
     if max_basic >= 7 {
@@ -159,14 +170,24 @@ pub fn supported(host: impl Fn(u32, u32) -> [u32; 4], xcr0: u64) -> ([Entry; SUP
         0,
         [kvmclock::CPUID_FEATURES, sig[0], sig[1], sig[2]],
     );
-    t.push(kvmclock::CPUID_FEATURES, 0, 0, [kvmclock::FEATURES, 0, 0, 0]);
+    t.push(
+        kvmclock::CPUID_FEATURES,
+        0,
+        0,
+        [kvmclock::FEATURES, 0, 0, 0],
+    );
     let max_ext = host(0x8000_0000, 0)[0].min(0x8000_0008);
     if max_ext >= 0x8000_0000 {
         t.push(0x8000_0000, 0, 0, [max_ext, 0, 0, 0]);
     }
     if max_ext >= 0x8000_0001 {
         let h = host(0x8000_0001, 0);
-        t.push(0x8000_0001, 0, 0, [h[0], 0, h[2] & EXT1_ECX, h[3] & EXT1_EDX]);
+        t.push(
+            0x8000_0001,
+            0,
+            0,
+            [h[0], 0, h[2] & EXT1_ECX, h[3] & EXT1_EDX],
+        );
     }
     for leaf in 0x8000_0002..=0x8000_0004u32 {
         if max_ext >= leaf {
@@ -223,22 +244,18 @@ impl Runtime {
     /// `e` as the guest reads it now.
     pub fn apply(&self, e: &Entry) -> Entry {
         let mut e = *e;
-        match (e.function, e.index) {
-            (1, _) => {
-                e.ecx &= !LEAF1_ECX_OSXSAVE;
-                if self.osxsave {
-                    e.ecx |= LEAF1_ECX_OSXSAVE;
-                }
+        let sub = |i: u32| e.flags & FLAG_SIGNIFICANT_INDEX == 0 || e.index == i;
+        if e.function == 1 {
+            e.ecx &= !LEAF1_ECX_OSXSAVE;
+            if self.osxsave {
+                e.ecx |= LEAF1_ECX_OSXSAVE;
             }
-            (0xd, 0) if e.flags & FLAG_SIGNIFICANT_INDEX != 0 => {
-                e.ebx = xsave::required_size(self.xcr0)
-            }
-            (0xd, 1) if e.flags & FLAG_SIGNIFICANT_INDEX != 0 => {
-                if e.eax & XSAVE1_COMPACTED != 0 {
-                    e.ebx = xsave::required_size(self.xcr0);
-                }
-            }
-            _ => {}
+        }
+        if e.function == 0xd && sub(0) {
+            e.ebx = xsave::required_size(self.xcr0);
+        }
+        if e.function == 0xd && sub(1) && e.eax & XSAVE1_COMPACTED != 0 {
+            e.ebx = xsave::required_size(self.xcr0);
         }
         e
     }
@@ -262,7 +279,9 @@ fn find(entries: &[Entry], function: u32, index: u32) -> Option<&Entry> {
 /// `cpuid_get_supported_xcr0()`): leaf 0xD.0 EAX and EDX, within what the
 /// host can give (`supported`). Leaf 1's XSAVE bit is not looked at.
 pub fn guest_supported_xcr0(entries: &[Entry], supported: u64) -> u64 {
-    find(entries, 0xd, 0).map_or(0, |e| (u64::from(e.eax) | (u64::from(e.edx) << 32)) & supported)
+    find(entries, 0xd, 0).map_or(0, |e| {
+        (u64::from(e.eax) | (u64::from(e.edx) << 32)) & supported
+    })
 }
 
 /// Whether the guest's CPUID has XSAVE (leaf 1 ECX bit 26): only then may
@@ -286,7 +305,8 @@ pub fn cr4_allowed(entries: &[Entry]) -> u64 {
 /// tile data, the dynamic feature, needs a permission
 /// (`arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM)`) rkvm never has: EPERM.
 pub fn wants_dynamic_xfeatures(entries: &[Entry]) -> bool {
-    find(entries, 0xd, 0).is_some_and(|e| (u64::from(e.eax) | (u64::from(e.edx) << 32)) & xsave::XTILE_DATA != 0)
+    find(entries, 0xd, 0)
+        .is_some_and(|e| (u64::from(e.eax) | (u64::from(e.edx) << 32)) & xsave::XTILE_DATA != 0)
 }
 
 /// The guest's physical address width: CPUID 0x80000008 EAX[7:0], or 36
@@ -387,11 +407,18 @@ mod tests {
         assert_ne!(lookup_runtime(e, 1, 0, &rt)[2] & LEAF1_ECX_OSXSAVE, 0);
         assert_eq!(lookup_runtime(e, 0xd, 0, &rt)[1], 576);
         assert_eq!(lookup_runtime(e, 0xd, 1, &rt)[1], 576);
-        assert_eq!(lookup_runtime(e, 0x8000_0000, 0, &rt), lookup(e, 0x8000_0000, 0));
+        assert_eq!(
+            lookup_runtime(e, 0x8000_0000, 0, &rt),
+            lookup(e, 0x8000_0000, 0)
+        );
 
         let (e, n) = supported(host, 0x3);
         let e = &e[..n];
-        assert_eq!(lookup(e, 1, 0)[2] & LEAF1_ECX_AVX, 0, "no AVX without its state");
+        assert_eq!(
+            lookup(e, 1, 0)[2] & LEAF1_ECX_AVX,
+            0,
+            "no AVX without its state"
+        );
         assert_eq!(lookup(e, 7, 0)[1], 1 << 9);
         assert_eq!(lookup(e, 0xd, 0), [0x3, 576, 576, 0]);
         assert_eq!(lookup(e, 0xd, 2), [0; 4]);

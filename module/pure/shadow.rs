@@ -324,7 +324,9 @@ mod tests {
         );
         let (pae, flush) = pe.write_cr(4, cr4::PAE, false, 40, cr4::SUPPORTED).unwrap();
         assert_eq!(flush, Flush::All);
-        let (long, flush) = pae.write_cr(0, cr0::PE | cr0::PG, false, 40, cr4::SUPPORTED).unwrap();
+        let (long, flush) = pae
+            .write_cr(0, cr0::PE | cr0::PG, false, 40, cr4::SUPPORTED)
+            .unwrap();
         assert_eq!(flush, Flush::All);
         assert_eq!(long.efer, efer::LME | efer::LMA);
         assert_eq!(long.cr0, cr0::PE | cr0::PG | cr0::ET, "ET reads as one");
@@ -339,7 +341,10 @@ mod tests {
             "no paging off in 64-bit code"
         );
         assert_eq!(
-            long.write_cr(0, cr0::PE, false, 40, cr4::SUPPORTED).unwrap().0.efer,
+            long.write_cr(0, cr0::PE, false, 40, cr4::SUPPORTED)
+                .unwrap()
+                .0
+                .efer,
             efer::LME
         );
         assert_eq!(long.write_efer(0), None, "LME is fixed while paging");
@@ -362,7 +367,9 @@ mod tests {
             "the same CR3 again flushes"
         );
         assert_eq!(
-            LONG.write_cr(3, 0x2000, false, 40, cr4::SUPPORTED).unwrap().1,
+            LONG.write_cr(3, 0x2000, false, 40, cr4::SUPPORTED)
+                .unwrap()
+                .1,
             Flush::NonGlobal
         );
         let pge = GuestPaging {
@@ -370,7 +377,9 @@ mod tests {
             ..LONG
         };
         assert_eq!(
-            pge.write_cr(4, cr4::PAE, false, 40, cr4::SUPPORTED).unwrap().1,
+            pge.write_cr(4, cr4::PAE, false, 40, cr4::SUPPORTED)
+                .unwrap()
+                .1,
             Flush::All,
             "PGE off flushes globals too"
         );
@@ -379,23 +388,34 @@ mod tests {
             None,
             "SMEP is not offered"
         );
-        assert_eq!(LONG.write_cr(0, (1 << 32) | LONG.cr0, false, 40, cr4::SUPPORTED), None);
+        assert_eq!(
+            LONG.write_cr(0, (1 << 32) | LONG.cr0, false, 40, cr4::SUPPORTED),
+            None
+        );
         assert_eq!(LONG.write_cr(2, 0, false, 40, cr4::SUPPORTED), None);
         let legacy = GuestPaging {
             cr0: cr0::PE | cr0::PG,
             ..GuestPaging::RESET
         };
         assert_eq!(
-            legacy.write_cr(3, 0x1_0000_2000, false, 40, cr4::SUPPORTED).unwrap().0.cr3,
+            legacy
+                .write_cr(3, 0x1_0000_2000, false, 40, cr4::SUPPORTED)
+                .unwrap()
+                .0
+                .cr3,
             0x2000
         );
-        let (ts, flush) = LONG.write_cr(0, LONG.cr0 | 8, false, 40, cr4::SUPPORTED).unwrap();
+        let (ts, flush) = LONG
+            .write_cr(0, LONG.cr0 | 8, false, 40, cr4::SUPPORTED)
+            .unwrap();
         assert!(
             flush == Flush::None && ts.cr0 & 8 != 0,
             "CR0.TS does not touch translations"
         );
         assert_eq!(
-            LONG.write_cr(0, LONG.cr0 & !cr0::WP, false, 40, cr4::SUPPORTED).unwrap().1,
+            LONG.write_cr(0, LONG.cr0 & !cr0::WP, false, 40, cr4::SUPPORTED)
+                .unwrap()
+                .1,
             Flush::All,
             "CR0.WP does"
         );

@@ -35,9 +35,8 @@ pub const FPSSE: u64 = FP | SSE;
 /// get the ones the host has enabled in its own XCR0.
 pub const RKVM_XCR0: u64 = FP | SSE | YMM;
 
-/// Offset of the legacy region's MXCSR and MXCSR_MASK.
+/// Offset of the legacy region's MXCSR (MXCSR_MASK follows it).
 pub const MXCSR: usize = 24;
-const MXCSR_MASK: usize = 28;
 /// Offset of the x87 registers (ST0-7 / MM0-7, 16 bytes each).
 const ST: usize = 32;
 /// Offset of XMM0-15 (16 bytes each).
@@ -343,7 +342,10 @@ mod tests {
         assert!(!valid_xcr0(0, FP | (1 << 9), all), "PKRU: not offered");
         assert!(!valid_xcr0(0, FP | BNDREGS, u64::MAX), "MPX halves");
         assert!(valid_xcr0(0, FP | BNDREGS | BNDCSR, u64::MAX));
-        assert!(!valid_xcr0(0, FP | SSE | AVX512, u64::MAX), "AVX-512 needs AVX");
+        assert!(
+            !valid_xcr0(0, FP | SSE | AVX512, u64::MAX),
+            "AVX-512 needs AVX"
+        );
         assert!(!valid_xcr0(0, all | (1 << 5), u64::MAX), "AVX-512 thirds");
         assert!(valid_xcr0(0, all | AVX512, u64::MAX));
         assert!(!valid_xcr0(0, FP | (1 << 17), u64::MAX), "AMX halves");
@@ -380,7 +382,7 @@ mod tests {
             *b = (i % 251) as u8 | 1;
         }
         a[MXCSR..MXCSR + 4].copy_from_slice(&0x1f80u32.to_le_bytes());
-        a[MXCSR_MASK..MXCSR_MASK + 4].copy_from_slice(&0xffffu32.to_le_bytes());
+        a[MXCSR + 4..MXCSR + 8].copy_from_slice(&0xffffu32.to_le_bytes());
         a[HEADER..EXTENDED].fill(0);
         a
     }
@@ -423,7 +425,7 @@ mod tests {
         assert_eq!(&out[0..2], &[0x7f, 0x03]);
         assert!(out[2..MXCSR].iter().all(|&b| b == 0));
         assert_eq!(u32_at(&out, MXCSR), 0x1f80);
-        assert_eq!(u32_at(&out, MXCSR_MASK), 0xfffe);
+        assert_eq!(u32_at(&out, MXCSR + 4), 0xfffe);
         assert!(out[ST..HEADER].iter().all(|&b| b == 0));
         // AVX alone in use: MXCSR is the guest's.
         set_xstate_bv(&mut area, YMM);
@@ -440,13 +442,22 @@ mod tests {
         let before = area;
         let mut buf = [0u8; 4096];
         buf[HEADER] = 0x8;
-        assert_eq!(from_uabi(&buf, 0x7, 0xffff, &mut area), Err(Invalid::Xfeatures));
+        assert_eq!(
+            from_uabi(&buf, 0x7, 0xffff, &mut area),
+            Err(Invalid::Xfeatures)
+        );
         buf[HEADER] = 0x3;
         buf[HEADER + 8] = 1;
-        assert_eq!(from_uabi(&buf, 0x7, 0xffff, &mut area), Err(Invalid::Compacted));
+        assert_eq!(
+            from_uabi(&buf, 0x7, 0xffff, &mut area),
+            Err(Invalid::Compacted)
+        );
         buf[HEADER + 8] = 0;
         buf[EXTENDED - 1] = 1;
-        assert_eq!(from_uabi(&buf, 0x7, 0xffff, &mut area), Err(Invalid::Reserved));
+        assert_eq!(
+            from_uabi(&buf, 0x7, 0xffff, &mut area),
+            Err(Invalid::Reserved)
+        );
         buf[EXTENDED - 1] = 0;
         buf[MXCSR + 2] = 1;
         assert_eq!(from_uabi(&buf, 0x7, 0xffff, &mut area), Err(Invalid::Mxcsr));

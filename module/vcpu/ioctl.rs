@@ -15,6 +15,7 @@ use crate::{
         self,
         uapi, //
     },
+    guest_state,
     pure::{
         cpuid,
         debug::{
@@ -29,7 +30,6 @@ use crate::{
         },
         xsave, //
     },
-    guest_state,
     stats::StatsFile, //
 };
 
@@ -192,11 +192,7 @@ impl Vcpu {
         if !xsave2 && size > xsave::KVM_XSAVE_SIZE {
             return Err(EINVAL);
         }
-        let len = if xsave2 {
-            size
-        } else {
-            xsave::KVM_XSAVE_SIZE
-        };
+        let len = if xsave2 { size } else { xsave::KVM_XSAVE_SIZE };
         let mut buf = KVec::with_capacity(len, GFP_KERNEL)?;
         buf.resize(len, 0u8, GFP_KERNEL)?;
         {
@@ -229,7 +225,7 @@ impl Vcpu {
         let mut st = self.state.lock();
         st.arch
             .guest_fpu_mut()
-            .from_uabi(&buf)
+            .set_from_uabi(&buf)
             .map_err(|_| EINVAL)?;
         Ok(0)
     }

@@ -87,6 +87,9 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_EXT_EMUL_CPUID, 1 },
 	{ KVM_CAP_GET_MSR_FEATURES, 1 },
 	{ KVM_CAP_DEBUGREGS, 1 },
+	{ KVM_CAP_XSAVE, 1 },
+	{ KVM_CAP_XCRS, 1 },		/* the test machines have XSAVE */
+	{ KVM_CAP_XSAVE2, 4096 },	/* x87, SSE, AVX: a struct kvm_xsave */
 };
 
 TEST_F(sys, capabilities_are_honest)
