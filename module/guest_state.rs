@@ -115,18 +115,23 @@ const AREA: usize = 1024;
 /// image in the standard format (an FXSAVE image where the host has no
 /// XSAVE), loaded around each run inside a kernel FPU section: the task's
 /// own registers are saved by `kernel_fpu_begin()` and come back on its
-/// return to user mode. As KVM's `kvm_load_guest_xsave_state()`, the
+/// return to user mode. As with KVM's `kvm_load_guest_xsave_state()`, the
 /// guest's XCR0 is in the processor from just before the entry to just
-/// after the exit, and only while the guest's CR4.OSXSAVE is set (without
-/// it the guest can use no XSAVE feature, and XCR0 cannot matter).
+/// after the exit; unlike KVM, which loads it only while the guest's
+/// CR4.OSXSAVE is set, rkvm loads it whenever it differs from the host's,
+/// so that an XSETBV that did not exit always shows (see `save`). A guest
+/// that uses XSAVE (Linux) usually has the host's XCR0, and then nothing
+/// is switched.
 #[repr(C, align(64))]
 pub(crate) struct GuestFpu {
     area: [u8; AREA],
-    /// The guest's XCR0, valid for this host (`xsave::valid_xcr0` with a
-    /// subset of the host's XCR0): XSETBV takes it.
+    /// The guest's XCR0, valid for this processor: checked by
+    /// `xsave::valid_xcr0` within the host's XCR0, or taken by the
+    /// processor's own XSETBV (see `save`). XSETBV takes it.
     xcr0: u64,
-    /// XCR0 holds the guest's value (between `restore` and `save`).
-    switched: bool,
+    /// The XCR0 `restore` left in the processor for the guest (its own or
+    /// the host's), which `save` expects to find there.
+    loaded: u64,
 }
 
 impl GuestFpu {
@@ -136,7 +141,7 @@ impl GuestFpu {
             GuestFpu {
                 area: [0; AREA],
                 xcr0: xsave::FP,
-                switched: false,
+                loaded: 0,
             },
             GFP_KERNEL,
         )?;
@@ -151,11 +156,10 @@ impl GuestFpu {
         self.xcr0 = xsave::FP;
     }
 
-    /// Loads the image into the processor, then the guest's XCR0 if its CR4
-    /// (`guest_cr4`) has OSXSAVE. Call inside a kernel FPU section
-    /// (`sys::FpuGuard`) with interrupts off, right before the entry, and
-    /// [`GuestFpu::save`] right after the exit.
-    pub(crate) fn restore(&mut self, _fpu: &crate::sys::FpuGuard, guest_cr4: u64) {
+    /// Loads the image into the processor, then the guest's XCR0. Call
+    /// inside a kernel FPU section (`sys::FpuGuard`) with interrupts off,
+    /// right before the entry, and [`GuestFpu::save`] right after the exit.
+    pub(crate) fn restore(&mut self, _fpu: &crate::sys::FpuGuard) {
         let host = host_xsave();
         if host.xcr0 == 0 {
             // SAFETY: the area starts with a 512-byte, 16-byte-aligned
@@ -179,24 +183,31 @@ impl GuestFpu {
                              in("eax") rfbm as u32, in("edx") (rfbm >> 32) as u32,
                              options(nostack, readonly))
         };
-        if guest_cr4 & x86::cr4::OSXSAVE != 0 && self.xcr0 != host.xcr0 {
+        self.loaded = host.xcr0;
+        if self.xcr0 != host.xcr0 {
             // SAFETY: CR4.OSXSAVE is set on the host (its XCR0 is not 0);
-            // the guest's XCR0 is valid and within the host's (see the
-            // field); `save` puts the host's back, with interrupts still off.
+            // the guest's XCR0 is valid for this processor (see the field);
+            // `save` puts the host's back, with interrupts still off.
             unsafe { xsetbv0(self.xcr0) };
-            self.switched = true;
+            self.loaded = self.xcr0;
         }
     }
 
-    /// Puts the host's XCR0 back (if [`GuestFpu::restore`] switched it),
-    /// then stores the processor's registers into the image.
+    /// Puts the host's XCR0 back, then stores the processor's registers
+    /// into the image.
+    ///
+    /// XCR0 is read back first: an XCR0 other than the one [`restore`]
+    /// loaded means the guest ran an XSETBV that did not exit, which the
+    /// architecture rules out (VMX always exits, rkvm sets SVM's intercept)
+    /// but QEMU's emulation of SVM (the test machine) does: its XSETBV
+    /// ignores the intercept and writes the processor's XCR0 (KVM, which
+    /// does not look, then runs its host with the guest's XCR0). rkvm takes
+    /// the value as the guest's, since the processor accepted it, and the
+    /// host's goes back in all cases.
+    ///
+    /// [`restore`]: GuestFpu::restore
     pub(crate) fn save(&mut self, _fpu: &crate::sys::FpuGuard) {
         let host = host_xsave();
-        if self.switched {
-            // SAFETY: the host's own XCR0.
-            unsafe { xsetbv0(host.xcr0) };
-            self.switched = false;
-        }
         if host.xcr0 == 0 {
             // SAFETY: as in `restore`; FXSAVE writes exactly 512 bytes.
             unsafe {
@@ -204,6 +215,14 @@ impl GuestFpu {
                                  options(nostack))
             };
             return;
+        }
+        let now = xgetbv0();
+        if now != self.loaded {
+            self.xcr0 = now;
+        }
+        if now != host.xcr0 {
+            // SAFETY: the host's own XCR0.
+            unsafe { xsetbv0(host.xcr0) };
         }
         let rfbm = host.supported;
         // SAFETY: as in `restore`; XSAVE writes the components of `rfbm`

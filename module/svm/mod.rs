@@ -453,8 +453,7 @@ impl ArchVcpu for SvmVcpu {
             } else {
                 vmcb::TLB_DO_NOTHING
             };
-            let guest_cr4 = self.vmcb.save.cr4;
-            self.fx.restore(&fpu, guest_cr4);
+            self.fx.restore(&fpu);
             let vmcb: *mut Vmcb = &mut *self.vmcb;
             let gprs = &mut self.gprs;
             let start = vmrun_address();

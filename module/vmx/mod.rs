@@ -391,7 +391,7 @@ impl VmxVcpu {
             }
         }
         sys::wrmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
-        self.fx.restore(fpu, self.state.cr4);
+        self.fx.restore(fpu);
         let gprs = &mut self.gprs;
         let launched = guest_state::load_armed(&self.debug.armed(), || {
             // SAFETY: in VMX root operation with this vCPU's VMCS current

@@ -730,8 +730,9 @@ TEST(xsetbv_faults_as_kvm)
 	}
 	EXPECT_EQ(8, n);
 	EXPECT_EQ(0, gp[0]);
-	for (int i = 1; i <= 5; i++)
+	for (int i = 1; i <= 5; i++) {
 		EXPECT_EQ(1, gp[i]) TH_LOG("case %d", i);
+	}
 	EXPECT_EQ(pkru ? 0 : 1, gp[6]);
 	EXPECT_EQ(avx ? 0 : 1, gp[7]);
 	EXPECT_EQ(avx ? 0x7 : 0x3, get_xcr0(vm.vcpu));

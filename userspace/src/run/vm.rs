@@ -66,9 +66,12 @@ impl Vm {
         // Real KVM allows CR4.PAE and long mode only if the guest's CPUID says
         // so: hand the vCPU what the device supports, where it can tell.
         if let Ok(cpuid) = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) {
+            let mut entries = for_userspace_irqchip(cpuid.as_slice());
+            if has_xsave(&entries) && !tracks_guest_xcr0(&kvm, &entries) {
+                entries = without_xsave(&entries);
+            }
             let cpuid =
-                CpuId::from_entries(&for_userspace_irqchip(&without_xsave(cpuid.as_slice())))
-                    .map_err(|e| Error::Cpuid(format!("{e:?}")))?;
+                CpuId::from_entries(&entries).map_err(|e| Error::Cpuid(format!("{e:?}")))?;
             vcpu.set_cpuid2(&cpuid)
                 .map_err(Error::ioctl("KVM_SET_CPUID2"))?;
         }
@@ -155,12 +158,87 @@ fn add_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
 /// Where `KVM_SET_TSS_ADDR` puts kvm_intel's three TSS pages (QEMU's choice).
 const TSS_ADDR: u64 = 0xfffb_d000;
 
+/// Whether the CPUID offers XSAVE (leaf 1 ECX bit 26).
+fn has_xsave(entries: &[kvm_cpuid_entry2]) -> bool {
+    entries
+        .iter()
+        .any(|e| e.function == 1 && e.ecx & (1 << 26) != 0)
+}
+
+/// Whether the device keeps track of the XCR0 a guest sets: a probe guest
+/// (32-bit flat protected mode, CR4.OSXSAVE set) runs `xsetbv` with x87 |
+/// SSE and halts; KVM_GET_XCRS must then say x87 | SSE. Any failure on the
+/// way counts as "no".
+///
+/// Where it does not: QEMU's emulation of SVM (the test machine's QEMU
+/// 7.2, TCG) ignores the XSETBV intercept (its `helper_xsetbv` checks no
+/// SVM intercept), so a nested guest's XSETBV writes the processor's XCR0
+/// behind kvm_amd's back. kvm_amd keeps loading its own idea of the
+/// guest's XCR0 (1 after RESET) at each entry, so the guest loses the AVX
+/// state it enabled and CPUID leaf 0xD's size (from kvm_amd's XCR0)
+/// disagrees with what it set: Linux says "XSAVE consistency problem" and
+/// "x86/fpu: XSAVE disabled", then oopses. (With its XCR0 equal to the
+/// host's, kvm_amd does not even put the host's back: the host then runs
+/// with the guest's.) rkvm.ko reads XCR0 back after each exit and follows
+/// the guest, so it passes this probe there; so does any KVM on hardware.
+fn tracks_guest_xcr0(kvm: &Kvm, cpuid: &[kvm_cpuid_entry2]) -> bool {
+    probe_xcr0(kvm, cpuid).unwrap_or(false)
+}
+
+/// [`tracks_guest_xcr0`]'s probe; `None` for any ioctl that failed.
+fn probe_xcr0(kvm: &Kvm, cpuid: &[kvm_cpuid_entry2]) -> Option<bool> {
+    const XCR0_FP_SSE: u64 = 3;
+    // xsetbv; hlt
+    const CODE: [u8; 4] = [0x0f, 0x01, 0xd1, 0xf4];
+    let vm = kvm.create_vm().ok()?;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).ok()?;
+    add_memory(&vm, &mem).ok()?;
+    vm_memory::Bytes::write_slice(&mem, &CODE, GuestAddress(0)).ok()?;
+    let mut vcpu = vm.create_vcpu(0).ok()?;
+    vcpu.set_cpuid2(&CpuId::from_entries(cpuid).ok()?).ok()?;
+    let mut sregs = vcpu.get_sregs().ok()?;
+    let code = kvm_bindings::kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: 8,
+        type_: 0xb,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    let data = kvm_bindings::kvm_segment {
+        selector: 16,
+        type_: 3,
+        ..code
+    };
+    sregs.cs = code;
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+    sregs.cr0 = 0x11; // PE | ET
+    sregs.cr4 = (1 << 18) | (1 << 9); // OSXSAVE | OSFXSR
+    vcpu.set_sregs(&sregs).ok()?;
+    let regs = kvm_bindings::kvm_regs {
+        rip: 0,
+        rflags: 2,
+        rax: XCR0_FP_SSE,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).ok()?;
+    if !matches!(vcpu.run().ok()?, kvm_ioctls::VcpuExit::Hlt) {
+        return Some(false);
+    }
+    let xcrs = vcpu.get_xcrs().ok()?;
+    Some(xcrs.nr_xcrs == 1 && xcrs.xcrs[0].xcr == 0 && xcrs.xcrs[0].value == XCR0_FP_SSE)
+}
+
 /// The supported CPUID without XSAVE and the features that need it (leaf 1
-/// XSAVE, OSXSAVE, AVX, F16C; leaf 7 AVX2; leaf 0xd), so that a guest sees
-/// the same kind of CPU through /dev/kvm as through /dev/rkvm, which does not
-/// switch the guest's XCR0 yet. Through kvm_amd nested in QEMU, Linux also
-/// finds the XSAVE leaves inconsistent ("x86/fpu: XSAVE disabled") and then
-/// oopses early: a regression `rkvm:linux`/`kvm:linux` in the test VM guard.
+/// XSAVE, OSXSAVE, AVX, F16C, FMA; leaf 7 AVX2; leaf 0xd), for a device
+/// that cannot follow the guest's XCR0 ([`tracks_guest_xcr0`]).
 fn without_xsave(entries: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
     entries
         .iter()
@@ -168,7 +246,7 @@ fn without_xsave(entries: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
         .map(|e| {
             let mut e = *e;
             match (e.function, e.index) {
-                (1, _) => e.ecx &= !((1 << 26) | (1 << 27) | (1 << 28) | (1 << 29)),
+                (1, _) => e.ecx &= !((1 << 12) | (1 << 26) | (1 << 27) | (1 << 28) | (1 << 29)),
                 (7, 0) => e.ebx &= !(1 << 5),
                 _ => {}
             }
@@ -216,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn guests_see_no_xsave_through_either_device() {
+    fn xsave_hidden_where_the_device_cannot_follow_xcr0() {
         let all = u32::MAX;
         let out = without_xsave(&[
             entry(1, 0, all, all),
@@ -226,11 +304,13 @@ mod tests {
         ]);
         assert_eq!(out.len(), 2, "leaf 0xd is gone");
         assert_eq!(
-            out[0].ecx, !0x3c00_0000,
-            "XSAVE, OSXSAVE, AVX, F16C cleared, the rest kept"
+            out[0].ecx, !0x3c00_1000,
+            "FMA, XSAVE, OSXSAVE, AVX, F16C cleared, the rest kept"
         );
         assert_eq!(out[0].ebx, all);
         assert_eq!((out[1].ebx, out[1].ecx), (!(1 << 5), all), "AVX2 cleared");
+        assert!(has_xsave(&[entry(1, 0, 0, 1 << 26)]));
+        assert!(!has_xsave(&out));
     }
 
     #[test]
