@@ -122,6 +122,14 @@ const AREA: usize = 1024;
 /// so that an XSETBV that did not exit always shows (see `save`). A guest
 /// that uses XSAVE (Linux) usually has the host's XCR0, and then nothing
 /// is switched.
+///
+/// KVM keeps the guest's state in a kernel `fpstate` swapped with the
+/// task's (`fpu_alloc_guest_fpstate()`, `fpu_swap_kvm_fpstate()`,
+/// `fpu_copy_guest_fpstate_to_uabi()`); in 7.3 those are
+/// `EXPORT_SYMBOL_FOR_KVM`, exported to the modules kvm, kvm-amd and
+/// kvm-intel only (modpost refuses them to rkvm.ko), so rkvm keeps its own
+/// image and uses `kernel_fpu_begin_mask()` (`EXPORT_SYMBOL_GPL`) around
+/// the entry, as it did for the FXSAVE image before.
 #[repr(C, align(64))]
 pub(crate) struct GuestFpu {
     area: [u8; AREA],
