@@ -42,6 +42,12 @@ pub const MCG_STATUS: u32 = 0x17a;
 pub const MCG_CTL: u32 = 0x17b;
 /// `IA32_MISC_ENABLE`.
 pub const MISC_ENABLE: u32 = 0x1a0;
+/// `IA32_XSS`: the supervisor state components XSAVES manages. rkvm
+/// supports none (no XSAVES for guests), so, as KVM with no supported XSS
+/// bit, the guest's RDMSR and WRMSR are #GP (its CPUID has no XSAVES) and
+/// the VMM reads 0 and may write only 0. Not in the MSR index list (KVM
+/// lists it only with supported XSS bits).
+pub const XSS: u32 = 0xda0;
 /// The first variable-range MTRR, `IA32_MTRR_PHYSBASE0` (then PHYSMASK0, ...).
 pub const MTRR_PHYS_BASE0: u32 = 0x200;
 /// `IA32_MTRR_DEF_TYPE`.
@@ -241,6 +247,7 @@ impl CommonMsrs {
             MCG_STATUS => self.mcg_status,
             MCG_CTL if self.mcg_cap & MCG_CTL_P != 0 || host => self.mcg_ctl,
             MISC_ENABLE => self.misc_enable,
+            XSS if host => 0,
             i => {
                 let (bank, reg) = self.bank_reg(i)?;
                 self.mce_banks[bank][reg]
@@ -296,6 +303,7 @@ impl CommonMsrs {
                 }
                 ok
             }
+            XSS => host && value == 0,
             MISC_ENABLE => {
                 let mut value = value;
                 if !host {
@@ -471,6 +479,16 @@ pub fn canonical(addr: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xss_is_zero_for_the_vmm_and_absent_for_the_guest() {
+        let mut m = CommonMsrs::new();
+        assert_eq!(m.get(XSS, true), Some(0));
+        assert_eq!(m.get(XSS, false), None);
+        assert_eq!(m.set(XSS, 0, true, 40), Some(true));
+        assert_eq!(m.set(XSS, 1 << 8, true, 40), Some(false));
+        assert_eq!(m.set(XSS, 0, false, 40), Some(false));
+    }
 
     #[test]
     fn pat() {
