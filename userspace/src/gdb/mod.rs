@@ -498,6 +498,12 @@ fn wait(
         let mut incoming = || conn.peek().map(|b| b.is_some()).unwrap_or(true);
         let stop = g.m.run(Some(&mut incoming)).map_err(target)?;
         match stop {
+            // The options keep --save from --gdb: never asked for here.
+            Stop::Save => {
+                return Err(WaitError::Target(crate::error::Error::Gdb(
+                    "--save does not work with --gdb".into(),
+                )))
+            }
             Stop::Attention => {
                 let byte = conn.read().map_err(WaitError::Connection)?;
                 return Ok(run_blocking::Event::IncomingData(byte));
