@@ -486,6 +486,17 @@ pub(crate) enum SoftInt {
     Overflow,
 }
 
+/// The length of the breakpoint instruction at RIP: 1 for INT3 (0xcc),
+/// 2 for `int $3` (0xcd 0x03), 0 if there is none (or it could not be
+/// fetched): what `KVM_GUESTDBG_INJECT_BP` returns past.
+pub(crate) fn breakpoint_len(mem: &GuestMemory, arch: &dyn ArchVcpu) -> u64 {
+    match fetch(mem, arch).and_then(|(bytes, n, _)| bytes.get(..n).map(|b| (b[0], b.get(1).copied()))) {
+        Some((0xcc, _)) => 1,
+        Some((0xcd, Some(3))) => 2,
+        _ => 0,
+    }
+}
+
 /// Decodes the INT3, INT n or INTO at RIP; `None` if it is none of them
 /// (or could not be fetched).
 pub(crate) fn soft_int(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<SoftInt> {
