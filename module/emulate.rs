@@ -490,9 +490,12 @@ pub(crate) enum SoftInt {
 /// 2 for `int $3` (0xcd 0x03), 0 if there is none (or it could not be
 /// fetched): what `KVM_GUESTDBG_INJECT_BP` returns past.
 pub(crate) fn breakpoint_len(mem: &GuestMemory, arch: &dyn ArchVcpu) -> u64 {
-    match fetch(mem, arch).and_then(|(bytes, n, _)| bytes.get(..n).map(|b| (b[0], b.get(1).copied()))) {
-        Some((0xcc, _)) => 1,
-        Some((0xcd, Some(3))) => 2,
+    let Some((bytes, n, _)) = fetch(mem, arch) else {
+        return 0;
+    };
+    match bytes.get(..n) {
+        Some([0xcc, ..]) => 1,
+        Some([0xcd, 0x03, ..]) => 2,
         _ => 0,
     }
 }

@@ -202,7 +202,9 @@ impl Vcpu {
             if st.arch.injection().is_some() {
                 return Err(EBUSY);
             }
-            let len = self.vm.with_memory(|mem| emulate::breakpoint_len(mem, &*st.arch));
+            let len = self
+                .vm
+                .with_memory(|mem| emulate::breakpoint_len(mem, &*st.arch));
             st.arch.inject_breakpoint(len);
         }
         st.arch.debug_regs_mut().set_guest_debug(dbg);
