@@ -340,6 +340,10 @@ pub(crate) trait ArchVcpu: Send {
     fn inject_soft_interrupt(&mut self, _vector: u8, _len: u64) -> bool {
         false
     }
+    /// Delivers #BP as the INT3 of `len` bytes at RIP would (0: as a
+    /// fault, returning to RIP) at the next entry: `KVM_GUESTDBG_INJECT_BP`
+    /// after a breakpoint exit. The caller checked that no event is queued.
+    fn inject_breakpoint(&mut self, len: u64);
     /// Whether an external interrupt can be injected at the next entry:
     /// RFLAGS.IF set, no interrupt shadow, no other event queued.
     fn interrupt_allowed(&self) -> bool;

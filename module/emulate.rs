@@ -496,6 +496,20 @@ pub(crate) enum SoftInt {
     Overflow,
 }
 
+/// The length of the breakpoint instruction at RIP: 1 for INT3 (0xcc),
+/// 2 for `int $3` (0xcd 0x03), 0 if there is none (or it could not be
+/// fetched): what `KVM_GUESTDBG_INJECT_BP` returns past.
+pub(crate) fn breakpoint_len(mem: &GuestMemory, arch: &dyn ArchVcpu) -> u64 {
+    let Some((bytes, n, _)) = fetch(mem, arch) else {
+        return 0;
+    };
+    match bytes.get(..n) {
+        Some([0xcc, ..]) => 1,
+        Some([0xcd, 0x03, ..]) => 2,
+        _ => 0,
+    }
+}
+
 /// Decodes the INT3, INT n or INTO at RIP; `None` if it is none of them
 /// (or could not be fetched).
 pub(crate) fn soft_int(mem: &GuestMemory, arch: &dyn ArchVcpu) -> Option<SoftInt> {

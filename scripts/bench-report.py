@@ -49,6 +49,7 @@ BENCHMARKS = [
     ("guest_pf_touch", "guest page touch after a CR3 reload"),
     ("vm_vcpu_create", "VM + memory slot + vCPU, created and closed"),
     ("linux_boot", "Linux boot to /init and power-off"),
+    ("save_restore", "save + restore of a 128 MiB Linux guest (rkvm run --save, --restore)"),
     ("console_serial", "console output through the 16550, per KiB"),
     ("console_virtio", "console output through virtio-console, per KiB"),
     ("blk_read", "virtio-blk read, per MiB"),
@@ -57,7 +58,7 @@ BENCHMARKS = [
 # The I/O rows as throughput: (name, unit, bytes of that unit per operation).
 THROUGHPUT = [("console_serial", "KiB/s", 1), ("console_virtio", "KiB/s", 1), ("blk_read", "MiB/s", 1),
               ("blk_write", "MiB/s", 1)]
-UNITS = {"linux_boot": ("s", 1e9), "vm_vcpu_create": ("µs", 1e3), "console_serial": ("ms", 1e6),
+UNITS = {"linux_boot": ("s", 1e9), "save_restore": ("ms", 1e6), "vm_vcpu_create": ("µs", 1e3), "console_serial": ("ms", 1e6),
          "console_virtio": ("ms", 1e6), "blk_read": ("ms", 1e6), "blk_write": ("ms", 1e6)}
 # What recording every exit costs: rkvm (exit_trace=1, the module's
 # default) against rkvm-notrace (exit_trace=0), loaded in turn each round.

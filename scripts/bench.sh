@@ -15,6 +15,8 @@
 #   RKVM_BENCH_BOOTS      rounds with a Linux boot, the first ones
 #                         (QEMU 10, Bochs 3)
 #   RKVM_BENCH_IO_ROUNDS  rounds with the I/O benchmarks, QEMU only (8)
+#   RKVM_BENCH_SAVE_ROUNDS  rounds with a save and restore of a 128 MiB
+#                         guest (QEMU 6, Bochs 3)
 # The QEMU half takes about 12 to 15 minutes with the defaults; QEMU's
 # timeout is RKVM_QEMU_TIMEOUT (default here 1800 s), Bochs's
 # RKVM_BOCHS_TIMEOUT (scripts/vm.sh: 1800 s).
@@ -23,11 +25,12 @@ source "$(dirname "$0")/common.sh"
 "$RKVM_ROOT/scripts/build.sh" all
 # The knobs that are set, as the test kernel's command line arguments.
 extra="" io=""
-for knob in RKVM_BENCH_ROUNDS RKVM_BENCH_BOOTS RKVM_BENCH_IO_ROUNDS; do
+for knob in RKVM_BENCH_ROUNDS RKVM_BENCH_BOOTS RKVM_BENCH_IO_ROUNDS RKVM_BENCH_SAVE_ROUNDS; do
     [[ -z ${!knob:-} || ${!knob} =~ ^[0-9]+$ ]] || die "$knob wants a number of rounds"
 done
 [[ -n ${RKVM_BENCH_ROUNDS:-} ]] && extra+=" rkvm.rounds=$RKVM_BENCH_ROUNDS"
 [[ -n ${RKVM_BENCH_BOOTS:-} ]] && extra+=" rkvm.boots=$RKVM_BENCH_BOOTS"
+[[ -n ${RKVM_BENCH_SAVE_ROUNDS:-} ]] && extra+=" rkvm.save_rounds=$RKVM_BENCH_SAVE_ROUNDS"
 [[ -n ${RKVM_BENCH_IO_ROUNDS:-} ]] && io=" rkvm.io_rounds=$RKVM_BENCH_IO_ROUNDS"
 log=$RKVM_OUT/qemu-bench.log
 RKVM_VM_EXTRA="$extra$io" \

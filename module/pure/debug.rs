@@ -31,7 +31,7 @@ pub mod control {
     pub const KVM: u32 =
         ENABLE | SINGLESTEP | USE_SW_BP | USE_HW_BP | INJECT_DB | INJECT_BP | BLOCKIRQ;
     /// The bits rkvm implements (`KVM_CAP_SET_GUEST_DEBUG2`).
-    pub const SUPPORTED: u32 = ENABLE | SINGLESTEP | USE_SW_BP | USE_HW_BP;
+    pub const SUPPORTED: u32 = ENABLE | SINGLESTEP | USE_SW_BP | USE_HW_BP | INJECT_BP;
 }
 
 /// DR6 bits that read as one when nothing happened (KVM's

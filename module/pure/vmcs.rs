@@ -884,6 +884,13 @@ impl IntrInfo {
         IntrInfo(Self::VALID | (Self::TYPE_NMI << 8) | 2)
     }
 
+    /// A software exception (#BP of an INT3, #OF of an INTO) to inject:
+    /// delivered as the instruction would, returning past it (the entry's
+    /// instruction length).
+    pub fn soft_exception(vector: u8) -> Self {
+        IntrInfo(Self::VALID | (Self::TYPE_SW_EXCEPTION << 8) | u32::from(vector))
+    }
+
     /// A hardware exception to inject.
     pub fn exception(vector: u8, has_error: bool) -> Self {
         let err = if has_error { Self::ERROR_CODE } else { 0 };

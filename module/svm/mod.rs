@@ -801,6 +801,15 @@ impl ArchVcpu for SvmVcpu {
         true
     }
 
+    fn inject_breakpoint(&mut self, len: u64) {
+        // As KVM without NRIP save: past the INT3 first, then #BP as an
+        // exception (SVM has no software-exception type), so that its
+        // frame returns to the next instruction.
+        self.skip(len);
+        self.vmcb.control.event_inj =
+            vmcb::EVENT_VALID | vmcb::EVENT_TYPE_EXCEPTION | u32::from(debug::BP_VECTOR);
+    }
+
     fn interrupt_allowed(&self) -> bool {
         let c = &self.vmcb.control;
         self.vmcb.save.rflags & x86::RFLAGS_IF != 0

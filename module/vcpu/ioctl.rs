@@ -15,6 +15,7 @@ use crate::{
         self,
         uapi, //
     },
+    emulate,
     guest_state,
     pure::{
         cpuid,
@@ -280,13 +281,29 @@ impl Vcpu {
 
     /// `KVM_SET_GUEST_DEBUG`: single-step, software breakpoints (INT3 is
     /// an exit), hardware breakpoints (the debugger's DR0-DR3 and DR7 armed
-    /// in place of the guest's). A control bit KVM knows and rkvm does not
-    /// implement (`INJECT_DB`, `INJECT_BP`, `BLOCKIRQ`) is EINVAL rather
-    /// than silently not done; `KVM_CAP_SET_GUEST_DEBUG2` says which.
+    /// in place of the guest's), and `INJECT_BP`: the guest's own INT3, which
+    /// the breakpoint exit kept from it, delivered to it at the next entry
+    /// (its #BP frame returns past the INT3), as KVM does whether or not
+    /// `ENABLE` is set, and `EBUSY` while an event is already queued
+    /// (KVM: an exception; rkvm queues one event of any kind). A control
+    /// bit KVM knows and rkvm does not implement (`INJECT_DB`, `BLOCKIRQ`)
+    /// is EINVAL rather than silently not done; `KVM_CAP_SET_GUEST_DEBUG2`
+    /// says which.
     fn set_guest_debug(&self, arg: usize) -> Result<isize> {
         let dbg: uapi::kvm_guest_debug = abi::read_arg(arg)?;
+        let inject_bp = dbg.control & debug::control::INJECT_BP != 0;
         let dbg = GuestDebug::from_kvm(dbg.control, &dbg.arch.debugreg).map_err(|_| EINVAL)?;
-        self.state.lock().arch.debug_regs_mut().set_guest_debug(dbg);
+        let mut st = self.state.lock();
+        if inject_bp {
+            if st.arch.injection().is_some() {
+                return Err(EBUSY);
+            }
+            let len = self
+                .vm
+                .with_memory(|mem| emulate::breakpoint_len(mem, &*st.arch));
+            st.arch.inject_breakpoint(len);
+        }
+        st.arch.debug_regs_mut().set_guest_debug(dbg);
         Ok(0)
     }
 

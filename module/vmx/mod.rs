@@ -1206,6 +1206,17 @@ impl ArchVcpu for VmxVcpu {
         );
     }
 
+    fn inject_breakpoint(&mut self, len: u64) {
+        // A software exception with the INT3's length, as KVM injects it
+        // (VM-entry instruction length); with no INT3 at RIP, a hardware
+        // exception returning to RIP.
+        self.event = if len == 0 {
+            (IntrInfo::exception(BP_VECTOR, false), 0, 0)
+        } else {
+            (IntrInfo::soft_exception(BP_VECTOR), 0, len as u32)
+        };
+    }
+
     fn interrupt_allowed(&self) -> bool {
         let s = &self.state;
         s.rflags & x86::RFLAGS_IF != 0

@@ -135,8 +135,8 @@ TEST_F(vcpu, single_step)
 	dbg.control = 0x80000000;
 	EXPECT_EQ(0, ioctl(vm->vcpu, KVM_SET_GUEST_DEBUG, &dbg));
 	/*
-	 * rkvm refuses what it does not implement (INJECT_DB, INJECT_BP,
-	 * BLOCKIRQ), and KVM_CAP_SET_GUEST_DEBUG2 says so.
+	 * rkvm refuses what it does not implement (INJECT_DB, BLOCKIRQ), and
+	 * KVM_CAP_SET_GUEST_DEBUG2 says so.
 	 */
 	dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_DB;
 	if (testing_rkvm()) {
@@ -146,7 +146,8 @@ TEST_F(vcpu, single_step)
 		EXPECT_ERRNO(EINVAL, ioctl(vm->vcpu, KVM_SET_GUEST_DEBUG, &dbg));
 		caps = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_GUEST_DEBUG2);
 		EXPECT_EQ(KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP |
-			  KVM_GUESTDBG_USE_SW_BP | KVM_GUESTDBG_USE_HW_BP, caps);
+			  KVM_GUESTDBG_USE_SW_BP | KVM_GUESTDBG_USE_HW_BP |
+			  KVM_GUESTDBG_INJECT_BP, caps);
 		close(fd);
 	}
 }
@@ -205,6 +206,73 @@ TEST_F(vcpu, sw_breakpoint)
 	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
 	EXPECT_EQ(0x10, vm->run->io.port);
 	EXPECT_EQ(0x42, *vm_pio_data(vm));
+}
+
+/*
+ * KVM_GUESTDBG_INJECT_BP: an INT3 of the guest's own, which USE_SW_BP made a
+ * KVM_EXIT_DEBUG, given back to the guest as a debugger does with one that
+ * is not its breakpoint (QEMU's kvm_handle_debug). The guest's #BP handler
+ * (IDT[3]) reports the return address of its frame (port 0x11): past the
+ * INT3, as when the INT3 runs natively. Then the guest goes on (0x12).
+ * With the #BP queued, another INJECT_BP is EBUSY, as in KVM.
+ */
+GUEST_CODE64(inject_bp_code,
+	"	nop\n"
+	"	int3\n"				/* 0x1001 */
+	"	out %al, $0x12\n"
+	"	hlt\n"
+	"inject_bp_handler:\n"
+	"	mov (%rsp), %rax\n"
+	"	out %eax, $0x11\n"
+	"	iretq\n");
+extern const uint8_t inject_bp_handler[];
+
+TEST_F(vcpu, inject_bp)
+{
+	struct kvm_segment code = {
+		.base = 0, .limit = 0xffffffff, .selector = 8, .type = 0xb,
+		.present = 1, .s = 1, .l = 1, .g = 1,
+	};
+	uint64_t handler = DBG_AT(inject_bp_code, inject_bp_handler);
+	uint64_t *gdt = (uint64_t *)(self->vm.mem + DBG_GDT);
+	uint64_t *idt = (uint64_t *)(self->vm.mem + DBG_IDT);
+	struct vm *vm = &self->vm;
+	struct kvm_guest_debug dbg = {
+		.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP | KVM_GUESTDBG_INJECT_BP,
+	};
+	struct kvm_sregs sregs;
+
+	LOAD_GUEST_CODE(vm->mem, DBG_CODE, inject_bp_code);
+	ASSERT_EQ(0, vm_long_mode(vm, DBG_CODE));
+	gdt[1] = 0x00209b0000000000ULL;			/* 0x08: 64-bit code */
+	gdt[2] = 0x0000930000000000ULL;			/* 0x10: data */
+	/* IDT[3]: a 64-bit interrupt gate to the handler, selector 8. */
+	idt[6] = (handler & 0xffff) | (8ULL << 16) | (0x8eULL << 40) |
+		 ((handler >> 16 & 0xffff) << 48);
+	idt[7] = handler >> 32;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
+	sregs.cs = code;
+	sregs.gdt.base = DBG_GDT;
+	sregs.gdt.limit = 3 * 8 - 1;
+	sregs.idt.base = DBG_IDT;
+	sregs.idt.limit = 256 * 16 - 1;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_SREGS, &sregs));
+
+	set_debug(_metadata, vm, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP, NULL);
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_DEBUG, vm->run->exit_reason);
+	EXPECT_EQ(3, vm->run->debug.arch.exception);
+	EXPECT_EQ(DBG_CODE + 1, vm->run->debug.arch.pc);
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_GUEST_DEBUG, &dbg));
+	EXPECT_ERRNO(EBUSY, ioctl(vm->vcpu, KVM_SET_GUEST_DEBUG, &dbg));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason)
+		TH_LOG("exit reason %u", vm->run->exit_reason);
+	ASSERT_EQ(0x11, vm->run->io.port);
+	EXPECT_EQ(DBG_CODE + 2, *(uint32_t *)vm_pio_data(vm));
+	ASSERT_EQ(0, vm_run(vm));
+	ASSERT_EQ(KVM_EXIT_IO, vm->run->exit_reason);
+	EXPECT_EQ(0x12, vm->run->io.port);
 }
 
 /*

@@ -48,15 +48,18 @@ esac
 # figures do not drift with the host and most vary under 1 % from round
 # to round; a boot takes 24 to 36 s. 5 rounds, 3 of them with the Linux boots
 # as before, no I/O (and no rkvm-notrace, below).
+# The save and restore of a 128 MiB guest (two boots' worth, halved: each
+# run goes half-way) in rounds 1 to SAVE_ROUNDS, through kvm and rkvm.
 case "$KVM_MOD" in
-    kvm_intel) rounds=5 boots=3 io_rounds=0 ;;
-    *) rounds=10 boots=10 io_rounds=8 ;;
+    kvm_intel) rounds=5 boots=3 io_rounds=0 save_rounds=3 ;;
+    *) rounds=10 boots=10 io_rounds=8 save_rounds=6 ;;
 esac
 ROUNDS=$(cmdline_arg rkvm.rounds); ROUNDS=${ROUNDS:-$rounds}
 # The Linux boot runs in rounds 1 to BOOTS, the I/O benchmarks in rounds
 # 1 to IO_ROUNDS: at most one of each per device and round.
 BOOTS=$(cmdline_arg rkvm.boots); BOOTS=${BOOTS:-$boots}
 IO_ROUNDS=$(cmdline_arg rkvm.io_rounds); IO_ROUNDS=${IO_ROUNDS:-$io_rounds}
+SAVE_ROUNDS=$(cmdline_arg rkvm.save_rounds); SAVE_ROUNDS=${SAVE_ROUNDS:-$save_rounds}
 
 # The devices of a round, in order. The exit trace's cost is measured
 # under QEMU (AMD SVM) only, as the test it replaces was.
@@ -95,6 +98,30 @@ linux_boot() { # label device
     else
         error "$1" "Linux boot failed: $(tail -n 1 /tmp/boot.err)"
     fi
+}
+
+# A save and a restore of a Linux guest with 128 MiB (rkvm run --save,
+# --restore), mid-boot: saved after 8000 exits to userspace, resumed to its
+# power-off. The figure is the two times rkvm run reports for the save
+# (reading the state and writing the file) and the restore (reading it and
+# setting the state), added; the boot around them is not timed.
+save_restore() { # label device
+    rm -f /tmp/bench.snap
+    if rkvm run --device "$2" --kernel /rkvm/linux/bzImage --initrd /rkvm/linux/initramfs.cpio.gz \
+        --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init" --save /tmp/bench.snap --save-after 8000 \
+        > /dev/null 2> /tmp/save.err &&
+        rkvm run --device "$2" --restore /tmp/bench.snap > /dev/null 2> /tmp/restore.err; then
+        s=$(sed -n 's/^rkvm: saved the guest to .* in \([0-9]*\) µs$/\1/p' /tmp/save.err)
+        r=$(sed -n 's/^rkvm: restored .* in \([0-9]*\) µs$/\1/p' /tmp/restore.err)
+        if [ -n "$s" ] && [ -n "$r" ]; then
+            say "bench $1 save_restore $(( (s + r) * 1000 )) round=$round"
+        else
+            error "$1" "save_restore: no times in \"$(tail -n 1 /tmp/save.err)\" \"$(tail -n 1 /tmp/restore.err)\""
+        fi
+    else
+        error "$1" "save_restore failed: $(tail -n 1 /tmp/save.err) $(tail -n 1 /tmp/restore.err)"
+    fi
+    rm -f /tmp/bench.snap
 }
 
 # One Linux boot with extra `rkvm run` arguments and a guest test mode
@@ -172,12 +199,15 @@ device_round() { # label
         kvm | rkvm) [ "$round" -le "$IO_ROUNDS" ] && io_round "$1" $dev ;;
     esac
     case $1 in
+        kvm | rkvm) [ "$round" -le "$SAVE_ROUNDS" ] && save_restore "$1" $dev ;;
+    esac
+    case $1 in
         kvm*) rmmod "$KVM_MOD" kvm ;;
         *) rmmod rkvm ;;
     esac 2> /tmp/load.err || error "$1" "unloading: $(tail -n 1 /tmp/load.err)"
 }
 
-say "bench: $ROUNDS rounds ($BOOTS with a Linux boot, $IO_ROUNDS with the I/O benchmarks), each through: $DEVICES"
+say "bench: $ROUNDS rounds ($BOOTS with a Linux boot, $IO_ROUNDS with the I/O benchmarks, $SAVE_ROUNDS with a save and restore), each through: $DEVICES"
 if [ "$IO_ROUNDS" -gt 0 ]; then
     rm -f /tmp/bench-disk.img
     dd if=/dev/zero of=/tmp/bench-disk.img bs=1M count=64 2> /dev/null

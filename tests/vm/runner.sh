@@ -51,7 +51,7 @@ reference_filter() {
     case "$EMU:$1" in
         bochs:debug_test) echo "-T single_step" ;;
         bochs:guest_test) echo "-T signal_interrupts_a_spinning_guest" ;;
-        qemu:debug_test) echo "-T sw_breakpoint -T hw_breakpoint_and_watchpoint" ;;
+        qemu:debug_test) echo "-T sw_breakpoint -T hw_breakpoint_and_watchpoint -T inject_bp" ;;
         qemu:xsave_test) echo "-T xsetbv_faults_as_kvm -T avx_state_survives_exits_signals_and_host_use -T cpuid_follows_cr4_and_xcr0" ;;
     esac
 }
@@ -81,7 +81,9 @@ kvm:$t t_selftest /dev/kvm $t $(reference_filter "$t")"; done
 for g in $GUESTS; do PLAN="$PLAN
 kvm:run:$g t_flat /dev/kvm $g"; done
 PLAN="$PLAN
-kvm:linux t_linux /dev/kvm"
+kvm:save_restore t_save_restore /dev/kvm kvm
+kvm:linux t_linux /dev/kvm
+kvm:linux_save_restore t_linux_save_restore /dev/kvm"
 # The rest of the Linux tests exercise rkvm run's devices through real KVM:
 # under QEMU only (Bochs takes 25 s a boot).
 [ "$EMU" = bochs ] || PLAN="$PLAN
@@ -127,7 +129,14 @@ mmu_suite() {
         echo "$1:run:$g t_flat /dev/rkvm $g"
         [ -f "/rkvm/guests/$g.nodiff" ] || echo "$1:diff:$g t_flat_diff $g"
     done
+    echo "$1:save_restore t_save_restore /dev/rkvm $1"
+    # rkvm resumes what kvm saved; shadow paging what nested paging saved.
+    case $1 in
+        rkvm) echo "$1:restore_from_kvm t_restore_from kvm /dev/rkvm" ;;
+        shadow) echo "$1:restore_from_rkvm t_restore_from rkvm /dev/rkvm" ;;
+    esac
     echo "$1:linux t_linux /dev/rkvm $1"
+    echo "$1:linux_save_restore t_linux_save_restore /dev/rkvm"
     echo "$1:linux_reboot t_linux_reboot /dev/rkvm"
     echo "$1:linux_console_input t_linux_console_input /dev/rkvm"
     echo "$1:linux_virtio t_linux_virtio /dev/rkvm"
@@ -147,6 +156,7 @@ rkvm_refuses_busy_$BACKEND t_rkvm_refuses_busy"
 PLAN="$PLAN
 rkvm_info t_info /dev/rkvm
 rkvm_unload t_rkvm_unload
+kvm:restore_from_rkvm t_kvm_restore_from rkvm
 rkvm_kvm_node_taken t_rkvm_kvm_node_taken
 rkvm_kvm_node t_rkvm_kvm_node
 rkvm:qemu t_qemu qemu64
@@ -236,6 +246,94 @@ t_flat() {
     [ "$status" = "$want_status" ] || fail "exit status $status, expected $want_status"
 }
 
+# rkvm run --save / --restore: the counting guest (tests/guests/count-real.S:
+# its state in registers, the x87 stack, memory and the UART) saved after
+# $SAVE_POINTS exits to userspace through device $1, resumed through the
+# same device: what the two runs print, joined, is what an uninterrupted
+# run prints, and the resumed run ends with the guest's status 0. The
+# snapshots stay in /tmp/snap-$2-N (with the first part's output) for
+# t_restore_from.
+SAVE_POINTS="1 2 333 650"
+t_save_restore() { # device tag
+    guest=/rkvm/guests/count-real
+    for n in $SAVE_POINTS; do
+        snap=/tmp/snap-$2-$n
+        rkvm run --device "$1" --flat $guest.bin --save "$snap" --save-after "$n" > "$snap.out" 2> /tmp/save.err ||
+            { cat /tmp/save.err; fail "--save-after $n: exit status $?"; }
+        grep -q "^rkvm: saved the guest to $snap (.*) after $n exits to userspace, in [0-9]* µs\$" /tmp/save.err ||
+            { cat /tmp/save.err; fail "--save-after $n did not say it saved"; }
+        restore_and_check "$snap" "$1"
+    done
+    echo "saved after $SAVE_POINTS exits, resumed: output and status as an uninterrupted run's"
+}
+
+# A Linux guest saved mid-boot (after 8000 exits to userspace: the kernel
+# is up, the PIT ticking, COM1 interrupting) and resumed through the same
+# device: the boot goes on to /init and power-off, and the two runs' console
+# output joined is a whole boot's.
+t_linux_save_restore() { # device
+    rm -f /tmp/linux.snap
+    LINUX_ARGS="--save /tmp/linux.snap --save-after 8000" boot_linux "$1"
+    [ "$status" = 0 ] || fail "the run that saves: exit status $status"
+    grep -q '^rkvm: saved the guest to /tmp/linux.snap (.*) after 8000 exits to userspace, in [0-9]* µs$' /tmp/linux.err ||
+        fail "no 'saved' line"
+    cp /tmp/linux.out /tmp/linux-part1.out
+    status=0
+    timeout 300 rkvm run --device "$1" --restore /tmp/linux.snap < /dev/null > /tmp/linux.raw 2> /tmp/linux.err &
+    pid=$!
+    # A resumed guest that hangs: the kernel's record of its last exits
+    # (rkvm trace) says where it spins, before the hang guard ends it.
+    i=0
+    while kill -0 $pid 2> /dev/null && [ $i -lt 1200 ]; do sleep 0.2; i=$((i + 1)); done
+    if kill -0 $pid 2> /dev/null && [ "$1" = /dev/rkvm ]; then
+        echo "still running after 240 s; its last exits:"
+        rkvm trace 2>&1 | tail -n 12
+    fi
+    wait $pid || status=$?
+    tr -d '\r' < /tmp/linux.raw > /tmp/linux-part2.out
+    cat /tmp/linux.err
+    [ "$status" = 0 ] || { tail -n 20 /tmp/linux-part2.out; fail "the resumed run: exit status $status"; }
+    cat /tmp/linux-part1.out /tmp/linux-part2.out > /tmp/linux.out
+    grep -q 'Linux version' /tmp/linux-part1.out || fail "the kernel had not started when saved"
+    ! grep -q '^rkvm-guest: init ran' /tmp/linux-part1.out || fail "saved too late: /init had already run"
+    grep '^rkvm-guest: \|reboot:' /tmp/linux-part2.out
+    check_guest_linux
+    rm -f /tmp/linux.snap
+}
+
+# Resumes snapshot $1 through device $2 and checks the joined output.
+restore_and_check() {
+    status=0
+    rkvm run --device "$2" --restore "$1" > /tmp/restored.out 2> /tmp/restore.err || status=$?
+    grep -q "^rkvm: restored $1 through $2 in [0-9]* µs\$" /tmp/restore.err || { cat /tmp/restore.err; fail "no 'restored' line"; }
+    grep '^rkvm: restore: ' /tmp/restore.err || true
+    [ "$status" = 0 ] || { cat /tmp/restore.err; fail "$1 resumed through $2: exit status $status"; }
+    cat "$1.out" /tmp/restored.out > /tmp/joined.out
+    cmp -s /tmp/joined.out /rkvm/guests/count-real.expected || {
+        diff /rkvm/guests/count-real.expected /tmp/joined.out | head -n 20
+        fail "$1 resumed through $2: the joined output differs from an uninterrupted run's"
+    }
+}
+
+# The snapshots another device made (t_save_restore's, tag $1), resumed
+# through device $2: across KVM and rkvm, and across rkvm's MMU modes.
+t_restore_from() { # tag device
+    [ -f "/tmp/snap-$1-1" ] || skip "no snapshots from $1 (its part did not run)"
+    for n in $SAVE_POINTS; do restore_and_check "/tmp/snap-$1-$n" "$2"; done
+    echo "$1's snapshots resumed through $2"
+}
+
+# rkvm's snapshots resumed through real KVM, loaded for this alone.
+t_kvm_restore_from() { # tag
+    [ "$REFERENCE" = 1 ] || skip "no reference run (rkvm.reference=0)"
+    [ -f "/tmp/snap-$1-1" ] || skip "no snapshots from $1"
+    modprobe "$KVM_MOD" || fail "modprobe $KVM_MOD"
+    status=0
+    ( t_restore_from "$1" /dev/kvm ) || status=$?
+    rmmod "$KVM_MOD" kvm || fail "rmmod $KVM_MOD kvm"
+    [ "$status" = 0 ] || fail "resuming $1's snapshots through $KVM_MOD"
+}
+
 # The differential check: the same guest through real KVM and through rkvm
 # must give the same sequence of exits to userspace (reason, port, address,
 # size, data) and the same registers at the end. The summaries are left
@@ -262,9 +360,20 @@ t_flat_diff() {
 boot_linux() {
     status=0
     LINUX_DEVICE=$1
+    # Through kvm_intel under Bochs the guest picks kvm-clock in every run
+    # but the odd one, which chose the TSC after its printk time had stood
+    # still for a while (kvmclock's readings clamped: going backwards) and
+    # then hung, until the 300 s guard, in the driver probes after the
+    # i8042's (CI, session 17; not seen in 12 boots since, so the cause is
+    # not pinned down). Through real KVM there the guest is held to
+    # kvm-clock, the clock it takes in every other run; rkvm's guests take
+    # kvm-clock by themselves. The runner prints the clock lines of a boot
+    # that does not reach /init (check_guest_linux).
+    clock=
+    [ "$EMU:$1" = bochs:/dev/kvm ] && clock=clocksource=kvm-clock
     # shellcheck disable=SC2086
     timeout 300 rkvm run --device "$1" --mem 128 --kernel /rkvm/linux/bzImage $LINUX_ARGS \
-        --initrd /rkvm/linux/initramfs.cpio.gz --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init $2" \
+        --initrd /rkvm/linux/initramfs.cpio.gz --cmdline "console=ttyS0 nolapic noapic panic=-1 rdinit=/init $clock $2" \
         < "${3:-/dev/null}" > /tmp/linux.raw 2> /tmp/linux.err &
     LINUX_PID=$!
     [ "$4" = bg ] || finish_linux
@@ -301,7 +410,14 @@ check_linux_boot() {
 # it printed "unchecked MSR access error" with a call trace).
 check_guest_linux() {
     # The guest is the test kernel (also under the debug kernel): its release is recorded beside it.
-    grep -q '^rkvm-guest: init ran, kernel '"$(cat /rkvm/linux/release)"'$' /tmp/linux.out || { tail -n 20 /tmp/linux.out; fail "the guest's /init did not run"; }
+    grep -q '^rkvm-guest: init ran, kernel '"$(cat /rkvm/linux/release)"'$' /tmp/linux.out || {
+        # What the guest made of its clocks (a boot once hung with its
+        # printk time standing still), then where it stopped.
+        grep -E 'clocksource|tsc:|kvm-clock|pvclock|Calibrat|unstable' /tmp/linux.out | head -n 30
+        echo ...
+        tail -n 20 /tmp/linux.out
+        fail "the guest's /init did not run"
+    }
     grep -q '^rkvm-guest: cpus 1$' /tmp/linux.out || fail "the guest does not see exactly one CPU"
     grep -q '^rkvm-guest: memory 1[0-2][0-9][0-9][0-9][0-9] kB$' /tmp/linux.out || fail "the guest does not see about 128 MiB"
     bad=$(grep -E 'Call Trace|WARNING:|unchecked MSR|BUG:|Oops|Kernel panic' /tmp/linux.out || true)
@@ -329,29 +445,30 @@ wait_for_gdb_port() {
 # guest's power-off, which gdb sees as the end of the inferior.
 # Documentation/gdb.md shows a run. $2: the MMU suite's prefix.
 t_gdb() {
-    # Known problem, not solved yet: with shadow paging (both backends), the
-    # stub's step over the kernel's own INT3 (int3_selftest, while `break
-    # rest_init` is set) may leave TF set in the guest, and gdb then stops
-    # with a SIGTRAP after it instead of at rest_init (Documentation/gdb.md).
-    [ "$2" = shadow ] &&
-        skip "shadow paging: stepping the guest's own INT3 may leave TF set (known problem)"
+    # `break rest_init` is set while the kernel runs an INT3 of its own
+    # (int3_selftest): the stub hands that one back with
+    # KVM_GUESTDBG_INJECT_BP, and gdb stops at rest_init (a regression
+    # test: with shadow paging, stepping that INT3 instead once left TF set
+    # in the guest, and gdb stopped with a SIGTRAP after it).
     ifconfig lo 127.0.0.1 up || fail "no loopback interface"
     LINUX_ARGS="--gdb 1234" boot_linux "$1" "" "" bg
     wait_for_gdb_port /tmp/linux.err
     gdb_status=0
     timeout 300 gdb -batch -nx -ex 'target remote 127.0.0.1:1234' -ex 'info registers rip' \
         -ex 'hbreak start_kernel' -ex 'continue' -ex 'bt' -ex 'info registers rip' \
-        -ex 'hbreak rest_init' -ex 'continue' -ex 'bt' \
+        -ex 'break rest_init' -ex 'continue' -ex 'bt' \
         -ex 'break kernel_init' -ex 'continue' -ex 'bt' -ex 'stepi' -ex 'stepi' -ex 'x/2i $pc' \
         -ex 'delete' -ex 'watch *(long *)&jiffies' -ex 'continue' -ex 'delete' -ex 'continue' \
         /rkvm/linux/vmlinux > /tmp/gdb.out 2>&1 || gdb_status=$?
     finish_linux
     cat /tmp/gdb.out
     [ "$gdb_status" = 0 ] || fail "gdb: exit status $gdb_status"
+    ! grep -q SIGTRAP /tmp/gdb.out || fail "gdb saw a SIGTRAP: the guest's own INT3 was not handed back cleanly"
     for want in '^Hardware assisted breakpoint 1 at 0xffffffff' \
         '^Breakpoint 1, 0xffffffff[0-9a-f]* in start_kernel ()$' \
         '^#0  0xffffffff[0-9a-f]* in start_kernel ()$' \
         '^rip  *0xffffffff[0-9a-f]*  *0xffffffff[0-9a-f]* <start_kernel' \
+        '^Breakpoint 2 at 0xffffffff' \
         '^Breakpoint 2, 0xffffffff[0-9a-f]* in rest_init ()$' \
         '^Breakpoint 3 at 0xffffffff' \
         '^Breakpoint 3, 0xffffffff[0-9a-f]* in kernel_init ()$' \
@@ -795,6 +912,9 @@ if [ -n "$ONLY" ] || [ -n "$REPEAT" ]; then
 fi
 
 say "KTAP version 1"
+# The test VM's own clock, under which real KVM's kvmclock runs (one boot
+# through kvm_intel under Bochs once saw its guest's time stand still).
+say "# test VM: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null), available: $(cat /sys/devices/system/clocksource/clocksource0/available_clocksource 2>/dev/null)"
 say "1..$(echo "$PLAN" | wc -l)"
 n=0
 # A signal that ends the runner says so (a run once stopped mid-plan with no

@@ -92,6 +92,13 @@ pub enum Error {
     /// A file rkvm reads on its own account (debugfs, /dev/urandom).
     #[error("{}: {source}", .path.display())]
     File { path: PathBuf, source: io::Error },
+    #[error("{}: {source}", .path.display())]
+    Snapshot {
+        path: PathBuf,
+        source: crate::snapshot::FormatError,
+    },
+    #[error("restore: the device refused MSR {index:#x} = {value:#x} (KVM_SET_MSRS)")]
+    RestoreMsr { index: u32, value: u64 },
     #[error("statistics file: {0}")]
     StatsRead(io::Error),
     #[error("statistics file: implausible header")]

@@ -17,6 +17,7 @@ mod kvmstats;
 mod observe;
 mod run;
 mod signals;
+mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -122,7 +123,7 @@ enum Command {
         #[arg(long, default_value = "/dev/rkvm")]
         device: PathBuf,
         /// A flat binary, loaded at guest physical 0x1000 and entered there.
-        #[arg(long, conflicts_with = "kernel", required_unless_present = "kernel")]
+        #[arg(long, conflicts_with = "kernel", required_unless_present_any = ["kernel", "restore"])]
         flat: Option<PathBuf>,
         /// A Linux bzImage (x86-64), booted with the 64-bit boot protocol:
         /// zero page with an e820 map, command line, initramfs; no firmware.
@@ -177,6 +178,21 @@ enum Command {
         /// single steps, Ctrl-C in gdb. Documentation/gdb.md.
         #[arg(long, value_name = "PORT")]
         gdb: Option<u16>,
+        /// Save the guest to FILE and end the run (exit status 0) on
+        /// SIGUSR2 or, with --save-after, after that many exits to
+        /// userspace: memory, the vCPU's state through the KVM ioctls
+        /// (KVM_GET_REGS, _SREGS, _XSAVE or _FPU, _XCRS, _MSRS,
+        /// _VCPU_EVENTS, _MP_STATE, _DEBUGREGS, KVM_GET_CLOCK) and the
+        /// devices' state. Not with virtio devices or --gdb.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["disk", "virtio_console", "virtio_rng", "gdb"])]
+        save: Option<PathBuf>,
+        /// With --save: save after this many exits to userspace.
+        #[arg(long, value_name = "EXITS", requires = "save")]
+        save_after: Option<u64>,
+        /// Resume a guest --save wrote, through --device (either KVM
+        /// device, whichever the guest was saved from).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["flat", "kernel", "mem", "disk", "virtio_console", "virtio_rng"])]
+        restore: Option<PathBuf>,
     },
 }
 
@@ -221,15 +237,19 @@ fn main() -> ExitCode {
             virtio_console,
             virtio_rng,
             gdb,
+            save,
+            save_after,
+            restore,
         } => {
-            let guest = match (&flat, &kernel) {
-                (Some(flat), _) => run::Guest::Flat(flat, mode),
-                (None, Some(kernel)) => run::Guest::Linux {
+            let guest = match (&flat, &kernel, &restore) {
+                (Some(flat), _, _) => run::Guest::Flat(flat, mode),
+                (None, Some(kernel), _) => run::Guest::Linux {
                     kernel,
                     initrd: initrd.as_deref(),
                     cmdline: &cmdline,
                 },
-                (None, None) => return ExitCode::from(2), // clap requires one of them
+                (None, None, Some(file)) => run::Guest::Restore(file),
+                (None, None, None) => return ExitCode::from(2), // clap requires one of them
             };
             let mem_mib = mem.unwrap_or(if kernel.is_some() { 128 } else { 16 });
             let disks = disk
@@ -253,6 +273,10 @@ fn main() -> ExitCode {
                 mmu,
                 virtio,
                 gdb,
+                save: save.as_deref().map(|path| run::Save {
+                    path,
+                    after_exits: save_after,
+                }),
             };
             run::run(&opts).map(|outcome| {
                 if let Some(msg) = outcome.message() {

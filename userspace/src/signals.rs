@@ -5,7 +5,8 @@
 //!
 //! Three things need the vCPU thread while the guest runs: the PIT's next
 //! interrupt (a POSIX timer sends SIGALRM), console input (the reader
-//! thread sends SIGUSR1) and the user (SIGINT from Ctrl-C, SIGTERM). Each
+//! thread sends SIGUSR1) and the user (SIGINT from Ctrl-C, SIGTERM, and
+//! SIGUSR2 to save the guest with `--save`). Each
 //! handler is installed without `SA_RESTART`, so a `KVM_RUN` in progress
 //! returns `EINTR`; and each sets `immediate_exit`, so a signal that lands
 //! just *before* `KVM_RUN` is not lost: that `KVM_RUN` returns `EINTR` at
@@ -13,7 +14,7 @@
 //! `KVM_RUN`, before it looks at the timer, the input and [`stop_signal`].
 
 use std::ptr::{addr_of_mut, null_mut};
-use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 use std::sync::OnceLock;
 
 use kvm_bindings::kvm_run;
@@ -32,19 +33,25 @@ use crate::error::{Error, Result};
 static RUN: AtomicPtr<kvm_run> = AtomicPtr::new(null_mut());
 /// SIGINT or SIGTERM, once received.
 static STOP: AtomicI32 = AtomicI32::new(0);
+/// SIGUSR2 (`rkvm run --save`: save the guest now), once received.
+static SAVE: AtomicBool = AtomicBool::new(false);
 /// The vCPU thread, for [`wake_vcpu`].
 static VCPU_THREAD: OnceLock<Pthread> = OnceLock::new();
 
-const WAKE: [Signal; 4] = [
+const WAKE: [Signal; 5] = [
     Signal::SIGALRM,
     Signal::SIGUSR1,
     Signal::SIGINT,
     Signal::SIGTERM,
+    Signal::SIGUSR2,
 ];
 
 extern "C" fn on_signal(sig: c_int) {
     if sig == Signal::SIGINT as c_int || sig == Signal::SIGTERM as c_int {
         STOP.store(sig, Ordering::SeqCst);
+    }
+    if sig == Signal::SIGUSR2 as c_int {
+        SAVE.store(true, Ordering::SeqCst);
     }
     let run = RUN.load(Ordering::SeqCst);
     if !run.is_null() {
@@ -108,6 +115,11 @@ fn wakeup_pending() -> bool {
 /// The signal that asked the run to stop (SIGINT, SIGTERM), if one did.
 pub fn stop_signal() -> Option<Signal> {
     Signal::try_from(STOP.load(Ordering::SeqCst)).ok()
+}
+
+/// Whether SIGUSR2 asked for the guest to be saved (`rkvm run --save`).
+pub fn save_requested() -> bool {
+    SAVE.load(Ordering::SeqCst)
 }
 
 /// From another thread: make the vCPU thread's `KVM_RUN` return.

@@ -7,6 +7,8 @@
 //! Periodic and alarm interrupts are not generated.
 
 /// Index port.
+use crate::snapshot::{Dec, Enc, FormatError};
+
 pub const PORT: u16 = 0x70;
 
 const SECONDS: usize = 0x00;
@@ -76,6 +78,19 @@ impl Default for Cmos {
 }
 
 impl Cmos {
+    /// The state `rkvm run --save` keeps (crate::snapshot): the index and
+    /// the RAM. The clock is the host's on both sides.
+    pub fn save(&self, e: &mut Enc) {
+        e.u8(self.index as u8).bytes(&self.ram);
+    }
+
+    /// What [`Cmos::save`] wrote.
+    pub fn restore(&mut self, d: &mut Dec) -> Result<(), FormatError> {
+        self.index = usize::from(d.u8()?) % self.ram.len();
+        self.ram = d.array()?;
+        Ok(())
+    }
+
     /// An RTC reading `clock` (BCD, 24-hour, as a PC BIOS leaves it).
     pub fn with_clock(clock: fn() -> u64) -> Self {
         let mut ram = [0u8; 128];
@@ -146,22 +161,38 @@ impl Cmos {
 }
 
 /// The RTC on the port bus (0x70-0x71).
-pub struct CmosPorts(pub Cmos);
+pub struct CmosPorts(pub std::rc::Rc<std::cell::RefCell<Cmos>>);
 
 impl super::PortDevice for CmosPorts {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         data.fill(0);
-        data[0] = self.0.read(PORT + offset);
+        data[0] = self.0.borrow_mut().read(PORT + offset);
     }
 
     fn write(&mut self, offset: u16, data: &[u8]) {
-        self.0.write(PORT + offset, data[0]);
+        self.0.borrow_mut().write(PORT + offset, data[0]);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_state_restores_ram_and_index() {
+        let mut c = Cmos::with_clock(fixed);
+        c.write(0x70, 0x40);
+        c.write(0x71, 0x99);
+        c.write(0x70, 0x41);
+        let mut e = Enc::default();
+        c.save(&mut e);
+        let mut back = Cmos::with_clock(fixed);
+        let mut d = Dec::new(&e.0, "CMOS");
+        back.restore(&mut d).unwrap();
+        d.end().unwrap();
+        back.write(0x70, 0x40);
+        assert_eq!(back.read(0x71), 0x99);
+    }
 
     /// 2026-11-24 23:40:44 UTC, a Tuesday.
     fn fixed() -> u64 {

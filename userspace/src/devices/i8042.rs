@@ -34,6 +34,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::{pic::Pic, PortDevice};
+use crate::snapshot::{Dec, Enc, FormatError};
 
 /// The data port.
 pub const DATA_PORT: u16 = 0x60;
@@ -99,6 +100,60 @@ pub struct I8042 {
 }
 
 impl I8042 {
+    /// The state `rkvm run --save` keeps (crate::snapshot).
+    pub fn save(&self, e: &mut Enc) {
+        let (next, arg) = match self.next {
+            Next::Keyboard => (0, 0),
+            Next::Ram(i) => (1, i),
+            Next::OutputPort => (2, 0),
+            Next::KbdLoop => (3, 0),
+            Next::AuxLoop => (4, 0),
+            Next::Aux => (5, 0),
+        };
+        let (byte, bits) = self.out.unwrap_or((0, 0));
+        e.bytes(&self.ram)
+            .u8(self.output_port)
+            .bool(self.out.is_some())
+            .u8(byte)
+            .u8(bits);
+        e.u8(self.last)
+            .u8(next)
+            .u8(arg)
+            .bool(self.last_was_command)
+            .bool(self.sys_flag);
+        e.bool(self.lines.0).bool(self.lines.1).bool(self.reset);
+    }
+
+    /// What [`I8042::save`] wrote.
+    pub fn restore(&mut self, d: &mut Dec) -> Result<(), FormatError> {
+        self.ram = d.array()?;
+        self.output_port = d.u8()?;
+        let full = d.bool()?;
+        let (byte, bits) = (d.u8()?, d.u8()?);
+        self.out = full.then_some((byte, bits));
+        self.last = d.u8()?;
+        let (next, arg) = (d.u8()?, d.u8()?);
+        self.next = match next {
+            0 => Next::Keyboard,
+            1 => Next::Ram(arg),
+            2 => Next::OutputPort,
+            3 => Next::KbdLoop,
+            4 => Next::AuxLoop,
+            5 => Next::Aux,
+            v => {
+                return Err(FormatError::Bad {
+                    tag: "8042".into(),
+                    what: format!("state {v}"),
+                })
+            }
+        };
+        self.last_was_command = d.bool()?;
+        self.sys_flag = d.bool()?;
+        self.lines = (d.bool()?, d.bool()?);
+        self.reset = d.bool()?;
+        Ok(())
+    }
+
     /// The controller as a BIOS leaves it: self test passed (system flag
     /// set), translation on, keyboard interrupt on, auxiliary port off.
     pub fn new(pic: Rc<RefCell<Pic>>) -> Self {
@@ -286,6 +341,23 @@ mod tests {
             }
         }
         (I8042::new(pic.clone()), pic)
+    }
+
+    #[test]
+    fn saved_state_restores_the_same_controller() {
+        let (mut kbc, pic) = setup();
+        command(&mut kbc, 0x60, &[0x47]); // write the command byte
+        kbc.write(COMMAND_PORT, 0xd0); // read the output port: byte pending
+        let mut e = Enc::default();
+        kbc.save(&mut e);
+        let mut back = I8042::new(pic);
+        let mut d = Dec::new(&e.0, "8042");
+        back.restore(&mut d).unwrap();
+        d.end().unwrap();
+        let mut again = Enc::default();
+        back.save(&mut again);
+        assert_eq!(again.0, e.0);
+        assert_eq!(back.read(DATA_PORT), kbc.read(DATA_PORT));
     }
 
     /// Linux's i8042_command(): command, parameters, then poll and read.

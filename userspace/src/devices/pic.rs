@@ -9,6 +9,8 @@
 //! vCPU is ready (the interrupt-window protocol). Sources: the Intel 8259A
 //! data sheet; Linux's i8259 driver for the sequences a guest uses.
 
+use crate::snapshot::{Dec, Enc, FormatError};
+
 /// One 8259A.
 #[derive(Clone, Debug, Default)]
 struct Chip {
@@ -148,6 +150,41 @@ pub struct Pic {
 const CASCADE_IRQ: u8 = 2;
 
 impl Pic {
+    /// The state `rkvm run --save` keeps (crate::snapshot).
+    pub fn save(&self, e: &mut Enc) {
+        for c in &self.chips {
+            e.u8(c.irr)
+                .u8(c.isr)
+                .u8(c.imr)
+                .u8(c.lines)
+                .u8(c.elcr)
+                .u8(c.base);
+            e.u8(c.icw_step)
+                .bool(c.icw4_needed)
+                .bool(c.auto_eoi)
+                .bool(c.read_isr);
+        }
+    }
+
+    /// What [`Pic::save`] wrote.
+    pub fn restore(&mut self, d: &mut Dec) -> Result<(), FormatError> {
+        for c in &mut self.chips {
+            *c = Chip {
+                irr: d.u8()?,
+                isr: d.u8()?,
+                imr: d.u8()?,
+                lines: d.u8()?,
+                elcr: d.u8()?,
+                base: d.u8()?,
+                icw_step: d.u8()?,
+                icw4_needed: d.bool()?,
+                auto_eoi: d.bool()?,
+                read_isr: d.bool()?,
+            };
+        }
+        Ok(())
+    }
+
     /// Both chips before the guest programs them: vectors 0x08 and 0x70
     /// (a PC BIOS's), every line masked, so that nothing interrupts a guest
     /// that never set up an interrupt controller. Initialization (ICW1)
@@ -268,6 +305,25 @@ mod tests {
         pic.write(0x21, 0xfb); // mask all but the cascade
         pic.write(0xa1, 0xff);
         pic
+    }
+
+    #[test]
+    fn saved_state_restores_the_same_pic() {
+        let mut pic = linux_init();
+        pic.write(0x21, 0xfa); // IRQ0 unmasked
+        pic.set_irq(0, true);
+        let mut e = Enc::default();
+        pic.save(&mut e);
+        let mut back = Pic::new();
+        let mut d = Dec::new(&e.0, "PIC");
+        back.restore(&mut d).unwrap();
+        d.end().unwrap();
+        assert!(back.interrupt_pending());
+        let vector = back.acknowledge();
+        assert_eq!(vector, Some(0x30));
+        assert_eq!(vector, pic.acknowledge());
+        let mut short = Dec::new(&e.0[..5], "PIC");
+        assert!(Pic::new().restore(&mut short).is_err());
     }
 
     #[test]

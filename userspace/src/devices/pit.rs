@@ -9,6 +9,8 @@
 //! with the monotonic clock. Sources: the Intel 8254 data sheet.
 
 /// Input clock, Hz.
+use crate::snapshot::{Dec, Enc, FormatError};
+
 pub const FREQ_HZ: u64 = 1_193_182;
 const NS_PER_S: u64 = 1_000_000_000;
 
@@ -139,6 +141,72 @@ impl Default for Pit {
 }
 
 impl Pit {
+    /// The state `rkvm run --save` keeps at time `now` (crate::snapshot):
+    /// the channels' times as offsets back from `now`, so that
+    /// [`Pit::restore`] carries on from another process's clock.
+    pub fn save(&self, e: &mut Enc, now: u64) {
+        for c in &self.channels {
+            let access = match c.access {
+                Access::Lo => 1,
+                Access::Hi => 2,
+                Access::LoHi => 3,
+            };
+            e.u8(c.mode)
+                .u8(access)
+                .u16(c.reload)
+                .u64(now.saturating_sub(c.start_ns));
+            e.bool(c.armed)
+                .bool(c.gate)
+                .bool(c.latch.is_some())
+                .u16(c.latch.unwrap_or(0));
+            e.bool(c.read_hi)
+                .bool(c.write_hi)
+                .u8(c.write_lo)
+                .u64(c.periods_seen);
+        }
+        e.bool(self.speaker).bool(self.refresh);
+    }
+
+    /// What [`Pit::save`] wrote, continued at time `now`.
+    pub fn restore(&mut self, d: &mut Dec, now: u64) -> Result<(), FormatError> {
+        for c in &mut self.channels {
+            let mode = d.u8()?;
+            let access = match d.u8()? {
+                1 => Access::Lo,
+                2 => Access::Hi,
+                3 => Access::LoHi,
+                v => {
+                    return Err(FormatError::Bad {
+                        tag: "PIT".into(),
+                        what: format!("access mode {v}"),
+                    })
+                }
+            };
+            let reload = d.u16()?;
+            let age = d.u64()?;
+            let armed = d.bool()?;
+            let gate = d.bool()?;
+            let latched = d.bool()?;
+            let latch = d.u16()?;
+            *c = Channel {
+                mode,
+                access,
+                reload,
+                start_ns: now.saturating_sub(age),
+                armed,
+                gate,
+                latch: latched.then_some(latch),
+                read_hi: d.bool()?,
+                write_hi: d.bool()?,
+                write_lo: d.u8()?,
+                periods_seen: d.u64()?,
+            };
+        }
+        self.speaker = d.bool()?;
+        self.refresh = d.bool()?;
+        Ok(())
+    }
+
     /// A read of port 0x40-0x43 or 0x61.
     pub fn read(&mut self, port: u16, now: u64) -> u8 {
         match port {
@@ -323,6 +391,25 @@ mod tests {
         let lo = pit.read(0x40 + u16::from(channel), now);
         let hi = pit.read(0x40 + u16::from(channel), now);
         u16::from(lo) | u16::from(hi) << 8
+    }
+
+    #[test]
+    fn saved_state_goes_on_from_the_same_count_at_another_time() {
+        let mut pit = Pit::default();
+        program(&mut pit, 0, 2, 11932, 5 * MS); // 10 ms
+        let saved_at = 8 * MS;
+        let count = read_count(&mut pit, 0, saved_at);
+        let mut e = Enc::default();
+        pit.save(&mut e, saved_at);
+        // Restored in another process, on its clock.
+        let restored_at = 1 << 40;
+        let mut back = Pit::default();
+        let mut d = Dec::new(&e.0, "PIT");
+        back.restore(&mut d, restored_at).unwrap();
+        d.end().unwrap();
+        assert_eq!(read_count(&mut back, 0, restored_at), count);
+        let next = |pit: &Pit, now| pit.next_irq0(now).map(|t| t - now);
+        assert_eq!(next(&back, restored_at), next(&pit, saved_at));
     }
 
     #[test]

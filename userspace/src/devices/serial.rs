@@ -8,9 +8,13 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::rc::Rc;
 
-use vm_superio::{serial::NoEvents, Serial, Trigger};
+use vm_superio::{
+    serial::{NoEvents, SerialState},
+    Serial, Trigger,
+};
 
 use super::{pic::Pic, PortDevice};
+use crate::snapshot::{Dec, Enc, FormatError};
 
 /// COM1's interrupt line.
 pub const IRQ: u8 = 4;
@@ -57,6 +61,43 @@ impl<W: Write> Uart<W> {
     pub fn rx_interrupt_enabled(&self) -> bool {
         self.0.state().interrupt_enable & 1 != 0
     }
+
+    /// The state `rkvm run --save` keeps (crate::snapshot): vm-superio's
+    /// registers and receive FIFO.
+    pub fn save(&self, e: &mut Enc) {
+        let s = self.0.state();
+        e.u8(s.baud_divisor_low)
+            .u8(s.baud_divisor_high)
+            .u8(s.interrupt_enable);
+        e.u8(s.interrupt_identification)
+            .u8(s.line_control)
+            .u8(s.line_status);
+        e.u8(s.modem_control)
+            .u8(s.modem_status)
+            .u8(s.scratch)
+            .blob(&s.in_buffer);
+    }
+
+    /// What [`Uart::save`] wrote, on the same line and output.
+    pub fn restore(&mut self, d: &mut Dec, line: PicLine, out: W) -> Result<(), FormatError> {
+        let state = SerialState {
+            baud_divisor_low: d.u8()?,
+            baud_divisor_high: d.u8()?,
+            interrupt_enable: d.u8()?,
+            interrupt_identification: d.u8()?,
+            line_control: d.u8()?,
+            line_status: d.u8()?,
+            modem_control: d.u8()?,
+            modem_status: d.u8()?,
+            scratch: d.u8()?,
+            in_buffer: d.blob()?.to_vec(),
+        };
+        self.0 = Serial::from_state(&state, line, NoEvents, out).map_err(|e| FormatError::Bad {
+            tag: "UART".into(),
+            what: format!("{e:?}"),
+        })?;
+        Ok(())
+    }
 }
 
 impl<W: Write> PortDevice for Uart<W> {
@@ -85,6 +126,26 @@ mod tests {
             },
             pic,
         )
+    }
+
+    #[test]
+    fn saved_state_restores_registers_and_pending_input() {
+        let mut uart = Uart::new(line().0, Vec::new());
+        uart.write(1, &[0x01]); // IER: received-data interrupt
+        uart.write(7, &[0x5a]); // scratch
+        assert_eq!(uart.receive(b"ab"), 2);
+        let mut e = Enc::default();
+        uart.save(&mut e);
+        let mut back = Uart::new(line().0, Vec::new());
+        let mut d = Dec::new(&e.0, "UART");
+        back.restore(&mut d, line().0, Vec::new()).unwrap();
+        d.end().unwrap();
+        assert!(back.rx_interrupt_enabled());
+        let mut b = [0];
+        back.read(7, &mut b);
+        assert_eq!(b, [0x5a]);
+        back.read(0, &mut b);
+        assert_eq!(b, [b'a']);
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! software ones are an INT3 the stub writes into guest memory
 //! (`KVM_GUESTDBG_USE_SW_BP`), hardware breakpoints and watchpoints take
 //! the four debug registers (`KVM_GUESTDBG_USE_HW_BP`), single steps are
-//! `KVM_GUESTDBG_SINGLESTEP`. The same code works through /dev/rkvm and
-//! /dev/kvm.
+//! `KVM_GUESTDBG_SINGLESTEP`. An INT3 of the guest's own (not the stub's)
+//! goes back to the guest with `KVM_GUESTDBG_INJECT_BP` where the device
+//! offers it. The same code works through /dev/rkvm and /dev/kvm.
 
 mod hw;
 mod regs;
@@ -37,8 +38,8 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use gdbstub_arch::x86::X86_64_SSE;
 use kvm_bindings::{
-    kvm_debug_exit_arch, kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP,
-    KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
+    kvm_debug_exit_arch, kvm_guest_debug, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_INJECT_BP,
+    KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
 };
 use vm_memory::{Bytes, GuestAddress};
 
@@ -91,6 +92,8 @@ struct Guest<'a> {
     hw: hw::Slots,
     /// The next resume is a single step.
     step: bool,
+    /// The device takes `KVM_GUESTDBG_INJECT_BP` (`KVM_CAP_SET_GUEST_DEBUG2`).
+    inject_bp: bool,
     /// How the run ended, once it has.
     outcome: Option<Outcome>,
 }
@@ -98,8 +101,13 @@ struct Guest<'a> {
 impl Guest<'_> {
     /// `KVM_SET_GUEST_DEBUG` for what is set now.
     fn apply(&self, step: bool, sw: bool) -> Result<()> {
+        self.apply_with(step, sw, 0)
+    }
+
+    /// The same, with `extra` control bits (`KVM_GUESTDBG_INJECT_BP`).
+    fn apply_with(&self, step: bool, sw: bool, extra: u32) -> Result<()> {
         let mut dbg = kvm_guest_debug {
-            control: KVM_GUESTDBG_ENABLE,
+            control: KVM_GUESTDBG_ENABLE | extra,
             ..Default::default()
         };
         if step {
@@ -498,6 +506,12 @@ fn wait(
         let mut incoming = || conn.peek().map(|b| b.is_some()).unwrap_or(true);
         let stop = g.m.run(Some(&mut incoming)).map_err(target)?;
         match stop {
+            // The options keep --save from --gdb: never asked for here.
+            Stop::Save => {
+                return Err(WaitError::Target(crate::error::Error::Gdb(
+                    "--save does not work with --gdb".into(),
+                )))
+            }
             Stop::Attention => {
                 let byte = conn.read().map_err(WaitError::Connection)?;
                 return Ok(run_blocking::Event::IncomingData(byte));
@@ -521,6 +535,13 @@ fn wait(
             }
             Stop::Debug(arch) => match g.stop_reason(&arch) {
                 Some(reason) => return Ok(run_blocking::Event::TargetStopped(reason)),
+                // The guest's own INT3 goes back to it: delivered by the
+                // device as it would have run (`INJECT_BP`, as QEMU does),
+                // or, where the device lacks that or gdb steps, stepped
+                // over with the software breakpoints off.
+                None if g.inject_bp && !g.step => g
+                    .apply_with(false, true, KVM_GUESTDBG_INJECT_BP)
+                    .map_err(target)?,
                 None => pass_int3 = Some(g.int3_frame()),
             },
         }
@@ -537,11 +558,16 @@ pub fn serve(port: u16, m: Machine<'_>) -> Result<Outcome> {
     let (stream, peer) = listener.accept().map_err(Error::GdbAccept)?;
     let _ = stream.set_nodelay(true);
     eprintln!("rkvm: gdb connected from {peer}; the guest waits at its first instruction");
+    let debug2 =
+        m.vm.kvm
+            .check_extension_raw(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2.into());
+    let inject_bp = debug2 as u32 & KVM_GUESTDBG_INJECT_BP != 0;
     let mut guest = Guest {
         m,
         sw: BTreeMap::new(),
         hw: hw::Slots::default(),
         step: false,
+        inject_bp,
         outcome: None,
     };
     let result = GdbStub::new(stream).run_blocking::<EventLoop<'_>>(&mut guest);

@@ -38,6 +38,7 @@ pub struct Board {
     pub pit: Rc<RefCell<Pit>>,
     pub uart: Rc<RefCell<Uart<std::io::Stdout>>>,
     pub i8042: Rc<RefCell<I8042>>,
+    pub cmos: Rc<RefCell<Cmos>>,
     /// What the guest wrote to the debug-exit port.
     pub status: Rc<Cell<Option<u8>>>,
 }
@@ -57,7 +58,8 @@ impl Board {
             std::io::stdout(),
         )));
         let i8042 = Rc::new(RefCell::new(I8042::new(pic.clone())));
-        let ports = port_bus(&pic, &pit, &uart, &i8042, &status)?;
+        let cmos = Rc::new(RefCell::new(Cmos::default()));
+        let ports = port_bus(&pic, &pit, &uart, &i8042, &cmos, &status)?;
         Ok(Board {
             ports,
             virtio,
@@ -66,6 +68,7 @@ impl Board {
             pit,
             uart,
             i8042,
+            cmos,
             status,
         })
     }
@@ -119,6 +122,7 @@ fn port_bus(
     pit: &Rc<RefCell<Pit>>,
     uart: &Rc<RefCell<Uart<std::io::Stdout>>>,
     i8042: &Rc<RefCell<I8042>>,
+    cmos: &Rc<RefCell<Cmos>>,
     status: &Rc<Cell<Option<u8>>>,
 ) -> Result<PortBus, BusError> {
     let mut bus = PortBus::ports();
@@ -154,7 +158,7 @@ fn port_bus(
             },
         )?;
     }
-    bus.add_port(cmos::PORT, 2, "CMOS RTC", CmosPorts(Cmos::default()))?;
+    bus.add_port(cmos::PORT, 2, "CMOS RTC", CmosPorts(cmos.clone()))?;
     for (base, name) in [
         (i8042::DATA_PORT, "i8042 data"),
         (i8042::COMMAND_PORT, "i8042 command"),
@@ -166,10 +170,13 @@ fn port_bus(
     Ok(bus)
 }
 
-/// Nanoseconds since the first call: the clock of the emulated devices.
+/// The devices' clock, in nanoseconds: since the first call, plus 2^62
+/// (146 years), so that the times a restored device carries from before
+/// its save (`rkvm run --restore`, the PIT's start of counting) are never
+/// before 0.
 pub fn now_ns() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    (1 << 62) + START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 #[cfg(test)]

@@ -63,6 +63,8 @@ pub enum Stop {
     /// The debugger has something to say (`--gdb`: a byte from gdb, such
     /// as its interrupt).
     Attention,
+    /// `--save`: the guest is to be saved now; its last exit is complete.
+    Save,
 }
 
 /// What the run loop keeps from one call to the next (a debugger stops
@@ -74,6 +76,11 @@ pub struct LoopState {
     /// instruction's, not an interrupt handler's; KVM's
     /// `KVM_GUESTDBG_BLOCKIRQ`, done here in userspace).
     pub block_irqs: bool,
+    /// Exits to userspace so far.
+    pub exits: u64,
+    /// `--save`: stop to save the guest after this many exits (u64::MAX:
+    /// on SIGUSR2 only); None: never.
+    pub save_after: Option<u64>,
 }
 
 impl LoopState {
@@ -82,6 +89,8 @@ impl LoopState {
             kick: Kick::new()?,
             halted: false,
             block_irqs: false,
+            exits: 0,
+            save_after: None,
         })
     }
 }
@@ -113,6 +122,7 @@ pub fn run_loop(
         uart,
         i8042,
         status,
+        ..
     } = board;
     let virtio_console = *virtio_console;
     let set_irq = |irq: u8, level: bool| pic.borrow_mut().set_irq(irq, level);
@@ -120,6 +130,8 @@ pub fn run_loop(
         kick,
         halted,
         block_irqs,
+        exits,
+        save_after,
     } = state;
     let debugging = attention.is_some();
     // The next kick: the PIT's next tick, and with a debugger at most
@@ -135,6 +147,10 @@ pub fn run_loop(
     loop {
         if let Some(signal) = signals::stop_signal() {
             return Ok(Stop::Over(Outcome::Signal(signal)));
+        }
+        if save_after.is_some_and(|n| *exits >= n || signals::save_requested()) {
+            complete_last_exit(vcpu)?;
+            return Ok(Stop::Save);
         }
         if let Some(attention) = attention.as_mut() {
             if attention() {
@@ -190,6 +206,7 @@ pub fn run_loop(
             }
             Err(e) => return Err(Error::ioctl("KVM_RUN")(e)),
         };
+        *exits += 1;
         let (reason, line) = describe(&exit);
         stats.count(reason);
         trace.exit(reason, &line, vcpu_fd);
@@ -217,6 +234,24 @@ pub fn run_loop(
         if internal_error {
             return Err(describe_internal_error(vcpu));
         }
+    }
+}
+
+/// Completes the exit userspace last handled, as api.rst asks before the
+/// vCPU's state is read for saving: an I/O or MMIO read's data reaches the
+/// guest's register only at the next `KVM_RUN`. With `immediate_exit` set,
+/// that `KVM_RUN` completes it and returns `EINTR` without entering the
+/// guest.
+fn complete_last_exit(vcpu: &mut VcpuFd) -> Result<()> {
+    vcpu.set_kvm_immediate_exit(1);
+    let result = vcpu.run().map(|_| ());
+    vcpu.set_kvm_immediate_exit(0);
+    match result {
+        Err(e) if e.errno() == nix::libc::EINTR => Ok(()),
+        Ok(()) => Err(Error::UnexpectedExit(
+            "KVM_RUN with immediate_exit entered the guest".into(),
+        )),
+        Err(e) => Err(Error::ioctl("KVM_RUN")(e)),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod exits;
 mod linux;
 pub mod report;
 mod setup;
+mod state;
 pub mod trace;
 pub mod vm;
 
@@ -41,6 +42,15 @@ pub enum Guest<'a> {
         initrd: Option<&'a Path>,
         cmdline: &'a str,
     },
+    /// A guest `--save` wrote.
+    Restore(&'a Path),
+}
+
+/// `--save FILE [--save-after EXITS]`.
+pub struct Save<'a> {
+    pub path: &'a Path,
+    /// Save after this many exits to userspace (else on SIGUSR2 only).
+    pub after_exits: Option<u64>,
 }
 
 /// What `rkvm run` was asked to do.
@@ -55,6 +65,7 @@ pub struct Options<'a> {
     /// `--gdb PORT`: serve gdb on this port, the guest stopped until it
     /// says go.
     pub gdb: Option<u16>,
+    pub save: Option<Save<'a>>,
 }
 
 /// The paravirtual devices of a run (`--disk`, `--virtio-console`,
@@ -85,6 +96,8 @@ pub enum Outcome {
     Signal(Signal),
     /// gdb killed the guest (`--gdb`).
     Killed,
+    /// The guest was saved (`--save`) and the run ended there.
+    Saved,
 }
 
 impl Outcome {
@@ -92,7 +105,7 @@ impl Outcome {
     pub fn status(&self) -> u8 {
         match self {
             Outcome::DebugExit(s) => *s,
-            Outcome::Halted => 0,
+            Outcome::Halted | Outcome::Saved => 0,
             Outcome::Shutdown => 3,
             Outcome::Reset => 4,
             Outcome::Signal(sig) => 128 + *sig as u8,
@@ -111,15 +124,24 @@ impl Outcome {
             }
             Outcome::Signal(sig) => format!("stopped by {sig}; the guest did not shut down"),
             Outcome::Killed => "gdb killed the guest".into(),
+            Outcome::Saved => return None, // said when saved
         })
     }
 }
 
 /// Runs a guest as `opts` say, until it or the user ends the run.
 pub fn run(opts: &Options<'_>) -> Result<Outcome> {
-    let mut vm = vm::Vm::new(opts.device, opts.mem_mib, opts.mmu)?;
+    let snapshot = match opts.guest {
+        Guest::Restore(path) => Some(state::Snapshot::read(path)?),
+        _ => None,
+    };
+    let mem_mib = snapshot
+        .as_ref()
+        .map_or(Ok(opts.mem_mib), |s| s.mem_mib())?;
+    let mut vm = vm::Vm::new(opts.device, mem_mib, opts.mmu)?;
     let virtio = board::virtio_devices(&opts.virtio)?;
     match opts.guest {
+        Guest::Restore(_) => {}
         Guest::Flat(path, mode) => setup::load_flat(&vm.vcpu, &vm.mem, path, mode)?,
         Guest::Linux {
             kernel,
@@ -136,6 +158,27 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
         }
     }
     let mut board = board::Board::new(virtio, opts.virtio.console)?;
+    if let (Some(snapshot), Guest::Restore(path)) = (&snapshot, &opts.guest) {
+        let started = Instant::now();
+        let skipped = snapshot.restore(&mut vm, &mut board)?;
+        eprintln!(
+            "rkvm: restored {} through {} in {} µs",
+            path.display(),
+            opts.device.display(),
+            started.elapsed().as_micros()
+        );
+        if !skipped.is_empty() {
+            eprintln!(
+                "rkvm: restore: {} does not offer these MSRs, left as they were: {}",
+                opts.device.display(),
+                skipped
+                    .iter()
+                    .map(|m| format!("{m:#x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
 
     let kernel_stats = report::KernelStats::open(&vm);
     let mut stats = report::Stats::default();
@@ -145,6 +188,10 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
     let mut input = Input::stdin(signals::wake_vcpu);
     let mut trace = trace::Trace::new(opts.trace_exits, opts.trace_regs, vm.fd.as_raw_fd());
     let mut state = exits::LoopState::new()?;
+    state.save_after = opts
+        .save
+        .as_ref()
+        .map(|s| s.after_exits.unwrap_or(u64::MAX));
     let started = Instant::now();
     let outcome = match opts.gdb {
         Some(port) => crate::gdb::serve(
@@ -161,10 +208,26 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
         None => exits::run_loop(
             &mut vm, &mut board, &mut input, &mut stats, &mut trace, &mut state, None,
         )
-        .map(|stop| match stop {
-            exits::Stop::Over(outcome) => outcome,
-            // Without a debugger the loop returns only when the run is over.
-            exits::Stop::Debug(_) | exits::Stop::Attention => Outcome::Halted,
+        .and_then(|stop| match (stop, &opts.save) {
+            (exits::Stop::Save, Some(save)) => {
+                let started = Instant::now();
+                let size = state::save(save.path, &mut vm, &board)?;
+                eprintln!(
+                    "rkvm: saved the guest to {} ({} KiB) after {} exits to userspace, in {} µs",
+                    save.path.display(),
+                    size >> 10,
+                    state.exits,
+                    started.elapsed().as_micros()
+                );
+                Ok(Outcome::Saved)
+            }
+            (stop, _) => Ok(match stop {
+                exits::Stop::Over(outcome) => outcome,
+                // Without a debugger the loop returns only when the run is over.
+                exits::Stop::Debug(_) | exits::Stop::Attention | exits::Stop::Save => {
+                    Outcome::Halted
+                }
+            }),
         }),
     };
     let wall = started.elapsed();

@@ -24,7 +24,7 @@ pub struct Vm {
     /// The size of `mem`, in bytes.
     pub mem_size: u64,
     /// The device the VM came from, open for the whole run.
-    _kvm: Kvm,
+    pub kvm: Kvm,
 }
 
 impl Vm {
@@ -80,7 +80,7 @@ impl Vm {
             fd: vm,
             mem,
             mem_size: mem_size as u64,
-            _kvm: kvm,
+            kvm,
         })
     }
 }
