@@ -244,7 +244,8 @@ impl FdOps for Vcpu {
         this.handle_ioctl(cmd, arg)
     }
 
-    /// Page 0 is `struct kvm_run`, page 1 the PIO data.
+    /// Page 0 is `struct kvm_run`, page 1 the PIO data, page 2 the VM's
+    /// coalesced MMIO ring (`KVM_COALESCED_MMIO_PAGE_OFFSET`).
     fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         let pgoff = sys::vma_pgoff(vma);
         let pages = (vma.end() - vma.start()) / PAGE_SIZE;
@@ -256,12 +257,14 @@ impl FdOps for Vcpu {
         }
         let vma = vma.set_mixedmap();
         for i in 0..pages {
-            let page = if pgoff + i == 0 {
-                &this.run_page
-            } else {
-                &this.pio_page
-            };
-            vma.vm_insert_page(vma.start() + i * PAGE_SIZE, page)?;
+            let addr = vma.start() + i * PAGE_SIZE;
+            match pgoff + i {
+                0 => vma.vm_insert_page(addr, &this.run_page)?,
+                abi::PIO_PAGE_OFFSET => vma.vm_insert_page(addr, &this.pio_page)?,
+                _ => this
+                    .vm
+                    .with_coalesced_ring(|ring| vma.vm_insert_page(addr, ring))?,
+            }
         }
         Ok(())
     }

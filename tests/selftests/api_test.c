@@ -87,6 +87,10 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_EXT_EMUL_CPUID, 1 },
 	{ KVM_CAP_GET_MSR_FEATURES, 1 },
 	{ KVM_CAP_DEBUGREGS, 1 },
+	{ KVM_CAP_IOEVENTFD, 1 },
+	{ KVM_CAP_IOEVENTFD_NO_LENGTH, 1 },
+	{ KVM_CAP_COALESCED_MMIO, KVM_COALESCED_MMIO_PAGE_OFFSET },
+	{ KVM_CAP_COALESCED_PIO, 1 },
 };
 
 TEST_F(sys, capabilities_are_honest)
