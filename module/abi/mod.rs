@@ -162,6 +162,10 @@ pub(crate) mod vcpu {
     pub(crate) const X86_SETUP_MCE: u32 = kvm_iow::<u64>(0x9c);
     /// `KVM_X86_SET_MCE`: `_IOW(KVMIO, 0x9e, struct kvm_x86_mce)`.
     pub(crate) const X86_SET_MCE: u32 = kvm_iow::<uapi::kvm_x86_mce>(0x9e);
+    /// `KVM_GET_NESTED_STATE`: `_IOWR(KVMIO, 0xbe, struct kvm_nested_state)`.
+    pub(crate) const GET_NESTED_STATE: u32 = super::kvm_iowr::<uapi::kvm_nested_state>(0xbe);
+    /// `KVM_SET_NESTED_STATE`: `_IOW(KVMIO, 0xbf, struct kvm_nested_state)`.
+    pub(crate) const SET_NESTED_STATE: u32 = kvm_iow::<uapi::kvm_nested_state>(0xbf);
 }
 
 /// Most vCPUs per VM (`KVM_CAP_NR_VCPUS`, `KVM_CAP_MAX_VCPUS`).
@@ -279,6 +283,12 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_irq_routing>() == 8);
     assert!(core::mem::size_of::<uapi::kvm_debugregs>() == 128);
     assert!(core::mem::size_of::<uapi::kvm_ioeventfd>() == 64);
+    // The header `pure::nested` reads and writes as bytes.
+    assert!(core::mem::size_of::<uapi::kvm_nested_state>() == crate::pure::nested::HEADER_SIZE);
+    assert!(core::mem::offset_of!(uapi::kvm_nested_state, size) == 4);
+    assert!(crate::pure::nested::GIF_SET as u32 == uapi::KVM_STATE_NESTED_GIF_SET);
+    assert!(crate::pure::nested::FORMAT_SVM as u32 == uapi::KVM_STATE_NESTED_FORMAT_SVM);
+    assert!(crate::pure::nested::VMCB_SIZE == uapi::KVM_STATE_NESTED_SVM_VMCB_SIZE);
     // Read as two u64 (`read_zone`): `addr`, then `size` and `pio`.
     assert!(core::mem::size_of::<uapi::kvm_coalesced_mmio_zone>() == 16);
     assert!(core::mem::offset_of!(uapi::kvm_coalesced_mmio_zone, size) == 8);
@@ -568,8 +578,26 @@ pub(crate) fn check_extension(cap: usize) -> i32 {
     if cap == KVM_CAP_RKVM_MMU as usize {
         return (mmu_mode::TDP | mmu_mode::SHADOW) as i32;
     }
+    // The largest nested state, in the format of the backend's vendor (as
+    // kvm_amd and kvm_intel answer with their nested support on).
+    if cap == uapi::KVM_CAP_NESTED_STATE as usize {
+        return nested_format().map_or(0, |f| crate::pure::nested::max_size(f) as i32);
+    }
     CAPABILITIES
         .iter()
         .find(|&&(nr, _)| nr as usize == cap)
         .map_or(0, |&(_, value)| value)
+}
+
+/// The `KVM_GET/SET_NESTED_STATE` format: that of the KVM of the backend's
+/// vendor (`None` without a backend).
+pub(crate) fn nested_format() -> Option<crate::pure::nested::Format> {
+    use crate::{
+        backend::Vendor,
+        pure::nested::Format, //
+    };
+    crate::backend::usable().map(|v| match v {
+        Vendor::Svm => Format::Svm,
+        Vendor::Vmx => Format::Vmx,
+    })
 }

@@ -15,6 +15,7 @@ pub mod ioctl;
 pub mod kvmclock;
 pub mod memslot;
 pub mod msr;
+pub mod nested;
 pub mod paging;
 pub mod shadow;
 pub mod stats;

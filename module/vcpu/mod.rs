@@ -107,6 +107,10 @@ struct VcpuState {
     /// A shutdown the next entry reports instead of entering (KVM's
     /// `KVM_REQ_TRIPLE_FAULT`: a machine check during a machine check).
     shutdown_pending: bool,
+    /// SVM's global interrupt flag, as `KVM_SET_NESTED_STATE` may clear it
+    /// (the guest, without SVM, cannot set it again): while clear, no
+    /// interrupt or NMI is injected, as with KVM. Always set on VMX.
+    gif: bool,
 }
 
 impl VcpuState {
@@ -131,7 +135,7 @@ impl VcpuState {
 
     /// `kvm_vcpu_ready_for_interrupt_injection()` with a userspace irqchip.
     fn ready_for_interrupt(&self) -> bool {
-        self.pending_irq.is_none() && self.arch.interrupt_allowed()
+        self.gif && self.pending_irq.is_none() && self.arch.interrupt_allowed()
     }
 
     /// `KVM_GUESTDBG_SINGLESTEP` is on.
@@ -207,6 +211,7 @@ impl Vcpu {
                     clock_generation: 0,
                     nmi_pending: 0,
                     shutdown_pending: false,
+                    gif: true,
                 }),
             }),
             GFP_KERNEL,
