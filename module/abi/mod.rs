@@ -516,8 +516,10 @@ const CAPABILITIES: &[(u32, i32)] = &[
     (uapi::KVM_CAP_MCE, crate::pure::msr::MAX_MCE_BANKS as i32),
     (uapi::KVM_CAP_DEBUGREGS, 1),
     (uapi::KVM_CAP_IOEVENTFD, 1),
-    // Length 0: any write at the address (KVM's x86 announces it too).
+    // Length 0: any write at the address, MMIO (x86's NO_LENGTH) and PIO
+    // alike (ANY_LENGTH), as KVM.
     (uapi::KVM_CAP_IOEVENTFD_NO_LENGTH, 1),
+    (uapi::KVM_CAP_IOEVENTFD_ANY_LENGTH, 1),
     (
         uapi::KVM_CAP_COALESCED_MMIO,
         COALESCED_MMIO_PAGE_OFFSET as i32,

@@ -89,6 +89,7 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_DEBUGREGS, 1 },
 	{ KVM_CAP_IOEVENTFD, 1 },
 	{ KVM_CAP_IOEVENTFD_NO_LENGTH, 1 },
+	{ KVM_CAP_IOEVENTFD_ANY_LENGTH, 1 },
 	{ KVM_CAP_COALESCED_MMIO, KVM_COALESCED_MMIO_PAGE_OFFSET },
 	{ KVM_CAP_COALESCED_PIO, 1 },
 	/* Set apart: the value depends on the vendor (see nested_state_test). */

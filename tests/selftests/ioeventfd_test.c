@@ -50,6 +50,7 @@ TEST(capabilities)
 	ASSERT_LE(0, sys);
 	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD));
 	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD_NO_LENGTH));
+	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_IOEVENTFD_ANY_LENGTH));
 	/* The ring's page offset in the vCPU mmap: 2 on x86 (after the PIO page). */
 	EXPECT_EQ(KVM_COALESCED_MMIO_PAGE_OFFSET, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_COALESCED_MMIO));
 	EXPECT_EQ(2, KVM_COALESCED_MMIO_PAGE_OFFSET);
@@ -124,6 +125,9 @@ GUEST_CODE64(ioeventfd_code,
 	"	mov $0x200000, %ebx\n"
 	"	mov $0x11, %al\n"
 	"	out %al, $0x20\n"	/* PIO, any value */
+	"	out %al, $0x24\n"	/* PIO, length 0: any size */
+	"	out %ax, $0x24\n"
+	"	out %eax, $0x24\n"
 	"	mov $0x1234, %ax\n"
 	"	out %ax, $0x22\n"	/* PIO, datamatch 0x1234: hit */
 	"	mov $0x4321, %ax\n"
@@ -148,10 +152,12 @@ TEST_F(vm, guest_writes_signal_without_exit)
 	int pio = eventfd(0, EFD_NONBLOCK), pio_dm = eventfd(0, EFD_NONBLOCK);
 	int mmio = eventfd(0, EFD_NONBLOCK), mmio_dm = eventfd(0, EFD_NONBLOCK);
 	int any = eventfd(0, EFD_NONBLOCK), gone = eventfd(0, EFD_NONBLOCK);
+	int pio_any = eventfd(0, EFD_NONBLOCK);
 	const uint32_t DM = KVM_IOEVENTFD_FLAG_DATAMATCH, PIO = KVM_IOEVENTFD_FLAG_PIO;
 
 	ASSERT_EQ(0, ioeventfd(vm->fd, 0x20, 1, pio, PIO, 0));
 	ASSERT_EQ(0, ioeventfd(vm->fd, 0x22, 2, pio_dm, PIO | DM, 0x1234));
+	ASSERT_EQ(0, ioeventfd(vm->fd, 0x24, 0, pio_any, PIO, 0));
 	ASSERT_EQ(0, ioeventfd(vm->fd, MMIO_BASE, 4, mmio, 0, 0));
 	ASSERT_EQ(0, ioeventfd(vm->fd, MMIO_BASE + 8, 8, mmio_dm, DM, 7));
 	ASSERT_EQ(0, ioeventfd(vm->fd, MMIO_BASE + 0x10, 0, any, 0, 0));
@@ -169,6 +175,7 @@ TEST_F(vm, guest_writes_signal_without_exit)
 	EXPECT_EQ(0x4321, *(uint16_t *)vm_pio_data(vm));
 	EXPECT_EQ(1, ev_count(pio));
 	EXPECT_EQ(1, ev_count(pio_dm));
+	EXPECT_EQ(3, ev_count(pio_any));
 
 	ASSERT_EQ(0, vm_run(vm));
 	ASSERT_EQ(KVM_EXIT_MMIO, vm->run->exit_reason);
@@ -200,6 +207,7 @@ TEST_F(vm, guest_writes_signal_without_exit)
 	close(mmio_dm);
 	close(any);
 	close(gone);
+	close(pio_any);
 }
 
 TEST_F(vm, coalesced_errnos)
