@@ -10,6 +10,11 @@
 //! KVM, which follows the new mapping with MMU notifiers, rkvm chooses the
 //! simpler guarantee (documented in Documentation/architecture.md).
 
+use core::sync::atomic::{
+    AtomicU64,
+    Ordering, //
+};
+
 use kernel::{
     prelude::*,
     uaccess::{
@@ -44,19 +49,37 @@ use crate::{
 struct SlotMem {
     slot: Slot,
     pages: KVVec<Option<PinnedPage>>,
-    /// With `KVM_MEM_LOG_DIRTY_PAGES`: one bit per page the guest wrote
-    /// since the last `KVM_GET_DIRTY_LOG` (empty otherwise).
-    dirty: KVVec<u64>,
+    /// With `KVM_MEM_LOG_DIRTY_PAGES`: one bit per page written since the
+    /// last `KVM_GET_DIRTY_LOG`, by the guest or by rkvm for it (empty
+    /// otherwise). Atomic, so that a write through `&GuestMemory` (the
+    /// kvmclock page, accessed bits) marks its page as KVM's
+    /// `mark_page_dirty()` does.
+    dirty: KVVec<AtomicU64>,
 }
 
 /// A dirty bitmap for `slot`: empty unless it logs dirty pages.
-fn dirty_bitmap(slot: &Slot) -> Result<KVVec<u64>> {
+fn dirty_bitmap(slot: &Slot) -> Result<KVVec<AtomicU64>> {
     let mut bitmap = KVVec::new();
     if slot.flags & memslot::MEM_LOG_DIRTY_PAGES != 0 {
         let words = usize::try_from(slot.npages.div_ceil(64)).map_err(|_| EINVAL)?;
-        bitmap.resize(words, 0, GFP_KERNEL)?;
+        bitmap.reserve(words, GFP_KERNEL)?;
+        for _ in 0..words {
+            bitmap.push(AtomicU64::new(0), GFP_KERNEL)?;
+        }
     }
     Ok(bitmap)
+}
+
+impl SlotMem {
+    /// Marks page `index` of the slot dirty, if the slot logs dirty pages.
+    fn mark_dirty(&self, index: u64) {
+        let Ok(index) = usize::try_from(index) else {
+            return;
+        };
+        if let Some(word) = self.dirty.get(index / 64) {
+            word.fetch_or(1 << (index % 64), Ordering::Relaxed);
+        }
+    }
 }
 
 impl SlotMem {
@@ -172,9 +195,7 @@ impl GuestMemory {
         // that write faults here and is logged.
         let logging = !mem.dirty.is_empty();
         if logging && write {
-            if let Some(word) = mem.dirty.get_mut(index / 64) {
-                *word |= 1 << (index % 64);
-            }
+            mem.mark_dirty(index as u64);
         }
         let writable = mem.slot.writable() && (!logging || write);
         Ok(Backing::Ram(mem.pin(index)?.phys(), writable))
@@ -253,8 +274,8 @@ impl GuestMemory {
             return Err(ENOENT);
         }
         let mut out = KVVec::with_capacity(mem.dirty.len(), GFP_KERNEL)?;
-        for word in mem.dirty.iter_mut() {
-            out.push(core::mem::take(word), GFP_KERNEL)?;
+        for word in mem.dirty.iter() {
+            out.push(word.swap(0, Ordering::Relaxed), GFP_KERNEL)?;
         }
         Ok(out)
     }
@@ -322,19 +343,29 @@ impl GuestMemory {
     }
 
     /// Writes guest physical memory (RAM only, within one page, writable
-    /// slots only) through the owner's mapping.
+    /// slots only) through the owner's mapping, and marks the page dirty in
+    /// a dirty-logged slot, as KVM's `kvm_write_guest()` does
+    /// (`mark_page_dirty()`).
     pub(crate) fn write(&self, gpa: GuestPhys, data: &[u8]) -> Result {
         let offset = gpa.0 & (memslot::PAGE_SIZE - 1);
         if offset + data.len() as u64 > memslot::PAGE_SIZE {
             return Err(EINVAL);
         }
-        let slot = memslot::lookup(&self.infos, gpa.gfn()).ok_or(EFAULT)?;
+        let gfn = gpa.gfn();
+        let mem = self
+            .slots
+            .iter()
+            .find(|m| m.slot.contains(gfn))
+            .ok_or(EFAULT)?;
+        let slot = &mem.slot;
         if !slot.writable() {
             return Err(EFAULT);
         }
-        let hva = usize::try_from(slot.hva(gpa.gfn()) + offset).map_err(|_| EFAULT)?;
+        let hva = usize::try_from(slot.hva(gfn) + offset).map_err(|_| EFAULT)?;
         UserSlice::new(UserPtr::from_addr(hva), data.len())
             .writer()
-            .write_slice(data)
+            .write_slice(data)?;
+        mem.mark_dirty(gfn - slot.base_gfn);
+        Ok(())
     }
 }

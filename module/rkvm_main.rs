@@ -29,6 +29,7 @@ mod emulate;
 mod fd;
 mod ffi;
 mod guest_state;
+mod iobus;
 mod memory;
 mod mmu;
 mod stats;

@@ -388,3 +388,47 @@ impl Drop for FpuGuard {
         unsafe { ffi::rkvm_kernel_fpu_end() }
     }
 }
+
+/// A counted reference to an eventfd's context (`struct eventfd_ctx`), as
+/// `KVM_IOEVENTFD` holds one: the eventfd stays alive while the reference
+/// does, even after userspace closed its fd. The kernel crate has no
+/// eventfd abstraction; these are the raw bindings of `<linux/eventfd.h>`.
+pub(crate) struct EventFd(NonNull<bindings::eventfd_ctx>);
+
+// SAFETY: an eventfd context is reference-counted and signalled under its
+// own lock: usable and droppable from any thread.
+unsafe impl Send for EventFd {}
+// SAFETY: `&EventFd` only signals (locked inside the kernel) or compares
+// the pointer.
+unsafe impl Sync for EventFd {}
+
+impl EventFd {
+    /// The eventfd behind the caller's fd `fd`: `EBADF` if it is not open,
+    /// `EINVAL` if it is not an eventfd (`eventfd_ctx_fdget()`).
+    pub(crate) fn from_fd(fd: i32) -> Result<Self> {
+        // SAFETY: looks `fd` up in the current task's fd table; any value is
+        // acceptable, errors come back as an ERR_PTR.
+        let ctx = unsafe { bindings::eventfd_ctx_fdget(fd) };
+        let ctx = kernel::error::from_err_ptr(ctx)?;
+        NonNull::new(ctx).map(EventFd).ok_or(EINVAL)
+    }
+
+    /// Adds 1 to the counter and wakes its readers (`eventfd_signal()`).
+    pub(crate) fn signal(&self) {
+        // SAFETY: our reference keeps the context alive; signalling takes
+        // the context's own lock and may be done in process context.
+        unsafe { bindings::eventfd_signal_mask(self.0.as_ptr(), 0) }
+    }
+
+    /// Whether both are references to the same eventfd.
+    pub(crate) fn same(&self, other: &EventFd) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        // SAFETY: the reference `from_fd` took, dropped once here.
+        unsafe { bindings::eventfd_ctx_put(self.0.as_ptr()) }
+    }
+}

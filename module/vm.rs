@@ -28,12 +28,20 @@ use crate::{
         self,
         FdOps, //
     },
+    iobus::IoBuses,
     memory::GuestMemory,
     mmu::{
         Mmu,
         MmuStats, //
     },
-    pure::memslot::Region,
+    pure::{
+        iobus::{
+            self as iobus_rules,
+            BusKind,
+            Zone, //
+        },
+        memslot::Region, //
+    },
     stats::StatsFile,
     stats::VcpuStats,
     sys::{
@@ -83,6 +91,10 @@ pub(crate) struct Vm {
     hw: backend::Hardware,
     /// kvmclock.
     clock: VmClock,
+    /// Ioeventfds, coalesced zones and the coalesced ring. Taken inside
+    /// the MMU lock by a vCPU's MMIO exit, never the other way round.
+    #[pin]
+    io: Mutex<IoBuses>,
 }
 
 impl Vm {
@@ -100,6 +112,7 @@ impl Vm {
         // Shadow paging only where the backend has it (not on VMX).
         let shadow = !crate::module_parameters::tdp.value() && hw.supports_shadow();
         let mmu_stats = mmu.stats.clone();
+        let io = IoBuses::new()?;
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 mm,
@@ -112,6 +125,7 @@ impl Vm {
                 }),
                 hw,
                 clock: VmClock::new(),
+                io <- new_mutex!(io),
             }),
             GFP_KERNEL,
         )?;
@@ -148,6 +162,58 @@ impl Vm {
     /// a fault on a guest physical address.
     pub(crate) fn with_mmu<R>(&self, f: impl FnOnce(&mut Mmu) -> R) -> R {
         f(&mut self.mmu.lock())
+    }
+
+    /// A guest write of `len` bytes of `data` at `addr` (a port on the PIO
+    /// bus): whether an ioeventfd or a coalesced zone took it, so that the
+    /// guest goes on without an exit.
+    pub(crate) fn io_write(&self, bus: BusKind, addr: u64, len: u8, data: [u8; 8]) -> bool {
+        self.io.lock().write(bus, addr, len, data)
+    }
+
+    /// Runs `f` on the coalesced ring page (for the vCPU mmap).
+    pub(crate) fn with_coalesced_ring<R>(&self, f: impl FnOnce(&kernel::page::Page) -> R) -> R {
+        f(self.io.lock().ring())
+    }
+
+    /// `KVM_IOEVENTFD` (`kvm_ioeventfd()`): the argument is read (EFAULT);
+    /// a deassign looks up the eventfd (EBADF, or EINVAL for another kind
+    /// of file) and removes the one ioeventfd that matches (ENOENT), its
+    /// other fields unchecked; an assign checks length, range and flags
+    /// (EINVAL) before the eventfd, then collisions (EEXIST), then room on
+    /// the bus (ENOSPC: 1000 devices, ioeventfds not counted, so only a
+    /// bus full of coalesced zones refuses one).
+    fn ioeventfd(&self, arg: usize) -> Result<isize> {
+        let req: uapi::kvm_ioeventfd = abi::read_arg(arg)?;
+        let ev = iobus_rules::ioeventfd_from(req.flags, req.addr, req.len, req.datamatch);
+        if req.flags & iobus_rules::IOEVENTFD_FLAG_DEASSIGN != 0 {
+            let fd = sys::EventFd::from_fd(req.fd)?;
+            self.io.lock().deassign(&ev, &fd)?;
+            return Ok(0);
+        }
+        if !iobus_rules::assign_valid(req.flags, req.addr, req.len) {
+            return Err(EINVAL);
+        }
+        let fd = sys::EventFd::from_fd(req.fd)?;
+        self.io.lock().assign(ev, fd)?;
+        Ok(0)
+    }
+
+    /// `KVM_REGISTER_COALESCED_MMIO` and (`register` false)
+    /// `KVM_UNREGISTER_COALESCED_MMIO`: `pio` 0 or 1 (else EINVAL), no other
+    /// check; unregistering removes every zone of that kind holding the
+    /// range and is never an error.
+    fn coalesced_mmio(&self, arg: usize, register: bool) -> Result<isize> {
+        let (addr, size, pio) = abi::read_zone(arg)?;
+        let pio = iobus_rules::zone_pio(pio).ok_or(EINVAL)?;
+        let zone = Zone { addr, size, pio };
+        let mut io = self.io.lock();
+        if register {
+            io.register_zone(zone)?;
+        } else {
+            io.unregister_zone(&zone);
+        }
+        Ok(0)
     }
 
     /// EIO unless the caller runs in the VM owner's mm.
@@ -314,6 +380,9 @@ impl FdOps for Vm {
             abi::vm::GET_DIRTY_LOG => this.get_dirty_log(arg),
             abi::vm::GET_STATS_FD => StatsFile::create(this.mmu_stats.clone(), None),
             abi::vm::ENABLE_CAP => this.enable_cap(arg),
+            abi::vm::IOEVENTFD => this.ioeventfd(arg),
+            abi::vm::REGISTER_COALESCED_MMIO => this.coalesced_mmio(arg, true),
+            abi::vm::UNREGISTER_COALESCED_MMIO => this.coalesced_mmio(arg, false),
             // Neither SVM nor VMX with unrestricted guest needs the real-mode
             // TSS that VMX without it uses: accepted and ignored, as KVM
             // does on AMD.

@@ -94,6 +94,13 @@ pub(crate) mod vm {
     pub(crate) const IRQ_LINE_STATUS: u32 = super::kvm_iowr::<uapi::kvm_irq_level>(0x67);
     /// `KVM_SET_GSI_ROUTING`: `_IOW(KVMIO, 0x6a, struct kvm_irq_routing)`.
     pub(crate) const SET_GSI_ROUTING: u32 = kvm_iow::<uapi::kvm_irq_routing>(0x6a);
+    /// `KVM_IOEVENTFD`: `_IOW(KVMIO, 0x79, struct kvm_ioeventfd)`.
+    pub(crate) const IOEVENTFD: u32 = kvm_iow::<uapi::kvm_ioeventfd>(0x79);
+    /// `KVM_REGISTER_COALESCED_MMIO`: `_IOW(KVMIO, 0x67, struct kvm_coalesced_mmio_zone)`.
+    pub(crate) const REGISTER_COALESCED_MMIO: u32 = kvm_iow::<uapi::kvm_coalesced_mmio_zone>(0x67);
+    /// `KVM_UNREGISTER_COALESCED_MMIO`: `_IOW(KVMIO, 0x68, struct kvm_coalesced_mmio_zone)`.
+    pub(crate) const UNREGISTER_COALESCED_MMIO: u32 =
+        kvm_iow::<uapi::kvm_coalesced_mmio_zone>(0x68);
 }
 
 /// Requests on a vCPU fd.
@@ -165,6 +172,10 @@ pub(crate) mod vcpu {
     pub(crate) const SET_XCRS: u32 = kvm_iow::<uapi::kvm_xcrs>(0xa7);
     /// `KVM_GET_XSAVE2`: `_IOR(KVMIO, 0xcf, struct kvm_xsave)`.
     pub(crate) const GET_XSAVE2: u32 = kvm_ior::<uapi::kvm_xsave>(0xcf);
+    /// `KVM_GET_NESTED_STATE`: `_IOWR(KVMIO, 0xbe, struct kvm_nested_state)`.
+    pub(crate) const GET_NESTED_STATE: u32 = super::kvm_iowr::<uapi::kvm_nested_state>(0xbe);
+    /// `KVM_SET_NESTED_STATE`: `_IOW(KVMIO, 0xbf, struct kvm_nested_state)`.
+    pub(crate) const SET_NESTED_STATE: u32 = kvm_iow::<uapi::kvm_nested_state>(0xbf);
 }
 
 /// Most vCPUs per VM (`KVM_CAP_NR_VCPUS`, `KVM_CAP_MAX_VCPUS`).
@@ -173,10 +184,20 @@ pub(crate) const MAX_VCPUS: u32 = 64;
 pub(crate) const MAX_VCPU_ID: u32 = 64;
 /// Interrupt vectors (`KVM_NR_INTERRUPTS`).
 pub(crate) const NR_INTERRUPTS: u32 = 256;
-/// Pages of the vCPU mmap: `struct kvm_run`, then the PIO data page.
-pub(crate) const VCPU_MMAP_PAGES: usize = 2;
+/// Pages of the vCPU mmap: `struct kvm_run`, the PIO data page, then the
+/// VM's coalesced MMIO ring.
+pub(crate) const VCPU_MMAP_PAGES: usize = 3;
 /// Page offset of the PIO data page in the vCPU mmap (`KVM_PIO_PAGE_OFFSET`).
 pub(crate) const PIO_PAGE_OFFSET: usize = uapi::KVM_PIO_PAGE_OFFSET as usize;
+/// Page offset of the coalesced MMIO ring in the vCPU mmap
+/// (`KVM_COALESCED_MMIO_PAGE_OFFSET`: 2 on x86, after the PIO page), also
+/// the value of `KVM_CAP_COALESCED_MMIO`.
+pub(crate) const COALESCED_MMIO_PAGE_OFFSET: usize = uapi::KVM_COALESCED_MMIO_PAGE_OFFSET as usize;
+
+const _: () = {
+    assert!(PIO_PAGE_OFFSET == 1 && COALESCED_MMIO_PAGE_OFFSET == 2);
+    assert!(VCPU_MMAP_PAGES == COALESCED_MMIO_PAGE_OFFSET + 1);
+};
 
 // SAFETY: these uapi structs are plain integers (and arrays and structs of
 // them) with no implicit padding: every byte pattern is a valid value, and
@@ -242,6 +263,8 @@ unsafe impl AsBytes for uapi::kvm_mp_state {}
 unsafe impl FromBytes for uapi::kvm_xcrs {}
 // SAFETY: as above.
 unsafe impl AsBytes for uapi::kvm_xcrs {}
+// SAFETY: as above (`pad[36]` is explicit: 64 bytes).
+unsafe impl FromBytes for uapi::kvm_ioeventfd {}
 // SAFETY: as above (`kvm_segment` and `kvm_dtable` carry explicit padding fields).
 unsafe impl FromBytes for uapi::kvm_sregs {}
 // SAFETY: as above.
@@ -276,7 +299,48 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_debugregs>() == 128);
     assert!(core::mem::size_of::<uapi::kvm_xsave>() == crate::pure::xsave::KVM_XSAVE_SIZE);
     assert!(core::mem::size_of::<uapi::kvm_xcrs>() == 392);
+    assert!(core::mem::size_of::<uapi::kvm_ioeventfd>() == 64);
+    // The header `pure::nested` reads and writes as bytes.
+    assert!(core::mem::size_of::<uapi::kvm_nested_state>() == crate::pure::nested::HEADER_SIZE);
+    assert!(core::mem::offset_of!(uapi::kvm_nested_state, size) == 4);
+    assert!(crate::pure::nested::GIF_SET as u32 == uapi::KVM_STATE_NESTED_GIF_SET);
+    assert!(crate::pure::nested::FORMAT_SVM as u32 == uapi::KVM_STATE_NESTED_FORMAT_SVM);
+    assert!(crate::pure::nested::VMCB_SIZE == uapi::KVM_STATE_NESTED_SVM_VMCB_SIZE);
+    // Read as two u64 (`read_zone`): `addr`, then `size` and `pio`.
+    assert!(core::mem::size_of::<uapi::kvm_coalesced_mmio_zone>() == 16);
+    assert!(core::mem::offset_of!(uapi::kvm_coalesced_mmio_zone, size) == 8);
+    // The ring's layout `pure::iobus` writes.
+    assert!(
+        core::mem::size_of::<uapi::kvm_coalesced_mmio>()
+            == crate::pure::iobus::COALESCED_ENTRY_SIZE
+    );
+    assert!(
+        core::mem::size_of::<uapi::kvm_coalesced_mmio_ring>()
+            == crate::pure::iobus::COALESCED_RING_HEADER
+    );
+    assert!(core::mem::offset_of!(uapi::kvm_coalesced_mmio, data) == 16);
+    // `<linux/kvm.h>` numbers the flags (its masks are macros over an enum).
+    assert!(
+        crate::pure::iobus::IOEVENTFD_VALID_FLAGS == (1 << uapi::kvm_ioeventfd_flag_nr_max) - 1
+    );
+    assert!(
+        crate::pure::iobus::IOEVENTFD_FLAG_DATAMATCH == 1 << uapi::kvm_ioeventfd_flag_nr_datamatch
+    );
+    assert!(crate::pure::iobus::IOEVENTFD_FLAG_PIO == 1 << uapi::kvm_ioeventfd_flag_nr_pio);
+    assert!(
+        crate::pure::iobus::IOEVENTFD_FLAG_DEASSIGN == 1 << uapi::kvm_ioeventfd_flag_nr_deassign
+    );
+    assert!(
+        crate::pure::iobus::IOEVENTFD_FLAG_VIRTIO_CCW_NOTIFY
+            == 1 << uapi::kvm_ioeventfd_flag_nr_virtio_ccw_notify
+    );
 };
+
+/// A `struct kvm_coalesced_mmio_zone` from user memory (EFAULT).
+pub(crate) fn read_zone(arg: usize) -> Result<(u64, u32, u32)> {
+    let [addr, rest]: [u64; 2] = read_arg(arg)?;
+    Ok((addr, rest as u32, (rest >> 32) as u32))
+}
 
 /// `KVM_GET_MSR_INDEX_LIST`: `nmsrs` is always written back (so userspace
 /// can probe with 0), then E2BIG if the list does not fit.
@@ -471,6 +535,16 @@ const CAPABILITIES: &[(u32, i32)] = &[
     // KVM_GET/SET_XSAVE work with or without XSAVE on the host (an FXSAVE
     // image then), as in KVM.
     (uapi::KVM_CAP_XSAVE, 1),
+    (uapi::KVM_CAP_IOEVENTFD, 1),
+    // Length 0: any write at the address, MMIO (x86's NO_LENGTH) and PIO
+    // alike (ANY_LENGTH), as KVM.
+    (uapi::KVM_CAP_IOEVENTFD_NO_LENGTH, 1),
+    (uapi::KVM_CAP_IOEVENTFD_ANY_LENGTH, 1),
+    (
+        uapi::KVM_CAP_COALESCED_MMIO,
+        COALESCED_MMIO_PAGE_OFFSET as i32,
+    ),
+    (uapi::KVM_CAP_COALESCED_PIO, 1),
 ];
 
 /// Entries of a GSI routing table (`KVM_MAX_IRQ_ROUTES`, the value of
@@ -535,8 +609,26 @@ pub(crate) fn check_extension(cap: usize) -> i32 {
     if cap == uapi::KVM_CAP_XSAVE2 as usize {
         return crate::guest_state::host_xsave().cap_xsave2() as i32;
     }
+    // The largest nested state, in the format of the backend's vendor (as
+    // kvm_amd and kvm_intel answer with their nested support on).
+    if cap == uapi::KVM_CAP_NESTED_STATE as usize {
+        return nested_format().map_or(0, |f| crate::pure::nested::max_size(f) as i32);
+    }
     CAPABILITIES
         .iter()
         .find(|&&(nr, _)| nr as usize == cap)
         .map_or(0, |&(_, value)| value)
+}
+
+/// The `KVM_GET/SET_NESTED_STATE` format: that of the KVM of the backend's
+/// vendor (`None` without a backend).
+pub(crate) fn nested_format() -> Option<crate::pure::nested::Format> {
+    use crate::{
+        backend::Vendor,
+        pure::nested::Format, //
+    };
+    crate::backend::usable().map(|v| match v {
+        Vendor::Svm => Format::Svm,
+        Vendor::Vmx => Format::Vmx,
+    })
 }

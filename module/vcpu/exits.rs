@@ -33,6 +33,7 @@ use crate::{
             PortIo,
             V86Op, //
         },
+        iobus::BusKind,
         paging::GuestPhys,
         shadow::Flush,
         walk::Access,
@@ -144,6 +145,14 @@ impl Vcpu {
             port, input, size, ..
         } = io;
         self.stats.inc(VcpuStat::IoExits);
+        // An OUT an ioeventfd or a coalesced PIO zone takes: done, no exit.
+        if !input {
+            let data = st.arch.gpr(gpr::RAX).to_le_bytes();
+            if self.vm.io_write(BusKind::Pio, u64::from(port), size, data) {
+                st.arch.set_rip(next_rip);
+                return Next::Reenter;
+            }
+        }
         let arch = &st.arch;
         if !input {
             let data = arch.gpr(gpr::RAX).to_le_bytes();
@@ -657,6 +666,11 @@ impl Vcpu {
         self.stats.inc(VcpuStat::MmioExits);
         self.stats.inc(VcpuStat::InsnEmulation);
         match emulate::start(mem, &mut *st.arch, write) {
+            // An ioeventfd or a coalesced zone takes it: the store is done
+            // (RIP is past it), the guest goes on.
+            Some(Mmio::Write { data, len }) if self.vm.io_write(BusKind::Mmio, gpa, len, data) => {
+                return Next::Reenter
+            }
             Some(Mmio::Write { data, len }) => run.set_mmio(gpa, data, len, true),
             Some(Mmio::Read(load)) => {
                 run.set_mmio(gpa, [0; 8], load.len, false);

@@ -139,6 +139,8 @@ impl Vcpu {
                 Ok(0)
             }
             abi::vcpu::X86_SET_MCE => self.set_mce(arg),
+            abi::vcpu::GET_NESTED_STATE => self.get_nested_state(arg),
+            abi::vcpu::SET_NESTED_STATE => self.set_nested_state(arg),
             abi::vcpu::TRANSLATE => self.translate(arg),
             abi::vcpu::GET_VCPU_EVENTS => self.get(arg, vcpu_events),
             abi::vcpu::SET_VCPU_EVENTS => self.set_vcpu_events(arg),
@@ -157,6 +159,45 @@ impl Vcpu {
             abi::vm::GET_STATS_FD => StatsFile::create(self.stats.clone(), Some(self.id)),
             // kvm_arch_vcpu_ioctl(): an unknown vCPU request is EINVAL.
             _ => Err(EINVAL),
+        }
+    }
+
+    /// `KVM_GET_NESTED_STATE` (`kvm_arch_vcpu_ioctl()` and the vendor's
+    /// `get_nested_state()`): the `size` userspace offers is read (EFAULT);
+    /// below the 128-byte header, the size needed is written back and the
+    /// answer is E2BIG; else the header (`pure::nested::get_header`) is
+    /// written (EFAULT). There is never any data after it.
+    fn get_nested_state(&self, arg: usize) -> Result<isize> {
+        use crate::pure::nested;
+        let format = abi::nested_format().ok_or(EINVAL)?;
+        let size_field = arg.wrapping_add(core::mem::offset_of!(uapi::kvm_nested_state, size));
+        let size: u32 = abi::read_arg(size_field)?;
+        let needed = nested::HEADER_SIZE as u32;
+        if size < needed {
+            abi::write_arg(size_field, &needed)?;
+            return Err(E2BIG);
+        }
+        let header = nested::get_header(format, self.state.lock().gif);
+        abi::write_arg(arg, &header)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_NESTED_STATE`: the header is read whole (EFAULT), then
+    /// checked as KVM does (`pure::nested::set_outcome`: every refusal is
+    /// EINVAL); SVM's GIF is the only state it sets.
+    fn set_nested_state(&self, arg: usize) -> Result<isize> {
+        let format = abi::nested_format().ok_or(EINVAL)?;
+        let header: [u8; crate::pure::nested::HEADER_SIZE] = abi::read_arg(arg)?;
+        let mut st = self.state.lock();
+        let svme = st.arch.sregs().efer & x86::efer::SVME != 0;
+        match crate::pure::nested::set_outcome(format, &header, svme) {
+            None => Err(EINVAL),
+            Some(gif) => {
+                if let Some(gif) = gif {
+                    st.gif = gif;
+                }
+                Ok(0)
+            }
         }
     }
 

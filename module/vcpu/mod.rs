@@ -107,6 +107,10 @@ struct VcpuState {
     /// A shutdown the next entry reports instead of entering (KVM's
     /// `KVM_REQ_TRIPLE_FAULT`: a machine check during a machine check).
     shutdown_pending: bool,
+    /// SVM's global interrupt flag, as `KVM_SET_NESTED_STATE` may clear it
+    /// (the guest, without SVM, cannot set it again): while clear, no
+    /// interrupt or NMI is injected, as with KVM. Always set on VMX.
+    gif: bool,
 }
 
 impl VcpuState {
@@ -139,7 +143,7 @@ impl VcpuState {
 
     /// `kvm_vcpu_ready_for_interrupt_injection()` with a userspace irqchip.
     fn ready_for_interrupt(&self) -> bool {
-        self.pending_irq.is_none() && self.arch.interrupt_allowed()
+        self.gif && self.pending_irq.is_none() && self.arch.interrupt_allowed()
     }
 
     /// `KVM_GUESTDBG_SINGLESTEP` is on.
@@ -215,6 +219,7 @@ impl Vcpu {
                     clock_generation: 0,
                     nmi_pending: 0,
                     shutdown_pending: false,
+                    gif: true,
                 }),
             }),
             GFP_KERNEL,
@@ -252,7 +257,8 @@ impl FdOps for Vcpu {
         this.handle_ioctl(cmd, arg)
     }
 
-    /// Page 0 is `struct kvm_run`, page 1 the PIO data.
+    /// Page 0 is `struct kvm_run`, page 1 the PIO data, page 2 the VM's
+    /// coalesced MMIO ring (`KVM_COALESCED_MMIO_PAGE_OFFSET`).
     fn mmap(this: ArcBorrow<'_, Self>, vma: &VmaNew) -> Result {
         let pgoff = sys::vma_pgoff(vma);
         let pages = (vma.end() - vma.start()) / PAGE_SIZE;
@@ -264,12 +270,14 @@ impl FdOps for Vcpu {
         }
         let vma = vma.set_mixedmap();
         for i in 0..pages {
-            let page = if pgoff + i == 0 {
-                &this.run_page
-            } else {
-                &this.pio_page
-            };
-            vma.vm_insert_page(vma.start() + i * PAGE_SIZE, page)?;
+            let addr = vma.start() + i * PAGE_SIZE;
+            match pgoff + i {
+                0 => vma.vm_insert_page(addr, &this.run_page)?,
+                abi::PIO_PAGE_OFFSET => vma.vm_insert_page(addr, &this.pio_page)?,
+                _ => this
+                    .vm
+                    .with_coalesced_ring(|ring| vma.vm_insert_page(addr, ring))?,
+            }
         }
         Ok(())
     }

@@ -104,17 +104,17 @@ impl Vcpu {
                 return Ok(0);
             }
             // An NMI before an interrupt: it has the higher priority.
-            if st.nmi_pending > 0 && st.arch.nmi_allowed() {
+            if st.nmi_pending > 0 && st.gif && st.arch.nmi_allowed() {
                 st.arch.inject_nmi();
                 st.nmi_pending -= 1;
                 self.stats.inc(VcpuStat::NmiInjections);
             }
-            st.arch.set_nmi_window(st.nmi_pending > 0);
+            st.arch.set_nmi_window(st.nmi_pending > 0 && st.gif);
             self.update_clock(st);
             // What userspace queued is injected at this entry: KVM treats a
             // KVM_INTERRUPT vector as already accepted (userspace asks only
             // when ready_for_interrupt_injection says so).
-            if let Some(vector) = st.pending_irq {
+            if let Some(vector) = st.pending_irq.filter(|_| st.gif) {
                 if st.arch.inject_interrupt(vector) {
                     st.pending_irq = None;
                     self.stats.inc(VcpuStat::IrqInjections);
@@ -129,7 +129,7 @@ impl Vcpu {
             }
             // While userspace waits for a window, ask the hardware for an exit
             // when it opens.
-            let want_window = run.request_interrupt_window() && !st.ready_for_interrupt();
+            let want_window = st.gif && run.request_interrupt_window() && !st.ready_for_interrupt();
             st.arch.set_irq_window(want_window);
             let entered = sys::ktime_ns();
             self.stats

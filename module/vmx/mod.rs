@@ -938,9 +938,22 @@ impl ArchVcpu for VmxVcpu {
             self.state.rflags |= x86::RFLAGS_TF;
             self.tf_added = true;
         }
+        // Entered without blocking by NMI and without an NMI to deliver:
+        // the exit cannot rightly report the blocking (only an NMI's
+        // delivery sets it). Bochs 2.7 does: it never clears its own
+        // virtual-NMI blocking at VM entry, so an entry with the blocking
+        // (a masked NMI from KVM_SET_VCPU_EVENTS, in any VM) leaves it on
+        // for every later entry on that CPU until some guest's IRET (Bochs
+        // bug SF #1456, fixed after 2.7). rkvm then waited forever for an
+        // NMI window (state_test's nmi, after vcpu_events, under Bochs).
+        let nmi_free = self.state.interruptibility & INTERRUPTIBILITY_NMI == 0
+            && !(self.event.0.valid() && self.event.0.kind() == IntrInfo::TYPE_NMI);
         let fpu = FpuGuard::begin();
         let result = fpu.guest_irqs_off(|| self.enter(root, tlb_epoch, &fpu));
         drop(fpu);
+        if result.is_ok() && nmi_free {
+            self.state.interruptibility &= !INTERRUPTIBILITY_NMI;
+        }
         if self.tf_added {
             self.state.rflags &= !x86::RFLAGS_TF;
             // rkvm reports each step itself (a #DB exit, or an instruction
