@@ -1274,10 +1274,15 @@ impl ArchVcpu for VmxVcpu {
         match info.kind() {
             IntrInfo::TYPE_EXT_INTR => Some(Injection::Interrupt(info.vector())),
             IntrInfo::TYPE_NMI => Some(Injection::Nmi),
-            IntrInfo::TYPE_HW_EXCEPTION => Some(Injection::Exception {
-                vector: info.vector(),
-                error: info.has_error().then_some(error),
-            }),
+            // A software exception is a #BP or #OF queued by
+            // KVM_GUESTDBG_INJECT_BP (or re-delivered after an exit): an
+            // exception to KVM_GET_VCPU_EVENTS and INJECT_BP's EBUSY too.
+            IntrInfo::TYPE_HW_EXCEPTION | IntrInfo::TYPE_SW_EXCEPTION => {
+                Some(Injection::Exception {
+                    vector: info.vector(),
+                    error: info.has_error().then_some(error),
+                })
+            }
             _ => None,
         }
     }
