@@ -170,6 +170,36 @@ static void set_debug(struct __test_metadata *_metadata, struct vm *vm,
 }
 
 /*
+ * For a long-mode debug guest with a handler of its own: a GDT (0x08 64-bit
+ * code, 0x10 data), CS from it, and an IDT whose entry `vector` is a 64-bit
+ * interrupt gate to `handler`.
+ */
+static void set_idt_gate(struct __test_metadata *_metadata, struct vm *vm,
+			 unsigned int vector, uint64_t handler)
+{
+	struct kvm_segment code = {
+		.base = 0, .limit = 0xffffffff, .selector = 8, .type = 0xb,
+		.present = 1, .s = 1, .l = 1, .g = 1,
+	};
+	uint64_t *gdt = (uint64_t *)(vm->mem + DBG_GDT);
+	uint64_t *idt = (uint64_t *)(vm->mem + DBG_IDT);
+	struct kvm_sregs sregs;
+
+	gdt[1] = 0x00209b0000000000ULL;			/* 0x08: 64-bit code */
+	gdt[2] = 0x0000930000000000ULL;			/* 0x10: data */
+	idt[2 * vector] = (handler & 0xffff) | (8ULL << 16) | (0x8eULL << 40) |
+			  ((handler >> 16 & 0xffff) << 48);
+	idt[2 * vector + 1] = handler >> 32;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
+	sregs.cs = code;
+	sregs.gdt.base = DBG_GDT;
+	sregs.gdt.limit = 3 * 8 - 1;
+	sregs.idt.base = DBG_IDT;
+	sregs.idt.limit = 256 * 16 - 1;
+	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_SREGS, &sregs));
+}
+
+/*
  * KVM_GUESTDBG_USE_SW_BP: the INT3 is a KVM_EXIT_DEBUG with exception 3 and
  * its own address; the guest never sees it (it has no IDT: a #BP delivered
  * to it would end in a triple fault). The debugger steps past it.
@@ -229,34 +259,14 @@ extern const uint8_t inject_bp_handler[];
 
 TEST_F(vcpu, inject_bp)
 {
-	struct kvm_segment code = {
-		.base = 0, .limit = 0xffffffff, .selector = 8, .type = 0xb,
-		.present = 1, .s = 1, .l = 1, .g = 1,
-	};
-	uint64_t handler = DBG_AT(inject_bp_code, inject_bp_handler);
-	uint64_t *gdt = (uint64_t *)(self->vm.mem + DBG_GDT);
-	uint64_t *idt = (uint64_t *)(self->vm.mem + DBG_IDT);
 	struct vm *vm = &self->vm;
 	struct kvm_guest_debug dbg = {
 		.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP | KVM_GUESTDBG_INJECT_BP,
 	};
-	struct kvm_sregs sregs;
 
 	LOAD_GUEST_CODE(vm->mem, DBG_CODE, inject_bp_code);
 	ASSERT_EQ(0, vm_long_mode(vm, DBG_CODE));
-	gdt[1] = 0x00209b0000000000ULL;			/* 0x08: 64-bit code */
-	gdt[2] = 0x0000930000000000ULL;			/* 0x10: data */
-	/* IDT[3]: a 64-bit interrupt gate to the handler, selector 8. */
-	idt[6] = (handler & 0xffff) | (8ULL << 16) | (0x8eULL << 40) |
-		 ((handler >> 16 & 0xffff) << 48);
-	idt[7] = handler >> 32;
-	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
-	sregs.cs = code;
-	sregs.gdt.base = DBG_GDT;
-	sregs.gdt.limit = 3 * 8 - 1;
-	sregs.idt.base = DBG_IDT;
-	sregs.idt.limit = 256 * 16 - 1;
-	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_SREGS, &sregs));
+	set_idt_gate(_metadata, vm, 3, DBG_AT(inject_bp_code, inject_bp_handler));
 
 	set_debug(_metadata, vm, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP, NULL);
 	ASSERT_EQ(0, vm_run(vm));
@@ -440,35 +450,15 @@ extern const uint8_t own_bp_handler[];
 
 TEST_F(vcpu, guest_own_breakpoints)
 {
-	struct kvm_segment code = {
-		.base = 0, .limit = 0xffffffff, .selector = 8, .type = 0xb,
-		.present = 1, .s = 1, .l = 1, .g = 1,
-	};
-	uint64_t handler = DBG_AT(own_bp_code, own_bp_handler);
-	uint64_t *gdt = (uint64_t *)(self->vm.mem + DBG_GDT);
-	uint64_t *idt = (uint64_t *)(self->vm.mem + DBG_IDT);
 	struct vm *vm = &self->vm;
 	struct kvm_debugregs dregs;
-	struct kvm_sregs sregs;
 	const uint16_t ports[] = { 0x11, 0x12, 0x11, 0x13 };
 	const uint32_t trap[] = { 1, 0, 2, 0 };
 	unsigned int i;
 
 	LOAD_GUEST_CODE(vm->mem, DBG_CODE, own_bp_code);
 	ASSERT_EQ(0, vm_long_mode(vm, DBG_CODE));
-	gdt[1] = 0x00209b0000000000ULL;			/* 0x08: 64-bit code */
-	gdt[2] = 0x0000930000000000ULL;			/* 0x10: data */
-	/* IDT[1]: a 64-bit interrupt gate to the handler, selector 8. */
-	idt[2] = (handler & 0xffff) | (8ULL << 16) | (0x8eULL << 40) |
-		 ((handler >> 16 & 0xffff) << 48);
-	idt[3] = handler >> 32;
-	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_GET_SREGS, &sregs));
-	sregs.cs = code;
-	sregs.gdt.base = DBG_GDT;
-	sregs.gdt.limit = 3 * 8 - 1;
-	sregs.idt.base = DBG_IDT;
-	sregs.idt.limit = 256 * 16 - 1;
-	ASSERT_EQ(0, ioctl(vm->vcpu, KVM_SET_SREGS, &sregs));
+	set_idt_gate(_metadata, vm, 1, DBG_AT(own_bp_code, own_bp_handler));
 
 	for (i = 0; i < 4; i++) {
 		ASSERT_EQ(0, vm_run(vm));
