@@ -296,7 +296,9 @@ pub fn decode_pages(tag: &Tag, bytes: &[u8], mem: &mut [u8]) -> Result<(), Forma
         let page = d.bytes(PAGE)?;
         let at = usize::try_from(gpa)
             .ok()
-            .filter(|&at| at % PAGE == 0 && at + PAGE <= mem.len())
+            .filter(|&at| {
+                at % PAGE == 0 && at.checked_add(PAGE).is_some_and(|end| end <= mem.len())
+            })
             .ok_or_else(|| {
                 bad(
                     tag,
@@ -399,5 +401,12 @@ mod tests {
         assert_eq!(back, mem);
         let mut small = vec![0u8; 2 * PAGE];
         assert!(decode_pages(b"MEM ", &enc, &mut small).is_err());
+        // A page address near the top of the address space is refused, not
+        // wrapped around.
+        let mut far = Enc::default();
+        far.u64(4 * PAGE as u64)
+            .u64(!(PAGE as u64 - 1))
+            .bytes(&[1; PAGE]);
+        assert!(decode_pages(b"MEM ", &far.0, &mut back).is_err());
     }
 }
