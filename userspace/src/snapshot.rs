@@ -269,45 +269,55 @@ impl<'a> Dec<'a> {
 /// each as its guest physical address and its 4 KiB.
 pub const PAGE: usize = 4096;
 
-pub fn encode_pages(mem: &[u8]) -> Vec<u8> {
+/// Guest memory of `size` bytes (a whole number of pages), read a page at
+/// a time by `read` (its guest physical address, the buffer to fill).
+pub fn encode_pages<E>(
+    size: u64,
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
     let mut out = Enc::default();
-    out.u64(mem.len() as u64);
-    for (i, page) in mem.chunks(PAGE).enumerate() {
+    out.u64(size);
+    let mut page = [0u8; PAGE];
+    for gpa in (0..size).step_by(PAGE) {
+        read(gpa, &mut page)?;
         if page.iter().any(|&b| b != 0) {
-            out.u64((i * PAGE) as u64).bytes(page);
+            out.u64(gpa).bytes(&page);
         }
     }
-    out.0
+    Ok(out.0)
 }
 
-/// Fills `mem` (zeroed by the caller) from what [`encode_pages`] wrote;
-/// the memory sizes must agree.
-pub fn decode_pages(tag: &Tag, bytes: &[u8], mem: &mut [u8]) -> Result<(), FormatError> {
+/// The pages [`encode_pages`] wrote, each with its guest physical address,
+/// for guest memory of `size` bytes (the size saved must be the same);
+/// a page outside it is an error. The pages not listed are all zero.
+pub fn decode_pages<'a>(
+    tag: &Tag,
+    bytes: &'a [u8],
+    size: u64,
+) -> Result<Vec<(u64, &'a [u8])>, FormatError> {
     let mut d = Dec::new(bytes, tag_name(tag));
-    let size = d.u64()?;
-    if size != mem.len() as u64 {
+    let saved = d.u64()?;
+    if saved != size {
         return Err(bad(
             tag,
-            format!("{size} bytes of guest memory, the VM has {}", mem.len()),
+            format!("{saved} bytes of guest memory, the VM has {size}"),
         ));
     }
+    let mut pages = Vec::new();
     while !d.is_empty() {
         let gpa = d.u64()?;
         let page = d.bytes(PAGE)?;
-        let at = usize::try_from(gpa)
-            .ok()
-            .filter(|&at| {
-                at % PAGE == 0 && at.checked_add(PAGE).is_some_and(|end| end <= mem.len())
-            })
-            .ok_or_else(|| {
-                bad(
-                    tag,
-                    format!("page at {gpa:#x} is outside the guest's memory"),
-                )
-            })?;
-        mem[at..at + PAGE].copy_from_slice(page);
+        let inside =
+            gpa % PAGE as u64 == 0 && gpa.checked_add(PAGE as u64).is_some_and(|end| end <= size);
+        if !inside {
+            return Err(bad(
+                tag,
+                format!("page at {gpa:#x} is outside the guest's memory"),
+            ));
+        }
+        pages.push((gpa, page));
     }
-    Ok(())
+    Ok(pages)
 }
 
 #[cfg(test)]
@@ -394,19 +404,26 @@ mod tests {
         let mut mem = vec![0u8; 4 * PAGE];
         mem[PAGE + 5] = 9;
         mem[3 * PAGE] = 1;
-        let enc = encode_pages(&mem);
+        let read = |gpa: u64, buf: &mut [u8]| -> Result<(), ()> {
+            let at = gpa as usize;
+            buf.copy_from_slice(&mem[at..at + PAGE]);
+            Ok(())
+        };
+        let enc = encode_pages(mem.len() as u64, read).unwrap();
         assert_eq!(enc.len(), 8 + 2 * (8 + PAGE));
         let mut back = vec![0u8; 4 * PAGE];
-        decode_pages(b"MEM ", &enc, &mut back).unwrap();
+        for (gpa, page) in decode_pages(b"MEM ", &enc, back.len() as u64).unwrap() {
+            back[gpa as usize..gpa as usize + PAGE].copy_from_slice(page);
+        }
         assert_eq!(back, mem);
-        let mut small = vec![0u8; 2 * PAGE];
-        assert!(decode_pages(b"MEM ", &enc, &mut small).is_err());
+        assert!(decode_pages(b"MEM ", &enc, 2 * PAGE as u64).is_err());
+        assert_eq!(encode_pages(mem.len() as u64, |_, _| Err(7)), Err(7));
         // A page address near the top of the address space is refused, not
         // wrapped around.
         let mut far = Enc::default();
         far.u64(4 * PAGE as u64)
             .u64(!(PAGE as u64 - 1))
             .bytes(&[1; PAGE]);
-        assert!(decode_pages(b"MEM ", &far.0, &mut back).is_err());
+        assert!(decode_pages(b"MEM ", &far.0, 4 * PAGE as u64).is_err());
     }
 }

@@ -41,7 +41,7 @@ use kvm_bindings::{
     KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_SHADOW,
 };
 use kvm_ioctls::Cap;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress};
 use zerocopy::IntoBytes;
 
 use super::board::{now_ns, Board};
@@ -85,7 +85,11 @@ pub fn save(path: &Path, vm: &mut Vm, board: &Board) -> Result<usize> {
         .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
         .map_err(Error::ioctl("KVM_GET_CPUID2"))?;
     w.section(CPUID, cpuid.as_slice().as_bytes());
-    w.section(MEM, &snapshot::encode_pages(memory(vm)?));
+    let mem = snapshot::encode_pages(vm.mem_size, |gpa, page| {
+        vm.mem.read_slice(page, GuestAddress(gpa))
+    })
+    .map_err(Error::guest_memory("saving guest memory"))?;
+    w.section(MEM, &mem);
     let regs = vcpu.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))?;
     w.section(REGS, regs.as_bytes());
     if xsave_usable(vm) {
@@ -184,7 +188,13 @@ impl Snapshot {
     pub fn restore(&self, vm: &mut Vm, board: &mut Board) -> Result<Vec<u32>> {
         let r = self.reader()?;
         let e = |e| self.error(e);
-        snapshot::decode_pages(MEM, r.get(MEM).map_err(e)?, memory_mut(vm)?).map_err(e)?;
+        for (gpa, page) in
+            snapshot::decode_pages(MEM, r.get(MEM).map_err(e)?, vm.mem_size).map_err(e)?
+        {
+            vm.mem
+                .write_slice(page, GuestAddress(gpa))
+                .map_err(Error::guest_memory("restoring guest memory"))?;
+        }
         let vcpu = &vm.vcpu;
 
         let entries: Vec<kvm_cpuid_entry2> = r.get_structs(CPUID).map_err(e)?;
@@ -264,39 +274,6 @@ impl Snapshot {
         device(I8042, &mut |d| board.i8042.borrow_mut().restore(d))?;
         Ok(skipped)
     }
-}
-
-/// Guest memory (one region from guest physical 0): where it is mapped
-/// here, and its length.
-fn guest_ram(vm: &Vm) -> Result<(*mut u8, usize)> {
-    let region = vm
-        .mem
-        .find_region(GuestAddress(0))
-        .ok_or(Error::GuestMemory {
-            what: "finding guest memory",
-            source: vm_memory::GuestMemoryError::InvalidGuestAddress(GuestAddress(0)),
-        })?;
-    let host = region
-        .get_host_address(vm_memory::MemoryRegionAddress(0))
-        .map_err(Error::guest_memory("finding guest memory"))?;
-    Ok((host, region.len() as usize))
-}
-
-/// Guest memory, to save.
-fn memory(vm: &Vm) -> Result<&[u8]> {
-    let (host, len) = guest_ram(vm)?;
-    // SAFETY: the region maps `len` bytes at `host` for as long as `vm`
-    // lives, which the slice's lifetime is bound to. The vCPU is stopped
-    // (the run loop returned), so the guest does not write it meanwhile.
-    Ok(unsafe { std::slice::from_raw_parts(host, len) })
-}
-
-/// Guest memory, to restore into.
-fn memory_mut(vm: &mut Vm) -> Result<&mut [u8]> {
-    let (host, len) = guest_ram(vm)?;
-    // SAFETY: as in `memory`; `vm` is borrowed mutably for the slice's
-    // lifetime, so no other slice of it exists, and the vCPU has not run.
-    Ok(unsafe { std::slice::from_raw_parts_mut(host, len) })
 }
 
 /// KVM_GET/SET_XSAVE with the 4 KiB struct: offered, and enough for the
