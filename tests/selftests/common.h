@@ -42,6 +42,20 @@ static inline bool host_is_intel(void)
 	return ebx == 0x756e6547 && edx == 0x49656e69 && ecx == 0x6c65746e;	/* GenuineIntel */
 }
 
+/* The test VM is QEMU's (TCG, AMD SVM), from the firmware's DMI vendor. */
+static inline bool under_qemu(void)
+{
+	char vendor[16] = "";
+	int fd = open("/sys/class/dmi/id/sys_vendor", O_RDONLY);
+
+	if (fd < 0)
+		return false;
+	if (read(fd, vendor, sizeof(vendor) - 1) < 0)
+		vendor[0] = 0;
+	close(fd);
+	return strncmp(vendor, "QEMU", 4) == 0;
+}
+
 /* A call that must fail with errno `err`. */
 #define EXPECT_ERRNO(err, call) do {					\
 	errno = 0;							\
