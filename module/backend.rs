@@ -21,11 +21,11 @@ use crate::{
         DebugRegs,
         GuestFpu, //
     },
+    mmu::Entry,
     pure::{
         decode::PortIo,
         paging::{
             GuestPhys,
-            HostPhys,
             TdpFormat, //
         },
         shadow::GuestPaging, //
@@ -195,6 +195,9 @@ pub(crate) enum Exit {
         /// The VMCS field whose VMWRITE failed; 0 for the other failures.
         detail: u64,
     },
+    /// The entry was abandoned before guest mode: the VM's mappings
+    /// changed since it was prepared (`mmu::EntryGate::enter`).
+    Cancelled,
     /// The guest state was lost: the VMCB held the host's state (see
     /// `svm::host_state_in_vmcb`), found before entry or after an exit.
     StateLost,
@@ -272,11 +275,13 @@ pub(crate) const SHADOW_STI: u8 = 2;
 
 /// One vCPU's hardware state.
 pub(crate) trait ArchVcpu: Send {
-    /// Enters guest mode once, with `root` as the nested page table (or,
-    /// with shadow paging, the shadow page table). `tlb_epoch` changes
-    /// whenever a mapping was removed or changed, so that translations
-    /// cached under the old table are not used.
-    fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit;
+    /// Enters guest mode once, with `entry.root` as the nested page table
+    /// (or, with shadow paging, the shadow page table). `entry.tlb_epoch`
+    /// changes whenever a mapping was removed or changed, so that
+    /// translations cached under the old table are not used. With
+    /// interrupts off, just before the entry, `entry.gate.enter()` must
+    /// succeed and its guard live until the exit (else `Exit::Cancelled`).
+    fn run(&mut self, entry: Entry<'_>) -> Exit;
     /// Puts the vCPU in its RESET state.
     fn reset(&mut self);
 

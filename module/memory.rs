@@ -116,6 +116,20 @@ pub(crate) enum Backing {
     Mmio,
 }
 
+/// A slot taken out of the VM by `KVM_SET_USER_MEMORY_REGION` (or nothing):
+/// its pages stay pinned until this is dropped, which the MMU does only
+/// when no vCPU can reach them any more (`mmu::Unmapped`).
+pub(crate) struct RetiredSlot {
+    /// Held only to be dropped (unpinned) at the right time.
+    _slot: Option<SlotMem>,
+}
+
+impl RetiredSlot {
+    pub(crate) fn none() -> Self {
+        RetiredSlot { _slot: None }
+    }
+}
+
 impl GuestMemory {
     pub(crate) fn new() -> Self {
         GuestMemory {
@@ -124,9 +138,10 @@ impl GuestMemory {
         }
     }
 
-    /// Applies `KVM_SET_USER_MEMORY_REGION`. Returns whether mappings may have
-    /// changed (so the MMU must drop what it built from the old slots).
-    pub(crate) fn set_region(&mut self, region: &Region) -> Result<bool> {
+    /// Applies `KVM_SET_USER_MEMORY_REGION`. Returns, if mappings may have
+    /// changed (so the MMU must drop what it built from the old slots), the
+    /// slot it deleted, if any, for the MMU to free.
+    pub(crate) fn set_region(&mut self, region: &Region) -> Result<Option<RetiredSlot>> {
         let valid_flags = memslot::MEM_READONLY | memslot::MEM_LOG_DIRTY_PAGES;
         let change = memslot::plan(region, valid_flags, &self.infos, sys::access_ok).map_err(
             |r| match r {
@@ -135,7 +150,7 @@ impl GuestMemory {
             },
         )?;
         match change {
-            Change::Unchanged => Ok(false),
+            Change::Unchanged => Ok(None),
             Change::FlagsOnly { id, flags } => {
                 // Dirty logging turned on or off: pages must be write-protected
                 // again (or may now be mapped writable), so mappings change.
@@ -144,7 +159,7 @@ impl GuestMemory {
                 let mem = &mut self.slots[i];
                 mem.slot.flags = flags;
                 mem.dirty = dirty_bitmap(&mem.slot)?;
-                Ok(true)
+                Ok(Some(RetiredSlot::none()))
             }
             Change::Create(slot) => {
                 let npages = usize::try_from(slot.npages).map_err(|_| EINVAL)?;
@@ -156,21 +171,21 @@ impl GuestMemory {
                 self.slots
                     .push(SlotMem { slot, pages, dirty }, GFP_KERNEL)?;
                 self.infos.push(slot, GFP_KERNEL)?;
-                Ok(true)
+                Ok(Some(RetiredSlot::none()))
             }
             Change::Delete(id) => {
                 let i = self.index(id).ok_or(EINVAL)?;
-                // Dropping the slot unpins its pages: the caller has already
-                // made sure no vCPU runs (the MMU lock) and will zap the NPT.
-                drop(self.slots.remove(i).map_err(|_| EINVAL)?);
+                // Its pages stay pinned until vCPUs in guest mode can no
+                // longer reach them: the MMU drops it (`mmu::Unmapped`).
                 self.infos.remove(i).map_err(|_| EINVAL)?;
-                Ok(true)
+                let slot = self.slots.remove(i).map_err(|_| EINVAL)?;
+                Ok(Some(RetiredSlot { _slot: Some(slot) }))
             }
             Change::Move { id, base_gfn } => {
                 let i = self.index(id).ok_or(EINVAL)?;
                 self.slots[i].slot.base_gfn = base_gfn;
                 self.infos[i].base_gfn = base_gfn;
-                Ok(true)
+                Ok(Some(RetiredSlot::none()))
             }
         }
     }

@@ -31,6 +31,7 @@ use crate::{
     iobus::IoBuses,
     memory::GuestMemory,
     mmu::{
+        EntryGate,
         Mmu,
         MmuStats, //
     },
@@ -40,7 +41,8 @@ use crate::{
             BusKind,
             Zone, //
         },
-        memslot::Region, //
+        memslot::Region,
+        paging::HostPhys, //
     },
     stats::StatsFile,
     stats::VcpuStats,
@@ -76,10 +78,15 @@ pub(crate) struct Vm {
     /// other mm fail with EIO, as in KVM (guest memory addresses are only
     /// meaningful in this mm).
     mm: OwnerMm,
-    /// Memory slots and nested page tables. A vCPU holds this lock while it
-    /// runs the guest, so slot changes wait for running vCPUs to exit.
+    /// Memory slots and nested page tables. vCPUs take it to handle a fault
+    /// or reach guest memory, not to run the guest: they enter in parallel
+    /// with its changes through `gate`.
     #[pin]
     mmu: Mutex<Mmu>,
+    /// How vCPUs enter guest mode in parallel with mapping changes.
+    gate: Arc<EntryGate>,
+    /// The root of the nested page table, fixed for the VM's life.
+    tdp_root: HostPhys,
     /// The MMU's statistics, readable without the MMU lock.
     mmu_stats: Arc<MmuStats>,
     /// `rkvm-<pid>-<fd>/` in debugfs, set once the fd exists.
@@ -112,11 +119,15 @@ impl Vm {
         // Shadow paging only where the backend has it (not on VMX).
         let shadow = !crate::module_parameters::tdp.value() && hw.supports_shadow();
         let mmu_stats = mmu.stats.clone();
+        let gate = mmu.gate();
+        let tdp_root = mmu.root();
         let io = IoBuses::new()?;
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 mm,
                 mmu <- new_mutex!(mmu),
+                gate,
+                tdp_root,
                 mmu_stats,
                 debugfs <- new_mutex!(None),
                 vcpus <- new_mutex!(Vcpus {
@@ -157,9 +168,21 @@ impl Vm {
         f(&self.mmu.lock().memory)
     }
 
-    /// Runs `f` with the MMU locked until it returns: a vCPU's entry into
-    /// the guest and its return (the nested or shadow page table in use),
-    /// a fault on a guest physical address.
+    /// What a vCPU needs to enter guest mode without the MMU lock: the
+    /// entry gate and the nested page table's root.
+    pub(crate) fn entry_gate(&self) -> (&EntryGate, HostPhys) {
+        (&self.gate, self.tdp_root)
+    }
+
+    /// Runs `f` with the MMU lock held but not used: the mappings cannot
+    /// change (nor the entry gate's epoch move) until it returns.
+    pub(crate) fn with_mappings_held<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _held = self.mmu.lock();
+        f()
+    }
+
+    /// Runs `f` with the MMU locked until it returns: a fault on a guest
+    /// physical address.
     pub(crate) fn with_mmu<R>(&self, f: impl FnOnce(&mut Mmu) -> R) -> R {
         f(&mut self.mmu.lock())
     }
@@ -299,7 +322,10 @@ impl Vm {
         if as_id != 0 || u32::from(id) >= crate::pure::memslot::USER_MEM_SLOTS {
             return Err(EINVAL);
         }
-        let bitmap = self.mmu.lock().take_dirty_log(id)?;
+        let (bitmap, unmapped) = self.mmu.lock().take_dirty_log(id)?;
+        // No vCPU keeps a writable translation of a page the bitmap does
+        // not show as written (a vCPU in guest mode is made to exit).
+        drop(unmapped);
         // SAFETY: reading the `u64` view of the union (`dirty_bitmap` and
         // `padding2` share it), which every bit pattern is valid for.
         let dest = unsafe { log.__bindgen_anon_1.padding2 } as usize;
@@ -327,7 +353,10 @@ impl Vm {
             memory_size: r.memory_size,
             userspace_addr: r.userspace_addr,
         };
-        self.mmu.lock().set_region(&region)?;
+        let unmapped = self.mmu.lock().set_region(&region)?;
+        // Once no vCPU can reach the old translations (a vCPU in guest mode
+        // is made to exit), the tables and the deleted slot's pages go.
+        drop(unmapped);
         Ok(0)
     }
 

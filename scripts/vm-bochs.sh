@@ -171,7 +171,7 @@ display_library: term
 romimage: file=$BIOS
 vgaromimage: file=$VGABIOS
 megs: 1024
-cpu: model=corei7_haswell_4770, count=1, ips=$ips, reset_on_triple_fault=1, ignore_bad_msrs=1
+cpu: model=corei7_haswell_4770, count=${RKVM_BOCHS_CPUS:-1}, ips=$ips, reset_on_triple_fault=1, ignore_bad_msrs=1
 clock: sync=none, time0=local
 pci: enabled=1, chipset=i440fx
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14

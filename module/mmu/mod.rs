@@ -19,7 +19,12 @@
 pub(crate) mod shadow;
 pub(crate) mod tdp;
 
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{
+    fence,
+    AtomicU64,
+    AtomicUsize,
+    Ordering, //
+};
 
 use kernel::{
     prelude::*,
@@ -29,7 +34,8 @@ use kernel::{
 use crate::{
     memory::{
         Backing,
-        GuestMemory, //
+        GuestMemory,
+        RetiredSlot, //
     },
     pure::{
         memslot::Region,
@@ -43,7 +49,10 @@ use crate::{
             GuestPaging, //
         }, //
     },
-    sys::PageBox, //
+    sys::{
+        self,
+        PageBox, //
+    }, //
 };
 
 use shadow::{
@@ -70,15 +79,30 @@ impl VcpuMmu {
         })
     }
 
-    /// The root of the table to enter the guest with, and the TLB epoch
-    /// (see `ArchVcpu::run`), for a guest whose paging registers are `paging`.
-    pub(crate) fn entry(&mut self, vm: &Mmu, paging: &GuestPaging) -> (HostPhys, u64) {
-        match self {
-            VcpuMmu::Tdp => (vm.root(), vm.tlb_epoch()),
+    /// What to enter the guest with, for a guest whose paging registers are
+    /// `paging`: the root of the VM's nested page table (`tdp_root`) or of
+    /// this vCPU's shadow page table, and the TLB epochs (see [`Entry`]).
+    /// Needs no MMU lock: the nested root never changes, and the shadow
+    /// table is this vCPU's.
+    pub(crate) fn entry<'a>(
+        &mut self,
+        gate: &'a EntryGate,
+        tdp_root: HostPhys,
+        paging: &GuestPaging,
+    ) -> Entry<'a> {
+        let vm_epoch = gate.epoch();
+        let (root, tlb_epoch) = match self {
+            VcpuMmu::Tdp => (tdp_root, vm_epoch),
             VcpuMmu::Shadow(shadow) => {
-                let root = shadow.prepare(paging, vm.tlb_epoch());
-                (root, vm.tlb_epoch().wrapping_add(shadow.generation()))
+                let root = shadow.prepare(paging, vm_epoch);
+                (root, vm_epoch.wrapping_add(shadow.generation()))
             }
+        };
+        Entry {
+            root,
+            tlb_epoch,
+            gate,
+            vm_epoch,
         }
     }
 
@@ -123,9 +147,16 @@ impl VcpuMmu {
 /// A page table: a page of 512 entries, which borrow from it.
 ///
 /// The processor reads the entries (and sets accessed and dirty bits in
-/// them) only while a vCPU runs on the table, and a vCPU does not run while
-/// the table's owner is borrowed (the MMU lock for `Tdp`, the vCPU's state
-/// lock for `Shadow`).
+/// them) while a vCPU runs on the table. A shadow table is its vCPU's and
+/// changes only while that vCPU is out of guest mode (its state lock). The
+/// nested page table is shared by the VM's vCPUs, which run in parallel
+/// with its changes (made under the MMU lock): while vCPUs may run, an
+/// entry only goes from not present to present, or to a translation that
+/// keeps every old one valid (a 2 MiB leaf split into the same 4 KiB ones,
+/// a read-only leaf made writable), and a new table is filled before an
+/// entry points to it. Translations are removed only by emptying the root,
+/// and the tables below it are freed only after every vCPU has left guest
+/// mode ([`Unmapped`], [`EntryGate::wait_for_guests`]).
 struct Table(PageBox<[u64; 512]>);
 
 impl Table {
@@ -159,8 +190,11 @@ impl Table {
 struct TableTree {
     root: Table,
     /// Sorted by physical address.
-    below: KVec<(u64, usize, Table)>,
+    below: KVec<TableEntry>,
 }
+
+/// A table below a root: its physical address, its tag, the table.
+type TableEntry = (u64, usize, Table);
 
 impl TableTree {
     fn new(root: Table) -> Self {
@@ -241,6 +275,12 @@ impl TableTree {
     fn clear(&mut self) {
         self.below.clear();
     }
+
+    /// Takes every table below the root out of the tree, for the caller to
+    /// free when the processor can no longer walk them.
+    fn take_below(&mut self) -> KVec<TableEntry> {
+        core::mem::take(&mut self.below)
+    }
 }
 
 /// The VM statistics the MMU keeps (KVM's names): the leaves mapped now, by
@@ -256,8 +296,8 @@ pub(crate) struct Mmu {
     pub(crate) memory: GuestMemory,
     tdp: tdp::Tdp,
     pub(crate) stats: Arc<MmuStats>,
-    /// Counts the times mappings were removed (see `ArchVcpu::run`).
-    tlb_epoch: u64,
+    /// Counts the times mappings were removed; shared with the vCPUs.
+    gate: Arc<EntryGate>,
 }
 
 /// What a guest access to an unmapped guest physical address turned out to be.
@@ -281,13 +321,13 @@ impl Mmu {
             memory: GuestMemory::new(),
             tdp: tdp::Tdp::new(format, stats.clone())?,
             stats,
-            tlb_epoch: 0,
+            gate: Arc::new(EntryGate::new(), GFP_KERNEL)?,
         })
     }
 
-    /// See `ArchVcpu::run`.
-    pub(crate) fn tlb_epoch(&self) -> u64 {
-        self.tlb_epoch
+    /// The VM's entry gate (for the vCPUs, which enter without the MMU lock).
+    pub(crate) fn gate(&self) -> Arc<EntryGate> {
+        self.gate.clone()
     }
 
     /// Root of the nested page table (nCR3).
@@ -297,11 +337,13 @@ impl Mmu {
 
     /// `KVM_SET_USER_MEMORY_REGION`. Any change that can remove or move a
     /// mapping drops the whole nested page table; it is rebuilt on demand.
-    pub(crate) fn set_region(&mut self, region: &Region) -> Result {
-        if self.memory.set_region(region)? {
-            self.drop_mappings();
-        }
-        Ok(())
+    /// What was unmapped is returned: dropping it (after the MMU lock)
+    /// waits until no vCPU can still use it, then frees it.
+    pub(crate) fn set_region(&mut self, region: &Region) -> Result<Option<Unmapped>> {
+        Ok(self
+            .memory
+            .set_region(region)?
+            .map(|slot| self.drop_mappings(slot)))
     }
 
     /// Handles a nested page fault at `gpa`: one 2 MiB leaf where the
@@ -322,15 +364,128 @@ impl Mmu {
     }
 
     /// `KVM_GET_DIRTY_LOG` for slot `id`: its bitmap, cleared, and its pages
-    /// write-protected again (all mappings are dropped and rebuilt on demand).
-    pub(crate) fn take_dirty_log(&mut self, id: u16) -> Result<KVVec<u64>> {
+    /// write-protected again (all mappings are dropped and rebuilt on
+    /// demand; the writable translations are gone once the returned
+    /// [`Unmapped`] is freed).
+    pub(crate) fn take_dirty_log(&mut self, id: u16) -> Result<(KVVec<u64>, Unmapped)> {
         let bitmap = self.memory.take_dirty_log(id)?;
-        self.drop_mappings();
-        Ok(bitmap)
+        Ok((bitmap, self.drop_mappings(RetiredSlot::none())))
     }
 
-    fn drop_mappings(&mut self) {
-        self.tdp.clear();
-        self.tlb_epoch = self.tlb_epoch.wrapping_add(1);
+    /// Empties the nested page table and moves the TLB epoch on, so that
+    /// each vCPU flushes its translations at its next entry.
+    fn drop_mappings(&mut self, slot: RetiredSlot) -> Unmapped {
+        let tables = self.tdp.clear();
+        self.gate.advance();
+        Unmapped {
+            gate: self.gate.clone(),
+            _tables: tables,
+            _slot: slot,
+        }
     }
+}
+
+/// What an unmapping took out of use, still reachable by a vCPU in guest
+/// mode through its TLB or a walk in progress: the nested tables below the
+/// root and the pages of a deleted slot. Freed by [`Unmapped::free`], after
+/// every vCPU has left guest mode, never by a plain drop while one may run.
+#[must_use = "dropping it waits for the vCPUs in guest mode: drop it after the MMU lock"]
+pub(crate) struct Unmapped {
+    gate: Arc<EntryGate>,
+    _tables: KVec<TableEntry>,
+    _slot: RetiredSlot,
+}
+
+impl Drop for Unmapped {
+    /// Waits until no vCPU can use what was unmapped; the fields, freed
+    /// after this, are then unreachable. Best done without the MMU lock
+    /// (vCPUs may be waiting for it), but safe with it: leaving guest mode
+    /// for the interrupt needs no lock.
+    fn drop(&mut self) {
+        self.gate.wait_for_guests();
+    }
+}
+
+/// How a VM's vCPUs enter guest mode in parallel with changes to its
+/// mappings, without a lock held in guest mode.
+///
+/// Two counters: the epoch, moved on by each unmapping (under the MMU
+/// lock), and the vCPUs in guest mode. A vCPU prepares its entry with the
+/// epoch it read ([`VcpuMmu::entry`]), then, with interrupts off just
+/// before the entry, counts itself in and reads the epoch again
+/// ([`EntryGate::enter`]): if it moved, the entry is abandoned and
+/// prepared again. An unmapper moves the epoch, then reads the count and,
+/// if any vCPU is in guest mode, interrupts every CPU and waits
+/// ([`EntryGate::wait_for_guests`]): an interrupt makes a CPU leave guest
+/// mode before it is handled. Both sides write one counter and then read
+/// the other, sequentially consistent, so at least one sees the other: a
+/// vCPU either enters with the new epoch (and flushes its TLB) or is made
+/// to exit before anything is freed. KVM does the same with `vcpu->mode`,
+/// requests and `kvm_flush_remote_tlbs()`.
+pub(crate) struct EntryGate {
+    epoch: AtomicU64,
+    in_guest: AtomicUsize,
+}
+
+impl EntryGate {
+    fn new() -> Self {
+        EntryGate {
+            epoch: AtomicU64::new(0),
+            in_guest: AtomicUsize::new(0),
+        }
+    }
+
+    /// The current epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn advance(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts a vCPU in guest mode, if the epoch is still `prepared`
+    /// (`None`: it moved; prepare the entry again). Called with interrupts
+    /// off, just before the entry; the vCPU counts as in guest mode until
+    /// the guard is dropped, after the exit.
+    pub(crate) fn enter(&self, prepared: u64) -> Option<InGuest<'_>> {
+        self.in_guest.fetch_add(1, Ordering::SeqCst);
+        let guard = InGuest(self);
+        (self.epoch.load(Ordering::SeqCst) == prepared).then_some(guard)
+    }
+
+    /// Returns once every vCPU that was in guest mode when the epoch last
+    /// moved has left it.
+    pub(crate) fn wait_for_guests(&self) {
+        fence(Ordering::SeqCst);
+        if self.in_guest.load(Ordering::SeqCst) != 0 {
+            // Nothing to do on each CPU: receiving the interrupt is the
+            // point (a VM exit), and `on_each_cpu` waits for every CPU.
+            sys::on_each_cpu(|(): &()| {}, &());
+        }
+    }
+}
+
+/// A vCPU counted in guest mode by [`EntryGate::enter`].
+pub(crate) struct InGuest<'a>(&'a EntryGate);
+
+impl Drop for InGuest<'_> {
+    fn drop(&mut self) {
+        self.0.in_guest.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a vCPU enters guest mode with ([`VcpuMmu::entry`]).
+pub(crate) struct Entry<'a> {
+    /// The nested page table's root, or with shadow paging the shadow
+    /// table's (the guest's CR3 as the processor sees it).
+    pub(crate) root: HostPhys,
+    /// Changes whenever translations the vCPU's TLB may hold were removed
+    /// or changed, so that the backend flushes them before the entry.
+    pub(crate) tlb_epoch: u64,
+    /// The VM's entry gate, passed with interrupts off just before the
+    /// entry (`EntryGate::enter`) with `vm_epoch`.
+    pub(crate) gate: &'a EntryGate,
+    /// The VM's epoch the entry was prepared in.
+    pub(crate) vm_epoch: u64,
 }

@@ -6,7 +6,10 @@
 //! 2 MiB leaves where the memory behind a 2 MiB-aligned guest range is one
 //! aligned, contiguous host range.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{
+    fence,
+    Ordering, //
+};
 
 use kernel::{
     prelude::*,
@@ -16,6 +19,7 @@ use kernel::{
 use super::{
     MmuStats,
     Table,
+    TableEntry,
     TableTree, //
 };
 use crate::pure::paging::{
@@ -76,6 +80,9 @@ impl Tdp {
                 .pages_4k
                 .fetch_add(PAGES_PER_LARGE, Ordering::Relaxed);
         }
+        // The table is complete before a processor walking in parallel (a
+        // vCPU of this VM in guest mode) can reach it.
+        fence(Ordering::Release);
         *self.tree.entry_mut(table, index)? = self.format.table(pa).0;
         Ok(pa)
     }
@@ -112,11 +119,13 @@ impl Tdp {
         Ok(true)
     }
 
-    /// Unmaps everything (the root stays, empty).
-    pub(crate) fn clear(&mut self) {
+    /// Unmaps everything (the root stays, empty). Returns the tables that
+    /// were below the root: vCPUs in guest mode may still walk them until
+    /// they leave it (see `Unmapped`).
+    pub(super) fn clear(&mut self) -> KVec<TableEntry> {
         self.tree.root.entries_mut().fill(0);
-        self.tree.clear();
         self.stats.pages_4k.store(0, Ordering::Relaxed);
         self.stats.pages_2m.store(0, Ordering::Relaxed);
+        self.tree.take_below()
     }
 }

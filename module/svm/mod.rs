@@ -44,6 +44,7 @@ use crate::{
         DebugRegs,
         GuestFpu, //
     },
+    mmu::Entry,
     pure::{
         debug::{
             self,
@@ -54,7 +55,6 @@ use crate::{
         msr,
         paging::{
             GuestPhys,
-            HostPhys,
             NpfError, //
         },
         shadow::GuestPaging,
@@ -408,7 +408,13 @@ enum SegKind {
 }
 
 impl ArchVcpu for SvmVcpu {
-    fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit {
+    fn run(&mut self, entry: Entry<'_>) -> Exit {
+        let Entry {
+            root,
+            tlb_epoch,
+            gate,
+            vm_epoch,
+        } = entry;
         let vmcb_pa = self.vmcb.phys().0;
         let host_pa = self.host_save.phys().0;
         if self.shadow {
@@ -441,8 +447,11 @@ impl ArchVcpu for SvmVcpu {
         let entered = fpu.guest_irqs_off(|| {
             // A CPU onlined after SVM was enabled has it off: VMRUN would #UD.
             if !hw::enabled_here() {
-                return false;
+                return Err(Exit::NotEntered { detail: 0 });
             }
+            let Some(_in_guest) = gate.enter(vm_epoch) else {
+                return Err(Exit::Cancelled);
+            };
             let cpu = sys::cpu_id();
             self.cpu = cpu as u32;
             let (asid, flush) = self.asids.assign(cpu, &mut self.asid, tlb_epoch);
@@ -467,15 +476,15 @@ impl ArchVcpu for SvmVcpu {
                 unsafe { rkvm_svm_vmrun(vmcb_pa, gprs, host_pa, vmcb, dr7) }
             });
             self.fx.save(&fpu);
-            true
+            Ok(())
         });
         drop(fpu);
         if self.tf_added {
             self.vmcb.save.rflags &= !x86::RFLAGS_TF;
             self.tf_added = false;
         }
-        if !entered {
-            return Exit::NotEntered { detail: 0 };
+        if let Err(not_entered) = entered {
+            return not_entered;
         }
         self.vmcb.control.event_inj = 0;
         self.decode_exit()

@@ -94,6 +94,8 @@ impl Vcpu {
     pub(super) fn handle(&self, st: &mut VcpuState, exit: Exit, run: &RunPage<'_>) -> Result<Next> {
         Ok(match exit {
             Exit::Host => self.handle_host_interrupt(),
+            // Not an exit (the run loop prepares the entry again).
+            Exit::Cancelled => Next::Reenter,
             Exit::Io { io, next_rip } if io.string => self.handle_string_io(st, io, next_rip, run),
             Exit::Io { io, next_rip } => self.handle_io(st, io, next_rip, run),
             Exit::Hlt => self.handle_hlt(st, run),

@@ -107,6 +107,9 @@ struct VcpuState {
     /// A shutdown the next entry reports instead of entering (KVM's
     /// `KVM_REQ_TRIPLE_FAULT`: a machine check during a machine check).
     shutdown_pending: bool,
+    /// The last entry was abandoned because the VM's mappings changed
+    /// meanwhile (`mmu::EntryGate`): the next one is made with them held.
+    entry_cancelled: bool,
     /// SVM's global interrupt flag, as `KVM_SET_NESTED_STATE` may clear it
     /// (the guest, without SVM, cannot set it again): while clear, no
     /// interrupt or NMI is injected, as with KVM. Always set on VMX.
@@ -219,6 +222,7 @@ impl Vcpu {
                     clock_generation: 0,
                     nmi_pending: 0,
                     shutdown_pending: false,
+                    entry_cancelled: false,
                     gif: true,
                 }),
             }),

@@ -9,7 +9,10 @@ use kernel::prelude::*;
 
 use crate::{
     abi::uapi,
-    backend::gpr,
+    backend::{
+        gpr,
+        Exit, //
+    },
     pure::{
         decode::{
             self,
@@ -134,10 +137,30 @@ impl Vcpu {
             let entered = sys::ktime_ns();
             self.stats
                 .add(VcpuStat::HostTimeNs, entered.saturating_sub(st.host_since));
-            let exit = self.vm.with_mmu(|mmu| {
-                let (root, tlb_epoch) = st.mmu.entry(mmu, &st.arch.paging());
-                st.arch.run(root, tlb_epoch)
-            });
+            // No MMU lock in guest mode: vCPUs run in parallel with each
+            // other and with changes to the mappings (`mmu::EntryGate`).
+            // After an entry that had to be abandoned, the next one is made
+            // with the mappings held still (the MMU lock, which every
+            // change takes), so that a VMM changing them without pause
+            // cannot keep the vCPU out of the guest.
+            let (gate, tdp_root) = self.vm.entry_gate();
+            let mut enter = || {
+                let entry = st.mmu.entry(gate, tdp_root, &st.arch.paging());
+                st.arch.run(entry)
+            };
+            let exit = if st.entry_cancelled {
+                self.vm.with_mappings_held(enter)
+            } else {
+                enter()
+            };
+            st.entry_cancelled = matches!(exit, Exit::Cancelled);
+            // The mappings changed while the entry was being prepared: it
+            // is prepared again, with what is pending checked again.
+            if st.entry_cancelled {
+                // Host time so far is counted; count on from here.
+                st.host_since = entered;
+                continue;
+            }
             let exited = sys::ktime_ns();
             st.host_since = exited;
             let guest_ns = exited.saturating_sub(entered);

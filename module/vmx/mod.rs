@@ -76,6 +76,7 @@ use crate::{
         DebugRegs,
         GuestFpu, //
     },
+    mmu::Entry,
     pure::{
         debug::{
             BP_VECTOR,
@@ -218,6 +219,8 @@ enum EntryError {
     Write(u32),
     /// VMLAUNCH failed: the VM-instruction error.
     Launch(u32),
+    /// The VM's mappings changed since the entry was prepared.
+    Cancelled,
 }
 
 impl From<OpError> for EntryError {
@@ -326,7 +329,16 @@ impl VmxVcpu {
     }
 
     /// One run, with interrupts off: see the module documentation.
-    fn enter(&mut self, root: HostPhys, tlb_epoch: u64, fpu: &FpuGuard) -> Result<(), EntryError> {
+    fn enter(&mut self, entry: Entry<'_>, fpu: &FpuGuard) -> Result<(), EntryError> {
+        let Entry {
+            root,
+            tlb_epoch,
+            gate,
+            vm_epoch,
+        } = entry;
+        let Some(_in_guest) = gate.enter(vm_epoch) else {
+            return Err(EntryError::Cancelled);
+        };
         let cpu = sys::cpu_id();
         self.cpu = cpu as u32;
         let mut host = HostState::default();
@@ -924,7 +936,7 @@ fn from_kvm_segment(k: &uapi::kvm_segment, seg: Seg) -> Segment {
 }
 
 impl ArchVcpu for VmxVcpu {
-    fn run(&mut self, root: HostPhys, tlb_epoch: u64) -> Exit {
+    fn run(&mut self, entry: Entry<'_>) -> Exit {
         if self.in_v86() {
             let six = [Seg::Cs, Seg::Ss, Seg::Ds, Seg::Es, Seg::Fs, Seg::Gs];
             if six
@@ -949,7 +961,7 @@ impl ArchVcpu for VmxVcpu {
         let nmi_free = self.state.interruptibility & INTERRUPTIBILITY_NMI == 0
             && !(self.event.0.valid() && self.event.0.kind() == IntrInfo::TYPE_NMI);
         let fpu = FpuGuard::begin();
-        let result = fpu.guest_irqs_off(|| self.enter(root, tlb_epoch, &fpu));
+        let result = fpu.guest_irqs_off(|| self.enter(entry, &fpu));
         drop(fpu);
         if result.is_ok() && nmi_free {
             self.state.interruptibility &= !INTERRUPTIBILITY_NMI;
@@ -970,6 +982,7 @@ impl ArchVcpu for VmxVcpu {
                 self.event = (IntrInfo(0), 0, 0);
                 self.decode_exit()
             }
+            Err(EntryError::Cancelled) => Exit::Cancelled,
             Err(EntryError::Op(OpError::Busy)) => {
                 pr_err!("VMX is in use by another hypervisor on CPU {}\n", self.cpu);
                 Exit::NotEntered { detail: 0 }

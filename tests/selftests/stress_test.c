@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "vm.h"
 #include "guest_code.h"
+#include "stats.h"
 
 #define ROUNDS 200
 
@@ -238,6 +239,107 @@ TEST_F(stress, two_vms_four_vcpus)
 		SKIP(return, "a guest OUT ran twice, its RIP advance not taken by VMRUN, with two VMs in guest mode under QEMU TCG (kvm_amd showed it too)");
 }
 
+/*
+ * Two vCPUs of one VM pass a counter at guest physical 0x3000 back and
+ * forth: the vCPU whose parity (DX) the counter has increments it, the
+ * other waits, spinning on memory without an exit. At PING_PONG_HANDOFFS
+ * both output it and halt.
+ */
+#define PING_PONG_HANDOFFS 40000
+#define STR_(x) #x
+#define STR(x) STR_(x)
+GUEST_CODE16(ping_pong_code,
+	"1:	mov 0x3000, %ax\n"
+	"	cmp $" STR(PING_PONG_HANDOFFS) ", %ax\n"
+	"	jae 2f\n"
+	"	mov %ax, %bx\n"
+	"	and $1, %bx\n"
+	"	cmp %dx, %bx\n"
+	"	jne 1b\n"
+	"	inc %ax\n"
+	"	mov %ax, 0x3000\n"
+	"	jmp 1b\n"
+	"2:	out %ax, $0x10\n"
+	"	hlt\n");
+
+struct ping_pong {
+	int vcpu;
+	struct kvm_run *run;
+	int ret;
+	uint16_t out;
+};
+
+static void *ping_pong_thread(void *arg)
+{
+	struct ping_pong *p = arg;
+
+	p->ret = ioctl(p->vcpu, KVM_RUN, 0) ? -errno : 0;
+	if (!p->ret && p->run->exit_reason == KVM_EXIT_IO && p->run->io.port == 0x10)
+		memcpy(&p->out, (uint8_t *)p->run + p->run->io.data_offset, 2);
+	return NULL;
+}
+
+/*
+ * vCPUs of one VM are in guest mode at the same time. Were they
+ * serialized (one in guest mode at a time, as rkvm's were until it entered
+ * without the MMU lock), every handoff of the counter would need an exit of
+ * the vCPU holding it, so at least PING_PONG_HANDOFFS exits in all; in
+ * parallel the exits are only the host's interrupts while it runs. The
+ * bound, half the handoffs, leaves room for a slow or busy host (with
+ * HZ=250 and two vCPUs, 40 s of run time).
+ */
+TEST_F(stress, vcpus_of_one_vm_in_guest_mode_at_once)
+{
+	struct ping_pong p[2];
+	struct stats stats[2];
+	uint64_t before[2], exits = 0;
+	pthread_t threads[2];
+	struct vm vm;
+	int i, r;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		SKIP(return, "one CPU: vCPUs cannot be in guest mode at the same time");
+	r = vm_create(&vm);
+	if (r == -ENODEV && testing_rkvm())
+		SKIP(return, NO_BACKEND);
+	ASSERT_EQ(0, r);
+	LOAD_GUEST_CODE(vm.mem, 0x1000, ping_pong_code);
+	memset(vm.mem + 0x3000, 0, 2);
+	for (i = 0; i < 2; i++) {
+		struct runner unused;
+		struct kvm_regs regs;
+
+		ASSERT_EQ(0, add_vcpu(&vm, i, 0, &unused));
+		p[i].vcpu = unused.vcpu;
+		p[i].run = unused.run;
+		p[i].out = 0;
+		ASSERT_EQ(0, ioctl(p[i].vcpu, KVM_GET_REGS, &regs));
+		regs.rdx = i;
+		ASSERT_EQ(0, ioctl(p[i].vcpu, KVM_SET_REGS, &regs));
+		ASSERT_EQ(0, stats_open(&stats[i], p[i].vcpu));
+		before[i] = stats_value(&stats[i], "exits");
+		ASSERT_NE(~0ULL, before[i]);
+	}
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(0, pthread_create(&threads[i], NULL, ping_pong_thread, &p[i]));
+	for (i = 0; i < 2; i++) {
+		pthread_join(threads[i], NULL);
+		EXPECT_EQ(0, p[i].ret);
+		EXPECT_EQ(KVM_EXIT_IO, p[i].run->exit_reason);
+		EXPECT_EQ(PING_PONG_HANDOFFS, p[i].out);
+		exits += stats_value(&stats[i], "exits") - before[i];
+		stats_close(&stats[i]);
+	}
+	TH_LOG("%d handoffs between two vCPUs with %llu exits in all", PING_PONG_HANDOFFS,
+	       (unsigned long long)exits);
+	EXPECT_LT(exits, PING_PONG_HANDOFFS / 2);
+	for (i = 1; i < 2; i++) {
+		munmap(p[i].run, vm.run_size);
+		close(p[i].vcpu);
+	}
+	vm_destroy(&vm);
+}
+
 struct slot_churn {
 	int vm;
 	volatile int stop;
@@ -273,8 +375,8 @@ static void *churn_slots(void *arg)
 
 /*
  * Memory slots change while a vCPU runs: the vCPU is not disturbed, and the
- * slot changes are not starved (a vCPU holds its VM's memory lock while in
- * guest mode): the vCPU keeps running until a few changes went through.
+ * slot changes are not starved (each one waits for the vCPUs in guest mode
+ * to exit once): the vCPU keeps running until a few changes went through.
  */
 TEST_F(stress, slots_change_under_a_running_vcpu)
 {
@@ -306,6 +408,202 @@ TEST_F(stress, slots_change_under_a_running_vcpu)
 		SKIP(return, "rkvm found a VMCB holding host state (QEMU TCG) and reported it");
 	EXPECT_EQ(1, runner.ok) TH_LOG("%s", runner.why);
 	EXPECT_LE(3, churn.changes) TH_LOG("slot changes: %d (%s)", churn.changes, strerror(churn.err));
+}
+
+/*
+ * Each vCPU keeps a rising count in its own word at guest physical 0x10000
+ * (slot 7, one page): it reads the word, which must hold the count it
+ * wrote last, and writes the next count, until the word at 0x3000 (slot 0)
+ * is set; then it outputs its count to port 0x10. A word that differs (a
+ * write that went missing) goes to port 0x11 with the value read.
+ */
+GUEST_CODE16(slot_touch_code,
+	"	xor %ax, %ax\n"
+	"	mov %ax, %es\n"
+	"	mov $0x1000, %ax\n"
+	"	mov %ax, %ds\n"
+	"	mov %dx, %si\n"
+	"	shl $1, %si\n"
+	"	xor %cx, %cx\n"
+	"1:	mov (%si), %ax\n"
+	"	cmp %ax, %cx\n"
+	"	jne 2f\n"
+	"	inc %cx\n"
+	"	mov %cx, (%si)\n"
+	"	cmpw $0, %es:0x3000\n"
+	"	je 1b\n"
+	"	mov %cx, %ax\n"
+	"	out %ax, $0x10\n"
+	"	hlt\n"
+	"2:	out %ax, $0x11\n"
+	"	hlt\n");
+
+#define SLOT_MOVES 50
+
+struct moving_slot {
+	int vm;
+	pthread_mutex_t lock;
+	uint8_t *mem;
+	volatile int stop;
+	int moves;
+	int err;
+};
+
+static int slot7(struct moving_slot *m, uint64_t size)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = 7, .guest_phys_addr = 0x10000, .memory_size = size,
+		.userspace_addr = (uintptr_t)m->mem,
+	};
+
+	return ioctl(m->vm, KVM_SET_USER_MEMORY_REGION, &r) ? errno : 0;
+}
+
+static void *move_slot(void *arg)
+{
+	struct moving_slot *m = arg;
+
+	while (!m->stop) {
+		uint8_t *fresh;
+
+		pthread_mutex_lock(&m->lock);
+		m->err = slot7(m, 0);
+		/*
+		 * Once the delete has returned, no vCPU writes the old page:
+		 * everything written so far is in it, and is copied.
+		 */
+		fresh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (fresh == MAP_FAILED)
+			m->err = errno;
+		if (!m->err) {
+			memcpy(fresh, m->mem, 4096);
+			munmap(m->mem, 4096);
+			m->mem = fresh;
+		}
+		pthread_mutex_unlock(&m->lock);
+		if (m->err)
+			break;
+		usleep(200);
+		pthread_mutex_lock(&m->lock);
+		m->err = slot7(m, 4096);
+		pthread_mutex_unlock(&m->lock);
+		if (m->err)
+			break;
+		m->moves++;
+		usleep(200);
+	}
+	return NULL;
+}
+
+struct slot_toucher {
+	int vcpu;
+	struct kvm_run *run;
+	struct moving_slot *slot;
+	int ret;
+	uint16_t port, value;
+	int mmio_exits;
+};
+
+static void *touch_slot(void *arg)
+{
+	struct slot_toucher *t = arg;
+	struct kvm_run *run = t->run;
+
+	for (;;) {
+		if (ioctl(t->vcpu, KVM_RUN, 0)) {
+			t->ret = -errno;
+			return NULL;
+		}
+		if (run->exit_reason == KVM_EXIT_MMIO && run->mmio.phys_addr >= 0x10000 &&
+		    run->mmio.phys_addr + run->mmio.len <= 0x11000) {
+			uint64_t offset = run->mmio.phys_addr - 0x10000;
+
+			pthread_mutex_lock(&t->slot->lock);
+			if (run->mmio.is_write)
+				memcpy(t->slot->mem + offset, run->mmio.data, run->mmio.len);
+			else
+				memcpy(run->mmio.data, t->slot->mem + offset, run->mmio.len);
+			pthread_mutex_unlock(&t->slot->lock);
+			t->mmio_exits++;
+			continue;
+		}
+		if (run->exit_reason != KVM_EXIT_IO) {
+			t->ret = -EPROTO;
+			t->port = run->exit_reason;
+			return NULL;
+		}
+		t->port = run->io.port;
+		memcpy(&t->value, (uint8_t *)run + run->io.data_offset, 2);
+		return NULL;
+	}
+}
+
+/*
+ * TLB shootdown racing slot changes: two vCPUs in guest mode write and read
+ * back a page whose slot another thread deletes, moves to new host memory
+ * and adds again, over and over. A write that reached the old page after
+ * the delete returned (a translation the vCPU kept) would be lost in the
+ * copy and read back wrong; a vCPU entering without the new epoch would
+ * reach an unpinned page.
+ */
+TEST_F(stress, slot_moves_under_vcpus_touching_it)
+{
+	struct moving_slot slot = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	struct slot_toucher t[2];
+	pthread_t mover, threads[2];
+	struct vm vm;
+	int i, r, mmio = 0;
+
+	r = vm_create(&vm);
+	if (r == -ENODEV && testing_rkvm())
+		SKIP(return, NO_BACKEND);
+	ASSERT_EQ(0, r);
+	ASSERT_EQ(0, vm_resize_slot0(&vm, 0x10000));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, slot_touch_code);
+	slot.vm = vm.fd;
+	slot.mem = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, slot.mem);
+	ASSERT_EQ(0, slot7(&slot, 4096));
+	for (i = 0; i < 2; i++) {
+		struct runner vcpu;
+		struct kvm_regs regs;
+
+		ASSERT_EQ(0, add_vcpu(&vm, i, 0, &vcpu));
+		ASSERT_EQ(0, ioctl(vcpu.vcpu, KVM_GET_REGS, &regs));
+		regs.rdx = i;
+		ASSERT_EQ(0, ioctl(vcpu.vcpu, KVM_SET_REGS, &regs));
+		t[i] = (struct slot_toucher){ .vcpu = vcpu.vcpu, .run = vcpu.run, .slot = &slot };
+	}
+	ASSERT_EQ(0, pthread_create(&mover, NULL, move_slot, &slot));
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(0, pthread_create(&threads[i], NULL, touch_slot, &t[i]));
+	/*
+	 * SLOT_MOVES moves while the vCPUs run, then they are told to stop.
+	 * A vCPU that stopped early (a wrong read) or a failed move ends it
+	 * sooner; 4 minutes is a hang guard, not a speed limit.
+	 */
+	for (i = 0; i < 2400 && slot.moves < SLOT_MOVES && !slot.err && !t[0].port && !t[1].port; i++)
+		usleep(100000);
+	*(volatile uint16_t *)(vm.mem + 0x3000) = 1;
+	for (i = 0; i < 2; i++)
+		pthread_join(threads[i], NULL);
+	slot.stop = 1;
+	pthread_join(mover, NULL);
+	for (i = 0; i < 2; i++) {
+		EXPECT_EQ(0, t[i].ret) TH_LOG("vCPU %d: %s (exit %u)", i, strerror(-t[i].ret), t[i].port);
+		EXPECT_EQ(0x10, t[i].port) TH_LOG("vCPU %d found %u where it wrote more", i, t[i].value);
+		mmio += t[i].mmio_exits;
+	}
+	EXPECT_EQ(0, slot.err) TH_LOG("%s", strerror(slot.err));
+	TH_LOG("slot moved %d times; the vCPUs counted to %u and %u, %d accesses while it was away (MMIO exits)",
+	       slot.moves, t[0].value, t[1].value, mmio);
+	EXPECT_LE(SLOT_MOVES, slot.moves);
+	for (i = 1; i < 2; i++) {
+		munmap(t[i].run, vm.run_size);
+		close(t[i].vcpu);
+	}
+	munmap(slot.mem, 4096);
+	vm_destroy(&vm);
 }
 
 /*
