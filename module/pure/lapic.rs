@@ -434,7 +434,7 @@ impl TimerMode {
 /// The APIC's mode, from `IA32_APIC_BASE` EN and EXTD.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// EN=0: no APIC; its MMIO is ordinary memory, its MSRs #GP.
+    /// EN=0: no APIC; its MMIO page reads all ones, its MSRs #GP.
     Disabled,
     /// EN=1, EXTD=0: registers in the MMIO page.
     XApic,
@@ -684,9 +684,9 @@ impl Lapic {
     }
 
     /// Changes the configuration (after `KVM_SET_CPUID2` or
-    /// `KVM_X86_SETUP_MCE`): the version register follows, a CMCI entry that
-    /// appears is masked, and a timer mode the CPUID no longer allows stops
-    /// the timer (the returned effect).
+    /// `KVM_X86_SETUP_MCE`; the vCPU id stays): the version register
+    /// follows, a CMCI entry that appears is masked, and a timer mode the
+    /// CPUID no longer allows stops the timer (the returned effect).
     pub fn set_config(&mut self, config: Config) -> Effect {
         let had_cmci = self.config.cmci;
         self.config = config;
@@ -1604,8 +1604,10 @@ impl Lapic {
     /// period for a periodic timer whose count reads 0; none for a one-shot
     /// one, where KVM would fire it once more), the current count register
     /// reads back as computed, the TSC deadline is kept unless the timer
-    /// mode changed into or out of TSC-deadline mode. Returns what the
-    /// glue's timer must do.
+    /// mode changed into or out of TSC-deadline mode (KVM also clears the
+    /// initial count then, losing a restored one-shot or periodic count).
+    /// Returns what the glue's timer must do; the glue also recomputes its
+    /// routing (ID, LDR, DFR, SVR may all have changed).
     pub fn set_state(
         &mut self,
         state: &[u8; STATE_SIZE],
