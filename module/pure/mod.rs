@@ -13,6 +13,7 @@ pub mod decode;
 pub mod iobus;
 pub mod ioctl;
 pub mod kvmclock;
+pub mod lapic;
 pub mod memslot;
 pub mod msr;
 pub mod nested;
