@@ -14,6 +14,7 @@ pub mod iobus;
 pub mod ioctl;
 pub mod kvmclock;
 pub mod memslot;
+pub mod msi;
 pub mod msr;
 pub mod nested;
 pub mod paging;
