@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod cpuid;
 pub mod debug;
 pub mod decode;
+pub mod ioapic;
 pub mod iobus;
 pub mod ioctl;
 pub mod kvmclock;
