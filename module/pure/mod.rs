@@ -13,6 +13,7 @@ pub mod decode;
 pub mod ioapic;
 pub mod iobus;
 pub mod ioctl;
+pub mod irq_routing;
 pub mod kvmclock;
 pub mod memslot;
 pub mod msi;
