@@ -166,12 +166,17 @@ rm -rf "$work/iso"
 # 3.1 s, 50M 3.5 s, 100M 4.3 s (LZ4 kernel). Bochs itself runs about 70
 # MIPS here, so at 50M guest time passes a little faster than host time.
 # (ips itself is read and checked with the arguments, above.)
+# Two processors (Debian's Bochs is built with SMP support; it runs them in
+# turns on one host thread, a few instructions each): the VMX backend's
+# vCPUs then really run side by side in the test VM, with IPIs between its
+# CPUs (stress_test). RKVM_BOCHS_CPUS=1 for one.
+cpus=${RKVM_BOCHS_CPUS:-2}
 cat >"$work/bochsrc" <<EOF
 display_library: term
 romimage: file=$BIOS
 vgaromimage: file=$VGABIOS
 megs: 1024
-cpu: model=corei7_haswell_4770, count=${RKVM_BOCHS_CPUS:-1}, ips=$ips, reset_on_triple_fault=1, ignore_bad_msrs=1
+cpu: model=corei7_haswell_4770, count=$cpus, ips=$ips, reset_on_triple_fault=1, ignore_bad_msrs=1
 clock: sync=none, time0=local
 pci: enabled=1, chipset=i440fx
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
