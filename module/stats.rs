@@ -37,11 +37,15 @@ use crate::{
 };
 
 /// The VM statistics rkvm keeps, under KVM's names and types.
-const VM_STATS: [Desc; 3] = [
+const VM_STATS: [Desc; 5] = [
     // Leaves of the nested page table now, by size (KVM: kvm_vm_stat.pages).
     Desc::instant("pages_4k"),
     Desc::instant("pages_2m"),
     Desc::instant("pages_1g"),
+    // Unmappings that vCPUs must not outlive, and those that interrupted
+    // vCPUs in guest mode (KVM: kvm_vm_stat_generic).
+    Desc::counter("remote_tlb_flush_requests"),
+    Desc::counter("remote_tlb_flush"),
 ];
 
 /// Copies bytes `pos..` of the statistics file to `out`; returns how many.
@@ -198,6 +202,8 @@ impl StatsSource for MmuStats {
         match i {
             0 => self.pages_4k.load(Relaxed),
             1 => self.pages_2m.load(Relaxed),
+            3 => self.remote_tlb_flush_requests.load(Relaxed),
+            4 => self.remote_tlb_flush.load(Relaxed),
             _ => 0, // pages_1g: rkvm maps no 1 GiB leaves
         }
     }

@@ -9,7 +9,10 @@ use core::ptr::NonNull;
 use kernel::{
     bindings,
     cpu::CpuId,
-    ffi::c_void,
+    ffi::{
+        c_int,
+        c_void, //
+    },
     mm::Mm,
     page::{
         Page,
@@ -100,10 +103,28 @@ pub(crate) unsafe fn phys_to_virt(pa: HostPhys) -> *mut u8 {
 /// Runs `f(data)` on every online CPU (`on_each_cpu()`: in interrupt
 /// context, or with interrupts off on the calling CPU), waiting for all.
 pub(crate) fn on_each_cpu<T: Sync>(f: fn(&T), data: &T) {
+    on_each_cpu_if(|_, _| true, f, data);
+}
+
+/// Runs `f(data)` on every online CPU for which `cond(cpu, data)` holds
+/// (`on_each_cpu_cond()`: `cond` is asked on the calling CPU, `f` runs in
+/// interrupt context there, or with interrupts off on the calling CPU),
+/// waiting for all of them.
+pub(crate) fn on_each_cpu_if<T: Sync>(cond: fn(usize, &T) -> bool, f: fn(&T), data: &T) {
     /// What each CPU is given.
     struct Call<'a, T> {
+        cond: fn(usize, &T) -> bool,
         f: fn(&T),
         data: &'a T,
+    }
+
+    /// # Safety
+    ///
+    /// `info` must point to a live `Call<'_, T>`.
+    unsafe extern "C" fn cond_trampoline<T: Sync>(cpu: c_int, info: *mut c_void) -> bool {
+        // SAFETY: per the contract; only read.
+        let call = unsafe { &*info.cast::<Call<'_, T>>() };
+        usize::try_from(cpu).is_ok_and(|cpu| (call.cond)(cpu, call.data))
     }
 
     /// # Safety
@@ -115,14 +136,14 @@ pub(crate) fn on_each_cpu<T: Sync>(f: fn(&T), data: &T) {
         (call.f)(call.data)
     }
 
-    let call = Call { f, data };
-    // SAFETY: `on_each_cpu()` is this call with no condition and the online
-    // CPUs' mask, a static of the kernel. `call` outlives the call, which
-    // waits for every CPU to finish, and is only read through the pointer
-    // (shared access from several CPUs: `T: Sync`, and `fn` is `Sync`).
+    let call = Call { cond, f, data };
+    // SAFETY: `call` outlives the call, which waits for every CPU it chose
+    // to finish, and is only read through the pointer (shared access from
+    // several CPUs: `T: Sync`, and `fn` is `Sync`); the mask is the online
+    // CPUs', a static of the kernel.
     unsafe {
         bindings::on_each_cpu_cond_mask(
-            None,
+            Some(cond_trampoline::<T>),
             Some(trampoline::<T>),
             core::ptr::from_ref(&call).cast_mut().cast(),
             true,

@@ -22,7 +22,6 @@ pub(crate) mod tdp;
 use core::sync::atomic::{
     fence,
     AtomicU64,
-    AtomicUsize,
     Ordering, //
 };
 
@@ -289,6 +288,12 @@ impl TableTree {
 pub(crate) struct MmuStats {
     pub(crate) pages_4k: AtomicU64,
     pub(crate) pages_2m: AtomicU64,
+    /// Unmappings whose translations no vCPU may keep (KVM's
+    /// `remote_tlb_flush_requests`).
+    pub(crate) remote_tlb_flush_requests: AtomicU64,
+    /// Of those, the ones that found vCPUs in guest mode and interrupted
+    /// the CPUs to make them exit (KVM's `remote_tlb_flush`).
+    pub(crate) remote_tlb_flush: AtomicU64,
 }
 
 /// A VM's memory: its slots and the nested page table built lazily from them.
@@ -314,14 +319,16 @@ impl Mmu {
             MmuStats {
                 pages_4k: AtomicU64::new(0),
                 pages_2m: AtomicU64::new(0),
+                remote_tlb_flush_requests: AtomicU64::new(0),
+                remote_tlb_flush: AtomicU64::new(0),
             },
             GFP_KERNEL,
         )?;
         Ok(Mmu {
             memory: GuestMemory::new(),
             tdp: tdp::Tdp::new(format, stats.clone())?,
+            gate: Arc::new(EntryGate::new(stats.clone())?, GFP_KERNEL)?,
             stats,
-            gate: Arc::new(EntryGate::new(), GFP_KERNEL)?,
         })
     }
 
@@ -409,30 +416,41 @@ impl Drop for Unmapped {
 /// How a VM's vCPUs enter guest mode in parallel with changes to its
 /// mappings, without a lock held in guest mode.
 ///
-/// Two counters: the epoch, moved on by each unmapping (under the MMU
-/// lock), and the vCPUs in guest mode. A vCPU prepares its entry with the
-/// epoch it read ([`VcpuMmu::entry`]), then, with interrupts off just
-/// before the entry, counts itself in and reads the epoch again
-/// ([`EntryGate::enter`]): if it moved, the entry is abandoned and
-/// prepared again. An unmapper moves the epoch, then reads the count and,
-/// if any vCPU is in guest mode, interrupts every CPU and waits
+/// Two records: the epoch, moved on by each unmapping (under the MMU lock),
+/// and the CPUs on which a vCPU of the VM is in guest mode, one bit each. A
+/// vCPU prepares its entry with the epoch it read ([`VcpuMmu::entry`]),
+/// then, with interrupts off just before the entry, sets its CPU's bit and
+/// reads the epoch again ([`EntryGate::enter`]): if it moved, the entry is
+/// abandoned and prepared again. An unmapper moves the epoch, then reads the
+/// bits and interrupts those CPUs and waits
 /// ([`EntryGate::wait_for_guests`]): an interrupt makes a CPU leave guest
-/// mode before it is handled. Both sides write one counter and then read
-/// the other, sequentially consistent, so at least one sees the other: a
-/// vCPU either enters with the new epoch (and flushes its TLB) or is made
-/// to exit before anything is freed. KVM does the same with `vcpu->mode`,
+/// mode before it is handled. Both sides write one record and then read the
+/// other, sequentially consistent, so at least one sees the other: a vCPU
+/// either enters with the new epoch (and flushes its TLB) or is made to
+/// exit before anything is freed. KVM does the same with `vcpu->mode`,
 /// requests and `kvm_flush_remote_tlbs()`.
 pub(crate) struct EntryGate {
     epoch: AtomicU64,
-    in_guest: AtomicUsize,
+    /// Bit `cpu % 64` of word `cpu / 64`: a vCPU of this VM is in guest
+    /// mode on that CPU (one at a time per CPU: it runs with interrupts off).
+    in_guest: KVec<AtomicU64>,
+    /// The VM's statistics (the remote flushes).
+    stats: Arc<MmuStats>,
 }
 
 impl EntryGate {
-    fn new() -> Self {
-        EntryGate {
-            epoch: AtomicU64::new(0),
-            in_guest: AtomicUsize::new(0),
+    fn new(stats: Arc<MmuStats>) -> Result<Self> {
+        let cpus = usize::try_from(kernel::cpu::nr_cpu_ids()).map_err(|_| EINVAL)?;
+        let words = cpus.div_ceil(64);
+        let mut in_guest = KVec::with_capacity(words, GFP_KERNEL)?;
+        for _ in 0..words {
+            in_guest.push(AtomicU64::new(0), GFP_KERNEL)?;
         }
+        Ok(EntryGate {
+            epoch: AtomicU64::new(0),
+            in_guest,
+            stats,
+        })
     }
 
     /// The current epoch.
@@ -444,34 +462,55 @@ impl EntryGate {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Counts a vCPU in guest mode, if the epoch is still `prepared`
-    /// (`None`: it moved; prepare the entry again). Called with interrupts
-    /// off, just before the entry; the vCPU counts as in guest mode until
-    /// the guard is dropped, after the exit.
+    /// The word and bit of `cpu` in `in_guest`.
+    fn cpu_bit(&self, cpu: usize) -> Option<(&AtomicU64, u64)> {
+        Some((self.in_guest.get(cpu / 64)?, 1 << (cpu % 64)))
+    }
+
+    /// Records a vCPU in guest mode on this CPU, if the epoch is still
+    /// `prepared` (`None`: it moved; prepare the entry again). Called with
+    /// interrupts off, just before the entry; the vCPU counts as in guest
+    /// mode until the guard is dropped, after the exit.
     pub(crate) fn enter(&self, prepared: u64) -> Option<InGuest<'_>> {
-        self.in_guest.fetch_add(1, Ordering::SeqCst);
-        let guard = InGuest(self);
+        // A CPU id beyond `nr_cpu_ids` cannot be: no entry then.
+        let (word, bit) = self.cpu_bit(sys::cpu_id())?;
+        word.fetch_or(bit, Ordering::SeqCst);
+        let guard = InGuest { word, bit };
         (self.epoch.load(Ordering::SeqCst) == prepared).then_some(guard)
     }
 
     /// Returns once every vCPU that was in guest mode when the epoch last
-    /// moved has left it.
+    /// moved has left it: the CPUs they are on are interrupted.
     pub(crate) fn wait_for_guests(&self) {
         fence(Ordering::SeqCst);
-        if self.in_guest.load(Ordering::SeqCst) != 0 {
-            // Nothing to do on each CPU: receiving the interrupt is the
-            // point (a VM exit), and `on_each_cpu` waits for every CPU.
-            sys::on_each_cpu(|(): &()| {}, &());
+        self.stats
+            .remote_tlb_flush_requests
+            .fetch_add(1, Ordering::Relaxed);
+        if self.in_guest.iter().any(|w| w.load(Ordering::SeqCst) != 0) {
+            self.stats.remote_tlb_flush.fetch_add(1, Ordering::Relaxed);
+            // Nothing to do on those CPUs: receiving the interrupt is the
+            // point (a VM exit), and the call waits for each of them.
+            sys::on_each_cpu_if(
+                |cpu, gate: &EntryGate| {
+                    gate.cpu_bit(cpu)
+                        .is_some_and(|(w, bit)| w.load(Ordering::SeqCst) & bit != 0)
+                },
+                |_| {},
+                self,
+            );
         }
     }
 }
 
-/// A vCPU counted in guest mode by [`EntryGate::enter`].
-pub(crate) struct InGuest<'a>(&'a EntryGate);
+/// A vCPU recorded in guest mode by [`EntryGate::enter`].
+pub(crate) struct InGuest<'a> {
+    word: &'a AtomicU64,
+    bit: u64,
+}
 
 impl Drop for InGuest<'_> {
     fn drop(&mut self) {
-        self.0.in_guest.fetch_sub(1, Ordering::SeqCst);
+        self.word.fetch_and(!self.bit, Ordering::SeqCst);
     }
 }
 

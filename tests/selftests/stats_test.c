@@ -44,6 +44,15 @@ TEST_F(vm, stats_fd_layout)
 		EXPECT_EQ(1, d->size);
 		EXPECT_EQ(0, d->offset % 8);
 	}
+	/* KVM's generic VM counters of remote TLB flushes (rkvm's: stress_test). */
+	for (i = 0; i < 2; i++) {
+		const char *flushes[] = { "remote_tlb_flush_requests", "remote_tlb_flush" };
+
+		d = stats_desc(&s, flushes[i]);
+		ASSERT_NE(NULL, d) TH_LOG("no %s", flushes[i]);
+		EXPECT_EQ(KVM_STATS_TYPE_CUMULATIVE, d->flags & KVM_STATS_TYPE_MASK);
+		EXPECT_EQ(1, d->size);
+	}
 	/* Read-only: writing is EBADF; read() moves the file position. */
 	EXPECT_EQ(O_RDONLY, fcntl(s.fd, F_GETFL) & O_ACCMODE);
 	EXPECT_ERRNO(EBADF, write(s.fd, id, 1));
