@@ -21,6 +21,7 @@ pub mod msi;
 pub mod msr;
 pub mod nested;
 pub mod paging;
+pub mod pic;
 pub mod shadow;
 pub mod stats;
 pub mod trace;
