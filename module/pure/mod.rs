@@ -22,6 +22,7 @@ pub mod msr;
 pub mod nested;
 pub mod paging;
 pub mod pic;
+pub mod pit;
 pub mod shadow;
 pub mod stats;
 pub mod trace;
