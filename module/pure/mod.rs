@@ -21,6 +21,8 @@ pub mod msi;
 pub mod msr;
 pub mod nested;
 pub mod paging;
+pub mod pic;
+pub mod pit;
 pub mod shadow;
 pub mod stats;
 pub mod trace;
