@@ -126,6 +126,11 @@ if [[ ${RKVM_SKIP_BOCHS:-0} == 1 ]]; then
 else
     kvm_mod=kvm_intel
     RKVM_BOCHS_TIMEOUT=${RKVM_BOCHS_TIMEOUT:-3000} vm_part "bochs (Intel VMX)" bochs "$RKVM_OUT/bochs-test.log"
+    # Again with two processors, for the tests of vCPUs side by side
+    # (Bochs runs its processors in turns, so everything takes about twice
+    # as long: the whole suite once, these again).
+    RKVM_BOCHS_CPUS=2 RKVM_ONLY=${RKVM_ONLY:-*stress_test} RKVM_BOCHS_TIMEOUT=${RKVM_BOCHS_TIMEOUT:-1200} \
+        vm_part "bochs, 2 processors" bochs "$RKVM_OUT/bochs-smp-test.log"
 fi
 
 summary+=("total time: $(( $(date +%s) - start ))s")
