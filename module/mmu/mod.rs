@@ -394,8 +394,8 @@ impl Mmu {
 
 /// What an unmapping took out of use, still reachable by a vCPU in guest
 /// mode through its TLB or a walk in progress: the nested tables below the
-/// root and the pages of a deleted slot. Freed by [`Unmapped::free`], after
-/// every vCPU has left guest mode, never by a plain drop while one may run.
+/// root and the pages of a deleted slot. Dropping it frees them, once every
+/// vCPU that was in guest mode has left it (see its `Drop`).
 #[must_use = "dropping it waits for the vCPUs in guest mode: drop it after the MMU lock"]
 pub(crate) struct Unmapped {
     gate: Arc<EntryGate>,
@@ -472,7 +472,7 @@ impl EntryGate {
     /// interrupts off, just before the entry; the vCPU counts as in guest
     /// mode until the guard is dropped, after the exit.
     pub(crate) fn enter(&self, prepared: u64) -> Option<InGuest<'_>> {
-        // A CPU id beyond `nr_cpu_ids` cannot be: no entry then.
+        // Every CPU id is below `nr_cpu_ids`, which sized the bitmap.
         let (word, bit) = self.cpu_bit(sys::cpu_id())?;
         word.fetch_or(bit, Ordering::SeqCst);
         let guard = InGuest { word, bit };
