@@ -309,7 +309,7 @@ pub fn wants_dynamic_xfeatures(entries: &[Entry]) -> bool {
         .is_some_and(|e| (u64::from(e.eax) | (u64::from(e.edx) << 32)) & xsave::XTILE_DATA != 0)
 }
 
-/// The guest's physical address width: CPUID 0x80000008 EAX[7:0], or 36
+/// The guest's physical address width: CPUID 0x80000008 EAX bits 7:0, or 36
 /// when the table has no such leaf (as KVM assumes).
 pub fn maxphyaddr(entries: &[Entry]) -> u32 {
     match lookup(entries, 0x8000_0008, 0)[0] & 0xff {
