@@ -609,13 +609,16 @@ TEST_F(stress, slot_moves_under_vcpus_touching_it)
 	TH_LOG("remote TLB flushes: %llu requested, %llu with vCPUs made to exit",
 	       (unsigned long long)requests, (unsigned long long)flushes);
 	/*
-	 * rkvm: every delete flushes, and the vCPUs spend nearly all their
-	 * time in guest mode, so some deletes find them there. (KVM flushes
-	 * for a delete only what it had mapped: its counts are shown.)
+	 * rkvm: every delete flushes, and with two CPUs or more the vCPUs
+	 * spend nearly all their time in guest mode while the mover runs, so
+	 * some deletes find them there (with one CPU, never: the mover has
+	 * it). KVM flushes for a delete only what it had mapped: its counts
+	 * are shown.
 	 */
 	if (testing_rkvm()) {
 		EXPECT_LE((uint64_t)slot.moves, requests);
-		EXPECT_LE(1, flushes);
+		if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)
+			EXPECT_LE(1, flushes);
 	}
 	for (i = 1; i < 2; i++) {
 		munmap(t[i].run, vm.run_size);
