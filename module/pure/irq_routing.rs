@@ -45,7 +45,7 @@ pub const HEADER_SIZE: usize = 8;
 /// Size of `struct kvm_irq_routing_entry`.
 pub const ENTRY_SIZE: usize = 48;
 /// Pins of each 8259 (`PIC_NUM_PINS / 2`).
-pub const PIC_PINS: u32 = 8;
+pub const PIC_PINS: u32 = (super::pic::NUM_PINS / 2) as u32;
 /// The errno of every refusal.
 pub const EINVAL: i32 = 22;
 
@@ -420,7 +420,7 @@ const fn default_routing() -> [RoutingEntry; 40] {
     }; 40];
     let mut gsi = 0;
     let mut i = 0;
-    while gsi < 24 {
+    while gsi < IOAPIC_PINS as u8 {
         out[i] = RoutingEntry {
             gsi: gsi as u32,
             route: Route::Irqchip {
