@@ -28,6 +28,7 @@ use crate::{
         memslot::{
             self,
             Change,
+            GfnSpan,
             Refusal,
             Region,
             Slot, //
@@ -139,9 +140,11 @@ impl GuestMemory {
     }
 
     /// Applies `KVM_SET_USER_MEMORY_REGION`. Returns, if mappings may have
-    /// changed (so the MMU must drop what it built from the old slots), the
-    /// slot it deleted, if any, for the MMU to free.
-    pub(crate) fn set_region(&mut self, region: &Region) -> Result<Option<RetiredSlot>> {
+    /// changed, the frames whose mappings the MMU must remove and the slot
+    /// it deleted (if any), for the MMU to free. A new slot changes no
+    /// mapping: nothing was mapped where it goes (a guest access there
+    /// was MMIO, which no table keeps).
+    pub(crate) fn set_region(&mut self, region: &Region) -> Result<Option<(GfnSpan, RetiredSlot)>> {
         let valid_flags = memslot::MEM_READONLY | memslot::MEM_LOG_DIRTY_PAGES;
         let change = memslot::plan(region, valid_flags, &self.infos, sys::access_ok).map_err(
             |r| match r {
@@ -159,7 +162,7 @@ impl GuestMemory {
                 let mem = &mut self.slots[i];
                 mem.slot.flags = flags;
                 mem.dirty = dirty_bitmap(&mem.slot)?;
-                Ok(Some(RetiredSlot::none()))
+                Ok(Some((mem.slot.span(), RetiredSlot::none())))
             }
             Change::Create(slot) => {
                 let npages = usize::try_from(slot.npages).map_err(|_| EINVAL)?;
@@ -171,7 +174,7 @@ impl GuestMemory {
                 self.slots
                     .push(SlotMem { slot, pages, dirty }, GFP_KERNEL)?;
                 self.infos.push(slot, GFP_KERNEL)?;
-                Ok(Some(RetiredSlot::none()))
+                Ok(None)
             }
             Change::Delete(id) => {
                 let i = self.index(id).ok_or(EINVAL)?;
@@ -179,13 +182,16 @@ impl GuestMemory {
                 // longer reach them: the MMU drops it (`mmu::Unmapped`).
                 self.infos.remove(i).map_err(|_| EINVAL)?;
                 let slot = self.slots.remove(i).map_err(|_| EINVAL)?;
-                Ok(Some(RetiredSlot { _slot: Some(slot) }))
+                Ok(Some((slot.slot.span(), RetiredSlot { _slot: Some(slot) })))
             }
             Change::Move { id, base_gfn } => {
+                // What was mapped at the old place goes; nothing was mapped
+                // at the new one (as for a new slot).
                 let i = self.index(id).ok_or(EINVAL)?;
+                let old = self.slots[i].slot.span();
                 self.slots[i].slot.base_gfn = base_gfn;
                 self.infos[i].base_gfn = base_gfn;
-                Ok(Some(RetiredSlot::none()))
+                Ok(Some((old, RetiredSlot::none())))
             }
         }
     }
@@ -279,10 +285,11 @@ impl GuestMemory {
         Ok(Some((GuestPhys(first << 12), base, slot.writable())))
     }
 
-    /// `KVM_GET_DIRTY_LOG`: slot `id`'s bitmap, cleared. ENOENT if there is
-    /// no such slot or it does not log dirty pages. The caller must
-    /// write-protect the slot's pages again (the MMU drops its mappings).
-    pub(crate) fn take_dirty_log(&mut self, id: u16) -> Result<KVVec<u64>> {
+    /// `KVM_GET_DIRTY_LOG`: slot `id`'s bitmap, cleared, and the slot's
+    /// frames. ENOENT if there is no such slot or it does not log dirty
+    /// pages. The caller must write-protect those frames again (the MMU
+    /// removes their mappings).
+    pub(crate) fn take_dirty_log(&mut self, id: u16) -> Result<(KVVec<u64>, GfnSpan)> {
         let i = self.index(id).ok_or(ENOENT)?;
         let mem = &mut self.slots[i];
         if mem.dirty.is_empty() {
@@ -292,7 +299,7 @@ impl GuestMemory {
         for word in mem.dirty.iter() {
             out.push(word.swap(0, Ordering::Relaxed), GFP_KERNEL)?;
         }
-        Ok(out)
+        Ok((out, mem.slot.span()))
     }
 
     /// Reads guest physical memory as the guest sees it (RAM only, within

@@ -37,7 +37,10 @@ use crate::{
         RetiredSlot, //
     },
     pure::{
-        memslot::Region,
+        memslot::{
+            GfnSpan,
+            Region, //
+        },
         paging::{
             GuestPhys,
             HostPhys,
@@ -93,7 +96,7 @@ impl VcpuMmu {
         let (root, tlb_epoch) = match self {
             VcpuMmu::Tdp => (tdp_root, vm_epoch),
             VcpuMmu::Shadow(shadow) => {
-                let root = shadow.prepare(paging, vm_epoch);
+                let root = shadow.prepare(paging, gate, vm_epoch);
                 (root, vm_epoch.wrapping_add(shadow.generation()))
             }
         };
@@ -137,7 +140,7 @@ impl VcpuMmu {
         match self {
             VcpuMmu::Tdp => Ok(None),
             VcpuMmu::Shadow(shadow) => shadow
-                .page_fault(&mut vm.memory, paging, maxphyaddr, addr, error)
+                .page_fault(&mut vm.memory, &vm.gate, paging, maxphyaddr, addr, error)
                 .map(Some),
         }
     }
@@ -149,13 +152,14 @@ impl VcpuMmu {
 /// them) while a vCPU runs on the table. A shadow table is its vCPU's and
 /// changes only while that vCPU is out of guest mode (its state lock). The
 /// nested page table is shared by the VM's vCPUs, which run in parallel
-/// with its changes (made under the MMU lock): while vCPUs may run, an
-/// entry only goes from not present to present, or to a translation that
-/// keeps every old one valid (a 2 MiB leaf split into the same 4 KiB ones,
-/// a read-only leaf made writable), and a new table is filled before an
-/// entry points to it. Translations are removed only by emptying the root,
-/// and the tables below it are freed only after every vCPU has left guest
-/// mode ([`Unmapped`], [`EntryGate::wait_for_guests`]).
+/// with its changes (made under the MMU lock): a new table is filled
+/// before an entry points to it, and an entry goes from not present to
+/// present, or to a translation that keeps every old one valid (a 2 MiB
+/// leaf split into the same 4 KiB ones, a read-only leaf made writable),
+/// except when leaves are removed: then the epoch moves and the pages they
+/// mapped stay pinned until every vCPU in guest mode has left it
+/// ([`Unmapped`], [`EntryGate::wait_for_guests`]). Its tables live as long
+/// as the VM.
 struct Table(PageBox<[u64; 512]>);
 
 impl Table {
@@ -274,12 +278,6 @@ impl TableTree {
     fn clear(&mut self) {
         self.below.clear();
     }
-
-    /// Takes every table below the root out of the tree, for the caller to
-    /// free when the processor can no longer walk them.
-    fn take_below(&mut self) -> KVec<TableEntry> {
-        core::mem::take(&mut self.below)
-    }
 }
 
 /// The VM statistics the MMU keeps (KVM's names): the leaves mapped now, by
@@ -342,15 +340,16 @@ impl Mmu {
         self.tdp.root()
     }
 
-    /// `KVM_SET_USER_MEMORY_REGION`. Any change that can remove or move a
-    /// mapping drops the whole nested page table; it is rebuilt on demand.
-    /// What was unmapped is returned: dropping it (after the MMU lock)
-    /// waits until no vCPU can still use it, then frees it.
+    /// `KVM_SET_USER_MEMORY_REGION`. A change that can remove or move
+    /// mappings (a slot deleted, moved, or its dirty logging turned on or
+    /// off) removes the slot's; they are made again on demand. What was
+    /// unmapped is returned: dropping it (after the MMU lock) waits until
+    /// no vCPU can still use it, then frees it.
     pub(crate) fn set_region(&mut self, region: &Region) -> Result<Option<Unmapped>> {
-        Ok(self
-            .memory
-            .set_region(region)?
-            .map(|slot| self.drop_mappings(slot)))
+        match self.memory.set_region(region)? {
+            Some((span, slot)) => self.drop_mappings(span, slot).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Handles a nested page fault at `gpa`: one 2 MiB leaf where the
@@ -371,35 +370,38 @@ impl Mmu {
     }
 
     /// `KVM_GET_DIRTY_LOG` for slot `id`: its bitmap, cleared, and its pages
-    /// write-protected again (all mappings are dropped and rebuilt on
-    /// demand; the writable translations are gone once the returned
-    /// [`Unmapped`] is freed).
+    /// write-protected again (the slot's mappings are removed and made
+    /// again on demand, read-only until written; the writable translations
+    /// are gone once the returned [`Unmapped`] is dropped).
     pub(crate) fn take_dirty_log(&mut self, id: u16) -> Result<(KVVec<u64>, Unmapped)> {
-        let bitmap = self.memory.take_dirty_log(id)?;
-        Ok((bitmap, self.drop_mappings(RetiredSlot::none())))
+        let (bitmap, span) = self.memory.take_dirty_log(id)?;
+        Ok((bitmap, self.drop_mappings(span, RetiredSlot::none())?))
     }
 
-    /// Empties the nested page table and moves the TLB epoch on, so that
-    /// each vCPU flushes its translations at its next entry.
-    fn drop_mappings(&mut self, slot: RetiredSlot) -> Unmapped {
-        let tables = self.tdp.clear();
-        self.gate.advance();
-        Unmapped {
+    /// Removes the nested page table's leaves for `span` and moves the
+    /// epoch on, recording `span`: each vCPU flushes its TLB at its next
+    /// entry, and a shadow table that maps any of `span` is emptied.
+    fn drop_mappings(&mut self, span: GfnSpan, slot: RetiredSlot) -> Result<Unmapped> {
+        // The epoch moves even if the zap failed half-way (which cannot
+        // happen: the walk stays in the tree's own tables): what it did
+        // remove must leave the vCPUs' TLBs.
+        let zapped = self.tdp.zap(span);
+        self.gate.advance(span);
+        let unmapped = Unmapped {
             gate: self.gate.clone(),
-            _tables: tables,
             _slot: slot,
-        }
+        };
+        zapped.map(|()| unmapped)
     }
 }
 
 /// What an unmapping took out of use, still reachable by a vCPU in guest
-/// mode through its TLB or a walk in progress: the nested tables below the
-/// root and the pages of a deleted slot. Dropping it frees them, once every
-/// vCPU that was in guest mode has left it (see its `Drop`).
+/// mode through its TLB: the translations removed, and the pages of a
+/// deleted slot. Dropping it frees the pages, once every vCPU that was in
+/// guest mode has left it (see its `Drop`).
 #[must_use = "dropping it waits for the vCPUs in guest mode: drop it after the MMU lock"]
 pub(crate) struct Unmapped {
     gate: Arc<EntryGate>,
-    _tables: KVec<TableEntry>,
     _slot: RetiredSlot,
 }
 
@@ -431,6 +433,9 @@ impl Drop for Unmapped {
 /// requests and `kvm_flush_remote_tlbs()`.
 pub(crate) struct EntryGate {
     epoch: AtomicU64,
+    /// What the last unmappings removed, by epoch (see
+    /// [`EntryGate::unmapped_since`]).
+    log: [Unmapping; UNMAP_LOG],
     /// Bit `cpu % 64` of word `cpu / 64`: a vCPU of this VM is in guest
     /// mode on that CPU (one at a time per CPU: it runs with interrupts off).
     in_guest: KVec<AtomicU64>,
@@ -448,6 +453,7 @@ impl EntryGate {
         }
         Ok(EntryGate {
             epoch: AtomicU64::new(0),
+            log: Default::default(),
             in_guest,
             stats,
         })
@@ -458,8 +464,35 @@ impl EntryGate {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    fn advance(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+    /// Moves the epoch on for an unmapping of `span`, recorded first.
+    /// Under the MMU lock (one writer at a time).
+    fn advance(&self, span: GfnSpan) {
+        let next = self.epoch.load(Ordering::SeqCst).wrapping_add(1);
+        if let Some(record) = self.log.get(Self::log_index(next)) {
+            record.write(next, span);
+        }
+        self.epoch.store(next, Ordering::SeqCst);
+    }
+
+    fn log_index(epoch: u64) -> usize {
+        (epoch % UNMAP_LOG as u64) as usize
+    }
+
+    /// What the unmappings after epoch `since` up to epoch `now` removed,
+    /// as one span (`None`: not known, as after more than [`UNMAP_LOG`] of
+    /// them; assume everything). Needs no lock: a record rewritten while
+    /// it is read reads as not known.
+    pub(crate) fn unmapped_since(&self, since: u64, now: u64) -> Option<GfnSpan> {
+        if now.wrapping_sub(since) > UNMAP_LOG as u64 {
+            return None;
+        }
+        let mut span = GfnSpan::EMPTY;
+        let mut epoch = since;
+        while epoch != now {
+            epoch = epoch.wrapping_add(1);
+            span = span.hull(self.log.get(Self::log_index(epoch))?.read(epoch)?);
+        }
+        Some(span)
     }
 
     /// The word and bit of `cpu` in `in_guest`.
@@ -499,6 +532,47 @@ impl EntryGate {
                 self,
             );
         }
+    }
+}
+
+/// Unmappings an [`EntryGate`] remembers: a vCPU whose shadow table was
+/// made more than this many unmappings ago empties it.
+const UNMAP_LOG: usize = 16;
+
+/// One unmapping in an [`EntryGate`]'s log: the epoch it moved to and the
+/// frames it removed. Written under the MMU lock, read without it, as a
+/// sequence lock: the epoch is cleared while the span is written, so a
+/// reader that finds the same epoch before and after the span read it
+/// whole.
+#[derive(Default)]
+struct Unmapping {
+    epoch: AtomicU64,
+    start: AtomicU64,
+    end: AtomicU64,
+}
+
+impl Unmapping {
+    /// No epoch is `u64::MAX` while a record is written: a gate would need
+    /// 2^64 unmappings to reach it.
+    const WRITING: u64 = u64::MAX;
+
+    fn write(&self, epoch: u64, span: GfnSpan) {
+        self.epoch.store(Self::WRITING, Ordering::SeqCst);
+        self.start.store(span.start, Ordering::SeqCst);
+        self.end.store(span.end, Ordering::SeqCst);
+        self.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// The span of the unmapping to `epoch`, if this is still its record.
+    fn read(&self, epoch: u64) -> Option<GfnSpan> {
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return None;
+        }
+        let span = GfnSpan {
+            start: self.start.load(Ordering::SeqCst),
+            end: self.end.load(Ordering::SeqCst),
+        };
+        (self.epoch.load(Ordering::SeqCst) == epoch).then_some(span)
     }
 }
 

@@ -21,8 +21,10 @@
 //!   nested paging.
 //!
 //! The table has the semantics of a TLB (see `pure/shadow.rs`): it is
-//! emptied on every INVLPG and paging-mode change, and when the VM's memory
-//! slots change; a CR3 write empties what is not global. For that, each
+//! emptied on every INVLPG and paging-mode change, and when a change to
+//! the VM's memory slots removes a frame it may map (it keeps the span of
+//! the frames it maps, and the VM's entry gate the spans unmapped); a CR3
+//! write empties what is not global. For that, each
 //! table below the root belongs to one root entry, and the root entries
 //! whose part of the address space maps any page that is not global are
 //! known: a CR3 write clears those entries and frees their tables. Its size
@@ -32,6 +34,7 @@
 use kernel::prelude::*;
 
 use super::{
+    EntryGate,
     Table,
     TableTree, //
 };
@@ -41,6 +44,7 @@ use crate::{
         GuestMemory, //
     },
     pure::{
+        memslot::GfnSpan,
         paging::{
             GuestPhys,
             HostPhys,
@@ -99,8 +103,12 @@ pub(crate) struct Shadow {
     /// The root entries under which a page that is not global is mapped,
     /// one bit each.
     local: [u64; 8],
-    /// The VM's mapping epoch the entries were made in (`Mmu::tlb_epoch`).
+    /// The VM's mapping epoch the entries are valid in
+    /// (`EntryGate::epoch`).
     vm_epoch: u64,
+    /// The guest frames the leaves map lie in this span (or nothing is
+    /// mapped): an unmapping elsewhere leaves the table as it is.
+    mapped: GfnSpan,
     /// How often the table was emptied.
     flushes: u64,
 }
@@ -112,19 +120,42 @@ impl Shadow {
             levels: 3,
             local: [0; 8],
             vm_epoch: 0,
+            mapped: GfnSpan::EMPTY,
             flushes: 0,
         })
     }
 
+    /// Brings the table to the VM's epoch `now`: emptied if an unmapping
+    /// since may have removed a frame it maps.
+    fn catch_up(&mut self, gate: &EntryGate, now: u64) {
+        if now == self.vm_epoch {
+            return;
+        }
+        let stale = match gate.unmapped_since(self.vm_epoch, now) {
+            Some(unmapped) => unmapped.overlaps(self.mapped),
+            None => true,
+        };
+        if stale {
+            self.flush(Flush::All);
+        }
+        self.vm_epoch = now;
+    }
+
     /// The root for an entry in a guest with `paging`, emptied first if the
-    /// VM's mappings changed since (`vm_epoch`) or the format must change.
-    pub(crate) fn prepare(&mut self, paging: &GuestPaging, vm_epoch: u64) -> HostPhys {
+    /// format must change or an unmapping since the table's epoch (up to
+    /// `vm_epoch`) may have removed what it maps.
+    pub(crate) fn prepare(
+        &mut self,
+        paging: &GuestPaging,
+        gate: &EntryGate,
+        vm_epoch: u64,
+    ) -> HostPhys {
         let levels = paging.shadow_levels();
-        if levels != self.levels || vm_epoch != self.vm_epoch {
+        if levels != self.levels {
             self.flush(Flush::All);
             self.levels = levels;
-            self.vm_epoch = vm_epoch;
         }
+        self.catch_up(gate, vm_epoch);
         self.tree.root()
     }
 
@@ -143,6 +174,7 @@ impl Shadow {
             Flush::All => {
                 root.fill(0);
                 self.tree.clear();
+                self.mapped = GfnSpan::EMPTY;
             }
             Flush::NonGlobal => {
                 let local = self.local;
@@ -162,14 +194,19 @@ impl Shadow {
 
     /// A guest page fault at `linear` with the processor's `error` code.
     /// `maxphyaddr`: the guest's physical address width.
+    /// Called with the MMU lock held (`mem` is the VM's): the table is
+    /// brought to the current epoch first, so that the leaf written now,
+    /// from the slots as they are, survives until the mappings change again.
     pub(crate) fn page_fault(
         &mut self,
         mem: &mut GuestMemory,
+        gate: &EntryGate,
         paging: &GuestPaging,
         maxphyaddr: u32,
         linear: u64,
         error: u64,
     ) -> Result<PageFault> {
+        self.catch_up(gate, gate.epoch());
         let access = Access::from_error_code(error);
         let read = |gpa: u64, size: u8| mem.read_entry(gpa, size);
         let walked = match walk::walk(
@@ -197,6 +234,7 @@ impl Shadow {
                     global,
                     big,
                 )?;
+                self.mapped = self.mapped.hull(GfnSpan::frame(gpa.gfn()));
                 self.prefetch(mem, paging, maxphyaddr, linear, &walked, table);
                 Ok(PageFault::Fixed {
                     emptied: self.flushes != generation,
@@ -273,6 +311,7 @@ impl Shadow {
         let fault_index = ((linear >> 12) & 0x1ff) as usize;
         let ctl = paging.controls(maxphyaddr);
         let mut local = false;
+        let mut filled = GfnSpan::EMPTY;
         let Some(leaves) = self.tree.table_mut(table.0) else {
             return;
         };
@@ -296,6 +335,7 @@ impl Shadow {
             match backing {
                 Some((page, host_writable)) => {
                     *entry = shadow::prefetched_leaf(page, leaf, host_writable).0;
+                    filled = filled.hull(GfnSpan::frame(GuestPhys(leaf.page).gfn()));
                     !shadow::global(paging, leaf.global)
                 }
                 None => false,
@@ -340,6 +380,7 @@ impl Shadow {
                 }
             }
         }
+        self.mapped = self.mapped.hull(filled);
         if local {
             self.mark_local(table.1);
         }

@@ -19,15 +19,20 @@ use kernel::{
 use super::{
     MmuStats,
     Table,
-    TableEntry,
     TableTree, //
 };
-use crate::pure::paging::{
-    GuestPhys,
-    HostPhys,
-    Pte,
-    TdpFormat,
-    PAGES_PER_LARGE, //
+use crate::pure::{
+    memslot::{
+        GfnSpan,
+        PAGE_SHIFT, //
+    },
+    paging::{
+        GuestPhys,
+        HostPhys,
+        Pte,
+        TdpFormat,
+        PAGES_PER_LARGE, //
+    }, //
 };
 
 pub(crate) struct Tdp {
@@ -119,13 +124,37 @@ impl Tdp {
         Ok(true)
     }
 
-    /// Unmaps everything (the root stays, empty). Returns the tables that
-    /// were below the root: vCPUs in guest mode may still walk them until
-    /// they leave it (see `Unmapped`).
-    pub(super) fn clear(&mut self) -> KVec<TableEntry> {
-        self.tree.root.entries_mut().fill(0);
-        self.stats.pages_4k.store(0, Ordering::Relaxed);
-        self.stats.pages_2m.store(0, Ordering::Relaxed);
-        self.tree.take_below()
+    /// Removes every leaf that maps a frame of `span` (a 2 MiB leaf there
+    /// lies within one slot, so it goes whole). The tables stay, for what
+    /// is mapped there next; vCPUs in guest mode may still hold the old
+    /// translations until they leave it (see `Unmapped`).
+    pub(super) fn zap(&mut self, span: GfnSpan) -> Result {
+        let mut gpa = span.start << PAGE_SHIFT;
+        let end = span.end << PAGE_SHIFT;
+        'next: while gpa < end {
+            let mut table = self.tree.root();
+            for level in (1..=4u8).rev() {
+                // The guest physical range one entry of this level covers.
+                let covered = 1u64 << (PAGE_SHIFT + 9 * (u32::from(level) - 1));
+                let index = GuestPhys(gpa).index(level);
+                let entry = Pte(self.tree.entry(table, index)?);
+                if entry.present() && level > 1 && !entry.large() {
+                    table = entry.addr();
+                    continue;
+                }
+                if entry.present() {
+                    *self.tree.entry_mut(table, index)? = 0;
+                    let pages = if level == 1 {
+                        &self.stats.pages_4k
+                    } else {
+                        &self.stats.pages_2m
+                    };
+                    pages.fetch_sub(1, Ordering::Relaxed);
+                }
+                gpa = (gpa | (covered - 1)).saturating_add(1);
+                continue 'next;
+            }
+        }
+        Ok(())
     }
 }

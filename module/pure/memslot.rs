@@ -71,6 +71,61 @@ impl Slot {
     pub fn writable(&self) -> bool {
         self.flags & MEM_READONLY == 0
     }
+
+    /// The frames it covers.
+    pub fn span(&self) -> GfnSpan {
+        GfnSpan {
+            start: self.base_gfn,
+            end: self.end_gfn(),
+        }
+    }
+}
+
+/// Guest frame numbers `start..end`: what an unmapping removed, or the
+/// bounds of what a shadow page table maps. Empty when `start >= end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GfnSpan {
+    /// The first frame.
+    pub start: u64,
+    /// One past the last frame.
+    pub end: u64,
+}
+
+impl GfnSpan {
+    /// No frame.
+    pub const EMPTY: GfnSpan = GfnSpan { start: 0, end: 0 };
+
+    /// The one frame `gfn`.
+    pub fn frame(gfn: u64) -> Self {
+        GfnSpan {
+            start: gfn,
+            end: gfn.saturating_add(1),
+        }
+    }
+
+    /// Whether it has no frame.
+    pub fn is_empty(self) -> bool {
+        self.start >= self.end
+    }
+
+    /// Whether a frame is in both.
+    pub fn overlaps(self, other: GfnSpan) -> bool {
+        !self.is_empty() && !other.is_empty() && self.start < other.end && other.start < self.end
+    }
+
+    /// The smallest span holding both (and what lies between them).
+    pub fn hull(self, other: GfnSpan) -> Self {
+        if self.is_empty() {
+            other
+        } else if other.is_empty() {
+            self
+        } else {
+            GfnSpan {
+                start: self.start.min(other.start),
+                end: self.end.max(other.end),
+            }
+        }
+    }
 }
 
 /// What a valid request does.
@@ -352,6 +407,52 @@ mod tests {
         for r in [ro, resized, rehosted] {
             assert_eq!(plan(&r, ALL, &slots, ok), Err(Refusal::Invalid), "{r:?}");
         }
+    }
+
+    #[test]
+    fn spans_overlap_only_where_they_share_a_frame() {
+        let a = GfnSpan {
+            start: 0x10,
+            end: 0x20,
+        };
+        assert!(a.overlaps(GfnSpan::frame(0x10)));
+        assert!(a.overlaps(GfnSpan::frame(0x1f)));
+        assert!(!a.overlaps(GfnSpan::frame(0x20)));
+        assert!(!a.overlaps(GfnSpan::frame(0xf)));
+        assert!(a.overlaps(GfnSpan {
+            start: 0,
+            end: 0x100
+        }));
+        assert!(!a.overlaps(GfnSpan::EMPTY));
+        assert!(!GfnSpan::EMPTY.overlaps(GfnSpan::EMPTY));
+        // An empty span inside another still holds no frame.
+        assert!(!a.overlaps(GfnSpan {
+            start: 0x18,
+            end: 0x18
+        }));
+    }
+
+    #[test]
+    fn a_hull_covers_both_spans_and_ignores_empty_ones() {
+        let a = GfnSpan::frame(5);
+        assert_eq!(GfnSpan::EMPTY.hull(a), a);
+        assert_eq!(a.hull(GfnSpan::EMPTY), a);
+        assert_eq!(a.hull(GfnSpan::frame(9)), GfnSpan { start: 5, end: 10 });
+        assert_eq!(GfnSpan::frame(9).hull(a), GfnSpan { start: 5, end: 10 });
+        let s = Slot {
+            id: 1,
+            base_gfn: 0x100,
+            npages: 16,
+            flags: 0,
+            userspace_addr: 0,
+        };
+        assert_eq!(
+            s.span(),
+            GfnSpan {
+                start: 0x100,
+                end: 0x110
+            }
+        );
     }
 
     #[test]
