@@ -8,15 +8,9 @@
 //! that do not depend on the vendor. What to do with an exit (return it to
 //! userspace, emulate it, map memory) is decided above, once for all backends.
 
-use core::sync::atomic::{
-    AtomicU8,
-    Ordering, //
-};
-
-use kernel::prelude::*;
-
 use crate::{
     abi::uapi,
+    ffi::Gprs,
     guest_state::{
         DebugRegs,
         GuestFpu, //
@@ -24,81 +18,25 @@ use crate::{
     mmu::Entry,
     pure::{
         decode::PortIo,
-        paging::{
-            GuestPhys,
-            TdpFormat, //
-        },
-        shadow::GuestPaging, //
+        msr,
+        paging::GuestPhys,
+        shadow::GuestPaging,
+        x86::efer, //
     },
-    svm,
-    vmx, //
+    sys, //
 };
 
-/// The vendor whose backend runs guests here.
+/// A segment register, for [`ArchVcpu::segment`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Vendor {
-    /// AMD SVM.
-    Svm = 1,
-    /// Intel VMX.
-    Vmx = 2,
-}
-
-/// The usable backend, set once at module load (0: none).
-static USABLE: AtomicU8 = AtomicU8::new(0);
-
-/// Records what the CPU offers (from the module initializer).
-pub(crate) fn set_usable(vendor: Option<Vendor>) {
-    USABLE.store(vendor.map_or(0, |v| v as u8), Ordering::Relaxed);
-}
-
-/// The backend VMs are created with, if the CPU has one rkvm can use.
-pub(crate) fn usable() -> Option<Vendor> {
-    match USABLE.load(Ordering::Relaxed) {
-        1 => Some(Vendor::Svm),
-        2 => Some(Vendor::Vmx),
-        _ => None,
-    }
-}
-
-/// A VM's hold on the hardware: what its vCPUs are created from.
-pub(crate) enum Hardware {
-    /// SVM, enabled on every CPU while this lives.
-    Svm(svm::HardwareRef),
-    /// VMX, with the controls read from the processor.
-    Vmx(vmx::HardwareRef),
-}
-
-impl Hardware {
-    /// For a new VM: ENODEV without a usable backend, EBUSY if another
-    /// hypervisor holds the hardware.
-    pub(crate) fn get() -> Result<Self> {
-        match usable() {
-            Some(Vendor::Svm) => Ok(Hardware::Svm(svm::HardwareRef::get()?)),
-            Some(Vendor::Vmx) => Ok(Hardware::Vmx(vmx::HardwareRef::get()?)),
-            None => Err(ENODEV),
-        }
-    }
-
-    /// Whether shadow paging is available (both backends have it).
-    pub(crate) fn supports_shadow(&self) -> bool {
-        true
-    }
-
-    /// The format of the two-dimensional page table (NPT or EPT).
-    pub(crate) fn tdp_format(&self) -> TdpFormat {
-        match self {
-            Hardware::Svm(_) => TdpFormat::Npt,
-            Hardware::Vmx(_) => TdpFormat::Ept,
-        }
-    }
-
-    /// A new vCPU's hardware state.
-    pub(crate) fn new_vcpu(&self, bsp: bool, shadow: bool) -> Result<KBox<dyn ArchVcpu>> {
-        match self {
-            Hardware::Svm(hw) => Ok(svm::SvmVcpu::new(bsp, hw.asids(), shadow)?),
-            Hardware::Vmx(hw) => Ok(vmx::VmxVcpu::new(bsp, hw.caps(), shadow)?),
-        }
-    }
+pub(crate) enum SegReg {
+    Cs,
+    Ds,
+    Es,
+    Fs,
+    Gs,
+    Ss,
+    Tr,
+    Ldt,
 }
 
 /// Why guest mode ended, vendor-neutral.
@@ -234,6 +172,7 @@ pub(crate) mod gpr {
     pub(crate) const RCX: u8 = 1;
     pub(crate) const RDX: u8 = 2;
     pub(crate) const RBX: u8 = 3;
+    pub(crate) const RSP: u8 = 4;
     pub(crate) const RSI: u8 = 6;
     pub(crate) const RDI: u8 = 7;
 }
@@ -285,14 +224,113 @@ pub(crate) trait ArchVcpu: Send {
     /// Puts the vCPU in its RESET state.
     fn reset(&mut self);
 
-    /// `KVM_GET_REGS`.
-    fn regs(&self) -> uapi::kvm_regs;
-    /// `KVM_SET_REGS`.
-    fn set_regs(&mut self, regs: &uapi::kvm_regs);
-    /// `KVM_GET_SREGS`.
-    fn sregs(&self) -> uapi::kvm_sregs;
+    /// The guest's GPRs, as of the last exit or as set since.
+    fn gprs(&self) -> &Gprs;
+    /// The same, to change before the next entry.
+    fn gprs_mut(&mut self) -> &mut Gprs;
+    /// RFLAGS.
+    fn rflags(&self) -> u64;
+    /// Sets RIP and RFLAGS as `KVM_SET_REGS` does: nothing else changes
+    /// (unlike [`ArchVcpu::set_rip`], which ends an interrupt shadow).
+    fn load_rip_rflags(&mut self, rip: u64, rflags: u64);
+
+    /// `KVM_GET_REGS`: the same for both backends, from the GPR array.
+    fn regs(&self) -> uapi::kvm_regs {
+        let r = &self.gprs().regs;
+        uapi::kvm_regs {
+            rax: r[0],
+            rcx: r[1],
+            rdx: r[2],
+            rbx: r[3],
+            rsp: r[4],
+            rbp: r[5],
+            rsi: r[6],
+            rdi: r[7],
+            r8: r[8],
+            r9: r[9],
+            r10: r[10],
+            r11: r[11],
+            r12: r[12],
+            r13: r[13],
+            r14: r[14],
+            r15: r[15],
+            rip: self.rip(),
+            rflags: self.rflags(),
+        }
+    }
+    /// `KVM_SET_REGS` (RFLAGS' fixed bit 1 set, as the processor keeps it).
+    fn set_regs(&mut self, k: &uapi::kvm_regs) {
+        self.gprs_mut().regs = [
+            k.rax, k.rcx, k.rdx, k.rbx, k.rsp, k.rbp, k.rsi, k.rdi, k.r8, k.r9, k.r10, k.r11,
+            k.r12, k.r13, k.r14, k.r15,
+        ];
+        self.load_rip_rflags(k.rip, k.rflags);
+    }
+    /// A segment register, in `struct kvm_segment`'s terms.
+    fn segment(&self, seg: SegReg) -> uapi::kvm_segment;
+    /// Sets a segment register from `struct kvm_segment` (already validated).
+    fn set_segment(&mut self, seg: SegReg, value: &uapi::kvm_segment);
+    /// The GDTR (`gdt`) or IDTR: base and limit.
+    fn dtable(&self, gdt: bool) -> uapi::kvm_dtable;
+    /// Sets the GDTR (`gdt`) or IDTR.
+    fn set_dtable(&mut self, gdt: bool, value: &uapi::kvm_dtable);
+    /// CR2.
+    fn cr2(&self) -> u64;
+    /// `IA32_APIC_BASE`.
+    fn apic_base(&self) -> u64;
+    /// Sets `IA32_APIC_BASE` (already validated).
+    fn set_apic_base(&mut self, value: u64);
+
+    /// `KVM_GET_SREGS`: the same for both backends, from their state.
+    fn sregs(&self) -> uapi::kvm_sregs {
+        let p = self.paging();
+        uapi::kvm_sregs {
+            cs: self.segment(SegReg::Cs),
+            ds: self.segment(SegReg::Ds),
+            es: self.segment(SegReg::Es),
+            fs: self.segment(SegReg::Fs),
+            gs: self.segment(SegReg::Gs),
+            ss: self.segment(SegReg::Ss),
+            tr: self.segment(SegReg::Tr),
+            ldt: self.segment(SegReg::Ldt),
+            gdt: self.dtable(true),
+            idt: self.dtable(false),
+            cr0: p.cr0,
+            cr2: self.cr2(),
+            cr3: p.cr3,
+            cr4: p.cr4,
+            cr8: self.cr8(),
+            efer: p.efer,
+            apic_base: self.apic_base(),
+            interrupt_bitmap: [0; 4],
+        }
+    }
     /// `KVM_SET_SREGS` of state already validated.
-    fn set_sregs(&mut self, sregs: &uapi::kvm_sregs);
+    fn set_sregs(&mut self, k: &uapi::kvm_sregs) {
+        for (seg, value) in [
+            (SegReg::Cs, &k.cs),
+            (SegReg::Ds, &k.ds),
+            (SegReg::Es, &k.es),
+            (SegReg::Fs, &k.fs),
+            (SegReg::Gs, &k.gs),
+            (SegReg::Ss, &k.ss),
+            (SegReg::Tr, &k.tr),
+            (SegReg::Ldt, &k.ldt),
+        ] {
+            self.set_segment(seg, value);
+        }
+        self.set_dtable(true, &k.gdt);
+        self.set_dtable(false, &k.idt);
+        self.set_cr2(k.cr2);
+        self.set_cr8(k.cr8);
+        self.set_apic_base(k.apic_base);
+        self.set_paging(GuestPaging {
+            cr0: k.cr0,
+            cr3: k.cr3,
+            cr4: k.cr4,
+            efer: k.efer,
+        });
+    }
 
     /// The guest's CR0, CR3, CR4 and EFER, as the guest sees them (with
     /// shadow paging the processor runs with others).
@@ -318,9 +356,13 @@ pub(crate) trait ArchVcpu: Send {
     fn take_event(&mut self) -> Option<Event>;
 
     /// General-purpose register `index` (x86 encoding order, 0-15; see [`gpr`]).
-    fn gpr(&self, index: u8) -> u64;
+    fn gpr(&self, index: u8) -> u64 {
+        self.gprs().get(index)
+    }
     /// Sets general-purpose register `index`.
-    fn set_gpr(&mut self, index: u8, value: u64);
+    fn set_gpr(&mut self, index: u8, value: u64) {
+        self.gprs_mut().set(index, value);
+    }
     /// RIP.
     fn rip(&self) -> u64;
     /// Sets RIP.
@@ -429,11 +471,54 @@ pub(crate) trait ArchVcpu: Send {
     /// CS.base + RIP (`kvm_get_linear_rip`).
     fn linear_rip(&self) -> u64;
     /// Reads an MSR rkvm virtualizes (`pure::msr::LIST`); `None` for others.
-    fn get_msr(&self, index: u32) -> Option<u64>;
-    /// Writes an MSR: false if rkvm does not virtualize it or the value is
-    /// invalid (a #GP for the guest). `host`: the write comes from
+    /// The TSC offset: the guest's TSC is the host's plus this.
+    fn tsc_offset(&self) -> u64;
+    /// Sets the TSC offset.
+    fn set_tsc_offset(&mut self, offset: u64);
+    /// One of the MSRs the backend keeps in its state
+    /// (`msr::backend_write` lists them); `None` for others.
+    fn stored_msr(&self, index: u32) -> Option<u64>;
+    /// Stores one of those MSRs, `value` already checked and masked by
+    /// `msr::backend_write`; false for an MSR it does not keep.
+    fn store_msr(&mut self, index: u32, value: u64) -> bool;
+
+    /// Reads an MSR the backends virtualize (part of `pure::msr::LIST`);
+    /// `None` for others. The same for both backends.
+    fn get_msr(&self, index: u32) -> Option<u64> {
+        match index {
+            msr::TSC => Some(sys::rdtsc().wrapping_add(self.tsc_offset())),
+            msr::APIC_BASE => Some(self.apic_base()),
+            msr::EFER => Some(self.paging().efer),
+            _ => self.stored_msr(index),
+        }
+    }
+    /// Writes an MSR: false if the backends do not virtualize it or the
+    /// value is invalid (a #GP for the guest). `host`: the write comes from
     /// `KVM_SET_MSRS`, which may set state the guest cannot (EFER.LMA).
-    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> bool;
+    /// The same rules for both backends (`msr::backend_write`).
+    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> bool {
+        match index {
+            msr::TSC => self.set_tsc_offset(value.wrapping_sub(sys::rdtsc())),
+            msr::EFER => {
+                let p = self.paging();
+                let next = if host {
+                    (value & !efer::SUPPORTED == 0).then_some(GuestPaging { efer: value, ..p })
+                } else {
+                    p.write_efer(value)
+                };
+                match next {
+                    Some(next) => self.set_paging(next),
+                    None => return false,
+                }
+            }
+            _ => match msr::backend_write(index, value) {
+                Some(value) if index == msr::APIC_BASE => self.set_apic_base(value),
+                Some(value) => return self.store_msr(index, value),
+                None => return false,
+            },
+        }
+        true
+    }
     /// The physical CPU this vCPU last ran on (for `fail_entry.cpu`).
     fn last_cpu(&self) -> u32;
     /// The last exit as the hardware reported it: exit code and the two

@@ -565,8 +565,10 @@ pub(crate) fn real_mode_interrupt(
     vector: u8,
     return_ip: u64,
 ) -> RealModeDelivery {
-    const DF: u8 = 8;
-    const GP: u8 = 13;
+    use crate::pure::x86::vector::{
+        DF,
+        GP, //
+    };
     let mut s = arch.sregs();
     let mut regs = arch.regs();
     let Some(vector) = [vector, GP, DF]

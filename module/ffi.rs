@@ -67,7 +67,7 @@ extern "C" {
     /// is moved to DR7 just before the guest's GPRs are loaded.
     pub(crate) fn rkvm_svm_vmrun(
         vmcb_pa: u64,
-        gprs: *mut SvmGprs,
+        gprs: *mut Gprs,
         host_save_pa: u64,
         vmcb: *mut Vmcb,
         dr7: u64,
@@ -81,38 +81,30 @@ extern "C" {
 
     /// `vmx/vmenter.S`: 0 after a VM exit, 1 if VMLAUNCH failed, 2 if a
     /// VMWRITE of the host RSP/RIP failed.
-    pub(crate) fn rkvm_vmx_vmlaunch(gprs: *mut VmxGprs) -> u64;
+    pub(crate) fn rkvm_vmx_vmlaunch(gprs: *mut Gprs) -> u64;
 }
 
-/// The guest GPRs that the VMCB does not hold (it has RAX and RSP), as
-/// `svm/vmrun.S` loads and stores them (`SVM_GPRS_*` in `layout.h`).
+/// The guest's 16 GPRs in x86 encoding order (RAX, RCX, RDX, RBX, RSP,
+/// RBP, RSI, RDI, R8-R15): one array for both backends, as KVM's
+/// `vcpu->arch.regs`. The entry stubs load and store every one but RSP
+/// (and, on SVM, RAX): while the guest runs the VMCS or VMCB holds those,
+/// and the backend copies them in and out (`GPRS_*` in `layout.h`).
 #[repr(C)]
-#[derive(Default)]
-pub(crate) struct SvmGprs {
-    pub(crate) rbx: u64,
-    pub(crate) rcx: u64,
-    pub(crate) rdx: u64,
-    pub(crate) rsi: u64,
-    pub(crate) rdi: u64,
-    pub(crate) rbp: u64,
-    pub(crate) r8: u64,
-    pub(crate) r9: u64,
-    pub(crate) r10: u64,
-    pub(crate) r11: u64,
-    pub(crate) r12: u64,
-    pub(crate) r13: u64,
-    pub(crate) r14: u64,
-    pub(crate) r15: u64,
-}
-
-/// The guest's GPRs in x86 encoding order (RSP's slot is the VMCS's
-/// GUEST_RSP, copied in and out), then CR2, which the VMCS does not hold,
-/// as `vmx/vmenter.S` loads and stores them (`VMX_GPRS_*` in `layout.h`).
-#[repr(C)]
-#[derive(Default)]
-pub(crate) struct VmxGprs {
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Gprs {
     pub(crate) regs: [u64; 16],
-    pub(crate) cr2: u64,
+}
+
+impl Gprs {
+    /// The register with x86 number `index` (0-15; higher bits ignored).
+    pub(crate) fn get(&self, index: u8) -> u64 {
+        self.regs[usize::from(index & 15)]
+    }
+
+    /// Sets the register with x86 number `index` (0-15; higher bits ignored).
+    pub(crate) fn set(&mut self, index: u8, value: u64) {
+        self.regs[usize::from(index & 15)] = value;
+    }
 }
 
 /// `struct rkvm_vmx_host` of `helpers.h` (`VMX_HOST_*` in `layout.h`):
@@ -227,47 +219,29 @@ macro_rules! check_layout {
     };
 }
 
-check_layout! {
-    "SVM_GPRS_RBX" => offset_of!(SvmGprs, rbx),
-    "SVM_GPRS_RCX" => offset_of!(SvmGprs, rcx),
-    "SVM_GPRS_RDX" => offset_of!(SvmGprs, rdx),
-    "SVM_GPRS_RSI" => offset_of!(SvmGprs, rsi),
-    "SVM_GPRS_RDI" => offset_of!(SvmGprs, rdi),
-    "SVM_GPRS_RBP" => offset_of!(SvmGprs, rbp),
-    "SVM_GPRS_R8" => offset_of!(SvmGprs, r8),
-    "SVM_GPRS_R9" => offset_of!(SvmGprs, r9),
-    "SVM_GPRS_R10" => offset_of!(SvmGprs, r10),
-    "SVM_GPRS_R11" => offset_of!(SvmGprs, r11),
-    "SVM_GPRS_R12" => offset_of!(SvmGprs, r12),
-    "SVM_GPRS_R13" => offset_of!(SvmGprs, r13),
-    "SVM_GPRS_R14" => offset_of!(SvmGprs, r14),
-    "SVM_GPRS_R15" => offset_of!(SvmGprs, r15),
-    "SVM_GPRS_SIZE" => size_of::<SvmGprs>(),
-}
-
-/// Offset in [`VmxGprs`] of the register with x86 number `n`.
-const fn vmx_gpr(n: usize) -> usize {
-    offset_of!(VmxGprs, regs) + n * size_of::<u64>()
+/// Offset in [`Gprs`] of the register with x86 number `n`.
+const fn gpr(n: usize) -> usize {
+    offset_of!(Gprs, regs) + n * size_of::<u64>()
 }
 
 check_layout! {
-    "VMX_GPRS_RAX" => vmx_gpr(0),
-    "VMX_GPRS_RCX" => vmx_gpr(1),
-    "VMX_GPRS_RDX" => vmx_gpr(2),
-    "VMX_GPRS_RBX" => vmx_gpr(3),
-    "VMX_GPRS_RBP" => vmx_gpr(5),
-    "VMX_GPRS_RSI" => vmx_gpr(6),
-    "VMX_GPRS_RDI" => vmx_gpr(7),
-    "VMX_GPRS_R8" => vmx_gpr(8),
-    "VMX_GPRS_R9" => vmx_gpr(9),
-    "VMX_GPRS_R10" => vmx_gpr(10),
-    "VMX_GPRS_R11" => vmx_gpr(11),
-    "VMX_GPRS_R12" => vmx_gpr(12),
-    "VMX_GPRS_R13" => vmx_gpr(13),
-    "VMX_GPRS_R14" => vmx_gpr(14),
-    "VMX_GPRS_R15" => vmx_gpr(15),
-    "VMX_GPRS_CR2" => offset_of!(VmxGprs, cr2),
-    "VMX_GPRS_SIZE" => size_of::<VmxGprs>(),
+    "GPRS_RAX" => gpr(0),
+    "GPRS_RCX" => gpr(1),
+    "GPRS_RDX" => gpr(2),
+    "GPRS_RBX" => gpr(3),
+    "GPRS_RSP" => gpr(4),
+    "GPRS_RBP" => gpr(5),
+    "GPRS_RSI" => gpr(6),
+    "GPRS_RDI" => gpr(7),
+    "GPRS_R8" => gpr(8),
+    "GPRS_R9" => gpr(9),
+    "GPRS_R10" => gpr(10),
+    "GPRS_R11" => gpr(11),
+    "GPRS_R12" => gpr(12),
+    "GPRS_R13" => gpr(13),
+    "GPRS_R14" => gpr(14),
+    "GPRS_R15" => gpr(15),
+    "GPRS_SIZE" => size_of::<Gprs>(),
     "VMCS_HOST_RSP" => field::HOST_RSP.0 as usize,
     "VMCS_HOST_RIP" => field::HOST_RIP.0 as usize,
 }

@@ -12,44 +12,28 @@
 #ifndef RKVM_LAYOUT_H
 #define RKVM_LAYOUT_H
 
-/* `SvmGprs` (ffi.rs), for svm/vmrun.S: the GPRs the VMCB does not hold. */
-#define SVM_GPRS_RBX	0x00
-#define SVM_GPRS_RCX	0x08
-#define SVM_GPRS_RDX	0x10
-#define SVM_GPRS_RSI	0x18
-#define SVM_GPRS_RDI	0x20
-#define SVM_GPRS_RBP	0x28
-#define SVM_GPRS_R8	0x30
-#define SVM_GPRS_R9	0x38
-#define SVM_GPRS_R10	0x40
-#define SVM_GPRS_R11	0x48
-#define SVM_GPRS_R12	0x50
-#define SVM_GPRS_R13	0x58
-#define SVM_GPRS_R14	0x60
-#define SVM_GPRS_R15	0x68
-#define SVM_GPRS_SIZE	0x70
-
 /*
- * `VmxGprs` (ffi.rs), for vmx/vmenter.S: the 16 GPRs in x86 encoding order
- * (RSP's slot unused: the VMCS holds it), then CR2.
+ * `Gprs` (ffi.rs), for svm/vmrun.S and vmx/vmenter.S: the 16 GPRs in x86
+ * encoding order. Neither stub touches RSP's slot (the VMCB or VMCS holds
+ * it), nor svm/vmrun.S RAX's (the VMCB holds it).
  */
-#define VMX_GPRS_RAX	0x00
-#define VMX_GPRS_RCX	0x08
-#define VMX_GPRS_RDX	0x10
-#define VMX_GPRS_RBX	0x18
-#define VMX_GPRS_RBP	0x28
-#define VMX_GPRS_RSI	0x30
-#define VMX_GPRS_RDI	0x38
-#define VMX_GPRS_R8	0x40
-#define VMX_GPRS_R9	0x48
-#define VMX_GPRS_R10	0x50
-#define VMX_GPRS_R11	0x58
-#define VMX_GPRS_R12	0x60
-#define VMX_GPRS_R13	0x68
-#define VMX_GPRS_R14	0x70
-#define VMX_GPRS_R15	0x78
-#define VMX_GPRS_CR2	0x80
-#define VMX_GPRS_SIZE	0x88
+#define GPRS_RAX	0x00
+#define GPRS_RCX	0x08
+#define GPRS_RDX	0x10
+#define GPRS_RBX	0x18
+#define GPRS_RSP	0x20
+#define GPRS_RBP	0x28
+#define GPRS_RSI	0x30
+#define GPRS_RDI	0x38
+#define GPRS_R8		0x40
+#define GPRS_R9		0x48
+#define GPRS_R10	0x50
+#define GPRS_R11	0x58
+#define GPRS_R12	0x60
+#define GPRS_R13	0x68
+#define GPRS_R14	0x70
+#define GPRS_R15	0x78
+#define GPRS_SIZE	0x80
 
 /* The VMCS fields vmx/vmenter.S writes (`pure::vmcs::field`). */
 #define VMCS_HOST_RSP	0x6c14

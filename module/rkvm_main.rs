@@ -9,7 +9,7 @@
 //! - [`dev`]: the system file descriptor, `/dev/rkvm`;
 //! - [`vm`], [`vcpu`]: VM and vCPU file descriptors ([`fd`]), the run loop;
 //! - [`backend`]: the interface to the hardware backends, [`svm`] (AMD)
-//!   and [`vmx`] (Intel);
+//!   and [`vmx`] (Intel); [`vendor`]: which of them runs guests here;
 //! - [`mmu`], [`memory`]: memory slots, nested and shadow page tables;
 //! - [`cpu`]: what the processor offers (decoded by `pure::cpu`);
 //! - [`ffi`]: every C and assembly function called, declared once, and the
@@ -37,6 +37,7 @@ mod svm;
 mod sys;
 mod trace;
 mod vcpu;
+mod vendor;
 mod vm;
 mod vmx;
 // Shared with the host crate `rkvm-pure` and the `rkvm` tool: `pub` there,
@@ -90,9 +91,9 @@ impl kernel::InPlaceModule for RkvmModule {
             "new VMs use {} (module parameter tdp)\n",
             if tdp { "tdp" } else { "shadow paging" }
         );
-        backend::set_usable(match features.usable_backend() {
-            Some("svm") => Some(backend::Vendor::Svm),
-            Some("vmx") => Some(backend::Vendor::Vmx),
+        vendor::set_usable(match features.usable_backend() {
+            Some("svm") => Some(vendor::Vendor::Svm),
+            Some("vmx") => Some(vendor::Vendor::Vmx),
             _ => None,
         });
         let kvm_node = crate::module_parameters::kvm_node.value();

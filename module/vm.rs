@@ -55,7 +55,8 @@ use crate::{
         VcpuDebugfs,
         VmDebugfs, //
     },
-    vcpu::Vcpu, //
+    vcpu::Vcpu,
+    vendor, //
 };
 
 /// The vCPUs created so far, and what must be chosen before the first.
@@ -95,7 +96,7 @@ pub(crate) struct Vm {
     #[pin]
     vcpus: Mutex<Vcpus>,
     /// The hardware backend; SVM stays enabled on every CPU while it lives.
-    hw: backend::Hardware,
+    hw: vendor::Hardware,
     /// kvmclock.
     clock: VmClock,
     /// Ioeventfds, coalesced zones and the coalesced ring. Taken inside
@@ -114,7 +115,7 @@ impl Vm {
         let mm = OwnerMm::current().ok_or(EINVAL)?;
         // No backend for this CPU (or it is disabled by firmware): the
         // system fd works, VMs do not (ENODEV).
-        let hw = backend::Hardware::get()?;
+        let hw = vendor::Hardware::get()?;
         let mmu = Mmu::new(hw.tdp_format())?;
         // Shadow paging only where the backend has it (not on VMX).
         let shadow = !crate::module_parameters::tdp.value() && hw.supports_shadow();

@@ -624,10 +624,10 @@ pub(crate) fn check_extension(cap: usize) -> i32 {
 /// vendor (`None` without a backend).
 pub(crate) fn nested_format() -> Option<crate::pure::nested::Format> {
     use crate::{
-        backend::Vendor,
-        pure::nested::Format, //
+        pure::nested::Format,
+        vendor::Vendor, //
     };
-    crate::backend::usable().map(|v| match v {
+    crate::vendor::usable().map(|v| match v {
         Vendor::Svm => Format::Svm,
         Vendor::Vmx => Format::Vmx,
     })

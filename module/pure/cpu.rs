@@ -50,18 +50,19 @@ mod ept_cap {
     pub(super) const PAGE_2M: u64 = 1 << 16;
 }
 
-/// MSR numbers the decoder needs.
+/// MSR numbers the decoder needs (defined with the other MSRs).
 pub mod msr {
-    /// `IA32_FEATURE_CONTROL`.
-    pub const FEATURE_CONTROL: u32 = 0x3A;
-    /// `IA32_VMX_PROCBASED_CTLS`.
-    pub const VMX_PROCBASED_CTLS: u32 = 0x482;
-    /// `IA32_VMX_PROCBASED_CTLS2`.
-    pub const VMX_PROCBASED_CTLS2: u32 = 0x48B;
-    /// `IA32_VMX_EPT_VPID_CAP`.
-    pub const VMX_EPT_VPID_CAP: u32 = 0x48C;
-    /// AMD `VM_CR`.
-    pub const VM_CR: u32 = 0xC001_0114;
+    pub use super::super::{
+        msr::{
+            FEATURE_CONTROL,
+            VM_CR, //
+        },
+        vmcs::cap_msr::{
+            EPT_VPID_CAP as VMX_EPT_VPID_CAP,
+            PROCBASED as VMX_PROCBASED_CTLS,
+            PROCBASED2 as VMX_PROCBASED_CTLS2, //
+        }, //
+    };
 }
 
 /// The raw register values the decoder looks at. An MSR that could not be read

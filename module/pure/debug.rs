@@ -49,9 +49,9 @@ pub const DR7_GD: u64 = 1 << 13;
 /// DR7's L0-L3 and G0-G3: a breakpoint is enabled.
 pub const DR7_BP_EN_MASK: u64 = 0xff;
 /// The #DB vector.
-pub const DB_VECTOR: u8 = 1;
+pub const DB_VECTOR: u8 = x86::vector::DB;
 /// The #BP vector.
-pub const BP_VECTOR: u8 = 3;
+pub const BP_VECTOR: u8 = x86::vector::BP;
 
 /// A control word with bits rkvm does not implement (of those KVM knows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

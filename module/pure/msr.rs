@@ -31,6 +31,14 @@ pub const FS_BASE: u32 = 0xc000_0100;
 pub const GS_BASE: u32 = 0xc000_0101;
 /// `KernelGSbase`.
 pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+/// `IA32_FEATURE_CONTROL` (the host's: VMX allowed).
+pub const FEATURE_CONTROL: u32 = 0x3a;
+/// `IA32_DEBUGCTL` (the host's, which a VMX exit clears).
+pub const DEBUGCTL: u32 = 0x1d9;
+/// AMD `VM_CR` (the host's: SVM disabled by firmware).
+pub const VM_CR: u32 = 0xc001_0114;
+/// AMD `VM_HSAVE_PA`: where VMRUN saves the host's state.
+pub const VM_HSAVE_PA: u32 = 0xc001_0117;
 
 /// `IA32_MTRRCAP` (read-only).
 pub const MTRR_CAP: u32 = 0xfe;
@@ -476,9 +484,56 @@ pub fn canonical(addr: u64) -> bool {
     top == 0 || top == -1
 }
 
+/// What a write of `value` to MSR `index` stores, for the MSRs both
+/// backends keep in their state (the VMCB, or the VMCS and the MSRs rkvm
+/// switches): the value, masked as the processor masks it, or `None` for a
+/// value the processor refuses with #GP (a non-canonical address, a PAT
+/// entry that is no memory type, SFMASK's upper half, APIC_BASE's reserved
+/// bits 7:0 and 9). `None` too for any other MSR. The same rules for
+/// WRMSR and `KVM_SET_MSRS`, on both backends, as KVM's `kvm_set_msr_common`
+/// and `__kvm_set_msr` apply them above the vendors.
+pub fn backend_write(index: u32, value: u64) -> Option<u64> {
+    match index {
+        SYSENTER_CS => Some(value & 0xffff),
+        SYSENTER_ESP | SYSENTER_EIP | LSTAR | CSTAR | FS_BASE | GS_BASE | KERNEL_GS_BASE => {
+            canonical(value).then_some(value)
+        }
+        PAT => valid_pat(value).then_some(value),
+        STAR => Some(value),
+        SFMASK => (value >> 32 == 0).then_some(value),
+        APIC_BASE => (value & 0x2ff == 0).then_some(value),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_msr_writes_are_masked_or_refused_as_the_processor_does() {
+        assert_eq!(backend_write(SYSENTER_CS, 0x1234_0010), Some(0x10));
+        assert_eq!(
+            backend_write(LSTAR, 0xffff_8000_0000_0000),
+            Some(0xffff_8000_0000_0000)
+        );
+        assert_eq!(backend_write(LSTAR, 0x0000_8000_0000_0000), None);
+        assert_eq!(backend_write(KERNEL_GS_BASE, 1 << 63), None);
+        assert_eq!(backend_write(STAR, u64::MAX), Some(u64::MAX));
+        assert_eq!(backend_write(SFMASK, 0x4_0000), Some(0x4_0000));
+        assert_eq!(backend_write(SFMASK, 1 << 32), None);
+        assert_eq!(
+            backend_write(PAT, 0x0007_0406_0007_0406),
+            Some(0x0007_0406_0007_0406)
+        );
+        assert_eq!(backend_write(PAT, 2), None);
+        assert_eq!(backend_write(APIC_BASE, 0xfee0_0900), Some(0xfee0_0900));
+        assert_eq!(backend_write(APIC_BASE, 0xfee0_0200), None);
+        assert_eq!(backend_write(APIC_BASE, 0xfee0_0001), None);
+        // Kept elsewhere: the TSC (an offset), EFER (the paging state).
+        assert_eq!(backend_write(TSC, 5), None);
+        assert_eq!(backend_write(EFER, 0), None);
+    }
 
     #[test]
     fn xss_is_zero_for_the_vmm_and_absent_for_the_guest() {

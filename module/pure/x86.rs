@@ -167,6 +167,8 @@ pub const RESET_RDX: u64 = 0x600;
 pub const RESET_DR6: u64 = 0xffff_0ff0;
 /// DR7 after RESET: bit 10 reads as one, no breakpoint enabled.
 pub const RESET_DR7: u64 = 0x400;
+/// IA32_PAT after RESET: WB, WT, UC-, UC in each half.
+pub const RESET_PAT: u64 = 0x0007_0406_0007_0406;
 /// DR6 bits a `mov` sets: B0-B3, BD, BS, BT.
 const DR6_WRITABLE: u64 = 0xe00f;
 /// DR7 bits a `mov` sets: all but 10 (fixed one) and 12, 14, 15 (zero).

@@ -22,18 +22,16 @@ use kernel::{
 use super::asid::AsidTable;
 use crate::{
     pure::{
+        msr,
         paging::HostPhys,
-        vmcb::Vmcb, //
+        vmcb::Vmcb,
+        x86::efer, //
     },
     sys::{
         self,
         PageBox, //
     }, //
 };
-
-const MSR_EFER: u32 = 0xC000_0080;
-const MSR_VM_HSAVE_PA: u32 = 0xC001_0117;
-const EFER_SVME: u64 = 1 << 12;
 
 /// The page VMRUN saves host state into, one per CPU.
 #[repr(C, align(4096))]
@@ -86,10 +84,10 @@ fn enable_cpu(ctx: &PerCpu) {
     let (Some(result), Some(area)) = (ctx.results.get(cpu), ctx.save_areas.get(cpu)) else {
         return;
     };
-    let outcome = match sys::rdmsr(MSR_EFER) {
-        Some(efer) if efer & EFER_SVME != 0 => BUSY,
-        Some(efer) => match sys::wrmsr(MSR_EFER, efer | EFER_SVME)
-            .and_then(|()| sys::wrmsr(MSR_VM_HSAVE_PA, area.0))
+    let outcome = match sys::rdmsr(msr::EFER) {
+        Some(efer) if efer & efer::SVME != 0 => BUSY,
+        Some(efer) => match sys::wrmsr(msr::EFER, efer | efer::SVME)
+            .and_then(|()| sys::wrmsr(msr::VM_HSAVE_PA, area.0))
         {
             Ok(()) => ENABLED,
             Err(_) => FAILED,
@@ -106,9 +104,9 @@ fn disable_cpu(ctx: &PerCpu) {
     if ctx.results.get(cpu).map(|r| r.load(Ordering::Relaxed)) != Some(ENABLED) {
         return;
     }
-    let disabled = sys::rdmsr(MSR_EFER).is_some_and(|efer| {
-        sys::wrmsr(MSR_VM_HSAVE_PA, 0)
-            .and_then(|()| sys::wrmsr(MSR_EFER, efer & !EFER_SVME))
+    let disabled = sys::rdmsr(msr::EFER).is_some_and(|efer| {
+        sys::wrmsr(msr::VM_HSAVE_PA, 0)
+            .and_then(|()| sys::wrmsr(msr::EFER, efer & !efer::SVME))
             .is_ok()
     });
     if !disabled {
@@ -205,5 +203,5 @@ impl Drop for HardwareRef {
 /// Whether SVM is enabled on the current CPU (a CPU brought online after the
 /// first VM was created is not). Call with preemption disabled.
 pub(super) fn enabled_here() -> bool {
-    sys::rdmsr(MSR_EFER).is_some_and(|efer| efer & EFER_SVME != 0)
+    sys::rdmsr(msr::EFER).is_some_and(|efer| efer & efer::SVME != 0)
 }

@@ -32,10 +32,12 @@ use kernel::{
 use crate::{
     abi::uapi,
     backend::{
+        gpr,
         ArchVcpu,
         Event,
         Exit,
         Injection,
+        SegReg,
         SHADOW_MOV_SS,
         SHADOW_STI, //
     },
@@ -69,7 +71,8 @@ use crate::{
         },
         x86::{
             self,
-            efer, //
+            efer,
+            vector, //
         }, //
     },
     sys::{
@@ -83,50 +86,8 @@ use hw::HostSaveArea;
 
 use crate::ffi::{
     rkvm_svm_vmrun,
-    SvmGprs as Gprs, //
+    Gprs, //
 };
-
-impl Gprs {
-    /// The register with x86 number `index` (not 0 = RAX or 4 = RSP, which
-    /// live in the VMCB).
-    fn slot(&self, index: u8) -> &u64 {
-        match index {
-            1 => &self.rcx,
-            2 => &self.rdx,
-            3 => &self.rbx,
-            5 => &self.rbp,
-            6 => &self.rsi,
-            7 => &self.rdi,
-            8 => &self.r8,
-            9 => &self.r9,
-            10 => &self.r10,
-            11 => &self.r11,
-            12 => &self.r12,
-            13 => &self.r13,
-            14 => &self.r14,
-            _ => &self.r15,
-        }
-    }
-
-    fn slot_mut(&mut self, index: u8) -> &mut u64 {
-        match index {
-            1 => &mut self.rcx,
-            2 => &mut self.rdx,
-            3 => &mut self.rbx,
-            5 => &mut self.rbp,
-            6 => &mut self.rsi,
-            7 => &mut self.rdi,
-            8 => &mut self.r8,
-            9 => &mut self.r9,
-            10 => &mut self.r10,
-            11 => &mut self.r11,
-            12 => &mut self.r12,
-            13 => &mut self.r13,
-            14 => &mut self.r14,
-            _ => &mut self.r15,
-        }
-    }
-}
 
 /// I/O permission map: one bit per port, 12 KiB, all set (every port exits).
 #[repr(C, align(4096))]
@@ -137,12 +98,6 @@ struct Iopm([u8; 3 * 4096]);
 #[repr(C, align(4096))]
 #[derive(Zeroable)]
 struct Msrpm([u8; 2 * 4096]);
-
-/// The page fault.
-const PF_VECTOR: u8 = 14;
-
-/// Power-on PAT.
-const RESET_PAT: u64 = 0x0007_0406_0007_0406;
 
 /// Segment attribute bits used at RESET (APM: type, S, P).
 const SEG_P_S: u16 = (1 << 7) | (1 << 4);
@@ -281,7 +236,7 @@ impl SvmVcpu {
                 gpa: GuestPhys(info2),
                 write: NpfError(info1).write(),
             },
-            c if c == exit::EXCP_BASE + u64::from(PF_VECTOR) => Exit::PageFault {
+            c if c == exit::EXCP_BASE + u64::from(vector::PF) => Exit::PageFault {
                 addr: info2,
                 error: info1,
             },
@@ -463,6 +418,9 @@ impl ArchVcpu for SvmVcpu {
                 vmcb::TLB_DO_NOTHING
             };
             self.fx.restore(&fpu);
+            // RAX and RSP are the VMCB's while the guest runs.
+            self.vmcb.save.rax = self.gprs.get(gpr::RAX);
+            self.vmcb.save.rsp = self.gprs.get(gpr::RSP);
             let vmcb: *mut Vmcb = &mut *self.vmcb;
             let gprs = &mut self.gprs;
             let start = vmrun_address();
@@ -476,6 +434,8 @@ impl ArchVcpu for SvmVcpu {
                 unsafe { rkvm_svm_vmrun(vmcb_pa, gprs, host_pa, vmcb, dr7) }
             });
             self.fx.save(&fpu);
+            self.gprs.set(gpr::RAX, self.vmcb.save.rax);
+            self.gprs.set(gpr::RSP, self.vmcb.save.rsp);
             Ok(())
         });
         drop(fpu);
@@ -542,7 +502,7 @@ impl ArchVcpu for SvmVcpu {
                 c.intercept_cr(cr);
             }
             c.intercept(Intercept::INVLPG);
-            c.intercept_exception(PF_VECTOR);
+            c.intercept_exception(vector::PF);
         } else {
             c.nested_ctl = vmcb::NP_ENABLE;
         }
@@ -573,9 +533,7 @@ impl ArchVcpu for SvmVcpu {
         s.dr7 = x86::RESET_DR7;
         s.rflags = x86::RFLAGS_FIXED;
         s.rip = x86::RESET_RIP;
-        s.rsp = 0;
-        s.rax = 0;
-        s.g_pat = RESET_PAT;
+        s.g_pat = x86::RESET_PAT;
         s.star = 0;
         s.lstar = 0;
         s.cstar = 0;
@@ -584,10 +542,8 @@ impl ArchVcpu for SvmVcpu {
         s.sysenter_cs = 0;
         s.sysenter_esp = 0;
         s.sysenter_eip = 0;
-        self.gprs = Gprs {
-            rdx: x86::RESET_RDX,
-            ..Gprs::default()
-        };
+        self.gprs = Gprs::default();
+        self.gprs.set(gpr::RDX, x86::RESET_RDX);
         self.debug.reset();
         self.apic_base = x86::reset_apic_base(self.bsp);
         self.fx.reset();
@@ -595,117 +551,88 @@ impl ArchVcpu for SvmVcpu {
         self.sync_paging();
     }
 
-    fn regs(&self) -> uapi::kvm_regs {
-        let (s, g) = (&self.vmcb.save, &self.gprs);
-        uapi::kvm_regs {
-            rax: s.rax,
-            rbx: g.rbx,
-            rcx: g.rcx,
-            rdx: g.rdx,
-            rsi: g.rsi,
-            rdi: g.rdi,
-            rsp: s.rsp,
-            rbp: g.rbp,
-            r8: g.r8,
-            r9: g.r9,
-            r10: g.r10,
-            r11: g.r11,
-            r12: g.r12,
-            r13: g.r13,
-            r14: g.r14,
-            r15: g.r15,
-            rip: s.rip,
-            rflags: s.rflags,
-        }
+    fn gprs(&self) -> &Gprs {
+        &self.gprs
     }
 
-    fn set_regs(&mut self, r: &uapi::kvm_regs) {
-        let s = &mut self.vmcb.save;
-        s.rax = r.rax;
-        s.rsp = r.rsp;
-        s.rip = r.rip;
-        s.rflags = r.rflags | x86::RFLAGS_FIXED;
-        self.gprs = Gprs {
-            rbx: r.rbx,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            rbp: r.rbp,
-            r8: r.r8,
-            r9: r.r9,
-            r10: r.r10,
-            r11: r.r11,
-            r12: r.r12,
-            r13: r.r13,
-            r14: r.r14,
-            r15: r.r15,
-        };
+    fn gprs_mut(&mut self) -> &mut Gprs {
+        &mut self.gprs
     }
 
-    fn sregs(&self) -> uapi::kvm_sregs {
+    fn rflags(&self) -> u64 {
+        self.vmcb.save.rflags
+    }
+
+    fn load_rip_rflags(&mut self, rip: u64, rflags: u64) {
+        self.vmcb.save.rip = rip;
+        self.vmcb.save.rflags = rflags | x86::RFLAGS_FIXED;
+    }
+
+    fn segment(&self, seg: SegReg) -> uapi::kvm_segment {
         let s = &self.vmcb.save;
-        let p = self.paging();
-        let seg = |seg: &Segment, kind| to_kvm_segment(seg, kind, s.cpl);
-        let dt = |seg: &Segment| uapi::kvm_dtable {
-            base: seg.base,
-            limit: seg.limit as u16,
-            padding: [0; 3],
+        let (segment, kind) = match seg {
+            SegReg::Cs => (&s.cs, SegKind::Code),
+            SegReg::Ds => (&s.ds, SegKind::Data),
+            SegReg::Es => (&s.es, SegKind::Data),
+            SegReg::Fs => (&s.fs, SegKind::Data),
+            SegReg::Gs => (&s.gs, SegKind::Data),
+            SegReg::Ss => (&s.ss, SegKind::Ss),
+            SegReg::Tr => (&s.tr, SegKind::Tr),
+            SegReg::Ldt => (&s.ldtr, SegKind::Ldt),
         };
-        uapi::kvm_sregs {
-            cs: seg(&s.cs, SegKind::Code),
-            ds: seg(&s.ds, SegKind::Data),
-            es: seg(&s.es, SegKind::Data),
-            fs: seg(&s.fs, SegKind::Data),
-            gs: seg(&s.gs, SegKind::Data),
-            ss: seg(&s.ss, SegKind::Ss),
-            tr: seg(&s.tr, SegKind::Tr),
-            ldt: seg(&s.ldtr, SegKind::Ldt),
-            gdt: dt(&s.gdtr),
-            idt: dt(&s.idtr),
-            cr0: p.cr0,
-            cr2: s.cr2,
-            cr3: p.cr3,
-            cr4: p.cr4,
-            cr8: self.cr8(),
-            efer: p.efer,
-            apic_base: self.apic_base,
-            interrupt_bitmap: [0; 4],
+        to_kvm_segment(segment, kind, s.cpl)
+    }
+
+    fn set_segment(&mut self, seg: SegReg, value: &uapi::kvm_segment) {
+        let s = &mut self.vmcb.save;
+        let segment = match seg {
+            SegReg::Cs => &mut s.cs,
+            SegReg::Ds => &mut s.ds,
+            SegReg::Es => &mut s.es,
+            SegReg::Fs => &mut s.fs,
+            SegReg::Gs => &mut s.gs,
+            SegReg::Ss => {
+                // The VMCB keeps the CPL apart: SS's DPL, as KVM takes it.
+                s.cpl = value.dpl & 3;
+                &mut s.ss
+            }
+            SegReg::Tr => &mut s.tr,
+            SegReg::Ldt => &mut s.ldtr,
+        };
+        *segment = from_kvm_segment(value);
+    }
+
+    fn dtable(&self, gdt: bool) -> uapi::kvm_dtable {
+        let s = &self.vmcb.save;
+        let table = if gdt { &s.gdtr } else { &s.idtr };
+        uapi::kvm_dtable {
+            base: table.base,
+            limit: table.limit as u16,
+            padding: [0; 3],
         }
     }
 
-    fn set_sregs(&mut self, k: &uapi::kvm_sregs) {
+    fn set_dtable(&mut self, gdt: bool, value: &uapi::kvm_dtable) {
         let s = &mut self.vmcb.save;
-        s.cs = from_kvm_segment(&k.cs);
-        s.ds = from_kvm_segment(&k.ds);
-        s.es = from_kvm_segment(&k.es);
-        s.fs = from_kvm_segment(&k.fs);
-        s.gs = from_kvm_segment(&k.gs);
-        s.ss = from_kvm_segment(&k.ss);
-        s.tr = from_kvm_segment(&k.tr);
-        s.ldtr = from_kvm_segment(&k.ldt);
-        s.cpl = k.ss.dpl & 3;
-        s.gdtr = Segment {
+        let table = if gdt { &mut s.gdtr } else { &mut s.idtr };
+        *table = Segment {
             selector: 0,
             attrib: 0,
-            limit: u32::from(k.gdt.limit),
-            base: k.gdt.base,
+            limit: u32::from(value.limit),
+            base: value.base,
         };
-        s.idtr = Segment {
-            selector: 0,
-            attrib: 0,
-            limit: u32::from(k.idt.limit),
-            base: k.idt.base,
-        };
-        s.cr2 = k.cr2;
-        self.set_cr8(k.cr8);
-        self.apic_base = k.apic_base;
-        self.set_paging(GuestPaging {
-            cr0: k.cr0,
-            cr3: k.cr3,
-            cr4: k.cr4,
-            efer: k.efer,
-        });
+    }
+
+    fn cr2(&self) -> u64 {
+        self.vmcb.save.cr2
+    }
+
+    fn apic_base(&self) -> u64 {
+        self.apic_base
+    }
+
+    fn set_apic_base(&mut self, value: u64) {
+        self.apic_base = value;
     }
 
     fn paging(&self) -> GuestPaging {
@@ -759,22 +686,6 @@ impl ArchVcpu for SvmVcpu {
             vmcb::EVENT_TYPE_EXCEPTION => Event::Exception(vector),
             _ => Event::Other,
         })
-    }
-
-    fn gpr(&self, index: u8) -> u64 {
-        match index & 15 {
-            0 => self.vmcb.save.rax,
-            4 => self.vmcb.save.rsp,
-            i => *self.gprs.slot(i),
-        }
-    }
-
-    fn set_gpr(&mut self, index: u8, value: u64) {
-        match index & 15 {
-            0 => self.vmcb.save.rax = value,
-            4 => self.vmcb.save.rsp = value,
-            i => *self.gprs.slot_mut(i) = value,
-        }
     }
 
     fn rip(&self) -> u64 {
@@ -959,16 +870,21 @@ impl ArchVcpu for SvmVcpu {
         s.cs.base.wrapping_add(s.rip)
     }
 
-    fn get_msr(&self, index: u32) -> Option<u64> {
+    fn tsc_offset(&self) -> u64 {
+        self.vmcb.control.tsc_offset
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vmcb.control.tsc_offset = offset;
+    }
+
+    fn stored_msr(&self, index: u32) -> Option<u64> {
         let s = &self.vmcb.save;
         Some(match index {
-            msr::TSC => sys::rdtsc().wrapping_add(self.vmcb.control.tsc_offset),
-            msr::APIC_BASE => self.apic_base,
             msr::SYSENTER_CS => s.sysenter_cs,
             msr::SYSENTER_ESP => s.sysenter_esp,
             msr::SYSENTER_EIP => s.sysenter_eip,
             msr::PAT => s.g_pat,
-            msr::EFER => self.paging().efer,
             msr::STAR => s.star,
             msr::LSTAR => s.lstar,
             msr::CSTAR => s.cstar,
@@ -980,38 +896,23 @@ impl ArchVcpu for SvmVcpu {
         })
     }
 
-    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> bool {
-        let canonical = msr::canonical(value);
+    fn store_msr(&mut self, index: u32, value: u64) -> bool {
         let s = &mut self.vmcb.save;
-        match index {
-            msr::TSC => self.vmcb.control.tsc_offset = value.wrapping_sub(sys::rdtsc()),
-            // Reserved: bits 7:0 and 9 (and above the physical address width).
-            msr::APIC_BASE if value & 0x2ff == 0 => self.apic_base = value,
-            msr::SYSENTER_CS => s.sysenter_cs = value & 0xffff,
-            msr::SYSENTER_ESP if canonical => s.sysenter_esp = value,
-            msr::SYSENTER_EIP if canonical => s.sysenter_eip = value,
-            msr::PAT if msr::valid_pat(value) => s.g_pat = value,
-            msr::EFER => {
-                let p = self.paging();
-                let next = if host {
-                    (value & !efer::SUPPORTED == 0).then_some(GuestPaging { efer: value, ..p })
-                } else {
-                    p.write_efer(value)
-                };
-                match next {
-                    Some(next) => self.set_paging(next),
-                    None => return false,
-                }
-            }
-            msr::STAR => s.star = value,
-            msr::LSTAR if canonical => s.lstar = value,
-            msr::CSTAR if canonical => s.cstar = value,
-            msr::SFMASK if value >> 32 == 0 => s.sfmask = value,
-            msr::FS_BASE if canonical => s.fs.base = value,
-            msr::GS_BASE if canonical => s.gs.base = value,
-            msr::KERNEL_GS_BASE if canonical => s.kernel_gs_base = value,
+        let slot = match index {
+            msr::SYSENTER_CS => &mut s.sysenter_cs,
+            msr::SYSENTER_ESP => &mut s.sysenter_esp,
+            msr::SYSENTER_EIP => &mut s.sysenter_eip,
+            msr::PAT => &mut s.g_pat,
+            msr::STAR => &mut s.star,
+            msr::LSTAR => &mut s.lstar,
+            msr::CSTAR => &mut s.cstar,
+            msr::SFMASK => &mut s.sfmask,
+            msr::FS_BASE => &mut s.fs.base,
+            msr::GS_BASE => &mut s.gs.base,
+            msr::KERNEL_GS_BASE => &mut s.kernel_gs_base,
             _ => return false,
-        }
+        };
+        *slot = value;
         true
     }
 

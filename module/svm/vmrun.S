@@ -17,8 +17,9 @@
  * restores RAX, RSP, RIP, RFLAGS, CR0/3/4, EFER and the descriptor tables
  * through the VM_HSAVE_PA area.
  *
- * struct rkvm_gprs is `SvmGprs` in ffi.rs: rbx, rcx, rdx, rsi, rdi, rbp,
- * r8..r15, at the offsets SVM_GPRS_* of layout.h (which ffi.rs checks).
+ * struct rkvm_gprs is `Gprs` in ffi.rs, the 16 GPRs in x86 encoding
+ * order at the offsets GPRS_* of layout.h (which ffi.rs checks); RAX and
+ * RSP are the VMCB's, so their slots are left alone here.
  */
 #include <linux/linkage.h>
 #include <asm/asm.h>
@@ -59,20 +60,20 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	mov	%r8, %dr7
 1:
 
-	mov	SVM_GPRS_RBX(%rsi), %rbx
-	mov	SVM_GPRS_RCX(%rsi), %rcx
-	mov	SVM_GPRS_RDX(%rsi), %rdx
-	mov	SVM_GPRS_RDI(%rsi), %rdi
-	mov	SVM_GPRS_RBP(%rsi), %rbp
-	mov	SVM_GPRS_R8(%rsi),  %r8
-	mov	SVM_GPRS_R9(%rsi),  %r9
-	mov	SVM_GPRS_R10(%rsi), %r10
-	mov	SVM_GPRS_R11(%rsi), %r11
-	mov	SVM_GPRS_R12(%rsi), %r12
-	mov	SVM_GPRS_R13(%rsi), %r13
-	mov	SVM_GPRS_R14(%rsi), %r14
-	mov	SVM_GPRS_R15(%rsi), %r15
-	mov	SVM_GPRS_RSI(%rsi), %rsi
+	mov	GPRS_RBX(%rsi), %rbx
+	mov	GPRS_RCX(%rsi), %rcx
+	mov	GPRS_RDX(%rsi), %rdx
+	mov	GPRS_RDI(%rsi), %rdi
+	mov	GPRS_RBP(%rsi), %rbp
+	mov	GPRS_R8(%rsi),  %r8
+	mov	GPRS_R9(%rsi),  %r9
+	mov	GPRS_R10(%rsi), %r10
+	mov	GPRS_R11(%rsi), %r11
+	mov	GPRS_R12(%rsi), %r12
+	mov	GPRS_R13(%rsi), %r13
+	mov	GPRS_R14(%rsi), %r14
+	mov	GPRS_R15(%rsi), %r15
+	mov	GPRS_RSI(%rsi), %rsi
 
 	/*
 	 * With V_INTR_MASKING the host's RFLAGS.IF decides whether a physical
@@ -88,20 +89,20 @@ SYM_FUNC_START(rkvm_svm_vmrun)
 	vmsave	%rax
 	mov	%rsi, %rax
 	mov	8(%rsp), %rsi
-	mov	%rax, SVM_GPRS_RSI(%rsi)
-	mov	%rbx, SVM_GPRS_RBX(%rsi)
-	mov	%rcx, SVM_GPRS_RCX(%rsi)
-	mov	%rdx, SVM_GPRS_RDX(%rsi)
-	mov	%rdi, SVM_GPRS_RDI(%rsi)
-	mov	%rbp, SVM_GPRS_RBP(%rsi)
-	mov	%r8,  SVM_GPRS_R8(%rsi)
-	mov	%r9,  SVM_GPRS_R9(%rsi)
-	mov	%r10, SVM_GPRS_R10(%rsi)
-	mov	%r11, SVM_GPRS_R11(%rsi)
-	mov	%r12, SVM_GPRS_R12(%rsi)
-	mov	%r13, SVM_GPRS_R13(%rsi)
-	mov	%r14, SVM_GPRS_R14(%rsi)
-	mov	%r15, SVM_GPRS_R15(%rsi)
+	mov	%rax, GPRS_RSI(%rsi)
+	mov	%rbx, GPRS_RBX(%rsi)
+	mov	%rcx, GPRS_RCX(%rsi)
+	mov	%rdx, GPRS_RDX(%rsi)
+	mov	%rdi, GPRS_RDI(%rsi)
+	mov	%rbp, GPRS_RBP(%rsi)
+	mov	%r8,  GPRS_R8(%rsi)
+	mov	%r9,  GPRS_R9(%rsi)
+	mov	%r10, GPRS_R10(%rsi)
+	mov	%r11, GPRS_R11(%rsi)
+	mov	%r12, GPRS_R12(%rsi)
+	mov	%r13, GPRS_R13(%rsi)
+	mov	%r14, GPRS_R14(%rsi)
+	mov	%r15, GPRS_R15(%rsi)
 
 	mov	16(%rsp), %rax
 	vmload	%rax		/* host FS/GS/... back */

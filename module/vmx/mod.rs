@@ -64,10 +64,12 @@ use kernel::{
 use crate::{
     abi::uapi,
     backend::{
+        gpr,
         ArchVcpu,
         Event,
         Exit,
         Injection,
+        SegReg,
         SHADOW_MOV_SS,
         SHADOW_STI, //
     },
@@ -112,6 +114,7 @@ use crate::{
         x86::{
             self,
             efer,
+            vector,
             SegAttrib, //
         }, //
     },
@@ -132,7 +135,7 @@ use crate::ffi::{
     rkvm_vmx_host_restore,
     rkvm_vmx_host_save,
     rkvm_vmx_vmlaunch,
-    VmxGprs as Gprs,
+    Gprs,
     VmxHostState as HostState, //
 };
 
@@ -141,18 +144,6 @@ use crate::ffi::{
 /// `GuestState::msrs`, in this order.
 const SWITCHED_MSRS: [u32; 4] = [msr::STAR, msr::LSTAR, msr::CSTAR, msr::SFMASK];
 
-/// IA32_DEBUGCTL, which a VM exit clears.
-const MSR_DEBUGCTL: u32 = 0x1d9;
-const MSR_SYSENTER_CS: u32 = 0x174;
-const MSR_SYSENTER_ESP: u32 = 0x175;
-const MSR_SYSENTER_EIP: u32 = 0x176;
-const MSR_PAT: u32 = 0x277;
-const MSR_EFER: u32 = 0xc000_0080;
-
-/// Power-on PAT.
-const RESET_PAT: u64 = 0x0007_0406_0007_0406;
-/// The page fault.
-const PF_VECTOR: u8 = 14;
 /// RFLAGS.VM (virtual-8086 mode) and RFLAGS.IOPL.
 const RFLAGS_VM: u64 = 1 << 17;
 const RFLAGS_IOPL: u64 = 3 << 12;
@@ -249,6 +240,9 @@ pub(crate) struct VmxVcpu {
     /// was not changed by the guest.
     written_segs: [Segment; 8],
     gprs: Gprs,
+    /// The guest's CR2, which the VMCS does not hold: loaded just before
+    /// each entry and read back just after the exit.
+    cr2: u64,
     state: GuestState,
     exit: ExitInfo,
     /// The event to inject at the next entry (interruption information,
@@ -309,6 +303,7 @@ impl VmxVcpu {
             written_segs: [Segment::default(); 8],
             caps,
             gprs: Gprs::default(),
+            cr2: 0,
             state: GuestState::default(),
             exit: ExitInfo::default(),
             event: (IntrInfo(0), 0, 0),
@@ -345,7 +340,7 @@ impl VmxVcpu {
         // SAFETY: fills `host` (a `#[repr(C)]` mirror of the C struct) with
         // this CPU's state; interrupts are off.
         unsafe { rkvm_vmx_host_save(&mut host) };
-        let debugctl = ops::host_msr(MSR_DEBUGCTL)?;
+        let debugctl = ops::host_msr(msr::DEBUGCTL)?;
         let dr7 = read_dr7();
 
         // SAFETY: interrupts are off until `root_op` is dropped at the end
@@ -405,11 +400,17 @@ impl VmxVcpu {
         sys::wrmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
         self.fx.restore(fpu);
         let gprs = &mut self.gprs;
+        let cr2 = &mut self.cr2;
         let launched = guest_state::load_armed(&self.debug.armed(), || {
+            // SAFETY: interrupts are off until after the exit and the read
+            // of CR2 below.
+            unsafe { ops::write_cr2(*cr2) };
             // SAFETY: in VMX root operation with this vCPU's VMCS current
             // and fully written; `gprs` is ours; interrupts are off and the
             // FPU is the guest's for the duration.
-            unsafe { rkvm_vmx_vmlaunch(gprs) }
+            let launched = unsafe { rkvm_vmx_vmlaunch(gprs) };
+            *cr2 = ops::read_cr2();
+            launched
         });
         self.fx.save(fpu);
         self.state.kernel_gs_base =
@@ -436,7 +437,7 @@ impl VmxVcpu {
         // SAFETY: puts back what `rkvm_vmx_host_save` read, on the same CPU.
         unsafe { rkvm_vmx_host_restore(&host) };
         if debugctl != 0 {
-            sys::wrmsr_or_warn(MSR_DEBUGCTL, debugctl);
+            sys::wrmsr_or_warn(msr::DEBUGCTL, debugctl);
         }
         if dr7 != x86::RESET_DR7 {
             write_dr7(dr7);
@@ -503,7 +504,7 @@ impl VmxVcpu {
         let exceptions = if self.v86 {
             u32::MAX
         } else if self.shadow {
-            1 << PF_VECTOR
+            1 << vector::PF
         } else {
             0
         };
@@ -548,7 +549,7 @@ impl VmxVcpu {
             v.write(field::GUEST_CR4, s.cr4 | c.cr4_fixed1);
         }
         v.write(field::GUEST_EFER, self.hw_efer());
-        v.write(field::GUEST_RSP, self.gprs.regs[4]);
+        v.write(field::GUEST_RSP, self.gprs.get(gpr::RSP));
         v.write(field::GUEST_RIP, s.rip);
         let v86_flags = if self.v86 { RFLAGS_VM | RFLAGS_IOPL } else { 0 };
         v.write(field::GUEST_RFLAGS, s.rflags | v86_flags);
@@ -695,7 +696,7 @@ impl VmxVcpu {
             s.cr3 = v.read(field::GUEST_CR3);
             s.efer = v.read(field::GUEST_EFER);
         }
-        self.gprs.regs[4] = v.read(field::GUEST_RSP);
+        self.gprs.set(gpr::RSP, v.read(field::GUEST_RSP));
         s.rip = v.read(field::GUEST_RIP);
         let rflags = v.read(field::GUEST_RFLAGS);
         // Virtual-8086 mode's VM and IOPL are rkvm's, not the guest's.
@@ -746,7 +747,7 @@ impl VmxVcpu {
                     (IntrInfo::TYPE_SW_EXCEPTION, BP_VECTOR) if self.debug.guest_debug().sw_bp => {
                         Exit::Breakpoint
                     }
-                    (IntrInfo::TYPE_HW_EXCEPTION, PF_VECTOR) if self.shadow => Exit::PageFault {
+                    (IntrInfo::TYPE_HW_EXCEPTION, vector::PF) if self.shadow => Exit::PageFault {
                         addr: e.qualification,
                         error: u64::from(e.intr_error),
                     },
@@ -851,11 +852,11 @@ fn write_host(v: &ops::Current<'_>, h: &HostState) -> Result<(), OpError> {
     v.write(field::HOST_TR_BASE, h.tr_base);
     v.write(field::HOST_GDTR_BASE, h.gdt_base);
     v.write(field::HOST_IDTR_BASE, h.idt_base);
-    v.write(field::HOST_SYSENTER_CS, ops::host_msr(MSR_SYSENTER_CS)?);
-    v.write(field::HOST_SYSENTER_ESP, ops::host_msr(MSR_SYSENTER_ESP)?);
-    v.write(field::HOST_SYSENTER_EIP, ops::host_msr(MSR_SYSENTER_EIP)?);
-    v.write(field::HOST_PAT, ops::host_msr(MSR_PAT)?);
-    v.write(field::HOST_EFER, ops::host_msr(MSR_EFER)?);
+    v.write(field::HOST_SYSENTER_CS, ops::host_msr(msr::SYSENTER_CS)?);
+    v.write(field::HOST_SYSENTER_ESP, ops::host_msr(msr::SYSENTER_ESP)?);
+    v.write(field::HOST_SYSENTER_EIP, ops::host_msr(msr::SYSENTER_EIP)?);
+    v.write(field::HOST_PAT, ops::host_msr(msr::PAT)?);
+    v.write(field::HOST_EFER, ops::host_msr(msr::EFER)?);
     Ok(())
 }
 
@@ -906,6 +907,20 @@ fn to_kvm_segment(s: &Segment) -> uapi::kvm_segment {
         avl: u8::from(a.avl),
         unusable: u8::from(unusable),
         padding: 0,
+    }
+}
+
+/// The VMCS's name for a segment register.
+fn vmcs_seg(seg: SegReg) -> Seg {
+    match seg {
+        SegReg::Cs => Seg::Cs,
+        SegReg::Ds => Seg::Ds,
+        SegReg::Es => Seg::Es,
+        SegReg::Fs => Seg::Fs,
+        SegReg::Gs => Seg::Gs,
+        SegReg::Ss => Seg::Ss,
+        SegReg::Tr => Seg::Tr,
+        SegReg::Ldt => Seg::Ldtr,
     }
 }
 
@@ -1022,7 +1037,7 @@ impl ArchVcpu for VmxVcpu {
             cr0: x86::RESET_CR0,
             rip: x86::RESET_RIP,
             rflags: x86::RFLAGS_FIXED,
-            pat: RESET_PAT,
+            pat: x86::RESET_PAT,
             gdtr: (0, 0xffff),
             idtr: (0, 0xffff),
             ..GuestState::default()
@@ -1033,7 +1048,8 @@ impl ArchVcpu for VmxVcpu {
         self.state = s;
         self.cold_dirty = true;
         self.gprs = Gprs::default();
-        self.gprs.regs[2] = x86::RESET_RDX;
+        self.gprs.set(gpr::RDX, x86::RESET_RDX);
+        self.cr2 = 0;
         self.event = (IntrInfo(0), 0, 0);
         self.irq_window = false;
         self.nmi_window = false;
@@ -1042,94 +1058,66 @@ impl ArchVcpu for VmxVcpu {
         self.fx.reset();
     }
 
-    fn regs(&self) -> uapi::kvm_regs {
-        let r = &self.gprs.regs;
-        uapi::kvm_regs {
-            rax: r[0],
-            rcx: r[1],
-            rdx: r[2],
-            rbx: r[3],
-            rsp: r[4],
-            rbp: r[5],
-            rsi: r[6],
-            rdi: r[7],
-            r8: r[8],
-            r9: r[9],
-            r10: r[10],
-            r11: r[11],
-            r12: r[12],
-            r13: r[13],
-            r14: r[14],
-            r15: r[15],
-            rip: self.state.rip,
-            rflags: self.state.rflags,
-        }
+    fn gprs(&self) -> &Gprs {
+        &self.gprs
     }
 
-    fn set_regs(&mut self, k: &uapi::kvm_regs) {
-        self.gprs.regs = [
-            k.rax, k.rcx, k.rdx, k.rbx, k.rsp, k.rbp, k.rsi, k.rdi, k.r8, k.r9, k.r10, k.r11,
-            k.r12, k.r13, k.r14, k.r15,
-        ];
-        self.state.rip = k.rip;
-        self.state.rflags = k.rflags | x86::RFLAGS_FIXED;
+    fn gprs_mut(&mut self) -> &mut Gprs {
+        &mut self.gprs
     }
 
-    fn sregs(&self) -> uapi::kvm_sregs {
-        let s = &self.state;
-        let dt = |(base, limit): (u64, u32)| uapi::kvm_dtable {
+    fn rflags(&self) -> u64 {
+        self.state.rflags
+    }
+
+    fn load_rip_rflags(&mut self, rip: u64, rflags: u64) {
+        self.state.rip = rip;
+        self.state.rflags = rflags | x86::RFLAGS_FIXED;
+    }
+
+    fn segment(&self, seg: SegReg) -> uapi::kvm_segment {
+        to_kvm_segment(self.state.seg(vmcs_seg(seg)))
+    }
+
+    fn set_segment(&mut self, seg: SegReg, value: &uapi::kvm_segment) {
+        let seg = vmcs_seg(seg);
+        *self.state.seg_mut(seg) = from_kvm_segment(value, seg);
+        self.cold_dirty = true;
+    }
+
+    fn dtable(&self, gdt: bool) -> uapi::kvm_dtable {
+        let (base, limit) = if gdt {
+            self.state.gdtr
+        } else {
+            self.state.idtr
+        };
+        uapi::kvm_dtable {
             base,
             limit: limit as u16,
             padding: [0; 3],
-        };
-        uapi::kvm_sregs {
-            cs: to_kvm_segment(s.seg(Seg::Cs)),
-            ds: to_kvm_segment(s.seg(Seg::Ds)),
-            es: to_kvm_segment(s.seg(Seg::Es)),
-            fs: to_kvm_segment(s.seg(Seg::Fs)),
-            gs: to_kvm_segment(s.seg(Seg::Gs)),
-            ss: to_kvm_segment(s.seg(Seg::Ss)),
-            tr: to_kvm_segment(s.seg(Seg::Tr)),
-            ldt: to_kvm_segment(s.seg(Seg::Ldtr)),
-            gdt: dt(s.gdtr),
-            idt: dt(s.idtr),
-            cr0: s.cr0,
-            cr2: self.gprs.cr2,
-            cr3: s.cr3,
-            cr4: s.cr4,
-            cr8: s.tpr,
-            efer: s.efer,
-            apic_base: self.apic_base,
-            interrupt_bitmap: [0; 4],
         }
     }
 
-    fn set_sregs(&mut self, k: &uapi::kvm_sregs) {
-        let s = &mut self.state;
-        for (seg, ks) in [
-            (Seg::Cs, &k.cs),
-            (Seg::Ds, &k.ds),
-            (Seg::Es, &k.es),
-            (Seg::Fs, &k.fs),
-            (Seg::Gs, &k.gs),
-            (Seg::Ss, &k.ss),
-            (Seg::Tr, &k.tr),
-            (Seg::Ldtr, &k.ldt),
-        ] {
-            *s.seg_mut(seg) = from_kvm_segment(ks, seg);
+    fn set_dtable(&mut self, gdt: bool, value: &uapi::kvm_dtable) {
+        let table = (value.base, u32::from(value.limit));
+        if gdt {
+            self.state.gdtr = table;
+        } else {
+            self.state.idtr = table;
         }
-        s.gdtr = (k.gdt.base, u32::from(k.gdt.limit));
-        s.idtr = (k.idt.base, u32::from(k.idt.limit));
-        s.tpr = k.cr8 & 0xf;
         self.cold_dirty = true;
-        self.gprs.cr2 = k.cr2;
-        self.apic_base = k.apic_base;
-        self.set_paging(GuestPaging {
-            cr0: k.cr0,
-            cr3: k.cr3,
-            cr4: k.cr4,
-            efer: k.efer,
-        });
+    }
+
+    fn cr2(&self) -> u64 {
+        self.cr2
+    }
+
+    fn apic_base(&self) -> u64 {
+        self.apic_base
+    }
+
+    fn set_apic_base(&mut self, value: u64) {
+        self.apic_base = value;
     }
 
     fn paging(&self) -> GuestPaging {
@@ -1151,7 +1139,7 @@ impl ArchVcpu for VmxVcpu {
     }
 
     fn set_cr2(&mut self, value: u64) {
-        self.gprs.cr2 = value;
+        self.cr2 = value;
     }
 
     fn holds_pdptes(&self) -> bool {
@@ -1181,14 +1169,6 @@ impl ArchVcpu for VmxVcpu {
             IntrInfo::TYPE_HW_EXCEPTION => Event::Exception(info.vector()),
             _ => Event::Other,
         })
-    }
-
-    fn gpr(&self, index: u8) -> u64 {
-        self.gprs.regs[usize::from(index & 15)]
-    }
-
-    fn set_gpr(&mut self, index: u8, value: u64) {
-        self.gprs.regs[usize::from(index & 15)] = value;
     }
 
     fn rip(&self) -> u64 {
@@ -1368,71 +1348,56 @@ impl ArchVcpu for VmxVcpu {
         self.state.seg(Seg::Cs).base.wrapping_add(self.state.rip)
     }
 
-    fn get_msr(&self, index: u32) -> Option<u64> {
+    fn tsc_offset(&self) -> u64 {
+        self.state.tsc_offset
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.state.tsc_offset = offset;
+    }
+
+    fn stored_msr(&self, index: u32) -> Option<u64> {
         let s = &self.state;
-        let switched = |i: u32| {
-            SWITCHED_MSRS
-                .iter()
-                .position(|&m| m == i)
-                .and_then(|p| s.msrs.get(p).copied())
-        };
         Some(match index {
-            msr::TSC => sys::rdtsc().wrapping_add(s.tsc_offset),
-            msr::APIC_BASE => self.apic_base,
             msr::SYSENTER_CS => s.sysenter[0],
             msr::SYSENTER_ESP => s.sysenter[1],
             msr::SYSENTER_EIP => s.sysenter[2],
             msr::PAT => s.pat,
-            msr::EFER => s.efer,
             msr::FS_BASE => s.seg(Seg::Fs).base,
             msr::GS_BASE => s.seg(Seg::Gs).base,
             msr::KERNEL_GS_BASE => s.kernel_gs_base,
-            i => return switched(i),
+            // STAR, LSTAR, CSTAR, SFMASK: switched around each run.
+            _ => {
+                let slot = SWITCHED_MSRS.iter().position(|&m| m == index)?;
+                return s.msrs.get(slot).copied();
+            }
         })
     }
 
-    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> bool {
+    fn store_msr(&mut self, index: u32, value: u64) -> bool {
+        let s = &mut self.state;
+        let slot = match index {
+            msr::SYSENTER_CS => &mut s.sysenter[0],
+            msr::SYSENTER_ESP => &mut s.sysenter[1],
+            msr::SYSENTER_EIP => &mut s.sysenter[2],
+            msr::PAT => &mut s.pat,
+            msr::FS_BASE => &mut s.seg_mut(Seg::Fs).base,
+            msr::GS_BASE => &mut s.seg_mut(Seg::Gs).base,
+            msr::KERNEL_GS_BASE => &mut s.kernel_gs_base,
+            _ => {
+                let Some(m) = SWITCHED_MSRS
+                    .iter()
+                    .position(|&m| m == index)
+                    .and_then(|i| s.msrs.get_mut(i))
+                else {
+                    return false;
+                };
+                m
+            }
+        };
+        *slot = value;
         // SYSENTER, PAT and the FS/GS bases live with the cold state.
         self.cold_dirty = true;
-        let canonical = msr::canonical(value);
-        let p = self.paging();
-        let s = &mut self.state;
-        let slot = SWITCHED_MSRS.iter().position(|&m| m == index);
-        match index {
-            msr::TSC => s.tsc_offset = value.wrapping_sub(sys::rdtsc()),
-            // Reserved: bits 7:0 and 9 (and above the physical address width).
-            msr::APIC_BASE if value & 0x2ff == 0 => self.apic_base = value,
-            msr::SYSENTER_CS => s.sysenter[0] = value & 0xffff,
-            msr::SYSENTER_ESP if canonical => s.sysenter[1] = value,
-            msr::SYSENTER_EIP if canonical => s.sysenter[2] = value,
-            msr::PAT if msr::valid_pat(value) => s.pat = value,
-            msr::EFER => {
-                let next = if host {
-                    (value & !efer::SUPPORTED == 0).then_some(GuestPaging { efer: value, ..p })
-                } else {
-                    p.write_efer(value)
-                };
-                match next {
-                    Some(next) => self.set_paging(next),
-                    None => return false,
-                }
-            }
-            msr::FS_BASE if canonical => s.seg_mut(Seg::Fs).base = value,
-            msr::GS_BASE if canonical => s.seg_mut(Seg::Gs).base = value,
-            msr::KERNEL_GS_BASE if canonical => s.kernel_gs_base = value,
-            msr::STAR | msr::LSTAR | msr::CSTAR | msr::SFMASK => {
-                let valid = match index {
-                    msr::STAR => true,
-                    msr::SFMASK => value >> 32 == 0,
-                    _ => canonical,
-                };
-                match slot.and_then(|i| s.msrs.get_mut(i)) {
-                    Some(m) if valid => *m = value,
-                    _ => return false,
-                }
-            }
-            _ => return false,
-        }
         true
     }
 

@@ -70,6 +70,28 @@ unsafe fn write_cr4(value: u64) {
     unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) };
 }
 
+/// CR2 as it is now: after a VM exit, with interrupts still off, the
+/// guest's (VM exits do not change CR2).
+pub(super) fn read_cr2() -> u64 {
+    let cr2: u64;
+    // SAFETY: reading CR2 has no side effect (CPL 0).
+    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
+    cr2
+}
+
+/// Loads the guest's CR2 just before a VM entry, which does not load it.
+///
+/// # Safety
+///
+/// Interrupts must be disabled until after the VM exit that follows (and
+/// its `read_cr2`): nothing of the host may fault in between and find its
+/// own fault address overwritten, or overwrite the guest's. (An NMI
+/// handler preserves CR2.)
+pub(super) unsafe fn write_cr2(value: u64) {
+    // SAFETY: per the contract; CR2 only holds the last fault address.
+    unsafe { asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Whether another hypervisor is in VMX operation on this CPU.
 pub(super) fn vmx_in_use_here() -> bool {
     read_cr4() & CR4_VMXE != 0
