@@ -47,7 +47,13 @@
 //! virtual-8086 mode cannot hold (CS after RESET, "unreal" segments) is
 //! refused with an internal error, where kvm_intel would emulate.
 
+// The run, from VMXON to the host state put back.
+mod entry;
+// The exit read back and decoded.
+mod exit;
+// The processor's capabilities, per VM.
 mod hw;
+// The VMX instructions, each wrapped once.
 mod ops;
 
 pub(crate) use hw::{
@@ -74,34 +80,20 @@ use crate::{
         SHADOW_STI, //
     },
     guest_state::{
-        self,
         DebugRegs,
         GuestFpu, //
     },
     mmu::Entry,
     pure::{
-        debug::{
-            BP_VECTOR,
-            DB_VECTOR, //
-        },
-        decode::{
-            Mode,
-            PortIo, //
-        },
+        debug::BP_VECTOR,
         msr,
-        paging::{
-            GuestPhys,
-            HostPhys, //
-        },
         shadow::GuestPaging,
         vmcs::{
             self,
             ar,
-            field,
             reason,
             Controls,
             IntrInfo,
-            IoQualification,
             Seg,
             Segment,
             INTERRUPTIBILITY_MOV_SS,
@@ -110,16 +102,12 @@ use crate::{
             INTERRUPTIBILITY_STI_MOVSS,
             PENDING_DBG_BS, //
         },
-        walk::Paging,
         x86::{
             self,
-            efer,
-            vector,
             SegAttrib, //
         }, //
     },
     sys::{
-        self,
         FpuGuard,
         PageBox, //
     }, //
@@ -127,14 +115,10 @@ use crate::{
 
 use ops::{
     OpError,
-    Region,
-    RootOperation, //
+    Region, //
 };
 
 use crate::ffi::{
-    rkvm_vmx_host_restore,
-    rkvm_vmx_host_save,
-    rkvm_vmx_vmlaunch,
     Gprs,
     VmxHostState as HostState, //
 };
@@ -322,571 +306,6 @@ impl VmxVcpu {
         vcpu.reset();
         Ok(KBox::new(vcpu, GFP_KERNEL)?)
     }
-
-    /// One run, with interrupts off: see the module documentation.
-    fn enter(&mut self, entry: Entry<'_>, fpu: &FpuGuard) -> Result<(), EntryError> {
-        let Entry {
-            root,
-            tlb_epoch,
-            gate,
-            vm_epoch,
-        } = entry;
-        let Some(_in_guest) = gate.enter(vm_epoch) else {
-            return Err(EntryError::Cancelled);
-        };
-        let cpu = sys::cpu_id();
-        self.cpu = cpu as u32;
-        let mut host = HostState::default();
-        // SAFETY: fills `host` (a `#[repr(C)]` mirror of the C struct) with
-        // this CPU's state; interrupts are off.
-        unsafe { rkvm_vmx_host_save(&mut host) };
-        let debugctl = ops::host_msr(msr::DEBUGCTL)?;
-        let dr7 = read_dr7();
-
-        // SAFETY: interrupts are off until `root_op` is dropped at the end
-        // of this function; the VMXON region belongs to this vCPU, which
-        // runs on one CPU at a time.
-        let root_op = unsafe { RootOperation::enter(self.vmxon.phys())? };
-        // SAFETY: the VMCS region belongs to this vCPU and lives as long as
-        // `self`, which is borrowed for the whole run.
-        let vmcs = unsafe { root_op.load(self.vmcs.phys())? };
-        let c = self.controls;
-        // With shadow paging the root is CR3's, and without VPIDs each
-        // entry flushes the guest's translations.
-        let eptp = if self.shadow {
-            0
-        } else {
-            vmcs::ept_pointer(root.0)
-        };
-        if !self.shadow && self.flushed != Some((cpu, tlb_epoch)) {
-            vmcs.invept(eptp, c.invept_single);
-            self.flushed = Some((cpu, tlb_epoch));
-        }
-        if self.written_eptp != Some(eptp) {
-            self.write_fixed_controls(&vmcs, eptp);
-            self.cold_dirty = true;
-        }
-        let v86 = self.in_v86();
-        if v86 != self.v86 {
-            self.v86 = v86;
-            self.cold_dirty = true;
-        }
-        self.write_controls(&vmcs);
-        if self.written_host != Some((cpu, host)) {
-            write_host(&vmcs, &host)?;
-        }
-        self.write_guest(&vmcs, root);
-        if let Err(f) = vmcs.writes_ok() {
-            // Write everything again next time.
-            self.written_eptp = None;
-            self.written_host = None;
-            return Err(EntryError::Write(f.0));
-        }
-        self.written_eptp = Some(eptp);
-        self.written_host = Some((cpu, host));
-        self.cold_dirty = false;
-
-        // The SYSCALL MSRs (where the guest's differ from the host's) and
-        // KERNEL_GS_BASE, which SWAPGS in the guest changes without an
-        // exit; the others change only by WRMSR, which exits.
-        let host_msrs = self.caps.host_syscall_msrs;
-        for ((index, host_value), guest_value) in
-            SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs)
-        {
-            if guest_value != host_value {
-                sys::wrmsr_or_warn(*index, guest_value);
-            }
-        }
-        sys::wrmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
-        self.fx.restore(fpu);
-        let gprs = &mut self.gprs;
-        let cr2 = &mut self.cr2;
-        let launched = guest_state::load_armed(&self.debug.armed(), || {
-            // SAFETY: interrupts are off until after the exit and the read
-            // of CR2 below.
-            unsafe { ops::write_cr2(*cr2) };
-            // SAFETY: in VMX root operation with this vCPU's VMCS current
-            // and fully written; `gprs` is ours; interrupts are off and the
-            // FPU is the guest's for the duration.
-            let launched = unsafe { rkvm_vmx_vmlaunch(gprs) };
-            *cr2 = ops::read_cr2();
-            launched
-        });
-        self.fx.save(fpu);
-        self.state.kernel_gs_base =
-            sys::rdmsr_or_warn(msr::KERNEL_GS_BASE, self.state.kernel_gs_base);
-        for ((index, host_value), guest_value) in
-            SWITCHED_MSRS.iter().zip(host_msrs).zip(self.state.msrs)
-        {
-            if guest_value != host_value {
-                sys::wrmsr_or_warn(*index, host_value);
-            }
-        }
-        let result = match launched {
-            0 => {
-                self.read_exit(&vmcs);
-                Ok(())
-            }
-            1 => Err(EntryError::Launch(
-                vmcs.read(field::VM_INSTRUCTION_ERROR) as u32
-            )),
-            _ => Err(EntryError::Write(field::HOST_RSP.0)),
-        };
-        drop(vmcs);
-        drop(root_op);
-        // SAFETY: puts back what `rkvm_vmx_host_save` read, on the same CPU.
-        unsafe { rkvm_vmx_host_restore(&host) };
-        if debugctl != 0 {
-            sys::wrmsr_or_warn(msr::DEBUGCTL, debugctl);
-        }
-        if dr7 != x86::RESET_DR7 {
-            write_dr7(dr7);
-        }
-        // An NMI that arrived in guest mode ended it and is still the
-        // host's: deliver it as KVM once did, through the NMI vector.
-        if result.is_ok() && self.exit.reason as u16 == reason::EXCEPTION_NMI {
-            if IntrInfo(self.exit.intr_info).kind() == IntrInfo::TYPE_NMI {
-                // SAFETY: enters the kernel's NMI handler as an NMI would;
-                // interrupts are off, as in NMI context.
-                unsafe { core::arch::asm!("int 2") };
-            }
-        }
-        result
-    }
-
-    /// The controls that stay the same for the vCPU's life.
-    fn write_fixed_controls(&self, v: &ops::Current<'_>, eptp: u64) {
-        let c = self.controls;
-        v.write(field::PIN_CONTROLS, c.pin.into());
-        v.write(field::PROC_CONTROLS2, c.proc2.into());
-        v.write(field::EXIT_CONTROLS, c.exit.into());
-        v.write(field::CR3_TARGET_COUNT, 0);
-        v.write(field::EXIT_MSR_STORE_COUNT, 0);
-        v.write(field::EXIT_MSR_LOAD_COUNT, 0);
-        v.write(field::ENTRY_MSR_LOAD_COUNT, 0);
-        v.write(field::CR0_MASK, c.cr0_host_owned);
-        v.write(field::CR4_MASK, c.cr4_host_owned);
-        if self.shadow {
-            // Every #PF the exception bitmap asks for exits.
-            v.write(field::PF_ERROR_CODE_MASK, 0);
-            v.write(field::PF_ERROR_CODE_MATCH, 0);
-        } else {
-            v.write(field::EPT_POINTER, eptp);
-        }
-        if c.vpid {
-            v.write(field::VPID, self.vpid.0.into());
-        }
-        v.write(field::VMCS_LINK_POINTER, u64::MAX);
-    }
-
-    /// The controls that change from one entry to the next.
-    fn write_controls(&self, v: &ops::Current<'_>) {
-        let c = self.controls;
-        let s = &self.state;
-        let window = if self.irq_window {
-            vmcs::proc::INTR_WINDOW_EXITING
-        } else {
-            0
-        } | if self.nmi_window {
-            vmcs::proc::NMI_WINDOW_EXITING
-        } else {
-            0
-        };
-        let ia32e = if self.hw_efer() & efer::LMA != 0 {
-            vmcs::entry_ctl::IA32E_MODE
-        } else {
-            0
-        };
-        v.write(field::PROC_CONTROLS, (c.proc | window).into());
-        v.write(field::ENTRY_CONTROLS, (c.entry | ia32e).into());
-        // Shadow paging sees every page fault; virtual-8086 mode every
-        // exception (the processor would deliver them through the IDT).
-        let exceptions = if self.v86 {
-            u32::MAX
-        } else if self.shadow {
-            1 << vector::PF
-        } else {
-            0
-        };
-        // Every #DB, as KVM: the guest's DR6 is emulated, and a #DB the
-        // debugger did not ask for is given to the guest with it.
-        let bp = if self.debug.guest_debug().sw_bp {
-            1 << BP_VECTOR
-        } else {
-            0
-        };
-        v.write(
-            field::EXCEPTION_BITMAP,
-            (exceptions | 1 << DB_VECTOR | bp).into(),
-        );
-        v.write(field::CR0_READ_SHADOW, s.cr0);
-        v.write(field::CR4_READ_SHADOW, s.cr4);
-        v.write(field::TSC_OFFSET, s.tsc_offset);
-        if let Some(ticks) = self.caps.preemption_timer_ticks {
-            v.write(field::PREEMPTION_TIMER_VALUE, ticks);
-        }
-        let (info, error, len) = self.event;
-        v.write(field::ENTRY_INTR_INFO, info.0.into());
-        v.write(field::ENTRY_EXCEPTION_ERROR_CODE, error.into());
-        v.write(field::ENTRY_INSTRUCTION_LEN, len.into());
-    }
-
-    /// The guest state: what the guest changes itself (and the emulator
-    /// after an exit) every time, the rest when rkvm changed it.
-    fn write_guest(&mut self, v: &ops::Current<'_>, root: HostPhys) {
-        let c = self.controls;
-        let s = &self.state;
-        if self.shadow {
-            // Paging always on; protection too (virtual-8086 mode in real
-            // mode); CR3 the shadow table's.
-            let p = self.paging();
-            v.write(field::GUEST_CR0, p.hw_cr0() | x86::cr0::PE | c.cr0_fixed1);
-            v.write(field::GUEST_CR3, root.0);
-            v.write(field::GUEST_CR4, p.hw_cr4() | c.cr4_fixed1);
-        } else {
-            v.write(field::GUEST_CR0, s.cr0 | c.cr0_fixed1);
-            v.write(field::GUEST_CR3, s.cr3);
-            v.write(field::GUEST_CR4, s.cr4 | c.cr4_fixed1);
-        }
-        v.write(field::GUEST_EFER, self.hw_efer());
-        v.write(field::GUEST_RSP, self.gprs.get(gpr::RSP));
-        v.write(field::GUEST_RIP, s.rip);
-        let v86_flags = if self.v86 { RFLAGS_VM | RFLAGS_IOPL } else { 0 };
-        v.write(field::GUEST_RFLAGS, s.rflags | v86_flags);
-        // Single-stepping over an instruction that blocks interrupts: the
-        // entry checks want the pending single step recorded.
-        let mut pending = s.pending_dbg;
-        if s.rflags & x86::RFLAGS_TF != 0 && s.interruptibility & INTERRUPTIBILITY_STI_MOVSS != 0 {
-            pending |= PENDING_DBG_BS;
-        }
-        v.write(field::GUEST_PENDING_DBG, pending);
-        v.write(field::GUEST_INTERRUPTIBILITY, s.interruptibility.into());
-        v.write(field::GUEST_DR7, self.debug.armed().dr7);
-        if !self.cold_dirty {
-            return;
-        }
-        let segs = self.hw_segments();
-        for (seg, g) in Seg::ALL.into_iter().zip(segs) {
-            v.write(seg.selector(), g.selector.into());
-            v.write(seg.base(), g.base);
-            v.write(seg.limit(), g.limit.into());
-            v.write(seg.access_rights(), g.ar.into());
-        }
-        v.write(field::GUEST_GDTR_BASE, s.gdtr.0);
-        v.write(field::GUEST_GDTR_LIMIT, s.gdtr.1.into());
-        v.write(field::GUEST_IDTR_BASE, s.idtr.0);
-        // In virtual-8086 mode an IDT of limit 0: INT n raises #GP.
-        v.write(
-            field::GUEST_IDTR_LIMIT,
-            if self.v86 { 0 } else { s.idtr.1.into() },
-        );
-        v.write(field::GUEST_DEBUGCTL, 0);
-        v.write(field::GUEST_SYSENTER_CS, s.sysenter[0]);
-        v.write(field::GUEST_SYSENTER_ESP, s.sysenter[1]);
-        v.write(field::GUEST_SYSENTER_EIP, s.sysenter[2]);
-        v.write(field::GUEST_PAT, s.pat);
-        v.write(field::GUEST_ACTIVITY_STATE, 0);
-        // Without EPT the processor loads the PDPTEs from CR3 (the shadow
-        // table's) itself.
-        if !self.shadow {
-            for (i, pdpte) in s.pdptes.iter().enumerate() {
-                v.write(field::guest_pdpte(i as u32), *pdpte);
-            }
-        }
-        self.written_segs = segs;
-    }
-
-    /// A real-mode guest with shadow paging, which runs in virtual-8086 mode.
-    fn in_v86(&self) -> bool {
-        self.shadow && self.state.cr0 & x86::cr0::PE == 0
-    }
-
-    /// EFER for the processor.
-    fn hw_efer(&self) -> u64 {
-        if self.shadow {
-            self.paging().hw_efer()
-        } else {
-            self.state.efer
-        }
-    }
-
-    /// The segments to enter with (see `written_segs`).
-    fn hw_segments(&self) -> [Segment; 8] {
-        let mut segs = self.state.segs;
-        if self.v86 {
-            for (seg, s) in Seg::ALL.into_iter().zip(segs.iter_mut()) {
-                *s = match seg {
-                    // `run` refused the entry if it is `None`.
-                    Seg::Ldtr => *s,
-                    Seg::Tr => vmcs::V86_TR,
-                    _ => vmcs::v86_segment(s).unwrap_or(*s),
-                };
-            }
-        } else if self.shadow && self.state.rflags & RFLAGS_VM == 0 {
-            // (A protected-mode guest's own virtual-8086 task has the
-            // segments that mode wants already.)
-            vmcs::protected_mode_fixup(&mut segs);
-        }
-        segs
-    }
-
-    fn read_exit(&mut self, v: &ops::Current<'_>) {
-        let c = self.controls;
-        let reason = v.read(field::EXIT_REASON) as u32;
-        // Only an exception has an error code to read.
-        let exception = reason as u16 == reason::EXCEPTION_NMI;
-        self.exit = ExitInfo {
-            reason,
-            qualification: v.read(field::EXIT_QUALIFICATION),
-            intr_info: v.read(field::EXIT_INTR_INFO) as u32,
-            intr_error: if exception {
-                v.read(field::EXIT_INTR_ERROR_CODE) as u32
-            } else {
-                0
-            },
-            idt_info: v.read(field::IDT_VECTORING_INFO) as u32,
-            idt_error: v.read(field::IDT_VECTORING_ERROR_CODE) as u32,
-            insn_len: v.read(field::EXIT_INSTRUCTION_LEN) as u32,
-            insn_info: v.read(field::EXIT_INSTRUCTION_INFO) as u32,
-            gpa: v.read(field::GUEST_PHYSICAL_ADDRESS),
-        };
-        let s = &mut self.state;
-        for (seg, written) in Seg::ALL.into_iter().zip(self.written_segs.iter_mut()) {
-            let hw = Segment {
-                selector: v.read(seg.selector()) as u16,
-                base: v.read(seg.base()),
-                limit: v.read(seg.limit()) as u32,
-                ar: v.read(seg.access_rights()) as u32,
-            };
-            // What stands for the guest's segment changes only when the
-            // guest loads it; in virtual-8086 mode only selector and base
-            // change (the limit and attributes stay, as in real mode).
-            if hw != *written {
-                let view = s.seg_mut(seg);
-                *view = if self.v86 {
-                    Segment {
-                        selector: hw.selector,
-                        base: hw.base,
-                        ..*view
-                    }
-                } else {
-                    hw
-                };
-                *written = hw;
-            }
-        }
-        // LGDT and LIDT exit in virtual-8086 mode (IDTR holds limit 0 there).
-        if !self.v86 {
-            s.gdtr = (
-                v.read(field::GUEST_GDTR_BASE),
-                v.read(field::GUEST_GDTR_LIMIT) as u32,
-            );
-            s.idtr = (
-                v.read(field::GUEST_IDTR_BASE),
-                v.read(field::GUEST_IDTR_LIMIT) as u32,
-            );
-        }
-        // The guest changes the CR0 and CR4 bits it owns without an exit.
-        let merge = |hw: u64, view: u64, owned: u64| (hw & !owned) | (view & owned);
-        s.cr0 = merge(v.read(field::GUEST_CR0), s.cr0, c.cr0_host_owned);
-        s.cr4 = merge(v.read(field::GUEST_CR4), s.cr4, c.cr4_host_owned);
-        // With shadow paging CR3 and EFER are the shadow table's; the
-        // guest's change only through exits.
-        if !self.shadow {
-            s.cr3 = v.read(field::GUEST_CR3);
-            s.efer = v.read(field::GUEST_EFER);
-        }
-        self.gprs.set(gpr::RSP, v.read(field::GUEST_RSP));
-        s.rip = v.read(field::GUEST_RIP);
-        let rflags = v.read(field::GUEST_RFLAGS);
-        // Virtual-8086 mode's VM and IOPL are rkvm's, not the guest's.
-        s.rflags = if self.v86 {
-            (rflags & !(RFLAGS_VM | RFLAGS_IOPL)) | (s.rflags & RFLAGS_IOPL)
-        } else {
-            rflags
-        };
-        s.interruptibility = v.read(field::GUEST_INTERRUPTIBILITY) as u32;
-        s.pending_dbg = v.read(field::GUEST_PENDING_DBG);
-        // The PDPTEs mean something in PAE paging with EPT only.
-        if !self.shadow && Paging::of(s.cr0, s.cr4, s.efer) == Paging::Pae {
-            for (i, pdpte) in s.pdptes.iter_mut().enumerate() {
-                *pdpte = v.read(field::guest_pdpte(i as u32));
-            }
-        }
-    }
-
-    fn decode_exit(&mut self) -> Exit {
-        let e = self.exit;
-        if e.reason & reason::ENTRY_FAILURE != 0 {
-            return Exit::InvalidState(u64::from(e.reason));
-        }
-        // An event whose delivery the exit interrupted is delivered again at
-        // the next entry.
-        // In virtual-8086 mode the processor delivers nothing itself: the
-        // event it was delivering was an INT n, whose #GP rkvm handles.
-        let idt = IntrInfo(e.idt_info);
-        if idt.valid() && e.reason as u16 != reason::TRIPLE_FAULT && !self.v86 {
-            let len = if idt.needs_length() { e.insn_len } else { 0 };
-            self.event = (idt.reinjection(), e.idt_error, len);
-        }
-        let next_rip = self.state.rip.wrapping_add(u64::from(e.insn_len));
-        match e.reason as u16 {
-            reason::EXTERNAL_INTERRUPT | reason::PREEMPTION_TIMER => Exit::Host,
-            reason::EXCEPTION_NMI => {
-                let info = IntrInfo(e.intr_info);
-                let error = info.has_error().then_some(e.intr_error);
-                match (info.kind(), info.vector()) {
-                    (IntrInfo::TYPE_NMI, _) => Exit::Host,
-                    (IntrInfo::TYPE_HW_EXCEPTION, DB_VECTOR)
-                        if self.debug.guest_debug().db_to_user() || !self.v86 =>
-                    {
-                        Exit::Debug {
-                            payload: e.qualification,
-                        }
-                    }
-                    (IntrInfo::TYPE_SW_EXCEPTION, BP_VECTOR) if self.debug.guest_debug().sw_bp => {
-                        Exit::Breakpoint
-                    }
-                    (IntrInfo::TYPE_HW_EXCEPTION, vector::PF) if self.shadow => Exit::PageFault {
-                        addr: e.qualification,
-                        error: u64::from(e.intr_error),
-                    },
-                    (IntrInfo::TYPE_HW_EXCEPTION, vector) if self.v86 => Exit::RealModeException {
-                        vector,
-                        error,
-                        len: 0,
-                    },
-                    (IntrInfo::TYPE_SW_EXCEPTION | IntrInfo::TYPE_PRIV_SW_EXCEPTION, vector)
-                        if self.v86 =>
-                    {
-                        Exit::RealModeException {
-                            vector,
-                            error: None,
-                            len: e.insn_len as u8,
-                        }
-                    }
-                    _ => self.unhandled(),
-                }
-            }
-            reason::TRIPLE_FAULT => Exit::Shutdown,
-            reason::INTERRUPT_WINDOW => Exit::IrqWindow,
-            reason::NMI_WINDOW => Exit::NmiWindow,
-            reason::CPUID => Exit::Cpuid,
-            reason::INVD | reason::WBINVD | reason::MONITOR | reason::MWAIT => Exit::Nop {
-                len: e.insn_len as u8,
-            },
-            reason::XSETBV => Exit::Xsetbv {
-                len: e.insn_len as u8,
-            },
-            reason::HLT => Exit::Hlt,
-            reason::VMCALL => Exit::Hypercall,
-            reason::CR_ACCESS => Exit::CrAccess,
-            reason::INVLPG => Exit::Invlpg {
-                reported: Some((e.insn_len as u8, e.qualification)),
-            },
-            reason::DR_ACCESS => Exit::Dr,
-            reason::IO => {
-                let q = IoQualification::decode(e.qualification);
-                let (addr_size, segment) = if q.string && self.controls.ins_outs_info {
-                    vmcs::string_io_info(e.insn_info)
-                } else {
-                    // Without the information: the mode's address size and
-                    // DS (an OUTS with a segment override then goes wrong;
-                    // every VMX processor with unrestricted guest has it).
-                    (self.address_size(), 3)
-                };
-                let io = PortIo {
-                    port: q.port,
-                    input: q.input,
-                    size: q.size,
-                    string: q.string,
-                    rep: q.rep,
-                    addr_size,
-                    segment,
-                };
-                Exit::Io { io, next_rip }
-            }
-            reason::RDMSR => Exit::Msr { write: false },
-            reason::WRMSR => Exit::Msr { write: true },
-            reason::EPT_VIOLATION => Exit::NestedFault {
-                gpa: GuestPhys(e.gpa),
-                write: vmcs::ept_violation_write(e.qualification),
-            },
-            reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
-                Exit::InvalidOpcode
-            }
-            _ => self.unhandled(),
-        }
-    }
-
-    fn unhandled(&self) -> Exit {
-        let (code, info1, info2) = self.raw_exit();
-        Exit::Unhandled(code, info1, info2)
-    }
-
-    /// The address size of the code segment, in bytes.
-    fn address_size(&self) -> u8 {
-        let (cs, _) = vmcs::attributes(self.state.seg(Seg::Cs).ar);
-        Mode::of(self.state.efer & efer::LMA != 0, cs.l, cs.db).address_bytes()
-    }
-}
-
-/// The host fields, from the state read on this CPU.
-fn write_host(v: &ops::Current<'_>, h: &HostState) -> Result<(), OpError> {
-    let (cs, ss, tr) = host_selectors();
-    // A selector with RPL or TI bits set may not go in a host field: 0
-    // instead, and `rkvm_vmx_host_restore` reloads the real one.
-    let plain = |sel: u16| if sel & 7 == 0 { sel } else { 0 };
-    v.write(field::HOST_CR0, h.cr0);
-    v.write(field::HOST_CR3, h.cr3);
-    v.write(field::HOST_CR4, ops::read_cr4());
-    v.write(field::HOST_ES_SELECTOR, 0);
-    v.write(field::HOST_DS_SELECTOR, 0);
-    v.write(field::HOST_CS_SELECTOR, cs.into());
-    v.write(field::HOST_SS_SELECTOR, ss.into());
-    v.write(field::HOST_FS_SELECTOR, plain(h.fs).into());
-    v.write(field::HOST_GS_SELECTOR, plain(h.gs).into());
-    v.write(field::HOST_TR_SELECTOR, tr.into());
-    v.write(field::HOST_FS_BASE, h.fs_base);
-    v.write(field::HOST_GS_BASE, h.gs_base);
-    v.write(field::HOST_TR_BASE, h.tr_base);
-    v.write(field::HOST_GDTR_BASE, h.gdt_base);
-    v.write(field::HOST_IDTR_BASE, h.idt_base);
-    v.write(field::HOST_SYSENTER_CS, ops::host_msr(msr::SYSENTER_CS)?);
-    v.write(field::HOST_SYSENTER_ESP, ops::host_msr(msr::SYSENTER_ESP)?);
-    v.write(field::HOST_SYSENTER_EIP, ops::host_msr(msr::SYSENTER_EIP)?);
-    v.write(field::HOST_PAT, ops::host_msr(msr::PAT)?);
-    v.write(field::HOST_EFER, ops::host_msr(msr::EFER)?);
-    Ok(())
-}
-
-/// CS, SS and TR of the host, now.
-fn host_selectors() -> (u16, u16, u16) {
-    let (cs, ss, tr): (u16, u16, u16);
-    // SAFETY: reading segment selectors has no side effect.
-    unsafe {
-        core::arch::asm!("mov {0:x}, cs", "mov {1:x}, ss", "str {2:x}",
-            out(reg) cs, out(reg) ss, out(reg) tr, options(nomem, nostack, preserves_flags));
-    }
-    (cs, ss, tr)
-}
-
-fn read_dr7() -> u64 {
-    let dr7: u64;
-    // SAFETY: reading DR7 has no side effect (CPL 0).
-    unsafe {
-        core::arch::asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack, preserves_flags))
-    };
-    dr7
-}
-
-/// Puts the host's DR7 back (a VM exit sets it to 0x400).
-fn write_dr7(value: u64) {
-    // SAFETY: restores the value the host had before the run (its hardware
-    // breakpoints), read by `read_dr7` on this CPU with interrupts off.
-    unsafe {
-        core::arch::asm!("mov dr7, {}", in(reg) value, options(nomem, nostack, preserves_flags))
-    };
 }
 
 /// The VMCS segment as `struct kvm_segment`, as kvm_intel reports it: the
