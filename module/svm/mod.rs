@@ -10,8 +10,14 @@
 //!
 //! QEMU's emulated SVM (the test target) has no NRIP-save, no decode assists,
 //! no VMCB clean bits and no flush-by-ASID: rkvm relies on none of them. It
-//! flushes the TLB on every VMRUN (always allowed), computes next RIPs itself
-//! (IOIO exits give it in EXITINFO2) and treats every VMCB field as dirty.
+//! gives a vCPU a fresh ASID where KVM would flush its TLB, flushing the
+//! whole TLB only when a CPU's ASIDs wrap (`asid.rs`), computes next RIPs
+//! itself (IOIO exits give it in EXITINFO2) and treats every VMCB field as
+//! dirty.
+//!
+//! The guest's GPRs are the one array of both backends (`ffi::Gprs`);
+//! RAX and RSP, which VMRUN takes from the VMCB, are copied to it before
+//! each VMRUN and back after, as KVM's `svm_vcpu_run` does.
 
 mod asid;
 mod hw;
