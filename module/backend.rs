@@ -134,7 +134,7 @@ pub(crate) enum Exit {
         detail: u64,
     },
     /// The entry was abandoned before guest mode: the VM's mappings
-    /// changed since it was prepared (`mmu::EntryGate::enter`).
+    /// changed since it was prepared (`mmu::Entry::enter_guest_mode`).
     Cancelled,
     /// The guest state was lost: the VMCB held the host's state (see
     /// `svm::host_state_in_vmcb`), found before entry or after an exit.
@@ -218,7 +218,7 @@ pub(crate) trait ArchVcpu: Send {
     /// (or, with shadow paging, the shadow page table). `entry.tlb_epoch`
     /// changes whenever a mapping was removed or changed, so that
     /// translations cached under the old table are not used. With
-    /// interrupts off, just before the entry, `entry.gate.enter()` must
+    /// interrupts off, just before the entry, `entry.enter_guest_mode()` must
     /// succeed and its guard live until the exit (else `Exit::Cancelled`).
     fn run(&mut self, entry: Entry<'_>) -> Exit;
     /// Puts the vCPU in its RESET state.

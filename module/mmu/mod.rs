@@ -422,7 +422,7 @@ impl Drop for Unmapped {
 /// and the CPUs on which a vCPU of the VM is in guest mode, one bit each. A
 /// vCPU prepares its entry with the epoch it read ([`VcpuMmu::entry`]),
 /// then, with interrupts off just before the entry, sets its CPU's bit and
-/// reads the epoch again ([`EntryGate::enter`]): if it moved, the entry is
+/// reads the epoch again ([`Entry::enter_guest_mode`]): if it moved, the entry is
 /// abandoned and prepared again. An unmapper moves the epoch, then reads the
 /// bits and interrupts those CPUs and waits
 /// ([`EntryGate::wait_for_guests`]): an interrupt makes a CPU leave guest
@@ -504,7 +504,7 @@ impl EntryGate {
     /// `prepared` (`None`: it moved; prepare the entry again). Called with
     /// interrupts off, just before the entry; the vCPU counts as in guest
     /// mode until the guard is dropped, after the exit.
-    pub(crate) fn enter(&self, prepared: u64) -> Option<InGuest<'_>> {
+    fn enter(&self, prepared: u64) -> Option<InGuest<'_>> {
         // Every CPU id is below `nr_cpu_ids`, which sized the bitmap.
         let (word, bit) = self.cpu_bit(sys::cpu_id())?;
         word.fetch_or(bit, Ordering::SeqCst);
@@ -576,7 +576,7 @@ impl Unmapping {
     }
 }
 
-/// A vCPU recorded in guest mode by [`EntryGate::enter`].
+/// A vCPU recorded in guest mode by [`Entry::enter_guest_mode`].
 pub(crate) struct InGuest<'a> {
     word: &'a AtomicU64,
     bit: u64,
@@ -597,8 +597,18 @@ pub(crate) struct Entry<'a> {
     /// or changed, so that the backend flushes them before the entry.
     pub(crate) tlb_epoch: u64,
     /// The VM's entry gate, passed with interrupts off just before the
-    /// entry (`EntryGate::enter`) with `vm_epoch`.
-    pub(crate) gate: &'a EntryGate,
+    /// entry ([`Entry::enter_guest_mode`]) with `vm_epoch`.
+    gate: &'a EntryGate,
     /// The VM's epoch the entry was prepared in.
-    pub(crate) vm_epoch: u64,
+    vm_epoch: u64,
+}
+
+impl<'a> Entry<'a> {
+    /// With interrupts off, just before VMRUN or VMLAUNCH: records the vCPU
+    /// in guest mode on this CPU until the guard is dropped (after the
+    /// exit), or `None` if the mappings changed since the entry was
+    /// prepared (then it must be prepared again: `Exit::Cancelled`).
+    pub(crate) fn enter_guest_mode(&self) -> Option<InGuest<'a>> {
+        self.gate.enter(self.vm_epoch)
+    }
 }

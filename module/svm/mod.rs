@@ -370,12 +370,7 @@ enum SegKind {
 
 impl ArchVcpu for SvmVcpu {
     fn run(&mut self, entry: Entry<'_>) -> Exit {
-        let Entry {
-            root,
-            tlb_epoch,
-            gate,
-            vm_epoch,
-        } = entry;
+        let (root, tlb_epoch) = (entry.root, entry.tlb_epoch);
         let vmcb_pa = self.vmcb.phys().0;
         let host_pa = self.host_save.phys().0;
         if self.shadow {
@@ -410,7 +405,7 @@ impl ArchVcpu for SvmVcpu {
             if !hw::enabled_here() {
                 return Err(Exit::NotEntered { detail: 0 });
             }
-            let Some(_in_guest) = gate.enter(vm_epoch) else {
+            let Some(_in_guest) = entry.enter_guest_mode() else {
                 return Err(Exit::Cancelled);
             };
             let cpu = sys::cpu_id();

@@ -64,13 +64,8 @@ use super::{
 impl VmxVcpu {
     /// One run, with interrupts off: see the module documentation.
     pub(super) fn enter(&mut self, entry: Entry<'_>, fpu: &FpuGuard) -> Result<(), EntryError> {
-        let Entry {
-            root,
-            tlb_epoch,
-            gate,
-            vm_epoch,
-        } = entry;
-        let Some(_in_guest) = gate.enter(vm_epoch) else {
+        let (root, tlb_epoch) = (entry.root, entry.tlb_epoch);
+        let Some(_in_guest) = entry.enter_guest_mode() else {
             return Err(EntryError::Cancelled);
         };
         let cpu = sys::cpu_id();
