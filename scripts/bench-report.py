@@ -276,8 +276,9 @@ def table(rep):
     out.append("")
     out.append(f"Median (min-max) per operation over the rounds, the devices in turn within each round; rkvm/KVM: "
                f"the median of the rounds' ratios (each round's rkvm time over its KVM time) with its {pct} interval "
-               "(order statistics of those ratios: with 10 rounds the 2nd smallest to the 2nd largest; with fewer "
-               f"than 6, smallest to largest, its lower coverage shown); verdict: faster or slower when the whole "
+               "(order statistics of those ratios, the sign test's: from the k-th smallest to the k-th largest, k = 1 "
+               "for 6 to 8 rounds, 2 for 9 to 11, 4 for 15 and 16; with fewer than 6, smallest to largest, its lower "
+               "coverage shown); verdict: faster or slower when the whole "
                "interval is below or above 1, even when it holds 1. Exits per operation from each vCPU's `exits` "
                "statistic (KVM_GET_STATS_FD), where measured.")
     by_name = {r["name"]: r for r in rep["rows"]}
