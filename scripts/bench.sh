@@ -11,13 +11,14 @@
 # Repetitions (unset: the defaults of tests/vm/bench.sh, where their cost
 # is worked out):
 #   RKVM_BENCH_ROUNDS     rounds, each loading every device once
-#                         (QEMU 10, Bochs 5)
+#                         (QEMU 16, Bochs 6)
 #   RKVM_BENCH_BOOTS      rounds with a Linux boot, the first ones
-#                         (QEMU 10, Bochs 3)
-#   RKVM_BENCH_IO_ROUNDS  rounds with the I/O benchmarks, QEMU only (8)
+#                         (QEMU 6, Bochs 3)
+#   RKVM_BENCH_IO_ROUNDS  rounds with the I/O benchmarks, QEMU only (6)
 #   RKVM_BENCH_SAVE_ROUNDS  rounds with a save and restore of a 128 MiB
 #                         guest (QEMU 6, Bochs 3)
-# The QEMU half takes about 12 to 15 minutes with the defaults; QEMU's
+# With the defaults the QEMU half takes about 11.5 minutes, the Bochs half
+# about 10.5 (the estimate in tests/vm/bench.sh); QEMU's
 # timeout is RKVM_QEMU_TIMEOUT (default here 1800 s), Bochs's
 # RKVM_BOCHS_TIMEOUT (scripts/vm.sh: 1800 s).
 source "$(dirname "$0")/common.sh"

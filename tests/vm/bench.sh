@@ -27,32 +27,37 @@ case "$(cmdline_arg rkvm.emu)" in
     *) KVM_MOD=kvm_amd NO_TDP=npt=0 ;;
 esac
 
-# Defaults, from the README's per-item times under QEMU. A round costs
-# about 65 s: five module loads and unloads, a few seconds each (15 s);
-# one round of the microbenchmarks per device and paging mode (1.5 s
-# through kvm_amd, whose VM creation alone is 20 x 16 ms; 1 s through rkvm:
-# 5 s in all); four Linux boots (2.7 s twice with nested paging, 4.8 and
-# 4.4 s with shadow paging: 15 s); the I/O benchmarks, four boots per
-# device (32 KiB through the 16550 at 0.1 s per KiB: 6 s; virtio-console,
-# blk read and blk write: 3 to 4 s each; 16 s per device, 32 s for both).
-# Round 1 adds the I/O baselines, a boot each (8 boots, 20 s).
-# 10 rounds, all with a Linux boot, 8 with the I/O: about 10.5 minutes of
-# measurement. The same figures put the old sequential run (7 rounds, 3
-# boots, 5 I/O boots) at 4 of its 6 minutes, so about 12 to 15 minutes in
-# all (the QEMU timeout in scripts/bench.sh: 30). The I/O rounds are the
-# dearest (half of a round), so they are the ones held below 10. From 5
-# rounds on the 95 % intervals of the report are about right (fewer make
-# them too narrow: scripts/bench-report.py, MIN_ROUNDS); 10 leave room for
-# a failed round.
+# Defaults. Costs from the serial logs of 2026-12-06 under QEMU: a
+# round's five module loads and unloads with one round of the
+# microbenchmarks through each device, 9 s; its four Linux boots (about
+# 3.7 s twice with nested paging, 7 and 6.4 s with shadow paging), 21 s;
+# its I/O benchmarks, four boots through kvm and four through rkvm, 50 s;
+# round 1's I/O baselines, 32 s; a save and restore through kvm and rkvm,
+# 13 s (a one-round run). So ROUNDS x 9 + BOOTS x 21 + IO_ROUNDS x 50 + 32
+# + SAVE_ROUNDS x 13 s: 16, 6, 6, 6 rounds take about 11.3 minutes (10,
+# 10, 8, 6 took 13.5).
+# How many: the report's interval is the k-th smallest to the k-th largest
+# per-round ratio (scripts/bench-report.py, sign_ranks()); it reaches 95 %
+# from 6 rounds on (smallest to largest) and leaves out k - 1 wild rounds
+# on each side: one of 9 to 11, two of 12 to 14, three of 15 and 16. The
+# microbenchmarks are cheap, so they run 16 rounds: resampling the rounds
+# of the two runs of 2026-12-06 (README, Benchmarks), two runs then
+# disagree on 1.8 of their 19 rows, against 2.5 with 10 rounds. Boots and
+# I/O, the dearest, run 6: the fewest with a 95 % interval. The save and
+# restore, 6.
 # Bochs: its clock is its instruction count (scripts/vm-bochs.sh), so its
 # figures do not drift with the host and most vary under 1 % from round
-# to round; a boot takes 24 to 36 s. 5 rounds, 3 of them with the Linux boots
-# as before, no I/O (and no rkvm-notrace, below).
+# to round. A round of the microbenchmarks costs 13 s, one with the Linux
+# boots 108 s more (24 to 35 s a boot), a save and restore about 75 s
+# (make test's linux_save_restore: 35 to 38 s a device): 6 rounds, 3 of
+# them with the boots and 3 with a save and restore (their intervals,
+# smallest to largest of 3, hold the ratio 3 times in 4: the report says
+# so), no I/O (and no rkvm-notrace, below), about 10.5 minutes.
 # The save and restore of a 128 MiB guest (two boots' worth, halved: each
 # run goes half-way) in rounds 1 to SAVE_ROUNDS, through kvm and rkvm.
 case "$KVM_MOD" in
-    kvm_intel) rounds=5 boots=3 io_rounds=0 save_rounds=3 ;;
-    *) rounds=10 boots=10 io_rounds=8 save_rounds=6 ;;
+    kvm_intel) rounds=6 boots=3 io_rounds=0 save_rounds=3 ;;
+    *) rounds=16 boots=6 io_rounds=6 save_rounds=6 ;;
 esac
 ROUNDS=$(cmdline_arg rkvm.rounds); ROUNDS=${ROUNDS:-$rounds}
 # The Linux boot runs in rounds 1 to BOOTS, the I/O benchmarks in rounds
