@@ -347,17 +347,14 @@ impl Vm {
             .position(|a| core::ptr::eq(&**a, apic))
     }
 
-    /// `KVM_SIGNAL_MSI` (`kvm_send_userspace_msi()`): ENXIO without an
-    /// in-kernel irqchip, EINVAL for flags other than `KVM_MSI_VALID_DEVID`
-    /// and for a message KVM refuses; else the number of APICs that took
+    /// `KVM_SIGNAL_MSI` (`kvm_send_userspace_msi()`): EINVAL without an
+    /// in-kernel irqchip, for flags other than `KVM_MSI_VALID_DEVID` and
+    /// for a message KVM refuses; else the number of APICs that took
     /// it, 0 if they refused it, -1 if none matched (userspace sees
     /// EPERM).
     fn signal_msi(&self, arg: usize) -> Result<isize> {
         let msi: uapi::kvm_msi = abi::read_arg(arg)?;
-        if !self.split_irqchip() {
-            return Err(ENXIO);
-        }
-        if !msi::signal_msi_flags_ok(msi.flags) {
+        if !self.split_irqchip() || !msi::signal_msi_flags_ok(msi.flags) {
             return Err(EINVAL);
         }
         let message = msi::MsiMessage {

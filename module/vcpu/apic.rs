@@ -101,10 +101,12 @@ impl Vcpu {
     /// runnable. `kvm_vcpu_has_events()`.
     pub(super) fn apic_runnable(&self, st: &mut VcpuState, apic: &Arc<VcpuApic>) -> bool {
         let allowed = st.gif && st.arch.interrupt_allowed();
-        let nmi = st.nmi_pending > 0;
+        // An NMI, or an interrupt the guest takes: its APIC's, or the one
+        // userspace's PIC gave with KVM_INTERRUPT.
+        let event = st.nmi_pending > 0 || (allowed && st.pending_irq.is_some());
         apic.with(|s| match s.mp.state() {
             MpState::Runnable => true,
-            MpState::Halted if nmi || (allowed && s.lapic.has_interrupt().is_some()) => {
+            MpState::Halted if event || (allowed && s.lapic.has_interrupt().is_some()) => {
                 s.mp.wake();
                 true
             }

@@ -397,6 +397,19 @@ impl Vcpu {
         ) {
             return Err(EINVAL);
         }
+        // With an in-kernel APIC, IA32_APIC_BASE and CR8 are its
+        // (`kvm_set_apic_base()`, `kvm_set_cr8()`); a base it refuses is
+        // EINVAL.
+        if let Some(apic) = self.apic.clone() {
+            let effect = apic.with(|s| {
+                let effect = s.lapic.set_apic_base(sregs.apic_base, true);
+                s.lapic.set_cr8(sregs.cr8);
+                effect
+            });
+            if self.apic_effect(&mut st, &apic, effect, None).is_err() {
+                return Err(EINVAL);
+            }
+        }
         st.arch.set_sregs(&sregs);
         self.vm.with_memory(|mem| reload_pdptes(&mut *st.arch, mem));
         // The guest's paging state changed from outside.

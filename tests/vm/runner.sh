@@ -717,8 +717,9 @@ module_cpu_line() {
     dmesg | sed -n 's/^.*rkvm: cpu: //p' | tail -n 1
 }
 
+# irqchip=1: the in-kernel local APIC, experimental, for apic_test.
 t_rkvm_load() {
-    insmod /rkvm/rkvm.ko "$@" || fail "insmod rkvm.ko $*"
+    insmod /rkvm/rkvm.ko irqchip=1 "$@" || fail "insmod rkvm.ko irqchip=1 $*"
     [ -c /dev/rkvm ] || fail "/dev/rkvm is not a character device"
     grep -qw rkvm /proc/misc || fail "rkvm is not in /proc/misc"
     line=$(module_cpu_line)
