@@ -350,8 +350,9 @@ impl Vm {
     /// `KVM_SIGNAL_MSI` (`kvm_send_userspace_msi()`): EINVAL without an
     /// in-kernel irqchip, for flags other than `KVM_MSI_VALID_DEVID` and
     /// for a message KVM refuses; else the number of APICs that took
-    /// it, 0 if they refused it, -1 if none matched (userspace sees
-    /// EPERM).
+    /// it, 0 if none did or none matched (as KVM's delivery through its
+    /// APIC map answers; its slow path, for APIC setups the map cannot
+    /// hold, would say -1 for no match).
     fn signal_msi(&self, arg: usize) -> Result<isize> {
         let msi: uapi::kvm_msi = abi::read_arg(arg)?;
         if !self.split_irqchip() || !msi::signal_msi_flags_ok(msi.flags) {
@@ -366,7 +367,7 @@ impl Vm {
         let message = message.decode(false).ok_or(EINVAL)?;
         let (irq, dest) = lapic::from_message(&message);
         Ok(match self.deliver_irq(irq, &dest, None) {
-            Delivered::NoMatch => -1,
+            Delivered::NoMatch => 0,
             Delivered::Taken(n) => n as isize,
         })
     }

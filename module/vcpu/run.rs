@@ -18,6 +18,7 @@ use crate::{
             self,
             Reg, //
         },
+        lapic::MpState,
         trace::{
             ExitRecord,
             TO_USER, //
@@ -51,7 +52,13 @@ impl Vcpu {
         // With one in the kernel, its TPR is CR8, and kvm_run->cr8 is only
         // reported.
         let cr8 = run.cr8();
-        let result = if self.apic.is_some() {
+        let uninitialized = self
+            .apic
+            .as_ref()
+            .is_some_and(|a| a.with(|s| s.mp.state()) == MpState::Uninitialized);
+        let result = if uninitialized {
+            self.wait_for_init(&mut st, &run)
+        } else if self.apic.is_some() {
             self.complete_and_run(&mut st, &run)
         } else if cr8 > 15 {
             Err(EINVAL)
@@ -69,6 +76,30 @@ impl Vcpu {
             sregs.apic_base,
         );
         result
+    }
+
+    /// `KVM_RUN` of an AP that has had no INIT yet
+    /// (`KVM_MP_STATE_UNINITIALIZED`), as KVM's: it waits for INIT or SIPI,
+    /// takes it, and returns EAGAIN for userspace to run it again (EINTR
+    /// at once with `immediate_exit`, or for a signal, as `KVM_EXIT_INTR`).
+    fn wait_for_init(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Result<isize> {
+        let Some(apic) = self.apic.clone() else {
+            return Err(EINVAL);
+        };
+        if run.immediate_exit() {
+            return Err(EINTR);
+        }
+        if apic
+            .kick()
+            .wait(|| apic.with(|s| s.mp.has_events()))
+            .is_err()
+        {
+            self.stats.inc(VcpuStat::SignalExits);
+            run.set_exit_reason(uapi::KVM_EXIT_INTR);
+            return Err(EINTR);
+        }
+        self.apic_events(st, &apic);
+        Err(EAGAIN)
     }
 
     /// `KVM_RUN` with the TPR loaded: completes what userspace did for the
