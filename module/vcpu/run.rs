@@ -176,6 +176,12 @@ impl Vcpu {
                     self.stats.inc(VcpuStat::IrqInjections);
                 }
             }
+            // The in-kernel APIC's highest interrupt, if the guest can take
+            // it now (else it waits for a window).
+            let apic_waits = match self.apic.clone() {
+                Some(apic) => self.apic_inject(st, &apic),
+                None => false,
+            };
             // An event the processor cannot deliver (a real-mode guest in
             // virtual-8086 mode) is delivered here, before the entry.
             if let Some((vector, return_ip)) = st.arch.take_real_mode_event() {
@@ -185,10 +191,6 @@ impl Vcpu {
             }
             // While userspace waits for a window, ask the hardware for an exit
             // when it opens.
-            let apic_waits = match self.apic.clone() {
-                Some(apic) => self.apic_inject(st, &apic),
-                None => false,
-            };
             let want_window =
                 st.gif && run.request_interrupt_window() && !st.ready_for_interrupt() || apic_waits;
             st.arch.set_irq_window(want_window);

@@ -155,8 +155,8 @@ TEST_F(apic, split_irqchip_capability_rules)
 
 /*
  * The APIC timer, one-shot, vector 0x40, 200,000 bus cycles at divide 1,
- * then STI and HLT: the vCPU halts in the kernel until the timer's
- * interrupt, whose handler outputs 0x40.
+ * then STI and HLT: the vCPU halts in the kernel (if it gets there first)
+ * until the timer's interrupt, whose handler outputs 0x40.
  */
 GUEST_CODE16(apic_timer_code,
 	X2APIC_ON("apic_timer_code", 0x40, "2f")
@@ -186,7 +186,7 @@ static uint8_t pio_byte(struct kvm_run *run)
 	return *((uint8_t *)run + run->io.data_offset);
 }
 
-TEST_F(apic, timer_interrupt_wakes_a_halted_vcpu)
+TEST_F(apic, timer_interrupt_reaches_the_guest)
 {
 	struct kvm_lapic_state lapic;
 	struct kvm_mp_state mp;
@@ -202,11 +202,17 @@ TEST_F(apic, timer_interrupt_wakes_a_halted_vcpu)
 	EXPECT_EQ(KVM_MP_STATE_RUNNABLE, mp.mp_state) TH_LOG("vCPU 0 is the BSP");
 	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
 	ASSERT_EQ(0, run_vcpu(vm.vcpu));
-	/* Not KVM_EXIT_HLT: the HLT waited in the kernel for the interrupt. */
+	/*
+	 * Not KVM_EXIT_HLT: the HLT, if the guest got there before the
+	 * timer fired (how often depends on the host's speed, so it is only
+	 * shown; msi_wakes_a_halted_vcpu waits until it did), waited in the
+	 * kernel for the interrupt.
+	 */
 	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
 	EXPECT_EQ(0x10, vm.run->io.port);
 	EXPECT_EQ(0x40, pio_byte(vm.run));
-	EXPECT_LE(1, stats_value(&st, "halt_exits"));
+	TH_LOG("HLT exits before the timer's interrupt: %llu",
+	       (unsigned long long)stats_value(&st, "halt_exits"));
 	stats_close(&st);
 
 	/* The state shows what the guest programmed. */
@@ -252,34 +258,39 @@ static void *run_thread(void *arg)
 }
 
 /*
- * KVM_SIGNAL_MSI to APIC 0 while its vCPU is halted in KVM_RUN on another
- * thread: the MSI is taken (1: one APIC took it; 0 while the guest has
- * not enabled its APIC yet, so it is sent again), wakes the vCPU, whose
- * handler runs. A destination no APIC has: 0, as KVM's delivery through
+ * KVM_SIGNAL_MSI to APIC 0 once its vCPU is halted in KVM_RUN on another
+ * thread (its APIC enabled, interrupts on): the MSI is taken (1: one APIC
+ * took it) and wakes the vCPU, whose handler runs. A destination no APIC has: 0, as KVM's delivery through
  * its APIC map answers.
  */
 TEST_F(apic, msi_wakes_a_halted_vcpu)
 {
 	struct kvm_msi msi = { .address_lo = 0xfee00000, .data = 0x51 };
 	struct runner r;
+	struct stats st;
 	pthread_t t;
 	struct vm vm;
-	int i, n = 0;
+	int i, n;
 
 	if (!has_split_irqchip())
 		SKIP(return, NO_SPLIT_IRQCHIP);
 	ASSERT_EQ(0, vm_create_split(&vm));
 	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_msi_code);
 	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
+	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
 	r.vcpu = vm.vcpu;
 	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &r));
-	/* Up to 20 s: a hang guard, the guest needs microseconds. */
-	for (i = 0; i < 400 && n != 1; i++) {
+	/*
+	 * The vCPU halts in the kernel: its HLT is counted (the statistics
+	 * need no vCPU lock) and KVM_RUN has not returned. Up to 60 s: a hang
+	 * guard, the guest needs microseconds.
+	 */
+	for (i = 0; i < 1200 && stats_value(&st, "halt_exits") == 0; i++)
 		usleep(50000);
-		n = ioctl(vm.fd, KVM_SIGNAL_MSI, &msi);
-		ASSERT_LE(0, n) TH_LOG("KVM_SIGNAL_MSI: %s", strerror(errno));
-	}
-	EXPECT_EQ(1, n);
+	stats_close(&st);
+	ASSERT_LT(i, 1200) TH_LOG("the vCPU never halted");
+	n = ioctl(vm.fd, KVM_SIGNAL_MSI, &msi);
+	EXPECT_EQ(1, n) TH_LOG("KVM_SIGNAL_MSI: %s", n < 0 ? strerror(errno) : "taken by no APIC");
 	pthread_join(t, NULL);
 	ASSERT_EQ(0, r.ret);
 	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);

@@ -181,7 +181,7 @@ deliberate_failure t_deliberate_failure"
 # The debug kernel (rkvm.debug=1: KASAN, lockdep, kmemleak, DEBUG_LIST, the
 # Rust checks): the reliability suite against rkvm alone, in both MMU
 # modes, with a leak scan after each.
-DEBUG_SELFTESTS="fuzz_test chaos_test torture_test stress_test guest_test paging_test vm_test"
+DEBUG_SELFTESTS="fuzz_test chaos_test torture_test stress_test guest_test paging_test vm_test apic_test"
 # torture_test's VM cycles cost about 16 times as much under the debug
 # kernel: 250 instead of 1000 still show a leak of 32 KiB per VM in
 # MemAvailable, and kmemleak's scans find smaller ones.
