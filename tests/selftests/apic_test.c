@@ -154,9 +154,10 @@ TEST_F(apic, split_irqchip_capability_rules)
 	"	iret\n"
 
 /*
- * The APIC timer, one-shot, vector 0x40, 200,000 bus cycles at divide 1,
- * then STI and HLT: the vCPU halts in the kernel (if it gets there first)
- * until the timer's interrupt, whose handler outputs 0x40.
+ * The APIC timer, one-shot, vector 0x40, 20,000,000 bus cycles (20 ms) at
+ * divide 1, then STI and HLT: the vCPU halts in the kernel (if it gets
+ * there first, as it does unless the host holds it back for 20 ms) until
+ * the timer's interrupt, whose handler outputs 0x40.
  */
 GUEST_CODE16(apic_timer_code,
 	X2APIC_ON("apic_timer_code", 0x40, "2f")
@@ -167,7 +168,7 @@ GUEST_CODE16(apic_timer_code,
 	"	mov $0x40, %eax\n"
 	"	wrmsr\n"
 	"	mov $0x838, %ecx\n"		/* initial count */
-	"	mov $200000, %eax\n"
+	"	mov $20000000, %eax\n"
 	"	wrmsr\n"
 	"	sti\n"
 	"1:	hlt\n"

@@ -30,7 +30,7 @@ GUESTS=$(cd /rkvm/guests && ls *.bin | sed 's/\.bin$//')
 # kvm_intel too: rkvm works around it). The flat guests and a Linux boot do
 # run, so the exit traces of kvm_intel and rkvm are compared there as well.
 case "$EMU" in
-    bochs) REFERENCE_SELFTESTS="api_test cpuid_test debug_test guest_test ioeventfd_test msr_test nested_state_test paging_test stats_test vm_test xsave_test" ;;
+    bochs) REFERENCE_SELFTESTS="api_test apic_test cpuid_test debug_test guest_test ioeventfd_test msr_test nested_state_test paging_test stats_test vm_test xsave_test" ;;
     *) REFERENCE_SELFTESTS=$SELFTESTS ;;
 esac
 # The kselftest filter arguments for the reference run of selftest $1.
