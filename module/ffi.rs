@@ -47,6 +47,7 @@ extern "C" {
     pub(crate) fn rkvm_kernel_fpu_begin();
     pub(crate) fn rkvm_kernel_fpu_end();
     pub(crate) fn rkvm_cond_resched();
+    pub(crate) fn rkvm_kick_cpu(cpu: c_int);
     pub(crate) fn rkvm_current_pid() -> c_int;
     pub(crate) fn rkvm_guest_enter_irqoff();
     pub(crate) fn rkvm_current_mm() -> *const bindings::mm_struct;

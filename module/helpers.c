@@ -195,6 +195,16 @@ void rkvm_cond_resched(void)
 }
 
 /*
+ * Interrupts `cpu` (a reschedule IPI, as kvm_vcpu_kick() sends): a vCPU in
+ * guest mode there leaves it. Any context.
+ */
+void rkvm_kick_cpu(int cpu)
+{
+	if (cpu >= 0 && cpu < nr_cpu_ids && cpu_online(cpu))
+		arch_smp_send_reschedule(cpu);
+}
+
+/*
  * VMX (vmx/host.rs): the host state a VM exit loads from the VMCS's host
  * fields, read on the current CPU, and what the exit does not restore.
  * Called with interrupts disabled.

@@ -25,6 +25,7 @@ void rkvm_local_irq_enable(void);
 void rkvm_kernel_fpu_begin(void);
 void rkvm_kernel_fpu_end(void);
 void rkvm_cond_resched(void);
+void rkvm_kick_cpu(int cpu);
 void rkvm_guest_enter_irqoff(void);
 const struct mm_struct *rkvm_current_mm(void);
 void rkvm_debugregs_load(const u64 *addr, u64 *host);

@@ -21,6 +21,7 @@
 use kernel::prelude::*;
 
 mod abi;
+mod apic;
 mod backend;
 mod clock;
 mod cpu;
@@ -30,6 +31,7 @@ mod fd;
 mod ffi;
 mod guest_state;
 mod iobus;
+mod kick;
 mod memory;
 mod mmu;
 mod stats;
@@ -63,6 +65,10 @@ module! {
         tdp: bool {
             default: true,
             description: "New VMs use nested paging (NPT); 0: shadow page tables (KVM_CAP_RKVM_MMU chooses per VM)",
+        },
+        irqchip: bool {
+            default: false,
+            description: "Experimental: offer the in-kernel local APIC (KVM_CAP_SPLIT_IRQCHIP, KVM_SIGNAL_MSI, KVM_GET/SET_LAPIC); not yet complete (no GSI routing or irqfd)",
         },
     },
 }

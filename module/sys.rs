@@ -354,6 +354,17 @@ pub(crate) fn cond_resched() {
     unsafe { ffi::rkvm_cond_resched() }
 }
 
+/// Interrupts `cpu` (a reschedule IPI), so that a vCPU in guest mode there
+/// leaves it. Any context; a CPU that is not online is left alone.
+pub(crate) fn kick_cpu(cpu: u32) {
+    let Ok(cpu) = kernel::ffi::c_int::try_from(cpu) else {
+        return;
+    };
+    // SAFETY: the helper checks `cpu` against the online CPUs; sending the
+    // IPI is allowed from any context.
+    unsafe { ffi::rkvm_kick_cpu(cpu) }
+}
+
 /// The host's time-stamp counter.
 pub(crate) fn rdtsc() -> u64 {
     // SAFETY: RDTSC only reads the counter (CR4.TSD is clear in the kernel).

@@ -22,7 +22,11 @@ use crate::{
         self,
         uapi, //
     },
-    backend,
+    apic::{
+        self,
+        Delivered,
+        VcpuApic, //
+    },
     clock::VmClock,
     fd::{
         self,
@@ -41,7 +45,9 @@ use crate::{
             BusKind,
             Zone, //
         },
+        lapic,
         memslot::Region,
+        msi,
         paging::HostPhys, //
     },
     stats::StatsFile,
@@ -65,6 +71,8 @@ struct Vcpus {
     ids: [u64; (abi::MAX_VCPU_ID as usize).div_ceil(64)],
     /// Shadow paging rather than NPT (`KVM_CAP_RKVM_MMU`).
     shadow: bool,
+    /// Each vCPU has an in-kernel local APIC (`KVM_CAP_SPLIT_IRQCHIP`).
+    split_irqchip: bool,
 }
 
 impl Vcpus {
@@ -95,6 +103,11 @@ pub(crate) struct Vm {
     debugfs: Mutex<Option<VmDebugfs>>,
     #[pin]
     vcpus: Mutex<Vcpus>,
+    /// The vCPUs' in-kernel local APICs, in creation order (with
+    /// `KVM_CAP_SPLIT_IRQCHIP`): where IPIs and MSIs are delivered. A
+    /// vCPU's stays until the VM goes, as KVM keeps its vCPUs.
+    #[pin]
+    apics: Mutex<KVec<Arc<VcpuApic>>>,
     /// The hardware backend; SVM stays enabled on every CPU while it lives.
     hw: vendor::Hardware,
     /// kvmclock.
@@ -134,7 +147,9 @@ impl Vm {
                 vcpus <- new_mutex!(Vcpus {
                     ids: [0; (abi::MAX_VCPU_ID as usize).div_ceil(64)],
                     shadow,
+                    split_irqchip: false,
                 }),
+                apics <- new_mutex!(KVec::new()),
                 hw,
                 clock: VmClock::new(),
                 io <- new_mutex!(io),
@@ -255,15 +270,24 @@ impl Vm {
         self.vcpus.lock().shadow
     }
 
-    /// `KVM_ENABLE_CAP` on the VM: only rkvm's MMU mode
-    /// (`KVM_CAP_RKVM_MMU`), before the first vCPU. Unknown capabilities,
-    /// flags, and late or unknown choices are EINVAL, as in KVM.
+    /// Whether new vCPUs get an in-kernel local APIC.
+    pub(crate) fn split_irqchip(&self) -> bool {
+        self.vcpus.lock().split_irqchip
+    }
+
+    /// `KVM_ENABLE_CAP` on the VM: rkvm's MMU mode (`KVM_CAP_RKVM_MMU`),
+    /// before the first vCPU, and (with the `irqchip` parameter)
+    /// `KVM_CAP_SPLIT_IRQCHIP`. Unknown capabilities, flags, and late or
+    /// unknown choices are EINVAL, as in KVM.
     fn enable_cap(&self, arg: usize) -> Result<isize> {
         use crate::pure::ioctl::{
             mmu_mode,
             KVM_CAP_RKVM_MMU, //
         };
         let cap: uapi::kvm_enable_cap = abi::read_arg(arg)?;
+        if cap.cap == uapi::KVM_CAP_SPLIT_IRQCHIP && crate::module_parameters::irqchip.value() {
+            return self.enable_split_irqchip(&cap);
+        }
         if cap.cap != KVM_CAP_RKVM_MMU || cap.flags != 0 {
             return Err(EINVAL);
         }
@@ -279,12 +303,81 @@ impl Vm {
         Ok(0)
     }
 
+    /// `KVM_CAP_SPLIT_IRQCHIP` (`kvm_vm_ioctl_enable_cap()`): args[0], the
+    /// IOAPIC pins userspace routes, at most `KVM_MAX_IRQ_ROUTES` (EINVAL);
+    /// EEXIST once an irqchip is in the kernel or a vCPU exists. Flags are
+    /// not checked (neither does KVM for this capability).
+    fn enable_split_irqchip(&self, cap: &uapi::kvm_enable_cap) -> Result<isize> {
+        if cap.args[0] > abi::MAX_IRQ_ROUTES as u64 {
+            return Err(EINVAL);
+        }
+        let mut vcpus = self.vcpus.lock();
+        if vcpus.split_irqchip || vcpus.any() {
+            return Err(EEXIST);
+        }
+        vcpus.split_irqchip = true;
+        Ok(0)
+    }
+
+    /// Records a new vCPU's local APIC, where messages reach it.
+    pub(crate) fn add_apic(&self, apic: Arc<VcpuApic>) -> Result {
+        self.apics.lock().push(apic, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Delivers `irq` to the APICs `dest` names (an IPI from APIC `source`
+    /// in creation order, or an MSI with `None`).
+    pub(crate) fn deliver_irq(
+        &self,
+        irq: lapic::Interrupt,
+        dest: &lapic::Destination,
+        source: Option<usize>,
+    ) -> Delivered {
+        let apics = self.apics.lock();
+        // KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK is not offered: the quirk
+        // is always on.
+        apic::deliver(&apics, irq, dest, source, true)
+    }
+
+    /// The index of `apic` among the VM's APICs (an IPI's source).
+    pub(crate) fn apic_index(&self, apic: &VcpuApic) -> Option<usize> {
+        self.apics
+            .lock()
+            .iter()
+            .position(|a| core::ptr::eq(&**a, apic))
+    }
+
+    /// `KVM_SIGNAL_MSI` (`kvm_send_userspace_msi()`): EINVAL without an
+    /// in-kernel irqchip, for flags other than `KVM_MSI_VALID_DEVID` and
+    /// for a message KVM refuses; else the number of APICs that took
+    /// it, 0 if none did or none matched (as KVM's delivery through its
+    /// APIC map answers; its slow path, for APIC setups the map cannot
+    /// hold, would say -1 for no match).
+    fn signal_msi(&self, arg: usize) -> Result<isize> {
+        let msi: uapi::kvm_msi = abi::read_arg(arg)?;
+        if !self.split_irqchip() || !msi::signal_msi_flags_ok(msi.flags) {
+            return Err(EINVAL);
+        }
+        let message = msi::MsiMessage {
+            address_lo: msi.address_lo,
+            address_hi: msi.address_hi,
+            data: msi.data,
+        };
+        // KVM_X2APIC_API_USE_32BIT_IDS is not offered: 8-bit destinations.
+        let message = message.decode(false).ok_or(EINVAL)?;
+        let (irq, dest) = lapic::from_message(&message);
+        Ok(match self.deliver_irq(irq, &dest, None) {
+            Delivered::NoMatch => 0,
+            Delivered::Taken(n) => n as isize,
+        })
+    }
+
     /// The hardware state of a new vCPU.
     pub(crate) fn new_arch_vcpu(
         &self,
         bsp: bool,
         shadow: bool,
-    ) -> Result<KBox<dyn backend::ArchVcpu>> {
+    ) -> Result<KBox<dyn crate::backend::ArchVcpu>> {
         self.hw.new_vcpu(bsp, shadow)
     }
 
@@ -410,6 +503,7 @@ impl FdOps for Vm {
             abi::vm::GET_DIRTY_LOG => this.get_dirty_log(arg),
             abi::vm::GET_STATS_FD => StatsFile::create(this.mmu_stats.clone(), None),
             abi::vm::ENABLE_CAP => this.enable_cap(arg),
+            abi::vm::SIGNAL_MSI => this.signal_msi(arg),
             abi::vm::IOEVENTFD => this.ioeventfd(arg),
             abi::vm::REGISTER_COALESCED_MMIO => this.coalesced_mmio(arg, true),
             abi::vm::UNREGISTER_COALESCED_MMIO => this.coalesced_mmio(arg, false),

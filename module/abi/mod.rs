@@ -94,6 +94,8 @@ pub(crate) mod vm {
     pub(crate) const IRQ_LINE_STATUS: u32 = super::kvm_iowr::<uapi::kvm_irq_level>(0x67);
     /// `KVM_SET_GSI_ROUTING`: `_IOW(KVMIO, 0x6a, struct kvm_irq_routing)`.
     pub(crate) const SET_GSI_ROUTING: u32 = kvm_iow::<uapi::kvm_irq_routing>(0x6a);
+    /// `KVM_SIGNAL_MSI`: `_IOW(KVMIO, 0xa5, struct kvm_msi)`.
+    pub(crate) const SIGNAL_MSI: u32 = kvm_iow::<uapi::kvm_msi>(0xa5);
     /// `KVM_IOEVENTFD`: `_IOW(KVMIO, 0x79, struct kvm_ioeventfd)`.
     pub(crate) const IOEVENTFD: u32 = kvm_iow::<uapi::kvm_ioeventfd>(0x79);
     /// `KVM_REGISTER_COALESCED_MMIO`: `_IOW(KVMIO, 0x67, struct kvm_coalesced_mmio_zone)`.
@@ -154,6 +156,10 @@ pub(crate) mod vcpu {
     pub(crate) const SET_VCPU_EVENTS: u32 = kvm_iow::<uapi::kvm_vcpu_events>(0xa0);
     /// `KVM_NMI`: `_IO(KVMIO, 0x9a)`.
     pub(crate) const NMI: u32 = kvm_io(0x9a);
+    /// `KVM_GET_LAPIC`: `_IOR(KVMIO, 0x8e, struct kvm_lapic_state)`.
+    pub(crate) const GET_LAPIC: u32 = kvm_ior::<uapi::kvm_lapic_state>(0x8e);
+    /// `KVM_SET_LAPIC`: `_IOW(KVMIO, 0x8f, struct kvm_lapic_state)`.
+    pub(crate) const SET_LAPIC: u32 = kvm_iow::<uapi::kvm_lapic_state>(0x8f);
     /// `KVM_GET_MP_STATE`: `_IOR(KVMIO, 0x98, struct kvm_mp_state)`.
     pub(crate) const GET_MP_STATE: u32 = kvm_ior::<uapi::kvm_mp_state>(0x98);
     /// `KVM_SET_MP_STATE`: `_IOW(KVMIO, 0x99, struct kvm_mp_state)`.
@@ -224,6 +230,9 @@ unsafe impl FromBytes for uapi::kvm_debugregs {}
 unsafe impl AsBytes for uapi::kvm_debugregs {}
 // SAFETY: as above (`cap`, `flags`, `args[4]`, `pad[64]`: 104 bytes).
 unsafe impl FromBytes for uapi::kvm_enable_cap {}
+// SAFETY: as above (`address_lo`, `address_hi`, `data`, `flags`,
+// `devid`, `pad[12]`: 32 bytes).
+unsafe impl FromBytes for uapi::kvm_msi {}
 // SAFETY: as above (the header: `nmsrs`).
 unsafe impl FromBytes for uapi::kvm_msr_list {}
 // SAFETY: as above (the header: `nmsrs` and `pad`).
@@ -286,6 +295,8 @@ const _: () = {
     assert!(core::mem::size_of::<uapi::kvm_dirty_log>() == 16);
     assert!(core::mem::size_of::<uapi::kvm_msr_entry>() == 16);
     assert!(core::mem::size_of::<uapi::kvm_enable_cap>() == 104);
+    assert!(core::mem::size_of::<uapi::kvm_msi>() == 32);
+    assert!(core::mem::size_of::<uapi::kvm_lapic_state>() == crate::pure::lapic::STATE_SIZE);
     assert!(core::mem::size_of::<uapi::kvm_fpu>() == 416);
     assert!(core::mem::size_of::<uapi::kvm_guest_debug>() == 72);
     assert!(core::mem::size_of::<uapi::kvm_x86_mce>() == 64);
@@ -608,6 +619,11 @@ pub(crate) fn check_extension(cap: usize) -> i32 {
     // may have, at least a struct kvm_xsave.
     if cap == uapi::KVM_CAP_XSAVE2 as usize {
         return crate::guest_state::host_xsave().cap_xsave2() as i32;
+    }
+    // The in-kernel local APIC, while it is experimental: only with the
+    // `irqchip` module parameter.
+    if cap == uapi::KVM_CAP_SPLIT_IRQCHIP as usize || cap == uapi::KVM_CAP_SIGNAL_MSI as usize {
+        return i32::from(crate::module_parameters::irqchip.value());
     }
     // The largest nested state, in the format of the backend's vendor (as
     // kvm_amd and kvm_intel answer with their nested support on).

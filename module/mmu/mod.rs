@@ -31,6 +31,10 @@ use kernel::{
 };
 
 use crate::{
+    kick::{
+        Kick,
+        KickGuard, //
+    },
     memory::{
         Backing,
         GuestMemory,
@@ -105,6 +109,7 @@ impl VcpuMmu {
             tlb_epoch,
             gate,
             vm_epoch,
+            kick: None,
         }
     }
 
@@ -508,7 +513,11 @@ impl EntryGate {
         // Every CPU id is below `nr_cpu_ids`, which sized the bitmap.
         let (word, bit) = self.cpu_bit(sys::cpu_id())?;
         word.fetch_or(bit, Ordering::SeqCst);
-        let guard = InGuest { word, bit };
+        let guard = InGuest {
+            word,
+            bit,
+            _kick: None,
+        };
         (self.epoch.load(Ordering::SeqCst) == prepared).then_some(guard)
     }
 
@@ -580,6 +589,8 @@ impl Unmapping {
 pub(crate) struct InGuest<'a> {
     word: &'a AtomicU64,
     bit: u64,
+    /// The vCPU's kick, while it is in guest mode.
+    _kick: Option<KickGuard<'a>>,
 }
 
 impl Drop for InGuest<'_> {
@@ -601,6 +612,8 @@ pub(crate) struct Entry<'a> {
     gate: &'a EntryGate,
     /// The VM's epoch the entry was prepared in.
     vm_epoch: u64,
+    /// The vCPU's kick, if anything can kick it (an in-kernel APIC).
+    kick: Option<&'a Kick>,
 }
 
 impl<'a> Entry<'a> {
@@ -609,6 +622,16 @@ impl<'a> Entry<'a> {
     /// exit), or `None` if the mappings changed since the entry was
     /// prepared (then it must be prepared again: `Exit::Cancelled`).
     pub(crate) fn enter_guest_mode(&self) -> Option<InGuest<'a>> {
-        self.gate.enter(self.vm_epoch)
+        let mut guard = self.gate.enter(self.vm_epoch)?;
+        if let Some(kick) = self.kick {
+            guard._kick = Some(kick.enter()?);
+        }
+        Some(guard)
+    }
+
+    /// The entry gives way to `kick`: kicked after it looked at its events,
+    /// the vCPU does not enter (`Exit::Cancelled`) but looks again.
+    pub(crate) fn with_kick(self, kick: Option<&'a Kick>) -> Self {
+        Entry { kick, ..self }
     }
 }

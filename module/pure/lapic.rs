@@ -585,6 +585,35 @@ pub enum StateError {
     X2apicIdMismatch,
 }
 
+/// The interrupt and destination of a message from the IOAPIC or an MSI
+/// (`super::msi::IrqMessage`, which has no shorthand): as KVM's
+/// `kvm_irq_delivery_to_apic()` takes a `struct kvm_lapic_irq`. A logical
+/// destination with the MSI redirection hint is lowest priority.
+pub fn from_message(m: &super::msi::IrqMessage) -> (Interrupt, Destination) {
+    use super::msi::{
+        DestMode,
+        Trigger, //
+    };
+    let logical = m.dest_mode == DestMode::Logical;
+    let mut mode = DeliveryMode::from_bits(u32::from(m.delivery_mode.bits()) << 8);
+    if m.redirect_hint && logical && mode == DeliveryMode::Fixed {
+        mode = DeliveryMode::LowestPriority;
+    }
+    (
+        Interrupt {
+            vector: m.vector,
+            mode,
+            level: m.level,
+            trigger_level: m.trigger == Trigger::Level,
+        },
+        Destination {
+            id: m.dest_id,
+            logical,
+            shorthand: Shorthand::None,
+        },
+    )
+}
+
 /// The divisor of a divide configuration register value: bits 3, 1:0 (bit
 /// 2 is not part of it) encode 2, 4, 8, 16, 32, 64, 128, 1 for 000 to 111.
 pub fn divisor(tdcr: u32) -> u32 {
@@ -1840,6 +1869,59 @@ impl InitSipi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_becomes_an_interrupt_for_the_lapics() {
+        use super::super::msi::MsiMessage;
+        // Vector 0x31, fixed, edge, to physical APIC 2.
+        let m = MsiMessage {
+            address_lo: 0xfee0_2000,
+            address_hi: 0,
+            data: 0x31,
+        };
+        let (irq, dest) = from_message(&m.message(false));
+        assert_eq!(
+            irq,
+            Interrupt {
+                vector: 0x31,
+                mode: DeliveryMode::Fixed,
+                level: true,
+                trigger_level: false
+            }
+        );
+        assert_eq!(
+            dest,
+            Destination {
+                id: 2,
+                logical: false,
+                shorthand: Shorthand::None
+            }
+        );
+        // Logical with the redirection hint: lowest priority; level trigger kept.
+        let m = MsiMessage {
+            address_lo: 0xfee0_100c,
+            address_hi: 0,
+            data: 0x8041,
+        };
+        let (irq, dest) = from_message(&m.message(false));
+        assert_eq!(irq.mode, DeliveryMode::LowestPriority);
+        assert!(irq.trigger_level);
+        assert_eq!(
+            dest,
+            Destination {
+                id: 1,
+                logical: true,
+                shorthand: Shorthand::None
+            }
+        );
+        // NMI stays NMI, hint or not.
+        let m = MsiMessage {
+            address_lo: 0xfee0_000c,
+            address_hi: 0,
+            data: 0x400,
+        };
+        assert_eq!(from_message(&m.message(false)).0.mode, DeliveryMode::Nmi);
+    }
 
     /// vCPU `id` in xAPIC mode, software-enabled (SVR 0x1ff).
     fn xapic(id: u32) -> Lapic {

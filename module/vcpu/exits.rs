@@ -118,7 +118,7 @@ impl Vcpu {
                 Next::Reenter
             }
             Exit::Xsetbv { len } => self.handle_xsetbv(st, len),
-            Exit::Msr { write } => self.handle_msr(st, write),
+            Exit::Msr { write } => self.handle_msr(st, write, run),
             Exit::Hypercall => self.handle_hypercall(st),
             Exit::InvalidOpcode => self.handle_invalid_opcode(st),
             Exit::Shutdown => self.handle_shutdown(st, run),
@@ -221,11 +221,17 @@ impl Vcpu {
         })
     }
 
-    /// HLT: `KVM_EXIT_HLT`, past the instruction.
+    /// HLT: `KVM_EXIT_HLT`, past the instruction; with an in-kernel APIC
+    /// the vCPU halts in the kernel instead (the run loop sleeps until an
+    /// interrupt or NMI wakes it).
     fn handle_hlt(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Next {
         self.stats.inc(VcpuStat::HaltExits);
-        // No in-kernel local APIC: userspace decides when to wake.
         st.arch.skip(1);
+        if let Some(apic) = &self.apic {
+            apic.with(|s| s.mp.halt());
+            return Next::Reenter;
+        }
+        // No in-kernel local APIC: userspace decides when to wake.
         run.set_exit_reason(uapi::KVM_EXIT_HLT);
         Next::User
     }
@@ -471,10 +477,22 @@ impl Vcpu {
     }
 
     /// RDMSR or WRMSR (`write`), of the MSRs rkvm has.
-    fn handle_msr(&self, st: &mut VcpuState, write: bool) -> Next {
+    fn handle_msr(&self, st: &mut VcpuState, write: bool, run: &RunPage<'_>) -> Next {
         let index = st.arch.gpr(gpr::RCX) as u32;
+        let value = (st.arch.gpr(gpr::RDX) << 32) | (st.arch.gpr(gpr::RAX) & 0xffff_ffff);
+        // The in-kernel APIC's: an EOI may be for userspace's IOAPIC, after
+        // the instruction.
+        if let (true, Some(apic)) = (write, self.apic.clone()) {
+            if let Some((done, next)) = self.apic_wrmsr(st, &apic, index, value, false, Some(run)) {
+                if !done {
+                    st.arch.inject_exception(GP_VECTOR, Some(0));
+                    return Next::Reenter;
+                }
+                st.arch.skip(2);
+                return next.unwrap_or(Next::Reenter);
+            }
+        }
         let done = if write {
-            let value = (st.arch.gpr(gpr::RDX) << 32) | (st.arch.gpr(gpr::RAX) & 0xffff_ffff);
             let before = st.arch.paging();
             let done = self.write_msr(st, index, value, false);
             if before.flushes(&st.arch.paging()) && st.mmu.flush(Flush::All) {
@@ -665,8 +683,13 @@ impl Vcpu {
         write: bool,
         run: &RunPage<'_>,
     ) -> Next {
-        self.stats.inc(VcpuStat::MmioExits);
         self.stats.inc(VcpuStat::InsnEmulation);
+        if let Some(apic) = self.apic.clone() {
+            if let Some(next) = self.apic_mmio(st, mem, &apic, gpa, write, run) {
+                return next;
+            }
+        }
+        self.stats.inc(VcpuStat::MmioExits);
         match emulate::start(mem, &mut *st.arch, write) {
             // An ioeventfd or a coalesced zone takes it: the store is done
             // (RIP is past it), the guest goes on.

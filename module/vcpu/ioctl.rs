@@ -113,22 +113,31 @@ impl Vcpu {
             abi::vcpu::SET_XSAVE => self.set_xsave(arg),
             abi::vcpu::GET_XCRS => self.get_xcrs(arg),
             abi::vcpu::SET_XCRS => self.set_xcrs(arg),
-            // No in-kernel local APIC: the vCPU is always runnable (HLT
-            // exits to userspace), and that is the only state it takes.
+            // Without an in-kernel local APIC the vCPU is always runnable
+            // (HLT exits to userspace), and that is the only state it takes.
             abi::vcpu::GET_MP_STATE => {
-                let state = uapi::kvm_mp_state {
-                    mp_state: uapi::KVM_MP_STATE_RUNNABLE,
-                };
-                abi::write_arg(arg, &state)?;
+                let _st = self.state.lock();
+                let mp_state = self
+                    .apic
+                    .as_ref()
+                    .map_or(uapi::KVM_MP_STATE_RUNNABLE, |a| self.apic_mp_state(a));
+                abi::write_arg(arg, &uapi::kvm_mp_state { mp_state })?;
                 Ok(0)
             }
             abi::vcpu::SET_MP_STATE => {
                 let state: uapi::kvm_mp_state = abi::read_arg(arg)?;
-                if state.mp_state != uapi::KVM_MP_STATE_RUNNABLE {
+                let _st = self.state.lock();
+                let done = match &self.apic {
+                    Some(apic) => self.set_apic_mp_state(apic, state.mp_state),
+                    None => state.mp_state == uapi::KVM_MP_STATE_RUNNABLE,
+                };
+                if !done {
                     return Err(EINVAL);
                 }
                 Ok(0)
             }
+            abi::vcpu::GET_LAPIC => self.get_lapic(arg),
+            abi::vcpu::SET_LAPIC => self.set_lapic(arg),
             abi::vcpu::X86_SETUP_MCE => {
                 let mcg_cap: u64 = abi::read_arg(arg)?;
                 let mut st = self.state.lock();
@@ -387,6 +396,19 @@ impl Vcpu {
             cpuid::cr4_allowed(&st.cpuid),
         ) {
             return Err(EINVAL);
+        }
+        // With an in-kernel APIC, IA32_APIC_BASE and CR8 are its
+        // (`kvm_set_apic_base()`, `kvm_set_cr8()`); a base it refuses is
+        // EINVAL.
+        if let Some(apic) = self.apic.clone() {
+            let effect = apic.with(|s| {
+                let effect = s.lapic.set_apic_base(sregs.apic_base, true);
+                s.lapic.set_cr8(sregs.cr8);
+                effect
+            });
+            if self.apic_effect(&mut st, &apic, effect, None).is_err() {
+                return Err(EINVAL);
+            }
         }
         st.arch.set_sregs(&sregs);
         self.vm.with_memory(|mem| reload_pdptes(&mut *st.arch, mem));

@@ -33,6 +33,7 @@ use crate::{
         self,
         uapi, //
     },
+    apic::VcpuApic,
     backend::ArchVcpu,
     emulate::{
         PendingLoad,
@@ -56,6 +57,7 @@ use crate::{
     vm::Vm, //
 };
 
+mod apic;
 mod clock;
 mod exits;
 mod ioctl;
@@ -114,6 +116,8 @@ struct VcpuState {
     /// (the guest, without SVM, cannot set it again): while clear, no
     /// interrupt or NMI is injected, as with KVM. Always set on VMX.
     gif: bool,
+    /// The in-kernel APIC's armed timer (dropping it cancels the timer).
+    apic_timer: Option<crate::apic::TimerHandle>,
 }
 
 impl VcpuState {
@@ -180,6 +184,9 @@ pub(crate) struct Vcpu {
     trace: Arc<ExitTrace>,
     /// `vcpu<id>/` in the VM's debugfs directory.
     _debugfs: Option<VcpuDebugfs>,
+    /// The in-kernel local APIC (with `KVM_CAP_SPLIT_IRQCHIP`), which
+    /// other vCPUs and MSIs reach without the state lock.
+    apic: Option<Arc<VcpuApic>>,
     /// Held for the whole of `KVM_RUN`, as KVM's `vcpu->mutex`.
     #[pin]
     state: Mutex<VcpuState>,
@@ -196,6 +203,13 @@ impl Vcpu {
         let debugfs = vm.debugfs_vcpu(id, stats.clone(), trace.clone());
         let mut io_buf = KVec::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
         io_buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
+        let apic = if vm.split_irqchip() {
+            let apic = VcpuApic::new(crate::pure::lapic::Config::new(id))?;
+            vm.add_apic(apic.clone())?;
+            Some(apic)
+        } else {
+            None
+        };
         Arc::pin_init(
             try_pin_init!(Vcpu {
                 vm,
@@ -205,6 +219,7 @@ impl Vcpu {
                 stats,
                 trace,
                 _debugfs: debugfs,
+                apic,
                 state <- new_mutex!(VcpuState {
                     arch,
                     pending_io: None,
@@ -224,6 +239,7 @@ impl Vcpu {
                     shutdown_pending: false,
                     entry_cancelled: false,
                     gif: true,
+                    apic_timer: None,
                 }),
             }),
             GFP_KERNEL,
@@ -235,6 +251,9 @@ impl Vcpu {
     /// RDMSR (`host` false) and `KVM_GET_MSRS`: kvmclock's, then the
     /// others (`VcpuState::read_msr`). `None`: #GP (or a short count).
     fn read_msr(&self, st: &VcpuState, index: u32, host: bool) -> Option<u64> {
+        if let Some(value) = self.apic.as_ref().and_then(|a| self.apic_rdmsr(a, index)) {
+            return value;
+        }
         self.read_clock_msr(st, index)
             .or_else(|| st.read_msr(index, host))
     }
@@ -242,6 +261,11 @@ impl Vcpu {
     /// WRMSR (`host` false) and `KVM_SET_MSRS`: false means #GP (or a
     /// short count). A new guest TSC makes the clock page stale.
     fn write_msr(&self, st: &mut VcpuState, index: u32, value: u64, host: bool) -> bool {
+        if let Some(apic) = self.apic.clone() {
+            if let Some((done, _)) = self.apic_wrmsr(st, &apic, index, value, host, None) {
+                return done;
+            }
+        }
         if self.write_clock_msr(st, index, value) {
             return true;
         }

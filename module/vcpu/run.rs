@@ -18,6 +18,7 @@ use crate::{
             self,
             Reg, //
         },
+        lapic::MpState,
         trace::{
             ExitRecord,
             TO_USER, //
@@ -48,8 +49,18 @@ impl Vcpu {
         // With no in-kernel local APIC the VMM's APIC owns the TPR: it comes
         // in through kvm_run->cr8 at every KVM_RUN, before anything else, and
         // a value CR8 cannot hold is EINVAL (kvm_arch_vcpu_ioctl_run()).
+        // With one in the kernel, its TPR is CR8, and kvm_run->cr8 is only
+        // reported.
         let cr8 = run.cr8();
-        let result = if cr8 > 15 {
+        let uninitialized = self
+            .apic
+            .as_ref()
+            .is_some_and(|a| a.with(|s| s.mp.state()) == MpState::Uninitialized);
+        let result = if uninitialized {
+            self.wait_for_init(&mut st, &run)
+        } else if self.apic.is_some() {
+            self.complete_and_run(&mut st, &run)
+        } else if cr8 > 15 {
             Err(EINVAL)
         } else {
             st.arch.set_cr8(cr8);
@@ -65,6 +76,30 @@ impl Vcpu {
             sregs.apic_base,
         );
         result
+    }
+
+    /// `KVM_RUN` of an AP that has had no INIT yet
+    /// (`KVM_MP_STATE_UNINITIALIZED`), as KVM's: it waits for INIT or SIPI,
+    /// takes it, and returns EAGAIN for userspace to run it again (EINTR
+    /// at once with `immediate_exit`, or for a signal, as `KVM_EXIT_INTR`).
+    fn wait_for_init(&self, st: &mut VcpuState, run: &RunPage<'_>) -> Result<isize> {
+        let Some(apic) = self.apic.clone() else {
+            return Err(EINVAL);
+        };
+        if run.immediate_exit() {
+            return Err(EINTR);
+        }
+        if apic
+            .kick()
+            .wait(|| apic.with(|s| s.mp.has_events()))
+            .is_err()
+        {
+            self.stats.inc(VcpuStat::SignalExits);
+            run.set_exit_reason(uapi::KVM_EXIT_INTR);
+            return Err(EINTR);
+        }
+        self.apic_events(st, &apic);
+        Err(EAGAIN)
     }
 
     /// `KVM_RUN` with the TPR loaded: completes what userspace did for the
@@ -106,6 +141,24 @@ impl Vcpu {
                 run.set_exit_reason(uapi::KVM_EXIT_SHUTDOWN);
                 return Ok(0);
             }
+            // An in-kernel APIC: what others did for it; a halted vCPU (or
+            // one waiting for INIT or SIPI) sleeps here until woken, as
+            // KVM's kvm_vcpu_halt().
+            if let Some(apic) = self.apic.clone() {
+                self.apic_events(st, &apic);
+                if !self.apic_runnable(st, &apic) {
+                    let woken = apic.kick().wait(|| {
+                        self.apic_events(st, &apic);
+                        self.apic_runnable(st, &apic)
+                    });
+                    if woken.is_err() {
+                        self.stats.inc(VcpuStat::SignalExits);
+                        run.set_exit_reason(uapi::KVM_EXIT_INTR);
+                        return Err(EINTR);
+                    }
+                    continue;
+                }
+            }
             // An NMI before an interrupt: it has the higher priority.
             if st.nmi_pending > 0 && st.gif && st.arch.nmi_allowed() {
                 st.arch.inject_nmi();
@@ -123,6 +176,12 @@ impl Vcpu {
                     self.stats.inc(VcpuStat::IrqInjections);
                 }
             }
+            // The in-kernel APIC's highest interrupt, if the guest can take
+            // it now (else it waits for a window).
+            let apic_waits = match self.apic.clone() {
+                Some(apic) => self.apic_inject(st, &apic),
+                None => false,
+            };
             // An event the processor cannot deliver (a real-mode guest in
             // virtual-8086 mode) is delivered here, before the entry.
             if let Some((vector, return_ip)) = st.arch.take_real_mode_event() {
@@ -132,7 +191,8 @@ impl Vcpu {
             }
             // While userspace waits for a window, ask the hardware for an exit
             // when it opens.
-            let want_window = st.gif && run.request_interrupt_window() && !st.ready_for_interrupt();
+            let want_window =
+                st.gif && run.request_interrupt_window() && !st.ready_for_interrupt() || apic_waits;
             st.arch.set_irq_window(want_window);
             let entered = sys::ktime_ns();
             self.stats
@@ -144,8 +204,12 @@ impl Vcpu {
             // change takes), so that a VMM changing them without pause
             // cannot keep the vCPU out of the guest.
             let (gate, tdp_root) = self.vm.entry_gate();
+            let kick = self.apic.as_ref().map(|a| a.kick());
             let mut enter = || {
-                let entry = st.mmu.entry(gate, tdp_root, &st.arch.paging());
+                let entry = st
+                    .mmu
+                    .entry(gate, tdp_root, &st.arch.paging())
+                    .with_kick(kick);
                 st.arch.run(entry)
             };
             let exit = if st.entry_cancelled {
@@ -163,6 +227,9 @@ impl Vcpu {
             }
             let exited = sys::ktime_ns();
             st.host_since = exited;
+            if let Some(apic) = &self.apic {
+                self.apic_after_exit(st, apic);
+            }
             let guest_ns = exited.saturating_sub(entered);
             st.has_run = true;
             self.stats.inc(VcpuStat::Exits);

@@ -119,6 +119,14 @@ impl RunPage<'_> {
         }
     }
 
+    /// `KVM_EXIT_IOAPIC_EOI`: the guest's EOI of `vector`, accepted
+    /// level-triggered, for userspace's IOAPIC (split irqchip).
+    pub(super) fn set_ioapic_eoi(&self, vector: u8) {
+        self.set_exit_reason(uapi::KVM_EXIT_IOAPIC_EOI);
+        // SAFETY: see `run_field!`; `eoi` is the member for this exit.
+        unsafe { run_field!(self.__bindgen_anon_1.eoi.vector).write_volatile(vector) };
+    }
+
     pub(super) fn set_mmio(&self, gpa: u64, data: [u8; 8], len: u8, is_write: bool) {
         self.set_exit_reason(uapi::KVM_EXIT_MMIO);
         // SAFETY: see `run_field!`; `mmio` is the member for KVM_EXIT_MMIO.

@@ -30,7 +30,7 @@ GUESTS=$(cd /rkvm/guests && ls *.bin | sed 's/\.bin$//')
 # kvm_intel too: rkvm works around it). The flat guests and a Linux boot do
 # run, so the exit traces of kvm_intel and rkvm are compared there as well.
 case "$EMU" in
-    bochs) REFERENCE_SELFTESTS="api_test cpuid_test debug_test guest_test ioeventfd_test msr_test nested_state_test paging_test stats_test vm_test xsave_test" ;;
+    bochs) REFERENCE_SELFTESTS="api_test apic_test cpuid_test debug_test guest_test ioeventfd_test msr_test nested_state_test paging_test stats_test vm_test xsave_test" ;;
     *) REFERENCE_SELFTESTS=$SELFTESTS ;;
 esac
 # The kselftest filter arguments for the reference run of selftest $1.
@@ -181,7 +181,7 @@ deliberate_failure t_deliberate_failure"
 # The debug kernel (rkvm.debug=1: KASAN, lockdep, kmemleak, DEBUG_LIST, the
 # Rust checks): the reliability suite against rkvm alone, in both MMU
 # modes, with a leak scan after each.
-DEBUG_SELFTESTS="fuzz_test chaos_test torture_test stress_test guest_test paging_test vm_test"
+DEBUG_SELFTESTS="fuzz_test chaos_test torture_test stress_test guest_test paging_test vm_test apic_test"
 # torture_test's VM cycles cost about 16 times as much under the debug
 # kernel: 250 instead of 1000 still show a leak of 32 KiB per VM in
 # MemAvailable, and kmemleak's scans find smaller ones.
@@ -717,8 +717,9 @@ module_cpu_line() {
     dmesg | sed -n 's/^.*rkvm: cpu: //p' | tail -n 1
 }
 
+# irqchip=1: the in-kernel local APIC, experimental, for apic_test.
 t_rkvm_load() {
-    insmod /rkvm/rkvm.ko "$@" || fail "insmod rkvm.ko $*"
+    insmod /rkvm/rkvm.ko irqchip=1 "$@" || fail "insmod rkvm.ko irqchip=1 $*"
     [ -c /dev/rkvm ] || fail "/dev/rkvm is not a character device"
     grep -qw rkvm /proc/misc || fail "rkvm is not in /proc/misc"
     line=$(module_cpu_line)

@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The in-kernel local APIC of a split irqchip (KVM_CAP_SPLIT_IRQCHIP): the
+ * capability's rules, the APIC timer waking a vCPU halted in the kernel,
+ * an MSI from userspace (KVM_SIGNAL_MSI), INIT and SIPI from one vCPU to
+ * another, KVM_GET/SET_LAPIC and the MP states. The guests are real-mode
+ * code using the x2APIC MSRs and the interrupt vector table at 0.
+ */
+#include <pthread.h>
+
+#include "harness.h"
+#include "vm.h"
+#include "guest_code.h"
+#include "stats.h"
+
+/* IOAPIC pins userspace routes, as QEMU gives KVM_CAP_SPLIT_IRQCHIP. */
+#define IOAPIC_PINS	24
+
+/* Offsets in struct kvm_lapic_state (the xAPIC register page). */
+#define APIC_SVR	0xf0
+#define APIC_LVTT	0x320
+
+FIXTURE(apic) {
+};
+
+FIXTURE_SETUP(apic)
+{
+}
+
+FIXTURE_TEARDOWN(apic)
+{
+}
+
+/* Whether the device has the split irqchip (rkvm: irqchip=1). */
+static int has_split_irqchip(void)
+{
+	int sys = open_device();
+	int r = sys < 0 ? 0 : ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_SPLIT_IRQCHIP);
+
+	if (sys >= 0)
+		close(sys);
+	return r > 0;
+}
+
+#define NO_SPLIT_IRQCHIP "no KVM_CAP_SPLIT_IRQCHIP (rkvm.ko without irqchip=1)"
+
+static int enable_split_irqchip(int vm_fd, uint64_t pins)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_SPLIT_IRQCHIP, .args = { pins } };
+
+	return ioctl(vm_fd, KVM_ENABLE_CAP, &cap) ? -errno : 0;
+}
+
+/*
+ * As vm_create(), with the split irqchip enabled before vCPU 0 exists:
+ * every vCPU then has an in-kernel local APIC.
+ */
+static int vm_create_split(struct vm *vm)
+{
+	struct kvm_userspace_memory_region region;
+	int size;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->sys = open_device();
+	if (vm->sys < 0)
+		return -errno;
+	vm->fd = ioctl(vm->sys, KVM_CREATE_VM, 0);
+	if (vm->fd < 0)
+		return -errno;
+	if (enable_split_irqchip(vm->fd, IOAPIC_PINS))
+		return -errno;
+	vm->mem = mmap(NULL, GUEST_MEM_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (vm->mem == MAP_FAILED)
+		return -errno;
+	region = (struct kvm_userspace_memory_region) {
+		.slot = 0, .memory_size = GUEST_MEM_SIZE, .userspace_addr = (uintptr_t)vm->mem,
+	};
+	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region))
+		return -errno;
+	vm->vcpu = ioctl(vm->fd, KVM_CREATE_VCPU, 0);
+	if (vm->vcpu < 0)
+		return -errno;
+	vm_set_supported_cpuid(vm);
+	size = ioctl(vm->sys, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (size < 0)
+		return -errno;
+	vm->run_size = size;
+	vm->run = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->vcpu, 0);
+	return vm->run == MAP_FAILED ? -errno : 0;
+}
+
+/*
+ * The capability: only before the first vCPU (EEXIST after, and once
+ * enabled), at most KVM_MAX_IRQ_ROUTES (4096) pins (EINVAL); without it
+ * there is no APIC to get (EINVAL) and no MSI to signal (EINVAL).
+ */
+TEST_F(apic, split_irqchip_capability_rules)
+{
+	struct kvm_lapic_state lapic;
+	struct kvm_msi msi = { .address_lo = 0xfee00000, .data = 0x41 };
+	struct vm vm;
+
+	if (!has_split_irqchip())
+		SKIP(return, NO_SPLIT_IRQCHIP);
+	ASSERT_EQ(0, vm_create(&vm));
+	EXPECT_ERRNO(EINVAL, ioctl(vm.vcpu, KVM_GET_LAPIC, &lapic));
+	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_SIGNAL_MSI, &msi));
+	EXPECT_EQ(-EEXIST, enable_split_irqchip(vm.fd, IOAPIC_PINS)) TH_LOG("after a vCPU");
+	vm_destroy(&vm);
+
+	ASSERT_EQ(0, vm_create_split(&vm));
+	EXPECT_EQ(-EEXIST, enable_split_irqchip(vm.fd, IOAPIC_PINS)) TH_LOG("twice");
+	EXPECT_EQ(0, ioctl(vm.vcpu, KVM_GET_LAPIC, &lapic));
+	vm_destroy(&vm);
+
+	memset(&vm, 0, sizeof(vm));
+	vm.sys = open_device();
+	ASSERT_LE(0, vm.sys);
+	vm.fd = ioctl(vm.sys, KVM_CREATE_VM, 0);
+	ASSERT_LE(0, vm.fd);
+	EXPECT_EQ(-EINVAL, enable_split_irqchip(vm.fd, 4097));
+	EXPECT_EQ(0, enable_split_irqchip(vm.fd, 4096));
+	vm_destroy(&vm);
+}
+
+/*
+ * Enables the APIC in x2APIC mode (IA32_APIC_BASE EN and EXTD, the SVR's
+ * software enable with spurious vector 0xff) and points vector \vec of the
+ * IVT at the label \handler; the code is loaded at 0x1000.
+ */
+#define X2APIC_ON(blob, vec, handler)						\
+	"	xor %ax, %ax\n"							\
+	"	mov %ax, %ds\n"							\
+	"	movw $0x1000 + (" handler " - " blob "), " #vec " * 4\n"	\
+	"	movw $0, " #vec " * 4 + 2\n"					\
+	"	mov $0x1b, %ecx\n"						\
+	"	rdmsr\n"							\
+	"	or $0xc00, %eax\n"						\
+	"	wrmsr\n"							\
+	"	mov $0x80f, %ecx\n"						\
+	"	mov $0x1ff, %eax\n"						\
+	"	xor %edx, %edx\n"						\
+	"	wrmsr\n"
+
+/* The handler's tail: EOI (x2APIC MSR 0x80b), the vector out to port 0x10. */
+#define EOI_AND_OUT(vec)							\
+	"	mov $0x80b, %ecx\n"						\
+	"	xor %eax, %eax\n"						\
+	"	xor %edx, %edx\n"						\
+	"	wrmsr\n"							\
+	"	mov $" #vec ", %al\n"						\
+	"	out %al, $0x10\n"						\
+	"	iret\n"
+
+/*
+ * The APIC timer, one-shot, vector 0x40, 20,000,000 bus cycles (20 ms) at
+ * divide 1, then STI and HLT: the vCPU halts in the kernel (if it gets
+ * there first, as it does unless the host holds it back for 20 ms) until
+ * the timer's interrupt, whose handler outputs 0x40.
+ */
+GUEST_CODE16(apic_timer_code,
+	X2APIC_ON("apic_timer_code", 0x40, "2f")
+	"	mov $0x83e, %ecx\n"		/* divide configuration: by 1 */
+	"	mov $0xb, %eax\n"
+	"	wrmsr\n"
+	"	mov $0x832, %ecx\n"		/* LVT timer: vector 0x40, one-shot */
+	"	mov $0x40, %eax\n"
+	"	wrmsr\n"
+	"	mov $0x838, %ecx\n"		/* initial count */
+	"	mov $20000000, %eax\n"
+	"	wrmsr\n"
+	"	sti\n"
+	"1:	hlt\n"
+	"	jmp 1b\n"
+	"2:\n"
+	EOI_AND_OUT(0x40));
+
+/* KVM_RUN until an exit for userspace: 0, or -errno. */
+static int run_vcpu(int vcpu)
+{
+	return ioctl(vcpu, KVM_RUN, 0) ? -errno : 0;
+}
+
+static uint8_t pio_byte(struct kvm_run *run)
+{
+	return *((uint8_t *)run + run->io.data_offset);
+}
+
+TEST_F(apic, timer_interrupt_reaches_the_guest)
+{
+	struct kvm_lapic_state lapic;
+	struct kvm_mp_state mp;
+	struct stats st;
+	struct vm vm;
+
+	if (!has_split_irqchip())
+		SKIP(return, NO_SPLIT_IRQCHIP);
+	ASSERT_EQ(0, vm_create_split(&vm));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_timer_code);
+	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_MP_STATE, &mp));
+	EXPECT_EQ(KVM_MP_STATE_RUNNABLE, mp.mp_state) TH_LOG("vCPU 0 is the BSP");
+	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
+	ASSERT_EQ(0, run_vcpu(vm.vcpu));
+	/*
+	 * Not KVM_EXIT_HLT: the HLT, if the guest got there before the
+	 * timer fired (how often depends on the host's speed, so it is only
+	 * shown; msi_wakes_a_halted_vcpu waits until it did), waited in the
+	 * kernel for the interrupt.
+	 */
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x10, vm.run->io.port);
+	EXPECT_EQ(0x40, pio_byte(vm.run));
+	TH_LOG("HLT exits before the timer's interrupt: %llu",
+	       (unsigned long long)stats_value(&st, "halt_exits"));
+	stats_close(&st);
+
+	/* The state shows what the guest programmed. */
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_LAPIC, &lapic));
+	EXPECT_EQ(0x1ff, *(uint32_t *)&lapic.regs[APIC_SVR]);
+	EXPECT_EQ(0x40, *(uint32_t *)&lapic.regs[APIC_LVTT]);
+	/* And takes what userspace sets: the LVT timer masked. */
+	*(uint32_t *)&lapic.regs[APIC_LVTT] = 0x10040;
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_SET_LAPIC, &lapic));
+	memset(&lapic, 0, sizeof(lapic));
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_LAPIC, &lapic));
+	EXPECT_EQ(0x10040, *(uint32_t *)&lapic.regs[APIC_LVTT]);
+	vm_destroy(&vm);
+}
+
+/* The APIC on and STI; HLT until an interrupt of vector 0x51 comes. */
+GUEST_CODE16(apic_msi_code,
+	X2APIC_ON("apic_msi_code", 0x51, "2f")
+	"	sti\n"
+	"1:	hlt\n"
+	"	jmp 1b\n"
+	"2:\n"
+	EOI_AND_OUT(0x51));
+
+struct runner {
+	int vcpu;
+	int ret;
+};
+
+/*
+ * KVM_RUN on its own thread. EAGAIN is KVM_RUN's answer for a vCPU that
+ * waited for INIT (KVM_MP_STATE_UNINITIALIZED) and got it: it runs again,
+ * as QEMU does.
+ */
+static void *run_thread(void *arg)
+{
+	struct runner *r = arg;
+
+	do {
+		r->ret = run_vcpu(r->vcpu);
+	} while (r->ret == -EAGAIN);
+	return NULL;
+}
+
+/*
+ * KVM_SIGNAL_MSI to APIC 0 once its vCPU is halted in KVM_RUN on another
+ * thread (its APIC enabled, interrupts on): the MSI is taken (1: one APIC
+ * took it) and wakes the vCPU, whose handler runs. A destination no APIC has: 0, as KVM's delivery through
+ * its APIC map answers.
+ */
+TEST_F(apic, msi_wakes_a_halted_vcpu)
+{
+	struct kvm_msi msi = { .address_lo = 0xfee00000, .data = 0x51 };
+	struct runner r;
+	struct stats st;
+	pthread_t t;
+	struct vm vm;
+	int i, n;
+
+	if (!has_split_irqchip())
+		SKIP(return, NO_SPLIT_IRQCHIP);
+	ASSERT_EQ(0, vm_create_split(&vm));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_msi_code);
+	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
+	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
+	r.vcpu = vm.vcpu;
+	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &r));
+	/*
+	 * The vCPU halts in the kernel: its HLT is counted (the statistics
+	 * need no vCPU lock) and KVM_RUN has not returned. Up to 60 s: a hang
+	 * guard, the guest needs microseconds.
+	 */
+	for (i = 0; i < 1200 && stats_value(&st, "halt_exits") == 0; i++)
+		usleep(50000);
+	stats_close(&st);
+	ASSERT_LT(i, 1200) TH_LOG("the vCPU never halted");
+	n = ioctl(vm.fd, KVM_SIGNAL_MSI, &msi);
+	EXPECT_EQ(1, n) TH_LOG("KVM_SIGNAL_MSI: %s", n < 0 ? strerror(errno) : "taken by no APIC");
+	pthread_join(t, NULL);
+	ASSERT_EQ(0, r.ret);
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x10, vm.run->io.port);
+	EXPECT_EQ(0x51, pio_byte(vm.run));
+
+	msi.address_lo = 0xfee00000 | (7 << 12);	/* APIC ID 7: no such vCPU */
+	EXPECT_EQ(0, ioctl(vm.fd, KVM_SIGNAL_MSI, &msi));
+	msi.flags = 2;
+	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_SIGNAL_MSI, &msi));
+	vm_destroy(&vm);
+}
+
+/*
+ * vCPU 0 (the BSP) starts vCPU 1 as firmware starts an AP: INIT, then a
+ * start-up IPI of vector 2 (x2APIC ICR, MSR 0x830, destination APIC 1).
+ * vCPU 1 waits in KVM_RUN until then, and starts at 0x0200:0000.
+ */
+GUEST_CODE16(apic_bsp_code,
+	X2APIC_ON("apic_bsp_code", 0x20, "1f")
+	"	mov $0x830, %ecx\n"
+	"	mov $1, %edx\n"
+	"	mov $0x4500, %eax\n"		/* INIT, assert */
+	"	wrmsr\n"
+	"	mov $0x4602, %eax\n"		/* start-up, vector 2 */
+	"	wrmsr\n"
+	"	mov $0x99, %al\n"
+	"	out %al, $0x10\n"
+	"1:	hlt\n"
+	"	jmp 1b\n");
+
+GUEST_CODE16(apic_ap_code,			/* at 0x2000 */
+	"	mov $0x77, %al\n"
+	"	out %al, $0x11\n"
+	"	hlt\n");
+
+TEST_F(apic, init_and_sipi_start_an_ap)
+{
+	struct kvm_mp_state mp;
+	struct kvm_run *ap_run;
+	struct runner r;
+	pthread_t t;
+	struct vm vm;
+	int ap;
+
+	if (!has_split_irqchip())
+		SKIP(return, NO_SPLIT_IRQCHIP);
+	ASSERT_EQ(0, vm_create_split(&vm));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_bsp_code);
+	LOAD_GUEST_CODE(vm.mem, 0x2000, apic_ap_code);
+	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
+	ap = ioctl(vm.fd, KVM_CREATE_VCPU, 1);
+	ASSERT_LE(0, ap);
+	ap_run = mmap(NULL, vm.run_size, PROT_READ | PROT_WRITE, MAP_SHARED, ap, 0);
+	ASSERT_NE(MAP_FAILED, ap_run);
+	ASSERT_EQ(0, ioctl(ap, KVM_GET_MP_STATE, &mp));
+	EXPECT_EQ(KVM_MP_STATE_UNINITIALIZED, mp.mp_state) TH_LOG("an AP waits for INIT");
+
+	r.vcpu = ap;
+	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &r));
+	ASSERT_EQ(0, run_vcpu(vm.vcpu));
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x99, pio_byte(vm.run));
+	pthread_join(t, NULL);
+	ASSERT_EQ(0, r.ret);
+	ASSERT_EQ(KVM_EXIT_IO, ap_run->exit_reason);
+	EXPECT_EQ(0x11, ap_run->io.port);
+	EXPECT_EQ(0x77, pio_byte(ap_run));
+	ASSERT_EQ(0, ioctl(ap, KVM_GET_MP_STATE, &mp));
+	EXPECT_EQ(KVM_MP_STATE_RUNNABLE, mp.mp_state);
+
+	munmap(ap_run, vm.run_size);
+	close(ap);
+	vm_destroy(&vm);
+}
+
+TEST_HARNESS_MAIN
