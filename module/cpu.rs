@@ -55,5 +55,6 @@ pub(crate) fn supported_cpuid() -> ([cpuid::Entry; cpuid::SUPPORTED_MAX], usize)
             [r.eax, r.ebx, r.ecx, r.edx]
         },
         crate::guest_state::host_xsave().supported,
+        crate::module_parameters::irqchip.value(),
     )
 }

@@ -47,6 +47,12 @@ const LEAF1_EDX: u32 = bits(&[
 /// ([`runtime`]); XSAVE and the AVX features ([`LEAF1_ECX_XSAVE`],
 /// [`LEAF1_ECX_AVX`]) only with the XCR0 bits they need.
 const LEAF1_ECX: u32 = bits(&[0, 1, 9, 13, 19, 20, 22, 23, 25, 30]);
+/// Leaf 1 ECX bit 21: x2APIC, offered with an in-kernel local APIC, which
+/// emulates it whatever the host has (as KVM does).
+pub const LEAF1_ECX_X2APIC: u32 = 1 << 21;
+/// Leaf 1 ECX bit 24: the APIC timer's TSC-deadline mode (the guest's
+/// CPUID says whether its APIC has it).
+pub const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 1 ECX bit 26: XSAVE (with x87 and SSE in the guest's XCR0).
 pub const LEAF1_ECX_XSAVE: u32 = 1 << 26;
 /// Leaf 1 ECX bit 27: OSXSAVE, CR4.OSXSAVE as the guest set it.
@@ -96,11 +102,13 @@ pub const SUPPORTED_MAX: usize = 16;
 
 /// The supported leaves, from the host's CPUID (`host(leaf, subleaf)` gives
 /// EAX, EBX, ECX, EDX) and the XCR0 bits guests may have (`xcr0`: 0 means
-/// no XSAVE for guests, see `xsave::HostXsave`). Returns the entries and
-/// how many are used.
+/// no XSAVE for guests, see `xsave::HostXsave`) and whether VMs may have
+/// an in-kernel local APIC (`apic`: x2APIC is offered). Returns the
+/// entries and how many are used.
 pub fn supported(
     host: impl Fn(u32, u32) -> [u32; 4],
     xcr0: u64,
+    apic: bool,
 ) -> ([Entry; SUPPORTED_MAX], usize) {
     let mut t = Table {
         out: [Entry::default(); SUPPORTED_MAX],
@@ -120,6 +128,7 @@ pub fn supported(
         if avx {
             ecx |= LEAF1_ECX_AVX;
         }
+        let emulated = if apic { LEAF1_ECX_X2APIC } else { 0 };
         // Keep family/model/stepping and the CLFLUSH line size.
         t.push(
             1,
@@ -128,7 +137,7 @@ pub fn supported(
             [
                 h[0],
                 h[1] & 0xff00,
-                (h[2] & ecx) | HYPERVISOR,
+                (h[2] & ecx) | emulated | HYPERVISOR,
                 h[3] & LEAF1_EDX,
             ],
         );
@@ -333,8 +342,25 @@ mod tests {
     }
 
     #[test]
+    fn x2apic_is_offered_only_with_an_in_kernel_apic() {
+        let leaf1 = |apic| {
+            let (e, n) = supported(|_, _| [1, 0, 0, 0], 0, apic);
+            e[..n].iter().find(|x| x.function == 1).map(|x| x.ecx)
+        };
+        // Emulated: offered though the host has none.
+        assert_eq!(
+            leaf1(true).map(|ecx| ecx & LEAF1_ECX_X2APIC),
+            Some(LEAF1_ECX_X2APIC)
+        );
+        assert_eq!(leaf1(false).map(|ecx| ecx & LEAF1_ECX_X2APIC), Some(0));
+        // The TSC-deadline timer is the VMM's to offer (KVM_GET_SUPPORTED_CPUID
+        // leaves it out too).
+        assert_eq!(leaf1(true).map(|ecx| ecx & LEAF1_ECX_TSC_DEADLINE), Some(0));
+    }
+
+    #[test]
     fn supported_leaves_are_masked() {
-        let (e, n) = supported(host, 0);
+        let (e, n) = supported(host, 0, false);
         let e = &e[..n];
         assert_eq!(lookup(e, 0, 0)[0], 7, "max basic leaf capped");
         assert_eq!(lookup(e, 0, 0)[1], 0x6874_7541, "vendor kept");
@@ -384,7 +410,7 @@ mod tests {
             (0xd, 2) => [256, 576, 0, 0],
             _ => host(leaf, sub),
         };
-        let (e, n) = supported(host, 0x7);
+        let (e, n) = supported(host, 0x7, false);
         let e = &e[..n];
         assert_eq!(lookup(e, 0, 0)[0], 0xd);
         let l1 = lookup(e, 1, 0);
@@ -412,7 +438,7 @@ mod tests {
             lookup(e, 0x8000_0000, 0)
         );
 
-        let (e, n) = supported(host, 0x3);
+        let (e, n) = supported(host, 0x3, false);
         let e = &e[..n];
         assert_eq!(
             lookup(e, 1, 0)[2] & LEAF1_ECX_AVX,

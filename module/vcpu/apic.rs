@@ -25,6 +25,7 @@ use crate::{
     },
     memory::GuestMemory,
     pure::{
+        cpuid,
         lapic::{
             self,
             Effect,
@@ -181,6 +182,28 @@ impl Vcpu {
             | Effect::Routing => {}
         }
         Ok(None)
+    }
+
+    /// After `KVM_SET_CPUID2`: the APIC has what the guest's CPUID says (as
+    /// KVM's `kvm_vcpu_after_set_cpuid()`): x2APIC mode only with CPUID's
+    /// x2APIC (else EXTD is #GP), the TSC-deadline timer mode only with its
+    /// bit, `IA32_APIC_BASE`'s address bits up to MAXPHYADDR.
+    pub(super) fn apic_follow_cpuid(&self, st: &mut VcpuState, apic: &Arc<VcpuApic>) {
+        let ecx = st
+            .cpuid
+            .iter()
+            .find(|e| e.function == 1 && e.index == 0)
+            .map_or(0, |e| e.ecx);
+        let maxphyaddr = cpuid::maxphyaddr(&st.cpuid);
+        let effect = apic.with(|s| {
+            let mut config = *s.lapic.config();
+            config.x2apic = ecx & cpuid::LEAF1_ECX_X2APIC != 0;
+            config.tsc_deadline = ecx & cpuid::LEAF1_ECX_TSC_DEADLINE != 0;
+            config.maxphyaddr = maxphyaddr;
+            s.lapic.set_config(config)
+        });
+        // What a configuration change asks for is never a #GP.
+        let _ = self.apic_effect(st, apic, effect, None);
     }
 
     /// Arms or cancels the APIC timer as the model asks.

@@ -439,6 +439,9 @@ impl Vcpu {
             return Err(EPERM);
         }
         st.cpuid = entries;
+        if let Some(apic) = self.apic.clone() {
+            self.apic_follow_cpuid(&mut st, &apic);
+        }
         Ok(0)
     }
 

@@ -3,7 +3,8 @@
  * The in-kernel local APIC of a split irqchip (KVM_CAP_SPLIT_IRQCHIP): the
  * capability's rules, the APIC timer waking a vCPU halted in the kernel,
  * an MSI from userspace (KVM_SIGNAL_MSI), INIT and SIPI from one vCPU to
- * another, KVM_GET/SET_LAPIC and the MP states. The guests are real-mode
+ * another, KVM_GET/SET_LAPIC and the MP states, x2APIC mode only with
+ * CPUID's x2APIC. The guests are real-mode
  * code using the x2APIC MSRs and the interrupt vector table at 0.
  */
 #include <pthread.h>
@@ -365,6 +366,56 @@ TEST_F(apic, init_and_sipi_start_an_ap)
 
 	munmap(ap_run, vm.run_size);
 	close(ap);
+	vm_destroy(&vm);
+}
+
+/*
+ * IA32_APIC_BASE with EXTD set (x2APIC mode) by a guest whose CPUID has
+ * no x2APIC: #GP, as KVM (kvm_apic_set_base()); the IVT's #GP handler
+ * outputs 0x0d.
+ */
+GUEST_CODE16(apic_no_x2apic_code,
+	"	xor %ax, %ax\n"
+	"	mov %ax, %ds\n"
+	"	movw $0x1000 + (2f - apic_no_x2apic_code), 13 * 4\n"
+	"	movw $0, 13 * 4 + 2\n"
+	"	mov $0x1b, %ecx\n"
+	"	rdmsr\n"
+	"	or $0xc00, %eax\n"
+	"	wrmsr\n"
+	"	mov $0x99, %al\n"
+	"	out %al, $0x10\n"
+	"1:	hlt\n"
+	"	jmp 1b\n"
+	"2:	mov $0x0d, %al\n"
+	"	out %al, $0x10\n"
+	"	hlt\n");
+
+TEST_F(apic, x2apic_mode_needs_cpuid_x2apic)
+{
+	struct {
+		struct kvm_cpuid2 head;
+		struct kvm_cpuid_entry2 entries[100];
+	} cpuid = { .head.nent = 100 };
+	struct vm vm;
+	uint32_t i;
+
+	if (!has_split_irqchip())
+		SKIP(return, NO_SPLIT_IRQCHIP);
+	ASSERT_EQ(0, vm_create_split(&vm));
+	ASSERT_EQ(0, ioctl(vm.sys, KVM_GET_SUPPORTED_CPUID, &cpuid));
+	for (i = 0; i < cpuid.head.nent; i++) {
+		if (cpuid.entries[i].function == 1) {
+			EXPECT_NE(0, cpuid.entries[i].ecx & (1 << 21)) TH_LOG("x2APIC is offered");
+			cpuid.entries[i].ecx &= ~(1u << 21);
+		}
+	}
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_SET_CPUID2, &cpuid));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_no_x2apic_code);
+	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
+	ASSERT_EQ(0, run_vcpu(vm.vcpu));
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x0d, pio_byte(vm.run)) TH_LOG("0x99: the write went through");
 	vm_destroy(&vm);
 }
 
