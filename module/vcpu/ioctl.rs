@@ -15,6 +15,7 @@ use crate::{
         self,
         uapi, //
     },
+    apic::VcpuApic,
     emulate,
     guest_state,
     pure::{
@@ -43,8 +44,8 @@ use super::{
 /// `KVM_GET_VCPU_EVENTS` (`kvm_vcpu_ioctl_x86_get_vcpu_events()`): the
 /// event queued for the next entry, the interrupt from `KVM_INTERRUPT`
 /// not yet delivered, NMIs waiting and the NMI mask, the interrupt shadow.
-/// No SMM, no SIPI (no local APIC), no payloads.
-fn vcpu_events(st: &VcpuState) -> uapi::kvm_vcpu_events {
+/// No SMM, no payloads; with an in-kernel APIC (`apic`), a latched INIT.
+fn vcpu_events(st: &VcpuState, apic: Option<&VcpuApic>) -> uapi::kvm_vcpu_events {
     use crate::backend::Injection;
     let mut e = uapi::kvm_vcpu_events {
         flags: uapi::KVM_VCPUEVENT_VALID_NMI_PENDING
@@ -73,6 +74,11 @@ fn vcpu_events(st: &VcpuState) -> uapi::kvm_vcpu_events {
     e.interrupt.shadow = st.arch.interrupt_shadow();
     e.nmi.pending = st.nmi_pending;
     e.nmi.masked = u8::from(st.arch.nmi_masked());
+    // An INIT latched by the in-kernel APIC; the SIPI vector is never
+    // reported (KVM: "never valid when reporting to user space").
+    if let Some(apic) = apic {
+        e.smi.latched_init = u8::from(apic.with(|s| s.mp.init_pending()));
+    }
     e
 }
 
@@ -151,7 +157,10 @@ impl Vcpu {
             abi::vcpu::GET_NESTED_STATE => self.get_nested_state(arg),
             abi::vcpu::SET_NESTED_STATE => self.set_nested_state(arg),
             abi::vcpu::TRANSLATE => self.translate(arg),
-            abi::vcpu::GET_VCPU_EVENTS => self.get(arg, vcpu_events),
+            abi::vcpu::GET_VCPU_EVENTS => {
+                let apic = self.apic.as_deref();
+                self.get(arg, |st| vcpu_events(st, apic))
+            }
             abi::vcpu::SET_VCPU_EVENTS => self.set_vcpu_events(arg),
             abi::vcpu::GET_TSC_KHZ => abi::get_tsc_khz(),
             abi::vcpu::SET_TSC_KHZ => abi::set_tsc_khz(arg),
@@ -515,6 +524,20 @@ impl Vcpu {
             st.nmi_pending = e.nmi.pending.saturating_add(extra).min(limit);
         } else {
             st.nmi_pending = st.nmi_pending.saturating_add(extra).min(2);
+        }
+        // With an in-kernel APIC: the SIPI vector, and a latched INIT (in
+        // the SMM flags' block), as KVM keeps them.
+        if let Some(apic) = &self.apic {
+            apic.with(|s| {
+                if e.flags & uapi::KVM_VCPUEVENT_VALID_SIPI_VECTOR != 0 {
+                    // A vector is 8 bits: KVM uses the low ones too.
+                    s.mp.set_sipi_vector(e.sipi_vector as u8);
+                }
+                if e.flags & uapi::KVM_VCPUEVENT_VALID_SMM != 0 {
+                    s.mp.set_init_pending(smi.latched_init != 0);
+                }
+            });
+            apic.kick().kick();
         }
         Ok(0)
     }

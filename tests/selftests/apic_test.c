@@ -419,4 +419,33 @@ TEST_F(apic, x2apic_mode_needs_cpuid_x2apic)
 	vm_destroy(&vm);
 }
 
+/*
+ * KVM_GET/SET_VCPU_EVENTS carry an INIT the APIC latched (in the SMM
+ * block, smi.latched_init), as KVM's for save and restore.
+ */
+TEST_F(apic, vcpu_events_carry_a_latched_init)
+{
+	struct kvm_vcpu_events e;
+	struct vm vm;
+
+	if (!has_split_irqchip())
+		SKIP(return, NO_SPLIT_IRQCHIP);
+	ASSERT_EQ(0, vm_create_split(&vm));
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_VCPU_EVENTS, &e));
+	EXPECT_EQ(0, e.smi.latched_init);
+	e.flags = KVM_VCPUEVENT_VALID_SMM;
+	e.smi.latched_init = 1;
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_SET_VCPU_EVENTS, &e));
+	memset(&e, 0, sizeof(e));
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_VCPU_EVENTS, &e));
+	EXPECT_EQ(1, e.smi.latched_init);
+	EXPECT_NE(0, e.flags & KVM_VCPUEVENT_VALID_SMM);
+	e.flags = KVM_VCPUEVENT_VALID_SMM;
+	e.smi.latched_init = 0;
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_SET_VCPU_EVENTS, &e));
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_VCPU_EVENTS, &e));
+	EXPECT_EQ(0, e.smi.latched_init);
+	vm_destroy(&vm);
+}
+
 TEST_HARNESS_MAIN
