@@ -45,6 +45,10 @@ use crate::{
             BusKind,
             Zone, //
         },
+        irq_routing::{
+            self,
+            IrqchipMode, //
+        },
         lapic,
         memslot::Region,
         msi,
@@ -73,6 +77,9 @@ struct Vcpus {
     shadow: bool,
     /// Each vCPU has an in-kernel local APIC (`KVM_CAP_SPLIT_IRQCHIP`).
     split_irqchip: bool,
+    /// The userspace IOAPIC's pins: GSIs below it are its (the
+    /// capability's argument).
+    ioapic_pins: u32,
 }
 
 impl Vcpus {
@@ -108,6 +115,9 @@ pub(crate) struct Vm {
     /// vCPU's stays until the VM goes, as KVM keeps its vCPUs.
     #[pin]
     apics: Mutex<KVec<Arc<VcpuApic>>>,
+    /// The GSI routing table (`KVM_SET_GSI_ROUTING`), sorted by GSI.
+    #[pin]
+    routes: Mutex<KVVec<irq_routing::RoutingEntry>>,
     /// The hardware backend; SVM stays enabled on every CPU while it lives.
     hw: vendor::Hardware,
     /// kvmclock.
@@ -148,8 +158,10 @@ impl Vm {
                     ids: [0; (abi::MAX_VCPU_ID as usize).div_ceil(64)],
                     shadow,
                     split_irqchip: false,
+                    ioapic_pins: 0,
                 }),
                 apics <- new_mutex!(KVec::new()),
+                routes <- new_mutex!(KVVec::new()),
                 hw,
                 clock: VmClock::new(),
                 io <- new_mutex!(io),
@@ -316,6 +328,8 @@ impl Vm {
             return Err(EEXIST);
         }
         vcpus.split_irqchip = true;
+        // At most KVM_MAX_IRQ_ROUTES, checked above.
+        vcpus.ioapic_pins = cap.args[0] as u32;
         Ok(0)
     }
 
@@ -370,6 +384,92 @@ impl Vm {
             Delivered::NoMatch => 0,
             Delivered::Taken(n) => n as isize,
         })
+    }
+
+    /// `KVM_SET_GSI_ROUTING` (`kvm_vm_ioctl()`, `kvm_set_irq_routing()`):
+    /// the header is read (EFAULT), checked (EINVAL without an in-kernel
+    /// irqchip, above 4096 entries, with flags), then every entry is read
+    /// (EFAULT) before any is checked (EINVAL: see
+    /// `pure::irq_routing::parse_entry`; with the split irqchip only MSI
+    /// routes). The table replaces the last one whole.
+    fn set_gsi_routing(&self, arg: usize) -> Result<isize> {
+        let [nr, flags]: [u32; 2] = abi::read_arg(arg)?;
+        let mode = self.split_irqchip().then_some(IrqchipMode::Split);
+        irq_routing::check_request(nr, flags, mode).map_err(|_| EINVAL)?;
+        let mode = mode.ok_or(EINVAL)?;
+        let nr = nr as usize;
+        let mut bytes = KVVec::with_capacity(nr * irq_routing::ENTRY_SIZE, GFP_KERNEL)?;
+        let entries = arg.checked_add(irq_routing::HEADER_SIZE).ok_or(EFAULT)?;
+        UserSlice::new(UserPtr::from_addr(entries), nr * irq_routing::ENTRY_SIZE)
+            .reader()
+            .read_all(&mut bytes, GFP_KERNEL)?;
+        let mut table = KVVec::with_capacity(nr, GFP_KERNEL)?;
+        for (i, raw) in bytes.chunks_exact(irq_routing::ENTRY_SIZE).enumerate() {
+            let raw = irq_routing::RawEntry::from_bytes(raw).ok_or(EINVAL)?;
+            // KVM_X2APIC_API_USE_32BIT_IDS is not offered: 8-bit destinations.
+            let entry =
+                irq_routing::parse_entry(&raw, i as u32, mode, false).map_err(|_| EINVAL)?;
+            table.push(entry, GFP_KERNEL)?;
+        }
+        irq_routing::finish(&mut table).map_err(|_| EINVAL)?;
+        *self.routes.lock() = table;
+        Ok(0)
+    }
+
+    /// `KVM_IRQ_LINE` and (`status`) `KVM_IRQ_LINE_STATUS`
+    /// (`kvm_vm_ioctl_irq_line()`, `kvm_set_irq()`): the argument is read
+    /// first (EFAULT); ENXIO without an in-kernel irqchip. With the split
+    /// irqchip a GSI's routes are MSIs: a raised line sends each (a lowered
+    /// one sends nothing, -1). The status, which `KVM_IRQ_LINE_STATUS`
+    /// writes over `level`: the APICs that took the messages, 0 if none,
+    /// -1 if the GSI has no route or the line was lowered.
+    fn irq_line(&self, arg: usize, status: bool) -> Result<isize> {
+        let [gsi, level]: [u32; 2] = abi::read_arg(arg)?;
+        if !self.split_irqchip() {
+            return Err(ENXIO);
+        }
+        let messages = {
+            let routes = self.routes.lock();
+            let mut messages = KVec::new();
+            for e in irq_routing::routes_for(&routes, gsi) {
+                if let irq_routing::Route::Msi { msg, .. } = e.route {
+                    messages.push(msg, GFP_KERNEL)?;
+                }
+            }
+            messages
+        };
+        let result =
+            irq_routing::fold_status(messages.iter().map(|msg| {
+                match irq_routing::msi_set(msg, level != 0, false) {
+                    Ok(m) => {
+                        let (irq, dest) = lapic::from_message(&m);
+                        match self.deliver_irq(irq, &dest, None) {
+                            Delivered::NoMatch => 0,
+                            Delivered::Taken(n) => i32::try_from(n).unwrap_or(i32::MAX),
+                        }
+                    }
+                    Err(e) => e,
+                }
+            }));
+        if status {
+            let out = [gsi, result as u32];
+            abi::write_arg(arg, &out)?;
+        }
+        Ok(0)
+    }
+
+    /// With the split irqchip, whether the EOI of `vector` by `apic` goes to
+    /// userspace's IOAPIC (`KVM_EXIT_IOAPIC_EOI`): the vector is that of a
+    /// level-triggered MSI route of one of its pins whose destination is
+    /// this APIC (KVM's `ioapic_handled_vectors`, `kvm_scan_ioapic_routes()`).
+    pub(crate) fn ioapic_handles(&self, apic: &VcpuApic, vector: u8) -> bool {
+        let pins = self.vcpus.lock().ioapic_pins;
+        let routes = self.routes.lock();
+        irq_routing::split_eoi_vectors(&routes, pins, false, |irq| {
+            let (_, dest) = lapic::from_message(irq);
+            apic.with(|s| s.lapic.matches(&dest, false, true))
+        })
+        .contains(vector)
     }
 
     /// The hardware state of a new vCPU.
@@ -511,18 +611,9 @@ impl FdOps for Vm {
             // TSS that VMX without it uses: accepted and ignored, as KVM
             // does on AMD.
             abi::vm::SET_TSS_ADDR => Ok(0),
-            // With no in-kernel irqchip, as kvm_vm_ioctl() answers then: the
-            // argument is read first (EFAULT), then routing is EINVAL and a
-            // line ENXIO (kvm_arch_can_set_irq_routing(),
-            // kvm_vm_ioctl_irq_line()).
-            abi::vm::SET_GSI_ROUTING => {
-                let _header: [u32; 2] = abi::read_arg(arg)?;
-                Err(EINVAL)
-            }
-            abi::vm::IRQ_LINE | abi::vm::IRQ_LINE_STATUS => {
-                let _level: [u32; 2] = abi::read_arg(arg)?;
-                Err(ENXIO)
-            }
+            abi::vm::SET_GSI_ROUTING => this.set_gsi_routing(arg),
+            abi::vm::IRQ_LINE => this.irq_line(arg, false),
+            abi::vm::IRQ_LINE_STATUS => this.irq_line(arg, true),
             // kvm_arch_vm_ioctl(): an unknown VM request is ENOTTY.
             _ => Err(ENOTTY),
         }

@@ -162,7 +162,12 @@ impl Vcpu {
                 }
             }
             Effect::Timer(action) => self.apic_timer(st, apic, action),
-            Effect::Eoi(eoi) if eoi.level && !eoi.suppress_broadcast => {
+            // As KVM's kvm_ioapic_send_eoi() with the split irqchip: the
+            // vectors of the IOAPIC's level-triggered routes to this APIC,
+            // unless the guest suppresses EOI broadcasts.
+            Effect::Eoi(eoi)
+                if !eoi.suppress_broadcast && self.vm.ioapic_handles(apic, eoi.vector) =>
+            {
                 if let Some(run) = run {
                     run.set_ioapic_eoi(eoi.vector);
                     return Ok(Some(Next::User));

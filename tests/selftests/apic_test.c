@@ -448,4 +448,114 @@ TEST_F(apic, vcpu_events_carry_a_latched_init)
 	vm_destroy(&vm);
 }
 
+/* A routing table of up to 4 entries. */
+struct routing {
+	struct kvm_irq_routing head;
+	struct kvm_irq_routing_entry entries[4];
+};
+
+static struct kvm_irq_routing_entry msi_route(uint32_t gsi, uint32_t dest, uint32_t data)
+{
+	struct kvm_irq_routing_entry e = { .gsi = gsi, .type = KVM_IRQ_ROUTING_MSI };
+
+	e.u.msi.address_lo = 0xfee00000 | (dest << 12);
+	e.u.msi.data = data;
+	return e;
+}
+
+/*
+ * KVM_SET_GSI_ROUTING with the split irqchip: MSI routes only (an IOAPIC
+ * pin route is EINVAL: the IOAPIC is userspace's), at most 4096 entries,
+ * no header flags; without an in-kernel irqchip, EINVAL.
+ */
+TEST_F(apic, gsi_routing_takes_msi_routes)
+{
+	struct routing r = { .head.nr = 2 };
+	struct vm vm;
+
+	if (!has_split_irqchip())
+		SKIP(return, NO_SPLIT_IRQCHIP);
+	r.entries[0] = msi_route(5, 0, 0x61);
+	r.entries[1] = msi_route(30, 0, 0x62);
+	ASSERT_EQ(0, vm_create(&vm));
+	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
+	vm_destroy(&vm);
+
+	ASSERT_EQ(0, vm_create_split(&vm));
+	EXPECT_EQ(0, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
+	r.head.flags = 1;
+	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
+	r.head.flags = 0;
+	r.head.nr = 4097;
+	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
+	r.head.nr = 1;
+	r.entries[0] = (struct kvm_irq_routing_entry) {
+		.gsi = 2, .type = KVM_IRQ_ROUTING_IRQCHIP,
+		.u.irqchip = { .irqchip = KVM_IRQCHIP_IOAPIC, .pin = 2 },
+	};
+	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
+	r.head.nr = 0;
+	EXPECT_EQ(0, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r)) TH_LOG("an empty table");
+	vm_destroy(&vm);
+}
+
+/* The APIC on, STI, HLT until vector 0x61; its handler EOIs, then outputs. */
+GUEST_CODE16(apic_level_code,
+	X2APIC_ON("apic_level_code", 0x61, "2f")
+	"	sti\n"
+	"1:	hlt\n"
+	"	jmp 1b\n"
+	"2:\n"
+	EOI_AND_OUT(0x61));
+
+/*
+ * A userspace IOAPIC's pin as the split irqchip serves it: GSI 5 (one of
+ * the capability's 24 pins) routed to a level-triggered MSI, raised with
+ * KVM_IRQ_LINE_STATUS while the vCPU is halted (status 1: one APIC took
+ * it). The guest's EOI of that vector returns KVM_EXIT_IOAPIC_EOI for the
+ * IOAPIC, then the guest goes on. A lowered line sends nothing (-1).
+ */
+TEST_F(apic, irq_line_sends_a_level_msi_and_the_eoi_exits)
+{
+	struct routing r = { .head.nr = 1 };
+	struct kvm_irq_level line = { .irq = 5, .level = 1 };
+	struct runner run;
+	struct stats st;
+	pthread_t t;
+	struct vm vm;
+	int i;
+
+	if (!has_split_irqchip())
+		SKIP(return, NO_SPLIT_IRQCHIP);
+	ASSERT_EQ(0, vm_create_split(&vm));
+	r.entries[0] = msi_route(5, 0, 0x8061);	/* level-triggered, vector 0x61 */
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_level_code);
+	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
+	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
+	run.vcpu = vm.vcpu;
+	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &run));
+	for (i = 0; i < 1200 && stats_value(&st, "halt_exits") == 0; i++)
+		usleep(50000);
+	stats_close(&st);
+	ASSERT_LT(i, 1200) TH_LOG("the vCPU never halted");
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_IRQ_LINE_STATUS, &line));
+	EXPECT_EQ(1, line.status);
+	pthread_join(t, NULL);
+	ASSERT_EQ(0, run.ret);
+	ASSERT_EQ(KVM_EXIT_IOAPIC_EOI, vm.run->exit_reason);
+	EXPECT_EQ(0x61, vm.run->eoi.vector);
+	ASSERT_EQ(0, run_vcpu(vm.vcpu));
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x61, pio_byte(vm.run));
+
+	line = (struct kvm_irq_level) { .irq = 5, .level = 0 };
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_IRQ_LINE_STATUS, &line));
+	EXPECT_EQ(-1, line.status);
+	line = (struct kvm_irq_level) { .irq = 9, .level = 1 };
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_IRQ_LINE_STATUS, &line));
+	EXPECT_EQ(-1, line.status) TH_LOG("a GSI with no route");
+	vm_destroy(&vm);
+}
+
 TEST_HARNESS_MAIN
