@@ -421,7 +421,7 @@ impl Vm {
     /// first (EFAULT); ENXIO without an in-kernel irqchip. With the split
     /// irqchip a GSI's routes are MSIs: a raised line sends each (a lowered
     /// one sends nothing, -1). The status, which `KVM_IRQ_LINE_STATUS`
-    /// writes over `level`: the APICs that took the messages, 0 if none,
+    /// writes over `irq`: the APICs that took the messages, 0 if none,
     /// -1 if the GSI has no route or the line was lowered.
     fn irq_line(&self, arg: usize, status: bool) -> Result<isize> {
         let [gsi, level]: [u32; 2] = abi::read_arg(arg)?;
@@ -452,7 +452,8 @@ impl Vm {
                 }
             }));
         if status {
-            let out = [gsi, result as u32];
+            // `status` shares its union with `irq`, the struct's first word.
+            let out = [result as u32, level];
             abi::write_arg(arg, &out)?;
         }
         Ok(0)
