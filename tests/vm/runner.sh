@@ -939,6 +939,18 @@ echo "$PLAN" | while read -r name fn args; do
     # shellcheck disable=SC2086
     ( set -e; $fn $args ) > /tmp/out 2>&1 < /dev/null   # tests must not eat the plan
     status=$?
+    # rkvm stopped a guest because its VMCB held host state (rkvm's
+    # KVM_EXIT_INTERNAL_ERROR data "rkvmLOSt"): the QEMU TCG anomaly of
+    # Documentation/execution-model.md, "An open problem", seen once in a
+    # Linux boot too (CI, session 20). Shown, and the test runs once more;
+    # a second time it fails.
+    if [ "$status" != 0 ] && [ "$EMU" = qemu ] && grep -q '0x74734f4c6d766b72' /tmp/out; then
+        relay "# " < /tmp/out
+        say "# $name: a VMCB held host state (QEMU TCG, execution-model.md): the test runs once more"
+        # shellcheck disable=SC2086
+        ( set -e; $fn $args ) > /tmp/out 2>&1 < /dev/null
+        status=$?
+    fi
     secs=$(( $(date +%s) - start ))
     if grep -qE '^(not )?ok [0-9]' /tmp/out; then
         # Nested TAP from a kselftest binary: indent it as a KTAP subtest.
