@@ -52,43 +52,28 @@ static int enable_split_irqchip(int vm_fd, uint64_t pins)
 	return ioctl(vm_fd, KVM_ENABLE_CAP, &cap) ? -errno : 0;
 }
 
-/*
- * As vm_create(), with the split irqchip enabled before vCPU 0 exists:
- * every vCPU then has an in-kernel local APIC.
- */
+/* As vm_create(), with the split irqchip enabled before vCPU 0 exists. */
 static int vm_create_split(struct vm *vm)
 {
-	struct kvm_userspace_memory_region region;
-	int size;
+	return vm_create_full(vm, 0, IOAPIC_PINS);
+}
 
-	memset(vm, 0, sizeof(*vm));
-	vm->sys = open_device();
-	if (vm->sys < 0)
-		return -errno;
-	vm->fd = ioctl(vm->sys, KVM_CREATE_VM, 0);
-	if (vm->fd < 0)
-		return -errno;
-	if (enable_split_irqchip(vm->fd, IOAPIC_PINS))
-		return -errno;
-	vm->mem = mmap(NULL, GUEST_MEM_SIZE, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (vm->mem == MAP_FAILED)
-		return -errno;
-	region = (struct kvm_userspace_memory_region) {
-		.slot = 0, .memory_size = GUEST_MEM_SIZE, .userspace_addr = (uintptr_t)vm->mem,
-	};
-	if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region))
-		return -errno;
-	vm->vcpu = ioctl(vm->fd, KVM_CREATE_VCPU, 0);
-	if (vm->vcpu < 0)
-		return -errno;
-	vm_set_supported_cpuid(vm);
-	size = ioctl(vm->sys, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (size < 0)
-		return -errno;
-	vm->run_size = size;
-	vm->run = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->vcpu, 0);
-	return vm->run == MAP_FAILED ? -errno : 0;
+/*
+ * Waits until the vCPU's HLT is counted (the statistics need no vCPU lock)
+ * while KVM_RUN has not returned: it is halted in the kernel. Up to 60 s:
+ * a hang guard, the guests need microseconds. 0, or -1 if it never halted.
+ */
+static int wait_until_halted(int vcpu)
+{
+	struct stats st;
+	int i;
+
+	if (stats_open(&st, vcpu))
+		return -1;
+	for (i = 0; i < 1200 && stats_value(&st, "halt_exits") == 0; i++)
+		usleep(50000);
+	stats_close(&st);
+	return i < 1200 ? 0 : -1;
 }
 
 /*
@@ -269,28 +254,18 @@ TEST_F(apic, msi_wakes_a_halted_vcpu)
 {
 	struct kvm_msi msi = { .address_lo = 0xfee00000, .data = 0x51 };
 	struct runner r;
-	struct stats st;
 	pthread_t t;
 	struct vm vm;
-	int i, n;
+	int n;
 
 	if (!has_split_irqchip())
 		SKIP(return, NO_SPLIT_IRQCHIP);
 	ASSERT_EQ(0, vm_create_split(&vm));
 	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_msi_code);
 	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
-	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
 	r.vcpu = vm.vcpu;
 	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &r));
-	/*
-	 * The vCPU halts in the kernel: its HLT is counted (the statistics
-	 * need no vCPU lock) and KVM_RUN has not returned. Up to 60 s: a hang
-	 * guard, the guest needs microseconds.
-	 */
-	for (i = 0; i < 1200 && stats_value(&st, "halt_exits") == 0; i++)
-		usleep(50000);
-	stats_close(&st);
-	ASSERT_LT(i, 1200) TH_LOG("the vCPU never halted");
+	ASSERT_EQ(0, wait_until_halted(vm.vcpu)) TH_LOG("the vCPU never halted");
 	n = ioctl(vm.fd, KVM_SIGNAL_MSI, &msi);
 	EXPECT_EQ(1, n) TH_LOG("KVM_SIGNAL_MSI: %s", n < 0 ? strerror(errno) : "taken by no APIC");
 	pthread_join(t, NULL);
@@ -520,10 +495,8 @@ TEST_F(apic, irq_line_sends_a_level_msi_and_the_eoi_exits)
 	struct routing r = { .head.nr = 1 };
 	struct kvm_irq_level line = { .irq = 5, .level = 1 };
 	struct runner run;
-	struct stats st;
 	pthread_t t;
 	struct vm vm;
-	int i;
 
 	if (!has_split_irqchip())
 		SKIP(return, NO_SPLIT_IRQCHIP);
@@ -532,13 +505,9 @@ TEST_F(apic, irq_line_sends_a_level_msi_and_the_eoi_exits)
 	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
 	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_level_code);
 	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
-	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
 	run.vcpu = vm.vcpu;
 	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &run));
-	for (i = 0; i < 1200 && stats_value(&st, "halt_exits") == 0; i++)
-		usleep(50000);
-	stats_close(&st);
-	ASSERT_LT(i, 1200) TH_LOG("the vCPU never halted");
+	ASSERT_EQ(0, wait_until_halted(vm.vcpu)) TH_LOG("the vCPU never halted");
 	ASSERT_EQ(0, ioctl(vm.fd, KVM_IRQ_LINE_STATUS, &line));
 	EXPECT_EQ(1, line.status);
 	pthread_join(t, NULL);

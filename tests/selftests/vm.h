@@ -60,9 +60,11 @@ static inline int vm_choose_mmu(int vm_fd, uint64_t mode)
 
 /*
  * Creates VM, slot 0 over [0, GUEST_MEM_SIZE) and vCPU 0, with the MMU mode
- * `mmu` (0: the device's default); 0 or -errno.
+ * `mmu` (0: the device's default) and, if `split_irqchip_pins` is not
+ * negative, the split irqchip (KVM_CAP_SPLIT_IRQCHIP with that many IOAPIC
+ * pins: every vCPU then has an in-kernel local APIC); 0 or -errno.
  */
-static inline int vm_create_mmu(struct vm *vm, uint64_t mmu)
+static inline int vm_create_full(struct vm *vm, uint64_t mmu, int split_irqchip_pins)
 {
 	struct kvm_userspace_memory_region region;
 	int size;
@@ -76,6 +78,14 @@ static inline int vm_create_mmu(struct vm *vm, uint64_t mmu)
 		return -errno;
 	if (mmu && vm_choose_mmu(vm->fd, mmu))
 		return -errno;
+	if (split_irqchip_pins >= 0) {
+		struct kvm_enable_cap cap = {
+			.cap = KVM_CAP_SPLIT_IRQCHIP, .args = { split_irqchip_pins },
+		};
+
+		if (ioctl(vm->fd, KVM_ENABLE_CAP, &cap))
+			return -errno;
+	}
 	/*
 	 * As QEMU does: three pages of guest physical address space for the
 	 * TSS kvm_intel needs to run real mode in virtual-8086 mode (without
@@ -107,6 +117,12 @@ static inline int vm_create_mmu(struct vm *vm, uint64_t mmu)
 	if (vm->run == MAP_FAILED)
 		return -errno;
 	return 0;
+}
+
+/* A VM in the MMU mode `mmu` (0: the device's default). */
+static inline int vm_create_mmu(struct vm *vm, uint64_t mmu)
+{
+	return vm_create_full(vm, mmu, -1);
 }
 
 /* A VM in the device's default MMU mode. */
