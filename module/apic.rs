@@ -189,28 +189,21 @@ impl VcpuApic {
     }
 }
 
-/// What a delivery to the APICs of a VM found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Delivered {
-    /// No APIC matched the destination.
-    NoMatch,
-    /// This many APICs took the message (0: they matched but refused it).
-    Taken(u32),
-}
-
 /// Delivers one message to the matching APICs of `apics` (the VM's, in
 /// vCPU creation order; `source`: the index of the sending APIC for an
 /// IPI, `None` for an MSI). Lowest priority goes, as KVM's vector hashing
 /// does, to one of the matching software-enabled APICs
 /// (`lapic::lowest_priority_target`); `ioapic_quirk`: an MSI's 0xff is a
-/// broadcast for x2APIC-mode APICs too (see `Lapic::matches`).
+/// broadcast for x2APIC-mode APICs too (see `Lapic::matches`). Returns how
+/// many APICs took it: 0 if none matched or all refused it, which KVM's
+/// delivery through its APIC map does not tell apart either.
 pub(crate) fn deliver(
     apics: &[Arc<VcpuApic>],
     irq: Interrupt,
     dest: &Destination,
     source: Option<usize>,
     ioapic_quirk: bool,
-) -> Delivered {
+) -> u32 {
     let matches = |i: usize, apic: &VcpuApic| {
         apic.with(|s| {
             let m = s
@@ -220,17 +213,13 @@ pub(crate) fn deliver(
         })
     };
     let lowest = irq.mode == lapic::DeliveryMode::LowestPriority;
-    let mut matched = 0u32;
-    let mut candidates = 0usize;
-    for (i, apic) in apics.iter().enumerate() {
-        let (m, enabled) = matches(i, apic);
-        matched += u32::from(m);
-        candidates += usize::from(m && enabled);
-    }
-    if matched == 0 {
-        return Delivered::NoMatch;
-    }
+    // Lowest priority: which of the candidates, counted in a first pass.
     let chosen = if lowest {
+        let candidates = apics
+            .iter()
+            .enumerate()
+            .filter(|&(i, apic)| matches(i, apic).1)
+            .count();
         lapic::lowest_priority_target(irq.vector, candidates)
     } else {
         None
@@ -256,5 +245,5 @@ pub(crate) fn deliver(
             taken += 1;
         }
     }
-    Delivered::Taken(taken)
+    taken
 }

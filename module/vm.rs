@@ -24,7 +24,6 @@ use crate::{
     },
     apic::{
         self,
-        Delivered,
         VcpuApic, //
     },
     clock::VmClock,
@@ -346,7 +345,7 @@ impl Vm {
         irq: lapic::Interrupt,
         dest: &lapic::Destination,
         source: Option<usize>,
-    ) -> Delivered {
+    ) -> u32 {
         let apics = self.apics.lock();
         // KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK is not offered: the quirk
         // is always on.
@@ -380,10 +379,7 @@ impl Vm {
         // KVM_X2APIC_API_USE_32BIT_IDS is not offered: 8-bit destinations.
         let message = message.decode(false).ok_or(EINVAL)?;
         let (irq, dest) = lapic::from_message(&message);
-        Ok(match self.deliver_irq(irq, &dest, None) {
-            Delivered::NoMatch => 0,
-            Delivered::Taken(n) => n as isize,
-        })
+        Ok(self.deliver_irq(irq, &dest, None) as isize)
     }
 
     /// `KVM_SET_GSI_ROUTING` (`kvm_vm_ioctl()`, `kvm_set_irq_routing()`):
@@ -443,10 +439,7 @@ impl Vm {
                 match irq_routing::msi_set(msg, level != 0, false) {
                     Ok(m) => {
                         let (irq, dest) = lapic::from_message(&m);
-                        match self.deliver_irq(irq, &dest, None) {
-                            Delivered::NoMatch => 0,
-                            Delivered::Taken(n) => i32::try_from(n).unwrap_or(i32::MAX),
-                        }
+                        i32::try_from(self.deliver_irq(irq, &dest, None)).unwrap_or(i32::MAX)
                     }
                     Err(e) => e,
                 }
