@@ -57,6 +57,10 @@ pub(crate) trait FdOps: Send + Sync + Sized + 'static {
     /// An ioctl on the file.
     fn ioctl(this: ArcBorrow<'_, Self>, file: &File, cmd: u32, arg: usize) -> Result<isize>;
 
+    /// The file's last close, before its reference to `this` goes (what
+    /// lives beyond the file but belongs to it is let go here).
+    fn release(_this: ArcBorrow<'_, Self>) {}
+
     /// An mmap of the file.
     fn mmap(_this: ArcBorrow<'_, Self>, _vma: &VmaNew) -> Result {
         Err(ENODEV)
@@ -119,7 +123,9 @@ impl<T: FdOps> Vtable<T> {
     unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
         // SAFETY: the release of a file owns its private data, which `create`
         // set from `Arc<T>::into_foreign`.
-        drop(unsafe { Arc::<T>::from_foreign((*file).private_data) });
+        let this = unsafe { Arc::<T>::from_foreign((*file).private_data) };
+        T::release(this.as_arc_borrow());
+        drop(this);
         0
     }
 

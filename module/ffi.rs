@@ -28,6 +28,13 @@ use crate::pure::{
     vmcs::field, //
 };
 
+/// `struct rkvm_irqfd_hook` (helpers.c): a wait-queue entry and a poll
+/// table, only ever behind a pointer.
+#[repr(C)]
+pub(crate) struct IrqfdHook {
+    _opaque: [u8; 0],
+}
+
 // `struct page` and friends contain members bindgen cannot express as
 // FFI-safe types; only pointers to them cross this boundary.
 #[allow(improper_ctypes)]
@@ -54,6 +61,20 @@ extern "C" {
     pub(crate) fn rkvm_vma_pgoff(vma: *const bindings::vm_area_struct) -> usize;
     pub(crate) fn rkvm_vmx_host_save(h: *mut VmxHostState);
     pub(crate) fn rkvm_vmx_host_restore(h: *const VmxHostState);
+    pub(crate) fn rkvm_irqfd_hook_alloc() -> *mut IrqfdHook;
+    pub(crate) fn rkvm_irqfd_hook_free(h: *mut IrqfdHook);
+    pub(crate) fn rkvm_irqfd_hook_attach(
+        h: *mut IrqfdHook,
+        fd: c_int,
+        owner: *const c_void,
+        pending: *mut bool,
+    ) -> c_int;
+    pub(crate) fn rkvm_irqfd_hook_detach(h: *mut IrqfdHook);
+    pub(crate) fn rkvm_irqfd_hook_ctx(h: *const IrqfdHook) -> *mut bindings::eventfd_ctx;
+    pub(crate) fn rkvm_wq_create() -> c_int;
+    pub(crate) fn rkvm_wq_get() -> *mut bindings::workqueue_struct;
+    pub(crate) fn rkvm_wq_flush();
+    pub(crate) fn rkvm_wq_destroy();
 
     // Exported by the kernel, but not in the kernel crate's bindings.
     pub(crate) fn anon_inode_getfile(

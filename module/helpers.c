@@ -5,16 +5,22 @@
  * in Rust.
  */
 
+#include <linux/eventfd.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/highmem.h>
 #include <linux/mm.h>
+#include <linux/poll.h>
 #include <linux/rcupdate.h>
+#include <linux/slab.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/smp.h>
 #include <linux/types.h>
 #include <linux/uaccess.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
 #include <asm/cpu_entry_area.h>
 #include <asm/debugreg.h>
 #include <asm/desc.h>
@@ -254,4 +260,141 @@ void rkvm_vmx_host_restore(const struct rkvm_vmx_host *h)
 	 */
 	this_cpu_write(__tss_limit_invalid, true);
 	load_fixmap_gdt(smp_processor_id());
+}
+
+/*
+ * KVM_IRQFD (module/irqfd.rs): an irqfd's hook on its eventfd. The wait-queue
+ * plumbing is here, as in KVM's virt/kvm/eventfd.c; what a signal does is
+ * Rust's (rkvm_irqfd_event).
+ */
+struct rkvm_irqfd_hook {
+	wait_queue_entry_t wait;
+	poll_table pt;
+	struct eventfd_ctx *ctx;
+	const void *owner;
+	int ret;
+};
+
+/*
+ * The eventfd's wakeup, with its wait-queue lock held and interrupts off:
+ * a signal is consumed here (the counter goes back to 0) and reported as
+ * one event; the eventfd's release reports a hangup.
+ */
+static int rkvm_irqfd_wakeup(wait_queue_entry_t *wait, unsigned int mode, int sync, void *key)
+{
+	struct rkvm_irqfd_hook *h = container_of(wait, struct rkvm_irqfd_hook, wait);
+	__poll_t flags = key_to_poll(key);
+	int ret = 0;
+
+	if (flags & EPOLLIN) {
+		u64 cnt;
+
+		eventfd_ctx_do_read(h->ctx, &cnt);
+		rkvm_irqfd_event(h->owner, false);
+		ret = 1;
+	}
+	if (flags & EPOLLHUP)
+		rkvm_irqfd_event(h->owner, true);
+	return ret;
+}
+
+/*
+ * vfs_poll()'s queueing callback: the hook becomes the eventfd's one
+ * exclusive priority waiter (EBUSY if another irqfd, of any VM, is), so
+ * that a signal wakes nobody else, as KVM registers its irqfds.
+ */
+static void rkvm_irqfd_queue(struct file *file, wait_queue_head_t *wqh, poll_table *pt)
+{
+	struct rkvm_irqfd_hook *h = container_of(pt, struct rkvm_irqfd_hook, pt);
+
+	init_waitqueue_func_entry(&h->wait, rkvm_irqfd_wakeup);
+	h->ret = add_wait_queue_priority_exclusive(wqh, &h->wait);
+}
+
+struct rkvm_irqfd_hook *rkvm_irqfd_hook_alloc(void)
+{
+	return kzalloc(sizeof(struct rkvm_irqfd_hook), GFP_KERNEL_ACCOUNT);
+}
+
+void rkvm_irqfd_hook_free(struct rkvm_irqfd_hook *h)
+{
+	kfree(h);
+}
+
+/*
+ * Hooks `h` onto the eventfd behind the caller's `fd` (EBADF if it is not
+ * open, EINVAL if it is not an eventfd, EBUSY if it has an irqfd already),
+ * events reported with `owner`. *pending: the eventfd was signalled before.
+ */
+int rkvm_irqfd_hook_attach(struct rkvm_irqfd_hook *h, int fd, const void *owner, bool *pending)
+{
+	CLASS(fd, f)(fd);
+	struct eventfd_ctx *ctx;
+	__poll_t events;
+
+	if (fd_empty(f))
+		return -EBADF;
+	ctx = eventfd_ctx_fileget(fd_file(f));
+	if (IS_ERR(ctx))
+		return PTR_ERR(ctx);
+	h->ctx = ctx;
+	h->owner = owner;
+	h->ret = 0;
+	init_poll_funcptr(&h->pt, rkvm_irqfd_queue);
+	events = vfs_poll(fd_file(f), &h->pt);
+	if (h->ret) {
+		eventfd_ctx_put(ctx);
+		h->ctx = NULL;
+		return h->ret;
+	}
+	*pending = events & EPOLLIN;
+	return 0;
+}
+
+/*
+ * Unhooks `h` (attached): once this returns no wakeup runs for it. Like
+ * KVM's irqfd shutdown it also consumes a signal not yet seen.
+ */
+void rkvm_irqfd_hook_detach(struct rkvm_irqfd_hook *h)
+{
+	u64 cnt;
+
+	eventfd_ctx_remove_wait_queue(h->ctx, &h->wait, &cnt);
+	eventfd_ctx_put(h->ctx);
+	h->ctx = NULL;
+}
+
+/* The eventfd `h` (attached) is hooked onto. */
+struct eventfd_ctx *rkvm_irqfd_hook_ctx(const struct rkvm_irqfd_hook *h)
+{
+	return h->ctx;
+}
+
+/*
+ * The module's workqueue: irqfd injections and shutdowns run there, so
+ * that a VM's release can wait for its own (flush) and the module's exit
+ * for all (destroy).
+ */
+static struct workqueue_struct *rkvm_wq;
+
+int rkvm_wq_create(void)
+{
+	rkvm_wq = alloc_workqueue("rkvm", WQ_UNBOUND, 0);
+	return rkvm_wq ? 0 : -ENOMEM;
+}
+
+struct workqueue_struct *rkvm_wq_get(void)
+{
+	return rkvm_wq;
+}
+
+void rkvm_wq_flush(void)
+{
+	flush_workqueue(rkvm_wq);
+}
+
+void rkvm_wq_destroy(void)
+{
+	destroy_workqueue(rkvm_wq);
+	rkvm_wq = NULL;
 }

@@ -9,7 +9,10 @@
 #include <linux/mm_types.h>
 #include <linux/types.h>
 
+struct eventfd_ctx;
 struct file;
+struct rkvm_irqfd_hook;
+struct workqueue_struct;
 
 int rkvm_rdmsr_safe(u32 msr, u64 *val);
 int rkvm_wrmsr_safe(u32 msr, u64 val);
@@ -31,6 +34,20 @@ const struct mm_struct *rkvm_current_mm(void);
 void rkvm_debugregs_load(const u64 *addr, u64 *host);
 void rkvm_debugregs_restore(const u64 *host);
 unsigned long rkvm_vma_pgoff(const struct vm_area_struct *vma);
+
+/* KVM_IRQFD: the eventfd hook (helpers.c) and its event handler (irqfd.rs). */
+struct rkvm_irqfd_hook *rkvm_irqfd_hook_alloc(void);
+void rkvm_irqfd_hook_free(struct rkvm_irqfd_hook *h);
+int rkvm_irqfd_hook_attach(struct rkvm_irqfd_hook *h, int fd, const void *owner, bool *pending);
+void rkvm_irqfd_hook_detach(struct rkvm_irqfd_hook *h);
+struct eventfd_ctx *rkvm_irqfd_hook_ctx(const struct rkvm_irqfd_hook *h);
+void rkvm_irqfd_event(const void *owner, bool hangup);
+
+/* The module's workqueue. */
+int rkvm_wq_create(void);
+struct workqueue_struct *rkvm_wq_get(void);
+void rkvm_wq_flush(void);
+void rkvm_wq_destroy(void);
 
 /* Host state around a VMX guest run; `VmxHostState` in ffi.rs, laid out as layout.h says. */
 struct rkvm_vmx_host {

@@ -31,6 +31,7 @@ mod fd;
 mod ffi;
 mod guest_state;
 mod iobus;
+mod irqfd;
 mod kick;
 mod memory;
 mod mmu;
@@ -68,7 +69,7 @@ module! {
         },
         irqchip: bool {
             default: false,
-            description: "Experimental: offer the in-kernel local APIC (KVM_CAP_SPLIT_IRQCHIP, KVM_SIGNAL_MSI, KVM_GET/SET_LAPIC); not yet complete (no GSI routing or irqfd)",
+            description: "Experimental: offer the in-kernel local APIC (KVM_CAP_SPLIT_IRQCHIP, KVM_SIGNAL_MSI, KVM_IRQFD, KVM_GET/SET_LAPIC); not yet complete (no in-kernel IOAPIC or PIC)",
         },
     },
 }
@@ -77,6 +78,8 @@ module! {
 struct RkvmModule {
     #[pin]
     _dev: dev::SystemDevice,
+    /// Dropped after the device: no VM, so nothing queues work any more.
+    _wq: irqfd::ModuleQueue,
 }
 
 impl kernel::InPlaceModule for RkvmModule {
@@ -109,6 +112,7 @@ impl kernel::InPlaceModule for RkvmModule {
             abi::API_VERSION
         );
         try_pin_init!(Self {
+            _wq: irqfd::ModuleQueue::create()?,
             _dev <- dev::SystemDevice::register(kvm_node),
         })
     }

@@ -452,6 +452,11 @@ impl EventFd {
         unsafe { bindings::eventfd_signal_mask(self.0.as_ptr(), 0) }
     }
 
+    /// The eventfd context, to compare with one a C helper holds.
+    pub(crate) fn as_ptr(&self) -> *mut bindings::eventfd_ctx {
+        self.0.as_ptr()
+    }
+
     /// Whether both are references to the same eventfd.
     pub(crate) fn same(&self, other: &EventFd) -> bool {
         self.0 == other.0

@@ -32,6 +32,10 @@ use crate::{
         FdOps, //
     },
     iobus::IoBuses,
+    irqfd::{
+        self,
+        Irqfd, //
+    },
     memory::GuestMemory,
     mmu::{
         EntryGate,
@@ -57,6 +61,7 @@ use crate::{
     stats::VcpuStats,
     sys::{
         self,
+        EventFd,
         OwnerMm, //
     },
     trace::{
@@ -117,6 +122,10 @@ pub(crate) struct Vm {
     /// The GSI routing table (`KVM_SET_GSI_ROUTING`), sorted by GSI.
     #[pin]
     routes: Mutex<KVVec<irq_routing::RoutingEntry>>,
+    /// The irqfds (`KVM_IRQFD`). Each holds the VM: the VM file's release
+    /// lets them go.
+    #[pin]
+    irqfds: Mutex<KVec<Arc<Irqfd>>>,
     /// The hardware backend; SVM stays enabled on every CPU while it lives.
     hw: vendor::Hardware,
     /// kvmclock.
@@ -161,6 +170,7 @@ impl Vm {
                 }),
                 apics <- new_mutex!(KVec::new()),
                 routes <- new_mutex!(KVVec::new()),
+                irqfds <- new_mutex!(KVec::new()),
                 hw,
                 clock: VmClock::new(),
                 io <- new_mutex!(io),
@@ -424,32 +434,89 @@ impl Vm {
         if !self.split_irqchip() {
             return Err(ENXIO);
         }
-        let messages = {
-            let routes = self.routes.lock();
-            let mut messages = KVec::new();
-            for e in irq_routing::routes_for(&routes, gsi) {
-                if let irq_routing::Route::Msi { msg, .. } = e.route {
-                    messages.push(msg, GFP_KERNEL)?;
-                }
-            }
-            messages
-        };
-        let result =
-            irq_routing::fold_status(messages.iter().map(|msg| {
-                match irq_routing::msi_set(msg, level != 0, false) {
-                    Ok(m) => {
-                        let (irq, dest) = lapic::from_message(&m);
-                        i32::try_from(self.deliver_irq(irq, &dest, None)).unwrap_or(i32::MAX)
-                    }
-                    Err(e) => e,
-                }
-            }));
+        let result = self.set_gsi(gsi, level != 0);
         if status {
             // `status` shares its union with `irq`, the struct's first word.
             let out = [result as u32, level];
             abi::write_arg(arg, &out)?;
         }
         Ok(0)
+    }
+
+    /// Sets `gsi`'s line to `level` (`kvm_set_irq()`): with the split
+    /// irqchip a GSI's routes are MSIs, which a raised line sends and a
+    /// lowered one does not. Returns the APICs that took the messages, 0
+    /// if none, -1 if the GSI has no route or the line was lowered.
+    fn set_gsi(&self, gsi: u32, level: bool) -> i32 {
+        // Lock order: the routes, then the APICs (in `deliver_irq`).
+        let routes = self.routes.lock();
+        let messages = irq_routing::routes_for(&routes, gsi)
+            .iter()
+            .filter_map(|e| match e.route {
+                irq_routing::Route::Msi { msg, .. } => Some(msg),
+                _ => None,
+            });
+        irq_routing::fold_status(messages.map(|msg| {
+            match irq_routing::msi_set(&msg, level, false) {
+                Ok(m) => {
+                    let (irq, dest) = lapic::from_message(&m);
+                    i32::try_from(self.deliver_irq(irq, &dest, None)).unwrap_or(i32::MAX)
+                }
+                Err(e) => e,
+            }
+        }))
+    }
+
+    /// An edge on `gsi` (an irqfd's signal): its MSIs are sent.
+    pub(crate) fn raise_gsi(&self, gsi: u32) {
+        self.set_gsi(gsi, true);
+    }
+
+    /// `KVM_IRQFD` (`kvm_irqfd()`): the argument is read (EFAULT); flags
+    /// beyond DEASSIGN and RESAMPLE are EINVAL. A deassign looks up the
+    /// eventfd (EBADF, or EINVAL for another kind of file), unhooks every
+    /// irqfd of this VM on it for that GSI (0 if there is none) and waits
+    /// until none of their injections is left. An assign is EINVAL
+    /// without an in-kernel irqchip (x86's `kvm_arch_irqfd_allowed()`; the
+    /// EAGAIN before it is for other architectures) and with RESAMPLE
+    /// (which needs KVM_CREATE_IRQCHIP's IOAPIC); then the fd is looked up (EBADF,
+    /// EINVAL) and hooked (EBUSY if the eventfd has an irqfd already, of
+    /// this VM or another). The GSI is not checked: one with no route
+    /// raises nothing.
+    fn irqfd(self: ArcBorrow<'_, Self>, arg: usize) -> Result<isize> {
+        let req: uapi::kvm_irqfd = abi::read_arg(arg)?;
+        let (deassign, resample) = (uapi::KVM_IRQFD_FLAG_DEASSIGN, uapi::KVM_IRQFD_FLAG_RESAMPLE);
+        if req.flags & !(deassign | resample) != 0 {
+            return Err(EINVAL);
+        }
+        // The fd is a __u32 in the ABI; the lookup takes it as an int.
+        let fd = req.fd as i32;
+        if req.flags & deassign != 0 {
+            let eventfd = EventFd::from_fd(fd)?;
+            self.irqfds.lock().retain(|irqfd| {
+                let matches = irqfd.is(&eventfd, req.gsi);
+                if matches {
+                    Irqfd::detach(irqfd.as_arc_borrow());
+                }
+                !matches
+            });
+            irqfd::flush();
+            return Ok(0);
+        }
+        if !self.split_irqchip() || req.flags & resample != 0 {
+            return Err(EINVAL);
+        }
+        let mut irqfds = self.irqfds.lock();
+        // Room first: once hooked, the irqfd must find its place.
+        irqfds.reserve(1, GFP_KERNEL)?;
+        let new = Irqfd::assign(self.into(), fd, req.gsi)?;
+        irqfds.push(new, GFP_KERNEL)?;
+        Ok(0)
+    }
+
+    /// Removes `irqfd` from the VM's list (its eventfd is being closed).
+    pub(crate) fn forget_irqfd(&self, irqfd: &Arc<Irqfd>) {
+        self.irqfds.lock().retain(|i| !Arc::ptr_eq(i, irqfd));
     }
 
     /// With the split irqchip, whether the EOI of `vector` by `apic` goes to
@@ -566,6 +633,17 @@ impl Vm {
 impl FdOps for Vm {
     const NAME: &'static CStr = c"kvm-vm";
 
+    /// As KVM's `kvm_irqfd_release()`: the irqfds end with the VM's file,
+    /// even while vCPU files keep the VM, and none of their work is left.
+    fn release(this: ArcBorrow<'_, Self>) {
+        let irqfds = core::mem::take(&mut *this.irqfds.lock());
+        for irqfd in &irqfds {
+            Irqfd::detach(irqfd.as_arc_borrow());
+        }
+        drop(irqfds);
+        irqfd::flush();
+    }
+
     fn ioctl(this: ArcBorrow<'_, Self>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         this.check_owner()?;
         match cmd {
@@ -608,6 +686,7 @@ impl FdOps for Vm {
             abi::vm::SET_GSI_ROUTING => this.set_gsi_routing(arg),
             abi::vm::IRQ_LINE => this.irq_line(arg, false),
             abi::vm::IRQ_LINE_STATUS => this.irq_line(arg, true),
+            abi::vm::IRQFD => this.irqfd(arg),
             // kvm_arch_vm_ioctl(): an unknown VM request is ENOTTY.
             _ => Err(ENOTTY),
         }

@@ -96,6 +96,8 @@ pub(crate) mod vm {
     pub(crate) const SET_GSI_ROUTING: u32 = kvm_iow::<uapi::kvm_irq_routing>(0x6a);
     /// `KVM_SIGNAL_MSI`: `_IOW(KVMIO, 0xa5, struct kvm_msi)`.
     pub(crate) const SIGNAL_MSI: u32 = kvm_iow::<uapi::kvm_msi>(0xa5);
+    /// `KVM_IRQFD`: `_IOW(KVMIO, 0x76, struct kvm_irqfd)`.
+    pub(crate) const IRQFD: u32 = kvm_iow::<uapi::kvm_irqfd>(0x76);
     /// `KVM_IOEVENTFD`: `_IOW(KVMIO, 0x79, struct kvm_ioeventfd)`.
     pub(crate) const IOEVENTFD: u32 = kvm_iow::<uapi::kvm_ioeventfd>(0x79);
     /// `KVM_REGISTER_COALESCED_MMIO`: `_IOW(KVMIO, 0x67, struct kvm_coalesced_mmio_zone)`.
@@ -233,6 +235,9 @@ unsafe impl FromBytes for uapi::kvm_enable_cap {}
 // SAFETY: as above (`address_lo`, `address_hi`, `data`, `flags`,
 // `devid`, `pad[12]`: 32 bytes).
 unsafe impl FromBytes for uapi::kvm_msi {}
+// SAFETY: as above (`fd`, `gsi`, `flags`, `resamplefd`, `pad[16]`: 32
+// bytes).
+unsafe impl FromBytes for uapi::kvm_irqfd {}
 // SAFETY: as above (the header: `nmsrs`).
 unsafe impl FromBytes for uapi::kvm_msr_list {}
 // SAFETY: as above (the header: `nmsrs` and `pad`).
@@ -622,7 +627,10 @@ pub(crate) fn check_extension(cap: usize) -> i32 {
     }
     // The in-kernel local APIC, while it is experimental: only with the
     // `irqchip` module parameter.
-    if cap == uapi::KVM_CAP_SPLIT_IRQCHIP as usize || cap == uapi::KVM_CAP_SIGNAL_MSI as usize {
+    if cap == uapi::KVM_CAP_SPLIT_IRQCHIP as usize
+        || cap == uapi::KVM_CAP_SIGNAL_MSI as usize
+        || cap == uapi::KVM_CAP_IRQFD as usize
+    {
         return i32::from(crate::module_parameters::irqchip.value());
     }
     // The largest nested state, in the format of the backend's vendor (as

@@ -105,6 +105,7 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	 */
 	{ KVM_CAP_SPLIT_IRQCHIP, -2 },
 	{ KVM_CAP_SIGNAL_MSI, -2 },
+	{ KVM_CAP_IRQFD, -2 },
 };
 
 TEST_F(sys, capabilities_are_honest)

@@ -4,10 +4,12 @@
  * capability's rules, the APIC timer waking a vCPU halted in the kernel,
  * an MSI from userspace (KVM_SIGNAL_MSI), INIT and SIPI from one vCPU to
  * another, KVM_GET/SET_LAPIC and the MP states, x2APIC mode only with
- * CPUID's x2APIC. The guests are real-mode
+ * CPUID's x2APIC, GSI routes raised by KVM_IRQ_LINE and by an irqfd
+ * (KVM_IRQFD). The guests are real-mode
  * code using the x2APIC MSRs and the interrupt vector table at 0.
  */
 #include <pthread.h>
+#include <sys/eventfd.h>
 
 #include "harness.h"
 #include "vm.h"
@@ -59,21 +61,27 @@ static int vm_create_split(struct vm *vm)
 }
 
 /*
- * Waits until the vCPU's HLT is counted (the statistics need no vCPU lock)
- * while KVM_RUN has not returned: it is halted in the kernel. Up to 60 s:
- * a hang guard, the guests need microseconds. 0, or -1 if it never halted.
+ * Waits until the vCPU's HLTs counted reach `n` (the statistics need no
+ * vCPU lock) while KVM_RUN has not returned: it is halted in the kernel.
+ * Up to 60 s: a hang guard, the guests need microseconds. 0, or -1 if it
+ * never got there.
  */
-static int wait_until_halted(int vcpu)
+static int wait_halts(int vcpu, uint64_t n)
 {
 	struct stats st;
 	int i;
 
 	if (stats_open(&st, vcpu))
 		return -1;
-	for (i = 0; i < 1200 && stats_value(&st, "halt_exits") == 0; i++)
+	for (i = 0; i < 1200 && stats_value(&st, "halt_exits") < n; i++)
 		usleep(50000);
 	stats_close(&st);
 	return i < 1200 ? 0 : -1;
+}
+
+static int wait_until_halted(int vcpu)
+{
+	return wait_halts(vcpu, 1);
 }
 
 /*
@@ -525,6 +533,114 @@ TEST_F(apic, irq_line_sends_a_level_msi_and_the_eoi_exits)
 	ASSERT_EQ(0, ioctl(vm.fd, KVM_IRQ_LINE_STATUS, &line));
 	EXPECT_EQ(-1, line.status) TH_LOG("a GSI with no route");
 	vm_destroy(&vm);
+}
+
+static int irqfd(int vm_fd, int fd, uint32_t gsi, uint32_t flags)
+{
+	struct kvm_irqfd req = { .fd = fd, .gsi = gsi, .flags = flags };
+
+	return ioctl(vm_fd, KVM_IRQFD, &req) ? -errno : 0;
+}
+
+static void signal_eventfd(int efd)
+{
+	uint64_t one = 1;
+
+	if (write(efd, &one, sizeof(one)) != sizeof(one))
+		perror("write to the eventfd");
+}
+
+/* A nonblocking eventfd's count, taken: -EAGAIN if it is 0. */
+static int64_t take_count(int efd)
+{
+	uint64_t count;
+
+	return read(efd, &count, sizeof(count)) == sizeof(count) ? (int64_t)count : -errno;
+}
+
+/*
+ * KVM_IRQFD with the split irqchip: GSI 7 routed to an MSI (vector 0x51 to
+ * APIC 0); a signal of the eventfd sends it and wakes the halted vCPU, the
+ * count taken by the irqfd. Errors: EINVAL without an in-kernel irqchip
+ * (x86 KVM's answer), for an unknown flag, for RESAMPLE (it needs KVM_CREATE_IRQCHIP's
+ * IOAPIC) and for a file that is not an eventfd, EBADF for no file, EBUSY
+ * for an eventfd that has an irqfd (in this VM or another). A deassign
+ * that matches nothing is not an error; after one, signals stay with the
+ * eventfd, and one pending at the next assign is sent at once. The
+ * eventfd's close and the VM file's release both end an irqfd (the debug
+ * kernel's kmemleak and the module's unload check nothing is left).
+ */
+TEST_F(apic, irqfd_sends_a_gsi_msi_route)
+{
+	struct routing r = { .head.nr = 1 };
+	struct runner run;
+	struct vm vm, other;
+	pthread_t t;
+	int efd, efd2;
+
+	if (!has_split_irqchip())
+		SKIP(return, NO_SPLIT_IRQCHIP);
+	efd = eventfd(0, EFD_NONBLOCK);
+	efd2 = eventfd(0, EFD_NONBLOCK);
+	ASSERT_LE(0, efd);
+	ASSERT_LE(0, efd2);
+	ASSERT_EQ(0, vm_create(&vm));
+	EXPECT_EQ(-EINVAL, irqfd(vm.fd, efd, 7, 0)) TH_LOG("no in-kernel irqchip");
+	EXPECT_EQ(0, irqfd(vm.fd, efd, 7, KVM_IRQFD_FLAG_DEASSIGN));
+	vm_destroy(&vm);
+
+	ASSERT_EQ(0, vm_create_split(&vm));
+	r.entries[0] = msi_route(7, 0, 0x51);
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
+	EXPECT_EQ(-EINVAL, irqfd(vm.fd, efd, 7, 4)) TH_LOG("unknown flag");
+	EXPECT_EQ(-EINVAL, irqfd(vm.fd, efd, 7, KVM_IRQFD_FLAG_RESAMPLE));
+	EXPECT_EQ(-EBADF, irqfd(vm.fd, -1, 7, 0));
+	EXPECT_EQ(-EINVAL, irqfd(vm.fd, vm.fd, 7, 0)) TH_LOG("not an eventfd");
+	EXPECT_EQ(-EBADF, irqfd(vm.fd, -1, 7, KVM_IRQFD_FLAG_DEASSIGN));
+	ASSERT_EQ(0, irqfd(vm.fd, efd, 7, 0));
+	EXPECT_EQ(-EBUSY, irqfd(vm.fd, efd, 8, 0)) TH_LOG("one irqfd per eventfd");
+	ASSERT_EQ(0, vm_create_split(&other));
+	EXPECT_EQ(-EBUSY, irqfd(other.fd, efd, 7, 0)) TH_LOG("of any VM");
+	vm_destroy(&other);
+	EXPECT_EQ(0, irqfd(vm.fd, efd, 8, KVM_IRQFD_FLAG_DEASSIGN)) TH_LOG("another GSI");
+	EXPECT_EQ(-EBUSY, irqfd(vm.fd, efd, 9, 0)) TH_LOG("still assigned to GSI 7");
+
+	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_msi_code);
+	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
+	run.vcpu = vm.vcpu;
+	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &run));
+	ASSERT_EQ(0, wait_halts(vm.vcpu, 1)) TH_LOG("the vCPU never halted");
+	signal_eventfd(efd);
+	pthread_join(t, NULL);
+	ASSERT_EQ(0, run.ret);
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x51, pio_byte(vm.run));
+	EXPECT_EQ(-EAGAIN, take_count(efd)) TH_LOG("the irqfd took the signal");
+
+	EXPECT_EQ(0, irqfd(vm.fd, efd, 7, KVM_IRQFD_FLAG_DEASSIGN));
+	signal_eventfd(efd);
+	EXPECT_EQ(1, take_count(efd)) TH_LOG("deassigned: the signal stays with the eventfd");
+
+	/* A signal pending at the assign is sent: the halted vCPU wakes. */
+	signal_eventfd(efd);
+	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &run));
+	ASSERT_EQ(0, wait_halts(vm.vcpu, 2)) TH_LOG("the vCPU never halted again");
+	ASSERT_EQ(0, irqfd(vm.fd, efd, 7, 0));
+	pthread_join(t, NULL);
+	ASSERT_EQ(0, run.ret);
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x51, pio_byte(vm.run));
+
+	/* The eventfd's close ends its irqfd; the VM's release ends efd2's. */
+	ASSERT_EQ(0, irqfd(vm.fd, efd2, 7, 0));
+	close(efd);
+	vm_destroy(&vm);
+	signal_eventfd(efd2);
+	EXPECT_EQ(1, take_count(efd2)) TH_LOG("the VM's release unhooked its irqfd");
+	ASSERT_EQ(0, vm_create_split(&other));
+	EXPECT_EQ(0, irqfd(other.fd, efd2, 7, 0)) TH_LOG("free for another VM");
+	vm_destroy(&other);
+	close(efd2);
 }
 
 TEST_HARNESS_MAIN
