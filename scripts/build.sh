@@ -2,14 +2,18 @@
 # Builds what the test VM runs: rkvm.ko (against the test kernel), the static
 # `rkvm` tool, the C selftests, the flat test guests, and the initramfs
 # holding them all.
-#   build.sh [module|userspace|selftests|guests|initramfs|all|debug]   (default: all)
-# debug: rkvm.ko and an initramfs for the debug kernel (after all).
+#   build.sh [module|userspace|selftests|guests|initramfs|all|run|debug]   (default: all)
+# run: what the main job needs (no selftests, no QEMU or gdb for the test
+# VM). debug: rkvm.ko and an initramfs for the debug kernel (after all).
+# userspace needs no kernel: it may run while setup.sh builds one.
 source "$(dirname "$0")/common.sh"
 
-KBUILD=$(kernel_build_dir)
-KSRC=$(kernel_source_dir)
-[[ -f $KBUILD/.rkvm-done ]] || die "the test kernel is not built: run 'make setup'"
 TARGET=x86_64-unknown-linux-gnu
+if [[ ${1:-all} != userspace ]]; then
+    KBUILD=$(kernel_build_dir)
+    KSRC=$(kernel_source_dir)
+    [[ -f $KBUILD/.rkvm-done ]] || die "the test kernel is not built: run 'make setup'"
+fi
 
 # rkvm.ko through the same checked path as `make module KDIR=...`.
 build_module() {
@@ -122,10 +126,11 @@ add_gdb() {
     objcopy --only-keep-debug "$kbuild/vmlinux" "$root/rkvm/linux/vmlinux"
 }
 
-# build_initramfs [KBUILD RKVM_KO OUT]: default the test kernel's.
+# build_initramfs [KBUILD RKVM_KO OUT]: default the test kernel's. With
+# RUN_ONLY=1, only what the main job uses.
 build_initramfs() {
     local kbuild=${1:-$KBUILD} ko=${2:-$RKVM_ROOT/module/rkvm.ko} out=${3:-$RKVM_OUT/initramfs.cpio.gz}
-    log "building the initramfs $(basename "$out")"
+    log "building the initramfs $(basename "$out")${RUN_ONLY:+ for the main job}"
     local root=$RKVM_OUT/initramfs krel applet
     rm -rf "$root"
     mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,rkvm/selftests}
@@ -134,27 +139,30 @@ build_initramfs() {
         [[ -e $root/bin/$applet ]] || ln -s busybox "$root/bin/$applet"
     done
     # The test kernel's own modules (real KVM, the reference) with modules.dep.
-    # shellcheck disable=SC2046
-    make -s -C "$kbuild" $(kmake_args) INSTALL_MOD_PATH="$root" INSTALL_MOD_STRIP=1 \
-        modules_install > /dev/null
-    krel=$(make -s -C "$kbuild" $(kmake_args) kernelrelease)
-    rm -f "$root/lib/modules/$krel/build" "$root/lib/modules/$krel/source"
+    if [[ -z ${RUN_ONLY:-} ]]; then
+        [[ -f $kbuild/.rkvm-modules-done ]] || die "the kernel in $kbuild has no modules: run 'make setup'"
+        # shellcheck disable=SC2046
+        make -s -C "$kbuild" $(kmake_args) INSTALL_MOD_PATH="$root" INSTALL_MOD_STRIP=1 \
+            modules_install > /dev/null
+        krel=$(make -s -C "$kbuild" $(kmake_args) kernelrelease)
+        rm -f "$root/lib/modules/$krel/build" "$root/lib/modules/$krel/source"
+        cp "$RKVM_OUT"/selftests/* "$root/rkvm/selftests/"
+        mkdir -p "$root/rkvm/bench"
+        cp "$RKVM_OUT/bench/bench" "$root/rkvm/bench/"
+    fi
     cp "$ko" "$root/rkvm/rkvm.ko"
     cp "$RKVM_ROOT/target/$TARGET/release/rkvm" "$root/rkvm/"
-    cp "$RKVM_OUT"/selftests/* "$root/rkvm/selftests/"
     mkdir -p "$root/rkvm/guests"
     cp "$RKVM_OUT"/guests/* "$root/rkvm/guests/"
     cp "$RKVM_ROOT"/tests/vm/{lib.sh,runner.sh,main-job.sh,bench.sh,tour.sh} "$root/rkvm/"
-    mkdir -p "$root/rkvm/bench"
-    cp "$RKVM_OUT/bench/bench" "$root/rkvm/bench/"
     cp "$RKVM_ROOT/Documentation/tour.md" "$root/rkvm/"   # its commands are a test
     build_linux_guest "$root/rkvm/linux"
-    add_gdb "$root" "$kbuild"
+    [[ -n ${RUN_ONLY:-} ]] || add_gdb "$root" "$kbuild"
     cp "$RKVM_ROOT/tests/vm/init" "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
     # The test kernel's VMs (QEMU and Bochs) also run QEMU as a KVM client;
     # the debug kernel's reliability suite does not.
-    if [[ -z ${1:-} ]]; then
+    if [[ -z ${1:-} && -z ${RUN_ONLY:-} ]]; then
         build_qemu_client
         cat "$RKVM_OUT/qemu-client.cpio.gz" >> "$out"
     fi
@@ -181,6 +189,7 @@ case "${1:-all}" in
     guests) build_guests ;;
     initramfs) build_initramfs ;;
     all) build_module; build_userspace; build_selftests; build_guests; build_initramfs ;;
+    run) build_module; build_userspace; build_guests; RUN_ONLY=1 build_initramfs ;;
     debug) build_debug ;;
     *) die "unknown build target: $1" ;;
 esac

@@ -2,9 +2,11 @@
 # Installs everything rkvm needs on a bare Debian bookworm machine, idempotently:
 # the Debian toolchain and emulators, bindgen, the Linux source and the test kernel.
 # Safe to run again: each step is skipped when its cached result is present.
-#   setup.sh [debug]
-# debug also builds the debug kernel (KASAN, lockdep, kmemleak): `make test`
-# needs it, the main job (`make run`) does not.
+#   setup.sh [packages|run|debug]
+# packages: the Debian packages only.
+# run: only what the main job (`make run`) needs: the test kernel without
+# its modules (real KVM, the tests' reference) and no gdb for the test VM.
+# debug: also the debug kernel (KASAN, lockdep, kmemleak) for `make test`.
 source "$(dirname "$0")/common.sh"
 
 PACKAGES=(
@@ -96,24 +98,50 @@ fetch_gdb_minimal() {
     [[ -x $dir/usr/bin/gdb ]] || die "gdb-minimal has no usr/bin/gdb"
 }
 
-# build_kernel [variant]: the test kernel, or the debug one ("debug").
+# build_kernel [variant] [nomodules]: the test kernel, or the debug one
+# ("debug"), with its modules unless "nomodules". bzImage and the uapi
+# headers first (.rkvm-done), the modules after (.rkvm-modules-done), so
+# that a build for the main job is finished by `make test` incrementally.
 build_kernel() {
     local src bld fragments
     src=$(kernel_source_dir); bld=$(kernel_build_dir "${1:-}")
     mapfile -t fragments < <(kernel_fragments "${1:-}")
-    [[ -f $bld/.rkvm-done ]] && return
+    local want_modules=1
+    [[ ${2:-} == nomodules ]] && want_modules=0
+    kernel_done() { [[ -f $bld/.rkvm-done && ( $want_modules == 0 || -f $bld/.rkvm-modules-done ) ]]; }
+    kernel_done && return
     # One build per directory: a setup running in another checkout at the
     # same time waits for this one (and then finds the kernel built).
     local lock
     mkdir -p "$(dirname "$bld")"
     exec {lock}> "$bld.lock"
     flock "$lock"
-    [[ -f $bld/.rkvm-done ]] && return
-    log "configuring the ${1:-test}${1:+ test} kernel in $bld"
+    kernel_done && return
+    if [[ ! -f $bld/.rkvm-done ]]; then
+        configure_kernel "$src" "$bld" "${fragments[@]}"
+        log "building the ${1:-test}${1:+ test} kernel (about 6 minutes cold on 2 CPUs, more for debug; log: $bld/build.log)"
+        kmake "$src" "$bld" bzImage
+        # Userspace headers in $bld/usr/include: linux/kvm.h for the module's
+        # bindgen step and, with asm/, for the C selftests.
+        # shellcheck disable=SC2046
+        make -s -C "$src" O="$bld" $(kmake_args) headers >/dev/null
+        touch "$bld/.rkvm-done"
+    fi
+    if [[ $want_modules == 1 ]]; then
+        log "building the ${1:-test}${1:+ test} kernel's modules (real KVM, the reference; log: $bld/build.log)"
+        kmake "$src" "$bld" modules
+        touch "$bld/.rkvm-modules-done"
+    fi
+}
+
+# configure_kernel SRC BLD FRAGMENT...: tinyconfig, the fragments, checked.
+configure_kernel() {
+    local src=$1 bld=$2; shift 2
+    log "configuring the kernel in $bld"
     mkdir -p "$bld"
     # shellcheck disable=SC2046
     make -s -C "$src" O="$bld" $(kmake_args) tinyconfig >/dev/null
-    "$src/scripts/kconfig/merge_config.sh" -m -O "$bld" "$bld/.config" "${fragments[@]}" >/dev/null
+    "$src/scripts/kconfig/merge_config.sh" -m -O "$bld" "$bld/.config" "$@" >/dev/null
     # shellcheck disable=SC2046
     make -s -C "$src" O="$bld" $(kmake_args) olddefconfig >/dev/null
     # CONFIG_RUST drops out silently when 'make rustavailable' fails: say why.
@@ -126,30 +154,46 @@ build_kernel() {
     while read -r line; do
         [[ $line =~ ^CONFIG_[A-Z0-9_]+=[ym]$ ]] || continue
         grep -qx "$line" "$bld/.config" || { echo "rkvm: config fragment line not in .config: $line" >&2; missing=1; }
-    done < <(cat "${fragments[@]}")
-    [[ $missing -eq 0 ]] || die "the kernel config lost options from ${fragments[*]}"
-    log "building the ${1:-test}${1:+ test} kernel (about 6 minutes cold, more for debug; log: $bld/build.log)"
-    # shellcheck disable=SC2046
-    if ! make -C "$src" O="$bld" $(kmake_args) -j"$(nproc)" bzImage modules > "$bld/build.log" 2>&1; then
-        tail -n 40 "$bld/build.log" >&2
-        die "test kernel build failed (full log: $bld/build.log)"
-    fi
-    # Userspace headers in $bld/usr/include: linux/kvm.h for the module's
-    # bindgen step and, with asm/, for the C selftests.
-    # shellcheck disable=SC2046
-    make -s -C "$src" O="$bld" $(kmake_args) headers >/dev/null
-    touch "$bld/.rkvm-done"
+    done < <(cat "$@")
+    [[ $missing -eq 0 ]] || die "the kernel config lost options from $*"
 }
 
+# kmake SRC BLD TARGET: a kernel build step on every CPU, logged.
+kmake() {
+    # shellcheck disable=SC2046
+    if ! make -C "$1" O="$2" $(kmake_args) -j"$(nproc)" "$3" >> "$2/build.log" 2>&1; then
+        tail -n 40 "$2/build.log" >&2
+        die "kernel build ($3) failed (full log: $2/build.log)"
+    fi
+}
+
+# Runs the named steps side by side (downloads beside a build); fails if any did.
+side_by_side() {
+    local pids=() step status=0
+    for step in "$@"; do
+        "$step" & pids+=($!)
+    done
+    for step in "${pids[@]}"; do
+        wait "$step" || status=1
+    done
+    [[ $status -eq 0 ]] || die "setup failed (see above)"
+}
+
+target=${1:-}
+case $target in
+    ""|packages|run|debug) ;;
+    *) die "unknown setup target: $target (none, packages, run or debug)" ;;
+esac
 mkdir -p "$RKVM_CACHE"
 install_packages
-install_bindgen
-fetch_gdb_minimal
-fetch_kernel_source
-build_kernel
-case ${1:-} in
-    debug) build_kernel debug
-           log "setup done: kernel $(kernel_source_version), builds $(kernel_build_dir) and $(kernel_build_dir debug)" ;;
-    "") log "setup done: kernel $(kernel_source_version), build $(kernel_build_dir)" ;;
-    *) die "unknown setup target: $1 (none, or debug)" ;;
-esac
+[[ $target == packages ]] && exit 0
+# bindgen compiles on every CPU while the kernel source downloads and unpacks.
+if [[ $target == run ]]; then
+    side_by_side install_bindgen fetch_kernel_source
+    build_kernel "" nomodules
+else
+    side_by_side install_bindgen fetch_kernel_source fetch_gdb_minimal
+    build_kernel
+fi
+[[ $target == debug ]] && build_kernel debug
+log "setup done: kernel $(kernel_source_version), build $(kernel_build_dir)${target:+ ($target)}"
