@@ -125,6 +125,10 @@ build_kernel() {
         # bindgen step and, with asm/, for the C selftests.
         # shellcheck disable=SC2046
         make -s -C "$src" O="$bld" $(kmake_args) headers >/dev/null
+        # An external module's build reads Module.symvers, which Kbuild
+        # writes with the modules: without them it is vmlinux's exports
+        # alone, as the modules' build then writes it again with theirs.
+        [[ -f $bld/Module.symvers ]] || cp "$bld/vmlinux.symvers" "$bld/Module.symvers"
         touch "$bld/.rkvm-done"
     fi
     if [[ $want_modules == 1 ]]; then
