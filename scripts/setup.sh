@@ -125,9 +125,11 @@ build_kernel() {
         # bindgen step and, with asm/, for the C selftests.
         # shellcheck disable=SC2046
         make -s -C "$src" O="$bld" $(kmake_args) headers >/dev/null
-        # An external module's build reads Module.symvers, which Kbuild
+        # What an external module's build reads beyond bzImage: the module
+        # linker script (modules_prepare), and Module.symvers, which Kbuild
         # writes with the modules: without them it is vmlinux's exports
         # alone, as the modules' build then writes it again with theirs.
+        kmake "$src" "$bld" modules_prepare
         [[ -f $bld/Module.symvers ]] || cp "$bld/vmlinux.symvers" "$bld/Module.symvers"
         touch "$bld/.rkvm-done"
     fi
