@@ -119,7 +119,7 @@ build_kernel() {
     kernel_done && return
     if [[ ! -f $bld/.rkvm-done ]]; then
         configure_kernel "$src" "$bld" "${fragments[@]}"
-        log "building the ${1:-test}${1:+ test} kernel (about 6 minutes cold on 2 CPUs, more for debug; log: $bld/build.log)"
+        log "building the ${1:-test}${1:+ test} kernel (about 8 minutes on 2 CPUs, 12 for debug; log: $bld/build.log)"
         kmake "$src" "$bld" bzImage
         # Userspace headers in $bld/usr/include: linux/kvm.h for the module's
         # bindgen step and, with asm/, for the C selftests.
@@ -134,7 +134,7 @@ build_kernel() {
         touch "$bld/.rkvm-done"
     fi
     if [[ $want_modules == 1 ]]; then
-        log "building the ${1:-test}${1:+ test} kernel's modules (real KVM, the reference; log: $bld/build.log)"
+        log "building the ${1:-test}${1:+ test} kernel's modules (real KVM, the reference: about 3 minutes; log: $bld/build.log)"
         kmake "$src" "$bld" modules
         touch "$bld/.rkvm-modules-done"
     fi
