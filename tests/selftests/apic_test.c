@@ -61,27 +61,20 @@ static int vm_create_split(struct vm *vm)
 }
 
 /*
- * Waits until the vCPU's HLTs counted reach `n` (the statistics need no
- * vCPU lock) while KVM_RUN has not returned: it is halted in the kernel.
- * Up to 60 s: a hang guard, the guests need microseconds. 0, or -1 if it
- * never got there.
+ * Waits until the vCPU's HLTs counted reach `n` while KVM_RUN has not
+ * returned: it is halted in the kernel. `st` is the vCPU's statistics
+ * fd, opened before KVM_RUN started: KVM takes the vCPU's mutex for
+ * KVM_GET_STATS_FD, which KVM_RUN holds, while reading the fd needs no
+ * lock. Up to 60 s: a hang guard, the guests need microseconds. 0, or -1
+ * if it never got there.
  */
-static int wait_halts(int vcpu, uint64_t n)
+static int wait_halts(struct stats *st, uint64_t n)
 {
-	struct stats st;
 	int i;
 
-	if (stats_open(&st, vcpu))
-		return -1;
-	for (i = 0; i < 1200 && stats_value(&st, "halt_exits") < n; i++)
+	for (i = 0; i < 1200 && stats_value(st, "halt_exits") < n; i++)
 		usleep(50000);
-	stats_close(&st);
 	return i < 1200 ? 0 : -1;
-}
-
-static int wait_until_halted(int vcpu)
-{
-	return wait_halts(vcpu, 1);
 }
 
 /*
@@ -263,6 +256,7 @@ TEST_F(apic, msi_wakes_a_halted_vcpu)
 	struct kvm_msi msi = { .address_lo = 0xfee00000, .data = 0x51 };
 	struct runner r;
 	pthread_t t;
+	struct stats st;
 	struct vm vm;
 	int n;
 
@@ -272,8 +266,9 @@ TEST_F(apic, msi_wakes_a_halted_vcpu)
 	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_msi_code);
 	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
 	r.vcpu = vm.vcpu;
+	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
 	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &r));
-	ASSERT_EQ(0, wait_until_halted(vm.vcpu)) TH_LOG("the vCPU never halted");
+	ASSERT_EQ(0, wait_halts(&st, 1)) TH_LOG("the vCPU never halted");
 	n = ioctl(vm.fd, KVM_SIGNAL_MSI, &msi);
 	EXPECT_EQ(1, n) TH_LOG("KVM_SIGNAL_MSI: %s", n < 0 ? strerror(errno) : "taken by no APIC");
 	pthread_join(t, NULL);
@@ -286,6 +281,7 @@ TEST_F(apic, msi_wakes_a_halted_vcpu)
 	EXPECT_EQ(0, ioctl(vm.fd, KVM_SIGNAL_MSI, &msi));
 	msi.flags = 2;
 	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_SIGNAL_MSI, &msi));
+	stats_close(&st);
 	vm_destroy(&vm);
 }
 
@@ -504,6 +500,7 @@ TEST_F(apic, irq_line_sends_a_level_msi_and_the_eoi_exits)
 	struct kvm_irq_level line = { .irq = 5, .level = 1 };
 	struct runner run;
 	pthread_t t;
+	struct stats st;
 	struct vm vm;
 
 	if (!has_split_irqchip())
@@ -514,8 +511,9 @@ TEST_F(apic, irq_line_sends_a_level_msi_and_the_eoi_exits)
 	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_level_code);
 	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
 	run.vcpu = vm.vcpu;
+	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
 	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &run));
-	ASSERT_EQ(0, wait_until_halted(vm.vcpu)) TH_LOG("the vCPU never halted");
+	ASSERT_EQ(0, wait_halts(&st, 1)) TH_LOG("the vCPU never halted");
 	ASSERT_EQ(0, ioctl(vm.fd, KVM_IRQ_LINE_STATUS, &line));
 	EXPECT_EQ(1, line.status);
 	pthread_join(t, NULL);
@@ -532,6 +530,7 @@ TEST_F(apic, irq_line_sends_a_level_msi_and_the_eoi_exits)
 	line = (struct kvm_irq_level) { .irq = 9, .level = 1 };
 	ASSERT_EQ(0, ioctl(vm.fd, KVM_IRQ_LINE_STATUS, &line));
 	EXPECT_EQ(-1, line.status) TH_LOG("a GSI with no route");
+	stats_close(&st);
 	vm_destroy(&vm);
 }
 
@@ -574,6 +573,7 @@ TEST_F(apic, irqfd_sends_a_gsi_msi_route)
 {
 	struct routing r = { .head.nr = 1 };
 	struct runner run;
+	struct stats st;
 	struct vm vm, other;
 	pthread_t t;
 	int efd, efd2;
@@ -608,8 +608,9 @@ TEST_F(apic, irqfd_sends_a_gsi_msi_route)
 	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_msi_code);
 	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
 	run.vcpu = vm.vcpu;
+	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
 	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &run));
-	ASSERT_EQ(0, wait_halts(vm.vcpu, 1)) TH_LOG("the vCPU never halted");
+	ASSERT_EQ(0, wait_halts(&st, 1)) TH_LOG("the vCPU never halted");
 	signal_eventfd(efd);
 	pthread_join(t, NULL);
 	ASSERT_EQ(0, run.ret);
@@ -624,7 +625,7 @@ TEST_F(apic, irqfd_sends_a_gsi_msi_route)
 	/* A signal pending at the assign is sent: the halted vCPU wakes. */
 	signal_eventfd(efd);
 	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &run));
-	ASSERT_EQ(0, wait_halts(vm.vcpu, 2)) TH_LOG("the vCPU never halted again");
+	ASSERT_EQ(0, wait_halts(&st, 2)) TH_LOG("the vCPU never halted again");
 	ASSERT_EQ(0, irqfd(vm.fd, efd, 7, 0));
 	pthread_join(t, NULL);
 	ASSERT_EQ(0, run.ret);
@@ -632,6 +633,7 @@ TEST_F(apic, irqfd_sends_a_gsi_msi_route)
 	EXPECT_EQ(0x51, pio_byte(vm.run));
 
 	/* The eventfd's close ends its irqfd; the VM's release ends efd2's. */
+	stats_close(&st);
 	ASSERT_EQ(0, irqfd(vm.fd, efd2, 7, 0));
 	close(efd);
 	vm_destroy(&vm);
