@@ -472,26 +472,21 @@ impl Vm {
         self.set_gsi(gsi, true);
     }
 
-    /// `KVM_IRQFD` (`kvm_irqfd()`): the argument is read (EFAULT); flags
-    /// beyond DEASSIGN and RESAMPLE are EINVAL. A deassign looks up the
+    /// `KVM_IRQFD` (`kvm_irqfd()`): the argument is read (EFAULT), then
+    /// checked (`pure::irq_routing::irqfd_request`). A deassign looks up the
     /// eventfd (EBADF, or EINVAL for another kind of file), unhooks every
     /// irqfd of this VM on it for that GSI (0 if there is none) and waits
-    /// until none of their injections is left. An assign is EINVAL
-    /// without an in-kernel irqchip (x86's `kvm_arch_irqfd_allowed()`; the
-    /// EAGAIN before it is for other architectures) and with RESAMPLE
-    /// (which needs KVM_CREATE_IRQCHIP's IOAPIC); then the fd is looked up (EBADF,
-    /// EINVAL) and hooked (EBUSY if the eventfd has an irqfd already, of
-    /// this VM or another). The GSI is not checked: one with no route
-    /// raises nothing.
+    /// until none of their injections is left. An assign looks up the fd
+    /// (EBADF, EINVAL) and hooks it (EBUSY if the eventfd has an irqfd
+    /// already, of this VM or another). The GSI is not checked: one with
+    /// no route raises nothing.
     fn irqfd(self: ArcBorrow<'_, Self>, arg: usize) -> Result<isize> {
         let req: uapi::kvm_irqfd = abi::read_arg(arg)?;
-        let (deassign, resample) = (uapi::KVM_IRQFD_FLAG_DEASSIGN, uapi::KVM_IRQFD_FLAG_RESAMPLE);
-        if req.flags & !(deassign | resample) != 0 {
-            return Err(EINVAL);
-        }
+        let mode = self.split_irqchip().then_some(IrqchipMode::Split);
+        let request = irq_routing::irqfd_request(req.flags, mode).map_err(|_| EINVAL)?;
         // The fd is a __u32 in the ABI; the lookup takes it as an int.
         let fd = req.fd as i32;
-        if req.flags & deassign != 0 {
+        if request == irq_routing::IrqfdRequest::Deassign {
             let eventfd = EventFd::from_fd(fd)?;
             self.irqfds.lock().retain(|irqfd| {
                 let matches = irqfd.is(&eventfd, req.gsi);
@@ -502,9 +497,6 @@ impl Vm {
             });
             irqfd::flush();
             return Ok(0);
-        }
-        if !self.split_irqchip() || req.flags & resample != 0 {
-            return Err(EINVAL);
         }
         let mut irqfds = self.irqfds.lock();
         // Room first: once hooked, the irqfd must find its place.

@@ -350,6 +350,8 @@ const _: () = {
         crate::pure::iobus::IOEVENTFD_FLAG_VIRTIO_CCW_NOTIFY
             == 1 << uapi::kvm_ioeventfd_flag_nr_virtio_ccw_notify
     );
+    assert!(crate::pure::irq_routing::IRQFD_FLAG_DEASSIGN == uapi::KVM_IRQFD_FLAG_DEASSIGN);
+    assert!(crate::pure::irq_routing::IRQFD_FLAG_RESAMPLE == uapi::KVM_IRQFD_FLAG_RESAMPLE);
 };
 
 /// A `struct kvm_coalesced_mmio_zone` from user memory (EFAULT).

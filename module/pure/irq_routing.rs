@@ -517,10 +517,85 @@ where
     set
 }
 
+/// `KVM_IRQFD_FLAG_DEASSIGN`.
+pub const IRQFD_FLAG_DEASSIGN: u32 = 1 << 0;
+/// `KVM_IRQFD_FLAG_RESAMPLE`: a resamplefd is given (level-triggered GSIs).
+pub const IRQFD_FLAG_RESAMPLE: u32 = 1 << 1;
+
+/// What a `KVM_IRQFD` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqfdRequest {
+    /// Hook the eventfd to the GSI.
+    Assign,
+    /// Unhook the eventfd's irqfds of the GSI.
+    Deassign,
+}
+
+/// Why a `KVM_IRQFD` is refused before any fd is looked up: always
+/// `EINVAL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqfdError {
+    /// Flags beyond DEASSIGN and RESAMPLE.
+    UnknownFlags,
+    /// An assign without an in-kernel irqchip.
+    NoIrqchip,
+    /// RESAMPLE without the in-kernel IOAPIC (only `KVM_CREATE_IRQCHIP`
+    /// has it).
+    ResampleNeedsIoapic,
+}
+
+/// `KVM_IRQFD`'s checks before any fd is looked up (`kvm_irqfd()`, then
+/// x86's `kvm_arch_irqfd_allowed()` for an assign). A deassign is checked
+/// for nothing more.
+pub fn irqfd_request(flags: u32, mode: Option<IrqchipMode>) -> Result<IrqfdRequest, IrqfdError> {
+    if flags & !(IRQFD_FLAG_DEASSIGN | IRQFD_FLAG_RESAMPLE) != 0 {
+        return Err(IrqfdError::UnknownFlags);
+    }
+    if flags & IRQFD_FLAG_DEASSIGN != 0 {
+        return Ok(IrqfdRequest::Deassign);
+    }
+    match (mode, flags & IRQFD_FLAG_RESAMPLE != 0) {
+        (None, _) => Err(IrqfdError::NoIrqchip),
+        (Some(IrqchipMode::Split), true) => Err(IrqfdError::ResampleNeedsIoapic),
+        _ => Ok(IrqfdRequest::Assign),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn irqfd_request_follows_kvm_irqfd() {
+        let split = Some(IrqchipMode::Split);
+        assert_eq!(irqfd_request(0, split), Ok(IrqfdRequest::Assign));
+        assert_eq!(
+            irqfd_request(IRQFD_FLAG_RESAMPLE, Some(FULL)),
+            Ok(IrqfdRequest::Assign)
+        );
+        // Resampling needs the in-kernel IOAPIC; an assign, an irqchip.
+        assert_eq!(
+            irqfd_request(IRQFD_FLAG_RESAMPLE, split),
+            Err(IrqfdError::ResampleNeedsIoapic)
+        );
+        assert_eq!(irqfd_request(0, None), Err(IrqfdError::NoIrqchip));
+        // A deassign needs neither, and RESAMPLE beside it is ignored.
+        assert_eq!(
+            irqfd_request(IRQFD_FLAG_DEASSIGN, None),
+            Ok(IrqfdRequest::Deassign)
+        );
+        assert_eq!(
+            irqfd_request(IRQFD_FLAG_DEASSIGN | IRQFD_FLAG_RESAMPLE, split),
+            Ok(IrqfdRequest::Deassign)
+        );
+        // Unknown flags first, even on a deassign.
+        assert_eq!(irqfd_request(4, split), Err(IrqfdError::UnknownFlags));
+        assert_eq!(
+            irqfd_request(IRQFD_FLAG_DEASSIGN | 1 << 31, None),
+            Err(IrqfdError::UnknownFlags)
+        );
+    }
 
     const FULL: IrqchipMode = IrqchipMode::Full;
 
