@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -36,6 +37,7 @@
 #include "vm.h"
 #include "stats.h"
 #include "guest_code.h"
+#include "apic_guest.h"
 
 static int rounds = 7;
 /* Only the benchmark of this name (argv[2]), if given. */
@@ -270,6 +272,64 @@ static void window_bench(uint32_t n)
 		if (r > 0)
 			report("irq_window_injection", total, n);
 	}
+	vm_destroy(&vm);
+}
+
+/*
+ * An MSI through an irqfd (the split irqchip): the guest waits in HLT with
+ * its x2APIC on; user mode writes the eventfd, whose irqfd sends GSI 1's
+ * MSI route (vector 0x51, APIC 0) to the vCPU; the handler EOIs and
+ * outputs, which exits to user mode. Timed from the write to that exit,
+ * re-entry included (the guest returns to HLT, or takes the interrupt at
+ * once if it is already there).
+ */
+GUEST_CODE16(irqfd_msi_code,
+	X2APIC_ON("irqfd_msi_code", 0x51, "2f")
+	"	sti\n"
+	"1:	hlt\n"
+	"	jmp 1b\n"
+	"2:\n"
+	EOI_AND_OUT(0x51));
+
+static void irqfd_bench(uint32_t n)
+{
+	struct {
+		struct kvm_irq_routing head;
+		struct kvm_irq_routing_entry entry;
+	} routing = {
+		.head.nr = 1,
+		.entry = { .gsi = 1, .type = KVM_IRQ_ROUTING_MSI,
+			   .u.msi = { .address_lo = 0xfee00000, .data = 0x51 } },
+	};
+	struct kvm_irqfd irqfd = { .gsi = 1 };
+	uint64_t one = 1;
+	struct vm vm;
+	uint32_t i;
+	int r;
+
+	if (vm_create_full(&vm, 0, 24))
+		die("creating a VM with the split irqchip (rkvm.ko irqchip=1)");
+	LOAD_GUEST_CODE(vm.mem, 0x1000, irqfd_msi_code);
+	if (vm_real_mode(&vm, 0x1000))
+		die("real mode");
+	if (ioctl(vm.fd, KVM_SET_GSI_ROUTING, &routing))
+		die("KVM_SET_GSI_ROUTING");
+	irqfd.fd = eventfd(0, 0);
+	if ((int)irqfd.fd < 0 || ioctl(vm.fd, KVM_IRQFD, &irqfd))
+		die("KVM_IRQFD");
+	for (r = 0; r <= rounds; r++) {
+		uint64_t t0 = now_ns();
+
+		for (i = 0; i < n; i++) {
+			if (write(irqfd.fd, &one, sizeof(one)) != sizeof(one))
+				die("write to the eventfd");
+			if (vm_run(&vm) || vm.run->exit_reason != KVM_EXIT_IO || vm.run->io.port != 0x10)
+				die("irqfd: the handler did not run");
+		}
+		if (r > 0)					/* round 0 warms up */
+			report("irqfd_msi", now_ns() - t0, n);
+	}
+	close(irqfd.fd);
 	vm_destroy(&vm);
 }
 
@@ -525,6 +585,8 @@ int main(int argc, char **argv)
 		hlt_bench(2000);
 	if (wanted("irq_window_injection"))
 		window_bench(1000);
+	if (wanted("irqfd_msi"))
+		irqfd_bench(1000);
 	if (wanted("npt_fault"))
 		npt_fault_bench();
 	if (wanted("guest_pf_touch"))

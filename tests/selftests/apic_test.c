@@ -15,6 +15,7 @@
 #include "vm.h"
 #include "guest_code.h"
 #include "stats.h"
+#include "apic_guest.h"
 
 /* IOAPIC pins userspace routes, as QEMU gives KVM_CAP_SPLIT_IRQCHIP. */
 #define IOAPIC_PINS	24
@@ -110,35 +111,6 @@ TEST_F(apic, split_irqchip_capability_rules)
 	EXPECT_EQ(0, enable_split_irqchip(vm.fd, 4096));
 	vm_destroy(&vm);
 }
-
-/*
- * Enables the APIC in x2APIC mode (IA32_APIC_BASE EN and EXTD, the SVR's
- * software enable with spurious vector 0xff) and points vector \vec of the
- * IVT at the label \handler; the code is loaded at 0x1000.
- */
-#define X2APIC_ON(blob, vec, handler)						\
-	"	xor %ax, %ax\n"							\
-	"	mov %ax, %ds\n"							\
-	"	movw $0x1000 + (" handler " - " blob "), " #vec " * 4\n"	\
-	"	movw $0, " #vec " * 4 + 2\n"					\
-	"	mov $0x1b, %ecx\n"						\
-	"	rdmsr\n"							\
-	"	or $0xc00, %eax\n"						\
-	"	wrmsr\n"							\
-	"	mov $0x80f, %ecx\n"						\
-	"	mov $0x1ff, %eax\n"						\
-	"	xor %edx, %edx\n"						\
-	"	wrmsr\n"
-
-/* The handler's tail: EOI (x2APIC MSR 0x80b), the vector out to port 0x10. */
-#define EOI_AND_OUT(vec)							\
-	"	mov $0x80b, %ecx\n"						\
-	"	xor %eax, %eax\n"						\
-	"	xor %edx, %edx\n"						\
-	"	wrmsr\n"							\
-	"	mov $" #vec ", %al\n"						\
-	"	out %al, $0x10\n"						\
-	"	iret\n"
 
 /*
  * The APIC timer, one-shot, vector 0x40, 20,000,000 bus cycles (20 ms) at
