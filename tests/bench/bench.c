@@ -276,8 +276,8 @@ static void window_bench(uint32_t n)
 }
 
 /*
- * An MSI through an irqfd (the split irqchip): the guest waits in HLT with
- * its x2APIC on; user mode writes the eventfd, whose irqfd sends GSI 1's
+ * An MSI through an irqfd (the split irqchip): the guest turns its x2APIC
+ * on, says so (out 0x11), and waits in HLT; user mode writes the eventfd, whose irqfd sends GSI 1's
  * MSI route (vector 0x51, APIC 0) to the vCPU; the handler EOIs and
  * outputs, which exits to user mode. Timed from the write to that exit,
  * re-entry included (the guest returns to HLT, or takes the interrupt at
@@ -285,6 +285,7 @@ static void window_bench(uint32_t n)
  */
 GUEST_CODE16(irqfd_msi_code,
 	X2APIC_ON("irqfd_msi_code", 0x51, "2f")
+	"	out %al, $0x11\n"		/* ready: an MSI before is lost */
 	"	sti\n"
 	"1:	hlt\n"
 	"	jmp 1b\n"
@@ -317,6 +318,9 @@ static void irqfd_bench(uint32_t n)
 	irqfd.fd = eventfd(0, 0);
 	if ((int)irqfd.fd < 0 || ioctl(vm.fd, KVM_IRQFD, &irqfd))
 		die("KVM_IRQFD");
+	/* Until its APIC is on: a software-disabled APIC drops fixed interrupts. */
+	if (vm_run(&vm) || vm.run->exit_reason != KVM_EXIT_IO || vm.run->io.port != 0x11)
+		die("irqfd: the guest did not turn its APIC on");
 	for (r = 0; r <= rounds; r++) {
 		uint64_t t0 = now_ns();
 

@@ -76,11 +76,17 @@ error() { # label message
 }
 
 # One round of the microbenchmarks (`bench 1`: a warm-up and one timed
-# round of each; or only benchmark $3).
+# round of each; or only benchmark $3). 300 s: a hang guard (a round takes
+# seconds), so that a guest that never exits is reported, not waited for.
 micro() { # label device [benchmark]
     # shellcheck disable=SC2086
-    RKVM_DEVICE=$2 /rkvm/bench/bench 1 $3 > /tmp/bench.out 2> /tmp/bench.err ||
-        error "$1" "$(tail -n 1 /tmp/bench.err)"
+    status=0
+    RKVM_DEVICE=$2 timeout 300 /rkvm/bench/bench 1 $3 > /tmp/bench.out 2> /tmp/bench.err || status=$?
+    case $status in
+        0) ;;
+        124|143) error "$1" "hung: stopped after 300 s (hang guard) $(tail -n 1 /tmp/bench.err)" ;;
+        *) error "$1" "$(tail -n 1 /tmp/bench.err)" ;;
+    esac
     while read -r kind name value; do
         case $kind in
             bench) say "bench $1 $name $value round=$round" ;;
