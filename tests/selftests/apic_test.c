@@ -218,6 +218,26 @@ static void *run_thread(void *arg)
 }
 
 /*
+ * Loads `code` (len bytes) at 0x1000 in real mode, opens the vCPU's
+ * statistics (before KVM_RUN: see wait_halts()), starts KVM_RUN on its own
+ * thread `t` and waits until the vCPU is halted in the kernel. 0, or which
+ * step failed: -1 real mode, -2 the statistics, -3 the thread, -4 no HLT.
+ */
+static int start_halted(struct vm *vm, const uint8_t *code, size_t len,
+			struct runner *r, pthread_t *t, struct stats *st)
+{
+	memcpy(vm->mem + 0x1000, code, len);
+	if (vm_real_mode(vm, 0x1000))
+		return -1;
+	r->vcpu = vm->vcpu;
+	if (stats_open(st, vm->vcpu))
+		return -2;
+	if (pthread_create(t, NULL, run_thread, r))
+		return -3;
+	return wait_halts(st, 1) ? -4 : 0;
+}
+
+/*
  * KVM_SIGNAL_MSI to APIC 0 once its vCPU is halted in KVM_RUN on another
  * thread (its APIC enabled, interrupts on): the MSI is taken (1: one APIC
  * took it) and wakes the vCPU, whose handler runs. A destination no APIC has: 0, as KVM's delivery through
@@ -235,12 +255,8 @@ TEST_F(apic, msi_wakes_a_halted_vcpu)
 	if (!has_split_irqchip())
 		SKIP(return, NO_SPLIT_IRQCHIP);
 	ASSERT_EQ(0, vm_create_split(&vm));
-	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_msi_code);
-	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
-	r.vcpu = vm.vcpu;
-	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
-	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &r));
-	ASSERT_EQ(0, wait_halts(&st, 1)) TH_LOG("the vCPU never halted");
+	ASSERT_EQ(0, start_halted(&vm, apic_msi_code, GUEST_CODE_SIZE(apic_msi_code), &r, &t, &st))
+		TH_LOG("the vCPU did not start and halt");
 	n = ioctl(vm.fd, KVM_SIGNAL_MSI, &msi);
 	EXPECT_EQ(1, n) TH_LOG("KVM_SIGNAL_MSI: %s", n < 0 ? strerror(errno) : "taken by no APIC");
 	pthread_join(t, NULL);
@@ -480,12 +496,8 @@ TEST_F(apic, irq_line_sends_a_level_msi_and_the_eoi_exits)
 	ASSERT_EQ(0, vm_create_split(&vm));
 	r.entries[0] = msi_route(5, 0, 0x8061);	/* level-triggered, vector 0x61 */
 	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
-	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_level_code);
-	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
-	run.vcpu = vm.vcpu;
-	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
-	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &run));
-	ASSERT_EQ(0, wait_halts(&st, 1)) TH_LOG("the vCPU never halted");
+	ASSERT_EQ(0, start_halted(&vm, apic_level_code, GUEST_CODE_SIZE(apic_level_code), &run, &t, &st))
+		TH_LOG("the vCPU did not start and halt");
 	ASSERT_EQ(0, ioctl(vm.fd, KVM_IRQ_LINE_STATUS, &line));
 	EXPECT_EQ(1, line.status);
 	pthread_join(t, NULL);
@@ -577,12 +589,8 @@ TEST_F(apic, irqfd_sends_a_gsi_msi_route)
 	EXPECT_EQ(0, irqfd(vm.fd, efd, 8, KVM_IRQFD_FLAG_DEASSIGN)) TH_LOG("another GSI");
 	EXPECT_EQ(-EBUSY, irqfd(vm.fd, efd, 9, 0)) TH_LOG("still assigned to GSI 7");
 
-	LOAD_GUEST_CODE(vm.mem, 0x1000, apic_msi_code);
-	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
-	run.vcpu = vm.vcpu;
-	ASSERT_EQ(0, stats_open(&st, vm.vcpu));
-	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &run));
-	ASSERT_EQ(0, wait_halts(&st, 1)) TH_LOG("the vCPU never halted");
+	ASSERT_EQ(0, start_halted(&vm, apic_msi_code, GUEST_CODE_SIZE(apic_msi_code), &run, &t, &st))
+		TH_LOG("the vCPU did not start and halt");
 	signal_eventfd(efd);
 	pthread_join(t, NULL);
 	ASSERT_EQ(0, run.ret);
