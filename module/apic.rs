@@ -46,6 +46,7 @@ use kernel::{
 
 use crate::{
     kick::Kick,
+    pure::ioapic::DestMap,
     pure::lapic::{
         self,
         Accepted,
@@ -128,6 +129,11 @@ impl VcpuApic {
         f(&mut self.state.lock())
     }
 
+    /// The id of the vCPU the APIC belongs to.
+    pub(crate) fn vcpu_id(&self) -> u32 {
+        self.with(|s| s.lapic.config().vcpu_id)
+    }
+
     /// The vCPU's kick.
     pub(crate) fn kick(&self) -> &Kick {
         &self.kick
@@ -177,9 +183,9 @@ impl VcpuApic {
             accepted
         });
         match accepted {
-            // SMIs and ExtINT have no in-kernel target here (no SMM, and
-            // the PIC is userspace's): the message is lost, as on a CPU
-            // without them.
+            // SMIs and ExtINT messages have no in-kernel target (no SMM;
+            // the PIC's INTR reaches a vCPU through its LINT0, not as a
+            // message): lost, as in KVM.
             Accepted::Dropped | Accepted::Smi | Accepted::ExtInt => {}
             Accepted::Fixed | Accepted::Nmi | Accepted::Init | Accepted::Sipi(_) => {
                 self.kick.kick()
@@ -194,15 +200,18 @@ impl VcpuApic {
 /// IPI, `None` for an MSI). Lowest priority goes, as KVM's vector hashing
 /// does, to one of the matching software-enabled APICs
 /// (`lapic::lowest_priority_target`); `ioapic_quirk`: an MSI's 0xff is a
-/// broadcast for x2APIC-mode APICs too (see `Lapic::matches`). Returns how
-/// many APICs took it: 0 if none matched or all refused it, which KVM's
-/// delivery through its APIC map does not tell apart either.
+/// broadcast for x2APIC-mode APICs too (see `Lapic::matches`);
+/// `dest_map`: where the IOAPIC's RTC pin records the vCPUs that took a
+/// fixed or lowest-priority interrupt (KVM's `struct dest_map`). Returns
+/// how many APICs took it: 0 if none matched or all refused it, which
+/// KVM's delivery through its APIC map does not tell apart either.
 pub(crate) fn deliver(
     apics: &[Arc<VcpuApic>],
     irq: Interrupt,
     dest: &Destination,
     source: Option<usize>,
     ioapic_quirk: bool,
+    mut dest_map: Option<&mut DestMap>,
 ) -> u32 {
     let matches = |i: usize, apic: &VcpuApic| {
         apic.with(|s| {
@@ -241,7 +250,13 @@ pub(crate) fn deliver(
                 continue;
             }
         }
-        if apic.deliver(irq) != Accepted::Dropped {
+        let accepted = apic.deliver(irq);
+        if accepted == Accepted::Fixed {
+            if let Some(map) = dest_map.as_deref_mut() {
+                map.record(apic.vcpu_id(), irq.vector);
+            }
+        }
+        if accepted != Accepted::Dropped {
             taken += 1;
         }
     }

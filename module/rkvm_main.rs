@@ -69,7 +69,7 @@ module! {
         },
         irqchip: bool {
             default: false,
-            description: "Experimental: offer the in-kernel local APIC (KVM_CAP_SPLIT_IRQCHIP, KVM_SIGNAL_MSI, KVM_IRQFD, KVM_GET/SET_LAPIC); not yet complete (no in-kernel IOAPIC or PIC)",
+            description: "Experimental: offer the in-kernel irqchips: local APICs (KVM_CAP_SPLIT_IRQCHIP, KVM_SIGNAL_MSI, KVM_IRQFD, KVM_GET/SET_LAPIC) and the PIC and IOAPIC (KVM_CREATE_IRQCHIP, KVM_GET/SET_IRQCHIP); not yet complete (no in-kernel PIT, no irqfd resampling)",
         },
     },
 }

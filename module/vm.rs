@@ -2,6 +2,10 @@
 
 //! A VM: the file behind the fd `KVM_CREATE_VM` returns.
 
+mod irqchip;
+
+pub(crate) use irqchip::in_ioapic_window;
+
 use kernel::{
     fs::File,
     new_mutex,
@@ -43,6 +47,10 @@ use crate::{
         MmuStats, //
     },
     pure::{
+        ioapic::{
+            self,
+            Ioapic, //
+        },
         iobus::{
             self as iobus_rules,
             BusKind,
@@ -55,7 +63,8 @@ use crate::{
         lapic,
         memslot::Region,
         msi,
-        paging::HostPhys, //
+        paging::HostPhys,
+        pic::Pic, //
     },
     stats::StatsFile,
     stats::VcpuStats,
@@ -79,8 +88,9 @@ struct Vcpus {
     ids: [u64; (abi::MAX_VCPU_ID as usize).div_ceil(64)],
     /// Shadow paging rather than NPT (`KVM_CAP_RKVM_MMU`).
     shadow: bool,
-    /// Each vCPU has an in-kernel local APIC (`KVM_CAP_SPLIT_IRQCHIP`).
-    split_irqchip: bool,
+    /// The in-kernel irqchip: with either, each vCPU has a local APIC
+    /// (`KVM_CAP_SPLIT_IRQCHIP`, `KVM_CREATE_IRQCHIP`).
+    irqchip: Option<IrqchipMode>,
     /// The userspace IOAPIC's pins: GSIs below it are its (the
     /// capability's argument).
     ioapic_pins: u32,
@@ -122,6 +132,12 @@ pub(crate) struct Vm {
     /// The GSI routing table (`KVM_SET_GSI_ROUTING`), sorted by GSI.
     #[pin]
     routes: Mutex<KVVec<irq_routing::RoutingEntry>>,
+    /// The PIC pair of `KVM_CREATE_IRQCHIP` (unused without it).
+    #[pin]
+    pic: Mutex<Pic>,
+    /// The IOAPIC of `KVM_CREATE_IRQCHIP` (unused without it).
+    #[pin]
+    ioapic: Mutex<Ioapic>,
     /// The irqfds (`KVM_IRQFD`). Each holds the VM: the VM file's release
     /// lets them go.
     #[pin]
@@ -165,11 +181,13 @@ impl Vm {
                 vcpus <- new_mutex!(Vcpus {
                     ids: [0; (abi::MAX_VCPU_ID as usize).div_ceil(64)],
                     shadow,
-                    split_irqchip: false,
+                    irqchip: None,
                     ioapic_pins: 0,
                 }),
                 apics <- new_mutex!(KVec::new()),
                 routes <- new_mutex!(KVVec::new()),
+                pic <- new_mutex!(Pic::new()),
+                ioapic <- new_mutex!(Ioapic::new()),
                 irqfds <- new_mutex!(KVec::new()),
                 hw,
                 clock: VmClock::new(),
@@ -291,9 +309,10 @@ impl Vm {
         self.vcpus.lock().shadow
     }
 
-    /// Whether new vCPUs get an in-kernel local APIC.
-    pub(crate) fn split_irqchip(&self) -> bool {
-        self.vcpus.lock().split_irqchip
+    /// The VM's in-kernel irqchip, if any (new vCPUs get a local APIC
+    /// with either kind).
+    pub(crate) fn irqchip_mode(&self) -> Option<IrqchipMode> {
+        self.vcpus.lock().irqchip
     }
 
     /// `KVM_ENABLE_CAP` on the VM: rkvm's MMU mode (`KVM_CAP_RKVM_MMU`),
@@ -333,10 +352,10 @@ impl Vm {
             return Err(EINVAL);
         }
         let mut vcpus = self.vcpus.lock();
-        if vcpus.split_irqchip || vcpus.any() {
+        if vcpus.irqchip.is_some() || vcpus.any() {
             return Err(EEXIST);
         }
-        vcpus.split_irqchip = true;
+        vcpus.irqchip = Some(IrqchipMode::Split);
         // At most KVM_MAX_IRQ_ROUTES, checked above.
         vcpus.ioapic_pins = cap.args[0] as u32;
         Ok(0)
@@ -359,7 +378,7 @@ impl Vm {
         let apics = self.apics.lock();
         // KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK is not offered: the quirk
         // is always on.
-        apic::deliver(&apics, irq, dest, source, true)
+        apic::deliver(&apics, irq, dest, source, true, None)
     }
 
     /// The index of `apic` among the VM's APICs (an IPI's source).
@@ -378,7 +397,7 @@ impl Vm {
     /// hold, would say -1 for no match).
     fn signal_msi(&self, arg: usize) -> Result<isize> {
         let msi: uapi::kvm_msi = abi::read_arg(arg)?;
-        if !self.split_irqchip() || !msi::signal_msi_flags_ok(msi.flags) {
+        if self.irqchip_mode().is_none() || !msi::signal_msi_flags_ok(msi.flags) {
             return Err(EINVAL);
         }
         let message = msi::MsiMessage {
@@ -400,7 +419,7 @@ impl Vm {
     /// routes). The table replaces the last one whole.
     fn set_gsi_routing(&self, arg: usize) -> Result<isize> {
         let [nr, flags]: [u32; 2] = abi::read_arg(arg)?;
-        let mode = self.split_irqchip().then_some(IrqchipMode::Split);
+        let mode = self.irqchip_mode();
         irq_routing::check_request(nr, flags, mode).map_err(|_| EINVAL)?;
         let mode = mode.ok_or(EINVAL)?;
         let nr = nr as usize;
@@ -424,17 +443,16 @@ impl Vm {
 
     /// `KVM_IRQ_LINE` and (`status`) `KVM_IRQ_LINE_STATUS`
     /// (`kvm_vm_ioctl_irq_line()`, `kvm_set_irq()`): the argument is read
-    /// first (EFAULT); ENXIO without an in-kernel irqchip. With the split
-    /// irqchip a GSI's routes are MSIs: a raised line sends each (a lowered
-    /// one sends nothing, -1). The status, which `KVM_IRQ_LINE_STATUS`
-    /// writes over `irq`: the APICs that took the messages, 0 if none,
-    /// -1 if the GSI has no route or the line was lowered.
+    /// first (EFAULT); ENXIO without an in-kernel irqchip. The line of
+    /// userspace's source is set on each of the GSI's routes (`set_gsi`),
+    /// and the status, which `KVM_IRQ_LINE_STATUS` writes over `irq`, is
+    /// what they returned together (`irq_routing::fold_status`).
     fn irq_line(&self, arg: usize, status: bool) -> Result<isize> {
         let [gsi, level]: [u32; 2] = abi::read_arg(arg)?;
-        if !self.split_irqchip() {
+        if self.irqchip_mode().is_none() {
             return Err(ENXIO);
         }
-        let result = self.set_gsi(gsi, level != 0);
+        let result = self.set_gsi(gsi, ioapic::SOURCE_USERSPACE, level != 0, status);
         if status {
             // `status` shares its union with `irq`, the struct's first word.
             let out = [result as u32, level];
@@ -443,33 +461,47 @@ impl Vm {
         Ok(0)
     }
 
-    /// Sets `gsi`'s line to `level` (`kvm_set_irq()`): with the split
-    /// irqchip a GSI's routes are MSIs, which a raised line sends and a
-    /// lowered one does not. Returns the APICs that took the messages, 0
-    /// if none, -1 if the GSI has no route or the line was lowered.
-    fn set_gsi(&self, gsi: u32, level: bool) -> i32 {
-        // Lock order: the routes, then the APICs (in `deliver_irq`).
+    /// Source `source` sets `gsi`'s line to `level` (`kvm_set_irq()`) on
+    /// each of its routes, in the table's order: an MSI is sent when the
+    /// line is raised (a lowered one sends nothing, -1); a pin of the PIC
+    /// or the IOAPIC follows the line. `line_status`: the caller is
+    /// `KVM_IRQ_LINE_STATUS`. Returns the routes' statuses folded
+    /// (`irq_routing::fold_status`): -1 if the GSI has no route.
+    fn set_gsi(&self, gsi: u32, source: u32, level: bool, line_status: bool) -> i32 {
+        use irq_routing::{
+            Irqchip,
+            Route, //
+        };
+        // Lock order: the routes, then a chip, then the APICs.
         let routes = self.routes.lock();
-        let messages = irq_routing::routes_for(&routes, gsi)
+        let results = irq_routing::routes_for(&routes, gsi)
             .iter()
-            .filter_map(|e| match e.route {
-                irq_routing::Route::Msi { msg, .. } => Some(msg),
-                _ => None,
+            .map(|e| match e.route {
+                Route::Msi { msg, .. } => match irq_routing::msi_set(&msg, level, false) {
+                    Ok(m) => {
+                        let (irq, dest) = lapic::from_message(&m);
+                        i32::try_from(self.deliver_irq(irq, &dest, None)).unwrap_or(i32::MAX)
+                    }
+                    Err(e) => e,
+                },
+                Route::Irqchip {
+                    chip: Irqchip::Ioapic,
+                    pin,
+                } => self.ioapic_set_irq(pin, source, level, line_status),
+                Route::Irqchip { .. } => e
+                    .route
+                    .pic_irq()
+                    .map_or(-1, |irq| self.pic_set_irq(irq, source, level)),
             });
-        irq_routing::fold_status(messages.map(|msg| {
-            match irq_routing::msi_set(&msg, level, false) {
-                Ok(m) => {
-                    let (irq, dest) = lapic::from_message(&m);
-                    i32::try_from(self.deliver_irq(irq, &dest, None)).unwrap_or(i32::MAX)
-                }
-                Err(e) => e,
-            }
-        }))
+        irq_routing::fold_status(results)
     }
 
-    /// An edge on `gsi` (an irqfd's signal): its MSIs are sent.
+    /// An irqfd's signal (`irqfd_inject()`): userspace's source raises
+    /// `gsi`'s line and lowers it again, so its MSIs are sent and its chip
+    /// pins see an edge.
     pub(crate) fn raise_gsi(&self, gsi: u32) {
-        self.set_gsi(gsi, true);
+        self.set_gsi(gsi, ioapic::SOURCE_USERSPACE, true, false);
+        self.set_gsi(gsi, ioapic::SOURCE_USERSPACE, false, false);
     }
 
     /// `KVM_IRQFD` (`kvm_irqfd()`): the argument is read (EFAULT), then
@@ -482,8 +514,15 @@ impl Vm {
     /// no route raises nothing.
     fn irqfd(self: ArcBorrow<'_, Self>, arg: usize) -> Result<isize> {
         let req: uapi::kvm_irqfd = abi::read_arg(arg)?;
-        let mode = self.split_irqchip().then_some(IrqchipMode::Split);
+        let mode = self.irqchip_mode();
         let request = irq_routing::irqfd_request(req.flags, mode).map_err(|_| EINVAL)?;
+        // Resampling (level-triggered GSIs of the in-kernel IOAPIC) is not
+        // implemented, and KVM_CAP_IRQFD_RESAMPLE not announced.
+        if request == irq_routing::IrqfdRequest::Assign
+            && req.flags & irq_routing::IRQFD_FLAG_RESAMPLE != 0
+        {
+            return Err(EINVAL);
+        }
         // The fd is a __u32 in the ABI; the lookup takes it as an int.
         let fd = req.fd as i32;
         if request == irq_routing::IrqfdRequest::Deassign {
@@ -679,6 +718,11 @@ impl FdOps for Vm {
             abi::vm::IRQ_LINE => this.irq_line(arg, false),
             abi::vm::IRQ_LINE_STATUS => this.irq_line(arg, true),
             abi::vm::IRQFD => this.irqfd(arg),
+            abi::vm::CREATE_IRQCHIP if crate::module_parameters::irqchip.value() => {
+                this.create_irqchip()
+            }
+            abi::vm::GET_IRQCHIP => this.irqchip_state(arg, false),
+            abi::vm::SET_IRQCHIP => this.irqchip_state(arg, true),
             // kvm_arch_vm_ioctl(): an unknown VM request is ENOTTY.
             _ => Err(ENOTTY),
         }

@@ -96,6 +96,12 @@ pub(crate) mod vm {
     pub(crate) const SET_GSI_ROUTING: u32 = kvm_iow::<uapi::kvm_irq_routing>(0x6a);
     /// `KVM_SIGNAL_MSI`: `_IOW(KVMIO, 0xa5, struct kvm_msi)`.
     pub(crate) const SIGNAL_MSI: u32 = kvm_iow::<uapi::kvm_msi>(0xa5);
+    /// `KVM_CREATE_IRQCHIP`: `_IO(KVMIO, 0x60)`.
+    pub(crate) const CREATE_IRQCHIP: u32 = kvm_io(0x60);
+    /// `KVM_GET_IRQCHIP`: `_IOWR(KVMIO, 0x62, struct kvm_irqchip)`.
+    pub(crate) const GET_IRQCHIP: u32 = super::kvm_iowr::<uapi::kvm_irqchip>(0x62);
+    /// `KVM_SET_IRQCHIP`: `_IOR(KVMIO, 0x63, struct kvm_irqchip)`.
+    pub(crate) const SET_IRQCHIP: u32 = super::kvm_ior::<uapi::kvm_irqchip>(0x63);
     /// `KVM_IRQFD`: `_IOW(KVMIO, 0x76, struct kvm_irqfd)`.
     pub(crate) const IRQFD: u32 = kvm_iow::<uapi::kvm_irqfd>(0x76);
     /// `KVM_IOEVENTFD`: `_IOW(KVMIO, 0x79, struct kvm_ioeventfd)`.
@@ -162,6 +168,8 @@ pub(crate) mod vcpu {
     pub(crate) const GET_LAPIC: u32 = kvm_ior::<uapi::kvm_lapic_state>(0x8e);
     /// `KVM_SET_LAPIC`: `_IOW(KVMIO, 0x8f, struct kvm_lapic_state)`.
     pub(crate) const SET_LAPIC: u32 = kvm_iow::<uapi::kvm_lapic_state>(0x8f);
+    /// `KVM_SET_VAPIC_ADDR`: `_IOW(KVMIO, 0x93, struct kvm_vapic_addr)`.
+    pub(crate) const SET_VAPIC_ADDR: u32 = kvm_iow::<uapi::kvm_vapic_addr>(0x93);
     /// `KVM_GET_MP_STATE`: `_IOR(KVMIO, 0x98, struct kvm_mp_state)`.
     pub(crate) const GET_MP_STATE: u32 = kvm_ior::<uapi::kvm_mp_state>(0x98);
     /// `KVM_SET_MP_STATE`: `_IOW(KVMIO, 0x99, struct kvm_mp_state)`.
@@ -627,9 +635,12 @@ pub(crate) fn check_extension(cap: usize) -> i32 {
     if cap == uapi::KVM_CAP_XSAVE2 as usize {
         return crate::guest_state::host_xsave().cap_xsave2() as i32;
     }
-    // The in-kernel local APIC, while it is experimental: only with the
-    // `irqchip` module parameter.
+    // The in-kernel irqchips (the local APICs of both kinds, the PIC and
+    // IOAPIC of KVM_CREATE_IRQCHIP), while they are experimental: only
+    // with the `irqchip` module parameter.
     if cap == uapi::KVM_CAP_SPLIT_IRQCHIP as usize
+        || cap == uapi::KVM_CAP_IRQCHIP as usize
+        || cap == uapi::KVM_CAP_IRQ_INJECT_STATUS as usize
         || cap == uapi::KVM_CAP_SIGNAL_MSI as usize
         || cap == uapi::KVM_CAP_IRQFD as usize
     {

@@ -1343,6 +1343,14 @@ impl Lapic {
         Effect::Tpr
     }
 
+    /// The whole TPR set to `tpr`, in any mode (KVM's `apic_set_tpr()`, as
+    /// the vAPIC page gives it back: `KVM_SET_VAPIC_ADDR`).
+    pub fn set_tpr(&mut self, tpr: u8) -> Effect {
+        self.put(reg::TPR, u32::from(tpr));
+        self.update_ppr();
+        Effect::Tpr
+    }
+
     // Destinations.
 
     /// Whether a message for `dest` reaches this APIC. `is_source`: this
@@ -2234,6 +2242,17 @@ mod tests {
         assert_eq!(a.eoi(), eoi(0x40));
         assert_eq!(a.eoi(), Effect::None);
         assert_eq!(a.ack(), None);
+    }
+
+    #[test]
+    fn set_tpr_keeps_all_eight_bits_and_blocks_by_class() {
+        let mut a = Lapic::new(Config::new(0));
+        a.set_tpr(0x85);
+        assert_eq!(a.register(reg::TPR), 0x85);
+        assert_eq!(a.cr8(), 8);
+        assert_eq!(a.ppr(), 0x85);
+        a.set_cr8(2);
+        assert_eq!(a.register(reg::TPR), 0x20);
     }
 
     #[test]

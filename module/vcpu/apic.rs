@@ -33,8 +33,10 @@ use crate::{
             Shorthand,
             TimerAction, //
         },
-        msr, //
+        msr,
+        paging::GuestPhys, //
     },
+    stats::VcpuStat,
     sys, //
 };
 
@@ -102,9 +104,10 @@ impl Vcpu {
     /// runnable. `kvm_vcpu_has_events()`.
     pub(super) fn apic_runnable(&self, st: &mut VcpuState, apic: &Arc<VcpuApic>) -> bool {
         let allowed = st.gif && st.arch.interrupt_allowed();
-        // An NMI, or an interrupt the guest takes: its APIC's, or the one
-        // userspace's PIC gave with KVM_INTERRUPT.
-        let event = st.nmi_pending > 0 || (allowed && st.pending_irq.is_some());
+        // An NMI, or an interrupt the guest takes: its APIC's, the one
+        // userspace's PIC gave with KVM_INTERRUPT, or the in-kernel PIC's.
+        let event = st.nmi_pending > 0
+            || (allowed && (st.pending_irq.is_some() || self.extint_pending(apic)));
         apic.with(|s| match s.mp.state() {
             MpState::Runnable => true,
             MpState::Halted if event || (allowed && s.lapic.has_interrupt().is_some()) => {
@@ -115,14 +118,38 @@ impl Vcpu {
         })
     }
 
-    /// Before an entry: the APIC's TPR as CR8, and its highest interrupt
-    /// injected if the guest can take it now. Returns whether an interrupt
-    /// waits for a window.
+    /// Whether the in-kernel PIC has an interrupt for this vCPU: its INTR
+    /// is up and the vCPU's APIC takes it on LINT0, or is disabled
+    /// (`kvm_cpu_has_extint()`).
+    fn extint_pending(&self, apic: &VcpuApic) -> bool {
+        self.full_irqchip && apic.with(|s| s.lapic.accepts_pic_interrupt()) && self.vm.pic_output()
+    }
+
+    /// Before an entry: the APIC's TPR as CR8, and the interrupt to inject
+    /// if the guest can take it now: the in-kernel PIC's first (its INTA
+    /// cycle gives the vector; `kvm_cpu_get_interrupt()`), else the APIC's
+    /// highest. Returns whether an interrupt waits for a window.
     pub(super) fn apic_inject(&self, st: &mut VcpuState, apic: &Arc<VcpuApic>) -> bool {
         let allowed = st.gif && st.pending_irq.is_none() && st.arch.interrupt_allowed();
+        let cr8 = apic.with(|s| s.lapic.cr8());
+        st.arch.set_cr8(cr8);
+        if self.extint_pending(apic) {
+            if !allowed {
+                return true;
+            }
+            // Kept as KVM_INTERRUPT's vector is if the entry cannot take it
+            // now: the PIC has acknowledged it.
+            let vector = self.vm.pic_read_irq();
+            if st.arch.inject_interrupt(vector) {
+                self.stats.inc(VcpuStat::IrqInjections);
+            } else {
+                st.pending_irq = Some(vector);
+            }
+            self.sync_to_vapic(st, apic);
+            return false;
+        }
         let arch = &mut st.arch;
-        apic.with(|s| {
-            arch.set_cr8(s.lapic.cr8());
+        let waits = apic.with(|s| {
             let Some(vector) = s.lapic.has_interrupt() else {
                 return false;
             };
@@ -131,13 +158,17 @@ impl Vcpu {
                 return false;
             }
             true
-        })
+        });
+        self.sync_to_vapic(st, apic);
+        waits
     }
 
-    /// After an exit: CR8 as the guest left it is the APIC's TPR.
+    /// After an exit: CR8 as the guest left it is the APIC's TPR, then the
+    /// vAPIC word's.
     pub(super) fn apic_after_exit(&self, st: &VcpuState, apic: &VcpuApic) {
         let cr8 = st.arch.cr8();
         apic.with(|s| s.lapic.set_cr8(cr8));
+        self.sync_from_vapic(st, apic);
     }
 
     /// What a register access asks for. `Some(Next::User)` for an EOI of a
@@ -162,9 +193,12 @@ impl Vcpu {
                 }
             }
             Effect::Timer(action) => self.apic_timer(st, apic, action),
-            // As KVM's kvm_ioapic_send_eoi() with the split irqchip: the
-            // vectors of the IOAPIC's level-triggered routes to this APIC,
-            // unless the guest suppresses EOI broadcasts.
+            // As KVM's kvm_ioapic_send_eoi() with the full irqchip: the
+            // in-kernel IOAPIC sees the EOIs of the vectors it handles.
+            Effect::Eoi(eoi) if self.full_irqchip => self.vm.ioapic_eoi(apic, eoi),
+            // With the split irqchip: the vectors of the IOAPIC's
+            // level-triggered routes to this APIC, unless the guest
+            // suppresses EOI broadcasts.
             Effect::Eoi(eoi)
                 if !eoi.suppress_broadcast && self.vm.ioapic_handles(apic, eoi.vector) =>
             {
@@ -261,6 +295,41 @@ impl Vcpu {
         })
     }
 
+    /// An MMIO access at `gpa`, if it is the in-kernel IOAPIC's (with the
+    /// full irqchip): emulated here. `None`: not the IOAPIC's.
+    pub(super) fn ioapic_mmio(
+        &self,
+        st: &mut VcpuState,
+        mem: &GuestMemory,
+        gpa: u64,
+        write: bool,
+        run: &RunPage<'_>,
+    ) -> Option<Next> {
+        if !crate::vm::in_ioapic_window(gpa) {
+            return None;
+        }
+        Some(match emulate::start(mem, &mut *st.arch, write) {
+            Some(Mmio::Write { data, len }) => {
+                let bytes = data.get(..usize::from(len)).unwrap_or(&data);
+                self.vm.ioapic_mmio(gpa, bytes.len(), Some(bytes));
+                Next::Reenter
+            }
+            Some(Mmio::Read(load)) => {
+                let len = usize::from(load.len);
+                // 0 for a length the IOAPIC does not answer (KVM's data is
+                // then whatever its buffer held).
+                let value = self.vm.ioapic_mmio(gpa, len, None).flatten();
+                load.complete(&mut *st.arch, value.unwrap_or(0).to_le_bytes());
+                Next::Reenter
+            }
+            None => {
+                let rip = st.arch.rip();
+                run.set_internal_error(uapi::KVM_INTERNAL_ERROR_EMULATION, &[gpa, rip]);
+                Next::User
+            }
+        })
+    }
+
     /// RDMSR of an MSR the APIC owns (`IA32_APIC_BASE`, the x2APIC
     /// registers, `IA32_TSC_DEADLINE`): `Some(None)` is a #GP, `None` not
     /// the APIC's.
@@ -326,6 +395,85 @@ impl Vcpu {
         st.arch.set_apic_base(base);
         apic.kick().kick();
         Ok(0)
+    }
+
+    /// The segment and control registers as `KVM_GET_SREGS` and `kvm_run`
+    /// report them: with an in-kernel APIC, CR8 and `IA32_APIC_BASE` are
+    /// its own (`kvm_get_cr8()`, `kvm_get_apic_base()`), which
+    /// `KVM_SET_LAPIC` or the vAPIC word may have changed since the vCPU's
+    /// registers last followed them.
+    pub(super) fn sregs(&self, st: &VcpuState) -> uapi::kvm_sregs {
+        let mut sregs = st.arch.sregs();
+        if let Some(apic) = &self.apic {
+            apic.with(|s| {
+                sregs.cr8 = s.lapic.cr8();
+                sregs.apic_base = s.lapic.apic_base();
+            });
+        }
+        sregs
+    }
+
+    /// `KVM_SET_VAPIC_ADDR` (`kvm_lapic_set_vapic_addr()`): EINVAL without
+    /// an in-kernel APIC (before the argument is read, as KVM), EFAULT if
+    /// it cannot be read, EINVAL for an address whose 4 bytes are not
+    /// guest RAM. 0 stops the mirroring.
+    pub(super) fn set_vapic_addr(&self, arg: usize) -> Result<isize> {
+        if self.apic.is_none() {
+            return Err(EINVAL);
+        }
+        let addr: u64 = abi::read_arg(arg)?;
+        if addr != 0 {
+            let mut word = [0u8; 4];
+            self.vm
+                .with_memory(|mem| mem.read(GuestPhys(addr), &mut word))
+                .map_err(|_| EINVAL)?;
+        }
+        self.state.lock().vapic_addr = addr;
+        Ok(0)
+    }
+
+    /// Before an entry, with a vAPIC address and the APIC enabled (as
+    /// KVM's `vcpu_enter_guest()` asks): the word QEMU's option ROM reads
+    /// there (`kvm_lapic_sync_to_vapic()`): TPR in bits 7:0, the highest
+    /// in-service vector's class in 15:12, the highest requested vector in
+    /// 31:24. A word that cannot be written is skipped, as KVM's cached
+    /// write fails silently.
+    fn sync_to_vapic(&self, st: &VcpuState, apic: &VcpuApic) {
+        if st.vapic_addr == 0 {
+            return;
+        }
+        let word = apic.with(|s| {
+            let l = &s.lapic;
+            if !l.enabled() {
+                return None;
+            }
+            let tpr = l.register(lapic::reg::TPR) & 0xff;
+            let isr = u32::from(l.highest_isr().unwrap_or(0));
+            let irr = u32::from(l.highest_irr().unwrap_or(0));
+            Some(tpr | ((isr & 0xf0) << 8) | (irr << 24))
+        });
+        let Some(word) = word else {
+            return;
+        };
+        let _ = self
+            .vm
+            .with_memory(|mem| mem.write(GuestPhys(st.vapic_addr), &word.to_le_bytes()));
+    }
+
+    /// After an exit, with a vAPIC address: the TPR the guest wrote there
+    /// (`kvm_lapic_sync_from_vapic()`).
+    fn sync_from_vapic(&self, st: &VcpuState, apic: &VcpuApic) {
+        if st.vapic_addr == 0 {
+            return;
+        }
+        let mut word = [0u8; 4];
+        let read = self
+            .vm
+            .with_memory(|mem| mem.read(GuestPhys(st.vapic_addr), &mut word));
+        if read.is_ok() {
+            // A TPR change asks for nothing the vCPU must act on.
+            let _ = apic.with(|s| s.lapic.set_tpr(word[0]));
+        }
     }
 
     /// `KVM_GET_MP_STATE` with an in-kernel APIC.

@@ -147,6 +147,17 @@ impl Vcpu {
             port, input, size, ..
         } = io;
         self.stats.inc(VcpuStat::IoExits);
+        // The in-kernel PIC's ports.
+        if self.full_irqchip {
+            let rax = st.arch.gpr(gpr::RAX);
+            if let Some(value) = self.vm.pic_io(port, input, size, rax) {
+                if input {
+                    super::run::complete_in(&mut *st.arch, size, value);
+                }
+                st.arch.set_rip(next_rip);
+                return Next::Reenter;
+            }
+        }
         // An OUT an ioeventfd or a coalesced PIO zone takes: done, no exit.
         if !input {
             let data = st.arch.gpr(gpr::RAX).to_le_bytes();
@@ -686,6 +697,11 @@ impl Vcpu {
         self.stats.inc(VcpuStat::InsnEmulation);
         if let Some(apic) = self.apic.clone() {
             if let Some(next) = self.apic_mmio(st, mem, &apic, gpa, write, run) {
+                return next;
+            }
+        }
+        if self.full_irqchip {
+            if let Some(next) = self.ioapic_mmio(st, mem, gpa, write, run) {
                 return next;
             }
         }

@@ -93,7 +93,7 @@ impl Vcpu {
             abi::vcpu::RUN if arg == 0 => self.run(),
             abi::vcpu::GET_REGS => self.get(arg, |st| st.arch.regs()),
             abi::vcpu::SET_REGS => self.set_regs(arg),
-            abi::vcpu::GET_SREGS => self.get(arg, |st| st.arch.sregs()),
+            abi::vcpu::GET_SREGS => self.get(arg, |st| self.sregs(st)),
             abi::vcpu::SET_SREGS => self.set_sregs(arg),
             abi::vcpu::INTERRUPT => self.interrupt(arg),
             abi::vcpu::SET_CPUID2 => self.set_cpuid(arg),
@@ -144,6 +144,7 @@ impl Vcpu {
             }
             abi::vcpu::GET_LAPIC => self.get_lapic(arg),
             abi::vcpu::SET_LAPIC => self.set_lapic(arg),
+            abi::vcpu::SET_VAPIC_ADDR => self.set_vapic_addr(arg),
             abi::vcpu::X86_SETUP_MCE => {
                 let mcg_cap: u64 = abi::read_arg(arg)?;
                 let mut st = self.state.lock();
@@ -219,13 +220,18 @@ impl Vcpu {
         }
     }
 
-    /// `KVM_INTERRUPT` without an in-kernel irqchip: queue one external
-    /// interrupt for the next entry. As in KVM, a second call before that
-    /// entry replaces the first.
+    /// `KVM_INTERRUPT` with userspace's PIC: queue one external interrupt
+    /// for the next entry. As in KVM, a second call before that entry
+    /// replaces the first. ENXIO with the PIC in the kernel.
     fn interrupt(&self, arg: usize) -> Result<isize> {
         let irq: uapi::kvm_interrupt = abi::read_arg(arg)?;
         if irq.irq >= abi::NR_INTERRUPTS {
             return Err(EINVAL);
+        }
+        // With the PIC in the kernel, external interrupts are its own
+        // (kvm_vcpu_ioctl_interrupt()).
+        if self.full_irqchip {
+            return Err(ENXIO);
         }
         self.state.lock().pending_irq = Some(irq.irq as u8);
         Ok(0)

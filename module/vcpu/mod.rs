@@ -99,6 +99,9 @@ struct VcpuState {
     msrs: msr::CommonMsrs,
     /// `MSR_KVM_SYSTEM_TIME(_NEW)`: the guest's clock page, bit 0 enabling it.
     system_time_msr: u64,
+    /// `KVM_SET_VAPIC_ADDR`: where the APIC's TPR, highest ISR and IRR are
+    /// mirrored for QEMU's TPR-patching option ROM (0: nowhere).
+    vapic_addr: u64,
     /// The clock page must be written again before the next entry.
     clock_stale: bool,
     /// The VM clock's generation the page was last written for.
@@ -184,9 +187,12 @@ pub(crate) struct Vcpu {
     trace: Arc<ExitTrace>,
     /// `vcpu<id>/` in the VM's debugfs directory.
     _debugfs: Option<VcpuDebugfs>,
-    /// The in-kernel local APIC (with `KVM_CAP_SPLIT_IRQCHIP`), which
+    /// The in-kernel local APIC (with either in-kernel irqchip), which
     /// other vCPUs and MSIs reach without the state lock.
     apic: Option<Arc<VcpuApic>>,
+    /// The VM has the PIC and IOAPIC in the kernel (`KVM_CREATE_IRQCHIP`,
+    /// which comes before any vCPU, so this never changes).
+    full_irqchip: bool,
     /// Held for the whole of `KVM_RUN`, as KVM's `vcpu->mutex`.
     #[pin]
     state: Mutex<VcpuState>,
@@ -203,7 +209,8 @@ impl Vcpu {
         let debugfs = vm.debugfs_vcpu(id, stats.clone(), trace.clone());
         let mut io_buf = KVec::with_capacity(PAGE_SIZE, GFP_KERNEL)?;
         io_buf.resize(PAGE_SIZE, 0, GFP_KERNEL)?;
-        let apic = if vm.split_irqchip() {
+        let full_irqchip = vm.full_irqchip();
+        let apic = if vm.irqchip_mode().is_some() {
             let apic = VcpuApic::new(crate::pure::lapic::Config::new(id))?;
             vm.add_apic(apic.clone())?;
             Some(apic)
@@ -220,6 +227,7 @@ impl Vcpu {
                 trace,
                 _debugfs: debugfs,
                 apic,
+                full_irqchip,
                 state <- new_mutex!(VcpuState {
                     arch,
                     pending_io: None,
@@ -233,6 +241,7 @@ impl Vcpu {
                     mmu,
                     msrs: msr::CommonMsrs::new(),
                     system_time_msr: 0,
+                    vapic_addr: 0,
                     clock_stale: false,
                     clock_generation: 0,
                     nmi_pending: 0,

@@ -11,6 +11,7 @@ use crate::{
     abi::uapi,
     backend::{
         gpr,
+        ArchVcpu,
         Exit, //
     },
     pure::{
@@ -67,7 +68,7 @@ impl Vcpu {
             self.complete_and_run(&mut st, &run)
         };
         let regs = st.arch.regs();
-        let sregs = st.arch.sregs();
+        let sregs = self.sregs(&st);
         let ready = st.ready_for_interrupt();
         run.set_common(
             regs.rflags & x86::RFLAGS_IF != 0,
@@ -192,7 +193,7 @@ impl Vcpu {
             // While userspace waits for a window, ask the hardware for an exit
             // when it opens.
             let want_window =
-                st.gif && run.request_interrupt_window() && !st.ready_for_interrupt() || apic_waits;
+                st.gif && self.user_window(run) && !st.ready_for_interrupt() || apic_waits;
             st.arch.set_irq_window(want_window);
             let entered = sys::ktime_ns();
             self.stats
@@ -248,11 +249,18 @@ impl Vcpu {
             }
             // As KVM's vcpu_run(): after an exit handled in the kernel, a
             // window userspace asked for that is now open returns to it.
-            if run.request_interrupt_window() && st.ready_for_interrupt() {
+            if self.user_window(run) && st.ready_for_interrupt() {
                 run.set_exit_reason(uapi::KVM_EXIT_IRQ_WINDOW_OPEN);
                 return Ok(0);
             }
         }
+    }
+
+    /// Userspace asks for an exit when the guest can take an interrupt; not
+    /// heard with the PIC in the kernel, which has the external interrupts
+    /// (KVM's `dm_request_for_irq_injection()`).
+    fn user_window(&self, run: &RunPage<'_>) -> bool {
+        run.request_interrupt_window() && !self.full_irqchip
     }
 
     /// The exit counted by its raw code and, with the `exit_trace`
@@ -317,13 +325,7 @@ impl Vcpu {
             let mut data = [0u8; 8];
             let n = usize::from(size).min(data.len());
             PioPage(&self.pio_page).read(&mut data[..n]);
-            // IN to AL/AX keeps the rest of RAX; IN to EAX zero-extends.
-            let rax = Reg {
-                index: gpr::RAX,
-                high8: false,
-            };
-            let merged = decode::write_reg(arch.gpr(gpr::RAX), rax, size, u64::from_le_bytes(data));
-            arch.set_gpr(gpr::RAX, merged);
+            complete_in(&mut **arch, size, u64::from_le_bytes(data));
         }
         // Userspace may have moved RIP (KVM_SET_REGS) meanwhile: then the
         // instruction is not skipped.
@@ -331,4 +333,15 @@ impl Vcpu {
             arch.set_rip(io.next_rip);
         }
     }
+}
+
+/// The `size` bytes an IN read, `value`, into RAX: IN to AL or AX keeps
+/// the rest of RAX, IN to EAX zero-extends.
+pub(super) fn complete_in(arch: &mut dyn ArchVcpu, size: u8, value: u64) {
+    let rax = Reg {
+        index: gpr::RAX,
+        high8: false,
+    };
+    let merged = decode::write_reg(arch.gpr(gpr::RAX), rax, size, value);
+    arch.set_gpr(gpr::RAX, merged);
 }

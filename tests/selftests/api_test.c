@@ -99,11 +99,13 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	/* Set apart: the value depends on the vendor (see nested_state_test). */
 	{ KVM_CAP_NESTED_STATE, -1 },
 	/*
-	 * The experimental in-kernel local APIC, offered with rkvm.ko
-	 * irqchip=1 (a parameter sysfs does not show): both or neither, and
+	 * The experimental in-kernel irqchips, offered with rkvm.ko
+	 * irqchip=1 (a parameter sysfs does not show): all or none, and
 	 * apic_test checks what they offer.
 	 */
 	{ KVM_CAP_SPLIT_IRQCHIP, -2 },
+	{ KVM_CAP_IRQCHIP, -2 },
+	{ KVM_CAP_IRQ_INJECT_STATUS, -2 },
 	{ KVM_CAP_SIGNAL_MSI, -2 },
 	{ KVM_CAP_IRQFD, -2 },
 };

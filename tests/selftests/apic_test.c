@@ -5,8 +5,12 @@
  * an MSI from userspace (KVM_SIGNAL_MSI), INIT and SIPI from one vCPU to
  * another, KVM_GET/SET_LAPIC and the MP states, x2APIC mode only with
  * CPUID's x2APIC, GSI routes raised by KVM_IRQ_LINE and by an irqfd
- * (KVM_IRQFD). The guests are real-mode
- * code using the x2APIC MSRs and the interrupt vector table at 0.
+ * (KVM_IRQFD). Then the full irqchip (KVM_CREATE_IRQCHIP): its rules and
+ * state (KVM_GET/SET_IRQCHIP), the PIC's interrupt through LINT0, an
+ * IOAPIC level-triggered pin with its remote IRR and EOI, an irqfd on an
+ * IOAPIC pin. The guests are real-mode code using the x2APIC MSRs and the
+ * interrupt vector table at 0, or flat 32-bit code with an IDT where they
+ * reach the IOAPIC at 0xfec00000.
  */
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -218,6 +222,22 @@ static void *run_thread(void *arg)
 }
 
 /*
+ * Opens the vCPU's statistics (before KVM_RUN: see wait_halts()), starts
+ * KVM_RUN on its own thread `t` and waits until the vCPU is halted in the
+ * kernel. 0, or which step failed: -2 the statistics, -3 the thread, -4
+ * no HLT.
+ */
+static int run_until_halted(struct vm *vm, struct runner *r, pthread_t *t, struct stats *st)
+{
+	r->vcpu = vm->vcpu;
+	if (stats_open(st, vm->vcpu))
+		return -2;
+	if (pthread_create(t, NULL, run_thread, r))
+		return -3;
+	return wait_halts(st, 1) ? -4 : 0;
+}
+
+/*
  * Loads `code` (len bytes) at 0x1000 in real mode, opens the vCPU's
  * statistics (before KVM_RUN: see wait_halts()), starts KVM_RUN on its own
  * thread `t` and waits until the vCPU is halted in the kernel. 0, or which
@@ -229,12 +249,7 @@ static int start_halted(struct vm *vm, const uint8_t *code, size_t len,
 	memcpy(vm->mem + 0x1000, code, len);
 	if (vm_real_mode(vm, 0x1000))
 		return -1;
-	r->vcpu = vm->vcpu;
-	if (stats_open(st, vm->vcpu))
-		return -2;
-	if (pthread_create(t, NULL, run_thread, r))
-		return -3;
-	return wait_halts(st, 1) ? -4 : 0;
+	return run_until_halted(vm, r, t, st);
 }
 
 /*
@@ -623,6 +638,437 @@ TEST_F(apic, irqfd_sends_a_gsi_msi_route)
 	EXPECT_EQ(0, irqfd(other.fd, efd2, 7, 0)) TH_LOG("free for another VM");
 	vm_destroy(&other);
 	close(efd2);
+}
+
+/* Whether the device has KVM_CREATE_IRQCHIP (rkvm: irqchip=1). */
+static int has_full_irqchip(void)
+{
+	int sys = open_device();
+	int r = sys < 0 ? 0 : ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_IRQCHIP);
+
+	if (sys >= 0)
+		close(sys);
+	return r > 0;
+}
+
+#define NO_FULL_IRQCHIP "no KVM_CAP_IRQCHIP (rkvm.ko without irqchip=1)"
+
+/* Bits of an IOAPIC redirection entry. */
+#define REDIR_REMOTE_IRR	(1ull << 14)
+#define REDIR_MASKED		(1ull << 16)
+
+/* KVM_GET_IRQCHIP of chip `id` into `c`: 0 or -errno. */
+static int get_irqchip(int vm_fd, uint32_t id, struct kvm_irqchip *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->chip_id = id;
+	return ioctl(vm_fd, KVM_GET_IRQCHIP, c) ? -errno : 0;
+}
+
+/* KVM_IRQ_LINE_STATUS: 0 and the status in `status`, or -errno. */
+static int line_status(int vm_fd, uint32_t gsi, uint32_t level, int *status)
+{
+	struct kvm_irq_level l = { .irq = gsi, .level = level };
+
+	if (ioctl(vm_fd, KVM_IRQ_LINE_STATUS, &l))
+		return -errno;
+	*status = l.status;
+	return 0;
+}
+
+static struct kvm_irq_routing_entry chip_route(uint32_t gsi, uint32_t chip, uint32_t pin)
+{
+	struct kvm_irq_routing_entry e = { .gsi = gsi, .type = KVM_IRQ_ROUTING_IRQCHIP };
+
+	e.u.irqchip.irqchip = chip;
+	e.u.irqchip.pin = pin;
+	return e;
+}
+
+/*
+ * KVM_CREATE_IRQCHIP: only before the first vCPU (EINVAL after), once
+ * (EEXIST, also after or before the split irqchip). KVM_GET_IRQCHIP is
+ * ENXIO without it (and with the split one), EINVAL for chip 3. Created:
+ * the IOAPIC at 0xfec00000 with every pin masked, the PICs with the PIIX's
+ * ELCR masks, the vCPU with a local APIC, KVM_INTERRUPT refused (ENXIO).
+ * The default routing sends GSI 4 to IOAPIC pin 4 (masked: ignored) and
+ * PIC IRQ 4 (unmasked): raised, 1; lowered, 2 (both chips lowered it);
+ * raised again while the PIC still has the first edge, 0 (coalesced).
+ * Chip routes can be set. KVM_SET_IRQCHIP's state reads back as set.
+ */
+TEST_F(apic, create_irqchip_rules_and_state)
+{
+	struct routing r = { .head.nr = 2 };
+	struct kvm_interrupt intr = { .irq = 0x30 };
+	struct kvm_lapic_state lapic;
+	struct kvm_irqchip chip;
+	struct vm vm;
+	int i, status = 0;
+
+	if (!has_full_irqchip())
+		SKIP(return, NO_FULL_IRQCHIP);
+	ASSERT_EQ(0, vm_create(&vm));
+	EXPECT_EQ(-ENXIO, get_irqchip(vm.fd, KVM_IRQCHIP_IOAPIC, &chip));
+	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_CREATE_IRQCHIP, 0));	/* after a vCPU */
+	vm_destroy(&vm);
+
+	ASSERT_EQ(0, vm_create_split(&vm));
+	EXPECT_ERRNO(EEXIST, ioctl(vm.fd, KVM_CREATE_IRQCHIP, 0));	/* after the split irqchip */
+	EXPECT_EQ(-ENXIO, get_irqchip(vm.fd, KVM_IRQCHIP_IOAPIC, &chip));
+	vm_destroy(&vm);
+
+	ASSERT_EQ(0, vm_create_full(&vm, 0, VM_FULL_IRQCHIP));
+	EXPECT_ERRNO(EEXIST, ioctl(vm.fd, KVM_CREATE_IRQCHIP, 0));	/* twice */
+	EXPECT_EQ(-EEXIST, enable_split_irqchip(vm.fd, IOAPIC_PINS));
+	EXPECT_EQ(0, ioctl(vm.vcpu, KVM_GET_LAPIC, &lapic)) TH_LOG("the vCPU has a local APIC");
+	EXPECT_ERRNO(ENXIO, ioctl(vm.vcpu, KVM_INTERRUPT, &intr));	/* the PIC is the kernel's */
+	EXPECT_EQ(-EINVAL, get_irqchip(vm.fd, 3, &chip));
+
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_IOAPIC, &chip));
+	EXPECT_EQ(0xfec00000, chip.chip.ioapic.base_address);
+	for (i = 0; i < IOAPIC_PINS; i++)
+		EXPECT_TRUE(chip.chip.ioapic.redirtbl[i].bits & REDIR_MASKED) TH_LOG("pin %d", i);
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_PIC_MASTER, &chip));
+	EXPECT_EQ(0xf8, chip.chip.pic.elcr_mask);
+	EXPECT_EQ(0, chip.chip.pic.imr);
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_PIC_SLAVE, &chip));
+	EXPECT_EQ(0xde, chip.chip.pic.elcr_mask);
+
+	ASSERT_EQ(0, line_status(vm.fd, 4, 1, &status));
+	EXPECT_EQ(1, status) TH_LOG("raised");
+	ASSERT_EQ(0, line_status(vm.fd, 4, 0, &status));
+	EXPECT_EQ(2, status) TH_LOG("lowered");
+	ASSERT_EQ(0, line_status(vm.fd, 4, 1, &status));
+	EXPECT_EQ(0, status) TH_LOG("raised again, coalesced");
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_PIC_MASTER, &chip));
+	EXPECT_EQ(1 << 4, chip.chip.pic.irr);
+
+	r.entries[0] = chip_route(30, KVM_IRQCHIP_IOAPIC, 2);
+	r.entries[1] = chip_route(30, KVM_IRQCHIP_PIC_MASTER, 5);
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
+	ASSERT_EQ(0, line_status(vm.fd, 30, 1, &status));
+	EXPECT_EQ(1, status) TH_LOG("GSI 30: the PIC's IRQ 5 took it");
+	ASSERT_EQ(0, line_status(vm.fd, 4, 1, &status));
+	EXPECT_EQ(-1, status) TH_LOG("GSI 4 has no route any more");
+
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_IOAPIC, &chip));
+	chip.chip.ioapic.redirtbl[5].bits = 0x10045;
+	chip.chip.ioapic.id = 3;
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_IRQCHIP, &chip));
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_IOAPIC, &chip));
+	EXPECT_EQ(0x10045, chip.chip.ioapic.redirtbl[5].bits);
+	EXPECT_EQ(3, chip.chip.ioapic.id);
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_PIC_SLAVE, &chip));
+	chip.chip.pic.irq_base = 0x70;
+	chip.chip.pic.imr = 0xfe;
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_IRQCHIP, &chip));
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_PIC_SLAVE, &chip));
+	EXPECT_EQ(0x70, chip.chip.pic.irq_base);
+	EXPECT_EQ(0xfe, chip.chip.pic.imr);
+	chip.chip_id = 3;
+	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_SET_IRQCHIP, &chip));
+	vm_destroy(&vm);
+}
+
+/*
+ * A real-mode guest programs the PIC as a BIOS does (vectors 0x08-0x0f,
+ * only IRQ 3 unmasked) and reads its IMR back, then waits with STI and
+ * HLT. IRQ 3's handler reports, sends a non-specific EOI, and reports
+ * again. The PIC reaches the vCPU through its APIC's LINT0 (ExtINT at
+ * RESET on the BSP).
+ */
+GUEST_CODE16(pic_extint_code,
+	"	xor %ax, %ax\n"
+	"	mov %ax, %ds\n"
+	"	movw $0x1000 + (2f - pic_extint_code), 0x0b * 4\n"
+	"	movw $0, 0x0b * 4 + 2\n"
+	"	mov $0x11, %al\n"		/* ICW1: cascade, ICW4 follows */
+	"	out %al, $0x20\n"
+	"	mov $0x08, %al\n"		/* ICW2: vectors 0x08-0x0f */
+	"	out %al, $0x21\n"
+	"	mov $0x04, %al\n"		/* ICW3: the slave on IR2 */
+	"	out %al, $0x21\n"
+	"	mov $0x01, %al\n"		/* ICW4: 8086 mode */
+	"	out %al, $0x21\n"
+	"	mov $0xf7, %al\n"		/* OCW1: only IRQ 3 */
+	"	out %al, $0x21\n"
+	"	in $0x21, %al\n"
+	"	out %al, $0x12\n"
+	"	sti\n"
+	"1:	hlt\n"
+	"	jmp 1b\n"
+	"2:	mov $0x0b, %al\n"
+	"	out %al, $0x10\n"
+	"	mov $0x20, %al\n"		/* OCW2: non-specific EOI */
+	"	out %al, $0x20\n"
+	"	mov $0x0c, %al\n"
+	"	out %al, $0x10\n"
+	"	iret\n");
+
+TEST_F(apic, pic_interrupt_reaches_the_guest_through_lint0)
+{
+	struct kvm_irqchip chip;
+	struct runner run;
+	struct stats st;
+	pthread_t t;
+	struct vm vm;
+	int status = 0;
+
+	if (!has_full_irqchip())
+		SKIP(return, NO_FULL_IRQCHIP);
+	ASSERT_EQ(0, vm_create_full(&vm, 0, VM_FULL_IRQCHIP));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, pic_extint_code);
+	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
+	ASSERT_EQ(0, run_vcpu(vm.vcpu));
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x12, vm.run->io.port) TH_LOG("the PIC's ports are the kernel's");
+	EXPECT_EQ(0xf7, pio_byte(vm.run)) TH_LOG("IMR read back");
+
+	ASSERT_EQ(0, run_until_halted(&vm, &run, &t, &st)) TH_LOG("the vCPU did not halt");
+	ASSERT_EQ(0, line_status(vm.fd, 3, 1, &status));
+	EXPECT_EQ(1, status) TH_LOG("the PIC took it, the IOAPIC's pin is masked");
+	pthread_join(t, NULL);
+	ASSERT_EQ(0, run.ret);
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x0b, pio_byte(vm.run)) TH_LOG("vector 0x08 + IRQ 3");
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_PIC_MASTER, &chip));
+	EXPECT_EQ(0x08, chip.chip.pic.irq_base);
+	EXPECT_EQ(0xf7, chip.chip.pic.imr);
+	EXPECT_EQ(1 << 3, chip.chip.pic.isr) TH_LOG("IRQ 3 in service");
+
+	ASSERT_EQ(0, run_vcpu(vm.vcpu));
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x0c, pio_byte(vm.run));
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_PIC_MASTER, &chip));
+	EXPECT_EQ(0, chip.chip.pic.isr) TH_LOG("the EOI ended it");
+	EXPECT_EQ(0, chip.chip.pic.irr) TH_LOG("the edge was taken");
+	stats_close(&st);
+	vm_destroy(&vm);
+}
+
+/*
+ * Flat 32-bit protected mode without paging: a GDT at 0x3800 with flat
+ * code (selector 8) and data (16) descriptors, which the interrupt's
+ * delivery and IRET load, the same in the segment caches; an IDT at 0x3000
+ * whose only present gate is `vector`'s, an interrupt gate to `handler`;
+ * code at `rip`.
+ */
+static int vm_flat32(struct vm *vm, uint64_t rip, uint8_t vector, uint32_t handler)
+{
+	uint64_t *idt = (uint64_t *)(vm->mem + 0x3000);
+	uint64_t *gdt = (uint64_t *)(vm->mem + 0x3800);
+	struct kvm_segment code = {
+		.base = 0, .limit = 0xffffffff, .selector = 8, .type = 0xb,
+		.present = 1, .db = 1, .s = 1, .g = 1,
+	};
+	struct kvm_segment data = code;
+	struct kvm_sregs sregs;
+
+	gdt[0] = 0;
+	gdt[1] = 0x00cf9b000000ffffull;		/* code: base 0, 4 GiB, 32-bit */
+	gdt[2] = 0x00cf93000000ffffull;		/* data: base 0, 4 GiB, writable */
+	memset(idt, 0, 256 * 8);
+	idt[vector] = (handler & 0xffff) | (8ull << 16) | (0x8eull << 40) |
+		      ((uint64_t)(handler >> 16) << 48);
+	if (ioctl(vm->vcpu, KVM_GET_SREGS, &sregs))
+		return -errno;
+	data.type = 3;
+	data.selector = 16;
+	sregs.cs = code;
+	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
+	sregs.gdt.base = 0x3800;
+	sregs.gdt.limit = 3 * 8 - 1;
+	sregs.idt.base = 0x3000;
+	sregs.idt.limit = 256 * 8 - 1;
+	sregs.cr0 = 0x11;				/* ET | PE */
+	if (ioctl(vm->vcpu, KVM_SET_SREGS, &sregs))
+		return -errno;
+	return vm_set_entry(vm, rip, 0x8000);
+}
+
+/*
+ * The guest turns on its x2APIC, masks the PIC, points IOAPIC pin 9 at
+ * vector 0x62, level-triggered, to APIC 0, and reads the IOAPIC's version
+ * register (out to port 0x12, 4 bytes); then STI and HLT.
+ */
+GUEST_CODE32(ioapic_level_code,
+	"	mov $0x1b, %ecx\n"
+	"	rdmsr\n"
+	"	or $0xc00, %eax\n"
+	"	wrmsr\n"
+	"	mov $0x80f, %ecx\n"
+	"	mov $0x1ff, %eax\n"
+	"	xor %edx, %edx\n"
+	"	wrmsr\n"
+	"	mov $0xff, %al\n"
+	"	out %al, $0x21\n"
+	"	out %al, $0xa1\n"
+	"	movl $0x22, 0xfec00000\n"	/* IOREGSEL: pin 9, low half */
+	"	movl $0x8062, 0xfec00010\n"	/* level, fixed, vector 0x62 */
+	"	movl $0x23, 0xfec00000\n"	/* high half */
+	"	movl $0, 0xfec00010\n"		/* destination APIC 0 */
+	"	movl $1, 0xfec00000\n"		/* the version register */
+	"	mov 0xfec00010, %eax\n"
+	"	out %eax, $0x12\n"
+	"	sti\n"
+	"1:	hlt\n"
+	"	jmp 1b\n");
+
+/* Vector 0x62's handler, at 0x2000: reports, EOIs, reports again. */
+GUEST_CODE32(ioapic_level_handler,
+	"	mov $0x62, %al\n"
+	"	out %al, $0x10\n"
+	"	mov $0x80b, %ecx\n"
+	"	xor %eax, %eax\n"
+	"	xor %edx, %edx\n"
+	"	wrmsr\n"
+	"	mov $0x63, %al\n"
+	"	out %al, $0x10\n"
+	"	iret\n");
+
+/* Runs the vCPU to its next port output and returns the byte; -1 if not. */
+static int run_to_out(struct vm *vm)
+{
+	if (run_vcpu(vm->vcpu) || vm->run->exit_reason != KVM_EXIT_IO)
+		return -1;
+	return pio_byte(vm->run);
+}
+
+/*
+ * An IOAPIC level-triggered pin as an unmodified guest drives it: the
+ * guest programs the IOAPIC through its MMIO window (in the kernel). GSI
+ * 9 raised while the vCPU is halted: the IOAPIC sends vector 0x62 (status
+ * 1; the PIC's IRQ 9 is masked) and sets the pin's remote IRR; raised
+ * again before the EOI, nothing is sent (-1). The handler's EOI clears
+ * remote IRR, and since the line is still high the IOAPIC sends it again
+ * (remote IRR set again): once the line is lowered (status 1) and the
+ * handler returns, the second interrupt runs the handler again, whose EOI
+ * then ends it (remote IRR and IRR clear). Then an irqfd on GSI 10, an
+ * edge pin to the same vector set with KVM_SET_IRQCHIP, wakes the halted
+ * vCPU.
+ */
+TEST_F(apic, ioapic_level_pin_remote_irr_and_eoi)
+{
+	struct kvm_irqchip chip;
+	struct runner run;
+	struct stats st;
+	pthread_t t;
+	struct vm vm;
+	int status = 0, efd;
+
+	if (!has_full_irqchip())
+		SKIP(return, NO_FULL_IRQCHIP);
+	ASSERT_EQ(0, vm_create_full(&vm, 0, VM_FULL_IRQCHIP));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, ioapic_level_code);
+	LOAD_GUEST_CODE(vm.mem, 0x2000, ioapic_level_handler);
+	ASSERT_EQ(0, vm_flat32(&vm, 0x1000, 0x62, 0x2000));
+	ASSERT_EQ(0, run_vcpu(vm.vcpu));
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason) TH_LOG("at %#llx", (unsigned long long)vm_rip(&vm));
+	EXPECT_EQ(0x12, vm.run->io.port) TH_LOG("the IOAPIC's MMIO is the kernel's");
+	EXPECT_EQ(4, vm.run->io.size);
+	EXPECT_EQ(0x170011, *(uint32_t *)((uint8_t *)vm.run + vm.run->io.data_offset))
+		TH_LOG("version 0x11, 24 pins");
+
+	ASSERT_EQ(0, run_until_halted(&vm, &run, &t, &st)) TH_LOG("the vCPU did not halt");
+	ASSERT_EQ(0, line_status(vm.fd, 9, 1, &status));
+	EXPECT_EQ(1, status);
+	pthread_join(t, NULL);
+	ASSERT_EQ(0, run.ret);
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x62, pio_byte(vm.run));
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_IOAPIC, &chip));
+	EXPECT_EQ(0x8062, chip.chip.ioapic.redirtbl[9].bits & 0x1ffff & ~REDIR_REMOTE_IRR);
+	EXPECT_TRUE(chip.chip.ioapic.redirtbl[9].bits & REDIR_REMOTE_IRR);
+	ASSERT_EQ(0, line_status(vm.fd, 9, 1, &status));
+	EXPECT_EQ(-1, status) TH_LOG("awaiting the EOI");
+
+	EXPECT_EQ(0x63, run_to_out(&vm)) TH_LOG("after the EOI");
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_IOAPIC, &chip));
+	EXPECT_TRUE(chip.chip.ioapic.redirtbl[9].bits & REDIR_REMOTE_IRR) TH_LOG("sent again");
+	ASSERT_EQ(0, line_status(vm.fd, 9, 0, &status));
+	EXPECT_EQ(1, status) TH_LOG("lowered");
+	EXPECT_EQ(0x62, run_to_out(&vm)) TH_LOG("the second interrupt");
+	EXPECT_EQ(0x63, run_to_out(&vm));
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_IOAPIC, &chip));
+	EXPECT_FALSE(chip.chip.ioapic.redirtbl[9].bits & REDIR_REMOTE_IRR);
+	EXPECT_EQ(0, chip.chip.ioapic.irr & (1 << 9));
+
+	/* GSI 10: an edge pin to vector 0x62, raised by an irqfd. */
+	chip.chip.ioapic.redirtbl[10].bits = 0x62;
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_IRQCHIP, &chip));
+	efd = eventfd(0, EFD_NONBLOCK);
+	ASSERT_LE(0, efd);
+	ASSERT_EQ(0, irqfd(vm.fd, efd, 10, 0));
+	ASSERT_EQ(0, pthread_create(&t, NULL, run_thread, &run));
+	ASSERT_EQ(0, wait_halts(&st, 2)) TH_LOG("the vCPU never halted again");
+	signal_eventfd(efd);
+	pthread_join(t, NULL);
+	ASSERT_EQ(0, run.ret);
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x62, pio_byte(vm.run)) TH_LOG("the irqfd's edge");
+	EXPECT_EQ(0x63, run_to_out(&vm));
+	EXPECT_EQ(0, irqfd(vm.fd, efd, 10, KVM_IRQFD_FLAG_DEASSIGN));
+	close(efd);
+	stats_close(&st);
+	vm_destroy(&vm);
+}
+
+/*
+ * KVM_SET_VAPIC_ADDR, which QEMU calls at every reset with an in-kernel
+ * APIC: EINVAL without one and for an address outside guest RAM, 0 turns
+ * it off. With the APIC enabled, the word there mirrors TPR (bits 7:0)
+ * before each entry, and what the guest writes there is the TPR after
+ * the exit. (And KVM_GET_SREGS's CR8 is the TPR KVM_SET_LAPIC set: rkvm
+ * once reported the vCPU's stale CR8 there, which vm_real_mode() then
+ * wrote back over the TPR.)
+ */
+GUEST_CODE16(vapic_code,
+	"	xor %ax, %ax\n"
+	"	mov %ax, %ds\n"
+	"	mov $0x11, %al\n"
+	"	out %al, $0x10\n"
+	"	movb $0x20, 0x5000\n"		/* the TPR, through the vAPIC word */
+	"	mov $0x12, %al\n"
+	"	out %al, $0x10\n"
+	"	hlt\n");
+
+TEST_F(apic, vapic_addr_mirrors_the_tpr)
+{
+	struct kvm_vapic_addr va = { .vapic_addr = 0x5000 };
+	struct kvm_lapic_state lapic;
+	struct kvm_sregs sregs;
+	struct vm vm;
+	uint32_t word;
+
+	if (!has_split_irqchip())
+		SKIP(return, NO_SPLIT_IRQCHIP);
+	ASSERT_EQ(0, vm_create(&vm));
+	EXPECT_ERRNO(EINVAL, ioctl(vm.vcpu, KVM_SET_VAPIC_ADDR, &va));	/* no in-kernel APIC */
+	vm_destroy(&vm);
+
+	ASSERT_EQ(0, vm_create_split(&vm));
+	va.vapic_addr = 0xf0000000;
+	EXPECT_ERRNO(EINVAL, ioctl(vm.vcpu, KVM_SET_VAPIC_ADDR, &va));	/* not RAM */
+	va.vapic_addr = 0;
+	EXPECT_EQ(0, ioctl(vm.vcpu, KVM_SET_VAPIC_ADDR, &va));
+	va.vapic_addr = 0x5000;
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_SET_VAPIC_ADDR, &va));
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_LAPIC, &lapic));
+	*(uint32_t *)&lapic.regs[APIC_SVR] = 0x1ff;
+	*(uint32_t *)&lapic.regs[0x80] = 0x30;		/* TPR */
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_SET_LAPIC, &lapic));
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_SREGS, &sregs));
+	EXPECT_EQ(3, sregs.cr8) TH_LOG("CR8 is the APIC's TPR at once");
+	LOAD_GUEST_CODE(vm.mem, 0x1000, vapic_code);
+	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
+	memset(vm.mem + 0x5000, 0xee, 4);
+	EXPECT_EQ(0x11, run_to_out(&vm));
+	memcpy(&word, vm.mem + 0x5000, 4);
+	EXPECT_EQ(0x30, word & 0xff) TH_LOG("the vAPIC word: %#x", word);
+	EXPECT_EQ(0x12, run_to_out(&vm));
+	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_LAPIC, &lapic));
+	EXPECT_EQ(0x20, *(uint32_t *)&lapic.regs[0x80]) TH_LOG("the TPR the guest wrote there");
+	vm_destroy(&vm);
 }
 
 TEST_HARNESS_MAIN

@@ -58,13 +58,19 @@ static inline int vm_choose_mmu(int vm_fd, uint64_t mode)
 	return ioctl(vm_fd, KVM_ENABLE_CAP, &cap) ? -errno : 0;
 }
 
+/* vm_create_full()'s irqchip: none, or KVM_CREATE_IRQCHIP's. */
+#define VM_NO_IRQCHIP		(-1)
+#define VM_FULL_IRQCHIP		(-2)
+
 /*
  * Creates VM, slot 0 over [0, GUEST_MEM_SIZE) and vCPU 0, with the MMU mode
- * `mmu` (0: the device's default) and, if `split_irqchip_pins` is not
- * negative, the split irqchip (KVM_CAP_SPLIT_IRQCHIP with that many IOAPIC
- * pins: every vCPU then has an in-kernel local APIC); 0 or -errno.
+ * `mmu` (0: the device's default) and an in-kernel irqchip: `irqchip` is
+ * VM_NO_IRQCHIP, VM_FULL_IRQCHIP (KVM_CREATE_IRQCHIP: PIC, IOAPIC and
+ * local APICs) or, if not negative, the split irqchip (KVM_CAP_SPLIT_IRQCHIP
+ * with that many IOAPIC pins: every vCPU then has an in-kernel local APIC);
+ * 0 or -errno.
  */
-static inline int vm_create_full(struct vm *vm, uint64_t mmu, int split_irqchip_pins)
+static inline int vm_create_full(struct vm *vm, uint64_t mmu, int irqchip)
 {
 	struct kvm_userspace_memory_region region;
 	int size;
@@ -78,14 +84,16 @@ static inline int vm_create_full(struct vm *vm, uint64_t mmu, int split_irqchip_
 		return -errno;
 	if (mmu && vm_choose_mmu(vm->fd, mmu))
 		return -errno;
-	if (split_irqchip_pins >= 0) {
+	if (irqchip >= 0) {
 		struct kvm_enable_cap cap = {
-			.cap = KVM_CAP_SPLIT_IRQCHIP, .args = { split_irqchip_pins },
+			.cap = KVM_CAP_SPLIT_IRQCHIP, .args = { irqchip },
 		};
 
 		if (ioctl(vm->fd, KVM_ENABLE_CAP, &cap))
 			return -errno;
 	}
+	if (irqchip == VM_FULL_IRQCHIP && ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0))
+		return -errno;
 	/*
 	 * As QEMU does: three pages of guest physical address space for the
 	 * TSS kvm_intel needs to run real mode in virtual-8086 mode (without
@@ -122,7 +130,7 @@ static inline int vm_create_full(struct vm *vm, uint64_t mmu, int split_irqchip_
 /* A VM in the MMU mode `mmu` (0: the device's default). */
 static inline int vm_create_mmu(struct vm *vm, uint64_t mmu)
 {
-	return vm_create_full(vm, mmu, -1);
+	return vm_create_full(vm, mmu, VM_NO_IRQCHIP);
 }
 
 /* A VM in the device's default MMU mode. */
