@@ -55,6 +55,7 @@ use crate::{
         InitSipi,
         Interrupt,
         Lapic,
+        Lvt,
         TimerAction, //
     }, //
 };
@@ -173,8 +174,21 @@ impl VcpuApic {
     /// vCPU's own LVT) and kicks the vCPU if it has something to do.
     /// Returns what the model did with it.
     pub(crate) fn deliver(&self, irq: Interrupt) -> Accepted {
+        self.accept(|lapic| lapic.deliver(irq))
+    }
+
+    /// The local interrupt of LVT entry `which`, as its entry says (the
+    /// PIT's NMI watchdog on LINT0), taken as [`VcpuApic::deliver`] takes
+    /// a message.
+    pub(crate) fn local_interrupt(&self, which: Lvt) -> Accepted {
+        self.accept(|lapic| lapic.local_interrupt(which))
+    }
+
+    /// What the model accepted from `arrive`, recorded (an NMI, INIT or
+    /// SIPI for the vCPU) and the vCPU kicked if it has something to do.
+    fn accept(&self, arrive: impl FnOnce(&mut Lapic) -> Accepted) -> Accepted {
         let accepted = self.with(|s| {
-            let accepted = s.lapic.deliver(irq);
+            let accepted = arrive(&mut s.lapic);
             match accepted {
                 Accepted::Nmi => s.nmis = s.nmis.saturating_add(1).min(2),
                 Accepted::Init | Accepted::Sipi(_) => s.mp.receive(accepted),

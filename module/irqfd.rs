@@ -69,8 +69,8 @@ impl Drop for ModuleQueue {
     }
 }
 
-/// The module's workqueue.
-fn queue() -> &'static workqueue::Queue {
+/// The module's workqueue (also the in-kernel PIT's).
+pub(crate) fn queue() -> &'static workqueue::Queue {
     // SAFETY: the workqueue exists from the module's init to its exit
     // (`ModuleQueue`), and irqfds only exist in between (a VM file holds
     // the module).

@@ -3,6 +3,7 @@
 //! A VM: the file behind the fd `KVM_CREATE_VM` returns.
 
 mod irqchip;
+mod pit;
 
 pub(crate) use irqchip::in_ioapic_window;
 
@@ -138,6 +139,9 @@ pub(crate) struct Vm {
     /// The IOAPIC of `KVM_CREATE_IRQCHIP` (unused without it).
     #[pin]
     ioapic: Mutex<Ioapic>,
+    /// The PIT of `KVM_CREATE_PIT2`, until the VM file's release.
+    #[pin]
+    pit: Mutex<Option<Arc<pit::VmPit>>>,
     /// The irqfds (`KVM_IRQFD`). Each holds the VM: the VM file's release
     /// lets them go.
     #[pin]
@@ -188,6 +192,7 @@ impl Vm {
                 routes <- new_mutex!(KVVec::new()),
                 pic <- new_mutex!(Pic::new()),
                 ioapic <- new_mutex!(Ioapic::new()),
+                pit <- new_mutex!(None),
                 irqfds <- new_mutex!(KVec::new()),
                 hw,
                 clock: VmClock::new(),
@@ -666,12 +671,14 @@ impl FdOps for Vm {
 
     /// As KVM's `kvm_irqfd_release()`: the irqfds end with the VM's file,
     /// even while vCPU files keep the VM, and none of their work is left.
+    /// So does the PIT, which holds the VM (see `vm::pit`).
     fn release(this: ArcBorrow<'_, Self>) {
         let irqfds = core::mem::take(&mut *this.irqfds.lock());
         for irqfd in &irqfds {
             Irqfd::detach(irqfd.as_arc_borrow());
         }
         drop(irqfds);
+        this.release_pit();
         irqfd::flush();
     }
 
@@ -721,6 +728,12 @@ impl FdOps for Vm {
             abi::vm::CREATE_IRQCHIP if crate::module_parameters::irqchip.value() => {
                 this.create_irqchip()
             }
+            abi::vm::CREATE_PIT2 => this.create_pit(arg),
+            abi::vm::GET_PIT2 => this.get_pit2(arg),
+            abi::vm::SET_PIT2 => this.set_pit2(arg),
+            abi::vm::GET_PIT => this.get_pit(arg),
+            abi::vm::SET_PIT => this.set_pit(arg),
+            abi::vm::REINJECT_CONTROL => this.reinject_control(arg),
             abi::vm::GET_IRQCHIP => this.irqchip_state(arg, false),
             abi::vm::SET_IRQCHIP => this.irqchip_state(arg, true),
             // kvm_arch_vm_ioctl(): an unknown VM request is ENOTTY.

@@ -102,6 +102,19 @@ pub(crate) mod vm {
     pub(crate) const GET_IRQCHIP: u32 = super::kvm_iowr::<uapi::kvm_irqchip>(0x62);
     /// `KVM_SET_IRQCHIP`: `_IOR(KVMIO, 0x63, struct kvm_irqchip)`.
     pub(crate) const SET_IRQCHIP: u32 = super::kvm_ior::<uapi::kvm_irqchip>(0x63);
+    /// `KVM_CREATE_PIT2`: `_IOW(KVMIO, 0x77, struct kvm_pit_config)`.
+    pub(crate) const CREATE_PIT2: u32 = kvm_iow::<uapi::kvm_pit_config>(0x77);
+    /// `KVM_GET_PIT2`: `_IOR(KVMIO, 0x9f, struct kvm_pit_state2)`.
+    pub(crate) const GET_PIT2: u32 = super::kvm_ior::<uapi::kvm_pit_state2>(0x9f);
+    /// `KVM_SET_PIT2`: `_IOW(KVMIO, 0xa0, struct kvm_pit_state2)`.
+    pub(crate) const SET_PIT2: u32 = kvm_iow::<uapi::kvm_pit_state2>(0xa0);
+    /// `KVM_GET_PIT`: `_IOWR(KVMIO, 0x65, struct kvm_pit_state)`.
+    pub(crate) const GET_PIT: u32 = super::kvm_iowr::<uapi::kvm_pit_state>(0x65);
+    /// `KVM_SET_PIT`: `_IOR(KVMIO, 0x66, struct kvm_pit_state)`.
+    pub(crate) const SET_PIT: u32 = super::kvm_ior::<uapi::kvm_pit_state>(0x66);
+    /// `KVM_REINJECT_CONTROL`: `_IO(KVMIO, 0x71)`, the struct behind the
+    /// argument.
+    pub(crate) const REINJECT_CONTROL: u32 = kvm_io(0x71);
     /// `KVM_IRQFD`: `_IOW(KVMIO, 0x76, struct kvm_irqfd)`.
     pub(crate) const IRQFD: u32 = kvm_iow::<uapi::kvm_irqfd>(0x76);
     /// `KVM_IOEVENTFD`: `_IOW(KVMIO, 0x79, struct kvm_ioeventfd)`.
@@ -641,6 +654,9 @@ pub(crate) fn check_extension(cap: usize) -> i32 {
     if cap == uapi::KVM_CAP_SPLIT_IRQCHIP as usize
         || cap == uapi::KVM_CAP_IRQCHIP as usize
         || cap == uapi::KVM_CAP_IRQ_INJECT_STATUS as usize
+        || cap == uapi::KVM_CAP_PIT2 as usize
+        || cap == uapi::KVM_CAP_PIT_STATE2 as usize
+        || cap == uapi::KVM_CAP_REINJECT_CONTROL as usize
         || cap == uapi::KVM_CAP_SIGNAL_MSI as usize
         || cap == uapi::KVM_CAP_IRQFD as usize
     {

@@ -311,9 +311,12 @@ struct Timer {
     armed: bool,
 }
 
-/// Ticks of [`FREQ_HZ`] in `ns` (`mul_u64_u32_div()`, rounded down).
+/// Ticks of [`FREQ_HZ`] in `ns` (`mul_u64_u32_div()`, rounded down), in
+/// 64-bit arithmetic (the kernel has no 128-bit division): whole seconds,
+/// then the rest, whose product with the frequency stays below 2^51.
 fn ticks(ns: u64) -> u64 {
-    (u128::from(ns) * u128::from(FREQ_HZ) / u128::from(NS_PER_SEC)) as u64
+    let (secs, rest) = (ns / NS_PER_SEC, ns % NS_PER_SEC);
+    secs * FREQ_HZ + rest * FREQ_HZ / NS_PER_SEC
 }
 
 /// The PIT.
@@ -655,7 +658,8 @@ impl Pit {
         if self.flags & FLAGS_HPET_LEGACY != 0 {
             return TimerAction::Keep;
         }
-        let interval = (u128::from(count) * u128::from(NS_PER_SEC) / u128::from(FREQ_HZ)) as u64;
+        // At most 0x10000 * 10^9: no overflow.
+        let interval = u64::from(count) * NS_PER_SEC / FREQ_HZ;
         self.reset_reinject();
         self.timer = Timer {
             period_ns: if periodic {
@@ -784,6 +788,22 @@ mod tests {
     use super::*;
 
     const T0: u64 = 1_000_000_000;
+
+    #[test]
+    fn ticks_match_128_bit_arithmetic() {
+        for ns in [
+            0,
+            1,
+            837,
+            999_999_999,
+            1_000_000_000,
+            123_456_789_012_345,
+            u64::MAX,
+        ] {
+            let wide = (u128::from(ns) * u128::from(FREQ_HZ) / u128::from(NS_PER_SEC)) as u64;
+            assert_eq!(ticks(ns), wide, "{ns} ns");
+        }
+    }
 
     /// The shortest time after which `d` ticks have elapsed.
     fn ns_for(d: u64) -> u64 {

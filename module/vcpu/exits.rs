@@ -147,10 +147,14 @@ impl Vcpu {
             port, input, size, ..
         } = io;
         self.stats.inc(VcpuStat::IoExits);
-        // The in-kernel PIC's ports.
+        // The in-kernel PIC's and PIT's ports.
         if self.full_irqchip {
             let rax = st.arch.gpr(gpr::RAX);
-            if let Some(value) = self.vm.pic_io(port, input, size, rax) {
+            let taken = self
+                .vm
+                .pic_io(port, input, size, rax)
+                .or_else(|| self.vm.pit_io(port, input, size, rax));
+            if let Some(value) = taken {
                 if input {
                     super::run::complete_in(&mut *st.arch, size, value);
                 }

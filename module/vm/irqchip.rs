@@ -11,13 +11,19 @@
 //! APICs are looked at: what the PIC asks for afterwards
 //! ([`pic::Effect::wakeup`]) is done once it is dropped.
 //!
-//! What KVM does and rkvm does not yet: ack and mask notifiers (irqfd
-//! resampling, the PIT's reinjection) have no users, and after
-//! `ioapic::SUCCESSIVE_EOI_MAX` re-deliveries of a level pin in a row the
-//! pin is delivered at once rather than 10 ms later (a guest that keeps a
-//! line high without serving it only spends its own time).
+//! Ack and mask notifiers are KVM's: a chip's pin acknowledged (a PIC's
+//! EOI, an IOAPIC EOI of the pin's vector) or masked tells the GSI routed
+//! to it (`irq_routing::PinMap`), which the PIT listens to (`vm::pit`).
+//!
+//! Where rkvm differs: after `ioapic::SUCCESSIVE_EOI_MAX` re-deliveries
+//! of a level pin in a row the pin is delivered at once rather than 10 ms
+//! later (a guest that keeps a line high without serving it only spends
+//! its own time).
 
-use kernel::prelude::*;
+use kernel::{
+    prelude::*,
+    sync::Arc, //
+};
 
 use crate::{
     abi::{
@@ -196,26 +202,91 @@ impl Vm {
     }
 
     /// Source `source` drives PIC IRQ `irq` (0-15) to `level`. Returns the
-    /// chip's status (see `Pic::set_irq`).
+    /// chip's status (see `Pic::set_irq`). Called with the routing table
+    /// locked: a line change acknowledges and masks nothing, so only the
+    /// wakeup is done.
     pub(super) fn pic_set_irq(&self, irq: u8, source: u32, level: bool) -> i32 {
         let (status, effect) = self.pic.lock().set_irq(usize::from(irq), source, level);
-        self.pic_effect(effect);
+        if effect.wakeup {
+            self.pic_wakeup();
+        }
         status
     }
 
-    /// What a PIC operation asks for, with its lock dropped: when its
-    /// output rose, the first vCPU that takes PIC interrupts is kicked
-    /// (`pic_unlock()`). Acks and mask changes have no listener yet.
+    /// What a PIC operation asks for, with its lock dropped (and the
+    /// routing table's): the ack notifiers of the IRQs that left service,
+    /// the mask notifiers of those whose mask the guest changed, and when
+    /// the output rose, a kick (`pic_unlock()`).
     fn pic_effect(&self, effect: pic::Effect) {
-        if !effect.wakeup {
-            return;
+        for irq in 0..16u32 {
+            let bit = 1u16 << irq;
+            if effect.acked & bit == 0 && effect.mask_changed & bit == 0 {
+                continue;
+            }
+            let chip = if irq < 8 {
+                Irqchip::PicMaster
+            } else {
+                Irqchip::PicSlave
+            };
+            let Some(gsi) = self.gsi_of(chip, irq % 8) else {
+                continue;
+            };
+            if effect.acked & bit != 0 {
+                self.notify_acked_gsi(gsi);
+            }
+            if effect.mask_changed & bit != 0 {
+                self.notify_mask_gsi(gsi, effect.masked & bit != 0);
+            }
         }
+        if effect.wakeup {
+            self.pic_wakeup();
+        }
+    }
+
+    /// The GSI routed to `pin` of `chip` (`kvm_irq_map_chip_pin()`).
+    fn gsi_of(&self, chip: Irqchip, pin: u32) -> Option<u32> {
+        irq_routing::PinMap::new(&self.routes.lock()).gsi(chip, pin)
+    }
+
+    /// The IOAPIC pins whose GSI has an ack notifier
+    /// (`kvm_irq_has_notifier()`), which its EOIs must reach.
+    fn ioapic_notifier_pins(&self) -> ioapic::PinMask {
+        if !self.gsi0_wants_acks() {
+            return 0;
+        }
+        let map = irq_routing::PinMap::new(&self.routes.lock());
+        (0..ioapic::NUM_PINS as u32)
+            .filter(|&pin| map.gsi(Irqchip::Ioapic, pin) == Some(0))
+            .fold(0, |mask, pin| mask | (1 << pin))
+    }
+
+    /// The PIC's output rose: the first vCPU that takes PIC interrupts is
+    /// kicked to look.
+    fn pic_wakeup(&self) {
         let apics = self.apics.lock();
         if let Some(a) = apics
             .iter()
             .find(|a| a.with(|s| s.lapic.accepts_pic_interrupt()))
         {
             a.kick().kick();
+        }
+    }
+
+    /// KVM's NMI watchdog through virtual wire, at each PIT tick
+    /// (`kvm_apic_nmi_wd_deliver()`): if some APIC has LVT0 unmasked in NMI
+    /// mode, every APIC delivers its LVT0.
+    pub(super) fn lint0_nmi_watchdog(&self) {
+        let apics = self.apics.lock();
+        let nmi_mode = |a: &Arc<VcpuApic>| {
+            a.with(|s| {
+                let lint0 = s.lapic.lvt(lapic::Lvt::Lint0);
+                !lint0.masked && lint0.mode == lapic::DeliveryMode::Nmi
+            })
+        };
+        if apics.iter().any(nmi_mode) {
+            for a in apics.iter() {
+                a.local_interrupt(lapic::Lvt::Lint0);
+            }
         }
     }
 
@@ -280,12 +351,18 @@ impl Vm {
         }
         let mut ioapic = self.ioapic.lock();
         match data {
-            // Mask changes and rescans have no listener: the EOI path asks
-            // the IOAPIC for its vectors each time.
+            // No rescan: the EOI path asks the IOAPIC for its vectors each
+            // time.
             Some(data) => {
-                ioapic
+                let effect = ioapic
                     .mmio_write(gpa, data, &mut self.ioapic_delivery())
                     .ok()?;
+                drop(ioapic);
+                if let Some((pin, masked)) = effect.mask_changed {
+                    if let Some(gsi) = self.gsi_of(Irqchip::Ioapic, u32::from(pin)) {
+                        self.notify_mask_gsi(gsi, masked);
+                    }
+                }
                 Some(None)
             }
             None => ioapic.mmio_read(gpa, len).ok(),
@@ -294,19 +371,31 @@ impl Vm {
 
     /// The EOI of `eoi.vector` by `apic` (`kvm_ioapic_send_eoi()` with the
     /// full irqchip): if the IOAPIC handles that vector for this vCPU (a
-    /// pin's entry that is level-triggered or the RTC's, with a
-    /// destination the APIC matches), the pins with that vector lose their
-    /// remote IRR and those still asserted are delivered again.
+    /// pin's entry that is level-triggered, the RTC's, or one whose GSI has
+    /// an ack notifier, with a destination the APIC matches), the ack
+    /// notifiers of the pins with that vector run, with the IOAPIC's lock
+    /// dropped as KVM drops it; then those pins lose their remote IRR and
+    /// the level ones still asserted are delivered again.
     pub(crate) fn ioapic_eoi(&self, apic: &VcpuApic, eoi: lapic::Eoi) {
         let vcpu_id = apic.vcpu_id();
-        let mut ioapic = self.ioapic.lock();
-        let handled = ioapic.eoi_vectors(vcpu_id, 0, |message| {
-            let (_, dest) = lapic::from_message(message);
-            apic.with(|s| s.lapic.matches(&dest, false, true))
-        });
-        if !handled.contains(eoi.vector) {
-            return;
+        let notifier_pins = self.ioapic_notifier_pins();
+        let pins = {
+            let ioapic = self.ioapic.lock();
+            let handled = ioapic.eoi_vectors(vcpu_id, notifier_pins, |message| {
+                let (_, dest) = lapic::from_message(message);
+                apic.with(|s| s.lapic.matches(&dest, false, true))
+            });
+            if !handled.contains(eoi.vector) {
+                return;
+            }
+            ioapic.pins_with_vector(eoi.vector)
+        };
+        for pin in (0..ioapic::NUM_PINS as u32).filter(|&p| pins & (1 << p) != 0) {
+            if let Some(gsi) = self.gsi_of(Irqchip::Ioapic, pin) {
+                self.notify_acked_gsi(gsi);
+            }
         }
+        let mut ioapic = self.ioapic.lock();
         let trigger = if eoi.level {
             Trigger::Level
         } else {

@@ -106,6 +106,9 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_SPLIT_IRQCHIP, -2 },
 	{ KVM_CAP_IRQCHIP, -2 },
 	{ KVM_CAP_IRQ_INJECT_STATUS, -2 },
+	{ KVM_CAP_PIT2, -2 },
+	{ KVM_CAP_PIT_STATE2, -2 },
+	{ KVM_CAP_REINJECT_CONTROL, -2 },
 	{ KVM_CAP_SIGNAL_MSI, -2 },
 	{ KVM_CAP_IRQFD, -2 },
 };

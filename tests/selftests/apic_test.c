@@ -8,7 +8,8 @@
  * (KVM_IRQFD). Then the full irqchip (KVM_CREATE_IRQCHIP): its rules and
  * state (KVM_GET/SET_IRQCHIP), the PIC's interrupt through LINT0, an
  * IOAPIC level-triggered pin with its remote IRR and EOI, an irqfd on an
- * IOAPIC pin. The guests are real-mode code using the x2APIC MSRs and the
+ * IOAPIC pin, the vAPIC word; and the in-kernel PIT (KVM_CREATE_PIT2):
+ * its rules and state, its ticks into a halted guest. The guests are real-mode code using the x2APIC MSRs and the
  * interrupt vector table at 0, or flat 32-bit code with an IDT where they
  * reach the IOAPIC at 0xfec00000.
  */
@@ -1068,6 +1069,139 @@ TEST_F(apic, vapic_addr_mirrors_the_tpr)
 	EXPECT_EQ(0x12, run_to_out(&vm));
 	ASSERT_EQ(0, ioctl(vm.vcpu, KVM_GET_LAPIC, &lapic));
 	EXPECT_EQ(0x20, *(uint32_t *)&lapic.regs[0x80]) TH_LOG("the TPR the guest wrote there");
+	vm_destroy(&vm);
+}
+
+/*
+ * KVM_CREATE_PIT2: ENOENT without the in-kernel PIC (no irqchip, or the
+ * split one), EEXIST the second time; KVM_GET_PIT2 and
+ * KVM_REINJECT_CONTROL are ENXIO without a PIT. Created: every channel
+ * never programmed (mode 0xff), count 0x10000, the gates of channels 0 and
+ * 1 high. KVM_SET_PIT2's state reads back.
+ */
+TEST_F(apic, create_pit2_rules_and_state)
+{
+	struct kvm_pit_config config = { .flags = 0 };
+	struct kvm_reinject_control rc = { .pit_reinject = 0 };
+	struct kvm_pit_state2 ps;
+	struct vm vm;
+	int i;
+
+	if (!has_full_irqchip())
+		SKIP(return, NO_FULL_IRQCHIP);
+	ASSERT_EQ(0, vm_create(&vm));
+	EXPECT_ERRNO(ENOENT, ioctl(vm.fd, KVM_CREATE_PIT2, &config));
+	EXPECT_ERRNO(ENXIO, ioctl(vm.fd, KVM_GET_PIT2, &ps));
+	EXPECT_ERRNO(ENXIO, ioctl(vm.fd, KVM_REINJECT_CONTROL, &rc));
+	vm_destroy(&vm);
+	ASSERT_EQ(0, vm_create_split(&vm));
+	EXPECT_ERRNO(ENOENT, ioctl(vm.fd, KVM_CREATE_PIT2, &config));
+	vm_destroy(&vm);
+
+	ASSERT_EQ(0, vm_create_full(&vm, 0, VM_FULL_IRQCHIP));
+	EXPECT_ERRNO(ENXIO, ioctl(vm.fd, KVM_GET_PIT2, &ps));
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_CREATE_PIT2, &config));
+	EXPECT_ERRNO(EEXIST, ioctl(vm.fd, KVM_CREATE_PIT2, &config));
+	memset(&ps, 0xaa, sizeof(ps));
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_GET_PIT2, &ps));
+	for (i = 0; i < 3; i++) {
+		EXPECT_EQ(0xff, ps.channels[i].mode) TH_LOG("channel %d", i);
+		EXPECT_EQ(0x10000, ps.channels[i].count) TH_LOG("channel %d", i);
+		EXPECT_EQ(i != 2, ps.channels[i].gate) TH_LOG("channel %d", i);
+	}
+	EXPECT_EQ(0, ps.flags);
+	ps.channels[1].mode = 2;
+	ps.channels[1].count = 1000;
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_PIT2, &ps));
+	memset(&ps, 0, sizeof(ps));
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_GET_PIT2, &ps));
+	EXPECT_EQ(2, ps.channels[1].mode);
+	EXPECT_EQ(1000, ps.channels[1].count);
+	EXPECT_EQ(0, ioctl(vm.fd, KVM_REINJECT_CONTROL, &rc));
+	vm_destroy(&vm);
+}
+
+/*
+ * A real-mode guest programs the PIC (vectors 0x08-0x0f, only IRQ 0) and
+ * the PIT's channel 0 as a rate generator every 11932 ticks (10 ms), reads
+ * the count back through a latch command (2 bytes out to port 0x12), then
+ * waits with STI and HLT. IRQ 0's handler reports and sends the EOI.
+ */
+GUEST_CODE16(pit_tick_code,
+	"	xor %ax, %ax\n"
+	"	mov %ax, %ds\n"
+	"	movw $0x1000 + (2f - pit_tick_code), 0x08 * 4\n"
+	"	movw $0, 0x08 * 4 + 2\n"
+	"	mov $0x11, %al\n"		/* the PIC as pic_extint_code */
+	"	out %al, $0x20\n"
+	"	mov $0x08, %al\n"
+	"	out %al, $0x21\n"
+	"	mov $0x04, %al\n"
+	"	out %al, $0x21\n"
+	"	mov $0x01, %al\n"
+	"	out %al, $0x21\n"
+	"	mov $0xfe, %al\n"		/* only IRQ 0 */
+	"	out %al, $0x21\n"
+	"	mov $0x34, %al\n"		/* channel 0, low then high byte, mode 2 */
+	"	out %al, $0x43\n"
+	"	mov $0x9c, %al\n"		/* 11932 = 0x2e9c */
+	"	out %al, $0x40\n"
+	"	mov $0x2e, %al\n"
+	"	out %al, $0x40\n"
+	"	xor %al, %al\n"			/* latch channel 0's count */
+	"	out %al, $0x43\n"
+	"	in $0x40, %al\n"
+	"	mov %al, %bl\n"
+	"	in $0x40, %al\n"
+	"	mov %al, %ah\n"
+	"	mov %bl, %al\n"
+	"	out %ax, $0x12\n"
+	"	sti\n"
+	"1:	hlt\n"
+	"	jmp 1b\n"
+	"2:	mov $0x08, %al\n"
+	"	out %al, $0x10\n"
+	"	mov $0x20, %al\n"		/* non-specific EOI */
+	"	out %al, $0x20\n"
+	"	iret\n");
+
+/*
+ * The in-kernel PIT's channel 0 ticks into a vCPU halted in the kernel,
+ * through the in-kernel PIC: five ticks with reinjection on (the default),
+ * three with it off. The latched count is below the loaded one (it counts
+ * down) and not zero; KVM_GET_PIT2 shows what the guest programmed. The
+ * ticks are counted, not timed: the kselftest harness's timeout is the
+ * hang guard.
+ */
+TEST_F(apic, pit_ticks_reach_a_halted_guest)
+{
+	struct kvm_pit_config config = { .flags = 0 };
+	struct kvm_reinject_control rc = { .pit_reinject = 0 };
+	struct kvm_pit_state2 ps;
+	struct vm vm;
+	uint16_t count;
+	int i;
+
+	if (!has_full_irqchip())
+		SKIP(return, NO_FULL_IRQCHIP);
+	ASSERT_EQ(0, vm_create_full(&vm, 0, VM_FULL_IRQCHIP));
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_CREATE_PIT2, &config));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, pit_tick_code);
+	ASSERT_EQ(0, vm_real_mode(&vm, 0x1000));
+	ASSERT_EQ(0, run_vcpu(vm.vcpu));
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	ASSERT_EQ(0x12, vm.run->io.port) TH_LOG("the PIT's ports are the kernel's");
+	memcpy(&count, (uint8_t *)vm.run + vm.run->io.data_offset, 2);
+	EXPECT_GT(count, 0);
+	EXPECT_LE(count, 11932);
+	for (i = 0; i < 5; i++)
+		ASSERT_EQ(0x08, run_to_out(&vm)) TH_LOG("tick %d", i);
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_GET_PIT2, &ps));
+	EXPECT_EQ(2, ps.channels[0].mode);
+	EXPECT_EQ(11932, ps.channels[0].count);
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_REINJECT_CONTROL, &rc));
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0x08, run_to_out(&vm)) TH_LOG("tick %d without reinjection", i);
 	vm_destroy(&vm);
 }
 

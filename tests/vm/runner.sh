@@ -93,7 +93,7 @@ kvm:linux_virtio t_linux_virtio /dev/kvm
 kvm:linux_virtio_console t_linux_virtio_console /dev/kvm
 kvm:gdb_interrupt t_gdb_interrupt /dev/kvm
 kvm:qemu_split t_qemu qemu64 lapic split
-kvm:qemu_irqchip t_qemu qemu64 lapic on,pit=off"
+kvm:qemu_irqchip t_qemu qemu64 lapic on"
 PLAN="$PLAN
 kvm:qemu t_qemu qemu64
 kvm:qemu_lapic t_qemu qemu64 lapic
@@ -166,12 +166,12 @@ rkvm:qemu_lapic t_qemu qemu64 lapic
 rkvm:qemu_cpu_host t_qemu host
 rkvm_kvm_node_unload t_rkvm_unload /dev/kvm"
 # QEMU with the in-kernel irqchips (rkvm.ko irqchip=1): split, and on
-# (PIC and IOAPIC in the kernel; no PIT, which rkvm does not have yet, so
-# the guest's timer is QEMU's HPET). Under QEMU only, as the references.
+# (QEMU's default: PIC, IOAPIC and PIT in the kernel). Under QEMU only, as
+# the references.
 [ "$EMU" = bochs ] || PLAN="$PLAN
 rkvm_kvm_node_irqchip t_rkvm_kvm_node irqchip=1
 rkvm:qemu_split t_qemu qemu64 lapic split
-rkvm:qemu_irqchip t_qemu qemu64 lapic on,pit=off
+rkvm:qemu_irqchip t_qemu qemu64 lapic on
 rkvm_kvm_node_irqchip_unload t_rkvm_unload /dev/kvm"
 # The same again with shadow page tables (rkvm.ko tdp=0).
 PLAN="$PLAN
