@@ -108,6 +108,10 @@ impl Drop for Hook {
 pub(crate) struct Irqfd {
     vm: Arc<Vm>,
     gsi: u32,
+    /// With `KVM_IRQFD_FLAG_RESAMPLE`: the eventfd signalled when the
+    /// guest acknowledges the GSI, which a signal holds asserted until
+    /// then (a level-triggered interrupt).
+    resample: Option<EventFd>,
     hook: Hook,
     /// The hook is on the eventfd's wait queue and holds a reference to
     /// this irqfd: set before it goes on, cleared by whoever takes it off.
@@ -133,11 +137,14 @@ kernel::impl_has_work! {
 impl WorkItem<0> for Irqfd {
     type Pointer = Arc<Irqfd>;
 
-    /// A signal: the GSI goes up (and, edge-triggered, down again: with
-    /// the split irqchip a GSI's routes are MSIs, which a falling edge
-    /// does not send).
+    /// A signal: the GSI goes up, and down again unless it resamples
+    /// (then the guest's acknowledgement lowers it).
     fn run(this: Arc<Irqfd>) {
-        this.vm.raise_gsi(this.gsi);
+        if this.resample.is_some() {
+            this.vm.assert_resampled_gsi(this.gsi);
+        } else {
+            this.vm.raise_gsi(this.gsi);
+        }
     }
 }
 
@@ -154,13 +161,20 @@ impl WorkItem<1> for Irqfd {
 impl Irqfd {
     /// Hooks a new irqfd for `gsi` onto the eventfd behind `fd` (EBADF,
     /// EINVAL if it is not an eventfd, EBUSY if it already has an irqfd of
-    /// any VM). A signal already pending is injected.
-    pub(crate) fn assign(vm: Arc<Vm>, fd: i32, gsi: u32) -> Result<Arc<Self>> {
+    /// any VM), resampling through `resample` if given. A signal already
+    /// pending is injected.
+    pub(crate) fn assign(
+        vm: Arc<Vm>,
+        fd: i32,
+        gsi: u32,
+        resample: Option<EventFd>,
+    ) -> Result<Arc<Self>> {
         let hook = Hook::new()?;
         let irqfd = Arc::pin_init(
             pin_init!(Irqfd {
                 vm,
                 gsi,
+                resample,
                 hook,
                 attached: AtomicBool::new(true),
                 inject <- new_work!("Irqfd::inject"),
@@ -186,6 +200,18 @@ impl Irqfd {
             let _ = queue().enqueue::<_, 0>(irqfd.clone());
         }
         Ok(irqfd)
+    }
+
+    /// The GSI, if this irqfd resamples it.
+    pub(crate) fn resampled_gsi(&self) -> Option<u32> {
+        self.resample.as_ref().map(|_| self.gsi)
+    }
+
+    /// The guest acknowledged the GSI: the resamplefd is signalled.
+    pub(crate) fn signal_resample(&self) {
+        if let Some(fd) = &self.resample {
+            fd.signal();
+        }
     }
 
     /// Whether this irqfd is on `eventfd` for `gsi` (what a deassign names).

@@ -514,45 +514,90 @@ impl Vm {
     /// eventfd (EBADF, or EINVAL for another kind of file), unhooks every
     /// irqfd of this VM on it for that GSI (0 if there is none) and waits
     /// until none of their injections is left. An assign looks up the fd
-    /// (EBADF, EINVAL) and hooks it (EBUSY if the eventfd has an irqfd
+    /// (EBADF, EINVAL), then with `KVM_IRQFD_FLAG_RESAMPLE` the resamplefd
+    /// (EBADF, EINVAL), and hooks the fd (EBUSY if the eventfd has an irqfd
     /// already, of this VM or another). The GSI is not checked: one with
     /// no route raises nothing.
     fn irqfd(self: ArcBorrow<'_, Self>, arg: usize) -> Result<isize> {
         let req: uapi::kvm_irqfd = abi::read_arg(arg)?;
         let mode = self.irqchip_mode();
         let request = irq_routing::irqfd_request(req.flags, mode).map_err(|_| EINVAL)?;
-        // Resampling (level-triggered GSIs of the in-kernel IOAPIC) is not
-        // implemented, and KVM_CAP_IRQFD_RESAMPLE not announced.
-        if request == irq_routing::IrqfdRequest::Assign
-            && req.flags & irq_routing::IRQFD_FLAG_RESAMPLE != 0
-        {
-            return Err(EINVAL);
-        }
-        // The fd is a __u32 in the ABI; the lookup takes it as an int.
+        // The fds are __u32 in the ABI; the lookups take them as ints.
         let fd = req.fd as i32;
         if request == irq_routing::IrqfdRequest::Deassign {
             let eventfd = EventFd::from_fd(fd)?;
+            let mut resampled = false;
             self.irqfds.lock().retain(|irqfd| {
                 let matches = irqfd.is(&eventfd, req.gsi);
                 if matches {
+                    resampled |= irqfd.resampled_gsi().is_some();
                     Irqfd::detach(irqfd.as_arc_borrow());
                 }
                 !matches
             });
             irqfd::flush();
+            if resampled {
+                self.resampler_gone(req.gsi);
+            }
             return Ok(0);
         }
+        drop(EventFd::from_fd(fd)?);
+        let resample = if req.flags & irq_routing::IRQFD_FLAG_RESAMPLE != 0 {
+            Some(EventFd::from_fd(req.resamplefd as i32)?)
+        } else {
+            None
+        };
         let mut irqfds = self.irqfds.lock();
         // Room first: once hooked, the irqfd must find its place.
         irqfds.reserve(1, GFP_KERNEL)?;
-        let new = Irqfd::assign(self.into(), fd, req.gsi)?;
+        let new = Irqfd::assign(self.into(), fd, req.gsi, resample)?;
         irqfds.push(new, GFP_KERNEL)?;
         Ok(0)
+    }
+
+    /// A resampling irqfd's signal: its GSI asserted from the resamplers'
+    /// line source, until the guest acknowledges it.
+    pub(crate) fn assert_resampled_gsi(&self, gsi: u32) {
+        self.set_gsi(gsi, ioapic::SOURCE_IRQFD_RESAMPLE, true, false);
+    }
+
+    /// Whether an irqfd resamples `gsi` (it has an ack notifier).
+    fn gsi_resampled(&self, gsi: u32) -> bool {
+        self.irqfds
+            .lock()
+            .iter()
+            .any(|i| i.resampled_gsi() == Some(gsi))
+    }
+
+    /// The guest acknowledged `gsi` (`irqfd_resampler_ack()`): if irqfds
+    /// resample it, the line they asserted is lowered and each of their
+    /// resamplefds signalled.
+    fn resample_acked(&self, gsi: u32) {
+        if !self.gsi_resampled(gsi) {
+            return;
+        }
+        self.set_gsi(gsi, ioapic::SOURCE_IRQFD_RESAMPLE, false, false);
+        for irqfd in self.irqfds.lock().iter() {
+            if irqfd.resampled_gsi() == Some(gsi) {
+                irqfd.signal_resample();
+            }
+        }
+    }
+
+    /// A resampling irqfd of `gsi` left: the last one lowers the line it
+    /// may have left asserted (`irqfd_resampler_shutdown()`).
+    fn resampler_gone(&self, gsi: u32) {
+        if !self.gsi_resampled(gsi) {
+            self.set_gsi(gsi, ioapic::SOURCE_IRQFD_RESAMPLE, false, false);
+        }
     }
 
     /// Removes `irqfd` from the VM's list (its eventfd is being closed).
     pub(crate) fn forget_irqfd(&self, irqfd: &Arc<Irqfd>) {
         self.irqfds.lock().retain(|i| !Arc::ptr_eq(i, irqfd));
+        if let Some(gsi) = irqfd.resampled_gsi() {
+            self.resampler_gone(gsi);
+        }
     }
 
     /// With the split irqchip, whether the EOI of `vector` by `apic` goes to

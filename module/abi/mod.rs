@@ -659,6 +659,7 @@ pub(crate) fn check_extension(cap: usize) -> i32 {
         || cap == uapi::KVM_CAP_REINJECT_CONTROL as usize
         || cap == uapi::KVM_CAP_SIGNAL_MSI as usize
         || cap == uapi::KVM_CAP_IRQFD as usize
+        || cap == uapi::KVM_CAP_IRQFD_RESAMPLE as usize
     {
         return i32::from(crate::module_parameters::irqchip.value());
     }

@@ -13,7 +13,8 @@
 //!
 //! Ack and mask notifiers are KVM's: a chip's pin acknowledged (a PIC's
 //! EOI, an IOAPIC EOI of the pin's vector) or masked tells the GSI routed
-//! to it (`irq_routing::PinMap`), which the PIT listens to (`vm::pit`).
+//! to it (`irq_routing::PinMap`), which the PIT (`vm::pit`) and resampling
+//! irqfds listen to.
 //!
 //! Where rkvm differs: after `ioapic::SUCCESSIVE_EOI_MAX` re-deliveries
 //! of a level pin in a row the pin is delivered at once rather than 10 ms
@@ -251,12 +252,13 @@ impl Vm {
     /// The IOAPIC pins whose GSI has an ack notifier
     /// (`kvm_irq_has_notifier()`), which its EOIs must reach.
     fn ioapic_notifier_pins(&self) -> ioapic::PinMask {
-        if !self.gsi0_wants_acks() {
-            return 0;
-        }
         let map = irq_routing::PinMap::new(&self.routes.lock());
+        let pit = self.pit_wants_acks();
+        let irqfds = self.irqfds.lock();
+        let notified =
+            |gsi: u32| (gsi == 0 && pit) || irqfds.iter().any(|i| i.resampled_gsi() == Some(gsi));
         (0..ioapic::NUM_PINS as u32)
-            .filter(|&pin| map.gsi(Irqchip::Ioapic, pin) == Some(0))
+            .filter(|&pin| map.gsi(Irqchip::Ioapic, pin).is_some_and(notified))
             .fold(0, |mask, pin| mask | (1 << pin))
     }
 

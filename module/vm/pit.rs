@@ -366,8 +366,9 @@ impl Vm {
         self.lint0_nmi_watchdog();
     }
 
-    /// Whether GSI 0 has an ack notifier: the PIT's, with reinjection on.
-    pub(super) fn gsi0_wants_acks(&self) -> bool {
+    /// Whether the PIT listens to GSI 0's acknowledgements (reinjection
+    /// on).
+    pub(super) fn pit_wants_acks(&self) -> bool {
         self.vm_pit().is_some_and(|pit| pit.wants_acks())
     }
 
@@ -378,6 +379,7 @@ impl Vm {
                 pit.acked();
             }
         }
+        self.resample_acked(gsi);
     }
 
     /// The mask notifiers of `gsi` (`kvm_fire_mask_notifiers()`).

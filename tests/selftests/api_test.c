@@ -111,6 +111,7 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	{ KVM_CAP_REINJECT_CONTROL, -2 },
 	{ KVM_CAP_SIGNAL_MSI, -2 },
 	{ KVM_CAP_IRQFD, -2 },
+	{ KVM_CAP_IRQFD_RESAMPLE, -2 },
 };
 
 TEST_F(sys, capabilities_are_honest)

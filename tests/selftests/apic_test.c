@@ -8,7 +8,8 @@
  * (KVM_IRQFD). Then the full irqchip (KVM_CREATE_IRQCHIP): its rules and
  * state (KVM_GET/SET_IRQCHIP), the PIC's interrupt through LINT0, an
  * IOAPIC level-triggered pin with its remote IRR and EOI, an irqfd on an
- * IOAPIC pin, the vAPIC word; and the in-kernel PIT (KVM_CREATE_PIT2):
+ * IOAPIC pin and one that resamples a level-triggered pin, the vAPIC
+ * word; and the in-kernel PIT (KVM_CREATE_PIT2):
  * its rules and state, its ticks into a halted guest. The guests are real-mode code using the x2APIC MSRs and the
  * interrupt vector table at 0, or flat 32-bit code with an IDT where they
  * reach the IOAPIC at 0xfec00000.
@@ -593,7 +594,8 @@ TEST_F(apic, irqfd_sends_a_gsi_msi_route)
 	r.entries[0] = msi_route(7, 0, 0x51);
 	ASSERT_EQ(0, ioctl(vm.fd, KVM_SET_GSI_ROUTING, &r));
 	EXPECT_EQ(-EINVAL, irqfd(vm.fd, efd, 7, 4)) TH_LOG("unknown flag");
-	EXPECT_EQ(-EINVAL, irqfd(vm.fd, efd, 7, KVM_IRQFD_FLAG_RESAMPLE));
+	EXPECT_EQ(-EINVAL, irqfd(vm.fd, efd, 7, KVM_IRQFD_FLAG_RESAMPLE))
+		TH_LOG("resampling needs the in-kernel IOAPIC");
 	EXPECT_EQ(-EBADF, irqfd(vm.fd, -1, 7, 0));
 	EXPECT_EQ(-EINVAL, irqfd(vm.fd, vm.fd, 7, 0)) TH_LOG("not an eventfd");
 	EXPECT_EQ(-EBADF, irqfd(vm.fd, -1, 7, KVM_IRQFD_FLAG_DEASSIGN));
@@ -1203,6 +1205,70 @@ TEST_F(apic, pit_ticks_reach_a_halted_guest)
 	for (i = 0; i < 3; i++)
 		ASSERT_EQ(0x08, run_to_out(&vm)) TH_LOG("tick %d without reinjection", i);
 	vm_destroy(&vm);
+}
+
+/*
+ * KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE on the full irqchip, for a
+ * level-triggered IOAPIC pin (GSI 9, vector 0x62, as the guest programs
+ * it): a signal asserts the line and the interrupt is delivered; the
+ * resamplefd stays quiet until the guest's EOI, which lowers the line and
+ * signals it, and the pin is not delivered again. Errors: EBADF for a bad
+ * resamplefd, EINVAL for one that is not an eventfd.
+ */
+TEST_F(apic, irqfd_resample_lowers_a_level_pin_at_the_eoi)
+{
+	struct kvm_irqfd req = { .gsi = 9, .flags = KVM_IRQFD_FLAG_RESAMPLE };
+	struct kvm_irqchip chip;
+	struct runner run;
+	struct stats st;
+	pthread_t t;
+	struct vm vm;
+	int efd, rfd;
+
+	if (!has_full_irqchip())
+		SKIP(return, NO_FULL_IRQCHIP);
+	efd = eventfd(0, EFD_NONBLOCK);
+	rfd = eventfd(0, EFD_NONBLOCK);
+	ASSERT_LE(0, efd);
+	ASSERT_LE(0, rfd);
+	ASSERT_EQ(0, vm_create_full(&vm, 0, VM_FULL_IRQCHIP));
+	LOAD_GUEST_CODE(vm.mem, 0x1000, ioapic_level_code);
+	LOAD_GUEST_CODE(vm.mem, 0x2000, ioapic_level_handler);
+	ASSERT_EQ(0, vm_flat32(&vm, 0x1000, 0x62, 0x2000));
+	ASSERT_EQ(0, run_vcpu(vm.vcpu));
+	ASSERT_EQ(0x12, vm.run->io.port) TH_LOG("pin 9 programmed");
+
+	req.fd = efd;
+	req.resamplefd = -1;
+	EXPECT_ERRNO(EBADF, ioctl(vm.fd, KVM_IRQFD, &req));
+	req.resamplefd = vm.fd;
+	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_IRQFD, &req));
+	req.resamplefd = rfd;
+	ASSERT_EQ(0, ioctl(vm.fd, KVM_IRQFD, &req));
+
+	ASSERT_EQ(0, run_until_halted(&vm, &run, &t, &st)) TH_LOG("the vCPU did not halt");
+	signal_eventfd(efd);
+	pthread_join(t, NULL);
+	ASSERT_EQ(0, run.ret);
+	ASSERT_EQ(KVM_EXIT_IO, vm.run->exit_reason);
+	EXPECT_EQ(0x62, pio_byte(vm.run));
+	EXPECT_EQ(-EAGAIN, take_count(rfd)) TH_LOG("no EOI yet");
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_IOAPIC, &chip));
+	EXPECT_TRUE(chip.chip.ioapic.redirtbl[9].bits & REDIR_REMOTE_IRR);
+	EXPECT_TRUE(chip.chip.ioapic.irr & (1 << 9)) TH_LOG("the line is held high");
+
+	EXPECT_EQ(0x63, run_to_out(&vm)) TH_LOG("after the EOI");
+	EXPECT_EQ(1, take_count(rfd)) TH_LOG("the EOI signalled the resamplefd");
+	ASSERT_EQ(0, get_irqchip(vm.fd, KVM_IRQCHIP_IOAPIC, &chip));
+	EXPECT_FALSE(chip.chip.ioapic.redirtbl[9].bits & REDIR_REMOTE_IRR);
+	EXPECT_FALSE(chip.chip.ioapic.irr & (1 << 9)) TH_LOG("the line was lowered");
+
+	req.flags = KVM_IRQFD_FLAG_DEASSIGN;
+	EXPECT_EQ(0, ioctl(vm.fd, KVM_IRQFD, &req));
+	stats_close(&st);
+	vm_destroy(&vm);
+	close(efd);
+	close(rfd);
 }
 
 TEST_HARNESS_MAIN
