@@ -50,6 +50,8 @@ BENCHMARKS = [
     ("mmio_exit_to_user", "MMIO write: decoded, to user mode and back"),
     ("irq_window_injection", "interrupt via the window protocol"),
     ("irqfd_msi", "MSI through an irqfd to the halted vCPU's handler, exit to user mode"),
+    ("lapic_timer", "APIC timer interrupt (one-shot, 100 ns) to the halted vCPU's handler"),
+    ("ipi_roundtrip", "IPI round trip between two halted vCPUs"),
     ("npt_fault", "first touch of a 4 KiB page (nested or shadow fault)"),
     ("guest_pf_touch", "guest page touch after a CR3 reload"),
     ("vm_vcpu_create", "VM + memory slot + vCPU, created and closed"),
@@ -402,7 +404,8 @@ def write_report(log_text, out, name, kvm, machine):
 SYNTHETIC = {
     "cpuid_exit": (20100, 0.96, 0.01), "vmmcall_exit": (20600, 0.91, 0.01), "hlt_irq_exit": (53400, 0.52, 0.01),
     "io_exit_to_user": (28100, 0.95, 0.01), "mmio_exit_to_user": (33200, 0.86, 0.01),
-    "irq_window_injection": (80500, 0.69, 0.01), "irqfd_msi": (60000, 1.00, 0.02), "npt_fault": (25500, 0.93, 0.05),
+    "irq_window_injection": (80500, 0.69, 0.01), "irqfd_msi": (60000, 1.00, 0.02), "lapic_timer": (40000, 1.00, 0.02),
+    "ipi_roundtrip": (90000, 1.00, 0.03), "npt_fault": (25500, 0.93, 0.05),
     "guest_pf_touch": (330, 1.00, 0.05), "vm_vcpu_create": (15794700, 0.04, 0.03),
     "linux_boot": (2670000000, 1.00, 0.03), "console_serial": (103800000, 0.93, 0.06),
     "console_virtio": (580000, 0.80, 0.08), "blk_read": (5730000, 0.49, 0.08), "blk_write": (15370000, 0.96, 0.12),

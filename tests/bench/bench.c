@@ -26,6 +26,9 @@
  * the rounds and the rkvm/KVM ratios. Absolute times under QEMU's emulation
  * mean little; the ratio between two hypervisors in the same VM does.
  */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -338,6 +341,184 @@ static void irqfd_bench(uint32_t n)
 }
 
 /*
+ * The APIC timer (split irqchip): one-shot, 100 bus cycles (100 ns) at
+ * divide 1, re-armed after each interrupt, the vCPU halted in the kernel
+ * in between; 500 interrupts, then out to port 0x10 (one exit to user
+ * mode per 500). What an interrupt costs: the hrtimer, the kick, the
+ * wakeup, the injection, the handler's EOI.
+ */
+enum { lapic_timer_n = 500 };
+GUEST_CODE16(lapic_timer_code,
+	X2APIC_ON("lapic_timer_code", 0x42, "2f")
+	"	mov $0x83e, %ecx\n"		/* divide configuration: by 1 */
+	"	mov $0xb, %eax\n"
+	"	wrmsr\n"
+	"	mov $0x832, %ecx\n"		/* LVT timer: vector 0x42, one-shot */
+	"	mov $0x42, %eax\n"
+	"	wrmsr\n"
+	"0:	mov $500, %esi\n"
+	"1:	cli\n"
+	"	mov $0x838, %ecx\n"		/* initial count */
+	"	mov $100, %eax\n"
+	"	xor %edx, %edx\n"
+	"	wrmsr\n"
+	"	sti\n"
+	"	hlt\n"				/* until the timer's interrupt */
+	"	dec %esi\n"
+	"	jnz 1b\n"
+	"	out %al, $0x10\n"
+	"	jmp 0b\n"
+	"2:	pushal\n"
+	"	mov $0x80b, %ecx\n"		/* EOI */
+	"	xor %eax, %eax\n"
+	"	xor %edx, %edx\n"
+	"	wrmsr\n"
+	"	popal\n"
+	"	iret\n");
+
+static void lapic_timer_bench(void)
+{
+	struct vm vm;
+	int r;
+
+	if (vm_create_full(&vm, 0, 24))
+		die("creating a VM with the split irqchip (rkvm.ko irqchip=1)");
+	LOAD_GUEST_CODE(vm.mem, 0x1000, lapic_timer_code);
+	if (vm_real_mode(&vm, 0x1000))
+		die("real mode");
+	for (r = 0; r <= rounds; r++) {
+		uint64_t t0 = now_ns();
+
+		if (vm_run(&vm) || vm.run->exit_reason != KVM_EXIT_IO || vm.run->io.port != 0x10)
+			die("lapic_timer: the guest did not finish its interrupts");
+		if (r > 0)					/* round 0 warms up */
+			report("lapic_timer", now_ns() - t0, lapic_timer_n);
+	}
+	vm_destroy(&vm);
+}
+
+/*
+ * An IPI round trip between two vCPUs (split irqchip): vCPU 0 sends
+ * vector 0x40 to APIC 1 and halts; vCPU 1, halted, takes it and its
+ * handler sends vector 0x41 back to APIC 0, whose interrupt wakes vCPU 0.
+ * 500 round trips, then out to port 0x10. Both vCPUs sleep in the kernel
+ * between interrupts, so each trip is two kicks and two wakeups.
+ */
+enum { ipi_n = 500 };
+GUEST_CODE16(ipi_bsp_code,
+	X2APIC_ON("ipi_bsp_code", 0x41, "2f")
+	"0:	mov $500, %esi\n"
+	"1:	cli\n"
+	"	mov $0x830, %ecx\n"		/* ICR: fixed, vector 0x40, to APIC 1 */
+	"	mov $1, %edx\n"
+	"	mov $0x40, %eax\n"
+	"	wrmsr\n"
+	"	sti\n"
+	"	hlt\n"				/* until the answer */
+	"	dec %esi\n"
+	"	jnz 1b\n"
+	"	out %al, $0x10\n"
+	"	jmp 0b\n"
+	"2:	pushal\n"
+	"	mov $0x80b, %ecx\n"		/* EOI */
+	"	xor %eax, %eax\n"
+	"	xor %edx, %edx\n"
+	"	wrmsr\n"
+	"	popal\n"
+	"	iret\n");
+
+/* vCPU 1, at 0x2000 (the IVT at 0 is shared: vector 0x40 is its). */
+GUEST_CODE16(ipi_ap_code,
+	"	xor %ax, %ax\n"
+	"	mov %ax, %ds\n"
+	"	movw $0x2000 + (2f - ipi_ap_code), 0x40 * 4\n"
+	"	movw $0, 0x40 * 4 + 2\n"
+	"	mov $0x1b, %ecx\n"		/* x2APIC on, as X2APIC_ON */
+	"	rdmsr\n"
+	"	or $0xc00, %eax\n"
+	"	wrmsr\n"
+	"	mov $0x80f, %ecx\n"
+	"	mov $0x1ff, %eax\n"
+	"	xor %edx, %edx\n"
+	"	wrmsr\n"
+	"	sti\n"
+	"1:	hlt\n"
+	"	jmp 1b\n"
+	"2:	pushal\n"
+	"	mov $0x830, %ecx\n"		/* ICR: vector 0x41 to APIC 0 */
+	"	xor %edx, %edx\n"
+	"	mov $0x41, %eax\n"
+	"	wrmsr\n"
+	"	mov $0x80b, %ecx\n"		/* EOI */
+	"	xor %eax, %eax\n"
+	"	wrmsr\n"
+	"	popal\n"
+	"	iret\n");
+
+static void on_sigusr1(int sig)
+{
+	(void)sig;
+}
+
+/* vCPU 1's thread: KVM_RUN until immediate_exit ends it. */
+static void *ipi_ap_thread(void *arg)
+{
+	int fd = *(int *)arg;
+
+	while (ioctl(fd, KVM_RUN, 0) == 0 || errno != EINTR)
+		;
+	return NULL;
+}
+
+static void ipi_bench(void)
+{
+	struct sigaction sa = { .sa_handler = on_sigusr1 };
+	struct kvm_mp_state runnable = { .mp_state = KVM_MP_STATE_RUNNABLE };
+	struct kvm_run *ap_run;
+	pthread_t t;
+	struct vm vm;
+	int bsp, ap, r;
+
+	if (vm_create_full(&vm, 0, 24))
+		die("creating a VM with the split irqchip (rkvm.ko irqchip=1)");
+	LOAD_GUEST_CODE(vm.mem, 0x1000, ipi_bsp_code);
+	LOAD_GUEST_CODE(vm.mem, 0x2000, ipi_ap_code);
+	if (vm_real_mode(&vm, 0x1000))
+		die("real mode");
+	/* vCPU 1: its own stack, running at once (no INIT and SIPI). */
+	ap = ioctl(vm.fd, KVM_CREATE_VCPU, 1);
+	if (ap < 0)
+		die("KVM_CREATE_VCPU 1");
+	ap_run = mmap(NULL, vm.run_size, PROT_READ | PROT_WRITE, MAP_SHARED, ap, 0);
+	if (ap_run == MAP_FAILED)
+		die("mmap of vCPU 1's kvm_run");
+	bsp = vm.vcpu;
+	vm.vcpu = ap;
+	vm_set_supported_cpuid(&vm);
+	if (ioctl(ap, KVM_SET_MP_STATE, &runnable) || vm_real_mode(&vm, 0x2000) ||
+	    vm_set_entry(&vm, 0x2000, 0x7000))
+		die("vCPU 1's state");
+	vm.vcpu = bsp;
+	sigaction(SIGUSR1, &sa, NULL);
+	if (pthread_create(&t, NULL, ipi_ap_thread, &ap))
+		die("vCPU 1's thread");
+	for (r = 0; r <= rounds; r++) {
+		uint64_t t0 = now_ns();
+
+		if (vm_run(&vm) || vm.run->exit_reason != KVM_EXIT_IO || vm.run->io.port != 0x10)
+			die("ipi_roundtrip: vCPU 0 did not finish its round trips");
+		if (r > 0)					/* round 0 warms up */
+			report("ipi_roundtrip", now_ns() - t0, ipi_n);
+	}
+	ap_run->immediate_exit = 1;
+	pthread_kill(t, SIGUSR1);
+	pthread_join(t, NULL);
+	munmap(ap_run, vm.run_size);
+	close(ap);
+	vm_destroy(&vm);
+}
+
+/*
  * Nested page faults: a guest writes one byte to each 4 KiB page of a
  * 1 MiB slot (too small for a huge page to back it), so that each first
  * touch is a nested page fault; the same loop again (no faults) is
@@ -591,6 +772,10 @@ int main(int argc, char **argv)
 		window_bench(1000);
 	if (wanted("irqfd_msi"))
 		irqfd_bench(1000);
+	if (wanted("lapic_timer"))
+		lapic_timer_bench();
+	if (wanted("ipi_roundtrip"))
+		ipi_bench();
 	if (wanted("npt_fault"))
 		npt_fault_bench();
 	if (wanted("guest_pf_touch"))
