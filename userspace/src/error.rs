@@ -52,6 +52,13 @@ pub enum Error {
         .0.display()
     )]
     MmuNotChoosable(PathBuf),
+    #[error(
+        "{} has no in-kernel irqchip (KVM_CAP_IRQCHIP and KVM_CAP_PIT2) for --irqchip kernel: with /dev/rkvm, load rkvm.ko with irqchip=1",
+        .0.display()
+    )]
+    NoKernelIrqchip(PathBuf),
+    #[error("--irqchip kernel: {0} (the device's in-kernel irqchip keeps state that --save does not save)")]
+    KernelIrqchipUnsupported(&'static str),
     #[error("{} does not offer {paging} paging", .device.display())]
     MmuNotOffered {
         device: PathBuf,

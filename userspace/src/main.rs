@@ -160,6 +160,12 @@ enum Command {
         /// loads (kvm_amd npt=0).
         #[arg(long, value_enum)]
         mmu: Option<run::MmuMode>,
+        /// Where the interrupt controllers are: "user" (rkvm run's own PIC
+        /// and PIT) or "kernel" (the device's PIC, IOAPIC, local APIC and
+        /// PIT: KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2; /dev/rkvm needs
+        /// rkvm.ko irqchip=1). Not with --save or --restore.
+        #[arg(long, value_enum, default_value = "user", conflicts_with = "restore")]
+        irqchip: run::Irqchip,
         /// A disk image for a virtio-blk device (Linux: /dev/vda, vdb, ...);
         /// append ",ro" for a read-only disk. Repeatable.
         #[arg(long, value_name = "FILE[,ro]")]
@@ -233,6 +239,7 @@ fn main() -> ExitCode {
             trace_exits,
             trace_regs,
             mmu,
+            irqchip,
             disk,
             virtio_console,
             virtio_rng,
@@ -271,6 +278,7 @@ fn main() -> ExitCode {
                 trace_exits,
                 trace_regs,
                 mmu,
+                irqchip,
                 virtio,
                 gdb,
                 save: save.as_deref().map(|path| run::Save {

@@ -144,6 +144,10 @@ impl Chip {
 #[derive(Clone, Debug, Default)]
 pub struct Pic {
     chips: [Chip; 2],
+    /// With the PIC in the kernel (`rkvm run --irqchip kernel`): the
+    /// devices' line changes, in order, for the run loop to hand to
+    /// `KVM_IRQ_LINE`; this model then decides nothing.
+    forwarded: Option<Vec<(u8, bool)>>,
 }
 
 /// The master's input the slave is wired to.
@@ -198,8 +202,31 @@ impl Pic {
         pic
     }
 
+    /// A pair that only forwards its lines (see [`Pic::take_forwarded`]).
+    pub fn forwarding() -> Self {
+        Pic {
+            forwarded: Some(Vec::new()),
+            ..Pic::new()
+        }
+    }
+
+    /// The line changes since the last call, oldest first, if this pair
+    /// forwards them.
+    pub fn take_forwarded(&mut self) -> Vec<(u8, bool)> {
+        self.forwarded
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Sets the level of interrupt line `irq` (0-15).
     pub fn set_irq(&mut self, irq: u8, level: bool) {
+        if let Some(lines) = &mut self.forwarded {
+            if irq < 16 {
+                lines.push((irq, level));
+            }
+            return;
+        }
         match irq {
             0..=7 => self.chips[0].set_line(irq, level),
             8..=15 => self.chips[1].set_line(irq - 8, level),
@@ -291,6 +318,18 @@ impl super::PortDevice for PicPorts {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_forwarding_pair_hands_on_line_changes_and_decides_nothing() {
+        let mut pic = Pic::forwarding();
+        pic.pulse_irq(4);
+        pic.set_irq(9, true);
+        pic.set_irq(16, true);
+        assert!(!pic.interrupt_pending());
+        assert_eq!(pic.take_forwarded(), [(4, true), (4, false), (9, true)]);
+        assert!(pic.take_forwarded().is_empty());
+        assert!(Pic::new().take_forwarded().is_empty());
+    }
+
     use super::*;
 
     /// Linux's init_8259A(): ICW1-4 on both chips, vectors 0x30 and 0x38.

@@ -45,10 +45,16 @@ pub struct Board {
 
 impl Board {
     /// The PC's devices, and the virtio devices `virtio` made from the
-    /// options (the guest's command line names them before this).
-    pub fn new(virtio: virtio::Bus, virtio_console: bool) -> Result<Board> {
+    /// options (the guest's command line names them before this). With
+    /// `kernel_irqchip`, the PIC only forwards the devices' lines (the
+    /// device's PIC, IOAPIC and PIT take the guest's accesses).
+    pub fn new(virtio: virtio::Bus, virtio_console: bool, kernel_irqchip: bool) -> Result<Board> {
         let status = Rc::new(Cell::new(None));
-        let pic = Rc::new(RefCell::new(Pic::new()));
+        let pic = Rc::new(RefCell::new(if kernel_irqchip {
+            Pic::forwarding()
+        } else {
+            Pic::new()
+        }));
         let pit = Rc::new(RefCell::new(Pit::default()));
         let uart = Rc::new(RefCell::new(Uart::new(
             PicLine {
@@ -185,7 +191,7 @@ mod tests {
 
     #[test]
     fn the_pc_ports_do_not_overlap() {
-        let board = Board::new(virtio::Bus::default(), false).unwrap();
+        let board = Board::new(virtio::Bus::default(), false, false).unwrap();
         let (mut bus, status) = (board.ports, board.status);
         bus.write(debug_exit::PORT, &[7]);
         assert_eq!(status.get(), Some(7));

@@ -53,6 +53,23 @@ fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<()> {
     Ok(())
 }
 
+/// With the irqchip in the kernel, how often the run loop looks whether
+/// the guest halted for good.
+const HALT_POLL_NS: u64 = 100_000_000;
+
+/// With the irqchip in the kernel, where HLT never reaches userspace:
+/// whether the vCPU is halted with interrupts off, which nothing here can
+/// end (no NMI source): how a guest without ACPI powers off.
+fn halted_for_good(vcpu: &mut VcpuFd) -> Result<bool> {
+    if vcpu.get_kvm_run().if_flag != 0 {
+        return Ok(false);
+    }
+    let mp = vcpu
+        .get_mp_state()
+        .map_err(Error::ioctl("KVM_GET_MP_STATE"))?;
+    Ok(mp.mp_state == kvm_bindings::KVM_MP_STATE_HALTED)
+}
+
 /// Why [`run_loop`] returned.
 #[derive(Debug)]
 pub enum Stop {
@@ -112,7 +129,14 @@ pub fn run_loop(
     state: &mut LoopState,
     mut attention: Option<&mut dyn FnMut() -> bool>,
 ) -> Result<Stop> {
-    let Vm { vcpu, mem, .. } = vm;
+    let Vm {
+        vcpu,
+        mem,
+        fd: vm_fd,
+        irqchip,
+        ..
+    } = vm;
+    let kernel_irqchip = *irqchip == super::vm::Irqchip::Kernel;
     let Board {
         ports,
         virtio,
@@ -187,12 +211,25 @@ pub fn run_loop(
                 continue;
             }
         }
-        if *block_irqs {
-            vcpu.get_kvm_run().request_interrupt_window = 0;
+        if kernel_irqchip {
+            // The devices' lines go to the device's PIC and IOAPIC, which
+            // inject on their own (block_irqs cannot stop them).
+            for (irq, level) in pic.borrow_mut().take_forwarded() {
+                vm_fd
+                    .set_irq_line(irq.into(), level)
+                    .map_err(Error::ioctl("KVM_IRQ_LINE"))?;
+            }
+            // HLT stays in the kernel: look now and then whether the guest
+            // halted for good (powered off).
+            kick.arm(next_kick(Some(now_ns() + HALT_POLL_NS)));
         } else {
-            inject_interrupt(vcpu, pic)?;
+            if *block_irqs {
+                vcpu.get_kvm_run().request_interrupt_window = 0;
+            } else {
+                inject_interrupt(vcpu, pic)?;
+            }
+            kick.arm(next_kick(pit.borrow().next_irq0(now_ns())));
         }
-        kick.arm(next_kick(pit.borrow().next_irq0(now_ns())));
         let vcpu_fd = vcpu.as_raw_fd();
         let result = vcpu.run();
         signals::clear_wakeup();
@@ -202,6 +239,9 @@ pub fn run_loop(
             // A signal (the timer, input, Ctrl-C): deal with it, then go on.
             Err(e) if e.errno() == nix::libc::EINTR => {
                 stats.count("intr");
+                if kernel_irqchip && halted_for_good(vcpu)? {
+                    return Ok(Stop::Over(Outcome::Halted));
+                }
                 continue;
             }
             Err(e) => return Err(Error::ioctl("KVM_RUN")(e)),

@@ -26,7 +26,7 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 
 pub use setup::Mode;
-pub use vm::MmuMode;
+pub use vm::{Irqchip, MmuMode};
 
 use crate::console::Input;
 use crate::error::Result;
@@ -61,6 +61,7 @@ pub struct Options<'a> {
     pub trace_exits: bool,
     pub trace_regs: bool,
     pub mmu: Option<MmuMode>,
+    pub irqchip: Irqchip,
     pub virtio: VirtioOptions,
     /// `--gdb PORT`: serve gdb on this port, the guest stopped until it
     /// says go.
@@ -138,7 +139,12 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
     let mem_mib = snapshot
         .as_ref()
         .map_or(Ok(opts.mem_mib), |s| s.mem_mib())?;
-    let mut vm = vm::Vm::new(opts.device, mem_mib, opts.mmu)?;
+    if opts.irqchip == Irqchip::Kernel && opts.save.is_some() {
+        return Err(crate::error::Error::KernelIrqchipUnsupported(
+            "not with --save",
+        ));
+    }
+    let mut vm = vm::Vm::new(opts.device, mem_mib, opts.mmu, opts.irqchip)?;
     let virtio = board::virtio_devices(&opts.virtio)?;
     match opts.guest {
         Guest::Restore(_) => {}
@@ -157,7 +163,8 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
             linux::load(&vm.mem, vm.mem_size, &vm.vcpu, kernel, initrd, &line)?;
         }
     }
-    let mut board = board::Board::new(virtio, opts.virtio.console)?;
+    let mut board =
+        board::Board::new(virtio, opts.virtio.console, opts.irqchip == Irqchip::Kernel)?;
     if let (Some(snapshot), Guest::Restore(path)) = (&snapshot, &opts.guest) {
         let started = Instant::now();
         let skipped = snapshot.restore(&mut vm, &mut board)?;

@@ -15,11 +15,28 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+/// Where the interrupt controllers are (`rkvm run --irqchip`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Irqchip {
+    /// rkvm run's own PIC and PIT: it injects the PIC's vectors with
+    /// `KVM_INTERRUPT` when the vCPU is ready (the interrupt-window
+    /// protocol).
+    #[default]
+    User,
+    /// The device's: `KVM_CREATE_IRQCHIP` (the PIC, the IOAPIC and a local
+    /// APIC per vCPU) and `KVM_CREATE_PIT2`, their ports and MMIO handled
+    /// in the kernel; rkvm run's devices raise their lines with
+    /// `KVM_IRQ_LINE`.
+    Kernel,
+}
+
 /// A VM with its memory and vCPU, dropped in the order of the fields: the
 /// memory outlives the VM that maps it, the device fd outlives both.
 pub struct Vm {
     pub vcpu: VcpuFd,
     pub fd: VmFd,
+    /// Where its interrupt controllers are.
+    pub irqchip: Irqchip,
     pub mem: GuestMemoryMmap,
     /// The size of `mem`, in bytes.
     pub mem_size: u64,
@@ -29,8 +46,14 @@ pub struct Vm {
 
 impl Vm {
     /// Opens `device` and makes a VM with `mem_mib` MiB of guest memory,
-    /// the MMU mode `mmu` (the device's default if `None`) and one vCPU.
-    pub fn new(device: &Path, mem_mib: usize, mmu: Option<MmuMode>) -> Result<Vm> {
+    /// the MMU mode `mmu` (the device's default if `None`), the interrupt
+    /// controllers `irqchip` and one vCPU.
+    pub fn new(
+        device: &Path,
+        mem_mib: usize,
+        mmu: Option<MmuMode>,
+        irqchip: Irqchip,
+    ) -> Result<Vm> {
         let mem_size = mem_mib.checked_mul(1 << 20).ok_or(Error::MemTooLarge)?;
         if mem_size < 2 << 20 {
             return Err(Error::MemTooSmall);
@@ -61,6 +84,9 @@ impl Vm {
             },
         )?;
         add_memory(&vm, &mem)?;
+        if irqchip == Irqchip::Kernel {
+            create_kernel_irqchip(&kvm, &vm, device)?;
+        }
 
         let vcpu = vm.create_vcpu(0).map_err(Error::ioctl("KVM_CREATE_VCPU"))?;
         // Real KVM allows CR4.PAE and long mode only if the guest's CPUID says
@@ -78,6 +104,7 @@ impl Vm {
         Ok(Vm {
             vcpu,
             fd: vm,
+            irqchip,
             mem,
             mem_size: mem_size as u64,
             kvm,
@@ -133,6 +160,24 @@ fn choose_mmu(kvm: &Kvm, vm: &VmFd, mode: MmuMode, device: &Path) -> Result<()> 
     cap.args[0] = bit;
     vm.enable_cap(&cap)
         .map_err(Error::ioctl("KVM_ENABLE_CAP(KVM_CAP_RKVM_MMU)"))
+}
+
+/// The in-kernel PIC, IOAPIC and PIT (before the first vCPU, which then
+/// gets a local APIC), as QEMU's default machine makes them: the PIT with
+/// port 0x61 in the kernel too (`KVM_PIT_SPEAKER_DUMMY`).
+fn create_kernel_irqchip(kvm: &Kvm, vm: &VmFd, device: &Path) -> Result<()> {
+    use kvm_ioctls::Cap;
+    if !kvm.check_extension(Cap::Irqchip) || !kvm.check_extension(Cap::Pit2) {
+        return Err(Error::NoKernelIrqchip(device.into()));
+    }
+    vm.create_irq_chip()
+        .map_err(Error::ioctl("KVM_CREATE_IRQCHIP"))?;
+    let config = kvm_bindings::kvm_pit_config {
+        flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(config)
+        .map_err(Error::ioctl("KVM_CREATE_PIT2"))
 }
 
 /// Hands `mem` to the VM, a memory slot per region.
