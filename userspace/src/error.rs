@@ -57,8 +57,12 @@ pub enum Error {
         .0.display()
     )]
     NoKernelIrqchip(PathBuf),
-    #[error("--irqchip kernel: {0} (the device's in-kernel irqchip keeps state that --save does not save)")]
-    KernelIrqchipUnsupported(&'static str),
+    #[error("--irqchip kernel: {0}")]
+    KernelIrqchip(&'static str),
+    #[error("--smp above 1 needs --irqchip kernel: the vCPUs' local APICs start the others")]
+    SmpNeedsKernelIrqchip,
+    #[error("vCPU {id} (an AP of --smp) stopped: {what}")]
+    ApFailed { id: u8, what: String },
     #[error("{} does not offer {paging} paging", .device.display())]
     MmuNotOffered {
         device: PathBuf,

@@ -166,6 +166,12 @@ enum Command {
         /// rkvm.ko irqchip=1). Not with --save or --restore.
         #[arg(long, value_enum, default_value = "user", conflicts_with = "restore")]
         irqchip: run::Irqchip,
+        /// vCPUs, 1 to 32: vCPU 0 starts, the others wait for the INIT and
+        /// SIPI it sends (an MP table tells a Linux guest they are there).
+        /// Above 1, only with --irqchip kernel, and not with --gdb or
+        /// --save.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=32), conflicts_with_all = ["gdb", "save", "restore"])]
+        smp: u8,
         /// A disk image for a virtio-blk device (Linux: /dev/vda, vdb, ...);
         /// append ",ro" for a read-only disk. Repeatable.
         #[arg(long, value_name = "FILE[,ro]")]
@@ -240,6 +246,7 @@ fn main() -> ExitCode {
             trace_regs,
             mmu,
             irqchip,
+            smp,
             disk,
             virtio_console,
             virtio_rng,
@@ -279,6 +286,7 @@ fn main() -> ExitCode {
                 trace_regs,
                 mmu,
                 irqchip,
+                vcpus: smp,
                 virtio,
                 gdb,
                 save: save.as_deref().map(|path| run::Save {

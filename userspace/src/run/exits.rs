@@ -98,6 +98,8 @@ pub struct LoopState {
     /// `--save`: stop to save the guest after this many exits (u64::MAX:
     /// on SIGUSR2 only); None: never.
     pub save_after: Option<u64>,
+    /// `--smp`: the APs' exits for the devices, served here.
+    pub ap_requests: Option<std::sync::mpsc::Receiver<super::aps::Request>>,
 }
 
 impl LoopState {
@@ -108,6 +110,7 @@ impl LoopState {
             block_irqs: false,
             exits: 0,
             save_after: None,
+            ap_requests: None,
         })
     }
 }
@@ -156,6 +159,7 @@ pub fn run_loop(
         block_irqs,
         exits,
         save_after,
+        ap_requests,
     } = state;
     let debugging = attention.is_some();
     // The next kick: the PIT's next tick, and with a debugger at most
@@ -179,6 +183,41 @@ pub fn run_loop(
         if let Some(attention) = attention.as_mut() {
             if attention() {
                 return Ok(Stop::Attention);
+            }
+        }
+        if let Some(requests) = ap_requests {
+            use super::aps::Request;
+            for request in requests.try_iter() {
+                let answer = match request {
+                    Request::IoOut(port, data, answer) => {
+                        ports.write(port, &data);
+                        (answer, Vec::new())
+                    }
+                    Request::IoIn(port, len, answer) => {
+                        let mut data = vec![0; len];
+                        ports.read(port, &mut data);
+                        (answer, data)
+                    }
+                    Request::MmioWrite(addr, data, answer) => {
+                        virtio.write(addr, &data, mem, set_irq);
+                        (answer, Vec::new())
+                    }
+                    Request::MmioRead(addr, len, answer) => {
+                        let mut data = vec![0; len];
+                        virtio.read(addr, &mut data);
+                        (answer, data)
+                    }
+                    Request::Shutdown(id) => {
+                        eprintln!("rkvm: vCPU {id} shut down (a triple fault)");
+                        return Ok(Stop::Over(Outcome::Shutdown));
+                    }
+                    Request::Failed(id, what) => return Err(Error::ApFailed { id, what }),
+                };
+                // An AP gone meanwhile needs no answer.
+                let _ = answer.0.send(answer.1);
+            }
+            if let Some(s) = status.get() {
+                return Ok(Stop::Over(Outcome::DebugExit(s)));
             }
         }
         if pit.borrow_mut().poll_irq0(now_ns()) > 0 {

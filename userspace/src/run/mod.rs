@@ -10,9 +10,11 @@
 //! what each exit goes to), `trace` (`--trace-exits`), `report` (the
 //! summaries at the end).
 
+mod aps;
 pub mod board;
 pub mod exits;
 mod linux;
+mod mptable;
 pub mod report;
 mod setup;
 mod state;
@@ -62,6 +64,8 @@ pub struct Options<'a> {
     pub trace_regs: bool,
     pub mmu: Option<MmuMode>,
     pub irqchip: Irqchip,
+    /// `--smp`: vCPUs (1: the BSP alone).
+    pub vcpus: u8,
     pub virtio: VirtioOptions,
     /// `--gdb PORT`: serve gdb on this port, the guest stopped until it
     /// says go.
@@ -130,6 +134,34 @@ impl Outcome {
     }
 }
 
+/// The MP table (`mptable`) that shows a Linux guest its `vcpus` local
+/// APICs and the device's IOAPIC, with the vCPUs' CPUID signature and
+/// features.
+fn write_mptable(vm: &vm::Vm, vcpus: u8) -> Result<()> {
+    use vm_memory::{Bytes, GuestAddress};
+    let cpuid = vm
+        .vcpu
+        .get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(crate::error::Error::ioctl("KVM_GET_CPUID2"))?;
+    let leaf1 = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 1)
+        .copied()
+        .unwrap_or_default();
+    let cpus = mptable::Cpus {
+        count: vcpus.max(1),
+        signature: leaf1.eax,
+        features: leaf1.edx,
+    };
+    let table = mptable::build(mptable::BASE, cpus).ok_or(crate::error::Error::KernelIrqchip(
+        "too many vCPUs for the MP table",
+    ))?;
+    vm.mem
+        .write_slice(&table, GuestAddress(mptable::BASE))
+        .map_err(crate::error::Error::guest_memory("the MP table"))
+}
+
 /// Runs a guest as `opts` say, until it or the user ends the run.
 pub fn run(opts: &Options<'_>) -> Result<Outcome> {
     let snapshot = match opts.guest {
@@ -140,11 +172,14 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
         .as_ref()
         .map_or(Ok(opts.mem_mib), |s| s.mem_mib())?;
     if opts.irqchip == Irqchip::Kernel && opts.save.is_some() {
-        return Err(crate::error::Error::KernelIrqchipUnsupported(
-            "not with --save",
+        return Err(crate::error::Error::KernelIrqchip(
+            "not with --save (the device's interrupt controllers keep state it does not save)",
         ));
     }
-    let mut vm = vm::Vm::new(opts.device, mem_mib, opts.mmu, opts.irqchip)?;
+    if opts.vcpus > 1 && opts.irqchip != Irqchip::Kernel {
+        return Err(crate::error::Error::SmpNeedsKernelIrqchip);
+    }
+    let mut vm = vm::Vm::new(opts.device, mem_mib, opts.mmu, opts.irqchip, opts.vcpus)?;
     let virtio = board::virtio_devices(&opts.virtio)?;
     match opts.guest {
         Guest::Restore(_) => {}
@@ -161,6 +196,9 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
                 line.push_str(" console=hvc0");
             }
             linux::load(&vm.mem, vm.mem_size, &vm.vcpu, kernel, initrd, &line)?;
+            if opts.irqchip == Irqchip::Kernel {
+                write_mptable(&vm, opts.vcpus)?;
+            }
         }
     }
     let mut board =
@@ -199,6 +237,11 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
         .save
         .as_ref()
         .map(|s| s.after_exits.unwrap_or(u64::MAX));
+    let aps = (!vm.aps.is_empty()).then(|| {
+        let (aps, requests) = aps::Aps::start(std::mem::take(&mut vm.aps));
+        state.ap_requests = Some(requests);
+        aps
+    });
     let started = Instant::now();
     let outcome = match opts.gdb {
         Some(port) => crate::gdb::serve(
@@ -238,6 +281,9 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
         }),
     };
     let wall = started.elapsed();
+    if let Some(aps) = aps {
+        aps.stop();
+    }
     drop(armed);
     trace.end(&vm.vcpu);
     report::print(&stats, &kernel_stats, wall, &vm, &board);

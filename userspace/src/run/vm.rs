@@ -37,6 +37,8 @@ pub struct Vm {
     pub fd: VmFd,
     /// Where its interrupt controllers are.
     pub irqchip: Irqchip,
+    /// vCPUs 1 and up (`--smp`), until their threads take them.
+    pub aps: Vec<VcpuFd>,
     pub mem: GuestMemoryMmap,
     /// The size of `mem`, in bytes.
     pub mem_size: u64,
@@ -47,12 +49,13 @@ pub struct Vm {
 impl Vm {
     /// Opens `device` and makes a VM with `mem_mib` MiB of guest memory,
     /// the MMU mode `mmu` (the device's default if `None`), the interrupt
-    /// controllers `irqchip` and one vCPU.
+    /// controllers `irqchip` and `vcpus` vCPUs (at least 1).
     pub fn new(
         device: &Path,
         mem_mib: usize,
         mmu: Option<MmuMode>,
         irqchip: Irqchip,
+        vcpus: u8,
     ) -> Result<Vm> {
         let mem_size = mem_mib.checked_mul(1 << 20).ok_or(Error::MemTooLarge)?;
         if mem_size < 2 << 20 {
@@ -88,23 +91,35 @@ impl Vm {
             create_kernel_irqchip(&kvm, &vm, device)?;
         }
 
-        let vcpu = vm.create_vcpu(0).map_err(Error::ioctl("KVM_CREATE_VCPU"))?;
         // Real KVM allows CR4.PAE and long mode only if the guest's CPUID says
-        // so: hand the vCPU what the device supports, where it can tell.
-        if let Ok(cpuid) = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) {
-            let mut entries = for_userspace_irqchip(cpuid.as_slice());
-            if has_xsave(&entries) && !tracks_guest_xcr0(&kvm, &entries) {
-                entries = without_xsave(&entries);
+        // so: hand the vCPUs what the device supports, where it can tell.
+        let cpuid = match kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) {
+            Ok(cpuid) => {
+                let mut entries = for_userspace_irqchip(cpuid.as_slice());
+                if has_xsave(&entries) && !tracks_guest_xcr0(&kvm, &entries) {
+                    entries = without_xsave(&entries);
+                }
+                Some(CpuId::from_entries(&entries).map_err(|e| Error::Cpuid(format!("{e:?}")))?)
             }
-            let cpuid =
-                CpuId::from_entries(&entries).map_err(|e| Error::Cpuid(format!("{e:?}")))?;
-            vcpu.set_cpuid2(&cpuid)
-                .map_err(Error::ioctl("KVM_SET_CPUID2"))?;
-        }
+            Err(_) => None,
+        };
+        let create = |id: u8| -> Result<VcpuFd> {
+            let vcpu = vm
+                .create_vcpu(id.into())
+                .map_err(Error::ioctl("KVM_CREATE_VCPU"))?;
+            if let Some(cpuid) = &cpuid {
+                vcpu.set_cpuid2(cpuid)
+                    .map_err(Error::ioctl("KVM_SET_CPUID2"))?;
+            }
+            Ok(vcpu)
+        };
+        let vcpu = create(0)?;
+        let aps = (1..vcpus).map(create).collect::<Result<Vec<_>>>()?;
         Ok(Vm {
             vcpu,
             fd: vm,
             irqchip,
+            aps,
             mem,
             mem_size: mem_size as u64,
             kvm,
