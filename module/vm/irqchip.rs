@@ -80,6 +80,15 @@ fn vector_bit(lapic: &lapic::Lapic, base: u32, vector: u8) -> bool {
     word & (1 << (vector % 32)) != 0
 }
 
+/// A chip's state image into the union of `struct kvm_irqchip`.
+fn put_image(union: &mut [u8], image: &[u8]) -> Result {
+    union
+        .get_mut(..image.len())
+        .ok_or(EINVAL)?
+        .copy_from_slice(image);
+    Ok(())
+}
+
 /// Whether `gpa` is in the IOAPIC's MMIO window, where KVM registers it:
 /// only there can an access reach it.
 pub(crate) fn in_ioapic_window(gpa: u64) -> bool {
@@ -136,14 +145,8 @@ impl Vm {
             Irqchip::Ioapic => None,
         };
         match (pic_chip, set) {
-            (Some(c), false) => {
-                let image = self.pic.lock().state(c).to_bytes();
-                state[..pic::STATE_SIZE].copy_from_slice(&image);
-            }
-            (None, false) => {
-                let image = self.ioapic.lock().state().to_bytes();
-                state[..ioapic::STATE_SIZE].copy_from_slice(&image);
-            }
+            (Some(c), false) => put_image(state, &self.pic.lock().state(c).to_bytes())?,
+            (None, false) => put_image(state, &self.ioapic.lock().state().to_bytes())?,
             (Some(c), true) => {
                 let new = PicState::from_bytes(state).ok_or(EINVAL)?;
                 let effect = self.pic.lock().set_state(c, &new);
