@@ -349,6 +349,20 @@ static void irqfd_bench(uint32_t n)
  * (A HLT instead of the spin hung under QEMU's emulation, through kvm_amd
  * as through rkvm, when the interrupt was already pending at the HLT.)
  */
+/*
+ * A handler at label \label that sets the byte at 0x500 (what the guest
+ * spins on) and sends the EOI, all registers kept.
+ */
+#define FLAG_HANDLER(label)							\
+	label ":	pushal\n"							\
+	"	movb $1, 0x500\n"						\
+	"	mov $0x80b, %ecx\n"		/* EOI */			\
+	"	xor %eax, %eax\n"						\
+	"	xor %edx, %edx\n"						\
+	"	wrmsr\n"							\
+	"	popal\n"							\
+	"	iret\n"
+
 enum { lapic_timer_n = 500 };
 GUEST_CODE16(lapic_timer_code,
 	X2APIC_ON("lapic_timer_code", 0x42, "2f")
@@ -371,14 +385,7 @@ GUEST_CODE16(lapic_timer_code,
 	"	jnz 1b\n"
 	"	out %al, $0x10\n"
 	"	jmp 0b\n"
-	"2:	pushal\n"
-	"	movb $1, 0x500\n"
-	"	mov $0x80b, %ecx\n"		/* EOI */
-	"	xor %eax, %eax\n"
-	"	xor %edx, %edx\n"
-	"	wrmsr\n"
-	"	popal\n"
-	"	iret\n");
+	FLAG_HANDLER("2"));
 
 static void lapic_timer_bench(void)
 {
@@ -424,29 +431,11 @@ GUEST_CODE16(ipi_bsp_code,
 	"	jnz 1b\n"
 	"	out %al, $0x10\n"
 	"	jmp 0b\n"
-	"2:	pushal\n"
-	"	movb $1, 0x500\n"
-	"	mov $0x80b, %ecx\n"		/* EOI */
-	"	xor %eax, %eax\n"
-	"	xor %edx, %edx\n"
-	"	wrmsr\n"
-	"	popal\n"
-	"	iret\n");
+	FLAG_HANDLER("2"));
 
 /* vCPU 1, at 0x2000 (the IVT at 0 is shared: vector 0x40 is its). */
 GUEST_CODE16(ipi_ap_code,
-	"	xor %ax, %ax\n"
-	"	mov %ax, %ds\n"
-	"	movw $0x2000 + (2f - ipi_ap_code), 0x40 * 4\n"
-	"	movw $0, 0x40 * 4 + 2\n"
-	"	mov $0x1b, %ecx\n"		/* x2APIC on, as X2APIC_ON */
-	"	rdmsr\n"
-	"	or $0xc00, %eax\n"
-	"	wrmsr\n"
-	"	mov $0x80f, %ecx\n"
-	"	mov $0x1ff, %eax\n"
-	"	xor %edx, %edx\n"
-	"	wrmsr\n"
+	X2APIC_ON_AT("0x2000", "ipi_ap_code", 0x40, "2f")
 	"	sti\n"
 	"1:	hlt\n"
 	"	jmp 1b\n"
