@@ -92,15 +92,28 @@ static void report_exits(const char *name, uint64_t before, uint64_t after, uint
 	fflush(stdout);
 }
 
-/* A fresh VM running `code` at 0x1000 in real mode. */
-static void setup(struct vm *vm, const uint8_t *code, size_t len)
+/*
+ * A fresh VM running `code` at 0x1000 in real mode, with `split_pins`
+ * IOAPIC pins of the split irqchip (rkvm.ko irqchip=1), or VM_NO_IRQCHIP.
+ */
+static void setup_irqchip(struct vm *vm, int split_pins, const uint8_t *code, size_t len)
 {
-	if (vm_create(vm))
-		die("creating a VM");
+	if (vm_create_full(vm, 0, split_pins))
+		die(split_pins == VM_NO_IRQCHIP ? "creating a VM" :
+		    "creating a VM with the split irqchip (rkvm.ko irqchip=1)");
 	memcpy(vm->mem + 0x1000, code, len);
 	if (vm_real_mode(vm, 0x1000))
 		die("real mode");
 }
+
+/* A fresh VM running `code` at 0x1000 in real mode. */
+static void setup(struct vm *vm, const uint8_t *code, size_t len)
+{
+	setup_irqchip(vm, VM_NO_IRQCHIP, code, len);
+}
+
+/* setup_irqchip() with a split irqchip of 24 pins, for guest code `name`. */
+#define SETUP_SPLIT(vm, name)	setup_irqchip(vm, 24, name, GUEST_CODE_SIZE(name))
 
 /* Runs until an exit to port 0xf4 (the end of a guest loop); every other
  * exit is counted and re-entered. Returns the number of exits. */
@@ -311,11 +324,7 @@ static void irqfd_bench(uint32_t n)
 	uint32_t i;
 	int r;
 
-	if (vm_create_full(&vm, 0, 24))
-		die("creating a VM with the split irqchip (rkvm.ko irqchip=1)");
-	LOAD_GUEST_CODE(vm.mem, 0x1000, irqfd_msi_code);
-	if (vm_real_mode(&vm, 0x1000))
-		die("real mode");
+	SETUP_SPLIT(&vm, irqfd_msi_code);
 	if (ioctl(vm.fd, KVM_SET_GSI_ROUTING, &routing))
 		die("KVM_SET_GSI_ROUTING");
 	irqfd.fd = eventfd(0, 0);
@@ -392,11 +401,7 @@ static void lapic_timer_bench(void)
 	struct vm vm;
 	int r;
 
-	if (vm_create_full(&vm, 0, 24))
-		die("creating a VM with the split irqchip (rkvm.ko irqchip=1)");
-	LOAD_GUEST_CODE(vm.mem, 0x1000, lapic_timer_code);
-	if (vm_real_mode(&vm, 0x1000))
-		die("real mode");
+	SETUP_SPLIT(&vm, lapic_timer_code);
 	for (r = 0; r <= rounds; r++) {
 		uint64_t t0 = now_ns();
 
@@ -498,12 +503,8 @@ static void ipi_bench(void)
 	struct vm vm;
 	int bsp, ap, r;
 
-	if (vm_create_full(&vm, 0, 24))
-		die("creating a VM with the split irqchip (rkvm.ko irqchip=1)");
-	LOAD_GUEST_CODE(vm.mem, 0x1000, ipi_bsp_code);
+	SETUP_SPLIT(&vm, ipi_bsp_code);
 	LOAD_GUEST_CODE(vm.mem, 0x2000, ipi_ap_code);
-	if (vm_real_mode(&vm, 0x1000))
-		die("real mode");
 	/* vCPU 1: its own stack, running at once (no INIT and SIPI). */
 	ap = ioctl(vm.fd, KVM_CREATE_VCPU, 1);
 	if (ap < 0)
