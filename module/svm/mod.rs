@@ -185,11 +185,43 @@ impl SvmVcpu {
         }
     }
 
+    /// Logs what the VMCB holds when [`host_state_in_vmcb`] found host
+    /// state in it, for the open problem in Documentation/execution-model.md.
+    /// Two writers of QEMU's can leave host state there: a VMRUN saving its
+    /// host state into the page (`int_ctl` and `cpl` then untouched) or a
+    /// #VMEXIT saving a CPU's already-restored host state (`int_ctl` 0).
+    /// The host RSP tells whose stack, this thread's or another's.
+    fn report_host_state(&self, when: &str) {
+        let here = 0u8;
+        let here = core::ptr::from_ref(&here) as u64;
+        let (s, c) = (&self.vmcb.save, &self.vmcb.control);
+        pr_warn!(
+            "host state in VMCB {:#x} {} on CPU {} (last CPU {}): rip {:#x} rsp {:#x} (this stack: {}) \
+             cr3 {:#x} cpl {} int_ctl {:#x} int_state {:#x} exit {:#x} {:#x} {:#x} hsave_pa {:#x}\n",
+            self.vmcb.phys().0,
+            when,
+            sys::cpu_id(),
+            self.cpu,
+            s.rip,
+            s.rsp,
+            s.rsp.abs_diff(here) < 16384,
+            s.cr3,
+            s.cpl,
+            c.int_ctl,
+            c.int_state,
+            c.exit_code,
+            c.exit_info_1,
+            c.exit_info_2,
+            sys::rdmsr(msr::VM_HSAVE_PA).unwrap_or(0),
+        );
+    }
+
     fn decode_exit(&mut self) -> Exit {
         // The state may also arrive while the guest runs: then the "guest"
         // has just executed host code (and faulted, nested paging keeping it
         // in its slots). Report the loss, not the fault.
         if host_state_in_vmcb(&self.vmcb) {
+            self.report_host_state("after an exit");
             return Exit::StateLost;
         }
         // The guest executed the IRET that ended its NMI handler.
@@ -379,6 +411,7 @@ impl ArchVcpu for SvmVcpu {
             self.vmcb.control.nested_cr3 = root.0;
         }
         if host_state_in_vmcb(&self.vmcb) {
+            self.report_host_state("before an entry");
             return Exit::StateLost;
         }
         let dbg = *self.debug.guest_debug();

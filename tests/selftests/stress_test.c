@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Several VMs and vCPUs at once, memory slots changing under running vCPUs,
+ * IPI storms between the vCPUs of several VMs (the in-kernel local APIC),
  * and a process killed in the middle of KVM_RUN.
  */
 #include <pthread.h>
@@ -11,6 +12,7 @@
 #include "vm.h"
 #include "guest_code.h"
 #include "stats.h"
+#include "apic_guest.h"
 
 #define ROUNDS 200
 
@@ -531,6 +533,51 @@ GUEST_CODE16(slot_touch_code,
 	"2:	out %ax, $0x11\n"
 	"	hlt\n");
 
+/*
+ * slot_touch_code in 64-bit mode, switching address spaces: after each
+ * write the vCPU loads CR3 with the other of two page-table trees (roots
+ * at 0x4000 and 0x8000, each with its own PDPT, PD and PT) that both map
+ * guest physical 0 to 0x10fff one to one, 4 KiB pages.
+ */
+GUEST_CODE64(slot_touch_cr3_code,
+	"	lea 0x10000(,%rdx,2), %rsi\n"
+	"	xor %ecx, %ecx\n"
+	"	mov $0x4000, %r8\n"
+	"	mov $0x8000, %r9\n"
+	"1:	mov (%rsi), %ax\n"
+	"	cmp %ax, %cx\n"
+	"	jne 2f\n"
+	"	inc %cx\n"
+	"	mov %cx, (%rsi)\n"
+	"	xchg %r8, %r9\n"
+	"	mov %r8, %cr3\n"
+	"	cmpw $0, 0x3000\n"
+	"	je 1b\n"
+	"	mov %cx, %ax\n"
+	"	out %ax, $0x10\n"
+	"	hlt\n"
+	"2:	out %ax, $0x11\n"
+	"	hlt\n");
+
+/* The two trees of slot_touch_cr3_code, in slot 0 (below 0x10000). */
+static void build_two_address_spaces(struct vm *vm)
+{
+	uint64_t root, i;
+
+	for (root = 0x4000; root <= 0x8000; root += 0x4000) {
+		uint64_t *pml4 = (uint64_t *)(vm->mem + root);
+		uint64_t *pdpt = (uint64_t *)(vm->mem + root + 0x1000);
+		uint64_t *pd = (uint64_t *)(vm->mem + root + 0x2000);
+		uint64_t *pt = (uint64_t *)(vm->mem + root + 0x3000);
+
+		pml4[0] = (root + 0x1000) | 3;
+		pdpt[0] = (root + 0x2000) | 3;
+		pd[0] = (root + 0x3000) | 3;
+		for (i = 0; i <= 0x10; i++)
+			pt[i] = (i << 12) | 3;
+	}
+}
+
 #define SLOT_MOVES 50
 
 struct moving_slot {
@@ -637,9 +684,10 @@ static void *touch_slot(void *arg)
  * and adds again, over and over. A write that reached the old page after
  * the delete returned (a translation the vCPU kept) would be lost in the
  * copy and read back wrong; a vCPU entering without the new epoch would
- * reach an unpinned page.
+ * reach an unpinned page. With switch_cr3 the guest runs
+ * slot_touch_cr3_code, in 64-bit mode.
  */
-TEST_F(stress, slot_moves_under_vcpus_touching_it)
+static void slot_moves(struct __test_metadata *_metadata, bool switch_cr3)
 {
 	struct moving_slot slot = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	uint64_t requests, flushes;
@@ -654,7 +702,12 @@ TEST_F(stress, slot_moves_under_vcpus_touching_it)
 		SKIP(return, NO_BACKEND);
 	ASSERT_EQ(0, r);
 	ASSERT_EQ(0, vm_resize_slot0(&vm, 0x10000));
-	LOAD_GUEST_CODE(vm.mem, 0x1000, slot_touch_code);
+	if (switch_cr3) {
+		LOAD_GUEST_CODE(vm.mem, 0x1000, slot_touch_cr3_code);
+		build_two_address_spaces(&vm);
+	} else {
+		LOAD_GUEST_CODE(vm.mem, 0x1000, slot_touch_code);
+	}
 	slot.vm = vm.fd;
 	slot.mem = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ASSERT_NE(MAP_FAILED, slot.mem);
@@ -664,6 +717,15 @@ TEST_F(stress, slot_moves_under_vcpus_touching_it)
 		struct kvm_regs regs;
 
 		ASSERT_EQ(0, add_vcpu(&vm, i, 0, &vcpu));
+		if (switch_cr3) {
+			int bsp = vm.vcpu;
+
+			vm.vcpu = vcpu.vcpu;
+			vm_set_supported_cpuid(&vm);	/* long mode */
+			r = vm_long_mode_cr3(&vm, 0x1000, 0x4000);
+			vm.vcpu = bsp;
+			ASSERT_EQ(0, r);
+		}
 		ASSERT_EQ(0, ioctl(vcpu.vcpu, KVM_GET_REGS, &regs));
 		regs.rdx = i;
 		ASSERT_EQ(0, ioctl(vcpu.vcpu, KVM_SET_REGS, &regs));
@@ -719,6 +781,265 @@ TEST_F(stress, slot_moves_under_vcpus_touching_it)
 	}
 	munmap(slot.mem, 4096);
 	vm_destroy(&vm);
+}
+
+TEST_F(stress, slot_moves_under_vcpus_touching_it)
+{
+	slot_moves(_metadata, false);
+}
+
+/*
+ * The same race with guest CR3 switches: with shadow paging each switch
+ * changes the shadow root under which the page is mapped, and a slot
+ * change must reach the translations of both address spaces.
+ */
+TEST_F(stress, slot_moves_under_vcpus_switching_cr3)
+{
+	slot_moves(_metadata, true);
+}
+
+/*
+ * IPI storm: every vCPU of a VM sends, round after round, an IPI of vector
+ * 0x40 to every other vCPU and waits for it to be acknowledged, all vCPUs
+ * at once, so IPIs cross and reach vCPUs in guest mode (a kick), entering
+ * or leaving it. A message is a round number in a mailbox (from, to)
+ * written before the IPI; the handler acknowledges every mailbox addressed
+ * to it, so IPIs that coalesce in the IRR lose nothing, but an IPI that
+ * never arrives leaves its sender waiting for good. No vCPU sends before
+ * every vCPU's APIC is on (a software-disabled APIC drops fixed
+ * interrupts, as KVM's does): a count at 0x2ff8. Memory: the vCPU
+ * count at 0x2ff0, the rounds at 0x2ff4, mailboxes at 0x3000 and
+ * acknowledgements at 0x3400 (dword (from * 8 + to) * 4), interrupts
+ * taken at 0x3800 (a dword per vCPU). A vCPU done with its rounds outputs
+ * its APIC ID to port 0x10 and goes on answering.
+ */
+#define STORM_VMS	2
+#define STORM_VCPUS	3
+#define STORM_ROUNDS	200
+#define STORM_MBOX	0x3000
+#define STORM_ACK	0x3400
+#define STORM_TAKEN	0x3800
+
+GUEST_CODE16(ipi_storm_code,
+	X2APIC_ON("ipi_storm_code", 0x40, "5f")
+	"	mov $0x802, %ecx\n"		/* x2APIC ID: the vCPU's id */
+	"	rdmsr\n"
+	"	mov %eax, %esi\n"
+	"	sti\n"
+	"	lock incl 0x2ff8\n"		/* this APIC takes IPIs now */
+	"0:	pause\n"
+	"	mov 0x2ff8, %eax\n"		/* until every vCPU's does */
+	"	cmp 0x2ff0, %eax\n"
+	"	jb 0b\n"
+	"	mov $1, %ebp\n"			/* the round */
+	"1:	xor %ebx, %ebx\n"		/* the destination */
+	"2:	cmp %esi, %ebx\n"
+	"	je 4f\n"
+	"	mov %esi, %edi\n"
+	"	shl $3, %edi\n"
+	"	add %ebx, %edi\n"
+	"	shl $2, %edi\n"
+	"	mov %ebp, 0x3000(%edi)\n"	/* the message, before its IPI */
+	"	mfence\n"
+	"	mov $0x830, %ecx\n"		/* ICR: fixed, vector 0x40 */
+	"	mov %ebx, %edx\n"
+	"	mov $0x40, %eax\n"
+	"	wrmsr\n"
+	"3:	pause\n"
+	"	cmp %ebp, 0x3400(%edi)\n"
+	"	jne 3b\n"
+	"4:	inc %ebx\n"
+	"	cmp 0x2ff0, %ebx\n"
+	"	jb 2b\n"
+	"	inc %ebp\n"
+	"	cmp 0x2ff4, %ebp\n"
+	"	jbe 1b\n"
+	"	mov %si, %ax\n"
+	"	out %ax, $0x10\n"
+	"6:	pause\n"
+	"	jmp 6b\n"
+	"5:	pushal\n"			/* vector 0x40 */
+	"	xor %ebx, %ebx\n"
+	"7:	mov %ebx, %edi\n"
+	"	shl $3, %edi\n"
+	"	add %esi, %edi\n"
+	"	shl $2, %edi\n"
+	"	mov 0x3000(%edi), %eax\n"
+	"	mov %eax, 0x3400(%edi)\n"
+	"	inc %ebx\n"
+	"	cmp 0x2ff0, %ebx\n"
+	"	jb 7b\n"
+	"	addr32 incl 0x3800(,%esi,4)\n"
+	"	mov $0x80b, %ecx\n"		/* EOI */
+	"	xor %eax, %eax\n"
+	"	xor %edx, %edx\n"
+	"	wrmsr\n"
+	"	popal\n"
+	"	iret\n");
+
+struct storm_vcpu {
+	int fd;
+	struct kvm_run *run;
+	volatile int done;	/* its rounds are over */
+	volatile int stop;	/* told to leave KVM_RUN */
+	int state_lost;
+	char why[128];		/* what went wrong, or empty */
+};
+
+/* A storm vCPU's thread: KVM_RUN until told to stop. */
+static void *storm_thread(void *arg)
+{
+	struct storm_vcpu *v = arg;
+
+	for (;;) {
+		if (ioctl(v->fd, KVM_RUN, 0)) {
+			if (errno == EINTR && v->stop)
+				return NULL;
+			if (errno == EINTR)
+				continue;
+			snprintf(v->why, sizeof(v->why), "KVM_RUN: %s", strerror(errno));
+			return NULL;
+		}
+		if (v->run->exit_reason == KVM_EXIT_IO && v->run->io.port == 0x10 && !v->done) {
+			v->done = 1;
+			continue;
+		}
+		v->state_lost = v->run->exit_reason == KVM_EXIT_INTERNAL_ERROR &&
+				v->run->internal.data[0] == RKVM_STATE_LOST;
+		snprintf(v->why, sizeof(v->why), "exit %u (port %#x), suberror %u",
+			 v->run->exit_reason, v->run->io.port, v->run->internal.suberror);
+		return NULL;
+	}
+}
+
+static uint32_t *storm_word(struct vm *vm, uint32_t base, int from, int to)
+{
+	return (uint32_t *)(vm->mem + base + (from * 8 + to) * 4);
+}
+
+/* Messages acknowledged so far, in all VMs: the watchdog's measure. */
+static uint64_t storm_progress(struct vm *vms)
+{
+	uint64_t sum = 0;
+	int v, s, d;
+
+	for (v = 0; v < STORM_VMS; v++)
+		for (s = 0; s < STORM_VCPUS; s++)
+			for (d = 0; d < STORM_VCPUS; d++)
+				sum += *(volatile uint32_t *)storm_word(&vms[v], STORM_ACK, s, d);
+	return sum;
+}
+
+/* vCPU `id` of `vm` (0 exists), running at 0x1000 with its own stack. */
+static int storm_add_vcpu(struct vm *vm, int id, struct storm_vcpu *v)
+{
+	struct kvm_mp_state runnable = { .mp_state = KVM_MP_STATE_RUNNABLE };
+	int bsp = vm->vcpu, r;
+
+	memset(v, 0, sizeof(*v));
+	v->fd = id == 0 ? vm->vcpu : ioctl(vm->fd, KVM_CREATE_VCPU, id);
+	if (v->fd < 0)
+		return -1;
+	v->run = id == 0 ? vm->run : mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+	if (v->run == MAP_FAILED)
+		return -1;
+	vm->vcpu = v->fd;
+	vm_set_supported_cpuid(vm);
+	/* An AP of an in-kernel APIC waits for INIT and SIPI: not this one. */
+	r = ioctl(v->fd, KVM_SET_MP_STATE, &runnable) || vm_real_mode(vm, 0x1000) ||
+	    vm_set_entry(vm, 0x1000, 0x8000 - id * 0x400);
+	vm->vcpu = bsp;
+	return r ? -1 : 0;
+}
+
+/*
+ * STORM_VMS VMs of STORM_VCPUS vCPUs each, every vCPU on its own thread:
+ * every message of every round acknowledged, no vCPU leaving its guest
+ * but to say it is done. Coalescing is allowed (a vCPU takes at most
+ * as many interrupts as were sent to it), loss is not: a sender that
+ * waits 60 s with no acknowledgement anywhere is reported with the
+ * message it waits on. Usually done in a few seconds.
+ */
+TEST_F(stress, ipi_storm_between_the_vcpus_of_two_vms)
+{
+	struct sigaction watchdog = { .sa_handler = on_watchdog };
+	struct storm_vcpu vcpus[STORM_VMS][STORM_VCPUS];
+	pthread_t threads[STORM_VMS][STORM_VCPUS];
+	struct vm vms[STORM_VMS];
+	uint64_t seen = 0, now;
+	int v, i, s, d, r, idle = 0, all_done = 0, lost = 0;
+
+	for (v = 0; v < STORM_VMS; v++) {
+		r = vm_create_full(&vms[v], 0, 24);
+		if (r == -ENODEV && testing_rkvm())
+			SKIP(return, NO_BACKEND);
+		if (r == -EINVAL && testing_rkvm())
+			SKIP(return, "no KVM_CAP_SPLIT_IRQCHIP (rkvm.ko loaded with irqchip=0)");
+		ASSERT_EQ(0, r);
+		LOAD_GUEST_CODE(vms[v].mem, 0x1000, ipi_storm_code);
+		*(uint32_t *)(vms[v].mem + 0x2ff0) = STORM_VCPUS;
+		*(uint32_t *)(vms[v].mem + 0x2ff4) = STORM_ROUNDS;
+		for (i = 0; i < STORM_VCPUS; i++)
+			ASSERT_EQ(0, storm_add_vcpu(&vms[v], i, &vcpus[v][i])) TH_LOG("VM %d vCPU %d", v, i);
+	}
+	ASSERT_EQ(0, sigaction(SIGUSR1, &watchdog, NULL));
+	for (v = 0; v < STORM_VMS; v++)
+		for (i = 0; i < STORM_VCPUS; i++)
+			ASSERT_EQ(0, pthread_create(&threads[v][i], NULL, storm_thread, &vcpus[v][i]));
+	/* A hang guard, not a speed limit: any acknowledgement resets it. */
+	while (!all_done && idle < 600) {
+		usleep(100000);
+		now = storm_progress(vms);
+		idle = now == seen ? idle + 1 : 0;
+		seen = now;
+		all_done = 1;
+		for (v = 0; v < STORM_VMS; v++)
+			for (i = 0; i < STORM_VCPUS; i++)
+				if (!vcpus[v][i].done && !vcpus[v][i].why[0])
+					all_done = 0;
+	}
+	for (v = 0; v < STORM_VMS; v++)
+		for (i = 0; i < STORM_VCPUS; i++) {
+			vcpus[v][i].stop = 1;
+			vcpus[v][i].run->immediate_exit = 1;
+			pthread_kill(threads[v][i], SIGUSR1);
+		}
+	for (v = 0; v < STORM_VMS; v++)
+		for (i = 0; i < STORM_VCPUS; i++)
+			pthread_join(threads[v][i], NULL);
+	for (v = 0; v < STORM_VMS; v++) {
+		for (i = 0; i < STORM_VCPUS; i++) {
+			uint32_t taken = *(uint32_t *)(vms[v].mem + STORM_TAKEN + i * 4);
+
+			lost |= vcpus[v][i].state_lost;
+			EXPECT_STREQ("", vcpus[v][i].why) TH_LOG("VM %d vCPU %d", v, i);
+			EXPECT_TRUE(vcpus[v][i].done) TH_LOG("VM %d vCPU %d did not finish its rounds", v, i);
+			/* Coalesced IPIs are one interrupt; at least one per round came. */
+			EXPECT_LE(STORM_ROUNDS, taken) TH_LOG("VM %d vCPU %d", v, i);
+			EXPECT_GE((STORM_VCPUS - 1) * STORM_ROUNDS, taken) TH_LOG("VM %d vCPU %d", v, i);
+			TH_LOG("VM %d vCPU %d: %u interrupts for %d messages", v, i, taken,
+			       (STORM_VCPUS - 1) * STORM_ROUNDS);
+		}
+		for (s = 0; s < STORM_VCPUS; s++)
+			for (d = 0; d < STORM_VCPUS; d++) {
+				uint32_t sent = *storm_word(&vms[v], STORM_MBOX, s, d);
+				uint32_t acked = *storm_word(&vms[v], STORM_ACK, s, d);
+
+				if (s == d)
+					continue;
+				EXPECT_EQ(STORM_ROUNDS, acked)
+					TH_LOG("VM %d: vCPU %d's message %u to vCPU %d acknowledged up to %u",
+					       v, s, sent, d, acked);
+			}
+	}
+	for (v = 0; v < STORM_VMS; v++) {
+		for (i = 1; i < STORM_VCPUS; i++) {
+			munmap(vcpus[v][i].run, vms[v].run_size);
+			close(vcpus[v][i].fd);
+		}
+		vm_destroy(&vms[v]);
+	}
+	EXPECT_FALSE(lost) TH_LOG("a VMCB held host state (Documentation/execution-model.md)");
 }
 
 /*

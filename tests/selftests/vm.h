@@ -218,15 +218,11 @@ static inline int vm_real_mode(struct vm *vm, uint64_t rip)
 }
 
 /*
- * 64-bit mode: identity map of the first 2 MiB with one large page (tables
- * at 0x100000), flat 64-bit code and data segments set directly in the
- * segment caches (no GDT needed), code at rip.
+ * 64-bit mode on the caller's page tables at cr3: flat 64-bit code and data
+ * segments set directly in the segment caches (no GDT needed), code at rip.
  */
-static inline int vm_long_mode(struct vm *vm, uint64_t rip)
+static inline int vm_long_mode_cr3(struct vm *vm, uint64_t rip, uint64_t cr3)
 {
-	uint64_t *pml4 = (uint64_t *)(vm->mem + 0x100000);
-	uint64_t *pdpt = (uint64_t *)(vm->mem + 0x101000);
-	uint64_t *pd = (uint64_t *)(vm->mem + 0x102000);
 	struct kvm_segment code = {
 		.base = 0, .limit = 0xffffffff, .selector = 8, .type = 0xb,
 		.present = 1, .dpl = 0, .db = 0, .s = 1, .l = 1, .g = 1,
@@ -234,9 +230,6 @@ static inline int vm_long_mode(struct vm *vm, uint64_t rip)
 	struct kvm_segment data = code;
 	struct kvm_sregs sregs;
 
-	pml4[0] = 0x101000 | 3;
-	pdpt[0] = 0x102000 | 3;
-	pd[0] = 0 | 0x83;	/* present, writable, 2 MiB page */
 	if (ioctl(vm->vcpu, KVM_GET_SREGS, &sregs))
 		return -errno;
 	data.type = 3;
@@ -244,13 +237,29 @@ static inline int vm_long_mode(struct vm *vm, uint64_t rip)
 	data.selector = 16;
 	sregs.cs = code;
 	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
-	sregs.cr3 = 0x100000;
+	sregs.cr3 = cr3;
 	sregs.cr4 = 1 << 5;				/* PAE */
 	sregs.cr0 = 0x80000011;				/* PG | ET | PE */
 	sregs.efer = (1 << 8) | (1 << 10);		/* LME | LMA */
 	if (ioctl(vm->vcpu, KVM_SET_SREGS, &sregs))
 		return -errno;
 	return vm_set_entry(vm, rip, 0x80000);
+}
+
+/*
+ * 64-bit mode: identity map of the first 2 MiB with one large page (tables
+ * at 0x100000), code at rip.
+ */
+static inline int vm_long_mode(struct vm *vm, uint64_t rip)
+{
+	uint64_t *pml4 = (uint64_t *)(vm->mem + 0x100000);
+	uint64_t *pdpt = (uint64_t *)(vm->mem + 0x101000);
+	uint64_t *pd = (uint64_t *)(vm->mem + 0x102000);
+
+	pml4[0] = 0x101000 | 3;
+	pdpt[0] = 0x102000 | 3;
+	pd[0] = 0 | 0x83;	/* present, writable, 2 MiB page */
+	return vm_long_mode_cr3(vm, rip, 0x100000);
 }
 
 static inline int vm_run(struct vm *vm)
