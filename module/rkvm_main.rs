@@ -68,8 +68,8 @@ module! {
             description: "New VMs use nested paging (NPT); 0: shadow page tables (KVM_CAP_RKVM_MMU chooses per VM)",
         },
         irqchip: bool {
-            default: false,
-            description: "Experimental: offer the in-kernel irqchips: local APICs (KVM_CAP_SPLIT_IRQCHIP, KVM_SIGNAL_MSI, KVM_IRQFD, KVM_GET/SET_LAPIC) and the PIC and IOAPIC (KVM_CREATE_IRQCHIP, KVM_GET/SET_IRQCHIP); not yet complete (no in-kernel PIT, no irqfd resampling)",
+            default: true,
+            description: "Offer the in-kernel irqchips: local APICs (KVM_CAP_SPLIT_IRQCHIP, KVM_SIGNAL_MSI, KVM_IRQFD, KVM_GET/SET_LAPIC), the PIC and IOAPIC (KVM_CREATE_IRQCHIP, KVM_GET/SET_IRQCHIP) and the PIT (KVM_CREATE_PIT2); 0: none, their capabilities not announced, as a KVM without them",
         },
     },
 }

@@ -649,8 +649,8 @@ pub(crate) fn check_extension(cap: usize) -> i32 {
         return crate::guest_state::host_xsave().cap_xsave2() as i32;
     }
     // The in-kernel irqchips (the local APICs of both kinds, the PIC and
-    // IOAPIC of KVM_CREATE_IRQCHIP), while they are experimental: only
-    // with the `irqchip` module parameter.
+    // IOAPIC of KVM_CREATE_IRQCHIP, the PIT): all of them, unless the
+    // `irqchip` module parameter turned them off.
     if cap == uapi::KVM_CAP_SPLIT_IRQCHIP as usize
         || cap == uapi::KVM_CAP_IRQCHIP as usize
         || cap == uapi::KVM_CAP_IRQ_INJECT_STATUS as usize

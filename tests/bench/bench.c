@@ -94,13 +94,13 @@ static void report_exits(const char *name, uint64_t before, uint64_t after, uint
 
 /*
  * A fresh VM running `code` at 0x1000 in real mode, with `split_pins`
- * IOAPIC pins of the split irqchip (rkvm.ko irqchip=1), or VM_NO_IRQCHIP.
+ * IOAPIC pins of the split irqchip, or VM_NO_IRQCHIP.
  */
 static void setup_irqchip(struct vm *vm, int split_pins, const uint8_t *code, size_t len)
 {
 	if (vm_create_full(vm, 0, split_pins))
 		die(split_pins == VM_NO_IRQCHIP ? "creating a VM" :
-		    "creating a VM with the split irqchip (rkvm.ko irqchip=1)");
+		    "creating a VM with the split irqchip (not offered by rkvm.ko irqchip=0)");
 	memcpy(vm->mem + 0x1000, code, len);
 	if (vm_real_mode(vm, 0x1000))
 		die("real mode");

@@ -99,8 +99,8 @@ static const struct { long cap; int value; } rkvm_caps[] = {
 	/* Set apart: the value depends on the vendor (see nested_state_test). */
 	{ KVM_CAP_NESTED_STATE, -1 },
 	/*
-	 * The experimental in-kernel irqchips, offered with rkvm.ko
-	 * irqchip=1 (a parameter sysfs does not show): all or none, and
+	 * The in-kernel irqchips, offered unless rkvm.ko is loaded with
+	 * irqchip=0 (a parameter sysfs does not show): all or none, and
 	 * apic_test checks what they offer.
 	 */
 	{ KVM_CAP_SPLIT_IRQCHIP, -2 },

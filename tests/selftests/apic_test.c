@@ -41,7 +41,7 @@ FIXTURE_TEARDOWN(apic)
 {
 }
 
-/* Whether the device has the split irqchip (rkvm: irqchip=1). */
+/* Whether the device has the split irqchip (rkvm: unless irqchip=0). */
 static int has_split_irqchip(void)
 {
 	int sys = open_device();
@@ -52,7 +52,7 @@ static int has_split_irqchip(void)
 	return r > 0;
 }
 
-#define NO_SPLIT_IRQCHIP "no KVM_CAP_SPLIT_IRQCHIP (rkvm.ko without irqchip=1)"
+#define NO_SPLIT_IRQCHIP "no KVM_CAP_SPLIT_IRQCHIP (rkvm.ko loaded with irqchip=0)"
 
 static int enable_split_irqchip(int vm_fd, uint64_t pins)
 {
@@ -643,7 +643,7 @@ TEST_F(apic, irqfd_sends_a_gsi_msi_route)
 	close(efd2);
 }
 
-/* Whether the device has KVM_CREATE_IRQCHIP (rkvm: irqchip=1). */
+/* Whether the device has KVM_CREATE_IRQCHIP (rkvm: unless irqchip=0). */
 static int has_full_irqchip(void)
 {
 	int sys = open_device();
@@ -654,7 +654,7 @@ static int has_full_irqchip(void)
 	return r > 0;
 }
 
-#define NO_FULL_IRQCHIP "no KVM_CAP_IRQCHIP (rkvm.ko without irqchip=1)"
+#define NO_FULL_IRQCHIP "no KVM_CAP_IRQCHIP (rkvm.ko loaded with irqchip=0)"
 
 /* Bits of an IOAPIC redirection entry. */
 #define REDIR_REMOTE_IRR	(1ull << 14)

@@ -191,11 +191,11 @@ device_round() { # label
     case $1 in
         kvm) modprobe "$KVM_MOD" ;;
         kvm-shadow) modprobe "$KVM_MOD" "$NO_TDP" ;;
-        # irqchip=1: the split irqchip the irqfd benchmark needs (VMs
-        # without it run as before).
-        rkvm) insmod /rkvm/rkvm.ko irqchip=1 ;;
+        # The defaults: the in-kernel irqchips on (the APIC benchmarks need
+        # them; VMs without them run as before).
+        rkvm) insmod /rkvm/rkvm.ko ;;
         rkvm-notrace) insmod /rkvm/rkvm.ko exit_trace=0 ;;
-        rkvm-shadow) insmod /rkvm/rkvm.ko tdp=0 irqchip=1 ;;
+        rkvm-shadow) insmod /rkvm/rkvm.ko tdp=0 ;;
     esac 2> /tmp/load.err || { error "$1" "loading: $(tail -n 1 /tmp/load.err)"; return; }
     case $1 in
         kvm*) dev=/dev/kvm ;;
