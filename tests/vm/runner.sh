@@ -20,8 +20,10 @@ esac
 SELFTESTS=$(ls /rkvm/selftests/)
 GUESTS=$(cd /rkvm/guests && ls *.bin | sed 's/\.bin$//')
 # The flat guests that also run with the device's irqchip (rkvm run
-# --irqchip kernel: PIC, IOAPIC, local APIC and PIT in the kernel), the
-# devices' lines raised with KVM_IRQ_LINE: their output must not change.
+# --irqchip kernel: PIC, IOAPIC, local APIC and PIT in the kernel, the
+# devices' lines raised with KVM_IRQ_LINE) and with the split one
+# (--irqchip split: local APICs in the kernel, rkvm run's PIC's interrupt
+# given with KVM_INTERRUPT through LINT0): their output must not change.
 IRQCHIP_GUESTS="hello-real irq-real serial-irq-real timer-real pit2-real"
 # The reference runs every selftest, flat guest and Linux boot. Under Bochs
 # kvm_intel leaves out what a Bochs 2.7 bug turns into a hung test VM: after
@@ -85,11 +87,14 @@ kvm:$t t_selftest /dev/kvm $t $(reference_filter "$t")"; done
 for g in $GUESTS; do PLAN="$PLAN
 kvm:run:$g t_flat /dev/kvm $g"; done
 for g in $IRQCHIP_GUESTS; do PLAN="$PLAN
-kvm:irqchip:$g t_flat /dev/kvm $g --irqchip kernel"; done
+kvm:irqchip:$g t_flat /dev/kvm $g --irqchip kernel
+kvm:split:$g t_flat /dev/kvm $g --irqchip split"; done
 PLAN="$PLAN
-kvm:linux_irqchip t_linux_irqchip /dev/kvm"
+kvm:linux_irqchip t_linux_irqchip /dev/kvm kernel
+kvm:linux_split t_linux_irqchip /dev/kvm split"
 [ "$EMU" = bochs ] || PLAN="$PLAN
-kvm:linux_smp t_linux_smp /dev/kvm"
+kvm:linux_smp t_linux_smp /dev/kvm kernel
+kvm:linux_smp_split t_linux_smp /dev/kvm split"
 PLAN="$PLAN
 kvm:save_restore t_save_restore /dev/kvm kvm
 kvm:linux t_linux /dev/kvm
@@ -141,10 +146,17 @@ mmu_suite() {
         echo "$1:run:$g t_flat /dev/rkvm $g"
         [ -f "/rkvm/guests/$g.nodiff" ] || echo "$1:diff:$g t_flat_diff $g"
     done
-    for g in $IRQCHIP_GUESTS; do echo "$1:irqchip:$g t_flat /dev/rkvm $g --irqchip kernel"; done
+    for g in $IRQCHIP_GUESTS; do
+        echo "$1:irqchip:$g t_flat /dev/rkvm $g --irqchip kernel"
+        echo "$1:split:$g t_flat /dev/rkvm $g --irqchip split"
+    done
     echo "$1:irqchip_trace t_irqchip_trace /dev/rkvm"
-    echo "$1:linux_irqchip t_linux_irqchip /dev/rkvm"
-    [ "$EMU" = bochs ] || echo "$1:linux_smp t_linux_smp /dev/rkvm"
+    echo "$1:linux_irqchip t_linux_irqchip /dev/rkvm kernel"
+    echo "$1:linux_split t_linux_irqchip /dev/rkvm split"
+    if [ "$EMU" != bochs ]; then
+        echo "$1:linux_smp t_linux_smp /dev/rkvm kernel"
+        echo "$1:linux_smp_split t_linux_smp /dev/rkvm split"
+    fi
     echo "$1:save_restore t_save_restore /dev/rkvm $1"
     # rkvm resumes what kvm saved; shadow paging what nested paging saved.
     case $1 in
@@ -179,14 +191,16 @@ rkvm:qemu t_qemu qemu64
 rkvm:qemu_lapic t_qemu qemu64 lapic
 rkvm:qemu_cpu_host t_qemu host
 rkvm_kvm_node_unload t_rkvm_unload /dev/kvm"
-# QEMU with the in-kernel irqchips (rkvm.ko irqchip=1): split, and on
-# (QEMU's default: PIC, IOAPIC and PIT in the kernel). Under QEMU only, as
-# the references.
+# QEMU with the in-kernel irqchips: split, and on (QEMU's default: PIC,
+# IOAPIC and PIT in the kernel). Under QEMU only, as the references. Then
+# rkvm.ko without them (irqchip=0): none announced, none to create.
 [ "$EMU" = bochs ] || PLAN="$PLAN
-rkvm_kvm_node_irqchip t_rkvm_kvm_node irqchip=1
+rkvm_kvm_node_irqchip t_rkvm_kvm_node
 rkvm:qemu_split t_qemu qemu64 lapic split
 rkvm:qemu_irqchip t_qemu qemu64 lapic on
 rkvm_kvm_node_irqchip_unload t_rkvm_unload /dev/kvm"
+PLAN="$PLAN
+rkvm_without_irqchip t_rkvm_without_irqchip"
 # The same again with shadow page tables (rkvm.ko tdp=0).
 PLAN="$PLAN
 shadow_load t_rkvm_load tdp=0
@@ -586,35 +600,49 @@ t_linux() {
     fi
 }
 
-# Linux with the device's irqchip (rkvm run --irqchip kernel: PIC, IOAPIC,
-# local APIC and PIT in the kernel) and without `nolapic noapic`: it boots
-# with its local APIC and its timer, rkvm run's devices raise their lines
-# with KVM_IRQ_LINE, and its power-off (HLT with interrupts off, which stays
-# in the kernel) is found by rkvm run.
+# Linux with the device's irqchip ($2 = kernel: PIC, IOAPIC, local APIC
+# and PIT in the kernel, rkvm run's devices raise their lines with
+# KVM_IRQ_LINE; $2 = split: the local APICs in the kernel, rkvm run's
+# IOAPIC sends its interrupts with KVM_SIGNAL_MSI and gets their EOIs) and
+# without `nolapic noapic`: it boots with its local APIC and its timer,
+# and its power-off (HLT with interrupts off, which stays in the kernel)
+# is found by rkvm run.
 t_linux_irqchip() {
-    LINUX_ARGS="--irqchip kernel" LINUX_APIC=on boot_linux "$1"
-    [ "$status" = 0 ] || { show_linux_end; fail "rkvm run --kernel --irqchip kernel: exit status $status"; }
+    LINUX_ARGS="--irqchip $2" LINUX_APIC=on boot_linux "$1"
+    [ "$status" = 0 ] || { show_linux_end; fail "rkvm run --kernel --irqchip $2: exit status $status"; }
     check_linux_boot
     grep -q '^rkvm: the guest halted with nothing left to wake it (powered off) (exit status 0)$' /tmp/linux.err ||
         fail "no message saying the guest powered off"
-    # The MP table rkvm run writes shows it the IOAPIC: its interrupts,
-    # the PIT's included, go through it.
-    grep 'APIC: Switch to symmetric I/O mode setup\|\.\.TIMER: vector' /tmp/linux.out ||
-        fail "the guest did not set up its local APIC and IOAPIC"
+    check_ioapic_used "$2"
 }
 
-# Linux on two vCPUs (rkvm run --irqchip kernel --smp 2): vCPU 1 waits in
+# The MP table rkvm run writes shows Linux the IOAPIC: its interrupts, the
+# PIT's included, go through it, with no fallback to the 8259A for the
+# timer; with the split irqchip ($1), rkvm run's IOAPIC sent them.
+check_ioapic_used() {
+    grep 'APIC: Switch to symmetric I/O mode setup\|\.\.TIMER: vector' /tmp/linux.out ||
+        fail "the guest did not set up its local APIC and IOAPIC"
+    ! grep '8254 timer not connected to IO-APIC\|through the 8259A\|IO-APIC + timer doesn.t work' /tmp/linux.out ||
+        fail "the guest's timer did not work through the IOAPIC"
+    if [ "$1" = split ]; then
+        grep '^rkvm: IOAPIC (--irqchip split): [1-9][0-9]* interrupts sent as MSIs' /tmp/linux.err ||
+            fail "rkvm run's IOAPIC sent no interrupt"
+    fi
+}
+
+# Linux on two vCPUs (rkvm run --irqchip $2 --smp 2): vCPU 1 waits in
 # the kernel until the guest's BSP starts it with INIT and SIPI through its
 # local APIC; both run, each on its own thread (the AP's exits served by
 # the main thread's devices), and the guest counts 2 CPUs.
 t_linux_smp() {
     LINUX_CPUS=2   # for check_guest_linux (each test runs in a subshell)
-    LINUX_ARGS="--irqchip kernel --smp 2" LINUX_APIC=on boot_linux "$1"
+    LINUX_ARGS="--irqchip $2 --smp 2" LINUX_APIC=on boot_linux "$1"
     [ "$status" = 0 ] || { show_linux_end; fail "rkvm run --smp 2: exit status $status"; }
     check_linux_boot
     grep 'smp: Brought up\|x86: Booting SMP' /tmp/linux.out || fail "the guest did not bring its second CPU up"
     grep -q '^rkvm: the guest halted with nothing left to wake it (powered off) (exit status 0)$' /tmp/linux.err ||
         fail "no message saying the guest powered off"
+    check_ioapic_used "$2"
 }
 
 # `reboot -f` in the guest: Linux resets through the 8042 keyboard
@@ -820,9 +848,9 @@ module_cpu_line() {
     dmesg | sed -n 's/^.*rkvm: cpu: //p' | tail -n 1
 }
 
-# irqchip=1: the in-kernel irqchips, experimental, for apic_test.
+# The module's defaults (the in-kernel irqchips on) and the arguments.
 t_rkvm_load() {
-    insmod /rkvm/rkvm.ko irqchip=1 "$@" || fail "insmod rkvm.ko irqchip=1 $*"
+    insmod /rkvm/rkvm.ko "$@" || fail "insmod rkvm.ko $*"
     [ -c /dev/rkvm ] || fail "/dev/rkvm is not a character device"
     grep -qw rkvm /proc/misc || fail "rkvm is not in /proc/misc"
     line=$(module_cpu_line)
@@ -853,8 +881,8 @@ t_info() {
         modes="tdp, shadow"
         echo "$out" | grep -q "^mmu: *$modes per VM (--mmu); new VMs: $mmu " || fail "expected mmu: $modes; new VMs: $mmu"
         echo "$out" | grep -q "KVM_CAP_USER_MEMORY  *1" || fail "rkvm does not report KVM_CAP_USER_MEMORY"
-        # Loaded with irqchip=1 (t_rkvm_load): KVM_CREATE_IRQCHIP works.
-        echo "$out" | grep -q "KVM_CAP_IRQCHIP  *1" || fail "rkvm irqchip=1 does not announce KVM_CAP_IRQCHIP"
+        # The in-kernel irqchips are on by default (t_rkvm_load).
+        echo "$out" | grep -q "KVM_CAP_IRQCHIP  *1" || fail "rkvm does not announce KVM_CAP_IRQCHIP by default"
     else
         echo "$out" | grep -q "KVM_CAP_USER_MEMORY  *1" || fail "KVM does not report KVM_CAP_USER_MEMORY"
     fi
@@ -892,6 +920,26 @@ t_rkvm_kvm_node() {
     rkvm info --device /dev/kvm > /tmp/info.out || fail "rkvm info --device /dev/kvm"
     grep -q '^mmu: *tdp, shadow per VM' /tmp/info.out || fail "/dev/kvm does not answer rkvm's own capability (KVM_CAP_RKVM_MMU)"
     echo "/dev/kvm is rkvm.ko's: $(grep -c . /proc/misc) misc devices, kvm at 10:232"
+}
+
+# rkvm.ko irqchip=0: no in-kernel irqchip announced or created, and rkvm
+# run --irqchip kernel says what to do; its own devices still work.
+t_rkvm_without_irqchip() {
+    insmod /rkvm/rkvm.ko irqchip=0 || fail "insmod rkvm.ko irqchip=0"
+    status=0
+    {
+        rkvm info --device /dev/rkvm --all > /tmp/info.out || status=1
+        rkvm run --flat /rkvm/guests/hello-real.bin --mode real --irqchip kernel > /tmp/noirq.out 2>&1 && status=2
+        rkvm run --flat /rkvm/guests/hello-real.bin --mode real > /tmp/hello.out || status=3
+    }
+    rmmod rkvm || fail "rmmod rkvm"
+    cat /tmp/noirq.out
+    [ "$status" = 0 ] || fail "step $status failed (1: rkvm info, 2: --irqchip kernel ran, 3: rkvm run)"
+    for cap in KVM_CAP_IRQCHIP KVM_CAP_SPLIT_IRQCHIP KVM_CAP_PIT2 KVM_CAP_IRQFD; do
+        grep -q "$cap  *0\$" /tmp/info.out || fail "$cap is not 0 with irqchip=0: $(grep "$cap " /tmp/info.out)"
+    done
+    grep -q "load rkvm.ko without irqchip=0" /tmp/noirq.out || fail "rkvm run --irqchip kernel did not say what to do"
+    cmp -s /tmp/hello.out /rkvm/guests/hello-real.expected || fail "hello-real's output differs without the irqchips"
 }
 
 # kvm_node=1 while real KVM holds minor 232: the load fails with EBUSY
@@ -1052,18 +1100,22 @@ echo "$PLAN" | while read -r name fn args; do
     # shellcheck disable=SC2086
     ( set -e; $fn $args ) > /tmp/out 2>&1 < /dev/null   # tests must not eat the plan
     status=$?
-    # Two failures of the emulators, shown, after which the test runs once
+    # Failures of the emulators, shown, after which the test runs once
     # more (a second failure fails it): rkvm stopped a guest because its
     # VMCB held host state (rkvm's KVM_EXIT_INTERNAL_ERROR data
     # "rkvmLOSt"; the QEMU TCG anomaly of Documentation/execution-model.md,
-    # "An open problem", seen once in a Linux boot too, CI session 20); and
+    # "An open problem", seen once in a Linux boot too, CI session 20);
+    # under QEMU, stress_test's IPI storm with an IPI lost (kvm_amd, 1 run
+    # in 60) or delivered more often than sent (rkvm, 1 run in 75); and
     # under Bochs a Linux boot that hung until its 300 s guard (its printk
     # time standing still: through kvm_intel and through rkvm alike, about
     # once in 40 boots, Documentation/vmx.md, "Bochs 2.7").
     lost=
     if [ "$status" != 0 ]; then
         case "$EMU" in
-            qemu) grep -q '0x74734f4c6d766b72' /tmp/out && lost="a VMCB held host state (QEMU TCG, execution-model.md)" ;;
+            qemu) grep -q '0x74734f4c6d766b72' /tmp/out && lost="a VMCB held host state (QEMU TCG, execution-model.md)"
+                  grep -q '^not ok [0-9]* stress.ipi_storm_between_the_vcpus_of_two_vms' /tmp/out &&
+                      lost="the IPI storm lost an IPI or took one twice (QEMU TCG, through kvm_amd too: execution-model.md)" ;;
             bochs) grep -q 'the guest did not shut down (exit status 143)' /tmp/out && lost="a Linux boot hung until its time limit (Bochs, vmx.md)" ;;
         esac
     fi

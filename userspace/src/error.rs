@@ -53,13 +53,17 @@ pub enum Error {
     )]
     MmuNotChoosable(PathBuf),
     #[error(
-        "{} has no in-kernel irqchip (KVM_CAP_IRQCHIP and KVM_CAP_PIT2) for --irqchip kernel: with /dev/rkvm, load rkvm.ko with irqchip=1",
+        "{} has no in-kernel irqchip (KVM_CAP_IRQCHIP and KVM_CAP_PIT2) for --irqchip kernel: with /dev/rkvm, load rkvm.ko without irqchip=0",
         .0.display()
     )]
     NoKernelIrqchip(PathBuf),
-    #[error("--irqchip kernel: {0}")]
+    #[error("{} has no split irqchip (KVM_CAP_SPLIT_IRQCHIP) for --irqchip split: with /dev/rkvm, load rkvm.ko without irqchip=0", .0.display())]
+    NoSplitIrqchip(PathBuf),
+    #[error("--irqchip kernel or split: {0}")]
     KernelIrqchip(&'static str),
-    #[error("--smp above 1 needs --irqchip kernel: the vCPUs' local APICs start the others")]
+    #[error(
+        "--smp above 1 needs --irqchip kernel or split: the vCPUs' local APICs start the others"
+    )]
     SmpNeedsKernelIrqchip,
     #[error("vCPU {id} (an AP of --smp) stopped: {what}")]
     ApFailed { id: u8, what: String },

@@ -161,14 +161,16 @@ enum Command {
         #[arg(long, value_enum)]
         mmu: Option<run::MmuMode>,
         /// Where the interrupt controllers are: "user" (rkvm run's own PIC
-        /// and PIT) or "kernel" (the device's PIC, IOAPIC, local APIC and
-        /// PIT: KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2; /dev/rkvm needs
-        /// rkvm.ko irqchip=1). Not with --save or --restore.
+        /// and PIT), "kernel" (the device's PIC, IOAPIC, local APIC and
+        /// PIT: KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2) or "split" (the
+        /// device's local APICs, KVM_CAP_SPLIT_IRQCHIP, and rkvm run's PIC,
+        /// PIT and IOAPIC); the last two not with rkvm.ko irqchip=0. Not
+        /// with --save or --restore.
         #[arg(long, value_enum, default_value = "user", conflicts_with = "restore")]
         irqchip: run::Irqchip,
         /// vCPUs, 1 to 32: vCPU 0 starts, the others wait for the INIT and
         /// SIPI it sends (an MP table tells a Linux guest they are there).
-        /// Above 1, only with --irqchip kernel, and not with --gdb or
+        /// Above 1, only with --irqchip kernel or split, and not with --gdb or
         /// --save.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=32), conflicts_with_all = ["gdb", "save", "restore"])]
         smp: u8,

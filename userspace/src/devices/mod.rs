@@ -7,6 +7,7 @@ pub mod bus;
 pub mod cmos;
 pub mod debug_exit;
 pub mod i8042;
+pub mod ioapic;
 pub mod pic;
 pub mod pit;
 pub mod serial;

@@ -144,10 +144,13 @@ impl Chip {
 #[derive(Clone, Debug, Default)]
 pub struct Pic {
     chips: [Chip; 2],
-    /// With the PIC in the kernel (`rkvm run --irqchip kernel`): the
-    /// devices' line changes, in order, for the run loop to hand to
-    /// `KVM_IRQ_LINE`; this model then decides nothing.
+    /// The devices' line changes, in order, for the run loop to hand on:
+    /// to `KVM_IRQ_LINE` with the PIC in the kernel (`rkvm run --irqchip
+    /// kernel`), to rkvm run's IOAPIC with the split irqchip.
     forwarded: Option<Vec<(u8, bool)>>,
+    /// The lines are only forwarded (the PIC in the kernel): this model
+    /// then decides nothing.
+    forward_only: bool,
 }
 
 /// The master's input the slave is wired to.
@@ -206,6 +209,16 @@ impl Pic {
     pub fn forwarding() -> Self {
         Pic {
             forwarded: Some(Vec::new()),
+            forward_only: true,
+            ..Pic::new()
+        }
+    }
+
+    /// A pair that works and also forwards its lines, which an IOAPIC
+    /// beside it shares (`rkvm run --irqchip split`).
+    pub fn sharing_lines() -> Self {
+        Pic {
+            forwarded: Some(Vec::new()),
             ..Pic::new()
         }
     }
@@ -225,7 +238,9 @@ impl Pic {
             if irq < 16 {
                 lines.push((irq, level));
             }
-            return;
+            if self.forward_only {
+                return;
+            }
         }
         match irq {
             0..=7 => self.chips[0].set_line(irq, level),
@@ -328,6 +343,19 @@ mod tests {
         assert_eq!(pic.take_forwarded(), [(4, true), (4, false), (9, true)]);
         assert!(pic.take_forwarded().is_empty());
         assert!(Pic::new().take_forwarded().is_empty());
+    }
+
+    #[test]
+    fn a_pair_sharing_its_lines_forwards_them_and_still_interrupts() {
+        let mut pic = Pic::sharing_lines();
+        pic.write(0x20, 0x11);
+        for icw in [0x20, 0x04, 0x01] {
+            pic.write(0x21, icw);
+        }
+        pic.pulse_irq(1);
+        assert_eq!(pic.take_forwarded(), [(1, true), (1, false)]);
+        assert!(pic.interrupt_pending());
+        assert_eq!(pic.acknowledge(), Some(0x21));
     }
 
     use super::*;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The application processors of `rkvm run --smp N` (with `--irqchip
-//! kernel`): vCPUs 1 to N-1, each `KVM_RUN` on a thread of its own. They
+//! kernel` or `split`): vCPUs 1 to N-1, each `KVM_RUN` on a thread of its own. They
 //! start as KVM leaves them, waiting in the kernel for the INIT and SIPI
 //! the guest's BSP sends through its local APIC (`KVM_RUN` returns EAGAIN
 //! once they came: it is called again).
@@ -36,6 +36,9 @@ pub enum Request {
     MmioWrite(u64, Vec<u8>, SyncSender<Vec<u8>>),
     /// An MMIO read of this many bytes; answered with them.
     MmioRead(u64, usize, SyncSender<Vec<u8>>),
+    /// The AP's EOI of a vector of rkvm run's IOAPIC (`--irqchip split`);
+    /// answered with nothing.
+    IoapicEoi(u8, u8, SyncSender<Vec<u8>>),
     /// The AP's vCPU shut down (a triple fault): the run is over.
     Shutdown(u8),
     /// The AP stopped on something it cannot go on from.
@@ -128,6 +131,9 @@ fn ap_loop(vcpu: &mut VcpuFd, id: u8, tx: &Sender<Request>, stop: &AtomicBool) {
                 let answer = ask(tx, |a| Request::MmioRead(addr, data.len(), a));
                 let n = answer.len().min(data.len());
                 data[..n].copy_from_slice(&answer[..n]);
+            }
+            Ok(VcpuExit::IoapicEoi(vector)) => {
+                ask(tx, |a| Request::IoapicEoi(id, vector, a));
             }
             Ok(VcpuExit::Shutdown) => {
                 let _ = tx.send(Request::Shutdown(id));

@@ -12,18 +12,21 @@ use std::time::Instant;
 
 use std::path::Path;
 
-use super::VirtioOptions;
+use super::{Irqchip, VirtioOptions};
 use crate::devices::{
     bus::BusError,
     cmos::{self, Cmos, CmosPorts},
     debug_exit::{self, DebugExit, IrqPort},
     i8042::{self, I8042Ports, I8042},
+    ioapic::Ioapic,
     pic::{Pic, PicPorts},
     pit::{self, Pit, PitPorts},
     serial::{self, PicLine, Uart},
     virtio, PortBus,
 };
 use crate::error::{Error, Result};
+use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
 
 /// The devices of a run, with the handles the run loop keeps on those it
 /// also talks to outside I/O exits.
@@ -35,6 +38,9 @@ pub struct Board {
     /// Console input goes to virtio-console rather than COM1.
     pub virtio_console: bool,
     pub pic: Rc<RefCell<Pic>>,
+    /// rkvm run's IOAPIC (`--irqchip split`), which shares the PIC's
+    /// lines: ISA IRQ n is its pin n, as the MP table says.
+    pub ioapic: Option<RefCell<Ioapic>>,
     pub pit: Rc<RefCell<Pit>>,
     pub uart: Rc<RefCell<Uart<std::io::Stdout>>>,
     pub i8042: Rc<RefCell<I8042>>,
@@ -46,15 +52,17 @@ pub struct Board {
 impl Board {
     /// The PC's devices, and the virtio devices `virtio` made from the
     /// options (the guest's command line names them before this). With
-    /// `kernel_irqchip`, the PIC only forwards the devices' lines (the
-    /// device's PIC, IOAPIC and PIT take the guest's accesses).
-    pub fn new(virtio: virtio::Bus, virtio_console: bool, kernel_irqchip: bool) -> Result<Board> {
+    /// the irqchip in the kernel, the PIC only forwards the devices' lines
+    /// (the device's PIC, IOAPIC and PIT take the guest's accesses); with
+    /// the split one, an IOAPIC shares them.
+    pub fn new(virtio: virtio::Bus, virtio_console: bool, irqchip: Irqchip) -> Result<Board> {
         let status = Rc::new(Cell::new(None));
-        let pic = Rc::new(RefCell::new(if kernel_irqchip {
-            Pic::forwarding()
-        } else {
-            Pic::new()
+        let pic = Rc::new(RefCell::new(match irqchip {
+            Irqchip::User => Pic::new(),
+            Irqchip::Kernel => Pic::forwarding(),
+            Irqchip::Split => Pic::sharing_lines(),
         }));
+        let ioapic = (irqchip == Irqchip::Split).then(|| RefCell::new(Ioapic::default()));
         let pit = Rc::new(RefCell::new(Pit::default()));
         let uart = Rc::new(RefCell::new(Uart::new(
             PicLine {
@@ -71,12 +79,43 @@ impl Board {
             virtio,
             virtio_console,
             pic,
+            ioapic,
             pit,
             uart,
             i8042,
             cmos,
             status,
         })
+    }
+}
+
+/// A guest's MMIO read: in rkvm run's IOAPIC's window, or the virtio
+/// devices' (and the rest, empty).
+pub fn mmio_read(
+    ioapic: &Option<RefCell<Ioapic>>,
+    virtio: &mut virtio::Bus,
+    addr: u64,
+    data: &mut [u8],
+) {
+    match ioapic.as_ref().filter(|io| io.borrow().in_range(addr)) {
+        Some(io) => io.borrow().read(addr, data),
+        None => virtio.read(addr, data),
+    }
+}
+
+/// A guest's MMIO write, as [`mmio_read`]; the IOAPIC talks to the VM's
+/// APICs through `vm`, a virtio device raises its line with `set_irq`.
+pub fn mmio_write(
+    ioapic: &Option<RefCell<Ioapic>>,
+    vm: &VmFd,
+    virtio: &mut virtio::Bus,
+    (addr, data): (u64, &[u8]),
+    mem: &GuestMemoryMmap,
+    set_irq: impl FnMut(u8, bool),
+) {
+    match ioapic.as_ref().filter(|io| io.borrow().in_range(addr)) {
+        Some(io) => io.borrow_mut().write(vm, addr, data),
+        None => virtio.write(addr, data, mem, set_irq),
     }
 }
 
@@ -191,7 +230,7 @@ mod tests {
 
     #[test]
     fn the_pc_ports_do_not_overlap() {
-        let board = Board::new(virtio::Bus::default(), false, false).unwrap();
+        let board = Board::new(virtio::Bus::default(), false, Irqchip::User).unwrap();
         let (mut bus, status) = (board.ports, board.status);
         bus.write(debug_exit::PORT, &[7]);
         assert_eq!(status.get(), Some(7));

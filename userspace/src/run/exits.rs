@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
-use super::board::{now_ns, Board};
+use super::board::{mmio_read, mmio_write, now_ns, Board};
 use super::report::Stats;
 use super::trace::{describe, Trace};
 use super::vm::Vm;
@@ -53,11 +53,11 @@ fn inject_interrupt(vcpu: &mut VcpuFd, pic: &RefCell<Pic>) -> Result<()> {
     Ok(())
 }
 
-/// With the irqchip in the kernel, how often the run loop looks whether
-/// the guest halted for good.
+/// With the local APICs in the kernel, how often the run loop looks
+/// whether the guest halted for good.
 const HALT_POLL_NS: u64 = 100_000_000;
 
-/// With the irqchip in the kernel, where HLT never reaches userspace:
+/// With the local APICs in the kernel, where HLT never reaches userspace:
 /// whether the vCPU is halted with interrupts off, which nothing here can
 /// end (no NMI source): how a guest without ACPI powers off.
 fn halted_for_good(vcpu: &mut VcpuFd) -> Result<bool> {
@@ -140,11 +140,13 @@ pub fn run_loop(
         ..
     } = vm;
     let kernel_irqchip = *irqchip == super::vm::Irqchip::Kernel;
+    let apics_in_kernel = irqchip.apics_in_kernel();
     let Board {
         ports,
         virtio,
         virtio_console,
         pic,
+        ioapic,
         pit,
         uart,
         i8042,
@@ -199,13 +201,19 @@ pub fn run_loop(
                         (answer, data)
                     }
                     Request::MmioWrite(addr, data, answer) => {
-                        virtio.write(addr, &data, mem, set_irq);
+                        mmio_write(ioapic, vm_fd, virtio, (addr, &data), mem, set_irq);
                         (answer, Vec::new())
                     }
                     Request::MmioRead(addr, len, answer) => {
                         let mut data = vec![0; len];
-                        virtio.read(addr, &mut data);
+                        mmio_read(ioapic, virtio, addr, &mut data);
                         (answer, data)
+                    }
+                    Request::IoapicEoi(id, vector, answer) => {
+                        if let Some(io) = ioapic {
+                            io.borrow_mut().eoi(vm_fd, id.into(), vector);
+                        }
+                        (answer, Vec::new())
                     }
                     Request::Shutdown(id) => {
                         eprintln!("rkvm: vCPU {id} shut down (a triple fault)");
@@ -261,6 +269,27 @@ pub fn run_loop(
             // HLT stays in the kernel: look now and then whether the guest
             // halted for good (powered off).
             kick.arm(next_kick(Some(now_ns() + HALT_POLL_NS)));
+        } else if let Some(io) = ioapic {
+            // The split irqchip: the lines reach the IOAPIC here (its
+            // interrupts go to the APICs at once) and the PIC, whose
+            // interrupt goes in as without an irqchip (KVM_INTERRUPT, an
+            // ExtINT the APIC takes on LINT0). HLT stays in the kernel:
+            // the vCPU is kicked out for the PIT's ticks and to look
+            // whether the guest halted for good.
+            for (irq, level) in pic.borrow_mut().take_forwarded() {
+                io.borrow_mut().set_irq(vm_fd, irq, level);
+            }
+            if *block_irqs {
+                vcpu.get_kvm_run().request_interrupt_window = 0;
+            } else {
+                inject_interrupt(vcpu, pic)?;
+            }
+            let poll = now_ns() + HALT_POLL_NS;
+            let tick = pit
+                .borrow()
+                .next_irq0(now_ns())
+                .map_or(poll, |t| t.min(poll));
+            kick.arm(next_kick(Some(tick)));
         } else {
             if *block_irqs {
                 vcpu.get_kvm_run().request_interrupt_window = 0;
@@ -278,7 +307,7 @@ pub fn run_loop(
             // A signal (the timer, input, Ctrl-C): deal with it, then go on.
             Err(e) if e.errno() == nix::libc::EINTR => {
                 stats.count("intr");
-                if kernel_irqchip && halted_for_good(vcpu)? {
+                if apics_in_kernel && halted_for_good(vcpu)? {
                     return Ok(Stop::Over(Outcome::Halted));
                 }
                 continue;
@@ -292,9 +321,16 @@ pub fn run_loop(
         match exit {
             VcpuExit::IoOut(port, data) => ports.write(port, data),
             VcpuExit::IoIn(port, data) => ports.read(port, data),
-            VcpuExit::MmioRead(addr, data) => virtio.read(addr, data),
-            VcpuExit::MmioWrite(addr, data) => virtio.write(addr, data, mem, set_irq),
+            VcpuExit::MmioRead(addr, data) => mmio_read(ioapic, virtio, addr, data),
+            VcpuExit::MmioWrite(addr, data) => {
+                mmio_write(ioapic, vm_fd, virtio, (addr, data), mem, set_irq)
+            }
             VcpuExit::IrqWindowOpen => {} // injected before the next entry
+            VcpuExit::IoapicEoi(vector) => {
+                if let Some(io) = ioapic {
+                    io.borrow_mut().eoi(vm_fd, 0, vector);
+                }
+            }
             VcpuExit::Hlt => *halted = true,
             VcpuExit::Shutdown => return Ok(Stop::Over(Outcome::Shutdown)),
             VcpuExit::Debug(arch) if debugging => return Ok(Stop::Debug(arch)),

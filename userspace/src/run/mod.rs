@@ -171,12 +171,12 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
     let mem_mib = snapshot
         .as_ref()
         .map_or(Ok(opts.mem_mib), |s| s.mem_mib())?;
-    if opts.irqchip == Irqchip::Kernel && opts.save.is_some() {
+    if opts.irqchip.apics_in_kernel() && opts.save.is_some() {
         return Err(crate::error::Error::KernelIrqchip(
             "not with --save (the device's interrupt controllers keep state it does not save)",
         ));
     }
-    if opts.vcpus > 1 && opts.irqchip != Irqchip::Kernel {
+    if opts.vcpus > 1 && !opts.irqchip.apics_in_kernel() {
         return Err(crate::error::Error::SmpNeedsKernelIrqchip);
     }
     let mut vm = vm::Vm::new(opts.device, mem_mib, opts.mmu, opts.irqchip, opts.vcpus)?;
@@ -196,13 +196,12 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
                 line.push_str(" console=hvc0");
             }
             linux::load(&vm.mem, vm.mem_size, &vm.vcpu, kernel, initrd, &line)?;
-            if opts.irqchip == Irqchip::Kernel {
+            if opts.irqchip.apics_in_kernel() {
                 write_mptable(&vm, opts.vcpus)?;
             }
         }
     }
-    let mut board =
-        board::Board::new(virtio, opts.virtio.console, opts.irqchip == Irqchip::Kernel)?;
+    let mut board = board::Board::new(virtio, opts.virtio.console, opts.irqchip)?;
     if let (Some(snapshot), Guest::Restore(path)) = (&snapshot, &opts.guest) {
         let started = Instant::now();
         let skipped = snapshot.restore(&mut vm, &mut board)?;

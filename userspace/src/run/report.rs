@@ -42,6 +42,13 @@ pub fn print(stats: &Stats, kernel: &KernelStats, wall: Duration, vm: &Vm, board
     for line in board.virtio.summary() {
         eprintln!("rkvm: {line}");
     }
+    if let Some(io) = &board.ioapic {
+        let io = io.borrow();
+        eprintln!(
+            "rkvm: IOAPIC (--irqchip split): {} interrupts sent as MSIs, {} EOIs, {} refused by the device",
+            io.sent, io.eois, io.failed_msis
+        );
+    }
 }
 
 /// Whether the VM runs on rkvm's shadow page tables (`KVM_CAP_RKVM_MMU` on

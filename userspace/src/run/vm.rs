@@ -28,6 +28,18 @@ pub enum Irqchip {
     /// in the kernel; rkvm run's devices raise their lines with
     /// `KVM_IRQ_LINE`.
     Kernel,
+    /// The device's local APICs (`KVM_CAP_SPLIT_IRQCHIP`), rkvm run's PIC,
+    /// PIT and IOAPIC (`devices::ioapic`: its interrupts go to the APICs
+    /// with `KVM_SIGNAL_MSI`, their EOIs come back as
+    /// `KVM_EXIT_IOAPIC_EOI`), as QEMU's `kernel-irqchip=split`.
+    Split,
+}
+
+impl Irqchip {
+    /// Whether the vCPUs have local APICs in the device.
+    pub fn apics_in_kernel(self) -> bool {
+        self != Irqchip::User
+    }
 }
 
 /// A VM with its memory and vCPU, dropped in the order of the fields: the
@@ -87,8 +99,10 @@ impl Vm {
             },
         )?;
         add_memory(&vm, &mem)?;
-        if irqchip == Irqchip::Kernel {
-            create_kernel_irqchip(&kvm, &vm, device)?;
+        match irqchip {
+            Irqchip::Kernel => create_kernel_irqchip(&kvm, &vm, device)?,
+            Irqchip::Split => enable_split_irqchip(&kvm, &vm, device)?,
+            Irqchip::User => {}
         }
 
         // Real KVM allows CR4.PAE and long mode only if the guest's CPUID says
@@ -193,6 +207,25 @@ fn create_kernel_irqchip(kvm: &Kvm, vm: &VmFd, device: &Path) -> Result<()> {
     };
     vm.create_pit2(config)
         .map_err(Error::ioctl("KVM_CREATE_PIT2"))
+}
+
+/// The IOAPIC's pins, as QEMU gives `KVM_CAP_SPLIT_IRQCHIP`: the GSIs
+/// whose MSI routes the device scans for the IOAPIC's vectors.
+const SPLIT_IRQCHIP_PINS: u64 = rkvm_pure::ioapic::NUM_PINS as u64;
+
+/// A local APIC in the device for each vCPU (before the first), the rest
+/// of the irqchip in rkvm run.
+fn enable_split_irqchip(kvm: &Kvm, vm: &VmFd, device: &Path) -> Result<()> {
+    if !kvm.check_extension(kvm_ioctls::Cap::SplitIrqchip) {
+        return Err(Error::NoSplitIrqchip(device.into()));
+    }
+    let mut cap = kvm_enable_cap {
+        cap: kvm_bindings::KVM_CAP_SPLIT_IRQCHIP,
+        ..Default::default()
+    };
+    cap.args[0] = SPLIT_IRQCHIP_PINS;
+    vm.enable_cap(&cap)
+        .map_err(Error::ioctl("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))
 }
 
 /// Hands `mem` to the VM, a memory slot per region.
