@@ -1114,7 +1114,7 @@ echo "$PLAN" | while read -r name fn args; do
     if [ "$status" != 0 ]; then
         case "$EMU" in
             qemu) grep -q '0x74734f4c6d766b72' /tmp/out && lost="a VMCB held host state (QEMU TCG, execution-model.md)"
-                  grep -q '^not ok [0-9]* stress.ipi_storm_between_the_vcpus_of_two_vms' /tmp/out &&
+                  grep -qE '^not ok [0-9]* stress.(ipi_storm_between_the_vcpus_of_two_vms|sigkill_during_an_ipi_storm)' /tmp/out &&
                       lost="the IPI storm lost an IPI or took one twice (QEMU TCG, through kvm_amd too: execution-model.md)" ;;
             bochs) grep -q 'the guest did not shut down (exit status 143)' /tmp/out && lost="a Linux boot hung until its time limit (Bochs, vmx.md)" ;;
         esac
