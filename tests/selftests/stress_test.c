@@ -1059,16 +1059,13 @@ TEST_F(stress, ipi_storm_between_the_vcpus_of_two_vms)
 }
 
 /*
- * A process killed with SIGKILL in the middle of an IPI storm: its three
- * vCPU threads in KVM_RUN, in guest mode or halfway through an IPI to
- * each other, with APIC timers and kicks in flight. Every thread must
- * leave KVM_RUN, the VM must go with the process, and the device must
- * then make and run a new one (the debug kernel's log and kmemleak check
- * what went with it).
+ * Runs `child` in a process of its own, which writes a byte to `ready`
+ * once its vCPUs run in the guest (or _exit()s first, 4: no SVM or VMX, 5:
+ * no split irqchip), then kills it with SIGKILL there. KVM_RUN must notice
+ * the signal in every vCPU thread and the VMs must go with the process.
+ * Returns -1 once the child was killed, else its exit status.
  */
-static void storm_one_round(struct __test_metadata *_metadata);
-
-TEST_F(stress, sigkill_during_an_ipi_storm)
+static int kill_once_running(struct __test_metadata *_metadata, void (*child)(int ready))
 {
 	int status, pipefd[2];
 	pid_t pid;
@@ -1078,43 +1075,68 @@ TEST_F(stress, sigkill_during_an_ipi_storm)
 	pid = fork();
 	ASSERT_LE(0, pid);
 	if (pid == 0) {
-		struct storm_vcpu vcpus[STORM_VCPUS];
-		pthread_t threads[STORM_VCPUS];
-		struct vm vm;
-		int i, r = storm_vm(&vm, vcpus, 0x7fffffff);	/* endless */
-
-		if (r)
-			_exit(r == -ENODEV ? 4 : r == -EINVAL ? 5 : 1);
-		for (i = 0; i < STORM_VCPUS; i++)
-			if (pthread_create(&threads[i], NULL, storm_thread, &vcpus[i]))
-				_exit(1);
-		/*
-		 * Under way: acknowledgements in every direction (or, after
-		 * 60 s without, killed anyway: the teardown is the test).
-		 */
-		for (i = 0; i < 60000 && storm_progress(&vm, 1) < 100; i++)
-			usleep(1000);
-		if (write(pipefd[1], "x", 1) != 1)
-			_exit(1);
-		for (;;)
-			pause();		/* killed */
+		close(pipefd[0]);
+		child(pipefd[1]);
+		_exit(2);
 	}
 	close(pipefd[1]);
 	if (read(pipefd[0], &c, 1) != 1) {
+		close(pipefd[0]);
 		ASSERT_EQ(pid, waitpid(pid, &status, 0));
-		if (WIFEXITED(status) && WEXITSTATUS(status) == 4 && testing_rkvm())
-			SKIP(return, NO_BACKEND);
-		if (WIFEXITED(status) && WEXITSTATUS(status) == 5 && testing_rkvm())
-			SKIP(return, NO_SPLIT);
-		ASSERT_TRUE(0) TH_LOG("the child's storm did not get under way");
+		return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 	}
 	close(pipefd[0]);
-	usleep(100000);
+	usleep(300000);				/* let it run in guest mode */
 	ASSERT_EQ(0, kill(pid, SIGKILL));
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	EXPECT_TRUE(WIFSIGNALED(status));
 	EXPECT_EQ(SIGKILL, WTERMSIG(status));
-	/* The device goes on: a new storm VM runs its round. */
+	return -1;
+}
+
+/* A child for kill_once_running(): an endless IPI storm, three vCPUs. */
+static void storm_child(int ready)
+{
+	struct storm_vcpu vcpus[STORM_VCPUS];
+	pthread_t threads[STORM_VCPUS];
+	struct vm vm;
+	int i, r = storm_vm(&vm, vcpus, 0x7fffffff);
+
+	if (r)
+		_exit(r == -ENODEV ? 4 : r == -EINVAL ? 5 : 1);
+	for (i = 0; i < STORM_VCPUS; i++)
+		if (pthread_create(&threads[i], NULL, storm_thread, &vcpus[i]))
+			_exit(1);
+	/*
+	 * Under way: acknowledgements in every direction (or, after 60 s
+	 * without, killed anyway: the teardown is the test).
+	 */
+	for (i = 0; i < 60000 && storm_progress(&vm, 1) < 100; i++)
+		usleep(1000);
+	if (write(ready, "x", 1) != 1)
+		_exit(1);
+	for (;;)
+		pause();
+}
+
+static void storm_one_round(struct __test_metadata *_metadata);
+
+/*
+ * A process killed with SIGKILL in the middle of an IPI storm: its three
+ * vCPU threads in KVM_RUN, in guest mode or halfway through an IPI to
+ * each other, with kicks in flight. Then the device must make and run a
+ * new storm VM (the debug kernel's log and kmemleak check what went with
+ * the old one).
+ */
+TEST_F(stress, sigkill_during_an_ipi_storm)
+{
+	int early = kill_once_running(_metadata, storm_child);
+
+	if (early == 4 && testing_rkvm())
+		SKIP(return, NO_BACKEND);
+	if (early == 5 && testing_rkvm())
+		SKIP(return, NO_SPLIT);
+	ASSERT_EQ(-1, early) TH_LOG("the child's storm did not start: exit status %d", early);
 	storm_one_round(_metadata);
 }
 
@@ -1152,48 +1174,31 @@ static void storm_one_round(struct __test_metadata *_metadata)
 	vm_destroy(&vm);
 }
 
-/*
- * A process killed with SIGKILL while its vCPU spins in guest mode: KVM_RUN
- * must notice the signal and the whole VM must be torn down with the process.
- */
 GUEST_CODE16(spin_code,
 	"	jmp .\n");
 
+/* A child for kill_once_running(): one vCPU spinning in guest mode. */
+static void spin_child(int ready)
+{
+	struct vm vm;
+	int r = vm_create(&vm);
+
+	if (r)
+		_exit(r == -ENODEV ? 4 : 1);
+	LOAD_GUEST_CODE(vm.mem, 0x1000, spin_code);
+	if (vm_real_mode(&vm, 0x1000) || write(ready, "x", 1) != 1)
+		_exit(1);
+	vm_run(&vm);			/* never returns: killed */
+}
+
+/* A process killed with SIGKILL while its vCPU spins in guest mode. */
 TEST_F(stress, sigkill_during_kvm_run)
 {
-	int status, pipefd[2];
-	pid_t pid;
-	char c;
+	int early = kill_once_running(_metadata, spin_child);
 
-	ASSERT_EQ(0, pipe(pipefd));
-	pid = fork();
-	ASSERT_LE(0, pid);
-	if (pid == 0) {
-		struct vm vm;
-		int r = vm_create(&vm);
-
-		if (r)
-			_exit(r == -ENODEV ? 4 : 1);
-		LOAD_GUEST_CODE(vm.mem, 0x1000, spin_code);
-		if (vm_real_mode(&vm, 0x1000))
-			_exit(1);
-		if (write(pipefd[1], "x", 1) != 1)
-			_exit(1);
-		vm_run(&vm);			/* never returns: killed */
-		_exit(2);
-	}
-	close(pipefd[1]);
-	if (read(pipefd[0], &c, 1) != 1) {
-		ASSERT_EQ(pid, waitpid(pid, &status, 0));
-		if (WIFEXITED(status) && WEXITSTATUS(status) == 4 && testing_rkvm())
-			SKIP(return, NO_BACKEND);
-		ASSERT_TRUE(0) TH_LOG("child failed to start its guest");
-	}
-	usleep(300000);				/* let it spin in guest mode */
-	ASSERT_EQ(0, kill(pid, SIGKILL));
-	ASSERT_EQ(pid, waitpid(pid, &status, 0));
-	EXPECT_TRUE(WIFSIGNALED(status));
-	EXPECT_EQ(SIGKILL, WTERMSIG(status));
+	if (early == 4 && testing_rkvm())
+		SKIP(return, NO_BACKEND);
+	ASSERT_EQ(-1, early) TH_LOG("the child failed to start its guest: exit status %d", early);
 }
 
 TEST_HARNESS_MAIN
