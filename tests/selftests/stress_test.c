@@ -799,8 +799,9 @@ TEST_F(stress, slot_moves_under_vcpus_switching_cr3)
 }
 
 /*
- * IPI storm: every vCPU of a VM sends, round after round, an IPI of vector
- * 0x40 to every other vCPU and waits for it to be acknowledged, all vCPUs
+ * IPI storm: every vCPU of a VM sends, round after round
+ * (storm_rounds()), an IPI of vector 0x40 to every other vCPU and waits
+ * for it to be acknowledged, all vCPUs
  * at once, so IPIs cross and reach vCPUs in guest mode (a kick), entering
  * or leaving it. A message is a round number in a mailbox (from, to)
  * written before the IPI; the handler acknowledges every mailbox addressed
@@ -815,7 +816,17 @@ TEST_F(stress, slot_moves_under_vcpus_switching_cr3)
  */
 #define STORM_VMS	2
 #define STORM_VCPUS	3
-#define STORM_ROUNDS	200
+/*
+ * Rounds: 200, but 20 under QEMU, whose TCG now and then leaves a CPU of
+ * the test VM in guest mode for good, taking neither interrupts nor NMIs
+ * (through kvm_amd as through rkvm: Documentation/execution-model.md, "An
+ * open problem"), the likelier the more IPIs cross: a stuck CPU hangs the
+ * whole test VM, so there the storm is kept short.
+ */
+static int storm_rounds(void)
+{
+	return under_qemu() ? 20 : 200;
+}
 #define STORM_MBOX	0x3000
 #define STORM_ACK	0x3400
 #define STORM_TAKEN	0x3800
@@ -987,11 +998,11 @@ TEST_F(stress, ipi_storm_between_the_vcpus_of_two_vms)
 	struct storm_vcpu vcpus[STORM_VMS][STORM_VCPUS];
 	pthread_t threads[STORM_VMS][STORM_VCPUS];
 	struct vm vms[STORM_VMS];
+	int v, i, s, d, r, idle = 0, all_done = 0, lost = 0, rounds = storm_rounds();
 	uint64_t seen = 0, now;
-	int v, i, s, d, r, idle = 0, all_done = 0, lost = 0;
 
 	for (v = 0; v < STORM_VMS; v++) {
-		r = storm_vm(&vms[v], vcpus[v], STORM_ROUNDS);
+		r = storm_vm(&vms[v], vcpus[v], rounds);
 		if (r == -ENODEV && testing_rkvm())
 			SKIP(return, NO_BACKEND);
 		if (r == -EINVAL && testing_rkvm())
@@ -1031,10 +1042,10 @@ TEST_F(stress, ipi_storm_between_the_vcpus_of_two_vms)
 			EXPECT_STREQ("", vcpus[v][i].why) TH_LOG("VM %d vCPU %d", v, i);
 			EXPECT_TRUE(vcpus[v][i].done) TH_LOG("VM %d vCPU %d did not finish its rounds", v, i);
 			/* Coalesced IPIs are one interrupt; at least one per round came. */
-			EXPECT_LE(STORM_ROUNDS, taken) TH_LOG("VM %d vCPU %d", v, i);
-			EXPECT_GE((STORM_VCPUS - 1) * STORM_ROUNDS, taken) TH_LOG("VM %d vCPU %d", v, i);
+			EXPECT_LE((uint32_t)rounds, taken) TH_LOG("VM %d vCPU %d", v, i);
+			EXPECT_GE((uint32_t)(STORM_VCPUS - 1) * rounds, taken) TH_LOG("VM %d vCPU %d", v, i);
 			TH_LOG("VM %d vCPU %d: %u interrupts for %d messages", v, i, taken,
-			       (STORM_VCPUS - 1) * STORM_ROUNDS);
+			       (STORM_VCPUS - 1) * rounds);
 		}
 		for (s = 0; s < STORM_VCPUS; s++)
 			for (d = 0; d < STORM_VCPUS; d++) {
@@ -1043,7 +1054,7 @@ TEST_F(stress, ipi_storm_between_the_vcpus_of_two_vms)
 
 				if (s == d)
 					continue;
-				EXPECT_EQ(STORM_ROUNDS, acked)
+				EXPECT_EQ((uint32_t)rounds, acked)
 					TH_LOG("VM %d: vCPU %d's message %u to vCPU %d acknowledged up to %u",
 					       v, s, sent, d, acked);
 			}
@@ -1061,11 +1072,11 @@ TEST_F(stress, ipi_storm_between_the_vcpus_of_two_vms)
 /*
  * Runs `child` in a process of its own, which writes a byte to `ready`
  * once its vCPUs run in the guest (or _exit()s first, 4: no SVM or VMX, 5:
- * no split irqchip), then kills it with SIGKILL there. KVM_RUN must notice
+ * no split irqchip), and kills it with SIGKILL `ms` milliseconds later. KVM_RUN must notice
  * the signal in every vCPU thread and the VMs must go with the process.
  * Returns -1 once the child was killed, else its exit status.
  */
-static int kill_once_running(struct __test_metadata *_metadata, void (*child)(int ready))
+static int kill_once_running(struct __test_metadata *_metadata, void (*child)(int ready), int ms)
 {
 	int status, pipefd[2];
 	pid_t pid;
@@ -1086,7 +1097,7 @@ static int kill_once_running(struct __test_metadata *_metadata, void (*child)(in
 		return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 	}
 	close(pipefd[0]);
-	usleep(300000);				/* let it run in guest mode */
+	usleep(ms * 1000);			/* let it run in guest mode */
 	ASSERT_EQ(0, kill(pid, SIGKILL));
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	EXPECT_TRUE(WIFSIGNALED(status));
@@ -1130,7 +1141,7 @@ static void storm_one_round(struct __test_metadata *_metadata);
  */
 TEST_F(stress, sigkill_during_an_ipi_storm)
 {
-	int early = kill_once_running(_metadata, storm_child);
+	int early = kill_once_running(_metadata, storm_child, 100);
 
 	if (early == 4 && testing_rkvm())
 		SKIP(return, NO_BACKEND);
@@ -1194,7 +1205,7 @@ static void spin_child(int ready)
 /* A process killed with SIGKILL while its vCPU spins in guest mode. */
 TEST_F(stress, sigkill_during_kvm_run)
 {
-	int early = kill_once_running(_metadata, spin_child);
+	int early = kill_once_running(_metadata, spin_child, 300);
 
 	if (early == 4 && testing_rkvm())
 		SKIP(return, NO_BACKEND);
