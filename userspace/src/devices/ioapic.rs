@@ -155,11 +155,19 @@ impl Ioapic {
         self.failed_msis += count.failed;
     }
 
+    /// The device's routes again, if an entry written changed one: a
+    /// guest masking and unmasking a pin leaves them as they were.
     fn update_routes(&mut self, vm: &VmFd) {
+        let mut changed = false;
         for (pin, route) in self.routes.iter_mut().enumerate() {
             if let Some(entry) = self.model.entry(pin).filter(|e| !e.masked()) {
-                *route = Some(msi_of(&entry.message()));
+                let msi = Some(msi_of(&entry.message()));
+                changed |= *route != msi;
+                *route = msi;
             }
+        }
+        if !changed {
+            return;
         }
         let entries = routes_of(&self.routes);
         // A routing table this small always fits; a refusal leaves the old
