@@ -25,7 +25,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 # -cpu EPYC: SVM + NPT under TCG (no NRIP-save, no decode assists).
-qemu=(qemu-system-x86_64 -accel tcg -cpu EPYC -smp 2 -m 1G -no-reboot -nic none
+# RKVM_QEMU_ACCEL: another -accel, e.g. tcg,thread=single.
+qemu=(qemu-system-x86_64 -accel "${RKVM_QEMU_ACCEL:-tcg}" -cpu EPYC -smp 2 -m 1G -no-reboot -nic none
       -kernel "$kernel" -initrd "$initrd" -append "$cmdline")
 
 if [[ $interactive -eq 1 ]]; then

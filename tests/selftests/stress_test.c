@@ -765,14 +765,17 @@ static void slot_moves(struct __test_metadata *_metadata, bool switch_cr3)
 	       (unsigned long long)requests, (unsigned long long)flushes);
 	/*
 	 * rkvm: every delete flushes, and with two CPUs or more the vCPUs
-	 * spend nearly all their time in guest mode while the mover runs, so
-	 * some deletes find them there (with one CPU, never: the mover has
-	 * it). KVM flushes for a delete only what it had mapped: its counts
-	 * are shown.
+	 * touching the slot spend nearly all their time in guest mode while
+	 * the mover runs, so some deletes find them there (with one CPU,
+	 * never: the mover has it). Not so with switch_cr3: under shadow
+	 * paging every CR3 write exits, and under Bochs on two processors the
+	 * vCPUs were in the kernel, rebuilding their roots, at each of 55
+	 * deletes (CI, 2026-12-07): no lower bound there. KVM flushes for a
+	 * delete only what it had mapped: its counts are shown.
 	 */
 	if (testing_rkvm()) {
 		EXPECT_LE((uint64_t)slot.moves, requests);
-		if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)
+		if (!switch_cr3 && sysconf(_SC_NPROCESSORS_ONLN) >= 2)
 			EXPECT_LE(1, flushes);
 	}
 	for (i = 1; i < 2; i++) {
