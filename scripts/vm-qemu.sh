@@ -7,8 +7,17 @@
 # itself (reboot, panic with panic=-1, triple fault: with -no-reboot QEMU
 # exits 0 for those too, so the kernel's power-off line tells them apart),
 # 124 on timeout, 128 + N when a signal N stopped QEMU, QEMU's own status
-# when it failed (the end of its stderr is printed). With --interactive the serial console is this terminal and
-# there is no log or timeout.
+# when it failed (the end of its stderr is printed); and 125 when the test
+# VM stopped responding (below). With --interactive the serial console is
+# this terminal and there is no log or timeout.
+#
+# The watchdog: the in-VM runner (tests/vm/runner.sh) writes a line on the
+# second serial port (LOG.alive) every 20 s from each CPU in turn. A CPU
+# that no longer runs the test VM's kernel (QEMU's CPU stuck in guest mode:
+# Documentation/execution-model.md, "An open problem") stops those lines.
+# When none came for RKVM_QEMU_STALL seconds (240) after the first, the
+# CPUs' registers go to LOG.cpus (from QEMU's monitor), QEMU is stopped
+# and the exit status is 125, rather than waiting for the time limit.
 set -euo pipefail
 
 kernel= initrd= cmdline= log= timeout=600 interactive=0
@@ -33,15 +42,67 @@ if [[ $interactive -eq 1 ]]; then
     exec "${qemu[@]}" -nographic
 fi
 
+# The CPUs' registers from QEMU's monitor (socket $1).
+monitor_registers() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])
+def drain():
+    out = b""
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            out += data
+    except socket.timeout:
+        pass
+    return out
+drain()
+s.sendall(b"info registers -a\n")
+sys.stdout.write(drain().decode(errors="replace"))
+EOF
+}
+
+watchdog() {
+    local stall=${RKVM_QEMU_STALL:-240} size=0 now last new
+    last=$(date +%s)
+    while sleep 10; do
+        [[ -f $log.pid ]] || continue
+        new=$(stat -c %s "$log.alive" 2> /dev/null || echo 0)
+        now=$(date +%s)
+        if [[ $new != "$size" ]]; then
+            size=$new last=$now
+        elif [[ $size != 0 ]] && (( now - last >= stall )); then
+            echo "no line from the runner on the second serial port for $((now - last)) s" > "$log.stalled"
+            # From the first CPU on (the monitor echoes the command first).
+            monitor_registers "$log.mon" 2>&1 | tr -d '\r' | sed -n '/^CPU#/,$p' > "$log.cpus"
+            kill "$(cat "$log.pid")"
+            return
+        fi
+    done
+}
+
 # The serial console goes to stdout (the caller filters it) and to the log;
 # QEMU's own messages (e.g. CPUID features TCG lacks) to LOG.stderr, shown on
 # failure only.
 : > "$log"
+rm -f "$log.alive" "$log.pid" "$log.stalled" "$log.cpus" "$log.mon"
+watchdog &
+watchdog_pid=$!
 set +e
-timeout --foreground -k 5 "$timeout" "${qemu[@]}" -display none -monitor none \
-    -serial stdio < /dev/null 2> "$log.stderr" | tee -a "$log"
+timeout --foreground -k 5 "$timeout" "${qemu[@]}" -display none -monitor "unix:$log.mon,server=on,wait=off" \
+    -pidfile "$log.pid" -serial stdio -serial "file:$log.alive" < /dev/null 2> "$log.stderr" | tee -a "$log"
 status=${PIPESTATUS[0]}
 set -e
+kill "$watchdog_pid" 2> /dev/null || true
+wait "$watchdog_pid" 2> /dev/null || true
+if [[ -f $log.stalled ]]; then
+    echo "vm-qemu: the test VM stopped responding: $(cat "$log.stalled"); stopped it (its CPUs' registers: $log.cpus)" >&2
+    exit 125
+fi
 # QEMU stopped by a signal (SIGTERM, SIGINT, SIGHUP) exits 0 as well, and
 # says so on stderr: that is neither a power-off nor a reset.
 stopped=$(grep -o 'terminating on signal [0-9]*.*' "$log.stderr" | tail -n 1 || true)

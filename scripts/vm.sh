@@ -49,6 +49,16 @@ set +e
 status=${PIPESTATUS[0]}
 set -e
 
+# Each CPU's RIP and CPL when vm-qemu.sh's watchdog stopped the test VM,
+# from QEMU's registers in LOG.cpus (a CPU stuck in guest mode shows its
+# guest's: execution-model.md, "An open problem").
+stuck_cpus() {
+    [[ -s $log.cpus ]] || { echo "no registers from QEMU's monitor"; return; }
+    awk '/^CPU#/ { cpu = $1 } /^RIP=/ { printf "%s%s %s %s %s", sep, cpu, $1, $4, $NF; sep = ", " }
+         /^CR0=/ { printf " %s", $3 }' "$log.cpus"
+    echo " (all registers: $log.cpus)"
+}
+
 # How the run ended, from the emulator's status (vm-qemu.sh and vm-bochs.sh
 # agree on them) and the serial log.
 how_it_ended() {
@@ -62,6 +72,7 @@ how_it_ended() {
         3) if [[ -n $panic ]]; then echo "its kernel panicked ($panic)"
            else echo "it reset itself with no panic on its console: a triple fault (or a reboot)"; fi ;;
         124) echo "it was still running after ${timeout}s: stopped (timeout)" ;;
+        125) echo "it stopped responding ($(cat "$log.stalled" 2> /dev/null)): stopped; $(stuck_cpus)" ;;
         129|130|131|134|137|139|143) echo "$emu ended by SIG$(kill -l $((status - 128))) (status $status)" ;;
         *) echo "$emu failed with status $status" ;;
     esac

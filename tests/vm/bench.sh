@@ -220,6 +220,7 @@ device_round() { # label
     esac 2> /tmp/load.err || error "$1" "unloading: $(tail -n 1 /tmp/load.err)"
 }
 
+start_heartbeat
 say "bench: $ROUNDS rounds ($BOOTS with a Linux boot, $IO_ROUNDS with the I/O benchmarks, $SAVE_ROUNDS with a save and restore), each through: $DEVICES"
 if [ "$IO_ROUNDS" -gt 0 ]; then
     rm -f /tmp/bench-disk.img

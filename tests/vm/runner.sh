@@ -94,7 +94,9 @@ kvm:linux_irqchip t_linux_irqchip /dev/kvm kernel
 kvm:linux_split t_linux_irqchip /dev/kvm split"
 [ "$EMU" = bochs ] || PLAN="$PLAN
 kvm:linux_smp t_linux_smp /dev/kvm kernel
-kvm:linux_smp_split t_linux_smp /dev/kvm split"
+kvm:linux_smp_split t_linux_smp /dev/kvm split
+kvm:linux_virtio_irqchip t_linux_virtio /dev/kvm kernel
+kvm:linux_virtio_split t_linux_virtio /dev/kvm split"
 PLAN="$PLAN
 kvm:save_restore t_save_restore /dev/kvm kvm
 kvm:linux t_linux /dev/kvm
@@ -108,7 +110,9 @@ kvm:linux_virtio t_linux_virtio /dev/kvm
 kvm:linux_virtio_console t_linux_virtio_console /dev/kvm
 kvm:gdb_interrupt t_gdb_interrupt /dev/kvm
 kvm:qemu_split t_qemu qemu64 lapic split
-kvm:qemu_irqchip t_qemu qemu64 lapic on"
+kvm:qemu_irqchip t_qemu qemu64 lapic on
+kvm:qemu_smp t_qemu qemu64 lapic on 2
+kvm:qemu_smp_split t_qemu qemu64 lapic split 2"
 PLAN="$PLAN
 kvm:qemu t_qemu qemu64
 kvm:qemu_lapic t_qemu qemu64 lapic
@@ -156,6 +160,8 @@ mmu_suite() {
     if [ "$EMU" != bochs ]; then
         echo "$1:linux_smp t_linux_smp /dev/rkvm kernel"
         echo "$1:linux_smp_split t_linux_smp /dev/rkvm split"
+        echo "$1:linux_virtio_irqchip t_linux_virtio /dev/rkvm kernel"
+        echo "$1:linux_virtio_split t_linux_virtio /dev/rkvm split"
     fi
     echo "$1:save_restore t_save_restore /dev/rkvm $1"
     # rkvm resumes what kvm saved; shadow paging what nested paging saved.
@@ -198,6 +204,8 @@ rkvm_kvm_node_unload t_rkvm_unload /dev/kvm"
 rkvm_kvm_node_irqchip t_rkvm_kvm_node
 rkvm:qemu_split t_qemu qemu64 lapic split
 rkvm:qemu_irqchip t_qemu qemu64 lapic on
+rkvm:qemu_smp t_qemu qemu64 lapic on 2
+rkvm:qemu_smp_split t_qemu qemu64 lapic split 2
 rkvm_kvm_node_irqchip_unload t_rkvm_unload /dev/kvm"
 PLAN="$PLAN
 rkvm_without_irqchip t_rkvm_without_irqchip"
@@ -659,7 +667,15 @@ t_linux_reboot() {
 # an ext2 image (made here, with a file from this side), writes a file,
 # unmounts; reads a read-only disk and cannot write it; reads 64 random
 # bytes. After the run the image holds the guest's file.
+# With $2 = kernel or split (rkvm run --irqchip), the guest has its local
+# APIC and an IOAPIC, and the MP table makes the virtio lines
+# level-triggered: each interrupt holds its pin's remote IRR until the
+# guest's EOI (for split, rkvm run's IOAPIC gets them as
+# KVM_EXIT_IOAPIC_EOI exits), and the line still up then comes again.
 t_linux_virtio() {
+    local irqchip=
+    [ -n "${2:-}" ] && irqchip="--irqchip $2"
+    [ -n "${2:-}" ] && LINUX_APIC=on
     rm -f /tmp/vda.img /tmp/vdb.img
     mkdir -p /tmp/mnt
     dd if=/dev/zero of=/tmp/vda.img bs=1k count=2048 2> /dev/null
@@ -669,7 +685,7 @@ t_linux_virtio() {
     umount /tmp/mnt
     dd if=/dev/zero of=/tmp/vdb.img bs=4096 count=1 2> /dev/null
     printf 'rkvm read-only d' | dd of=/tmp/vdb.img conv=notrunc 2> /dev/null
-    LINUX_ARGS="--disk /tmp/vda.img --disk /tmp/vdb.img,ro --virtio-rng" boot_linux "$1" rkvm.test=virtio
+    LINUX_ARGS="--disk /tmp/vda.img --disk /tmp/vdb.img,ro --virtio-rng $irqchip" boot_linux "$1" rkvm.test=virtio
     check_linux_boot
     for want in 'disks vda vdb ' 'vda: from the host' 'vda written and unmounted' 'vda flushed' 'vdb: rkvm read-only d' \
         'vdb ro: 1' 'vdb write refused' 'hwrng virtio_rng.0 64 bytes'; do
@@ -688,6 +704,20 @@ t_linux_virtio() {
     umount /tmp/mnt
     [ "$got" = "written by the guest through virtio-blk" ] || fail "the guest's file on the image: '$got'"
     echo "the guest's file is on the disk image: $got"
+    grep '^rkvm-guest: irq ' /tmp/linux.out
+    if [ -n "${2:-}" ]; then
+        check_ioapic_used "$2"
+        for irq in 5 6 7; do
+            grep -q "^rkvm-guest: irq $irq: [0-9 ]*IO-APIC $irq-fasteoi virtio" /tmp/linux.out ||
+                fail "IRQ $irq: not a level-triggered IOAPIC pin in the guest"
+        done
+        if [ "$2" = split ]; then
+            grep -q '^rkvm: IOAPIC (--irqchip split): [0-9]* interrupts sent as MSIs, [1-9][0-9]* EOIs, 0 refused' /tmp/linux.err ||
+                fail "no EOI from the guest reached rkvm run's IOAPIC"
+        fi
+    else
+        grep -q '^rkvm-guest: irq 5: [0-9 ]*XT-PIC' /tmp/linux.out || fail "IRQ 5 did not come through the PIC"
+    fi
 }
 
 # virtio-console as the guest's console (hvc0): /init's lines and 4000
@@ -964,17 +994,19 @@ t_rkvm_kvm_node_taken() {
 # device's KVM_GET_SUPPORTED_CPUID). $2 = lapic: the guest uses QEMU's
 # local APIC (its MMIO page exits to QEMU, kvm_run->cr8 carries the TPR)
 # and IOAPIC, with its APIC timer, instead of `nolapic noapic`. $3: QEMU's
-# kernel-irqchip (default off). split runs through real KVM only for now:
-# QEMU asks for KVM_CAP_IRQCHIP before it tries even the split irqchip,
-# and rkvm announces it only once KVM_CREATE_IRQCHIP works.
+# kernel-irqchip (default off). $4: QEMU's vCPUs (-smp, default 1): with
+# 2, SeaBIOS and then Linux start the second with INIT and SIPI through
+# the device's local APICs, and Linux (from QEMU's ACPI tables) runs on
+# both.
 t_qemu() {
     [ -x /usr/bin/qemu-system-x86_64 ] || fail "no qemu-system-x86_64 in the initramfs"
     apic="nolapic noapic"
     [ "${2:-}" = lapic ] && apic=
     irqchip=${3:-off}
+    LINUX_CPUS=${4:-1}   # for check_guest_linux
     status=0
     start=$(uptime_cs)
-    timeout 900 qemu-system-x86_64 -accel kvm -machine pc,kernel-irqchip=$irqchip -cpu "$1" -m 128 \
+    timeout 900 qemu-system-x86_64 -accel kvm -machine pc,kernel-irqchip=$irqchip -cpu "$1" -m 128 -smp "$LINUX_CPUS" \
         -nodefaults -no-reboot -nic none -display none -monitor none -serial stdio \
         -L /usr/share/seabios -L /usr/share/qemu \
         -kernel /rkvm/linux/bzImage -initrd /rkvm/linux/initramfs.cpio.gz \
@@ -991,6 +1023,9 @@ t_qemu() {
     if [ -z "$apic" ]; then
         grep 'APIC: Switch to symmetric I/O mode setup\|..TIMER: vector' /tmp/linux.out ||
             fail "the guest did not set up its local APIC and IOAPIC"
+    fi
+    if [ "$LINUX_CPUS" -gt 1 ]; then
+        grep "smp: Brought up 1 node, $LINUX_CPUS CPUs" /tmp/linux.out || fail "the guest did not bring up its $LINUX_CPUS CPUs"
     fi
     # Without KVM_CAP_IRQCHIP QEMU keeps its own irqchip whatever was asked,
     # and says so only with this warning.
@@ -1082,6 +1117,8 @@ say "KTAP version 1"
 say "# test VM: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null), available: $(cat /sys/devices/system/clocksource/clocksource0/available_clocksource 2>/dev/null)"
 say "1..$(echo "$PLAN" | wc -l)"
 n=0
+start_heartbeat
+
 # A signal that ends the runner says so (a run once stopped mid-plan with no
 # message: suspected, a busybox `timeout` whose program had exited killing
 # a process that reused its pid).

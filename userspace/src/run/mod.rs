@@ -135,9 +135,9 @@ impl Outcome {
 }
 
 /// The MP table (`mptable`) that shows a Linux guest its `vcpus` local
-/// APICs and the device's IOAPIC, with the vCPUs' CPUID signature and
-/// features.
-fn write_mptable(vm: &vm::Vm, vcpus: u8) -> Result<()> {
+/// APICs and its IOAPIC, with the vCPUs' CPUID signature and features, and
+/// the virtio devices' IRQs `level` as level-triggered.
+fn write_mptable(vm: &vm::Vm, vcpus: u8, level: &[u8]) -> Result<()> {
     use vm_memory::{Bytes, GuestAddress};
     let cpuid = vm
         .vcpu
@@ -154,9 +154,9 @@ fn write_mptable(vm: &vm::Vm, vcpus: u8) -> Result<()> {
         signature: leaf1.eax,
         features: leaf1.edx,
     };
-    let table = mptable::build(mptable::BASE, cpus).ok_or(crate::error::Error::KernelIrqchip(
-        "too many vCPUs for the MP table",
-    ))?;
+    let table = mptable::build(mptable::BASE, cpus, level).ok_or(
+        crate::error::Error::KernelIrqchip("too many vCPUs for the MP table"),
+    )?;
     vm.mem
         .write_slice(&table, GuestAddress(mptable::BASE))
         .map_err(crate::error::Error::guest_memory("the MP table"))
@@ -197,7 +197,7 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
             }
             linux::load(&vm.mem, vm.mem_size, &vm.vcpu, kernel, initrd, &line)?;
             if opts.irqchip.apics_in_kernel() {
-                write_mptable(&vm, opts.vcpus)?;
+                write_mptable(&vm, opts.vcpus, &virtio.irqs())?;
             }
         }
     }

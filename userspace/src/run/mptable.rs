@@ -3,8 +3,14 @@
 //! The MultiProcessor Specification 1.4 table (Intel, 1997) that tells a
 //! guest without ACPI where its processors' local APICs and its IOAPIC are
 //! and how the ISA interrupts reach them: written for `rkvm run --irqchip
-//! kernel`, whose IOAPIC is the device's (KVM's default routing: ISA IRQ n
-//! on IOAPIC pin n).
+//! kernel` and `split`, whose IOAPIC (the device's, or rkvm run's) routes
+//! ISA IRQ n to pin n, as KVM's default routing does.
+//!
+//! The virtio-mmio devices' lines are level-triggered: a device holds its
+//! line up until the driver acknowledges its interrupt status (virtio 1.2,
+//! 4.2.2), so the table says so for their IRQs and the guest programs
+//! those pins level-triggered, the IOAPIC path with remote IRR and the
+//! EOI. The other ISA IRQs conform to the bus: edge.
 //!
 //! Linux looks for the floating pointer (`_MP_`) in the last KiB of base
 //! memory, among other places (`default_find_smp_config()`): rkvm run
@@ -35,6 +41,10 @@ const LOCAL_INTERRUPT: u8 = 4;
 const INT: u8 = 0;
 const NMI: u8 = 1;
 const EXTINT: u8 = 3;
+/// An I/O interrupt entry's flags: as the bus says (ISA: edge, active
+/// high), or level-triggered and active high (polarity 01, trigger 11).
+const CONFORMING: u16 = 0;
+const LEVEL_HIGH: u16 = 0b11_01;
 
 /// What the processor entries say about the CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,9 +63,10 @@ fn checksum(bytes: &[u8]) -> u8 {
 }
 
 /// The floating pointer and the table after it, for `cpus`, to be written
-/// at guest physical `base`. `None` if it would not fit in [`MAX_SIZE`]
-/// (more processors than the space holds).
-pub fn build(base: u64, cpus: Cpus) -> Option<Vec<u8>> {
+/// at guest physical `base`, with the ISA IRQs in `level` level-triggered.
+/// `None` if it would not fit in [`MAX_SIZE`] (more processors than the
+/// space holds).
+pub fn build(base: u64, cpus: Cpus, level: &[u8]) -> Option<Vec<u8>> {
     let table_at = u32::try_from(base + 16).ok()?;
     let ioapic_id = cpus.count;
     let mut entries = Vec::new();
@@ -73,10 +84,17 @@ pub fn build(base: u64, cpus: Cpus) -> Option<Vec<u8>> {
     entries.extend_from_slice(&[IOAPIC, ioapic_id, IOAPIC_VERSION, 1]);
     entries.extend_from_slice(&IOAPIC_BASE.to_le_bytes());
     count += 2;
-    // ISA IRQ n on pin n, as conforming to the bus (edge, active high);
-    // the PIC's cascade (IRQ 2) carries nothing of its own.
+    // ISA IRQ n on pin n; the PIC's cascade (IRQ 2) carries nothing of
+    // its own.
     for irq in (0..ISA_IRQS).filter(|&i| i != 2) {
-        entries.extend_from_slice(&[IO_INTERRUPT, INT, 0, 0, 0, irq, ioapic_id, irq]);
+        let flags = if level.contains(&irq) {
+            LEVEL_HIGH
+        } else {
+            CONFORMING
+        };
+        entries.extend_from_slice(&[IO_INTERRUPT, INT]);
+        entries.extend_from_slice(&flags.to_le_bytes());
+        entries.extend_from_slice(&[0, irq, ioapic_id, irq]);
         count += 1;
     }
     // The PIC through every LINT0, NMIs through every LINT1.
@@ -125,7 +143,7 @@ mod tests {
 
     #[test]
     fn pointer_and_table_have_their_signatures_lengths_and_checksums() {
-        let t = build(BASE, CPUS).unwrap();
+        let t = build(BASE, CPUS, &[]).unwrap();
         assert_eq!(&t[..4], b"_MP_");
         assert_eq!(
             u32::from_le_bytes(t[4..8].try_into().unwrap()),
@@ -149,7 +167,7 @@ mod tests {
 
     #[test]
     fn entries_name_the_bsp_the_ioapic_and_identity_isa_pins() {
-        let t = build(BASE, CPUS).unwrap();
+        let t = build(BASE, CPUS, &[]).unwrap();
         let e = &t[16 + 44..];
         assert_eq!(
             &e[..4],
@@ -187,7 +205,28 @@ mod tests {
     #[test]
     fn too_many_processors_do_not_fit() {
         let many = Cpus { count: 41, ..CPUS };
-        assert!(build(BASE, many).is_none());
-        assert!(build(BASE, Cpus { count: 40, ..CPUS }).is_some());
+        assert!(build(BASE, many, &[]).is_none());
+        assert!(build(BASE, Cpus { count: 40, ..CPUS }, &[]).is_some());
+    }
+
+    #[test]
+    fn the_level_irqs_entries_say_level_and_active_high() {
+        let t = build(BASE, CPUS, &[5, 9]).unwrap();
+        assert_eq!(sum(&t[16..]), 0);
+        // After 2 processors, the bus and the IOAPIC: IRQs 0, 1, 3, 4, 5.
+        let irqs = &t[16 + 44 + 2 * 20 + 8 + 8..];
+        let entry = |i: usize| &irqs[i * 8..i * 8 + 8];
+        assert_eq!(
+            entry(3),
+            &[IO_INTERRUPT, INT, 0, 0, 0, 4, 2, 4],
+            "IRQ 4: edge"
+        );
+        assert_eq!(
+            entry(4),
+            &[IO_INTERRUPT, INT, 0x0d, 0, 0, 5, 2, 5],
+            "IRQ 5: level, active high"
+        );
+        assert_eq!(entry(8), &[IO_INTERRUPT, INT, 0x0d, 0, 0, 9, 2, 9]);
+        assert_eq!(entry(9), &[IO_INTERRUPT, INT, 0, 0, 0, 10, 2, 10]);
     }
 }

@@ -424,6 +424,11 @@ impl Bus {
         Some((base, irq))
     }
 
+    /// The devices' IRQs, in order.
+    pub fn irqs(&self) -> Vec<u8> {
+        self.bus.devices().map(|(_, (irq, _))| *irq).collect()
+    }
+
     /// The kernel command line that announces the devices to Linux.
     pub fn cmdline(&self) -> String {
         self.bus
