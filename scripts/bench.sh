@@ -34,8 +34,19 @@ done
 [[ -n ${RKVM_BENCH_SAVE_ROUNDS:-} ]] && extra+=" rkvm.save_rounds=$RKVM_BENCH_SAVE_ROUNDS"
 [[ -n ${RKVM_BENCH_IO_ROUNDS:-} ]] && io=" rkvm.io_rounds=$RKVM_BENCH_IO_ROUNDS"
 log=$RKVM_OUT/qemu-bench.log
-RKVM_VM_EXTRA="$extra$io" \
-    RKVM_QEMU_TIMEOUT=${RKVM_QEMU_TIMEOUT:-1800} "$RKVM_ROOT/scripts/vm.sh" qemu bench "$log"
+# A QEMU test VM whose CPU stays in guest mode for good (an emulator fault,
+# through kvm_amd too: Documentation/execution-model.md, "An open problem")
+# is stopped by vm-qemu.sh's watchdog; the QEMU half then runs once more
+# from the start, and says so.
+for attempt in 1 2; do
+    status=0
+    RKVM_VM_EXTRA="$extra$io" \
+        RKVM_QEMU_TIMEOUT=${RKVM_QEMU_TIMEOUT:-1800} "$RKVM_ROOT/scripts/vm.sh" qemu bench "$log" || status=$?
+    [[ $status == 125 && $attempt == 1 ]] || break
+    mv "$log" "$log.stalled-run"
+    mv "$log.cpus" "$log.stalled-run.cpus" 2> /dev/null || true
+    log "the QEMU test VM stopped responding (its serial log: $log.stalled-run): the QEMU benchmarks run once more"
+done
 grep -q 'rkvm-out: bench: done' "$log" || die "the benchmarks did not finish (serial log: $log)"
 python3 "$RKVM_ROOT/scripts/bench-report.py" "$log" "$RKVM_OUT"
 [[ ${RKVM_BENCH_SKIP_BOCHS:-0} == 1 ]] && exit 0
