@@ -18,7 +18,10 @@ mkdir -p "$(dirname "$log")"
 : > "$log"
 rm -f "$log.outcome"
 # 115200 baud: Bochs times the UART, and 9600 costs about 1 ms a character.
-cmdline="console=ttyS0,115200 panic=-1 printk.devkmsg=on loglevel=6 rkvm.mode=$mode rkvm.emu=$emu"
+# log_buf_len: the runner's lines go through the kernel's log too, and a
+# whole run's must fit for the end's kernel log check (128 KiB by default:
+# it wrapped in a QEMU run and lost rkvm.ko's load line).
+cmdline="console=ttyS0,115200 panic=-1 printk.devkmsg=on loglevel=6 log_buf_len=16M rkvm.mode=$mode rkvm.emu=$emu"
 [[ ${RKVM_TEST_FAIL:-0} == 1 ]] && cmdline+=" rkvm.fail=1"
 [[ -n ${RKVM_VM_EXTRA:-} ]] && cmdline+=" $RKVM_VM_EXTRA"
 # The fuzzer's length and seed (tests/selftests/fuzz_test.c), for longer runs.

@@ -94,7 +94,6 @@ kvm:linux_irqchip t_linux_irqchip /dev/kvm kernel
 kvm:linux_split t_linux_irqchip /dev/kvm split"
 [ "$EMU" = bochs ] || PLAN="$PLAN
 kvm:linux_smp t_linux_smp /dev/kvm kernel
-kvm:linux_smp_split t_linux_smp /dev/kvm split
 kvm:linux_virtio_irqchip t_linux_virtio /dev/kvm kernel
 kvm:linux_virtio_split t_linux_virtio /dev/kvm split"
 PLAN="$PLAN
@@ -115,7 +114,16 @@ kvm:qemu_smp t_qemu qemu64 lapic on 2
 kvm:qemu_smp_split t_qemu qemu64 lapic split 2"
 PLAN="$PLAN
 kvm:qemu t_qemu qemu64
-kvm:qemu_lapic t_qemu qemu64 lapic
+kvm:qemu_lapic t_qemu qemu64 lapic"
+# Last of kvm_amd's: in CI on 2026-12-07, twice in a row, this boot
+# through kvm_amd hung the whole QEMU test VM (the second time with "BUG:
+# scheduling while atomic" and a preempt count of 0x11000001 in the test
+# VM's kernel, both CPUs then idle), which ends the reference part: here
+# it costs the fewest reference results (test.sh then boots the test VM
+# again without the reference for rkvm's tests).
+[ "$EMU" = bochs ] || PLAN="$PLAN
+kvm:linux_smp_split t_linux_smp /dev/kvm split"
+PLAN="$PLAN
 kvm_info t_info /dev/kvm
 kvm_unload t_kvm_unload"
 # The reference for shadow paging: kvm_amd without NPT, kvm_intel without
@@ -1073,6 +1081,9 @@ t_kmemleak() {
 # Anything the kernel says went wrong, during the whole run. (Leaks are
 # t_kmemleak's to judge: the baseline scan may count the boot's.)
 t_kernel_log() {
+    # The whole boot's log, or what scrolled out went unchecked.
+    dmesg | head -n 1 | grep -q 'Linux version' ||
+        fail "the kernel log no longer starts at the boot (its ring wrapped: raise log_buf_len in scripts/vm.sh)"
     bad=$(dmesg | grep -v 'rkvm-out:' | grep -E \
         'Oops|BUG:|WARNING:|kernel BUG|general protection fault|Call Trace|panicked|UBSAN|KASAN|refcount_t|list_add corruption|list_del corruption|unable to handle|rcu: INFO|soft lockup|hung task|Tainted: .*[DW]' || true)
     [ -z "$bad" ] || { echo "$bad"; fail "the kernel log has errors"; }
