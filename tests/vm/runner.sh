@@ -501,6 +501,11 @@ check_guest_linux() {
     [ -z "$bad" ] || { echo "$bad"; fail "the guest kernel reported problems"; }
 }
 
+# The guest brought up its LINUX_CPUS CPUs (its log in /tmp/linux.out).
+check_smp_up() {
+    grep "smp: Brought up 1 node, $LINUX_CPUS CPUs" /tmp/linux.out || fail "the guest did not bring up its $LINUX_CPUS CPUs"
+}
+
 # Waits up to 300 s (a hang guard) for rkvm run --gdb to listen, by its
 # message in $1.
 wait_for_gdb_port() {
@@ -655,7 +660,7 @@ t_linux_smp() {
     LINUX_ARGS="--irqchip $2 --smp 2" LINUX_APIC=on boot_linux "$1"
     [ "$status" = 0 ] || { show_linux_end; fail "rkvm run --smp 2: exit status $status"; }
     check_linux_boot
-    grep 'smp: Brought up\|x86: Booting SMP' /tmp/linux.out || fail "the guest did not bring its second CPU up"
+    check_smp_up
     grep -q '^rkvm: the guest halted with nothing left to wake it (powered off) (exit status 0)$' /tmp/linux.err ||
         fail "no message saying the guest powered off"
     check_ioapic_used "$2"
@@ -682,8 +687,7 @@ t_linux_reboot() {
 # KVM_EXIT_IOAPIC_EOI exits), and the line still up then comes again.
 t_linux_virtio() {
     local irqchip=
-    [ -n "${2:-}" ] && irqchip="--irqchip $2"
-    [ -n "${2:-}" ] && LINUX_APIC=on
+    if [ -n "${2:-}" ]; then irqchip="--irqchip $2" LINUX_APIC=on; fi
     rm -f /tmp/vda.img /tmp/vdb.img
     mkdir -p /tmp/mnt
     dd if=/dev/zero of=/tmp/vda.img bs=1k count=2048 2> /dev/null
@@ -1032,9 +1036,7 @@ t_qemu() {
         grep 'APIC: Switch to symmetric I/O mode setup\|..TIMER: vector' /tmp/linux.out ||
             fail "the guest did not set up its local APIC and IOAPIC"
     fi
-    if [ "$LINUX_CPUS" -gt 1 ]; then
-        grep "smp: Brought up 1 node, $LINUX_CPUS CPUs" /tmp/linux.out || fail "the guest did not bring up its $LINUX_CPUS CPUs"
-    fi
+    [ "$LINUX_CPUS" = 1 ] || check_smp_up
     # Without KVM_CAP_IRQCHIP QEMU keeps its own irqchip whatever was asked,
     # and says so only with this warning.
     if [ "$irqchip" != off ] && grep -q 'Userspace local APIC' /tmp/qemu.err; then
