@@ -11,8 +11,9 @@
 # VM stopped responding (below). With --interactive the serial console is
 # this terminal and there is no log or timeout.
 #
-# The watchdog: the in-VM runner (tests/vm/runner.sh) writes a line on the
-# second serial port (LOG.alive) every 20 s from each CPU in turn. A CPU
+# The watchdog: the in-VM runner and make bench (tests/vm/lib.sh,
+# start_heartbeat) write a line on the second serial port (LOG.alive) every
+# 20 s from each CPU in turn. A CPU
 # that no longer runs the test VM's kernel (QEMU's CPU stuck in guest mode:
 # Documentation/execution-model.md, "An open problem") stops those lines.
 # When none came for RKVM_QEMU_STALL seconds (240) after the first, the
