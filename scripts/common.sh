@@ -60,3 +60,13 @@ kernel_build_dir() { echo "$RKVM_CACHE/kernel/$(kernel_source_version)-${1:+$1-}
 kmake_args() {
     echo "LLVM=$LLVM_SUFFIX RUSTC=$KRUSTC BINDGEN=$BINDGEN"
 }
+
+# ended_as_planned SERIAL_LOG: the test VM ended the way its /init ends it:
+# "rkvm-end" (tests/vm/init), then the kernel's line for `reboot -f` (the
+# test kernel has no ACPI to power off with; QEMU's -no-reboot then exits,
+# vm-bochs.sh stops Bochs) or, for a kernel with ACPI, `poweroff -f`. A
+# panic (panic=-1) or a triple fault resets with neither line.
+ended_as_planned() {
+    tr -d '\r' < "$1" | awk '/rkvm-end: \/init finished/ { e = 1 }
+        e && /reboot: (Restarting system|Power down)/ { ok = 1 } END { exit !ok }'
+}

@@ -9,7 +9,8 @@
 # The serial console goes to SERIAL_LOG and, live, to stdout (like vm-qemu.sh).
 #
 # Exit status:
-#   0    the guest powered off (ACPI S5, e.g. busybox `poweroff -f`) and Bochs ended
+#   0    the test VM ended as its /init ends it (common.sh, ended_as_planned:
+#        `reboot -f`, after which Bochs is stopped; or an ACPI power-off)
 #   124  the timeout expired; Bochs and its helpers have been killed
 #   3    the guest reset itself (reboot, panic with panic=-1, triple fault);
 #        Bochs does not boot it again
@@ -30,9 +31,12 @@
 # - Its built-in debugger starts first: `-rc` feeds it `c` (continue), and `quit`
 #   in case the simulation ever falls back to the debugger prompt, so nothing
 #   ever waits for stdin.
-# - An ACPI S5 write by the guest makes Bochs raise a panic "ACPI control: soft
-#   power off" and exit (status 1); we tell that apart from real failures by
-#   that message in bochs.log.
+# - The test kernel has no ACPI, so the test VM's /init ends it with a reboot
+#   (Bochs would boot the CD again): a second reset in bochs.log stops Bochs,
+#   and the kernel's reboot line after the runner's last one in the serial
+#   log (common.sh, ended_as_planned) tells that end from a panic or a
+#   triple fault. (A kernel with ACPI powers off instead: Bochs then raises
+#   a panic "ACPI control: soft power off" and exits.)
 # - `script` runs in a process group of its own (setsid) and puts Bochs in a
 #   session of its own: on timeout both groups are killed, Bochs first.
 #
@@ -44,6 +48,7 @@
 #   times the UART, so every character costs about 1 ms of guest time;
 # - prefer CONFIG_KERNEL_LZ4 (or GZIP) and an uncompressed initramfs cpio.
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -250,8 +255,8 @@ end_stream
 elapsed_ms=$(($(now_ms) - start))
 elapsed=$((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100))
 
-if grep -q 'ACPI control: soft power off' "$work/bochs.log" 2>/dev/null; then
-    note "guest powered off after ${elapsed}s"
+if ended_as_planned "$serial_log"; then
+    note "the test VM ended (its /init rebooted it) after ${elapsed}s"
     exit 0
 fi
 if guest_reset; then

@@ -3,9 +3,10 @@
 # with SVM and nested paging. Same interface as vm-bochs.sh:
 #   vm-qemu.sh --kernel BZIMAGE --initrd INITRD --cmdline CMDLINE --log SERIAL_LOG \
 #              --timeout SECONDS [--interactive]
-# Exits as vm-bochs.sh does: 0 when the guest powered off, 3 when it reset
-# itself (reboot, panic with panic=-1, triple fault: with -no-reboot QEMU
-# exits 0 for those too, so the kernel's power-off line tells them apart),
+# Exits as vm-bochs.sh does: 0 when the test VM ended as its /init ends it
+# (common.sh, ended_as_planned), 3 when it reset itself otherwise (panic
+# with panic=-1, triple fault: with -no-reboot QEMU exits 0 for those too,
+# so the kernel's lines tell them apart),
 # 124 on timeout, 128 + N when a signal N stopped QEMU, QEMU's own status
 # when it failed (the end of its stderr is printed); and 125 when the test
 # VM stopped responding (below). With --interactive the serial console is
@@ -19,7 +20,7 @@
 # When none came for RKVM_QEMU_STALL seconds (240) after the first, the
 # CPUs' registers go to LOG.cpus (from QEMU's monitor), QEMU is stopped
 # and the exit status is 125, rather than waiting for the time limit.
-set -euo pipefail
+source "$(dirname "$0")/common.sh"
 
 kernel= initrd= cmdline= log= timeout=600 interactive=0
 while [[ $# -gt 0 ]]; do
@@ -111,7 +112,7 @@ if [[ $status -eq 0 && -n $stopped ]]; then
     echo "vm-qemu: qemu-system-x86_64: $stopped" >&2
     exit $((128 + $(echo "$stopped" | sed 's/terminating on signal \([0-9]*\).*/\1/')))
 elif [[ $status -eq 0 ]]; then
-    grep -q 'reboot: Power down' "$log" || exit 3
+    ended_as_planned "$log" || exit 3
 elif [[ $status -ne 124 ]]; then
     echo "vm-qemu: qemu-system-x86_64 failed with status $status; the end of its stderr:" >&2
     tail -n 20 "$log.stderr" >&2
