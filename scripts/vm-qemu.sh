@@ -35,9 +35,27 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
+# The test kernel has no ACPI, so no HPET or PM timer to calibrate its TSC
+# against, and under TCG its PIT loop is too unsteady for one ("tsc: Unable
+# to calibrate against PIT"): without a frequency it has no TSC clocksource
+# at all, only jiffies. RDTSC under TCG reads this machine's counter, so
+# the test VM is told this machine's TSC frequency (scripts/tsc-khz.c),
+# and that its CPUs' TSCs agree (tsc=reliable): they do (one counter), but
+# the EPYC model has no invariant-TSC flag, and an AMD machine of two
+# packages (below) would otherwise count as unsynchronized.
+tsc_khz=$RKVM_OUT/tsc-khz
+if [[ ! -x $tsc_khz || $tsc_khz -ot $RKVM_ROOT/scripts/tsc-khz.c ]]; then
+    mkdir -p "$RKVM_OUT"
+    gcc -O2 -Wall -o "$tsc_khz" "$RKVM_ROOT/scripts/tsc-khz.c"
+fi
+cmdline+=" tsc_early_khz=$("$tsc_khz") tsc=reliable"
+
 # -cpu EPYC: SVM + NPT under TCG (no NRIP-save, no decode assists).
 # RKVM_QEMU_ACCEL: another -accel, e.g. tcg,thread=single.
-qemu=(qemu-system-x86_64 -accel "${RKVM_QEMU_ACCEL:-tcg}" -cpu EPYC -smp 2 -m 1G -no-reboot -nic none
+# Two sockets of one core: the test kernel finds its CPUs in SeaBIOS's MP
+# table, which has one entry per package (QEMU's plain -smp 2 would be one
+# package of two cores, and Linux would see one CPU).
+qemu=(qemu-system-x86_64 -accel "${RKVM_QEMU_ACCEL:-tcg}" -cpu EPYC -smp sockets=2,cores=1,threads=1 -m 1G -no-reboot -nic none
       -kernel "$kernel" -initrd "$initrd" -append "$cmdline")
 
 if [[ $interactive -eq 1 ]]; then

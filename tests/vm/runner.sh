@@ -1019,7 +1019,10 @@ t_qemu() {
     LINUX_CPUS=${4:-1}   # for check_guest_linux
     status=0
     start=$(uptime_cs)
-    timeout 900 qemu-system-x86_64 -accel kvm -machine pc,kernel-irqchip=$irqchip -cpu "$1" -m 128 -smp "$LINUX_CPUS" \
+    # One socket per vCPU: SeaBIOS's MP table (all the guest has) lists one
+    # CPU per package (as vm-qemu.sh's -smp says).
+    timeout 900 qemu-system-x86_64 -accel kvm -machine pc,kernel-irqchip=$irqchip -cpu "$1" -m 128 \
+        -smp "sockets=$LINUX_CPUS,cores=1,threads=1" \
         -nodefaults -no-reboot -nic none -display none -monitor none -serial stdio \
         -L /usr/share/seabios -L /usr/share/qemu \
         -kernel /rkvm/linux/bzImage -initrd /rkvm/linux/initramfs.cpio.gz \
