@@ -106,6 +106,31 @@ pub(crate) struct GuestMemory {
     slots: KVec<SlotMem>,
     /// The slots' descriptions alone, for `pure::memslot`.
     infos: KVec<Slot>,
+    /// Moves on with every change of the slots: a page pinned without the
+    /// MMU lock for an older generation is not installed ([`PinRequest`]).
+    generation: u64,
+}
+
+/// A page the guest touches for the first time, to be pinned without the
+/// MMU lock: pinning (`get_user_pages`) may fault the page in, allocate and
+/// zero it (2 MiB of it for a huge page), and vCPUs faulting at the same
+/// time should not wait for each other's. KVM, too, resolves the host page
+/// before it takes its MMU lock, and checks afterwards that no change of
+/// the mappings came in between (its invalidation sequence); here the
+/// slots' generation plays that part ([`GuestMemory::install`]).
+pub(crate) struct PinRequest {
+    generation: u64,
+    id: u16,
+    index: usize,
+    hva: u64,
+    writable: bool,
+}
+
+impl PinRequest {
+    /// Pins the page, without any lock. Must run in the VM owner's mm.
+    pub(crate) fn pin(&self) -> Result<PinnedPage> {
+        PinnedPage::pin(self.hva, self.writable)
+    }
 }
 
 /// What the guest reaches at a guest physical address.
@@ -136,6 +161,7 @@ impl GuestMemory {
         GuestMemory {
             slots: KVec::new(),
             infos: KVec::new(),
+            generation: 0,
         }
     }
 
@@ -152,6 +178,9 @@ impl GuestMemory {
                 Refusal::Overlap => EEXIST,
             },
         )?;
+        if !matches!(change, Change::Unchanged) {
+            self.generation = self.generation.wrapping_add(1);
+        }
         match change {
             Change::Unchanged => Ok(None),
             Change::FlagsOnly { id, flags } => {
@@ -220,6 +249,41 @@ impl GuestMemory {
         }
         let writable = mem.slot.writable() && (!logging || write);
         Ok(Backing::Ram(mem.pin(index)?.phys(), writable))
+    }
+
+    /// What pinning the page behind `gpa` takes, if it is RAM the guest has
+    /// not touched yet (see [`PinRequest`]).
+    pub(crate) fn unpinned(&self, gpa: GuestPhys) -> Option<PinRequest> {
+        let gfn = gpa.gfn();
+        let mem = self.slots.iter().find(|m| m.slot.contains(gfn))?;
+        let index = usize::try_from(gfn - mem.slot.base_gfn).ok()?;
+        if mem.pages.get(index)?.is_some() {
+            return None;
+        }
+        Some(PinRequest {
+            generation: self.generation,
+            id: mem.slot.id,
+            index,
+            hva: mem.slot.hva(gfn),
+            // As `SlotMem::pin` pins it.
+            writable: mem.slot.writable(),
+        })
+    }
+
+    /// Keeps `page`, pinned for `request`, as the page behind its guest
+    /// frame; unless the slots changed since the request was made, or
+    /// another vCPU pinned the frame first: then `page` is unpinned, and
+    /// the fault goes on as if there had been no request.
+    pub(crate) fn install(&mut self, request: &PinRequest, page: PinnedPage) {
+        if request.generation != self.generation {
+            return;
+        }
+        let Some(i) = self.index(request.id) else {
+            return;
+        };
+        if let Some(entry @ None) = self.slots[i].pages.get_mut(request.index) {
+            *entry = Some(page);
+        }
     }
 
     /// The host page behind `gpa` if the guest has touched it already (it

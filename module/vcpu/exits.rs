@@ -363,6 +363,14 @@ impl Vcpu {
         write: bool,
         run: &RunPage<'_>,
     ) -> Result<Next> {
+        // A page touched for the first time is pinned without the MMU lock
+        // (see `PinRequest`). A failure is left to the fault below, which
+        // pins again and reports it as it always has.
+        if let Some(request) = self.vm.with_memory(|mem| mem.unpinned(gpa)) {
+            if let Ok(page) = request.pin() {
+                self.vm.with_mmu(|mmu| mmu.memory.install(&request, page));
+            }
+        }
         self.vm.with_mmu(|mmu| {
             if let Fault::Mapped = mmu.fault(gpa, write)? {
                 self.stats.inc(VcpuStat::PfFixed);
