@@ -252,10 +252,15 @@ impl GuestMemory {
     }
 
     /// What pinning the page behind `gpa` takes, if it is RAM the guest has
-    /// not touched yet (see [`PinRequest`]).
-    pub(crate) fn unpinned(&self, gpa: GuestPhys) -> Option<PinRequest> {
+    /// not touched yet and this access (`write` or not) will map it (a
+    /// write to read-only memory is MMIO: nothing to pin; see
+    /// [`PinRequest`]).
+    pub(crate) fn unpinned(&self, gpa: GuestPhys, write: bool) -> Option<PinRequest> {
         let gfn = gpa.gfn();
         let mem = self.slots.iter().find(|m| m.slot.contains(gfn))?;
+        if write && !mem.slot.writable() {
+            return None;
+        }
         let index = usize::try_from(gfn - mem.slot.base_gfn).ok()?;
         if mem.pages.get(index)?.is_some() {
             return None;

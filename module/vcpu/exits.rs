@@ -366,7 +366,7 @@ impl Vcpu {
         // A page touched for the first time is pinned without the MMU lock
         // (see `PinRequest`). A failure is left to the fault below, which
         // pins again and reports it as it always has.
-        if let Some(request) = self.vm.with_memory(|mem| mem.unpinned(gpa)) {
+        if let Some(request) = self.vm.with_memory(|mem| mem.unpinned(gpa, write)) {
             if let Ok(page) = request.pin() {
                 self.vm.with_mmu(|mmu| mmu.memory.install(&request, page));
             }

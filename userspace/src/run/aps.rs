@@ -83,8 +83,15 @@ impl Aps {
     }
 
     /// Stops every AP (out of `KVM_RUN` with `immediate_exit` and a
-    /// signal, as the BSP is) and waits for their threads.
-    pub fn stop(self) {
+    /// signal, as the BSP is) and waits for their threads. The requests
+    /// not served go first: an AP waiting for an answer then gets none
+    /// (its answer channel closes), sees the stop and ends. Joined with
+    /// them still queued, such an AP waited for ever, and so did the
+    /// join: rkvm run hung after vCPU 0 failed while vCPU 1 was writing to
+    /// the console (found through a VMCB that lost its state under QEMU,
+    /// 2026-12-08; the runner's `*:smp_stop` tests).
+    pub fn stop(self, requests: Option<Receiver<Request>>) {
+        drop(requests);
         self.stop.store(true, Ordering::SeqCst);
         for ap in self.aps {
             // The pthread of a thread not yet joined.

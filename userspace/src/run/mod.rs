@@ -281,7 +281,7 @@ pub fn run(opts: &Options<'_>) -> Result<Outcome> {
     };
     let wall = started.elapsed();
     if let Some(aps) = aps {
-        aps.stop();
+        aps.stop(state.ap_requests.take());
     }
     drop(armed);
     trace.end(&vm.vcpu);
