@@ -46,8 +46,10 @@ kernel_fragments() {
 kernel_build_key() {
     {
         kernel_source_version
+        # The fragments' settings, not their comments: editing a comment
+        # keeps the cached kernels (a build is 25 minutes with the debug one).
         # shellcheck disable=SC2046
-        cat $(kernel_fragments "${1:-}")
+        grep -h -E '^CONFIG_|^# CONFIG_[A-Z0-9_]+ is not set$' $(kernel_fragments "${1:-}")
         "$KRUSTC" --version
         "clang$LLVM_SUFFIX" --version | head -n1
         echo "bindgen $BINDGEN_VERSION"
