@@ -36,21 +36,13 @@ _start:
 	jb	1b
 
 	mov	$msg, %si
-2:	mov	$0x3fd, %dx		/* line status register */
-3:	in	%dx, %al
-	test	$0x20, %al		/* transmitter holding register empty? */
-	jz	3b
-	lodsb
-	test	%al, %al
-	jz	4f
-	mov	$0x3f8, %dx
-	out	%al, %dx
-	jmp	2b
-4:	mov	$0, %al
+	call	puts
+	mov	$0, %al
 	out	%al, $0xf4
 	hlt
 
 msg:	.asciz	"The AP runs; the BSP ends the run.\n"
+	.include "puts16.inc"
 
 	/* The AP, from the SIPI: CS 0x200, IP 0. Counts and writes port 0x80
 	 * (the POST port: an exit to userspace) without end. */
