@@ -24,7 +24,8 @@ use crate::{
     memory::GuestMemory,
     mmu::{
         shadow::PageFault,
-        Fault, //
+        Fault,
+        Mmu, //
     },
     pure::{
         cpuid,
@@ -363,20 +364,34 @@ impl Vcpu {
         write: bool,
         run: &RunPage<'_>,
     ) -> Result<Next> {
-        // A page touched for the first time is pinned without the MMU lock
-        // (see `PinRequest`). A failure is left to the fault below, which
-        // pins again and reports it as it always has.
-        if let Some(request) = self.vm.with_memory(|mem| mem.unpinned(gpa, write)) {
-            if let Ok(page) = request.pin() {
-                self.vm.with_mmu(|mmu| mmu.memory.install(&request, page));
-            }
-        }
-        self.vm.with_mmu(|mmu| {
+        // With the MMU lock held: map the page, or hand the access to MMIO.
+        let resolve = |mmu: &mut Mmu, st: &mut VcpuState| -> Result<Next> {
             if let Fault::Mapped = mmu.fault(gpa, write)? {
                 self.stats.inc(VcpuStat::PfFixed);
                 return Ok(Next::Reenter);
             }
             Ok(self.mmio(st, &mmu.memory, gpa.0, write, run))
+        };
+        // A page touched for the first time is pinned without the MMU lock
+        // (see `PinRequest`), between two holds of it; any other fault (an
+        // MMIO access, a page pinned before) takes the lock once. A failed
+        // pin is left to `resolve`, which pins again and reports it as it
+        // always has.
+        let request = match self
+            .vm
+            .with_mmu(|mmu| match mmu.memory.unpinned(gpa, write) {
+                Some(request) => Ok(Err(request)),
+                None => resolve(mmu, st).map(Ok),
+            })? {
+            Ok(next) => return Ok(next),
+            Err(request) => request,
+        };
+        let page = request.pin().ok();
+        self.vm.with_mmu(|mmu| {
+            if let Some(page) = page {
+                mmu.memory.install(&request, page);
+            }
+            resolve(mmu, st)
         })
     }
 
